@@ -32,7 +32,14 @@ import sys
 import time
 
 
-def run_one(strategy_name: str, seed: int, budget: int, runner, outdir: str, task: str) -> dict:
+# The proxy's learning-rate grid: half decades from 1e-4 to 10^0.5. The protocol's default grid
+# steps by 10x, and a constant factor inside a rule then wins by moving it between grid points
+# (what the first searches found: momentum at 0.2 x lr); EMA-form momentum peaks at lr ~1.
+HALF_DECADES = tuple(float(f"{10 ** (k / 2):.4g}") for k in range(-8, 2))
+
+
+def run_one(strategy_name: str, seed: int, budget: int, runner, outdir: str, task: str,
+            lr_grid=HALF_DECADES) -> dict:
     from optdsl.search.engine import SearchLoop, new_search
     from optdsl.search.evaluate import Protocol
     from optdsl.search.funnel import family
@@ -46,7 +53,8 @@ def run_one(strategy_name: str, seed: int, budget: int, runner, outdir: str, tas
     store = Store(path)
     strategy = make_strategy(strategy_name, seed=seed)
     t = get_task(task)
-    sid = new_search(store, strategy=strategy, task=t, protocol=Protocol(), budget=budget,
+    sid = new_search(store, strategy=strategy, task=t, protocol=Protocol(lr_grid=tuple(lr_grid)),
+                     budget=budget,
                      options={"seed": seed})
     t0 = time.monotonic()
     SearchLoop(store, sid, strategy, runner).run()
@@ -77,6 +85,7 @@ def run_one(strategy_name: str, seed: int, budget: int, runner, outdir: str, tas
     out = {"strategy": strategy_name, "seed": seed, "budget": budget, "evaluations": evals,
            "adam": adam_score, "first_family": first_family, "family_rule": fam_rule,
            "first_beats_adam": first_beat, "best": best, "draws": strategy.draws,
+           "dead_draws": getattr(strategy, "dead_draws", 0), "lr_grid": list(lr_grid),
            "filter": dict(f.stats), "degenerate_reasons": dict(f.reasons),
            "cache_hit_rate": f.hit_rate(), "wall_s": wall, "curve": curve,
            "baselines": {p["name"]: store.lookup(p["rule_hash"], t.name, proto)["score"]
@@ -200,6 +209,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--task", default="digits-fast")
     ap.add_argument("--out", default="runs/rediscover")
+    ap.add_argument("--lr-grid", type=float, nargs="+", default=list(HALF_DECADES),
+                    help="the proxy's learning rates (default: half decades 1e-4 .. 3.162)")
     ap.add_argument("--merge", nargs="+", metavar="DIR",
                     help="run nothing: merge the results.json of these runs into --out")
     args = ap.parse_args(argv)
@@ -219,7 +230,7 @@ def main(argv=None) -> int:
     try:
         for seed in args.seeds:
             for name in args.strategies:
-                r = run_one(name, seed, args.budget, runner, args.out, args.task)
+                r = run_one(name, seed, args.budget, runner, args.out, args.task, args.lr_grid)
                 results.append(r)
                 with open(results_path, "w") as f:
                     json.dump(results, f, indent=1)

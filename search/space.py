@@ -339,6 +339,25 @@ class Space:
         return repaired, what
 
 
+_LOCAL = re.compile(r"^\s*([A-Za-z_]\w*)\s*=(?!=)")
+
+
+def unused_local(text: str) -> str | None:
+    """The first temporary a program assigns (``x1 = ...``) and no later line reads, or None.
+
+    Such a statement is dead code: the program computes the same update as the shorter program
+    without it (a depth-2 Bello program whose second group ignores ``x1`` is a depth-1 program).
+    Samplers skip these encodings so that a deeper program really composes its groups (the
+    function space is unchanged: every such program has a live twin with fewer statements)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = _LOCAL.match(line)
+        if m and not line.lstrip().startswith("state ") and not any(
+                re.search(rf"\b{m.group(1)}\b", later) for later in lines[i + 1:]):
+            return m.group(1)
+    return None
+
+
 def _strip_unset(t: Tree) -> Tree:
     """A tree where placeholder nodes (alt -1) have no choice yet (decode fills them in)."""
     return Tree(t.rule, t.alt, [_strip_unset(c) for c in t.children], t.value)
@@ -365,15 +384,17 @@ class SpaceStrategy:
     """A strategy over a grammar space (``search.strategies.Strategy`` interface).
 
     Subclasses provide ``_draw() -> (tree, meta)`` and ``_learn(tree, reward, meta, free)``.
-    ``suggest`` draws until it has ``n`` candidates the filter calls new; a degenerate draw is
-    learned from at once with :data:`FAIL_REWARD` and a duplicate with its earlier score, both
-    without an evaluation (``free=True``). ``observe`` turns results into rewards.
+    ``suggest`` draws until it has ``n`` candidates the filter calls new; a degenerate draw or
+    one with dead code (``live_only``, :func:`unused_local`) is learned from at once with
+    :data:`FAIL_REWARD` and a duplicate with its earlier score, all without an evaluation
+    (``free=True``). ``observe`` turns results into rewards.
     """
     name = ""
     max_draws = 200  # per candidate asked for, before suggest gives up (returns fewer)
+    learn_duplicates = True  # a duplicate draw is learned from with its earlier score
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj: Space | None = None):
+                 space_obj: Space | None = None, live_only: bool = True):
         import random
         from .filters import CandidateFilter
         self.seed = seed
@@ -384,6 +405,8 @@ class SpaceStrategy:
         self.scores: dict = {}  # key -> reward of an evaluated candidate
         self.pending: dict = {}  # text -> [tree json, key, meta]
         self.draws = 0
+        self.live_only = live_only
+        self.dead_draws = 0  # draws skipped for dead code (see unused_local)
         self.history: list = []  # [draw index, reward] of every evaluated proposal
 
     # subclass hooks
@@ -412,13 +435,17 @@ class SpaceStrategy:
                 if repeats > 20:
                     break
                 continue
+            if self.live_only and unused_local(text):  # a redundant encoding: draw again
+                self.dead_draws += 1
+                self._learn(tree, FAIL_REWARD, meta, True)
+                continue
             kind, key, of = self._key(text)
             if kind == "new" or (kind == "duplicate" and of not in self.scores and
                                  self.filter is None):
                 self.pending[text] = [tree.to_json(), key, meta]
                 out.append(text)
             elif kind == "duplicate":
-                if of in self.scores:
+                if of in self.scores and self.learn_duplicates:
                     self._learn(tree, self.scores[of], meta, True)
             else:  # degenerate or invalid
                 self._learn(tree, FAIL_REWARD, meta, True)
@@ -446,6 +473,7 @@ class SpaceStrategy:
         return {"seed": self.seed, "space": self.space_name, "rng": [version, list(internal), gauss],
                 "filter": self.filter.state_dict() if self.filter else None,
                 "scores": self.scores, "pending": self.pending, "draws": self.draws,
+                "dead_draws": self.dead_draws,
                 "history": self.history}
 
     def _load_base(self, state: dict) -> None:
@@ -460,6 +488,7 @@ class SpaceStrategy:
         self.scores = dict(state["scores"])
         self.pending = {k: list(v) for k, v in state["pending"].items()}
         self.draws = state["draws"]
+        self.dead_draws = state.get("dead_draws", 0)
         self.history = [list(h) for h in state["history"]]
 
     def state_dict(self) -> dict:

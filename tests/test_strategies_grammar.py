@@ -255,3 +255,25 @@ def test_known_as_up_to_a_learning_rate_factor_and_drop_free():
         "lr * ((ema(g, 0.9)) + (f(a, b)))"
     assert known_as("lr * (ema(g, 0.9) + drop(ema(g, 0.9), 0.1))") \
         .startswith("drop-free form ∝ 0.2 × momentum")
+
+
+def test_unused_local_names_dead_statements():
+    from optdsl.search.space import unused_local
+    assert unused_local(POWERSIGN) is None
+    dead = POWERSIGN.replace("(exp(x1)) * (g)", "(exp(g)) * (g)")
+    assert unused_local(dead) == "x1"
+    assert unused_local("prog(lr=1):\n    state m = 0\n    a1 = -(m)\n    m := m + 0.1 * (g - m)\n"
+                        "    return lr * (m)") == "a1"
+
+
+@pytest.mark.parametrize("cls", [GrammarRandomStrategy, RLStrategy, EvolutionStrategy])
+def test_strategies_skip_dead_code_encodings(cls):
+    """Every proposed program uses each group it computes; deeper programs still occur."""
+    from optdsl.search.space import unused_local
+    s = cls(seed=3, use_filter=False)
+    texts = s.suggest(60)
+    assert len(texts) == 60 and s.dead_draws > 0
+    assert all(unused_local(t) is None for t in texts)
+    assert any("x2 =" in t for t in texts)
+    loose = cls(seed=3, use_filter=False, live_only=False)
+    assert any(unused_local(t) for t in loose.suggest(60))
