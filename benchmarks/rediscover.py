@@ -32,16 +32,10 @@ import sys
 import time
 
 
-# The proxy's learning-rate grid: half decades from 1e-4 to 10^0.5. The protocol's default grid
-# steps by 10x, and a constant factor inside a rule then wins by moving it between grid points
-# (what the first searches found: momentum at 0.2 x lr); EMA-form momentum peaks at lr ~1.
-HALF_DECADES = tuple(float(f"{10 ** (k / 2):.4g}") for k in range(-8, 2))
-
-
 def run_one(strategy_name: str, seed: int, budget: int, runner, outdir: str, task: str,
-            lr_grid=HALF_DECADES) -> dict:
+            lr_grid=None) -> dict:
     from optdsl.search.engine import SearchLoop, new_search
-    from optdsl.search.evaluate import Protocol
+    from optdsl.search.evaluate import HALF_DECADES, Protocol
     from optdsl.search.funnel import family
     from optdsl.search.store import Store
     from optdsl.search.strategies import make_strategy
@@ -53,7 +47,8 @@ def run_one(strategy_name: str, seed: int, budget: int, runner, outdir: str, tas
     store = Store(path)
     strategy = make_strategy(strategy_name, seed=seed)
     t = get_task(task)
-    sid = new_search(store, strategy=strategy, task=t, protocol=Protocol(lr_grid=tuple(lr_grid)),
+    lr_grid = tuple(lr_grid or HALF_DECADES)
+    sid = new_search(store, strategy=strategy, task=t, protocol=Protocol(lr_grid=lr_grid),
                      budget=budget,
                      options={"seed": seed})
     t0 = time.monotonic()
@@ -96,6 +91,35 @@ def run_one(strategy_name: str, seed: int, budget: int, runner, outdir: str, tas
     return out
 
 
+def rescore(result: dict, outdir: str, runner, top: int = 5, seeds=(0, 1, 2)) -> dict:
+    """The search's ``top`` proxy rules and tuned Adam re-run under protocol ``seeds`` on the
+    proxy (search/funnel.py): ``robust_best`` is the best mean over the seeds. One seed's
+    score rewards luck (rules with ``drop``/``noise`` win by a few validation images)."""
+    from optdsl.library import source
+    from optdsl.search.funnel import funnel
+    from optdsl.search.store import Store
+    store = Store(os.path.join(outdir, f"{result['strategy']}-{result['seed']}.sqlite"))
+    record = store.search(None)
+    sid, task, proto = record["id"], record["task"], record["protocol"]
+    cands = []
+    for p in store.proposals(sid):
+        e = store.lookup(p["rule_hash"], task, proto)
+        if p["source"] == "strategy" and e is not None and e["status"] == "ok":
+            cands.append({"rule": p["rule"], "score": e["score"]})
+    store.close()
+    cands = sorted({c["rule"]: c for c in cands}.values(), key=lambda c: -c["score"])[:top]
+    adam = {"rule": source("adam"), "score": 2.0, "name": "adam"}  # first in the queue
+    rows = funnel(cands + [adam], runner, task, record["protocol_config"], top=top + 1,
+                  seeds=list(seeds), name=False)
+    ours = [r for r in rows if not r["name"] and r["score"] is not None]
+    result["robust_best"] = ({"score": ours[0]["score"], "scores": ours[0]["scores"],
+                              "rule": ours[0]["rule"], "proxy": ours[0]["proxy_score"]}
+                             if ours else None)
+    result["adam_mean"] = next(r["score"] for r in rows if r["name"] == "adam")
+    result["rescore_seeds"] = list(seeds)
+    return result
+
+
 def plots(results: list, outdir: str) -> list:
     import matplotlib
     matplotlib.use("Agg")
@@ -126,7 +150,7 @@ def plots(results: list, outdir: str) -> list:
             c = r["reward_curve"]
             ax.plot([x[0] for x in c], [x[1] for x in c], alpha=0.4, label=f"batch mean (seed {r['seed']})")
             ax.plot([x[0] for x in c], [x[2] for x in c], label=f"baseline (seed {r['seed']})")
-    ax.set_xlabel("controller updates (batches of 16 rewards, free ones included)")
+    ax.set_xlabel("controller updates (batches of 16 rewards: evaluated, degenerate and dead-code draws)")
     ax.set_ylabel("reward")
     ax.legend(fontsize=7)
     ax.set_title("RL controller reward curve")
@@ -142,6 +166,16 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
+def fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def robust(r: dict) -> str:
+    """The seed-averaged best of a search, with tuned Adam's mean under the same seeds."""
+    b = r.get("robust_best")
+    return "-" if not b else f"{b['score']:.4f} (adam {r['adam_mean']:.4f})"
+
+
 def summary(results: list) -> str:
     """Markdown: one row per search, then the per-strategy medians over seeds.
 
@@ -150,8 +184,9 @@ def summary(results: list) -> str:
     def when(v, budget):
         return "**not reached**" if v is None or v > budget else f"{v:g}"
     lines = ["| strategy | seed | evals | first PowerSign/AddSign member | first beats Adam | "
-             "best score | draws (degenerate) | cache hit rate | wall |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "best score | best, 3-seed mean | draws (degenerate, dead code) | cache hit rate | "
+             "wall |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     order = {"random-grammar": 0, "rl": 1, "evolution": 2}
     results = sorted(results, key=lambda r: (order.get(r["strategy"], 9), r["strategy"], r["seed"]))
     for r in results:
@@ -159,12 +194,13 @@ def summary(results: list) -> str:
         lines.append(f"| {r['strategy']} | {r['seed']} | {r['evaluations']} | "
                      f"{when(r['first_family'], r['budget'])} | "
                      f"{when(r['first_beats_adam'], r['budget'])} | "
-                     f"{best:.4f} | {r['draws']} ({r['filter'].get('degenerate', 0)}) | "
+                     f"{best:.4f} | {robust(r)} | {r['draws']} "
+                     f"({r['filter'].get('degenerate', 0)}, {r.get('dead_draws', 0)}) | "
                      f"{r['cache_hit_rate']:.3f} | {r['wall_s']:.0f} s |" if best is not None else
-                     f"| {r['strategy']} | {r['seed']} | {r['evaluations']} | - | - | - | - | - | - |")
+                     f"| {r['strategy']} | {r['seed']} | {r['evaluations']} | - | - | - | - | - | - | - |")
     lines += ["", "| strategy (median of seeds) | seeds | first PowerSign/AddSign member | "
-              "first beats Adam | best score | cache hit rate | wall |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+              "first beats Adam | best score | best, 3-seed mean | cache hit rate | wall |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     names = sorted({r["strategy"] for r in results}, key=lambda n: (order.get(n, 9), n))
     for name in names:
         rs = [r for r in results if r["strategy"] == name]
@@ -176,6 +212,7 @@ def summary(results: list) -> str:
         best = _median([r["best"]["score"] for r in rs if r["best"]])
         lines.append(f"| {name} | {','.join(str(r['seed']) for r in rs)} | {when(fam, budget)} | "
                      f"{when(beat, budget)} | {best:.4f} | "
+                     f"{fmt(_median([r['robust_best']['score'] for r in rs if r.get('robust_best')]))} | "
                      f"{_median([r['cache_hit_rate'] for r in rs]):.3f} | "
                      f"{_median([r['wall_s'] for r in rs]):.0f} s |")
     return "\n".join(lines) + "\n"
@@ -209,11 +246,32 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--task", default="digits-fast")
     ap.add_argument("--out", default="runs/rediscover")
-    ap.add_argument("--lr-grid", type=float, nargs="+", default=list(HALF_DECADES),
+    ap.add_argument("--lr-grid", type=float, nargs="+", default=None,
                     help="the proxy's learning rates (default: half decades 1e-4 .. 3.162)")
+    ap.add_argument("--rescore", nargs="+", metavar="DIR",
+                    help="run no search: re-run the top 5 rules of each finished search in DIR "
+                         "and tuned Adam under protocol seeds 0, 1, 2 (the seed-averaged best)")
     ap.add_argument("--merge", nargs="+", metavar="DIR",
                     help="run nothing: merge the results.json of these runs into --out")
     args = ap.parse_args(argv)
+    if args.rescore:  # add the seed-averaged best to finished runs
+        from optdsl.search.batched import evaluate_batched, register_fast_tasks
+        from optdsl.search.runner import RayRunner
+        register_fast_tasks()
+        runner = RayRunner(workers=args.workers, fn=evaluate_batched, time_limit=60)
+        try:
+            for d in args.rescore:
+                path = os.path.join(d, "results.json")
+                with open(path) as f:
+                    results = [rescore(r, d, runner) for r in json.load(f)]
+                with open(path, "w") as f:
+                    json.dump(results, f, indent=1)
+                with open(os.path.join(d, "summary.md"), "w") as f:
+                    f.write(summary(results))
+                print(summary(results), end="")
+        finally:
+            runner.close()
+        return 0
     if args.merge:
         results = merge(args.merge, args.out)
         print(summary(results), end="")
@@ -231,6 +289,7 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             for name in args.strategies:
                 r = run_one(name, seed, args.budget, runner, args.out, args.task, args.lr_grid)
+                rescore(r, args.out, runner)
                 results.append(r)
                 with open(results_path, "w") as f:
                     json.dump(results, f, indent=1)

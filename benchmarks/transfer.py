@@ -12,7 +12,8 @@
 3. **Export**: the ``--top`` funnel rules as .opt program files (``--export``, checked by
    ``optdsl check``), their default ``lr`` the best learning rate of the funnel.
 4. **Transfer**: those files and adam, sgd-momentum, powersign, addsign under the same protocol
-   (lr grid 1e-4..1, best validation metric) on tasks the search did not use, trained
+   (lr grid ``--lr-grid``, by default the rediscovery proxy's half decades 1e-4..3.162; best
+   validation metric) on tasks the search did not use, trained
    ``--factor`` times the task's steps (tasks ``<name>-x<factor>``), protocol seeds
    ``--seeds``, mean over seeds.
 
@@ -139,11 +140,14 @@ def main(argv=None) -> int:
     ap.add_argument("--time-limit", type=float, default=300)
     ap.add_argument("--export", default="benchmarks/found")
     ap.add_argument("--out", default="runs/transfer")
+    ap.add_argument("--lr-grid", type=float, nargs="+", default=None,
+                    help="learning rates of the funnel and transfer protocol (default: half "
+                         "decades 1e-4 .. 3.162, as benchmarks/rediscover.py)")
     args = ap.parse_args(argv)
 
     from optdsl.library import source
     from optdsl.search.batched import register_fast_tasks
-    from optdsl.search.evaluate import BASELINES, Protocol
+    from optdsl.search.evaluate import BASELINES, HALF_DECADES, Protocol
     from optdsl.search.funnel import funnel, known_as
     from optdsl.search.runner import RayRunner
     from optdsl.search.tasks import get_task
@@ -152,6 +156,7 @@ def main(argv=None) -> int:
     report = {"args": vars(args)}
     t0 = time.monotonic()
 
+    grid0 = tuple(args.lr_grid or HALF_DECADES)  # the rediscovery proxy's grid
     pool, base_proxy = candidates(args.runs, args.per_search)
     print(f"{len(pool)} candidates from {args.runs}", flush=True)
     base = [{"rule": source(lib), "score": base_proxy.get(name, 0.0), "name": name,
@@ -161,7 +166,8 @@ def main(argv=None) -> int:
     try:
         # --- funnel ---------------------------------------------------------------------------
         ft = get_task(args.funnel_task)
-        rows = funnel(pool + base, runner, ft.name, Protocol().config(ft), top=len(pool + base),
+        rows = funnel(pool + base, runner, ft.name, Protocol(lr_grid=grid0).config(ft),
+                      top=len(pool + base),
                       time_limit=args.time_limit, seeds=args.funnel_seeds, name=False)
         for r in rows:
             r["found_by"] = by_rule[r["rule"]]["found_by"]
@@ -184,7 +190,7 @@ def main(argv=None) -> int:
             if not m:
                 continue
             c, lib = float(m.group(1)), m.group(2)
-            grid = [c * lr for lr in Protocol().lr_grid]
+            grid = [c * lr for lr in grid0]
             res = run_jobs(runner, [{"rule": source(lib), "task": ft.name,
                                      "protocol": Protocol(lr_grid=tuple(grid), seed=seed).config(ft),
                                      "time_limit": args.time_limit} for seed in args.funnel_seeds])
@@ -225,7 +231,7 @@ def main(argv=None) -> int:
             for t in tasks:
                 for seed in args.seeds:
                     jobs.append({"rule": text, "task": t.name,
-                                 "protocol": Protocol(seed=seed).config(t),
+                                 "protocol": Protocol(lr_grid=grid0, seed=seed).config(t),
                                  "time_limit": args.time_limit})
                     keys.append((name, t.name, seed))
         t1 = time.monotonic()
@@ -272,7 +278,7 @@ def main(argv=None) -> int:
                   "| funnel rank | library rule | lr grid | its scores | the rule's scores |",
                   "| ---: | --- | --- | --- | --- |"]
         for x in rescaled:
-            lines.append(f"| {x['rank']} | {x['library']} | {x['factor']:g} x (1e-4 .. 1) | "
+            lines.append(f"| {x['rank']} | {x['library']} | {x['factor']:g} x ({grid0[0]:g} .. {grid0[-1]:g}) | "
                          f"{' '.join(fmt(v, 4) for v in x['scores'])} | "
                          f"{' '.join(fmt(v, 4) for v in x['rule_scores'])} |")
     lines += ["", f"Transfer: {args.factor}x the task's steps, protocol seeds {args.seeds}, "

@@ -42,7 +42,8 @@ class EvolutionStrategy(SpaceStrategy):
     name = "evolution"
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True, population: int = 32, sample: int = 8, warm=None):
+                 space_obj=None, live_only: bool = True, population: int = 32, sample: int = 8,
+                 warm=None):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only)
         self.population_size, self.sample_size = population, sample

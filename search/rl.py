@@ -94,7 +94,8 @@ class RLStrategy(SpaceStrategy):
     learn_duplicates = False
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True, algo: str = "reinforce", batch: int = 16, lr: float = 0.01,
+                 space_obj=None, live_only: bool = True, algo: str = "reinforce",
+                 batch: int = 16, lr: float = 0.01,
                  entropy: float = 0.01, hidden: int = 32, baseline_decay: float = 0.9,
                  epochs: int = 4, clip: float = 0.2, temperature: float = 1.0):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
