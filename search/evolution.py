@@ -1,7 +1,9 @@
 """Regularized evolution (Real et al. 2019) over programs of a grammar space.
 
 A population of at most ``population`` evaluated programs, oldest first. Each new candidate is
-a mutation of a tournament winner: ``sample`` members drawn at random, the best of them is the
+a mutation of a tournament winner: ``sample`` members drawn at random (4 of 32: with 8, the
+population filled with copies of its warm-start Adam and the search tied random sampling in the
+rediscovery benchmark), the best of them is the
 parent, and one of its decisions changes (``Space.mutate``): an operand or a function is
 replaced, a statement (a group of Bello's space) is inserted or deleted, or a constant is
 scaled by ``2^N(0,1)``. When the child is evaluated it joins the population and the oldest
@@ -42,7 +44,7 @@ class EvolutionStrategy(SpaceStrategy):
     name = "evolution"
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True, population: int = 32, sample: int = 8,
+                 space_obj=None, live_only: bool = True, population: int = 32, sample: int = 4,
                  warm=None):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only)
