@@ -1,15 +1,15 @@
 """Regularized evolution (Real et al. 2019) over programs of a grammar space.
 
 A population of at most ``population`` evaluated programs, oldest first. Each new candidate is
-a mutation of a tournament winner: ``sample`` members drawn at random (4 of 32: with 8, the
-population filled with copies of its warm-start Adam and the search tied random sampling in the
-rediscovery benchmark), the best of them is the
-parent, and one of its decisions changes (``Space.mutate``): an operand or a function is
-replaced, a statement (a group of Bello's space) is inserted or deleted, or a constant is
-scaled by ``2^N(0,1)``. When the child is evaluated it joins the population and the oldest
-member leaves (ageing: a good program survives only through its descendants). Until the
-population is full, candidates are the warm-start programs (``warm``: texts of the space, e.g.
-library rules written in it) and then uniform draws.
+a mutation of a tournament winner: ``sample`` members drawn at random, the best of them is the
+parent (4 of 32 by default: with 8 the population filled with variants of its Adam warm start
+and the search tied random sampling in the rediscovery benchmark), and one of its decisions
+changes (``Space.mutate``): an operand or a function is replaced, a statement (a group of
+Bello's space) is inserted or deleted, or a constant is scaled by ``2^N(0,1)``. When the child
+is evaluated it joins the population and the oldest member leaves (ageing: a good program
+survives only through its descendants). Until the population is full, candidates are the
+warm-start programs (``warm``: texts of the space, e.g. library rules written in it) and then
+uniform draws.
 
 Hashing of equivalent programs as in the Lion search (Chen et al. 2023): a child that is a
 duplicate (canonical hash or fingerprint) of an evaluated program, or degenerate, is not
