@@ -98,19 +98,16 @@ def rescore(result: dict, outdir: str, runner, top: int = 5, seeds=(0, 1, 2)) ->
     from optdsl.library import source
     from optdsl.search.funnel import funnel
     from optdsl.search.store import Store
-    store = Store(os.path.join(outdir, f"{result['strategy']}-{result['seed']}.sqlite"))
-    record = store.search(None)
-    sid, task, proto = record["id"], record["task"], record["protocol"]
-    cands = []
-    for p in store.proposals(sid):
-        e = store.lookup(p["rule_hash"], task, proto)
-        if p["source"] == "strategy" and e is not None and e["status"] == "ok":
-            cands.append({"rule": p["rule"], "score": e["score"]})
+    store = Store(os.path.join(outdir, f"{result['strategy']}-{result['seed']}.sqlite"),
+                  create=False)
+    record = store.search()
+    cands = [{"rule": e["rule"], "score": e["score"]}
+             for e in store.evaluations(record["task"], record["protocol"], order="score")
+             if e["status"] == "ok" and not e.get("name")][:top]
     store.close()
-    cands = sorted({c["rule"]: c for c in cands}.values(), key=lambda c: -c["score"])[:top]
-    adam = {"rule": source("adam"), "score": 2.0, "name": "adam"}  # first in the queue
-    rows = funnel(cands + [adam], runner, task, record["protocol_config"], top=top + 1,
-                  seeds=list(seeds), name=False)
+    adam = {"rule": source("adam"), "score": 0.0, "name": "adam"}
+    rows = funnel(cands + [adam], runner, record["task"], record["protocol_config"],
+                  top=len(cands) + 1, seeds=list(seeds), name=False)
     ours = [r for r in rows if not r["name"] and r["score"] is not None]
     result["robust_best"] = ({"score": ours[0]["score"], "scores": ours[0]["scores"],
                               "rule": ours[0]["rule"], "proxy": ours[0]["proxy_score"]}
