@@ -75,13 +75,17 @@ def _progress_display(console, budget: int, quiet: bool):
     return bar.start, update, bar.stop
 
 
-def cmd_search(argv) -> int:
-    args = _search_parser().parse_args(argv)
+def _one_line_errors(command: str, run, args) -> int:
+    """``run(args)``; a SearchError is one line on stderr and exit code 2."""
     try:
-        return _search(args)
+        return run(args)
     except SearchError as e:
-        print(f"optdsl search: {e}", file=sys.stderr)
+        print(f"optdsl {command}: {e}", file=sys.stderr)
         return 2
+
+
+def cmd_search(argv) -> int:
+    return _one_line_errors("search", _search, _search_parser().parse_args(argv))
 
 
 def _search(args) -> int:
@@ -174,12 +178,7 @@ def cmd_report(argv) -> int:
     ap.add_argument("--no-plots", action="store_true", help="print the leaderboard only")
     ap.add_argument("--export", metavar="DIR", help="write the top rules as .opt program files")
     ap.add_argument("--export-top", type=int, default=5, help="how many rules --export writes")
-    args = ap.parse_args(argv)
-    try:
-        return _report(args)
-    except SearchError as e:
-        print(f"optdsl report: {e}", file=sys.stderr)
-        return 2
+    return _one_line_errors("report", _report, ap.parse_args(argv))
 
 
 def _report(args) -> int:

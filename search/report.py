@@ -98,12 +98,7 @@ def plot_progress(store: Store, task: str, protocol: str, path: str, metric: str
     ax.set_xlabel("evaluations")
     ax.set_ylabel(f"best validation {metric}")
     ax.set_title(f"search on {task}")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, legend_size=8)
 
 
 def plot_curves(store: Store, task: str, protocol: str, path: str, top: int = 5,
@@ -127,7 +122,13 @@ def plot_curves(store: Store, task: str, protocol: str, path: str, top: int = 5,
     ax.set_xlabel("step")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title(f"{task}: top rules (solid) vs baselines (dashed)")
-    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, ax, path, legend_size=7)
+
+
+def _save(fig, ax, path: str, legend_size: int) -> str:
+    """Legend, grid and layout of a report plot, written to ``path`` as PNG."""
+    import matplotlib.pyplot as plt
+    ax.legend(fontsize=legend_size, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
