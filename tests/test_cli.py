@@ -52,3 +52,25 @@ def test_train_reports_loss_and_accuracy():
     assert r.stdout.count("train loss") == 3 and "validation accuracy" in r.stdout
     acc = float(r.stdout.split("validation accuracy")[1].split()[0])
     assert acc > 0.5
+
+
+def test_every_shipped_program_file_checks_and_trains(capsys):
+    """examples/*.opt and the rules the rediscovery benchmark exported (benchmarks/found/) are
+    programs a user runs as they are: `optdsl check` accepts them and they take finite steps."""
+    import glob
+    import os
+    import torch
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = sorted(glob.glob(os.path.join(root, "examples", "*.opt")) +
+                   glob.glob(os.path.join(root, "benchmarks", "found", "*.opt")))
+    assert len(files) >= 5
+    for path in files:
+        assert main(["check", path]) == 0, path
+        w = torch.nn.Parameter(torch.randn(8, dtype=torch.float64))
+        opt = optdsl.Optimizer([w], optdsl.parse(open(path).read()), backend="eager")
+        for _ in range(3):
+            opt.zero_grad()
+            (w ** 2).sum().backward()
+            opt.step()
+        assert torch.isfinite(w).all(), path
+    capsys.readouterr()
