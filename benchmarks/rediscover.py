@@ -33,7 +33,7 @@ import time
 
 
 def run_one(strategy_name: str, seed: int, budget: int, runner, outdir: str, task: str,
-            lr_grid=None) -> dict:
+            lr_grid=None, options=None) -> dict:
     from optdsl.search.engine import SearchLoop, new_search
     from optdsl.search.evaluate import HALF_DECADES, Protocol
     from optdsl.search.funnel import family
@@ -45,12 +45,12 @@ def run_one(strategy_name: str, seed: int, budget: int, runner, outdir: str, tas
     if os.path.exists(path):
         os.remove(path)
     store = Store(path)
-    strategy = make_strategy(strategy_name, seed=seed)
+    strategy = make_strategy(strategy_name, seed=seed, options=options)
     t = get_task(task)
     lr_grid = tuple(lr_grid or HALF_DECADES)
     sid = new_search(store, strategy=strategy, task=t, protocol=Protocol(lr_grid=lr_grid),
                      budget=budget,
-                     options={"seed": seed})
+                     options={"seed": seed, "strategy_options": options or {}})
     t0 = time.monotonic()
     SearchLoop(store, sid, strategy, runner).run()
     wall = time.monotonic() - t0
@@ -77,7 +77,8 @@ def run_one(strategy_name: str, seed: int, budget: int, runner, outdir: str, tas
             best = {"score": score, "rule": p["rule"], "at": evals}
         curve.append([evals, best["score"] if best else None])
     f = strategy.filter
-    out = {"strategy": strategy_name, "seed": seed, "budget": budget, "evaluations": evals,
+    out = {"strategy": strategy_name, "seed": seed, "options": options or {},
+           "budget": budget, "evaluations": evals,
            "adam": adam_score, "first_family": first_family, "family_rule": fam_rule,
            "first_beats_adam": first_beat, "best": best, "draws": strategy.draws,
            "dead_draws": getattr(strategy, "dead_draws", 0), "lr_grid": list(lr_grid),
@@ -240,6 +241,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=int, default=1000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--strategies", nargs="+", default=["random-grammar", "rl", "evolution"])
+    ap.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of the strategies run, e.g. entropy=0.01 (rl), as "
+                         "optdsl search --strategy-option")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--task", default="digits-fast")
     ap.add_argument("--out", default="runs/rediscover")
@@ -278,6 +282,16 @@ def main(argv=None) -> int:
     from optdsl.search.batched import evaluate_batched, register_fast_tasks
     from optdsl.search.runner import RayRunner
     register_fast_tasks()
+    from optdsl.search.cli import key_values
+    from optdsl.search.strategies import make_strategy
+    options = key_values(args.strategy_option)
+    from optdsl.search.errors import SearchError
+    for name in args.strategies:  # an unknown strategy or option fails before Ray starts
+        try:
+            make_strategy(name, options=options)
+        except SearchError as e:
+            print(f"rediscover: {e}", file=sys.stderr)
+            return 2
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.json")
     results = []
@@ -285,7 +299,8 @@ def main(argv=None) -> int:
     try:
         for seed in args.seeds:
             for name in args.strategies:
-                r = run_one(name, seed, args.budget, runner, args.out, args.task, args.lr_grid)
+                r = run_one(name, seed, args.budget, runner, args.out, args.task, args.lr_grid,
+                            options)
                 rescore(r, args.out, runner)
                 results.append(r)
                 with open(results_path, "w") as f:

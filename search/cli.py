@@ -39,6 +39,9 @@ def _search_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true",
                     help="continue the store's latest search where it stopped")
     ap.add_argument("--seed", type=int, default=0, help="the strategy's random seed")
+    ap.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of the strategy, e.g. entropy=0.1 (rl) or population=64 "
+                         "(evolution); repeatable; kept in the store for --resume")
     ap.add_argument("--seeds", metavar="FILE",
                     help="rules to evaluate first: one program per paragraph, or library names")
     ap.add_argument("--time-limit", type=float, default=60.0,
@@ -88,6 +91,17 @@ def cmd_search(argv) -> int:
     return _one_line_errors("search", _search, _search_parser().parse_args(argv))
 
 
+def key_values(items: list) -> dict:
+    """``["entropy=0.1", ...]`` -> ``{"entropy": "0.1"}``; the strategy types the values."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SearchError(f"--strategy-option wants KEY=VALUE, got '{item}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def _search(args) -> int:
     from rich.console import Console
     from .engine import SearchLoop, new_search, read_seeds
@@ -101,7 +115,8 @@ def _search(args) -> int:
     _positive("workers", args.workers)
     _positive("time-limit", args.time_limit)
     task = get_task(args.task or DEFAULT_TASK)
-    strategy = make_strategy(args.strategy, seed=args.seed)
+    options = key_values(args.strategy_option)
+    strategy = make_strategy(args.strategy, seed=args.seed, options=options)
     seeds = read_seeds(args.seeds) if args.seeds else []
     path = args.store or os.path.join("runs", f"{task.name}.sqlite")
     if args.resume:
@@ -116,7 +131,12 @@ def _search(args) -> int:
         if record["strategy"] != strategy.name:
             raise SearchError(f"{path} holds a '{record['strategy']}' search, not '{strategy.name}'")
         task = get_task(record["task"])
-        strategy = make_strategy(record["strategy"], seed=record["options"].get("seed", 0))
+        stored = record["options"].get("strategy_options", {})
+        if options and options != stored:
+            raise SearchError(f"{path} holds a search with strategy options {stored or 'none'}; "
+                              "a resumed search keeps them (leave out --strategy-option)")
+        strategy = make_strategy(record["strategy"], seed=record["options"].get("seed", 0),
+                                 options=stored)
         strategy.load_state_dict(record["state"])
         time_limit = record["options"].get("time_limit", args.time_limit)
     else:
@@ -135,7 +155,8 @@ def _search(args) -> int:
             budget = args.budget or 60
             sid = new_search(store, strategy=strategy, task=task, protocol=Protocol(),
                              budget=budget, seeds=seeds,
-                             options={"seed": args.seed, "time_limit": time_limit},
+                             options={"seed": args.seed, "time_limit": time_limit,
+                                      "strategy_options": options},
                              baselines=not args.no_baselines)
             print(f"search #{sid}: {strategy.name} on {task.name} ({task.description}), "
                   f"budget {budget}, {runner.capacity} worker(s), store {path}")

@@ -131,13 +131,49 @@ def _grammar_strategies() -> dict:
 STRATEGIES.update(_grammar_strategies())
 
 
-def make_strategy(name: str, seed: int = 0) -> Strategy:
-    """A new strategy by name; an unknown name is a SearchError with a suggestion."""
+def strategy_options(cls) -> dict:
+    """The settings a strategy takes besides its seed: keyword -> default (its constructor's)."""
+    import inspect
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p.default for k, p in params.items()
+            if k not in ("self", "seed", "space_obj") and p.default is not inspect.Parameter.empty}
+
+
+def _coerce(name: str, key: str, value, default):
+    """``value`` (a string from the command line, or already typed) as the type of ``default``."""
+    from .errors import SearchError
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        return type(default)(value)
+    except ValueError:
+        raise SearchError(f"strategy '{name}' option {key}={value!r}: expected "
+                          f"{type(default).__name__} (default {default!r})") from None
+
+
+def make_strategy(name: str, seed: int = 0, options: dict | None = None) -> Strategy:
+    """A new strategy by name, with ``options`` (keyword -> value, e.g. ``{"entropy": "0.1"}``
+    for rl) passed to its constructor; an unknown name or option is a SearchError naming the
+    valid ones."""
+    from optdsl.errors import did_you_mean
+    from .errors import SearchError
     try:
         cls = STRATEGIES[name]
     except KeyError:
-        from optdsl.errors import did_you_mean
-        from .errors import SearchError
         raise SearchError(f"unknown strategy '{name}'{did_you_mean(name, STRATEGIES)}; "
-                       f"strategies: {', '.join(STRATEGIES)}") from None
-    return cls(seed=seed)
+                          f"strategies: {', '.join(STRATEGIES)}") from None
+    valid = strategy_options(cls)
+    kwargs = {}
+    for key, value in (options or {}).items():
+        if key not in valid:
+            raise SearchError(f"strategy '{name}' has no option '{key}'{did_you_mean(key, valid)}"
+                              f"; options: {', '.join(valid) or 'none'}")
+        kwargs[key] = _coerce(name, key, value, valid[key])
+    try:
+        return cls(seed=seed, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"strategy '{name}' with options {kwargs}: {e}") from None

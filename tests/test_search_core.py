@@ -254,6 +254,11 @@ def test_report_on_missing_store_exits_2(tmp_path, capsys):
     (["--address", "ray://127.0.0.1:9"], "cannot reach Ray at ray://127.0.0.1:9"),
     (["--address", "nonsense"], "bad Ray address"),
     (["--resume"], "nothing to resume"),
+    (["--strategy-option", "entropy"], "--strategy-option wants KEY=VALUE, got 'entropy'"),
+    (["--strategy", "rl", "--strategy-option", "entropi=0.1"],
+     "strategy 'rl' has no option 'entropi'; did you mean 'entropy'?"),
+    (["--strategy", "evolution", "--strategy-option", "population=many"],
+     "strategy 'evolution' option population='many': expected int (default 32)"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
     from optdsl.cli import main
@@ -262,6 +267,38 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not store.exists() and not store.parent.exists()
+
+
+def test_strategy_options_are_typed_and_checked():
+    from optdsl.search.errors import SearchError
+    from optdsl.search.strategies import make_strategy
+    rl = make_strategy("rl", seed=3, options={"entropy": "0.1", "algo": "ppo", "batch": "8"})
+    assert (rl.entropy, rl.algo, rl.batch_size, rl.seed) == (0.1, "ppo", 8, 3)
+    evo = make_strategy("evolution", options={"population": 8, "sample": "2"})
+    assert (evo.population_size, evo.sample_size) == (8, 2)
+    assert make_strategy("random-grammar", options={"live_only": "false"}).live_only is False
+    with pytest.raises(SearchError, match="has no option 'entropy'; .*options: space, "):
+        make_strategy("evolution", options={"entropy": "0.1"})
+    with pytest.raises(SearchError, match="options: none"):
+        make_strategy("random", options={"x": "1"})
+
+
+def test_resume_keeps_the_stored_strategy_options(tmp_path, capsys):
+    """A resumed search is rebuilt with the options it started with; other ones are refused
+    (one line, exit 2) before anything runs."""
+    from optdsl.cli import main
+    from optdsl.search.strategies import make_strategy
+    path = str(tmp_path / "s.sqlite")
+    store = Store(path)
+    new_search(store, strategy=make_strategy("rl", options={"entropy": "0.1"}),
+               task=tasks_mod.TASKS["quadratic"], protocol=QUICK, budget=4,
+               options={"seed": 0, "strategy_options": {"entropy": "0.1"}}, baselines=False)
+    store.close()
+    assert main(["search", "--store", path, "--resume", "--strategy", "rl",
+                 "--strategy-option", "entropy=0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "strategy options {'entropy': '0.1'}; a resumed search keeps them" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_malformed_seed_file_is_one_line_exit_2(tmp_path, capsys):
