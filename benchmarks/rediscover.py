@@ -241,7 +241,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=int, default=1000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--strategies", nargs="+", default=["random-grammar", "rl", "evolution"])
-    ap.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--strategy-option", action="append", default=[], metavar="NAME=VALUE",
                     help="a setting of the strategies run, e.g. entropy=0.01 (rl), as "
                          "optdsl search --strategy-option")
     ap.add_argument("--workers", type=int, default=2)
@@ -282,16 +282,16 @@ def main(argv=None) -> int:
     from optdsl.search.batched import evaluate_batched, register_fast_tasks
     from optdsl.search.runner import RayRunner
     register_fast_tasks()
-    from optdsl.search.cli import key_values
-    from optdsl.search.strategies import make_strategy
-    options = key_values(args.strategy_option)
+    from optdsl.cli import name_values
     from optdsl.search.errors import SearchError
-    for name in args.strategies:  # an unknown strategy or option fails before Ray starts
-        try:
+    from optdsl.search.strategies import make_strategy
+    try:  # an unknown strategy or option fails before Ray starts
+        options = name_values(args.strategy_option, "--strategy-option", SearchError)
+        for name in args.strategies:
             make_strategy(name, options=options)
-        except SearchError as e:
-            print(f"rediscover: {e}", file=sys.stderr)
-            return 2
+    except SearchError as e:
+        print(f"rediscover: {e}", file=sys.stderr)
+        return 2
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.json")
     results = []

@@ -52,6 +52,18 @@ def load_rule(arg: str):
     return parse(text)
 
 
+def name_values(items, flag: str, error=DSLError) -> dict:
+    """``["beta1=0.95", ...]`` given to a repeatable ``flag`` -> ``{"beta1": "0.95"}`` (values
+    stay strings; the consumer types them); an item without ``=`` raises ``error``."""
+    out = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise error(f"{flag} takes NAME=VALUE, got '{item}'")
+        out[name.strip()] = value.strip()
+    return out
+
+
 def cmd_list(argv) -> int:
     argparse.ArgumentParser(prog="optdsl list", description=COMMANDS["list"][1]).parse_args(argv)
     from .library import library, summary

@@ -66,15 +66,10 @@ def cmd_train(argv) -> int:
                     help="set a hyperparameter (repeatable), e.g. --set beta1=0.95")
     ap.add_argument("--lr", type=float, help="shorthand for --set lr=VALUE")
     args = ap.parse_args(argv)
-    from .cli import load_rule
+    from .cli import load_rule, name_values
     from .errors import HyperparameterError
     rule = load_rule(args.rule)
-    hypers = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise HyperparameterError(f"--set expects NAME=VALUE, got {item!r}")
-        hypers[name.strip()] = value.strip()
+    hypers = name_values(args.set, "--set", HyperparameterError)
     if args.lr is not None:
         hypers["lr"] = args.lr
     torch.set_num_threads(1)

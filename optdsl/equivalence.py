@@ -488,19 +488,9 @@ def equivalent(a, b, steps: int = 3, bind: dict | None = None, hyper_map: dict |
 EXIT = {PROVED: 0, REFUTED: 1, UNKNOWN: 3}
 
 
-def _pairs(items, what):
-    out = {}
-    for item in items or ():
-        if "=" not in item:
-            raise DSLError(f"{what} takes NAME=VALUE, got '{item}'")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
 def cmd_equiv(argv) -> int:
     import argparse
-    from .cli import load_rule
+    from .cli import load_rule, name_values
     ap = argparse.ArgumentParser(prog="optdsl equiv", description="prove two rules equivalent "
                                  "or refute them (exit 0 proved, 1 refuted, 3 unknown, 2 input error)")
     ap.add_argument("a", help="a library name, a program file or a formula")
@@ -516,12 +506,12 @@ def cmd_equiv(argv) -> int:
     except SystemExit as e:
         return 0 if e.code == 0 else 2
     bind = {}
-    for k, v in _pairs(args.bind, "--bind").items():
+    for k, v in name_values(args.bind, "--bind").items():
         try:
             bind[k] = float({"E": math.e, "pi": math.pi}.get(v, v))
         except ValueError:
             raise DSLError(f"--bind {k}: '{v}' is not a number") from None
     verdict = equivalent(load_rule(args.a), load_rule(args.b), steps=args.steps, bind=bind,
-                         hyper_map=_pairs(args.map, "--map"), timeout=args.timeout)
+                         hyper_map=name_values(args.map, "--map"), timeout=args.timeout)
     print(verdict)
     return EXIT[verdict.status]

@@ -39,7 +39,7 @@ def _search_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true",
                     help="continue the store's latest search where it stopped")
     ap.add_argument("--seed", type=int, default=0, help="the strategy's random seed")
-    ap.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--strategy-option", action="append", default=[], metavar="NAME=VALUE",
                     help="a setting of the strategy, e.g. entropy=0.1 (rl) or population=64 "
                          "(evolution); repeatable; kept in the store for --resume")
     ap.add_argument("--seeds", metavar="FILE",
@@ -91,17 +91,6 @@ def cmd_search(argv) -> int:
     return _one_line_errors("search", _search, _search_parser().parse_args(argv))
 
 
-def key_values(items: list) -> dict:
-    """``["entropy=0.1", ...]`` -> ``{"entropy": "0.1"}``; the strategy types the values."""
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise SearchError(f"--strategy-option wants KEY=VALUE, got '{item}'")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _search(args) -> int:
     from rich.console import Console
     from .engine import SearchLoop, new_search, read_seeds
@@ -115,7 +104,8 @@ def _search(args) -> int:
     _positive("workers", args.workers)
     _positive("time-limit", args.time_limit)
     task = get_task(args.task or DEFAULT_TASK)
-    options = key_values(args.strategy_option)
+    from optdsl.cli import name_values
+    options = name_values(args.strategy_option, "--strategy-option", SearchError)
     strategy = make_strategy(args.strategy, seed=args.seed, options=options)
     seeds = read_seeds(args.seeds) if args.seeds else []
     path = args.store or os.path.join("runs", f"{task.name}.sqlite")

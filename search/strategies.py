@@ -132,17 +132,18 @@ STRATEGIES.update(_grammar_strategies())
 
 
 def strategy_options(cls) -> dict:
-    """The settings a strategy takes besides its seed: keyword -> default (its constructor's)."""
+    """The settings a strategy takes besides its seed: keyword -> default, for its constructor's
+    keywords with a number, string or bool default (not objects such as evolution's ``warm``)."""
     import inspect
     params = inspect.signature(cls.__init__).parameters
     return {k: p.default for k, p in params.items()
-            if k not in ("self", "seed", "space_obj") and p.default is not inspect.Parameter.empty}
+            if k != "seed" and isinstance(p.default, (bool, int, float, str))}
 
 
 def _coerce(name: str, key: str, value, default):
     """``value`` (a string from the command line, or already typed) as the type of ``default``."""
     from .errors import SearchError
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
+    if not isinstance(value, str) or isinstance(default, str):
         return value
     try:
         if isinstance(default, bool):

@@ -254,7 +254,7 @@ def test_report_on_missing_store_exits_2(tmp_path, capsys):
     (["--address", "ray://127.0.0.1:9"], "cannot reach Ray at ray://127.0.0.1:9"),
     (["--address", "nonsense"], "bad Ray address"),
     (["--resume"], "nothing to resume"),
-    (["--strategy-option", "entropy"], "--strategy-option wants KEY=VALUE, got 'entropy'"),
+    (["--strategy-option", "entropy"], "--strategy-option takes NAME=VALUE, got 'entropy'"),
     (["--strategy", "rl", "--strategy-option", "entropi=0.1"],
      "strategy 'rl' has no option 'entropi'; did you mean 'entropy'?"),
     (["--strategy", "evolution", "--strategy-option", "population=many"],
@@ -281,6 +281,8 @@ def test_strategy_options_are_typed_and_checked():
         make_strategy("evolution", options={"entropy": "0.1"})
     with pytest.raises(SearchError, match="options: none"):
         make_strategy("random", options={"x": "1"})
+    with pytest.raises(SearchError, match="has no option 'warm'"):  # a list, not a setting
+        make_strategy("evolution", options={"warm": "x1 = (g)"})
 
 
 def test_resume_keeps_the_stored_strategy_options(tmp_path, capsys):
