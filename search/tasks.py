@@ -16,7 +16,13 @@ quadratic  0.5 x^T A x, A rotated, condition number 1e3, dim 20   -log10 f(x)
 rosenbrock (1-x)^2 + 100 (y-x^2)^2 from (-1.2, 1)                 -log10 f(x)
 charlm     character model (8-char context MLP) on the Zen of     -bits per character
            Python (Python's ``this`` module), last 15% held out   (validation)
+mnist1d-   MLP 40-100-100-10 / 1-D ConvNet on MNIST-1D (4,000     validation accuracy
+mlp, -cnn  train, 1,000 validation; ``search/mnist1d.py``)
 ========== ===================================================== ===========================
+
+A task whose network is a layer table also has ``stacked`` (``search/batched.py`` then trains
+all seeds x learning rates of a candidate as one model) and may carry ``protocol``: its default
+multi-seed protocol settings (``search/fidelity.py``).
 """
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import mnist1d
+
 
 @dataclass
 class Problem:
@@ -35,6 +43,15 @@ class Problem:
     params: list  # tensors (requires_grad) the optimizer updates
     loss: Callable[[int], torch.Tensor]  # training loss at step t (1-based)
     validate: Callable[[], float]  # validation metric, higher is better
+    val_loss: Callable[[], float] | None = None  # validation loss (classifiers)
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """How ``search.batched`` builds many copies of a task's network at once."""
+    layers: tuple  # the layer table (``search.mnist1d.MLP`` format)
+    data: Callable[[], tuple] = field(repr=False)  # () -> (x, y, x_val, y_val)
+    batch: int
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,8 @@ class Task:
     eval_every: int
     make: Callable[[int], Problem] = field(repr=False, compare=False)
     loss_bound: float = 1e3  # diverged if the loss exceeds loss_bound x max(1, first loss)
+    stacked: Stacked | None = field(default=None, compare=False)
+    protocol: dict | None = None  # default settings of the multi-seed protocol (fidelity.py)
 
     def config(self) -> dict:
         """What identifies the task's results (part of the protocol key)."""
@@ -130,7 +149,11 @@ def _classifier(model: nn.Module, x, y, xv, yv, seed: int, batch: int = 64) -> P
     def validate():
         with torch.no_grad():
             return float((model(xv).argmax(1) == yv).float().mean())
-    return Problem(list(model.parameters()), loss, validate)
+
+    def val_loss():
+        with torch.no_grad():
+            return float(F.cross_entropy(model(xv), yv))
+    return Problem(list(model.parameters()), loss, validate, val_loss)
 
 
 def _neg_log10(f: float) -> float:
@@ -138,11 +161,13 @@ def _neg_log10(f: float) -> float:
 
 
 # --- the tasks -------------------------------------------------------------------------------------
+DIGITS_MLP = (("linear", 64, 64), ("relu",), ("linear", 64, 10))
+
+
 def make_digits(seed: int) -> Problem:
     x, y, xv, yv = _digits()
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    return _classifier(model, x, y, xv, yv, seed)
+    return _classifier(mnist1d.module(DIGITS_MLP), x, y, xv, yv, seed)
 
 
 def make_digits_cnn(seed: int) -> Problem:
@@ -228,9 +253,18 @@ def make_charlm(seed: int, context: int = 8, embed: int = 16, hidden: int = 128)
     return Problem(list(model.parameters()), loss, validate)
 
 
+def make_mnist1d_mlp(seed: int) -> Problem:
+    return mnist1d.make(mnist1d.MLP, seed)
+
+
+def make_mnist1d_cnn(seed: int) -> Problem:
+    return mnist1d.make(mnist1d.CNN, seed)
+
+
 TASKS = {t.name: t for t in [
     Task("digits", "MLP 64-64-10 on scikit-learn's digits (80/20 split)", "accuracy",
-         steps=300, eval_every=50, make=make_digits),
+         steps=300, eval_every=50, make=make_digits,
+         stacked=Stacked(DIGITS_MLP, _digits, 64)),
     Task("digits-cnn", "small ConvNet on scikit-learn's 8x8 digits", "accuracy",
          steps=300, eval_every=50, make=make_digits_cnn),
     Task("cancer", "logistic regression on scikit-learn's breast cancer data", "accuracy",
@@ -241,6 +275,12 @@ TASKS = {t.name: t for t in [
          steps=500, eval_every=50, make=make_rosenbrock),
     Task("charlm", "character-level MLP language model on the Zen of Python", "-bits/char",
          steps=300, eval_every=50, make=make_charlm),
+    Task("mnist1d-mlp", "MLP 40-100-100-10 on MNIST-1D (4,000 train / 1,000 validation)",
+         "accuracy", steps=1500, eval_every=300, make=make_mnist1d_mlp,
+         stacked=Stacked(mnist1d.MLP, mnist1d.data, mnist1d.BATCH), protocol=mnist1d.PROTOCOL),
+    Task("mnist1d-cnn", "small 1-D ConvNet (3 conv + linear) on MNIST-1D", "accuracy",
+         steps=1500, eval_every=300, make=make_mnist1d_cnn,
+         stacked=Stacked(mnist1d.CNN, mnist1d.data, mnist1d.BATCH), protocol=mnist1d.PROTOCOL),
 ]}
 DEFAULT_TASK = "digits"
 

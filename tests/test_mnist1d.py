@@ -1,0 +1,64 @@
+"""The MNIST-1D proxy tasks: built offline from mnist1d's generator, right shapes, they learn."""
+import random
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from optdsl.search import mnist1d
+from optdsl.search.tasks import get_task
+
+
+@pytest.fixture
+def fresh_data(monkeypatch):
+    """An empty data cache, so that the test builds the data itself (what it builds is kept
+    for the other tests)."""
+    kept = mnist1d._DATA
+    monkeypatch.setattr(mnist1d, "_DATA", {})
+    yield
+    kept.update(mnist1d._DATA)
+
+
+def test_built_offline_with_the_right_shapes_and_global_rngs_untouched(fresh_data, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("MNIST-1D must not touch the network")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    np.random.seed(7)
+    random.seed(7)
+    before = (np.random.random(), random.random())
+    np.random.seed(7)
+    random.seed(7)
+    x, y, xv, yv = mnist1d.data()
+    assert (np.random.random(), random.random()) == before  # make_dataset reseeds; restored
+    assert x.shape == (4000, 40) and xv.shape == (1000, 40)
+    assert x.dtype == xv.dtype == torch.float32 and y.dtype == yv.dtype == torch.long
+    assert y.shape == (4000,) and yv.shape == (1000,)
+    assert sorted(set(y.tolist())) == list(range(10)) == sorted(set(yv.tolist()))
+    # the package's fixed seed: the same data in every process
+    assert torch.equal(mnist1d.data()[0], x)
+    assert abs(float(torch.cat([x, xv]).mean())) < 1e-4  # make_dataset standardises
+
+
+@pytest.mark.parametrize("name, params", [("mnist1d-mlp", 40 * 100 + 100 + 100 * 100 + 100 + 1010),
+                                          ("mnist1d-cnn", None)])
+def test_make_is_seeded_and_has_the_layer_table_shape(name, params):
+    task = get_task(name)
+    a, b, c = task.make(0), task.make(0), task.make(1)
+    assert all(torch.equal(p, q) for p, q in zip(a.params, b.params))
+    assert not torch.equal(a.params[0], c.params[0])
+    if params is not None:
+        assert sum(p.numel() for p in a.params) == params
+    assert a.loss(1).shape == () and 0.0 <= a.validate() <= 1.0 and a.val_loss() > 0
+
+
+@pytest.mark.parametrize("name, lr", [("mnist1d-mlp", 0.01), ("mnist1d-cnn", 0.01)])
+def test_a_baseline_learns_clearly_above_chance(name, lr):
+    """Adam, 150 steps of 100: validation accuracy well above chance (0.1)."""
+    from optdsl import parse
+    from optdsl.library import source
+    from optdsl.search.batched import train_copies
+    run, = train_copies(parse(source("adam")), get_task(name), [0], [lr], 150, 150)
+    assert run["status"] == "ok"
+    assert run["curve"][-1][1] > 0.3
