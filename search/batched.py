@@ -1,34 +1,45 @@
-"""Faster evaluations: the whole learning-rate grid of one candidate trained at once.
+"""Many training runs at once: every (seed, learning rate) copy of a candidate in one model.
 
-The protocol (``search.evaluate``) trains a candidate once per learning rate of a small grid.
-For the digits MLP those runs differ only by the learning rate, so they can share one batched
-model: weights of shape ``(L, ...)`` (one copy per learning rate, each initialised exactly as
-``tasks.make_digits(seed)`` does), the same minibatches in the same order, one batched
-forward/backward per step (``torch.bmm``) and one interpretation of the rule per step.
+The protocol trains a candidate once per seed and learning rate. For a network given as a layer
+table (``tasks.Task.stacked``: the MNIST-1D MLP and ConvNet, the digits MLP) the copies differ only
+by their initial weights, their minibatch order and their learning rate, so they train as one
+stacked model: copy ``c = i_seed * n_lr + i_lr`` starts exactly from the weights of
+``task.make(seed)``, sees the minibatches of that seed in the same order, and its linear layers
+run as one ``torch.baddbmm`` and its convolutions as one grouped ``conv1d`` (``groups`` = copies).
+One step of all copies costs about one forward/backward of a model ``copies`` times as wide.
 
-A rule qualifies when its update is ``lr * X`` with ``lr`` appearing nowhere else (every rule of
-the search spaces in ``grammars/``): the interpreter computes ``X`` with ``lr = 1`` on a scratch
-copy of the parameters and each copy moves by ``-lr_i * X_i``. Because the rule is elementwise
-in this space (no per-tensor reductions), every copy keeps its own states in its slice. Other
-rules fall back to :func:`search.evaluate.evaluate`.
+All parameters of all copies live in one flat buffer of shape ``(copies, P)``; the rule is
+applied with the reference interpreter in one of two ways:
 
-Divergence, the score (best validation accuracy over checkpoints and learning rates), the
-result dict and the time limit follow ``evaluate`` exactly; a copy that diverges is frozen and
-reported at its step. ``FAST_TASKS`` adds ``digits-fast``: the same MLP and data, 100 steps,
-validated every 25 (the benchmark's cheaper proxy, where optimizers are not yet saturated).
+* **stacked** (the rule is elementwise and ``lr`` is a factor of its update, ``u = lr * X``:
+  every rule of the search spaces, adam, rmsprop, ...): ``X = u(lr=1)`` is computed once for the
+  whole buffer (each copy's states sit in its rows) and copy ``c`` moves by ``-lr_c * X_c``.
+  ``X`` is taken from a copy of the rule that *assigns* ``p := u``, so where the update is
+  literally ``lr * X`` every copy moves exactly as its own run would; where ``lr`` sits deeper
+  (``lr * m / sqrt(v)`` computes ``(lr * m) / sqrt(v)``) the two differ by float rounding
+  (one or two ulps of the update).
+* **per copy** (a per-tensor reduction such as ``norm`` in lamb/lars, which must not mix copies,
+  or ``lr`` used elsewhere): the interpreter steps each parameter tensor of each copy
+  separately with that copy's own ``lr``, as the optimizer does for one run; the forward and
+  backward stay batched.
+
+Divergence follows ``search.evaluate``: a copy whose training loss is NaN/Inf or exceeds
+``task.loss_bound x max(1, first loss)``, or whose parameters or validation metric become
+non-finite at a checkpoint, is frozen and reported diverged at that step; the others go on.
+Random primitives (``noise``, ``drop``) draw from one generator per copy in the per-copy mode
+(seeded like ``Optimizer(seed=...)``) and from one shared generator in the stacked mode.
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 
 import torch
 from torch.nn import functional as F
 
 from . import tasks as _tasks
-from .evaluate import Protocol, evaluate, new_result, run_scored
 
-# task name -> (steps, eval_every): digits variants the batched trainer knows
+# task name -> (steps, eval_every): digits variants the legacy batched evaluator knows
 FAST_TASKS = {"digits": None, "digits-fast": (100, 25)}
 
 
@@ -38,8 +49,8 @@ def fast_task(name: str):
     if name == "digits":
         return base
     steps, every = FAST_TASKS[name]
-    return _tasks.Task(name, base.description + f", {steps} steps", base.metric, steps=steps,
-                       eval_every=every, make=base.make, loss_bound=base.loss_bound)
+    return dataclasses.replace(base, name=name, description=base.description + f", {steps} steps",
+                               steps=steps, eval_every=every)
 
 
 def register_fast_tasks() -> None:
@@ -49,106 +60,194 @@ def register_fast_tasks() -> None:
             _tasks.TASKS[name] = fast_task(name)
 
 
+# --- the rule ----------------------------------------------------------------------------------
 def lr_is_outer(rule) -> bool:
     """True when the update is ``lr * X`` and ``lr`` occurs nowhere else in the rule."""
     from optdsl import ir
     lr = ir.hyper("lr")
     u = rule.update
-    if rule.assigns_p or u.op != "mul" or lr not in u.args:
+    return (not rule.assigns_p and u.op == "mul" and lr in u.args
+            and lr_is_linear(rule))
+
+
+def lr_is_linear(rule) -> bool:
+    """True when ``lr`` is a factor of the update: it occurs once, reached from the update
+    through products, the numerator of quotients and negations only (``lr * m / sqrt(v)``),
+    and no state depends on it. Then ``u(lr) = lr * u(1)`` up to rounding."""
+    from optdsl import ir
+    lr = ir.hyper("lr")
+    if rule.assigns_p:
         return False
-    other = u.args[1] if u.args[0] is lr else u.args[0]
-    roots = [other] + [s.update for s in rule.slots] + [s.init for s in rule.slots]
-    return all(n is not lr for n in ir.topological(roots))
+    states = [s.update for s in rule.slots] + [s.init for s in rule.slots]
+    if any(n is lr for n in ir.topological(states)):
+        return False
+    node = rule.update
+    while node is not lr:
+        holders = [a for a in node.args if any(n is lr for n in ir.topological([a]))]
+        paths = {"mul": node.args, "div": node.args[:1], "neg": node.args}.get(node.op, ())
+        if len(holders) != 1 or holders[0] not in paths or node.args.count(holders[0]) != 1:
+            return False
+        node = holders[0]
+    return True
 
 
-def train_grid(rule, lrs, steps: int, eval_every: int, seed: int, deadline=None,
-               loss_bound: float = 1e3, outer: bool = True) -> list:
-    """Train one copy of the digits MLP per learning rate at once; one dict per lr as
-    ``evaluate.train_once`` returns. Raises EvaluationTimeout past ``deadline``.
-    ``outer=False`` (a rule that uses ``lr`` elsewhere): one learning rate at a time."""
-    if not outer and len(lrs) > 1:
-        return [r for a in lrs for r in train_grid(rule, [a], steps, eval_every, seed,
-                                                   deadline, loss_bound, outer=False)]
+def is_elementwise(rule) -> bool:
+    """True when no value of the rule is one per tensor (``norm``, ``dot``, ``mean``)."""
+    from optdsl import ir
+    roots = rule.outputs() + [s.init for s in rule.slots]
+    return all(n.kind != ir.Kind.REDUCED for n in ir.topological(roots))
+
+
+def direction_rule(rule):
+    """The rule ``p := u`` (``u`` its update): stepping it with ``lr = 1`` leaves ``u(1)`` in p,
+    exactly the ``X`` of ``u = lr * X`` (no ``p - (p - X)`` rounding)."""
+    return dataclasses.replace(rule, assigns_p=True, new_p=rule.update)
+
+
+# --- the stacked network -----------------------------------------------------------------------
+# Activations are (copies, batch, features) for linear layers and (batch, copies * channels,
+# width) for convolutions (so that one grouped conv1d runs every copy).
+def _linear(h, w, b):
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+
+
+def _conv(h, w, b, stride, padding):
+    n = w.shape[0]
+    return F.conv1d(h, w.reshape(n * w.shape[1], *w.shape[2:]), b.reshape(-1), stride=stride,
+                    padding=padding, groups=n)
+
+
+def _flatten(h, n):
+    return h.reshape(h.shape[0], n, -1).transpose(0, 1)
+
+
+LAYERS = {  # kind -> (number of parameter tensors, forward(h, params, n_copies, *args))
+    "linear": (2, lambda h, ps, n, i, o: _linear(h, *ps)),
+    "conv": (2, lambda h, ps, n, i, o, k, s, p: _conv(h, *ps, s, p)),
+    "relu": (0, lambda h, ps, n: torch.relu(h)),
+    "flatten": (0, lambda h, ps, n: _flatten(h, n)),
+}
+
+
+def stacked_forward(layers, params, x):
+    """Logits ``(copies, batch, classes)`` of the stacked network; ``x`` is ``(copies, batch,
+    features)``, or ``(batch, features)`` shared by every copy (validation)."""
+    n = params[0].shape[0]
+    conv = layers[0][0] == "conv"
+    if x.dim() == 2:
+        x = x.unsqueeze(1).expand(-1, n, -1) if conv else x.expand(n, -1, -1)
+    elif conv:
+        x = x.transpose(0, 1)
+    h, i = x, 0
+    for kind, *args in layers:
+        k, fn = LAYERS[kind]
+        h = fn(h, params[i:i + k], n, *args)
+        i += k
+    return h
+
+
+# --- training ----------------------------------------------------------------------------------
+def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=None) -> list:
+    """Train one copy per (seed, lr) of ``task``'s network at once.
+
+    Returns one dict per copy, seed-major: ``seed``, ``lr``, ``status`` (ok | diverged),
+    ``step`` (where it diverged), ``curve`` ([[step, val accuracy, val loss], ...]).
+    Raises ``EvaluationTimeout`` past ``deadline`` (a ``time.monotonic()`` value).
+    """
     from optdsl.interpreter import Interpreter
     from .evaluate import EvaluationTimeout
-    x, y, xv, yv = _tasks._digits()
-    problem = _tasks.make_digits(seed)  # the protocol's initial weights
-    w1, b1, w2, b2 = (p.detach() for p in problem.params)
-    L = len(lrs)
-    params = [w1.T.unsqueeze(0).repeat(L, 1, 1), b1.view(1, 1, -1).repeat(L, 1, 1),
-              w2.T.unsqueeze(0).repeat(L, 1, 1), b2.view(1, 1, -1).repeat(L, 1, 1)]
-    params = [p.contiguous().requires_grad_(True) for p in params]
-    lr = torch.tensor(lrs if outer else [1.0], dtype=torch.float32).view(L, 1, 1)
-    interp = Interpreter(rule)
-    hypers = {**rule.defaults, "lr": 1.0 if outer else float(lrs[0])}
-    states = [{} for _ in params]
-    gen = torch.Generator().manual_seed(seed)
-    at = _tasks._batches(len(x), 64, seed)
-    alive = torch.ones(L, dtype=torch.bool)
-    first = torch.full((L,), float("nan"))
-    died = [None] * L
-    curves = [[] for _ in range(L)]
-
-    def forward(inp):
-        h = torch.relu(torch.baddbmm(params[1], inp.expand(L, -1, -1), params[0]))
-        return torch.baddbmm(params[3], h, params[2])  # (L, batch, 10)
-
+    spec = task.stacked
+    x, y, xv, yv = spec.data()
+    S, R = len(seeds), len(lrs)
+    n = S * R
+    inits = [task.make(s).params for s in seeds]  # the protocol's initial weights
+    shapes = [tuple(p.shape) for p in inits[0]]
+    sizes = [p.numel() for p in inits[0]]
+    rows = torch.stack([torch.cat([p.detach().reshape(-1) for p in ps]) for ps in inits])
+    flat = rows.repeat_interleave(R, 0).contiguous()  # (n, P), seed-major
+    leaves = [v.view(n, *shape).requires_grad_(True)
+              for v, shape in zip(flat.split(sizes, 1), shapes)]  # views of flat's storage
+    lr = torch.tensor(lrs, dtype=flat.dtype).repeat(S).view(n, 1)
+    orders = [_tasks._batches(len(x), spec.batch, s) for s in seeds]
+    stacked = is_elementwise(rule) and lr_is_linear(rule)
+    if stacked:
+        interp, hypers = Interpreter(direction_rule(rule)), {**rule.defaults, "lr": 1.0}
+        state, gen = {}, torch.Generator().manual_seed(seeds[0])
+    else:
+        interp = Interpreter(rule)
+        hypers = [{**rule.defaults, "lr": float(a)} for a in lrs] * S
+        state = [[{} for _ in sizes] for _ in range(n)]
+        gen = [torch.Generator().manual_seed(s) for s in seeds for _ in lrs]
+    alive = torch.ones(n, dtype=torch.bool)
+    died: list = [None] * n
+    curves: list = [[] for _ in range(n)]
+    first = None
     for t in range(1, steps + 1):
         if deadline is not None and time.monotonic() > deadline:
             raise EvaluationTimeout()
-        idx = at(t)
-        logits = forward(x[idx])
-        losses = F.cross_entropy(logits.transpose(1, 2), y[idx].expand(L, -1),
-                                 reduction="none").mean(1)
+        idx = torch.stack([at(t) for at in orders])  # (S, batch)
+        xb = x[idx].repeat_interleave(R, 0)
+        logits = stacked_forward(spec.layers, leaves, xb)
+        losses = F.cross_entropy(logits.flatten(0, 1), y[idx].repeat_interleave(R, 0).flatten(),
+                                 reduction="none").view(n, -1).mean(1)
         value = losses.detach()
-        if t == 1:
-            first = torch.where(torch.isfinite(value), value, torch.ones_like(value))
-        bad = alive & (~torch.isfinite(value) | (value > loss_bound * torch.clamp(first, min=1.0)))
-        for i in torch.nonzero(bad).flatten().tolist():
-            died[i] = t
-        alive &= ~bad
-        if not bool(alive.any()):
-            break
-        for p in params:
-            p.grad = None
-        losses[alive].sum().backward()
-        cache: dict = {}
+        if first is None:
+            first = torch.where(torch.isfinite(value), value, torch.ones_like(value)).clamp(min=1.0)
+        bad = alive & ~(value <= task.loss_bound * first)  # NaN compares False
+        if bool(bad.any()):
+            for i in bad.nonzero().flatten().tolist():
+                died[i] = t
+            alive &= ~bad
+            if not bool(alive.any()):
+                break
+        grads = torch.autograd.grad(losses.masked_fill(~alive, 0).sum(), leaves)
         with torch.no_grad():
-            for p, st in zip(params, states):
-                scratch = p.detach().clone()
-                interp.step_tensor(scratch, p.grad, hypers, st, cache, gen)
-                delta = scratch - p  # = -X
-                step = torch.where(alive.view(L, 1, 1), lr * delta, torch.zeros_like(delta))
-                p.add_(step)
+            if stacked:
+                g = torch.cat([gr.reshape(n, -1) for gr in grads], 1)
+                direction = flat.clone()
+                interp.step_tensor(direction, g, hypers, state, {}, gen)
+                # a dead copy is never read again: lr 0 leaves it as it was (or NaN)
+                flat.sub_(direction.mul_(lr * alive.view(n, 1)))
+            else:
+                for c in alive.nonzero().flatten().tolist():
+                    cache: dict = {}
+                    for j, (p, gr) in enumerate(zip(leaves, grads)):
+                        interp.step_tensor(p.detach()[c], gr[c], hypers[c], state[c][j], cache,
+                                           gen[c])
         if t % eval_every == 0 or t == steps:
-            with torch.no_grad():
-                acc = (forward(xv).argmax(2) == yv).float().mean(1)
-                finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in params]).all(0)
-            for i in range(L):
-                if not alive[i]:
-                    continue
-                if not bool(finite[i]) or not math.isfinite(float(acc[i])):
-                    alive[i] = False
-                    died[i] = t
-                    continue
-                curves[i].append([t, float(acc[i])])
-    out = []
-    for i, a in enumerate(lrs):
-        if died[i] is not None or not curves[i]:
-            out.append({"lr": a, "status": "diverged", "step": died[i], "best": None,
-                        "curve": curves[i]})
-        else:
-            out.append({"lr": a, "status": "ok", "step": None,
-                        "best": max(m for _, m in curves[i]), "curve": curves[i]})
-    return out
+            _checkpoint(spec.layers, leaves, flat, xv, yv, t, alive, died, curves)
+    return [{"seed": seeds[c // R], "lr": lrs[c % R],
+             "status": "ok" if died[c] is None and curves[c] else "diverged",
+             "step": died[c], "curve": curves[c]} for c in range(n)]
 
 
+def _checkpoint(layers, leaves, flat, xv, yv, t, alive, died, curves) -> None:
+    """Validate every live copy; a copy with non-finite weights or metrics dies here."""
+    with torch.no_grad():
+        logits = stacked_forward(layers, leaves, xv)
+        n = logits.shape[0]
+        acc = (logits.argmax(2) == yv).float().mean(1)
+        loss = F.cross_entropy(logits.flatten(0, 1), yv.repeat(n), reduction="none").view(n, -1)
+        loss = loss.mean(1)
+        ok = alive & torch.isfinite(flat).all(1)  # as evaluate.train_once: the weights decide
+    for c, (a, l, fine) in enumerate(zip(acc.tolist(), loss.tolist(), ok.tolist())):
+        if not alive[c]:
+            continue
+        if not fine:
+            alive[c] = False
+            died[c] = t
+            continue
+        curves[c].append([t, a, l])
+
+
+# --- the legacy single-seed evaluator on digits --------------------------------------------------
 def evaluate_batched(job: dict) -> dict:
-    """Drop-in for ``evaluate.evaluate`` (same job and result dicts) on digits / digits-fast;
-    other tasks, and rules where ``lr`` is not an outer factor, go to ``evaluate``."""
+    """Drop-in for ``evaluate.evaluate`` (same job and result dicts) on digits / digits-fast under
+    the single-seed protocol (``Protocol.seed``); other jobs go to ``evaluate``."""
     from optdsl import DSLError
+    from .evaluate import Protocol, evaluate, new_result, run_scored
     register_fast_tasks()
-    if job["task"] not in FAST_TASKS:
+    if job["task"] not in FAST_TASKS or "seeds" in job["protocol"]:
         return evaluate(job)
     torch.set_num_threads(1)
     task = fast_task(job["task"])
@@ -158,8 +257,11 @@ def evaluate_batched(job: dict) -> dict:
     def train(rule):
         if "lr" not in rule.hypers:
             raise DSLError("the protocol sets lr, which this rule does not declare")
-        out["metrics"] = train_grid(rule, list(protocol.lr_grid), task.steps, task.eval_every,
-                                    protocol.seed, deadline, task.loss_bound,
-                                    outer=lr_is_outer(rule))
+        runs = train_copies(rule, task, [protocol.seed], list(protocol.lr_grid), task.steps,
+                            task.eval_every, deadline)
+        out["metrics"] = [{"lr": r["lr"], "status": r["status"], "step": r["step"],
+                           "best": max(a for _, a, _ in r["curve"]) if r["status"] == "ok"
+                           else None, "curve": [[s, a] for s, a, _ in r["curve"]]}
+                          for r in runs]
 
     return run_scored(out, train)

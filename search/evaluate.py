@@ -45,14 +45,39 @@ BASELINES = {  # leaderboard name -> library rule
 HALF_DECADES = tuple(float(f"{10 ** (k / 2):.4g}") for k in range(-8, 2))
 
 
+LEGACY_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
 @dataclass(frozen=True)
 class Protocol:
-    """How a candidate is scored on a task (what the cache key covers besides the rule)."""
-    lr_grid: tuple = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    """How a candidate is scored on a task (what the cache key covers besides the rule).
+
+    The single-seed protocol (``"protocol": 1``, the default of tasks without ``Task.protocol``):
+    ``lr_grid`` (default decades 1e-4..1) and ``seed``. The multi-seed protocol
+    (``"protocol": 2``, ``search/fidelity.py``; the default of tasks with ``Task.protocol``, or
+    asked for with ``seeds``/``screen``): ``lr_grid``, ``seeds`` and ``screen`` (the screening
+    rung, ``{}`` for none); unset fields take the task's defaults.
+    """
+    lr_grid: tuple | None = None
     seed: int = 0
+    seeds: tuple | None = None
+    screen: dict | None = None
+
+    @property
+    def grid(self) -> tuple:
+        return tuple(self.lr_grid or LEGACY_GRID)
 
     def config(self, task: Task) -> dict:
-        return {**task.config(), "lr_grid": list(self.lr_grid), "seed": self.seed, "protocol": 1}
+        defaults = task.protocol
+        if defaults is None and self.seeds is None and self.screen is None:
+            return {**task.config(), "lr_grid": list(self.grid), "seed": self.seed,
+                    "protocol": 1}
+        defaults = defaults or {}
+        screen = self.screen if self.screen is not None else defaults.get("screen")
+        return {**task.config(), "protocol": 2,
+                "lr_grid": list(self.lr_grid or defaults.get("lr_grid") or LEGACY_GRID),
+                "seeds": list(self.seeds or defaults.get("seeds") or (0, 1, 2)),
+                "screen": dict(screen or {})}
 
     def key(self, task: Task) -> str:
         """A short stable id of (task, protocol): results are cached per rule and key."""
@@ -61,7 +86,10 @@ class Protocol:
 
     @classmethod
     def from_config(cls, config: dict) -> "Protocol":
-        return cls(lr_grid=tuple(config["lr_grid"]), seed=int(config["seed"]))
+        if config.get("protocol", 1) == 1:
+            return cls(lr_grid=tuple(config["lr_grid"]), seed=int(config["seed"]))
+        return cls(lr_grid=tuple(config["lr_grid"]), seeds=tuple(config["seeds"]),
+                   screen=dict(config["screen"]))
 
 
 class EvaluationTimeout(Exception):
@@ -93,11 +121,14 @@ def _finite_params(params) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in params)
 
 
-def train_once(task: Task, rule, lr: float, seed: int, deadline: float | None) -> dict:
+def train_once(task: Task, rule, lr: float, seed: int, deadline: float | None,
+               steps: int | None = None, eval_every: int | None = None,
+               with_loss: bool = False) -> dict:
     """One training run at one learning rate: {'lr', 'status', 'best', 'curve', 'step'}.
 
-    ``status`` is ``ok`` or ``diverged`` (``step``: where); ``curve`` is [[step, metric], ...].
-    Raises EvaluationTimeout past ``deadline`` (a time.monotonic() value).
+    ``status`` is ``ok`` or ``diverged`` (``step``: where); ``curve`` is [[step, metric], ...]
+    (``[step, metric, validation loss]`` with ``with_loss``). ``steps`` and ``eval_every``
+    default to the task's. Raises EvaluationTimeout past ``deadline`` (a time.monotonic() value).
     """
     import torch
     from optdsl import Optimizer
@@ -106,9 +137,10 @@ def train_once(task: Task, rule, lr: float, seed: int, deadline: float | None) -
     problem = task.make(seed)
     # The interpreter: a compiled backend would spend seconds compiling each candidate.
     opt = Optimizer(problem.params, rule, backend="eager", seed=seed, lr=lr)
+    steps, eval_every = steps or task.steps, eval_every or task.eval_every
     curve: list = []
     first = None
-    for t in range(1, task.steps + 1):
+    for t in range(1, steps + 1):
         if deadline is not None and time.monotonic() > deadline:
             raise EvaluationTimeout()
         opt.zero_grad(set_to_none=True)
@@ -120,12 +152,12 @@ def train_once(task: Task, rule, lr: float, seed: int, deadline: float | None) -
             return {"lr": lr, "status": "diverged", "step": t, "best": None, "curve": curve}
         loss.backward()
         opt.step()
-        if t % task.eval_every == 0 or t == task.steps:
+        if t % eval_every == 0 or t == steps:
             metric = problem.validate() if _finite_params(problem.params) else float("nan")
             if not math.isfinite(metric):
                 return {"lr": lr, "status": "diverged", "step": t, "best": None, "curve": curve}
-            curve.append([t, metric])
-    best = max(m for _, m in curve)
+            curve.append([t, metric, problem.val_loss()] if with_loss else [t, metric])
+    best = max(point[1] for point in curve)
     return {"lr": lr, "status": "ok", "step": None, "best": best, "curve": curve}
 
 
@@ -133,25 +165,28 @@ def evaluate(job: dict) -> dict:
     """Score one rule on one task under one protocol.
 
     ``job``: ``rule`` (program text), ``task`` (name), ``protocol`` (``Protocol.config``) and
-    ``time_limit`` (seconds; 0 or None for none). Returns the store's row fields: ``status``,
-    ``score``, ``best_lr``, ``diverged_step``, ``metrics`` (one entry per learning rate),
+    ``time_limit`` (seconds; 0 or None for none); a multi-seed protocol goes to
+    ``fidelity.evaluate_multi`` (which also reads ``promote_above``). Returns the store's row
+    fields: ``status``, ``score``, ``best_lr``, ``diverged_step``, ``metrics`` (one entry per learning rate),
     ``curve`` (validation curve at the best learning rate), ``error``, ``duration``,
     ``worker``, ``started_at``, ``finished_at``. A rule that diverges or runs out of time is a
     result, not an exception; an unexpected exception propagates (the runner retries it once).
     """
     import torch
 
+    if job["protocol"].get("protocol", 1) == 2:
+        from .fidelity import evaluate_multi
+        return evaluate_multi(job)
     torch.set_num_threads(1)  # tiny models: more threads only add contention between workers
     task = get_task(job["task"])
     protocol = Protocol.from_config(job["protocol"])
     task.make(protocol.seed)  # a worker's first job loads the data here, outside the clock
     out, deadline = new_result(job)
-    runs, limit = out["metrics"], out["_limit"]
+    runs = out["metrics"]
 
     def train(rule):
-        with _alarm(limit):
-            for lr in protocol.lr_grid:
-                runs.append(train_once(task, rule, lr, protocol.seed, deadline))
+        for lr in protocol.lr_grid:
+            runs.append(train_once(task, rule, lr, protocol.seed, deadline))
 
     def timeout_message():
         return f"during lr={protocol.lr_grid[len(runs)]:g}"
@@ -169,14 +204,16 @@ def new_result(job: dict):
     return out, (t0 + limit if limit else None)
 
 
-def run_scored(out: dict, train, timeout_message=lambda: "") -> dict:
+def run_scored(out: dict, train, timeout_message=lambda: "", score=None) -> dict:
     """Parse the rule, ``train(rule)`` (which fills ``out["metrics"]`` with one run per learning
-    rate) and score the runs: ok with the best validation metric if any learning rate survived,
-    else diverged; a timeout or an input error is a result, not an exception."""
+    rate) and ``score(out)`` the runs (default: ok with the best validation metric if any
+    learning rate survived, else diverged; ``fidelity`` passes its own); a timeout or an input
+    error is a result, not an exception."""
     from optdsl import DSLError, parse
     t0, limit = out.pop("_t0"), out.pop("_limit")
     try:
-        train(parse(out.pop("_rule")))
+        with _alarm(limit):
+            train(parse(out.pop("_rule")))
     except EvaluationTimeout:
         out["status"] = "timeout"
         out["error"] = f"time limit of {limit:g} s reached {timeout_message()}".rstrip()
@@ -184,16 +221,20 @@ def run_scored(out: dict, train, timeout_message=lambda: "") -> dict:
         out["status"] = "failed"
         out["error"] = str(e).splitlines()[0]
     else:
-        runs = out["metrics"]
-        ok = [r for r in runs if r["status"] == "ok"]
-        if ok:
-            best = max(ok, key=lambda r: r["best"])
-            out.update(status="ok", score=best["best"], best_lr=best["lr"], curve=best["curve"])
-        else:
-            out.update(status="diverged", diverged_step=runs[0]["step"] if runs else None)
+        (score or _best_run)(out)
     out["finished_at"] = time.time()
     out["duration"] = time.monotonic() - t0
     return out
+
+
+def _best_run(out: dict) -> None:
+    runs = out["metrics"]
+    ok = [r for r in runs if r["status"] == "ok"]
+    if ok:
+        best = max(ok, key=lambda r: r["best"])
+        out.update(status="ok", score=best["best"], best_lr=best["lr"], curve=best["curve"])
+    else:
+        out.update(status="diverged", diverged_step=runs[0]["step"] if runs else None)
 
 
 def summarize(result: dict) -> str:
@@ -207,4 +248,4 @@ def summarize(result: dict) -> str:
 
 
 __all__ = ["BASELINES", "Protocol", "STATUSES", "EvaluationTimeout", "evaluate", "summarize",
-           "train_once"]
+           "train_once", "LEGACY_GRID"]

@@ -1,0 +1,160 @@
+"""The multi-seed protocol, with a cheap screening rung in front of it (successive halving).
+
+**Full rung.** A candidate is trained from every seed of ``seeds`` (a seed fixes the initial
+weights and the minibatch order) at every learning rate of ``lr_grid`` (its other
+hyperparameters at their defaults) for the task's ``steps``, validated every ``eval_every``
+steps. At each learning rate and checkpoint the validation accuracy is averaged over the seeds;
+the **score** is the best seed-mean accuracy over all learning rates and checkpoints (the
+learning rate and the stopping step are chosen on the seed mean, never per seed), reported with
+its standard error over seeds, ``std(ddof=1) / sqrt(seeds)``, and the seed-mean validation loss
+at the same learning rate and step. A learning rate at which any seed diverges (``search.evaluate``
+'s rules) has no score; a candidate with no surviving learning rate is ``diverged``.
+
+**Screening rung** (``screen``: its own ``seeds``, ``lr_grid``, ``steps``, ``eval_every``, and
+``refine``): the same score on a smaller grid (successive halving: Jamieson & Talwalkar 2016;
+Li et al., "Hyperband", 2018). A job with a number ``promote_above`` runs the screen first and
+the full rung only when the screening score is strictly above it (the search engine sets the
+threshold, e.g. a quantile of earlier screening scores). With ``refine: k`` the screen also
+narrows the learning rates: the full rung trains only the ``2k + 1`` points of its grid
+nearest the screen's best learning rate (so the screen always runs, and is always promoted
+when ``promote_above`` is None). Without ``refine`` and without ``promote_above`` (baselines,
+leaderboards, re-scoring) only the full rung runs, on its whole grid.
+
+Tasks with a stacked network (``Task.stacked``) train every seed x learning rate of a rung in
+one batched call (``search.batched``); the others, and jobs with ``"sequential": True``, run
+one training after the other with ``evaluate.train_once`` (the reference the batched trainer is
+tested against).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from .evaluate import new_result, run_scored, train_once
+from .tasks import get_task
+
+
+def rungs(config: dict, task) -> dict:
+    """``{"screen": settings or None, "full": settings}`` of a protocol config, where settings
+    are ``seeds``, ``lr_grid``, ``steps``, ``eval_every``."""
+    full = {"seeds": list(config["seeds"]), "lr_grid": list(config["lr_grid"]),
+            "steps": task.steps, "eval_every": task.eval_every}
+    screen = config.get("screen") or None
+    return {"screen": {**full, **screen} if screen else None, "full": full}
+
+
+def around(grid: list, lr: float, k: int) -> list:
+    """The points of ``grid`` (ascending) within ``k`` places of the one nearest ``lr``."""
+    j = min(range(len(grid)), key=lambda i: abs(math.log(grid[i] / lr)))
+    return grid[max(0, j - k):j + k + 1]
+
+
+def train_rung(rule, task, rung: dict, deadline=None, sequential: bool = False) -> list:
+    """Every (seed, lr) run of one rung, seed-major: ``seed``, ``lr``, ``status``, ``step``,
+    ``curve`` ([[step, accuracy, loss], ...])."""
+    seeds, lrs, steps, every = rung["seeds"], rung["lr_grid"], rung["steps"], rung["eval_every"]
+    if task.stacked is not None and not sequential:
+        from .batched import train_copies
+        return train_copies(rule, task, seeds, lrs, steps, every, deadline)
+    return [{**train_once(task, rule, lr, seed, deadline, steps, every, with_loss=True),
+             "seed": seed} for seed in seeds for lr in lrs]
+
+
+def score_runs(runs: list, lrs: list, seeds: list) -> dict:
+    """Aggregate one rung's runs (see the module doc): ``status``, ``score``, ``score_se``,
+    ``val_loss``, ``best_lr``, ``best_step``, ``diverged_step``, ``curve`` (the seed-mean
+    accuracy at the best lr) and ``metrics`` (one entry per lr: ``lr``, ``status``, ``step``,
+    ``score``, ``se``, ``loss``, ``best_step``, ``seeds``: each seed's accuracy there)."""
+    metrics, best = [], None
+    for lr in lrs:
+        mine = [r for r in runs if r["lr"] == lr]
+        dead = [r["step"] for r in mine if r["status"] != "ok"]
+        if dead:
+            metrics.append({"lr": lr, "status": "diverged", "step": min(s or 0 for s in dead),
+                            "score": None})
+            continue
+        steps = [p[0] for p in mine[0]["curve"]]
+        accs = [[r["curve"][k][1] for r in mine] for k in range(len(steps))]
+        k = max(range(len(steps)), key=lambda i: (sum(accs[i]), -i))
+        per_seed = accs[k]
+        m = _mean(per_seed)
+        entry = {"lr": lr, "status": "ok", "step": None, "score": m, "se": _se(per_seed),
+                 "loss": _mean([r["curve"][k][2] for r in mine]), "best_step": steps[k],
+                 "seeds": per_seed, "curve": [[s, _mean(a)] for s, a in zip(steps, accs)]}
+        metrics.append(entry)
+        if best is None or m > best["score"]:
+            best = entry
+    if best is None:
+        steps = [m["step"] for m in metrics if m.get("step")]
+        return {"status": "diverged", "score": None, "score_se": None, "val_loss": None,
+                "best_lr": None, "best_step": None, "diverged_step": min(steps) if steps else None,
+                "curve": [], "metrics": metrics}
+    return {"status": "ok", "score": best["score"], "score_se": best["se"],
+            "val_loss": best["loss"], "best_lr": best["lr"], "best_step": best["best_step"],
+            "diverged_step": None, "curve": best["curve"], "metrics": metrics}
+
+
+def _mean(xs):
+    return sum(xs) / len(xs)
+
+
+def _se(xs):
+    if len(xs) < 2:
+        return None
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+
+
+def evaluate_multi(job: dict) -> dict:
+    """Score one rule under the multi-seed protocol (``job["protocol"]["protocol"] == 2``).
+
+    ``job``: ``rule``, ``task``, ``protocol`` (``Protocol.config``), ``time_limit`` and, for
+    screening, ``promote_above`` (a number; see the module doc), ``sequential`` (optional).
+    Returns the store's row fields (``status``, ``score``, ``best_lr``, ``diverged_step``,
+    ``metrics``: one entry per rung and lr, ``curve``, ``error``, ``duration``, ...) and:
+    ``rung`` (the last rung run: ``screen`` or ``full``), ``score_se``, ``val_loss``,
+    ``best_step``, and ``screen`` / ``full``: that rung's ``status``, ``score``, ``score_se``,
+    ``val_loss``, ``best_lr``, ``duration`` (None when it did not run). ``score`` and
+    ``status`` are those of the last rung, so screening and full scores must not be ranked
+    together: ``rung`` tells them apart.
+    """
+    import torch
+    from optdsl import DSLError
+    torch.set_num_threads(1)  # tiny models: more threads only add contention between workers
+    task = get_task(job["task"])
+    plan = rungs(job["protocol"], task)
+    threshold = job.get("promote_above")
+    refine = (plan["screen"] or {}).get("refine")
+    screened = plan["screen"] and (refine or threshold is not None)
+    order = ["screen", "full"] if screened else ["full"]
+    if task.stacked is not None:
+        task.stacked.data()  # a worker's first job builds the data here, outside the clock
+    out, deadline = new_result(job)
+    out.update(rung=None, screen=None, full=None, score_se=None, val_loss=None, best_step=None)
+
+    def train(rule):
+        if "lr" not in rule.hypers:
+            raise DSLError("the protocol sets lr, which this rule does not declare")
+        for name in order:
+            rung, started = plan[name], time.monotonic()
+            runs = train_rung(rule, task, rung, deadline, job.get("sequential", False))
+            scored = score_runs(runs, rung["lr_grid"], rung["seeds"])
+            out["metrics"] += [{**m, "rung": name} for m in scored.pop("metrics")]
+            out.update(scored, rung=name)
+            out[name] = {k: scored[k] for k in RUNG_FIELDS}
+            out[name]["duration"] = time.monotonic() - started
+            if scored["status"] != "ok" or (name == "screen" and threshold is not None
+                                            and not scored["score"] > threshold):
+                return
+            if name == "screen" and refine:
+                plan["full"]["lr_grid"] = around(plan["full"]["lr_grid"], scored["best_lr"],
+                                                 refine)
+
+    return run_scored(out, train, lambda: f"in the {out['rung'] or 'first'} rung",
+                      score=lambda out: None)
+
+
+RUNG_FIELDS = ("status", "score", "score_se", "val_loss", "best_lr")
+
+
+__all__ = ["around", "evaluate_multi", "rungs", "score_runs", "train_rung"]
