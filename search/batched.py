@@ -18,10 +18,11 @@ applied with the reference interpreter in one of two ways:
   literally ``lr * X`` every copy moves exactly as its own run would; where ``lr`` sits deeper
   (``lr * m / sqrt(v)`` computes ``(lr * m) / sqrt(v)``) the two differ by float rounding
   (one or two ulps of the update).
-* **per copy** (a per-tensor reduction such as ``norm`` in lamb/lars, which must not mix copies,
-  or ``lr`` used elsewhere): the interpreter steps each parameter tensor of each copy
-  separately with that copy's own ``lr``, as the optimizer does for one run; the forward and
-  backward stay batched.
+* **per copy** (``lr`` used elsewhere, as in adamw or adabound, or a per-tensor reduction such
+  as ``norm`` in lamb/lars, which must not mix copies): the interpreter steps each copy with
+  its own ``lr``: the copy's whole row at once when the rule is elementwise, else each of its
+  parameter tensors separately, as the optimizer does for one run. The forward and backward
+  stay batched.
 
 Divergence follows ``search.evaluate``: a copy whose training loss is NaN/Inf or exceeds
 ``task.loss_bound x max(1, first loss)``, or whose parameters or validation metric become
@@ -178,6 +179,12 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
         hypers = [{**rule.defaults, "lr": float(a)} for a in lrs] * S
         state = [[{} for _ in sizes] for _ in range(n)]
         gen = [torch.Generator().manual_seed(s) for s in seeds for _ in lrs]
+        if is_elementwise(rule):  # one interpreter call per copy, on its whole row
+            def units(c, grads):
+                return [(flat[c], torch.cat([gr[c].reshape(-1) for gr in grads]))]
+        else:  # per-tensor reductions: each tensor of the copy, as the optimizer does
+            def units(c, grads):
+                return [(p.detach()[c], gr[c]) for p, gr in zip(leaves, grads)]
     alive = torch.ones(n, dtype=torch.bool)
     died: list = [None] * n
     curves: list = [[] for _ in range(n)]
@@ -211,9 +218,8 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
             else:
                 for c in alive.nonzero().flatten().tolist():
                     cache: dict = {}
-                    for j, (p, gr) in enumerate(zip(leaves, grads)):
-                        interp.step_tensor(p.detach()[c], gr[c], hypers[c], state[c][j], cache,
-                                           gen[c])
+                    for j, (p, gr) in enumerate(units(c, grads)):
+                        interp.step_tensor(p, gr, hypers[c], state[c][j], cache, gen[c])
         if t % eval_every == 0 or t == steps:
             _checkpoint(spec.layers, leaves, flat, xv, yv, t, alive, died, curves)
     return [{"seed": seeds[c // R], "lr": lrs[c % R],
