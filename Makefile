@@ -20,7 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The 2-node Ray cluster recipe of docs/cluster.md, run by CI after `make test`.
+test-cluster: $(STAMP)
+	$(PY) -m pytest -q -m cluster
+
 bench: $(STAMP)
 	$(PY) benchmarks/step_bench.py
 
-.PHONY: install demo test bench
+.PHONY: install demo test test-cluster bench

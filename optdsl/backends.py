@@ -15,20 +15,19 @@ from .errors import HyperparameterError, did_you_mean
 from .ir import Rule
 
 
-def _eager(rule, state_dtypes=None):
-    from .compiled import EagerBackend
-    from .interpreter import Interpreter
-    return EagerBackend(rule, state_dtypes) if state_dtypes else Interpreter(rule)
+def _eager(rule, state_dtype=None):
+    from .host import EagerBackend
+    return EagerBackend(rule, state_dtype)
 
 
-def _torchscript(rule, state_dtypes=None):
+def _torchscript(rule, state_dtype=None):
     from .compiled import TorchScriptBackend
-    return TorchScriptBackend(rule, state_dtypes)
+    return TorchScriptBackend(rule, state_dtype)
 
 
-def _inductor(rule, state_dtypes=None):
+def _inductor(rule, state_dtype=None):
     from .compiled import InductorBackend
-    return InductorBackend(rule, state_dtypes)
+    return InductorBackend(rule, state_dtype)
 
 
 BACKENDS = {"eager": _eager, "torchscript": _torchscript, "inductor": _inductor}
@@ -50,9 +49,10 @@ def default_backend() -> str:
     return _DEFAULT[0]
 
 
-def make_backend(rule: Rule, name: str | None = None, state_dtypes: dict | None = None):
+def make_backend(rule: Rule, name: str | None = None, state_dtype=None):
+    """A backend for ``rule``; ``state_dtype`` is an Optimizer's option (see optdsl.host)."""
     name = default_backend() if name is None else name
     if name not in BACKENDS:
         raise HyperparameterError(f"unknown backend '{name}'" + did_you_mean(name, BACKENDS)
                                   + f"; valid: {', '.join(BACKENDS)}")
-    return BACKENDS[name](rule, state_dtypes)
+    return BACKENDS[name](rule, state_dtype)

@@ -80,14 +80,25 @@ class _Instance:
         self.states: dict = {}  # name -> slot index (declared here)
         self.updated: set = set()
         self.defined_at: dict = {}
-        self.counters: dict = {}
+        self.label = ""  # the statement being lowered: its target name ('' for return)
+        self.root_call = None  # the call at the root of that statement's expression
+        self.at_root = False  # the stateful call being expanded is that root call
         self.rule_values: dict = {}  # rule-valued parameter -> its update node (lowered once)
         self.later_names = {s.target: s.pos for s in program.body if s.target}
 
     # --- state ---------------------------------------------------------------------------------
     def slot(self, origin: str, kind: Kind, init: ir.Node, make_update):
-        self.counters[origin] = self.counters.get(origin, 0) + 1
-        name = self.b.unique_slot_name(f"{self.prefix}{origin}#{self.counters[origin]}")
+        """A new state slot, named from the program, not from a counter, so that the names
+        (``state_dict`` keys, ``state_dtype=``) survive edits of unrelated lines: the defining
+        statement's name for the call at its root (``m = ema(g, b)`` -> ``m``), else that name
+        and the primitive (``r = ema(g, b) / ...`` -> ``r.ema``; in ``return`` or a bare
+        formula just ``ema``), prefixed by the call path of rules (``adam.m``); a second one
+        of the same name in one statement gets ``#2``."""
+        if self.at_root and self.label:
+            base = self.label
+        else:
+            base = f"{self.label}.{origin}" if self.label else origin
+        name = self.b.unique_slot_name(self.prefix + base)
         read = ir.state_read(name, kind)
         update = make_update(read)
         self.b.slots.append(Slot(name, max(kind, update.kind), init, update, origin))
@@ -200,6 +211,7 @@ class _Instance:
                 raise _err(f"a tensor where a scalar is required in {prim.name}()", e.pos)
             nodes.append(node)
         if prim.expand is not None:
+            self.at_root = c is self.root_call
             return prim.expand(self, *nodes)
         if prim.validate:
             self.validate_constant_call(prim, nodes, c.pos)
@@ -296,6 +308,8 @@ class _Instance:
         for st in self.program.body:
             if returned_at is not None:
                 raise _err(f"statement after 'return' (line {returned_at.line}) never runs", st.pos)
+            self.label = (st.target or "") if st.kind != "return" else ""
+            self.root_call = st.expr
             if st.kind == "assign":
                 self.define(st.target, st.pos)
                 self.current = st
@@ -467,7 +481,12 @@ def check(program: Program, name: str | None = None, doc: str = "") -> Rule:
 def _check(program: Program, name: str | None, doc: str) -> Rule:
     _check_header(program)
     kind_hints: dict = {}
-    for _ in range(4):  # explicit states' kinds settle in at most a few passes
+    # An explicit state's kind is the widest kind it is ever updated with, which a later
+    # statement may only reveal: lower again with what was learnt until nothing widens (a
+    # fixed point; each pass widens some slot, and a slot widens at most twice).
+    passes = 0
+    while True:
+        passes += 1
         b = _RuleBuilder(kind_hints)
         top = program.name or "formula"
         hypers, rule_params = {}, {}
@@ -483,6 +502,8 @@ def _check(program: Program, name: str | None, doc: str) -> Rule:
         update, new_p, assigns_p = inst.lower()
         if not b.kind_raised:
             break
+        if passes > 2 * len(b.slots) + 1:  # pragma: no cover - kinds only ever widen
+            raise DSLError("internal error: state kinds did not settle", 1, 1)
     if "lr" not in b.hypers:
         raise DSLError("the rule never uses 'lr': scale the update by lr so that learning-rate "
                        "schedulers can drive it", program.pos.line, program.pos.column)

@@ -1,30 +1,27 @@
 """Compiled backends: the printed step (optdsl.codegen) run by TorchScript or torch.compile.
 
-Every backend has the interpreter's interface, ``step(params, grads, states, hypers, generator)``,
-and the interpreter's state layout (``"step"`` int, then one entry per slot: float for scalar
-slots, 0-d tensor for reduced ones, a p-shaped tensor for tensor ones), so a ``state_dict``
-saved under one backend loads and continues under any other.
-
-Per step, on the host and exactly as the interpreter does it (same calls, same order, so the
-same random draws): initialise new tensors' state, count the step, compute the step scalars in
-float64 once per (t, scalar states). Then the tensors are grouped by (scalars, device, dtype)
-and each group goes through the compiled multi-tensor step in one call, with the scalars it
-needs as ONE runtime tensor (so no hyperparameter, schedule value or step count is ever baked
-into compiled code).
+Every backend shares the host step of ``optdsl.host`` (state initialisation, step count, the
+step scalars in float64 once per (t, scalar states), the state storage policy, buckets of
+equal (scalars, device, dtype)) and so the interpreter's state layout: a ``state_dict`` saved
+under one backend loads and continues under any other. Each bucket then goes through the
+compiled multi-tensor step in one call, with the scalars it needs as ONE runtime tensor (so
+no hyperparameter, schedule value or step count is ever baked into compiled code).
 
 * ``torchscript``: ``torch.jit.script`` of the printed source (one script per rule; its
   deprecation warning is silenced here, once). No CPU fuser in official builds: on CPU it runs
   unfused ops; on CUDA the profiling executor fuses.
 * ``inductor``: ``torch.compile(step, fullgraph=True, dynamic=False)``: one compile per (rule,
-  state dtypes, device, dtype, group shape signature), cached for the process. Compiles are
-  counted in ``STATS`` (and by dynamo's own counters).
-* ``eager``: the interpreter, plus the state dtype policy.
+  state dtypes, device, dtype, group layouts), cached for the process, and a kernel only ever
+  runs on the tensors it was planned for (``InductorBackend``). Compiles are counted in
+  ``STATS``.
 
-A rule a backend cannot compile (random tensors, a primitive without a code template, a compiler
-error, no C++ compiler) runs on the interpreter instead, after ONE warning that names the reason.
-Randomness choice: ``noise``/``drop`` (random tensors) fall back to the interpreter, which draws
-them in the reference order; ``randn`` (one scalar per step) is computed on the host with the
-other scalars and compiles.
+Both compute in the parameter's dtype, as the interpreter does (float16/bfloat16 included:
+Inductor is asked to round every intermediate as eager torch does); complex parameters run on
+the interpreter. A rule a backend cannot compile (random tensors, a primitive without a code
+template, a compiler error, no C++ compiler) runs on the interpreter instead, after ONE warning
+that names the reason. Randomness: ``noise``/``drop`` (random tensors) fall back to the
+interpreter, which draws them in the reference order; ``randn`` (one scalar per step) is
+computed on the host with the other scalars and compiles.
 """
 from __future__ import annotations
 
@@ -36,12 +33,12 @@ import warnings
 import torch
 
 from .codegen import HEADER, KernelPlan, NotCompilable, plan_step
-from .errors import HyperparameterError
-from .interpreter import Interpreter
-from .ir import Kind, Rule
+from .errors import DSLError
+from .host import Backend, Bucket
+from .ir import Rule
 
 STATS = {"compiles": 0, "compile_seconds": 0.0}
-_FLOAT_SCALARS = (torch.float32, torch.float64)
+_COMPILED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
 class FallbackWarning(UserWarning):
@@ -57,76 +54,6 @@ def _user_stacklevel() -> int:
     while frame is not None and frame.f_code.co_filename.startswith(skip):
         frame, level = frame.f_back, level + 1
     return level
-
-
-# --- state dtype policy ------------------------------------------------------------------------
-
-def _as_dtype(value) -> torch.dtype:
-    if isinstance(value, torch.dtype):
-        return value
-    d = getattr(torch, str(value).replace("torch.", ""), None) if isinstance(value, str) else None
-    if not isinstance(d, torch.dtype) or not d.is_floating_point:
-        raise HyperparameterError(f"state dtype {value!r} is not a floating-point torch dtype "
-                                  "(e.g. torch.bfloat16 or 'bfloat16')")
-    return d
-
-
-def resolve_state_dtypes(rule: Rule, spec) -> dict:
-    """``{slot name: dtype}`` from an Optimizer's ``state_dtype`` option.
-
-    ``spec`` is None (every state in the parameter's dtype), one dtype (every tensor and
-    reduced state) or a dict from state name (as ``optdsl show RULE`` lists them) to dtype.
-    Scalar states stay Python floats.
-    """
-    if spec is None:
-        return {}
-    slots = {s.name: s for s in rule.slots if s.kind != Kind.SCALAR}
-    if isinstance(spec, dict):
-        unknown = [k for k in spec if k not in slots]
-        if unknown:
-            from .errors import did_you_mean
-            raise HyperparameterError(
-                f"rule {rule.name} has no tensor state '{unknown[0]}'"
-                + did_you_mean(unknown[0], slots) + f"; states: {', '.join(slots) or 'none'}")
-        return {k: _as_dtype(v) for k, v in spec.items()}
-    d = _as_dtype(spec)
-    return {name: d for name in slots}
-
-
-def apply_state_dtypes(state: dict, state_dtypes: dict) -> None:
-    """Convert a tensor's stored states to their policy dtype (after init or load)."""
-    for name, dtype in state_dtypes.items():
-        v = state.get(name)
-        if isinstance(v, torch.Tensor) and v.dtype != dtype:
-            state[name] = v.to(dtype)
-
-
-class EagerBackend:
-    """The interpreter, with states optionally stored in a lower precision.
-
-    Stored states are widened to the parameter's dtype for the step and rounded back after it,
-    which is what the compiled kernels do in registers.
-    """
-    name = "eager"
-
-    def __init__(self, rule: Rule, state_dtypes: dict | None = None):
-        self.rule = rule
-        self.interpreter = Interpreter(rule)
-        self.state_dtypes = dict(state_dtypes or {})
-
-    def step_tensor(self, p, g, hypers, st, cache, generator):
-        if self.state_dtypes and "step" in st:
-            for name in self.state_dtypes:
-                st[name] = st[name].to(p.dtype)
-        self.interpreter.step_tensor(p, g, hypers, st, cache, generator)
-        apply_state_dtypes(st, self.state_dtypes)
-
-    def step(self, params, grads, states, hypers, generator=None):
-        if not self.state_dtypes:
-            return self.interpreter.step(params, grads, states, hypers, generator)
-        cache: dict = {}
-        for p, g, st in zip(params, grads, states):
-            self.step_tensor(p, g, hypers, st, cache, generator)
 
 
 # --- loading printed source --------------------------------------------------------------------
@@ -187,22 +114,19 @@ class _quiet_torchscript(warnings.catch_warnings):
         return out
 
 
-# --- the shared host side ----------------------------------------------------------------------
+# --- the compiled backends' common part -----------------------------------------------------------
 
-class CompiledBackend:
-    """Host side shared by the compiled backends; subclasses say how a kernel is built."""
+class CompiledBackend(Backend):
+    """The shared host step (``optdsl.host``), then one compiled call per bucket; subclasses say
+    how a kernel is built and called."""
     name = "compiled"
 
-    def __init__(self, rule: Rule, state_dtypes: dict | None = None):
-        self.rule = rule
-        self.state_dtypes = dict(state_dtypes or {})
-        self.interpreter = Interpreter(rule)
-        self.eager = EagerBackend(rule, self.state_dtypes)
-        self.fallback_reason = None
+    def __init__(self, rule: Rule, state_dtype=None):
+        super().__init__(rule, state_dtype)
         self.kernels: dict = {}
         self.plan = None
         try:
-            self.plan = plan_step(rule, self.state_dtypes)
+            self.plan = plan_step(rule, self.host.policy.dtypes)
             self.kernel_slot_names = [s.name for s in self.plan.kernel_slots]
             reason = self.unavailable()
         except NotCompilable as e:
@@ -230,72 +154,50 @@ class CompiledBackend:
             k = self.kernels[signature] = self.build(signature)
         return k
 
-    def step(self, params, grads, states, hypers, generator=None):
-        if self.fallback_reason is not None:
-            return self.eager.step(params, grads, states, hypers, generator)
-        interp, plan = self.interpreter, self.plan
-        envs: dict = {}
-        buckets: dict = {}
-        for p, g, st in zip(params, grads, states):
-            if "step" not in st:
-                st["step"] = 0
-                interp.init_state(p, g, hypers, st, generator)
-                apply_state_dtypes(st, self.state_dtypes)
-            st["step"] += 1
-            key = (st["step"], tuple(st[s.name] for s in interp.scalar_slots))
-            if key not in envs:
-                envs[key] = interp.scalar_env(hypers, st["step"], st, generator)
-            buckets.setdefault((key, p.device, p.dtype), []).append((p, g, st))
-        pending = list(buckets.items())
-        while pending:
-            (key, device, dtype), items = pending.pop(0)
-            env = envs[key]
-            if dtype not in _FLOAT_SCALARS and dtype not in (torch.float16, torch.bfloat16):
-                self._eager_items(items, hypers, env, generator)  # complex: the interpreter
-                continue
-            try:
-                self._run(plan, env, device, dtype, items)
-            except Exception as e:  # a compiler failure: never a crash mid-training
-                self._fall_back(_reason(e))
-                for _, rest in [((key, device, dtype), items)] + pending:
-                    for p, g, st in rest:
-                        st["step"] -= 1
-                        self.eager.step_tensor(p, g, hypers, st, {}, generator)
-                return
-            for s in plan.host_slots:
-                value = float(env[s.update])
-                for _, _, st in items:
-                    st[s.name] = value
+    def run(self, bucket: Bucket, generator) -> None:
+        if self.fallback_reason is not None or bucket.dtype not in _COMPILED_DTYPES:
+            return self.host.eager(bucket, generator)  # complex parameters: the interpreter
+        done: list = []  # indexes of the items a kernel has stepped
+        try:
+            self._run(bucket, done)
+        except DSLError:
+            raise  # the user's problem (a state that does not fit), not the compiler's
+        except Exception as e:  # a compiler failure: never a crash mid-training
+            self._fall_back(_reason(e))
+            rest = Bucket(bucket.key, bucket.device, bucket.dtype, bucket.scalars)
+            rest.items = [it for i, it in enumerate(bucket.items) if i not in set(done)]
+            self.host.eager(rest, generator)
 
-    def _eager_items(self, items, hypers, env, generator):
-        for p, g, st in items:
-            st["step"] -= 1
-            self.eager.step_tensor(p, g, hypers, st, {}, generator)
+    def scalars(self, bucket: Bucket) -> torch.Tensor:
+        """The scalars the kernel reads, as one runtime tensor (float64 for float64 parameters,
+        float32 otherwise: what eager torch computes a Python scalar with)."""
+        sdt = torch.float64 if bucket.dtype == torch.float64 else torch.float32
+        return torch.tensor([float(bucket.scalars[n]) for n in self.plan.scalars], dtype=sdt,
+                            device=bucket.device)
 
     def _dealias(self, items) -> None:
-        """The kernel writes states in place: no state may alias p, g or another state (the
-        interpreter's states may, e.g. after 's := r' or 'state slow = p')."""
+        """The kernel writes states in place: no state may share memory with p, g or another
+        state (the interpreter's may, e.g. after 's := r' or 'state slow = p')."""
         for p, g, st in items:
-            seen = {id(p), id(g)}
+            seen = {p.data_ptr(), g.data_ptr()}
             for name in self.kernel_slot_names:
                 v = st[name]
-                if id(v) in seen:
+                if v.data_ptr() in seen:
                     st[name] = v = v.clone()
-                seen.add(id(v))
+                seen.add(v.data_ptr())
 
-    def _run(self, plan, env, device, dtype, items):
+    def _run(self, bucket: Bucket, done: list) -> None:
+        """TorchScript: one scripted call for the bucket, whatever its layouts (the script
+        checks dtypes and shapes as eager torch does)."""
+        items = bucket.items
+        for p, _, st in items:
+            self.host.policy.conform(p, st)
         self._dealias(items)
-        sdt = dtype if dtype in _FLOAT_SCALARS else torch.float32
-        scalars = torch.tensor([float(env[n]) for n in plan.scalars], dtype=sdt, device=device)
         ps = [it[0] for it in items]
         gs = [it[1] for it in items]
-        slot_lists = [[it[2][s.name] for it in items] for s in plan.kernel_slots]
-        signature = self.signature(device, dtype, ps)
-        self.kernel(signature)(ps, gs, *slot_lists, scalars)
-
-    def signature(self, device, dtype, ps):
-        return None
-
+        slot_lists = [[it[2][name] for it in items] for name in self.kernel_slot_names]
+        self.kernel(None)(ps, gs, *slot_lists, self.scalars(bucket))
+        done.extend(range(len(items)))
 
 
 def _reason(e: BaseException) -> str:
@@ -349,19 +251,33 @@ def inductor_available() -> str | None:
     return None
 
 
-def _counting_inductor(gm, example_inputs):
-    """Inductor, counting each compile (the recompilation tests read STATS)."""
+def _counting_inductor(config: dict):
+    """Inductor with these config patches, counting each compile (the recompilation tests
+    read STATS)."""
     from torch._inductor.compile_fx import compile_fx
-    STATS["compiles"] += 1
-    return compile_fx(gm, example_inputs)
+
+    def backend(gm, example_inputs):
+        STATS["compiles"] += 1
+        return compile_fx(gm, example_inputs, config_patches=config)
+    return backend
 
 
 class InductorBackend(CompiledBackend):
     """``torch.compile`` of the printed multi-tensor step, in place.
 
-    One compile per (rule source incl. state dtypes, device, dtype, group shape signature),
-    shared by every optimizer of the process. Hyperparameters and every scalar arrive in one
-    runtime tensor, so changing them never recompiles.
+    One compile per (rule source incl. state dtypes, device, dtype, group layouts), shared by
+    every optimizer of the process. Hyperparameters and every scalar arrive in one runtime
+    tensor, so changing them never recompiles.
+
+    A compiled kernel is specialised to the layouts it was built for, and dynamo's per-call
+    guards are off (they cost more than the kernels on groups of small tensors), so the
+    backend keeps the guarantee itself: a group's plan (its chunked kernel calls) records the
+    fingerprint of every tensor it was made for (parameter and states: storage address,
+    dtype, shape, strides, device; gradient: dtype, shape, strides, device) and runs only
+    while the group's tensors have exactly that fingerprint. Anything else (``model.to``,
+    ``p.data = ...``, a loaded checkpoint, a gradient with other strides) makes a new plan,
+    after the states are brought to their storage form. A kernel never touches memory it
+    was not built for.
     """
     name = "inductor"
     _cache: dict = {}
@@ -373,35 +289,29 @@ class InductorBackend(CompiledBackend):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._plans: dict = {}  # group tensors' ids -> _Chunks
+        # (first parameter's id, group size) -> (fingerprint, _Chunks): one plan per group,
+        # so a new plan drops the old one with the state tensors it held
+        self._plans: dict = {}
 
-    def _run(self, plan, env, device, dtype, items):
+    def _run(self, bucket: Bucket, done: list) -> None:
         """Chunks of at most ``chunk`` tensors, sorted by layout so that chunks of equal
-        layouts share one compiled graph (200 equal tensors: one compile, 7 calls).
-
-        The chunking of a group is planned once and reused while the group holds the same
-        parameter and state tensors (the kernel updates them in place) and the gradients keep
-        their strides: per-step Python work is then a few list lookups per tensor."""
-        sdt = dtype if dtype in _FLOAT_SCALARS else torch.float32
-        scalars = torch.tensor([float(env[n]) for n in plan.scalars], dtype=sdt, device=device)
-        names = self.kernel_slot_names
-        key = tuple(id(x) for p, _, st in items for x in (p, *(st[n] for n in names)))
-        chunks = self._plans.get(key)
-        if chunks is None or not all(g.stride() == stride for (_, g, _), stride
-                                     in zip(items, chunks.grad_strides)):
-            self._dealias(items)  # a new group (or new state tensors): check them once
-            key = tuple(id(x) for p, _, st in items for x in (p, *(st[n] for n in names)))
-            # a plan holds its tensors: drop the plans of these parameters' old states
-            # (after load_state_dict) so that no stale copy of the state stays alive
-            params = {id(p) for p, _, _ in items}
-            for old in [k for k, c in self._plans.items() if c.params & params]:
-                del self._plans[old]
-            chunks = self._plans[key] = self._plan_chunks(device, dtype, items)
-            chunks.params = params
+        layouts share one compiled graph (200 equal tensors: one compile, 7 calls)."""
+        items, names = bucket.items, self.kernel_slot_names
+        slot = (id(items[0][0]), len(items))
+        fp = _fingerprint(items, names)
+        entry = self._plans.get(slot)
+        if entry is None or entry[0] != fp:
+            for p, _, st in items:  # follow the parameters' dtype and device; check shapes
+                self.host.policy.conform(p, st)
+            self._dealias(items)
+            fp = _fingerprint(items, names)
+            entry = self._plans[slot] = (fp, self._plan_chunks(bucket.device, bucket.dtype, items))
+        scalars = self.scalars(bucket)
         grads = [g.view(1) if g.dim() == 0 else g for _, g, _ in items]
         with torch.no_grad():
-            for kernel, order, ps, slot_lists in chunks.calls:
+            for kernel, order, ps, slot_lists in entry[1].calls:
                 kernel(ps, [grads[i] for i in order], *slot_lists, scalars)
+                done.extend(order)
 
     def _plan_chunks(self, device, dtype, items):
         names = self.kernel_slot_names
@@ -422,28 +332,43 @@ class InductorBackend(CompiledBackend):
             signature = (str(device), dtype, tuple(r[0] for r in part))
             calls.append((self.kernel(signature), [r[1] for r in part], [r[2] for r in part],
                           [[r[3][k] for r in part] for k in range(len(names))]))
-        return _Chunks(calls, [g.stride() for _, g, _ in items])
+        return _Chunks(calls)
 
     def build(self, signature):
         key = (self.plan.source, signature)
         fn = InductorBackend._cache.get(key)
         if fn is None:
-            # every input's layout is in ``signature`` (and the compiled wrapper asserts sizes
-            # and strides), so dynamo's per-call guards are skipped: they cost more than the
-            # kernels on groups of small tensors
-            compiled = torch.compile(load_step(self.plan), backend=_counting_inductor,
+            _, dtype, _ = signature
+            config = {"size_asserts": False}  # _fingerprint checks every input, dtype included
+            if dtype in (torch.float16, torch.bfloat16):
+                # compute in the parameter's dtype, rounding every intermediate as eager torch
+                # (and the interpreter) do; Inductor would otherwise keep float32 in registers
+                config["emulate_precision_casts"] = True
+            compiled = torch.compile(load_step(self.plan), backend=_counting_inductor(config),
                                      fullgraph=True, dynamic=False,
                                      options={"guard_filter_fn": _skip_guards})
             fn = InductorBackend._cache[key] = _FirstCallTimer(compiled)
         return fn
 
 
+def _fingerprint(items, names) -> tuple:
+    """What a plan is valid for (see InductorBackend): one flat tuple per step."""
+    key = []
+    for p, g, st in items:
+        key += (p.data_ptr(), p.dtype, p.shape, p.stride(), p.device,
+                g.dtype, g.shape, g.stride(), g.device)
+        for n in names:
+            t = st[n]
+            key += (t.data_ptr(), t.dtype, t.shape, t.stride(), t.device)
+    return tuple(key)
+
+
 class _Chunks:
     """A group's planned kernel calls: (kernel, gradient order, params, state lists) each."""
-    __slots__ = ("calls", "grad_strides", "params")
+    __slots__ = ("calls",)
 
-    def __init__(self, calls, grad_strides):
-        self.calls, self.grad_strides, self.params = calls, grad_strides, set()
+    def __init__(self, calls):
+        self.calls = calls
 
 
 def _skip_guards(entries):

@@ -1,8 +1,13 @@
-"""The reference backend: evaluates a Rule's IR node by node with eager torch ops.
+"""The reference evaluator: a Rule's IR evaluated node by node with eager torch ops.
 
 Step scalars (hyperparameters, ``t``, schedules, scalar states) are computed once per step in
 float64 with NumPy's IEEE semantics; everything per tensor is computed with torch in the
 parameter's dtype. This is the semantics every compiled backend must reproduce.
+
+The bookkeeping around a step (initialising new tensors' states, counting steps, caching the
+scalars, the state storage policy, grouping tensors) lives in ``optdsl.host`` and is shared by
+every backend; :meth:`Interpreter.step_tensor` strings the pieces together for one tensor
+(probes, the search's batched trainer, tests).
 """
 from __future__ import annotations
 
@@ -15,24 +20,21 @@ from .primitives import PRIMITIVES
 
 
 class Interpreter:
-    """Runs one rule over groups of tensors; holds no tensors itself (state lives in dicts)."""
-
-    name = "eager"
+    """Evaluates one rule over tensors; holds no tensors itself (state lives in dicts)."""
 
     def __init__(self, rule: Rule):
         self.rule = rule
         roots = [rule.new_p if rule.assigns_p else rule.update] + [s.update for s in rule.slots]
-        self.roots = roots
         self.order = ir.topological(roots)
         self.scalar_order = [n for n in self.order if n.kind == Kind.SCALAR and n.op != "state"]
         self.tensor_order = [n for n in self.order if n.kind != Kind.SCALAR]
         self.init_order = ir.topological([s.init for s in rule.slots])
         self.scalar_slots = [s for s in rule.slots if s.kind == Kind.SCALAR]
+        self.tensor_slots = [s for s in rule.slots if s.kind != Kind.SCALAR]
         # the leaves each step fills in, looked up once here rather than on the hot path
         self.hyper_leaves = {name: ir.hyper(name) for name in rule.hypers}
         self.scalar_reads = [(s.name, ir.state_read(s.name, s.kind)) for s in self.scalar_slots]
-        self.tensor_reads = [(s.name, ir.state_read(s.name, s.kind))
-                             for s in rule.slots if s.kind != Kind.SCALAR]
+        self.tensor_reads = [(s.name, ir.state_read(s.name, s.kind)) for s in self.tensor_slots]
 
     # --- evaluation ----------------------------------------------------------------------------
     @staticmethod
@@ -57,6 +59,7 @@ class Interpreter:
         return env
 
     def scalar_env(self, hypers: dict, t: int, state: dict, generator=None) -> dict:
+        """Every step scalar at step ``t`` (the values of the SCALAR nodes, float64)."""
         env = {ir.T: float(t)}
         for name, value in hypers.items():
             env[self.hyper_leaves[name]] = float(value)
@@ -67,42 +70,51 @@ class Interpreter:
 
     def init_state(self, p: torch.Tensor, grad: torch.Tensor, hypers: dict, state: dict,
                    generator=None):
-        """Evaluate the slots' initial values (at the tensor's first step)."""
+        """Evaluate the slots' initial values (at the tensor's first step) into ``state``."""
         env = {ir.T: 1.0, ir.P: p, ir.G: grad}
         for name, value in hypers.items():
             env[self.hyper_leaves[name]] = float(value)
         with np.errstate(all="ignore"):
             self._eval(self.init_order, env, scalar=False, generator=generator, like=p)
         for s in self.rule.slots:
-            state[s.name] = _stored(env[s.init], s.kind, p, grad)
+            state[s.name] = stored(env[s.init], s.kind, p, grad)
 
-    def step_tensor(self, p, grad, hypers: dict, state: dict, scalars_cache: dict, generator=None):
-        """One step of one tensor: updates ``state`` and ``p`` in place."""
-        if "step" not in state:
-            state["step"] = 0
-            self.init_state(p, grad, hypers, state, generator)
-        state["step"] += 1
-        t = state["step"]
-        key = (t, tuple(state[s.name] for s in self.scalar_slots))
-        if key not in scalars_cache:
-            scalars_cache[key] = self.scalar_env(hypers, t, state, generator)
-        env = dict(scalars_cache[key])
+    def tensor_step(self, p, grad, scalars: dict, state: dict, generator=None,
+                    state_dtypes: dict | None = None) -> None:
+        """One step of one tensor given this step's ``scalars`` (``scalar_env``): writes the
+        new tensor states into ``state`` (rounded to ``state_dtypes[name]`` where given; they
+        are read in the parameter's dtype) and updates ``p`` in place. Scalar slots are the
+        host's (``optdsl.host``)."""
+        env = dict(scalars)
         env[ir.P], env[ir.G] = p, grad
         for name, read in self.tensor_reads:
-            env[read] = state[name]
+            v = state[name]
+            env[read] = v if v.dtype == p.dtype else v.to(p.dtype)
         self._eval(self.tensor_order, env, scalar=False, generator=generator, like=p)
-        for s in self.rule.slots:
-            state[s.name] = _stored(env[s.update], s.kind, p, grad)
+        for s in self.tensor_slots:
+            v = stored(env[s.update], s.kind, p, grad)
+            if state_dtypes and s.name in state_dtypes:
+                v = v.to(state_dtypes[s.name])
+            state[s.name] = v
         if self.rule.assigns_p:
             p.copy_(env[self.rule.new_p])
         else:
             p.sub_(env[self.rule.update])
 
-    def step(self, params, grads, states, hypers: dict, generator=None):
-        """One step of a group of tensors sharing ``hypers``."""
-        cache: dict = {}
-        for p, g, st in zip(params, grads, states):
-            self.step_tensor(p, g, hypers, st, cache, generator)
+    def step_tensor(self, p, grad, hypers: dict, state: dict, scalars_cache: dict, generator=None):
+        """One whole step of one tensor (state initialised at its first step, the step counted,
+        the scalars computed once per (t, scalar states) through ``scalars_cache``)."""
+        if "step" not in state:
+            state["step"] = 0
+            self.init_state(p, grad, hypers, state, generator)
+        state["step"] += 1
+        key = (state["step"], tuple(state[s.name] for s in self.scalar_slots))
+        if key not in scalars_cache:
+            scalars_cache[key] = self.scalar_env(hypers, state["step"], state, generator)
+        env = scalars_cache[key]
+        self.tensor_step(p, grad, env, state, generator)
+        for s in self.scalar_slots:
+            state[s.name] = float(env[s.update])
 
 
 def trajectory(rule: Rule, hypers: dict, p0: torch.Tensor, grads, seed: int = 0) -> list:
@@ -120,7 +132,7 @@ def trajectory(rule: Rule, hypers: dict, p0: torch.Tensor, grads, seed: int = 0)
     return out
 
 
-def _stored(value, kind: Kind, p: torch.Tensor, grad: torch.Tensor):
+def stored(value, kind: Kind, p: torch.Tensor, grad: torch.Tensor):
     """A state value in its storage form: float (scalar), 0-d tensor (reduced) or p-shaped
     tensor, never the parameter or the gradient itself (``state s = p``, ``prev(g)``): p is
     updated in place and the gradient belongs to the caller."""

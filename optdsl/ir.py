@@ -44,10 +44,8 @@ _INTERNED: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDiction
 
 def node(op: str, args: tuple = (), value=None, kind: Kind | None = None) -> Node:
     """The unique node for (op, args, value); kind defaults to the largest argument kind."""
-    if isinstance(value, float) and value != value:  # NaN constants: intern by repr
-        value_key = ("nan",)
-    else:
-        value_key = value
+    # floats by their exact bits: -0.0 and 0.0 differ (1/x tells them apart), every NaN is one
+    value_key = value.hex() if isinstance(value, float) else value
     key = (op, args, value_key, kind)
     found = _INTERNED.get(key)
     if found is not None:

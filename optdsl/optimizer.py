@@ -2,19 +2,25 @@
 
 Param groups carry every hyperparameter (so ``lr`` is in each group and every
 ``torch.optim.lr_scheduler`` drives it); state lives in ``self.state[p]`` (the step count under
-``"step"`` and one entry per state slot), so ``state_dict``/``load_state_dict`` work as in torch.
+``"step"`` and one entry per state slot, named from the program), so
+``state_dict``/``load_state_dict`` work as in torch, checked against the rule when loaded
+(``optdsl.checkpoints``). Where torch.optim has a behaviour users rely on, this class has it
+too: unknown param-group keys are kept, ``betas`` set by a scheduler before the first step is
+used at the first step, complex parameters are optimised as pairs of real ones, and ``step``
+runs outside a ``torch.compile``d caller's graph. docs/compat.md lists every place.
 """
 from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import torch
 
-from .errors import HyperparameterError, did_you_mean
+from . import checkpoints
 from .backends import make_backend
-from .compiled import apply_state_dtypes, resolve_state_dtypes
 from .check import validate_hyper_values
+from .errors import HyperparameterError, did_you_mean
 from .ir import Rule
 from .rules import resolve
 
@@ -26,9 +32,6 @@ _RANGES = [
     (r"dampening|nu\d", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     (r"gamma|k", lambda v: v > 0, "must be > 0"),
 ]
-# Keys torch's schedulers and our own aliases may add to a param group.
-_GROUP_EXTRAS = {"params", "initial_lr", "betas", "max_lr", "min_lr", "base_lr", "max_momentum",
-                 "base_momentum", "initial_beta1", "max_beta1", "base_beta1"}
 
 
 def validate_hyper(name: str, value) -> float:
@@ -47,8 +50,7 @@ def validate_hyper(name: str, value) -> float:
 def _split_betas(hypers: dict) -> None:
     """Accept torch's ``betas=(b1, b2)`` as ``beta1``, ``beta2`` (explicit names win)."""
     if isinstance(hypers.get("betas"), (tuple, list)):
-        betas = hypers.pop("betas")
-        for i, b in enumerate(betas, start=1):
+        for i, b in enumerate(hypers["betas"], start=1):
             hypers.setdefault(f"beta{i}", b)
 
 
@@ -56,16 +58,21 @@ class Optimizer(torch.optim.Optimizer):
     """Run an optdsl rule as a torch optimizer.
 
     Args:
-        params: parameters or param-group dicts, as for any torch optimizer.
+        params: parameters or param-group dicts, as for any torch optimizer. Real floating
+            point parameters in any dtype (the step computes in the parameter's dtype on every
+            backend), or complex ones (optimised as pairs of real numbers, as torch.optim does).
         rule: a library name (``"adam"``), a formula or program text, or a ``Rule`` from
             ``optdsl.parse``. Defaults to ``"adam"``.
         backend: ``"inductor"`` (torch.compile; the default wherever a C++ compiler exists),
             ``"torchscript"`` or ``"eager"`` (the reference interpreter); ``$OPTDSL_BACKEND``
             sets the default. See ``optdsl.compiled``.
         state_dtype: storage dtype of the tensor states, e.g. ``torch.bfloat16`` (all of them)
-            or ``{"ema#2": torch.bfloat16}`` (by state name, as ``optdsl show RULE`` lists
-            them); the step computes in the parameter's dtype. Default: the parameter's dtype.
-        **hyperparameters: overrides of the rule's defaults (see ``optdsl show RULE``).
+            or ``{"v": torch.bfloat16}`` (by state name, as ``optdsl show RULE`` lists them);
+            states are widened to the parameter's dtype for the step. Default: the parameter's.
+        seed: seeds the generator of the random primitives (saved in ``state_dict``).
+        **hyperparameters: overrides of the rule's defaults (see ``optdsl show RULE``); an
+            unknown name is an error. Param-group dicts may carry other keys too (kept, as
+            torch.optim keeps them).
     """
 
     def __init__(self, params, rule="adam", *, backend: str | None = None,
@@ -73,11 +80,11 @@ class Optimizer(torch.optim.Optimizer):
         self.rule: Rule = resolve(rule)
         defaults = self.rule.defaults
         _split_betas(hyperparameters)
+        hyperparameters.pop("betas", None)
         self._check_names(hyperparameters)
         defaults.update({k: validate_hyper(k, v) for k, v in hyperparameters.items()})
-        self._state_dtypes = resolve_state_dtypes(self.rule, state_dtype)
-        self._backend = make_backend(self.rule, backend, self._state_dtypes)
-        self.backend_name = getattr(self._backend, "name", backend)
+        self._backend = make_backend(self.rule, backend, state_dtype)
+        self.backend_name = self._backend.name
         self.generator = torch.Generator()
         self.generator.manual_seed(torch.seed() if seed is None else int(seed))
         if "beta1" in defaults and "beta2" in defaults:
@@ -85,9 +92,9 @@ class Optimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     # --- groups --------------------------------------------------------------------------------
-    def _check_names(self, given, extras=frozenset()):
+    def _check_names(self, given) -> None:
         valid = set(self.rule.hypers)
-        unknown = [k for k in given if k not in valid and k not in extras]
+        unknown = [k for k in given if k not in valid]
         if unknown:
             k = unknown[0]
             raise HyperparameterError(
@@ -97,33 +104,42 @@ class Optimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         if isinstance(param_group, dict):
             _split_betas(param_group)
-            self._check_names(param_group, _GROUP_EXTRAS)
             for k in list(param_group):
                 if k in self.rule.hypers:
                     param_group[k] = validate_hyper(k, param_group[k])
+                elif k != "params" and did_you_mean(k, self.rule.hypers) and not k.startswith("_"):
+                    warnings.warn(f"optdsl: param group key '{k}' is not a hyperparameter of "
+                                  f"rule {self.rule.name}{did_you_mean(k, self.rule.hypers)} "
+                                  "(kept, as torch.optim keeps unknown keys)", stacklevel=3)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         validate_hyper_values(self.rule, {k: group[k] for k in self.rule.hypers})
-        if "betas" in group:
-            group["betas"] = (group["beta1"], group["beta2"])
+        self._reset_betas(group)
         for p in group["params"]:
             if not (p.is_floating_point() or p.is_complex()):
-                raise HyperparameterError("optdsl optimizes floating-point parameters only")
+                raise HyperparameterError("optdsl optimizes floating-point or complex parameters "
+                                          f"only, got {p.dtype}")
+
+    def _reset_betas(self, group: dict) -> None:
+        """Give a group of a rule with beta1 and beta2 torch's ``betas`` alias (what torch's
+        schedulers look for), remembering it to see who changes it (``_sync_betas``)."""
+        if "beta1" in self.rule.hypers and "beta2" in self.rule.hypers:
+            group["betas"] = group["_betas_seen"] = (group["beta1"], group["beta2"])
 
     @staticmethod
     def _sync_betas(group: dict) -> None:
-        """Torch schedulers write ``betas``; a user may write ``beta1``. The one changed wins."""
-        if "betas" not in group:
+        """Torch schedulers write ``betas`` (OneCycleLR before the first step); a user may
+        write ``beta1``. The one changed since the last step wins."""
+        if "_betas_seen" not in group:
             return
         b = tuple(group["betas"])
-        last = group.get("_betas_seen")
-        if last is not None and b != tuple(last):
+        if b != tuple(group["_betas_seen"]):
             group["beta1"], group["beta2"] = float(b[0]), float(b[1])
-        group["betas"] = (group["beta1"], group["beta2"])
-        group["_betas_seen"] = group["betas"]
+        group["betas"] = group["_betas_seen"] = (group["beta1"], group["beta2"])
 
     # --- the step ------------------------------------------------------------------------------
     @torch.no_grad()
+    @torch.compiler.disable  # a compiled caller breaks its graph here; the step has its own kernels
     def step(self, closure=None):
         loss = None
         if closure is not None:
@@ -147,22 +163,66 @@ class Optimizer(torch.optim.Optimizer):
                 self._backend.step(params, grads, states, hypers, self.generator)
         return loss
 
-    # --- saving: the random generator's state travels with the optimizer's -------------------
+    # --- saving: checked on load; the random generator's state travels along ------------------
     def state_dict(self) -> dict:
         sd = super().state_dict()
+        sd["rule"] = self.rule.name
         sd["generator"] = self.generator.get_state()
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
-        state_dict = dict(state_dict)
-        gen = state_dict.pop("generator", None)
-        super().load_state_dict(state_dict)
-        if self._state_dtypes:  # torch casts loaded states to the parameter's dtype: undo it
-            for st in self.state.values():
-                apply_state_dtypes(st, self._state_dtypes)
+        """Load an optdsl checkpoint of this rule, or a torch.optim one of the same optimizer
+        (``optdsl.checkpoints``); anything else is a CheckpointError, raised before anything
+        changes."""
+        sd = dict(state_dict)
+        if checkpoints.looks_like_torch(sd):
+            sd = checkpoints.from_torch_state_dict(self.rule, sd)
+        gen = sd.pop("generator", None)
+        saved = [i for g in sd.get("param_groups", ()) for i in g["params"]]
+        index = dict(zip(saved, (p for g in self.param_groups for p in g["params"])))
+        checkpoints.check_state_dict(self.rule, sd, index)
+        sd.pop("rule", None)
+        # copies: the compiled backends update states in place, and a live optimizer's
+        # state_dict (torch's or ours) holds that optimizer's own tensors
+        sd["state"] = {i: {k: v.clone() if isinstance(v, torch.Tensor) else v
+                           for k, v in st.items()} for i, st in sd["state"].items()}
+        super().load_state_dict(sd)
+        for group in self.param_groups:
+            self._reset_betas(group)
+        policy = self._backend.host.policy  # torch casts states to the parameter's dtype
+        for p, st in self.state.items():
+            if "step" in st:
+                policy.conform(p, st)
         if gen is not None:
             self.generator.set_state(gen)
 
+    # --- torch.optim interchange ---------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, optimizer: torch.optim.Optimizer, **kwargs) -> "Optimizer":
+        """The optdsl optimizer that continues ``optimizer`` (a torch.optim Adam, AdamW or SGD)
+        on the same parameters, param groups and state; ``kwargs`` go to the constructor
+        (e.g. ``backend=``)."""
+        rule = {"Adam": "amsgrad" if any(g.get("amsgrad") for g in optimizer.param_groups)
+                else "adam", "AdamW": "adamw", "SGD": "sgd"}.get(type(optimizer).__name__)
+        if rule is None:
+            raise checkpoints.CheckpointError(
+                f"torch.optim.{type(optimizer).__name__} has no optdsl counterpart; those that "
+                f"do: Adam, AdamW, SGD")
+        groups = [{"params": g["params"]} for g in optimizer.param_groups]
+        new = cls(groups, rule, **kwargs)
+        new.load_state_dict(optimizer.state_dict())
+        return new
+
+    def to_torch(self) -> torch.optim.Optimizer:
+        """The torch.optim optimizer (Adam, AdamW or SGD) that continues this one on the same
+        parameters, param groups and state (rules adam, adamw, amsgrad, sgd, momentum,
+        nesterov)."""
+        sd = checkpoints.to_torch_state_dict(self.rule, self.state_dict())
+        cls = checkpoints.torch_class(self.rule)
+        groups = [{"params": g["params"]} for g in self.param_groups]
+        opt = cls(groups, **({"momentum": 0.9} if cls is torch.optim.SGD else {}))
+        opt.load_state_dict(sd)
+        return opt
+
     def __repr__(self) -> str:
         return f"optdsl.Optimizer({self.rule.name}, backend={self.backend_name}, groups={len(self.param_groups)})"
-

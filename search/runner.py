@@ -6,6 +6,9 @@
   a one-line ``SearchError`` before anything else happens.
 * At most ``capacity`` evaluations are in flight (one per CPU), so a task starts as soon as
   it is submitted and the driver never queues a whole budget into Ray.
+* Ray's own messages (a dead raylet's last 20 log lines, worker crash reports, its logger) go
+  to a log file (``log_file``; by default ``$TMPDIR/optdsl/ray-PID.log``), never to the user's
+  terminal: a lost node is one line on stderr that names the file.
 * Faults: a task whose worker process dies (killed, out of memory, ``os._exit``) is retried
   once by Ray (``max_retries=1``), and so is one that raises (``retry_exceptions=True``). A task
   that fails twice comes back as a ``failed`` result carrying the error. The evaluation keeps
@@ -18,6 +21,8 @@ import inspect
 import logging
 import os
 import socket
+import sys
+import tempfile
 import time
 
 from .engine import failed_result
@@ -66,11 +71,56 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _route_ray_messages(ray, path: str) -> None:
+    """Ray's driver prints what the cluster publishes (a raylet's death with the last 20 lines
+    of its log, worker crashes) straight to stdout, whatever ``log_to_driver`` says, and its
+    logger writes to stderr: send both to ``path`` and print one line per message instead."""
+    import ray._private.worker as ray_worker
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    ray_logger = logging.getLogger("ray")
+    ray_logger.handlers = [handler]
+    ray_logger.propagate = False
+
+    shown: set = set()
+
+    def to_file(data, ignore_prefix: bool = False):
+        lines = [str(line) for line in data.get("lines", ())]
+        with open(path, "a") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ({data.get('pid')})\n")
+            f.writelines(line.rstrip("\n") + "\n" for line in lines)
+        summary = _summary(lines[0]) if lines else ""
+        if summary and summary not in shown:  # each node reports its death more than once
+            shown.add(summary)
+            print(f"optdsl search: Ray: {summary} (details: {path})", file=sys.stderr)
+    ray_worker.print_to_stdstream = to_file
+
+
+# Messages Ray publishes to the driver, as one line each: (prefix, line or None to show the
+# message's first 160 characters). An empty line means: only in the log file.
+_SUMMARIES = [
+    ("Raylet is terminated", "a node was lost (its raylet died); the evaluations it ran are "
+                             "retried on the nodes that remain"),
+    ("Task ", ""),  # "Task f failed. There are 1 retries remaining ...": the line above says it
+]
+
+
+def _summary(message: str) -> str:
+    """One line for a message Ray published to the driver (see _SUMMARIES)."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    for prefix, line in _SUMMARIES:
+        if first.startswith(prefix):
+            return line
+    return first[:160]
+
+
 class RayRunner:
     """Submit evaluation jobs as Ray tasks and collect their results (see the module doc)."""
 
     def __init__(self, address: str | None = None, workers: int | None = None, fn=evaluate,
-                 time_limit: float | None = None, grace: float = 30.0):
+                 time_limit: float | None = None, grace: float = 30.0,
+                 log_file: str | None = None):
         try:
             import ray
         except ImportError:
@@ -94,6 +144,9 @@ class RayRunner:
                                   f"{' at ' + address if address else ''}: "
                                   f"{str(e).strip().splitlines()[0] if str(e) else type(e).__name__}"
                                   ) from None
+        self.log_file = log_file or os.path.join(tempfile.gettempdir(), "optdsl",
+                                                 f"ray-{os.getpid()}.log")
+        _route_ray_messages(ray, self.log_file)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.capacity = max(1, min(workers, cpus) if workers else cpus)
         self.time_limit, self.grace = time_limit, grace

@@ -260,11 +260,11 @@ def test_bf16_states_match_the_interpreter_and_survive_state_dict(backend):
     for x, y in zip(got[-1], ref[-1]):
         assert relative_error(x, y) <= 1e-5
     st = next(iter(opt.state.values()))
-    assert st["ema#1"].dtype == st["ema#2"].dtype == torch.bfloat16
+    assert st["m"].dtype == st["v"].dtype == torch.bfloat16
     params2 = [p.detach().clone().requires_grad_(True) for p in got[-1]]
     opt2 = optdsl.Optimizer(params2, "adam", backend=backend, state_dtype=torch.bfloat16)
     opt2.load_state_dict(opt.state_dict())
-    assert all(s["ema#2"].dtype == torch.bfloat16 for s in opt2.state.values())
+    assert all(s["v"].dtype == torch.bfloat16 for s in opt2.state.values())
     # and it differs from a float32-state run (the policy really rounds)
     full, _ = trajectory("adam", backend, 0, dtype, steps=20)
     assert max(relative_error(x, y) for x, y in zip(full[-1], got[-1])) > 0
@@ -272,13 +272,13 @@ def test_bf16_states_match_the_interpreter_and_survive_state_dict(backend):
 
 def test_state_dtype_by_name_and_bad_names():
     p = [torch.zeros(3, requires_grad=True)]
-    opt = optdsl.Optimizer(p, "adam", backend="eager", state_dtype={"ema#2": torch.bfloat16})
+    opt = optdsl.Optimizer(p, "adam", backend="eager", state_dtype={"v": torch.bfloat16})
     p[0].grad = torch.ones(3)
     opt.step()
     st = opt.state[p[0]]
-    assert st["ema#1"].dtype == torch.float32 and st["ema#2"].dtype == torch.bfloat16
-    with pytest.raises(optdsl.HyperparameterError, match="ema#2"):
-        optdsl.Optimizer(p, "adam", state_dtype={"ema2": torch.bfloat16})
+    assert st["m"].dtype == torch.float32 and st["v"].dtype == torch.bfloat16
+    with pytest.raises(optdsl.HyperparameterError, match="no tensor state 'vv'; did you mean 'v'"):
+        optdsl.Optimizer(p, "adam", state_dtype={"vv": torch.bfloat16})
     with pytest.raises(optdsl.HyperparameterError, match="floating-point"):
         optdsl.Optimizer(p, "adam", state_dtype="int8")
 

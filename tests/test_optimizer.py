@@ -137,10 +137,17 @@ def test_unknown_and_invalid_hyperparameters():
         optdsl.Optimizer(p, "adam", lr=-1)
     with pytest.raises(ValueError, match=r"beta1 must be in \[0, 1\)"):
         optdsl.Optimizer(p, "adam", beta1=1.0)
-    with pytest.raises(ValueError, match="unknown hyperparameter"):
-        optdsl.Optimizer([{"params": p, "momentum": 0.9}], "adam")
     with pytest.raises(ValueError, match="unknown backend"):
         optdsl.Optimizer(p, "adam", backend="eagre")
+
+
+def test_param_group_keeps_unknown_keys_as_torch_does_and_warns_on_a_likely_typo():
+    p = [torch.zeros(1, requires_grad=True)]
+    opt = optdsl.Optimizer([{"params": p, "rule": "adam", "tag": "encoder"}], "adam")
+    assert opt.param_groups[0]["rule"] == "adam" and opt.param_groups[0]["tag"] == "encoder"
+    with pytest.warns(UserWarning, match="'bta1' is not a hyperparameter.*did you mean 'beta1'"):
+        opt = optdsl.Optimizer([{"params": p, "bta1": 0.5}], "adam")
+    assert opt.param_groups[0]["beta1"] == 0.9  # the typo changed nothing
 
 
 def _lr_trace(scheduler_factory, steps=60, rule="sgd"):

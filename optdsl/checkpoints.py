@@ -1,0 +1,209 @@
+"""Checkpoints: what an ``optdsl.Optimizer`` state_dict must hold, and torch.optim's layouts.
+
+An optdsl state_dict is torch's (``state``: per parameter index ``step`` and one entry per
+state slot, named from the program; ``param_groups``: every hyperparameter) plus ``rule`` and
+``generator``. Loading checks it against the rule before anything changes: the same state
+names (a checkpoint of another rule is an error naming both sides), states that fit their
+parameters, groups that carry every hyperparameter.
+
+torch.optim's own layouts convert both ways for the rules that are the same optimizer, so a
+running training can switch to optdsl and back (``Optimizer.from_torch``, ``to_torch``,
+loading a torch state_dict directly). One row per rule:
+
+=========  =================================  =====================================
+rule       torch.optim (group settings)       states (torch -> optdsl)
+=========  =================================  =====================================
+adam       Adam (amsgrad=False)               exp_avg -> m, exp_avg_sq -> v
+adamw      AdamW (amsgrad=False)              exp_avg -> adam.m, exp_avg_sq -> adam.v
+amsgrad    Adam (amsgrad=True)                exp_avg -> ema, exp_avg_sq -> vmax.ema,
+                                              max_exp_avg_sq -> vmax
+sgd        SGD                                momentum_buffer -> b
+momentum   SGD (momentum=0.9)                 momentum_buffer -> sgd.b
+nesterov   SGD (momentum=0.9, nesterov=True)  momentum_buffer -> sgd.b
+=========  =================================  =====================================
+
+torch counts steps in a float tensor (SGD does not count them); optdsl in an int. Groups
+convert ``betas`` <-> ``beta1``/``beta2`` and ``nesterov`` bool <-> 0/1; torch's
+implementation switches (foreach, fused, capturable, differentiable) are dropped on the way in
+and set to torch's defaults on the way out. ``maximize=True`` has no optdsl counterpart and is
+refused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import DSLError
+from .ir import Kind, Rule
+
+
+class CheckpointError(DSLError):
+    """A state_dict that does not fit this optimizer's rule or parameters."""
+
+
+@dataclass(frozen=True)
+class TorchLayout:
+    rule: str  # the library rule
+    torch_class: str  # the torch.optim class name
+    states: dict  # torch state key -> optdsl state name
+    fixed: dict = field(default_factory=dict)  # torch group settings this row requires
+    counts_steps: bool = True  # torch keeps state["step"]
+
+
+_ADAM_FLAGS = {"maximize": False, "foreach": None, "capturable": False, "differentiable": False,
+               "fused": None}
+_SGD_FLAGS = {"maximize": False, "foreach": None, "differentiable": False, "fused": None}
+
+TORCH_LAYOUTS = {row.rule: row for row in [
+    TorchLayout("adam", "Adam", {"exp_avg": "m", "exp_avg_sq": "v"},
+                {"amsgrad": False, "decoupled_weight_decay": False}),
+    TorchLayout("adamw", "AdamW", {"exp_avg": "adam.m", "exp_avg_sq": "adam.v"},
+                {"amsgrad": False, "decoupled_weight_decay": True}),
+    TorchLayout("amsgrad", "Adam", {"exp_avg": "ema", "exp_avg_sq": "vmax.ema",
+                                    "max_exp_avg_sq": "vmax"},
+                {"amsgrad": True, "decoupled_weight_decay": False}),
+    TorchLayout("sgd", "SGD", {"momentum_buffer": "b"}, counts_steps=False),
+    TorchLayout("momentum", "SGD", {"momentum_buffer": "sgd.b"}, counts_steps=False),
+    TorchLayout("nesterov", "SGD", {"momentum_buffer": "sgd.b"}, counts_steps=False),
+]}
+_TORCH_ONLY = set(_ADAM_FLAGS) | {"amsgrad", "decoupled_weight_decay"}
+
+
+def _flags(row: TorchLayout) -> dict:
+    return _ADAM_FLAGS if row.torch_class in ("Adam", "AdamW") else _SGD_FLAGS
+
+
+def _slots(rule: Rule) -> dict:
+    return {s.name: s for s in rule.slots}
+
+
+def _names(keys) -> str:
+    return ", ".join(sorted(keys)) or "none"
+
+
+# --- torch -> optdsl ------------------------------------------------------------------------------
+
+def looks_like_torch(sd: dict) -> bool:
+    """True for a state_dict written by torch.optim (not by optdsl)."""
+    return "rule" not in sd and any(
+        "betas" in g or "nesterov" in g or "amsgrad" in g for g in sd.get("param_groups", ()))
+
+
+def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
+    """A torch.optim state_dict in this rule's layout (a CheckpointError if it has none)."""
+    row = TORCH_LAYOUTS.get(rule.name)
+    found = {k for st in sd.get("state", {}).values() for k in st}
+    if row is None:
+        raise CheckpointError(
+            f"a torch.optim checkpoint (states {_names(found)}) cannot be loaded into rule "
+            f"{rule.name}: only {', '.join(TORCH_LAYOUTS)} have torch.optim counterparts")
+    groups = []
+    for g in sd["param_groups"]:
+        wrong = {k: g[k] for k, v in row.fixed.items() if k in g and bool(g[k]) != v}
+        if g.get("maximize"):
+            wrong["maximize"] = True
+        if wrong:
+            raise CheckpointError(
+                f"this torch.optim.{row.torch_class} checkpoint has "
+                + ", ".join(f"{k}={v}" for k, v in wrong.items())
+                + f", which rule {rule.name} does not compute"
+                + (" (use rule amsgrad)" if wrong.get("amsgrad") else ""))
+        g = {k: v for k, v in g.items() if k not in _TORCH_ONLY}
+        if "betas" in g:
+            g["beta1"], g["beta2"] = (float(b) for b in g["betas"])
+        if "nesterov" in g:
+            g["nesterov"] = float(bool(g["nesterov"]))
+        groups.append(g)
+    state = {}
+    for index, st in sd["state"].items():
+        unknown = set(st) - set(row.states) - {"step"}
+        if unknown:
+            raise CheckpointError(
+                f"this torch.optim checkpoint holds states {_names(st)}; rule {rule.name} "
+                f"takes over torch.optim.{row.torch_class}'s {_names(set(row.states) | {'step'})}")
+        new = {"step": int(float(st["step"])) if "step" in st else 1}  # SGD: a buffer means
+        for key, name in row.states.items():                            # a step was taken
+            if st.get(key) is not None:
+                new[name] = st[key]
+        state[index] = new
+    return {"state": state, "param_groups": groups, "rule": rule.name}
+
+
+# --- optdsl -> torch ------------------------------------------------------------------------------
+
+def torch_class(rule: Rule):
+    row = TORCH_LAYOUTS.get(rule.name)
+    if row is None:
+        raise CheckpointError(f"rule {rule.name} has no torch.optim counterpart; those that do: "
+                              f"{', '.join(TORCH_LAYOUTS)}")
+    return getattr(torch.optim, row.torch_class)
+
+
+def to_torch_state_dict(rule: Rule, sd: dict) -> dict:
+    """An optdsl state_dict of a rule with a torch.optim counterpart, in torch's layout."""
+    torch_class(rule)  # a rule without a counterpart: the error
+    row = TORCH_LAYOUTS[rule.name]
+    hypers = set(rule.hypers)
+    groups = []
+    for g in sd["param_groups"]:
+        out = {k: v for k, v in g.items() if k not in hypers and k != "betas"
+               and not k.startswith("_")}
+        for k in ("lr", "eps", "weight_decay", "momentum", "dampening"):
+            if k in g and k in hypers:
+                out[k] = g[k]
+        if "beta1" in hypers:
+            out["betas"] = (g["beta1"], g["beta2"])
+        if "nesterov" in hypers:
+            out["nesterov"] = bool(g["nesterov"])
+        out.update(row.fixed, **_flags(row))
+        groups.append(out)
+    state = {}
+    for index, st in sd["state"].items():
+        new = {}
+        if row.counts_steps:
+            new["step"] = torch.tensor(float(st["step"]))
+        for key, name in row.states.items():
+            if name in st:
+                new[key] = st[name]
+        if row.torch_class == "SGD" and not any(g["momentum"] for g in sd["param_groups"]
+                                                if index in g["params"]):
+            new.pop("momentum_buffer", None)  # torch keeps no buffer without momentum
+        state[index] = new
+    return {"state": state, "param_groups": groups}
+
+
+# --- checking an optdsl checkpoint ---------------------------------------------------------------
+
+def check_state_dict(rule: Rule, sd: dict, params_by_index: dict) -> None:
+    """Raise a CheckpointError unless ``sd`` fits ``rule`` and the parameters; changes nothing."""
+    slots = _slots(rule)
+    expected = set(slots) | {"step"}
+    saved_by = f" (saved by rule {sd['rule']})" if sd.get("rule") not in (None, rule.name) else ""
+    for index, st in sd.get("state", {}).items():
+        if set(st) != expected:
+            raise CheckpointError(
+                f"this checkpoint does not fit rule {rule.name}{saved_by}: rule {rule.name} "
+                f"keeps states {_names(expected)}, the checkpoint has {_names(st)}")
+        p = params_by_index.get(index)
+        if p is None:
+            continue
+        for name, s in slots.items():
+            v = st[name]
+            want = () if s.kind != Kind.TENSOR else tuple(p.shape)
+            got = tuple(v.shape) if isinstance(v, torch.Tensor) else None
+            if s.kind == Kind.SCALAR:
+                ok = isinstance(v, (int, float)) or (got == () and v.numel() == 1)
+            else:
+                ok = got == want
+            if not ok:
+                raise CheckpointError(
+                    f"state '{name}' of parameter {index} in this checkpoint has shape {got}; "
+                    f"rule {rule.name} needs {want} for that parameter (a checkpoint of other "
+                    "parameters?)")
+    for i, g in enumerate(sd.get("param_groups", ())):
+        missing = [h for h in rule.hypers if h not in g]
+        if missing:
+            raise CheckpointError(
+                f"parameter group {i} of this checkpoint lacks the hyperparameters "
+                f"{', '.join(missing)} of rule {rule.name}{saved_by}")

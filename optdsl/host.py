@@ -1,0 +1,209 @@
+"""The host side of a step, one piece of code for every backend.
+
+Per step, before any tensor work, for a group of parameters sharing hyperparameters:
+
+1. a tensor seen for the first time gets its states (the slots' initial values, evaluated by
+   the interpreter, in the same order for every backend, so random draws agree);
+2. its step count goes up (``state["step"]``, an int, as in the interpreter);
+3. the step scalars (hyperparameters, ``t``, schedules, scalar states) are computed once per
+   distinct (t, scalar states), in float64;
+4. the tensors are grouped into buckets of equal (scalars, device, dtype).
+
+A backend then does its tensor work per bucket (``Backend.run``) and the host writes the
+scalar states back. The storage policy of tensor states is here too (:class:`StatePolicy`):
+each state lives on its parameter's device, with the parameter's shape (or 0-d for one value
+per tensor), in the parameter's dtype unless ``state_dtype=`` says otherwise; a parameter
+whose dtype or device changes (``model.to(torch.bfloat16)``) takes its states along, as the
+interpreter always did, and one whose shape changes is an error (the states no longer fit).
+
+Complex parameters are optimised as torch.optim does: their real and imaginary parts are
+separate real parameters (``torch.view_as_real``); states are stored complex, like torch's.
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import DSLError, HyperparameterError
+from .interpreter import Interpreter, stored
+from .ir import Kind, Rule
+
+
+class StateError(DSLError):
+    """Optimizer state that does not fit its parameter (e.g. the parameter changed shape)."""
+
+
+# --- the storage policy of tensor states --------------------------------------------------------
+
+def as_dtype(value) -> torch.dtype:
+    if isinstance(value, torch.dtype) and value.is_floating_point:
+        return value
+    d = getattr(torch, str(value).replace("torch.", ""), None) if isinstance(value, str) else None
+    if not isinstance(d, torch.dtype) or not d.is_floating_point:
+        raise HyperparameterError(f"state dtype {value!r} is not a floating-point torch dtype "
+                                  "(e.g. torch.bfloat16 or 'bfloat16')")
+    return d
+
+
+class StatePolicy:
+    """Where and how each tensor state of a rule is stored (see the module docstring).
+
+    ``spec`` (an Optimizer's ``state_dtype``): None (the parameter's dtype), one dtype (every
+    tensor and reduced state) or ``{state name: dtype}`` (names as ``optdsl show RULE`` lists
+    them). Scalar states stay Python floats.
+    """
+
+    def __init__(self, rule: Rule, spec=None):
+        self.rule = rule
+        self.slots = [(s.name, s.kind) for s in rule.slots if s.kind != Kind.SCALAR]
+        names = dict(self.slots)
+        if spec is None:
+            self.dtypes = {}
+        elif isinstance(spec, dict):
+            unknown = [k for k in spec if k not in names]
+            if unknown:
+                from .errors import did_you_mean
+                raise HyperparameterError(
+                    f"rule {rule.name} has no tensor state '{unknown[0]}'"
+                    + did_you_mean(unknown[0], names) + f"; states: {', '.join(names) or 'none'}")
+            self.dtypes = {k: as_dtype(v) for k, v in spec.items()}
+        else:
+            d = as_dtype(spec)
+            self.dtypes = {name: d for name in names}
+
+    def dtype(self, name: str, kind: Kind, p: torch.Tensor) -> torch.dtype:
+        if p.is_complex():
+            if name in self.dtypes:
+                raise HyperparameterError(f"state_dtype does not apply to complex parameters "
+                                          f"(state '{name}' of rule {self.rule.name})")
+            return p.dtype if kind == Kind.TENSOR else p.dtype.to_real()
+        return self.dtypes.get(name, p.dtype)
+
+    def conform(self, p: torch.Tensor, state: dict) -> None:
+        """Bring a tensor's states to their storage form: the parameter's device, the policy's
+        dtype; a state whose shape no longer fits is a StateError."""
+        for name, kind in self.slots:
+            v = state[name]
+            dtype = self.dtype(name, kind, p)
+            if v.dtype == dtype and v.device == p.device and (
+                    v.shape == p.shape if kind == Kind.TENSOR else v.dim() == 0):
+                continue
+            want = tuple(p.shape) if kind == Kind.TENSOR else ()
+            if tuple(v.shape) != want:
+                raise StateError(
+                    f"state '{name}' of rule {self.rule.name} has shape {tuple(v.shape)} but its "
+                    f"parameter needs {want}: the parameter changed shape after its first step "
+                    "(or a checkpoint of other parameters was loaded); build a new optimizer for "
+                    "the new parameters")
+            state[name] = v.to(device=p.device, dtype=dtype)
+
+
+# --- complex parameters: real views ------------------------------------------------------------
+
+def real_views(p, g, state: dict, slots) -> tuple:
+    """(p, g, state) with complex tensors seen as real ones (``torch.view_as_real``): views, so
+    in-place writes to them land in the complex tensors."""
+    views = dict(state)
+    for name, kind in slots:
+        if kind == Kind.TENSOR and name in state:
+            views[name] = torch.view_as_real(state[name])
+    return torch.view_as_real(p), torch.view_as_real(g), views
+
+
+def store_complex(state: dict, views: dict, slots) -> None:
+    """Write the states an evaluation put into ``views`` back into ``state`` (complex again)."""
+    for name, kind in slots:
+        v = views[name]
+        state[name] = torch.view_as_complex(v.contiguous()) if kind == Kind.TENSOR else v
+
+
+# --- the host step -------------------------------------------------------------------------------
+
+class Bucket:
+    """Tensors that take one step with the same scalars on one device in one dtype."""
+    __slots__ = ("key", "device", "dtype", "scalars", "items")
+
+    def __init__(self, key, device, dtype, scalars):
+        self.key, self.device, self.dtype, self.scalars = key, device, dtype, scalars
+        self.items: list = []  # (p, g, state)
+
+
+class HostStep:
+    """Steps 1-4 of the module docstring, and the scalar states written back after the step."""
+
+    def __init__(self, rule: Rule, state_dtype=None):
+        self.rule = rule
+        self.interpreter = Interpreter(rule)
+        self.policy = StatePolicy(rule, state_dtype)
+        self.scalar_slots = self.interpreter.scalar_slots
+
+    def init_state(self, p, g, hypers: dict, state: dict, generator) -> None:
+        """A new tensor's states, in their storage form (step count 0)."""
+        if p.is_complex():
+            rp, rg, views = real_views(p, g, state, ())
+            self.interpreter.init_state(rp, rg, hypers, views, generator)
+            store_complex(state, views, [(s.name, s.kind) for s in self.rule.slots])
+        else:
+            self.interpreter.init_state(p, g, hypers, state, generator)
+        state["step"] = 0
+        self.policy.conform(p, state)
+
+    def prepare(self, params, grads, states, hypers: dict, generator) -> list:
+        """Steps 1-4: the buckets of this step, in the order their first tensor came."""
+        interp, scalar_slots = self.interpreter, self.scalar_slots
+        envs: dict = {}
+        buckets: dict = {}
+        for p, g, st in zip(params, grads, states):
+            if "step" not in st:
+                self.init_state(p, g, hypers, st, generator)
+            t = st["step"] = st["step"] + 1
+            key = (t, tuple(st[s.name] for s in scalar_slots)) if scalar_slots else t
+            env = envs.get(key)
+            if env is None:
+                env = envs[key] = interp.scalar_env(hypers, t, st, generator)
+            bkey = (key, p.device, p.dtype)
+            bucket = buckets.get(bkey)
+            if bucket is None:
+                bucket = buckets[bkey] = Bucket(key, p.device, p.dtype, env)
+            bucket.items.append((p, g, st))
+        return list(buckets.values())
+
+    def finish(self, bucket: Bucket) -> None:
+        """Write the scalar states' new values (computed with the step's scalars)."""
+        for s in self.scalar_slots:
+            value = float(bucket.scalars[s.update])
+            for _, _, st in bucket.items:
+                st[s.name] = value
+
+    def eager(self, bucket: Bucket, generator) -> None:
+        """The reference tensor work of a bucket: the interpreter, tensor by tensor."""
+        interp, policy = self.interpreter, self.policy
+        for p, g, st in bucket.items:
+            policy.conform(p, st)
+            if p.is_complex():
+                rp, rg, views = real_views(p, g, st, policy.slots)
+                interp.tensor_step(rp, rg, bucket.scalars, views, generator)
+                store_complex(st, views, policy.slots)
+            else:
+                interp.tensor_step(p, g, bucket.scalars, st, generator, policy.dtypes)
+
+
+class Backend:
+    """A backend: the shared host step, then its own tensor work per bucket (``run``)."""
+    name = "eager"
+
+    def __init__(self, rule: Rule, state_dtype=None):
+        self.rule = rule
+        self.host = HostStep(rule, state_dtype)
+        self.fallback_reason = None
+
+    def step(self, params, grads, states, hypers: dict, generator=None) -> None:
+        """One step of a group of tensors sharing ``hypers``."""
+        for bucket in self.host.prepare(params, grads, states, hypers, generator):
+            self.run(bucket, generator)
+            self.host.finish(bucket)
+
+    def run(self, bucket: Bucket, generator) -> None:
+        self.host.eager(bucket, generator)
+
+
+EagerBackend = Backend  # the reference interpreter behind the shared host step

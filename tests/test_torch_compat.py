@@ -1,0 +1,485 @@
+"""optdsl.Optimizer in the places a torch user drops an optimizer (docs/compat.md).
+
+Each scenario runs on the default backend (inductor) and on the reference interpreter (eager),
+and is checked against torch.optim doing the same thing (or against the interpreter where torch
+has no counterpart). The models are tiny and share one layout so that Inductor compiles each
+(rule, dtype, layout) once for the whole module.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import optdsl
+from optdsl.checkpoints import CheckpointError
+from optdsl.compiled import FallbackWarning
+from optdsl.host import StateError
+from problems import relative_error
+
+BACKENDS = ["inductor", "eager"]
+F64 = torch.float64
+
+
+def tiny(dtype=F64, seed=0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)).to(dtype)
+
+
+def batch(i: int, dtype=F64):
+    gen = torch.Generator().manual_seed(100 + i)
+    return torch.randn(5, 4, generator=gen, dtype=dtype), torch.randn(5, 2, generator=gen, dtype=dtype)
+
+
+def train_step(model, opt, i, dtype=None):
+    dtype = dtype or next(model.parameters()).dtype
+    x, y = batch(i, dtype)
+    opt.zero_grad()
+    loss = ((model(x) - y) ** 2).mean()
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def params_of(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def close(a, b, tol):
+    for x, y in zip(a, b):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert relative_error(x, y) <= tol, relative_error(x, y)
+
+
+@contextlib.contextmanager
+def no_fallback():
+    """Fails the test if a compiled backend falls back to the interpreter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)
+        yield
+
+
+# --- 1. a compiled plan runs only on the tensors it was made for ---------------------------------
+
+MUTATIONS = {
+    "dtype-bf16": lambda m, opt: m.to(torch.bfloat16),
+    "dtype-f16": lambda m, opt: m.to(torch.float16),
+    "dtype-f32": lambda m, opt: m.to(torch.float32),
+    "strides": lambda m, opt: [setattr(p, "data", p.data.t().contiguous().t())
+                               for p in m.parameters() if p.dim() == 2],
+    "storage": lambda m, opt: [setattr(p, "data", p.data.clone()) for p in m.parameters()],
+    "states-replaced": lambda m, opt: [st.update(m=st["m"].clone(), v=st["v"] * 1.0)
+                                       for st in opt.state.values()],
+    "states-reloaded": lambda m, opt: opt.load_state_dict(opt.state_dict()),
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_a_mutation_between_steps_replans_and_follows_the_interpreter(mutation):
+    """Issue 12 #1: model.to(bfloat16) after a few steps aborted the process (a kernel built
+    for float32 ran on bfloat16 memory); float64 wrote 2e307. Every mutation of the parameters
+    or states between steps must give what the interpreter gives."""
+    runs = {}
+    for backend in BACKENDS:
+        model = tiny()
+        opt = optdsl.Optimizer(model.parameters(), "adam", backend=backend, lr=0.05)
+        with no_fallback():
+            for i in range(3):
+                train_step(model, opt, i)
+            MUTATIONS[mutation](model, opt)
+            for i in range(3, 6):
+                train_step(model, opt, i)
+        runs[backend] = (params_of(model), opt)
+    (got, opt), (ref, _) = runs["inductor"], runs["eager"]
+    low = got[0].dtype in (torch.bfloat16, torch.float16)
+    close(got, ref, 2e-2 if low else 1e-6 if got[0].dtype == torch.float32 else 1e-12)
+    for p in [p for g in opt.param_groups for p in g["params"]]:  # states followed p
+        assert opt.state[p]["m"].dtype == p.dtype
+
+
+def test_a_parameter_that_changes_shape_is_a_clear_error_before_any_kernel_runs():
+    for backend in BACKENDS:
+        model = tiny()
+        opt = optdsl.Optimizer(model.parameters(), "adam", backend=backend)
+        train_step(model, opt, 0)
+        w = model[0].weight
+        w.data = w.data[:4]  # same storage, fewer rows: a kernel for 8 rows would overrun it
+        w.grad = torch.ones_like(w.data)
+        before = w.detach().clone()
+        with pytest.raises(StateError, match=r"state 'm' of rule adam has shape \(8, 4\) but its "
+                                             r"parameter needs \(4, 4\)"):
+            opt.step()
+        assert torch.equal(w.detach(), before)
+
+
+def test_bf16_and_f16_parameters_compute_in_their_dtype_on_every_backend():
+    """Issue 12 #7: Inductor computed half precision in float32 registers, where torch and the
+    interpreter compute in the parameter's dtype (fp16 Adam with eps=1e-8 underflows to NaN on
+    the interpreter at step 2, but not on Inductor)."""
+    for dtype in (torch.float16, torch.bfloat16):
+        out = {}
+        for backend in BACKENDS + ["torchscript"]:
+            p = nn.Parameter(torch.randn(64, generator=torch.Generator().manual_seed(0)).to(dtype))
+            opt = optdsl.Optimizer([p], "adam", lr=1e-3, eps=1e-8, backend=backend)
+            gen = torch.Generator().manual_seed(1)
+            with no_fallback():
+                for _ in range(3):
+                    p.grad = (torch.randn(64, generator=gen) * 1e-4).to(dtype)
+                    opt.step()
+            out[backend] = p.detach().clone()
+        ref = out["eager"]
+        for backend, got in out.items():
+            assert got.dtype == dtype
+            assert torch.equal(torch.isnan(got), torch.isnan(ref)), backend
+            finite = torch.isfinite(ref)
+            assert torch.equal(torch.isfinite(got), finite), backend
+            if finite.any():
+                assert relative_error(got[finite], ref[finite]) <= 2 ** -7, backend  # ~1 ulp
+        if dtype == torch.float16:
+            assert bool(torch.isnan(ref).any())  # the underflow the issue describes, everywhere
+
+
+# --- 2. opt.step() inside a torch.compile'd training step -----------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_step_inside_a_compiled_training_step_keeps_its_backend(backend):
+    """Issue 12 #2: the inductor backend fell back to the interpreter for good when its step
+    was traced by a compiled caller ('No module named optdsl.generated')."""
+    model, ref_model = tiny(), tiny()
+    opt = optdsl.Optimizer(model.parameters(), "adam", backend=backend, lr=0.05)
+    ref = optdsl.Optimizer(ref_model.parameters(), "adam", backend="eager", lr=0.05)
+
+    @torch.compile(backend="eager")  # dynamo's tracing is what matters here, not its codegen
+    def compiled_step(x, y):
+        opt.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+
+    with no_fallback():
+        for i in range(4):
+            compiled_step(*batch(i))
+            train_step(ref_model, ref, i)
+    assert opt._backend.fallback_reason is None
+    close(params_of(model), params_of(ref_model), 1e-12)
+
+
+# --- 3. schedulers, OneCycleLR's betas from the first step ------------------------------------
+
+SCHEDULERS = {
+    "LambdaLR": lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 0.9 ** e),
+    "MultiplicativeLR": lambda o: torch.optim.lr_scheduler.MultiplicativeLR(o, lambda e: 0.95),
+    "StepLR": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5),
+    "MultiStepLR": lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [2, 5], gamma=0.3),
+    "ConstantLR": lambda o: torch.optim.lr_scheduler.ConstantLR(o, factor=0.5, total_iters=4),
+    "LinearLR": lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor=0.2, total_iters=6),
+    "ExponentialLR": lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.8),
+    "PolynomialLR": lambda o: torch.optim.lr_scheduler.PolynomialLR(o, total_iters=8, power=2.0),
+    "CosineAnnealingLR": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=5),
+    "CosineAnnealingWarmRestarts":
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2),
+    "SequentialLR": lambda o: torch.optim.lr_scheduler.SequentialLR(o, [
+        torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=3),
+        torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9)], milestones=[3]),
+    "ChainedScheduler": lambda o: torch.optim.lr_scheduler.ChainedScheduler([
+        torch.optim.lr_scheduler.ConstantLR(o, factor=0.5, total_iters=2),
+        torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9)]),
+    "ReduceLROnPlateau": lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5,
+                                                                              patience=1),
+    "CyclicLR": lambda o: torch.optim.lr_scheduler.CyclicLR(o, base_lr=0.01, max_lr=0.1,
+                                                            step_size_up=3),
+    "OneCycleLR": lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=12),
+}
+
+
+def _scheduled_run(make_opt, scheduler, steps=12):
+    model = tiny()
+    opt = make_opt(model.parameters())
+    sched = SCHEDULERS[scheduler](opt)
+    for i in range(steps):
+        loss = train_step(model, opt, i)
+        if scheduler == "ReduceLROnPlateau":
+            sched.step(1.0)  # a loss that never improves
+        else:
+            sched.step()
+    return params_of(model), [g["lr"] for g in opt.param_groups]
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_scheduler_drives_adam_as_it_drives_torch_adam(backend, scheduler):
+    """Issue 12 #3 among them: OneCycleLR and CyclicLR set beta1 (through ``betas``) before the
+    first step, which optdsl ignored at step 1 (parameters 3e-2 off after 12 steps)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's scheduler-order notes
+        warnings.simplefilter("error", FallbackWarning)
+        got, lrs = _scheduled_run(
+            lambda ps: optdsl.Optimizer(ps, "adam", backend=backend, lr=0.05), scheduler)
+        ref, ref_lrs = _scheduled_run(lambda ps: torch.optim.Adam(ps, lr=0.05, foreach=False),
+                                      scheduler)
+    assert lrs == pytest.approx(ref_lrs, rel=1e-12)
+    close(got, ref, 1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cyclic_momentum_drives_sgd_momentum_as_torch_sgd(backend):
+    def make(sched_opt):
+        return torch.optim.lr_scheduler.CyclicLR(sched_opt, base_lr=0.01, max_lr=0.1,
+                                                 step_size_up=3, base_momentum=0.8,
+                                                 max_momentum=0.95)
+    results = []
+    for make_opt in (lambda ps: optdsl.Optimizer(ps, "sgd", backend=backend, lr=0.05, momentum=0.9),
+                     lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, foreach=False)):
+        model = tiny()
+        opt = make_opt(model.parameters())
+        sched = make(opt)
+        for i in range(10):
+            train_step(model, opt, i)
+            sched.step()
+        results.append(params_of(model))
+    close(results[0], results[1], 1e-10)
+
+
+# --- 4. param groups keep unknown keys: ZeroRedundancyOptimizer -----------------------------------
+
+def test_unknown_group_keys_are_kept_so_zero_can_build_optdsl():
+    """Issue 12 #4: 'unknown hyperparameter rule' stopped ZeroRedundancyOptimizer(...,
+    optimizer_class=optdsl.Optimizer, rule='adam')."""
+    model = tiny()
+    opt = optdsl.Optimizer([{"params": model.parameters(), "rule": "adam", "name": "all"}],
+                           "adam", lr=0.05)
+    assert opt.param_groups[0]["rule"] == "adam" and opt.param_groups[0]["name"] == "all"
+    train_step(model, opt, 0)
+    assert opt.state_dict()["param_groups"][0]["name"] == "all"
+
+
+# --- 5. complex parameters -----------------------------------------------------------------------
+
+def _complex_run(make_opt, steps=30):
+    gen = torch.Generator().manual_seed(3)
+    target = torch.randn(6, dtype=torch.complex128, generator=gen)
+    z = nn.Parameter(torch.zeros(6, dtype=torch.complex128))
+    opt = make_opt([z])
+    for _ in range(steps):
+        opt.zero_grad()
+        ((z - target).abs() ** 2).sum().backward()
+        opt.step()
+    return z.detach().clone(), opt
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_complex_parameters_are_pairs_of_real_ones_as_in_torch(backend):
+    """Issue 12 #5: Adam squared the complex gradient (loss 11.98 vs torch's 0.85) and lion
+    died with torch.sign's NotImplementedError."""
+    got, opt = _complex_run(lambda ps: optdsl.Optimizer(ps, "adam", lr=0.05, backend=backend))
+    ref, _ = _complex_run(lambda ps: torch.optim.Adam(ps, lr=0.05, foreach=False))
+    assert relative_error(torch.view_as_real(got), torch.view_as_real(ref)) <= 1e-12
+    assert opt.state[opt.param_groups[0]["params"][0]]["m"].dtype == torch.complex128
+    lion, _ = _complex_run(lambda ps: optdsl.Optimizer(ps, "lion", lr=0.01, backend=backend))
+    real = nn.Parameter(torch.zeros(6, 2, dtype=F64))  # lion on the real pairs by hand
+    opt = optdsl.Optimizer([real], "lion", lr=0.01, backend="eager")
+    target = torch.view_as_real(torch.randn(6, dtype=torch.complex128,
+                                            generator=torch.Generator().manual_seed(3)))
+    for _ in range(30):
+        opt.zero_grad()
+        ((real - target) ** 2).sum().backward()
+        opt.step()
+    assert relative_error(torch.view_as_real(lion), real.detach()) <= 1e-12
+
+
+# --- 6. checkpoints: checked on load; torch.optim's layouts both ways ----------------------------
+
+def test_a_checkpoint_of_another_rule_is_an_error_naming_both_sides():
+    """Issue 12 #6: an adam checkpoint loaded into lion and lion adopted adam's state."""
+    model = tiny()
+    adam = optdsl.Optimizer(model.parameters(), "adam")
+    train_step(model, adam, 0)
+    lion = optdsl.Optimizer(model.parameters(), "lion")
+    with pytest.raises(CheckpointError, match=r"does not fit rule lion \(saved by rule adam\): "
+                                              r"rule lion keeps states ema, step, the "
+                                              r"checkpoint has m, step, v"):
+        lion.load_state_dict(adam.state_dict())
+    other = optdsl.Optimizer(tiny().parameters(), "adam")
+    sd = adam.state_dict()
+    sd["state"][0]["m"] = torch.zeros(3, 3, dtype=F64)
+    with pytest.raises(CheckpointError, match=r"state 'm' of parameter 0 .* shape \(3, 3\)"):
+        other.load_state_dict(sd)
+    assert other.state_dict()["state"] == {}  # nothing was loaded
+
+
+def test_a_torch_checkpoint_of_another_optimizer_is_an_error_at_load():
+    """Issue 12 #6: a torch.optim.Adam state_dict loaded silently, then KeyError 'beta1'."""
+    model = tiny()
+    ref = torch.optim.Adam(model.parameters())
+    train_step(model, ref, 0)
+    lion = optdsl.Optimizer(model.parameters(), "lion")
+    with pytest.raises(CheckpointError, match="cannot be loaded into rule lion"):
+        lion.load_state_dict(ref.state_dict())
+    ams = torch.optim.Adam(model.parameters(), amsgrad=True)
+    train_step(model, ams, 0)
+    with pytest.raises(CheckpointError, match="amsgrad=True.*use rule amsgrad"):
+        optdsl.Optimizer(model.parameters(), "adam").load_state_dict(ams.state_dict())
+
+
+TORCH_PAIRS = [
+    ("adam", lambda ps: torch.optim.Adam(ps, lr=0.03, betas=(0.8, 0.99), weight_decay=0.01,
+                                         foreach=False)),
+    ("adamw", lambda ps: torch.optim.AdamW(ps, lr=0.03, weight_decay=0.1, foreach=False)),
+    ("amsgrad", lambda ps: torch.optim.Adam(ps, lr=0.03, amsgrad=True, foreach=False)),
+    ("sgd", lambda ps: torch.optim.SGD(ps, lr=0.03, momentum=0.8, dampening=0.1, foreach=False)),
+    ("nesterov", lambda ps: torch.optim.SGD(ps, lr=0.03, momentum=0.9, nesterov=True,
+                                            foreach=False)),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rule,make_torch", TORCH_PAIRS, ids=[r for r, _ in TORCH_PAIRS])
+def test_switch_a_running_training_from_torch_to_optdsl_and_back(rule, make_torch, backend):
+    """torch for 3 steps, optdsl for 3, torch again for 3 == torch for all 9."""
+    model, ref_model = tiny(), tiny()
+    ref = make_torch(ref_model.parameters())
+    for i in range(9):
+        train_step(ref_model, ref, i)
+    opt = make_torch(model.parameters())
+    for i in range(3):
+        train_step(model, opt, i)
+    opt = optdsl.Optimizer.from_torch(opt, backend=backend)
+    for i in range(3, 6):
+        train_step(model, opt, i)
+    opt = opt.to_torch()
+    for i in range(6, 9):
+        train_step(model, opt, i)
+    close(params_of(model), params_of(ref_model), 1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_torch_adam_checkpoint_loads_into_optdsl_adam(backend):
+    model, ref_model = tiny(), tiny()
+    ref = torch.optim.Adam(ref_model.parameters(), lr=0.02, foreach=False)
+    for i in range(4):
+        train_step(ref_model, ref, i)
+    model.load_state_dict(ref_model.state_dict())
+    opt = optdsl.Optimizer(model.parameters(), "adam", backend=backend)
+    opt.load_state_dict(ref.state_dict())
+    assert opt.param_groups[0]["lr"] == 0.02 and opt.state[model[0].weight]["step"] == 4
+    for i in range(4, 8):
+        train_step(model, opt, i)
+        train_step(ref_model, ref, i)
+    close(params_of(model), params_of(ref_model), 1e-10)
+
+
+# --- mixed precision, SWA ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grad_scaler_skips_an_inf_step_as_torch_does(backend):
+    def run(make_opt):
+        model = tiny(torch.float32)
+        opt = make_opt(model.parameters())
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+        trace = []
+        for i in range(6):
+            x, y = batch(i, torch.float32)
+            if i == 2:
+                x = x * 1e30  # overflows in float16: this step must be skipped
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = ((model(x) - y) ** 2).mean()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            trace.append((params_of(model), scaler.get_scale()))
+        return trace, opt
+    got, opt = run(lambda ps: optdsl.Optimizer(ps, "adam", lr=0.01, backend=backend))
+    ref, _ = run(lambda ps: torch.optim.Adam(ps, lr=0.01, foreach=False))
+    assert [s for _, s in got] == [s for _, s in ref]
+    assert all(torch.equal(a, b) for a, b in zip(got[1][0], got[2][0]))  # the skipped step
+    assert opt.state[opt.param_groups[0]["params"][0]]["step"] == 5
+    close(got[-1][0], ref[-1][0], 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bf16_autocast_matches_torch_adam(backend):
+    def run(make_opt):
+        model = tiny(torch.float32)
+        opt = make_opt(model.parameters())
+        for i in range(5):
+            x, y = batch(i, torch.float32)
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = ((model(x).float() - y) ** 2).mean()
+            loss.backward()
+            opt.step()
+        return params_of(model)
+    close(run(lambda ps: optdsl.Optimizer(ps, "adam", lr=0.01, backend=backend)),
+          run(lambda ps: torch.optim.Adam(ps, lr=0.01, foreach=False)), 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_swa_utils_average_an_optdsl_run_as_a_torch_run(backend):
+    from torch.optim.swa_utils import SWALR, AveragedModel
+    results = []
+    for make_opt in (lambda ps: optdsl.Optimizer(ps, "sgd", lr=0.05, momentum=0.9, backend=backend),
+                     lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, foreach=False)):
+        model = tiny()
+        opt = make_opt(model.parameters())
+        swa, sched = AveragedModel(model), SWALR(opt, swa_lr=0.02, anneal_epochs=3)
+        for i in range(8):
+            train_step(model, opt, i)
+            if i >= 3:
+                swa.update_parameters(model)
+                sched.step()
+        results.append(params_of(swa.module))
+    close(results[0], results[1], 1e-10)
+
+
+# --- distributed: DDP and ZeroRedundancyOptimizer on 2 gloo ranks ---------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _distributed_worker(rank, world, port, backend, kind, out):
+    import torch.distributed as dist
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OPTDSL_BACKEND=backend)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        finals = []
+        for make in ("optdsl", "torch"):
+            model = DDP(tiny())
+            if kind == "zero":
+                cls, kw = ((optdsl.Optimizer, {"rule": "adam"}) if make == "optdsl"
+                           else (torch.optim.Adam, {"foreach": False}))
+                opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=cls, lr=0.05, **kw)
+            else:
+                opt = (optdsl.Optimizer(model.parameters(), "adam", lr=0.05) if make == "optdsl"
+                       else torch.optim.Adam(model.parameters(), lr=0.05, foreach=False))
+            for i in range(4):
+                train_step(model, opt, 10 * rank + i)  # each rank its own data
+            if kind == "zero":
+                opt.consolidate_state_dict(to=0)
+                if rank == 0:
+                    assert len(opt.state_dict()["state"]) == 4
+            finals.append(params_of(model.module))
+        torch.save(finals, os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("kind", ["ddp", "zero"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_gloo_ranks(kind, backend, tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_distributed_worker, args=(2, _free_port(), backend, kind, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for got, ref in ranks:
+        close(got, ref, 1e-10)  # optdsl == torch.optim under DDP / ZeRO
+    close(ranks[0][0], ranks[1][0], 0)  # and every rank holds the same model
