@@ -102,7 +102,7 @@ def program(row: dict, rank: int) -> str:
               f"{row['score']:.4f}, lr {row['best_lr']:g}.",
               f"# Known as: {row['known_as'] or 'no library rule (not proven or fingerprint-equal to one)'}."]
     import optdsl
-    from optdsl.symbolic import is_random
+    from optdsl.probes import is_random
     if is_random(optdsl.parse(row["rule"])):
         header.append("# Uses drop/noise: its updates are random (seeded by the optimizer's seed).")
     elif re.search(r"\b(drop|noise)\s*\(", row["rule"]):

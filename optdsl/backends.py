@@ -11,26 +11,13 @@ from __future__ import annotations
 import os
 import warnings
 
+from .compiled import InductorBackend, TorchScriptBackend, inductor_available
 from .errors import HyperparameterError, did_you_mean
+from .host import EagerBackend
 from .ir import Rule
 
 
-def _eager(rule, state_dtype=None):
-    from .host import EagerBackend
-    return EagerBackend(rule, state_dtype)
-
-
-def _torchscript(rule, state_dtype=None):
-    from .compiled import TorchScriptBackend
-    return TorchScriptBackend(rule, state_dtype)
-
-
-def _inductor(rule, state_dtype=None):
-    from .compiled import InductorBackend
-    return InductorBackend(rule, state_dtype)
-
-
-BACKENDS = {"eager": _eager, "torchscript": _torchscript, "inductor": _inductor}
+BACKENDS = {"eager": EagerBackend, "torchscript": TorchScriptBackend, "inductor": InductorBackend}
 _DEFAULT: list = []  # the default, chosen once per process
 
 
@@ -40,7 +27,6 @@ def default_backend() -> str:
     if env:
         return env
     if not _DEFAULT:
-        from .compiled import inductor_available
         reason = inductor_available()
         if reason:
             warnings.warn(f"optdsl: {reason}; optimizers run on the eager interpreter "

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import ir, syntax
-from .errors import DSLError, did_you_mean
+import numpy as np
+
+from . import ir
+from .errors import DSLError, HyperparameterError, did_you_mean
 from .ir import Hyper, Kind, Rule, Slot
 from .primitives import CONSTANTS, PRIMITIVES, ap
 from .syntax import Call, Name, Num, Op, Pos, Program
@@ -42,7 +44,8 @@ class _RuleRef:
 class _RuleBuilder:
     """What the whole rule owns, shared by every program instance lowered into it."""
 
-    def __init__(self, kind_hints: dict):
+    def __init__(self, kind_hints: dict, rules):
+        self.rules = rules  # name -> Program of the rules a program may call
         self.hypers: dict = {}
         self.slots: list = []
         self.kind_hints = kind_hints  # slot name -> Kind learnt on a previous pass
@@ -125,9 +128,9 @@ class _Instance:
             return ir.const(CONSTANTS[name])
         if name in PRIMITIVES:
             raise _err(f"'{name}' is a function: call it as {name}(...)", pos)
-        from .library import program_source
-        if program_source(name) is not None:
-            return self.call_rule(name, program_source(name), (), (), pos)
+        callee = self.b.rules.get(name)
+        if callee is not None:
+            return self.call_rule(name, callee, (), (), pos)
         current = getattr(self, "current", None)
         if current is not None and current.target == name and name in self.later_names:
             raise _err(f"'{name}' is defined in terms of itself; a definition cannot depend on "
@@ -136,9 +139,8 @@ class _Instance:
             later = self.later_names[name]
             raise _err(f"'{name}' is used before it is defined (line {later.line}); a definition "
                        "must come before its uses and cannot depend on itself (a cycle)", pos)
-        from .library import names as library_names
         raise _err(f"unknown name '{name}'"
-                   + did_you_mean(name, self.visible_names() | set(library_names())), pos)
+                   + did_you_mean(name, self.visible_names() | set(self.b.rules)), pos)
 
     # --- expressions ---------------------------------------------------------------------------
     def expr(self, e) -> ir.Node:
@@ -162,14 +164,12 @@ class _Instance:
                 raise _err(f"'{c.func}' is this rule's inner rule: use it as '{c.func}' "
                            "(its hyperparameters are set on the optimizer)", c.pos)
             return self.rule_value(c.func, c.pos)
-        from .library import program_source
-        callee = program_source(c.func)
+        callee = self.b.rules.get(c.func)
         if callee is not None:
             return self.call_rule(c.func, callee, c.args, c.kwargs, c.pos)
         if c.func in self.visible_names() or c.func in self.later_names:
             raise _err(f"'{c.func}' is not a function", c.pos)
-        from .library import names as library_names
-        candidates = set(PRIMITIVES) | set(self.rule_params) | set(library_names())
+        candidates = set(PRIMITIVES) | set(self.rule_params) | set(self.b.rules)
         raise _err(f"unknown function '{c.func}'" + did_you_mean(c.func, candidates), c.pos)
 
     def bind_arguments(self, what: str, params: tuple, defaults: dict, args, kwargs, pos,
@@ -258,10 +258,10 @@ class _Instance:
         alias = self.is_alias()
         hypers, rule_params, overrides = {}, {}, dict(overrides or {})
         for h, default, hpos in callee.header:
-            if h in bound and _is_rule_name(bound[h]):
-                rule_params[h] = _rule_ref(bound[h])
-            elif isinstance(default, (Name, Call)) and _is_rule_name(default):
-                rule_params[h] = overrides.pop(h, None) or _rule_ref(default)
+            if h in bound and _is_rule_name(bound[h], self.b.rules):
+                rule_params[h] = _rule_ref(bound[h], self.b.rules)
+            elif isinstance(default, (Name, Call)) and _is_rule_name(default, self.b.rules):
+                rule_params[h] = overrides.pop(h, None) or _rule_ref(default, self.b.rules)
                 if h in bound:
                     raise _err(f"'{h}' of {name} takes a rule name, like {h}=adam",
                                getattr(bound[h], "pos", pos))
@@ -380,7 +380,6 @@ class _Instance:
 def constant_value(n: ir.Node, hypers: dict):
     """A scalar node's value at t = 1 with the given hyperparameter values; None if it reads
     state or randomness (or fails on the way)."""
-    import numpy as np
     env = {}
     for m in ir.topological([n]):
         if m.op == "const":
@@ -413,26 +412,23 @@ def validate_hyper_values(rule: Rule, hypers: dict) -> None:
         try:
             prim.scalar_fn(*values)
         except (ValueError, ZeroDivisionError, OverflowError) as e:
-            from .errors import HyperparameterError
             raise HyperparameterError(f"invalid hyperparameters for {n.op}() in rule "
                                       f"{rule.name}: {e}") from None
 
 
-def _is_rule_name(e) -> bool:
-    from .library import program_source
+def _is_rule_name(e, rules) -> bool:
     if isinstance(e, Name):
-        return e.name not in PRIMITIVES and program_source(e.name) is not None
+        return e.name not in PRIMITIVES and rules.get(e.name) is not None
     if isinstance(e, Call):
-        return (e.func not in PRIMITIVES and program_source(e.func) is not None
+        return (e.func not in PRIMITIVES and rules.get(e.func) is not None
                 and not e.args and all(_literal(x) is not None for _, x, _ in e.kwargs))
     return False
 
 
-def _rule_ref(e) -> _RuleRef:
-    from .library import program_source
+def _rule_ref(e, rules) -> _RuleRef:
     if isinstance(e, Name):
-        return _RuleRef(program_source(e.name), {})
-    return _RuleRef(program_source(e.func), {k: _literal(x) for k, x, _ in e.kwargs})
+        return _RuleRef(rules.get(e.name), {})
+    return _RuleRef(rules.get(e.func), {k: _literal(x) for k, x, _ in e.kwargs})
 
 
 def _literal(e):
@@ -455,7 +451,7 @@ def _default_value(e, pos: Pos) -> float:
     return v
 
 
-def _check_header(program: Program):
+def _check_header(program: Program, rules):
     seen = {}
     for h, default, pos in program.header:
         if h in seen:
@@ -463,23 +459,24 @@ def _check_header(program: Program):
         if h in ir.INPUTS or h in CONSTANTS:
             raise _err(f"'{h}' is {'an input' if h in ir.INPUTS else 'a constant'} of every rule, "
                        "not a hyperparameter", pos)
-        if not _is_rule_name(default):
+        if not _is_rule_name(default, rules):
             _default_value(default, pos)
         seen[h] = pos
 
 
-def check(program: Program, name: str | None = None, doc: str = "") -> Rule:
-    """Check a parsed program and lower it to the IR."""
+def check(program: Program, name: str | None = None, doc: str = "", rules=None) -> Rule:
+    """Check a parsed program and lower it to the IR. ``rules`` (name -> Program, with ``get``
+    and iteration; ``optdsl.library.PROGRAMS`` for the library) are the rules it may call."""
     try:
-        return _check(program, name, doc)
+        return _check(program, name, doc, {} if rules is None else rules)
     except DSLError as e:
         raise e.with_source(program.source) from None
     except RecursionError:
         raise DSLError("the program nests too deeply", 1, 1, program.source) from None
 
 
-def _check(program: Program, name: str | None, doc: str) -> Rule:
-    _check_header(program)
+def _check(program: Program, name: str | None, doc: str, rules) -> Rule:
+    _check_header(program, rules)
     kind_hints: dict = {}
     # An explicit state's kind is the widest kind it is ever updated with, which a later
     # statement may only reveal: lower again with what was learnt until nothing widens (a
@@ -487,12 +484,12 @@ def _check(program: Program, name: str | None, doc: str) -> Rule:
     passes = 0
     while True:
         passes += 1
-        b = _RuleBuilder(kind_hints)
+        b = _RuleBuilder(kind_hints, rules)
         top = program.name or "formula"
         hypers, rule_params = {}, {}
         for h, default, hpos in program.header:
-            if _is_rule_name(default):
-                rule_params[h] = _rule_ref(default)
+            if _is_rule_name(default, rules):
+                rule_params[h] = _rule_ref(default, rules)
             else:
                 hypers[h] = b.add_hyper(h, _default_value(default, hpos))
         inst = _Instance(program, b, "", hypers, rule_params, ((top, True),),
@@ -517,7 +514,3 @@ def _order_hypers(hypers: dict, program: Program) -> dict:
     order = ["lr"] + [h for h, _, _ in program.header if h in hypers]
     order += [h for h in hypers if h not in order]
     return {h: hypers[h] for h in dict.fromkeys(order)}
-
-
-def check_text(text: str, name: str | None = None, doc: str = "") -> Rule:
-    return check(syntax.parse_syntax(text), name, doc)

@@ -27,15 +27,14 @@ and ``repr`` of finite floats. No user text reaches it.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass, field
 
 from . import ir
 from .errors import DSLError
 from .ir import Kind, Rule
 from .primitives import PRIMITIVES
+from .printing import to_text
 
 # Operators whose printed form accepts a Python float in the given argument positions.
 _LITERAL_POSITIONS = {"add": (0, 1), "sub": (0, 1), "mul": (0, 1), "div": (0, 1), "pow": (1,),
@@ -152,7 +151,6 @@ def plan_step(rule: Rule, state_dtypes: dict | None = None, name: str = "step") 
             v = names[n]
         final.append(f"{target}({v}){comment}")
 
-    from .printing import to_text
     lines = [
         f"def {name}(params: List[Tensor], grads: List[Tensor], "
         + "".join(f"state_{k}: List[Tensor], " for k in range(len(kernel_slots)))
@@ -160,7 +158,7 @@ def plan_step(rule: Rule, state_dtypes: dict | None = None, name: str = "step") 
         f'    """optdsl rule {rule.name}: one in-place step of a group of tensors."""',
     ]
     for k, s in enumerate(scalars):
-        lines.append(f"    c{k} = scalars[{k}]  # {_safe_comment(to_text(s))}")
+        lines.append(f"    c{k} = scalars[{k}]  # {safe_comment(to_text(s))}")
     lines.append("    for i in range(len(params)):")
     lines.append("        p = params[i]")
     lines.append("        g = grads[i]")
@@ -169,7 +167,7 @@ def plan_step(rule: Rule, state_dtypes: dict | None = None, name: str = "step") 
     return KernelPlan(rule, source, scalars, kernel_slots, host_slots, state_dtypes, name)
 
 
-def _safe_comment(text: str) -> str:
+def safe_comment(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:120]
 
 
@@ -183,41 +181,3 @@ def module_source(plan: KernelPlan) -> str:
 
 def print_step(rule: Rule, state_dtypes: dict | None = None) -> str:
     return module_source(plan_step(rule, state_dtypes))
-
-
-# --- the command line ------------------------------------------------------------------------
-
-def cmd_compile(argv) -> int:
-    from .cli import COMMANDS, load_rule
-    ap = argparse.ArgumentParser(prog="optdsl compile", description=COMMANDS["compile"][1])
-    ap.add_argument("rule", help="a library name, a program file or a formula")
-    ap.add_argument("--backend", default="torchscript", choices=["torchscript", "inductor"],
-                    help="the backend whose input to print or export (default torchscript)")
-    ap.add_argument("--emit", action="store_true", help="print the step's Python source")
-    ap.add_argument("-o", "--output", help="write the scripted step to this file (torchscript)")
-    args = ap.parse_args(argv)
-    rule = load_rule(args.rule)
-    plan = plan_step(rule)
-    if not args.emit and not args.output:
-        args.emit = True
-    if args.emit:
-        print(f"# optdsl compile {rule.name} --backend {args.backend}")
-        print("# scalars (computed on the host each step, float64):")
-        from .printing import to_text
-        for k, s in enumerate(plan.scalars):
-            print(f"#   scalars[{k}] = {_safe_comment(to_text(s))}")
-        print("# state lists: " + ", ".join(f"state_{k} = {s.name}"
-                                            for k, s in enumerate(plan.kernel_slots)))
-        if args.backend == "inductor":
-            print("# run as torch.compile(step, fullgraph=True, dynamic=False)")
-        print(module_source(plan), end="")
-    if args.output:
-        if args.backend != "torchscript":
-            print("optdsl compile: -o exports TorchScript only; use --backend torchscript",
-                  file=sys.stderr)
-            return 2
-        from .compiled import export_torchscript
-        export_torchscript(plan, args.output)
-        print(f"wrote {args.output}: torch.jit.load it and call it with "
-              f"({', '.join(plan.arg_names)})", file=sys.stderr)
-    return 0

@@ -26,7 +26,9 @@ computed on the host with the other scalars and compiles.
 from __future__ import annotations
 
 import linecache
+import os
 import shutil
+import sys
 import time
 import warnings
 
@@ -36,6 +38,7 @@ from .codegen import HEADER, KernelPlan, NotCompilable, plan_step
 from .errors import DSLError
 from .host import Backend, Bucket
 from .ir import Rule
+from .printing import to_text
 
 STATS = {"compiles": 0, "compile_seconds": 0.0}
 _COMPILED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -47,8 +50,6 @@ class FallbackWarning(UserWarning):
 
 def _user_stacklevel() -> int:
     """The stacklevel of the first caller outside optdsl and torch (where a warning belongs)."""
-    import os
-    import sys
     skip = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename.startswith(skip):
@@ -85,7 +86,6 @@ def export_torchscript(plan: KernelPlan, path: str) -> None:
     """Write the scripted step as a file ``torch.jit.load`` runs: a module whose ``forward``
     takes (params, grads, state lists..., scalars); its ``scalar_names`` and ``state_names``
     attributes say what goes where."""
-    from .printing import to_text
     args = "".join(f", {a}: List[Tensor]" for a in plan.arg_names[:-1]) + ", scalars: Tensor"
     text = (HEADER + plan.source + "\n\n"
             "class Step(torch.nn.Module):\n"
@@ -229,7 +229,7 @@ class TorchScriptBackend(CompiledBackend):
 
 def _cxx_compiler() -> str | None:
     try:
-        from torch._inductor import config
+        from torch._inductor import config  # heavy: only to ask for the compiler
         candidates = config.cpp.cxx
     except Exception:
         candidates = (None, "g++")
@@ -254,7 +254,7 @@ def inductor_available() -> str | None:
 def _counting_inductor(config: dict):
     """Inductor with these config patches, counting each compile (the recompilation tests
     read STATS)."""
-    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.compile_fx import compile_fx  # heavy: only when compiling
 
     def backend(gm, example_inputs):
         STATS["compiles"] += 1

@@ -31,6 +31,7 @@ import itertools
 import math
 import multiprocessing
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -38,9 +39,11 @@ import numpy as np
 import torch
 
 from . import ir
-from .errors import DSLError
+from .errors import DSLError, did_you_mean
 from .interpreter import Interpreter, trajectory
 from .ir import Kind, Rule
+from .probes import gradient_stream, is_random
+from .rules import parse
 
 PROVED, REFUTED, UNKNOWN = "proved", "refuted", "unknown"
 
@@ -101,22 +104,19 @@ class Verdict:
 class Pair:
     """Two rules with their hyperparameters resolved: free (shared), bound, mapped or default."""
 
-    def __init__(self, a, b, bind=None, hyper_map=None):
-        from .rules import resolve
-        self.a, self.b = resolve(a), resolve(b)
+    def __init__(self, a: Rule, b: Rule, bind=None, hyper_map=None):
+        self.a, self.b = a, b
         bind = dict(bind or {})
         hyper_map = dict(hyper_map or {})
         names_a, names_b = set(self.a.hypers), set(self.b.hypers)
         for k in bind:
             if k not in names_a | names_b:
-                from .errors import did_you_mean
                 raise DSLError(f"bind: neither rule has a hyperparameter '{k}'"
                                + did_you_mean(k, names_a | names_b))
             bind[k] = float(bind[k])
         self.maps = {}  # name in a -> IR node over hyper leaves
         for k, text in hyper_map.items():
             if k not in names_a:
-                from .errors import did_you_mean
                 raise DSLError(f"hyper_map: the first rule has no hyperparameter '{k}'"
                                + did_you_mean(k, names_a))
             self.maps[k] = _map_expression(str(text), sorted(names_a | names_b))
@@ -127,7 +127,7 @@ class Pair:
         self.free = sorted(((used_a & names_b) - set(bind)))
         self.fixed = {h: self.defaults[h] for h in (names_a | names_b | used_a)
                       if h not in bind and h not in self.free}
-        self.random = _is_random(self.a) or _is_random(self.b)
+        self.random = is_random(self.a) or is_random(self.b)
         self.reduces = any(n.kind == Kind.REDUCED for r in (self.a, self.b)
                            for n in ir.topological(r.outputs()))
 
@@ -158,7 +158,6 @@ def _perturb(d: float, rng: random.Random) -> float:
 
 def _map_expression(text: str, names: list) -> ir.Node:
     """A hyper_map value (language syntax over hyperparameter names) as an IR node."""
-    from .rules import parse
     header = ", ".join(f"{h}=1" for h in names if h != "lr")
     prog = f"hyper_map(lr=1{', ' if header else ''}{header}) = lr * 0 + ({text})"
     try:
@@ -176,12 +175,6 @@ def _eval_scalar(node: ir.Node, env: dict) -> float:
     with np.errstate(all="ignore"):
         Interpreter._eval(ir.topological([node]), values, scalar=True)
     return float(values[node])
-
-
-def _is_random(rule: Rule) -> bool:
-    from .primitives import PRIMITIVES
-    return any(n.op in PRIMITIVES and PRIMITIVES[n.op].random
-               for n in ir.topological(rule.outputs() + [s.init for s in rule.slots]))
 
 
 # --- 1. numeric probing -------------------------------------------------------------------
@@ -202,22 +195,13 @@ def _differ(ua, ub, p) -> torch.Tensor:
     return torch.where(nan_a | nan_b, nan_a != nan_b, ~close)
 
 
-def _inputs(rng: torch.Generator, steps: int, n: int):
-    p0 = torch.randn(n, generator=rng, dtype=torch.float64)
-    grads = []
-    for _ in range(steps):
-        mag = 10 ** (torch.rand(n, generator=rng, dtype=torch.float64) * 3 - 2)
-        grads.append(torch.randn(n, generator=rng, dtype=torch.float64) * mag)
-    return p0, grads
-
-
 def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int = 0):
     """(counterexample or None, evidence text): run both rules on random inputs and compare."""
     rng = random.Random(seed)
     trng = torch.Generator().manual_seed(seed)
     for i, free in enumerate(pair.draws(draws, rng)):
         va, vb = pair.values(free)
-        p0, grads = _inputs(trng, steps, ELEMENTS)
+        p0, grads = gradient_stream(trng, steps, ELEMENTS)
         ua = trajectory(pair.a, va, p0, grads)
         ub = trajectory(pair.b, vb, p0, grads)
         p = p0
@@ -253,7 +237,7 @@ def _counterexample(pair, free, va, vb, p0, grads, t, e) -> Counterexample:
 
 def _symbols(pair: Pair, sp_mod):
     """sympy values of every hyperparameter of a and of b."""
-    from .symbolic import hyper_symbol, number, translate
+    from .symbolic import hyper_symbol, number, translate  # sympy: only for the proofs
     env = {h: number(v) for h, v in {**pair.fixed, **pair.bound}.items()}
     env.update({h: hyper_symbol(h) for h in pair.free})
     hb = {h: env[h] for h in pair.b.hypers}
@@ -271,8 +255,8 @@ class _Side:
     """One rule translated for a single step: update and slots over symbols for previous values."""
 
     def __init__(self, rule: Rule, hypers: dict, tag: str):
-        import sympy as sp
-        from .symbolic import T_SYMBOL, leaf_map, live_slots, translate
+        import sympy as sp  # heavy: only for the proofs
+        from .symbolic import T_SYMBOL, leaf_map, live_slots, translate  # sympy
         self.rule = rule
         self.g, self.p = sp.Symbol("g", real=True), sp.Symbol("p", real=True)
         self.sym = {s.name: sp.Symbol(f"{tag}:{s.name}", real=True) for s in rule.slots}
@@ -334,8 +318,8 @@ def _maps(src: list, dst: list, limit: int = 400):
 
 def single_step(pair: Pair):
     """(proved?, mapping, text) — a state correspondence under which one step agrees."""
-    import sympy as sp
-    from .symbolic import equal
+    import sympy as sp  # heavy: only for the proofs
+    from .symbolic import equal  # sympy
     ha, hb = _symbols(pair, sp)
     A, B = _Side(pair.a, ha, "a"), _Side(pair.b, hb, "b")
     B.g, B.p = A.g, A.p  # the same symbols (names equal: sympy symbols are equal by name)
@@ -370,8 +354,8 @@ def _mapping_text(sigma: dict, flip: bool) -> str:
 
 def unrolled(pair: Pair, k: int):
     """(proved?, text): the first k steps' parameters agree for symbolic g_1..g_k and p_0."""
-    import sympy as sp
-    from .symbolic import equal, leaf_map, translate
+    import sympy as sp  # heavy: only for the proofs
+    from .symbolic import equal, leaf_map, translate  # sympy
     ha, hb = _symbols(pair, sp)
     p = sp.Symbol("p0", real=True)
     gs = [sp.Symbol(f"g{i}", real=True) for i in range(1, k + 1)]
@@ -399,7 +383,7 @@ def unrolled(pair: Pair, k: int):
 
 def _symbolic(pair: Pair, steps: int):
     """The symbolic phase: (status, method, text, mapping)."""
-    from .symbolic import Opaque
+    from .symbolic import Opaque  # sympy: only for the proofs
     try:
         ok, sigma, text = single_step(pair)
         if ok:
@@ -428,7 +412,6 @@ def _child(conn, pair, steps):
 def run_with_budget(fn, args, budget: float, fallback):
     """``fn(conn, *args)`` in a forked process; its message, or ``fallback`` after ``budget`` s."""
     if "fork" not in multiprocessing.get_all_start_methods():
-        import threading
         box = []
 
         class _Conn:
@@ -459,9 +442,9 @@ def run_with_budget(fn, args, budget: float, fallback):
         recv.close()
 
 
-def equivalent(a, b, steps: int = 3, bind: dict | None = None, hyper_map: dict | None = None,
-               timeout: float = 10.0, seed: int = 0) -> Verdict:
-    """Prove ``a`` and ``b`` (rules, library names or program text) equivalent, refute them
+def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
+               hyper_map: dict | None = None, timeout: float = 10.0, seed: int = 0) -> Verdict:
+    """Prove rules ``a`` and ``b`` equivalent, refute them
     with a re-evaluated counterexample, or answer unknown within ``timeout`` seconds.
 
     ``steps``: how many steps the unrolled proof compares (0 disables it); ``bind``: name ->
@@ -481,37 +464,3 @@ def equivalent(a, b, steps: int = 3, bind: dict | None = None, hyper_map: dict |
     status, method, text, sigma = run_with_budget(_child, (pair, steps), budget, fallback)
     return Verdict(status, method, text, None, time.perf_counter() - start, sigma,
                    evidence if status != PROVED else evidence)
-
-
-# --- command line ------------------------------------------------------------------------------
-
-EXIT = {PROVED: 0, REFUTED: 1, UNKNOWN: 3}
-
-
-def cmd_equiv(argv) -> int:
-    import argparse
-    from .cli import load_rule, name_values
-    ap = argparse.ArgumentParser(prog="optdsl equiv", description="prove two rules equivalent "
-                                 "or refute them (exit 0 proved, 1 refuted, 3 unknown, 2 input error)")
-    ap.add_argument("a", help="a library name, a program file or a formula")
-    ap.add_argument("b", help="a library name, a program file or a formula")
-    ap.add_argument("--steps", type=int, default=3, help="steps of the unrolled proof (default 3)")
-    ap.add_argument("--bind", action="append", metavar="NAME=VALUE",
-                    help="fix a hyperparameter of both rules")
-    ap.add_argument("--map", action="append", metavar="NAME=EXPR",
-                    help="replace a hyperparameter of the first rule by an expression")
-    ap.add_argument("--timeout", type=float, default=10.0, help="wall-clock budget in seconds")
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as e:
-        return 0 if e.code == 0 else 2
-    bind = {}
-    for k, v in name_values(args.bind, "--bind").items():
-        try:
-            bind[k] = float({"E": math.e, "pi": math.pi}.get(v, v))
-        except ValueError:
-            raise DSLError(f"--bind {k}: '{v}' is not a number") from None
-    verdict = equivalent(load_rule(args.a), load_rule(args.b), steps=args.steps, bind=bind,
-                         hyper_map=name_values(args.map, "--map"), timeout=args.timeout)
-    print(verdict)
-    return EXIT[verdict.status]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import DSLError, HyperparameterError
+from .errors import DSLError, HyperparameterError, did_you_mean
 from .interpreter import Interpreter, stored
 from .ir import Kind, Rule
 
@@ -61,7 +61,6 @@ class StatePolicy:
         elif isinstance(spec, dict):
             unknown = [k for k in spec if k not in names]
             if unknown:
-                from .errors import did_you_mean
                 raise HyperparameterError(
                     f"rule {rule.name} has no tensor state '{unknown[0]}'"
                     + did_you_mean(unknown[0], names) + f"; states: {', '.join(names) or 'none'}")

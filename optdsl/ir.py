@@ -35,8 +35,18 @@ class Node:
     kind: Kind
 
     def __repr__(self) -> str:
-        from .printing import to_text  # local: printing imports ir
-        return f"<{self.kind.name.lower()} {to_text(self)}>"
+        """A compact prefix form for debugging (optdsl.printing prints the language's syntax)."""
+        def text(n: "Node", depth: int) -> str:
+            if n.op == "const":
+                return f"{n.value:g}"
+            if n.op in ("hyper", "input"):
+                return str(n.value)
+            if n.op == "state":
+                return f"state[{n.value}]"
+            if depth > 6:
+                return f"{n.op}(...)"
+            return f"{n.op}({', '.join(text(a, depth + 1) for a in n.args)})"
+        return f"<{self.kind.name.lower()} {text(self, 0)}>"
 
 
 _INTERNED: "weakref.WeakValueDictionary[tuple, Node]" = weakref.WeakValueDictionary()

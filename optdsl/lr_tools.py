@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
 import math
@@ -14,7 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .demo import digits_split, mlp
 from .errors import DSLError
+from .interpreter import Interpreter
+from .ir import Kind
+from .optimizer import Optimizer
+from .rules import parse
 
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -25,9 +29,6 @@ def schedule_values(formula: str, steps: int) -> np.ndarray:
     The formula is checked as the rule ``lr * (formula) * g``, so it may use every schedule
     primitive; it must be a step scalar (no g, p or state).
     """
-    from .interpreter import Interpreter
-    from .ir import Kind
-    from .rules import parse
     rule = parse(f"lr * ({formula}) * g")
     schedule = rule.update.args[0].args[1]  # lr * (formula) * g  ->  the formula node
     if schedule.kind != Kind.SCALAR or rule.slots:
@@ -41,9 +42,9 @@ def schedule_values(formula: str, steps: int) -> np.ndarray:
 
 
 def plot_schedule(formula: str, steps: int, path: str) -> np.ndarray:
-    import matplotlib
+    import matplotlib  # heavy: imported only to plot
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy
     values = schedule_values(formula, steps)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(np.arange(1, steps + 1), values)
@@ -57,22 +58,6 @@ def plot_schedule(formula: str, steps: int, path: str) -> np.ndarray:
     return values
 
 
-def cmd_plot_schedule(argv) -> int:
-    ap = argparse.ArgumentParser(prog="optdsl plot-schedule",
-                                 description="Plot a schedule formula of t (a multiplier of lr) to a PNG.")
-    ap.add_argument("formula", help='e.g. "warmup(t, 500) * cosine(t, 5000)"')
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("-o", "--output", default="schedule.png")
-    args = ap.parse_args(argv)
-    if args.steps < 1:
-        print("optdsl plot-schedule: --steps must be >= 1", flush=True)
-        return 2
-    values = plot_schedule(args.formula, args.steps, args.output)
-    print(f"wrote {args.output}: {args.steps} steps, min {values.min():.4g}, max {values.max():.4g}, "
-          f"last {values[-1]:.4g}")
-    return 0
-
-
 # --- the LR range test -------------------------------------------------------------------------
 
 @dataclass
@@ -83,9 +68,9 @@ class RangeTestResult:
     diverged_at: float | None  # the lr at which the loss blew up, if it did
 
     def plot(self, path: str) -> None:
-        import matplotlib
+        import matplotlib  # heavy: imported only to plot
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # heavy
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.semilogx(self.lrs, self.losses)
         ax.axvline(self.suggested_lr, color="tab:red", ls="--", label=f"suggested {self.suggested_lr:.2g}")
@@ -112,7 +97,6 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
 
     Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017, sec. 3.3.
     """
-    from .optimizer import Optimizer
     if not (0 < start_lr < end_lr):
         raise ValueError("the range test needs 0 < start_lr < end_lr")
     if steps < 3:
@@ -157,29 +141,7 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
 def digits_range_test(rule, steps: int = 100, plot: str | None = None, **options) -> RangeTestResult:
     """The range test on the digits MLP of ``optdsl train`` (batches of 64); ``options`` go to
     ``lr_range_test`` (start_lr, end_lr, hyperparameters)."""
-    from .demo import digits_split, mlp
     (xt, yt), _ = digits_split()
     batches = [(xt[i:i + 64], yt[i:i + 64]) for i in range(0, len(xt) - 63, 64)]
     return lr_range_test(mlp(), rule, batches, torch.nn.functional.cross_entropy,
                          steps=steps, plot=plot, **options)
-
-
-def cmd_lr_range_test(argv) -> int:
-    ap = argparse.ArgumentParser(prog="optdsl lr-range-test",
-                                 description="LR range test (Smith 2017) of a rule on the digits MLP.")
-    ap.add_argument("rule", help="a library name, a program file or a formula")
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--start-lr", type=float, default=1e-6)
-    ap.add_argument("--end-lr", type=float, default=1.0)
-    ap.add_argument("-o", "--output", default=None, help="write the loss-vs-lr plot to this PNG")
-    args = ap.parse_args(argv)
-    from .cli import load_rule
-    torch.set_num_threads(1)
-    result = digits_range_test(load_rule(args.rule), steps=args.steps, plot=args.output,
-                               start_lr=args.start_lr, end_lr=args.end_lr)
-    for lr, loss in list(zip(result.lrs, result.losses))[:: max(1, len(result.lrs) // 12)]:
-        print(f"lr {lr:10.3g}  loss {loss:.4f}")
-    if result.diverged_at:
-        print(f"loss diverged at lr {result.diverged_at:.3g}")
-    print(f"suggested lr: {result.suggested_lr:.3g}" + (f"  (plot: {args.output})" if args.output else ""))
-    return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .check import check
 from .errors import DSLError
 from .ir import Rule
-from .library import library
+from .library import PROGRAMS, library
 from .syntax import parse_syntax
 
 
@@ -12,7 +12,7 @@ def parse(text: str, name: str | None = None) -> Rule:
     """Parse and check program text; any problem raises DSLError with line, column and caret."""
     program = parse_syntax(text)
     doc = "\n".join(l.lstrip("#").strip() for l in text.splitlines() if l.startswith("#"))
-    return check(program, name=name, doc=doc)
+    return check(program, name=name, doc=doc, rules=PROGRAMS)
 
 
 def resolve(rule) -> Rule:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 
 import sympy as sp
 
@@ -136,7 +135,7 @@ def leaf_map(hypers: dict, inputs: dict, states: dict):
     return lambda n: tables[n.op][n.value]
 
 
-def _inputs():
+def input_symbols():
     return {"g": sp.Symbol("g", real=True), "p": sp.Symbol("p", real=True), "t": T_SYMBOL}
 
 
@@ -169,11 +168,6 @@ def hyper_symbol(name: str) -> sp.Symbol:
 
 def state_symbol(name: str, prefix: str = "") -> sp.Symbol:
     return sp.Symbol(prefix + name, real=True)
-
-
-def is_random(rule: Rule) -> bool:
-    return any(n.op in PRIMITIVES and PRIMITIVES[n.op].random
-               for n in ir.topological(rule.outputs() + [s.init for s in rule.slots]))
 
 
 # --- a zero test ---------------------------------------------------------------------------
@@ -354,7 +348,7 @@ def to_text(e, names: dict | None = None) -> str:
     return go(e, 0)
 
 
-def _rewrites(e: sp.Expr) -> sp.Expr:
+def rewrites(e: sp.Expr) -> sp.Expr:
     """The shortest of the translation and sympy's simplification of it, after the sign rewrites
     x/|x| -> sign(x) (so m/sqrt(m^2) -> m/|m| -> sign(m)); sympy merges constants itself."""
     e = _abs_ratio(e)
@@ -389,7 +383,7 @@ def _abs_ratio_to_sign(m: sp.Mul) -> sp.Expr:
     return sp.Mul(*factors)
 
 
-def _slot_names(rule: Rule, live: list) -> dict:
+def slot_names(rule: Rule, live: list) -> dict:
     """Valid, distinct identifiers for the live slots (explicit names kept when they are valid)."""
     taken = set(rule.hypers) | {"g", "p", "t", "u", "E", "pi", "inf"} | set(PRIMITIVES)
     out = {}
@@ -421,102 +415,19 @@ def live_slots(rule: Rule, exprs: dict, symbols: dict) -> list:
     return [s for s in rule.slots if s.name in live]
 
 
-def simplify(rule, prove: bool = True, timeout: float = 20.0):
-    """A shorter program for ``rule``: dead statements and states dropped, sympy's rewrites
-    (x/|x| -> sign(x), m/sqrt(m^2) -> sign(m), merged constants). Returns ``(text, verdict)``;
-    ``verdict`` (when ``prove``) is the proof that the printed program equals the input."""
-    from .rules import resolve
-    rule = resolve(rule)
-    if is_random(rule):
-        raise DSLError("the rule draws random numbers: it has no symbolic form to simplify")
-    symbols = {s.name: state_symbol(s.name, "$") for s in rule.slots}
-    hypers = {h: hyper_symbol(h) for h in rule.hypers}
-    leaf = leaf_map(hypers, _inputs(), symbols)
-    tr = translate([rule.update] + [s.update for s in rule.slots], leaf)
-    exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
-    live = live_slots(rule, exprs, symbols)
-    names = _slot_names(rule, live)
-    ren = {symbols[s.name]: sp.Symbol(names[s.name], real=True) for s in live}
-    init_tr = translate([s.init for s in live], leaf)
-    lines, updates = [], []
-    for s in live:
-        lines.append(f"    state {names[s.name]} = {to_text(_rewrites(init_tr[s.init]))}")
-    new_names = {}
-    taken = set(rule.hypers) | set(names.values())
-    for s in live:
-        e = _rewrites(exprs[s.name].xreplace(ren))
-        new_names[s.name] = _fresh(f"{names[s.name]}_new", taken)
-        updates.append((s, e))
-    u = _rewrites(exprs["update"].xreplace(ren))
-    u_name = _fresh("u", taken)
-
-    def by_name(e, before):
-        """Read earlier states' new values by name where ``e`` spells their update out."""
-        for s, x in reversed(before):  # later updates may contain earlier ones: them first
-            if x.is_Symbol or x.is_Number:
-                continue
-            new = sp.Symbol(new_names[s.name], real=True)
-            if e == x:
-                return new
-            e = e.subs(x, new)
-        return e
-    for i, (s, e) in enumerate(updates):
-        lines.append(f"    {new_names[s.name]} = {to_text(by_name(e, updates[:i]))}")
-    u = by_name(u, updates)
-    lines.append(f"    {u_name} = {to_text(u)}")
-    for s, _ in updates:
-        lines.append(f"    {names[s.name]} := {new_names[s.name]}")
-    lines.append(f"    return {u_name}")
-    header = ", ".join(f"{h.name}={_default_text(h.default)}" for h in rule.hypers.values()
-                       if h.name in {x.name for x in u.free_symbols} or any(
-                           h.name in {x.name for x in e.free_symbols} for _, e in updates)
-                       or any(h.name in {x.name for x in init_tr[s.init].free_symbols} for s in live))
-    if "lr=" not in header and not header.startswith("lr"):
-        header = (f"lr={_default_text(rule.hypers['lr'].default)}" + (", " + header if header else ""))
-    name = re.sub(r"[^A-Za-z0-9_]", "_", rule.name) + "_simplified"
-    if not live:
-        text = f"{name}({header}) = {to_text(u)}\n"
-    else:
-        text = f"{name}({header}):\n" + "\n".join(lines) + "\n"
-    verdict = None
-    if prove:
-        from .equivalence import equivalent
-        verdict = equivalent(rule, text, timeout=timeout)
-    return text, verdict
-
-
-def _fresh(base: str, taken: set) -> str:
-    name, i = base, 1
-    while name in taken:
-        i += 1
-        name = f"{base}{i}"
-    taken.add(name)
-    return name
-
-
-def _default_text(v: float) -> str:
-    if v == math.e:
-        return "E"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return repr(int(v)) if v == int(v) and abs(v) < 1e15 else repr(v)
-
-
 # --- LaTeX -----------------------------------------------------------------------------------
 
 def to_latex(rule) -> str:
     """The rule as LaTeX: one line per live state (s <- ...) then the update u (p <- p - u)."""
-    from .rules import resolve
-    rule = resolve(rule)
     hypers = {h: hyper_symbol(h) for h in rule.hypers}
-    names = _slot_names(rule, rule.slots)
+    names = slot_names(rule, rule.slots)
     olds = {s.name: sp.Symbol(f"{names[s.name]}_{{t-1}}", real=True) for s in rule.slots}
     news = {}
     overrides = {}
     for s in rule.slots:
         if s.update not in overrides and s.update.op not in ("hyper", "input", "state", "const"):
             overrides[s.update] = news[s.name] = sp.Symbol(f"{names[s.name]}_{{t}}", real=True)
-    leaf = leaf_map(hypers, _inputs(), olds)
+    leaf = leaf_map(hypers, input_symbols(), olds)
     special = {sym: r"\mathrm{" + name.replace("_", r"\_") + "}" for name, sym in hypers.items()
                if "_" in name or (len(name) > 1 and not re.fullmatch(r"[a-z]+\d*", name))}
 
@@ -540,28 +451,3 @@ def to_latex(rule) -> str:
     except Opaque as e:
         raise DSLError(f"the rule draws random numbers ({e}): no LaTeX form yet") from None
     return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
-
-
-# --- command line ------------------------------------------------------------------------------
-
-def cmd_equiv(argv) -> int:
-    from .equivalence import cmd_equiv as run
-    return run(argv)
-
-
-def cmd_simplify(argv) -> int:
-    import argparse
-    from .cli import load_rule
-    ap = argparse.ArgumentParser(prog="optdsl simplify",
-                                 description="simplify a rule and prove the result equal")
-    ap.add_argument("rule", help="a library name, a program file or a formula")
-    ap.add_argument("--no-prove", action="store_true", help="skip the equivalence proof")
-    ap.add_argument("--timeout", type=float, default=20.0, help="proof budget in seconds")
-    args = ap.parse_args(argv)
-    rule = load_rule(args.rule)
-    text, verdict = simplify(rule, prove=not args.no_prove, timeout=args.timeout)
-    sys.stdout.write(text)
-    if verdict is None:
-        return 0
-    print(f"# {verdict}", file=sys.stderr)
-    return {"proved": 0, "refuted": 1}.get(verdict.status, 3)

@@ -142,7 +142,7 @@ def known_as(text: str, names=None, _drop_free: bool = True) -> str:
     (see the module docstring)."""
     import optdsl
     from optdsl.library import library
-    from optdsl.symbolic import is_random
+    from optdsl.probes import is_random
     from .filters import _probes, canonical_key, probe_updates
     rule = optdsl.parse(text)
     canon = canonical_key(optdsl.parse(_with_lr_one(text)))

@@ -14,7 +14,8 @@ import torch
 
 import optdsl
 from optdsl import compiled
-from optdsl.codegen import cmd_compile, plan_step, print_step
+from optdsl.cli.rules import cmd_compile
+from optdsl.codegen import plan_step, print_step
 from problems import compute_grads, make_data, make_params, relative_error
 from references import SETTINGS
 

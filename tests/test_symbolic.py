@@ -189,7 +189,7 @@ def test_simplify_merges_constants_and_abs_ratios():
 
 def test_latex():
     from optdsl.symbolic import to_latex
-    s = to_latex("adam")
+    s = to_latex(optdsl.library["adam"])
     assert s.startswith("\\begin{aligned}") and "\\sqrt" in s and "\\beta_{1}" in s
     assert "m_{t}" in s and "u_{t}" in s
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 
+from ..check import check
 from ..syntax import Program, parse_syntax
 
 
@@ -49,6 +50,26 @@ def summary(name: str) -> str:
     return doc(name).splitlines()[0] if doc(name) else ""
 
 
+class _Programs(Mapping):
+    """Read-only mapping: rule name -> parsed (unchecked) Program: what ``check`` resolves a
+    rule name in a program with (``adam(weight_decay=0)``, ``lookahead(inner=radam)``)."""
+
+    def __getitem__(self, name: str) -> Program:
+        program = program_source(name)
+        if program is None:
+            raise KeyError(name)
+        return program
+
+    def __iter__(self):
+        return iter(names())
+
+    def __len__(self) -> int:
+        return len(names())
+
+
+PROGRAMS = _Programs()
+
+
 class _Library(Mapping):
     """Read-only mapping: rule name -> checked Rule (checked on first use)."""
 
@@ -69,8 +90,7 @@ class _Library(Mapping):
 
 @lru_cache(maxsize=None)
 def _checked(name: str):
-    from ..check import check
-    return check(program_source(name), name=name, doc=doc(name))
+    return check(program_source(name), name=name, doc=doc(name), rules=PROGRAMS)
 
 
 library = _Library()

@@ -1,0 +1,89 @@
+"""The ``optdsl`` command line: every command, one small function each, dispatched from a table.
+
+The CLI is the top layer: it imports the library, nothing in optdsl imports it (the search's
+own commands, ``optdsl.search.cli``, sit beside it). Every command gets its own arguments; a
+DSLError anywhere prints the caret message (no traceback) and exits with status 2.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from ..errors import DSLError, did_you_mean
+from ..library import library, source
+from ..rules import parse
+
+# name -> ("module:function", one-line help). Each function takes argv (a list) and returns an
+# exit status. A command's module is imported when it runs, so that `optdsl list` does not pay
+# for sympy, matplotlib or ray.
+COMMANDS = {
+    "list": ("optdsl.cli.rules:cmd_list", "list every library rule with a one-line description"),
+    "show": ("optdsl.cli.rules:cmd_show", "print a rule's source, hyperparameters and citation"),
+    "check": ("optdsl.cli.rules:cmd_check", "parse and check a program file ('-' reads stdin)"),
+    "compile": ("optdsl.cli.rules:cmd_compile", "print or export a rule's compiled step"),
+    "train": ("optdsl.cli.training:cmd_train", "train a small MLP on scikit-learn's digits with a rule"),
+    "plot-schedule": ("optdsl.cli.training:cmd_plot_schedule", "plot a schedule formula of t to a PNG"),
+    "lr-range-test": ("optdsl.cli.training:cmd_lr_range_test", "LR range test (Smith 2017) on digits"),
+    "equiv": ("optdsl.cli.analysis:cmd_equiv", "prove two rules equivalent or refute them"),
+    "simplify": ("optdsl.cli.analysis:cmd_simplify", "simplify a rule and prove the result equal"),
+    "search": ("optdsl.search.cli:cmd_search", "search the space of update rules on Ray"),
+    "report": ("optdsl.search.cli:cmd_report", "leaderboard, plots and export of a search store"),
+}
+
+
+def read_program_arg(arg: str) -> tuple:
+    """(text, label) for a command-line rule: a library name, a file, '-' (stdin) or a formula."""
+    if arg == "-":
+        return sys.stdin.read(), "<stdin>"
+    if arg in library:
+        return source(arg), arg
+    if os.path.exists(arg):
+        with open(arg) as f:
+            return f.read(), arg
+    return arg, "<formula>"
+
+
+def load_rule(arg: str):
+    """A checked Rule from a command-line argument (see read_program_arg)."""
+    if arg in library:
+        return library[arg]
+    text, _ = read_program_arg(arg)
+    return parse(text)
+
+
+def name_values(items, flag: str, error=DSLError) -> dict:
+    """``["beta1=0.95", ...]`` given to a repeatable ``flag`` -> ``{"beta1": "0.95"}`` (values
+    stay strings; the consumer types them); an item without ``=`` raises ``error``."""
+    out = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise error(f"{flag} takes NAME=VALUE, got '{item}'")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print("usage: optdsl COMMAND [ARGS]\n\ncommands:")
+        for name, (_, text) in COMMANDS.items():
+            print(f"  {name:<14} {text}")
+        print("\n'optdsl COMMAND --help' describes one command.")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"optdsl: unknown command '{name}'{did_you_mean(name, COMMANDS)}", file=sys.stderr)
+        return 2
+    module, func = COMMANDS[name][0].split(":")
+    try:
+        return getattr(importlib.import_module(module), func)(rest) or 0
+    except DSLError as e:
+        print(f"optdsl {name}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. 'optdsl list | head'
+        sys.stderr.close()
+        return 0

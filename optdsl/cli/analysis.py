@@ -1,0 +1,54 @@
+"""Commands that reason about rules: ``equiv`` and ``simplify`` (sympy behind both)."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from ..equivalence import PROVED, REFUTED, UNKNOWN, equivalent
+from ..errors import DSLError
+from . import COMMANDS, load_rule, name_values
+
+EXIT = {PROVED: 0, REFUTED: 1, UNKNOWN: 3}
+
+
+def cmd_equiv(argv) -> int:
+    ap = argparse.ArgumentParser(prog="optdsl equiv", description="prove two rules equivalent "
+                                 "or refute them (exit 0 proved, 1 refuted, 3 unknown, 2 input error)")
+    ap.add_argument("a", help="a library name, a program file or a formula")
+    ap.add_argument("b", help="a library name, a program file or a formula")
+    ap.add_argument("--steps", type=int, default=3, help="steps of the unrolled proof (default 3)")
+    ap.add_argument("--bind", action="append", metavar="NAME=VALUE",
+                    help="fix a hyperparameter of both rules")
+    ap.add_argument("--map", action="append", metavar="NAME=EXPR",
+                    help="replace a hyperparameter of the first rule by an expression")
+    ap.add_argument("--timeout", type=float, default=10.0, help="wall-clock budget in seconds")
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:
+        return 0 if e.code == 0 else 2
+    bind = {}
+    for k, v in name_values(args.bind, "--bind").items():
+        try:
+            bind[k] = float({"E": math.e, "pi": math.pi}.get(v, v))
+        except ValueError:
+            raise DSLError(f"--bind {k}: '{v}' is not a number") from None
+    verdict = equivalent(load_rule(args.a), load_rule(args.b), steps=args.steps, bind=bind,
+                         hyper_map=name_values(args.map, "--map"), timeout=args.timeout)
+    print(verdict)
+    return EXIT[verdict.status]
+
+
+def cmd_simplify(argv) -> int:
+    from ..simplifier import simplify  # sympy: imported only by the commands that need it
+    ap = argparse.ArgumentParser(prog="optdsl simplify", description=COMMANDS["simplify"][1])
+    ap.add_argument("rule", help="a library name, a program file or a formula")
+    ap.add_argument("--no-prove", action="store_true", help="skip the equivalence proof")
+    ap.add_argument("--timeout", type=float, default=20.0, help="proof budget in seconds")
+    args = ap.parse_args(argv)
+    text, verdict = simplify(load_rule(args.rule), prove=not args.no_prove, timeout=args.timeout)
+    sys.stdout.write(text)
+    if verdict is None:
+        return 0
+    print(f"# {verdict}", file=sys.stderr)
+    return EXIT.get(verdict.status, 3)

@@ -1,0 +1,97 @@
+"""Commands about rules themselves: ``list``, ``show``, ``check``, ``compile``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..codegen import module_source, plan_step, safe_comment
+from ..compiled import export_torchscript
+from ..errors import DSLError
+from ..library import library, summary
+from ..printing import to_text
+from ..rules import parse
+from . import COMMANDS, load_rule, read_program_arg
+
+
+def cmd_list(argv) -> int:
+    argparse.ArgumentParser(prog="optdsl list", description=COMMANDS["list"][1]).parse_args(argv)
+    width = max(len(n) for n in library)
+    for name in library:
+        print(f"{name:<{width}}  {summary(name)}")
+    return 0
+
+
+def cmd_show(argv) -> int:
+    ap = argparse.ArgumentParser(prog="optdsl show", description=COMMANDS["show"][1])
+    ap.add_argument("rule", help="a library name, a program file or a formula")
+    ap.add_argument("--latex", action="store_true", help="print the rule as LaTeX")
+    args = ap.parse_args(argv)
+    rule = load_rule(args.rule)
+    if args.latex:
+        from ..symbolic import to_latex  # sympy: imported only for --latex
+        print(to_latex(rule))
+        return 0
+    text, _ = read_program_arg(args.rule)
+    print(text.rstrip())
+    print()
+    print("hyperparameters:")
+    for h in rule.hypers.values():
+        print(f"  {h.name} = {h.default:g}")
+    print("state:", ", ".join(f"{s.name} ({s.kind.name.lower()})" for s in rule.slots) or "none")
+    return 0
+
+
+def cmd_check(argv) -> int:
+    ap = argparse.ArgumentParser(prog="optdsl check", description=COMMANDS["check"][1])
+    ap.add_argument("file", help="a program file, or '-' for standard input")
+    args = ap.parse_args(argv)
+    if args.file == "-":
+        text, label = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            with open(args.file) as f:
+                text, label = f.read(), args.file
+        except OSError as e:
+            print(f"optdsl check: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+            return 2
+    try:
+        rule = parse(text)
+    except DSLError as e:
+        print(f"{label}: {e}", file=sys.stderr)
+        return 2
+    hs = ", ".join(f"{h.name}={h.default:g}" for h in rule.hypers.values())
+    print(f"{label}: ok: {rule.name}({hs}), {len(rule.slots)} state slot(s)")
+    return 0
+
+
+def cmd_compile(argv) -> int:
+    ap = argparse.ArgumentParser(prog="optdsl compile", description=COMMANDS["compile"][1])
+    ap.add_argument("rule", help="a library name, a program file or a formula")
+    ap.add_argument("--backend", default="torchscript", choices=["torchscript", "inductor"],
+                    help="the backend whose input to print or export (default torchscript)")
+    ap.add_argument("--emit", action="store_true", help="print the step's Python source")
+    ap.add_argument("-o", "--output", help="write the scripted step to this file (torchscript)")
+    args = ap.parse_args(argv)
+    rule = load_rule(args.rule)
+    plan = plan_step(rule)
+    if not args.emit and not args.output:
+        args.emit = True
+    if args.emit:
+        print(f"# optdsl compile {rule.name} --backend {args.backend}")
+        print("# scalars (computed on the host each step, float64):")
+        for k, s in enumerate(plan.scalars):
+            print(f"#   scalars[{k}] = {safe_comment(to_text(s))}")
+        print("# state lists: " + ", ".join(f"state_{k} = {s.name}"
+                                            for k, s in enumerate(plan.kernel_slots)))
+        if args.backend == "inductor":
+            print("# run as torch.compile(step, fullgraph=True, dynamic=False)")
+        print(module_source(plan), end="")
+    if args.output:
+        if args.backend != "torchscript":
+            print("optdsl compile: -o exports TorchScript only; use --backend torchscript",
+                  file=sys.stderr)
+            return 2
+        export_torchscript(plan, args.output)
+        print(f"wrote {args.output}: torch.jit.load it and call it with "
+              f"({', '.join(plan.arg_names)})", file=sys.stderr)
+    return 0

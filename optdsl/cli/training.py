@@ -1,0 +1,74 @@
+"""Commands that train or plot: ``train``, ``plot-schedule``, ``lr-range-test``."""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from ..demo import train_digits
+from ..errors import HyperparameterError
+from ..optimizer import Optimizer
+from . import COMMANDS, load_rule, name_values
+
+
+def cmd_train(argv) -> int:
+    ap = argparse.ArgumentParser(prog="optdsl train", description=COMMANDS["train"][1])
+    ap.add_argument("rule", help="a library name, a program file or a formula")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a hyperparameter (repeatable), e.g. --set beta1=0.95")
+    ap.add_argument("--lr", type=float, help="shorthand for --set lr=VALUE")
+    args = ap.parse_args(argv)
+    rule = load_rule(args.rule)
+    hypers = name_values(args.set, "--set", HyperparameterError)
+    if args.lr is not None:
+        hypers["lr"] = args.lr
+    torch.set_num_threads(1)
+    Optimizer([torch.zeros(1, requires_grad=True)], rule, **hypers)  # bad names fail before training
+    shown = ", ".join(f"{k}={v}" for k, v in {**rule.defaults, **hypers}.items())
+    print(f"training a 64-64-10 MLP on digits with {rule.name}({shown})")
+    start = time.perf_counter()
+    result = train_digits(rule, args.epochs, args.batch_size, args.seed, **hypers)
+    print(f"validation accuracy {result['accuracy']:.4f}  ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def cmd_plot_schedule(argv) -> int:
+    from ..lr_tools import plot_schedule  # matplotlib: imported only by the plotting commands
+    ap = argparse.ArgumentParser(prog="optdsl plot-schedule",
+                                 description="Plot a schedule formula of t (a multiplier of lr) to a PNG.")
+    ap.add_argument("formula", help='e.g. "warmup(t, 500) * cosine(t, 5000)"')
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("-o", "--output", default="schedule.png")
+    args = ap.parse_args(argv)
+    if args.steps < 1:
+        print("optdsl plot-schedule: --steps must be >= 1", flush=True)
+        return 2
+    values = plot_schedule(args.formula, args.steps, args.output)
+    print(f"wrote {args.output}: {args.steps} steps, min {values.min():.4g}, max {values.max():.4g}, "
+          f"last {values[-1]:.4g}")
+    return 0
+
+
+def cmd_lr_range_test(argv) -> int:
+    from ..lr_tools import digits_range_test  # matplotlib: imported only by the plotting commands
+    ap = argparse.ArgumentParser(prog="optdsl lr-range-test",
+                                 description="LR range test (Smith 2017) of a rule on the digits MLP.")
+    ap.add_argument("rule", help="a library name, a program file or a formula")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--start-lr", type=float, default=1e-6)
+    ap.add_argument("--end-lr", type=float, default=1.0)
+    ap.add_argument("-o", "--output", default=None, help="write the loss-vs-lr plot to this PNG")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    result = digits_range_test(load_rule(args.rule), steps=args.steps, plot=args.output,
+                               start_lr=args.start_lr, end_lr=args.end_lr)
+    for lr, loss in list(zip(result.lrs, result.losses))[:: max(1, len(result.lrs) // 12)]:
+        print(f"lr {lr:10.3g}  loss {loss:.4f}")
+    if result.diverged_at:
+        print(f"loss diverged at lr {result.diverged_at:.3g}")
+    print(f"suggested lr: {result.suggested_lr:.3g}" + (f"  (plot: {args.output})" if args.output else ""))
+    return 0

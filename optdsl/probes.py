@@ -1,0 +1,72 @@
+"""Numeric probes of rules: the one place for fixed probe inputs, trajectories, rounding and
+the question "does this rule draw random numbers?".
+
+The cheap analyses run rules on numbers before (or instead of) reasoning about them: the
+canonical form's fingerprint, the search's degenerate and duplicate filters, equivalence's
+refutation by counterexample, the search's family test. They all use these pieces, so a
+"numerically equal" means the same thing everywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+from . import ir
+from .interpreter import trajectory
+from .ir import Rule
+from .primitives import PRIMITIVES
+
+
+def is_random(rule: Rule) -> bool:
+    """True when the rule draws from the optimizer's generator (noise, drop, randn)."""
+    return any(n.op in PRIMITIVES and PRIMITIVES[n.op].random
+               for n in ir.topological(rule.outputs() + [s.init for s in rule.slots]))
+
+
+def gradient_stream(generator: torch.Generator, steps: int, size: int,
+                    decades: tuple = (-2.0, 1.0)) -> tuple:
+    """(p0, [g_1 .. g_steps]): a standard normal start and gradients whose magnitudes spread
+    over ``decades`` (log10 of the smallest and largest scale), float64."""
+    lo, hi = decades
+    p0 = torch.randn(size, generator=generator, dtype=torch.float64)
+    grads = []
+    for _ in range(steps):
+        scale = 10 ** (torch.rand(size, generator=generator, dtype=torch.float64) * (hi - lo) + lo)
+        grads.append(torch.randn(size, generator=generator, dtype=torch.float64) * scale)
+    return p0, grads
+
+
+def updates(rule: Rule, grads, p0, hypers: dict | None = None, seed: int = 0) -> torch.Tensor:
+    """The updates (``p_before - p_after``, stacked by step) of ``rule`` on ``grads`` from
+    ``p0`` with the reference interpreter; hyperparameters are the rule's defaults with
+    ``lr = 1`` unless ``hypers`` says otherwise."""
+    values = {**rule.defaults, "lr": 1.0, **(hypers or {})}
+    with np.errstate(all="ignore"):
+        return torch.stack(trajectory(rule, values, p0, grads, seed))
+
+
+def rounded_digest(values, digits: int = 6, size: int = 24) -> str:
+    """A hex digest of numbers rounded to ``digits`` significant digits (NaN and infinities
+    included as such): equal digests mean numerically equal to that precision."""
+    flat = torch.cat([torch.as_tensor(v, dtype=torch.float64).flatten() for v in values]) \
+        if isinstance(values, (list, tuple)) else torch.as_tensor(values).flatten()
+    text = ",".join(f"{float(x):.{digits - 1}e}" for x in flat)
+    return hashlib.sha256(text.encode()).hexdigest()[:size]
+
+
+_FINGERPRINT_INPUTS = None
+
+
+def fingerprint_inputs() -> tuple:
+    """(p0, grads): 8 elements, 6 steps whose magnitudes shrink (so that second moments then
+    decrease, and AMSGrad differs from Adam)."""
+    global _FINGERPRINT_INPUTS
+    if _FINGERPRINT_INPUTS is None:
+        gen = torch.Generator().manual_seed(20240531)
+        p0 = torch.randn(8, generator=gen, dtype=torch.float64)
+        grads = [torch.randn(8, generator=gen, dtype=torch.float64) * 10 ** (1 - 0.5 * i) *
+                 10 ** (torch.rand(8, generator=gen, dtype=torch.float64) - 0.5) for i in range(6)]
+        _FINGERPRINT_INPUTS = (p0, grads)
+    return _FINGERPRINT_INPUTS
