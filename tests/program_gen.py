@@ -251,7 +251,8 @@ class Ctx:
     p_reads_state: bool = False  # after 'p := <something that reads a state>'
     fresh: int = 0
     # constructs that known bugs need, noted as they are drawn (test_fuzz.KNOWN_BUGS):
-    # "where-scalar-cond": where() with a step-scalar condition and branches of mixed kinds
+    # "where-scalar-cond": where() with a step-scalar condition and branches of mixed kinds;
+    # "state := stateful call": an explicit state updated by exactly a call of ema, prev, ...
     features: set = field(default_factory=set)
 
     def new_name(self, prefix: str) -> str:
@@ -532,6 +533,8 @@ def _update(draw, ctx: Ctx, name: str, depth: int) -> Stmt:
     e = expression(draw, ctx, depth, scalar=scalar)
     if draw(st.booleans()):  # most states evolve from their own value
         e = E(Bin(draw(st.sampled_from(("+", "*"))), Ref(name), e.expr), e.kind, True)
+    elif isinstance(e.expr, Call) and e.expr.func in STATEFUL:
+        ctx.features.add("state := stateful call")
     ctx.pending.remove(name)
     return Stmt("update", name, e.expr)
 
@@ -651,10 +654,11 @@ def _reads(e, unsafe: set) -> bool:
     return any(_reads(x, unsafe) for x in _children(e))
 
 
-def _rewrite_expr(draw, e, names: dict, inline: dict):
+def _rewrite_expr(draw, e, names: dict, inline: dict, exact: bool):
     """``e`` with names mapped, inlined locals substituted and, at each node, maybe one of the
-    identities optdsl.canonical documents."""
-    go = lambda x: _rewrite_expr(draw, x, names, inline)
+    identities optdsl.canonical documents (with ``exact``, only those that keep every IEEE
+    result bit for bit)."""
+    go = lambda x: _rewrite_expr(draw, x, names, inline, exact)
     if isinstance(e, Num):
         return Bin("*", e, Num(1.0)) if draw(st.integers(0, 9)) == 0 else e
     if isinstance(e, Ref):
@@ -666,11 +670,11 @@ def _rewrite_expr(draw, e, names: dict, inline: dict):
     if isinstance(e, Call):
         args = tuple(go(a) for a in e.args)
         kwargs = tuple((k, v if k == "inner" else go(v)) for k, v in e.kwargs)
-        if e.func == "sqrt" and draw(st.booleans()):
+        if e.func == "sqrt" and not exact and draw(st.booleans()):
             return Bin("^", args[0], Num(0.5))
-        if e.func == "exp" and draw(st.booleans()):
+        if e.func == "exp" and not exact and draw(st.booleans()):
             return Bin("^", Ref("E"), args[0])
-        if e.func in ("min", "max") and draw(st.booleans()):
+        if e.func in ("min", "max") and not exact and draw(st.booleans()):
             args = args[::-1]
         return Call(e.func, args, kwargs)
     a, b = go(e.a), go(e.b)
@@ -681,7 +685,7 @@ def _rewrite_expr(draw, e, names: dict, inline: dict):
         return Bin(FLIPPED[e.op], b, a)
     if k == 0 and e.op == "-":
         return Bin("+", a, Bin("*", Neg(Num(1.0)), b))
-    if k == 0 and e.op == "/":
+    if k == 0 and e.op == "/" and not exact:
         return Bin("*", a, Bin("^", b, Neg(Num(1.0))))
     return Bin(e.op, a, b)
 
@@ -707,11 +711,13 @@ def _renaming(prog: Program) -> dict:
 
 
 @st.composite
-def rewrites(draw, prog: Program) -> Program:
+def rewrites(draw, prog: Program, exact: bool = False) -> Program:
     """A program equal to ``prog`` up to the rewrites optdsl.canonical documents: names of
     hyperparameters, locals and states; commuted ``+ * == != min max``; flipped comparisons;
     ``x - y = x + (-1) y``; ``x / y = x y^-1``; ``sqrt(x) = x^0.5``; ``exp(x) = E^x``;
-    ``x * 1``; a local inlined; ``x = ema(y, b)`` as an explicit state; a dead local."""
+    ``x * 1``; a local inlined or introduced; ``x = ema(y, b)`` as an explicit state; a dead
+    local. With ``exact``, only the rewrites that keep every result bit for bit (not the three
+    with ``^``; ``min``/``max`` are not commuted: the sign of a zero may change)."""
     names = _renaming(prog) if draw(st.booleans()) else {}
     header = tuple((names.get(h, h), d) for h, d in prog.header)
     unsafe = set(LIBRARY_CALLS) | {h for h, d in prog.header if h == "inner"}
@@ -722,10 +728,10 @@ def rewrites(draw, prog: Program) -> Program:
     for k, s in enumerate(prog.body):
         if s.kind == "state":
             unsafe |= {n for n, _ in s.expr}
-            body.append(Stmt("state", None, tuple((names.get(n, n), _rewrite_expr(draw, i, names, inline))
-                                                  for n, i in s.expr)))
+            body.append(Stmt("state", None, tuple((names.get(n, n), _rewrite_expr(
+                draw, i, names, inline, exact)) for n, i in s.expr)))
             continue
-        expr = _rewrite_expr(draw, s.expr, names, inline)
+        expr = _rewrite_expr(draw, s.expr, names, inline, exact)
         target = names.get(s.target, s.target)
         if s.kind == "assign":
             if _reads(s.expr, unsafe):
@@ -741,6 +747,9 @@ def rewrites(draw, prog: Program) -> Program:
                 continue
         elif s.kind == "return" and prog.form == "block" and draw(st.booleans()):
             body.append(Stmt("assign", "dead", Bin("*", expr, Num(2.0))))
+        if prog.form == "block" and draw(st.integers(0, 3)) == 0:  # a local for the value
+            body.append(Stmt("assign", f"o{k}", expr))
+            expr = Ref(f"o{k}")
         body.append(Stmt(s.kind, target, expr))
     return Program(prog.form, prog.name, header, tuple(body), prog.pow_token, prog.pinned,
                    prog.features)
