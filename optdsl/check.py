@@ -46,6 +46,7 @@ class _RuleBuilder:
 
     def __init__(self, kind_hints: dict, rules):
         self.rules = rules  # name -> Program of the rules a program may call
+        self.reserved: set = set()  # explicit states' names (their slot comes at the update)
         self.hypers: dict = {}
         self.slots: list = []
         self.kind_hints = kind_hints  # slot name -> Kind learnt on a previous pass
@@ -58,7 +59,7 @@ class _RuleBuilder:
         return ir.hyper(name)
 
     def unique_slot_name(self, base: str) -> str:
-        taken = {s.name for s in self.slots}
+        taken = {s.name for s in self.slots} | self.reserved
         if base not in taken:
             return base
         i = 2
@@ -86,6 +87,7 @@ class _Instance:
         self.label = ""  # the statement being lowered: its target name ('' for return)
         self.root_call = None  # the call at the root of that statement's expression
         self.at_root = False  # the stateful call being expanded is that root call
+        self.call_pos = None  # and where it is
         self.rule_values: dict = {}  # rule-valued parameter -> its update node (lowered once)
         self.later_names = {s.target: s.pos for s in program.body if s.target}
 
@@ -97,10 +99,13 @@ class _Instance:
         and the primitive (``r = ema(g, b) / ...`` -> ``r.ema``; in ``return`` or a bare
         formula just ``ema``), prefixed by the call path of rules (``adam.m``); a second one
         of the same name in one statement gets ``#2``."""
-        if self.at_root and self.label:
+        if self.at_root and self.label and self.label not in self.states:
             base = self.label
-        else:
+        else:  # nested, in `return`, or in the update of an explicit state (`s := ema(...)`)
             base = f"{self.label}.{origin}" if self.label else origin
+        if any(n.op == "state" for n in ir.topological([init])):
+            raise _err(f"the initial value of {origin}() cannot read a state (it is needed "
+                       "before any state has a value)", self.call_pos)
         name = self.b.unique_slot_name(self.prefix + base)
         read = ir.state_read(name, kind)
         update = make_update(read)
@@ -187,7 +192,9 @@ class _Instance:
             if name in bound:
                 raise _err(f"{what} got '{name}' twice", kpos)
             bound[name] = e
-        missing = [p for p in params if p not in bound and p not in defaults]
+        # a variadic primitive's last parameter collects any number of arguments, none included
+        optional = set(defaults) | ({params[-1]} if variadic and params else set())
+        missing = [p for p in params if p not in bound and p not in optional]
         if missing:
             raise _err(f"{what} is missing argument{'s' if len(missing) > 1 else ''} "
                        f"{', '.join(missing)} (it takes {', '.join(params)})", pos)
@@ -198,6 +205,8 @@ class _Instance:
                                     c.kwargs, c.pos, prim.variadic)
         nodes = []
         for p in prim.params:
+            if p not in bound and p not in prim.defaults:
+                continue  # the variadic parameter, given no argument
             node = self.expr(bound[p]) if p in bound else ir.const(prim.defaults[p])
             if p in prim.scalar_params and node.kind > Kind.SCALAR:
                 e = bound[p]
@@ -211,7 +220,7 @@ class _Instance:
                 raise _err(f"a tensor where a scalar is required in {prim.name}()", e.pos)
             nodes.append(node)
         if prim.expand is not None:
-            self.at_root = c is self.root_call
+            self.at_root, self.call_pos = c is self.root_call, c.pos
             return prim.expand(self, *nodes)
         if prim.validate:
             self.validate_constant_call(prim, nodes, c.pos)
@@ -327,6 +336,7 @@ class _Instance:
                     raise _err(f"the initial value of state '{st.target}' cannot read other states",
                                st.pos)
                 name = self.b.unique_slot_name(self.prefix + st.target)
+                self.b.reserved.add(name)
                 kind = self.b.kind_hints.get(name, init.kind)
                 self.states[st.target] = (name, kind, init, st.pos)
                 self.locals[st.target] = ir.state_read(name, kind)

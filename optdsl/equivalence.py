@@ -42,7 +42,7 @@ from . import ir
 from .errors import DSLError, did_you_mean
 from .interpreter import Interpreter, trajectory
 from .ir import Kind, Rule
-from .probes import gradient_stream, is_random
+from .probes import gradient_stream, is_random, with_zeros
 from .rules import parse
 
 PROVED, REFUTED, UNKNOWN = "proved", "refuted", "unknown"
@@ -202,6 +202,8 @@ def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int =
     for i, free in enumerate(pair.draws(draws, rng)):
         va, vb = pair.values(free)
         p0, grads = gradient_stream(trng, steps, ELEMENTS)
+        if i % 2:  # every other draw: exact zeros too (generic-point identities fail there)
+            p0, grads = with_zeros(p0, grads)
         ua = trajectory(pair.a, va, p0, grads)
         ub = trajectory(pair.b, vb, p0, grads)
         p = p0

@@ -85,6 +85,11 @@ def _sym(name):
     return translate
 
 
+def _scalar_sign(x: float) -> float:
+    """torch.sign's value on a step scalar: NumPy would give NaN for NaN, torch gives 0."""
+    return float(np.sign(x)) if x == x else 0.0
+
+
 def _compare(op):
     def impl(a, b):
         like = _like((a, b))
@@ -93,9 +98,9 @@ def _compare(op):
 
 
 def _where_tensor(c, a, b):
-    if not isinstance(c, torch.Tensor):  # a step-scalar condition picks a branch
-        return a if c != 0 else b
-    like = _like((a, b)) if _like((a, b)) is not None else c
+    like = _like((c, a, b))
+    if not isinstance(c, torch.Tensor):  # a step-scalar condition: the chosen branch, as wide
+        c = torch.tensor(c != 0, device=like.device)  # as the other one (as torch.where does)
     return torch.where(c != 0, _tensor(a, like), _tensor(b, like))
 
 
@@ -202,7 +207,7 @@ _ROWS = [
     _op("ne", ("x", "y"), "1 if x != y else 0", _compare(lambda a, b: a != b), _np(np.not_equal), ("!=", 0), code='({0} != {1}).to({dtype})', sympy=_sym("ne")),
     # elementwise functions
     _op("abs", ("x",), "|x|", torch.abs, _np(np.abs), code='torch.abs({0})', sympy=_sym("abs")),
-    _op("sign", ("x",), "-1, 0 or 1", torch.sign, _np(np.sign), code='torch.sign({0})', sympy=_sym("sign")),
+    _op("sign", ("x",), "-1, 0 or 1 (0 for NaN, as torch.sign)", torch.sign, _scalar_sign, code='torch.sign({0})', sympy=_sym("sign")),
     _op("sqrt", ("x",), "square root (nan below 0)", torch.sqrt, _np(np.sqrt), code='torch.sqrt({0})', sympy=_sym("sqrt")),
     _op("exp", ("x",), "e^x", torch.exp, _np(np.exp), code='torch.exp({0})', sympy=_sym("exp")),
     _op("log", ("x",), "natural logarithm", torch.log, _np(np.log), code='torch.log({0})', sympy=_sym("log")),

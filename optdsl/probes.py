@@ -38,6 +38,20 @@ def gradient_stream(generator: torch.Generator, steps: int, size: int,
     return p0, grads
 
 
+def with_zeros(p0: torch.Tensor, grads: list) -> tuple:
+    """Copies of (p0, grads) with exact zeros: every 4th entry of p0, every 3rd entry of each
+    gradient (shifted each step). Random draws never hit 0, where x/x, |x|/x and sign(x)^2
+    differ from 1 and sign(x): dead units and unused rows make exact zeros common."""
+    p = p0.clone()
+    p[::4] = 0.0
+    out = []
+    for k, g in enumerate(grads):
+        g = g.clone()
+        g[k % 3::3] = 0.0
+        out.append(g)
+    return p, out
+
+
 def updates(rule: Rule, grads, p0, hypers: dict | None = None, seed: int = 0) -> torch.Tensor:
     """The updates (``p_before - p_after``, stacked by step) of ``rule`` on ``grads`` from
     ``p0`` with the reference interpreter; hyperparameters are the rule's defaults with
