@@ -11,9 +11,15 @@ It is written against two small interfaces, so it runs (and is tested) without R
 
 Order of a search: the baselines, then the seed rules, then the strategy's proposals, until
 ``budget`` non-baseline proposals are done (cache hits count: they are done, just not run).
-Every proposal is written to the store before it is submitted, and every result is written
-(with the strategy's new state) in one transaction as it arrives; a resumed search resubmits
-what was pending and continues the strategy where its stored state left it.
+Every proposal is written to the store before it is submitted, and the results of each wait
+(with the strategy's new state) in one transaction; a resumed search resubmits what was
+pending and continues the strategy where its stored state left it.
+
+A proposal is a ``search.candidate.Candidate`` (built once: text, checked rule, cache key); it
+is stored with the id its strategy gave it, and its result goes back to the strategy with that
+id. Tasks are ``search.tasks`` rows or ``match:RULE`` (``search.match``), see
+:func:`resolve_task`. A runner with ``local = True`` runs jobs in this process and is handed the
+checked rule with each job (``job["parsed"]``), so nothing is parsed twice.
 """
 from __future__ import annotations
 
@@ -21,20 +27,29 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from . import match
+from .candidate import build, text_hash
 from .errors import SearchError
 from .evaluate import BASELINES, Protocol, evaluate
-from .hashing import rule_hash
 from .store import Store
 from .tasks import Task, get_task
 
 
+def resolve_task(name: str):
+    """The task called ``name``: ``match:RULE`` (search.match) or a row of search.tasks."""
+    return match.get_task(name) if match.is_match(name) else get_task(name)
+
+
 @dataclass
-class Candidate:
+class Proposal:
+    """A stored proposal on its way: the candidate's text, key and id, where it came from."""
     seq: int
-    rule: str
-    hash: str
+    rule: str  # the candidate's text
+    hash: str  # its cache key
     source: str  # baseline | seed | strategy
     name: str | None = None
+    cid: str | None = None  # the id its strategy gave the candidate
+    parsed: object = None  # the checked rule, when this process built the candidate
 
 
 @dataclass
@@ -56,9 +71,8 @@ class Progress:
 
 def prepare_rule(text: str):
     """(checked Rule, cache key) of program text; raises DSLError for a bad rule."""
-    import optdsl
-    rule = optdsl.parse(text)
-    return rule, rule_hash(text, rule)
+    cand = build(text, text=text)
+    return cand.rule, cand.key
 
 
 def read_seeds(path: str) -> list:
@@ -108,7 +122,7 @@ def new_search(store: Store, *, strategy, task: Task, protocol: Protocol, budget
     if baselines:
         entries += [(source(lib), "baseline", name) for name, lib in BASELINES.items()]
     entries += [(text, "seed", None) for text in seeds]
-    prepared = [(text, prepare_rule(text)[1], src, name) for text, src, name in entries]
+    prepared = [(text, build(text, text=text).key, src, name) for text, src, name in entries]
     with store.transaction():
         sid = store.create_search(strategy=strategy.name, task=task.name,
                                   protocol=protocol.key(task),
@@ -135,7 +149,7 @@ class SearchLoop:
                  time_limit: float | None = None, on_event=None):
         self.store, self.sid, self.strategy, self.runner = store, search_id, strategy, runner
         record = store.search(search_id)
-        self.task = get_task(record["task"])
+        self.task = resolve_task(record["task"])
         self.protocol_key = record["protocol"]
         self.protocol_config = record["protocol_config"]
         self.time_limit = time_limit
@@ -145,10 +159,11 @@ class SearchLoop:
                                  cached=counts["cached"])
         self.progress.best = self._stored_best()
         self.inflight: dict = {}  # ticket -> cache key
-        self.waiting: dict = {}  # cache key -> [Candidate] (the first is the one submitted)
+        self.waiting: dict = {}  # cache key -> [Proposal] (the first is the one submitted)
         self.queue: deque = deque(
-            Candidate(p["seq"], p["rule"], p["rule_hash"], p["source"], p["name"])
+            Proposal(p["seq"], p["rule"], p["rule_hash"], p["source"], p["name"], p["cid"])
             for p in store.proposals(search_id) if p["status"] == "pending")
+        self.hits: list = []  # cache hits found while filling, recorded together
         self.proposed = counts["proposed"]
         self.exhausted = False
         self.empty_rounds = 0
@@ -172,8 +187,7 @@ class SearchLoop:
                 if self.queue or not (self.exhausted or self.proposed >= self.progress.budget):
                     continue  # more to dispatch, or ask the strategy again
                 break
-            for ticket, result in self.runner.wait(timeout=0.25):
-                self._complete(ticket, result)
+            self._complete(self.runner.wait(timeout=0.25))
             self.on_event(self.progress)
         if self.proposed >= self.progress.budget or self.exhausted:
             with self.store.transaction():
@@ -184,16 +198,26 @@ class SearchLoop:
     def _fill(self) -> None:
         while len(self.inflight) < self.runner.capacity:
             if not self.queue and not self._ask():
-                return
+                break
             self._dispatch(self.queue.popleft())
+        if self.hits:  # the cache hits of this round: resolved and observed in one commit
+            hits, self.hits = self.hits, []
+            with self.store.transaction():
+                for prop, _ in hits:
+                    self.store.resolve_proposal(self.sid, prop.seq, "cached")
+                    if prop.name:
+                        self.store.name_evaluation(prop.hash, self.task.name, self.protocol_key,
+                                                   prop.name)
+                self._observe([(prop, result, True) for prop, result in hits])
+            self.on_event(self.progress)
 
     def _ask(self) -> bool:
         """Ask the strategy for more proposals; False when the budget or the strategy is spent."""
         n = min(self.runner.capacity - len(self.inflight), self.progress.budget - self.proposed)
         if n <= 0 or self.exhausted:
             return False
-        texts = self.strategy.suggest(n)[:n]
-        if not texts:
+        items = self.strategy.suggest(n)[:n]
+        if not items:
             # Nothing for now. While evaluations are in flight their results may change the
             # strategy's mind (a narrowed RL policy learns from them): ask again after they
             # finish. With nothing in flight, a few empty answers in a row end the search.
@@ -203,98 +227,109 @@ class SearchLoop:
             return False
         self.empty_rounds = 0
         prepared = []
-        for text in texts:
-            try:
-                _, h = prepare_rule(text)
-                prepared.append((text, h, None))
+        for item in items:
+            if not isinstance(item, str):
+                prepared.append((item, None))
+                continue
+            try:  # a strategy that proposes plain text: the engine builds the candidate
+                prepared.append((build(item, text=item), None))
             except Exception as e:  # a strategy's bad proposal is its result, not a crash
-                from .hashing import text_hash
-                prepared.append((text, text_hash(text), f"invalid rule: {str(e).splitlines()[0]}"))
+                prepared.append((item, f"invalid rule: {str(e).splitlines()[0]}"))
         with self.store.transaction():
-            for text, h, error in prepared:
-                seq = self.store.add_proposal(self.sid, rule=text, rule_hash=h, source="strategy")
-                cand = Candidate(seq, text, h, "strategy")
+            for item, error in prepared:
+                text = item if error else item.text
+                key = text_hash(text) if error else item.key
+                cid = None if error else item.id
+                seq = self.store.add_proposal(self.sid, rule=text, rule_hash=key,
+                                              source="strategy", cid=cid)
+                prop = Proposal(seq, text, key, "strategy", cid=cid,
+                                parsed=None if error else item.rule)
                 if error is None:
-                    self.queue.append(cand)
+                    self.queue.append(prop)
                     continue
                 # an invalid rule is recorded right away as a failed evaluation
-                result = self.store.lookup(h, self.task.name, self.protocol_key)
+                result = self.store.lookup(key, self.task.name, self.protocol_key)
                 if result is None:
                     result = failed_result(error)
-                    self.store.add_evaluation(rule=text, rule_hash=h, task=self.task.name,
+                    self.store.add_evaluation(rule=text, rule_hash=key, task=self.task.name,
                                               protocol=self.protocol_key, result=result,
                                               search_id=self.sid)
                 self.store.resolve_proposal(self.sid, seq, "evaluated")
-                self._observe([(cand, result, False)])
+                self._observe([(prop, result, False)])
             self.store.save_state(self.sid, self.strategy.state_dict())
         self.proposed += len(prepared)
         return True
 
-    def _dispatch(self, cand: Candidate) -> None:
-        cached = self.store.lookup(cand.hash, self.task.name, self.protocol_key)
+    def _dispatch(self, prop: Proposal) -> None:
+        cached = self.store.lookup(prop.hash, self.task.name, self.protocol_key)
         if cached is not None:
-            with self.store.transaction():
-                self.store.resolve_proposal(self.sid, cand.seq, "cached")
-                if cand.name:
-                    self.store.name_evaluation(cand.hash, self.task.name, self.protocol_key,
-                                               cand.name)
-                self._observe([(cand, cached, True)])
-            self.on_event(self.progress)
+            self.hits.append((prop, cached))
             return
-        if cand.hash in self.waiting:  # the same rule is already running: share its result
-            self.waiting[cand.hash].append(cand)
+        if prop.hash in self.waiting:  # the same rule is already running: share its result
+            self.waiting[prop.hash].append(prop)
             return
-        job = {"rule": cand.rule, "task": self.task.name, "protocol": self.protocol_config,
+        job = {"rule": prop.rule, "task": self.task.name, "protocol": self.protocol_config,
                "time_limit": self.time_limit}
+        if getattr(self.runner, "local", False) and prop.parsed is not None:
+            job["parsed"] = prop.parsed
         ticket = self.runner.submit(job)
-        self.inflight[ticket] = cand.hash
-        self.waiting[cand.hash] = [cand]
+        self.inflight[ticket] = prop.hash
+        self.waiting[prop.hash] = [prop]
 
-    def _complete(self, ticket, result: dict) -> None:
-        h = self.inflight.pop(ticket)
-        cands = self.waiting.pop(h)
-        first = cands[0]
+    def _complete(self, finished: list) -> None:
+        """Record the results of one wait, observe them and save the strategy: one commit."""
+        if not finished:
+            return
         with self.store.transaction():
-            self.store.add_evaluation(rule=first.rule, rule_hash=h, task=self.task.name,
-                                      protocol=self.protocol_key, result=result,
-                                      name=next((c.name for c in cands if c.name), None),
-                                      search_id=self.sid)
-            self.store.resolve_proposal(self.sid, first.seq, "evaluated")
-            for c in cands[1:]:
-                self.store.resolve_proposal(self.sid, c.seq, "cached")
-            self._observe([(c, result, i > 0) for i, c in enumerate(cands)])
-        if first.source != "baseline":
-            self.progress.evaluated += 1
+            observed = []
+            for ticket, result in finished:
+                h = self.inflight.pop(ticket)
+                props = self.waiting.pop(h)
+                first = props[0]
+                self.store.add_evaluation(rule=first.rule, rule_hash=h, task=self.task.name,
+                                          protocol=self.protocol_key, result=result,
+                                          name=next((p.name for p in props if p.name), None),
+                                          search_id=self.sid)
+                self.store.resolve_proposal(self.sid, first.seq, "evaluated")
+                for p in props[1:]:
+                    self.store.resolve_proposal(self.sid, p.seq, "cached")
+                observed += [(p, result, i > 0) for i, p in enumerate(props)]
+                if first.source != "baseline":
+                    self.progress.evaluated += 1
+            self._observe(observed)
 
     def _observe(self, items) -> None:
         """Count, tell the strategy (its own and seed proposals) and save its state."""
         observed = []
-        for cand, result, cached in items:
-            if cand.source == "baseline":
+        for prop, result, cached in items:
+            if prop.source == "baseline":
                 continue
             self.progress.done += 1
             self.progress.cached += bool(cached)
             self.progress.failed += result["status"] == "failed"
             if result["status"] == "ok" and (self.progress.best is None
                                              or result["score"] > self.progress.best["score"]):
-                self.progress.best = {**result, "rule": cand.rule, "rule_hash": cand.hash}
-            observed.append({"rule": cand.rule, "hash": cand.hash, "status": result["status"],
-                             "score": result.get("score"), "cached": cached,
-                             "source": cand.source})
+                self.progress.best = {**result, "rule": prop.rule, "rule_hash": prop.hash}
+            observed.append({"id": prop.cid, "key": prop.hash, "rule": prop.rule,
+                             "status": result["status"], "score": result.get("score"),
+                             "cached": cached, "source": prop.source})
         if observed:
             self.strategy.observe(observed)
         self.store.save_state(self.sid, self.strategy.state_dict())
 
 
 class InProcessRunner:
-    """Runs each job in this process, one at a time (tests, debugging: no Ray needed).
+    """Runs jobs in this process (no Ray): ``capacity`` of them are taken at a time and run,
+    one after the other, at the next ``wait`` (tests, debugging, and the millisecond
+    ``match:`` tasks, where a Ray task's own overhead would cost more than the evaluation).
 
     Mirrors the Ray runner's policy: an exception is retried once, then recorded as failed.
     """
-    capacity = 1
+    local = True  # the engine may hand it checked rules (job["parsed"])
 
-    def __init__(self, fn=evaluate):
+    def __init__(self, fn=evaluate, capacity: int = 1):
         self.fn = fn
+        self.capacity = capacity
         self.jobs: dict = {}
         self.next = 0
 
@@ -304,17 +339,17 @@ class InProcessRunner:
         return self.next
 
     def wait(self, timeout: float = 0.0) -> list:
-        if not self.jobs:
-            return []
-        ticket = min(self.jobs)
-        job = self.jobs.pop(ticket)
+        done, self.jobs = sorted(self.jobs.items()), {}
+        return [(ticket, self._run(job)) for ticket, job in done]
+
+    def _run(self, job: dict) -> dict:
         error = None
         for _ in range(2):
             try:
-                return [(ticket, self.fn(job))]
+                return self.fn(job)
             except Exception as e:
                 error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        return [(ticket, failed_result(f"failed twice: {error}"))]
+        return failed_result(f"failed twice: {error}")
 
     def close(self) -> None:
         self.jobs.clear()

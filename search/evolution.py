@@ -21,7 +21,8 @@ are programs of the space. The population, pending children and random state are
 """
 from __future__ import annotations
 
-from .space import SpaceStrategy, Tree
+from .space import Tree
+from .strategies import STRATEGIES, SpaceStrategy
 
 # Library rules written in Bello's space (none of them in the PowerSign/AddSign family):
 # SGD, heavy-ball-like EMA momentum, signSGD, signum, Adam and RMSProp.
@@ -45,10 +46,11 @@ class EvolutionStrategy(SpaceStrategy):
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
                  space_obj=None, live_only: bool = True, population: int = 32, sample: int = 4,
-                 warm=None):
+                 insert: float = 0.2, delete: float = 0.1, warm=None):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only)
         self.population_size, self.sample_size = population, sample
+        self.p_insert, self.p_delete = insert, delete
         if warm is None and self.space_name == "bello" and space_obj is None:
             warm = [bello_program(g) for g in BELLO_WARM.values()]
         self.warm = list(warm or [])
@@ -66,9 +68,13 @@ class EvolutionStrategy(SpaceStrategy):
             return self.space.sample(self.rng), "random"
         contenders = [self.population[self.rng.randrange(len(self.population))]
                       for _ in range(self.sample_size)]
-        parent = max(contenders, key=lambda m: m[1])
-        child, what = self.space.mutate(Tree.from_json(parent[0]), self.rng)
-        kind = what.split(":")[0]
+        parent = Tree.from_json(max(contenders, key=lambda m: m[1])[0])
+        u = self.rng.random()
+        op = (self.space.insert if u < self.p_insert else
+              self.space.delete if u < self.p_insert + self.p_delete else self.space.modify)
+        made = op(parent, self.rng) or self.space.modify(parent, self.rng)
+        child, what = made
+        kind = what.split(":")[0].split(" group")[0]
         self.mutations[kind] = self.mutations.get(kind, 0) + 1
         return child, "mutation"
 
@@ -95,3 +101,6 @@ class EvolutionStrategy(SpaceStrategy):
         self.population = [list(m) for m in state["population"]]
         self.warm = list(state["warm"])
         self.mutations = dict(state["mutations"])
+
+
+STRATEGIES[EvolutionStrategy.name] = EvolutionStrategy

@@ -1,101 +1,52 @@
-"""Before evaluation: dedupe by canonical hash and numeric fingerprint, and degenerate filters.
+"""Before evaluation: dedupe by the candidates' cache key and probe updates, and degenerate filters.
 
-Every candidate a strategy draws goes through :meth:`CandidateFilter.check` before it is
-proposed. The verdict is one of
+Every candidate a strategy draws (a ``search.candidate.Candidate``: parsed, printed, keyed and
+run on the probe inputs once) goes through :meth:`CandidateFilter.check` before it is proposed.
+The verdict is one of
 
-* ``invalid``: the text is not a program (never expected from a grammar; counted anyway);
-* ``degenerate``: run on probe inputs (the reference interpreter, ``lr = 1``, 4 steps on a
+* ``degenerate``: on the probe inputs (the reference interpreter, ``lr = 1``, 4 steps on a
   16-element tensor, two different gradient sequences from the same parameters and the same
-  random draws) the update is not finite (``nonfinite``), is zero (``zero``), or is the same for
-  both gradient sequences (``ignores-g``: includes every constant update);
-* ``duplicate``: its canonical hash (``optdsl.canonical_hash``: equal up to algebra, names and
-  dead code) or its numeric fingerprint (the probe updates rounded to 6 significant digits) was
-  seen before: the strategy reuses the earlier result instead of training it again;
+  random draws) the update is not finite (``nonfinite``), is zero (``zero``), is the same for
+  both gradient sequences (``ignores-g``: includes every constant update), or the probe run
+  failed (``error: ...``);
+* ``duplicate``: its cache key (the store's key: canonical hash and probe updates) or its probe
+  updates alone (rules the canonical form does not identify but that no probe tells apart) were
+  seen before; ``of`` is the key of the first one, whose result the strategy reuses;
 * ``new``: worth an evaluation.
 
-The counts (``stats``) give the cache hit rate the benchmark reports. All of it is plain data
-(``state_dict``), saved with the strategy for ``--resume``.
+``Verdict.key`` is always the candidate's own cache key: the key under which the store keeps
+its result. The counts (``stats``) give the cache hit rate the benchmarks report. All of it is
+plain data (``state_dict``), saved with the strategy for ``--resume``.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
 
-PROBE_STEPS = 4
-PROBE_SIZE = 16
-_PROBES = None
-
-
-def _probes():
-    """(p0, grads A, grads B): fixed probe inputs with gradients across three decades."""
-    global _PROBES
-    if _PROBES is None:
-        gen = torch.Generator().manual_seed(7)
-        p0 = torch.randn(PROBE_SIZE, generator=gen, dtype=torch.float64)
-
-        def seq():
-            return [torch.randn(PROBE_SIZE, generator=gen, dtype=torch.float64)
-                    * 10 ** (torch.rand(PROBE_SIZE, generator=gen, dtype=torch.float64) * 3 - 2.5)
-                    for _ in range(PROBE_STEPS)]
-        _PROBES = (p0, seq(), seq())
-    return _PROBES
-
-
-def probe_updates(rule, grads, hypers: dict | None = None, p0=None):
-    """The updates ``p_before - p_after`` of ``rule`` on ``grads`` (lr = 1 unless given)."""
-    from optdsl.interpreter import trajectory
-    p = p0 if p0 is not None else _probes()[0]
-    return torch.stack(trajectory(rule, {**rule.defaults, "lr": 1.0, **(hypers or {})}, p, grads))
-
-
-def canonical_key(rule) -> str | None:
-    """``optdsl.canonical_hash`` of the rule when the library has it (None otherwise)."""
-    import optdsl
-    fn = getattr(optdsl, "canonical_hash", None)
-    if fn is None:
-        try:
-            from optdsl.canonical import canonical_hash as fn
-        except Exception:
-            return None
-    try:
-        return str(fn(rule))
-    except Exception:
-        return None
-
-
-def numeric_key(updates: torch.Tensor, digits: int = 6) -> str:
-    text = ",".join(f"{float(x):.{digits - 1}e}" for x in updates.flatten())
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+from .candidate import probe_updates, probes  # noqa: F401  (probe_updates: used by funnel)
 
 
 @dataclass
 class Verdict:
-    kind: str  # new | duplicate | degenerate | invalid
+    kind: str  # new | duplicate | degenerate
     reason: str = ""
-    key: str = ""  # the candidate's dedupe key (its canonical hash, else its fingerprint)
+    key: str = ""  # the candidate's cache key
     of: str = ""  # duplicate: the key of the candidate seen first
-    canon: str | None = None
-    fingerprint: str | None = None
 
 
-def degenerate_reason(rule) -> tuple:
-    """(reason or '', fingerprint) from the probe runs (see the module docstring)."""
-    p0, ga, gb = _probes()
-    try:
-        ua = probe_updates(rule, ga)
-        ub = probe_updates(rule, gb)
-    except Exception as e:  # e.g. a shape the interpreter rejects
-        return f"error: {type(e).__name__}", ""
+def degenerate_reason(cand) -> str:
+    """Why the candidate's probe updates make it degenerate, or '' (see the module docstring)."""
+    if cand.probe_error:
+        return cand.probe_error
+    ua, ub = cand.updates
     if not (bool(torch.isfinite(ua).all()) and bool(torch.isfinite(ub).all())):
-        return "nonfinite", ""
-    fp = numeric_key(ua)
+        return "nonfinite"
     if bool((ua == 0).all()):
-        return "zero", fp
+        return "zero"
     if torch.allclose(ua, ub, rtol=1e-9, atol=0.0):
-        return "ignores-g", fp
-    return "", fp
+        return "ignores-g"
+    return ""
 
 
 class CandidateFilter:
@@ -103,43 +54,41 @@ class CandidateFilter:
 
     def __init__(self, dedupe: bool = True, degenerate: bool = True):
         self.dedupe, self.degenerate = dedupe, degenerate
-        self.canon: dict = {}  # canonical hash -> key of the first candidate
-        self.fps: dict = {}  # fingerprint -> key of the first candidate
+        self.keys: dict = {}  # cache key -> key of the first candidate (or 'degenerate:why')
+        self.fps: dict = {}  # probe fingerprint -> key of the first candidate
         self.stats = {"checked": 0, "new": 0, "duplicate": 0, "duplicate_hash": 0,
                       "duplicate_fingerprint": 0, "degenerate": 0, "invalid": 0}
         self.reasons: dict = {}
 
-    def check(self, text: str) -> Verdict:
-        import optdsl
+    def check(self, cand) -> Verdict:
         self.stats["checked"] += 1
-        try:
-            rule = optdsl.parse(text)
-        except Exception as e:
-            self.stats["invalid"] += 1
-            return Verdict("invalid", str(e).splitlines()[0])
-        canon = canonical_key(rule) if self.dedupe else None
-        if canon is not None and canon in self.canon:
-            return self._dup("hash", canon, self.canon[canon])
-        reason, fp = degenerate_reason(rule) if (self.degenerate or self.dedupe) else ("", "")
-        if reason and self.degenerate:
-            self.stats["degenerate"] += 1
-            self.reasons[reason] = self.reasons.get(reason, 0) + 1
-            if canon is not None:  # the same degenerate rule again is caught by its hash
-                self.canon[canon] = "degenerate:" + reason
-            return Verdict("degenerate", reason, canon or fp, canon=canon, fingerprint=fp)
-        if self.dedupe and fp and fp in self.fps:
-            if canon is not None:
-                self.canon[canon] = self.fps[fp]
-            return self._dup("fingerprint", canon or fp, self.fps[fp])
-        key = canon or fp or hashlib.sha256(text.encode()).hexdigest()[:24]
-        if canon is not None:
-            self.canon[canon] = key
-        if fp:
-            self.fps[fp] = key
+        known = self.keys.get(cand.key) if self.dedupe else None
+        if known is not None:
+            return self._seen("hash", cand.key, known)
+        reason = degenerate_reason(cand) if self.degenerate else ""
+        if reason:
+            self.keys[cand.key] = "degenerate:" + reason
+            return self._seen("hash", cand.key, self.keys[cand.key], count_checked=False)
+        first = self.fps.get(cand.fingerprint) if self.dedupe and cand.fingerprint else None
+        if first is not None:
+            self.keys[cand.key] = first
+            return self._seen("fingerprint", cand.key, first)
+        self.keys[cand.key] = cand.key
+        if cand.fingerprint:
+            self.fps[cand.fingerprint] = cand.key
         self.stats["new"] += 1
-        return Verdict("new", "", key, canon=canon, fingerprint=fp)
+        return Verdict("new", "", cand.key)
 
-    def _dup(self, how: str, key: str, of: str) -> Verdict:
+    def check_key(self, key: str) -> Verdict | None:
+        """The verdict for a candidate already checked under ``key`` (a redrawn program the
+        strategy recognises without building it again), or None if the key is unknown."""
+        known = self.keys.get(key)
+        if known is None:
+            return None
+        self.stats["checked"] += 1
+        return self._seen("hash", key, known)
+
+    def _seen(self, how: str, key: str, of: str, count_checked: bool = True) -> Verdict:
         if of.startswith("degenerate:"):
             self.stats["degenerate"] += 1
             reason = of.split(":", 1)[1]
@@ -156,10 +105,10 @@ class CandidateFilter:
         return s["duplicate"] / total if total else 0.0
 
     def state_dict(self) -> dict:
-        return {"canon": self.canon, "fps": self.fps, "stats": self.stats,
+        return {"keys": self.keys, "fps": self.fps, "stats": self.stats,
                 "reasons": self.reasons, "dedupe": self.dedupe, "degenerate": self.degenerate}
 
     def load_state_dict(self, state: dict) -> None:
-        self.canon, self.fps = dict(state["canon"]), dict(state["fps"])
+        self.keys, self.fps = dict(state["keys"]), dict(state["fps"])
         self.stats, self.reasons = dict(state["stats"]), dict(state["reasons"])
         self.dedupe, self.degenerate = state["dedupe"], state["degenerate"]

@@ -6,8 +6,9 @@
   value where the signs agree and another where they disagree, the first larger and positive
   (and the second not negative,
   alpha >= f(t)); ``c+ c- = 1``: PowerSign-like, ``base^(+-f(t))``; otherwise AddSign-like, ``alpha +- f(t)``).
-* :func:`known_as` names a rule after a library rule it equals: ``≡ name`` when the canonical
-  hashes agree once both use ``lr = 1`` (a proof up to the rewrites of ``optdsl.canonical``),
+* :func:`known_as` names a rule after a library rule it equals: ``≡ name`` when their search
+  cache keys agree (``search.candidate``: the canonical hash with lr's default ignored, and
+  the probe updates),
   ``≈ name`` when their updates agree numerically on probe inputs (fingerprint-equivalent),
   ``∝ c × name`` when they agree up to a constant factor c > 0 (the library rule at c times
   the learning rate: off the protocol's lr grid when c is not a power of 10),
@@ -41,7 +42,7 @@ def _family_probes(steps: int = 6, size: int = 64):
 def family(rule, beta: float = 0.9, tol: float = 1e-6) -> str | None:
     """'powersign' or 'addsign' when ``rule`` is in the family (see the module docstring)."""
     import optdsl
-    from .filters import probe_updates
+    from .candidate import probe_updates
     rule = optdsl.parse(rule) if isinstance(rule, str) else rule
     p0, grads = _family_probes()
     try:
@@ -73,10 +74,6 @@ def family(rule, beta: float = 0.9, tol: float = 1e-6) -> str | None:
     if not both:
         return None
     return "powersign" if power else "addsign"
-
-
-def _with_lr_one(text: str) -> str:
-    return re.sub(r"\blr\s*=\s*[0-9.eE+-]+", "lr=1", text, count=1)
 
 
 def _scale(mine, theirs, rtol: float = 1e-6):
@@ -114,27 +111,19 @@ def without_drop(text: str) -> str:
         text = text[:m.start()] + "(" + text[m.end():comma] + ")" + text[i:]
 
 
-_LIBRARY_PROBES: dict = {}
+_LIBRARY: dict = {}
 
 
-def _library_probes(name: str):
-    """(rule at lr = 1, its probe updates or None) of a library rule, cached."""
-    import optdsl
-    from optdsl.library import source
-    from .filters import _probes, probe_updates
-    if name not in _LIBRARY_PROBES:
+def _library_candidate(name: str):
+    """A library rule as a search candidate (key and probe updates), cached; None if it fails."""
+    from optdsl.library import library
+    from .candidate import build
+    if name not in _LIBRARY:
         try:
-            lib = optdsl.parse(_with_lr_one(source(name)))
+            _LIBRARY[name] = build(library[name])
         except Exception:
-            lib = None
-        theirs = None
-        if lib is not None:
-            try:
-                theirs = probe_updates(lib, _probes()[1])
-            except Exception:
-                pass
-        _LIBRARY_PROBES[name] = (lib, theirs)
-    return _LIBRARY_PROBES[name]
+            _LIBRARY[name] = None
+    return _LIBRARY[name]
 
 
 def known_as(text: str, names=None, _drop_free: bool = True) -> str:
@@ -143,21 +132,18 @@ def known_as(text: str, names=None, _drop_free: bool = True) -> str:
     import optdsl
     from optdsl.library import library
     from optdsl.probes import is_random
-    from .filters import _probes, canonical_key, probe_updates
+    from .candidate import build
     rule = optdsl.parse(text)
-    canon = canonical_key(optdsl.parse(_with_lr_one(text)))
-    p0, ga, _ = _probes()
-    try:
-        mine = probe_updates(rule, ga)
-    except Exception:
-        mine = None
+    me = build(rule, text=text)
+    mine = me.updates[0] if me.updates else None
     numeric = scaled = None
     for name in names or sorted(library):
-        lib, theirs = _library_probes(name)
+        lib = _library_candidate(name)
         if lib is None:
             continue
-        if canon is not None and canonical_key(lib) == canon:
+        if lib.key == me.key:
             return f"≡ {name}"
+        theirs = lib.updates[0] if lib.updates else None
         if mine is None or theirs is None:
             continue
         if numeric is None and torch.allclose(mine, theirs, rtol=1e-6, atol=1e-12):

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .space import SpaceStrategy, Tree
+from .space import Tree
+from .strategies import STRATEGIES, SpaceStrategy
 
 
 def _pack(t: torch.Tensor) -> dict:
@@ -43,48 +44,75 @@ def _unpack(d: dict) -> torch.Tensor:
 
 
 class Controller(nn.Module):
-    """LSTM policy over the decisions of a space."""
+    """LSTM policy over the decisions of a space, run on a batch of programs at once.
+
+    One head (hidden -> every choice of every rule, rule by rule) stands for the per-rule
+    softmax heads: a decision's logits are its rule's slice, masked to the allowed choices.
+    """
 
     def __init__(self, n_choices: dict, hidden: int = 32):
         super().__init__()
         self.rules = sorted(n_choices)
+        self.kind_of = {r: i for i, r in enumerate(self.rules)}
         self.offset, total = {}, 1  # token 0: start
         for r in self.rules:
             self.offset[r] = total
             total += n_choices[r]
+        self.total = total
         self.token = nn.Embedding(total, hidden)
         self.kind = nn.Embedding(len(self.rules), hidden)
         self.cell = nn.LSTMCell(hidden, hidden)
-        self.heads = nn.ModuleDict({r: nn.Linear(hidden, n_choices[r]) for r in self.rules})
-        for h in self.heads.values():  # start uniform: the grammar's own prior
-            nn.init.zeros_(h.weight)
-            nn.init.zeros_(h.bias)
+        self.head = nn.Linear(hidden, total)
+        nn.init.zeros_(self.head.weight)  # start uniform: the grammar's own prior
+        nn.init.zeros_(self.head.bias)
         self.hidden = hidden
+        self._masks: dict = {}
 
-    def start(self):
-        z = torch.zeros(1, self.hidden)
-        return (z, z.clone()), 0
+    def mask(self, rule: str, allowed) -> torch.Tensor:
+        """0 on the allowed choices of ``rule`` (as token indexes), -1e9 elsewhere (finite: an
+        infinite mask makes the entropy's gradient NaN)."""
+        key = (rule, tuple(allowed))
+        if key not in self._masks:
+            m = torch.full((self.total,), -1e9)
+            m[[self.offset[rule] + i for i in allowed]] = 0.0
+            self._masks[key] = m
+        return self._masks[key]
 
-    def logits(self, state, prev_token: int, rule: str, allowed: list):
-        x = self.token(torch.tensor([prev_token])) + \
-            self.kind(torch.tensor([self.rules.index(rule)]))
-        h, c = self.cell(x, state)
-        logits = self.heads[rule](h)[0]
-        mask = torch.full_like(logits, float("-inf"))
-        mask[allowed] = 0.0
-        return (h, c), logits + mask
+    def step(self, state, prev, rules):
+        """One step for a batch: (new state, masked-free logits over all tokens)."""
+        kinds = torch.tensor([self.kind_of[r] for r in rules])
+        h, c = self.cell(self.token(prev) + self.kind(kinds), state)
+        return (h, c), self.head(h)
 
-    def replay(self, decisions: list):
-        """(sum of log-probs, sum of entropies) of a recorded decision sequence."""
-        state, prev = self.start()
-        logp, ent = torch.zeros(()), torch.zeros(())
-        for rule, choice, allowed in decisions:
-            state, logits = self.logits(state, prev, rule, allowed)
-            lp = torch.log_softmax(logits, 0)
-            p = lp.exp()
-            logp = logp + lp[choice]
-            ent = ent - (p[allowed] * lp[allowed]).sum()
-            prev = self.offset[rule] + choice
+    def zero_state(self, n: int):
+        z = torch.zeros(n, self.hidden)
+        return z, z.clone()
+
+    def replay(self, sequences: list, temperature: float = 1.0):
+        """(sum of log-probs, sum of entropies) per recorded decision sequence, in one batched
+        pass: sequences padded to the longest, padding masked out."""
+        n, length = len(sequences), max(len(s) for s in sequences)
+        state = self.zero_state(n)
+        prev = torch.zeros(n, dtype=torch.long)
+        logp, ent = torch.zeros(n), torch.zeros(n)
+        for k in range(length):
+            live = [i for i, s in enumerate(sequences) if k < len(s)]
+            rules = [sequences[i][k][0] if k < len(sequences[i]) else self.rules[0]
+                     for i in range(n)]
+            state, logits = self.step(state, prev, rules)
+            masks = torch.stack([self.mask(sequences[i][k][0], sequences[i][k][2])
+                                 if k < len(sequences[i]) else torch.zeros(self.total)
+                                 for i in range(n)])
+            lp = torch.log_softmax(logits / temperature + masks, 1)
+            choice = torch.tensor([self.offset[sequences[i][k][0]] + sequences[i][k][1]
+                                   if k < len(sequences[i]) else 0 for i in range(n)])
+            on = torch.zeros(n)
+            on[live] = 1.0
+            picked = lp.gather(1, choice[:, None])[:, 0]
+            plogp = lp.exp() * lp
+            logp = logp + on * picked
+            ent = ent - on * plogp.sum(1)
+            prev = choice
         return logp, ent
 
 
@@ -103,6 +131,8 @@ class RLStrategy(SpaceStrategy):
                  epochs: int = 4, clip: float = 0.2, temperature: float = 1.0):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only)
+        if algo not in ("reinforce", "ppo"):
+            raise ValueError(f"algo must be reinforce or ppo, not {algo!r}")
         torch.manual_seed(seed)
         self.controller = Controller(self.space.n_choices, hidden)
         self.opt = torch.optim.Adam(self.controller.parameters(), lr=lr)
@@ -115,27 +145,42 @@ class RLStrategy(SpaceStrategy):
         self.curve: list = []  # [update, mean reward of its batch, baseline]
 
     # --- drawing ------------------------------------------------------------------------------
-    def _draw(self):
-        ctl = self.controller
-        memo = {"state": None, "prev": 0, "decisions": [], "logp": 0.0}
-        memo["state"], memo["prev"] = ctl.start()
-
-        def choose(rule, allowed):
-            with torch.no_grad():
-                memo["state"], logits = ctl.logits(memo["state"], memo["prev"], rule, allowed)
-                probs = torch.softmax(logits / self.temperature, 0).double().numpy()
-            u, acc, pick = self.rng.random(), 0.0, allowed[-1]
-            for i in allowed:
-                acc += probs[i]
-                if u < acc:
-                    pick = i
-                    break
-            memo["decisions"].append((rule, pick, list(allowed)))
-            memo["logp"] += float(np.log(max(probs[pick], 1e-30)))
-            memo["prev"] = ctl.offset[rule] + pick
-            return pick
-        tree = self.space.decode(choose)
-        return tree, [memo["decisions"], memo["logp"]]
+    def _draws(self, k: int) -> list:
+        """``k`` programs decoded in lockstep: one controller step per decision position for
+        the whole batch (each program's grammar walk is a ``Space.steps`` generator)."""
+        ctl, rng = self.controller, self.rng
+        walks = [self.space.steps() for _ in range(k)]
+        requests = [next(w) for w in walks]
+        decisions = [[] for _ in range(k)]
+        logps = [0.0] * k
+        trees = [None] * k
+        state = ctl.zero_state(k)
+        prev = torch.zeros(k, dtype=torch.long)
+        live = list(range(k))
+        with torch.no_grad():
+            while live:
+                idx = torch.tensor(live)
+                sub = (state[0][idx], state[1][idx])
+                (h, c), logits = ctl.step(sub, prev[idx], [requests[i][0] for i in live])
+                state[0][idx], state[1][idx] = h, c
+                masks = torch.stack([ctl.mask(*requests[i]) for i in live])
+                probs = torch.softmax(logits / self.temperature + masks, 1).double().numpy()
+                still = []
+                for row, i in enumerate(live):
+                    rule, allowed = requests[i]
+                    p = probs[row, [ctl.offset[rule] + a for a in allowed]]
+                    pick = allowed[min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(),
+                                                           side="right")), len(allowed) - 1)]
+                    decisions[i].append((rule, pick, list(allowed)))
+                    logps[i] += float(np.log(max(p[allowed.index(pick)] / p.sum(), 1e-30)))
+                    prev[i] = ctl.offset[rule] + pick
+                    try:
+                        requests[i] = walks[i].send(pick)
+                        still.append(i)
+                    except StopIteration as done:
+                        trees[i] = done.value
+                live = still
+        return [(t, [d, lp]) for t, d, lp in zip(trees, decisions, logps)]
 
     # --- learning --------------------------------------------------------------------------------
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
@@ -153,8 +198,7 @@ class RLStrategy(SpaceStrategy):
         old = torch.tensor([lp for _, _, lp in batch])
         epochs = self.epochs if self.algo == "ppo" else 1
         for _ in range(epochs):
-            logps, ents = zip(*(self.controller.replay(d) for d, _, _ in batch))
-            logp, ent = torch.stack(logps), torch.stack(ents)
+            logp, ent = self.controller.replay([d for d, _, _ in batch], self.temperature)
             if self.algo == "ppo":
                 ratio = torch.exp(logp - old)
                 surr = torch.min(ratio * adv, torch.clamp(ratio, 1 - self.clip, 1 + self.clip) * adv)
@@ -194,3 +238,6 @@ class RLStrategy(SpaceStrategy):
         self.buffer = [[[tuple(d) for d in dec], r, lp] for dec, r, lp in state["buffer"]]
         self.updates = state["updates"]
         self.curve = [list(c) for c in state["curve"]]
+
+
+STRATEGIES[RLStrategy.name] = RLStrategy

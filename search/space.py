@@ -1,29 +1,35 @@
-"""Search spaces as grammars: sampling, decoding decisions to rule text, and tree mutations.
+"""Search spaces as grammars: sampling, decoding decisions to programs, tree mutations.
 
 A space is a file in ``grammars/`` (``bello.lark``: Neural Optimizer Search, Bello et al. 2017;
 ``statements.lark``: short programs of assignments in the style of the Lion search, Chen et al.
-2023). The file is a real Lark grammar (it parses exactly the programs of the space) written in
-a small subset (rules whose alternatives are sequences of "literals" and rule names, with
-``-> alias``) that this module reads as a table of *decisions*: expanding rule ``r`` means
-choosing one of its alternatives. Two rules are special:
+2023). The file is a Lark grammar that parses exactly the programs of the space; this module
+reads it with Lark itself (``Lark(text).rules``: each rule's origin, expansion and alias, the
+literal of each string terminal) as a table of *decisions*: expanding rule ``r`` means choosing
+one of its alternatives. Two rules are special:
 
 * ``ref``: its alternatives are names (``"x1" | "x2"``); one is offered only once the statement
-  that defines it (a statement starting ``NAME =`` or ``NAME :=``) has been emitted, so every
+  that defines it (an alternative starting ``NAME =`` or ``NAME :=``) has been emitted, so every
   program refers only to what exists;
 * ``const``: a number; its decision picks one of :data:`CONST_PRIOR` (the evolution scales it
   by ``2^N(0,1)`` instead).
 
 A candidate is a :class:`Tree` (the derivation: one node per decision, its children the rule
 names of the chosen alternative, in order). ``Space.sample(rng)`` draws one uniformly over each
-decision's allowed choices, ``Space.decode(choose)`` lets a policy (the RL controller) make
-every decision, ``Space.render(tree)`` gives program text (every rendered program parses with
-``optdsl.parse``), ``Space.mutate(tree, rng)`` changes one decision and repairs what depends
-on it.
+decision's allowed choices; ``Space.steps()`` is the same walk as a generator that yields each
+decision (rule, allowed choices) and is sent the choice, so a policy can make the decisions of
+many programs in lockstep (the RL controller draws a batch with one network call per step);
+``Space.source(tree)`` is the program in the space's own syntax (what ``optdsl.parse`` reads;
+the search shows the program printed back from its IR, ``search.program``);
+``Space.dead_local(tree)`` names a temporary no later statement reads. Mutations:
+``modify`` changes one decision (an operand, a function, a constant scaled by 2^N(0,1)) and
+repairs what depends on it; in spaces whose programs are lists of numbered groups (Bello's)
+``insert`` puts a new group in front of a group and feeds it one of that group's operands,
+``delete`` removes a group and puts one of its operands where its result was read (the Lion
+search's insert / delete / modify, Chen et al. 2023).
 """
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 
 CONST_PRIOR = (0.9, 0.99, 0.999, 0.5, 0.1, 0.01, 1.0, 2.0)
@@ -44,12 +50,21 @@ def grammar_path(name: str) -> str:
 
 @dataclass
 class Alt:
-    items: tuple  # ("lit", text) | ("rule", name)
+    items: tuple  # ("lit", text) | ("rule", name) | ("term", name): a terminal with a pattern
     alias: str
 
     @property
     def rules(self) -> list:
         return [v for k, v in self.items if k == "rule"]
+
+    @property
+    def defines(self) -> tuple:
+        """(name, '=' or ':=') of a statement alternative (``"x1" "=" ...``), else (None, '')."""
+        its = self.items
+        if len(its) >= 2 and its[0][0] == "lit" and its[1] in (("lit", "="), ("lit", ":=")) \
+                and its[0][1].isidentifier():
+            return its[0][1], its[1][1]
+        return None, ""
 
 
 @dataclass
@@ -77,83 +92,36 @@ class Tree:
         return cls(rule, alt, [cls.from_json(c) for c in children], value)
 
 
-_ITEM = re.compile(r'"((?:[^"\\]|\\.)*)"|([A-Za-z_][A-Za-z_0-9]*)|->\s*([A-Za-z_][A-Za-z_0-9]*)')
+NEWLINE = "\n    "  # what a newline terminal (_NL) renders as: statements of one block
 
 
-def read_grammar(text: str) -> dict:
-    """{rule: [Alt, ...]} of a space grammar (terminal definitions and directives skipped)."""
+def read_grammar(text: str):
+    """({rule: [Alt, ...]}, the Lark parser) of a space grammar, from Lark's own rule objects."""
+    from lark import Lark
+    from lark.lexer import PatternStr
+    parser = Lark(text, parser="earley")
+    literal = {t.name: t.pattern.value for t in parser.terminals
+               if isinstance(t.pattern, PatternStr)}
     rules: dict = {}
-    current = None
-    for raw in text.splitlines():
-        line = raw.split("//", 1)[0].rstrip()
-        if not line.strip() or line.lstrip().startswith("%"):
-            continue
-        m = re.match(r"\s*([a-z_][a-z_0-9]*)\s*:(.*)$", line)
-        if m and not line.lstrip().startswith("|"):
-            current = m.group(1)
-            rules[current] = []
-            body = m.group(2)
-        elif line.lstrip().startswith("|") and current is not None:
-            body = line
-        else:  # a terminal definition (UPPER: ...) ends the current rule
-            current = None
-            continue
-        for part in body.split("|"):
-            if not part.strip():
-                continue
-            items, alias = [], None
-            for lit, name, al in _ITEM.findall(part):
-                if al:
-                    alias = al
-                elif lit or (not name):
-                    items.append(("lit", lit))
-                elif name == "_NL":
-                    items.append(("lit", "\n"))
-                elif name.isupper():
-                    items.append(("term", name))
-                else:
-                    items.append(("rule", name))
-            rules[current].append(Alt(tuple(items), alias or f"{current}{len(rules[current])}"))
-    return rules
-
-
-def _definer(alt: Alt):
-    """The name a statement alternative defines (``"x1" "=" ...``), or None."""
-    its = alt.items
-    if len(its) >= 2 and its[0][0] == "lit" and its[1] == ("lit", "=") or \
-            len(its) >= 2 and its[0][0] == "lit" and its[1] == ("lit", ":="):
-        if re.fullmatch(r"[A-Za-z_]\w*", its[0][1]):
-            return its[0][1]
-    return None
+    for r in sorted(parser.rules, key=lambda r: (r.origin.name, r.order)):
+        items = []
+        for sym in r.expansion:
+            if not sym.is_term:
+                items.append(("rule", sym.name))
+            elif sym.name in literal:
+                items.append(("lit", literal[sym.name]))
+            elif sym.name == "_NL":
+                items.append(("lit", NEWLINE))
+            else:
+                items.append(("term", sym.name))
+        name = str(r.origin.name)
+        rules.setdefault(name, []).append(
+            Alt(tuple(items), r.alias or f"{name}{len(rules.get(name, []))}"))
+    return rules, parser
 
 
 def _fmt_const(v: float) -> str:
     return f"{v:.3g}"
-
-
-def tidy(tokens: list) -> str:
-    """Program text from rendered tokens: one statement per line, compact punctuation."""
-    lines, cur = [], []
-    for tok in tokens:
-        if tok == "\n":
-            lines.append(cur)
-            cur = []
-        else:
-            cur.append(tok)
-    lines.append(cur)
-    out = []
-    for i, toks in enumerate(l for l in lines if l):
-        s = " ".join(toks)
-        s = re.sub(r"\( ", "(", s)
-        s = re.sub(r" \)", ")", s)
-        s = re.sub(r" ,", ",", s)
-        s = re.sub(r"(\w) \(", r"\1(", s)
-        s = re.sub(r" ?\^ ?", "^", s)
-        s = re.sub(r"^- \(", "-(", s)
-        s = re.sub(r"([(*+/=]) - \(", r"\1 -(", s)
-        s = re.sub(r"\((\w+) = (\w+)\) :$", r"(\1=\2):", s)
-        out.append(s if i == 0 else "    " + s)
-    return "\n".join(out)
 
 
 class Space:
@@ -165,47 +133,52 @@ class Space:
             with open(grammar_path(name)) as f:
                 text = f.read()
         self.text = text
-        self.rules = read_grammar(text)
+        self.rules, self.parser = read_grammar(text)
         self.start = "start"
         # decision rules (more than one alternative, or const): what a policy chooses
         self.decisions = [r for r, alts in self.rules.items() if len(alts) > 1 or r == "const"]
         self.n_choices = {r: (len(CONST_PRIOR) if r == "const" else len(self.rules[r]))
                           for r in self.decisions}
-        self._lark = None
+        self._allowed: dict = {}
+        self.groups = self._group_structure()
 
     # --- what is allowed where -------------------------------------------------------------------
-    def _satisfiable(self, rule: str, defined: set, depth: int = 0) -> bool:
+    def _satisfiable(self, rule: str, defined: frozenset, depth: int = 0) -> bool:
         if rule == "ref":
             return any(a.items[0][1] in defined for a in self.rules["ref"])
         if rule == "const" or depth > 8:
             return True
         return any(self._alt_ok(rule, a, defined, depth) for a in self.rules[rule])
 
-    def _alt_ok(self, rule: str, alt: Alt, defined: set, depth: int = 0) -> bool:
+    def _alt_ok(self, rule: str, alt: Alt, defined: frozenset, depth: int = 0) -> bool:
         if rule == "ref":
             return alt.items[0][1] in defined
         return all(self._satisfiable(r, defined, depth + 1) for r in alt.rules)
 
-    def allowed(self, rule: str, defined: set) -> list:
+    def allowed(self, rule: str, defined) -> list:
         """Indexes of the alternatives of ``rule`` possible given the names ``defined``."""
-        if rule == "const":
-            return list(range(len(CONST_PRIOR)))
-        return [i for i, a in enumerate(self.rules[rule]) if self._alt_ok(rule, a, defined)]
+        key = (rule, frozenset(defined))
+        if key not in self._allowed:
+            self._allowed[key] = (list(range(len(CONST_PRIOR))) if rule == "const" else
+                                  [i for i, a in enumerate(self.rules[rule])
+                                   if self._alt_ok(rule, a, key[1])])
+        return self._allowed[key]
 
     # --- building trees ------------------------------------------------------------------------
-    def decode(self, choose, tree: Tree | None = None) -> Tree:
-        """Build a tree in rendering order: ``choose(rule, allowed) -> index`` makes each decision
-        (with ``tree`` given, its choices are kept where still allowed and ``choose`` fills in the
-        rest: the repair after a mutation)."""
-        defined: set = set()
+    def steps(self, tree: Tree | None = None, start: str | None = None, defined=()):
+        """Generator over the decisions of a new tree, in rendering order: yields (rule, allowed
+        choices), is sent the chosen index, returns the Tree. With ``tree`` given, its choices
+        are kept where still allowed and only the rest are asked (the repair after a mutation).
+        ``start``: another rule to expand; ``defined``: names that may already be read."""
+        defined = set(defined)
 
-        def build(rule: str, old: Tree | None) -> Tree:
-            alts = self.rules.get(rule)
+        def build(rule: str, old: Tree | None):
             if rule == "const":
                 if old is not None and old.value is not None:
                     return Tree("const", old.alt, [], old.value)
-                i = choose("const", list(range(len(CONST_PRIOR))))
+                i = yield "const", self.allowed("const", ())
                 return Tree("const", i, [], CONST_PRIOR[i])
+            alts = self.rules[rule]
             ok = self.allowed(rule, defined)
             if not ok:
                 raise ValueError(f"no allowed alternative for {rule}")
@@ -214,44 +187,35 @@ class Space:
             elif len(alts) == 1:
                 i = 0
             else:
-                i = choose(rule, ok)
+                i = yield rule, ok
             alt = alts[i]
             kids, olds = [], list(old.children) if old is not None and old.alt == i else []
             for pos, r in enumerate(alt.rules):
                 prev = olds[pos] if pos < len(olds) and olds[pos].rule == r else None
-                kids.append(build(r, prev))
-            name = _definer(alt)
+                kids.append((yield from build(r, prev)))
+            name, _ = alt.defines
             if name:
                 defined.add(name)
             return Tree(rule, i, kids)
-        return build(self.start, tree)
+        return (yield from build(start or self.start, tree))
+
+    def decode(self, choose, tree: Tree | None = None, **where) -> Tree:
+        """``steps`` driven by ``choose(rule, allowed) -> index``."""
+        walk = self.steps(tree, **where)
+        try:
+            request = next(walk)
+            while True:
+                request = walk.send(choose(*request))
+        except StopIteration as done:
+            return done.value
 
     def sample(self, rng) -> Tree:
         """A tree with every decision uniform over its allowed choices."""
         return self.decode(lambda rule, ok: rng.choice(ok))
 
-    def decisions_of(self, tree: Tree) -> list:
-        """[(rule, choice, allowed)] of a tree, in rendering order (what a policy scores)."""
-        out = []
-        defined: set = set()
-
-        def walk(t: Tree):
-            if t.rule == "const":
-                out.append(("const", t.alt if 0 <= t.alt < len(CONST_PRIOR) else 0,
-                            list(range(len(CONST_PRIOR)))))
-                return
-            if t.rule in self.n_choices:
-                out.append((t.rule, t.alt, self.allowed(t.rule, defined)))
-            for c in t.children:
-                walk(c)
-            name = _definer(self.rules[t.rule][t.alt])
-            if name:
-                defined.add(name)
-        walk(tree)
-        return out
-
     # --- text -----------------------------------------------------------------------------------
     def tokens(self, tree: Tree) -> list:
+        """The terminals of the tree in order (literals; a const as its number)."""
         out: list = []
 
         def emit(t: Tree):
@@ -267,24 +231,48 @@ class Space:
         emit(tree)
         return out
 
-    def render(self, tree: Tree) -> str:
-        return tidy(self.tokens(tree))
+    def source(self, tree: Tree) -> str:
+        """The program in the space's own syntax (tokens separated by spaces)."""
+        return " ".join(self.tokens(tree)).replace(" " + NEWLINE + " ", NEWLINE).rstrip()
+
+    def dead_local(self, tree: Tree) -> str | None:
+        """The first temporary the program assigns (``x1 = ...``) and no later token reads.
+
+        Such a statement is dead code: the program computes the same update as the shorter
+        program without it (a depth-2 Bello program whose second group ignores ``x1`` is a
+        depth-1 program). Samplers skip these encodings so that a deeper program really
+        composes its groups (the function space is unchanged: every such program has a live
+        twin with fewer statements)."""
+        tokens, defs = [], []
+
+        def emit(t: Tree):
+            if t.rule == "const":
+                tokens.append(None)
+                return
+            alt = self.rules[t.rule][t.alt]
+            kids = iter(t.children)
+            for kind, v in alt.items:
+                if kind == "lit":
+                    tokens.append(v)
+                elif kind == "rule":
+                    emit(next(kids))
+            name, op = alt.defines
+            if op == "=":
+                defs.append((name, len(tokens)))
+        emit(tree)
+        for name, end in defs:
+            if name not in tokens[end:]:
+                return name
+        return None
 
     def aliases(self, tree: Tree) -> list:
         """The decisions as readable names (e.g. ['depth2', 'mul', 'identity', 'sign_g', ...])."""
         return [(_fmt_const(t.value) if t.rule == "const" else self.rules[t.rule][t.alt].alias)
                 for t in tree.nodes() if t.rule in self.n_choices]
 
-    def lark(self):
-        """A Lark parser of the space (Earley): ``contains(text)`` checks membership."""
-        if self._lark is None:
-            from lark import Lark
-            self._lark = Lark(self.text, parser="earley")
-        return self._lark
-
     def contains(self, text: str) -> bool:
         try:
-            self.lark().parse(text + ("" if text.endswith("\n") else ""))
+            self.parser.parse(text)
             return True
         except Exception:
             return False
@@ -294,7 +282,7 @@ class Space:
         from lark import Token
         from .errors import SearchError
         try:
-            pt = self.lark().parse(text)
+            pt = self.parser.parse(text)
         except Exception as e:
             raise SearchError(f"not a program of the {self.name} space: "
                               f"{str(e).strip().splitlines()[0]}") from None
@@ -315,8 +303,7 @@ class Space:
     # --- mutation ---------------------------------------------------------------------------------
     def mutate(self, tree: Tree, rng, const_sigma: float = 1.0) -> tuple:
         """(new tree, what changed): one decision changed to another allowed choice (its subtree
-        redrawn where the rule names differ: an operand, a function, or a statement inserted or
-        deleted when the decision is a statement list), or a constant scaled by 2^N(0, 1)."""
+        redrawn where the rule names differ), or a constant scaled by 2^N(0, 1)."""
         new = tree.copy()
         nodes = [t for t in new.nodes() if t.rule in self.n_choices]
         target = rng.choice(nodes)
@@ -328,34 +315,134 @@ class Space:
         old_alt = self.rules[target.rule][target.alt]
         new_alt = self.rules[target.rule][i]
         # keep children whose rule names line up (e.g. depth2 -> depth3 keeps groups 1 and 2)
-        kept = []
         olds = list(target.children)
-        for pos, r in enumerate(new_alt.rules):
-            kept.append(olds[pos] if pos < len(olds) and olds[pos].rule == r else None)
         target.alt = i
-        target.children = [c if c is not None else Tree(r, -1) for c, r in zip(kept, new_alt.rules)]
+        target.children = [olds[pos] if pos < len(olds) and olds[pos].rule == r else Tree(r, -1)
+                           for pos, r in enumerate(new_alt.rules)]
         what = f"{target.rule}: {old_alt.alias} -> {new_alt.alias}"
-        repaired = self.decode(lambda rule, ok: rng.choice(ok), _strip_unset(new))
-        return repaired, what
+        return self.decode(lambda rule, ok: rng.choice(ok), _strip_unset(new)), what
 
+    modify = mutate
 
-_LOCAL = re.compile(r"^\s*([A-Za-z_]\w*)\s*=(?!=)")
+    def _group_structure(self):
+        """For spaces whose programs are 1..N numbered groups (``body`` alternative k holds
+        ``group1 .. groupk``, group j is ``"xj" "=" <inner> _NL``): (body alternative by
+        group count, group rules, inner rule, the operand rule holding ``ref`` and its
+        alternative, {name: ref alternative}); None for other spaces."""
+        body = self.rules.get("body")
+        if not body or "ref" not in self.rules:
+            return None
+        lists = [a.rules for a in body]
+        if any(lists[k] != lists[-1][:k + 1] for k in range(len(lists))):
+            return None
+        groups = lists[-1]
+        inner = {tuple(self.rules[g][0].rules) for g in groups}
+        if len(inner) != 1 or any(len(self.rules[g]) != 1 for g in groups):
+            return None
+        holder = [(r, i) for r, alts in self.rules.items() for i, a in enumerate(alts)
+                  if a.rules == ["ref"]]
+        if len(holder) != 1:
+            return None
+        refs = {a.items[0][1]: i for i, a in enumerate(self.rules["ref"])}
+        # rules with an alternative that is just the operand (Bello's unary `identity`)
+        self._pass_through = {r: i for r, alts in self.rules.items() for i, a in enumerate(alts)
+                              if a.items == (("rule", holder[0][0]),)}
+        names = [self.rules[g][0].defines[0] for g in groups]
+        return {"body": {len(l): i for i, l in enumerate(lists)}, "groups": groups,
+                "names": names, "holder": holder[0], "refs": refs}
 
+    def groups_of(self, tree: Tree) -> list:
+        """The inner trees of a grouped program's groups, in order."""
+        return [g.children[0] for g in tree.children[0].children]
 
-def unused_local(text: str) -> str | None:
-    """The first temporary a program assigns (``x1 = ...``) and no later line reads, or None.
+    def _join(self, inners: list) -> Tree:
+        gs = self.groups
+        body = Tree("body", gs["body"][len(inners)],
+                    [Tree(g, 0, [inner]) for g, inner in zip(gs["groups"], inners)])
+        return Tree(self.start, 0, [body])
 
-    Such a statement is dead code: the program computes the same update as the shorter program
-    without it (a depth-2 Bello program whose second group ignores ``x1`` is a depth-1 program).
-    Samplers skip these encodings so that a deeper program really composes its groups (the
-    function space is unchanged: every such program has a live twin with fewer statements)."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        m = _LOCAL.match(line)
-        if m and not line.lstrip().startswith("state ") and not any(
-                re.search(rf"\b{m.group(1)}\b", later) for later in lines[i + 1:]):
-            return m.group(1)
-    return None
+    def _renumber(self, inner: Tree, mapping: dict) -> None:
+        """Re-point ``ref`` nodes of ``inner`` by name: ``mapping[old] = new name`` (or a
+        Tree: that operand subtree replaces the reference)."""
+        hold_rule, hold_alt = self.groups["holder"]
+        names = {i: n for n, i in self.groups["refs"].items()}
+        for t in list(inner.nodes()):
+            for k, c in enumerate(t.children):
+                if c.rule == hold_rule and c.alt == hold_alt:
+                    name = names[c.children[0].alt]
+                    target = mapping.get(name, name)
+                    if isinstance(target, Tree):
+                        t.children[k] = target.copy()
+                    else:
+                        c.children[0] = Tree("ref", self.groups["refs"][target])
+
+    def _operands(self, inner: Tree) -> list:
+        """The operand nodes (instances of the rule that holds ``ref``) of a group's inner tree."""
+        hold_rule = self.groups["holder"][0]
+        return [t for t in inner.nodes() if t.rule == hold_rule]
+
+    def insert(self, tree: Tree, rng) -> tuple:
+        """(new tree, what): a new group in front of group j whose first operand is one of group
+        j's operands (or, at the end, the old result); that operand now reads the new group.
+        None when the program has the most groups the space allows."""
+        gs = self.groups
+        inners = [t.copy() for t in self.groups_of(tree)]
+        n = len(inners)
+        if gs is None or n >= len(gs["groups"]):
+            return None
+        j = rng.randrange(n + 1)  # the new group's position (n: after the last one)
+        names = gs["names"]
+        for inner in inners[j:]:
+            self._renumber(inner, {names[k]: names[k + 1] for k in range(j, n)})
+        hold_rule, hold_alt = gs["holder"]
+        reader = Tree(hold_rule, hold_alt, [Tree("ref", gs["refs"][names[j]])]) \
+            if names[j] in gs["refs"] else None
+        if j < n:
+            slot = rng.choice(self._operands(inners[j]))
+            fed = slot.copy()
+            if reader is not None:
+                slot.alt, slot.children = reader.alt, reader.children
+        else:  # a new last group reads the old result
+            fed = Tree(hold_rule, hold_alt, [Tree("ref", gs["refs"][names[n - 1]])])
+        fresh = self.sample_inner(rng, names[:j])
+        for t in fresh.nodes():  # the first operand is the fed one, as it is (no function)
+            kids = [k for k, c in enumerate(t.children) if c.rule == hold_rule]
+            if kids:
+                t.alt = self._pass_through.get(t.rule, t.alt)
+                t.children[kids[0]] = fed
+                break
+        inners.insert(j, fresh)
+        return self._repair(inners, rng), f"insert group {j + 1}"
+
+    def delete(self, tree: Tree, rng) -> tuple:
+        """(new tree, what): group j removed; where its result was read, one of its operands is
+        read instead (a last group removed: the previous group is the result). None for a
+        one-group program."""
+        gs = self.groups
+        inners = [t.copy() for t in self.groups_of(tree)] if gs is not None else []
+        n = len(inners)
+        if n < 2:
+            return None
+        j = rng.randrange(n)
+        names = gs["names"]
+        gone = inners.pop(j)
+        ops = self._operands(gone)
+        stand_in = rng.choice(ops) if ops else None
+        mapping = {names[k + 1]: names[k] for k in range(j, n - 1)}
+        if stand_in is not None:
+            mapping[names[j]] = stand_in
+        for inner in inners[j:]:
+            self._renumber(inner, mapping)
+        return self._repair(inners, rng), f"delete group {j + 1}"
+
+    def sample_inner(self, rng, defined: list) -> Tree:
+        """A random inner tree of a group, where ``defined`` names may be read."""
+        inner_rule = self.rules[self.groups["groups"][0]][0].rules[0]
+        return self.decode(lambda rule, ok: rng.choice(ok), start=inner_rule, defined=defined)
+
+    def _repair(self, inners: list, rng) -> Tree:
+        """The grouped program of ``inners``, every choice kept where still allowed."""
+        return self.decode(lambda rule, ok: rng.choice(ok), self._join(inners))
 
 
 def _strip_unset(t: Tree) -> Tree:
@@ -373,134 +460,3 @@ def get_space(name: str) -> Space:
         raise SearchError(f"unknown search space '{name}'{did_you_mean(name, SPACES)}; "
                           f"spaces: {', '.join(SPACES)}")
     return Space(name)
-
-
-# --- the strategies' common part: draw, filter, propose, learn --------------------------------
-
-FAIL_REWARD = 0.0  # reward of a degenerate, diverged or failed candidate (scores are >= 0)
-
-
-class SpaceStrategy:
-    """A strategy over a grammar space (``search.strategies.Strategy`` interface).
-
-    Subclasses provide ``_draw() -> (tree, meta)`` and ``_learn(tree, reward, meta, free)``.
-    ``suggest`` draws until it has ``n`` candidates the filter calls new; a degenerate draw or
-    one with dead code (``live_only``, :func:`unused_local`) is learned from at once with
-    :data:`FAIL_REWARD` and a duplicate with its earlier score, all without an evaluation
-    (``free=True``). ``observe`` turns results into rewards.
-    """
-    name = ""
-    max_draws = 200  # per candidate asked for, before suggest gives up (returns fewer)
-    learn_duplicates = True  # a duplicate draw is learned from with its earlier score
-
-    def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj: Space | None = None, live_only: bool = True):
-        import random
-        from .filters import CandidateFilter
-        self.seed = seed
-        self.space_name = space
-        self.space = space_obj or get_space(space)
-        self.rng = random.Random(seed)
-        self.filter = CandidateFilter() if use_filter else None
-        self.scores: dict = {}  # key -> reward of an evaluated candidate
-        self.pending: dict = {}  # text -> [tree json, key, meta]
-        self.draws = 0
-        self.live_only = live_only
-        self.dead_draws = 0  # draws skipped for dead code (see unused_local)
-        self.history: list = []  # [draw index, reward] of every evaluated proposal
-
-    # subclass hooks
-    def _draw(self):
-        raise NotImplementedError
-
-    def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
-        pass
-
-    def _key(self, text: str):
-        if self.filter is None:
-            return "new", text, ""
-        v = self.filter.check(text)
-        return v.kind, v.key, v.of
-
-    def suggest(self, n: int) -> list:
-        out: list = []
-        tries = repeats = 0
-        while len(out) < n and tries < self.max_draws * max(n, 1):
-            tries += 1
-            self.draws += 1
-            tree, meta = self._draw()
-            text = self.space.render(tree)
-            if text in self.pending:  # a policy that has collapsed: do not spin on it
-                repeats += 1
-                if repeats > 20:
-                    break
-                continue
-            if self.live_only and unused_local(text):  # a redundant encoding: draw again
-                self.dead_draws += 1
-                self._learn(tree, FAIL_REWARD, meta, True)
-                continue
-            kind, key, of = self._key(text)
-            if kind == "new" or (kind == "duplicate" and of not in self.scores and
-                                 self.filter is None):
-                self.pending[text] = [tree.to_json(), key, meta]
-                out.append(text)
-            elif kind == "duplicate":
-                if of in self.scores and self.learn_duplicates:
-                    self._learn(tree, self.scores[of], meta, True)
-            else:  # degenerate or invalid
-                self._learn(tree, FAIL_REWARD, meta, True)
-        return out
-
-    def observe(self, results: list) -> None:
-        for r in results:
-            entry = self.pending.pop(r["rule"], None)
-            reward = r["score"] if r.get("status") == "ok" and r.get("score") is not None \
-                else FAIL_REWARD
-            if entry is None:
-                self._foreign(r, reward)
-                continue
-            tree_json, key, meta = entry
-            self.scores[key] = reward
-            self.history.append([self.draws, reward])
-            self._learn(Tree.from_json(tree_json), reward, meta, False)
-
-    def _foreign(self, result: dict, reward: float) -> None:
-        """A result this strategy did not propose (a seed rule): ignored unless overridden."""
-
-    # --- state ----------------------------------------------------------------------------------
-    def _base_state(self) -> dict:
-        version, internal, gauss = self.rng.getstate()
-        return {"seed": self.seed, "space": self.space_name, "rng": [version, list(internal), gauss],
-                "filter": self.filter.state_dict() if self.filter else None,
-                "scores": self.scores, "pending": self.pending, "draws": self.draws,
-                "dead_draws": self.dead_draws,
-                "history": self.history}
-
-    def _load_base(self, state: dict) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
-        self.seed = state["seed"]
-        if state["space"] != self.space_name:
-            self.space_name = state["space"]
-            self.space = get_space(self.space_name)
-        if self.filter is not None and state["filter"] is not None:
-            self.filter.load_state_dict(state["filter"])
-        self.scores = dict(state["scores"])
-        self.pending = {k: list(v) for k, v in state["pending"].items()}
-        self.draws = state["draws"]
-        self.dead_draws = state.get("dead_draws", 0)
-        self.history = [list(h) for h in state["history"]]
-
-    def state_dict(self) -> dict:
-        return self._base_state()
-
-    def load_state_dict(self, state: dict) -> None:
-        self._load_base(state)
-
-
-class GrammarRandomStrategy(SpaceStrategy):
-    """Random search: every decision uniform over its allowed choices (with the filters)."""
-    name = "random-grammar"
-
-    def _draw(self):
-        return self.space.sample(self.rng), None

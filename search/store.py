@@ -10,8 +10,12 @@ Tables:
 * ``searches``: one row per search: strategy, task, protocol, budget, options, and the
   strategy's own ``state_dict`` (JSON), rewritten in the same transaction as every result.
 * ``proposals``: every rule a search asked for, in order (``seq``), with where it came from
-  (baseline | seed | strategy) and what became of it (pending | evaluated | cached). A
+  (baseline | seed | strategy), the id its strategy gave it (``cid``: the result goes back to
+  the strategy by that id) and what became of it (pending | evaluated | cached). A
   ``--resume`` resubmits the pending ones and continues; the rest are never run again.
+
+``rule_hash`` is the one cache key of ``search.candidate`` (the strategies' filter uses the
+same). A store of schema 1 (before ``cid``) is upgraded in place when opened for writing.
 
 Every completed evaluation is committed on its own, so a search killed at any moment loses
 only the evaluations that were in flight. WAL mode lets ``optdsl report`` read while a search
@@ -26,7 +30,7 @@ import time
 
 from .errors import SearchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -72,6 +76,7 @@ CREATE TABLE IF NOT EXISTS proposals (
     source TEXT NOT NULL CHECK (source IN ('baseline', 'seed', 'strategy')),
     name TEXT,
     status TEXT NOT NULL CHECK (status IN ('pending', 'evaluated', 'cached')),
+    cid TEXT,                       -- the candidate's id in its strategy (None: not a strategy's)
     PRIMARY KEY (search_id, seq)
 );
 """
@@ -103,8 +108,18 @@ class Store:
             version = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.DatabaseError as e:
             raise SearchError(f"{path} is not a search store ({e})") from None
-        if version is None or int(version[0]) != SCHEMA_VERSION:
+        if version is not None and int(version[0]) == 1 and create:
+            self._upgrade_from_1()
+            version = (str(SCHEMA_VERSION),)
+        if version is None or int(version[0]) not in (1, SCHEMA_VERSION):
             raise SearchError(f"{path}: unsupported store schema {version and version[0]}")
+
+    def _upgrade_from_1(self) -> None:
+        """Schema 1 -> 2: proposals get the ``cid`` column (NULL for the old ones)."""
+        with self.transaction():
+            self.conn.execute("ALTER TABLE proposals ADD COLUMN cid TEXT")
+            self.conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'",
+                              (str(SCHEMA_VERSION),))
 
     @staticmethod
     def _build(path: str) -> None:
@@ -224,11 +239,13 @@ class Store:
                           (time.time(), search_id))
 
     def add_proposal(self, search_id: int, *, rule: str, rule_hash: str, source: str,
-                     status: str = "pending", name: str | None = None) -> int:
+                     status: str = "pending", name: str | None = None,
+                     cid: str | None = None) -> int:
         seq = self.conn.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM proposals WHERE "
                                 "search_id = ?", (search_id,)).fetchone()[0]
-        self.conn.execute("INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?)",
-                          (search_id, seq, rule, rule_hash, source, name, status))
+        self.conn.execute("INSERT INTO proposals (search_id, seq, rule, rule_hash, source, name, "
+                          "status, cid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          (search_id, seq, rule, rule_hash, source, name, status, cid))
         return seq
 
     def resolve_proposal(self, search_id: int, seq: int, status: str) -> None:
@@ -236,8 +253,11 @@ class Store:
                           (status, search_id, seq))
 
     def proposals(self, search_id: int) -> list:
-        return [dict(r) for r in self.conn.execute(
+        rows = [dict(r) for r in self.conn.execute(
             "SELECT * FROM proposals WHERE search_id = ? ORDER BY seq", (search_id,))]
+        for r in rows:
+            r.setdefault("cid", None)  # a schema-1 store opened read-only
+        return rows
 
     def progress(self, search_id: int) -> dict:
         """Counts over a search's non-baseline proposals: proposed, done, cached, pending."""

@@ -1,27 +1,32 @@
-"""Search strategies: what to try next. A strategy proposes rule texts and learns from results.
+"""Search strategies: what to try next. A strategy proposes candidates and learns from results.
 
 The interface is Ray Tune's ``Searcher`` made smaller: a strategy never sees the cluster, the
 store or the clock, so it is tested with plain calls.
 
-* ``suggest(n)`` -> up to ``n`` rule texts (program text the language accepts). Fewer (or
-  none) means the strategy has nothing more to propose for now.
-* ``observe(results)``: finished evaluations, each a dict with ``rule``, ``hash``, ``status``
-  (ok | diverged | timeout | failed), ``score`` (None unless ok) and ``cached`` (True when the
-  result came from an earlier evaluation of the same rule).
+* ``suggest(n)`` -> up to ``n`` candidates (``search.candidate.Candidate``: built once, with the
+  cache key and an ``id`` unique within the strategy; plain program text is accepted too, and
+  the engine builds it). Fewer (or none) means nothing more to propose for now.
+* ``observe(results)``: finished evaluations, each a dict with ``id`` (the candidate's, None
+  for a rule the strategy did not propose), ``key``, ``rule`` (text), ``status`` (ok |
+  diverged | timeout | failed), ``score`` (None unless ok), ``cached`` (True when the result
+  came from an earlier evaluation of the same key) and ``source``.
 * ``state_dict()`` / ``load_state_dict(state)``: everything needed to continue, as JSON-able
-  data. The search stores it with every result, so ``--resume`` continues the same sequence.
+  data. The search stores it with its results, so ``--resume`` continues the same sequence.
 
 ``random`` samples formulas of the form ``lr * b(u1(o1), u2(o2))`` from a small built-in
 grammar modelled on Neural Optimizer Search (Bello et al. 2017): operands such as ``g``,
 ``g^2``, ``ema(g, 0.9)``, ``sign(g)``, unary functions such as ``exp``, ``sign``,
 ``sqrt(abs(x))``, and binary ones ``+ - * /`` and keep-left. PowerSign
-(``exp(sign(g) * sign(ema(g, 0.9))) * g``) and AddSign are points of it.
+(``exp(sign(g) * sign(ema(g, 0.9))) * g``) and AddSign are points of it. The strategies over
+the grammars of ``grammars/`` share :class:`SpaceStrategy` (draw, filter, propose, learn).
 """
 from __future__ import annotations
 
 import random
-import re
 from abc import ABC, abstractmethod
+
+from .candidate import build
+from .space import Tree, get_space
 
 # The grammar of the random strategy (the next issue builds the full search space).
 OPERANDS = [
@@ -31,28 +36,9 @@ OPERANDS = [
     "g / (sqrt(ema(g^2, 0.999)) + 1e-8)",  # RMSProp's
     "linear_decay(t, 1000)", "cosine_decay(t, 1000, 0.5)", "restart_decay(t, 1000, 1)",
 ]
-UNARY = ["{x}", "-{x}", "exp({x})", "log(abs({x}) + 1e-8)", "sqrt(abs({x}))", "sign({x})",
+UNARY = ["({x})", "-({x})", "exp({x})", "log(abs({x}) + 1e-8)", "sqrt(abs({x}))", "sign({x})",
          "clip({x}, -1e-5, 1e-5)", "clip({x}, -1e-3, 1e-3)"]
-BINARY = ["{a} + {b}", "{a} - {b}", "{a} * {b}", "{a} / ({b} + 1e-8)", "{a}"]
-
-
-def _atomic(s: str) -> bool:
-    """True when ``s`` needs no parentheses as an operand: a name, a number or one call."""
-    if re.fullmatch(r"[A-Za-z_]\w*|\d+(\.\d*)?(e-?\d+)?", s):
-        return True
-    head = re.match(r"[A-Za-z_]\w*\(", s)
-    if not head or not s.endswith(")"):
-        return False
-    depth = 0
-    for i in range(head.end() - 1, len(s)):
-        depth += (s[i] == "(") - (s[i] == ")")
-        if depth == 0:
-            return i == len(s) - 1
-    return False
-
-
-def _wrap(s: str) -> str:
-    return s if _atomic(s) else f"({s})"
+BINARY = ["({a}) + ({b})", "({a}) - ({b})", "({a}) * ({b})", "({a}) / (({b}) + 1e-8)", "({a})"]
 
 
 class Strategy(ABC):
@@ -87,19 +73,14 @@ class RandomStrategy(Strategy):
 
     def sample(self) -> str:
         r = self.rng
-        u1, u2 = (self._unary(r.choice(UNARY), r.choice(OPERANDS)) for _ in range(2))
-        b = r.choice(BINARY)
-        body = b.format(a=_wrap(u1), b=_wrap(u2))
-        return f"lr * {_wrap(body)}"
-
-    @staticmethod
-    def _unary(template: str, x: str) -> str:
-        """A unary template applied to ``x``: a call takes it as is, negation needs parentheses."""
-        return template.format(x=_wrap(x) if template.startswith("-") else x)
+        u1, u2 = (r.choice(UNARY).format(x=r.choice(OPERANDS)) for _ in range(2))
+        return f"lr * ({r.choice(BINARY).format(a=u1, b=u2)})"
 
     def suggest(self, n: int) -> list:
-        out = [self.sample() for _ in range(n)]
-        self.suggested += len(out)
+        out = []
+        for _ in range(n):
+            out.append(build(self.sample(), id=str(self.suggested)))
+            self.suggested += 1
         return out
 
     def observe(self, results: list) -> None:
@@ -117,18 +98,161 @@ class RandomStrategy(Strategy):
         self.suggested, self.observed = state["suggested"], state["observed"]
 
 
+# --- the strategies over a grammar space: draw, filter, propose, learn -----------------------
+
+FAIL_REWARD = 0.0  # reward of a degenerate, diverged or failed candidate (scores are >= 0)
+
+
+class SpaceStrategy(Strategy):
+    """A strategy over a grammar space (``search.space``).
+
+    Subclasses provide ``_draw() -> (tree, meta)`` (or ``_draws(k)`` for a batch) and
+    ``_learn(tree, reward, meta, free)``. ``suggest`` draws until it has ``n`` candidates the
+    filter calls new: a draw with dead code (``live_only``, ``Space.dead_local``), one that is
+    not a valid program and a degenerate one are learned from at once with
+    :data:`FAIL_REWARD`, a duplicate with its earlier score (``learn_duplicates``), all
+    without an evaluation (``free=True``). A program drawn again is recognised by its source
+    text and not built again. Each new candidate gets the next proposal id; ``observe`` finds
+    it by that id and turns its result into a reward.
+    """
+    name = ""
+    max_draws = 200  # per candidate asked for, before suggest gives up (returns fewer)
+    learn_duplicates = True  # a duplicate draw is learned from with its earlier score
+
+    def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
+                 space_obj=None, live_only: bool = True):
+        from .filters import CandidateFilter
+        self.seed = seed
+        self.space_name = space
+        self.space = space_obj or get_space(space)
+        self.rng = random.Random(seed)
+        self.filter = CandidateFilter() if use_filter else None
+        self.scores: dict = {}  # key -> reward of an evaluated candidate
+        self.pending: dict = {}  # proposal id -> [tree json, key, meta]
+        self.known: dict = {}  # source text -> key (a cache: not saved, rebuilt on demand)
+        self.next_id = 0
+        self.draws = 0
+        self.live_only = live_only
+        self.dead_draws = 0  # draws skipped for dead code (see Space.dead_local)
+        self.history: list = []  # [draw index, reward] of every evaluated proposal
+
+    # subclass hooks
+    def _draw(self):
+        raise NotImplementedError
+
+    def _draws(self, k: int) -> list:
+        return [self._draw() for _ in range(k)]
+
+    def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
+        pass
+
+    def _verdict(self, source: str):
+        """(verdict, candidate or None) of a drawn program's source text."""
+        from .filters import Verdict
+        key = self.known.get(source)
+        if key is not None and self.filter is not None:
+            return self.filter.check_key(key), None
+        try:
+            cand = build(source)
+        except Exception as e:  # not a program of the language: never expected from a grammar
+            if self.filter is not None:
+                self.filter.stats["invalid"] += 1
+            return Verdict("invalid", str(e).splitlines()[0]), None
+        self.known[source] = cand.key
+        if self.filter is None:
+            return Verdict("new", "", cand.key), cand
+        return self.filter.check(cand), cand
+
+    def suggest(self, n: int) -> list:
+        out: list = []
+        tries = repeats = 0
+        pending_keys = {e[1] for e in self.pending.values()}
+        while len(out) < n and tries < self.max_draws * max(n, 1) and repeats <= 20:
+            batch = self._draws(min(n - len(out), self.max_draws * max(n, 1) - tries))
+            for tree, meta in batch:
+                tries += 1
+                self.draws += 1
+                if self.live_only and self.space.dead_local(tree):  # a redundant encoding
+                    self.dead_draws += 1
+                    self._learn(tree, FAIL_REWARD, meta, True)
+                    continue
+                verdict, cand = self._verdict(self.space.source(tree))
+                if verdict.kind == "new" and cand is not None and cand.key not in pending_keys:
+                    cand.id = str(self.next_id)
+                    self.next_id += 1
+                    self.pending[cand.id] = [tree.to_json(), cand.key, meta]
+                    pending_keys.add(cand.key)
+                    out.append(cand)
+                elif verdict.kind in ("new", "duplicate"):
+                    repeats += verdict.kind == "new"  # a policy that has collapsed: do not spin
+                    of = verdict.of or verdict.key
+                    if of in self.scores and self.learn_duplicates:
+                        self._learn(tree, self.scores[of], meta, True)
+                else:  # degenerate or invalid
+                    self._learn(tree, FAIL_REWARD, meta, True)
+        return out
+
+    def observe(self, results: list) -> None:
+        for r in results:
+            entry = self.pending.pop(r.get("id"), None) if r.get("id") is not None else None
+            reward = r["score"] if r.get("status") == "ok" and r.get("score") is not None \
+                else FAIL_REWARD
+            if entry is None:
+                self._foreign(r, reward)
+                continue
+            tree_json, key, meta = entry
+            self.scores[key] = reward
+            self.history.append([self.draws, reward])
+            self._learn(Tree.from_json(tree_json), reward, meta, False)
+
+    def _foreign(self, result: dict, reward: float) -> None:
+        """A result this strategy did not propose (a seed rule): ignored unless overridden."""
+
+    # --- state ----------------------------------------------------------------------------------
+    def _base_state(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {"seed": self.seed, "space": self.space_name, "rng": [version, list(internal), gauss],
+                "filter": self.filter.state_dict() if self.filter else None,
+                "scores": self.scores, "pending": self.pending, "next_id": self.next_id,
+                "draws": self.draws, "dead_draws": self.dead_draws, "history": self.history}
+
+    def _load_base(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.seed = state["seed"]
+        if state["space"] != self.space_name:
+            self.space_name = state["space"]
+            self.space = get_space(self.space_name)
+        if self.filter is not None and state["filter"] is not None:
+            self.filter.load_state_dict(state["filter"])
+        self.scores = dict(state["scores"])
+        self.pending = {k: list(v) for k, v in state["pending"].items()}
+        self.next_id = state["next_id"]
+        self.draws = state["draws"]
+        self.dead_draws = state["dead_draws"]
+        self.history = [list(h) for h in state["history"]]
+
+    def state_dict(self) -> dict:
+        return self._base_state()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._load_base(state)
+
+
+class GrammarRandomStrategy(SpaceStrategy):
+    """Random search: every decision uniform over its allowed choices (with the filters)."""
+    name = "random-grammar"
+
+    def _draw(self):
+        return self.space.sample(self.rng), None
+
+
 STRATEGIES = {"random": RandomStrategy}
 
 
-def _grammar_strategies() -> dict:
-    """The strategies over the spaces of grammars/ (issue 7): search/space.py, rl.py, evolution.py."""
-    from .evolution import EvolutionStrategy
-    from .rl import RLStrategy
-    from .space import GrammarRandomStrategy
-    return {s.name: s for s in (GrammarRandomStrategy, RLStrategy, EvolutionStrategy)}
-
-
-STRATEGIES.update(_grammar_strategies())
+STRATEGIES["random-grammar"] = GrammarRandomStrategy
+# the learning strategies register themselves (``STRATEGIES[name] = cls``) when imported
+from . import evolution, rl  # noqa: E402,F401  (after SpaceStrategy: they subclass it)
 
 
 def strategy_options(cls) -> dict:

@@ -141,7 +141,8 @@ def test_sigkilled_search_resumes_without_losing_or_repeating(ray_address, tmp_p
     assert all(p["status"] != "pending" for p in props)
     assert store.progress(1)["done"] == 40 and store.search(1)["finished_at"] is not None
     # the strategy went on where it stopped: its proposals are the uninterrupted sequence
-    assert [p["rule"] for p in props if p["source"] == "strategy"] == RandomStrategy(0).suggest(40)
+    assert [p["rule"] for p in props if p["source"] == "strategy"] == \
+        [c.text for c in RandomStrategy(0).suggest(40)]
     # every proposal's rule has exactly one evaluation
     assert {p["rule_hash"] for p in props} == set(hashes)
 

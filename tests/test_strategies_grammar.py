@@ -1,4 +1,5 @@
-"""Issue 7: grammar spaces, filters, the rl and evolution strategies, resume, funnel naming.
+"""Grammar spaces, the candidate currency, filters, the rl and evolution strategies, resume,
+funnel naming.
 
 The strategy tests run without Ray on a toy reward whose optimum is known; one end-to-end
 search per strategy goes through the Ray runner on the session's one local Ray (skipped
@@ -13,12 +14,14 @@ import statistics
 import pytest
 
 import optdsl
+from optdsl.search.candidate import build
 from optdsl.search.evolution import EvolutionStrategy
 from optdsl.search.filters import CandidateFilter
 from optdsl.search.funnel import family, known_as
+from optdsl.search.program import program_text
 from optdsl.search.rl import RLStrategy
-from optdsl.search.space import GrammarRandomStrategy, Space
-from optdsl.search.strategies import STRATEGIES, make_strategy
+from optdsl.search.space import Space, Tree
+from optdsl.search.strategies import STRATEGIES, GrammarRandomStrategy, make_strategy
 
 POWERSIGN = """bello(lr=1):
     x1 = (sign(g)) * (sign(ema(g, 0.9)))
@@ -32,12 +35,68 @@ def test_every_sample_is_a_program_of_the_language_and_of_the_space(name):
     rng = random.Random(0)
     for _ in range(40):
         tree = space.sample(rng)
-        text = space.render(tree)
-        optdsl.parse(text)  # a valid program
-        assert space.contains(text)  # parsed by the space's own Lark grammar
-        assert space.render(space.parse(text)) == text
-        child, _ = space.mutate(tree, rng)
-        optdsl.parse(space.render(child))
+        source = space.source(tree)
+        rule = optdsl.parse(source)  # a valid program
+        assert space.contains(source)  # parsed by the space's own Lark grammar
+        assert space.source(space.parse(source)) == source
+        # what the search shows: the program printed from the IR, with the same updates
+        assert optdsl.fingerprint(optdsl.parse(program_text(rule))) == optdsl.fingerprint(rule)
+        for op in (space.modify, space.insert, space.delete):
+            made = op(tree, rng)
+            if made is not None:
+                optdsl.parse(space.source(made[0]))
+
+
+def test_grammar_is_read_with_lark_rule_objects():
+    space = Space("bello")
+    binary = space.rules["binary"]
+    assert [a.alias for a in binary] == ["add", "sub", "mul", "div", "pow", "keep_left"]
+    assert binary[2].items == (("lit", "("), ("rule", "unary"), ("lit", ")"), ("lit", "*"),
+                               ("lit", "("), ("rule", "unary"), ("lit", ")"))
+    assert [a.items[0][1] for a in space.rules["ref"]] == ["x1", "x2"]
+    assert space.rules["group2"][0].defines == ("x2", "=")
+    assert space.n_choices["operand"] == 21 and space.n_choices["unary"] == 12
+    assert Space("statements").rules["const"][0].items == (("term", "NUMBER"),)
+
+
+def test_every_library_rule_prints_back_to_a_rule_with_the_same_updates():
+    from optdsl.library import library
+    for name, rule in library.items():
+        text = program_text(rule)
+        assert optdsl.fingerprint(optdsl.parse(text)) == optdsl.fingerprint(rule), (name, text)
+    assert program_text(optdsl.parse(POWERSIGN)) == \
+        "bello(lr=1) = lr * (exp(sign(g) * sign(ema(g, 0.9))) * g)"
+
+
+def test_insert_and_delete_groups_keep_references_consistent():
+    """The Lion search's insert / delete on Bello's numbered groups: insert feeds the new group
+    the operand it replaces (or the old result), delete puts one of the removed group's
+    operands where its result was read; references are renumbered."""
+    space = Space("bello")
+    tree = space.parse(POWERSIGN)
+    rng = random.Random(1)
+    seen = set()
+    for _ in range(30):
+        child, what = space.insert(tree, rng)
+        assert len(space.groups_of(child)) == 3 and space.dead_local(child) is None
+        optdsl.parse(space.source(child))
+        seen.add(what)
+        child, what = space.delete(tree, rng)
+        assert len(space.groups_of(child)) == 1
+        seen.add(what)
+    assert seen == {"insert group 1", "insert group 2", "insert group 3", "delete group 1",
+                    "delete group 2"}
+    # a new first group fed sign(g) or sign(ema(g)) as it is, read where that operand was
+    first = [space.source(c) for c, w in (space.insert(tree, random.Random(k)) for k in range(40))
+             if w == "insert group 1"]
+    lines = [[line.strip() for line in s.split("\n")] for s in first]
+    assert lines and all(ls[1].startswith("x1 = ( sign (") and "( x1 )" in ls[2] for ls in lines)
+    # deleting x1 of PowerSign reads one of its operands where x1 was read
+    deleted = {space.source(space.delete(tree, random.Random(k))[0]) for k in range(20)}
+    assert any("exp ( sign ( g ) )" in d or "exp ( sign ( ema ( g , 0.9 ) ) )" in d
+               for d in deleted)
+    assert space.insert(space.insert(tree, rng)[0], rng) is None  # three groups: the most
+    assert space.delete(space.delete(tree, rng)[0], rng) is None  # one group: the fewest
 
 
 def test_bello_space_holds_powersign_and_the_library_names_it():
@@ -54,13 +113,18 @@ def test_bello_space_holds_powersign_and_the_library_names_it():
 
 def test_filter_catches_degenerate_and_duplicates():
     f = CandidateFilter()
-    assert f.check("lr * p").reason == "ignores-g"
-    assert f.check("lr * 2").reason == "ignores-g"
-    assert f.check("lr * (g - g)").kind in ("degenerate",)
-    assert f.check("lr * log(g - g)").reason == "nonfinite"
-    assert f.check("lr * sign(g)").kind == "new"
-    assert f.check("lr * (sign(g) * 1)").kind == "duplicate"  # same canonical form
-    assert f.check("lr * (g / abs(g))").kind == "duplicate"  # sign identity / fingerprint
+
+    def check(text):
+        return f.check(build(text))
+    assert check("lr * p").reason == "ignores-g"
+    assert check("lr * 2").reason == "ignores-g"
+    assert check("lr * (g - g)").kind in ("degenerate",)
+    assert check("lr * log(g - g)").reason == "nonfinite"
+    assert check("lr * sign(g)").kind == "new"
+    assert check("lr * (sign(g) * 1)").kind == "duplicate"  # same canonical form
+    dup = check("lr * (g / abs(g))")  # sign identity / fingerprint
+    assert dup.kind == "duplicate" and dup.of == build("lr * sign(g)").key
+    assert dup.key == build("lr * (g / abs(g))").key  # the verdict carries the store's key
     assert 0 < f.hit_rate() < 1
 
 
@@ -91,11 +155,10 @@ operand: "g" -> g
 TARGET = ["mul", "exp", "sg", "identity", "m"]  # 5 x 6 x 8 x 6 x 8 = 11,520 programs
 
 
-def toy_reward(space, text, strategy=None):
-    from optdsl.search.space import Tree
-    entry = strategy.pending.get(text) if strategy is not None else None
-    tree = Tree.from_json(entry[0]) if entry else space.parse(text)
-    got = space.aliases(tree)
+def toy_reward(space, cand, strategy):
+    """The fraction of TARGET's decisions the candidate's tree (found by its proposal id)
+    makes."""
+    got = space.aliases(Tree.from_json(strategy.pending[cand.id][0]))
     return sum(a == b for a, b in zip(got, TARGET)) / len(TARGET)
 
 
@@ -104,14 +167,13 @@ def samples_to_optimum(cls, seed, budget, **kw):
     s = cls(seed=seed, use_filter=False, space_obj=space, **kw)
     n = 0
     while n < budget:
-        texts = s.suggest(4)
         results = []
-        for text in texts:
+        for cand in s.suggest(4):
             n += 1
-            r = toy_reward(space, text, s)
+            r = toy_reward(space, cand, s)
             if r == 1.0:
                 return n
-            results.append({"rule": text, "status": "ok", "score": r})
+            results.append({"id": cand.id, "rule": cand.text, "status": "ok", "score": r})
         s.observe(results)
     return budget + 1
 
@@ -131,9 +193,9 @@ def test_strategies_registered_and_state_is_json():
     for name in ("random-grammar", "rl", "evolution"):
         assert name in STRATEGIES
         s = make_strategy(name, seed=3)
-        texts = s.suggest(3)
-        assert len(texts) == 3
-        s.observe([{"rule": t, "status": "ok", "score": 0.5} for t in texts])
+        cands = s.suggest(3)
+        assert len(cands) == 3
+        s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": 0.5} for c in cands])
         json.dumps(s.state_dict())
 
 
@@ -141,9 +203,10 @@ def test_strategies_registered_and_state_is_json():
 def _drive(s, space, rounds):
     out = []
     for _ in range(rounds):
-        texts = s.suggest(4)
-        out += texts
-        s.observe([{"rule": t, "status": "ok", "score": toy_reward(space, t, s)} for t in texts])
+        cands = s.suggest(4)
+        out += [c.text for c in cands]
+        s.observe([{"id": c.id, "rule": c.text, "status": "ok",
+                    "score": toy_reward(space, c, s)} for c in cands])
     return out
 
 
@@ -257,23 +320,26 @@ def test_known_as_up_to_a_learning_rate_factor_and_drop_free():
         .startswith("drop-free form ∝ 0.2 × momentum")
 
 
-def test_unused_local_names_dead_statements():
-    from optdsl.search.space import unused_local
-    assert unused_local(POWERSIGN) is None
+def test_dead_local_names_dead_statements():
+    space = Space("bello")
+    assert space.dead_local(space.parse(POWERSIGN)) is None
     dead = POWERSIGN.replace("(exp(x1)) * (g)", "(exp(g)) * (g)")
-    assert unused_local(dead) == "x1"
-    assert unused_local("prog(lr=1):\n    state m = 0\n    a1 = -(m)\n    m := m + 0.1 * (g - m)\n"
-                        "    return lr * (m)") == "a1"
+    assert space.dead_local(space.parse(dead)) == "x1"
+    st = Space("statements")
+    prog = ("prog(lr=1):\n    state m = 0\n    state v = 0\n    a1 = -(m)\n"
+            "    m := m + (0.1) * ((g) - m)\n    v := v + (0.1) * ((g) - v)\n    return lr * (m)")
+    assert st.dead_local(st.parse(prog)) == "a1"
+    assert st.dead_local(st.parse(prog.replace("return lr * (m)", "return lr * (a1)"))) is None
 
 
 @pytest.mark.parametrize("cls", [GrammarRandomStrategy, RLStrategy, EvolutionStrategy])
 def test_strategies_skip_dead_code_encodings(cls):
     """Every proposed program uses each group it computes; deeper programs still occur."""
-    from optdsl.search.space import unused_local
     s = cls(seed=3, use_filter=False)
-    texts = s.suggest(60)
-    assert len(texts) == 60 and s.dead_draws > 0
-    assert all(unused_local(t) is None for t in texts)
-    assert any("x2 =" in t for t in texts)
+    trees = [Tree.from_json(s.pending[c.id][0]) for c in s.suggest(60)]
+    assert len(trees) == 60 and s.dead_draws > 0
+    assert all(s.space.dead_local(t) is None for t in trees)
+    assert any("x2 =" in s.space.source(t) for t in trees)
     loose = cls(seed=3, use_filter=False, live_only=False)
-    assert any(unused_local(t) for t in loose.suggest(60))
+    assert any(loose.space.dead_local(Tree.from_json(loose.pending[c.id][0]))
+               for c in loose.suggest(60))

@@ -1,0 +1,134 @@
+"""The search's one currency: a candidate rule built once, and its cache key.
+
+A :class:`Candidate` is made from program text (or an already checked Rule) exactly once: it
+is parsed and checked (``optdsl.parse``), printed back from its IR (``search.program``: the text
+the store, the leaderboard and the exports show), run on probe inputs, and given its **cache
+key**. Strategies hand candidates to the engine; the engine stores the text under the key and
+the candidate's ``id`` (the proposal id the strategy gave it), and results go back to the
+strategy by that id, never by text.
+
+The key is the one duplicate key of the package: the strategies' filter and the store both
+use it. It hashes two things:
+
+* ``optdsl.canonical_hash`` of the rule with ``lr``'s default set to 1 (the protocol sets lr,
+  so ``r(lr=0.1) = lr * g`` and ``r(lr=0.5) = lr * g`` are one candidate), and
+* the rule's updates on fixed probe inputs (``lr = 1``, other hyperparameters at their
+  defaults, 4 steps of 16 elements, two gradient sequences across three decades and both
+  signs), rounded to 6 significant digits.
+
+The numeric part keeps the key sound even where the symbolic normal form merges too much:
+``lr * sqrt(g) * sqrt(g)`` (NaN for negative g) and ``lr * g`` get different keys whatever
+``canonical_hash`` does with ``x^a * x^b``. Rules equal up to algebra keep one key (their
+updates agree to rounding). Where ``canonical_hash`` is not available, the text (comments and
+spacing dropped) takes its place; keys carry their scheme as a prefix (``canon:`` / ``text:``).
+The probe updates are kept on the candidate for the degenerate filters (``search.filters``).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
+
+import torch
+
+PROBE_STEPS = 4
+PROBE_SIZE = 16
+_PROBES = None
+
+
+def probes():
+    """(p0, grads A, grads B): fixed probe inputs with gradients across three decades."""
+    global _PROBES
+    if _PROBES is None:
+        gen = torch.Generator().manual_seed(7)
+        p0 = torch.randn(PROBE_SIZE, generator=gen, dtype=torch.float64)
+
+        def seq():
+            return [torch.randn(PROBE_SIZE, generator=gen, dtype=torch.float64)
+                    * 10 ** (torch.rand(PROBE_SIZE, generator=gen, dtype=torch.float64) * 3 - 2.5)
+                    for _ in range(PROBE_STEPS)]
+        _PROBES = (p0, seq(), seq())
+    return _PROBES
+
+
+def probe_updates(rule, grads, hypers: dict | None = None, p0=None):
+    """The updates ``p_before - p_after`` of ``rule`` on ``grads`` (lr = 1 unless given)."""
+    from optdsl.interpreter import trajectory
+    p = p0 if p0 is not None else probes()[0]
+    return torch.stack(trajectory(rule, {**rule.defaults, "lr": 1.0, **(hypers or {})}, p, grads))
+
+
+def numeric_key(updates: torch.Tensor, digits: int = 6) -> str:
+    text = ",".join(f"{float(x):.{digits - 1}e}" for x in updates.flatten())
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def text_hash(text: str) -> str:
+    """``text:`` + SHA-256 of program text with comments dropped and spacing normalized."""
+    lines = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        line = re.sub(r"\s+", " ", line).strip()
+        if line:
+            lines.append(re.sub(r"\s*([-+*/^%(),=:<>!])\s*", r"\1", line))
+    return "text:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def without_lr_default(rule):
+    """``rule`` with ``lr``'s default set to 1 (the protocol sets lr itself)."""
+    if "lr" not in rule.hypers:
+        return rule
+    hypers = dict(rule.hypers)
+    hypers["lr"] = replace(hypers["lr"], default=1.0)
+    return replace(rule, hypers=hypers)
+
+
+def canonical_key(rule) -> str | None:
+    """``optdsl.canonical_hash`` of the rule (None where it is missing or fails)."""
+    import optdsl
+    fn = getattr(optdsl, "canonical_hash", None)
+    if fn is None:
+        return None
+    try:
+        return str(fn(rule))
+    except Exception:
+        return None
+
+
+@dataclass
+class Candidate:
+    """One rule as the search handles it (see the module docstring)."""
+    text: str  # the program, printed from the IR
+    rule: object  # the checked optdsl Rule
+    key: str  # the cache key
+    id: str | None = None  # the proposal id given by the strategy that made it
+    fingerprint: str = ""  # of the probe updates on gradients A ('' when the probes failed)
+    probe_error: str = ""  # why the probe run failed, if it did
+    updates: tuple = field(default=(), repr=False)  # (updates on A, updates on B)
+
+
+def build(source, id: str | None = None, text: str | None = None) -> Candidate:
+    """A Candidate from program text or a checked Rule; raises DSLError for a bad program.
+
+    ``text``: what to show and store instead of the printed program (the library's own source
+    of a baseline, a user's seed file as written)."""
+    import optdsl
+    from .program import program_text
+    rule = optdsl.parse(source) if isinstance(source, str) else source
+    if text is None:
+        try:
+            text = program_text(rule)
+        except Exception:  # a rule the printer cannot render keeps the text it came as
+            text = source if isinstance(source, str) else rule.source
+    _, ga, gb = probes()
+    updates, error, fp = (), "", ""
+    try:
+        updates = (probe_updates(rule, ga), probe_updates(rule, gb))
+        fp = numeric_key(torch.cat([u.flatten() for u in updates]))
+    except Exception as e:  # e.g. a shape the interpreter rejects: keyed by the error
+        error = f"error: {type(e).__name__}"
+    canon = canonical_key(without_lr_default(rule))
+    base = f"canon:{canon}" if canon is not None else text_hash(text)
+    scheme = base.split(":", 1)[0]
+    digest = hashlib.sha256(f"{base}|{fp or error}".encode()).hexdigest()[:32]
+    return Candidate(text, rule, f"{scheme}:{digest}", id, fp, error, updates)
