@@ -26,7 +26,8 @@ def _search_parser() -> argparse.ArgumentParser:
                     "with a small grid of learning rates, as Ray tasks, and recorded in SQLite.")
     ap.add_argument("--strategy", default="random", help=f"one of: {', '.join(STRATEGIES)}")
     ap.add_argument("--task", default=None, help=f"proxy task (default {DEFAULT_TASK}): "
-                                                 f"{', '.join(TASKS)}")
+                                                 f"{', '.join(TASKS)}, or match:RULE (updates "
+                                                 "that follow a library rule or a formula)")
     ap.add_argument("--budget", type=int, default=None,
                     help="candidates to evaluate, cache hits included (default 60)")
     ap.add_argument("--workers", type=int, default=None,
@@ -52,6 +53,12 @@ def _search_parser() -> argparse.ArgumentParser:
     ap.add_argument("--top", type=int, default=10, help="rows of the final leaderboard")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
+
+
+def default_store(task) -> str:
+    """runs/TASK.sqlite (runs/match-RULE.sqlite for match:RULE, RULE a library name or a hash)."""
+    slug = getattr(task, "slug", None)
+    return os.path.join("runs", f"match-{slug}.sqlite" if slug else f"{task.name}.sqlite")
 
 
 def _positive(name: str, value) -> None:
@@ -92,23 +99,26 @@ def cmd_search(argv) -> int:
 
 
 def _search(args) -> int:
+    import torch
     from rich.console import Console
-    from .engine import SearchLoop, new_search, read_seeds
-    from .evaluate import Protocol
+    from .engine import SearchLoop, new_search, read_seeds, resolve_task
     from .store import Store
     from .strategies import make_strategy
-    from .tasks import DEFAULT_TASK, get_task
+    from .tasks import DEFAULT_TASK
 
+    # The driver's tensors (the RL controller, match evaluations) are tiny: more threads only
+    # contend (on a loaded 2-core machine one controller step took 12 ms instead of 0.1 ms).
+    torch.set_num_threads(1)
     # 1. Everything the user typed, checked before any file is opened.
     _positive("budget", args.budget)
     _positive("workers", args.workers)
     _positive("time-limit", args.time_limit)
-    task = get_task(args.task or DEFAULT_TASK)
+    task = resolve_task(args.task or DEFAULT_TASK)
     from optdsl.cli import name_values
     options = name_values(args.strategy_option, "--strategy-option", SearchError)
     strategy = make_strategy(args.strategy, seed=args.seed, options=options)
     seeds = read_seeds(args.seeds) if args.seeds else []
-    path = args.store or os.path.join("runs", f"{task.name}.sqlite")
+    path = args.store or default_store(task)
     if args.resume:
         if not os.path.exists(path):
             raise SearchError(f"nothing to resume: no store at {path}")
@@ -120,7 +130,7 @@ def _search(args) -> int:
             raise SearchError(f"{path} holds a search on task '{record['task']}', not '{task.name}'")
         if record["strategy"] != strategy.name:
             raise SearchError(f"{path} holds a '{record['strategy']}' search, not '{strategy.name}'")
-        task = get_task(record["task"])
+        task = resolve_task(record["task"])
         stored = record["options"].get("strategy_options", {})
         if options and options != stored:
             raise SearchError(f"{path} holds a search with strategy options {stored or 'none'}; "
@@ -133,9 +143,9 @@ def _search(args) -> int:
         store = None
         time_limit = args.time_limit
 
-    # 2. The cluster (an unreachable address fails here, still before the store is written).
-    from .runner import RayRunner
-    runner = RayRunner(address=args.address, workers=args.workers, time_limit=time_limit)
+    # 2. The runner: match tasks in this process, the rest on Ray (an unreachable address
+    # fails here, still before the store is written).
+    runner = _runner(task, args, time_limit)
 
     # 3. The store and the search.
     console = Console(stderr=True)
@@ -143,13 +153,15 @@ def _search(args) -> int:
         if store is None:
             store = Store(path)
             budget = args.budget or 60
-            sid = new_search(store, strategy=strategy, task=task, protocol=Protocol(),
+            sid = new_search(store, strategy=strategy, task=task, protocol=_protocol(task),
                              budget=budget, seeds=seeds,
                              options={"seed": args.seed, "time_limit": time_limit,
                                       "strategy_options": options},
                              baselines=not args.no_baselines)
+            where = ("evaluated in this process" if getattr(runner, "local", False)
+                     else f"{runner.capacity} worker(s)")
             print(f"search #{sid}: {strategy.name} on {task.name} ({task.description}), "
-                  f"budget {budget}, {runner.capacity} worker(s), store {path}")
+                  f"budget {budget}, {where}, store {path}")
         else:
             sid = record["id"]
             if args.budget and args.budget != record["budget"]:
@@ -178,6 +190,29 @@ def _search(args) -> int:
     return 0
 
 
+MATCH_BATCH = 16  # match: candidates asked for, evaluated and observed together
+
+
+def _protocol(task):
+    from . import match
+    from .evaluate import Protocol
+    return match.PROTOCOL if match.is_match(task.name) else Protocol()
+
+
+def _runner(task, args, time_limit):
+    """An in-process runner for ``match:`` tasks (milliseconds per evaluation: a Ray task's
+    overhead, ~4 ms on 2 workers, would cost more than the work), else the Ray runner."""
+    from . import match
+    from .engine import InProcessRunner
+    if match.is_match(task.name):
+        if args.address or args.workers:
+            print("match tasks are evaluated in this process (milliseconds each); "
+                  "--address/--workers are not used", file=sys.stderr)
+        return InProcessRunner(match.evaluate, capacity=MATCH_BATCH)
+    from .runner import RayRunner
+    return RayRunner(address=args.address, workers=args.workers, time_limit=time_limit)
+
+
 def cmd_report(argv) -> int:
     ap = argparse.ArgumentParser(prog="optdsl report",
                                  description="Leaderboard, plots and export of a search store.")
@@ -196,6 +231,7 @@ def _report(args) -> int:
     from rich.console import Console
     from .report import export_rules, leaderboard, plot_curves, plot_progress, task_protocols
     from .store import Store
+    from . import match
     from .tasks import TASKS
     store = Store(args.store, create=False)
     groups = task_protocols(store, args.task)
@@ -212,7 +248,8 @@ def _report(args) -> int:
                       f"{p['done']}/{search['budget']} done, {p['cached']} cache hits, {state}")
     plots_dir = args.plots or os.path.splitext(args.store)[0] + "-report"
     for task, protocol in groups:
-        metric = TASKS[task].metric if task in TASKS else "score"
+        metric = (TASKS[task].metric if task in TASKS else
+                  match.MatchTask.metric if match.is_match(task) else "score")
         console.print(leaderboard(store, task, protocol, top=args.top, metric=metric))
         suffix = "" if len(groups) == 1 else f"-{task}-{protocol[:6]}"
         if not args.no_plots:

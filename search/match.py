@@ -1,0 +1,227 @@
+"""The behaviour-match task ``match:RULE``: how closely a candidate's updates follow RULE's.
+
+``RULE`` is a library rule's name (``match:powersign``) or program text
+(``match:lr * sign(ema(g, 0.9))``). A candidate and the target are stepped on the same fixed
+random gradient streams and compared update by update; the score does not depend on a positive
+constant factor (the learning rate is tuned anyway), and costs milliseconds.
+
+**Streams.** Three parameter tensors of 64 elements, 40 steps, float64 (seed 2017):
+
+* every element has its own scale ``a = 10^U(-3, 0)`` (three decades) and a persistent mean of
+  random sign, ``g_t = a * d_t * (rho * s + noise_t)``, noise N(0, 1), and every gradient
+  shrinks by a decade over the stream (``d_t = 10^(-t/40)``): magnitudes, their trend and the
+  sign agreement of g with its running average all matter;
+* the tensors differ in signal to noise ``rho``: *steady* ``10^U(-0.3, 1)`` (g keeps its
+  sign), *noisy* ``10^U(-1.5, -0.3)`` (g and its average often disagree), *switching*
+  ``10^U(-0.5, 0.5)`` with the mean's sign flipped at step 21 (momentum lags behind);
+* the parameter is teacher-forced, the same for every rule: ``p_t = p_0 (1 - 0.01 t)``,
+  ``p_0`` N(0, 1); each step starts from ``p_t`` and the update is ``p_t - p_after``.
+
+Each rule runs at its own hyperparameter defaults on the reference interpreter (random
+primitives from a generator seeded 0), as an optimizer steps three parameter tensors: one
+scalar cache per step, per-tensor reductions per tensor.
+
+**Score.** With U the candidate's updates and V the target's (T steps x 192 elements), each
+element's series weighted by its target size ``w_e = 1 / (|V_e|^2 + delta)`` (``delta`` =
+1e-12 of the mean ``|V_e|^2``), so that a small element counts as much as a large one::
+
+    c = sum_e w_e <U_e, V_e> / sum_e w_e |U_e|^2     (c = 0 when that is not positive)
+    r = sqrt(sum_e w_e |c U_e - V_e|^2 / sum_e w_e |V_e|^2)  in [0, 1]
+    score = -log10(max(r, 1e-6))                       in [0, 6]
+
+``r`` is the least-squares residual over positive factors: 0 for the target and any positive
+multiple of it, 1 for an update uncorrelated with (or opposite to) the target. ``-log10``
+keeps resolving near the top (0.9 -> 0.05, 0.1 -> 1, 1e-3 -> 3); 6 is the cap (a residual of
+1e-6: equal up to rounding, e.g. a rule equal to the target up to algebra). ``best_lr`` is ``c``
+times the candidate's lr default: the learning rate at which the candidate follows the target
+at the target's defaults. A candidate whose updates are not finite is ``diverged`` (score
+None: worst), one that raises is ``failed``; neither raises.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PREFIX = "match:"
+STEPS, WIDTH, SEED = 40, 64, 2017
+CAP = 1e-6  # residuals below count as an exact match: the score's maximum is -log10(CAP)
+MAX_SCORE = -math.log10(CAP)
+STREAMS = {  # name -> (log10 rho range, step after which the mean flips sign or None)
+    "steady": ((-0.3, 1.0), None),
+    "noisy": ((-1.5, -0.3), None),
+    "switching": ((-0.5, 0.5), STEPS // 2),
+}
+VERSION = 1
+_STREAMS = None
+
+
+def streams():
+    """(p_t per step, g_t per step): each a list over steps of [one tensor per stream]."""
+    global _STREAMS
+    if _STREAMS is None:
+        gen = torch.Generator().manual_seed(SEED)
+
+        def uniform(lo, hi, n=WIDTH):
+            return lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
+
+        ps, gs = [[] for _ in range(STEPS)], [[] for _ in range(STEPS)]
+        for (lo, hi), flip in STREAMS.values():
+            scale = 10 ** uniform(-3, 0)
+            rho = 10 ** uniform(lo, hi)
+            sign = torch.where(torch.rand(WIDTH, generator=gen) < 0.5, -1.0, 1.0).double()
+            p0 = torch.randn(WIDTH, generator=gen, dtype=torch.float64)
+            for t in range(1, STEPS + 1):
+                s = -sign if flip is not None and t > flip else sign
+                noise = torch.randn(WIDTH, generator=gen, dtype=torch.float64)
+                gs[t - 1].append(scale * 10 ** (-t / STEPS) * (rho * s + noise))
+                ps[t - 1].append(p0 * (1 - 0.01 * t))
+        _STREAMS = (ps, gs)
+    return _STREAMS
+
+
+def updates(rule) -> torch.Tensor:
+    """The rule's updates on the streams, (steps, elements), at its hyperparameter defaults."""
+    from optdsl.interpreter import Interpreter
+    interp = Interpreter(rule)
+    ps, gs = streams()
+    states = [{} for _ in STREAMS]
+    gen = torch.Generator().manual_seed(0)
+    out = torch.empty(STEPS, len(STREAMS) * WIDTH, dtype=torch.float64)
+    hypers = rule.defaults
+    with np.errstate(all="ignore"):
+        for t in range(STEPS):
+            cache: dict = {}
+            for k, (p, g, st) in enumerate(zip(ps[t], gs[t], states)):
+                q = p.clone()
+                interp.step_tensor(q, g.clone(), hypers, st, cache, gen)
+                out[t, k * WIDTH:(k + 1) * WIDTH] = p - q
+    return out
+
+
+def residual(u: torch.Tensor, v: torch.Tensor) -> tuple:
+    """(r, c): the weighted least-squares residual of c * u against v over c >= 0 (module doc)."""
+    vv = (v * v).sum(0)
+    w = 1.0 / (vv + 1e-12 * float(vv.mean()) + 1e-300)
+    uu = float((w * (u * u).sum(0)).sum())
+    uv = float((w * (u * v).sum(0)).sum())
+    total = float((w * vv).sum())
+    c = uv / uu if uu > 0 and uv > 0 else 0.0
+    err = float((w * ((c * u - v) ** 2).sum(0)).sum())
+    r = math.sqrt(max(err, 0.0) / total) if total > 0 else 1.0
+    return min(r, 1.0), c
+
+
+def score_of(r: float) -> float:
+    return max(0.0, -math.log10(max(r, CAP)))
+
+
+@dataclass(frozen=True)
+class MatchTask:
+    """A ``match:RULE`` task (duck-types ``search.tasks.Task`` where the search needs it)."""
+    name: str
+    target: str  # the library name or program text after the prefix
+    description: str
+    metric: str = "match"  # -log10 of the residual (module docstring)
+
+    def config(self) -> dict:
+        from .candidate import build
+        return {"task": self.name, "target": build(self.target_rule()).key,
+                "steps": STEPS, "width": WIDTH, "seed": SEED, "cap": CAP, "version": VERSION}
+
+    def target_rule(self):
+        import optdsl
+        return optdsl.resolve(self.target)
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe short name: the library name, else ``rule-`` + a hash of the text."""
+        import hashlib
+        from optdsl.library import library
+        if self.target in library:
+            return self.target
+        return "rule-" + hashlib.sha256(self.target.encode()).hexdigest()[:10]
+
+
+class MatchProtocol:
+    """The protocol of a match task: nothing besides the task itself (no learning rates: the
+    score is scale-free; no seeds: the streams are fixed). Same interface as
+    ``search.evaluate.Protocol`` where the engine uses it."""
+
+    def config(self, task: MatchTask) -> dict:
+        return {**task.config(), "protocol": "match"}
+
+    def key(self, task: MatchTask) -> str:
+        import hashlib
+        import json
+        blob = json.dumps(self.config(task), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+PROTOCOL = MatchProtocol()
+
+
+def is_match(name: str) -> bool:
+    return name.startswith(PREFIX)
+
+
+_TARGETS: dict = {}
+
+
+def get_task(name: str) -> MatchTask:
+    """The match task called ``name`` (``match:RULE``); a SearchError for a bad target."""
+    from optdsl import DSLError
+    from .errors import SearchError
+    target = name[len(PREFIX):].strip()
+    if not target:
+        raise SearchError("match: needs a target, e.g. match:powersign or 'match:lr * sign(g)'")
+    task = MatchTask(PREFIX + target, target, "")
+    try:
+        v = target_updates(task)
+    except DSLError as e:
+        raise SearchError(f"match target {target!r}: {str(e).splitlines()[0]}") from None
+    if not bool(torch.isfinite(v).all()) or not bool((v != 0).any()):
+        raise SearchError(f"match target {target!r}: its updates on the streams are not finite "
+                          "or all zero")
+    return MatchTask(task.name, target, f"updates that follow {target} on fixed gradient streams")
+
+
+def target_updates(task: MatchTask) -> torch.Tensor:
+    if task.target not in _TARGETS:
+        _TARGETS[task.target] = updates(task.target_rule())
+    return _TARGETS[task.target]
+
+
+def evaluate(job: dict) -> dict:
+    """A result row (the store's fields) for ``job``: rule text (and, in this process, the
+    already checked ``parsed`` Rule), task ``match:RULE``; never raises for a bad rule."""
+    import optdsl
+    t0, started = time.monotonic(), time.time()
+    out = {"status": "failed", "score": None, "best_lr": None, "diverged_step": None,
+           "metrics": [], "curve": [], "error": None,
+           "worker": f"{socket.gethostname()}:{os.getpid()}", "started_at": started}
+    try:
+        rule = job.get("parsed") or optdsl.parse(job["rule"])
+        v = target_updates(get_task(job["task"]))
+        u = updates(rule)
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    else:
+        finite = torch.isfinite(u).all(1)
+        if not bool(finite.all()):
+            out.update(status="diverged", diverged_step=int((~finite).nonzero()[0]) + 1)
+        else:
+            r, c = residual(u, v)
+            lr = rule.defaults.get("lr", 1.0)
+            out.update(status="ok", score=score_of(r), best_lr=c * lr if c > 0 else None,
+                       metrics=[{"residual": r, "scale": c}],
+                       curve=[[t + 1, score_of(residual(u[:t + 1], v[:t + 1])[0])]
+                              for t in range(9, STEPS, 10)])
+    out["finished_at"] = time.time()
+    out["duration"] = time.monotonic() - t0
+    return out

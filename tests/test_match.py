@@ -1,0 +1,164 @@
+"""The behaviour-match task (match:RULE) and the search's one currency on it.
+
+Everything here runs in this process (match tasks never use Ray) in a few seconds.
+"""
+import json
+
+import pytest
+
+import optdsl
+from optdsl.search import match
+from optdsl.search.candidate import build
+from optdsl.search.engine import InProcessRunner, SearchLoop, new_search, resolve_task
+from optdsl.search.errors import SearchError
+from optdsl.search.store import Store
+from optdsl.search.strategies import make_strategy
+
+POWERSIGN = "lr * exp(sign(g) * sign(ema(g, 0.9))) * g"
+
+
+def score(rule: str, target: str = "powersign") -> dict:
+    return match.evaluate({"rule": rule, "task": f"match:{target}"})
+
+
+@pytest.mark.parametrize("rule", [
+    optdsl.library["powersign"].source,  # the target itself (lr 0.1)
+    POWERSIGN,  # lr 1 instead of 0.1
+    f"lr * 3 * {POWERSIGN[5:]}",
+    f"lr * 0.001 * {POWERSIGN[5:]}",
+    "r(lr=0.5) = lr * E^(sign(g * ema(g, 0.9))) * g",  # equal up to algebra
+    "r(lr=1):\n    m = ema(g, 0.9)\n    x = sign(g) * sign(m)\n    return lr * g * exp(x)",
+])
+def test_the_target_and_any_positive_multiple_score_the_maximum(rule):
+    r = score(rule)
+    assert r["status"] == "ok" and r["score"] == match.MAX_SCORE
+    assert r["metrics"][0]["residual"] < match.CAP
+
+
+def test_best_lr_is_the_rate_that_follows_the_target_at_its_defaults():
+    assert score(f"lr * 3 * {POWERSIGN[5:]}")["best_lr"] == pytest.approx(0.1 / 3)
+    assert score(optdsl.library["powersign"].source)["best_lr"] == pytest.approx(0.1)
+
+
+def test_other_rules_score_lower_and_a_negative_multiple_is_no_match():
+    scores = {r: score(r)["score"] for r in
+              ["addsign", "lr * g", "lr * (g + ema(g, 0.9))", "momentum", "adam", "signum"]}
+    scores["addsign"] = score(optdsl.library["addsign"].source)["score"]
+    assert all(s < match.MAX_SCORE - 3 for s in scores.values()), scores
+    # the family is nearer than anything else here: AddSign beats SGD, SGD beats Adam
+    assert scores["addsign"] > scores["lr * g"] + 0.5 > scores["adam"] + 0.5
+    assert score(f"lr * (-2) * {POWERSIGN[5:]}")["score"] == 0.0  # opposite: not a match
+
+
+def test_nan_is_diverged_and_a_bad_rule_failed_never_raised():
+    r = score("lr * sqrt(-1 - g^2)")
+    assert r["status"] == "diverged" and r["score"] is None and r["diverged_step"] == 1
+    assert score("lr * log(abs(g) - abs(g))")["status"] == "diverged"  # -inf
+    r = score("lr * sgn(g)")
+    assert r["status"] == "failed" and "unknown" in r["error"]
+
+
+def test_match_task_names_and_bad_targets():
+    task = resolve_task("match:powersign")
+    assert task.name == "match:powersign" and task.slug == "powersign"
+    formula = resolve_task("match:lr * sign(ema(g, 0.9))")
+    assert formula.slug.startswith("rule-")
+    # the protocol key depends on the target, not on how it is spelled
+    assert match.PROTOCOL.key(task) != match.PROTOCOL.key(formula)
+    assert task.config()["target"] == build(optdsl.library["powersign"]).key
+    for bad, message in [("match:", "needs a target"), ("match:lr * sgn(g)", "unknown"),
+                         ("match:lr * 0 * g", "not finite or all zero")]:
+        with pytest.raises(SearchError, match=message):
+            resolve_task(bad)
+
+
+def test_streams_discriminate_momentum_sign_agreement_and_magnitudes():
+    """The three streams hold disagreeing signs, three decades of magnitudes and a flip."""
+    import torch
+    _, gs = match.streams()
+    g = torch.stack([torch.cat(step) for step in gs])  # steps x elements
+    mags = g.abs().mean(0)
+    assert float(mags.max() / mags.min()) > 100
+    m, disagree = torch.zeros_like(g[0]), []
+    for t in range(len(g)):
+        m = 0.9 * m + 0.1 * g[t]
+        disagree.append(float((torch.sign(m) != torch.sign(g[t])).double().mean()))
+    assert 0.15 < sum(disagree[1:]) / (len(g) - 1) < 0.5
+
+
+def _search(tmp_path, strategy, budget, capacity=8, seed=0):
+    store = Store(str(tmp_path / "m.sqlite"))
+    sid = new_search(store, strategy=strategy, task=resolve_task("match:powersign"),
+                     protocol=match.PROTOCOL, budget=budget, baselines=False)
+    return store, sid, InProcessRunner(match.evaluate, capacity=capacity)
+
+
+@pytest.mark.parametrize("name", ["random-grammar", "evolution", "rl"])
+def test_one_currency_ids_and_keys_agree(tmp_path, name):
+    """Results go back to the strategy by the id it gave; the filter's key of each proposal
+    is the store's key; every proposal's text is the printed program of its candidate."""
+    strategy = make_strategy(name, seed=1)
+    given, observed = {}, {}
+    suggest, observe = strategy.suggest, strategy.observe
+
+    def spy_suggest(n):
+        out = suggest(n)
+        given.update({c.id: c for c in out})
+        return out
+
+    def spy_observe(results):
+        observed.update({r["id"]: r for r in results})
+        observe(results)
+    strategy.suggest, strategy.observe = spy_suggest, spy_observe
+    store, sid, runner = _search(tmp_path, strategy, 24)
+    SearchLoop(store, sid, strategy, runner).run()
+    props = [p for p in store.proposals(sid) if p["source"] == "strategy"]
+    assert len(props) == 24 and set(observed) == set(given) == {p["cid"] for p in props}
+    for p in props:
+        cand = given[p["cid"]]
+        assert p["rule_hash"] == cand.key == observed[p["cid"]]["key"]
+        assert p["rule"] == cand.text and strategy.filter.keys[cand.key] == cand.key
+        assert build(p["rule"]).key == cand.key  # the stored text is the same candidate
+        row = store.lookup(cand.key, "match:powersign", store.search(sid)["protocol"])
+        assert row["score"] == observed[p["cid"]]["score"]
+    assert strategy.pending == {}
+
+
+@pytest.mark.parametrize("name", ["rl", "evolution"])
+def test_a_resumed_match_search_proposes_what_an_uninterrupted_one_does(tmp_path, name):
+    def run(path, budgets):
+        store = Store(str(path))
+        s = make_strategy(name, seed=4)
+        sid = new_search(store, strategy=s, task=resolve_task("match:addsign"),
+                         protocol=match.PROTOCOL, budget=budgets[0], baselines=False)
+        SearchLoop(store, sid, s, InProcessRunner(match.evaluate, capacity=8)).run()
+        for b in budgets[1:]:
+            store.set_budget(sid, b)
+            s = make_strategy(name, seed=4)
+            s.load_state_dict(json.loads(json.dumps(store.search(sid)["state"])))
+            SearchLoop(store, sid, s, InProcessRunner(match.evaluate, capacity=8)).run()
+        rules = [p["rule"] for p in store.proposals(sid)]
+        store.close()
+        return rules
+    assert run(tmp_path / "a.sqlite", [40]) == run(tmp_path / "b.sqlite", [16, 40])
+
+
+def test_search_command_on_a_match_task(tmp_path, capsys):
+    """optdsl search --task match:... runs in this process, stores, resumes and reports."""
+    from optdsl.cli import main
+    path = str(tmp_path / "m.sqlite")
+    args = ["search", "--task", "match:powersign", "--strategy", "rl", "--store", path,
+            "--quiet", "--top", "3"]
+    assert main(args + ["--budget", "24"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluated in this process" in out and "24/24 done" in out
+    assert "match:powersign: top 3" in out and "powersign (baseline)" in out
+    assert main(args + ["--budget", "40", "--resume"]) == 0
+    assert "40/40 done" in capsys.readouterr().out
+    store = Store(path, create=False)
+    assert store.progress(1)["done"] == 40
+    store.close()
+    assert main(["report", path, "--no-plots", "--top", "3"]) == 0
+    assert "powersign (baseline)" in capsys.readouterr().out
+    assert main(["search", "--task", "match:lr * sgn(g)", "--store", path]) == 2
+    assert "unknown" in capsys.readouterr().err
