@@ -213,21 +213,21 @@ def check_backends(prog, hypers: dict, backends=BACKENDS[:2]) -> None:
     """Run ``prog`` on ``backends``: they agree, or all raise the same documented error."""
     text = render(prog)
     note(f"program:\n{text}hyperparameters: {hypers}")
-    STATS["programs"] += 1
+    STATS["backends: programs"] += 1
     rule = optdsl.parse(text)  # the strategy makes valid programs only
     outcomes = [run(rule, b, hypers) for b in backends]
     for o in outcomes:
-        STATS[f"ran on {o.backend}"] += 1
+        STATS[f"backends: ran on {o.backend}"] += 1
         if o.fallback:
-            STATS[f"fallback on {o.backend}: {o.fallback}"] += 1
+            STATS[f"backends: fallback on {o.backend}: {o.fallback}"] += 1
     problem = _compare(outcomes)
     if problem is None:
         return
     bug = _known_bug(prog.features, outcomes)
     if bug is not None:
-        STATS[f"known bug {bug}"] += 1
+        STATS[f"backends: known bug {bug}"] += 1
         return
-    STATS["failed"] += 1
+    STATS["backends: failed"] += 1
     raise AssertionError(problem + "\n" + "\n".join(o.describe() for o in outcomes))
 
 
@@ -241,14 +241,14 @@ def _compare(outcomes: list) -> str | None:
     if len(errors) > 1:
         return "the backends disagree on raising: " + "; ".join(o.describe() for o in outcomes)
     if outcomes[0].error is not None:
-        STATS[f"same documented error: {type(outcomes[0].error).__name__}"] += 1
+        STATS[f"backends: same documented error: {type(outcomes[0].error).__name__}"] += 1
         return None
     ref = outcomes[0]
     for other in outcomes[1:]:
         diff = differences(ref, other)
         if diff:
             return f"{other.backend} differs from {ref.backend}:\n  " + "\n  ".join(diff)
-    STATS["agreed"] += 1
+    STATS["backends: agreed"] += 1
     return None
 
 
@@ -354,12 +354,12 @@ def _parse_pair(pair):
     return optdsl.parse(text_a), optdsl.parse(text_b), how, prog_a.features | prog_b.features
 
 
-def _interpreter_bug(features, error: Exception) -> None:
+def _interpreter_bug(features, error: Exception, where: str) -> None:
     """A known bug of the interpreter met while probing a pair: count it, else re-raise."""
     bug = _known_bug(features, [Outcome("eager", error)])
     if bug is None:
         raise error
-    STATS[f"known bug {bug}"] += 1
+    STATS[f"{where}: known bug {bug}"] += 1
 
 
 # canonical_hash rewrites that hold for finite nonzero reals only, met by the domain pairs
@@ -380,11 +380,11 @@ def check_hash_pair(pair) -> None:
     try:
         apart = told_apart(a, b, b.defaults, zeros=False)
     except Exception as e:  # noqa: BLE001 - only known interpreter bugs pass
-        return _interpreter_bug(features, e)
+        return _interpreter_bug(features, e, "hash pairs")
     if apart is None:
         return
     if how.removeprefix("domain ") in UNSOUND_IDENTITIES or apart.nan_on_one_side:
-        STATS[f"known bug {CANONICAL_BUG}"] += 1
+        STATS[f"hash pairs: known bug {CANONICAL_BUG}"] += 1
         return
     raise AssertionError(f"equal canonical hashes, different trajectories: {apart}")
 
@@ -397,7 +397,7 @@ def check_equivalent_pair(pair) -> None:
     try:
         verdict = optdsl.equivalent(a, b, steps=EQUIV_STEPS, timeout=EQUIV_TIMEOUT)
     except Exception as e:  # noqa: BLE001 - equivalent() probes with the interpreter first
-        return _interpreter_bug(features, e)
+        return _interpreter_bug(features, e, "equivalent")
     STATS[f"equivalent ({how.split(' ')[0]}): {verdict.status} by {verdict.method}"] += 1
     if verdict.method == "error":  # the symbolic phase crashed (equivalent() says unknown)
         SAMPLES.setdefault(f"equivalent error: {verdict.detail[:60]}",
@@ -410,7 +410,7 @@ def check_equivalent_pair(pair) -> None:
     for zeros in (False, True):
         apart = told_apart(a, b, hypers_b, zeros, steps)
         if apart is not None and zeros:  # sympy's identities hold at generic points only
-            STATS[f"known bug {GENERIC_PROOF_BUG}"] += 1
+            STATS[f"equivalent: known bug {GENERIC_PROOF_BUG}"] += 1
             return
         assert apart is None, f"equivalent() proved ({verdict.method}) a pair that differs: {apart}"
 
@@ -430,12 +430,12 @@ def check_exact_rewrite(pair) -> None:
     try:
         apart = told_apart(a, b, b.defaults, zeros=True, exact=True)
     except Exception as e:  # noqa: BLE001 - only known interpreter bugs pass
-        return _interpreter_bug(features, e)
+        return _interpreter_bug(features, e, "exact rewrites")
     if apart is None:
         return
     bug = _known_bug(features, [Outcome("eager")])
     assert bug is not None, f"an exact rewrite changed the trajectory: {apart}"
-    STATS[f"known bug {bug}"] += 1
+    STATS[f"exact rewrites: known bug {bug}"] += 1
 
 
 @settings(DEFAULT, max_examples=HASH_EXAMPLES)
