@@ -73,7 +73,6 @@ class Program:
     header: tuple  # ((name, default expr or Ref(rule)), ...)
     body: tuple  # Stmt; a formula is one 'return'
     pow_token: str = "^"
-    pinned: frozenset = frozenset()  # header hyperparameters used as schedule arguments
     features: frozenset = frozenset()  # constructs met while drawing (see Ctx.features)
 
     @property
@@ -144,15 +143,16 @@ UNARY = ("abs", "sign", "sqrt", "exp", "log", "sin", "cos", "tanh", "floor")
 ARITH = ("+", "-", "*", "/", "^", "%")
 STATEFUL = ("ema", "heavyball", "cumsum", "cumprod", "runmax", "prev")
 
-# Header hyperparameters: name -> defaults to draw from, and the values an Optimizer may be
-# given instead (inside optdsl.optimizer's documented ranges for that name).
+# Header hyperparameters: name -> (defaults to draw from, values an Optimizer may be given
+# instead, invalid values it must reject with a HyperparameterError): optdsl.optimizer's
+# ranges by name, and for T the schedules' (a whole number >= 1, when a schedule uses it).
 HYPERS = {
-    "lr": ((1.0, 0.1, 0.5, 2.0, 1e-3), (0.5, 1.0, 0.01)),
-    "beta1": ((0.9, 0.5, 0.0, 0.99), (0.0, 0.5, 0.95)),
-    "eps": ((1e-8, 1e-3, 0.0), (0.0, 1e-6)),
-    "mu": ((0.9, 2.0, 0.0, -0.5), (-1.0, 0.0, 3.0)),
-    "w": (NUMBERS, (-2.0, 0.0, 1e10)),
-    "T": ((10.0, 3.0, 100.0, 1.0), ()),  # a whole number >= 1: a schedule's length
+    "lr": ((1.0, 0.1, 0.5, 2.0, 1e-3), (0.5, 1.0, 0.01), (-1.0,)),
+    "beta1": ((0.9, 0.5, 0.0, 0.99), (0.0, 0.5, 0.95), (1.0,)),
+    "eps": ((1e-8, 1e-3, 0.0), (0.0, 1e-6), (-1e-8,)),
+    "mu": ((0.9, 2.0, 0.0, -0.5), (-1.0, 0.0, 3.0), ()),
+    "w": (NUMBERS, (-2.0, 0.0, 1e10), ()),
+    "T": ((10.0, 3.0, 100.0, 1.0), (5.0, 2.0), (0.0,)),
 }
 
 # Library rules a program may call, with the hyperparameters a call may bind and their values
@@ -244,7 +244,6 @@ class Ctx:
     locals: dict = field(default_factory=dict)  # name -> Name
     states: dict = field(default_factory=dict)  # name -> Name (kind: SCALAR or TENSOR)
     pending: list = field(default_factory=list)  # declared states not yet updated
-    pinned: set = field(default_factory=set)  # hypers used as schedule arguments
     random: bool = True
     calls: int = 1  # library calls left
     used_lr: bool = False
@@ -319,7 +318,6 @@ def _leaf(draw, ctx: Ctx, scalar: bool, init: bool) -> E:
 def _schedule_arg(draw, ctx: Ctx, kind: str) -> object:
     """A schedule argument: a number in range, or the header's T where a count fits."""
     if kind == "count" and "T" in ctx.hypers and draw(st.booleans()):
-        ctx.pinned.add("T")
         return Ref("T")
     return Num(draw(st.sampled_from(ARGS[kind])))
 
@@ -612,20 +610,22 @@ def programs(draw, random: bool = True, max_statements: int = 6, depth: int = 3,
         body = (Stmt("return", None, _result(draw, ctx, depth)),)
     name = "r" if form != "bare" else ""
     pow_token = draw(st.sampled_from(("^", "**")))
-    return Program(form, name, header, body, pow_token, frozenset(ctx.pinned),
-                   frozenset(ctx.features))
+    return Program(form, name, header, body, pow_token, frozenset(ctx.features))
 
 
 @st.composite
 def overrides(draw, prog: Program) -> dict:
-    """Hyperparameter values an Optimizer is given instead of the defaults (valid ones)."""
-    names = [h for h, d in prog.header if h in HYPERS and HYPERS[h][1] and h not in prog.pinned]
-    if prog.form == "bare" or "lr" not in names:
-        names = ["lr"] + [n for n in names if n != "lr"]
+    """Hyperparameter values an Optimizer is given instead of the defaults: valid ones, and
+    rarely one it must reject."""
+    names = ["lr"] + [h for h, _ in prog.header if h in HYPERS and h != "lr"]  # every rule has lr
     out = {}
     for h in names:
-        if draw(st.booleans()):
-            out[h] = draw(st.sampled_from(HYPERS[h][1]))
+        k = draw(st.integers(0, 19))
+        _, valid, invalid = HYPERS[h]
+        if 10 <= k < 19:
+            out[h] = draw(st.sampled_from(valid))
+        elif k == 19 and invalid:
+            out[h] = draw(st.sampled_from(invalid))
     return out
 
 
@@ -751,8 +751,7 @@ def rewrites(draw, prog: Program, exact: bool = False) -> Program:
             body.append(Stmt("assign", f"o{k}", expr))
             expr = Ref(f"o{k}")
         body.append(Stmt(s.kind, target, expr))
-    return Program(prog.form, prog.name, header, tuple(body), prog.pow_token, prog.pinned,
-                   prog.features)
+    return Program(prog.form, prog.name, header, tuple(body), prog.pow_token, prog.features)
 
 
 def _tiny(draw, d: int):
