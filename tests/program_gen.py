@@ -73,7 +73,6 @@ class Program:
     header: tuple  # ((name, default expr or Ref(rule)), ...)
     body: tuple  # Stmt; a formula is one 'return'
     pow_token: str = "^"
-    features: frozenset = frozenset()  # constructs met while drawing (see Ctx.features)
 
     @property
     def text(self) -> str:
@@ -249,10 +248,6 @@ class Ctx:
     used_lr: bool = False
     p_reads_state: bool = False  # after 'p := <something that reads a state>'
     fresh: int = 0
-    # constructs that known bugs need, noted as they are drawn (test_fuzz.KNOWN_BUGS):
-    # "where-scalar-cond": where() with a step-scalar condition and branches of mixed kinds;
-    # "state := stateful call": an explicit state updated by exactly a call of ema, prev, ...
-    features: set = field(default_factory=set)
 
     def new_name(self, prefix: str) -> str:
         self.fresh += 1
@@ -427,8 +422,6 @@ def expression(draw, ctx: Ctx, depth: int, scalar: bool = False, stateful: bool 
         return E(Call(draw(st.sampled_from(("min", "max"))), (a.expr, b.expr)), *_join(a, b))
     if pick == "where":
         c, a, b = sub(), sub(), sub()
-        if c.kind == SCALAR and a.kind != b.kind:
-            ctx.features.add("where-scalar-cond")
         return E(Call("where", (c.expr, a.expr, b.expr)), *_join(c, a, b))
     if pick == "clip":
         x, lo, hi = sub(), sub(), sub()
@@ -531,8 +524,6 @@ def _update(draw, ctx: Ctx, name: str, depth: int) -> Stmt:
     e = expression(draw, ctx, depth, scalar=scalar)
     if draw(st.booleans()):  # most states evolve from their own value
         e = E(Bin(draw(st.sampled_from(("+", "*"))), Ref(name), e.expr), e.kind, True)
-    elif isinstance(e.expr, Call) and e.expr.func in STATEFUL:
-        ctx.features.add("state := stateful call")
     ctx.pending.remove(name)
     return Stmt("update", name, e.expr)
 
@@ -610,7 +601,7 @@ def programs(draw, random: bool = True, max_statements: int = 6, depth: int = 3,
         body = (Stmt("return", None, _result(draw, ctx, depth)),)
     name = "r" if form != "bare" else ""
     pow_token = draw(st.sampled_from(("^", "**")))
-    return Program(form, name, header, body, pow_token, frozenset(ctx.features))
+    return Program(form, name, header, body, pow_token)
 
 
 @st.composite
@@ -751,7 +742,7 @@ def rewrites(draw, prog: Program, exact: bool = False) -> Program:
             body.append(Stmt("assign", f"o{k}", expr))
             expr = Ref(f"o{k}")
         body.append(Stmt(s.kind, target, expr))
-    return Program(prog.form, prog.name, header, tuple(body), prog.pow_token, prog.features)
+    return Program(prog.form, prog.name, header, tuple(body), prog.pow_token)
 
 
 def _tiny(draw, d: int):

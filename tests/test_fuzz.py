@@ -182,29 +182,18 @@ def _raised(outcomes, error: type, pattern: str) -> bool:
 
 
 KNOWN_BUGS = {
-    # id: (one line, predicate on (Program.features, outcomes)); repros in /tmp/w/fuzz-bugs.md
+    # id: (one line, predicate on the outcomes); reproductions in /tmp/w/fuzz-bugs.md
     "inf-printing": (
         "a constant inf in a rule crashes the compiled backends' construction with "
         "OverflowError (optdsl.printing.to_text calls int(inf))",
-        lambda features, outs: _raised(outs, OverflowError, "cannot convert float infinity")),
-    "state-name-collision": (
-        "an explicit state updated by exactly a stateful call (s := ema(g, b)) gets the "
-        "call's slot under its own name: two slots named s; the ema reads the explicit "
-        "state's value (wrong results, or ValueError when their shapes differ)",
-        lambda features, outs: "state := stateful call" in features),
-    "where-scalar-condition": (
-        "where() with a step-scalar condition returns the chosen branch unbroadcast in the "
-        "interpreter: a float where the kind says tensor (TypeError/AttributeError in a torch "
-        "op on it, or norm/dot/mean of one value instead of the broadcast tensor)",
-        lambda features, outs: "where-scalar-cond" in features
-        and (outs[0].error is None or isinstance(outs[0].error, (TypeError, AttributeError)))),
+        lambda outs: _raised(outs, OverflowError, "cannot convert float infinity")),
 }
 
 
-def _known_bug(features, outcomes: list) -> str | None:
-    """The id of the known bug these outcomes show (``features``: Program.features), or None."""
+def _known_bug(outcomes: list) -> str | None:
+    """The id of the known bug these outcomes show, or None."""
     for bug, (_, matches) in KNOWN_BUGS.items():
-        if matches(features, outcomes):
+        if matches(outcomes):
             return bug
     return None
 
@@ -223,7 +212,7 @@ def check_backends(prog, hypers: dict, backends=BACKENDS[:2]) -> None:
     problem = _compare(outcomes)
     if problem is None:
         return
-    bug = _known_bug(prog.features, outcomes)
+    bug = _known_bug(outcomes)
     if bug is not None:
         STATS[f"backends: known bug {bug}"] += 1
         return
@@ -351,12 +340,12 @@ def _parse_pair(pair):
     prog_a, prog_b, how = pair
     text_a, text_b = render(prog_a), render(prog_b)
     note(f"{how}\na:\n{text_a}b:\n{text_b}")
-    return optdsl.parse(text_a), optdsl.parse(text_b), how, prog_a.features | prog_b.features
+    return optdsl.parse(text_a), optdsl.parse(text_b), how
 
 
-def _interpreter_bug(features, error: Exception, where: str) -> None:
+def _interpreter_bug(error: Exception, where: str) -> None:
     """A known bug of the interpreter met while probing a pair: count it, else re-raise."""
-    bug = _known_bug(features, [Outcome("eager", error)])
+    bug = _known_bug([Outcome("eager", error)])
     if bug is None:
         raise error
     STATS[f"{where}: known bug {bug}"] += 1
@@ -371,7 +360,7 @@ CANONICAL_BUG = "canonical-finite-reals"
 
 
 def check_hash_pair(pair) -> None:
-    a, b, how, features = _parse_pair(pair)
+    a, b, how = _parse_pair(pair)
     same = optdsl.canonical_hash(a) == optdsl.canonical_hash(b)
     STATS[f"hash pairs ({how.split(' ')[0]}): {'same hash' if same else 'different hashes'}"] += 1
     if not same or render(pair[0]) == render(pair[1]):
@@ -380,7 +369,7 @@ def check_hash_pair(pair) -> None:
     try:
         apart = told_apart(a, b, b.defaults, zeros=False)
     except Exception as e:  # noqa: BLE001 - only known interpreter bugs pass
-        return _interpreter_bug(features, e, "hash pairs")
+        return _interpreter_bug(e, "hash pairs")
     if apart is None:
         return
     if how.removeprefix("domain ") in UNSOUND_IDENTITIES or apart.nan_on_one_side:
@@ -389,15 +378,12 @@ def check_hash_pair(pair) -> None:
     raise AssertionError(f"equal canonical hashes, different trajectories: {apart}")
 
 
-GENERIC_PROOF_BUG = "equivalent-generic-points"
-
-
 def check_equivalent_pair(pair) -> None:
-    a, b, how, features = _parse_pair(pair)
+    a, b, how = _parse_pair(pair)
     try:
         verdict = optdsl.equivalent(a, b, steps=EQUIV_STEPS, timeout=EQUIV_TIMEOUT)
     except Exception as e:  # noqa: BLE001 - equivalent() probes with the interpreter first
-        return _interpreter_bug(features, e, "equivalent")
+        return _interpreter_bug(e, "equivalent")
     STATS[f"equivalent ({how.split(' ')[0]}): {verdict.status} by {verdict.method}"] += 1
     if verdict.method == "error":  # the symbolic phase crashed (equivalent() says unknown)
         SAMPLES.setdefault(f"equivalent error: {verdict.detail[:60]}",
@@ -409,9 +395,6 @@ def check_equivalent_pair(pair) -> None:
     steps = EQUIV_STEPS if verdict.method.startswith("unrolled") else STEPS
     for zeros in (False, True):
         apart = told_apart(a, b, hypers_b, zeros, steps)
-        if apart is not None and zeros:  # sympy's identities hold at generic points only
-            STATS[f"equivalent: known bug {GENERIC_PROOF_BUG}"] += 1
-            return
         assert apart is None, f"equivalent() proved ({verdict.method}) a pair that differs: {apart}"
 
 
@@ -425,17 +408,13 @@ def exact_pairs(draw):
 def check_exact_rewrite(pair) -> None:
     """A metamorphic check of the front end (parser, checker, state naming) and the
     interpreter, which the backends share: an exact rewrite runs bit for bit the same."""
-    a, b, how, features = _parse_pair(pair)
+    a, b, how = _parse_pair(pair)
     STATS["exact rewrites"] += 1
     try:
         apart = told_apart(a, b, b.defaults, zeros=True, exact=True)
     except Exception as e:  # noqa: BLE001 - only known interpreter bugs pass
-        return _interpreter_bug(features, e, "exact rewrites")
-    if apart is None:
-        return
-    bug = _known_bug(features, [Outcome("eager")])
-    assert bug is not None, f"an exact rewrite changed the trajectory: {apart}"
-    STATS[f"exact rewrites: known bug {bug}"] += 1
+        return _interpreter_bug(e, "exact rewrites")
+    assert apart is None, f"an exact rewrite changed the trajectory: {apart}"
 
 
 @settings(DEFAULT, max_examples=HASH_EXAMPLES)
@@ -513,19 +492,21 @@ def test_bug_constant_inf_compiles():
     assert_backends_agree("lr * inf * g")
 
 
+# Fixed bugs the fuzzers found (before 94b673d; the first at 0c7c0bb): plain regression tests.
+
 @pytest.mark.parametrize("text", [CHAIN5, CHAIN4_REDUCED], ids=["chain5", "chain4-reduced"])
 def test_chained_state_kinds_settle(text):
-    """Bug state-kind-passes (issue 14, fixed in 0c7c0bb): before, eager raised KeyError at
-    step 1 and, for chain4-reduced, the compiled backends ran the unsettled rule."""
+    """state-kind-passes (issue 14): eager raised KeyError at step 1 and, for chain4-reduced,
+    the compiled backends ran the unsettled rule."""
     assert_backends_agree(text)
 
 
-@pytest.mark.xfail(reason="bug state-name-collision: " + KNOWN_BUGS["state-name-collision"][0],
-                   strict=True)
 @pytest.mark.parametrize("text", ["r():\n    state s1 = g\n    s1 := ema(t, 0.9)\n    return lr * g\n",
                                   "r():\n    state s = 1\n    s := ema(g, 0.9)\n    return lr * s\n"],
                          ids=["shapes", "values"])
-def test_bug_explicit_state_updated_by_a_stateful_call(text):
+def test_explicit_state_updated_by_a_stateful_call(text):
+    """state-name-collision (0c7c0bb): the ema's slot got the explicit state's name ``s`` and
+    read its value (wrong results on every backend, or a ValueError)."""
     rule = optdsl.parse(text)
     names = [s.name for s in rule.slots]
     assert len(set(names)) == len(names), names
@@ -534,28 +515,22 @@ def test_bug_explicit_state_updated_by_a_stateful_call(text):
     assert apart is None, apart
 
 
-@pytest.mark.xfail(reason="bug where-scalar-condition: " + KNOWN_BUGS["where-scalar-condition"][0],
-                   strict=True)
 @pytest.mark.parametrize("text", ["lr * exp(where(1, 2, g))", "lr * (where(1, 2, g) % 3)",
                                   "lr * dot(where(1, 2, g), 1)"], ids=["exp", "mod", "dot"])
-def test_bug_where_with_scalar_condition_broadcasts(text):
+def test_where_with_a_scalar_condition_broadcasts(text):
+    """where-scalar-condition: the interpreter returned the chosen branch unbroadcast (a float
+    where the kind says tensor): TypeError, AttributeError, or dot() of one value."""
     assert_backends_agree(text)
 
 
-@pytest.mark.xfail(reason="bug prev-init-state: prev(x, init) with an init that reads a state "
-                          "passes the checker, then KeyError at step 1", strict=True)
-def test_bug_prev_initial_value_reading_a_state():
-    text = "r(lr=1):\n    m = ema(g, 0.9)\n    return lr * prev(g, m)\n"
-    try:
-        optdsl.parse(text)
-    except optdsl.DSLError:
-        return  # rejected like 'state s = <reads a state>': fixed
-    assert_backends_agree(text)
+def test_prev_initial_value_reading_a_state_is_a_check_error():
+    """prev-init-state: the init was evaluated before any state existed (KeyError at step 1)."""
+    with pytest.raises(optdsl.DSLError, match="initial value"):
+        optdsl.parse("r(lr=1):\n    m = ema(g, 0.9)\n    return lr * prev(g, m)\n")
 
 
-@pytest.mark.xfail(reason="bug sign-nan: sign(NaN) is NaN on a step scalar (NumPy) and 0 on a "
-                          "tensor (torch)", strict=True)
-def test_bug_sign_of_nan_is_the_same_for_scalars_and_tensors():
+def test_sign_of_nan_is_the_same_for_scalars_and_tensors():
+    """sign-nan: NaN on a step scalar (NumPy), 0 on a tensor (torch)."""
     ps = [torch.zeros(3, dtype=torch.float64) for _ in range(2)]
     for p in ps:
         p.grad = torch.ones(3, dtype=torch.float64)
@@ -564,10 +539,18 @@ def test_bug_sign_of_nan_is_the_same_for_scalars_and_tensors():
     assert _close(ps[0], ps[1]), f"{ps[0].tolist()} vs {ps[1].tolist()}"
 
 
-@pytest.mark.xfail(reason="bug multistep-milestones: schedules.multistep documents 'no "
-                          "milestones gives 1' but the checker requires one", strict=True)
-def test_bug_multistep_without_milestones():
-    optdsl.parse("lr * multistep(t, 0.5) * g")
+def test_multistep_without_milestones():
+    """multistep-milestones: documented as 1, rejected by the checker."""
+    assert_backends_agree("lr * multistep(t, 0.5) * g")
+
+
+@pytest.mark.parametrize("a,b", [("lr * (g / g)", "lr"), ("lr * abs(g) / g", "lr * sign(g)"),
+                                 ("lr * sign(p)^2", "lr")])
+def test_equivalent_does_not_prove_generic_point_identities(a, b):
+    """equivalent-generic-points: proved, though the interpreter tells them apart at g = 0."""
+    ra, rb = optdsl.parse(a), optdsl.parse(b)
+    verdict = optdsl.equivalent(ra, rb, timeout=10)
+    assert not verdict.proved or told_apart(ra, rb, rb.defaults, zeros=True) is None, verdict
 
 
 HASH_COUNTEREXAMPLES = [  # (a, b): equal canonical hashes, told apart on generic probes
@@ -591,14 +574,3 @@ def test_bug_equal_canonical_hash_but_different_trajectories(a, b):
     ra, rb = optdsl.parse(a), optdsl.parse(b)
     assert optdsl.canonical_hash(ra) != optdsl.canonical_hash(rb) or \
         told_apart(ra, rb, rb.defaults, zeros=False) is None
-
-
-@pytest.mark.xfail(reason=f"bug {GENERIC_PROOF_BUG}: equivalent() proves identities that hold at "
-                          "generic points only (x/x = 1, |x|/x = sign x, sign(x)^2 = 1); the "
-                          "interpreter tells the rules apart where g or p is exactly 0", strict=True)
-@pytest.mark.parametrize("a,b", [("lr * (g / g)", "lr"), ("lr * abs(g) / g", "lr * sign(g)"),
-                                 ("lr * sign(p)^2", "lr")])
-def test_bug_equivalent_proves_generic_point_identities(a, b):
-    ra, rb = optdsl.parse(a), optdsl.parse(b)
-    verdict = optdsl.equivalent(ra, rb, timeout=10)
-    assert not verdict.proved or told_apart(ra, rb, rb.defaults, zeros=True) is None, verdict
