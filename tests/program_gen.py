@@ -9,15 +9,18 @@ text follows. Validity is by construction, mirroring the checker (optdsl/check.p
   hyperparameters, ``g p t``, ``E pi inf``, library rules);
 * kinds: an argument the checker requires to be a step scalar (``ema``'s beta, a schedule's
   arguments, ``noise``'s sigma, a rule call's hyperparameters) is drawn from the scalar-only
-  part of the grammar; a state's initial value reads no state; each declared state is updated
-  exactly once; the rule uses ``lr``;
+  part of the grammar; an initial value (``state s = ...``, ``prev(x, init)``) reads no state;
+  each declared state is updated exactly once; the rule uses ``lr``;
 * schedules get arguments inside their documented ranges (optdsl/schedules.py), as numbers or
-  header hyperparameters that are then never overridden.
+  the header's ``T``, which ``overrides()`` replaces only by whole numbers >= 1 (or, rarely, by
+  0, which an Optimizer must reject).
 
 Values stay in a sane range but include the edge cases: 0, negative numbers, 1e300, large
-exponents, sqrt/log of possibly negative values. ``programs()`` is the strategy; ``render``
-prints a ``Program``; ``rewrites()`` draws an algebraically equivalent variant of a program
-(for the canonical-hash and ``equivalent`` properties).
+exponents, sqrt/log of possibly negative values. ``programs()`` is the strategy, ``render``
+prints a ``Program`` and ``overrides()`` draws hyperparameter values for an Optimizer. For
+pairs of programs: ``rewrites()`` (an algebraically equivalent variant; ``exact=True``: one
+that keeps every IEEE result), ``tiny_programs()`` (a grammar small enough for equal canonical
+hashes by chance) and ``domain_pairs()`` (identities that hold on part of the domain only).
 """
 from __future__ import annotations
 
