@@ -155,7 +155,6 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
     ``step`` (where it diverged), ``curve`` ([[step, val accuracy, val loss], ...]).
     Raises ``EvaluationTimeout`` past ``deadline`` (a ``time.monotonic()`` value).
     """
-    from optdsl.interpreter import Interpreter
     from .evaluate import EvaluationTimeout
     spec = task.stacked
     x, y, xv, yv = spec.data()
@@ -168,23 +167,8 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
     flat = rows.repeat_interleave(R, 0).contiguous()  # (n, P), seed-major
     leaves = [v.view(n, *shape).requires_grad_(True)
               for v, shape in zip(flat.split(sizes, 1), shapes)]  # views of flat's storage
-    lr = torch.tensor(lrs, dtype=flat.dtype).repeat(S).view(n, 1)
     orders = [_tasks._batches(len(x), spec.batch, s) for s in seeds]
-    stacked = is_elementwise(rule) and lr_is_linear(rule)
-    if stacked:
-        interp, hypers = Interpreter(direction_rule(rule)), {**rule.defaults, "lr": 1.0}
-        state, gen = {}, torch.Generator().manual_seed(seeds[0])
-    else:
-        interp = Interpreter(rule)
-        hypers = [{**rule.defaults, "lr": float(a)} for a in lrs] * S
-        state = [[{} for _ in sizes] for _ in range(n)]
-        gen = [torch.Generator().manual_seed(s) for s in seeds for _ in lrs]
-        if is_elementwise(rule):  # one interpreter call per copy, on its whole row
-            def units(c, grads):
-                return [(flat[c], torch.cat([gr[c].reshape(-1) for gr in grads]))]
-        else:  # per-tensor reductions: each tensor of the copy, as the optimizer does
-            def units(c, grads):
-                return [(p.detach()[c], gr[c]) for p, gr in zip(leaves, grads)]
+    update = _updater(rule, flat, leaves, seeds, lrs)
     alive = torch.ones(n, dtype=torch.bool)
     died: list = [None] * n
     curves: list = [[] for _ in range(n)]
@@ -209,17 +193,7 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
                 break
         grads = torch.autograd.grad(losses.masked_fill(~alive, 0).sum(), leaves)
         with torch.no_grad():
-            if stacked:
-                g = torch.cat([gr.reshape(n, -1) for gr in grads], 1)
-                direction = flat.clone()
-                interp.step_tensor(direction, g, hypers, state, {}, gen)
-                # a dead copy is never read again: lr 0 leaves it as it was (or NaN)
-                flat.sub_(direction.mul_(lr * alive.view(n, 1)))
-            else:
-                for c in alive.nonzero().flatten().tolist():
-                    cache: dict = {}
-                    for j, (p, gr) in enumerate(units(c, grads)):
-                        interp.step_tensor(p, gr, hypers[c], state[c][j], cache, gen[c])
+            update(grads, alive)
         if t % eval_every == 0 or t == steps:
             _checkpoint(spec.layers, leaves, flat, xv, yv, t, alive, died, curves)
     return [{"seed": seeds[c // R], "lr": lrs[c % R],
@@ -227,8 +201,45 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
              "step": died[c], "curve": curves[c]} for c in range(n)]
 
 
+def _updater(rule, flat, leaves, seeds, lrs):
+    """``update(grads, alive)``: one step of the rule on every live copy (the module doc's
+    stacked or per-copy mode), in place on ``flat`` (whose views ``leaves`` are)."""
+    from optdsl.interpreter import Interpreter
+    n = flat.shape[0]
+    if is_elementwise(rule) and lr_is_linear(rule):
+        interp, hypers = Interpreter(direction_rule(rule)), {**rule.defaults, "lr": 1.0}
+        state, gen = {}, torch.Generator().manual_seed(seeds[0])
+        lr = torch.tensor(lrs, dtype=flat.dtype).repeat(len(seeds)).view(n, 1)
+
+        def update(grads, alive):
+            g = torch.cat([gr.reshape(n, -1) for gr in grads], 1)
+            direction = flat.clone()
+            interp.step_tensor(direction, g, hypers, state, {}, gen)  # direction = X
+            # a dead copy is never read again: lr 0 leaves it as it was (or NaN)
+            flat.sub_(direction.mul_(lr * alive.view(n, 1)))
+        return update
+
+    interp = Interpreter(rule)
+    hypers = [{**rule.defaults, "lr": float(a)} for a in lrs] * len(seeds)
+    gen = [torch.Generator().manual_seed(s) for s in seeds for _ in lrs]
+    if is_elementwise(rule):  # one interpreter call per copy, on its whole row
+        def units(c, grads):
+            return [(flat[c], torch.cat([gr[c].reshape(-1) for gr in grads]))]
+    else:  # per-tensor reductions: each tensor of the copy, as the optimizer does
+        def units(c, grads):
+            return [(p.detach()[c], gr[c]) for p, gr in zip(leaves, grads)]
+    state = [[{} for _ in leaves] for _ in range(n)]
+
+    def update(grads, alive):
+        for c in alive.nonzero().flatten().tolist():
+            cache: dict = {}
+            for j, (p, gr) in enumerate(units(c, grads)):
+                interp.step_tensor(p, gr, hypers[c], state[c][j], cache, gen[c])
+    return update
+
+
 def _checkpoint(layers, leaves, flat, xv, yv, t, alive, died, curves) -> None:
-    """Validate every live copy; a copy with non-finite weights or metrics dies here."""
+    """Validate every live copy; a copy whose weights are no longer finite dies here."""
     with torch.no_grad():
         logits = stacked_forward(layers, leaves, xv)
         n = logits.shape[0]
