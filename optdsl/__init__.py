@@ -18,11 +18,11 @@ from .rules import parse, resolve
 
 
 def equivalent(a, b, steps: int = 3, bind: dict | None = None, hyper_map: dict | None = None,
-               timeout: float = 10.0, seed: int = 0) -> "_equivalence.Verdict":
+               timeout: float = 10.0, seed: int = 0, domain: str = "all") -> "_equivalence.Verdict":
     """Prove rules ``a`` and ``b`` equivalent, refute them with a re-evaluated counterexample,
     or answer unknown within ``timeout`` seconds (see ``optdsl.equivalence.equivalent``)."""
     return _equivalence.equivalent(resolve(a), resolve(b), steps=steps, bind=bind,
-                                   hyper_map=hyper_map, timeout=timeout, seed=seed)
+                                   hyper_map=hyper_map, timeout=timeout, seed=seed, domain=domain)
 
 
 def canonical_hash(rule) -> str:

@@ -72,13 +72,15 @@ class _Instance:
     """Lowers one program's statements with its own names, state prefix and hyperparameters."""
 
     def __init__(self, program: Program, builder: _RuleBuilder, prefix: str,
-                 hypers: dict, rule_params: dict, call_stack: tuple, own: set):
+                 hypers: dict, rule_params: dict, call_stack: tuple, own: set,
+                 enclosing: frozenset = frozenset()):
         self.program = program
         self.b = builder
         self.prefix = prefix
         self.hypers = hypers  # name -> Node (hyper leaf or a bound expression)
         self.rule_params = rule_params  # name -> _RuleRef
         self.own = own  # names declared in this program's header
+        self.enclosing = enclosing  # names declared in the headers of the programs calling it
         self.call_stack = call_stack
         self.locals: dict = {}  # name -> Node (value now)
         self.states: dict = {}  # name -> slot index (declared here)
@@ -282,13 +284,17 @@ class _Instance:
                 hypers[h] = node
             else:
                 value = _literal(bound[h]) if h in bound else overrides.get(h, _default_value(default, hpos))
-                target = h if (h == "lr" or h not in self.own) else f"{name}_{h}"
+                # a lifted name never captures one that this program or a program calling it
+                # declares (lookahead(ranger): ranger's own lookahead keeps its own k)
+                declared = self.own | self.enclosing
+                target = h if (h == "lr" or h not in declared) else f"{name}_{h}"
                 hypers[h] = self.b.add_hyper(target, value)
         count = sum(1 for s in self.b.subrules if s == name)
         self.b.subrules.append(name)
         prefix = f"{self.prefix}{name}{'#' + str(count + 1) if count else ''}."
         inner = _Instance(callee, self.b, prefix, hypers, rule_params,
-                          self.call_stack + ((name, not via_param),), own=set(params))
+                          self.call_stack + ((name, not via_param),), own=set(params),
+                          enclosing=frozenset(self.own | self.enclosing))
         update, _, _ = inner.lower()
         return update
 

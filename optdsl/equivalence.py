@@ -19,6 +19,11 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    not in correspondence (torch's Nesterov buffer vs. the lecture's rewrite, heavy-ball vs. EMA
    momentum); it proves the first ``k`` steps equal (the verdict's ``method`` says so).
 
+*Every* input counts, exact zeros included: ``g / g`` is not ``1`` (NaN at ``g = 0``), nor
+``c / sqrt(c^2)`` ``sign(c)``. With ``domain="defined"`` the question is instead whether the
+second rule agrees with the first wherever the first's update is defined (finite): what
+``optdsl.simplify`` proves of its output, whose ``sign(c)`` gives 0 where the input was NaN.
+
 Hyperparameters: a name both rules use is one shared symbol (random in probing); ``bind`` fixes
 names to values; ``hyper_map`` replaces hyperparameters of the *first* rule by expressions over
 the second's (``{"lr": "lr / (1 - momentum)"}``); a name only one rule uses is fixed at its
@@ -46,6 +51,7 @@ from .probes import gradient_stream, is_random, with_zeros
 from .rules import parse
 
 PROVED, REFUTED, UNKNOWN = "proved", "refuted", "unknown"
+DOMAINS = {"all": "for every input", "defined": "wherever the first rule's update is finite"}
 
 
 @dataclass
@@ -104,8 +110,10 @@ class Verdict:
 class Pair:
     """Two rules with their hyperparameters resolved: free (shared), bound, mapped or default."""
 
-    def __init__(self, a: Rule, b: Rule, bind=None, hyper_map=None):
-        self.a, self.b = a, b
+    def __init__(self, a: Rule, b: Rule, bind=None, hyper_map=None, domain: str = "all"):
+        if domain not in DOMAINS:
+            raise DSLError(f"domain must be one of {', '.join(DOMAINS)}, not {domain!r}")
+        self.a, self.b, self.domain = a, b, domain
         bind = dict(bind or {})
         hyper_map = dict(hyper_map or {})
         names_a, names_b = set(self.a.hypers), set(self.b.hypers)
@@ -186,13 +194,15 @@ DRAWS = 6
 
 
 
-def _differ(ua, ub, p) -> torch.Tensor:
-    """Elementwise: the updates differ beyond rounding (nan only on one side counts)."""
+def _differ(ua, ub, p, domain: str = "all") -> torch.Tensor:
+    """Elementwise: the updates differ beyond rounding (nan only on one side counts; with
+    domain "defined", only where ``ua`` is finite)."""
     nan_a, nan_b = torch.isnan(ua), torch.isnan(ub)
     scale = torch.maximum(ua.abs(), ub.abs())
     close = (ua - ub).abs() <= 1e-6 * scale + 1e-12 * (1 + p.abs())
     close = close | (ua == ub)  # infinities
-    return torch.where(nan_a | nan_b, nan_a != nan_b, ~close)
+    differ = torch.where(nan_a | nan_b, nan_a != nan_b, ~close)
+    return differ & torch.isfinite(ua) if domain == "defined" else differ
 
 
 def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int = 0):
@@ -208,7 +218,7 @@ def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int =
         ub = trajectory(pair.b, vb, p0, grads)
         p = p0
         for t in range(steps):
-            bad = _differ(ua[t], ub[t], p)
+            bad = _differ(ua[t], ub[t], p, pair.domain)
             if bad.any():
                 if pair.random:
                     return None, ("the rules draw random numbers and differ on equal seeds "
@@ -226,11 +236,11 @@ def _counterexample(pair, free, va, vb, p0, grads, t, e) -> Counterexample:
         g1 = [g[e:e + 1].clone() for g in grads[:t + 1]]
         ua, ub = trajectory(pair.a, va, p1, g1), trajectory(pair.b, vb, p1, g1)
         for s in range(t + 1):
-            if _differ(ua[s], ub[s], p1).any():
+            if _differ(ua[s], ub[s], p1, pair.domain).any():
                 return Counterexample(hypers, p1.tolist(), [g.tolist() for g in g1[:s + 1]], s + 1,
                                       ua[s].tolist(), ub[s].tolist(), True)
     ua, ub = trajectory(pair.a, va, p0, grads[:t + 1]), trajectory(pair.b, vb, p0, grads[:t + 1])
-    confirmed = bool(_differ(ua[t], ub[t], p0).any())
+    confirmed = bool(_differ(ua[t], ub[t], p0, pair.domain).any())
     return Counterexample(hypers, p0.tolist(), [g.tolist() for g in grads[:t + 1]], t + 1,
                           ua[t].tolist(), ub[t].tolist(), confirmed)
 
@@ -445,16 +455,19 @@ def run_with_budget(fn, args, budget: float, fallback):
 
 
 def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
-               hyper_map: dict | None = None, timeout: float = 10.0, seed: int = 0) -> Verdict:
+               hyper_map: dict | None = None, timeout: float = 10.0, seed: int = 0,
+               domain: str = "all") -> Verdict:
     """Prove rules ``a`` and ``b`` equivalent, refute them
     with a re-evaluated counterexample, or answer unknown within ``timeout`` seconds.
 
     ``steps``: how many steps the unrolled proof compares (0 disables it); ``bind``: name ->
     value fixed for both rules; ``hyper_map``: name of a hyperparameter of ``a`` -> expression
-    (language syntax) over the hyperparameters, e.g. ``{"lr": "lr / (1 - momentum)"}``.
+    (language syntax) over the hyperparameters, e.g. ``{"lr": "lr / (1 - momentum)"}``;
+    ``domain``: "all" (every input, exact zeros included) or "defined" (only where ``a``'s
+    update is finite; see the module docstring).
     """
     start = time.perf_counter()
-    pair = Pair(a, b, bind, hyper_map)
+    pair = Pair(a, b, bind, hyper_map, domain)
     cex, evidence = probe(pair, steps=max(STEPS_PROBED, steps), seed=seed)
     if cex is not None:
         return Verdict(REFUTED, "numeric", str(cex), cex, time.perf_counter() - start)
@@ -464,5 +477,7 @@ def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
     budget = timeout - (time.perf_counter() - start)
     fallback = (UNKNOWN, "timeout", f"no proof within {timeout:g} s", {})
     status, method, text, sigma = run_with_budget(_child, (pair, steps), budget, fallback)
+    if status == PROVED and domain != "all":
+        text += f"; {DOMAINS[domain]}"
     return Verdict(status, method, text, None, time.perf_counter() - start, sigma,
                    evidence if status != PROVED else evidence)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from .errors import DSLError, HyperparameterError, did_you_mean
-from .interpreter import Interpreter, stored
+from .interpreter import Interpreter
 from .ir import Kind, Rule
 
 

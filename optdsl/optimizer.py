@@ -77,6 +77,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def __init__(self, params, rule="adam", *, backend: str | None = None,
                  seed: int | None = None, state_dtype=None, **hyperparameters):
+        _outside_compiled_graphs()
         self.rule: Rule = resolve(rule)
         defaults = self.rule.defaults
         _split_betas(hyperparameters)
@@ -139,7 +140,6 @@ class Optimizer(torch.optim.Optimizer):
 
     # --- the step ------------------------------------------------------------------------------
     @torch.no_grad()
-    @torch.compiler.disable  # a compiled caller breaks its graph here; the step has its own kernels
     def step(self, closure=None):
         loss = None
         if closure is not None:
@@ -226,3 +226,13 @@ class Optimizer(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"optdsl.Optimizer({self.rule.name}, backend={self.backend_name}, groups={len(self.param_groups)})"
+
+
+def _outside_compiled_graphs() -> None:
+    """``Optimizer.step`` runs outside the graph of a ``torch.compile``d caller (which breaks its
+    graph there): the step has compiled kernels of its own, and tracing it would only make
+    dynamo fall back. Applied at the first construction rather than at import, because
+    ``torch.compiler.disable`` imports dynamo (1.5 s) and ``import optdsl`` should not pay it."""
+    if not getattr(Optimizer.step, "_optdsl_outside_graphs", False):
+        Optimizer.step = torch.compiler.disable(Optimizer.step)
+        Optimizer.step._optdsl_outside_graphs = True

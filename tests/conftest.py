@@ -9,9 +9,9 @@ import torch
 
 torch.set_num_threads(1)  # the tests' tensors are tiny: threads only add contention
 
-# Optimizer semantics are tested on the reference interpreter; tests/test_backends.py runs the
-# compiled backends explicitly (the default, inductor, would compile in every test).
-os.environ.setdefault("OPTDSL_BACKEND", "eager")
+# No backend is forced: a test that does not choose one runs on the default (inductor), as a user
+# would. Tests of the language's meaning over many distinct rules choose the interpreter
+# (backend="eager"), which every backend is checked against in tests/test_backends.py.
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +29,12 @@ def ray_address():
     yield f"127.0.0.1:{port}"
     if started:
         ray.shutdown()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The largest relative error of the library matrix, when it ran (no test depends on it)."""
+    matrix = sys.modules.get("test_library_matrix")
+    if matrix is not None and matrix.WORST:
+        (name, setting), err = max(matrix.WORST.items(), key=lambda kv: kv[1])
+        terminalreporter.write_line(f"library matrix: largest relative error {err:.3g} "
+                                    f"({name}, setting {setting})")

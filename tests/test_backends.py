@@ -1,9 +1,9 @@
 """Every backend against the interpreter; recompilation counts; state_dict across backends;
 fallbacks; the state dtype policy; the printer and ``optdsl compile``.
 
-The default suite runs the whole library on TorchScript (cheap to compile) and a
-representative subset on Inductor (each torch.compile costs seconds); ``-m slow`` runs the
-whole library x every compiled backend x float64/float32.
+The cases come from tests/rule_info.py: the default suite runs the whole library on TorchScript
+(cheap to compile) and its representative rules on Inductor (each torch.compile costs
+seconds); ``-m slow`` runs the whole library x every compiled backend x float64/float32.
 """
 from __future__ import annotations
 
@@ -17,19 +17,9 @@ from optdsl import compiled
 from optdsl.cli.rules import cmd_compile
 from optdsl.codegen import plan_step, print_step
 from problems import compute_grads, make_data, make_params, relative_error
-from references import SETTINGS
+from rule_info import RULES, backend_cases
 
 STEPS = 50
-TOL = {torch.float64: 1e-9, torch.float32: 1e-5}
-LIBRARY = sorted(optdsl.library)
-# adam; lion (prev); lamb (reductions); radam (where on scalars); adan (assigns p);
-# lookahead (wrapper, state initialised from p); rprop (state initialised from a hyper);
-# swats (per-tensor states switching phase); nadam (a scalar state)
-INDUCTOR_SUBSET = ["adam", "lion", "lamb", "radam", "adan", "lookahead", "rprop", "swats", "nadam"]
-
-
-def settings(name):
-    return SETTINGS.get(name, [{}])
 
 
 def trajectory(name, backend, setting, dtype, steps=STEPS, **kw):
@@ -38,7 +28,8 @@ def trajectory(name, backend, setting, dtype, steps=STEPS, **kw):
     data = make_data(dtype)
     for p in params:
         p.requires_grad_(True)
-    opt = optdsl.Optimizer(params, name, backend=backend, seed=0, **kw, **settings(name)[setting])
+    opt = optdsl.Optimizer(params, name, backend=backend, seed=0, **kw,
+                           **RULES[name].hypers(setting))
     out = []
     for _ in range(steps):
         compute_grads(params, data)
@@ -47,41 +38,18 @@ def trajectory(name, backend, setting, dtype, steps=STEPS, **kw):
     return out, opt
 
 
-def assert_matches_eager(name, backend, dtype, setting):
+@pytest.mark.parametrize("name,setting,backend,dtype",
+                         backend_cases(backends=("torchscript", "inductor")))
+def test_backend_matches_the_interpreter(name, setting, backend, dtype):
     ref, _ = trajectory(name, "eager", setting, dtype)
     got, opt = trajectory(name, backend, setting, dtype)
-    assert opt._backend.fallback_reason is None, opt._backend.fallback_reason
+    reason = RULES[name].fallback.get(backend)
+    assert opt._backend.fallback_reason == reason, opt._backend.fallback_reason
+    tol = RULES[name].tolerance[dtype]
     for step, (a, b) in enumerate(zip(got, ref), start=1):
         for x, y in zip(a, b):
             err = relative_error(x, y)
-            assert err <= TOL[dtype], f"{name}/{backend}/{dtype} setting {setting} step {step}: {err:.3g}"
-
-
-def _cases(names):
-    return [(n, i) for n in names for i in range(len(settings(n)))]
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("name,setting", _cases(LIBRARY))
-def test_torchscript_matches_interpreter(name, setting, dtype):
-    assert_matches_eager(name, "torchscript", dtype, setting)
-
-
-@pytest.mark.parametrize("name", INDUCTOR_SUBSET)
-def test_inductor_matches_interpreter_float64(name):
-    assert_matches_eager(name, "inductor", torch.float64, len(settings(name)) - 1)
-
-
-@pytest.mark.parametrize("name", ["adam", "lamb"])
-def test_inductor_matches_interpreter_float32(name):
-    assert_matches_eager(name, "inductor", torch.float32, 0)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("name,setting", _cases(LIBRARY))
-def test_inductor_matches_interpreter_full(name, setting, dtype):
-    assert_matches_eager(name, "inductor", dtype, setting)
+            assert err <= tol, f"{name}/{backend}/{dtype} setting {setting} step {step}: {err:.3g}"
 
 
 # --- recompilation -------------------------------------------------------------------------------
@@ -133,7 +101,7 @@ def test_one_compile_when_lr_changes_by_hand():
 
 def test_schedule_rule_compiles_once():
     """A rule whose schedule is part of the program: its values are runtime scalars too."""
-    sched_rules = [n for n in LIBRARY if "cosine" in n or "restart" in n]
+    sched_rules = [n for n in RULES if "cosine" in n or "restart" in n]
     if not sched_rules:
         pytest.skip("no schedule rule in the library")
 
@@ -287,7 +255,7 @@ def test_state_dtype_by_name_and_bad_names():
 # --- the printer and the command -------------------------------------------------------------------
 
 def test_printed_source_is_python_that_torchscript_accepts():
-    for name in LIBRARY:
+    for name in RULES:
         plan = plan_step(optdsl.library[name])
         assert plan.source.startswith("def step(")
         compile(plan.source, name, "exec")

@@ -12,7 +12,7 @@ from optdsl.library import names, program_source
 def steps(rule, grads, p0=0.0, **hypers):
     """Parameter values after each step of a one-element parameter fed ``grads``."""
     p = torch.tensor([p0], dtype=torch.float64, requires_grad=True)
-    opt = optdsl.Optimizer([p], rule, **hypers)
+    opt = optdsl.Optimizer([p], rule, backend="eager", **hypers)  # the meaning (see conftest)
     out = []
     for g in grads:
         p.grad = torch.tensor([g], dtype=torch.float64)
@@ -77,7 +77,9 @@ def test_rule_calls_lift_hyperparameters_and_share_lr():
     alias = optdsl.parse("fast() = adam(beta1=0.5)")
     assert alias.defaults["beta1"] == 0.5  # an alias's numbers are new defaults, not fixed values
     nested = optdsl.parse("lookahead(ranger, k=3)")  # a wrapper of a wrapper is no cycle
-    assert {"k", "alpha", "lookahead_k", "lookahead_alpha"} & set(nested.hypers)
+    # and ranger's own lookahead keeps its k and alpha apart from the outer one's
+    assert {"k", "alpha", "lookahead_k", "lookahead_alpha"} <= set(nested.hypers)
+    assert nested.defaults["k"] == 3 and nested.defaults["lookahead_k"] == 6
 
 
 def test_a_rule_whose_default_inner_rule_is_itself_nests_too_deeply(monkeypatch):

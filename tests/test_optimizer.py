@@ -1,4 +1,8 @@
-"""optdsl.Optimizer behaves as a torch.optim.Optimizer: groups, schedulers, saving, edge cases."""
+"""optdsl.Optimizer behaves as a torch.optim.Optimizer: groups, schedulers, saving, edge cases.
+
+Each behaviour runs on the default backend (inductor) and on the interpreter (eager); the
+whole-library tests take their cases from tests/rule_info.py.
+"""
 from __future__ import annotations
 
 import copy
@@ -9,6 +13,9 @@ import torch
 
 import optdsl
 from problems import compute_grads, make_data, make_params
+from rule_info import RULES, rule_backend_cases
+
+BACKENDS = ["inductor", "eager"]
 
 
 def _params(dtype=torch.float64):
@@ -18,12 +25,11 @@ def _params(dtype=torch.float64):
     return ps
 
 
-@pytest.mark.parametrize("name", sorted(optdsl.library))
-def test_float32_library_stays_finite_and_decreases_the_loss(name):
+@pytest.mark.parametrize("name,backend", rule_backend_cases())
+def test_float32_library_stays_finite_and_decreases_the_loss(name, backend):
     data = make_data(torch.float32)
     params = _params(torch.float32)
-    lr = {"adadelta": 1.0, "rprop": 1e-2}.get(name, 1e-2)
-    opt = optdsl.Optimizer(params, name, lr=lr)
+    opt = optdsl.Optimizer(params, name, lr=RULES[name].float32_lr, backend=backend)
     first = compute_grads(params, data)
     for _ in range(100):
         compute_grads(params, data)
@@ -34,9 +40,9 @@ def test_float32_library_stays_finite_and_decreases_the_loss(name):
     assert last < first, f"{name}: loss {first:.4g} -> {last:.4g}"
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", sorted(optdsl.library))
-def test_resume_is_bit_identical(name, dtype):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name,backend", rule_backend_cases())
+def test_resume_is_bit_identical(name, backend, dtype):
     data = make_data(dtype)
 
     def run(params, opt, steps):
@@ -45,11 +51,11 @@ def test_resume_is_bit_identical(name, dtype):
             opt.step()
 
     straight = _params(dtype)
-    opt = optdsl.Optimizer(straight, name, lr=1e-2)
+    opt = optdsl.Optimizer(straight, name, lr=1e-2, backend=backend)
     run(straight, opt, 100)
 
     first = _params(dtype)
-    opt1 = optdsl.Optimizer(first, name, lr=1e-2)
+    opt1 = optdsl.Optimizer(first, name, lr=1e-2, backend=backend)
     run(first, opt1, 50)
     saved_state = copy.deepcopy(opt1.state_dict())
     saved_params = [p.detach().clone() for p in first]
@@ -57,14 +63,15 @@ def test_resume_is_bit_identical(name, dtype):
     with torch.no_grad():
         for p, s in zip(resumed, saved_params):
             p.copy_(s)
-    opt2 = optdsl.Optimizer(resumed, name, lr=1e-2)
+    opt2 = optdsl.Optimizer(resumed, name, lr=1e-2, backend=backend)
     opt2.load_state_dict(saved_state)
     run(resumed, opt2, 50)
     for a, b in zip(straight, resumed):
         assert torch.equal(a, b)
 
 
-def test_noise_resumes_with_the_same_draws():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_noise_resumes_with_the_same_draws(backend):
     rule = "noisy(lr=0.1, c=0.5, gamma=0.55) = lr * (g + noise(c / (1 + t)^gamma))"
     data = make_data()
 
@@ -74,26 +81,28 @@ def test_noise_resumes_with_the_same_draws():
             opt.step()
 
     a = _params()
-    oa = optdsl.Optimizer(a, rule, seed=3)
+    oa = optdsl.Optimizer(a, rule, seed=3, backend=backend)
     run(a, oa, 20)
     b = _params()
-    ob = optdsl.Optimizer(b, rule, seed=3)
+    ob = optdsl.Optimizer(b, rule, seed=3, backend=backend)
     run(b, ob, 10)
     state = copy.deepcopy(ob.state_dict())
     c = [p.detach().clone().requires_grad_(True) for p in b]
-    oc = optdsl.Optimizer(c, rule, seed=999)  # a different seed: the loaded state must win
+    oc = optdsl.Optimizer(c, rule, seed=999, backend=backend)  # the loaded state must win
     oc.load_state_dict(state)
     run(c, oc, 10)
     assert all(torch.equal(x, y) for x, y in zip(a, c))
     d = _params()
-    run(d, optdsl.Optimizer(d, rule, seed=4), 20)
+    run(d, optdsl.Optimizer(d, rule, seed=4, backend=backend), 20)
     assert not all(torch.equal(x, y) for x, y in zip(a, d))
 
 
-def test_param_groups_have_their_own_hyperparameters():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_param_groups_have_their_own_hyperparameters(backend):
     w = torch.zeros(3, requires_grad=True)
     b = torch.zeros(3, requires_grad=True)
-    opt = optdsl.Optimizer([{"params": [w]}, {"params": [b], "lr": 0.5}], "sgd", lr=0.1)
+    opt = optdsl.Optimizer([{"params": [w]}, {"params": [b], "lr": 0.5}], "sgd", lr=0.1,
+                           backend=backend)
     w.grad = torch.ones(3)
     b.grad = torch.ones(3)
     opt.step()
@@ -102,10 +111,11 @@ def test_param_groups_have_their_own_hyperparameters():
     assert all("lr" in g for g in opt.param_groups)
 
 
-def test_params_without_grad_are_skipped_and_closure_is_called():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_params_without_grad_are_skipped_and_closure_is_called(backend):
     a = torch.ones(2, requires_grad=True)
     b = torch.ones(2, requires_grad=True)
-    opt = optdsl.Optimizer([a, b], "adam", lr=0.1)
+    opt = optdsl.Optimizer([a, b], "adam", lr=0.1, backend=backend)
 
     def closure():
         opt.zero_grad()
@@ -121,9 +131,10 @@ def test_params_without_grad_are_skipped_and_closure_is_called():
     assert a.grad is None
 
 
-def test_sparse_gradients_raise_a_clear_error():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sparse_gradients_raise_a_clear_error(backend):
     emb = torch.nn.Embedding(10, 3, sparse=True)
-    opt = optdsl.Optimizer(emb.parameters(), "adam")
+    opt = optdsl.Optimizer(emb.parameters(), "adam", backend=backend)
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
@@ -150,9 +161,9 @@ def test_param_group_keeps_unknown_keys_as_torch_does_and_warns_on_a_likely_typo
     assert opt.param_groups[0]["beta1"] == 0.9  # the typo changed nothing
 
 
-def _lr_trace(scheduler_factory, steps=60, rule="sgd"):
+def _lr_trace(scheduler_factory, backend, steps=60, rule="sgd"):
     p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    opt = optdsl.Optimizer([p], rule, lr=0.1)
+    opt = optdsl.Optimizer([p], rule, lr=0.1, backend=backend)
     sched = scheduler_factory(opt)
     lrs = []
     for _ in range(steps):
@@ -169,19 +180,21 @@ def _lr_trace(scheduler_factory, steps=60, rule="sgd"):
     lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=25),
     lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.3, total_steps=61, cycle_momentum=False),
 ], ids=["StepLR", "CosineAnnealingLR", "OneCycleLR"])
-def test_torch_schedulers_drive_the_step(factory):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torch_schedulers_drive_the_step(factory, backend):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trace = _lr_trace(factory)
+        warnings.simplefilter("ignore", UserWarning)
+        trace = _lr_trace(factory, backend)
     # sgd's step on a unit gradient is exactly the lr the scheduler set for that step
     for taken, lr in trace:
         assert taken == pytest.approx(lr, rel=1e-12)
     assert len({round(lr, 12) for _, lr in trace}) > 3
 
 
-def test_onecycle_cycles_beta1_of_adam():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_onecycle_cycles_beta1_of_adam(backend):
     p = torch.zeros(2, requires_grad=True)
-    opt = optdsl.Optimizer([p], "adam", lr=0.1)
+    opt = optdsl.Optimizer([p], "adam", lr=0.1, backend=backend)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.3, total_steps=20)
     seen = set()
     for _ in range(19):
@@ -192,9 +205,10 @@ def test_onecycle_cycles_beta1_of_adam():
     assert len(seen) > 5 and min(seen) >= 0.85 - 1e-9 and max(seen) <= 0.95 + 1e-9
 
 
-def test_reduce_lr_on_plateau_halves_the_lr():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reduce_lr_on_plateau_halves_the_lr(backend):
     p = torch.zeros(2, requires_grad=True)
-    opt = optdsl.Optimizer([p], "adam", lr=0.1)
+    opt = optdsl.Optimizer([p], "adam", lr=0.1, backend=backend)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
     for _ in range(10):
         p.grad = torch.ones(2)
@@ -204,19 +218,21 @@ def test_reduce_lr_on_plateau_halves_the_lr():
     assert opt.param_groups[0]["lr"] in (0.05, 0.025, 0.0125)
 
 
-def test_dtype_and_device_follow_the_params():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dtype_and_device_follow_the_params(backend):
     p = torch.zeros(4, dtype=torch.float32, requires_grad=True)
-    opt = optdsl.Optimizer([p], "adabelief")
+    opt = optdsl.Optimizer([p], "adabelief", backend=backend)
     p.grad = torch.ones(4)
     opt.step()
     assert all(v.dtype == torch.float32 for v in opt.state[p].values() if isinstance(v, torch.Tensor))
 
 
-def test_lookahead_wraps_any_rule_and_equals_ranger():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lookahead_wraps_any_rule_and_equals_ranger(backend):
     data = make_data()
     a, b = _params(), _params()
-    oa = optdsl.Optimizer(a, "lookahead(radam, k=6, alpha=0.5)", lr=1e-2)
-    ob = optdsl.Optimizer(b, "ranger", lr=1e-2)
+    oa = optdsl.Optimizer(a, "lookahead(radam, k=6, alpha=0.5)", lr=1e-2, backend=backend)
+    ob = optdsl.Optimizer(b, "ranger", lr=1e-2, backend=backend)
     assert set(oa.defaults) == set(ob.defaults)
     assert oa.defaults["k"] == 6
     for _ in range(30):
@@ -236,7 +252,7 @@ def test_a_program_file_with_weight_decay(tmp_path):
                     "    m = ema(g + weight_decay * p, beta)\n    return lr * sign(m)\n")
     prog = optdsl.parse(path.read_text())
     w = torch.ones(3, requires_grad=True)
-    opt = optdsl.Optimizer([w], prog, weight_decay=0.01)
+    opt = optdsl.Optimizer([w], prog, weight_decay=0.01)  # the default backend
     w.grad = torch.zeros(3)
     opt.step()
     assert torch.allclose(w, torch.full((3,), 0.9))

@@ -3,25 +3,15 @@ written here from the cited formulas (TensorFlow's code structure, the papers)."
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import inspect
 import math
-import pathlib
 import random
-import sys
 import warnings
 
 import pytest
 import torch
 
-try:
-    from optdsl import schedules as S
-except Exception:  # the package may not be importable yet: load the file itself
-    _path = pathlib.Path(__file__).resolve().parents[1] / "optdsl" / "schedules.py"
-    _spec = importlib.util.spec_from_file_location("optdsl_schedules_under_test", _path)
-    S = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = S  # dataclasses look their module up in sys.modules
-    _spec.loader.exec_module(S)
+from optdsl import schedules as S
 
 N = 2000          # steps compared per configuration
 RTOL = 1e-10      # relative tolerance against the reference

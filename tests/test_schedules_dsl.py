@@ -44,7 +44,7 @@ CASES = {
 def test_formula_schedule_matches_torch_scheduler(name):
     formula, factory = CASES[name]
     ours = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = optdsl.Optimizer([ours], f"lr * {formula} * g", lr=BASE)
+    opt = optdsl.Optimizer([ours], f"lr * {formula} * g", lr=BASE, backend="eager")
     ref_p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     ref = torch.optim.SGD([ref_p], lr=BASE)
     with warnings.catch_warnings():
@@ -106,6 +106,7 @@ def test_gradient_noise_has_the_annealed_variance(t):
     sigma = c / (1 + t) ** gamma
     p = torch.zeros(200_000, dtype=torch.float64, requires_grad=True)
     opt = optdsl.Optimizer([p], "noisy(lr=1, c=0.3, gamma=0.55) = lr * noise(c / (1 + t)^gamma)",
+                           backend="eager",
                            seed=t)
     opt.state[p]["step"] = t - 1  # jump to step t (the rule has no other state)
     p.grad = torch.zeros_like(p)
@@ -121,7 +122,7 @@ def test_gradient_noise_has_the_annealed_variance(t):
 def test_same_seed_same_trajectory_and_drop_keeps_the_expected_fraction():
     def run(seed):
         p = torch.ones(1000, dtype=torch.float64, requires_grad=True)
-        opt = optdsl.Optimizer([p], "lr * drop(g, 0.3)", lr=0.1, seed=seed)
+        opt = optdsl.Optimizer([p], "lr * drop(g, 0.3)", lr=0.1, seed=seed, backend="eager")
         for _ in range(5):
             p.grad = torch.ones_like(p)
             opt.step()
@@ -129,7 +130,7 @@ def test_same_seed_same_trajectory_and_drop_keeps_the_expected_fraction():
     a, b, c = run(1), run(1), run(2)
     assert torch.equal(a, b) and not torch.equal(a, c)
     p = torch.zeros(100_000, dtype=torch.float64, requires_grad=True)
-    opt = optdsl.Optimizer([p], "lr * drop(g, 0.3)", lr=1.0, seed=0)
+    opt = optdsl.Optimizer([p], "lr * drop(g, 0.3)", lr=1.0, seed=0, backend="eager")
     p.grad = torch.ones_like(p)
     opt.step()
     kept = (p != 0).double().mean()

@@ -75,7 +75,10 @@ PAIRS = [
      "proved", "unrolled(k=3)"),
     ("EMA momentum == torch momentum, lr -> lr/(1-momentum)", EMA_MOMENTUM, TORCH_MOMENTUM,
      {"hyper_map": {"lr": "lr / (1 - momentum)"}}, "proved", "unrolled(k=3)"),
-    ("raw lion == lion", RAW_LION, "lion", {}, "proved", "single-step"),
+    # c / sqrt(c^2) is NaN where c = 0 (a zero gradient at step 1), sign(c) is 0 there
+    ("raw lion != lion at c = 0", RAW_LION, "lion", {}, "refuted", "numeric"),
+    ("raw lion == lion where defined", RAW_LION, "lion", {"domain": "defined"}, "proved",
+     "single-step"),
     ("adam == adam with renamed explicit states", "adam", ADAM_RENAMED, {}, "proved", "single-step"),
     ("sgd (momentum 0) == lr g", "sgd", "lr * g", {}, "proved", "single-step"),
     ("signum momentum=0 == signSGD", "signum", "lr * sign(g)", {"bind": {"momentum": 0}},
@@ -134,14 +137,23 @@ def test_amsgrad_counterexample_needs_more_than_one_step():
     assert cex.step >= 2 and len(cex.grads) == cex.step  # the second moment must decrease first
 
 
-def test_undecidable_within_budget_is_unknown_quickly():
-    # tanh(g) = (e^2g - 1)/(e^2g + 1): true, numerically indistinguishable, and sympy does not
-    # settle it within the 1 s budget; the verdict carries the numeric evidence.
+TANH = ("lr * tanh(g)", "lr * (exp(2 * g) - 1) / (exp(2 * g) + 1)")  # true, hard for sympy
+
+
+def test_the_time_budget_holds_and_a_true_identity_is_never_refuted():
     start = time.perf_counter()
-    v = equivalent("lr * tanh(g)", "lr * (exp(2 * g) - 1) / (exp(2 * g) + 1)", timeout=1.0)
+    v = equivalent(*TANH, timeout=1.0)
     took = time.perf_counter() - start
-    assert v.status == "unknown" and took <= 2.0, (v, took)
-    assert "agree" in v.evidence
+    assert v.status in ("proved", "unknown") and took <= 2.0, (v, took)
+    if v.status == "unknown":
+        assert v.method == "timeout" and "agree" in v.evidence
+
+
+def test_no_time_for_a_proof_is_unknown_with_the_numeric_evidence():
+    v = equivalent(*TANH, timeout=0.0)
+    assert v.status == "unknown" and v.method == "timeout", v
+    assert "agree" in v.evidence  # the probes ran: 'numerically indistinguishable here'
+
 
 
 def test_random_rules_are_unknown_not_proved():
@@ -157,7 +169,7 @@ def test_bad_bind_and_map_are_input_errors():
 
 
 def test_single_step_mapping_names_the_states():
-    v = equivalent(RAW_LION, "lion")
+    v = equivalent(RAW_LION, "lion", domain="defined")
     # lion keeps one state (prev(ema(g, beta2)) reads the ema's previous value)
     assert v.proved and v.mapping == {"ema": "m"}
     assert "m ↔ ema" in str(v)
@@ -171,7 +183,7 @@ def test_raw_lion_simplifies_to_a_program_proven_equal_to_lion():
     assert "sqrt" not in text and "sign(" in text and "junk" not in text
     simplified = parse(text)
     assert len(simplified.slots) == 1  # the dead state v is gone
-    assert equivalent(simplified, "lion").proved
+    assert equivalent(simplified, "lion").proved  # everywhere: both are sign(c)
 
 
 @pytest.mark.parametrize("name", ["adam", "nesterov", "lookahead"])
@@ -199,15 +211,16 @@ def test_latex():
 EQUAL_BY_REWRITING = [
     (POWERSIGN_EXP, POWERSIGN_E),
     ("powersign", "ps(lr=0.1, b=0.9) = lr * g * exp(sign(ema(g, b)) * sign(g))"),
-    ("lr * sign(ema(g, 0.9))", "s(lr=1e-3):\n    state m = 0\n    m := 0.9*m + 0.1*g\n    return lr*m/sqrt(m*m)"),
-    ("lr * sign(ema(g, 0.9))", "s(lr=1e-3):\n    state m = 0\n    m := m*0.9 + g*(1-0.9)\n    return lr*m/abs(m)"),
+    # m / |m| and m / sqrt(m^2) are one rule (NaN where m = 0), not sign(m): test_canonical.py
+    ("s(lr=1e-3):\n    state m = 0\n    m := 0.9*m + 0.1*g\n    return lr*m/sqrt(m*m)",
+     "s(lr=1e-3):\n    state m = 0\n    m := m*0.9 + g*(1-0.9)\n    return lr*m/abs(m)"),
     ("adam", ADAM_RENAMED),
     ("lr * (g + g)", "2 * lr * g"),
     ("lr * g / 2", "0.5 * g * lr"),
     ("lion", "l(lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0) = "
              "lr * (weight_decay * p + sign((1 - beta1) * g + beta1 * prev(ema(g, beta2))))"),
     ("lr * sign(g) * abs(g)", "lr * g"),
-    ("lr * sqrt(g^2) / g", "lr * sign(g)"),
+    ("lr * sqrt(g^2) / g", "lr * abs(g) / g"),
     ("sgdw", "sw(lr=1e-3, momentum=0.9, dampening=0, weight_decay=1e-4) = "
              "lr * weight_decay * p + heavyball(g, momentum, dampening) * lr"),
     ("e1(lr=1e-3, beta=0.9) = lr * ema(g, beta)",
@@ -218,7 +231,8 @@ EQUAL_BY_REWRITING = [
 
 @pytest.mark.parametrize("a,b", EQUAL_BY_REWRITING)
 def test_canonical_hash_equal_for_rewritten_rules(a, b):
-    assert canonical_hash(a) == canonical_hash(b), (canonical_form(a), canonical_form(b))
+    ra, rb = optdsl.resolve(a), optdsl.resolve(b)
+    assert canonical_hash(ra) == canonical_hash(rb), (canonical_form(ra), canonical_form(rb))
     assert fingerprint(a) == fingerprint(b)
 
 
@@ -253,7 +267,8 @@ def test_cli_exit_codes(capsys, tmp_path):
     assert main(["equiv", "adam", "lr * (g"]) == 2
     assert main(["equiv", "adam", RMSPROP_BC, "--bind", "nope=0"]) == 2
     assert main(["equiv", EMA_MOMENTUM, TORCH_MOMENTUM, "--map", "lr=lr/(1-momentum)"]) == 0
-    assert main(["equiv", str(f), "lion"]) == 0
+    assert main(["equiv", str(f), "lion"]) == 1  # NaN where c = 0
+    assert main(["equiv", str(f), "lion", "--where-defined"]) == 0
     capsys.readouterr()
     assert main(["simplify", str(f)]) == 0
     out = capsys.readouterr()

@@ -201,7 +201,7 @@ def _scheduled_run(make_opt, scheduler, steps=12):
     opt = make_opt(model.parameters())
     sched = SCHEDULERS[scheduler](opt)
     for i in range(steps):
-        loss = train_step(model, opt, i)
+        train_step(model, opt, i)
         if scheduler == "ReduceLROnPlateau":
             sched.step(1.0)  # a loss that never improves
         else:

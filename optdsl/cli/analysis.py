@@ -23,6 +23,9 @@ def cmd_equiv(argv) -> int:
     ap.add_argument("--map", action="append", metavar="NAME=EXPR",
                     help="replace a hyperparameter of the first rule by an expression")
     ap.add_argument("--timeout", type=float, default=10.0, help="wall-clock budget in seconds")
+    ap.add_argument("--where-defined", action="store_true",
+                    help="compare only where the first rule's update is finite (default: every "
+                         "input, exact zeros included)")
     try:
         args = ap.parse_args(argv)
     except SystemExit as e:
@@ -34,7 +37,8 @@ def cmd_equiv(argv) -> int:
         except ValueError:
             raise DSLError(f"--bind {k}: '{v}' is not a number") from None
     verdict = equivalent(load_rule(args.a), load_rule(args.b), steps=args.steps, bind=bind,
-                         hyper_map=name_values(args.map, "--map"), timeout=args.timeout)
+                         hyper_map=name_values(args.map, "--map"), timeout=args.timeout,
+                         domain="defined" if args.where_defined else "all")
     print(verdict)
     return EXIT[verdict.status]
 
