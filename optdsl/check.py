@@ -317,71 +317,20 @@ class _Instance:
 
     def lower(self):
         """Lower the body; returns (update node, new parameter node, assigns_p)."""
-        update = new_p = None
-        returned_at = None
-        assigned_p = False
+        self.update = self.new_p = self.returned_at = None
         for st in self.program.body:
-            if returned_at is not None:
-                raise _err(f"statement after 'return' (line {returned_at.line}) never runs", st.pos)
+            if self.returned_at is not None:
+                raise _err(f"statement after 'return' (line {self.returned_at.line}) never runs",
+                           st.pos)
             self.label = (st.target or "") if st.kind != "return" else ""
             self.root_call = st.expr
-            if st.kind == "assign":
-                self.define(st.target, st.pos)
-                self.current = st
-                value = self.expr(st.expr)
-                self.later_names.pop(st.target, None)
-                self.locals[st.target] = value
-            elif st.kind == "state":
-                if st.target == "step":
-                    raise _err("'step' is reserved for the step count t; name the state "
-                               "something else", st.pos)
-                self.define(st.target, st.pos)
-                self.later_names.pop(st.target, None)
-                init = self.expr(st.expr)
-                if any(n.op == "state" for n in ir.topological([init])):
-                    raise _err(f"the initial value of state '{st.target}' cannot read other states",
-                               st.pos)
-                name = self.b.unique_slot_name(self.prefix + st.target)
-                self.b.reserved.add(name)
-                kind = self.b.kind_hints.get(name, init.kind)
-                self.states[st.target] = (name, kind, init, st.pos)
-                self.locals[st.target] = ir.state_read(name, kind)
-            elif st.kind == "update":
-                if st.target == "p":
-                    if new_p is not None:
-                        raise _err("the parameter p is assigned twice", st.pos)
-                    new_p = self.expr(st.expr)
-                    self.locals["p"] = new_p
-                    assigned_p = True
-                    continue
-                if st.target not in self.states:
-                    if st.target in self.locals or st.target in self.hypers or st.target in ir.INPUTS:
-                        msg = (f"'{st.target}' is not a state: ':=' updates a state declared with "
-                               f"'state {st.target} = <initial value>' (or the parameter p)")
-                    else:
-                        msg = (f"state '{st.target}' is updated but never declared; declare it "
-                               f"first with 'state {st.target} = 0' (its initial value)")
-                    raise _err(msg, st.pos)
-                if st.target in self.updated:
-                    raise _err(f"state '{st.target}' is updated twice; update it once per step",
-                               st.pos)
-                value = self.expr(st.expr)
-                name, kind, init, _ = self.states[st.target]
-                if value.kind > kind:
-                    self.b.kind_hints[name] = value.kind
-                    self.b.kind_raised = True
-                self.b.slots.append(Slot(name, max(kind, value.kind), init, value))
-                self.updated.add(st.target)
-                self.locals[st.target] = value
-            else:  # return
-                if new_p is not None:
-                    raise _err("a program either returns an update or assigns p, not both", st.pos)
-                update = self.expr(st.expr)
-                returned_at = st.pos
+            handler = self.STATEMENTS["p" if st.kind == "update" and st.target == "p" else st.kind]
+            handler(self, st)
         for target, (name, _, _, pos) in self.states.items():
             if target not in self.updated:
                 raise _err(f"state '{target}' is never updated; update it with '{target} := ...'",
                            pos)
+        update, new_p = self.update, self.new_p
         if update is None and new_p is None:
             last = self.program.body[-1].pos if self.program.body else self.program.pos
             raise _err("the program has no result: end it with 'return <update>' (or assign "
@@ -390,7 +339,69 @@ class _Instance:
             update = ap("sub", ir.P, new_p)
         elif new_p is None:
             new_p = ap("sub", ir.P, update)
-        return update, new_p, assigned_p
+        return update, new_p, self.new_p is not None
+
+    # --- one method per kind of statement (the STATEMENTS table below) ------------------------
+    def assign(self, st) -> None:
+        """``name = expr``: a local definition."""
+        self.define(st.target, st.pos)
+        self.current = st
+        value = self.expr(st.expr)
+        self.later_names.pop(st.target, None)
+        self.locals[st.target] = value
+
+    def declare_state(self, st) -> None:
+        """``state name = init``: an explicit state; reads until its update see last step's."""
+        if st.target == "step":
+            raise _err("'step' is reserved for the step count t; name the state something else",
+                       st.pos)
+        self.define(st.target, st.pos)
+        self.later_names.pop(st.target, None)
+        init = self.expr(st.expr)
+        if any(n.op == "state" for n in ir.topological([init])):
+            raise _err(f"the initial value of state '{st.target}' cannot read other states", st.pos)
+        name = self.b.unique_slot_name(self.prefix + st.target)
+        self.b.reserved.add(name)
+        kind = self.b.kind_hints.get(name, init.kind)
+        self.states[st.target] = (name, kind, init, st.pos)
+        self.locals[st.target] = ir.state_read(name, kind)
+
+    def update_state(self, st) -> None:
+        """``name := expr``: the state's value after this step (reads below see it)."""
+        if st.target not in self.states:
+            if st.target in self.locals or st.target in self.hypers or st.target in ir.INPUTS:
+                msg = (f"'{st.target}' is not a state: ':=' updates a state declared with "
+                       f"'state {st.target} = <initial value>' (or the parameter p)")
+            else:
+                msg = (f"state '{st.target}' is updated but never declared; declare it first "
+                       f"with 'state {st.target} = 0' (its initial value)")
+            raise _err(msg, st.pos)
+        if st.target in self.updated:
+            raise _err(f"state '{st.target}' is updated twice; update it once per step", st.pos)
+        value = self.expr(st.expr)
+        name, kind, init, _ = self.states[st.target]
+        if value.kind > kind:  # learnt for the next pass (see _check)
+            self.b.kind_hints[name] = value.kind
+            self.b.kind_raised = True
+        self.b.slots.append(Slot(name, max(kind, value.kind), init, value))
+        self.updated.add(st.target)
+        self.locals[st.target] = value
+
+    def assign_p(self, st) -> None:
+        """``p := expr``: the parameter after the step (a wrapper's slow/fast weights)."""
+        if self.new_p is not None:
+            raise _err("the parameter p is assigned twice", st.pos)
+        self.new_p = self.locals["p"] = self.expr(st.expr)
+
+    def return_update(self, st) -> None:
+        """``return expr``: the update u of ``p <- p - u``."""
+        if self.new_p is not None:
+            raise _err("a program either returns an update or assigns p, not both", st.pos)
+        self.update = self.expr(st.expr)
+        self.returned_at = st.pos
+
+    STATEMENTS = {"assign": assign, "state": declare_state, "update": update_state,
+                  "p": assign_p, "return": return_update}
 
 
 def constant_value(n: ir.Node, hypers: dict):

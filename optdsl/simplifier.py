@@ -21,27 +21,31 @@ from .symbolic import (hyper_symbol, input_symbols, leaf_map, live_slots, rewrit
 def simplify(rule, prove: bool = True, timeout: float = 20.0):
     """A shorter program for ``rule``: dead statements and states dropped, sympy's rewrites
     (x/|x| -> sign(x), m/sqrt(m^2) -> sign(m), merged constants). Returns ``(text, verdict)``;
-    ``verdict`` (when ``prove``) is the proof that the printed program equals the input."""
+    ``verdict`` (when ``prove``) is the proof that the printed program agrees with the input
+    wherever the input's update is defined: c / sqrt(c^2) becomes sign(c), which is 0 where
+    the input was NaN."""
     if is_random(rule):
         raise DSLError("the rule draws random numbers: it has no symbolic form to simplify")
+    text = _program_text(rule)
+    verdict = equivalent(rule, parse(text), timeout=timeout, domain="defined") if prove else None
+    return text, verdict
+
+
+def _program_text(rule) -> str:
+    """The simplified program: live states (renamed from their slots), their new values by
+    name, the update."""
     symbols = {s.name: state_symbol(s.name, "$") for s in rule.slots}
-    hypers = {h: hyper_symbol(h) for h in rule.hypers}
-    leaf = leaf_map(hypers, input_symbols(), symbols)
+    leaf = leaf_map({h: hyper_symbol(h) for h in rule.hypers}, input_symbols(), symbols)
     tr = translate([rule.update] + [s.update for s in rule.slots], leaf)
     exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
     live = live_slots(rule, exprs, symbols)
     names = slot_names(rule, live)
     ren = {symbols[s.name]: sp.Symbol(names[s.name], real=True) for s in live}
     init_tr = translate([s.init for s in live], leaf)
-    lines, updates = [], []
-    for s in live:
-        lines.append(f"    state {names[s.name]} = {to_text(rewrites(init_tr[s.init]))}")
-    new_names = {}
+    lines = [f"    state {names[s.name]} = {to_text(rewrites(init_tr[s.init]))}" for s in live]
     taken = set(rule.hypers) | set(names.values())
-    for s in live:
-        e = rewrites(exprs[s.name].xreplace(ren))
-        new_names[s.name] = _fresh(f"{names[s.name]}_new", taken)
-        updates.append((s, e))
+    new_names = {s.name: _fresh(f"{names[s.name]}_new", taken) for s in live}
+    updates = [(s, rewrites(exprs[s.name].xreplace(ren))) for s in live]
     u = rewrites(exprs["update"].xreplace(ren))
     u_name = _fresh("u", taken)
 
@@ -59,26 +63,16 @@ def simplify(rule, prove: bool = True, timeout: float = 20.0):
         lines.append(f"    {new_names[s.name]} = {to_text(by_name(e, updates[:i]))}")
     u = by_name(u, updates)
     lines.append(f"    {u_name} = {to_text(u)}")
-    for s, _ in updates:
-        lines.append(f"    {names[s.name]} := {new_names[s.name]}")
+    lines += [f"    {names[s.name]} := {new_names[s.name]}" for s, _ in updates]
     lines.append(f"    return {u_name}")
+    used = {x.name for e in [u] + [e for _, e in updates] + [init_tr[s.init] for s in live]
+            for x in e.free_symbols}
     header = ", ".join(f"{h.name}={_default_text(h.default)}" for h in rule.hypers.values()
-                       if h.name in {x.name for x in u.free_symbols} or any(
-                           h.name in {x.name for x in e.free_symbols} for _, e in updates)
-                       or any(h.name in {x.name for x in init_tr[s.init].free_symbols} for s in live))
-    if "lr=" not in header and not header.startswith("lr"):
-        header = (f"lr={_default_text(rule.hypers['lr'].default)}" + (", " + header if header else ""))
+                       if h.name in used or h.name == "lr")
     name = re.sub(r"[^A-Za-z0-9_]", "_", rule.name) + "_simplified"
     if not live:
-        text = f"{name}({header}) = {to_text(u)}\n"
-    else:
-        text = f"{name}({header}):\n" + "\n".join(lines) + "\n"
-    verdict = None
-    if prove:
-        # sympy's rewrites hold wherever the input is defined: c / sqrt(c^2) becomes sign(c),
-        # which is 0 where the input's update was NaN
-        verdict = equivalent(rule, parse(text), timeout=timeout, domain="defined")
-    return text, verdict
+        return f"{name}({header}) = {to_text(u)}\n"
+    return f"{name}({header}):\n" + "\n".join(lines) + "\n"
 
 
 def _fresh(base: str, taken: set) -> str:

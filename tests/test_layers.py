@@ -102,3 +102,18 @@ def test_imports_inside_functions_only_defer_heavy_optional_dependencies():
             bad.append(f"{MODULES[importer]}:{line}: {text.strip()}")
     assert not bad, "imports inside functions that defer nothing heavy (or say nothing):\n" + \
         "\n".join(bad)
+
+
+def test_no_function_is_over_60_lines_without_saying_why():
+    """A function of more than 60 lines says in a comment of its first lines why it must be one
+    piece ("# one piece: ...")."""
+    long = []
+    for path in MODULES.values():
+        lines = open(path).read().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = node.end_lineno - node.lineno + 1
+                head = "\n".join(lines[node.lineno - 1:node.lineno + 8])
+                if size > 60 and "# one piece:" not in head:
+                    long.append(f"{path}:{node.lineno}: {node.name} ({size} lines)")
+    assert not long, "\n".join(long)
