@@ -48,7 +48,9 @@ import torch
 from hypothesis import HealthCheck, given, note, settings, strategies as st
 
 import optdsl
+from optdsl import ir
 from optdsl.interpreter import trajectory
+from optdsl.ir import Kind
 from program_gen import domain_pairs, overrides, programs, render, rewrites, tiny_programs
 
 STEPS = 4
@@ -187,19 +189,37 @@ def _raised(outcomes, error: type, pattern: str) -> bool:
     return any(isinstance(o.error, error) and re.search(pattern, str(o.error)) for o in outcomes)
 
 
+def _copies_a_written_tensor(rule) -> bool:
+    """A tensor state updated to exactly p or another state (``a := b; b := b + g``): the
+    printed step writes ``w = b.clone(); a.copy_(w); b.copy_(...)``."""
+    return rule is not None and any(
+        s.kind != Kind.SCALAR and (s.update is ir.P or s.update.op == "state") for s in rule.slots)
+
+
+def _only_inductor_differs(outcomes: list) -> bool:
+    by = {o.backend: o for o in outcomes}
+    return ("inductor" in by and not differences(by["eager"], by["torchscript"])
+            and bool(differences(by["eager"], by["inductor"])))
+
+
 KNOWN_BUGS = {
-    # id: (one line, predicate on the outcomes); reproductions in /tmp/w/fuzz-bugs.md
+    # id: (one line, predicate on (Rule or None, outcomes)); repros in /tmp/w/fuzz-bugs.md
     "inf-printing": (
         "a constant inf in a rule crashes the compiled backends' construction with "
         "OverflowError (optdsl.printing.to_text calls int(inf))",
-        lambda outs: _raised(outs, OverflowError, "cannot convert float infinity")),
+        lambda rule, outs: _raised(outs, OverflowError, "cannot convert float infinity")),
+    "inductor-stale-copy": (
+        "Inductor (torch 2.13) drops the clone in 'w = b.clone(); a.copy_(w); b.copy_(...)' "
+        "(remove_noop_ops, pytorch#198131): a state updated to exactly p or another state "
+        "gets the new value instead of the old one",
+        lambda rule, outs: _copies_a_written_tensor(rule) and _only_inductor_differs(outs)),
 }
 
 
-def _known_bug(outcomes: list) -> str | None:
+def _known_bug(rule, outcomes: list) -> str | None:
     """The id of the known bug these outcomes show, or None."""
     for bug, (_, matches) in KNOWN_BUGS.items():
-        if matches(outcomes):
+        if matches(rule, outcomes):
             return bug
     return None
 
@@ -221,7 +241,7 @@ def check_backends(prog, hypers: dict, backends=BACKENDS[:2]) -> None:
         STATS[f"backends: same documented error: {type(error).__name__}" if error
               else "backends: agreed"] += 1
         return
-    bug = _known_bug(outcomes)
+    bug = _known_bug(rule, outcomes)
     if bug is not None:
         STATS[f"backends: known bug {bug}"] += 1
         return
@@ -353,7 +373,7 @@ def _parse_pair(pair):
 
 def _interpreter_bug(error: Exception, where: str) -> None:
     """A known bug of the interpreter met while probing a pair: count it, else re-raise."""
-    bug = _known_bug([Outcome("eager", error)])
+    bug = _known_bug(None, [Outcome("eager", error)])
     if bug is None:
         raise error
     STATS[f"{where}: known bug {bug}"] += 1
@@ -496,6 +516,17 @@ CHAIN4_REDUCED = """r(lr=1):
 @pytest.mark.xfail(reason="bug inf-printing: " + KNOWN_BUGS["inf-printing"][0], strict=True)
 def test_bug_constant_inf_compiles():
     assert_backends_agree("lr * inf * g")
+
+
+@pytest.mark.xfail(reason="bug inductor-stale-copy: " + KNOWN_BUGS["inductor-stale-copy"][0],
+                   strict=True)
+@pytest.mark.parametrize("text", ["r(lr=1):\n    state s = 0\n    s := p\n    return lr * g\n",
+                                  "r(lr=1):\n    state a = 0, b = 0\n    a := b\n    b := b + g\n"
+                                  "    return lr * a\n"], ids=["p", "state"])
+def test_bug_inductor_keeps_the_old_value_of_a_copied_tensor(text):
+    rule = optdsl.parse(text)
+    problem = _compare([run(rule, b, {}) for b in ("eager", "inductor")])
+    assert problem is None, problem
 
 
 # Fixed bugs the fuzzers found (before 94b673d; the first at 0c7c0bb): plain regression tests.
