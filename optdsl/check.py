@@ -47,6 +47,7 @@ class _RuleBuilder:
     def __init__(self, kind_hints: dict, rules):
         self.rules = rules  # name -> Program of the rules a program may call
         self.reserved: set = set()  # explicit states' names (their slot comes at the update)
+        self.state_dtypes: dict = {}  # slot name -> (storage dtype, Pos) written in the program
         self.hypers: dict = {}
         self.slots: list = []
         self.kind_hints = kind_hints  # slot name -> Kind learnt on a previous pass
@@ -325,7 +326,10 @@ class _Instance:
             self.label = (st.target or "") if st.kind != "return" else ""
             self.root_call = st.expr
             handler = self.STATEMENTS["p" if st.kind == "update" and st.target == "p" else st.kind]
+            before = len(self.b.slots)
             handler(self, st)
+            if st.stored is not None:
+                self.store_as(st, [s.name for s in self.b.slots[before:]])
         for target, (name, _, _, pos) in self.states.items():
             if target not in self.updated:
                 raise _err(f"state '{target}' is never updated; update it with '{target} := ...'",
@@ -399,6 +403,21 @@ class _Instance:
             raise _err("a program either returns an update or assigns p, not both", st.pos)
         self.update = self.expr(st.expr)
         self.returned_at = st.pos
+
+    def store_as(self, st, slots: list) -> None:
+        """``v: bfloat16 = ...`` / ``state s: bfloat16 = ...``: the statement's states are
+        stored in that dtype (the step computes in the parameter's)."""
+        dtype, pos = st.stored
+        if dtype not in ir.STORAGE_DTYPES:
+            raise _err(f"unknown storage dtype '{dtype}'" + did_you_mean(dtype, ir.STORAGE_DTYPES)
+                       + f"; one of {', '.join(ir.STORAGE_DTYPES)}", pos)
+        if st.kind == "state":
+            slots = [self.states[st.target][0]]
+        if not slots:
+            raise _err(f"'{st.target}' keeps no state: a storage dtype applies to what a "
+                       "statement keeps (ema, cumsum, prev, ... or an explicit state)", pos)
+        for name in slots:
+            self.b.state_dtypes[name] = (dtype, pos)
 
     STATEMENTS = {"assign": assign, "state": declare_state, "update": update_state,
                   "p": assign_p, "return": return_update}
@@ -532,8 +551,14 @@ def _check(program: Program, name: str | None, doc: str, rules) -> Rule:
         raise DSLError("the rule never uses 'lr': scale the update by lr so that learning-rate "
                        "schedulers can drive it", program.pos.line, program.pos.column)
     hypers = _order_hypers(b.hypers, program)
+    kinds = {s.name: s.kind for s in b.slots}
+    for slot, (dtype, pos) in b.state_dtypes.items():
+        if kinds[slot] == Kind.SCALAR:
+            raise _err(f"state '{slot}' is one number per step, kept in float64 on the host: "
+                       "a storage dtype applies to tensor states", pos)
     return Rule(name or program.name or "formula", hypers, b.slots, update, new_p, assigns_p,
-                source=program.source, doc=doc, subrules=tuple(dict.fromkeys(b.subrules)))
+                source=program.source, doc=doc, subrules=tuple(dict.fromkeys(b.subrules)),
+                state_dtypes={slot: dtype for slot, (dtype, _) in b.state_dtypes.items()})
 
 
 def _order_hypers(hypers: dict, program: Program) -> dict:

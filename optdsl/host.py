@@ -47,24 +47,26 @@ def as_dtype(value) -> torch.dtype:
 class StatePolicy:
     """Where and how each tensor state of a rule is stored (see the module docstring).
 
-    ``spec`` (an Optimizer's ``state_dtype``): None (the parameter's dtype), one dtype (every
-    tensor and reduced state) or ``{state name: dtype}`` (names as ``optdsl show RULE`` lists
-    them). Scalar states stay Python floats.
+    The program may say (``v: bfloat16 = ema(g^2, beta2)``); ``spec`` (an Optimizer's
+    ``state_dtype``) overrides it: None (as the program says, else the parameter's dtype), one
+    dtype (every tensor and reduced state) or ``{state name: dtype}`` (names as ``optdsl show
+    RULE`` lists them). Scalar states stay Python floats.
     """
 
     def __init__(self, rule: Rule, spec=None):
         self.rule = rule
         self.slots = [(s.name, s.kind) for s in rule.slots if s.kind != Kind.SCALAR]
         names = dict(self.slots)
+        program = {k: as_dtype(v) for k, v in rule.state_dtypes.items()}  # v: bfloat16 = ...
         if spec is None:
-            self.dtypes = {}
+            self.dtypes = program
         elif isinstance(spec, dict):
             unknown = [k for k in spec if k not in names]
             if unknown:
                 raise HyperparameterError(
                     f"rule {rule.name} has no tensor state '{unknown[0]}'"
                     + did_you_mean(unknown[0], names) + f"; states: {', '.join(names) or 'none'}")
-            self.dtypes = {k: as_dtype(v) for k, v in spec.items()}
+            self.dtypes = {**program, **{k: as_dtype(v) for k, v in spec.items()}}
         else:
             d = as_dtype(spec)
             self.dtypes = {name: d for name in names}

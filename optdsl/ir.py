@@ -16,7 +16,7 @@ Every consumer (interpreter, code printer, sympy translator, search) reads a ``R
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 
@@ -102,6 +102,10 @@ class Hyper:
     doc: str = ""
 
 
+# The dtypes a program may store a state in (``v: bfloat16 = ema(g^2, beta2)``).
+STORAGE_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
 @dataclass
 class Rule:
     """A checked rule: what every backend runs.
@@ -117,6 +121,7 @@ class Rule:
     source: str = ""
     doc: str = ""
     subrules: tuple = ()  # names of the rules this one calls
+    state_dtypes: dict = field(default_factory=dict)  # slot name -> storage dtype (STORAGE_DTYPES)
 
     @property
     def defaults(self) -> dict:

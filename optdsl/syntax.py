@@ -54,6 +54,7 @@ class Stmt:
     target: str | None
     expr: object
     pos: Pos
+    stored: tuple | None = None  # (dtype name, Pos) of ``v: bfloat16 = ...``: its states' storage
 
 
 @dataclass
@@ -128,7 +129,14 @@ class _ToAst(Transformer):
         tok, expr = children
         return Stmt("assign", str(tok), expr, _pos(tok))
 
+    def assign_stored(self, meta, children):
+        tok, dtype, expr = children
+        return Stmt("assign", str(tok), expr, _pos(tok), (str(dtype), _pos(dtype)))
+
     def state_item(self, meta, children):
+        if len(children) == 3:
+            tok, dtype, expr = children
+            return Stmt("state", str(tok), expr, _pos(tok), (str(dtype), _pos(dtype)))
         tok, expr = children
         return Stmt("state", str(tok), expr, _pos(tok))
 

@@ -28,8 +28,8 @@ def trajectory(name, backend, setting, dtype, steps=STEPS, **kw):
     data = make_data(dtype)
     for p in params:
         p.requires_grad_(True)
-    opt = optdsl.Optimizer(params, name, backend=backend, seed=0, **kw,
-                           **RULES[name].hypers(setting))
+    hypers = RULES[name].hypers(setting) if setting is not None else {}
+    opt = optdsl.Optimizer(params, name, backend=backend, seed=0, **{**hypers, **kw})
     out = []
     for _ in range(steps):
         compute_grads(params, data)
@@ -250,6 +250,43 @@ def test_state_dtype_by_name_and_bad_names():
         optdsl.Optimizer(p, "adam", state_dtype={"vv": torch.bfloat16})
     with pytest.raises(optdsl.HyperparameterError, match="floating-point"):
         optdsl.Optimizer(p, "adam", state_dtype="int8")
+
+
+ADAM_BF16_V = """adam_bf16(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8):
+    m = ema(g, beta1)
+    v: bfloat16 = ema(g^2, beta2)
+    return lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+"""
+
+
+@pytest.mark.parametrize("backend", ["torchscript", "inductor"])
+def test_a_storage_dtype_written_in_the_program_is_the_state_dtype(backend):
+    """``v: bfloat16 = ema(...)``: the rule file carries its memory policy (issue 15)."""
+    rule = optdsl.parse(ADAM_BF16_V)
+    assert rule.state_dtypes == {"v": "bfloat16"}
+    ref, _ = trajectory(rule, "eager", None, torch.float32, steps=20)
+    got, opt = trajectory(rule, backend, None, torch.float32, steps=20)
+    same, _ = trajectory("adam", backend, 0, torch.float32, steps=20, state_dtype={"v": "bfloat16"},
+                         lr=1e-2)
+    for x, y, z in zip(got[-1], ref[-1], same[-1]):
+        assert relative_error(x, y) <= 1e-5 and relative_error(x, z) <= 1e-5
+    st = opt.state_dict()["state"][0]
+    assert st["m"].dtype == torch.float32 and st["v"].dtype == torch.bfloat16
+    params = [p.detach().clone().requires_grad_(True) for p in got[-1]]
+    wide = optdsl.Optimizer(params, rule, backend=backend, state_dtype={"v": torch.float32})
+    wide.load_state_dict(opt.state_dict())  # the user's state_dtype overrides the program's
+    assert all(s["v"].dtype == torch.float32 for s in wide.state.values())
+
+
+@pytest.mark.parametrize("text,message", [
+    ("r(lr=1):\n    v: bfloat61 = ema(g, 0.9)\n    return lr * v", "unknown storage dtype 'bfloat61'; did you mean 'bfloat16'"),
+    ("r(lr=1):\n    v: bfloat16 = g * 2\n    return lr * v", "'v' keeps no state"),
+    ("r(lr=1):\n    state c: bfloat16 = 0\n    c := c + 1\n    return lr * c * g", "kept in float64 on the host"),
+])
+def test_storage_dtypes_that_cannot_apply_are_errors_with_a_caret(text, message):
+    with pytest.raises(optdsl.DSLError, match=message) as e:
+        optdsl.parse(text)
+    assert e.value.line == 2 and "^" in str(e.value)
 
 
 # --- the printer and the command -------------------------------------------------------------------
