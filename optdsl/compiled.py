@@ -170,10 +170,15 @@ class CompiledBackend(Backend):
 
     def scalars(self, bucket: Bucket) -> torch.Tensor:
         """The scalars the kernel reads, as one runtime tensor (float64 for float64 parameters,
-        float32 otherwise: what eager torch computes a Python scalar with)."""
+        float32 otherwise: what eager torch computes a Python scalar with). On a GPU they travel
+        from pinned memory without blocking the host: no synchronisation per step."""
         sdt = torch.float64 if bucket.dtype == torch.float64 else torch.float32
-        return torch.tensor([float(bucket.scalars[n]) for n in self.plan.scalars], dtype=sdt,
-                            device=bucket.device)
+        values = torch.tensor([float(bucket.scalars[n]) for n in self.plan.scalars], dtype=sdt)
+        if bucket.device.type == "cpu":
+            return values
+        if bucket.device.type == "cuda":
+            return values.pin_memory().to(bucket.device, non_blocking=True)
+        return values.to(bucket.device)
 
     def _dealias(self, items) -> None:
         """The kernel writes states in place: no state may share memory with p, g or another
