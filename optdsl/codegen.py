@@ -55,6 +55,7 @@ class KernelPlan:
     host_slots: list  # SCALAR slots, updated on the host
     state_dtypes: dict = field(default_factory=dict)  # slot name -> storage dtype (if not p's)
     name: str = "step"
+    copies_a_written_tensor: bool = False  # a state is updated to exactly p or another state
 
     @property
     def arg_names(self) -> list:
@@ -89,82 +90,91 @@ def plan_step(rule: Rule, state_dtypes: dict | None = None, name: str = "step") 
     reason = _uncompilable_reason(rule)
     if reason is not None:
         raise NotCompilable(f"rule {rule.name} cannot be compiled: {reason}")
-    state_dtypes = dict(state_dtypes or {})
-    kernel_slots = [s for s in rule.slots if s.kind != Kind.SCALAR]
-    host_slots = [s for s in rule.slots if s.kind == Kind.SCALAR]
-    p_root = rule.new_p if rule.assigns_p else rule.update
-    outputs = [p_root] + [s.update for s in kernel_slots]
-    order = ir.topological(outputs)
+    return _Printer(rule, dict(state_dtypes or {})).plan(name)
 
-    names: dict = {ir.P: "p", ir.G: "g"}
-    scalars: list = []
-    slot_index = {s.name: k for k, s in enumerate(kernel_slots)}
-    body: list = []
 
-    def scalar_ref(n: ir.Node) -> str:
-        if n not in names:
-            names[n] = f"c{len(scalars)}"
-            scalars.append(n)
-        return names[n]
+class _Printer:
+    """One rule's step as statements: every tensor node once (common subexpressions shared),
+    then the writes. Step scalars become ``c<k> = scalars[k]``, tensors ``x<k>``, states
+    ``s<k>``."""
 
-    def arg(parent: ir.Node, pos: int, a: ir.Node) -> str:
+    def __init__(self, rule: Rule, state_dtypes: dict):
+        self.rule, self.state_dtypes = rule, state_dtypes
+        self.kernel_slots = [s for s in rule.slots if s.kind != Kind.SCALAR]
+        self.host_slots = [s for s in rule.slots if s.kind == Kind.SCALAR]
+        self.p_root = rule.new_p if rule.assigns_p else rule.update
+        self.names: dict = {ir.P: "p", ir.G: "g"}
+        self.scalars: list = []
+        self.slot_index = {s.name: k for k, s in enumerate(self.kernel_slots)}
+
+    def scalar_ref(self, n: ir.Node) -> str:
+        if n not in self.names:
+            self.names[n] = f"c{len(self.scalars)}"
+            self.scalars.append(n)
+        return self.names[n]
+
+    def arg(self, parent: ir.Node, pos: int, a: ir.Node) -> str:
         if a.kind != Kind.SCALAR:
-            return names[a]
+            return self.names[a]
         lit = _literal(a)
         if lit is not None and pos in _LITERAL_POSITIONS.get(parent.op, ()):
             if parent.op == "where" and all(_literal(b) is not None for b in parent.args[1:]):
-                return scalar_ref(a)  # two literal branches would give the default dtype
+                return self.scalar_ref(a)  # two literal branches would give the default dtype
             return lit
-        return scalar_ref(a)
+        return self.scalar_ref(a)
 
-    tmp = 0
-    for n in order:
-        if n.kind == Kind.SCALAR or n in names:
-            continue
-        if n.op == "state":
-            k = slot_index[n.value]
-            load = f"state_{k}[i]"
-            if n.value in state_dtypes:
-                load += ".to(p.dtype)"
-            names[n] = f"s{k}"
-            body.append(f"s{k} = {load}  # {n.value}")
-            continue
-        prim = PRIMITIVES[n.op]
-        args = [arg(n, i, a) for i, a in enumerate(n.args)]
-        expr = prim.code.format(*args, dtype="p.dtype")
-        names[n] = f"x{tmp}"
-        tmp += 1
-        body.append(f"{names[n]} = {expr}")
+    def body(self) -> list:
+        """One statement per tensor node, in dependency order."""
+        lines, tmp = [], 0
+        outputs = [self.p_root] + [s.update for s in self.kernel_slots]
+        for n in ir.topological(outputs):
+            if n.kind == Kind.SCALAR or n in self.names:
+                continue
+            if n.op == "state":
+                k = self.slot_index[n.value]
+                load = f"state_{k}[i]" + (".to(p.dtype)" if n.value in self.state_dtypes else "")
+                self.names[n] = f"s{k}"
+                lines.append(f"s{k} = {load}  # {n.value}")
+                continue
+            args = [self.arg(n, i, a) for i, a in enumerate(n.args)]
+            self.names[n] = f"x{tmp}"
+            tmp += 1
+            lines.append(f"{self.names[n]} = {PRIMITIVES[n.op].code.format(*args, dtype='p.dtype')}")
+        return lines
 
-    # (target method, value node, comment): every value is computed before the first write;
-    # a value that is itself a tensor about to be written (a bare state or p) is copied first
-    writes = [(f"state_{k}[i].copy_", s.update, f"  # {s.name}") for k, s in enumerate(kernel_slots)]
-    writes.append(("p.copy_" if rule.assigns_p else "p.sub_", p_root, ""))
-    copies, final = [], []
-    for target, n, comment in writes:
-        if n.kind == Kind.SCALAR:
-            v = scalar_ref(n)
-        elif n.op == "state" or n is ir.P:
-            v = f"w{len(copies)}"
-            copies.append(f"{v} = {names[n]}.clone()")
-        else:
-            v = names[n]
-        final.append(f"{target}({v}){comment}")
+    def writes(self) -> tuple:
+        """(statements, copies a written tensor?): every value is computed before the first
+        write; a value that is itself a tensor about to be written (a bare state or p) is
+        copied first."""
+        writes = [(f"state_{k}[i].copy_", s.update, f"  # {s.name}")
+                  for k, s in enumerate(self.kernel_slots)]
+        writes.append(("p.copy_" if self.rule.assigns_p else "p.sub_", self.p_root, ""))
+        copies, final = [], []
+        for target, n, comment in writes:
+            if n.kind == Kind.SCALAR:
+                v = self.scalar_ref(n)
+            elif n.op == "state" or n is ir.P:
+                v = f"w{len(copies)}"
+                copies.append(f"{v} = {self.names[n]}.clone()")
+            else:
+                v = self.names[n]
+            final.append(f"{target}({v}){comment}")
+        return copies + final, bool(copies)
 
-    lines = [
-        f"def {name}(params: List[Tensor], grads: List[Tensor], "
-        + "".join(f"state_{k}: List[Tensor], " for k in range(len(kernel_slots)))
-        + "scalars: Tensor) -> None:",
-        f'    """optdsl rule {rule.name}: one in-place step of a group of tensors."""',
-    ]
-    for k, s in enumerate(scalars):
-        lines.append(f"    c{k} = scalars[{k}]  # {safe_comment(to_text(s))}")
-    lines.append("    for i in range(len(params)):")
-    lines.append("        p = params[i]")
-    lines.append("        g = grads[i]")
-    lines += [f"        {l}" for l in body + copies + final]
-    source = "\n".join(lines) + "\n"
-    return KernelPlan(rule, source, scalars, kernel_slots, host_slots, state_dtypes, name)
+    def plan(self, name: str) -> KernelPlan:
+        body = self.body()
+        writes, copies = self.writes()
+        k_slots = len(self.kernel_slots)
+        lines = [f"def {name}(params: List[Tensor], grads: List[Tensor], "
+                 + "".join(f"state_{k}: List[Tensor], " for k in range(k_slots))
+                 + "scalars: Tensor) -> None:",
+                 f'    """optdsl rule {self.rule.name}: one in-place step of a group of tensors."""']
+        lines += [f"    c{k} = scalars[{k}]  # {safe_comment(to_text(s))}"
+                  for k, s in enumerate(self.scalars)]
+        lines += ["    for i in range(len(params)):", "        p = params[i]", "        g = grads[i]"]
+        lines += [f"        {line}" for line in body + writes]
+        return KernelPlan(self.rule, "\n".join(lines) + "\n", self.scalars, self.kernel_slots,
+                          self.host_slots, self.state_dtypes, name, copies)
 
 
 def safe_comment(text: str) -> str:

@@ -288,6 +288,11 @@ class InductorBackend(CompiledBackend):
     _cache: dict = {}
 
     def unavailable(self):
+        if self.plan.copies_a_written_tensor:
+            # 'a := b; b := b + g' prints 'w = s_b.clone(); state_a.copy_(w)': Inductor (torch
+            # 2.13) removes the clone (remove_noop_ops) and a gets b's new value
+            return ("a state is updated to exactly p or another state, whose copy Inductor "
+                    "drops (pytorch#198131)")
         return inductor_available()
 
     chunk = 32  # tensors per compiled call: compile time grows with the tensors in a graph
