@@ -36,11 +36,6 @@ from .ir import Kind, Rule
 from .primitives import PRIMITIVES
 from .printing import to_text
 
-# Operators whose printed form accepts a Python float in the given argument positions.
-_LITERAL_POSITIONS = {"add": (0, 1), "sub": (0, 1), "mul": (0, 1), "div": (0, 1), "pow": (1,),
-                      "where": (1, 2)}
-
-
 class NotCompilable(DSLError):
     """The rule uses something a compiled backend cannot print (the message says what)."""
 
@@ -117,7 +112,7 @@ class _Printer:
         if a.kind != Kind.SCALAR:
             return self.names[a]
         lit = _literal(a)
-        if lit is not None and pos in _LITERAL_POSITIONS.get(parent.op, ()):
+        if lit is not None and pos in PRIMITIVES[parent.op].literal_positions:
             if parent.op == "where" and all(_literal(b) is not None for b in parent.args[1:]):
                 return self.scalar_ref(a)  # two literal branches would give the default dtype
             return lit

@@ -1,17 +1,40 @@
-"""The one table of primitives.
+"""The one table of primitives: every fact about an operator lives in its row.
 
-Each row says everything a consumer needs about a function of the language: its arity and
-parameter names, which arguments must be step scalars, the result's kind, whether it keeps
-state (and how: ``expand`` rewrites a call into state slots), its torch implementation (on
-tensors, with Python floats for scalar arguments), its implementation on step scalars (NumPy
-float64, IEEE semantics: 1/0 is inf, sqrt(-1) is nan), and the slots that later consumers fill:
-``code`` (the printed TorchScript/Python expression) and ``sympy`` (the symbolic translation).
+A row (``Primitive``) says, for one function of the language:
+
+* **signature**: parameter names (``params``), optional trailing parameters (``defaults``), a
+  variadic tail (``variadic``), the parameters that must be step scalars (``scalar_params``);
+* **kinds**: a per-tensor reduction (``reduces``) or a forced result kind (``result_kind``:
+  random tensors are TENSOR); otherwise the widest argument kind (``kind_of``);
+* **state**: ``expand`` rewrites a stateful call into state slots (``ema``, ``prev``, ...);
+* **implementations**: ``torch_fn`` on tensors (Python floats for scalar arguments),
+  ``scalar_fn`` on step scalars (NumPy float64, IEEE: 1/0 is inf, sqrt(-1) is nan; sign(nan)
+  is 0 as in torch), ``random`` for draws from the optimizer's generator, ``validate`` to call
+  ``scalar_fn`` on constant arguments at check time;
+* **printing**: ``infix`` (symbol, precedence: higher binds tighter) for the language's own
+  syntax, ``code`` (the printed TorchScript/Python template) and ``literal_positions`` (the
+  argument positions where that template accepts a Python float literal, e.g. ``x ** 2.0``);
+* **sympy**: the symbolic translation, a function of the sympy module and the translated
+  arguments (``sympy=lambda sp, x: sp.sign(x)``), so nothing here imports sympy;
+* **algebra** (what ``optdsl.canonical``'s rewrites are driven by): ``commutative``,
+  ``associative``, ``idempotent`` (``min(x, x) = x``), ``identity`` (``x + 0 = x``) and
+  ``absorbing`` (``(value, facts the other arguments need)``: ``0 * x = 0`` only for finite
+  ``x``, ``max(x, inf) = inf`` only for non-NaN ``x``);
+* **facts** of results (``Fact``): ``always`` (true of every result: ``abs`` is nonnegative,
+  ``sign`` is -1, 0 or 1), ``keeps`` (groups of facts that hold for the result when they hold
+  for every argument: a sum of finite values is finite) and ``facts`` (a function for the
+  operators whose facts depend on more, e.g. ``pow`` on its exponent).
+
+Facts are about every real value of the inputs, including where a subterm is NaN or +-inf
+(sqrt and log of negatives, division by zero); floating-point overflow and underflow (rounding)
+are ignored, and zero is one value (IEEE's -0.0 is read as 0, so 1/0 is +inf).
 
 Adding a primitive is adding one row here.
 """
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,6 +43,57 @@ import torch
 
 from . import ir
 from .ir import Kind
+from .schedules import SCHEDULES
+
+
+class Fact:
+    """What is known of every value of an expression (all real inputs, NaN and +-inf included):
+    bit flags (plain ints, combined with | and &). Each flag excludes values; NaN is excluded
+    only by NONNAN (``POS`` allows NaN: sqrt(x) is POS where x is, and NaN where x < 0)."""
+    NONNAN = 1  # never NaN
+    NOINF = 2  # never +inf or -inf
+    NONNEG = 4  # never < 0
+    POS = 8  # never <= 0
+    NONZERO = 16  # never 0
+    UNIT = 32  # in {-1, 0, 1} (sign-valued) unless NaN
+    BOOL = 64  # in {0, 1} (a comparison) unless NaN
+    ALL = 127
+
+
+NONE = 0
+FINITE = Fact.NONNAN | Fact.NOINF
+
+
+def closed(f: int) -> int:
+    """``f`` with what it implies: POS = NONNEG and NONZERO; BOOL is UNIT and NONNEG; UNIT has no
+    infinities."""
+    if f & Fact.POS or (f & Fact.NONNEG and f & Fact.NONZERO):
+        f |= Fact.POS | Fact.NONNEG | Fact.NONZERO
+    if f & Fact.BOOL:
+        f |= Fact.UNIT | Fact.NONNEG
+    if f & Fact.UNIT:
+        f |= Fact.NOINF
+    return f
+
+
+def has(f: int, want: int) -> bool:
+    return (f & want) == want
+
+
+def const_facts(v: float) -> int:
+    """The facts of a constant."""
+    if v != v:
+        return NONE
+    f = Fact.NONNAN
+    if math.isfinite(v):
+        f |= Fact.NOINF
+    if v >= 0:
+        f |= Fact.NONNEG
+    if v != 0:
+        f |= Fact.NONZERO
+    if v in (-1.0, 0.0, 1.0):
+        f |= Fact.UNIT | (Fact.BOOL if v >= 0 else NONE)
+    return closed(f)
 
 
 @dataclass(frozen=True)
@@ -34,12 +108,23 @@ class Primitive:
     reduces: bool = False  # result is one value per tensor
     expand: Callable | None = None  # stateful: (ctx, *args) -> value node, making slots
     infix: tuple | None = None  # (symbol, precedence) for operators
-    code: str | None = None  # printed code template, e.g. "torch.sqrt({0})" (issue: compiler)
-    sympy: Callable | None = None  # symbolic translation (issue: symbolic)
+    code: str | None = None  # printed code template, e.g. "torch.sqrt({0})"
+    literal_positions: tuple = ()  # argument positions where ``code`` takes a Python float
+    sympy: Callable | None = None  # (sympy module, *translated args) -> sympy expression
     variadic: bool = False  # takes any number of trailing arguments (schedules' milestones)
     random: bool = False  # draws from the optimizer's generator: fn(generator, like, *args)
     result_kind: Kind | None = None  # forced kind of the result (random tensors are TENSOR)
     validate: bool = False  # check constant arguments at check time by calling scalar_fn
+    # algebra (optdsl.canonical)
+    commutative: bool = False
+    associative: bool = False
+    idempotent: bool = False  # op(x, x) = x
+    identity: float | None = None  # op(x, identity) = x
+    absorbing: tuple | None = None  # (a, facts): op(x, a) = a where x has the facts
+    # facts of results
+    always: int = NONE  # Fact flags
+    keeps: tuple = ()  # groups of facts that hold for the result when every argument has them
+    facts: Callable | None = None  # (argument facts, argument nodes) -> more facts
 
     @property
     def arity(self) -> tuple:
@@ -49,6 +134,28 @@ class Primitive:
     @property
     def stateful(self) -> bool:
         return self.expand is not None
+
+    def result_facts(self, arg_facts: tuple, args: tuple) -> int:
+        """What is known of this operator's result given what is known of its arguments."""
+        f = self.always
+        for group in self.keeps:
+            if all(has(a, group) for a in arg_facts):
+                f |= group
+        if self.facts is not None:
+            f |= self.facts(arg_facts, args)
+        return closed(f)
+
+
+def kind_of(op: str, args) -> Kind:
+    """The kind of ``op`` applied to ``args``: the widest argument kind, a reduction's REDUCED
+    (a reduction of a scalar is still a scalar), at least a random draw's own kind."""
+    prim = PRIMITIVES[op]
+    widest = max((a.kind for a in args), default=Kind.SCALAR)
+    if prim.result_kind is not None:
+        return max(prim.result_kind, widest)
+    if prim.reduces:
+        return min(widest, Kind.REDUCED)
+    return widest
 
 
 # --- helpers for implementations -------------------------------------------------------------
@@ -74,15 +181,6 @@ def _binary_tensor(fn):
 
 def _np(fn):
     return lambda *a: float(fn(*a))
-
-
-def _sym(name):
-    """The sympy translation of primitive ``name`` (optdsl.symbolic; sympy imported on first use)."""
-    def translate(*args):
-        from .symbolic import sympy_fn
-        return sympy_fn(name)(*args)
-    translate.__name__ = f"sympy_{name}"
-    return translate
 
 
 def _scalar_sign(x: float) -> float:
@@ -124,6 +222,135 @@ def _mean(x):
     return x.mean() if isinstance(x, torch.Tensor) else x
 
 
+# --- sympy translations: functions of the sympy module (imported by optdsl.symbolic only) ----
+
+def _sp_indicator(sp, cond):
+    """1 where ``cond`` holds, else 0 (the language's comparisons)."""
+    return sp.Piecewise((sp.Integer(1), cond), (sp.Integer(0), True))
+
+
+def _sp_truth(sp, c):
+    """The condition ``c != 0`` as a sympy boolean (an indicator gives back its relation)."""
+    if c is sp.true or c is sp.false:
+        return c
+    if isinstance(c, sp.Piecewise) and len(c.args) == 2 and c.args[0].expr == 1 \
+            and c.args[1].expr == 0 and c.args[1].cond == sp.true:
+        return c.args[0].cond
+    if c.is_Mul:
+        return sp.And(*[_sp_truth(sp, f) for f in c.args])
+    if c.is_Number:
+        return sp.true if c != 0 else sp.false
+    return sp.Ne(c, 0)
+
+
+def _sp_where(sp, c, a, b):
+    return sp.Piecewise((a, _sp_truth(sp, c)), (b, True))
+
+
+def _sp_compare(relation: str):
+    """A comparison as a 0/1 indicator of sympy's relation ``relation`` (Lt, Le, ...)."""
+    return lambda sp, x, y: _sp_indicator(sp, getattr(sp, relation)(x, y))
+
+
+def _sp_opaque(name: str, commutative: bool = False):
+    """An uninterpreted real function: equal arguments, equal values (reductions, schedules)."""
+    def apply(sp, *args):
+        if commutative:
+            args = sorted(args, key=sp.default_sort_key)
+        return sp.Function(name, real=True)(*args)
+    apply.__name__ = f"sympy_{name}"
+    return apply
+
+
+# --- facts of results that depend on more than "every argument has it" -----------------------
+
+NONNAN, NOINF, NONNEG, POS, NONZERO, UNIT, BOOL = (Fact.NONNAN, Fact.NOINF, Fact.NONNEG, Fact.POS,
+                                                   Fact.NONZERO, Fact.UNIT, Fact.BOOL)
+
+
+def _pow_facts(f, args):
+    """x^k: an even power is >= 0, a power of x >= 0 too; a positive power is infinite only
+    where x is, 0 only where x is; a negative power swaps the two; a non-integer power of a
+    negative number is NaN; x^0 = 1 for every x (NaN included)."""
+    fx, fe = f
+    e = args[1]
+    if e.op != "const":  # x^y: x > 0 finite and y finite give a positive finite number
+        out = fx & NONNEG
+        if has(fx, POS | FINITE) and has(fe, FINITE):
+            out |= POS | FINITE
+        return out
+    k = e.value
+    if k == 0:
+        return FINITE | POS | BOOL
+    if not math.isfinite(k):
+        return fx & NONNEG
+    integer = k == int(k)
+    out = NONNEG if not integer or int(k) % 2 == 0 or fx & NONNEG else NONE
+    if integer or has(fx, NONNEG | NONNAN):
+        out |= fx & NONNAN
+    if k > 0:
+        out |= fx & (NOINF | NONZERO)
+        if integer:
+            out |= fx & (UNIT | BOOL)
+    else:
+        out |= (NOINF if fx & NONZERO else NONE) | (NONZERO if fx & NOINF else NONE)
+        if integer and has(fx, UNIT | NONZERO):
+            out |= fx & (UNIT | BOOL)
+    return out
+
+
+def _div_facts(f, args):
+    """x / y (y = 0 gives +-inf or NaN): finite for finite x over a nonzero y that is not NaN."""
+    fx, fy = f
+    out = NONNEG if has(fx, NONNEG) and has(fy, NONNEG) else NONE
+    if fx & NOINF and fy & NONZERO:
+        out |= NOINF
+    if fx & NONZERO and fy & NOINF:
+        out |= NONZERO
+    if has(fx, FINITE) and has(fy, NONNAN | NONZERO):
+        out |= FINITE
+    return out
+
+
+def _sign_facts(f, args):
+    """sign(x) is -1, 0 or 1, never NaN (sign(NaN) = 0); 1 for x > 0 unless NaN."""
+    (fx,) = f
+    out = UNIT | FINITE
+    if fx & NONNEG:
+        out |= BOOL
+    if fx & NONNAN:
+        out |= fx & (POS | NONZERO)
+    return out
+
+
+def _sqrt_facts(f, args):
+    (fx,) = f
+    return NONNAN if has(fx, NONNEG | NONNAN) else NONE
+
+
+def _exp_facts(f, args):
+    """exp(x) > 0 unless x is -inf (exp(-inf) = 0) or NaN."""
+    (fx,) = f
+    return POS if fx & NOINF else NONE
+
+
+def _log_facts(f, args):
+    """log(x): -inf at 0, NaN below 0, +inf at +inf."""
+    (fx,) = f
+    out = NOINF if has(fx, POS | NOINF) else NONE
+    if has(fx, NONNEG | NONNAN):
+        out |= NONNAN
+    return out
+
+
+def _branch_facts(f, args):
+    """where(c, a, b): what both branches have."""
+    return f[1] & f[2]
+
+
+_ORDER_KEEPS = (FINITE, NOINF, NONNEG, POS, NONZERO, UNIT, BOOL)  # min, max, clip: one of the args
+
+
 # --- stateful expansions: each returns the node whose value the call has ---------------------
 # ``ctx.slot(origin, kind, init, make_update)`` creates a slot and returns (read, update) nodes,
 # where make_update(read) builds the update from the node reading the previous value.
@@ -132,15 +359,7 @@ def ap(op: str, *args) -> ir.Node:
     """Apply a primitive to nodes, with the few algebraic shortcuts every consumer wants."""
     if op == "sub" and args[0] is ir.P and args[1].op == "sub" and args[1].args[0] is ir.P:
         return args[1].args[1]  # p - (p - x) = x: a wrapper's update of an update
-    prim = PRIMITIVES[op]
-    widest = max((a.kind for a in args), default=Kind.SCALAR)
-    if prim.result_kind is not None:  # random draws: at least their own kind
-        kind = max(prim.result_kind, widest)
-    elif prim.reduces:  # one value per tensor (a reduction of a scalar is still a scalar)
-        kind = min(widest, Kind.REDUCED)
-    else:
-        kind = widest
-    return ir.node(op, tuple(args), None, kind)
+    return ir.node(op, tuple(args), None, kind_of(op, args))
 
 
 ZERO, ONE = ir.const(0.0), ir.const(1.0)
@@ -184,47 +403,92 @@ def _prev(ctx, x, init):
 
 # --- the table --------------------------------------------------------------------------------
 
-def _op(name, params, doc, torch_fn, scalar_fn, infix=None, **kw):
-    return Primitive(name, params, doc, torch_fn, scalar_fn, infix=infix, **kw)
+def _op(name, params, doc, torch_fn, scalar_fn, code, sympy, **kw):
+    return Primitive(name, params, doc, torch_fn, scalar_fn, code=code, sympy=sympy, **kw)
 
+
+_RELATIONS = {"lt": ("<", "Lt", np.less), "le": ("<=", "Le", np.less_equal),
+              "gt": (">", "Gt", np.greater), "ge": (">=", "Ge", np.greater_equal),
+              "eq": ("==", "Eq", np.equal), "ne": ("!=", "Ne", np.not_equal)}
+
+
+def _compare_row(name):
+    """A comparison: 1 or 0 in the arguments' dtype, never NaN (sympy: a 0/1 indicator)."""
+    symbol, relation, np_fn = _RELATIONS[name]
+    return _op(name, ("x", "y"), f"1 if x {symbol} y else 0", _compare(getattr(operator, name)),
+               _np(np_fn), f"({{0}} {symbol} {{1}}).to({{dtype}})", _sp_compare(relation),
+               infix=(symbol, 0), always=BOOL | FINITE, commutative=name in ("eq", "ne"))
+
+
+_ARITH = (0, 1)  # literal positions of the arithmetic operators' printed forms
 
 _ROWS = [
     # arithmetic operators (precedence: higher binds tighter)
-    _op("add", ("x", "y"), "x + y", lambda a, b: a + b, _np(np.add), ("+", 1), code='({0} + {1})', sympy=_sym("add")),
-    _op("sub", ("x", "y"), "x - y", lambda a, b: a - b, _np(np.subtract), ("-", 1), code='({0} - {1})', sympy=_sym("sub")),
-    _op("mul", ("x", "y"), "x * y", lambda a, b: a * b, _np(np.multiply), ("*", 2), code='({0} * {1})', sympy=_sym("mul")),
-    _op("div", ("x", "y"), "x / y", lambda a, b: a / b, _np(np.divide), ("/", 2), code='({0} / {1})', sympy=_sym("div")),
+    _op("add", ("x", "y"), "x + y", lambda a, b: a + b, _np(np.add), "({0} + {1})",
+        lambda sp, x, y: x + y, infix=("+", 1), literal_positions=_ARITH, commutative=True,
+        associative=True, identity=0.0, keeps=(FINITE, NOINF, NONNEG, POS)),
+    _op("sub", ("x", "y"), "x - y", lambda a, b: a - b, _np(np.subtract), "({0} - {1})",
+        lambda sp, x, y: x - y, infix=("-", 1), literal_positions=_ARITH, keeps=(FINITE, NOINF)),
+    _op("mul", ("x", "y"), "x * y", lambda a, b: a * b, _np(np.multiply), "({0} * {1})",
+        lambda sp, x, y: x * y, infix=("*", 2), literal_positions=_ARITH, commutative=True,
+        associative=True, identity=1.0, absorbing=(0.0, FINITE),
+        keeps=(FINITE, NOINF, NONNEG, POS, NONZERO, UNIT, BOOL)),
+    _op("div", ("x", "y"), "x / y", lambda a, b: a / b, _np(np.divide), "({0} / {1})",
+        lambda sp, x, y: x / y, infix=("/", 2), literal_positions=_ARITH, facts=_div_facts),
     _op("mod", ("x", "y"), "x % y (sign of y, like Python)", _binary_tensor(torch.remainder),
-        _np(np.mod), ("%", 2), code='torch.remainder({0}, {1})', sympy=_sym("mod")),
-    _op("pow", ("x", "y"), "x ^ y", lambda a, b: torch.pow(a, b), _np(np.power), ("^", 4), code='torch.pow({0}, {1})', sympy=_sym("pow")),
-    _op("neg", ("x",), "-x", lambda a: -a, _np(np.negative), ("-", 3), code='(-{0})', sympy=_sym("neg")),
+        _np(np.mod), "torch.remainder({0}, {1})", lambda sp, x, y: sp.Mod(x, y), infix=("%", 2),
+        keeps=(NOINF,)),
+    _op("pow", ("x", "y"), "x ^ y", lambda a, b: torch.pow(a, b), _np(np.power),
+        "torch.pow({0}, {1})", lambda sp, x, y: sp.Pow(x, y), infix=("^", 4),
+        literal_positions=(1,), facts=_pow_facts),
+    _op("neg", ("x",), "-x", lambda a: -a, _np(np.negative), "(-{0})", lambda sp, x: -x,
+        infix=("-", 3), keeps=(FINITE, NOINF, NONZERO, UNIT)),
     # comparisons give 1 or 0 in the arguments' dtype
-    _op("lt", ("x", "y"), "1 if x < y else 0", _compare(lambda a, b: a < b), _np(np.less), ("<", 0), code='({0} < {1}).to({dtype})', sympy=_sym("lt")),
-    _op("le", ("x", "y"), "1 if x <= y else 0", _compare(lambda a, b: a <= b), _np(np.less_equal), ("<=", 0), code='({0} <= {1}).to({dtype})', sympy=_sym("le")),
-    _op("gt", ("x", "y"), "1 if x > y else 0", _compare(lambda a, b: a > b), _np(np.greater), (">", 0), code='({0} > {1}).to({dtype})', sympy=_sym("gt")),
-    _op("ge", ("x", "y"), "1 if x >= y else 0", _compare(lambda a, b: a >= b), _np(np.greater_equal), (">=", 0), code='({0} >= {1}).to({dtype})', sympy=_sym("ge")),
-    _op("eq", ("x", "y"), "1 if x == y else 0", _compare(lambda a, b: a == b), _np(np.equal), ("==", 0), code='({0} == {1}).to({dtype})', sympy=_sym("eq")),
-    _op("ne", ("x", "y"), "1 if x != y else 0", _compare(lambda a, b: a != b), _np(np.not_equal), ("!=", 0), code='({0} != {1}).to({dtype})', sympy=_sym("ne")),
+    *[_compare_row(name) for name in _RELATIONS],
     # elementwise functions
-    _op("abs", ("x",), "|x|", torch.abs, _np(np.abs), code='torch.abs({0})', sympy=_sym("abs")),
-    _op("sign", ("x",), "-1, 0 or 1 (0 for NaN, as torch.sign)", torch.sign, _scalar_sign, code='torch.sign({0})', sympy=_sym("sign")),
-    _op("sqrt", ("x",), "square root (nan below 0)", torch.sqrt, _np(np.sqrt), code='torch.sqrt({0})', sympy=_sym("sqrt")),
-    _op("exp", ("x",), "e^x", torch.exp, _np(np.exp), code='torch.exp({0})', sympy=_sym("exp")),
-    _op("log", ("x",), "natural logarithm", torch.log, _np(np.log), code='torch.log({0})', sympy=_sym("log")),
-    _op("sin", ("x",), "sine", torch.sin, _np(np.sin), code='torch.sin({0})', sympy=_sym("sin")),
-    _op("cos", ("x",), "cosine", torch.cos, _np(np.cos), code='torch.cos({0})', sympy=_sym("cos")),
-    _op("tanh", ("x",), "hyperbolic tangent", torch.tanh, _np(np.tanh), code='torch.tanh({0})', sympy=_sym("tanh")),
-    _op("floor", ("x",), "largest integer <= x", torch.floor, _np(np.floor), code='torch.floor({0})', sympy=_sym("floor")),
-    _op("min", ("x", "y"), "elementwise minimum", _binary_tensor(torch.minimum), _np(np.minimum), code='torch.minimum({0}, {1})', sympy=_sym("min")),
-    _op("max", ("x", "y"), "elementwise maximum", _binary_tensor(torch.maximum), _np(np.maximum), code='torch.maximum({0}, {1})', sympy=_sym("max")),
+    _op("abs", ("x",), "|x|", torch.abs, _np(np.abs), "torch.abs({0})", lambda sp, x: sp.Abs(x),
+        always=NONNEG, keeps=(FINITE, NOINF, NONZERO)),
+    _op("sign", ("x",), "-1, 0 or 1 (0 for NaN, as torch.sign)", torch.sign, _scalar_sign,
+        "torch.sign({0})", lambda sp, x: sp.sign(x), facts=_sign_facts),
+    _op("sqrt", ("x",), "square root (nan below 0)", torch.sqrt, _np(np.sqrt),
+        "torch.sqrt({0})", lambda sp, x: sp.sqrt(x), always=NONNEG, keeps=(NOINF, NONZERO),
+        facts=_sqrt_facts),
+    _op("exp", ("x",), "e^x", torch.exp, _np(np.exp), "torch.exp({0})", lambda sp, x: sp.exp(x),
+        always=NONNEG, keeps=(FINITE, NOINF, NONNAN), facts=_exp_facts),
+    _op("log", ("x",), "natural logarithm", torch.log, _np(np.log), "torch.log({0})",
+        lambda sp, x: sp.log(x), facts=_log_facts),
+    _op("sin", ("x",), "sine", torch.sin, _np(np.sin), "torch.sin({0})", lambda sp, x: sp.sin(x),
+        always=NOINF, keeps=(FINITE,)),
+    _op("cos", ("x",), "cosine", torch.cos, _np(np.cos), "torch.cos({0})", lambda sp, x: sp.cos(x),
+        always=NOINF, keeps=(FINITE,)),
+    _op("tanh", ("x",), "hyperbolic tangent", torch.tanh, _np(np.tanh), "torch.tanh({0})",
+        lambda sp, x: sp.tanh(x), always=NOINF, keeps=(FINITE, NONNEG, POS, NONZERO)),
+    _op("floor", ("x",), "largest integer <= x", torch.floor, _np(np.floor), "torch.floor({0})",
+        lambda sp, x: sp.floor(x), keeps=(FINITE, NOINF, NONNEG)),
+    _op("min", ("x", "y"), "elementwise minimum (NaN if either is)", _binary_tensor(torch.minimum),
+        _np(np.minimum), "torch.minimum({0}, {1})", lambda sp, x, y: sp.Min(x, y),
+        commutative=True, associative=True, idempotent=True, identity=math.inf,
+        absorbing=(-math.inf, NONNAN), keeps=_ORDER_KEEPS),
+    _op("max", ("x", "y"), "elementwise maximum (NaN if either is)", _binary_tensor(torch.maximum),
+        _np(np.maximum), "torch.maximum({0}, {1})", lambda sp, x, y: sp.Max(x, y),
+        commutative=True, associative=True, idempotent=True, identity=-math.inf,
+        absorbing=(math.inf, NONNAN), keeps=_ORDER_KEEPS),
     _op("clip", ("x", "lo", "hi"), "min(max(x, lo), hi)", _clip_tensor,
-        _np(lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi)), code='torch.minimum(torch.maximum({0}, {1}), {2})', sympy=_sym("clip")),
+        _np(lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi)),
+        "torch.minimum(torch.maximum({0}, {1}), {2})", lambda sp, x, lo, hi: sp.Min(sp.Max(x, lo), hi),
+        keeps=_ORDER_KEEPS),
     _op("where", ("cond", "a", "b"), "a where cond != 0, else b", _where_tensor,
-        lambda c, a, b: a if c != 0 else b, code='torch.where({0} != 0, {1}, {2})', sympy=_sym("where")),
+        lambda c, a, b: a if c != 0 else b, "torch.where({0} != 0, {1}, {2})", _sp_where,
+        literal_positions=(1, 2), facts=_branch_facts),
     # per-tensor reductions
-    Primitive("norm", ("x",), "Euclidean norm of the whole tensor", _norm, _np(np.abs), reduces=True, code='torch.linalg.vector_norm({0})', sympy=_sym("norm")),
-    Primitive("dot", ("x", "y"), "sum of x * y over the tensor", _dot, _np(np.multiply), reduces=True, code='torch.sum({0} * {1})', sympy=_sym("dot")),
-    Primitive("mean", ("x",), "mean over the tensor", _mean, float, reduces=True, code='torch.mean({0})', sympy=_sym("mean")),
+    _op("norm", ("x",), "Euclidean norm of the whole tensor", _norm, _np(np.abs),
+        "torch.linalg.vector_norm({0})", _sp_opaque("norm"), reduces=True, always=NONNEG,
+        keeps=(FINITE, NOINF)),
+    _op("dot", ("x", "y"), "sum of x * y over the tensor", _dot, _np(np.multiply),
+        "torch.sum({0} * {1})", _sp_opaque("dot", commutative=True), reduces=True,
+        commutative=True, keeps=(FINITE, NOINF)),
+    _op("mean", ("x",), "mean over the tensor", _mean, float, "torch.mean({0})", _sp_opaque("mean"),
+        reduces=True, keeps=(FINITE, NOINF, NONNEG, POS)),
     # stateful primitives (each call owns a hidden state slot)
     Primitive("ema", ("x", "beta"), "s <- beta*s + (1-beta)*x, s_0 = 0; the new s",
               expand=_ema, scalar_params=("beta",)),
@@ -269,16 +533,10 @@ _ROWS += [
 
 # --- schedules: one scalar primitive per entry of optdsl.schedules.SCHEDULES -----------------
 
-def _schedule_rows():
-    from .schedules import SCHEDULES
-    for sched in SCHEDULES.values():
-        params = ("t",) + tuple(sched.params)
-        yield Primitive(sched.name, params, f"{sched.doc}  [{sched.reference}]",
-                        scalar_fn=sched.fn, defaults=dict(sched.defaults), scalar_params=params,
-                        variadic=sched.variadic, validate=True, sympy=_sym(sched.name))
-
-
-_ROWS += list(_schedule_rows())
+_ROWS += [Primitive(s.name, ("t",) + tuple(s.params), f"{s.doc}  [{s.reference}]",
+                    scalar_fn=s.fn, defaults=dict(s.defaults), scalar_params=("t",) + tuple(s.params),
+                    variadic=s.variadic, validate=True, sympy=_sp_opaque(s.name))
+          for s in SCHEDULES.values()]
 
 PRIMITIVES: dict = {row.name: row for row in _ROWS}
 

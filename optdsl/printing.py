@@ -1,10 +1,27 @@
-"""IR -> text in the language's own syntax (for messages, ``repr`` and printing rewritten rules)."""
+"""IR -> text in the language's own syntax (for messages, ``repr`` and printing rewritten rules).
+
+One dispatch per node kind (constants, leaves, infix operators, calls); every operator's
+symbol and precedence come from its row of ``optdsl.primitives.PRIMITIVES``; ``number`` is the
+one place where a constant becomes text.
+"""
 from __future__ import annotations
 
+import math
+
 from .ir import Node
+from .primitives import PRIMITIVES
 
 
-def _number(x: float) -> str:
+def number(x: float, digits: int | None = None) -> str:
+    """A constant as the language writes it: integers without a point (``2``, not ``2.0``),
+    ``inf``, ``-inf``, ``nan`` (no literal of the language: only a folded constant is NaN), else
+    the shortest repr; ``digits`` rounds to that many significant digits first. -0.0 is 0."""
+    if x != x:
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if digits is not None:
+        x = float(f"{x:.{digits}g}")
     if x == int(x) and abs(x) < 1e15:
         return str(int(x))
     return repr(x)
@@ -18,19 +35,18 @@ def to_text(n: Node, names: dict | None = None) -> str:
         if n in names:
             return names[n]
         if n.op == "const":
-            s = _number(n.value)
-            return f"({s})" if n.value < 0 and outer > 0 else s
+            s = number(n.value)
+            return f"({s})" if s.startswith("-") and outer > 0 else s
         if n.op in ("hyper", "input"):
             return n.value
         if n.op == "state":
             return f"state[{n.value}]"
-        from .primitives import PRIMITIVES
         prim = PRIMITIVES.get(n.op)
         if prim is not None and prim.infix is not None:
             sym, prec = prim.infix
             if len(n.args) == 1:
-                s = f"-{go(n.args[0], prec)}"
-            elif n.op == "pow":
+                s = f"{sym}{go(n.args[0], prec)}"
+            elif n.op == "pow":  # right-associative
                 s = f"{go(n.args[0], prec + 1)}^{go(n.args[1], prec)}"
             else:
                 s = f"{go(n.args[0], prec)} {sym} {go(n.args[1], prec + 1)}"

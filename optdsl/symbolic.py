@@ -28,8 +28,6 @@ from .errors import DSLError
 from .ir import Rule
 from .primitives import PRIMITIVES
 
-# --- the translations the primitive table's ``sympy`` slots call ---------------------------
-
 REAL = {"real": True}
 T_SYMBOL = sp.Symbol("t", integer=True, positive=True)
 
@@ -47,80 +45,6 @@ def number(v: float) -> sp.Expr:
     if v == int(v) and abs(v) < 1e15:
         return sp.Integer(int(v))
     return sp.Rational(repr(float(v)))
-
-
-def indicator(cond) -> sp.Expr:
-    """1 where ``cond`` holds, else 0 (the language's comparisons)."""
-    return sp.Piecewise((sp.Integer(1), cond), (sp.Integer(0), True))
-
-
-def truth(c: sp.Expr):
-    """The condition ``c != 0`` as a sympy boolean (an indicator gives back its relation)."""
-    if c is sp.true or c is sp.false:
-        return c
-    if isinstance(c, sp.Piecewise) and len(c.args) == 2 and c.args[0].expr == 1 \
-            and c.args[1].expr == 0 and c.args[1].cond == sp.true:
-        return c.args[0].cond
-    if c.is_Mul:
-        parts = [truth(f) for f in c.args]
-        return sp.And(*parts)
-    if c.is_Number:
-        return sp.true if c != 0 else sp.false
-    return sp.Ne(c, 0)
-
-
-def where(c, a, b):
-    return sp.Piecewise((a, truth(c)), (b, True))
-
-
-def clip(x, lo, hi):
-    return sp.Min(sp.Max(x, lo), hi)
-
-
-def compare(op: str):
-    rel = {"lt": sp.Lt, "le": sp.Le, "gt": sp.Gt, "ge": sp.Ge, "eq": sp.Eq, "ne": sp.Ne}[op]
-    return lambda x, y: indicator(rel(x, y))
-
-
-def opaque(name: str, commutative: bool = False):
-    """An uninterpreted function: equal arguments, equal values (reductions, schedules)."""
-    f = sp.Function(name, real=True)
-
-    def apply(*args):
-        if commutative:
-            args = sorted(args, key=sp.default_sort_key)
-        return f(*args)
-    return apply
-
-
-TRANSLATIONS = {
-    "add": lambda x, y: x + y,
-    "sub": lambda x, y: x - y,
-    "mul": lambda x, y: x * y,
-    "div": lambda x, y: x / y,
-    "mod": lambda x, y: sp.Mod(x, y),
-    "pow": lambda x, y: sp.Pow(x, y),
-    "neg": lambda x: -x,
-    "lt": compare("lt"), "le": compare("le"), "gt": compare("gt"),
-    "ge": compare("ge"), "eq": compare("eq"), "ne": compare("ne"),
-    "abs": sp.Abs, "sign": sp.sign, "sqrt": sp.sqrt, "exp": sp.exp, "log": sp.log,
-    "sin": sp.sin, "cos": sp.cos, "tanh": sp.tanh, "floor": sp.floor,
-    "min": sp.Min, "max": sp.Max, "clip": clip, "where": where,
-    "norm": opaque("norm"), "dot": opaque("dot", commutative=True), "mean": opaque("mean"),
-}
-
-
-def sympy_fn(name: str):
-    """The translation of primitive ``name`` (schedules and unknown rows: uninterpreted)."""
-    fn = TRANSLATIONS.get(name)
-    if fn is None:
-        fn = TRANSLATIONS[name] = opaque(name)
-    return fn
-
-
-def _translation(op: str):
-    prim = PRIMITIVES[op]
-    return prim.sympy if prim.sympy is not None else sympy_fn(op)
 
 
 # --- IR -> sympy ---------------------------------------------------------------------------
@@ -158,7 +82,7 @@ def translate(roots, leaf, overrides: dict | None = None) -> dict:
             prim = PRIMITIVES[n.op]
             if prim.random:
                 raise Opaque(n.op)
-            out[n] = _translation(n.op)(*(out[a] for a in n.args))
+            out[n] = prim.sympy(sp, *(out[a] for a in n.args))
     return out
 
 
