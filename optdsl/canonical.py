@@ -293,8 +293,8 @@ def _power_of_product(c: Canon, x, e):
         return c.mul(*[c.pow(f, k) for f in parts])
     if not out:
         return None
-    inner = c.mul(*[f for f, _ in rest])
-    return c.mul(*[c.pow(f, k) for f in out], ir.node("pow", (inner, e), None, kind_of("pow", (inner, e))))
+    # the rest stays one power (this rewrite does not apply to it again: nothing comes out)
+    return c.mul(*[c.pow(f, k) for f in out], c.pow(c.mul(*[f for f, _ in rest]), k))
 
 
 def _sign_of_unit(c: Canon, x):
