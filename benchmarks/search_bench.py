@@ -35,7 +35,7 @@ def jobs(task_name: str, n: int) -> list:
     from optdsl.search.tasks import get_task
     task = get_task(task_name)
     rules = [source(lib) for lib in BASELINES.values()]
-    rules += RandomStrategy(0).suggest(max(0, n - len(rules)))
+    rules += [c.text for c in RandomStrategy(0).suggest(max(0, n - len(rules)))]
     config = Protocol().config(task)
     return [{"rule": r, "task": task.name, "protocol": config, "time_limit": 120} for r in rules[:n]]
 

@@ -111,15 +111,20 @@ def build(source, id: str | None = None, text: str | None = None) -> Candidate:
     """A Candidate from program text or a checked Rule; raises DSLError for a bad program.
 
     ``text``: what to show and store instead of the printed program (the library's own source
-    of a baseline, a user's seed file as written)."""
+    of a baseline, a user's seed file as written). The key is computed from the printed
+    program (parsed again unless it is the source itself), so that equal programs get one key
+    however they were written: the text a search stores always gives back its key."""
     import optdsl
     from .program import program_text
     rule = optdsl.parse(source) if isinstance(source, str) else source
-    if text is None:
-        try:
-            text = program_text(rule)
-        except Exception:  # a rule the printer cannot render keeps the text it came as
-            text = source if isinstance(source, str) else rule.source
+    keyed = rule
+    try:
+        printed = program_text(rule)
+        if printed != source:
+            keyed = optdsl.parse(printed)
+    except Exception:  # a rule the printer cannot render keeps the text it came as
+        printed = source if isinstance(source, str) else rule.source
+    text = printed if text is None else text
     _, ga, gb = probes()
     updates, error, fp = (), "", ""
     try:
@@ -127,8 +132,8 @@ def build(source, id: str | None = None, text: str | None = None) -> Candidate:
         fp = numeric_key(torch.cat([u.flatten() for u in updates]))
     except Exception as e:  # e.g. a shape the interpreter rejects: keyed by the error
         error = f"error: {type(e).__name__}"
-    canon = canonical_key(without_lr_default(rule))
-    base = f"canon:{canon}" if canon is not None else text_hash(text)
+    canon = canonical_key(without_lr_default(keyed))
+    base = f"canon:{canon}" if canon is not None else text_hash(printed)
     scheme = base.split(":", 1)[0]
     digest = hashlib.sha256(f"{base}|{fp or error}".encode()).hexdigest()[:32]
     return Candidate(text, rule, f"{scheme}:{digest}", id, fp, error, updates)

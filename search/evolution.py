@@ -45,15 +45,18 @@ class EvolutionStrategy(SpaceStrategy):
     name = "evolution"
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True, population: int = 32, sample: int = 4,
-                 insert: float = 0.2, delete: float = 0.1, warm=None):
+                 space_obj=None, live_only: bool = True, near: float = 0.999,
+                 population: int = 32, sample: int = 4, insert: float = 0.2,
+                 delete: float = 0.1, combine: float = 0.0, prior: float = 0.0, warm=None):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
-                         live_only=live_only)
+                         live_only=live_only, near=near)
         self.population_size, self.sample_size = population, sample
-        self.p_insert, self.p_delete = insert, delete
+        self.p_insert, self.p_delete, self.p_combine = insert, delete, combine
         if warm is None and self.space_name == "bello" and space_obj is None:
             warm = [bello_program(g) for g in BELLO_WARM.values()]
         self.warm = list(warm or [])
+        self.prior_weight = prior
+        self.prior = self.space.prior(self.warm, prior) if prior and self.warm else None
         self.population: list = []  # [tree json, reward], oldest first
         self.mutations: dict = {}
 
@@ -65,18 +68,27 @@ class EvolutionStrategy(SpaceStrategy):
             except Exception:
                 continue
         if len(self.population) < self.population_size:
-            return self.space.sample(self.rng), "random"
-        contenders = [self.population[self.rng.randrange(len(self.population))]
-                      for _ in range(self.sample_size)]
-        parent = Tree.from_json(max(contenders, key=lambda m: m[1])[0])
+            return self.space.sample(self.rng, self.prior), "random"
+        parent = self._tournament()
         u = self.rng.random()
-        op = (self.space.insert if u < self.p_insert else
-              self.space.delete if u < self.p_insert + self.p_delete else self.space.modify)
-        made = op(parent, self.rng) or self.space.modify(parent, self.rng)
+        made = None
+        if u < self.p_combine:
+            made = self.space.combine(parent, self._tournament(), self.rng, prior=self.prior)
+        elif u < self.p_combine + self.p_insert:
+            made = self.space.insert(parent, self.rng, prior=self.prior)
+        elif u < self.p_combine + self.p_insert + self.p_delete:
+            made = self.space.delete(parent, self.rng, prior=self.prior)
+        made = made or self.space.modify(parent, self.rng, prior=self.prior)
         child, what = made
         kind = what.split(":")[0].split(" group")[0]
         self.mutations[kind] = self.mutations.get(kind, 0) + 1
         return child, "mutation"
+
+    def _tournament(self) -> Tree:
+        """The best of ``sample`` members drawn at random (with replacement)."""
+        contenders = [self.population[self.rng.randrange(len(self.population))]
+                      for _ in range(self.sample_size)]
+        return Tree.from_json(max(contenders, key=lambda m: m[1])[0])
 
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
         if free:

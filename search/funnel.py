@@ -1,11 +1,12 @@
 """Funnel selection and naming what a search found.
 
 * :func:`family` tells whether a rule is a member of the PowerSign/AddSign family of Bello et
-  al. 2017 (any base, alpha or sign decay): on probe gradients (lr = 1) its update is
+  al. 2017 (any base, alpha or sign decay): on probe gradients (lr = 1; magnitudes from 1e-7
+  to 10, so that ``clip(g, -1e-4, 1e-4)`` is not taken for ``1e-4 sign(g)``) its update is
   ``g * h(t, s)`` with ``s = sign(g) sign(m)``, ``m = ema(g, 0.9)``, i.e. ``u / g`` takes one
   value where the signs agree and another where they disagree, the first larger and positive
-  (and the second not negative,
-  alpha >= f(t)); ``c+ c- = 1``: PowerSign-like, ``base^(+-f(t))``; otherwise AddSign-like, ``alpha +- f(t)``).
+  (and the second not negative, alpha >= f(t)); ``c+ c- = 1``: PowerSign-like,
+  ``base^(+-f(t))``; otherwise AddSign-like, ``alpha +- f(t)``).
 * :func:`known_as` names a rule after a library rule it equals: ``≡ name`` when their search
   cache keys agree (``search.candidate``: the canonical hash with lr's default ignored, and
   the probe updates),
@@ -34,7 +35,9 @@ def _family_probes(steps: int = 6, size: int = 64):
     if _FAMILY_PROBES is None:
         gen = torch.Generator().manual_seed(11)
         p0 = torch.randn(size, generator=gen, dtype=torch.float64)
-        grads = [torch.randn(size, generator=gen, dtype=torch.float64) for _ in range(steps)]
+        scale = 10 ** (8 * torch.rand(size, generator=gen, dtype=torch.float64) - 7)
+        grads = [torch.randn(size, generator=gen, dtype=torch.float64) * scale
+                 for _ in range(steps)]
         _FAMILY_PROBES = (p0, grads)
     return _FAMILY_PROBES
 

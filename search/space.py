@@ -25,7 +25,8 @@ the search shows the program printed back from its IR, ``search.program``);
 repairs what depends on it; in spaces whose programs are lists of numbered groups (Bello's)
 ``insert`` puts a new group in front of a group and feeds it one of that group's operands,
 ``delete`` removes a group and puts one of its operands where its result was read (the Lion
-search's insert / delete / modify, Chen et al. 2023).
+search's insert / delete / modify, Chen et al. 2023), and ``combine`` (crossover) joins two
+programs' groups under a new group applying a binary function to both results.
 """
 from __future__ import annotations
 
@@ -209,9 +210,24 @@ class Space:
         except StopIteration as done:
             return done.value
 
-    def sample(self, rng) -> Tree:
-        """A tree with every decision uniform over its allowed choices."""
-        return self.decode(lambda rule, ok: rng.choice(ok))
+    def sample(self, rng, prior: dict | None = None) -> Tree:
+        """A tree with every decision uniform over its allowed choices (or weighted by
+        ``prior``, see :meth:`prior`)."""
+        return self.decode(chooser(rng, prior))
+
+    def prior(self, programs: list, weight: float) -> dict:
+        """{rule: weight of each alternative}: ``1 - weight`` of the mass uniform, ``weight`` as
+        often as the alternative is chosen in ``programs`` (texts of the space, e.g. library
+        rules written in it). Rules the programs never decide, or always decide the same way,
+        stay uniform: that every library rule is one group of ``keep_left(identity(...))``
+        says that they are short, not how longer programs should combine their parts."""
+        counts: dict = {}
+        for text in programs:
+            for t in self.parse(text).nodes():
+                if t.rule in self.n_choices and t.rule != "const":
+                    counts.setdefault(t.rule, [0] * self.n_choices[t.rule])[t.alt] += 1
+        return {r: [(1 - weight) / len(c) + weight * k / sum(c) for k in c]
+                for r, c in counts.items() if sum(k > 0 for k in c) > 1}
 
     # --- text -----------------------------------------------------------------------------------
     def tokens(self, tree: Tree) -> list:
@@ -282,7 +298,7 @@ class Space:
         from lark import Token
         from .errors import SearchError
         try:
-            pt = self.parser.parse(text)
+            pt = self.parser.parse(text.rstrip())
         except Exception as e:
             raise SearchError(f"not a program of the {self.name} space: "
                               f"{str(e).strip().splitlines()[0]}") from None
@@ -301,7 +317,7 @@ class Space:
         return conv(pt, "start")
 
     # --- mutation ---------------------------------------------------------------------------------
-    def mutate(self, tree: Tree, rng, const_sigma: float = 1.0) -> tuple:
+    def mutate(self, tree: Tree, rng, const_sigma: float = 1.0, prior: dict | None = None) -> tuple:
         """(new tree, what changed): one decision changed to another allowed choice (its subtree
         redrawn where the rule names differ), or a constant scaled by 2^N(0, 1)."""
         new = tree.copy()
@@ -311,7 +327,7 @@ class Space:
             target.value = float(f"{target.value * 2 ** rng.gauss(0.0, const_sigma):.3g}")
             return new, f"const {_fmt_const(target.value)}"
         choices = [i for i in range(len(self.rules[target.rule])) if i != target.alt]
-        i = rng.choice(choices)
+        i = chooser(rng, prior)(target.rule, choices)
         old_alt = self.rules[target.rule][target.alt]
         new_alt = self.rules[target.rule][i]
         # keep children whose rule names line up (e.g. depth2 -> depth3 keeps groups 1 and 2)
@@ -320,7 +336,7 @@ class Space:
         target.children = [olds[pos] if pos < len(olds) and olds[pos].rule == r else Tree(r, -1)
                            for pos, r in enumerate(new_alt.rules)]
         what = f"{target.rule}: {old_alt.alias} -> {new_alt.alias}"
-        return self.decode(lambda rule, ok: rng.choice(ok), _strip_unset(new)), what
+        return self.decode(chooser(rng, prior), _strip_unset(new)), what
 
     modify = mutate
 
@@ -381,7 +397,7 @@ class Space:
         hold_rule = self.groups["holder"][0]
         return [t for t in inner.nodes() if t.rule == hold_rule]
 
-    def insert(self, tree: Tree, rng) -> tuple:
+    def insert(self, tree: Tree, rng, prior: dict | None = None) -> tuple:
         """(new tree, what): a new group in front of group j whose first operand is one of group
         j's operands (or, at the end, the old result); that operand now reads the new group.
         None when the program has the most groups the space allows."""
@@ -404,7 +420,7 @@ class Space:
                 slot.alt, slot.children = reader.alt, reader.children
         else:  # a new last group reads the old result
             fed = Tree(hold_rule, hold_alt, [Tree("ref", gs["refs"][names[n - 1]])])
-        fresh = self.sample_inner(rng, names[:j])
+        fresh = self.sample_inner(rng, names[:j], prior)
         for t in fresh.nodes():  # the first operand is the fed one, as it is (no function)
             kids = [k for k, c in enumerate(t.children) if c.rule == hold_rule]
             if kids:
@@ -412,9 +428,9 @@ class Space:
                 t.children[kids[0]] = fed
                 break
         inners.insert(j, fresh)
-        return self._repair(inners, rng), f"insert group {j + 1}"
+        return self._repair(inners, rng, prior), f"insert group {j + 1}"
 
-    def delete(self, tree: Tree, rng) -> tuple:
+    def delete(self, tree: Tree, rng, prior: dict | None = None) -> tuple:
         """(new tree, what): group j removed; where its result was read, one of its operands is
         read instead (a last group removed: the previous group is the result). None for a
         one-group program."""
@@ -433,16 +449,52 @@ class Space:
             mapping[names[j]] = stand_in
         for inner in inners[j:]:
             self._renumber(inner, mapping)
-        return self._repair(inners, rng), f"delete group {j + 1}"
+        return self._repair(inners, rng, prior), f"delete group {j + 1}"
 
-    def sample_inner(self, rng, defined: list) -> Tree:
+    def combine(self, a: Tree, b: Tree, rng, prior: dict | None = None) -> tuple:
+        """(new tree, what): crossover of two grouped programs: ``a``'s groups, ``b``'s groups
+        (references renumbered), and a new last group applying a random binary function to
+        the two results, as they are. None when that needs more groups than the space has
+        (Bello's: two one-group programs) or the binary drawn reads one argument."""
+        gs = self.groups
+        if gs is None:
+            return None
+        ia, ib = ([t.copy() for t in self.groups_of(x)] for x in (a, b))
+        na, nb = len(ia), len(ib)
+        names = gs["names"]
+        if na + nb + 1 > len(gs["groups"]):
+            return None
+        for inner in ib:
+            self._renumber(inner, {names[k]: names[k + na] for k in range(nb)})
+        fresh = self.sample_inner(rng, names[:na + nb], prior)
+        hold_rule, hold_alt = gs["holder"]
+        sides = [t for t in fresh.nodes() if any(c.rule == hold_rule for c in t.children)]
+        if len(sides) < 2:
+            return None
+        for t, name in zip(sides, (names[na - 1], names[na + nb - 1])):
+            t.alt = self._pass_through.get(t.rule, t.alt)
+            k = next(k for k, c in enumerate(t.children) if c.rule == hold_rule)
+            t.children[k] = Tree(hold_rule, hold_alt, [Tree("ref", gs["refs"][name])])
+        return self._repair(ia + ib + [fresh], rng, prior), "combine"
+
+    def sample_inner(self, rng, defined: list, prior: dict | None = None) -> Tree:
         """A random inner tree of a group, where ``defined`` names may be read."""
         inner_rule = self.rules[self.groups["groups"][0]][0].rules[0]
-        return self.decode(lambda rule, ok: rng.choice(ok), start=inner_rule, defined=defined)
+        return self.decode(chooser(rng, prior), start=inner_rule, defined=defined)
 
-    def _repair(self, inners: list, rng) -> Tree:
+    def _repair(self, inners: list, rng, prior: dict | None = None) -> Tree:
         """The grouped program of ``inners``, every choice kept where still allowed."""
-        return self.decode(lambda rule, ok: rng.choice(ok), self._join(inners))
+        return self.decode(chooser(rng, prior), self._join(inners))
+
+
+def chooser(rng, prior: dict | None = None):
+    """``(rule, allowed) -> index``: uniform, or weighted by ``prior[rule]`` where it has one."""
+    def pick(rule, ok):
+        weights = (prior or {}).get(rule)
+        if weights is None:
+            return rng.choice(ok)
+        return rng.choices(ok, weights=[weights[i] for i in ok])[0]
+    return pick
 
 
 def _strip_unset(t: Tree) -> Tree:

@@ -107,7 +107,8 @@ class SpaceStrategy(Strategy):
     """A strategy over a grammar space (``search.space``).
 
     Subclasses provide ``_draw() -> (tree, meta)`` (or ``_draws(k)`` for a batch) and
-    ``_learn(tree, reward, meta, free)``. ``suggest`` draws until it has ``n`` candidates the
+    ``_learn(tree, reward, meta, free)``. ``near``: the filter's cosine for near-copies
+    (``search.filters``; 0 turns it off). ``suggest`` draws until it has ``n`` candidates the
     filter calls new: a draw with dead code (``live_only``, ``Space.dead_local``), one that is
     not a valid program and a degenerate one are learned from at once with
     :data:`FAIL_REWARD`, a duplicate with its earlier score (``learn_duplicates``), all
@@ -120,13 +121,13 @@ class SpaceStrategy(Strategy):
     learn_duplicates = True  # a duplicate draw is learned from with its earlier score
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True):
+                 space_obj=None, live_only: bool = True, near: float = 0.999):
         from .filters import CandidateFilter
         self.seed = seed
         self.space_name = space
         self.space = space_obj or get_space(space)
         self.rng = random.Random(seed)
-        self.filter = CandidateFilter() if use_filter else None
+        self.filter = CandidateFilter(near=near) if use_filter else None
         self.scores: dict = {}  # key -> reward of an evaluated candidate
         self.pending: dict = {}  # proposal id -> [tree json, key, meta]
         self.known: dict = {}  # source text -> key (a cache: not saved, rebuilt on demand)

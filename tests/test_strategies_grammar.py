@@ -343,3 +343,69 @@ def test_strategies_skip_dead_code_encodings(cls):
     loose = cls(seed=3, use_filter=False, live_only=False)
     assert any(loose.space.dead_local(Tree.from_json(loose.pending[c.id][0]))
                for c in loose.suggest(60))
+
+
+def test_near_copies_are_duplicates_of_the_first():
+    """With ``near``, a candidate whose probe updates point the same way as an earlier one's
+    (a positive multiple, or a tiny perturbation) is a duplicate of it; others are new."""
+    f = CandidateFilter(near=0.999)
+    first = build("lr * g")
+    assert f.check(first).kind == "new"
+    for text in ("lr * 2 * g", "lr * (g + clip(sign(g), -1e-5, 1e-5))"):
+        v = f.check(build(text))
+        assert (v.kind, v.reason, v.of) == ("duplicate", "near", first.key), text
+    assert f.check(build("lr * (g + sign(g))")).kind == "new"
+    assert f.check(build("lr * (-g)")).kind == "new"  # opposite direction: not a copy
+    assert CandidateFilter(near=0.0).check(build("lr * 2 * g")).kind == "new"
+    state = json.loads(json.dumps(f.state_dict()))
+    g = CandidateFilter()
+    g.load_state_dict(state)
+    assert g.check(build("lr * 3 * g")).of == first.key and g.near == 0.999
+
+
+def test_combine_joins_two_programs_under_a_binary_function():
+    space = Space("bello")
+    one = "bello(lr=1):\n    x1 = ({})\n    return lr * x1"
+    a, b = space.parse(one.format("g")), space.parse(one.format("sign(ema(g, 0.9))"))
+    made = {program_text(optdsl.parse(space.source(space.combine(a, b, random.Random(k))[0])))
+            for k in range(40) if space.combine(a, b, random.Random(k)) is not None}
+    assert "bello(lr=1) = lr * (g + sign(ema(g, 0.9)))" in made
+    assert "bello(lr=1) = lr * (g * sign(ema(g, 0.9)))" in made
+    assert space.combine(space.parse(POWERSIGN), b, random.Random(0)) is None  # 4 groups
+
+
+def test_library_prior_weights_the_operands_the_library_uses():
+    from optdsl.search.evolution import BELLO_WARM, bello_program
+    space = Space("bello")
+    prior = space.prior([bello_program(g) for g in BELLO_WARM.values()], 0.5)
+    assert set(prior) == {"operand"}  # the library always uses keep_left(identity(...))
+    w = prior["operand"]
+    alias = [a.alias for a in space.rules["operand"]]
+    assert w[alias.index("sign_m")] == pytest.approx(0.5 / 6 + 0.5 / 21)
+    assert w[alias.index("g3")] == pytest.approx(0.5 / 21)
+    rng = random.Random(0)
+    picks = [t.alt for _ in range(300) for t in space.sample(rng, prior).nodes()
+             if t.rule == "operand"]
+    assert picks.count(alias.index("sign_m")) > 2.5 * picks.count(alias.index("g3"))
+
+
+@pytest.mark.parametrize("options", [{"risk": 0.25}, {"algo": "ppo"}, {"prior": 0.5}])
+def test_rl_variants_learn_and_resume(options):
+    space = Space("toy", text=TOY)
+    whole = _drive(RLStrategy(seed=5, use_filter=False, space_obj=space, batch=4, **options),
+                   space, 8)
+    first = RLStrategy(seed=5, use_filter=False, space_obj=space, batch=4, **options)
+    part = _drive(first, space, 4)
+    resumed = RLStrategy(seed=5, use_filter=False, space_obj=space, batch=4, **options)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert part + _drive(resumed, space, 4) == whole and first.updates >= 2
+
+
+def test_rl_prior_is_the_initial_policy():
+    import torch
+    from optdsl.search.evolution import BELLO_WARM, bello_program
+    rl = RLStrategy(seed=0, prior=0.5)
+    o, n = rl.controller.offset["operand"], rl.space.n_choices["operand"]
+    probs = torch.softmax(rl.controller.head.bias[o:o + n], 0)
+    expected = rl.space.prior([bello_program(g) for g in BELLO_WARM.values()], 0.5)["operand"]
+    assert probs.tolist() == pytest.approx(expected, rel=1e-5)

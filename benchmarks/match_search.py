@@ -1,0 +1,258 @@
+"""Rediscovery on the behaviour-match task: do the strategies reach the PowerSign/AddSign family?
+
+For each target (``match:powersign``, ``match:addsign``), strategy (random-grammar, rl,
+evolution) and seed: one search through the engine on Bello's space (``grammars/bello.lark``),
+evaluated in this process in batches of 16 (as ``optdsl search --task match:...`` does), with
+the same filters for every strategy, no baselines, ``--budget`` evaluations. Measured per
+search: the evaluations until the first member of the PowerSign/AddSign family is evaluated
+(``search/funnel.family``; its ``known_as`` name beside it), the best-so-far score against
+evaluations, the RL controller's reward curve, wall time and the strategy's own seconds per
+candidate (wall time minus evaluation time). Writes OUT/results.json, OUT/summary.md and the
+plots OUT/best_TARGET.png (median and range over seeds per strategy) and OUT/rl_reward.png.
+
+    .venv/bin/python benchmarks/match_search.py --budget 3000 --seeds 0 1 2 3 4 --out runs/match
+
+Several runs (e.g. held-out seeds) are merged, with summary and plots redone, by
+
+    .venv/bin/python benchmarks/match_search.py --merge runs/match runs/match-heldout --out runs/match-all
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+STRATEGIES = ("random-grammar", "rl", "evolution")
+TARGETS = ("powersign", "addsign")
+
+
+def run_one(target: str, strategy_name: str, seed: int, budget: int, outdir: str,
+            options: dict | None = None) -> dict:
+    from optdsl.search import match
+    from optdsl.search.engine import InProcessRunner, SearchLoop, new_search, resolve_task
+    from optdsl.search.funnel import family, known_as
+    from optdsl.search.store import Store
+    from optdsl.search.strategies import make_strategy
+
+    path = os.path.join(outdir, f"{target}-{strategy_name}-{seed}.sqlite")
+    if os.path.exists(path):
+        os.remove(path)
+    store = Store(path)
+    task = resolve_task(f"match:{target}")
+    strategy = make_strategy(strategy_name, seed=seed, options=options)
+    sid = new_search(store, strategy=strategy, task=task, protocol=match.PROTOCOL,
+                     budget=budget, baselines=False,
+                     options={"seed": seed, "strategy_options": options or {}})
+    spent = [0.0]
+
+    def timed(job):
+        t0 = time.perf_counter()
+        try:
+            return match.evaluate(job)
+        finally:
+            spent[0] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    progress = SearchLoop(store, sid, strategy, InProcessRunner(timed, capacity=16)).run()
+    wall = time.perf_counter() - t0
+    proto = store.search(sid)["protocol"]
+    evals, first, best, curve = 0, None, None, []
+    for p in store.proposals(sid):
+        if p["source"] != "strategy":
+            continue
+        evals += 1
+        e = store.lookup(p["rule_hash"], task.name, proto)
+        if e is None or e["status"] != "ok":
+            continue
+        if first is None and family(p["rule"]):
+            first = {"at": evals, "rule": p["rule"], "score": e["score"],
+                     "known_as": known_as(p["rule"])}
+        if best is None or e["score"] > best["score"]:
+            best = {"at": evals, "rule": p["rule"], "score": e["score"]}
+        curve.append([evals, best["score"]])
+    f = strategy.filter
+    out = {"target": target, "strategy": strategy_name, "seed": seed, "options": options or {},
+           "budget": budget, "evaluations": evals, "first_family": first, "best": best,
+           "curve": curve, "wall_s": wall, "eval_s": spent[0],
+           "strategy_s_per_candidate": (wall - spent[0]) / max(progress.done, 1),
+           "draws": strategy.draws, "dead_draws": strategy.dead_draws, "filter": dict(f.stats),
+           "cache_hit_rate": f.hit_rate()}
+    if strategy_name == "rl":
+        out["reward_curve"] = strategy.curve
+    if strategy_name == "evolution":
+        out["mutations"] = strategy.mutations
+    store.close()
+    return out
+
+
+def _median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def reached(r: dict) -> int:
+    """Evaluations to the family; ``budget + 1`` when not reached (how medians count it)."""
+    return r["first_family"]["at"] if r["first_family"] else r["budget"] + 1
+
+
+def summary(results: list) -> str:
+    def when(v, budget):
+        return "not reached" if v > budget else f"{v:g}"
+    order = {n: i for i, n in enumerate(STRATEGIES)}
+    results = sorted(results, key=lambda r: (r["target"], order.get(r["strategy"], 9), r["seed"]))
+    lines = ["| target | strategy | seed | first family member at | first member (known as) | "
+             "best score | wall | strategy s/candidate |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for r in results:
+        f = r["first_family"]
+        name = f"`{f['rule']}` ({f['known_as']})" if f else "-"
+        lines.append(f"| {r['target']} | {r['strategy']} | {r['seed']} | "
+                     f"{when(reached(r), r['budget'])} | {name} | "
+                     f"{r['best']['score']:.3f} | {r['wall_s']:.0f} s | "
+                     f"{r['strategy_s_per_candidate']:.4f} |")
+    lines += ["", "| target | strategy | seeds | evaluations to the family (per seed) | median | "
+              "median wall |", "| --- | --- | --- | --- | ---: | ---: |"]
+    for target in sorted({r["target"] for r in results}):
+        for name in sorted({r["strategy"] for r in results}, key=lambda n: order.get(n, 9)):
+            rs = [r for r in results if r["target"] == target and r["strategy"] == name]
+            if not rs:
+                continue
+            budget = max(r["budget"] for r in rs)
+            med = _median([reached(r) for r in rs])
+            per = ", ".join(when(reached(r), r["budget"]) for r in rs)
+            lines.append(f"| {target} | {name} | {','.join(str(r['seed']) for r in rs)} | {per} | "
+                         f"{when(med, budget)} | {_median([r['wall_s'] for r in rs]):.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: list, outdir: str) -> list:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    colors = {"random-grammar": "tab:gray", "rl": "tab:blue", "evolution": "tab:green"}
+    paths = []
+    for target in sorted({r["target"] for r in results}):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name in STRATEGIES:
+            rs = [r for r in results if r["target"] == target and r["strategy"] == name]
+            if not rs:
+                continue
+            n = max(r["budget"] for r in rs)
+            xs = np.arange(1, n + 1)
+            ys = []
+            for r in rs:  # best so far at every evaluation count (nan before the first)
+                y, k, cur = np.full(n, np.nan), 0, np.nan
+                for i in range(n):
+                    while k < len(r["curve"]) and r["curve"][k][0] <= i + 1:
+                        cur = r["curve"][k][1]
+                        k += 1
+                    y[i] = cur
+                ys.append(y)
+            ys = np.array(ys)
+            with np.errstate(all="ignore"):
+                ax.plot(xs, np.nanmedian(ys, 0), color=colors[name],
+                        label=f"{name} (median of {len(rs)} seeds)")
+                ax.fill_between(xs, np.nanmin(ys, 0), np.nanmax(ys, 0), color=colors[name],
+                                alpha=0.2)
+            for r in rs:
+                if r["first_family"]:
+                    ax.axvline(r["first_family"]["at"], color=colors[name], ls=":", lw=0.8)
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel("best match score so far (-log10 residual)")
+        ax.set_title(f"match:{target} on Bello's space (dotted: first PowerSign/AddSign member)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = os.path.join(outdir, f"best_{target}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    rl = [r for r in results if r.get("reward_curve")]
+    if rl:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for r in rl:
+            c = r["reward_curve"]
+            ax.plot([x[0] for x in c], [x[2] for x in c], lw=1,
+                    label=f"{r['target']} seed {r['seed']}")
+        ax.set_xlabel("controller updates (batches of 16 rewards, free draws included)")
+        ax.set_ylabel("moving-average reward (baseline)")
+        ax.set_title("RL controller reward curve")
+        ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        path = os.path.join(outdir, "rl_reward.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write(results: list, outdir: str) -> None:
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    with open(os.path.join(outdir, "summary.md"), "w") as f:
+        f.write(summary(results))
+    plots(results, outdir)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=int, default=3000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    ap.add_argument("--targets", nargs="+", default=list(TARGETS))
+    ap.add_argument("--strategy-option", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting of the strategies run (as optdsl search --strategy-option)")
+    ap.add_argument("--out", default="runs/match")
+    ap.add_argument("--merge", nargs="+", metavar="DIR",
+                    help="run nothing: merge the results.json of these runs into --out")
+    args = ap.parse_args(argv)
+    if args.merge:
+        merged = {}
+        for d in args.merge:
+            with open(os.path.join(d, "results.json")) as f:
+                for r in json.load(f):
+                    merged[(r["target"], r["strategy"], r["seed"])] = r
+        write(list(merged.values()), args.out)
+        print(summary(list(merged.values())), end="")
+        return 0
+    import torch
+    from optdsl.cli import name_values
+    from optdsl.search.errors import SearchError
+    from optdsl.search.strategies import make_strategy
+    torch.set_num_threads(1)
+    try:
+        options = name_values(args.strategy_option, "--strategy-option", SearchError)
+        for name in args.strategies:
+            make_strategy(name, options={k: v for k, v in options.items()
+                                         if k in _options_of(name)})
+    except SearchError as e:
+        print(f"match_search: {e}", file=sys.stderr)
+        return 2
+    results = []
+    for target in args.targets:
+        for seed in args.seeds:
+            for name in args.strategies:
+                opts = {k: v for k, v in options.items() if k in _options_of(name)}
+                r = run_one(target, name, seed, args.budget, args.out, opts)
+                results.append(r)
+                write(results, args.out)
+                f = r["first_family"]
+                print(f"{target} {name} seed {seed}: family at "
+                      f"{f['at'] if f else 'not reached'}, best {r['best']['score']:.3f}, "
+                      f"{r['wall_s']:.0f} s, strategy {r['strategy_s_per_candidate']:.4f} "
+                      "s/candidate", flush=True)
+    print(summary(results), end="")
+    return 0
+
+
+def _options_of(name: str) -> dict:
+    """The options strategy ``name`` takes (an option given for another one is not passed)."""
+    from optdsl.search.strategies import STRATEGIES, strategy_options
+    return strategy_options(STRATEGIES[name])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
