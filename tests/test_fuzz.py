@@ -40,6 +40,7 @@ import collections
 import json
 import os
 import re
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -75,7 +76,8 @@ def _report():
     path = os.environ.get("OPTDSL_FUZZ_REPORT")
     if path:
         with open(path, "w") as f:
-            json.dump({"counts": dict(sorted(STATS.items())), "samples": SAMPLES}, f, indent=1)
+            counts = {k: round(v, 1) for k, v in sorted(STATS.items())}
+            json.dump({"counts": counts, "samples": SAMPLES}, f, indent=1)
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -110,6 +112,7 @@ class Outcome:
     params: list = field(default_factory=list)  # after each step: [tensor per parameter]
     states: list = field(default_factory=list)  # final state dict per parameter
     fallback: str | None = None
+    seconds: float = 0.0  # construction and steps, compiles included
 
     @property
     def documented_error(self) -> bool:
@@ -123,6 +126,7 @@ class Outcome:
 
 def run(rule, backend: str, hypers: dict) -> Outcome:
     out = Outcome(backend)
+    start = time.perf_counter()
     params = [p.clone() for p in PARAMS]
     out.at = "construction"
     with warnings.catch_warnings(record=True) as caught:
@@ -141,6 +145,7 @@ def run(rule, backend: str, hypers: dict) -> Outcome:
     for w in caught:
         if type(w.message).__name__ == "FallbackWarning":
             out.fallback = _fallback_class(str(w.message))
+    out.seconds = time.perf_counter() - start
     return out
 
 
@@ -233,6 +238,7 @@ def check_backends(prog, hypers: dict, backends=BACKENDS[:2]) -> None:
     outcomes = [run(rule, b, hypers) for b in backends]
     for o in outcomes:
         STATS[f"backends: ran on {o.backend}"] += 1
+        STATS[f"backends: seconds on {o.backend}"] += o.seconds
         if o.fallback:
             STATS[f"backends: fallback on {o.backend}: {o.fallback}"] += 1
     problem = _compare(outcomes)
