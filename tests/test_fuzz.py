@@ -29,10 +29,10 @@ three backends and ``$OPTDSL_FUZZ_PAIRS`` (default 1,000) pairs per property.
 ``$OPTDSL_FUZZ_REPORT=path.json`` writes the counts (programs, runs per backend, agreements,
 shared errors, fallbacks by reason, known bugs met).
 
-Known bugs (reproductions in /tmp/w/fuzz-bugs.md) are recognised by ``KNOWN_BUGS`` and
-``UNSOUND_IDENTITIES`` and counted instead of failing the fuzzers; each has a strict xfail
-regression test below, which fails as soon as the bug is fixed (then delete the entry and the
-mark, as was done for the bugs fixed in 94b673d).
+Bugs the fuzzers found (reproductions in /tmp/w/fuzz-bugs.md) have a regression test at the
+end of this file. While one is open, an entry of ``KNOWN_BUGS`` lets the fuzzers count it
+instead of failing, and its test is a strict xfail, which fails as soon as the fix lands (then
+delete the entry and the mark).
 """
 from __future__ import annotations
 
@@ -49,9 +49,7 @@ import torch
 from hypothesis import HealthCheck, given, note, settings, strategies as st
 
 import optdsl
-from optdsl import ir
 from optdsl.interpreter import trajectory
-from optdsl.ir import Kind
 from program_gen import domain_pairs, overrides, programs, render, rewrites, tiny_programs
 
 STEPS = 4
@@ -190,41 +188,29 @@ def differences(ref: Outcome, other: Outcome) -> list:
 
 # --- known bugs: recognised, counted, each with a strict xfail regression test below ------------
 
-def _raised(outcomes, error: type, pattern: str) -> bool:
-    return any(isinstance(o.error, error) and re.search(pattern, str(o.error)) for o in outcomes)
-
-
-def _copies_a_written_tensor(rule) -> bool:
-    """A tensor state updated to exactly p or another state (``a := b; b := b + g``): the
-    printed step writes ``w = b.clone(); a.copy_(w); b.copy_(...)``."""
-    return rule is not None and any(
-        s.kind != Kind.SCALAR and (s.update is ir.P or s.update.op == "state") for s in rule.slots)
-
-
-def _only_inductor_differs(outcomes: list) -> bool:
-    by = {o.backend: o for o in outcomes}
-    return ("inductor" in by and not differences(by["eager"], by["torchscript"])
-            and bool(differences(by["eager"], by["inductor"])))
-
-
 KNOWN_BUGS = {
-    # id: (one line, predicate on (Rule or None, outcomes)); repros in /tmp/w/fuzz-bugs.md
-    "inf-printing": (
-        "a constant inf in a rule crashes the compiled backends' construction with "
-        "OverflowError (optdsl.printing.to_text calls int(inf))",
-        lambda rule, outs: _raised(outs, OverflowError, "cannot convert float infinity")),
-    "inductor-stale-copy": (
-        "Inductor (torch 2.13) drops the clone in 'w = b.clone(); a.copy_(w); b.copy_(...)' "
-        "(remove_noop_ops, pytorch#198131): a state updated to exactly p or another state "
-        "gets the new value instead of the old one",
-        lambda rule, outs: _copies_a_written_tensor(rule) and _only_inductor_differs(outs)),
+    # id: (one line, predicate on (the rules, the outcomes of running them)); reproductions in
+    # /tmp/w/fuzz-bugs.md. An entry lets the fuzzers count a bug that is being fixed instead
+    # of failing on it; it comes with a strict xfail test, which fails as soon as the fix
+    # lands (then delete both: the ten bugs before this one became the plain regression
+    # tests at the end of this file).
+    "lr-default-order": (
+        "a rule without a header that calls a library rule takes lr's default from whichever "
+        "comes first: lr * adamax() has lr = 1e-3, adamax() * lr has adamax's 2e-3",
+        lambda rules, outs: len({r.defaults.get("lr") for r in rules}) > 1),
+    "alias-header-capture": (
+        "in an alias (a program that is one rule call) a header name equal to one of the "
+        "callee's hyperparameters becomes it (r(beta1=0.5) = adam() runs adam with beta1 = "
+        "0.5), while r(beta1=0.5) = adam() * 1 lifts adam's as adam_beta1 = 0.9, as the "
+        "README says: renaming a header name or multiplying by 1 changes the rule",
+        lambda rules, outs: len({tuple(sorted(r.defaults.values())) for r in rules}) > 1),
 }
 
 
-def _known_bug(rule, outcomes: list) -> str | None:
-    """The id of the known bug these outcomes show, or None."""
+def _known_bug(rules: tuple, outcomes: list) -> str | None:
+    """The id of the known bug that these rules and outcomes show, or None."""
     for bug, (_, matches) in KNOWN_BUGS.items():
-        if matches(rule, outcomes):
+        if matches(rules, outcomes):
             return bug
     return None
 
@@ -247,7 +233,7 @@ def check_backends(prog, hypers: dict, backends=BACKENDS[:2]) -> None:
         STATS[f"backends: same documented error: {type(error).__name__}" if error
               else "backends: agreed"] += 1
         return
-    bug = _known_bug(rule, outcomes)
+    bug = _known_bug((rule,), outcomes)
     if bug is not None:
         STATS[f"backends: known bug {bug}"] += 1
         return
@@ -328,10 +314,6 @@ class Apart:
     a: torch.Tensor
     b: torch.Tensor
 
-    @property
-    def nan_on_one_side(self) -> bool:
-        return bool((torch.isnan(self.a) != torch.isnan(self.b)).any())
-
     def __str__(self):
         return f"{self.where}: {self.a.tolist()} vs {self.b.tolist()}"
 
@@ -377,20 +359,12 @@ def _parse_pair(pair):
     return optdsl.parse(text_a), optdsl.parse(text_b), how
 
 
-def _interpreter_bug(error: Exception, where: str) -> None:
+def _interpreter_bug(rules: tuple, error: Exception, where: str) -> None:
     """A known bug of the interpreter met while probing a pair: count it, else re-raise."""
-    bug = _known_bug(None, [Outcome("eager", error)])
+    bug = _known_bug(rules, [Outcome("eager", error)])
     if bug is None:
         raise error
     STATS[f"{where}: known bug {bug}"] += 1
-
-
-# canonical_hash rewrites that hold for finite nonzero reals only, met by the domain pairs
-# (each with a regression test below): the hash then equates rules the interpreter tells apart.
-UNSOUND_IDENTITIES = {"sqrt(x)^2 = x", "x^0.5 * x^0.5 = x", "x^0.5 / x^0.5 = 1", "x / x = 1",
-                      "|x| / x = sign(x)", "sign(x)^2 = 1", "sign(sqrt(x)) = 1", "x * 0 = 0",
-                      "x - x = 0"}
-CANONICAL_BUG = "canonical-finite-reals"
 
 
 def check_hash_pair(pair) -> None:
@@ -403,13 +377,8 @@ def check_hash_pair(pair) -> None:
     try:
         apart = told_apart(a, b, b.defaults, zeros=False)
     except Exception as e:  # noqa: BLE001 - only known interpreter bugs pass
-        return _interpreter_bug(e, "hash pairs")
-    if apart is None:
-        return
-    if how.removeprefix("domain ") in UNSOUND_IDENTITIES or apart.nan_on_one_side:
-        STATS[f"hash pairs: known bug {CANONICAL_BUG}"] += 1
-        return
-    raise AssertionError(f"equal canonical hashes, different trajectories: {apart}")
+        return _interpreter_bug((a, b), e, "hash pairs")
+    assert apart is None, f"equal canonical hashes, different trajectories: {apart}"
 
 
 def check_equivalent_pair(pair) -> None:
@@ -417,7 +386,7 @@ def check_equivalent_pair(pair) -> None:
     try:
         verdict = optdsl.equivalent(a, b, steps=EQUIV_STEPS, timeout=EQUIV_TIMEOUT)
     except Exception as e:  # noqa: BLE001 - equivalent() probes with the interpreter first
-        return _interpreter_bug(e, "equivalent")
+        return _interpreter_bug((a, b), e, "equivalent")
     STATS[f"equivalent ({how.split(' ')[0]}): {verdict.status} by {verdict.method}"] += 1
     if verdict.method == "error":  # the symbolic phase crashed (equivalent() says unknown)
         SAMPLES.setdefault(f"equivalent error: {verdict.detail[:60]}",
@@ -447,8 +416,12 @@ def check_exact_rewrite(pair) -> None:
     try:
         apart = told_apart(a, b, b.defaults, zeros=True, exact=True)
     except Exception as e:  # noqa: BLE001 - only known interpreter bugs pass
-        return _interpreter_bug(e, "exact rewrites")
-    assert apart is None, f"an exact rewrite changed the trajectory: {apart}"
+        return _interpreter_bug((a, b), e, "exact rewrites")
+    if apart is None:
+        return
+    bug = _known_bug((a, b), [])
+    assert bug is not None, f"an exact rewrite changed the trajectory: {apart}"
+    STATS[f"exact rewrites: known bug {bug}"] += 1
 
 
 @settings(DEFAULT, max_examples=HASH_EXAMPLES)
@@ -519,23 +492,40 @@ CHAIN4_REDUCED = """r(lr=1):
 """
 
 
-@pytest.mark.xfail(reason="bug inf-printing: " + KNOWN_BUGS["inf-printing"][0], strict=True)
-def test_bug_constant_inf_compiles():
+@pytest.mark.xfail(reason="bug lr-default-order: " + KNOWN_BUGS["lr-default-order"][0], strict=True)
+@pytest.mark.parametrize("callee", ["adamax", "adadelta"])
+def test_bug_lr_default_does_not_depend_on_operand_order(callee):
+    a, b = optdsl.parse(f"lr * {callee}()"), optdsl.parse(f"{callee}() * lr")
+    assert a.defaults == b.defaults
+
+
+@pytest.mark.xfail(reason="bug alias-header-capture: " + KNOWN_BUGS["alias-header-capture"][0],
+                   strict=True)
+@pytest.mark.parametrize("alias,other", [("r(beta1=0.5) = adam()", "r(beta1=0.5) = adam() * 1"),
+                                         ("r(eps=0) = adamax()", "r(h=0) = adamax()")])
+def test_bug_alias_header_names_are_lifted_like_any_other(alias, other):
+    a, b = optdsl.parse(alias), optdsl.parse(other)
+    assert sorted(a.defaults.values()) == sorted(b.defaults.values()), (a.defaults, b.defaults)
+
+
+# The bugs the fuzzers found, all fixed (0c7c0bb, 94b673d, 36db853, e217da5 and before
+# fb66244): plain regression tests, one per bug of /tmp/w/fuzz-bugs.md.
+
+def test_constant_inf_compiles():
+    """inf-printing: the code printer's comment called int(inf) (OverflowError on the compiled
+    backends)."""
     assert_backends_agree("lr * inf * g")
 
 
-@pytest.mark.xfail(reason="bug inductor-stale-copy: " + KNOWN_BUGS["inductor-stale-copy"][0],
-                   strict=True)
 @pytest.mark.parametrize("text", ["r(lr=1):\n    state s = 0\n    s := p\n    return lr * g\n",
                                   "r(lr=1):\n    state a = 0, b = 0\n    a := b\n    b := b + g\n"
                                   "    return lr * a\n"], ids=["p", "state"])
-def test_bug_inductor_keeps_the_old_value_of_a_copied_tensor(text):
+def test_inductor_keeps_the_old_value_of_a_copied_tensor(text):
+    """inductor-stale-copy: torch 2.13's Inductor drops the clone in ``w = b.clone();
+    a.copy_(w); b.copy_(...)`` (remove_noop_ops, pytorch#198131), so a got b's new value."""
     rule = optdsl.parse(text)
     problem = _compare([run(rule, b, {}) for b in ("eager", "inductor")])
     assert problem is None, problem
-
-
-# Fixed bugs the fuzzers found (before 94b673d; the first at 0c7c0bb): plain regression tests.
 
 @pytest.mark.parametrize("text", [CHAIN5, CHAIN4_REDUCED], ids=["chain5", "chain4-reduced"])
 def test_chained_state_kinds_settle(text):
@@ -596,7 +586,7 @@ def test_equivalent_does_not_prove_generic_point_identities(a, b):
     assert not verdict.proved or told_apart(ra, rb, rb.defaults, zeros=True) is None, verdict
 
 
-HASH_COUNTEREXAMPLES = [  # (a, b): equal canonical hashes, told apart on generic probes
+HASH_COUNTEREXAMPLES = [  # (a, b): had equal canonical hashes, told apart on generic probes
     ("lr * sqrt(g)^2", "lr * g"),
     ("lr * (g^0.5 * g^0.5)", "lr * g"),
     ("lr * (g^0.5 / g^0.5)", "lr"),
@@ -609,11 +599,10 @@ HASH_COUNTEREXAMPLES = [  # (a, b): equal canonical hashes, told apart on generi
 ]
 
 
-@pytest.mark.xfail(reason=f"bug {CANONICAL_BUG}: canonical_hash applies rewrites that hold for "
-                          "finite nonzero reals to values that are NaN (sqrt/log of a negative) "
-                          "or 0 (a state at step 1)", strict=True)
 @pytest.mark.parametrize("a,b", HASH_COUNTEREXAMPLES)
-def test_bug_equal_canonical_hash_but_different_trajectories(a, b):
+def test_equal_canonical_hash_means_equal_trajectories_on_these(a, b):
+    """canonical-finite-reals: rewrites that hold for finite nonzero reals were applied to
+    values that are NaN (sqrt or log of a negative) or 0 (a state at step 1)."""
     ra, rb = optdsl.parse(a), optdsl.parse(b)
     assert optdsl.canonical_hash(ra) != optdsl.canonical_hash(rb) or \
         told_apart(ra, rb, rb.defaults, zeros=False) is None
