@@ -145,13 +145,25 @@ class Rewrite:
 class Canon:
     """Rewrites one rule's nodes into canonical nodes. ``leaf_facts`` says what is known of the
     rule's leaves (hyperparameters by their default, states by an inductive invariant);
-    ``expand`` turns on multiplying out products of sums (the second pass)."""
+    ``expand`` turns on multiplying out products of sums (the second pass); ``keep_kinds``
+    refuses every rewrite that turns a tensor into a scalar (g - g -> 0): under ``norm`` and
+    ``dot``, which count the elements of a broadcast value, that would change the result."""
 
-    def __init__(self, leaf_facts: dict, expand: bool = False):
+    def __init__(self, leaf_facts: dict, expand: bool = False, keep_kinds: bool = False,
+                 fact_memo: dict | None = None):
         self.leaf_facts = leaf_facts
-        self.expand = expand
-        self.memo: dict = {}
-        self.fact_memo: dict = {}
+        self.expand, self.keep_kinds = expand, keep_kinds
+        self.memo: dict = {}  # IR node -> canonical node (first pass)
+        self.done: dict = {}  # canonical node -> rebuilt (second pass)
+        self.fact_memo = {} if fact_memo is None else fact_memo
+        self._kept = self if keep_kinds else None
+
+    @property
+    def kept(self) -> "Canon":
+        """The engine for the arguments of element-counting reductions."""
+        if self._kept is None:
+            self._kept = Canon(self.leaf_facts, self.expand, True, self.fact_memo)
+        return self._kept
 
     def facts(self, n: ir.Node) -> int:
         f = self.fact_memo.get(n)
@@ -159,19 +171,41 @@ class Canon:
             f = self.fact_memo[n] = node_facts(n, self.leaf_facts, self.fact_memo)
         return f
 
+    def _args(self, n: ir.Node, memo: dict, again) -> list:
+        if PRIMITIVES[n.op].counts_elements and not self.keep_kinds:
+            return [again(self.kept, a) for a in n.args]
+        if PRIMITIVES[n.op].associative and memo is self.done:
+            return [memo[a] for a in operands(n, n.op)]  # a chain is one operation
+        return [memo[a] for a in n.args]
+
     def of(self, root: ir.Node) -> ir.Node:
-        """The canonical node of an IR node (its arguments first, memoized)."""
+        """(first pass) The canonical node of an IR node, its arguments first (memoized)."""
         for n in pending(root, self.memo):
             if n.op == "const":
                 self.memo[n] = const(n.value)
             elif not n.args:
                 self.memo[n] = n
             else:
-                self.memo[n] = self.make(n.op, [self.memo[a] for a in n.args], n.value)
+                self.memo[n] = self.make(n.op, self._args(n, self.memo, Canon.of), n.value)
         return self.memo[root]
+
+    def again(self, root: ir.Node) -> ir.Node:
+        """(second pass) A canonical node rebuilt, e.g. with products of sums multiplied out;
+        a chain of + or * as one operation on all its operands (its inner links are an
+        artefact of the operand order)."""
+        for n in pending(root, self.done):
+            self.done[n] = self.make(n.op, self._args(n, self.done, Canon.again), n.value) \
+                if n.args else n
+        return self.done[root]
 
     def make(self, op: str, args: list, value=None) -> ir.Node:
         """The canonical node of ``op`` applied to canonical ``args``."""
+        out = self._rewrite(op, args, value)
+        if self.keep_kinds and out.kind < kind_of(op, args):
+            return atom(op, args, value)
+        return out
+
+    def _rewrite(self, op: str, args: list, value) -> ir.Node:
         prim = PRIMITIVES[op]
         if not prim.random and prim.scalar_fn is not None and all(a.op == "const" for a in args):
             folded = fold(prim, [a.value for a in args])
@@ -183,9 +217,7 @@ class Canon:
             out = rw.fn(self, *args)
             if out is not None:
                 return out
-        if prim.commutative:
-            args = sorted(args, key=id)  # a fixed order within this run; final order: ``order``
-        return ir.node(op, tuple(args), value, kind_of(op, args))
+        return atom(op, args, value)
 
     def mul(self, *factors) -> ir.Node:
         return self.make("mul", list(factors))
@@ -195,6 +227,17 @@ class Canon:
 
     def pow(self, x: ir.Node, k: float | ir.Node) -> ir.Node:
         return self.make("pow", [x, k if isinstance(k, ir.Node) else const(k)])
+
+
+def atom(op: str, args: list, value=None) -> ir.Node:
+    """``op`` applied to ``args`` as they are (commutative operands in a fixed order within
+    this run; the final order is ``_order_and_rename``'s)."""
+    prim = PRIMITIVES[op]
+    if prim.commutative:
+        args = sorted(args, key=id)
+    if prim.associative and len(args) != 2:
+        return chain(op, args)
+    return ir.node(op, tuple(args), value, kind_of(op, args))
 
 
 def fold(prim, values: list):
@@ -719,12 +762,12 @@ def canonical(rule: Rule) -> Rule:
     facts = leaf_facts(rule)
     first, second = Canon(facts), Canon(facts, expand=True)
     slots = {s.name: s for s in rule.slots}
-    done: dict = {}  # node -> second-pass canonical node
 
     def canon(n):
-        return _second_pass(second, first.of(n), done)
+        return second.again(first.of(n))
     update = canon(rule.update)
-    live, todo = {}, _states(update)
+    new_p = canon(rule.new_p) if rule.assigns_p else None  # kept to run it as written
+    live, todo = {}, _states(update) + (_states(new_p) if new_p is not None else [])
     while todo:
         name = todo.pop(0)
         if name in live:
@@ -732,30 +775,18 @@ def canonical(rule: Rule) -> Rule:
         s = slots[name]
         live[name] = (canon(s.init), canon(s.update))
         todo += _states(live[name][1])
-    return _order_and_rename(rule, update, live)
-
-
-def _second_pass(c: Canon, root: ir.Node, done: dict) -> ir.Node:
-    """Every node rebuilt with products of sums multiplied out; a chain of + or * as one
-    operation on all its operands (its inner links are an artefact of the operand order)."""
-    for n in pending(root, done):
-        if not n.args:
-            done[n] = n
-        elif PRIMITIVES[n.op].associative:
-            done[n] = c.make(n.op, [done[a] for a in operands(n, n.op)])
-        else:
-            done[n] = c.make(n.op, [done[a] for a in n.args], n.value)
-    return done[root]
+    return _order_and_rename(rule, update, new_p, live)
 
 
 def _states(root: ir.Node) -> list:
     return [n.value for n in ir.topological([root]) if n.op == "state"]
 
 
-def _order_and_rename(rule: Rule, update: ir.Node, live: dict) -> Rule:
+def _order_and_rename(rule: Rule, update: ir.Node, new_p: ir.Node | None, live: dict) -> Rule:
     """Commutative operands sorted by a name-free key (a hyperparameter is known by its default,
     a state by its kind, initial value and update: refined twice), then leaves renamed in order
-    of first use (h0.., s0..)."""
+    of first use (h0.., s0..). The update (what the hash hashes) is the first root; a rule that
+    assigns p keeps its new p (p - (p - x) would round where x is much smaller than p)."""
     kinds = {s.name: s.kind for s in rule.slots}
     sigs = {name: str(int(kinds[name])) for name in live}
     for _ in range(2):
@@ -801,6 +832,10 @@ def _order_and_rename(rule: Rule, update: ir.Node, live: dict) -> Rule:
         return renamed[root]
 
     new_update = rebuild(update)
+    if new_p is None:
+        new_p = ir.node("sub", (ir.P, new_update), None, kind_of("sub", (ir.P, new_update)))
+    else:
+        new_p = rebuild(new_p)
     out_slots, k = [], 0
     order = list(states)
     while k < len(order):
@@ -810,8 +845,8 @@ def _order_and_rename(rule: Rule, update: ir.Node, live: dict) -> Rule:
         order = list(states)
         k += 1
     new_hypers = {new: Hyper(new, rule.hypers[old].default) for old, new in hypers.items()}
-    return Rule(rule.name, new_hypers, out_slots, new_update, ir.node("sub", (ir.P, new_update), None,
-                kind_of("sub", (ir.P, new_update))), False, rule.source, rule.doc)
+    return Rule(rule.name, new_hypers, out_slots, new_update, new_p, rule.assigns_p, rule.source,
+                rule.doc)
 
 
 def _digest(*parts) -> str:

@@ -106,6 +106,8 @@ class Primitive:
     defaults: dict = field(default_factory=dict)  # values of optional trailing parameters
     scalar_params: tuple = ()  # parameters that must be step scalars
     reduces: bool = False  # result is one value per tensor
+    counts_elements: bool = False  # a reduction whose value depends on how many elements a
+    # broadcast argument has (norm(c) of a tensor of c's is |c| sqrt(n); mean(c) is c)
     expand: Callable | None = None  # stateful: (ctx, *args) -> value node, making slots
     infix: tuple | None = None  # (symbol, precedence) for operators
     code: str | None = None  # printed code template, e.g. "torch.sqrt({0})"
@@ -482,11 +484,11 @@ _ROWS = [
         literal_positions=(1, 2), facts=_branch_facts),
     # per-tensor reductions
     _op("norm", ("x",), "Euclidean norm of the whole tensor", _norm, _np(np.abs),
-        "torch.linalg.vector_norm({0})", _sp_opaque("norm"), reduces=True, always=NONNEG,
-        keeps=(FINITE, NOINF)),
+        "torch.linalg.vector_norm({0})", _sp_opaque("norm"), reduces=True, counts_elements=True,
+        always=NONNEG, keeps=(FINITE, NOINF)),
     _op("dot", ("x", "y"), "sum of x * y over the tensor", _dot, _np(np.multiply),
         "torch.sum({0} * {1})", _sp_opaque("dot", commutative=True), reduces=True,
-        commutative=True, keeps=(FINITE, NOINF)),
+        counts_elements=True, commutative=True, keeps=(FINITE, NOINF)),
     _op("mean", ("x",), "mean over the tensor", _mean, float, "torch.mean({0})", _sp_opaque("mean"),
         reduces=True, keeps=(FINITE, NOINF, NONNEG, POS)),
     # stateful primitives (each call owns a hidden state slot)
