@@ -783,70 +783,79 @@ def _states(root: ir.Node) -> list:
 
 
 def _order_and_rename(rule: Rule, update: ir.Node, new_p: ir.Node | None, live: dict) -> Rule:
-    """Commutative operands sorted by a name-free key (a hyperparameter is known by its default,
-    a state by its kind, initial value and update: refined twice), then leaves renamed in order
-    of first use (h0.., s0..). The update (what the hash hashes) is the first root; a rule that
-    assigns p keeps its new p (p - (p - x) would round where x is much smaller than p)."""
+    """Commutative operands sorted by a name-free key, then leaves renamed in order of first
+    use (h0.., s0..). The update (what the hash hashes) is the first root; a rule that assigns
+    p keeps its new p (p - (p - x) would round where x is much smaller than p)."""
+    r = _Renamer(rule, _signatures(rule, live))
+    new_update = r.rebuild(update)
+    if new_p is None:
+        new_p = ir.node("sub", (ir.P, new_update), None, kind_of("sub", (ir.P, new_update)))
+    else:
+        new_p = r.rebuild(new_p)
+    kinds = {s.name: s.kind for s in rule.slots}
+    slots, k = [], 0
+    while k < len(r.states):  # a slot's update may name further states: they come after it
+        old = list(r.states)[k]
+        init, upd = live[old]
+        slots.append(Slot(r.states[old], kinds[old], r.rebuild(init), r.rebuild(upd)))
+        k += 1
+    hypers = {new: Hyper(new, rule.hypers[old].default) for old, new in r.hypers.items()}
+    return Rule(rule.name, hypers, slots, new_update, new_p, rule.assigns_p, rule.source, rule.doc)
+
+
+def _signatures(rule: Rule, live: dict) -> dict:
+    """A name-free signature of each live state: its kind, then its kind, initial value and
+    update (with the other states by their previous signature), refined twice."""
     kinds = {s.name: s.kind for s in rule.slots}
     sigs = {name: str(int(kinds[name])) for name in live}
     for _ in range(2):
         shape = Shapes(rule, sigs)
         sigs = {name: _digest(sigs[name], shape(i), shape(u)) for name, (i, u) in live.items()}
-    shape, names = Shapes(rule, sigs), Shapes(rule, None)
-    renamed: dict = {}
-    hypers: dict = {}
-    states: dict = {}
+    return sigs
 
-    def leaf(n):
+
+class _Renamer:
+    """Rebuilds canonical nodes with commutative operands sorted by their name-free shape (the
+    names only break ties) and leaves renamed h0.., s0.. in order of first use."""
+
+    def __init__(self, rule: Rule, sigs: dict):
+        self.shape, self.names = Shapes(rule, sigs), Shapes(rule, None)
+        self.renamed: dict = {}
+        self.hypers: dict = {}  # old name -> h_i
+        self.states: dict = {}  # old name -> s_i
+
+    def leaf(self, n: ir.Node) -> ir.Node:
         if n.op == "hyper":
-            if n.value not in hypers:
-                hypers[n.value] = f"h{len(hypers)}"
-            return ir.hyper(hypers[n.value])
+            return ir.hyper(self.hypers.setdefault(n.value, f"h{len(self.hypers)}"))
         if n.op == "state":
-            if n.value not in states:
-                states[n.value] = f"s{len(states)}"
-            return ir.state_read(states[n.value], n.kind)
+            return ir.state_read(self.states.setdefault(n.value, f"s{len(self.states)}"), n.kind)
         return n
 
-    def rebuild(root):
-        stack = [(root, False)]
+    def operands(self, n: ir.Node) -> list:
+        prim = PRIMITIVES.get(n.op)
+        args = operands(n, n.op) if prim is not None and prim.associative else list(n.args)
+        if prim is not None and prim.commutative:
+            args.sort(key=lambda a: (a.op != "const", self.shape(a), self.names(a)))
+        return args
+
+    def rebuild(self, root: ir.Node) -> ir.Node:
+        renamed, stack = self.renamed, [(root, False)]
         while stack:
             n, ready = stack.pop()
             if n in renamed:
                 continue
-            prim = PRIMITIVES.get(n.op)
-            args = operands(n, n.op) if prim is not None and prim.associative else list(n.args)
-            if prim is not None and prim.commutative:
-                args.sort(key=lambda a: (a.op != "const", shape(a), names(a)))
-            if not ready:
+            args = self.operands(n)
+            if not ready:  # operands first, in their sorted order (names go by first use)
                 stack.append((n, True))
                 stack += [(a, False) for a in reversed(args) if a not in renamed]
-                continue
-            if not n.args:
-                renamed[n] = leaf(n)
-            elif prim.associative:
+            elif not n.args:
+                renamed[n] = self.leaf(n)
+            elif PRIMITIVES[n.op].associative:
                 renamed[n] = chain(n.op, [renamed[a] for a in args])
             else:
                 new = tuple(renamed[a] for a in args)
                 renamed[n] = ir.node(n.op, new, n.value, kind_of(n.op, new))
         return renamed[root]
-
-    new_update = rebuild(update)
-    if new_p is None:
-        new_p = ir.node("sub", (ir.P, new_update), None, kind_of("sub", (ir.P, new_update)))
-    else:
-        new_p = rebuild(new_p)
-    out_slots, k = [], 0
-    order = list(states)
-    while k < len(order):
-        name = order[k]
-        init, upd = live[name]
-        out_slots.append(Slot(states[name], kinds[name], rebuild(init), rebuild(upd)))
-        order = list(states)
-        k += 1
-    new_hypers = {new: Hyper(new, rule.hypers[old].default) for old, new in hypers.items()}
-    return Rule(rule.name, new_hypers, out_slots, new_update, new_p, rule.assigns_p, rule.source,
-                rule.doc)
 
 
 def _digest(*parts) -> str:
