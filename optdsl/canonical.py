@@ -22,7 +22,8 @@ exponents of the same sign, or ``x > 0`` finite; ``x/x``, ``sign(x)^2``, ``sqrt(
 ``0 x = 0`` need a finite ``x``, ``a x + b x = (a+b) x`` with coefficients of opposite signs
 needs an ``x`` that is never infinite. Facts of states are an inductive invariant (the greatest
 set of facts that the initial value has and the update keeps: an ``ema`` of finite values is
-finite). Random draws are atoms (two rules that draw in another order hash alike: equal in
+finite). Under ``norm`` and ``dot``, which count the elements of a broadcast value, no rewrite
+turns a tensor into a scalar (``norm(g - g + 1)`` is sqrt(n), not 1). Random draws are atoms (two rules that draw in another order hash alike: equal in
 distribution).
 
 Equal hashes therefore mean: the rules are equal up to names (of locals, states and
