@@ -131,6 +131,7 @@ def simulated_search(task_name: str, candidates: int, workers: int, quantile: fl
         # the baselines first, always promoted: their screening scores seed the threshold
         for r in pool.map(evaluate_job, [job(source(b), None) for b in BASELINES.values()]):
             screens.append(r["screen"]["score"] if r["screen"] else None)
+        worst_baseline = min(s for s in screens if s is not None)
         baseline_s = time.monotonic() - t0
         t1 = time.monotonic()
         pending, queue = {}, list(texts)
@@ -140,7 +141,7 @@ def simulated_search(task_name: str, candidates: int, workers: int, quantile: fl
                 threshold = (known[min(len(known) - 1, int(quantile * len(known)))]
                              if known else float("-inf"))
                 if len(rows) + len(pending) < warmup:
-                    threshold = min(s for s in known)  # promote what beats the worst baseline
+                    threshold = worst_baseline  # promote what beats the worst baseline
                 text = queue.pop(0)
                 pending[pool.submit(evaluate_job, job(text, threshold))] = (text, threshold)
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -183,11 +184,21 @@ def main(argv=None) -> int:
     ap.add_argument("--quantile", type=float, default=0.9)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--screen-steps", type=int, help="override the screening rung's steps")
     ap.add_argument("--out", default="runs/throughput")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "throughput.json")
     results = json.load(open(path)) if os.path.exists(path) else {}
+    if args.screen_steps:  # before the worker processes fork, so that they see it too
+        import dataclasses
+        from optdsl.search import tasks
+        for name in args.tasks:
+            t = tasks.TASKS[name]
+            screen = {**t.protocol["screen"], "steps": args.screen_steps,
+                      "eval_every": max(1, args.screen_steps // 4)}
+            tasks.TASKS[name] = dataclasses.replace(t, protocol={**t.protocol, "screen": screen})
+        results["screen_steps"] = args.screen_steps
     results["uptime_before"] = os.popen("uptime").read().strip()
     if "profile" in args.what:
         results["profile"] = []
