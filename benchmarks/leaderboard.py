@@ -127,6 +127,8 @@ def main(argv=None) -> int:
     ap.add_argument("--horizons", type=int, nargs="+", default=[])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="runs/leaderboard")
+    ap.add_argument("--render", action="store_true",
+                    help="only write the tables from --out/partial.jsonl (an interrupted run)")
     args = ap.parse_args(argv)
     from optdsl.search.evaluate import Protocol
     from optdsl.search.fidelity import rungs
@@ -143,6 +145,10 @@ def main(argv=None) -> int:
         jobs += [(name, label, text, rung if overrides else None) for label, text in
                  entries(args.cosine, rung["steps"], args.rules)]
     jobs.sort(key=lambda j: j[1].endswith("+cos"))  # every plain rule first
+    if args.render:
+        with open(os.path.join(args.out, "partial.jsonl")) as f:
+            done = [json.loads(line) for line in f]
+        return write(args, plans, done, overrides, argv)
     print(f"{len(jobs)} trainings of a whole grid on {args.workers} worker(s): "
           + "; ".join(f"{n}: {r}" for n, r in plans.items()), flush=True)
     rows = []
@@ -156,6 +162,11 @@ def main(argv=None) -> int:
                                           if row["status"] == "ok" else row["status"])
             print(f"{row['task']:12} {row['rule']:22} {what}  ({row.get('seconds', 0):.1f} s)",
                   flush=True)
+    return write(args, plans, rows, overrides, argv)
+
+
+def write(args, plans: dict, rows: list, overrides: dict, argv) -> int:
+    """leaderboard.json and leaderboard.md in ``args.out``; prints the tables."""
     md = [f"Library leaderboard (benchmarks/leaderboard.py {' '.join(argv or sys.argv[1:])})", ""]
     for name, plan in plans.items():
         mine = [r for r in rows if r["task"] == name]
