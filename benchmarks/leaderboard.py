@@ -152,6 +152,7 @@ def main(argv=None) -> int:
     print(f"{len(jobs)} trainings of a whole grid on {args.workers} worker(s): "
           + "; ".join(f"{n}: {r}" for n, r in plans.items()), flush=True)
     rows = []
+    open(os.path.join(args.out, "partial.jsonl"), "w").close()
     with ProcessPoolExecutor(args.workers) as pool:
         for row in pool.map(run_one, jobs):
             rows.append(row)
