@@ -106,7 +106,7 @@ PARAMS, GRADS = _inputs()
 class Outcome:
     backend: str
     error: BaseException | None = None
-    at: str = ""  # where the error came: construct or step k
+    at: str = ""  # where the error came: construction or step k
     params: list = field(default_factory=list)  # after each step: [tensor per parameter]
     states: list = field(default_factory=list)  # final state dict per parameter
     fallback: str | None = None
@@ -248,7 +248,7 @@ def _compare(outcomes: list) -> str | None:
     if escaped:
         e = escaped[0].error
         return f"an undocumented {type(e).__name__} escaped from {escaped[0].backend}: {e}"
-    errors = {(type(o.error).__name__, str(o.error)) if o.error else None for o in outcomes}
+    errors = {(type(o.error).__name__, str(o.error), o.at) if o.error else None for o in outcomes}
     if len(errors) > 1:
         return "the backends disagree on raising: " + "; ".join(o.describe() for o in outcomes)
     if outcomes[0].error is not None:
