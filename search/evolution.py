@@ -47,7 +47,8 @@ class EvolutionStrategy(SpaceStrategy):
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
                  space_obj=None, live_only: bool = True, near: float = 0.999,
                  population: int = 32, sample: int = 4, insert: float = 0.2,
-                 delete: float = 0.1, combine: float = 0.0, prior: float = 0.0, warm=None):
+                 delete: float = 0.1, combine: float = 0.0, prior: float = 0.0,
+                 elite: float = 0.0, warm=None):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near)
         self.population_size, self.sample_size = population, sample
@@ -55,7 +56,8 @@ class EvolutionStrategy(SpaceStrategy):
         if warm is None and self.space_name == "bello" and space_obj is None:
             warm = [bello_program(g) for g in BELLO_WARM.values()]
         self.warm = list(warm or [])
-        self.prior_weight = prior
+        self.prior_weight, self.p_elite = prior, elite
+        self.best: list | None = None  # [tree json, reward] of the best program evaluated
         self.prior = self.space.prior(self.warm, prior) if prior and self.warm else None
         self.population: list = []  # [tree json, reward], oldest first
         self.mutations: dict = {}
@@ -69,7 +71,8 @@ class EvolutionStrategy(SpaceStrategy):
                 continue
         if len(self.population) < self.population_size:
             return self.space.sample(self.rng, self.prior), "random"
-        parent = self._tournament()
+        parent = (Tree.from_json(self.best[0]) if self.best and self.rng.random() < self.p_elite
+                  else self._tournament())
         u = self.rng.random()
         made = None
         if u < self.p_combine:
@@ -93,6 +96,8 @@ class EvolutionStrategy(SpaceStrategy):
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
         if free:
             return
+        if self.best is None or reward > self.best[1]:
+            self.best = [tree.to_json(), float(reward)]
         self.population.append([tree.to_json(), float(reward)])
         if len(self.population) > self.population_size:
             self.population.pop(0)
@@ -106,13 +111,14 @@ class EvolutionStrategy(SpaceStrategy):
 
     def state_dict(self) -> dict:
         return {**self._base_state(), "population": self.population, "warm": self.warm,
-                "mutations": self.mutations}
+                "mutations": self.mutations, "best": self.best}
 
     def load_state_dict(self, state: dict) -> None:
         self._load_base(state)
         self.population = [list(m) for m in state["population"]]
         self.warm = list(state["warm"])
         self.mutations = dict(state["mutations"])
+        self.best = state["best"]
 
 
 STRATEGIES[EvolutionStrategy.name] = EvolutionStrategy

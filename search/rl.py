@@ -18,7 +18,10 @@ them) and replayed in one padded pass, so the controller costs about 1 ms per dr
 
 ``risk`` < 1 (REINFORCE/PPO) learns only from the best ``risk`` fraction of each batch, with
 their quantile as the baseline (risk-seeking policy gradient, Petersen et al. 2021, "Deep
-symbolic regression"). ``prior`` > 0 starts the policy from the library prior of
+symbolic regression"). ``edit`` > 0: that fraction of the draws start from one of the
+``queue`` best programs with one decision left open, which the policy makes (with the
+subtree it opens): policy-guided mutation of the best programs, a hybrid in the spirit of
+neural-guided genetic programming (Mundhenk et al. 2021). ``prior`` > 0 starts the policy from the library prior of
 ``Space.prior`` (the operands the warm-start library rules use) instead of uniform. All three
 take an entropy bonus (0.05 by default: with 0.01 the policy narrowed onto a few programs,
 96% and 98% of the draws of rediscovery seeds 1 and 4 were duplicates and seed 4 ran out of new
@@ -146,7 +149,7 @@ class RLStrategy(SpaceStrategy):
                  algo: str = "reinforce", batch: int = 16, lr: float = 0.01,
                  entropy: float = 0.05, hidden: int = 32, baseline_decay: float = 0.9,
                  epochs: int = 4, clip: float = 0.2, temperature: float = 1.0,
-                 prior: float = 0.0, risk: float = 1.0, queue: int = 16):
+                 prior: float = 0.0, risk: float = 1.0, queue: int = 16, edit: float = 0.0):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near)
         if algo not in ("reinforce", "ppo", "pqt"):
@@ -160,8 +163,8 @@ class RLStrategy(SpaceStrategy):
         self.opt = torch.optim.Adam(self.controller.parameters(), lr=lr)
         self.algo, self.batch_size, self.entropy = algo, batch, entropy
         self.baseline_decay, self.epochs, self.clip = baseline_decay, epochs, clip
-        self.temperature, self.risk, self.queue_size = temperature, risk, queue
-        self.queue: list = []  # pqt: [reward, decisions] of the best evaluated programs
+        self.temperature, self.risk, self.queue_size, self.edit = temperature, risk, queue, edit
+        self.queue: list = []  # [reward, decisions, tree json] of the best evaluated programs
         self.baseline = None
         self.buffer: list = []  # [decisions, reward, old logp]
         self.updates = 0
@@ -172,7 +175,9 @@ class RLStrategy(SpaceStrategy):
         """``k`` programs decoded in lockstep: one controller step per decision position for
         the whole batch (each program's grammar walk is a ``Space.steps`` generator)."""
         ctl, rng = self.controller, self.rng
-        walks = [self.space.steps() for _ in range(k)]
+        starts = [self._edited() if self.queue and rng.random() < self.edit else None
+                  for _ in range(k)]
+        walks = [self.space.steps(start) for start in starts]
         requests = [next(w) for w in walks]
         decisions = [[] for _ in range(k)]
         logps = [0.0] * k
@@ -203,14 +208,23 @@ class RLStrategy(SpaceStrategy):
                     except StopIteration as done:
                         trees[i] = done.value
                 live = still
-        return [(t, [d, lp]) for t, d, lp in zip(trees, decisions, logps)]
+        return [(t, [d if start is None else self.space.decisions_of(t), lp])
+                for t, d, lp, start in zip(trees, decisions, logps, starts)]
+
+    def _edited(self) -> Tree:
+        """One of the best programs with one decision left open (its subtree too): the policy
+        makes that decision and whatever it changes downstream (policy-guided mutation)."""
+        tree = Tree.from_json(self.rng.choice(self.queue)[2])
+        node = self.rng.choice([t for t in tree.nodes() if t.rule in self.space.n_choices])
+        node.alt, node.children, node.value = -1, [], None
+        return tree
 
     # --- learning --------------------------------------------------------------------------------
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
         decisions, logp = meta
         self.buffer.append([decisions, float(reward), float(logp)])
-        if not free and self.algo == "pqt":
-            self.queue.append([float(reward), decisions])
+        if not free and (self.algo == "pqt" or self.edit):
+            self.queue.append([float(reward), decisions, tree.to_json()])
             self.queue.sort(key=lambda e: -e[0])  # stable: the earlier of equal rewards first
             del self.queue[self.queue_size:]
         if len(self.buffer) >= self.batch_size:
@@ -236,7 +250,7 @@ class RLStrategy(SpaceStrategy):
             if self.algo == "pqt":
                 if not self.queue:
                     break
-                best, _ = self.controller.replay([d for _, d in self.queue], self.temperature)
+                best, _ = self.controller.replay([e[1] for e in self.queue], self.temperature)
                 loss = -best.mean() - self.entropy * ent.mean()
             elif self.algo == "ppo":
                 ratio = torch.exp(logp - old)
@@ -277,7 +291,7 @@ class RLStrategy(SpaceStrategy):
         self.buffer = [[[tuple(d) for d in dec], r, lp] for dec, r, lp in state["buffer"]]
         self.updates = state["updates"]
         self.curve = [list(c) for c in state["curve"]]
-        self.queue = [[r, [tuple(d) for d in dec]] for r, dec in state["queue"]]
+        self.queue = [[r, [tuple(d) for d in dec], t] for r, dec, t in state["queue"]]
 
 
 STRATEGIES[RLStrategy.name] = RLStrategy

@@ -281,6 +281,17 @@ class Space:
                 return name
         return None
 
+    def decisions_of(self, tree: Tree) -> list:
+        """[(rule, choice, allowed)] of ``tree`` in rendering order: what a policy scores."""
+        choices = iter([t.alt for t in tree.nodes() if t.rule in self.n_choices])
+        out: list = []
+
+        def replay(rule, ok):
+            out.append((rule, next(choices), list(ok)))
+            return out[-1][1]
+        self.decode(replay)
+        return out
+
     def aliases(self, tree: Tree) -> list:
         """The decisions as readable names (e.g. ['depth2', 'mul', 'identity', 'sign_g', ...])."""
         return [(_fmt_const(t.value) if t.rule == "const" else self.rules[t.rule][t.alt].alias)

@@ -210,7 +210,8 @@ def _drive(s, space, rounds):
     return out
 
 
-@pytest.mark.parametrize("cls,kw", [(RLStrategy, {"batch": 4}), (EvolutionStrategy, {"population": 8})])
+@pytest.mark.parametrize("cls,kw", [(RLStrategy, {"batch": 4}), (EvolutionStrategy, {"population": 8}),
+                                    (EvolutionStrategy, {"population": 8, "elite": 0.3})])
 def test_resume_matches_an_uninterrupted_run(cls, kw):
     space = Space("toy", text=TOY)
     whole = _drive(cls(seed=5, use_filter=False, space_obj=space, **kw), space, 12)
@@ -389,7 +390,8 @@ def test_library_prior_weights_the_operands_the_library_uses():
     assert picks.count(alias.index("sign_m")) > 2.5 * picks.count(alias.index("g3"))
 
 
-@pytest.mark.parametrize("options", [{"risk": 0.25}, {"algo": "ppo"}, {"prior": 0.5}])
+@pytest.mark.parametrize("options", [{"risk": 0.25}, {"algo": "ppo"}, {"algo": "pqt"},
+                                     {"edit": 0.5, "queue": 4}])
 def test_rl_variants_learn_and_resume(options):
     space = Space("toy", text=TOY)
     whole = _drive(RLStrategy(seed=5, use_filter=False, space_obj=space, batch=4, **options),
@@ -409,3 +411,15 @@ def test_rl_prior_is_the_initial_policy():
     probs = torch.softmax(rl.controller.head.bias[o:o + n], 0)
     expected = rl.space.prior([bello_program(g) for g in BELLO_WARM.values()], 0.5)["operand"]
     assert probs.tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_decisions_of_replays_to_the_same_tree_and_log_probability():
+    space = Space("bello")
+    rl = RLStrategy(seed=2)
+    for tree, (decisions, logp) in rl._draws(6):
+        assert space.decisions_of(tree) == decisions
+        assert space.source(space.decode(lambda r, ok, it=iter(d[1] for d in decisions):
+                                         next(it))) == space.source(tree)
+    (tree, (decisions, logp)), = rl._draws(1)
+    replayed, _ = rl.controller.replay([decisions])
+    assert float(replayed.detach()[0]) == pytest.approx(logp, abs=1e-4)
