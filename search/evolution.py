@@ -1,23 +1,33 @@
 """Regularized evolution (Real et al. 2019) over programs of a grammar space.
 
 A population of at most ``population`` evaluated programs, oldest first. Each new candidate is
-a mutation of a tournament winner: ``sample`` members drawn at random, the best of them is the
-parent (4 of 32 by default: with 8 the population filled with variants of its Adam warm start
-and the search tied random sampling in the rediscovery benchmark), and one of its decisions
-changes (``Space.mutate``): an operand or a function is replaced, a statement (a group of
-Bello's space) is inserted or deleted, or a constant is scaled by ``2^N(0,1)``. When the child
-is evaluated it joins the population and the oldest member leaves (ageing: a good program
-survives only through its descendants). Until the population is full, candidates are the
-warm-start programs (``warm``: texts of the space, e.g. library rules written in it) and then
-uniform draws.
+made from a parent: the best of ``sample`` members drawn at random (4 of 32 by default: with
+8 the population filled with variants of its Adam warm start in the digits rediscovery
+benchmark), or, with probability ``elite`` (0.2), the best program evaluated so far. The
+child is made by the Lion search's operators (Chen et al. 2023) on the space's trees
+(``search.space``): ``insert`` (0.2) a new group in front of one, fed one of its operands;
+``delete`` (0.1) a group, one of its operands read in its place; ``combine`` (0.2, crossover)
+two tournament winners under a new binary function; otherwise ``modify`` one decision (an
+operand or a function replaced, a constant scaled by ``2^N(0,1)``), its subtree redrawn. New
+choices are drawn from the library prior (``prior`` 0.5, ``Space.prior``: the operands the
+warm-start rules use weigh more) instead of uniformly. When the child is evaluated it joins
+the population and the oldest member leaves (ageing). Until the population is full,
+candidates are the warm-start programs (``warm``: library rules written in the space, none in
+the PowerSign/AddSign family) and then draws from the prior.
 
-Hashing of equivalent programs as in the Lion search (Chen et al. 2023): a child that is a
-duplicate (canonical hash or fingerprint) of an evaluated program, or degenerate, is not
-evaluated and another mutation is drawn (at most ``SpaceStrategy.max_draws`` times).
+Why these defaults (match:powersign, seeds 0-4, 3,000 evaluations; evaluations to the first
+PowerSign/AddSign member, ``x`` = not reached): modify/insert/delete only: x x x (seeds 0-2);
+with combine and prior: 1111 1842 x x x; and elite 0.2: x x 1763 1193 1128 (median 1763);
+sample 8 of 64 instead: 2454 x 802 x x. A near miss (0.93, one ``drop`` away from an
+AddSign-like rule) aged out of the population before its fix was drawn: hence ``elite``.
+
+Dedupe as in the Lion search: a child that is a duplicate of an evaluated program (or a
+near-copy, ``search.filters``) or degenerate is not evaluated and another mutation is drawn
+(at most ``SpaceStrategy.max_draws`` times).
 
 Results of rules this strategy did not propose (``--seeds``) join the population too when they
-are programs of the space. The population, pending children and random state are in
-``state_dict`` so ``--resume`` continues the same run.
+are programs of the space. The population, the best program, pending children and the random
+state are in ``state_dict`` so ``--resume`` continues the same run.
 """
 from __future__ import annotations
 
@@ -47,8 +57,8 @@ class EvolutionStrategy(SpaceStrategy):
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
                  space_obj=None, live_only: bool = True, near: float = 0.999,
                  population: int = 32, sample: int = 4, insert: float = 0.2,
-                 delete: float = 0.1, combine: float = 0.0, prior: float = 0.0,
-                 elite: float = 0.0, warm=None):
+                 delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
+                 elite: float = 0.2, warm=None):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near)
         self.population_size, self.sample_size = population, sample
