@@ -48,7 +48,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -56,7 +56,7 @@ import torch
 
 from . import ir
 from .interpreter import Interpreter
-from .ir import Hyper, Kind, Rule, Slot
+from .ir import Hyper, Rule, Slot
 from .primitives import FINITE, PRIMITIVES, Fact, closed, const_facts, has, kind_of
 from .printing import number, to_text
 from .probes import fingerprint_inputs, rounded_digest

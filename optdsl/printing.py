@@ -12,12 +12,17 @@ from .ir import Node
 from .primitives import PRIMITIVES
 
 
+_NAMED = {math.e: "E", math.pi: "pi"}  # the language's named constants, spelled as it spells them
+
+
 def number(x: float, digits: int | None = None) -> str:
     """A constant as the language writes it: integers without a point (``2``, not ``2.0``),
-    ``inf``, ``-inf``, ``nan`` (no literal of the language: only a folded constant is NaN), else
+    ``E``, ``pi``, ``inf``, ``-inf``, ``nan`` (no literal of the language: only a folded constant is NaN), else
     the shortest repr; ``digits`` rounds to that many significant digits first. -0.0 is 0."""
     if x != x:
         return "nan"
+    if x in _NAMED:
+        return _NAMED[x]
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
     if digits is not None:

@@ -5,7 +5,6 @@ merged constants), and ``optdsl.equivalent`` proves the printed program equal to
 """
 from __future__ import annotations
 
-import math
 import re
 
 import sympy as sp
@@ -13,6 +12,7 @@ import sympy as sp
 from .equivalence import equivalent
 from .errors import DSLError
 from .probes import is_random
+from .printing import number
 from .rules import parse
 from .symbolic import (hyper_symbol, input_symbols, leaf_map, live_slots, rewrites, slot_names,
                        state_symbol, to_text, translate)
@@ -67,7 +67,7 @@ def _program_text(rule) -> str:
     lines.append(f"    return {u_name}")
     used = {x.name for e in [u] + [e for _, e in updates] + [init_tr[s.init] for s in live]
             for x in e.free_symbols}
-    header = ", ".join(f"{h.name}={_default_text(h.default)}" for h in rule.hypers.values()
+    header = ", ".join(f"{h.name}={number(h.default)}" for h in rule.hypers.values()
                        if h.name in used or h.name == "lr")
     name = re.sub(r"[^A-Za-z0-9_]", "_", rule.name) + "_simplified"
     if not live:
@@ -82,11 +82,3 @@ def _fresh(base: str, taken: set) -> str:
         name = f"{base}{i}"
     taken.add(name)
     return name
-
-
-def _default_text(v: float) -> str:
-    if v == math.e:
-        return "E"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return repr(int(v)) if v == int(v) and abs(v) < 1e15 else repr(v)

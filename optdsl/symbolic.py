@@ -173,103 +173,120 @@ _PRINT_REL = {sp.StrictLessThan: "<", sp.LessThan: "<=", sp.StrictGreaterThan: "
 
 def to_text(e, names: dict | None = None) -> str:
     """A sympy expression (of a translated rule) in the language's syntax."""
-    names = names or {}
+    return _TextPrinter(names or {}).go(e, 0)
 
-    def num(x) -> str:
-        if x is sp.E:
-            return "E"
-        if x is sp.pi:
-            return "pi"
-        if x == sp.oo:
-            return "inf"
-        if x == -sp.oo:
-            return "(-inf)"
+
+class _TextPrinter:
+    """sympy -> the language's text, one method per kind of node (as sympy's own printers).
+    ``outer`` is the binding strength around: 0 top or argument, 1 sum, 2 product, 3 unary,
+    4 power; a node wraps itself in parentheses when it binds less tightly."""
+
+    def __init__(self, names: dict):
+        self.names = names
+
+    def go(self, e, outer: int) -> str:
+        if e in self.names:
+            return self.names[e]
+        for test, method in self.DISPATCH:
+            if test(e):
+                return method(self, e, outer)
+        raise DSLError(f"cannot print {type(e).__name__} in the language: {e}")
+
+    @staticmethod
+    def number(x) -> str:
+        named = {sp.E: "E", sp.pi: "pi", sp.oo: "inf", -sp.oo: "(-inf)"}
+        if x in named:
+            return named[x]
         if x.is_Integer:
             return str(int(x))
         if x.is_Rational:
             f = float(x)
-            if sp.Rational(repr(f)) == x:
-                return repr(f)
-            return f"({x.p} / {x.q})"
+            return repr(f) if sp.Rational(repr(f)) == x else f"({x.p} / {x.q})"
         return repr(float(x))
 
-    def go(e, outer: int) -> str:
-        # outer: 0 top / argument, 1 sum, 2 product, 3 unary, 4 power
-        if e in names:
-            return names[e]
-        if e.is_Symbol:
-            return names.get(e, e.name)
-        if e.is_Number or e in (sp.E, sp.pi):
-            s = num(e)
-            return f"({s})" if (s.startswith("-") and outer > 0) or ("/" in s and outer > 1) else s
-        if e.is_Add:
-            terms = sorted(e.args, key=lambda a: (a.could_extract_minus_sign(), sp.default_sort_key(a)))
-            s = go(terms[0], 1)
-            for a in terms[1:]:
-                if a.could_extract_minus_sign():
-                    s += f" - {go(-a, 2)}"
-                else:
-                    s += f" + {go(a, 1)}"
-            return f"({s})" if outer > 1 else s
-        if e.is_Mul:
-            coeff, rest = e.as_coeff_Mul()
-            if coeff.is_negative:
-                s = "-" + go(-e, 3)
-                return f"({s})" if outer > 1 else s
-            num_f, den_f = [], []
-            for f in sp.Mul.make_args(e):
-                if f.is_Pow and f.exp.is_negative and f.exp.is_number:
-                    den_f.append(f.base ** (-f.exp))
-                elif f.is_Rational and f.q != 1 and f.p == 1:
-                    den_f.append(sp.Integer(f.q))
-                else:
-                    num_f.append(f)
-            s = " * ".join(go(f, 2) for f in num_f) if num_f else "1"
-            for f in den_f:
-                s += f" / {go(f, 3)}"
-            return f"({s})" if outer > 2 else s
-        if e.is_Pow:
-            if e.exp == sp.Rational(1, 2):
-                return f"sqrt({go(e.base, 0)})"
-            if e.exp.is_number and e.exp.is_negative:
-                s = f"1 / {go(e.base ** (-e.exp), 3)}"
-                return f"({s})" if outer > 2 else s
-            if e.base is sp.E:
-                return f"exp({go(e.exp, 0)})"
-            s = f"{go(e.base, 5)}^{go(e.exp, 4)}"
-            return f"({s})" if outer > 4 else s
-        if isinstance(e, sp.Piecewise):
-            (a, c), rest = e.args[0], e.args[1:]
-            b = sp.Piecewise(*rest) if rest and not (len(rest) == 1 and rest[0].cond == sp.true) \
-                else (rest[0].expr if rest else sp.nan)
-            return f"where({cond(c)}, {go(a, 0)}, {go(b, 0)})"
-        if isinstance(e, sp.Mod):
-            s = f"{go(e.args[0], 2)} % {go(e.args[1], 3)}"
-            return f"({s})" if outer > 2 else s
-        if e.func in _PRINT_FUNCS:
-            name = _PRINT_FUNCS[e.func]
-            if name in ("min", "max") and len(e.args) > 2:
-                inner = e.func(*e.args[1:])
-                return f"{name}({go(e.args[0], 0)}, {go(inner, 0)})"
-            return f"{name}({', '.join(go(a, 0) for a in e.args)})"
-        if isinstance(e, sp.core.function.AppliedUndef):
-            return f"{e.func.__name__}({', '.join(go(a, 0) for a in e.args)})"
-        raise DSLError(f"cannot print {type(e).__name__} in the language: {e}")
+    def constant(self, e, outer: int) -> str:
+        s = self.number(e)
+        return f"({s})" if (s.startswith("-") and outer > 0) or ("/" in s and outer > 1) else s
 
-    def cond(c) -> str:
+    def symbol(self, e, outer: int) -> str:
+        return self.names.get(e, e.name)
+
+    def add(self, e, outer: int) -> str:
+        terms = sorted(e.args, key=lambda a: (a.could_extract_minus_sign(), sp.default_sort_key(a)))
+        s = self.go(terms[0], 1)
+        for a in terms[1:]:
+            s += f" - {self.go(-a, 2)}" if a.could_extract_minus_sign() else f" + {self.go(a, 1)}"
+        return f"({s})" if outer > 1 else s
+
+    def mul(self, e, outer: int) -> str:
+        coeff, _ = e.as_coeff_Mul()
+        if coeff.is_negative:
+            s = "-" + self.go(-e, 3)
+            return f"({s})" if outer > 1 else s
+        num_f, den_f = [], []
+        for f in sp.Mul.make_args(e):
+            if f.is_Pow and f.exp.is_negative and f.exp.is_number:
+                den_f.append(f.base ** (-f.exp))
+            elif f.is_Rational and f.q != 1 and f.p == 1:
+                den_f.append(sp.Integer(f.q))
+            else:
+                num_f.append(f)
+        s = " * ".join(self.go(f, 2) for f in num_f) if num_f else "1"
+        s += "".join(f" / {self.go(f, 3)}" for f in den_f)
+        return f"({s})" if outer > 2 else s
+
+    def power(self, e, outer: int) -> str:
+        if e.exp == sp.Rational(1, 2):
+            return f"sqrt({self.go(e.base, 0)})"
+        if e.exp.is_number and e.exp.is_negative:
+            s = f"1 / {self.go(e.base ** (-e.exp), 3)}"
+            return f"({s})" if outer > 2 else s
+        if e.base is sp.E:
+            return f"exp({self.go(e.exp, 0)})"
+        s = f"{self.go(e.base, 5)}^{self.go(e.exp, 4)}"
+        return f"({s})" if outer > 4 else s
+
+    def piecewise(self, e, outer: int) -> str:
+        (a, c), rest = e.args[0], e.args[1:]
+        b = sp.Piecewise(*rest) if rest and not (len(rest) == 1 and rest[0].cond == sp.true) \
+            else (rest[0].expr if rest else sp.nan)
+        return f"where({self.condition(c)}, {self.go(a, 0)}, {self.go(b, 0)})"
+
+    def mod(self, e, outer: int) -> str:
+        s = f"{self.go(e.args[0], 2)} % {self.go(e.args[1], 3)}"
+        return f"({s})" if outer > 2 else s
+
+    def function(self, e, outer: int) -> str:
+        name = _PRINT_FUNCS[e.func]
+        if name in ("min", "max") and len(e.args) > 2:
+            return f"{name}({self.go(e.args[0], 0)}, {self.go(e.func(*e.args[1:]), 0)})"
+        return f"{name}({', '.join(self.go(a, 0) for a in e.args)})"
+
+    def undefined(self, e, outer: int) -> str:  # reductions and schedules: uninterpreted
+        return f"{e.func.__name__}({', '.join(self.go(a, 0) for a in e.args)})"
+
+    def condition(self, c) -> str:
         if c.func in _PRINT_REL:
-            return f"{go(c.lhs, 1)} {_PRINT_REL[c.func]} {go(c.rhs, 1)}"
+            return f"{self.go(c.lhs, 1)} {_PRINT_REL[c.func]} {self.go(c.rhs, 1)}"
         if isinstance(c, sp.And):
-            return " * ".join(f"({cond(a)})" for a in c.args)
+            return " * ".join(f"({self.condition(a)})" for a in c.args)
         if isinstance(c, sp.Not):
-            return f"1 - ({cond(c.args[0])})"
-        if c == sp.true:
-            return "1"
-        if c == sp.false:
-            return "0"
+            return f"1 - ({self.condition(c.args[0])})"
+        if c in (sp.true, sp.false):
+            return "1" if c == sp.true else "0"
         raise DSLError(f"cannot print the condition {c} in the language")
 
-    return go(e, 0)
+    DISPATCH = [
+        (lambda e: e.is_Symbol, symbol),
+        (lambda e: e.is_Number or e in (sp.E, sp.pi), constant),
+        (lambda e: e.is_Add, add),
+        (lambda e: e.is_Mul, mul),
+        (lambda e: e.is_Pow, power),
+        (lambda e: isinstance(e, sp.Piecewise), piecewise),
+        (lambda e: isinstance(e, sp.Mod), mod),
+        (lambda e: e.func in _PRINT_FUNCS, function),
+        (lambda e: isinstance(e, sp.core.function.AppliedUndef), undefined),
+    ]
 
 
 def rewrites(e: sp.Expr) -> sp.Expr:
