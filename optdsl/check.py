@@ -49,14 +49,21 @@ class _RuleBuilder:
         self.reserved: set = set()  # explicit states' names (their slot comes at the update)
         self.state_dtypes: dict = {}  # slot name -> (storage dtype, Pos) written in the program
         self.hypers: dict = {}
+        self.implicit: set = set()  # names used but declared by no header (lr): default pending
         self.slots: list = []
         self.kind_hints = kind_hints  # slot name -> Kind learnt on a previous pass
         self.kind_raised = False
         self.subrules: list = []
 
-    def add_hyper(self, name: str, default: float) -> ir.Node:
-        if name not in self.hypers:
+    def add_hyper(self, name: str, default: float, implicit: bool = False) -> ir.Node:
+        """The hyperparameter ``name``; its default is the first declared one, and a declared
+        default replaces the implicit one of an undeclared ``lr`` (so ``lr * adamax()`` and
+        ``adamax() * lr`` both take adamax's lr)."""
+        if name not in self.hypers or (name in self.implicit and not implicit):
             self.hypers[name] = Hyper(name, float(default))
+            self.implicit.discard(name)
+            if implicit:
+                self.implicit.add(name)
         return ir.hyper(name)
 
     def unique_slot_name(self, base: str) -> str:
@@ -126,7 +133,7 @@ class _Instance:
         if name in self.hypers:
             return self.hypers[name]
         if name == "lr":  # every rule has lr, declared or not
-            self.hypers["lr"] = self.b.add_hyper("lr", DEFAULT_LR)
+            self.hypers["lr"] = self.b.add_hyper("lr", DEFAULT_LR, implicit=True)
             return self.hypers["lr"]
         if name in self.rule_params:
             return self.rule_value(name, pos)
