@@ -15,6 +15,14 @@ Every proposal is written to the store before it is submitted, and the results o
 (with the strategy's new state) in one transaction; a resumed search resubmits what was
 pending and continues the strategy where its stored state left it.
 
+Multi-fidelity protocols (a ``screen`` rung, ``search.fidelity``): baselines and seeds always
+run the full protocol; a strategy's candidate runs the screening rung and is promoted to the
+full one only when its screening score beats ``PROMOTE_QUANTILE`` of this search's earlier
+screening scores (the worst baseline's screening score until ``WARMUP`` of them are known).
+The strategy is told the full score of a promoted candidate and, for one screened out, its
+screening score minus 1 (:func:`reward`): below every promoted candidate, ordered among
+themselves.
+
 A proposal is a ``search.candidate.Candidate`` (built once: text, checked rule, cache key); it
 is stored with the id its strategy gave it, and its result goes back to the strategy with that
 id. Tasks are ``search.tasks`` rows or ``match:RULE`` (``search.match``), see
@@ -38,6 +46,27 @@ from .tasks import Task, get_task
 def resolve_task(name: str):
     """The task called ``name``: ``match:RULE`` (search.match) or a row of search.tasks."""
     return match.get_task(name) if match.is_match(name) else get_task(name)
+
+
+PROMOTE_QUANTILE = 0.9  # promote the candidates above this quantile of screening scores
+WARMUP = 20  # screening scores to know before the quantile is used
+
+
+def reward(result: dict):
+    """What the strategy is told: the score, or for a candidate the screening rung stopped, its
+    screening score minus 1 (accuracies lie in [0, 1]: every screened-out candidate ranks below
+    every promoted one, and among themselves by their screen)."""
+    if result.get("rung") == "screen" and result.get("score") is not None:
+        return result["score"] - 1.0
+    return result.get("score")
+
+
+def promotion_threshold(screen_scores: list, baseline_screens: list):
+    """The screening score a candidate must beat to run the full protocol (see the module)."""
+    if len(screen_scores) < WARMUP:
+        return min(baseline_screens) if baseline_screens else float("-inf")
+    ordered = sorted(screen_scores)
+    return ordered[min(len(ordered) - 1, int(PROMOTE_QUANTILE * len(ordered)))]
 
 
 @dataclass
@@ -164,6 +193,11 @@ class SearchLoop:
             Proposal(p["seq"], p["rule"], p["rule_hash"], p["source"], p["name"], p["cid"])
             for p in store.proposals(search_id) if p["status"] == "pending")
         self.hits: list = []  # cache hits found while filling, recorded together
+        self.screened = bool(self.protocol_config.get("screen"))  # a multi-fidelity protocol
+        self.screen_scores = store.screen_scores(search_id) if self.screened else []
+        self.baseline_screens = [e["screen_score"] for e in store.evaluations(
+            self.task.name, self.protocol_key) if e.get("name") and e.get("screen_score")
+            is not None] if self.screened else []
         self.proposed = counts["proposed"]
         self.exhausted = False
         self.empty_rounds = 0
@@ -174,7 +208,8 @@ class SearchLoop:
             if p["source"] == "baseline" or p["status"] == "pending":
                 continue
             e = self.store.lookup(p["rule_hash"], self.task.name, self.protocol_key)
-            if e and e["status"] == "ok" and (best is None or e["score"] > best["score"]):
+            if e and e["status"] == "ok" and e.get("rung") != "screen" and (
+                    best is None or e["score"] > best["score"]):
                 best = e
         return best
 
@@ -270,6 +305,8 @@ class SearchLoop:
             return
         job = {"rule": prop.rule, "task": self.task.name, "protocol": self.protocol_config,
                "time_limit": self.time_limit}
+        if self.screened and prop.source == "strategy":
+            job["promote_above"] = promotion_threshold(self.screen_scores, self.baseline_screens)
         if getattr(self.runner, "local", False) and prop.parsed is not None:
             job["parsed"] = prop.parsed
         ticket = self.runner.submit(job)
@@ -294,6 +331,10 @@ class SearchLoop:
                 for p in props[1:]:
                     self.store.resolve_proposal(self.sid, p.seq, "cached")
                 observed += [(p, result, i > 0) for i, p in enumerate(props)]
+                screen = (result.get("screen") or {}).get("score")
+                if screen is not None:
+                    (self.baseline_screens if first.source == "baseline"
+                     else self.screen_scores).append(screen)
                 if first.source != "baseline":
                     self.progress.evaluated += 1
             self._observe(observed)
@@ -307,11 +348,11 @@ class SearchLoop:
             self.progress.done += 1
             self.progress.cached += bool(cached)
             self.progress.failed += result["status"] == "failed"
-            if result["status"] == "ok" and (self.progress.best is None
-                                             or result["score"] > self.progress.best["score"]):
+            if result["status"] == "ok" and result.get("rung") != "screen" and (
+                    self.progress.best is None or result["score"] > self.progress.best["score"]):
                 self.progress.best = {**result, "rule": prop.rule, "rule_hash": prop.hash}
             observed.append({"id": prop.cid, "key": prop.hash, "rule": prop.rule,
-                             "status": result["status"], "score": result.get("score"),
+                             "status": result["status"], "score": reward(result),
                              "cached": cached, "source": prop.source})
         if observed:
             self.strategy.observe(observed)

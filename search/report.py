@@ -52,7 +52,9 @@ def leaderboard(store: Store, task: str, protocol: str, top: int = 10, metric: s
     for r in rows:
         baseline = bool(r.get("name"))
         score = f"{r['score']:.4f}" if r["score"] is not None else "-"
-        status = r["status"]
+        if r.get("score_se") is not None:
+            score += f" ± {r['score_se']:.4f}"
+        status = r["status"] if r.get("rung") != "screen" else "screened out"
         if status == "diverged" and r.get("diverged_step"):
             status += f" @{r['diverged_step']}"
         table.add_row(str(r["rank"]), score, f"{r['best_lr']:g}" if r["best_lr"] else "-",

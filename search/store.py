@@ -15,7 +15,10 @@ Tables:
   ``--resume`` resubmits the pending ones and continues; the rest are never run again.
 
 ``rule_hash`` is the one cache key of ``search.candidate`` (the strategies' filter uses the
-same). A store of schema 1 (before ``cid``) is upgraded in place when opened for writing.
+same). For a multi-fidelity protocol an evaluation also records the rung it reached
+(``screen``: stopped by the screening rung, its score on that rung's scale; ``full``), the
+score's standard error over seeds, the validation loss and the screening score. A store of an
+older schema is upgraded in place when opened for writing (``UPGRADES``).
 
 Every completed evaluation is committed on its own, so a search killed at any moment loses
 only the evaluations that were in flight. WAL mode lets ``optdsl report`` read while a search
@@ -30,7 +33,15 @@ import time
 
 from .errors import SearchError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# What each schema added, with the statements that bring an older store up to date in place.
+UPGRADES = {
+    2: ["ALTER TABLE proposals ADD COLUMN cid TEXT"],
+    3: ["ALTER TABLE evaluations ADD COLUMN rung TEXT",
+        "ALTER TABLE evaluations ADD COLUMN score_se REAL",
+        "ALTER TABLE evaluations ADD COLUMN val_loss REAL",
+        "ALTER TABLE evaluations ADD COLUMN screen_score REAL"],
+}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -52,6 +63,10 @@ CREATE TABLE IF NOT EXISTS evaluations (
     started_at REAL,
     finished_at REAL,
     search_id INTEGER,
+    rung TEXT,                      -- multi-fidelity protocols: 'screen' (stopped there) | 'full'
+    score_se REAL,                  -- the score's standard error over seeds
+    val_loss REAL,                  -- validation loss where the score was taken
+    screen_score REAL,              -- the screening rung's score (a different scale)
     UNIQUE (rule_hash, task, protocol)
 );
 CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (task, protocol, score);
@@ -108,16 +123,17 @@ class Store:
             version = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.DatabaseError as e:
             raise SearchError(f"{path} is not a search store ({e})") from None
-        if version is not None and int(version[0]) == 1 and create:
-            self._upgrade_from_1()
-            version = (str(SCHEMA_VERSION),)
-        if version is None or int(version[0]) not in (1, SCHEMA_VERSION):
+        if version is None or not 1 <= int(version[0]) <= SCHEMA_VERSION:
             raise SearchError(f"{path}: unsupported store schema {version and version[0]}")
+        if int(version[0]) < SCHEMA_VERSION and create:
+            self._upgrade(int(version[0]))
 
-    def _upgrade_from_1(self) -> None:
-        """Schema 1 -> 2: proposals get the ``cid`` column (NULL for the old ones)."""
+    def _upgrade(self, version: int) -> None:
+        """An older store brought up to date in place (UPGRADES; new columns are NULL)."""
         with self.transaction():
-            self.conn.execute("ALTER TABLE proposals ADD COLUMN cid TEXT")
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in UPGRADES[v]:
+                    self.conn.execute(statement)
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'",
                               (str(SCHEMA_VERSION),))
 
@@ -158,15 +174,19 @@ class Store:
     def add_evaluation(self, *, rule: str, rule_hash: str, task: str, protocol: str,
                        result: dict, name: str | None = None, search_id: int | None = None) -> int:
         """Insert one evaluation (inside the caller's transaction when there is one)."""
+        screen = result.get("screen") or {}
         cur = self.conn.execute(
             "INSERT INTO evaluations (rule_hash, rule, name, task, protocol, status, score, "
             "best_lr, diverged_step, metrics, curve, error, duration, worker, started_at, "
-            "finished_at, search_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "finished_at, search_id, rung, score_se, val_loss, screen_score) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (rule_hash, rule, name, task, protocol, result["status"], result.get("score"),
              result.get("best_lr"), result.get("diverged_step"),
              _dumps(result.get("metrics") or []), _dumps(result.get("curve") or []),
              result.get("error"), result.get("duration"), result.get("worker"),
-             result.get("started_at"), result.get("finished_at"), search_id))
+             result.get("started_at"), result.get("finished_at"), search_id,
+             result.get("rung"), result.get("score_se"), result.get("val_loss"),
+             screen.get("score")))
         return cur.lastrowid
 
     def name_evaluation(self, rule_hash: str, task: str, protocol: str, name: str) -> None:
@@ -185,8 +205,9 @@ class Store:
             where.append("protocol = ?")
             args.append(protocol)
         sql = "SELECT * FROM evaluations" + (" WHERE " + " AND ".join(where) if where else "")
+        # by score: full-protocol results first (a screened-out score is on another scale)
         sql += {"id": " ORDER BY id",
-                "score": " ORDER BY score IS NULL, score DESC, id"}[order]
+                "score": " ORDER BY score IS NULL, rung IS 'screen', score DESC, id"}[order]
         return [self._row(r) for r in self.conn.execute(sql, args)]
 
     @staticmethod
@@ -258,6 +279,12 @@ class Store:
         for r in rows:
             r.setdefault("cid", None)  # a schema-1 store opened read-only
         return rows
+
+    def screen_scores(self, search_id: int) -> list:
+        """The screening scores of a search's own (strategy) evaluations, oldest first."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT screen_score FROM evaluations WHERE search_id = ? AND name IS NULL AND "
+            "screen_score IS NOT NULL ORDER BY id", (search_id,))]
 
     def progress(self, search_id: int) -> dict:
         """Counts over a search's non-baseline proposals: proposed, done, cached, pending."""

@@ -54,8 +54,10 @@ def _wait_for(predicate, timeout: float, what: str):
 
 
 def _evaluations(path: str) -> int:
+    if not os.path.exists(path):  # connecting would create an empty file in its place
+        return 0
     try:
-        with sqlite3.connect(path, timeout=5) as conn:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
             return conn.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
     except sqlite3.Error:
         return 0
@@ -100,7 +102,12 @@ def test_a_search_survives_the_loss_of_a_worker_node(tmp_path):
             assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
         assert search is not None, "the recipe runs no search"
         assert os.path.exists(os.path.join(str(tmp_path), ".ray", "auth_token"))
-        _wait_for(lambda: _evaluations(store) >= 6, 240, "six evaluations")
+        def six_done():
+            if search.poll() is not None:  # the search ended early: say why
+                out, err = search.communicate()
+                raise AssertionError(f"the search exited ({search.returncode}):\n{out}\n{err}")
+            return _evaluations(store) >= 6
+        _wait_for(six_done, 240, "six evaluations")
         killed = _kill_tree(f"{ray_tmp}.*sockets/raylet\\.1 ")
         assert killed == 1, "the worker node's raylet was not found"
         out, err = search.communicate(timeout=300)

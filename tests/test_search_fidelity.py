@@ -1,0 +1,85 @@
+"""The engine's side of multi-fidelity protocols (search/engine.py): baselines always run the
+full protocol, a strategy's candidate is promoted only above the running quantile of screening
+scores, the strategy hears a screened-out candidate below every promoted one, the store keeps
+the rung, and a store of schema 2 is upgraded in place."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from optdsl.search import engine
+from optdsl.search.engine import InProcessRunner, SearchLoop, new_search, promotion_threshold, reward
+from optdsl.search.evaluate import Protocol
+from optdsl.search.store import Store
+from optdsl.search.strategies import RandomStrategy
+from optdsl.search.tasks import get_task
+
+JOBS: list = []
+
+
+def fake_evaluate(job: dict) -> dict:
+    """A two-rung evaluation whose screening score is the text's length mod 97 / 100."""
+    JOBS.append(job)
+    screen = (len(job["rule"]) % 97) / 100
+    full = job.get("promote_above") is None or screen > job["promote_above"]
+    rung = "full" if full else "screen"
+    return {**engine.failed_result(""), "status": "ok", "error": None, "rung": rung,
+            "score": screen + 1.0 if full else screen, "score_se": 0.01 if full else None,
+            "screen": {"score": screen}}
+
+
+class Recorder(RandomStrategy):
+    def observe(self, results):
+        self.heard = getattr(self, "heard", []) + list(results)
+        super().observe(results)
+
+
+def test_promotion_threshold_is_the_worst_baseline_then_the_quantile():
+    assert promotion_threshold([], [0.3, 0.5]) == 0.3
+    assert promotion_threshold([0.1] * 5, []) == float("-inf")
+    scores = [i / 100 for i in range(100)]
+    assert promotion_threshold(scores, [0.0]) == pytest.approx(0.9)
+
+
+def test_reward_puts_a_screened_out_candidate_below_every_promoted_one():
+    assert reward({"rung": "screen", "score": 0.9}) == pytest.approx(-0.1)
+    assert reward({"rung": "full", "score": 0.1}) == 0.1
+    assert reward({"status": "diverged", "score": None}) is None
+
+
+def test_a_screened_search_promotes_some_and_tells_the_strategy(tmp_path):
+    JOBS.clear()
+    store = Store(str(tmp_path / "s.sqlite"))
+    task = get_task("mnist1d-mlp")
+    strategy = Recorder(seed=0)
+    sid = new_search(store, strategy=strategy, task=task, protocol=Protocol(), budget=60)
+    SearchLoop(store, sid, strategy, InProcessRunner(fake_evaluate)).run()
+    baseline_jobs = [j for j in JOBS if "promote_above" not in j]
+    assert len(baseline_jobs) == 5  # baselines: the full protocol, always
+    rows = store.evaluations(task.name, store.search(sid)["protocol"], order="score")
+    own = [r for r in rows if not r["name"]]
+    assert {r["rung"] for r in own} == {"screen", "full"}
+    assert all(r["screen_score"] is not None for r in rows)
+    # the leaderboard order puts every full result above every screened-out one
+    rungs = [r["rung"] for r in rows]
+    assert rungs.index("screen") > max(i for i, r in enumerate(rungs) if r == "full")
+    heard = {h["rule"]: h["score"] for h in strategy.heard if h["score"] is not None}
+    for r in own:
+        assert heard[r["rule"]] == pytest.approx(reward(r))
+    assert len(store.screen_scores(sid)) == len(own)
+
+
+def test_a_schema_2_store_is_upgraded_in_place(tmp_path):
+    path = str(tmp_path / "old.sqlite")
+    Store(path).close()
+    conn = sqlite3.connect(path)  # make it a schema-2 store: no multi-fidelity columns
+    for column in ("rung", "score_se", "val_loss", "screen_score"):
+        conn.execute(f"ALTER TABLE evaluations DROP COLUMN {column}")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    columns = {r[1] for r in store.conn.execute("PRAGMA table_info(evaluations)")}
+    assert {"rung", "score_se", "val_loss", "screen_score"} <= columns
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "3"
