@@ -178,21 +178,26 @@ def funnel(candidates: list, runner, task: str, protocol: dict, top: int = 5,
     """Re-run the ``top`` best of ``candidates`` ([{'rule', 'score'}]) on ``task`` under
     ``protocol`` through ``runner``; rows sorted by the new score, each with ``known_as``.
 
-    ``seeds``: protocol seeds to re-run each candidate under (default: the protocol's own);
-    a row's ``score`` is then the mean over the seeds (``scores``: one per seed, None where the
-    candidate diverged or failed; a candidate that is not ok under every seed has no score).
+    ``seeds``: protocol seeds to re-run each candidate under (default: the protocol's own).
+    Under the single-seed protocol each seed is one job and a row's ``score`` is the mean over
+    the seeds (``scores``: one per seed, None where the candidate diverged or failed; a
+    candidate that is not ok under every seed has no score). Under the multi-seed protocol
+    (``search/fidelity.py``) it is one job of the full rung with ``seeds`` as its seed set:
+    ``score`` is that rung's score, with its standard error ``score_se``.
     ``name=False`` leaves ``known_as`` empty (naming costs a pass over the library per rule).
     """
     best = sorted((c for c in candidates if c.get("score") is not None),
                   key=lambda c: -c["score"])[:top]
-    seeds = list(seeds) if seeds else [protocol["seed"]]
+    if protocol.get("protocol", 1) == 2:
+        configs = [{**protocol, "seeds": list(seeds or protocol["seeds"]), "screen": None}]
+    else:
+        configs = [{**protocol, "seed": seed} for seed in (seeds or [protocol["seed"]])]
     tickets = {}
     for i, c in enumerate(best):
-        for k, seed in enumerate(seeds):
-            job = {"rule": c["rule"], "task": task, "protocol": {**protocol, "seed": seed},
-                   "time_limit": time_limit}
+        for k, config in enumerate(configs):
+            job = {"rule": c["rule"], "task": task, "protocol": config, "time_limit": time_limit}
             tickets[runner.submit(job)] = (i, k)
-    results = [[None] * len(seeds) for _ in best]
+    results = [[None] * len(configs) for _ in best]
     while tickets:
         for ticket, result in runner.wait(timeout=0.5):
             i, k = tickets.pop(ticket)
@@ -204,6 +209,7 @@ def funnel(candidates: list, runner, task: str, protocol: dict, top: int = 5,
         statuses = sorted({r["status"] for r in res})
         rows.append({"rule": c["rule"], "proxy_score": c["score"],
                      "score": sum(scores) / len(scores) if ok else None, "scores": scores,
+                     "score_se": res[0].get("score_se") if ok and len(res) == 1 else None,
                      "status": "ok" if ok else "/".join(statuses),
                      "best_lr": res[0].get("best_lr"), "best_lrs": [r.get("best_lr") for r in res],
                      "name": c.get("name") or "",

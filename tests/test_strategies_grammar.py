@@ -310,6 +310,28 @@ def test_funnel_reruns_the_top_under_several_seeds_and_names_them():
     assert bad["known_as"] in ("≡ powersign", "≈ powersign") and ok["known_as"].endswith("signum")
 
 
+def test_funnel_under_the_multi_seed_protocol_reruns_the_full_rung_on_the_given_seeds():
+    """Protocol 2: one job per candidate, the full rung only (no screen), with the given seeds as
+    its seed set; the row keeps that rung's score and standard error."""
+    from optdsl.search.engine import InProcessRunner, failed_result
+    from optdsl.search.funnel import funnel
+
+    jobs = []
+
+    def fake(job):
+        jobs.append(job)
+        return {**failed_result(""), "status": "ok", "error": None, "best_lr": 0.1,
+                "score": 0.6 + 0.01 * len(job["protocol"]["seeds"]), "score_se": 0.004}
+
+    protocol = {"protocol": 2, "seeds": [0, 1, 2], "lr_grid": [0.1, 1.0],
+                "screen": {"seeds": [0], "steps": 200, "refine": 1}}
+    rows = funnel([{"rule": "lr * g", "score": 0.7}], InProcessRunner(fake), "mnist1d-mlp",
+                  protocol, seeds=[10, 11, 12, 13, 14], name=False)
+    assert len(jobs) == 1 and jobs[0]["protocol"]["seeds"] == [10, 11, 12, 13, 14]
+    assert jobs[0]["protocol"]["screen"] is None and "promote_above" not in jobs[0]
+    assert rows[0]["score"] == pytest.approx(0.65) and rows[0]["score_se"] == 0.004
+
+
 def test_known_as_up_to_a_learning_rate_factor_and_drop_free():
     from optdsl.search.funnel import without_drop
     # 2 * ema(g, 0.9) = 0.2 x the heavy-ball buffer: momentum at 0.2 x lr (off a decade grid)
