@@ -57,7 +57,8 @@ import torch
 from . import ir
 from .interpreter import Interpreter
 from .ir import Hyper, Rule, Slot
-from .primitives import FINITE, PRIMITIVES, Fact, closed, const_facts, has, kind_of
+from .ir import pending
+from .primitives import FINITE, PRIMITIVES, Fact, closed, has, kind_of, node_facts
 from .printing import number, to_text
 from .probes import fingerprint_inputs, rounded_digest
 
@@ -82,23 +83,6 @@ def is_const(n: ir.Node, value: float | None = None) -> bool:
 
 def is_int(k: float) -> bool:
     return math.isfinite(k) and k == int(k)
-
-
-def pending(root: ir.Node, memo) -> list:
-    """The nodes under ``root`` (itself included) that ``memo`` lacks, each after its
-    arguments: a walk that stops at what is known already."""
-    if root in memo:
-        return []
-    order, seen, stack = [], set(), [(root, False)]
-    while stack:
-        n, ready = stack.pop()
-        if ready:
-            order.append(n)
-        elif id(n) not in seen:
-            seen.add(id(n))
-            stack.append((n, True))
-            stack += [(a, False) for a in n.args if a not in memo and id(a) not in seen]
-    return order
 
 
 def chain(op: str, operands: list) -> ir.Node:
@@ -248,18 +232,6 @@ def fold(prim, values: list):
             return const(float(prim.scalar_fn(*values)))
     except (ValueError, ZeroDivisionError, OverflowError, TypeError):
         return None
-
-
-def node_facts(root: ir.Node, leaf_facts: dict, memo: dict) -> int:
-    """What is known of every value of ``root`` (``optdsl.primitives.Fact``), bottom-up."""
-    for n in pending(root, memo):
-        if n.op == "const":
-            memo[n] = const_facts(n.value)
-        elif not n.args:
-            memo[n] = leaf_facts.get(n, 0)
-        else:
-            memo[n] = PRIMITIVES[n.op].result_facts(tuple(memo[a] for a in n.args), n.args)
-    return memo[root]
 
 
 # --- node rewrites: (canon, *args) -> node or None -------------------------------------------

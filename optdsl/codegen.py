@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from . import ir
 from .errors import DSLError
 from .ir import Kind, Rule
-from .primitives import PRIMITIVES
+from .primitives import PRIMITIVES, Fact, has, node_facts
 from .printing import to_text
 
 class NotCompilable(DSLError):
@@ -55,6 +55,17 @@ class KernelPlan:
     @property
     def arg_names(self) -> list:
         return ["params", "grads"] + [f"state_{k}" for k in range(len(self.kernel_slots))] + ["scalars"]
+
+
+# Strength reduction: an operator whose argument is known (``primitives.Fact``) to take only a
+# few values prints cheaper code with the same results. op -> (facts required, code template).
+STRENGTH_REDUCED = {
+    # e^u for u in {-1, 0, 1}, never NaN (powersign's sign(g) sign(m)): one of three constants,
+    # two selects instead of a vector exp (1.4x fused Adam's time per byte on CPU with exp)
+    "exp": (Fact.UNIT | Fact.NONNAN,
+            f"torch.where({{0}} > 0, {math.e!r}, "
+            f"torch.where({{0}} < 0, {math.exp(-1.0)!r}, torch.ones_like({{0}})))"),
+}
 
 
 def _literal(n: ir.Node) -> str | None:
@@ -101,6 +112,7 @@ class _Printer:
         self.names: dict = {ir.P: "p", ir.G: "g"}
         self.scalars: list = []
         self.slot_index = {s.name: k for k, s in enumerate(self.kernel_slots)}
+        self.facts: dict = {}  # node -> primitives.Fact flags (memo of node_facts)
 
     def scalar_ref(self, n: ir.Node) -> str:
         if n not in self.names:
@@ -134,8 +146,16 @@ class _Printer:
             args = [self.arg(n, i, a) for i, a in enumerate(n.args)]
             self.names[n] = f"x{tmp}"
             tmp += 1
-            lines.append(f"{self.names[n]} = {PRIMITIVES[n.op].code.format(*args, dtype='p.dtype')}")
+            lines.append(f"{self.names[n]} = {self.code(n).format(*args, dtype='p.dtype')}")
         return lines
+
+    def code(self, n: ir.Node) -> str:
+        """The code template of a node: its operator's, or a cheaper one (STRENGTH_REDUCED)
+        where its arguments allow."""
+        reduced = STRENGTH_REDUCED.get(n.op)
+        if reduced and has(node_facts(n.args[0], {}, self.facts), reduced[0]):
+            return reduced[1]
+        return PRIMITIVES[n.op].code
 
     def writes(self) -> tuple:
         """(statements, copies a written tensor?): every value is computed before the first

@@ -155,6 +155,23 @@ def topological(roots) -> list:
     return order
 
 
+def pending(root: ir.Node, memo) -> list:
+    """The nodes under ``root`` (itself included) that ``memo`` lacks, each after its
+    arguments: a walk that stops at what is known already."""
+    if root in memo:
+        return []
+    order, seen, stack = [], set(), [(root, False)]
+    while stack:
+        n, ready = stack.pop()
+        if ready:
+            order.append(n)
+        elif id(n) not in seen:
+            seen.add(id(n))
+            stack.append((n, True))
+            stack += [(a, False) for a in n.args if a not in memo and id(a) not in seen]
+    return order
+
+
 def walk_leaves(roots, op: str) -> set:
     """Values of the leaves with operator ``op`` (e.g. the hyperparameters used)."""
     return {n.value for n in topological(roots) if n.op == op}

@@ -357,6 +357,18 @@ _ORDER_KEEPS = (FINITE, NOINF, NONNEG, POS, NONZERO, UNIT, BOOL)  # min, max, cl
 # ``ctx.slot(origin, kind, init, make_update)`` creates a slot and returns (read, update) nodes,
 # where make_update(read) builds the update from the node reading the previous value.
 
+def node_facts(root: ir.Node, leaf_facts: dict, memo: dict) -> int:
+    """What is known of every value of ``root`` (``optdsl.primitives.Fact``), bottom-up."""
+    for n in ir.pending(root, memo):
+        if n.op == "const":
+            memo[n] = const_facts(n.value)
+        elif not n.args:
+            memo[n] = leaf_facts.get(n, 0)
+        else:
+            memo[n] = PRIMITIVES[n.op].result_facts(tuple(memo[a] for a in n.args), n.args)
+    return memo[root]
+
+
 def ap(op: str, *args) -> ir.Node:
     """Apply a primitive to nodes, with the few algebraic shortcuts every consumer wants."""
     if op == "sub" and args[0] is ir.P and args[1].op == "sub" and args[1].args[0] is ir.P:

@@ -301,6 +301,32 @@ def test_printed_source_is_python_that_torchscript_accepts():
     assert "scalars[" in src and "lr" in src
 
 
+@pytest.mark.parametrize("backend", ["torchscript", "inductor"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_exp_of_a_sign_valued_argument_is_a_select_with_the_interpreters_values(backend, dtype):
+    """Strength reduction: e^u for u in {-1, 0, 1} prints as selects of the constants e, 1/e, 1
+    (no exp in the kernel) and gives exactly the interpreter's e^u, zeros of g included; an
+    argument that may take other values (or NaN) keeps its exp."""
+    text = "r(lr=0.1) = lr * exp(sign(g) * sign(ema(g, 0.9))) * g + lr * exp(sign(p)) * g"
+    src = print_step(optdsl.parse(text))
+    assert src.count("torch.exp(") == 0 and src.count("torch.where(") == 4
+    assert "torch.exp(" in print_step(optdsl.parse("lr * exp(tanh(g)) * g"))
+    assert "torch.exp(" in print_step(optdsl.parse("lr * exp(sign(g) * p) * g"))
+    p0 = torch.tensor([0.5, -1.0, 0.0, 2.0, -3.0, 1.0], dtype=dtype)
+    grads = [torch.tensor(v, dtype=dtype) for v in
+             ([1.0, -2.0, 0.0, 3.0, 0.0, -1.0], [-1.0, -2.0, 1.0, 0.0, 2.0, 1.0],
+              [2.0, 1.0, -1.0, -3.0, 0.0, 0.0])]
+    out = {}
+    for b in ("eager", backend):
+        p = p0.clone().requires_grad_()
+        opt = optdsl.Optimizer([p], text, backend=b)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        out[b] = p.detach()
+    assert torch.equal(out["eager"], out[backend])
+
+
 def test_compile_emit_prints_the_step(capsys):
     assert cmd_compile(["adam", "--backend", "torchscript", "--emit"]) == 0
     out = capsys.readouterr().out
