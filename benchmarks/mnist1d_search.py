@@ -1,0 +1,381 @@
+"""BENCHMARK (not a test): what the MNIST-1D searches discovered (issue 13).
+
+Reads the SQLite stores of ``optdsl search --task mnist1d-mlp`` runs (one search per store, any
+strategy and seed) and the library leaderboard of ``benchmarks/leaderboard.py --cosine``, then:
+
+1. **Per search**: evaluations (strategy proposals, cache hits included), how many were
+   promoted to the full protocol, wall time and seconds per evaluation; when a rule first
+   beats tuned Adam (the search's own ``adam`` baseline) and the best tuned library rule (the
+   leaderboard's best, cosine variants included; both on the full protocol); whether and when
+   a member of the PowerSign/AddSign family (``search/funnel.family``) was proposed, and at
+   which rung it stopped; the best rule with its standard error.
+2. **Plots**: best-so-far full-protocol score against evaluations per strategy (median and
+   range over seeds, Adam and the best library rule as lines); the RL controller's reward
+   curve (from the strategy state kept in the store).
+3. **Re-scoring** (``--rescore``): the ``--top`` distinct best rules of all searches and the
+   library's ``--library`` best (and Adam) under ``--fresh-seeds`` the searches never used,
+   on the full protocol's whole learning-rate grid; the gap to the best library rule in units
+   of the combined standard error.
+4. **Export and transfer** (``--transfer``): the 3 best re-scored rules written to
+   ``--export`` as .opt files (each parsed and checked), then, on each held-out ``--tasks``
+   (trained ``--factor`` times its steps), those rules against the library's 3 best on that
+   task (by the held-out task's own leaderboard at 1x: ``--leaderboard`` may hold several
+   tasks) and Adam, 3 seeds x the proxy's grid, with standard errors.
+
+Writes OUT/summary.md, OUT/results.json, OUT/best_so_far.png and OUT/rl_reward.png.
+
+    .venv/bin/python benchmarks/mnist1d_search.py runs/final/mnist1d-*.sqlite \\
+        --leaderboard runs/final/leaderboard/leaderboard.json runs/final/leaderboard-digits/leaderboard.json \\
+        --rescore --transfer --out runs/final/mnist1d
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from transfer import long_task  # noqa: E402  (the <task>-x<k> tasks)
+
+STRATEGY_ORDER = ("random-grammar", "rl", "evolution")
+COLORS = {"random-grammar": "tab:gray", "rl": "tab:blue", "evolution": "tab:green"}
+
+
+def library_text(label: str, steps: int) -> str:
+    """The program of a leaderboard row: a library rule, or ``NAME+cos`` (its cosine-decayed
+    variant over ``steps``, as benchmarks/leaderboard.py builds it)."""
+    from optdsl.library import source
+    if label.endswith("+cos"):
+        name = label[:-4]
+        return f"{name}_cos = cosine_decay(t, {steps}) * {name}"
+    return source(label)
+
+
+def ranked_library(leaderboards: list, task: str) -> list:
+    """The ok rows of ``task`` in the leaderboard files, best first."""
+    rows = []
+    for path in leaderboards:
+        with open(path) as f:
+            rows += [r for r in json.load(f)["rows"] if r["task"] == task]
+    return sorted((r for r in rows if r.get("status") == "ok"), key=lambda r: -r["score"])
+
+
+def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
+    """One search store: the figures of item 1 of the module doc."""
+    from optdsl.search.funnel import family, known_as
+    from optdsl.search.store import Store
+    store = Store(path, create=False)
+    search = store.search()
+    task, proto = search["task"], search["protocol"]
+    options = search["options"]
+    evals, full, screened = 0, 0, 0
+    first_adam = first_best = first_family = best = None
+    curve, finished = [], []
+    baseline, spent = {}, {}
+    for p in store.proposals(search["id"]):
+        e = store.lookup(p["rule_hash"], task, proto)
+        if p["source"] == "baseline":
+            if e is not None and p["status"] != "cached":
+                spent["baselines"] = spent.get("baselines", 0.0) + (e["duration"] or 0.0)
+            if e is not None and e["status"] == "ok" and e.get("rung") != "screen":
+                baseline[p["name"]] = e["score"]
+            continue
+        evals += 1
+        if e is None:
+            continue
+        finished.append(e["finished_at"] or 0)
+        if not p["status"] == "cached":  # time: run by this search, by where it stopped
+            where = e["status"] if e["status"] != "ok" else (e.get("rung") or "full")
+            spent[where] = spent.get(where, 0.0) + (e["duration"] or 0.0)
+        if first_family is None and family(p["rule"]):
+            first_family = {"at": evals, "rule": p["rule"], "known_as": known_as(p["rule"]),
+                            "rung": e.get("rung"), "status": e["status"],
+                            "score": e["score"]}
+        if e["status"] != "ok":
+            continue
+        if e.get("rung") == "screen":
+            screened += 1
+            continue
+        full += 1
+        if best is None or e["score"] > best["score"]:
+            best = {"at": evals, "rule": p["rule"], "score": e["score"],
+                    "score_se": e.get("score_se"), "best_lr": e["best_lr"],
+                    "rule_hash": p["rule_hash"]}
+            curve.append([evals, e["score"]])
+        adam = baseline.get("adam", adam_score)
+        if first_adam is None and adam is not None and e["score"] > adam:
+            first_adam = {"at": evals, "rule": p["rule"], "score": e["score"]}
+        if first_best is None and e["score"] > best_library:
+            first_best = {"at": evals, "rule": p["rule"], "score": e["score"]}
+    state = search.get("state") or {}
+    wall = (max(finished) - search["created_at"]) if finished else None
+    out = {"store": path, "strategy": search["strategy"], "seed": options.get("seed"),
+           "budget": search["budget"], "evaluations": evals, "full": full,
+           "screened_out": screened, "wall_s": wall,
+           "s_per_evaluation": wall / evals if wall and evals else None,
+           "worker_seconds": spent,
+           "baselines": baseline, "first_beats_adam": first_adam,
+           "first_beats_best_library": first_best, "first_family": first_family,
+           "best": best, "curve": curve, "reward_curve": state.get("curve")}
+    store.close()
+    return out
+
+
+def _evaluate(job: dict) -> dict:
+    import torch
+    from optdsl.search.evaluate import evaluate
+    torch.set_num_threads(1)
+    long_task(job["task"]) if "-x" in job["task"] else None
+    return evaluate(job)
+
+
+def score_all(entries: list, task_name: str, seeds: list, workers: int) -> list:
+    """Each (label, program) on ``task_name``'s full protocol with ``seeds``, whole grid."""
+    from optdsl.search.evaluate import Protocol
+    from optdsl.search.tasks import get_task
+    from optdsl.search.mnist1d import PROTOCOL
+    task = long_task(task_name) if "-x" in task_name else get_task(task_name)
+    config = Protocol(lr_grid=tuple(PROTOCOL["lr_grid"]), seeds=tuple(seeds),
+                      screen={}).config(task)
+    jobs = [{"rule": text, "task": task_name, "protocol": config, "time_limit": 0}
+            for _, text in entries]
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(_evaluate, jobs))
+    rows = []
+    for (label, text), r in zip(entries, results):
+        rows.append({"label": label, "rule": text, "status": r["status"], "score": r["score"],
+                     "score_se": r.get("score_se"), "val_loss": r.get("val_loss"),
+                     "best_lr": r.get("best_lr"), "seconds": r.get("duration")})
+        print(f"  {task_name:16} {label:28} {r['status']} {r['score']}", flush=True)
+    return sorted(rows, key=lambda r: -(r["score"] if r["score"] is not None else -1))
+
+
+def gap(a: dict, b: dict) -> str:
+    """(a - b) and how many combined standard errors that is."""
+    if a["score"] is None or b["score"] is None:
+        return "-"
+    d = a["score"] - b["score"]
+    se = math.hypot(a["score_se"] or 0, b["score_se"] or 0)
+    return f"{d:+.4f} ({d / se:+.1f} s.e.)" if se else f"{d:+.4f}"
+
+
+def export(rows: list, directory: str, task: str) -> list:
+    """The found rules of ``rows`` as checked .opt files (default lr: the re-scoring's best)."""
+    import optdsl
+    from optdsl.search.report import program_file
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for rank, r in enumerate(rows, 1):
+        row = {**r, "protocol": "the score and lr: re-scored on fresh seeds"}
+        text = program_file(row, rank, task)
+        optdsl.check(optdsl.parse(text))  # raises on a rule that does not check
+        path = os.path.join(directory, f"{task}_found{rank}.opt")
+        with open(path, "w") as f:
+            f.write(text)
+        paths.append(path)
+    return paths
+
+
+def plots(searches: list, adam: float | None, best_library: tuple, outdir: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name in STRATEGY_ORDER:
+        rs = [s for s in searches if s["strategy"] == name]
+        if not rs:
+            continue
+        n = max(s["evaluations"] for s in rs)
+        ys = np.full((len(rs), n), np.nan)
+        for i, s in enumerate(rs):
+            for at, score in s["curve"]:
+                ys[i, at - 1:] = score
+            ys[i, s["evaluations"]:] = np.nan
+        with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")
+            ax.plot(np.arange(1, n + 1), np.nanmedian(ys, 0), color=COLORS[name],
+                    label=f"{name} (median of {len(rs)})")
+            ax.fill_between(np.arange(1, n + 1), np.nanmin(ys, 0), np.nanmax(ys, 0),
+                            color=COLORS[name], alpha=0.2)
+    if adam is not None:
+        ax.axhline(adam, color="k", ls=":", lw=1, label=f"tuned adam {adam:.4f}")
+    ax.axhline(best_library[1], color="tab:red", ls="--", lw=1,
+               label=f"best library rule ({best_library[0]}) {best_library[1]:.4f}")
+    ax.set_xlabel("evaluations (strategy proposals)")
+    ax.set_ylabel("best validation accuracy so far (full protocol)")
+    ax.set_title("MNIST-1D MLP: best-so-far per strategy")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(outdir, "best_so_far.png"), dpi=120)
+    plt.close(fig)
+    rl = [s for s in searches if s.get("reward_curve")]
+    if rl:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for s in rl:
+            c = s["reward_curve"]
+            ax.plot([x[0] for x in c], [x[2] for x in c], lw=1, label=f"seed {s['seed']}")
+        ax.set_xlabel("controller updates")
+        ax.set_ylabel("moving-average reward (baseline)")
+        ax.set_title("RL controller reward curve, MNIST-1D MLP")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "rl_reward.png"), dpi=120)
+        plt.close(fig)
+
+
+def _at(x) -> str:
+    return f"{x['at']}" if x else "not reached"
+
+
+def search_table(searches: list) -> list:
+    lines = ["| strategy | seed | evaluations | promoted to full | wall | s/eval | first beats adam "
+             "| first beats best library | first family member | best (± s.e.) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    for s in searches:
+        f = s["first_family"]
+        fam = (f"{f['at']}: `{f['rule']}` ({f['known_as'] or 'family'}; "
+               f"{'screened out' if f['rung'] == 'screen' else f['status']})") if f else "not reached"
+        b = s["best"]
+        best = f"{b['score']:.4f} ± {b['score_se'] or 0:.4f}: `{b['rule']}`" if b else "-"
+        wall = f"{s['wall_s'] / 60:.1f} min" if s["wall_s"] else "-"
+        spe = f"{s['s_per_evaluation']:.2f}" if s["s_per_evaluation"] else "-"
+        lines.append(f"| {s['strategy']} | {s['seed']} | {s['evaluations']} | {s['full']} | "
+                     f"{wall} | {spe} | {_at(s['first_beats_adam'])} | "
+                     f"{_at(s['first_beats_best_library'])} | {fam} | {best} |")
+    return lines
+
+
+def time_table(searches: list, workers: int) -> list:
+    """Where the time goes: worker seconds by where an evaluation stopped, against the
+    workers' wall-clock capacity (the rest: Ray, the strategy, the store, idle workers)."""
+    kinds = sorted({k for s in searches for k in s["worker_seconds"]})
+    lines = ["| strategy | seed | wall | " + " | ".join(f"{k} (worker s)" for k in kinds)
+             + f" | rest of {workers} x wall |", "| --- | ---: | ---: |"
+             + " ---: |" * (len(kinds) + 1)]
+    for s in searches:
+        if not s["wall_s"]:
+            continue
+        used = sum(s["worker_seconds"].values())
+        cells = " | ".join(f"{s['worker_seconds'].get(k, 0):.0f}" for k in kinds)
+        lines.append(f"| {s['strategy']} | {s['seed']} | {s['wall_s']:.0f} s | {cells} | "
+                     f"{workers * s['wall_s'] - used:.0f} s "
+                     f"({1 - used / (workers * s['wall_s']):.0%}) |")
+    return lines
+
+
+def score_table(rows: list, reference: dict) -> list:
+    lines = ["| rule | val. accuracy ± s.e. | val. loss | best lr | vs. the library's best |",
+             "| --- | --- | ---: | ---: | --- |"]
+    for r in rows:
+        acc = f"{r['score']:.4f} ± {r['score_se'] or 0:.4f}" if r["score"] is not None else r["status"]
+        loss = f"{r['val_loss']:.3f}" if r.get("val_loss") is not None else "-"
+        lr = f"{r['best_lr']:g}" if r.get("best_lr") else "-"
+        lines.append(f"| {r['label']} | {acc} | {loss} | {lr} | {gap(r, reference)} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("stores", nargs="+")
+    ap.add_argument("--leaderboard", nargs="+", required=True,
+                    help="leaderboard.json files (the proxy's, and the held-out tasks')")
+    ap.add_argument("--rescore", action="store_true")
+    ap.add_argument("--transfer", action="store_true")
+    ap.add_argument("--top", type=int, default=5, help="found rules to re-score")
+    ap.add_argument("--library", type=int, default=3, help="library rules to re-score")
+    ap.add_argument("--fresh-seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
+    ap.add_argument("--tasks", nargs="+", default=["mnist1d-cnn", "digits"],
+                    help="held-out tasks of the transfer")
+    ap.add_argument("--factor", type=int, default=3)
+    ap.add_argument("--export", default="benchmarks/found")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default="runs/mnist1d")
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    proxy = "mnist1d-mlp"
+    library = ranked_library(args.leaderboard, proxy)
+    top_lib = library[0]
+    adam_lb = next((r["score"] for r in library if r["rule"] == "adam"), None)
+    order = {n: i for i, n in enumerate(STRATEGY_ORDER)}
+    searches = sorted((analyse(p, adam_lb, top_lib["score"]) for p in args.stores),
+                      key=lambda s: (order.get(s["strategy"], 9), s["seed"] or 0))
+    adam = statistics.median([s["baselines"]["adam"] for s in searches
+                              if "adam" in s["baselines"]] or [adam_lb])
+    plots(searches, adam, (top_lib["rule"], top_lib["score"]), args.out)
+    md = [f"Library on {proxy}: best {top_lib['rule']} {top_lib['score']:.4f} ± "
+          f"{top_lib['score_se']:.4f}; adam {adam:.4f} (the searches' own baseline).", ""]
+    md += search_table(searches)
+    md += ["", "Where the time goes (durations measured in the workers; 'screen': stopped at "
+           "the screening rung, 'full': promoted, screen included):", ""]
+    md += time_table(searches, args.workers)
+    out = {"searches": searches}
+    if args.rescore or args.transfer:
+        found, seen, hashes = [], set(), {}
+        pool = []
+        for p in args.stores:
+            from optdsl.search.store import Store
+            st = Store(p, create=False)
+            search = st.search()
+            for e in st.evaluations(search["task"], search["protocol"], order="score"):
+                if e["status"] == "ok" and e.get("rung") != "screen" and not e.get("name"):
+                    pool.append((e["score"], e["rule_hash"], e["rule"], search["strategy"]))
+            st.close()
+        for score, h, rule, strategy in sorted(pool, key=lambda x: -x[0]):
+            if h not in seen:
+                seen.add(h)
+                label = f"found {len(found) + 1} ({strategy}, proxy {score:.4f})"
+                found.append((label, rule))
+                hashes[label] = h
+            if len(found) >= args.top:
+                break
+        steps = 1500
+        lib = [(r["rule"], library_text(r["rule"], steps)) for r in library[:args.library]]
+        if not any(label == "adam" for label, _ in lib):
+            lib.append(("adam", library_text("adam", steps)))
+        print(f"re-scoring {len(found)} found and {len(lib)} library rules on seeds "
+              f"{args.fresh_seeds}", flush=True)
+        rescored = score_all(found + lib, proxy, args.fresh_seeds, args.workers)
+        ref = max((r for r in rescored if not r["label"].startswith("found")),
+                  key=lambda r: r["score"] if r["score"] is not None else -1)
+        md += ["", f"Re-scored on fresh seeds {args.fresh_seeds} (full protocol, whole grid):", ""]
+        md += score_table(rescored, ref)
+        out["rescored"] = rescored
+        if args.transfer:
+            best3 = [r for r in rescored if r["label"].startswith("found")
+                     and r["score"] is not None][:3]
+            paths = export([{**r, "rule_hash": hashes[r["label"]]} for r in best3],
+                           args.export, proxy)
+            md += ["", "Exported: " + ", ".join(f"`{p}`" for p in paths)]
+            out["transfer"] = {}
+            for task in args.tasks:
+                held = ranked_library(args.leaderboard, task)[:3]
+                from optdsl.search.tasks import get_task
+                long_steps = get_task(task).steps * args.factor
+                entries = [(f"found {i + 1}", r["rule"]) for i, r in enumerate(best3)]
+                entries += [(r["rule"], library_text(r["rule"], long_steps)) for r in held]
+                if not any(label == "adam" for label, _ in entries):
+                    entries.append(("adam", library_text("adam", long_steps)))
+                name = f"{task}-x{args.factor}"
+                rows = score_all(entries, name, [0, 1, 2], args.workers)
+                ref = max((r for r in rows if not r["label"].startswith("found")),
+                          key=lambda r: r["score"] if r["score"] is not None else -1)
+                md += ["", f"Transfer to {name} ({long_steps} steps; library's 3 best by the "
+                       f"task's leaderboard at 1x; seeds 0, 1, 2; the proxy's grid):", ""]
+                md += score_table(rows, ref)
+                out["transfer"][name] = rows
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
