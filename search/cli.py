@@ -55,6 +55,17 @@ def _search_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def with_task_horizon(strategy: str, options: dict, task) -> dict:
+    """``options`` with ``horizon``: the task's steps, for a grammar strategy on a training task
+    (its space's decays then run over the whole training; search/space.py), unless given."""
+    from .strategies import STRATEGIES, strategy_options
+    steps = getattr(task, "steps", None)
+    if steps and "horizon" not in options and \
+            "horizon" in strategy_options(STRATEGIES.get(strategy, object)):
+        return {**options, "horizon": steps}
+    return options
+
+
 def default_store(task) -> str:
     """runs/TASK.sqlite (runs/match-RULE.sqlite for match:RULE, RULE a library name or a hash)."""
     slug = getattr(task, "slug", None)
@@ -116,6 +127,8 @@ def _search(args) -> int:
     task = resolve_task(args.task or DEFAULT_TASK)
     from optdsl.cli import name_values
     options = name_values(args.strategy_option, "--strategy-option", SearchError)
+    if not args.resume:
+        options = with_task_horizon(args.strategy, options, task)
     strategy = make_strategy(args.strategy, seed=args.seed, options=options)
     seeds = read_seeds(args.seeds) if args.seeds else []
     path = args.store or default_store(task)

@@ -55,12 +55,12 @@ class EvolutionStrategy(SpaceStrategy):
     name = "evolution"
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True, near: float = 0.999,
+                 space_obj=None, live_only: bool = True, near: float = 0.999, horizon: int = 0,
                  population: int = 32, sample: int = 4, insert: float = 0.2,
                  delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
                  elite: float = 0.2, warm=None):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
-                         live_only=live_only, near=near)
+                         live_only=live_only, near=near, horizon=horizon)
         self.population_size, self.sample_size = population, sample
         self.p_insert, self.p_delete, self.p_combine = insert, delete, combine
         if warm is None and self.space_name == "bello" and space_obj is None:

@@ -145,13 +145,13 @@ class RLStrategy(SpaceStrategy):
     learn_duplicates = False
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True, near: float = 0.999,
+                 space_obj=None, live_only: bool = True, near: float = 0.999, horizon: int = 0,
                  algo: str = "reinforce", batch: int = 16, lr: float = 0.01,
                  entropy: float = 0.05, hidden: int = 32, baseline_decay: float = 0.9,
                  epochs: int = 4, clip: float = 0.2, temperature: float = 1.0,
                  prior: float = 0.0, risk: float = 1.0, queue: int = 16, edit: float = 0.0):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
-                         live_only=live_only, near=near)
+                         live_only=live_only, near=near, horizon=horizon)
         if algo not in ("reinforce", "ppo", "pqt"):
             raise ValueError(f"algo must be reinforce, ppo or pqt, not {algo!r}")
         torch.manual_seed(seed)

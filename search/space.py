@@ -27,13 +27,21 @@ repairs what depends on it; in spaces whose programs are lists of numbered group
 ``delete`` removes a group and puts one of its operands where its result was read (the Lion
 search's insert / delete / modify, Chen et al. 2023), and ``combine`` (crossover) joins two
 programs' groups under a new group applying a binary function to both results.
+
+**Horizon.** The decay operands of a grammar (``linear_decay(t, 300)``, ``cosine_decay``,
+``restart_decay``) are written for a run of :data:`HORIZON` steps (the digits proxy's). A space
+made with ``horizon=N`` decays over ``N`` steps instead, so that a search on a task of ``N``
+steps can express "decay over the run" (``optdsl search`` passes the task's steps).
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 CONST_PRIOR = (0.9, 0.99, 0.999, 0.5, 0.1, 0.01, 1.0, 2.0)
+HORIZON = 300  # the steps the grammars' decay operands are written for
+_DECAY_HORIZON = re.compile(r'("(?:linear|cosine|restart)_decay" "\(" "t" "," )"%d"' % HORIZON)
 GRAMMARS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "grammars")
 
 
@@ -128,11 +136,16 @@ def _fmt_const(v: float) -> str:
 class Space:
     """A search space read from ``grammars/NAME.lark`` (see the module docstring)."""
 
-    def __init__(self, name: str = "bello", text: str | None = None):
+    def __init__(self, name: str = "bello", text: str | None = None, horizon: int | None = None):
         self.name = name
         if text is None:
             with open(grammar_path(name)) as f:
                 text = f.read()
+        if horizon is not None and horizon != HORIZON:
+            if horizon < 1:
+                raise ValueError(f"horizon must be a number of steps >= 1, not {horizon}")
+            text = _DECAY_HORIZON.sub(lambda m: f'{m.group(1)}"{int(horizon)}"', text)
+        self.horizon = horizon or HORIZON
         self.text = text
         self.rules, self.parser = read_grammar(text)
         self.start = "start"
@@ -516,10 +529,11 @@ def _strip_unset(t: Tree) -> Tree:
 SPACES = ("bello", "statements")
 
 
-def get_space(name: str) -> Space:
+def get_space(name: str, horizon: int | None = None) -> Space:
+    """Space ``name`` (one of SPACES), its decays over ``horizon`` steps (default HORIZON)."""
     if name not in SPACES:
         from optdsl.errors import did_you_mean
         from .errors import SearchError
         raise SearchError(f"unknown search space '{name}'{did_you_mean(name, SPACES)}; "
                           f"spaces: {', '.join(SPACES)}")
-    return Space(name)
+    return Space(name, horizon=horizon)

@@ -121,11 +121,11 @@ class SpaceStrategy(Strategy):
     learn_duplicates = True  # a duplicate draw is learned from with its earlier score
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True, near: float = 0.999):
+                 space_obj=None, live_only: bool = True, near: float = 0.999, horizon: int = 0):
         from .filters import CandidateFilter
         self.seed = seed
-        self.space_name = space
-        self.space = space_obj or get_space(space)
+        self.space_name, self.horizon = space, horizon  # horizon 0: the grammar's own
+        self.space = space_obj or get_space(space, horizon or None)
         self.rng = random.Random(seed)
         self.filter = CandidateFilter(near=near) if use_filter else None
         self.scores: dict = {}  # key -> reward of an evaluated candidate
@@ -223,7 +223,7 @@ class SpaceStrategy(Strategy):
         self.seed = state["seed"]
         if state["space"] != self.space_name:
             self.space_name = state["space"]
-            self.space = get_space(self.space_name)
+            self.space = get_space(self.space_name, self.horizon or None)
         if self.filter is not None and state["filter"] is not None:
             self.filter.load_state_dict(state["filter"])
         self.scores = dict(state["scores"])

@@ -445,3 +445,33 @@ def test_decisions_of_replays_to_the_same_tree_and_log_probability():
     (tree, (decisions, logp)), = rl._draws(1)
     replayed, _ = rl.controller.replay([decisions])
     assert float(replayed.detach()[0]) == pytest.approx(logp, abs=1e-4)
+
+
+def test_a_space_with_a_horizon_decays_over_that_many_steps_and_search_passes_the_tasks():
+    """Bello's decays are written for 300 steps (the digits proxy); a search on MNIST-1D (1,500
+    steps) gets a space whose decays run over its whole training, programs that parse, and the
+    option kept for --resume; match tasks and strategies without a space are left alone."""
+    import random as _random
+    from optdsl.search.cli import with_task_horizon
+    from optdsl.search.engine import resolve_task
+    from optdsl.search.space import HORIZON, Space
+    from optdsl.search.strategies import make_strategy
+
+    long = Space("bello", horizon=1500)
+    decays = [l for l in long.text.splitlines() if "_decay" in l]
+    assert len(decays) == 3 and all('"1500"' in l and f'"{HORIZON}"' not in l for l in decays)
+    assert Space("bello").text == Space("bello", horizon=HORIZON).text
+    rng = _random.Random(0)
+    texts = [long.source(long.sample(rng)) for _ in range(300)]
+    flat = [t.replace(" ", "") for t in texts]
+    assert any("_decay(t,1500" in t for t in flat) and not any("_decay(t,300" in t for t in flat)
+    for t in texts[:50]:
+        optdsl.parse(t)
+    with pytest.raises(ValueError, match="horizon"):
+        Space("bello", horizon=-5)
+    assert with_task_horizon("evolution", {}, resolve_task("mnist1d-mlp")) == {"horizon": 1500}
+    assert with_task_horizon("rl", {"horizon": "20"}, resolve_task("mnist1d-mlp")) == {"horizon": "20"}
+    assert with_task_horizon("rl", {}, resolve_task("match:powersign")) == {}
+    assert with_task_horizon("random", {}, resolve_task("digits")) == {}
+    s = make_strategy("evolution", options={"horizon": "1500"})
+    assert s.space.horizon == 1500
