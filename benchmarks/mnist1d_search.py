@@ -55,6 +55,14 @@ def library_text(label: str, steps: int) -> str:
     return source(label)
 
 
+def at_horizon(text: str, steps: int, new_steps: int) -> str:
+    """A found rule's decays over ``steps`` (the proxy's training, the search's horizon) made
+    to run over ``new_steps`` instead, as the library's cosine variants are for a longer run."""
+    import re
+    return re.sub(r"((?:linear|cosine|restart)_decay\(\s*t\s*,\s*)%d\b" % steps,
+                  lambda m: f"{m.group(1)}{new_steps}", text)
+
+
 def ranked_library(leaderboards: list, task: str) -> list:
     """The ok rows of ``task`` in the leaderboard files, best first."""
     rows = []
@@ -357,7 +365,8 @@ def main(argv=None) -> int:
                 held = ranked_library(args.leaderboard, task)[:3]
                 from optdsl.search.tasks import get_task
                 long_steps = get_task(task).steps * args.factor
-                entries = [(f"found {i + 1}", r["rule"]) for i, r in enumerate(best3)]
+                entries = [(f"found {i + 1}", at_horizon(r["rule"], steps, long_steps))
+                           for i, r in enumerate(best3)]
                 entries += [(r["rule"], library_text(r["rule"], long_steps)) for r in held]
                 if not any(label == "adam" for label, _ in entries):
                     entries.append(("adam", library_text("adam", long_steps)))
@@ -366,7 +375,8 @@ def main(argv=None) -> int:
                 ref = max((r for r in rows if not r["label"].startswith("found")),
                           key=lambda r: r["score"] if r["score"] is not None else -1)
                 md += ["", f"Transfer to {name} ({long_steps} steps; library's 3 best by the "
-                       f"task's leaderboard at 1x; seeds 0, 1, 2; the proxy's grid):", ""]
+                       f"task's leaderboard at 1x; seeds 0, 1, 2; the proxy's grid; every "
+                       f"decay, found or library, over the {long_steps} steps):", ""]
                 md += score_table(rows, ref)
                 out["transfer"][name] = rows
     with open(os.path.join(args.out, "results.json"), "w") as f:
