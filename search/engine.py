@@ -17,8 +17,12 @@ pending and continues the strategy where its stored state left it.
 
 Multi-fidelity protocols (a ``screen`` rung, ``search.fidelity``): baselines and seeds always
 run the full protocol; a strategy's candidate runs the screening rung and is promoted to the
-full one only when its screening score beats ``PROMOTE_QUANTILE`` of this search's earlier
-screening scores (the worst baseline's screening score until ``WARMUP`` of them are known).
+full one only when its screening score beats ``PROMOTE_QUANTILE`` of this search's last
+``PROMOTE_WINDOW`` screening scores (the worst baseline's screening score until ``WARMUP`` of
+them are known). The window keeps the promoted share near 1 - PROMOTE_QUANTILE while a strategy
+improves: over all earlier scores, an evolution run on MNIST-1D promoted 30% of its candidates
+after 1,400 evaluations (against 10% at first), and its rate fell from 170 to 45 evaluations a
+minute.
 The strategy is told the full score of a promoted candidate and, for one screened out, its
 screening score minus 1 (:func:`reward`): below every promoted candidate, ordered among
 themselves.
@@ -50,6 +54,7 @@ def resolve_task(name: str):
 
 PROMOTE_QUANTILE = 0.9  # promote the candidates above this quantile of screening scores
 WARMUP = 20  # screening scores to know before the quantile is used
+PROMOTE_WINDOW = 200  # the quantile is of the last this many screening scores
 
 
 def reward(result: dict):
@@ -65,7 +70,7 @@ def promotion_threshold(screen_scores: list, baseline_screens: list):
     """The screening score a candidate must beat to run the full protocol (see the module)."""
     if len(screen_scores) < WARMUP:
         return min(baseline_screens) if baseline_screens else float("-inf")
-    ordered = sorted(screen_scores)
+    ordered = sorted(screen_scores[-PROMOTE_WINDOW:])
     return ordered[min(len(ordered) - 1, int(PROMOTE_QUANTILE * len(ordered)))]
 
 

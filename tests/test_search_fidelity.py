@@ -40,6 +40,9 @@ def test_promotion_threshold_is_the_worst_baseline_then_the_quantile():
     assert promotion_threshold([0.1] * 5, []) == float("-inf")
     scores = [i / 100 for i in range(100)]
     assert promotion_threshold(scores, [0.0]) == pytest.approx(0.9)
+    # a strategy that improves is held to its recent candidates (the last PROMOTE_WINDOW)
+    rising = [0.0] * 1000 + [0.5 + i / 1000 for i in range(200)]
+    assert promotion_threshold(rising, [0.0]) == pytest.approx(0.68)
 
 
 def test_reward_puts_a_screened_out_candidate_below_every_promoted_one():
