@@ -97,3 +97,18 @@ def test_a_rule_whose_default_inner_rule_is_itself_nests_too_deeply(monkeypatch)
 def test_several_states_in_one_declaration():
     rule = optdsl.parse("r(lr=1):\n    state a = 1, b = 2\n    a := a + g\n    b := b * 2\n    return lr * (a + b)")
     assert [s.name for s in rule.slots] == ["a", "b"]
+
+
+def test_minus_zero_is_its_own_constant():
+    """const(-0.0) was const(0.0) in the hash-consed IR (floats compared with ==), so a program
+    dividing by -0.0 divided by +0.0."""
+    from optdsl import ir
+    assert ir.const(-0.0) is not ir.const(0.0) and ir.const(0.0) is ir.const(0.0)
+    assert ir.const(float("nan")) is ir.const(float("nan"))
+    moved = []
+    for text in ("lr * g / (-0.0)", "lr * g / 0.0"):
+        p = torch.ones(2, dtype=torch.float64, requires_grad=True)
+        p.grad = torch.ones(2, dtype=torch.float64)
+        optdsl.Optimizer([p], text, backend="eager", lr=1.0).step()
+        moved.append(p.detach()[0].item())
+    assert moved == [float("inf"), float("-inf")]
