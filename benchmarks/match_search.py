@@ -12,7 +12,8 @@ plots OUT/best_TARGET.png (median and range over seeds per strategy) and OUT/rl_
 
     .venv/bin/python benchmarks/match_search.py --budget 3000 --seeds 0 1 2 3 4 --out runs/match
 
-Several runs (e.g. held-out seeds) are merged, with summary and plots redone, by
+Several runs (e.g. held-out seeds) are merged, with summary and plots redone from each
+search's store (so the family check as it is now applies), by
 
     .venv/bin/python benchmarks/match_search.py --merge runs/match runs/match-heldout --out runs/match-all
 """
@@ -33,7 +34,6 @@ def run_one(target: str, strategy_name: str, seed: int, budget: int, outdir: str
             options: dict | None = None) -> dict:
     from optdsl.search import match
     from optdsl.search.engine import InProcessRunner, SearchLoop, new_search, resolve_task
-    from optdsl.search.funnel import family, known_as
     from optdsl.search.store import Store
     from optdsl.search.strategies import make_strategy
 
@@ -57,25 +57,9 @@ def run_one(target: str, strategy_name: str, seed: int, budget: int, outdir: str
     t0 = time.perf_counter()
     progress = SearchLoop(store, sid, strategy, InProcessRunner(timed, capacity=16)).run()
     wall = time.perf_counter() - t0
-    proto = store.search(sid)["protocol"]
-    evals, first, best, curve = 0, None, None, []
-    for p in store.proposals(sid):
-        if p["source"] != "strategy":
-            continue
-        evals += 1
-        e = store.lookup(p["rule_hash"], task.name, proto)
-        if e is None or e["status"] != "ok":
-            continue
-        if first is None and family(p["rule"]):
-            first = {"at": evals, "rule": p["rule"], "score": e["score"],
-                     "known_as": known_as(p["rule"])}
-        if best is None or e["score"] > best["score"]:
-            best = {"at": evals, "rule": p["rule"], "score": e["score"]}
-        curve.append([evals, best["score"]])
     f = strategy.filter
     out = {"target": target, "strategy": strategy_name, "seed": seed, "options": options or {},
-           "budget": budget, "evaluations": evals, "first_family": first, "best": best,
-           "curve": curve, "wall_s": wall, "eval_s": spent[0],
+           "budget": budget, **read_store(store, sid), "wall_s": wall, "eval_s": spent[0],
            "strategy_s_per_candidate": (wall - spent[0]) / max(progress.done, 1),
            "draws": strategy.draws, "dead_draws": strategy.dead_draws, "filter": dict(f.stats),
            "cache_hit_rate": f.hit_rate()}
@@ -84,6 +68,42 @@ def run_one(target: str, strategy_name: str, seed: int, budget: int, outdir: str
     if strategy_name == "evolution":
         out["mutations"] = strategy.mutations
     store.close()
+    return out
+
+
+def read_store(store, sid: int) -> dict:
+    """A search's figures from its store: evaluations (strategy proposals), the first member
+    of the PowerSign/AddSign family (``search/funnel.family``), the best and its curve."""
+    from optdsl.search.funnel import family, known_as
+    search = store.search(sid)
+    evals, first, best, curve = 0, None, None, []
+    for p in store.proposals(sid):
+        if p["source"] != "strategy":
+            continue
+        evals += 1
+        e = store.lookup(p["rule_hash"], search["task"], search["protocol"])
+        if e is None or e["status"] != "ok":
+            continue
+        if first is None and family(p["rule"]):
+            first = {"at": evals, "rule": p["rule"], "score": e["score"],
+                     "known_as": known_as(p["rule"])}
+        if best is None or e["score"] > best["score"]:
+            best = {"at": evals, "rule": p["rule"], "score": e["score"]}
+        curve.append([evals, best["score"]])
+    return {"evaluations": evals, "first_family": first, "best": best, "curve": curve}
+
+
+def reread(results: list, directory: str) -> list:
+    """``results`` with the store figures read again (the family check as it is now)."""
+    from optdsl.search.store import Store
+    out = []
+    for r in results:
+        path = os.path.join(directory, f"{r['target']}-{r['strategy']}-{r['seed']}.sqlite")
+        if os.path.exists(path):
+            store = Store(path, create=False)
+            r = {**r, **read_store(store, store.search()["id"])}
+            store.close()
+        out.append(r)
     return out
 
 
@@ -213,7 +233,7 @@ def main(argv=None) -> int:
         merged = {}
         for d in args.merge:
             with open(os.path.join(d, "results.json")) as f:
-                for r in json.load(f):
+                for r in reread(json.load(f), d):
                     merged[(r["target"], r["strategy"], r["seed"])] = r
         write(list(merged.values()), args.out)
         print(summary(list(merged.values())), end="")

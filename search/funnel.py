@@ -6,7 +6,10 @@
   ``g * h(t, s)`` with ``s = sign(g) sign(m)``, ``m = ema(g, 0.9)``, i.e. ``u / g`` takes one
   value where the signs agree and another where they disagree, the first larger and positive
   (and the second not negative, alpha >= f(t)); ``c+ c- = 1``: PowerSign-like,
-  ``base^(+-f(t))``; otherwise AddSign-like, ``alpha +- f(t)``).
+  ``base^(+-f(t))``; otherwise AddSign-like, ``alpha +- f(t)``). The two values must be
+  apart by at least ``SEPARATION`` of the larger and by far more than either one's spread
+  over the elements: ``1e8 g + clip(m, -1e-4, 1e-4)`` is sgd with a rounding-size term, not
+  a member (its ratios are 1e8 +- 2: one value within 1e-6 relative, but not two).
 * :func:`known_as` names a rule after a library rule it equals: ``≡ name`` when their search
   cache keys agree (``search.candidate``: the canonical hash with lr's default ignored, and
   the probe updates),
@@ -28,6 +31,7 @@ import re
 import torch
 
 _FAMILY_PROBES = None
+SEPARATION = 1e-3  # family: c+ - c- at least this fraction of c+
 
 
 def _family_probes(steps: int = 6, size: int = 64):
@@ -60,18 +64,20 @@ def family(rule, beta: float = 0.9, tol: float = 1e-6) -> str | None:
         m = beta * m + (1 - beta) * g
         s = torch.sign(g) * torch.sign(m)
         ratio = u[t] / g
-        vals = {}
+        vals, spread = {}, 0.0
         for sv in (1.0, -1.0):
             r = ratio[s == sv]
             if len(r) == 0:
                 continue
-            if float((r.max() - r.min()).abs()) > tol * max(1.0, float(r.abs().max())):
+            width = float((r.max() - r.min()).abs())
+            if width > tol * max(1.0, float(r.abs().max())):
                 return None
-            vals[sv] = float(r.mean())
+            vals[sv], spread = float(r.mean()), max(spread, width)
         if len(vals) == 2:
             both = True
             cp, cm = vals[1.0], vals[-1.0]
-            if not (cp > 0 and cp > cm + tol and cm >= -tol):
+            gap = cp - cm
+            if not (cp > 0 and cm >= -tol and gap > SEPARATION * cp and gap > 1e3 * spread):
                 return None
             power &= abs(cp * cm - 1) < 1e-6
     if not both:

@@ -108,6 +108,12 @@ def test_bello_space_holds_powersign_and_the_library_names_it():
     assert family("lr * (1 + sign(g) * sign(ema(g, 0.9))) * g") == "addsign"
     assert family("lr * (1 - sign(g) * sign(ema(g, 0.9))) * g") is None  # wrong way round
     assert family("lr * sign(ema(g, 0.9))") is None
+    # sgd at 1e8 x lr plus a clipped momentum: u/g is 1e8 +- 2 (one value, not two); found as a
+    # "member" by an evolution run on match:powersign before the ratios had to be apart
+    assert family("lr * (g / (log(abs(sign(g))) + 1e-08) + clip(ema(g, 0.9), -0.0001, 0.0001))") is None
+    assert family("lr * (1.001 + sign(g) * sign(ema(g, 0.9))) * g") == "addsign"
+    assert family("lr * exp(0.5 * linear_decay(t, 300) * sign(g) * sign(ema(g, 0.9))) * g") == "powersign"
+    assert family("lr * (g * sqrt(abs(sign(ema(g, 0.9)) + sign(sign(g)))))") == "addsign"
     assert known_as("a(lr=0.5) = lr * sign(ema(g, 0.9))").endswith("signum")
 
 
