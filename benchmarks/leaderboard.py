@@ -139,10 +139,15 @@ def main(argv=None) -> int:
                                    ("seeds", args.seeds), ("lr_grid", args.lr_grid)] if v}
     for name in args.tasks:
         task = get_task(name)
-        plan = rungs(Protocol().config(task), task)
+        config = Protocol().config(task)
+        if config["protocol"] == 1:  # a single-seed task: its grid, under seeds 0, 1, 2
+            config = Protocol(lr_grid=tuple(config["lr_grid"]), seeds=(0, 1, 2),
+                              screen={}).config(task)
+        plan = rungs(config, task)
         rung = {**plan["full"], **overrides}
-        plans[name] = rung if overrides else plan
-        jobs += [(name, label, text, rung if overrides else None) for label, text in
+        whole_grid = bool(overrides) or task.protocol is None  # one batched call per rule
+        plans[name] = rung if whole_grid else plan
+        jobs += [(name, label, text, rung if whole_grid else None) for label, text in
                  entries(args.cosine, rung["steps"], args.rules)]
     jobs.sort(key=lambda j: j[1].endswith("+cos"))  # every plain rule first
     if args.render:
@@ -172,7 +177,7 @@ def write(args, plans: dict, rows: list, overrides: dict, argv) -> int:
     for name, plan in plans.items():
         mine = [r for r in rows if r["task"] == name]
         md.append(table(mine, f"{name}: {describe(plan)}"))
-        rung = plan if overrides else plan["full"]
+        rung = plan.get("full", plan)
         for h in args.horizons if overrides else ():
             early = [rescore(r, rung, h) if "runs" in r else r for r in mine
                      if not r["rule"].endswith("+cos")]
