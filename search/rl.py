@@ -9,7 +9,13 @@ batch of programs is drawn in lockstep (one controller step per decision positio
 them) and replayed in one padded pass, so the controller costs about 1 ms per draw. Every
 ``batch`` rewards the controller takes a step:
 
-* ``reinforce``: ``-(r - b) * log pi(a)``, ``b`` a moving average of rewards (decay 0.9);
+* ``reinforce``: ``-A * log pi(a)``, the advantage ``A = r - b``, ``b`` a moving average of
+  rewards (decay 0.9); with ``normalize`` ``A = (r - mean) / std`` over the batch. Measured on
+  ``match:powersign``/``addsign`` (seeds 0, 1, 3,000 evaluations): raw, nearly every reward is
+  within 0.05 of 0 and the entropy bonus of 0.05 keeps the policy near uniform (the mean
+  reward of a batch stays ~0.003, as random sampling's); normalized, the policy collapses onto
+  its first fair programs (99.7% of its draws duplicates, 923-1,409 new candidates before it
+  gave up, best no better than random's). Neither reached the family; raw stays the default;
 * ``ppo``: the clipped surrogate of Schulman et al. 2017 (``epochs`` passes over the batch,
   ratio clipped to ``1 +- clip``) with the same baseline;
 * ``pqt``: priority-queue training (Abolafia et al. 2018, "Neural Program Synthesis with
@@ -149,7 +155,8 @@ class RLStrategy(SpaceStrategy):
                  algo: str = "reinforce", batch: int = 16, lr: float = 0.01,
                  entropy: float = 0.05, hidden: int = 32, baseline_decay: float = 0.9,
                  epochs: int = 4, clip: float = 0.2, temperature: float = 1.0,
-                 prior: float = 0.0, risk: float = 1.0, queue: int = 16, edit: float = 0.0):
+                 prior: float = 0.0, risk: float = 1.0, queue: int = 16, edit: float = 0.0,
+                 normalize: bool = False):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon)
         if algo not in ("reinforce", "ppo", "pqt"):
@@ -164,6 +171,7 @@ class RLStrategy(SpaceStrategy):
         self.algo, self.batch_size, self.entropy = algo, batch, entropy
         self.baseline_decay, self.epochs, self.clip = baseline_decay, epochs, clip
         self.temperature, self.risk, self.queue_size, self.edit = temperature, risk, queue, edit
+        self.normalize = normalize
         self.queue: list = []  # [reward, decisions, tree json] of the best evaluated programs
         self.baseline = None
         self.buffer: list = []  # [decisions, reward, old logp]
@@ -241,6 +249,10 @@ class RLStrategy(SpaceStrategy):
             keep = [i for i, r in enumerate(rewards.tolist()) if r >= q]
             batch, rewards = [batch[i] for i in keep], rewards[keep]
             adv = rewards - q
+            if self.normalize:  # in units of the batch's spread (0 where all rewards agree)
+                adv = adv / (float(everything.std()) + 1e-8)
+        elif self.normalize:  # the batch mean as baseline, in units of the batch's spread
+            adv = (rewards - rewards.mean()) / (float(rewards.std()) + 1e-8)
         else:
             adv = rewards - self.baseline
         old = torch.tensor([lp for _, _, lp in batch])
