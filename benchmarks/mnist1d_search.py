@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from transfer import long_task  # noqa: E402  (the <task>-x<k> tasks)
 
 STRATEGY_ORDER = ("random-grammar", "rl", "evolution")
+HORIZON = 300  # search.space.HORIZON: the decays' steps in a store made without a horizon
 COLORS = {"random-grammar": "tab:gray", "rl": "tab:blue", "evolution": "tab:green"}
 
 
@@ -86,6 +87,8 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
     baseline, spent = {}, {}
     for p in store.proposals(search["id"]):
         e = store.lookup(p["rule_hash"], task, proto)
+        if p["source"] == "seed" or p["status"] == "pending":
+            continue  # not a strategy's proposal, or not finished (an interrupted run)
         if p["source"] == "baseline":
             if e is not None and p["status"] != "cached":
                 spent["baselines"] = spent.get("baselines", 0.0) + (e["duration"] or 0.0)
@@ -103,12 +106,12 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
             first_family = {"at": evals, "rule": p["rule"], "known_as": known_as(p["rule"]),
                             "rung": e.get("rung"), "status": e["status"],
                             "score": e["score"]}
+        full += e.get("rung") == "full"
         if e["status"] != "ok":
             continue
         if e.get("rung") == "screen":
             screened += 1
             continue
-        full += 1
         if best is None or e["score"] > best["score"]:
             best = {"at": evals, "rule": p["rule"], "score": e["score"],
                     "score_se": e.get("score_se"), "best_lr": e["best_lr"],
@@ -121,7 +124,9 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
             first_best = {"at": evals, "rule": p["rule"], "score": e["score"]}
     state = search.get("state") or {}
     wall = (max(finished) - search["created_at"]) if finished else None
+    horizon = (options.get("strategy_options") or {}).get("horizon", HORIZON)
     out = {"store": path, "strategy": search["strategy"], "seed": options.get("seed"),
+           "horizon": int(horizon),
            "budget": search["budget"], "evaluations": evals, "full": full,
            "screened_out": screened, "wall_s": wall,
            "s_per_evaluation": wall / evals if wall and evals else None,
@@ -216,6 +221,8 @@ def plots(searches: list, adam: float | None, best_library: tuple, outdir: str) 
                label=f"best library rule ({best_library[0]}) {best_library[1]:.4f}")
     ax.set_xlabel("evaluations (strategy proposals)")
     ax.set_ylabel("best validation accuracy so far (full protocol)")
+    # before a run's first full result, and after a shorter run's end, the median and range
+    # are over the runs that have a value there
     ax.set_title("MNIST-1D MLP: best-so-far per strategy")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -247,8 +254,10 @@ def search_table(searches: list) -> list:
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for s in searches:
         f = s["first_family"]
-        fam = (f"{f['at']}: `{f['rule']}` ({f['known_as'] or 'family'}; "
-               f"{'screened out' if f['rung'] == 'screen' else f['status']})") if f else "not reached"
+        stop = f and (f["status"] if f["status"] != "ok" else
+                      "screened out" if f["rung"] == "screen" else "full protocol")
+        fam = (f"{f['at']}: `{f['rule']}` ({f['known_as'] or 'family'}; {stop})"
+               if f else "not reached")
         b = s["best"]
         best = f"{b['score']:.4f} ± {b['score_se'] or 0:.4f}: `{b['rule']}`" if b else "-"
         wall = f"{s['wall_s'] / 60:.1f} min" if s["wall_s"] else "-"
@@ -302,7 +311,9 @@ def main(argv=None) -> int:
                     help="held-out tasks of the transfer")
     ap.add_argument("--factor", type=int, default=3)
     ap.add_argument("--export", default="benchmarks/found")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="processes for re-scoring")
+    ap.add_argument("--search-workers", type=int, default=2,
+                    help="the Ray workers the searches ran on (for where the time goes)")
     ap.add_argument("--out", default="runs/mnist1d")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -314,14 +325,14 @@ def main(argv=None) -> int:
     searches = sorted((analyse(p, adam_lb, top_lib["score"]) for p in args.stores),
                       key=lambda s: (order.get(s["strategy"], 9), s["seed"] or 0))
     adam = statistics.median([s["baselines"]["adam"] for s in searches
-                              if "adam" in s["baselines"]] or [adam_lb])
+                              if "adam" in s["baselines"]] or [adam_lb if adam_lb else math.nan])
     plots(searches, adam, (top_lib["rule"], top_lib["score"]), args.out)
     md = [f"Library on {proxy}: best {top_lib['rule']} {top_lib['score']:.4f} ± "
           f"{top_lib['score_se']:.4f}; adam {adam:.4f} (the searches' own baseline).", ""]
     md += search_table(searches)
     md += ["", "Where the time goes (durations measured in the workers; 'screen': stopped at "
            "the screening rung, 'full': promoted, screen included):", ""]
-    md += time_table(searches, args.workers)
+    md += time_table(searches, args.search_workers)
     out = {"searches": searches}
     if args.rescore or args.transfer:
         found, seen, hashes = [], set(), {}
@@ -332,17 +343,21 @@ def main(argv=None) -> int:
             search = st.search()
             for e in st.evaluations(search["task"], search["protocol"], order="score"):
                 if e["status"] == "ok" and e.get("rung") != "screen" and not e.get("name"):
-                    pool.append((e["score"], e["rule_hash"], e["rule"], search["strategy"]))
+                    pool.append((e["score"], e["rule_hash"], e["rule"], search["strategy"],
+                                 int((search["options"].get("strategy_options") or {})
+                                     .get("horizon", HORIZON))))
             st.close()
-        for score, h, rule, strategy in sorted(pool, key=lambda x: -x[0]):
+        horizons = {}
+        for score, h, rule, strategy, horizon in sorted(pool, key=lambda x: -x[0]):
             if h not in seen:
                 seen.add(h)
                 label = f"found {len(found) + 1} ({strategy}, proxy {score:.4f})"
                 found.append((label, rule))
-                hashes[label] = h
+                hashes[label], horizons[label] = h, horizon
             if len(found) >= args.top:
                 break
-        steps = 1500
+        from optdsl.search.tasks import get_task
+        steps = get_task(proxy).steps
         lib = [(r["rule"], library_text(r["rule"], steps)) for r in library[:args.library]]
         if not any(label == "adam" for label, _ in lib):
             lib.append(("adam", library_text("adam", steps)))
@@ -365,7 +380,8 @@ def main(argv=None) -> int:
                 held = ranked_library(args.leaderboard, task)[:3]
                 from optdsl.search.tasks import get_task
                 long_steps = get_task(task).steps * args.factor
-                entries = [(f"found {i + 1}", at_horizon(r["rule"], steps, long_steps))
+                entries = [(f"found {i + 1}", at_horizon(r["rule"], horizons[r["label"]],
+                                                         long_steps))
                            for i, r in enumerate(best3)]
                 entries += [(r["rule"], library_text(r["rule"], long_steps)) for r in held]
                 if not any(label == "adam" for label, _ in entries):
@@ -375,8 +391,9 @@ def main(argv=None) -> int:
                 ref = max((r for r in rows if not r["label"].startswith("found")),
                           key=lambda r: r["score"] if r["score"] is not None else -1)
                 md += ["", f"Transfer to {name} ({long_steps} steps; library's 3 best by the "
-                       f"task's leaderboard at 1x; seeds 0, 1, 2; the proxy's grid; every "
-                       f"decay, found or library, over the {long_steps} steps):", ""]
+                       f"task's leaderboard at 1x; seeds 0, 1, 2; the proxy's grid; the found "
+                       f"rules' decays and the library's +cos variants over the {long_steps} "
+                       f"steps):", ""]
                 md += score_table(rows, ref)
                 out["transfer"][name] = rows
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -66,6 +66,14 @@ def with_task_horizon(strategy: str, options: dict, task) -> dict:
     return options
 
 
+def _same_options(typed: dict, stored: dict) -> bool:
+    """Whether options typed again on --resume are the stored ones (typed values are strings;
+    the stored horizon was filled in from the task when it was not typed)."""
+    if "horizon" in stored and "horizon" not in typed:
+        typed = {**typed, "horizon": stored["horizon"]}
+    return {k: str(v) for k, v in typed.items()} == {k: str(v) for k, v in stored.items()}
+
+
 def default_store(task) -> str:
     """runs/TASK.sqlite (runs/match-RULE.sqlite for match:RULE, RULE a library name or a hash)."""
     slug = getattr(task, "slug", None)
@@ -145,7 +153,7 @@ def _search(args) -> int:
             raise SearchError(f"{path} holds a '{record['strategy']}' search, not '{strategy.name}'")
         task = resolve_task(record["task"])
         stored = record["options"].get("strategy_options", {})
-        if options and options != stored:
+        if options and not _same_options(options, stored):
             raise SearchError(f"{path} holds a search with strategy options {stored or 'none'}; "
                               "a resumed search keeps them (leave out --strategy-option)")
         strategy = make_strategy(record["strategy"], seed=record["options"].get("seed", 0),

@@ -141,6 +141,19 @@ def _save(fig, ax, path: str, legend_size: int) -> str:
 _BARE = re.compile(r"^[^=:#\n]+$")
 
 
+_LR_DEFAULT = re.compile(r"^(\s*[A-Za-z_]\w*\s*\((?:[^)]*,)?\s*)lr\s*=\s*[^,)]+")
+
+
+def _checked(candidate: str, fallback: str) -> str:
+    """``candidate`` where it parses, else ``fallback``."""
+    import optdsl
+    try:
+        optdsl.parse(candidate)
+        return candidate
+    except optdsl.DSLError:
+        return fallback
+
+
 def program_file(row: dict, rank: int, task: str) -> str:
     """The text of an exported rule: a comment header, then the program."""
     import optdsl
@@ -148,12 +161,10 @@ def program_file(row: dict, rank: int, task: str) -> str:
     body = [l for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]
     name = f"{re.sub(r'[^A-Za-z0-9_]', '_', task)}_rank{rank}"
     if len(body) == 1 and _BARE.match(body[0]) and row.get("best_lr"):
-        headed = f"{name}(lr={row['best_lr']:g}) = {body[0].strip()}"
-        try:
-            optdsl.parse(headed)
-            text = headed
-        except optdsl.DSLError:
-            pass
+        text = _checked(f"{name}(lr={row['best_lr']:g}) = {body[0].strip()}", text)
+    elif body and row.get("best_lr"):  # a headed program: its lr default becomes the best lr
+        header = _LR_DEFAULT.sub(lambda m: f"{m.group(1)}lr={row['best_lr']:g}", body[0], 1)
+        text = _checked(text.replace(body[0], header, 1), text)
     header = [f"# Found by optdsl search on task {task}: rank {rank}, score {row['score']:.4f}"
               f" at lr={row['best_lr']:g}.",
               f"# Store key {row['rule_hash']}; protocol {row['protocol']}.", "#"]

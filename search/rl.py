@@ -249,9 +249,9 @@ class RLStrategy(SpaceStrategy):
             keep = [i for i, r in enumerate(rewards.tolist()) if r >= q]
             batch, rewards = [batch[i] for i in keep], rewards[keep]
             adv = rewards - q
-            if self.normalize:  # in units of the batch's spread (0 where all rewards agree)
+            if self.normalize and len(everything) > 1:  # in units of the batch's spread
                 adv = adv / (float(everything.std()) + 1e-8)
-        elif self.normalize:  # the batch mean as baseline, in units of the batch's spread
+        elif self.normalize and len(rewards) > 1:  # the batch mean as baseline, its spread as unit
             adv = (rewards - rewards.mean()) / (float(rewards.std()) + 1e-8)
         else:
             adv = rewards - self.baseline

@@ -252,6 +252,17 @@ def test_report_leaderboard_plots_and_export(tmp_path, capsys):
         assert main(["check", str(tmp_path / "x" / name)]) == 0
 
 
+def test_an_exported_rule_defaults_to_its_best_learning_rate():
+    """A grammar strategy's rule is stored with a header (bello(lr=1) = ...): the exported file's
+    lr default is the one the protocol found best, so running the file as it is trains."""
+    from optdsl.search.report import program_file
+    row = {"score": 0.7, "best_lr": 0.003162, "rule_hash": "h", "protocol": "p"}
+    for rule in ("bello(lr=1) = lr * (g + ema(g, 0.9))", "lr * g",
+                 "r(beta=0.9, lr=1):\n    m = ema(g, beta)\n    return lr * m"):
+        text = program_file({**row, "rule": rule}, 1, "mnist1d-mlp")
+        assert optdsl.parse(text).defaults["lr"] == pytest.approx(0.003162), text
+
+
 def test_report_on_missing_store_exits_2(tmp_path, capsys):
     from optdsl.cli import main
     assert main(["report", str(tmp_path / "none.sqlite")]) == 2
@@ -315,6 +326,17 @@ def test_resume_keeps_the_stored_strategy_options(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "strategy options {'entropy': '0.1'}; a resumed search keeps them" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_resume_accepts_the_same_options_typed_again():
+    """The stored options hold the horizon the search filled in from its task (an int); typing
+    the same options again on --resume (strings, without or with the horizon) is no change."""
+    from optdsl.search.cli import _same_options
+    stored = {"entropy": "0.1", "horizon": 1500}
+    assert _same_options({"entropy": "0.1"}, stored)
+    assert _same_options({"entropy": "0.1", "horizon": "1500"}, stored)
+    assert not _same_options({"entropy": "0.2"}, stored)
+    assert not _same_options({"entropy": "0.1", "horizon": "300"}, stored)
 
 
 def test_malformed_seed_file_is_one_line_exit_2(tmp_path, capsys):
