@@ -191,21 +191,29 @@ def plots(results: list, outdir: str) -> list:
         paths.append(path)
     rl = [r for r in results if r.get("reward_curve")]
     if rl:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for r in rl:
-            c = r["reward_curve"]
-            ax.plot([x[0] for x in c], [x[2] for x in c], lw=1,
-                    label=f"{r['target']} seed {r['seed']}")
-        ax.set_xlabel("controller updates (batches of 16 rewards, free draws included)")
-        ax.set_ylabel("moving-average reward (baseline)")
-        ax.set_title("RL controller reward curve")
-        ax.legend(fontsize=6, ncol=2)
-        fig.tight_layout()
         path = os.path.join(outdir, "rl_reward.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        plot_reward_curves([(f"{r['target']} seed {r['seed']}", r["reward_curve"]) for r in rl],
+                           "RL controller reward curve", path)
         paths.append(path)
     return paths
+
+
+def plot_reward_curves(curves: list, title: str, path: str) -> None:
+    """The RL controller's moving-average reward against its updates, one line per
+    (label, curve) (``RLStrategy.curve``: [update, batch mean reward, baseline])."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, c in curves:
+        ax.plot([x[0] for x in c], [x[2] for x in c], lw=1, label=label)
+    ax.set_xlabel("controller updates (batches of 16 rewards, free draws included)")
+    ax.set_ylabel("moving-average reward (baseline)")
+    ax.set_title(title)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def write(results: list, outdir: str) -> None:

@@ -39,6 +39,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from match_search import plot_reward_curves  # noqa: E402
 from transfer import long_task  # noqa: E402  (the <task>-x<k> tasks)
 
 STRATEGY_ORDER = ("random-grammar", "rl", "evolution")
@@ -231,17 +232,9 @@ def plots(searches: list, adam: float | None, best_library: tuple, outdir: str) 
     plt.close(fig)
     rl = [s for s in searches if s.get("reward_curve")]
     if rl:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for s in rl:
-            c = s["reward_curve"]
-            ax.plot([x[0] for x in c], [x[2] for x in c], lw=1, label=f"seed {s['seed']}")
-        ax.set_xlabel("controller updates")
-        ax.set_ylabel("moving-average reward (baseline)")
-        ax.set_title("RL controller reward curve, MNIST-1D MLP")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(outdir, "rl_reward.png"), dpi=120)
-        plt.close(fig)
+        plot_reward_curves([(f"seed {s['seed']}", s["reward_curve"]) for s in rl],
+                           "RL controller reward curve, MNIST-1D MLP",
+                           os.path.join(outdir, "rl_reward.png"))
 
 
 def _at(x) -> str:
