@@ -20,6 +20,9 @@ PowerSign/AddSign member, ``x`` = not reached): modify/insert/delete only: x x x
 with combine and prior: 1111 1842 x x x; and elite 0.2: x x 1763 1193 1128 (median 1763);
 sample 8 of 64 instead: 2454 x 802 x x. A near miss (0.93, one ``drop`` away from an
 AddSign-like rule) aged out of the population before its fix was drawn: hence ``elite``.
+The final run with these defaults (BENCHMARKS.md, 2026-12-01): x 1953 x x 1545 on
+match:powersign, x x x 2690 x on match:addsign: the draws of a seed change with any change
+to the space, the filters or the prior, and 5 seeds do not pin a median.
 
 Dedupe as in the Lion search: a child that is a duplicate of an evaluated program (or a
 near-copy, ``search.filters``) or degenerate is not evaluated and another mutation is drawn
