@@ -180,16 +180,19 @@ def gap(a: dict, b: dict) -> str:
 def export(rows: list, directory: str, task: str) -> list:
     """The found rules of ``rows`` as checked .opt files (default lr: the re-scoring's best)."""
     import optdsl
+    from optdsl.cli import main as check_main
     from optdsl.search.report import program_file
     os.makedirs(directory, exist_ok=True)
     paths = []
     for rank, r in enumerate(rows, 1):
         row = {**r, "protocol": "the score and lr: re-scored on fresh seeds"}
         text = program_file(row, rank, task)
-        optdsl.check(optdsl.parse(text))  # raises on a rule that does not check
+        optdsl.parse(text)  # parsed and checked: raises on a rule that does not check
         path = os.path.join(directory, f"{task}_found{rank}.opt")
         with open(path, "w") as f:
             f.write(text)
+        if check_main(["check", path]) != 0:  # what a user runs: optdsl check FILE
+            raise SystemExit(f"optdsl check {path} failed")
         paths.append(path)
     return paths
 
