@@ -203,6 +203,12 @@ def _search(args) -> int:
     print(f"{progress.done}/{progress.budget} done: {progress.evaluated} evaluated here, "
           f"{progress.cached} cache hits, {progress.failed} failed "
           f"({progress.rate:.2f} eval/s)")
+    if progress.exhausted:
+        print(f"stopped before the budget: {strategy.name} proposed no new candidate "
+              f"{SearchLoop.MAX_EMPTY_ROUNDS} times in a row (each answer gives up after "
+              "many draws that were all duplicates, degenerate or dead code: e.g. an RL policy "
+              "narrowed onto rules it has evaluated); try another --seed, strategy option or "
+              "strategy")
     from .report import leaderboard
     Console().print(leaderboard(store, task.name, store.search(sid)["protocol"], top=args.top,
                                 metric=task.metric))

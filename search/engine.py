@@ -96,6 +96,7 @@ class Progress:
     failed: int = 0
     best: dict | None = None  # the best finished evaluation among this search's own proposals
     started: float = field(default_factory=time.monotonic)
+    exhausted: bool = False  # the strategy stopped proposing new candidates before the budget
 
     @property
     def rate(self) -> float:
@@ -264,6 +265,7 @@ class SearchLoop:
             if not self.inflight:
                 self.empty_rounds += 1
                 self.exhausted = self.empty_rounds >= self.MAX_EMPTY_ROUNDS
+                self.progress.exhausted = self.exhausted
             return False
         self.empty_rounds = 0
         prepared = []

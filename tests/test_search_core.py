@@ -219,6 +219,19 @@ def test_interrupted_search_resumes_without_repeating(tmp_path):
     assert [p["rule"] for p in store.proposals(sid)] == texts(RandomStrategy(0).suggest(10))
 
 
+def test_a_strategy_that_runs_dry_ends_the_search_and_says_so(tmp_path):
+    """A strategy that stops proposing (an RL policy narrowed onto evaluated rules) ends the
+    search before its budget, finished, with progress.exhausted set for the CLI's message."""
+    class Dry(RandomStrategy):
+        def suggest(self, n):
+            left = max(0, 3 - self.suggested)
+            return super().suggest(min(n, left)) if left else []
+    store, sid = _search(tmp_path, budget=10, baselines=False)
+    progress = SearchLoop(store, sid, Dry(0), InProcessRunner()).run()
+    assert progress.exhausted and progress.done == 3
+    assert store.search(sid)["finished_at"] is not None
+
+
 def test_read_seeds_paragraphs_library_names_and_errors(tmp_path):
     f = tmp_path / "seeds.opt"
     f.write_text("# two library rules\nadam\npowersign\n\nlr * sign(g)\n\n"
