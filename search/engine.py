@@ -55,6 +55,7 @@ def resolve_task(name: str):
 PROMOTE_QUANTILE = 0.9  # promote the candidates above this quantile of screening scores
 WARMUP = 20  # screening scores to know before the quantile is used
 PROMOTE_WINDOW = 200  # the quantile is of the last this many screening scores
+SCREENED_FAIL_REWARD = -1.0  # a failing rule's reward where screened-out ones get screen - 1
 
 
 def reward(result: dict):
@@ -200,6 +201,8 @@ class SearchLoop:
             for p in store.proposals(search_id) if p["status"] == "pending")
         self.hits: list = []  # cache hits found while filling, recorded together
         self.screened = bool(self.protocol_config.get("screen"))  # a multi-fidelity protocol
+        if self.screened and hasattr(strategy, "fail_reward"):
+            strategy.fail_reward = SCREENED_FAIL_REWARD  # below every screened-out reward
         self.screen_scores = store.screen_scores(search_id) if self.screened else []
         self.baseline_screens = [e["screen_score"] for e in store.evaluations(
             self.task.name, self.protocol_key) if e.get("name") and e.get("screen_score")

@@ -100,7 +100,11 @@ class RandomStrategy(Strategy):
 
 # --- the strategies over a grammar space: draw, filter, propose, learn -----------------------
 
-FAIL_REWARD = 0.0  # reward of a degenerate, diverged or failed candidate (scores are >= 0)
+FAIL_REWARD = 0.0  # reward of a degenerate, diverged or failed candidate (scores are >= 0);
+# the engine lowers a strategy's ``fail_reward`` to -1 on a screened protocol, where a
+# screened-out candidate's reward is its screening score - 1 (search.engine.reward): a rule that
+# fails must rank below every rule that trains, or RL learns to draw dead code and evolution
+# keeps diverged rules in its population
 
 
 class SpaceStrategy(Strategy):
@@ -118,6 +122,7 @@ class SpaceStrategy(Strategy):
     """
     name = ""
     max_draws = 200  # per candidate asked for, before suggest gives up (returns fewer)
+    fail_reward = FAIL_REWARD  # the reward of a rule that fails (set by the engine, see above)
     learn_duplicates = True  # a duplicate draw is learned from with its earlier score
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
@@ -175,7 +180,7 @@ class SpaceStrategy(Strategy):
                 self.draws += 1
                 if self.live_only and self.space.dead_local(tree):  # a redundant encoding
                     self.dead_draws += 1
-                    self._learn(tree, FAIL_REWARD, meta, True)
+                    self._learn(tree, self.fail_reward, meta, True)
                     continue
                 verdict, cand = self._verdict(self.space.source(tree))
                 if verdict.kind == "new" and cand is not None and cand.key not in pending_keys:
@@ -190,14 +195,14 @@ class SpaceStrategy(Strategy):
                     if of in self.scores and self.learn_duplicates:
                         self._learn(tree, self.scores[of], meta, True)
                 else:  # degenerate or invalid
-                    self._learn(tree, FAIL_REWARD, meta, True)
+                    self._learn(tree, self.fail_reward, meta, True)
         return out
 
     def observe(self, results: list) -> None:
         for r in results:
             entry = self.pending.pop(r.get("id"), None) if r.get("id") is not None else None
             reward = r["score"] if r.get("status") == "ok" and r.get("score") is not None \
-                else FAIL_REWARD
+                else self.fail_reward
             if entry is None:
                 self._foreign(r, reward)
                 continue

@@ -73,6 +73,30 @@ def test_a_screened_search_promotes_some_and_tells_the_strategy(tmp_path):
     assert len(store.screen_scores(sid)) == len(own)
 
 
+def test_a_failing_rule_ranks_below_every_screened_out_one(tmp_path):
+    """On a screened protocol a screened-out rule's reward is screen - 1 < 0; a diverged or
+    degenerate rule (and a dead-code draw) must be rewarded below it, or RL learns to draw dead
+    code (an RL run on MNIST-1D collapsed so: 95% of its draws dead code) and evolution keeps
+    diverged rules in its population. Unscreened tasks keep the old floor 0."""
+    from optdsl.search.strategies import FAIL_REWARD, make_strategy
+
+    def diverging(job):
+        if "exp" in job["rule"]:
+            return {**engine.failed_result(""), "status": "diverged", "error": None}
+        return fake_evaluate(job)
+
+    store = Store(str(tmp_path / "s.sqlite"))
+    strategy = make_strategy("evolution", seed=0)
+    assert strategy.fail_reward == FAIL_REWARD == 0.0
+    sid = new_search(store, strategy=strategy, task=get_task("mnist1d-mlp"), protocol=Protocol(),
+                     budget=40, baselines=False)
+    SearchLoop(store, sid, strategy, InProcessRunner(diverging)).run()
+    assert strategy.fail_reward == engine.SCREENED_FAIL_REWARD == -1.0
+    heard = [r for _, r in strategy.population] + [r for _, r in strategy.history]
+    screened_out = [r for r in heard if -1.0 < r < 0.0]
+    assert screened_out and min(heard) == -1.0 and -1.0 < min(screened_out)
+
+
 def test_a_schema_2_store_is_upgraded_in_place(tmp_path):
     path = str(tmp_path / "old.sqlite")
     Store(path).close()
