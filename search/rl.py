@@ -32,7 +32,7 @@ neural-guided genetic programming (Mundhenk et al. 2021). ``prior`` > 0 starts t
 take an entropy bonus (0.05 by default: with 0.01 the policy narrowed onto a few programs,
 96% and 98% of the draws of rediscovery seeds 1 and 4 were duplicates and seed 4 ran out of new
 candidates at 933 of 1,000 evaluations; with 0.05, 62% and 80%, both reached the budget;
-BENCHMARKS.md). Degenerate and dead-code draws are rewarded at once (0) without an
+BENCHMARKS.md). Degenerate and dead-code draws are rewarded at once (the fail reward) without an
 evaluation (``SpaceStrategy``), so the controller also learns to avoid them for free; duplicates
 of evaluated programs are skipped, not rewarded again (that made the policy collapse).
 
