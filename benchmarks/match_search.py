@@ -103,6 +103,9 @@ def reread(results: list, directory: str) -> list:
             store = Store(path, create=False)
             r = {**r, **read_store(store, store.search()["id"])}
             store.close()
+        else:
+            print(f"match_search: no store {path}: its figures are kept as they were",
+                  file=sys.stderr)
         out.append(r)
     return out
 
