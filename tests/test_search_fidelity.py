@@ -76,7 +76,7 @@ def test_a_screened_search_promotes_some_and_tells_the_strategy(tmp_path):
 def test_a_failing_rule_ranks_below_every_screened_out_one(tmp_path):
     """On a screened protocol a screened-out rule's reward is screen - 1 < 0; a diverged or
     degenerate rule (and a dead-code draw) must be rewarded below it, or RL learns to draw dead
-    code (an RL run on MNIST-1D collapsed so: 95% of its draws dead code) and evolution keeps
+    code (an RL run on MNIST-1D collapsed so: 94% of its draws dead code or degenerate) and evolution keeps
     diverged rules in its population. Unscreened tasks keep the old floor 0."""
     from optdsl.search.strategies import FAIL_REWARD, make_strategy
 
