@@ -145,8 +145,8 @@ def test_the_time_budget_holds_and_a_true_identity_is_never_refuted():
     v = equivalent(*TANH, timeout=1.0)
     took = time.perf_counter() - start
     assert v.status in ("proved", "unknown") and took <= 2.0, (v, took)
-    if v.status == "unknown":
-        assert v.method == "timeout" and "agree" in v.evidence
+    if v.status == "unknown":  # out of time, or sympy gave up by itself (it does at ~1 s here)
+        assert v.method in ("timeout", "symbolic") and "agree" in v.evidence, v
 
 
 def test_no_time_for_a_proof_is_unknown_with_the_numeric_evidence():
