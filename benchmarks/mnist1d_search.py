@@ -42,8 +42,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from match_search import plot_reward_curves  # noqa: E402
 from transfer import long_task  # noqa: E402  (the <task>-x<k> tasks)
 
+from optdsl.search.space import HORIZON  # noqa: E402  (a store made without a horizon)
+
 STRATEGY_ORDER = ("random-grammar", "rl", "evolution")
-HORIZON = 300  # search.space.HORIZON: the decays' steps in a store made without a horizon
 COLORS = {"random-grammar": "tab:gray", "rl": "tab:blue", "evolution": "tab:green"}
 
 
@@ -125,9 +126,8 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
             first_best = {"at": evals, "rule": p["rule"], "score": e["score"]}
     state = search.get("state") or {}
     wall = (max(finished) - search["created_at"]) if finished else None
-    horizon = (options.get("strategy_options") or {}).get("horizon", HORIZON)
     out = {"store": path, "strategy": search["strategy"], "seed": options.get("seed"),
-           "horizon": int(horizon),
+           "horizon": store_horizon(search),
            "budget": search["budget"], "evaluations": evals, "full": full,
            "screened_out": screened, "wall_s": wall,
            "s_per_evaluation": wall / evals if wall and evals else None,
@@ -143,7 +143,8 @@ def _evaluate(job: dict) -> dict:
     import torch
     from optdsl.search.evaluate import evaluate
     torch.set_num_threads(1)
-    long_task(job["task"]) if "-x" in job["task"] else None
+    if "-x" in job["task"]:
+        long_task(job["task"])
     return evaluate(job)
 
 
@@ -168,6 +169,46 @@ def score_all(entries: list, task_name: str, seeds: list, workers: int) -> list:
     return sorted(rows, key=lambda r: -(r["score"] if r["score"] is not None else -1))
 
 
+def best_reference(rows: list) -> dict:
+    """The best row that is not a found rule (the library's best in the table)."""
+    return max((r for r in rows if not r["label"].startswith("found")),
+               key=lambda r: r["score"] if r["score"] is not None else -1)
+
+
+def with_adam(entries: list, steps: int) -> list:
+    """``entries`` (label, program) with adam added unless it is among them."""
+    if any(label == "adam" for label, _ in entries):
+        return entries
+    return entries + [("adam", library_text("adam", steps))]
+
+
+def store_horizon(search: dict) -> int:
+    """The steps a search's space decayed over (search/space.py)."""
+    return int((search["options"].get("strategy_options") or {}).get("horizon", HORIZON))
+
+
+def found_rules(stores: list, top: int) -> list:
+    """The ``top`` distinct best full-protocol rules of all ``stores`` (not baselines):
+    (label, program, store key, horizon) each."""
+    from optdsl.search.store import Store
+    pool = []
+    for path in stores:
+        store = Store(path, create=False)
+        search = store.search()
+        for e in store.evaluations(search["task"], search["protocol"], order="score"):
+            if e["status"] == "ok" and e.get("rung") != "screen" and not e.get("name"):
+                pool.append((e["score"], e["rule_hash"], e["rule"], search["strategy"],
+                             store_horizon(search)))
+        store.close()
+    found, seen = [], set()
+    for score, key, rule, strategy, horizon in sorted(pool, key=lambda x: -x[0]):
+        if key not in seen and len(found) < top:
+            seen.add(key)
+            found.append((f"found {len(found) + 1} ({strategy}, proxy {score:.4f})", rule, key,
+                          horizon))
+    return found
+
+
 def gap(a: dict, b: dict) -> str:
     """(a - b) and how many combined standard errors that is."""
     if a["score"] is None or b["score"] is None:
@@ -179,7 +220,6 @@ def gap(a: dict, b: dict) -> str:
 
 def export(rows: list, directory: str, task: str) -> list:
     """The found rules of ``rows`` as checked .opt files (default lr: the re-scoring's best)."""
-    import optdsl
     from optdsl.cli import main as check_main
     from optdsl.search.report import program_file
     os.makedirs(directory, exist_ok=True)
@@ -187,7 +227,6 @@ def export(rows: list, directory: str, task: str) -> list:
     for rank, r in enumerate(rows, 1):
         row = {**r, "protocol": "the score and lr: re-scored on fresh seeds"}
         text = program_file(row, rank, task)
-        optdsl.parse(text)  # parsed and checked: raises on a rule that does not check
         path = os.path.join(directory, f"{task}_found{rank}.opt")
         with open(path, "w") as f:
             f.write(text)
@@ -312,6 +351,7 @@ def main(argv=None) -> int:
                     help="the Ray workers the searches ran on (for where the time goes)")
     ap.add_argument("--out", default="runs/mnist1d")
     args = ap.parse_args(argv)
+    from optdsl.search.tasks import get_task
     os.makedirs(args.out, exist_ok=True)
     proxy = "mnist1d-mlp"
     library = ranked_library(args.leaderboard, proxy)
@@ -331,61 +371,38 @@ def main(argv=None) -> int:
     md += time_table(searches, args.search_workers)
     out = {"searches": searches}
     if args.rescore or args.transfer:
-        found, seen, hashes = [], set(), {}
-        pool = []
-        for p in args.stores:
-            from optdsl.search.store import Store
-            st = Store(p, create=False)
-            search = st.search()
-            for e in st.evaluations(search["task"], search["protocol"], order="score"):
-                if e["status"] == "ok" and e.get("rung") != "screen" and not e.get("name"):
-                    pool.append((e["score"], e["rule_hash"], e["rule"], search["strategy"],
-                                 int((search["options"].get("strategy_options") or {})
-                                     .get("horizon", HORIZON))))
-            st.close()
-        horizons = {}
-        for score, h, rule, strategy, horizon in sorted(pool, key=lambda x: -x[0]):
-            if h not in seen:
-                seen.add(h)
-                label = f"found {len(found) + 1} ({strategy}, proxy {score:.4f})"
-                found.append((label, rule))
-                hashes[label], horizons[label] = h, horizon
-            if len(found) >= args.top:
-                break
-        from optdsl.search.tasks import get_task
+        found = found_rules(args.stores, args.top)
+        key = {label: k for label, _, k, _ in found}
+        horizon = {label: h for label, _, _, h in found}
         steps = get_task(proxy).steps
-        lib = [(r["rule"], library_text(r["rule"], steps)) for r in library[:args.library]]
-        if not any(label == "adam" for label, _ in lib):
-            lib.append(("adam", library_text("adam", steps)))
+        lib = with_adam([(r["rule"], library_text(r["rule"], steps))
+                         for r in library[:args.library]], steps)
         print(f"re-scoring {len(found)} found and {len(lib)} library rules on seeds "
               f"{args.fresh_seeds}", flush=True)
-        rescored = score_all(found + lib, proxy, args.fresh_seeds, args.workers)
-        ref = max((r for r in rescored if not r["label"].startswith("found")),
-                  key=lambda r: r["score"] if r["score"] is not None else -1)
+        rescored = score_all([(label, rule) for label, rule, _, _ in found] + lib, proxy,
+                             args.fresh_seeds, args.workers)
+        ref = best_reference(rescored)
         md += ["", f"Re-scored on fresh seeds {args.fresh_seeds} (full protocol, whole grid):", ""]
         md += score_table(rescored, ref)
         out["rescored"] = rescored
         if args.transfer:
             best3 = [r for r in rescored if r["label"].startswith("found")
                      and r["score"] is not None][:3]
-            paths = export([{**r, "rule_hash": hashes[r["label"]]} for r in best3],
+            paths = export([{**r, "rule_hash": key[r["label"]]} for r in best3],
                            args.export, proxy)
             md += ["", "Exported: " + ", ".join(f"`{p}`" for p in paths)]
             out["transfer"] = {}
             for task in args.tasks:
                 held = ranked_library(args.leaderboard, task)[:3]
-                from optdsl.search.tasks import get_task
                 long_steps = get_task(task).steps * args.factor
-                entries = [(f"found {i + 1}", at_horizon(r["rule"], horizons[r["label"]],
+                entries = [(f"found {i + 1}", at_horizon(r["rule"], horizon[r["label"]],
                                                          long_steps))
                            for i, r in enumerate(best3)]
-                entries += [(r["rule"], library_text(r["rule"], long_steps)) for r in held]
-                if not any(label == "adam" for label, _ in entries):
-                    entries.append(("adam", library_text("adam", long_steps)))
+                entries = with_adam(entries + [(r["rule"], library_text(r["rule"], long_steps))
+                                               for r in held], long_steps)
                 name = f"{task}-x{args.factor}"
                 rows = score_all(entries, name, [0, 1, 2], args.workers)
-                ref = max((r for r in rows if not r["label"].startswith("found")),
-                          key=lambda r: r["score"] if r["score"] is not None else -1)
+                ref = best_reference(rows)
                 md += ["", f"Transfer to {name} ({long_steps} steps; library's 3 best by the "
                        f"task's leaderboard at 1x; seeds 0, 1, 2; the proxy's grid; the found "
                        f"rules' decays and the library's +cos variants over the {long_steps} "
