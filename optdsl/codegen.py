@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from . import ir
 from .errors import DSLError
 from .ir import Kind, Rule
-from .primitives import PRIMITIVES, Fact, has, node_facts
+from .primitives import PRIMITIVES, has, node_facts
 from .printing import to_text
 
 class NotCompilable(DSLError):
@@ -55,17 +55,6 @@ class KernelPlan:
     @property
     def arg_names(self) -> list:
         return ["params", "grads"] + [f"state_{k}" for k in range(len(self.kernel_slots))] + ["scalars"]
-
-
-# Strength reduction: an operator whose argument is known (``primitives.Fact``) to take only a
-# few values prints cheaper code with the same results. op -> (facts required, code template).
-STRENGTH_REDUCED = {
-    # e^u for u in {-1, 0, 1}, never NaN (powersign's sign(g) sign(m)): one of three constants,
-    # two selects instead of a vector exp (1.4x fused Adam's time per byte on CPU with exp)
-    "exp": (Fact.UNIT | Fact.NONNAN,
-            f"torch.where({{0}} > 0, {math.e!r}, "
-            f"torch.where({{0}} < 0, {math.exp(-1.0)!r}, torch.ones_like({{0}})))"),
-}
 
 
 def _literal(n: ir.Node) -> str | None:
@@ -150,12 +139,12 @@ class _Printer:
         return lines
 
     def code(self, n: ir.Node) -> str:
-        """The code template of a node: its operator's, or a cheaper one (STRENGTH_REDUCED)
-        where its arguments allow."""
-        reduced = STRENGTH_REDUCED.get(n.op)
-        if reduced and has(node_facts(n.args[0], {}, self.facts), reduced[0]):
-            return reduced[1]
-        return PRIMITIVES[n.op].code
+        """The code template of a node: its operator's, or the cheaper one of the primitive
+        table (``reduced_code``) where the facts of its argument allow."""
+        prim = PRIMITIVES[n.op]
+        if prim.reduced_code and has(node_facts(n.args[0], {}, self.facts), prim.reduced_code[0]):
+            return prim.reduced_code[1]
+        return prim.code
 
     def writes(self) -> tuple:
         """(statements, copies a written tensor?): every value is computed before the first

@@ -111,6 +111,9 @@ class Primitive:
     expand: Callable | None = None  # stateful: (ctx, *args) -> value node, making slots
     infix: tuple | None = None  # (symbol, precedence) for operators
     code: str | None = None  # printed code template, e.g. "torch.sqrt({0})"
+    # strength reduction: (facts the first argument must have, a cheaper template giving the
+    # same values there), e.g. exp of a sign-valued argument as selects of three constants
+    reduced_code: tuple | None = None
     literal_positions: tuple = ()  # argument positions where ``code`` takes a Python float
     sympy: Callable | None = None  # (sympy module, *translated args) -> sympy expression
     variadic: bool = False  # takes any number of trailing arguments (schedules' milestones)
@@ -468,7 +471,11 @@ _ROWS = [
         "torch.sqrt({0})", lambda sp, x: sp.sqrt(x), always=NONNEG, keeps=(NOINF, NONZERO),
         facts=_sqrt_facts),
     _op("exp", ("x",), "e^x", torch.exp, _np(np.exp), "torch.exp({0})", lambda sp, x: sp.exp(x),
-        always=NONNEG, keeps=(FINITE, NOINF, NONNAN), facts=_exp_facts),
+        always=NONNEG, keeps=(FINITE, NOINF, NONNAN), facts=_exp_facts,
+        # e^u for u in {-1, 0, 1}, never NaN (powersign's sign(g) sign(m)): two selects of the
+        # constants instead of a vector exp (powersign was 1.37x addsign's step time with exp)
+        reduced_code=(UNIT | NONNAN, f"torch.where({{0}} > 0, {math.e!r}, torch.where({{0}} < 0, "
+                                     f"{math.exp(-1.0)!r}, torch.ones_like({{0}})))")),
     _op("log", ("x",), "natural logarithm", torch.log, _np(np.log), "torch.log({0})",
         lambda sp, x: sp.log(x), facts=_log_facts),
     _op("sin", ("x",), "sine", torch.sin, _np(np.sin), "torch.sin({0})", lambda sp, x: sp.sin(x),
