@@ -56,8 +56,7 @@ import torch
 
 from . import ir
 from .interpreter import Interpreter
-from .ir import Hyper, Rule, Slot
-from .ir import pending
+from .ir import Hyper, Rule, Slot, pending
 from .primitives import FINITE, PRIMITIVES, Fact, closed, has, kind_of, node_facts
 from .printing import number, to_text
 from .probes import fingerprint_inputs, rounded_digest

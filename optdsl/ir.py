@@ -155,7 +155,7 @@ def topological(roots) -> list:
     return order
 
 
-def pending(root: ir.Node, memo) -> list:
+def pending(root: Node, memo) -> list:
     """The nodes under ``root`` (itself included) that ``memo`` lacks, each after its
     arguments: a walk that stops at what is known already."""
     if root in memo:
