@@ -208,7 +208,6 @@ class SearchLoop:
             self.task.name, self.protocol_key) if e.get("name") and e.get("screen_score")
             is not None] if self.screened else []
         self.proposed = counts["proposed"]
-        self.exhausted = False
         self.empty_rounds = 0
 
     def _stored_best(self):
@@ -228,12 +227,13 @@ class SearchLoop:
         while True:
             self._fill()
             if not self.inflight:
-                if self.queue or not (self.exhausted or self.proposed >= self.progress.budget):
+                spent = self.progress.exhausted or self.proposed >= self.progress.budget
+                if self.queue or not spent:
                     continue  # more to dispatch, or ask the strategy again
                 break
             self._complete(self.runner.wait(timeout=0.25))
             self.on_event(self.progress)
-        if self.proposed >= self.progress.budget or self.exhausted:
+        if self.proposed >= self.progress.budget or self.progress.exhausted:
             with self.store.transaction():
                 self.store.finish_search(self.sid)
         self.on_event(self.progress)
@@ -258,7 +258,7 @@ class SearchLoop:
     def _ask(self) -> bool:
         """Ask the strategy for more proposals; False when the budget or the strategy is spent."""
         n = min(self.runner.capacity - len(self.inflight), self.progress.budget - self.proposed)
-        if n <= 0 or self.exhausted:
+        if n <= 0 or self.progress.exhausted:
             return False
         items = self.strategy.suggest(n)[:n]
         if not items:
@@ -267,8 +267,7 @@ class SearchLoop:
             # finish. With nothing in flight, a few empty answers in a row end the search.
             if not self.inflight:
                 self.empty_rounds += 1
-                self.exhausted = self.empty_rounds >= self.MAX_EMPTY_ROUNDS
-                self.progress.exhausted = self.exhausted
+                self.progress.exhausted = self.empty_rounds >= self.MAX_EMPTY_ROUNDS
             return False
         self.empty_rounds = 0
         prepared = []
