@@ -17,14 +17,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/optdsl search --strategy random --task digits --budget 60 --workers 2
 
+# The default suite, on every core (pytest-xdist; `-n 0` in PYTEST_ADDOPTS runs it in one process).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
-# The 2-node Ray cluster recipe of docs/cluster.md, run by CI after `make test`.
-test-cluster: $(STAMP)
-	$(PY) -m pytest -q -m cluster
+# The multi-process tests, one at a time: the 2-node Ray cluster recipe of docs/cluster.md, Ray
+# fault injection (killed workers, SIGKILLed searches) and gloo ranks. CI runs it after `make test`.
+test-system: $(STAMP)
+	$(PY) -m pytest -q -m 'system or cluster'
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_bench.py
 
-.PHONY: install demo test test-cluster bench
+.PHONY: install demo test test-system bench

@@ -31,10 +31,29 @@ def ray_address():
         ray.shutdown()
 
 
+def _matrix_worst() -> list:
+    """[[rule, setting], error] pairs of the library matrix run in this process."""
+    matrix = sys.modules.get("test_library_matrix")
+    return [[list(k), v] for k, v in matrix.WORST.items()] if matrix is not None else []
+
+
+_WORKERS_WORST: list = []  # what pytest-xdist workers sent back (controller side)
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: hand the figures over
+        session.config.workeroutput["matrix_worst"] = _matrix_worst()
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: the controller, a worker done
+def pytest_testnodedown(node, error):
+    _WORKERS_WORST.extend(getattr(node, "workeroutput", {}).get("matrix_worst", []))
+
+
 def pytest_terminal_summary(terminalreporter):
     """The largest relative error of the library matrix, when it ran (no test depends on it)."""
-    matrix = sys.modules.get("test_library_matrix")
-    if matrix is not None and matrix.WORST:
-        (name, setting), err = max(matrix.WORST.items(), key=lambda kv: kv[1])
+    worst = _matrix_worst() + _WORKERS_WORST
+    if worst:
+        (name, setting), err = max(worst, key=lambda kv: kv[1])
         terminalreporter.write_line(f"library matrix: largest relative error {err:.3g} "
                                     f"({name}, setting {setting})")

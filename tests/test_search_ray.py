@@ -4,6 +4,10 @@ Faults happen in real worker processes (see search_faults.py): a worker that kil
 retried by Ray, a rule that produces NaN is recorded as diverged, a step that sleeps past the
 limit is recorded as a timeout. A search run by the command line in a subprocess is killed
 with SIGKILL midway and finished with --resume, while reports read the store.
+
+Marked ``system`` (multi-process, about a minute): ``make test-system`` runs them with the
+2-node cluster test, and CI runs that after ``make test``. The default suite keeps one search
+through a RayRunner (tests/test_strategies_grammar.py).
 """
 import functools
 import os
@@ -15,6 +19,7 @@ import time
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.system
 
 import search_faults  # noqa: E402  (tests/ is on sys.path: conftest)
 from optdsl.search import tasks as tasks_mod  # noqa: E402

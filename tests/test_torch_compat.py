@@ -474,6 +474,7 @@ def _distributed_worker(rank, world, port, backend, kind, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.system  # two spawned processes per case, ~40 s in all: make test-system (CI) runs it
 @pytest.mark.parametrize("kind", ["ddp", "zero"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_two_gloo_ranks(kind, backend, tmp_path):
