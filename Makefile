@@ -17,7 +17,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/optdsl search --strategy random --task digits --budget 60 --workers 2
 
-# The default suite, on every core (pytest-xdist; `-n 0` in PYTEST_ADDOPTS runs it in one process).
+# The default suite, on every core (pytest-xdist); `$(PY) -m pytest -q` runs it in one process.
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto
 

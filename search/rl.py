@@ -27,7 +27,10 @@ their quantile as the baseline (risk-seeking policy gradient, Petersen et al. 20
 symbolic regression"). ``edit`` > 0: that fraction of the draws start from one of the
 ``queue`` best programs with one decision left open, which the policy makes (with the
 subtree it opens): policy-guided mutation of the best programs, a hybrid in the spirit of
-neural-guided genetic programming (Mundhenk et al. 2021). ``prior`` > 0 starts the policy from the library prior of
+neural-guided genetic programming (Mundhenk et al. 2021); with ``neutral`` a draw that
+duplicates an evaluated program joins that queue at the program's reward (neutral drift, as
+evolution's; it did not reach the family on match:powersign either, BENCHMARKS.md).
+``prior`` > 0 starts the policy from the library prior of
 ``Space.prior`` (the operands the warm-start library rules use) instead of uniform. All three
 take an entropy bonus (0.05 by default: with 0.01 the policy narrowed onto a few programs,
 96% and 98% of the draws of rediscovery seeds 1 and 4 were duplicates and seed 4 ran out of new
@@ -156,7 +159,7 @@ class RLStrategy(SpaceStrategy):
                  entropy: float = 0.05, hidden: int = 32, baseline_decay: float = 0.9,
                  epochs: int = 4, clip: float = 0.2, temperature: float = 1.0,
                  prior: float = 0.0, risk: float = 1.0, queue: int = 16, edit: float = 0.0,
-                 normalize: bool = False):
+                 normalize: bool = False, neutral: float = 0.0):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon)
         if algo not in ("reinforce", "ppo", "pqt"):
@@ -171,7 +174,8 @@ class RLStrategy(SpaceStrategy):
         self.algo, self.batch_size, self.entropy = algo, batch, entropy
         self.baseline_decay, self.epochs, self.clip = baseline_decay, epochs, clip
         self.temperature, self.risk, self.queue_size, self.edit = temperature, risk, queue, edit
-        self.normalize = normalize
+        self.normalize, self.neutral = normalize, neutral
+        self.neutral_joins = 0
         self.queue: list = []  # [reward, decisions, tree json] of the best evaluated programs
         self.baseline = None
         self.buffer: list = []  # [decisions, reward, old logp]
@@ -238,6 +242,23 @@ class RLStrategy(SpaceStrategy):
         if len(self.buffer) >= self.batch_size:
             self._update()
 
+    def _neutral(self, tree: Tree, reward: float, meta) -> None:
+        """With probability ``neutral`` (and a queue: ``pqt`` or ``edit``), a draw that is a
+        duplicate of an evaluated program joins the queue with that program's reward, ahead of
+        the members with an equal one (so the oldest of them leaves first): edits then start
+        from variants of the best programs that cost no evaluation (neutral drift, as
+        evolution's ``neutral``). Not a reward for the policy."""
+        if not self.neutral or not (self.algo == "pqt" or self.edit) \
+                or reward <= self.fail_reward or self.rng.random() >= self.neutral:
+            return
+        member = tree.to_json()
+        if any(e[2] == member for e in self.queue):
+            return
+        at = next((k for k, e in enumerate(self.queue) if e[0] <= reward), len(self.queue))
+        self.queue.insert(at, [float(reward), meta[0], member])
+        del self.queue[self.queue_size:]
+        self.neutral_joins += 1
+
     def _update(self) -> None:
         batch, self.buffer = self.buffer, []
         rewards = torch.tensor([r for _, r, _ in batch])
@@ -288,7 +309,7 @@ class RLStrategy(SpaceStrategy):
                 "controller": {k: _pack(v) for k, v in self.controller.state_dict().items()},
                 "opt_state": opt_state, "opt_groups": opt["param_groups"],
                 "baseline": self.baseline, "buffer": self.buffer, "updates": self.updates,
-                "curve": self.curve, "queue": self.queue}
+                "curve": self.curve, "queue": self.queue, "neutral_joins": self.neutral_joins}
 
     def load_state_dict(self, state: dict) -> None:
         self._load_base(state)
@@ -304,6 +325,7 @@ class RLStrategy(SpaceStrategy):
         self.updates = state["updates"]
         self.curve = [list(c) for c in state["curve"]]
         self.queue = [[r, [tuple(d) for d in dec], t] for r, dec, t in state["queue"]]
+        self.neutral_joins = state.get("neutral_joins", 0)
 
 
 STRATEGIES[RLStrategy.name] = RLStrategy

@@ -152,6 +152,11 @@ class SpaceStrategy(Strategy):
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
         pass
 
+    def _neutral(self, tree: Tree, reward: float, meta) -> None:
+        """A draw the filter calls a duplicate of an evaluated program (``reward`` is that
+        program's): another encoding, a near-copy, or the same program drawn again. Not
+        evaluated; a strategy may keep it as a neutral variant (evolution's ``neutral``)."""
+
     def _verdict(self, source: str):
         """(verdict, candidate or None) of a drawn program's source text."""
         from .filters import Verdict
@@ -192,8 +197,10 @@ class SpaceStrategy(Strategy):
                 elif verdict.kind in ("new", "duplicate"):
                     repeats += verdict.kind == "new"  # a policy that has collapsed: do not spin
                     of = verdict.of or verdict.key
-                    if of in self.scores and self.learn_duplicates:
-                        self._learn(tree, self.scores[of], meta, True)
+                    if of in self.scores:
+                        if self.learn_duplicates:
+                            self._learn(tree, self.scores[of], meta, True)
+                        self._neutral(tree, self.scores[of], meta)
                 else:  # degenerate or invalid
                     self._learn(tree, self.fail_reward, meta, True)
         return out

@@ -217,7 +217,8 @@ def _drive(s, space, rounds):
 
 
 @pytest.mark.parametrize("cls,kw", [(RLStrategy, {"batch": 4}), (EvolutionStrategy, {"population": 8}),
-                                    (EvolutionStrategy, {"population": 8, "elite": 0.3})])
+                                    (EvolutionStrategy, {"population": 8, "elite": 0.3}),
+                                    (EvolutionStrategy, {"population": 8, "neutral": 1.0})])
 def test_resume_matches_an_uninterrupted_run(cls, kw):
     space = Space("toy", text=TOY)
     whole = _drive(cls(seed=5, use_filter=False, space_obj=space, **kw), space, 12)
@@ -228,6 +229,40 @@ def test_resume_matches_an_uninterrupted_run(cls, kw):
     resumed.load_state_dict(saved)
     part += _drive(resumed, space, 6)
     assert part == whole
+
+
+def _members(s) -> list:
+    """(tree json, reward) of what a strategy keeps to draw from: evolution's population, the
+    RL controller's queue of best programs."""
+    if isinstance(s, EvolutionStrategy):
+        return [(t, r) for t, r in s.population]
+    return [(t, r) for r, _, t in s.queue]
+
+
+@pytest.mark.parametrize("neutral", [0.0, 1.0])
+@pytest.mark.parametrize("cls,kw", [(EvolutionStrategy, {"population": 8}),
+                                    (RLStrategy, {"edit": 0.5, "queue": 8})])
+def test_neutral_children_join_without_an_evaluation(cls, kw, neutral):
+    """With ``neutral``, a draw that behaves as an evaluated program (another text, the filter
+    calls it a duplicate) joins evolution's population (the RL queue) with that program's
+    score and costs no evaluation; without it, every member was evaluated."""
+    s = cls(seed=1, neutral=neutral, **kw)
+    scores = {}
+    for _ in range(40):
+        results = []
+        for c in s.suggest(4):
+            scores[c.key] = 1.0 / (1.0 + len(c.text))  # any deterministic score
+            results.append({"id": c.id, "rule": c.text, "status": "ok", "score": scores[c.key]})
+        s.observe(results)
+    unevaluated = []
+    for tree_json, reward in _members(s):
+        cand = build(s.space.source(Tree.from_json(tree_json)))
+        if cand.key not in scores:
+            verdict = s.filter.check(cand)
+            assert verdict.kind == "duplicate" and scores[verdict.of] == reward, cand.text
+            unevaluated.append(cand.text)
+    assert (s.neutral_joins > 0) == bool(neutral)
+    assert not unevaluated or neutral
 
 
 def test_resume_through_the_engine_and_store(tmp_path):
@@ -419,7 +454,8 @@ def test_library_prior_weights_the_operands_the_library_uses():
 
 
 @pytest.mark.parametrize("options", [{"risk": 0.25}, {"algo": "ppo"}, {"algo": "pqt"},
-                                     {"edit": 0.5, "queue": 4}])
+                                     {"edit": 0.5, "queue": 4},
+                                     {"edit": 0.5, "queue": 4, "neutral": 1.0}])
 def test_rl_variants_learn_and_resume(options):
     space = Space("toy", text=TOY)
     whole = _drive(RLStrategy(seed=5, use_filter=False, space_obj=space, batch=4, **options),
