@@ -29,7 +29,11 @@ symbolic regression"). ``edit`` > 0: that fraction of the draws start from one o
 subtree it opens): policy-guided mutation of the best programs, a hybrid in the spirit of
 neural-guided genetic programming (Mundhenk et al. 2021); with ``neutral`` a draw that
 duplicates an evaluated program joins that queue at the program's reward (neutral drift, as
-evolution's; it did not reach the family on match:powersign either, BENCHMARKS.md).
+evolution's; it did not reach the family on match:powersign either, BENCHMARKS.md);
+``structural``: that fraction of the edits first changes the queued program's structure with
+one of evolution's operators (insert, delete, combine; new parts uniform), then leaves one
+decision open for the policy (match:powersign seed 0 with drift and prior: not reached, the
+policy settled on sgd plus clipped terms; BENCHMARKS.md).
 ``prior`` > 0 starts the policy from the library prior of
 ``Space.prior`` (the operands the warm-start library rules use) instead of uniform. All three
 take an entropy bonus (0.05 by default: with 0.01 the policy narrowed onto a few programs,
@@ -159,7 +163,7 @@ class RLStrategy(SpaceStrategy):
                  entropy: float = 0.05, hidden: int = 32, baseline_decay: float = 0.9,
                  epochs: int = 4, clip: float = 0.2, temperature: float = 1.0,
                  prior: float = 0.0, risk: float = 1.0, queue: int = 16, edit: float = 0.0,
-                 normalize: bool = False, neutral: float = 0.0):
+                 normalize: bool = False, neutral: float = 0.0, structural: float = 0.0):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon)
         if algo not in ("reinforce", "ppo", "pqt"):
@@ -176,6 +180,7 @@ class RLStrategy(SpaceStrategy):
         self.temperature, self.risk, self.queue_size, self.edit = temperature, risk, queue, edit
         self.normalize, self.neutral = normalize, neutral
         self.neutral_joins = 0
+        self.structural = structural
         self.queue: list = []  # [reward, decisions, tree json] of the best evaluated programs
         self.baseline = None
         self.buffer: list = []  # [decisions, reward, old logp]
@@ -227,9 +232,22 @@ class RLStrategy(SpaceStrategy):
         """One of the best programs with one decision left open (its subtree too): the policy
         makes that decision and whatever it changes downstream (policy-guided mutation)."""
         tree = Tree.from_json(self.rng.choice(self.queue)[2])
+        if self.structural and self.rng.random() < self.structural:
+            tree = self._restructured(tree)
         node = self.rng.choice([t for t in tree.nodes() if t.rule in self.space.n_choices])
         node.alt, node.children, node.value = -1, [], None
         return tree
+
+    def _restructured(self, tree: Tree) -> Tree:
+        """``tree`` changed by one of evolution's structural operators (insert a group, delete
+        one, or combine it with another queued program), the new parts drawn uniformly; the
+        tree itself where the operator does not apply."""
+        other = Tree.from_json(self.rng.choice(self.queue)[2])
+        operators = (lambda: self.space.insert(tree, self.rng),
+                     lambda: self.space.delete(tree, self.rng),
+                     lambda: self.space.combine(tree, other, self.rng))
+        made = self.rng.choice(operators)()
+        return made[0] if made is not None else tree
 
     # --- learning --------------------------------------------------------------------------------
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:

@@ -455,7 +455,8 @@ def test_library_prior_weights_the_operands_the_library_uses():
 
 @pytest.mark.parametrize("options", [{"risk": 0.25}, {"algo": "ppo"}, {"algo": "pqt"},
                                      {"edit": 0.5, "queue": 4},
-                                     {"edit": 0.5, "queue": 4, "neutral": 1.0}])
+                                     {"edit": 0.5, "queue": 4, "neutral": 1.0},
+                                     {"edit": 0.5, "queue": 4, "structural": 0.5}])
 def test_rl_variants_learn_and_resume(options):
     space = Space("toy", text=TOY)
     whole = _drive(RLStrategy(seed=5, use_filter=False, space_obj=space, batch=4, **options),
@@ -465,6 +466,21 @@ def test_rl_variants_learn_and_resume(options):
     resumed = RLStrategy(seed=5, use_filter=False, space_obj=space, batch=4, **options)
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
     assert part + _drive(resumed, space, 4) == whole and first.updates >= 2
+
+
+def test_rl_structural_edits_insert_delete_and_combine_queued_programs():
+    """``structural``: an edit first changes a queued program's groups with evolution's
+    operators; every result is a program of the space and of the language."""
+    s = RLStrategy(seed=0, edit=1.0, structural=1.0, queue=4)
+    for groups, result in (("x1 = (g)", "x1"), ("x1 = (ema(g, 0.9))\n    x2 = (x1) * (sign(g))", "x2")):
+        tree = s.space.parse(f"bello(lr=1):\n    {groups}\n    return lr * {result}")
+        s.queue.append([0.5, s.space.decisions_of(tree), tree.to_json()])
+    sizes = set()
+    for _ in range(40):
+        tree = s._restructured(Tree.from_json(s.rng.choice(s.queue)[2]))
+        sizes.add(len(s.space.groups_of(tree)))
+        optdsl.parse(s.space.source(tree))
+    assert sizes == {1, 2, 3}
 
 
 def test_rl_prior_is_the_initial_policy():
