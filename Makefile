@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 # The default suite, on every core (pytest-xdist); `$(PY) -m pytest -q` runs it in one process.
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 # The multi-process tests, one at a time: the 2-node Ray cluster recipe of docs/cluster.md, Ray
 # fault injection (killed workers, SIGKILLed searches) and gloo ranks. CI runs it after `make test`.

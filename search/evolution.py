@@ -20,7 +20,7 @@ PowerSign/AddSign member, ``x`` = not reached): modify/insert/delete only: x x x
 with combine and prior: 1111 1842 x x x; and elite 0.2: x x 1763 1193 1128 (median 1763);
 sample 8 of 64 instead: 2454 x 802 x x. A near miss (0.93, one ``drop`` away from an
 AddSign-like rule) aged out of the population before its fix was drawn: hence ``elite``.
-A run with these defaults (BENCHMARKS.md, 2026-12-01): x 1953 x x 1545 on
+A run with these defaults before neutral drift (BENCHMARKS.md, 2026-12-01): x 1953 x x 1545 on
 match:powersign, x x x 2690 x on match:addsign: the draws of a seed change with any change
 to the space, the filters or the prior, and 5 seeds do not pin a median.
 
@@ -28,7 +28,8 @@ Dedupe as in the Lion search: a child that is a duplicate of an evaluated progra
 near-copy, ``search.filters``) or degenerate is not evaluated and another mutation is drawn
 (at most ``SpaceStrategy.max_draws`` times). **Neutral drift** (``neutral``, 1.0): such a
 duplicate, when it is another tree than the population's members, joins the population with
-the score of the program it duplicates, at no evaluation, and ages like any member. Searches
+the score of the program it duplicates, at no evaluation, and ages like any member (a tree
+that aged out and is drawn again comes back the same way, at its old score). Searches
 that failed sat on a plateau (sgd's score on match:powersign for 1,000-2,500 evaluations): no
 single mutation of sgd scores higher and the family lies two or three mutations away through
 lower scores, while variants that behave as sgd (``x1 = sign(g); x2 = g * sqrt(|x1|)``, one
@@ -156,6 +157,8 @@ class EvolutionStrategy(SpaceStrategy):
         self.warm = list(state["warm"])
         self.mutations = dict(state["mutations"])
         self.best = state["best"]
+        if "neutral_joins" not in state:  # a search begun before neutral drift: continue it
+            self.p_neutral = 0.0          # as it was (its store has no neutral option)
         self.neutral_joins = state.get("neutral_joins", 0)
 
 

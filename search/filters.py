@@ -141,4 +141,5 @@ class CandidateFilter:
         self.dedupe, self.degenerate = state["dedupe"], state["degenerate"]
         self.near, self.near_keys = state["near"], list(state["near_keys"])
         raw = np.frombuffer(base64.b64decode(state["near_dirs"]), dtype=np.float32)
-        self.near_dirs = torch.from_numpy(raw.copy()).reshape(len(self.near_keys), -1)
+        self.near_dirs = torch.from_numpy(raw.copy()).reshape(len(self.near_keys),
+                                                              2 * PROBE_SIZE * PROBE_STEPS)

@@ -261,21 +261,23 @@ class RLStrategy(SpaceStrategy):
             self._update()
 
     def _neutral(self, tree: Tree, reward: float, meta) -> None:
-        """With probability ``neutral`` (and a queue: ``pqt`` or ``edit``), a draw that is a
-        duplicate of an evaluated program joins the queue with that program's reward, ahead of
-        the members with an equal one (so the oldest of them leaves first): edits then start
-        from variants of the best programs that cost no evaluation (neutral drift, as
-        evolution's ``neutral``). Not a reward for the policy."""
-        if not self.neutral or not (self.algo == "pqt" or self.edit) \
+        """With probability ``neutral`` (with ``edit``, not ``pqt``), a draw that is a duplicate
+        of an evaluated program joins the queue with that program's reward, ahead of the members
+        with an equal one, so that it outlives them: edits then start from variants of the best
+        programs that cost no evaluation (neutral drift, as evolution's ``neutral``). Not a
+        reward for the policy; not with ``pqt``, whose loss is the likelihood of the queue
+        (training on duplicates made the policy collapse)."""
+        if not self.neutral or not self.edit or self.algo == "pqt" \
                 or reward <= self.fail_reward or self.rng.random() >= self.neutral:
             return
         member = tree.to_json()
         if any(e[2] == member for e in self.queue):
             return
         at = next((k for k, e in enumerate(self.queue) if e[0] <= reward), len(self.queue))
-        self.queue.insert(at, [float(reward), meta[0], member])
-        del self.queue[self.queue_size:]
-        self.neutral_joins += 1
+        if at < self.queue_size:
+            self.queue.insert(at, [float(reward), meta[0], member])
+            del self.queue[self.queue_size:]
+            self.neutral_joins += 1
 
     def _update(self) -> None:
         batch, self.buffer = self.buffer, []

@@ -426,9 +426,11 @@ class Space:
         j's operands (or, at the end, the old result); that operand now reads the new group.
         None when the program has the most groups the space allows."""
         gs = self.groups
+        if gs is None:
+            return None
         inners = [t.copy() for t in self.groups_of(tree)]
         n = len(inners)
-        if gs is None or n >= len(gs["groups"]):
+        if n >= len(gs["groups"]):
             return None
         j = rng.randrange(n + 1)  # the new group's position (n: after the last one)
         names = gs["names"]

@@ -17,7 +17,8 @@ torch.set_num_threads(1)  # the tests' tensors are tiny: threads only add conten
 @pytest.fixture(scope="session")
 def ray_address():
     """One local Ray instance with 2 CPUs for every test that needs Ray in this session (a
-    RayRunner then joins it instead of starting its own); yields its GCS address."""
+    RayRunner then joins it instead of starting its own); yields its GCS address. Under
+    pytest-xdist a session is a worker's: tests that share it are one ``xdist_group``."""
     ray = pytest.importorskip("ray")
     import search_faults
     started = not ray.is_initialized()

@@ -265,6 +265,40 @@ def test_neutral_children_join_without_an_evaluation(cls, kw, neutral):
     assert not unevaluated or neutral
 
 
+@pytest.mark.parametrize("cls,kw", [(EvolutionStrategy, {"population": 6}),
+                                    (RLStrategy, {"edit": 0.5, "queue": 4, "neutral": 1.0,
+                                                  "batch": 4})])
+def test_resume_with_neutral_drift_matches_an_uninterrupted_run(cls, kw):
+    """Bello's space with the filter on, so that duplicates happen and drift joins them: a
+    resumed strategy proposes what an uninterrupted one does, with the same joins."""
+    def drive(s, rounds):
+        out = []
+        for _ in range(rounds):
+            cands = s.suggest(4)
+            out += [c.text for c in cands]
+            s.observe([{"id": c.id, "rule": c.text, "status": "ok",
+                        "score": 1.0 / (1.0 + len(c.text))} for c in cands])
+        return out
+    uninterrupted = cls(seed=2, **kw)
+    whole = drive(uninterrupted, 10)
+    first = cls(seed=2, **kw)
+    part = drive(first, 5)
+    resumed = cls(seed=2, **kw)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    part += drive(resumed, 5)
+    assert part == whole
+    assert resumed.neutral_joins == uninterrupted.neutral_joins > 0
+
+
+def test_a_search_begun_before_neutral_drift_resumes_without_it():
+    s = EvolutionStrategy(seed=0)
+    state = s.state_dict()
+    del state["neutral_joins"]  # what a store written before the option holds
+    resumed = EvolutionStrategy(seed=0)
+    resumed.load_state_dict(state)
+    assert resumed.p_neutral == 0.0 and EvolutionStrategy(seed=0).p_neutral == 1.0
+
+
 def test_resume_through_the_engine_and_store(tmp_path):
     """A stored evolution search, stopped after 6 results and resumed, proposes what an
     uninterrupted one proposes (fake evaluations: no training)."""
@@ -297,6 +331,7 @@ def test_resume_through_the_engine_and_store(tmp_path):
     assert run(tmp_path / "a.sqlite", [14]) == run(tmp_path / "b.sqlite", [6, 14])
 
 
+@pytest.mark.xdist_group("ray")  # one pytest-xdist worker, so one local Ray for the three
 @pytest.mark.parametrize("name", ["random-grammar", "rl", "evolution"])
 def test_end_to_end_through_the_ray_runner(ray_address, tmp_path, name):
     """Each strategy, a 4-evaluation search on digits-fast through the Ray runner, on the
@@ -407,6 +442,15 @@ def test_strategies_skip_dead_code_encodings(cls):
     loose = cls(seed=3, use_filter=False, live_only=False)
     assert any(loose.space.dead_local(Tree.from_json(loose.pending[c.id][0]))
                for c in loose.suggest(60))
+
+
+def test_an_empty_filter_state_loads():
+    """A search stopped before its first candidate stores an empty filter (reshaping its
+    zero directions failed: 'cannot reshape tensor of 0 elements')."""
+    f = CandidateFilter(near=0.999)
+    f.load_state_dict(json.loads(json.dumps(CandidateFilter(near=0.999).state_dict())))
+    assert f.check(build("lr * g")).kind == "new"
+    assert f.check(build("lr * 2 * g")).kind == "duplicate"
 
 
 def test_near_copies_are_duplicates_of_the_first():
