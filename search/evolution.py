@@ -126,7 +126,11 @@ class EvolutionStrategy(SpaceStrategy):
             return
         if self.best is None or reward > self.best[1]:
             self.best = [tree.to_json(), float(reward)]
-        self.population.append([tree.to_json(), float(reward)])
+        self._join(tree.to_json(), reward)
+
+    def _join(self, member: list, reward: float) -> None:
+        """``member`` (a tree's json) joins the population; the oldest leaves when it is full."""
+        self.population.append([member, float(reward)])
         if len(self.population) > self.population_size:
             self.population.pop(0)
 
@@ -139,10 +143,8 @@ class EvolutionStrategy(SpaceStrategy):
             return
         member = tree.to_json()
         if all(m[0] != member for m in self.population):
-            self.population.append([member, float(reward)])
+            self._join(member, reward)
             self.neutral_joins += 1
-            if len(self.population) > self.population_size:
-                self.population.pop(0)
 
     def _foreign(self, result: dict, reward: float) -> None:
         try:

@@ -61,6 +61,9 @@ def direction(cand) -> torch.Tensor:
     return u / u.norm()
 
 
+DIRECTION_SIZE = 2 * PROBE_SIZE * PROBE_STEPS  # the length of a candidate's probe direction
+
+
 class CandidateFilter:
     """Dedupe and degenerate filters with counts (see the module docstring)."""
 
@@ -69,7 +72,7 @@ class CandidateFilter:
         self.keys: dict = {}  # cache key -> key of the first candidate (or 'degenerate:why')
         self.fps: dict = {}  # probe fingerprint -> key of the first candidate
         self.near_keys: list = []  # keys of the new candidates, in order ...
-        self.near_dirs = torch.zeros(0, 2 * PROBE_SIZE * PROBE_STEPS)  # ... and their directions
+        self.near_dirs = torch.zeros(0, DIRECTION_SIZE)  # ... and their directions
         self.stats = {"checked": 0, "new": 0, "duplicate": 0, "duplicate_hash": 0,
                       "duplicate_fingerprint": 0, "duplicate_near": 0, "degenerate": 0,
                       "invalid": 0}
@@ -141,5 +144,4 @@ class CandidateFilter:
         self.dedupe, self.degenerate = state["dedupe"], state["degenerate"]
         self.near, self.near_keys = state["near"], list(state["near_keys"])
         raw = np.frombuffer(base64.b64decode(state["near_dirs"]), dtype=np.float32)
-        self.near_dirs = torch.from_numpy(raw.copy()).reshape(len(self.near_keys),
-                                                              2 * PROBE_SIZE * PROBE_STEPS)
+        self.near_dirs = torch.from_numpy(raw.copy()).reshape(len(self.near_keys), DIRECTION_SIZE)

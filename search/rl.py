@@ -178,9 +178,8 @@ class RLStrategy(SpaceStrategy):
         self.algo, self.batch_size, self.entropy = algo, batch, entropy
         self.baseline_decay, self.epochs, self.clip = baseline_decay, epochs, clip
         self.temperature, self.risk, self.queue_size, self.edit = temperature, risk, queue, edit
-        self.normalize, self.neutral = normalize, neutral
+        self.normalize, self.neutral, self.structural = normalize, neutral, structural
         self.neutral_joins = 0
-        self.structural = structural
         self.queue: list = []  # [reward, decisions, tree json] of the best evaluated programs
         self.baseline = None
         self.buffer: list = []  # [decisions, reward, old logp]
