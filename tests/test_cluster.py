@@ -80,7 +80,7 @@ def test_a_search_survives_the_loss_of_a_worker_node(tmp_path):
     store = str(tmp_path / "cluster.sqlite")
     env = {**os.environ, "HOME": str(tmp_path), "PATH": BIN + os.pathsep + os.environ["PATH"]}
     env.pop("OPTDSL_BACKEND", None)
-    search = None
+    search, sessions = None, []
     try:
         for line in recipe():
             line = (line.replace("HEAD_IP", "127.0.0.1").replace("6379", str(port))
@@ -98,8 +98,13 @@ def test_a_search_survives_the_loss_of_a_worker_node(tmp_path):
                 search = subprocess.Popen(args, env=env, cwd=str(tmp_path), text=True,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 continue
-            done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
-            assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+            # its own session: the daemons `ray start` leaves (agents, client server) keep its
+            # session id, by which the teardown finds them
+            command = subprocess.Popen(args, env=env, text=True, start_new_session=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            sessions.append(command.pid)
+            out, err = command.communicate(timeout=120)
+            assert command.returncode == 0, f"{line}\n{out}\n{err}"
         assert search is not None, "the recipe runs no search"
         assert os.path.exists(os.path.join(str(tmp_path), ".ray", "auth_token"))
         def six_done():
@@ -114,9 +119,11 @@ def test_a_search_survives_the_loss_of_a_worker_node(tmp_path):
     finally:
         if search is not None and search.poll() is None:
             search.kill()
-        _kill_tree(ray_tmp, signal.SIGTERM)
-        time.sleep(1)
-        _kill_tree(ray_tmp)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            _kill_tree(ray_tmp, sig)
+            for session in sessions:
+                subprocess.run(["pkill", f"-{sig.name.removeprefix('SIG')}", "-s", str(session)])
+            time.sleep(1)
     assert search.returncode == 0, err
     with sqlite3.connect(store) as conn:
         pending = conn.execute("SELECT COUNT(*) FROM proposals WHERE status = 'pending'").fetchone()

@@ -8,8 +8,10 @@ has no counterpart). The models are tiny and share one layout so that Inductor c
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import socket
+import time
 import warnings
 
 import pytest
@@ -438,19 +440,28 @@ def test_swa_utils_average_an_optdsl_run_as_a_torch_run(backend):
 
 # --- distributed: DDP and ZeroRedundancyOptimizer on 2 gloo ranks ---------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+RANKS_DEADLINE_S = 300  # both ranks, four steps each, twice; ~10 s here, minutes with a cold cache
 
 
-def _distributed_worker(rank, world, port, backend, kind, out):
+def _loopback_interface() -> dict:
+    """GLOO_SOCKET_IFNAME for the loopback device where it is named ``lo``: gloo then never
+    depends on what the machine's hostname resolves to."""
+    return {"GLOO_SOCKET_IFNAME": "lo"} if "lo" in dict(socket.if_nameindex()).values() else {}
+
+
+def _distributed_worker(rank, world, rendezvous, backend, kind, out):
+    from datetime import timedelta
+
     import torch.distributed as dist
     from torch.distributed.optim import ZeroRedundancyOptimizer
     from torch.nn.parallel import DistributedDataParallel as DDP
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OPTDSL_BACKEND=backend)
+    os.environ.update(OPTDSL_BACKEND=backend, **_loopback_interface())
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a rank stuck short of the deadline prints where it is (to the test's output) and exits
+    faulthandler.dump_traceback_later(RANKS_DEADLINE_S - 30, exit=True)
+    # a file rendezvous: no port to race for; a timeout so that a lost rank fails, never hangs
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=120))
     try:
         finals = []
         for make in ("optdsl", "torch"):
@@ -469,7 +480,9 @@ def _distributed_worker(rank, world, port, backend, kind, out):
                 if rank == 0:
                     assert len(opt.state_dict()["state"]) == 4
             finals.append(params_of(model.module))
+            del model, opt  # DDP's reducer before the process group it uses
         torch.save(finals, os.path.join(out, f"rank{rank}.pt"))
+        dist.barrier()  # neither rank tears down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
@@ -479,7 +492,15 @@ def _distributed_worker(rank, world, port, backend, kind, out):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_two_gloo_ranks(kind, backend, tmp_path):
     import torch.multiprocessing as mp
-    mp.spawn(_distributed_worker, args=(2, _free_port(), backend, kind, str(tmp_path)), nprocs=2)
+    args = (2, str(tmp_path / "rendezvous"), backend, kind, str(tmp_path))
+    processes = mp.start_processes(_distributed_worker, args=args, nprocs=2, join=False,
+                                   start_method="spawn")
+    deadline = time.monotonic() + RANKS_DEADLINE_S
+    while not processes.join(timeout=5):  # raises (and stops the other rank) if one fails
+        if time.monotonic() > deadline:
+            for process in processes.processes:
+                process.kill()
+            pytest.fail(f"the 2 gloo ranks did not finish within {RANKS_DEADLINE_S} s")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for got, ref in ranks:
         close(got, ref, 1e-10)  # optdsl == torch.optim under DDP / ZeRO
