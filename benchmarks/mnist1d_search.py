@@ -75,6 +75,19 @@ def ranked_library(leaderboards: list, task: str) -> list:
     return sorted((r for r in rows if r.get("status") == "ok"), key=lambda r: -r["score"])
 
 
+IDLE_GAP_S = 120.0  # longer than any evaluation's time limit (60 s): the search was not running
+
+
+def running_time(created_at: float, finished: list) -> float | None:
+    """Seconds the search ran: from its creation to its last result, less every gap of more
+    than IDLE_GAP_S between consecutive results (a stopped search resumed later with
+    ``--resume``; the restart's own seconds before its first result are left out too)."""
+    if not finished:
+        return None
+    times = [created_at] + sorted(finished)
+    return sum(b - a for a, b in zip(times, times[1:]) if b - a <= IDLE_GAP_S)
+
+
 def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
     """One search store: the figures of item 1 of the module doc."""
     from optdsl.search.funnel import family, known_as
@@ -125,7 +138,7 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
         if first_best is None and e["score"] > best_library:
             first_best = {"at": evals, "rule": p["rule"], "score": e["score"]}
     state = search.get("state") or {}
-    wall = (max(finished) - search["created_at"]) if finished else None
+    wall = running_time(search["created_at"], finished)
     out = {"store": path, "strategy": search["strategy"], "seed": options.get("seed"),
            "horizon": store_horizon(search),
            "budget": search["budget"], "evaluations": evals, "full": full,
