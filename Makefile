@@ -17,16 +17,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/optdsl search --strategy random --task digits --budget 60 --workers 2
 
+# A test that hangs past 10 min stops the run with every thread's stack (pytest-timeout; its
+# thread method, since search.evaluate uses SIGALRM itself) instead of stalling CI.
+HANG_LIMIT := --timeout 600 --timeout-method thread
+
 # The default suite, on every core (pytest-xdist); `$(PY) -m pytest -q` runs it in one process.
-# --timeout: a test that hangs past 10 min stops the run with every thread's stack (pytest-timeout;
-# its thread method, since search.evaluate uses SIGALRM itself) instead of stalling CI.
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadgroup --timeout 600 --timeout-method thread
+	$(PY) -m pytest -q -n auto --dist loadgroup $(HANG_LIMIT)
 
 # The multi-process tests, one at a time: the 2-node Ray cluster recipe of docs/cluster.md, Ray
 # fault injection (killed workers, SIGKILLed searches) and gloo ranks. CI runs it after `make test`.
 test-system: $(STAMP)
-	$(PY) -m pytest -q -m 'system or cluster' --timeout 600 --timeout-method thread
+	$(PY) -m pytest -q -m 'system or cluster' $(HANG_LIMIT)
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_bench.py
