@@ -115,15 +115,14 @@ class SpaceStrategy(Strategy):
     (``search.filters``; 0 turns it off). ``suggest`` draws until it has ``n`` candidates the
     filter calls new: a draw with dead code (``live_only``, ``Space.dead_local``), one that is
     not a valid program and a degenerate one are learned from at once with
-    :data:`FAIL_REWARD`, a duplicate with its earlier score (``learn_duplicates``), all
-    without an evaluation (``free=True``). A program drawn again is recognised by its source
+    :data:`FAIL_REWARD`, a duplicate with what ``_repeat_reward`` says it is worth (its earlier
+    score unless a subclass says otherwise), all without an evaluation (``free=True``). A program drawn again is recognised by its source
     text and not built again. Each new candidate gets the next proposal id; ``observe`` finds
     it by that id and turns its result into a reward.
     """
     name = ""
     max_draws = 200  # per candidate asked for, before suggest gives up (returns fewer)
     fail_reward = FAIL_REWARD  # the reward of a rule that fails (set by the engine, see above)
-    learn_duplicates = True  # a duplicate draw is learned from with its earlier score
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
                  space_obj=None, live_only: bool = True, near: float = 0.999, horizon: int = 0):
@@ -151,6 +150,11 @@ class SpaceStrategy(Strategy):
 
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
         pass
+
+    def _repeat_reward(self, earlier: float):
+        """The reward a draw that duplicates an evaluated program (scored ``earlier``) is
+        learned from, or None to learn nothing from it."""
+        return earlier
 
     def _neutral(self, tree: Tree, reward: float, meta) -> None:
         """A draw the filter calls a duplicate of an evaluated program (``reward`` is that
@@ -198,8 +202,9 @@ class SpaceStrategy(Strategy):
                     repeats += verdict.kind == "new"  # a policy that has collapsed: do not spin
                     of = verdict.of or verdict.key
                     if of in self.scores:
-                        if self.learn_duplicates:
-                            self._learn(tree, self.scores[of], meta, True)
+                        worth = self._repeat_reward(self.scores[of])
+                        if worth is not None:
+                            self._learn(tree, worth, meta, True)
                         self._neutral(tree, self.scores[of], meta)
                 else:  # degenerate or invalid
                     self._learn(tree, self.fail_reward, meta, True)
