@@ -147,7 +147,11 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
            "worker_seconds": spent,
            "baselines": baseline, "first_beats_adam": first_adam,
            "first_beats_best_library": first_best, "first_family": first_family,
-           "best": best, "curve": curve, "reward_curve": state.get("curve")}
+           "best": best, "curve": curve, "reward_curve": state.get("curve"),
+           "draws": {"draws": state.get("draws"), "dead code": state.get("dead_draws"),
+                     **{k: v for k, v in ((state.get("filter") or {}).get("stats") or {}).items()
+                        if k in ("new", "duplicate", "degenerate")},
+                     "controller updates": state.get("updates")}}
     store.close()
     return out
 
@@ -316,6 +320,21 @@ def search_table(searches: list) -> list:
     return lines
 
 
+def draws_table(searches: list) -> list:
+    """What the strategy drew to propose its candidates: draws, dead-code encodings skipped,
+    the filter's verdicts, and (RL) the controller's steps."""
+    kinds = ["draws", "dead code", "new", "duplicate", "degenerate", "controller updates"]
+    lines = ["| strategy | seed | " + " | ".join(kinds) + " | duplicates / draws |",
+             "| --- | ---: |" + " ---: |" * (len(kinds) + 1)]
+    for s in searches:
+        d = s.get("draws") or {}
+        share = (f"{d['duplicate'] / d['draws']:.0%}" if d.get("draws") and
+                 d.get("duplicate") is not None else "-")
+        cells = " | ".join("-" if d.get(k) is None else f"{d[k]:,}" for k in kinds)
+        lines.append(f"| {s['strategy']} | {s['seed']} | {cells} | {share} |")
+    return lines
+
+
 def time_table(searches: list, workers: int) -> list:
     """Where the time goes: worker seconds by where an evaluation stopped, against the
     workers' wall-clock capacity (the rest: Ray, the strategy, the store, idle workers)."""
@@ -382,6 +401,9 @@ def main(argv=None) -> int:
     md += ["", "Where the time goes (durations measured in the workers; 'screen': stopped at "
            "the screening rung, 'full': promoted, screen included):", ""]
     md += time_table(searches, args.search_workers)
+    md += ["", "What the strategies drew (a draw the filter calls a duplicate or degenerate, or "
+           "with dead code, costs no evaluation):", ""]
+    md += draws_table(searches)
     out = {"searches": searches}
     if args.rescore or args.transfer:
         found = found_rules(args.stores, args.top)
