@@ -22,7 +22,9 @@ strategy and seed) and the library leaderboard of ``benchmarks/leaderboard.py --
    task (by the held-out task's own leaderboard at 1x: ``--leaderboard`` may hold several
    tasks) and Adam, 3 seeds x the proxy's grid, with standard errors.
 
-Writes OUT/summary.md, OUT/results.json, OUT/best_so_far.png and OUT/rl_reward.png.
+Writes OUT/summary.md, OUT/results.json, OUT/best_so_far.png, OUT/proposal_quality.png (the
+median screening score of each block of 100 proposals: whether a strategy learns to propose
+better rules) and OUT/rl_reward.png.
 
     .venv/bin/python benchmarks/mnist1d_search.py runs/final/mnist1d-*.sqlite \\
         --leaderboard runs/final/leaderboard/leaderboard.json runs/final/leaderboard-digits/leaderboard.json \\
@@ -98,7 +100,7 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
     options = search["options"]
     evals, full, screened = 0, 0, 0
     first_adam = first_best = first_family = best = None
-    curve, finished = [], []
+    curve, finished, screens = [], [], []
     baseline, spent = {}, {}
     for p in store.proposals(search["id"]):
         e = store.lookup(p["rule_hash"], task, proto)
@@ -122,6 +124,7 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
                             "rung": e.get("rung"), "status": e["status"],
                             "score": e["score"]}
         full += e.get("rung") == "full"
+        screens.append(_screen_score(e))
         if e["status"] != "ok":
             continue
         if e.get("rung") == "screen":
@@ -147,13 +150,21 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
            "worker_seconds": spent,
            "baselines": baseline, "first_beats_adam": first_adam,
            "first_beats_best_library": first_best, "first_family": first_family,
-           "best": best, "curve": curve, "reward_curve": state.get("curve"),
+           "best": best, "curve": curve, "reward_curve": state.get("curve"), "screens": screens,
            "draws": {"draws": state.get("draws"), "dead code": state.get("dead_draws"),
                      **{k: v for k, v in ((state.get("filter") or {}).get("stats") or {}).items()
                         if k in ("new", "duplicate", "degenerate")},
                      "controller updates": state.get("updates")}}
     store.close()
     return out
+
+
+def _screen_score(e: dict) -> float:
+    """An evaluation's screening score (seed 0, 5 rates, 200 steps); 0 for one that diverged or
+    failed there."""
+    if e.get("screen_score") is not None:
+        return e["screen_score"]
+    return e["score"] if e.get("rung") == "screen" and e["score"] is not None else 0.0
 
 
 def _evaluate(job: dict) -> dict:
@@ -289,11 +300,40 @@ def plots(searches: list, adam: float | None, best_library: tuple, outdir: str) 
     fig.tight_layout()
     fig.savefig(os.path.join(outdir, "best_so_far.png"), dpi=120)
     plt.close(fig)
+    plot_proposal_quality(searches, os.path.join(outdir, "proposal_quality.png"))
     rl = [s for s in searches if s.get("reward_curve")]
     if rl:
         plot_reward_curves([(f"seed {s['seed']}", s["reward_curve"]) for s in rl],
                            "RL controller reward curve, MNIST-1D MLP",
                            os.path.join(outdir, "rl_reward.png"))
+
+
+def plot_proposal_quality(searches: list, path: str, block: int = 100) -> None:
+    """Whether a strategy learns to propose better rules: the median screening score of each
+    block of ``block`` consecutive proposals (diverged or failed: 0), one line per search."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    labelled = set()
+    for s in searches:
+        xs = s.get("screens") or []
+        blocks = [xs[i:i + block] for i in range(0, len(xs) - block + 1, block)]
+        if not blocks:
+            continue
+        name = s["strategy"]
+        ax.plot([block * (k + 1) for k in range(len(blocks))],
+                [statistics.median(b) for b in blocks], color=COLORS.get(name), lw=1,
+                marker=".", label=None if name in labelled else name)
+        labelled.add(name)
+    ax.set_xlabel(f"evaluations (strategy proposals; blocks of {block})")
+    ax.set_ylabel("median screening accuracy of the block (diverged: 0)")
+    ax.set_title("MNIST-1D MLP: what each search proposes over time (one line per seed)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _at(x) -> str:
