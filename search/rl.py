@@ -44,7 +44,9 @@ evaluation (``SpaceStrategy``), so the controller also learns to avoid them for 
 
 A draw that repeats an evaluated program (``repeats``) is learned from with the fail reward by
 default (``fail``): to a search a program it has already scored is worth nothing, so the
-policy is pushed off the programs it keeps drawing. Rewarding it with its earlier score
+policy is pushed off the programs it keeps drawing; ``baseline`` learns from it as a draw
+without an advantage (it enters the loss through the entropy bonus only), so that a narrowing
+policy still takes steps that widen it. Rewarding it with its earlier score
 (``score``) made the policy collapse onto a few known rules (96% of the draws duplicates in the
 first rediscovery runs); skipping it (``skip``, the default until 2026-12) let a policy that
 had collapsed anyway take no step at all: on the MNIST-1D MLP (seed 1) 97% of 38,197 draws were
@@ -160,7 +162,7 @@ class Controller(nn.Module):
 class RLStrategy(SpaceStrategy):
     """LSTM controller trained by REINFORCE (default) or PPO (see the module docstring)."""
     name = "rl"
-    REPEATS = ("fail", "skip", "score")  # what a repeated draw is learned from (module doc)
+    REPEATS = ("fail", "baseline", "skip", "score")  # what a repeated draw is learned from (module doc)
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
                  space_obj=None, live_only: bool = True, near: float = 0.999, horizon: int = 0,
@@ -258,12 +260,14 @@ class RLStrategy(SpaceStrategy):
         return made[0] if made is not None else tree
 
     # --- learning --------------------------------------------------------------------------------
-    def _repeat_reward(self, earlier: float):
-        return {"fail": self.fail_reward, "skip": None, "score": earlier}[self.repeats]
+    def _repeat(self, tree: Tree, earlier: float, meta) -> None:
+        if self.repeats != "skip":  # None: a draw without an advantage (module docstring)
+            reward = {"fail": self.fail_reward, "score": earlier, "baseline": None}[self.repeats]
+            self._learn(tree, reward, meta, True)
 
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
         decisions, logp = meta
-        self.buffer.append([decisions, float(reward), float(logp)])
+        self.buffer.append([decisions, None if reward is None else float(reward), float(logp)])
         if not free and (self.algo == "pqt" or self.edit):
             self.queue.append([float(reward), decisions, tree.to_json()])
             self.queue.sort(key=lambda e: -e[0])  # stable: the earlier of equal rewards first
@@ -292,11 +296,17 @@ class RLStrategy(SpaceStrategy):
 
     def _update(self) -> None:
         batch, self.buffer = self.buffer, []
-        rewards = torch.tensor([r for _, r, _ in batch])
-        if self.baseline is None:
+        # a repeat learned with ``repeats=baseline`` (reward None) has no advantage: it enters
+        # the loss through the entropy bonus only, and no reward statistic
+        repeats = [e for e in batch if e[1] is None]
+        batch = [e for e in batch if e[1] is not None]
+        rewards = torch.tensor([r for _, r, _ in batch], dtype=torch.float32)
+        if self.baseline is None and len(rewards):
             self.baseline = float(rewards.mean())
         everything = rewards
-        if self.risk < 1.0:  # risk-seeking: learn from the best fraction, above its quantile
+        if not len(rewards):
+            adv = rewards
+        elif self.risk < 1.0:  # risk-seeking: learn from the best fraction, above its quantile
             q = float(torch.quantile(rewards, 1.0 - self.risk))
             keep = [i for i, r in enumerate(rewards.tolist()) if r >= q]
             batch, rewards = [batch[i] for i in keep], rewards[keep]
@@ -307,6 +317,7 @@ class RLStrategy(SpaceStrategy):
             adv = (rewards - rewards.mean()) / (float(rewards.std()) + 1e-8)
         else:
             adv = rewards - self.baseline
+        batch, adv = batch + repeats, torch.cat([adv, torch.zeros(len(repeats))])
         old = torch.tensor([lp for _, _, lp in batch])
         epochs = self.epochs if self.algo == "ppo" else 1
         for _ in range(epochs):
@@ -329,7 +340,8 @@ class RLStrategy(SpaceStrategy):
         for r in everything.tolist():
             self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * r
         self.updates += 1
-        self.curve.append([self.updates, float(everything.mean()), self.baseline])
+        if len(everything):
+            self.curve.append([self.updates, float(everything.mean()), self.baseline])
 
     # --- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -115,8 +115,8 @@ class SpaceStrategy(Strategy):
     (``search.filters``; 0 turns it off). ``suggest`` draws until it has ``n`` candidates the
     filter calls new: a draw with dead code (``live_only``, ``Space.dead_local``), one that is
     not a valid program and a degenerate one are learned from at once with
-    :data:`FAIL_REWARD`, a duplicate with what ``_repeat_reward`` says it is worth (its earlier
-    score unless a subclass says otherwise), all without an evaluation (``free=True``). A program drawn again is recognised by its source
+    :data:`FAIL_REWARD`, a duplicate as ``_repeat`` says (with its earlier score unless a
+    subclass says otherwise), all without an evaluation (``free=True``). A program drawn again is recognised by its source
     text and not built again. Each new candidate gets the next proposal id; ``observe`` finds
     it by that id and turns its result into a reward.
     """
@@ -151,10 +151,10 @@ class SpaceStrategy(Strategy):
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
         pass
 
-    def _repeat_reward(self, earlier: float):
-        """The reward a draw that duplicates an evaluated program (scored ``earlier``) is
-        learned from, or None to learn nothing from it."""
-        return earlier
+    def _repeat(self, tree: Tree, earlier: float, meta) -> None:
+        """What a strategy learns from a draw that duplicates an evaluated program (scored
+        ``earlier``): by default that score, without an evaluation."""
+        self._learn(tree, earlier, meta, True)
 
     def _neutral(self, tree: Tree, reward: float, meta) -> None:
         """A draw the filter calls a duplicate of an evaluated program (``reward`` is that
@@ -202,9 +202,7 @@ class SpaceStrategy(Strategy):
                     repeats += verdict.kind == "new"  # a policy that has collapsed: do not spin
                     of = verdict.of or verdict.key
                     if of in self.scores:
-                        worth = self._repeat_reward(self.scores[of])
-                        if worth is not None:
-                            self._learn(tree, worth, meta, True)
+                        self._repeat(tree, self.scores[of], meta)
                         self._neutral(tree, self.scores[of], meta)
                 else:  # degenerate or invalid
                     self._learn(tree, self.fail_reward, meta, True)

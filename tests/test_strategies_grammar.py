@@ -594,10 +594,14 @@ def _evaluations_before_dry(strategy, budget: int) -> int:
 def test_rl_learns_from_repeated_draws_so_that_a_collapsed_policy_recovers():
     """A policy that narrows onto programs it has evaluated draws nothing but duplicates; when
     those teach it nothing (``repeats=skip``) it takes no step and the search runs dry (the
-    MNIST-1D MLP search, seed 1, stopped at 1,059 of 2,000). Learned from with the fail reward
-    (the default), the same policy is pushed off them and keeps proposing new programs."""
+    MNIST-1D MLP search, seed 1, stopped at 1,059 of 2,000). Learned from as draws without an
+    advantage (``baseline``: the entropy bonus acts on them) or with the fail reward (``fail``:
+    pushed off them), the same policy keeps proposing new programs."""
     collapsing = {"lr": 0.05, "batch": 8, "normalize": True}  # collapses fast
     assert _evaluations_before_dry(RLStrategy(seed=0, repeats="skip", **collapsing), 200) < 200
-    assert _evaluations_before_dry(RLStrategy(seed=0, **collapsing), 200) == 200
+    for repeats in ("baseline", "fail"):
+        rl = RLStrategy(seed=0, repeats=repeats, **collapsing)
+        assert _evaluations_before_dry(rl, 200) == 200, repeats
+        rl.load_state_dict(json.loads(json.dumps(rl.state_dict())))  # repeats in the buffer
     with pytest.raises(ValueError, match="repeats"):
         RLStrategy(repeats="never")
