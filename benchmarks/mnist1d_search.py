@@ -142,7 +142,11 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
             first_best = {"at": evals, "rule": p["rule"], "score": e["score"]}
     state = search.get("state") or {}
     wall = running_time(search["created_at"], finished)
-    out = {"store": path, "strategy": search["strategy"], "seed": options.get("seed"),
+    given = options.get("strategy_options") or {}
+    label = search["strategy"] + "".join(f" {k}={v}" for k, v in sorted(given.items())
+                                         if k != "horizon")  # horizon: set from the task
+    out = {"store": path, "strategy": search["strategy"], "label": label,
+           "seed": options.get("seed"),
            "horizon": store_horizon(search),
            "budget": search["budget"], "evaluations": evals, "full": full,
            "screened_out": screened, "wall_s": wall,
@@ -354,7 +358,8 @@ def search_table(searches: list) -> list:
         best = f"{b['score']:.4f} ± {b['score_se'] or 0:.4f}: `{b['rule']}`" if b else "-"
         wall = f"{s['wall_s'] / 60:.1f} min" if s["wall_s"] else "-"
         spe = f"{s['s_per_evaluation']:.2f}" if s["s_per_evaluation"] else "-"
-        lines.append(f"| {s['strategy']} | {s['seed']} | {s['evaluations']} | {s['full']} | "
+        lines.append(f"| {s.get('label', s['strategy'])} | {s['seed']} | {s['evaluations']} | "
+                     f"{s['full']} | "
                      f"{wall} | {spe} | {_at(s['first_beats_adam'])} | "
                      f"{_at(s['first_beats_best_library'])} | {fam} | {best} |")
     return lines
@@ -371,7 +376,7 @@ def draws_table(searches: list) -> list:
         share = (f"{d['duplicate'] / d['draws']:.0%}" if d.get("draws") and
                  d.get("duplicate") is not None else "-")
         cells = " | ".join("-" if d.get(k) is None else f"{d[k]:,}" for k in kinds)
-        lines.append(f"| {s['strategy']} | {s['seed']} | {cells} | {share} |")
+        lines.append(f"| {s.get('label', s['strategy'])} | {s['seed']} | {cells} | {share} |")
     return lines
 
 
@@ -387,7 +392,7 @@ def time_table(searches: list, workers: int) -> list:
             continue
         used = sum(s["worker_seconds"].values())
         cells = " | ".join(f"{s['worker_seconds'].get(k, 0):.0f}" for k in kinds)
-        lines.append(f"| {s['strategy']} | {s['seed']} | {s['wall_s']:.0f} s | {cells} | "
+        lines.append(f"| {s.get('label', s['strategy'])} | {s['seed']} | {s['wall_s']:.0f} s | {cells} | "
                      f"{workers * s['wall_s'] - used:.0f} s "
                      f"({1 - used / (workers * s['wall_s']):.0%}) |")
     return lines

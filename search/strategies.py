@@ -116,9 +116,9 @@ class SpaceStrategy(Strategy):
     filter calls new: a draw with dead code (``live_only``, ``Space.dead_local``), one that is
     not a valid program and a degenerate one are learned from at once with
     :data:`FAIL_REWARD`, a duplicate as ``_repeat`` says (with its earlier score unless a
-    subclass says otherwise), all without an evaluation (``free=True``). A program drawn again is recognised by its source
-    text and not built again. Each new candidate gets the next proposal id; ``observe`` finds
-    it by that id and turns its result into a reward.
+    subclass says otherwise), all without an evaluation (``free=True``). A program drawn again
+    is recognised by its source text and not built again. Each new candidate gets the next
+    proposal id; ``observe`` finds it by that id and turns its result into a reward.
     """
     name = ""
     max_draws = 200  # per candidate asked for, before suggest gives up (returns fewer)
