@@ -326,14 +326,17 @@ def plot_proposal_quality(searches: list, path: str, block: int = 100) -> None:
         if not blocks:
             continue
         name = s["strategy"]
+        styles = ("-", "--", ":", "-.")
         ax.plot([block * (k + 1) for k in range(len(blocks))],
                 [statistics.median(b) for b in blocks], color=COLORS.get(name), lw=1,
-                marker=".", label=None if name in labelled else name)
-        labelled.add(name)
+                ls=styles[sum(1 for x in labelled if x[0] == name) % len(styles)],
+                marker=".", label=f"{s.get('label', name)}, seed {s['seed']} "
+                                  f"({s['evaluations']} evaluations)")
+        labelled.add((name, s["store"]))
     ax.set_xlabel(f"evaluations (strategy proposals; blocks of {block})")
     ax.set_ylabel("median screening accuracy of the block (diverged: 0)")
     ax.set_title("MNIST-1D MLP: what each search proposes over time (one line per seed)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
