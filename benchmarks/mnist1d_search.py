@@ -319,20 +319,19 @@ def plot_proposal_quality(searches: list, path: str, block: int = 100) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    labelled = set()
+    styles = ("-", "--", ":", "-.")  # the searches of one strategy: one colour, these lines
+    drawn: dict = {}  # strategy -> searches drawn so far
     for s in searches:
         xs = s.get("screens") or []
         blocks = [xs[i:i + block] for i in range(0, len(xs) - block + 1, block)]
         if not blocks:
             continue
         name = s["strategy"]
-        styles = ("-", "--", ":", "-.")
         ax.plot([block * (k + 1) for k in range(len(blocks))],
                 [statistics.median(b) for b in blocks], color=COLORS.get(name), lw=1,
-                ls=styles[sum(1 for x in labelled if x[0] == name) % len(styles)],
-                marker=".", label=f"{s.get('label', name)}, seed {s['seed']} "
-                                  f"({s['evaluations']} evaluations)")
-        labelled.add((name, s["store"]))
+                ls=styles[drawn.get(name, 0) % len(styles)], marker=".",
+                label=f"{s['label']}, seed {s['seed']} ({s['evaluations']} evaluations)")
+        drawn[name] = drawn.get(name, 0) + 1
     ax.set_xlabel(f"evaluations (strategy proposals; blocks of {block})")
     ax.set_ylabel("median screening accuracy of the block (diverged: 0)")
     ax.set_title("MNIST-1D MLP: what each search proposes over time (one line per seed)")
@@ -361,7 +360,7 @@ def search_table(searches: list) -> list:
         best = f"{b['score']:.4f} ± {b['score_se'] or 0:.4f}: `{b['rule']}`" if b else "-"
         wall = f"{s['wall_s'] / 60:.1f} min" if s["wall_s"] else "-"
         spe = f"{s['s_per_evaluation']:.2f}" if s["s_per_evaluation"] else "-"
-        lines.append(f"| {s.get('label', s['strategy'])} | {s['seed']} | {s['evaluations']} | "
+        lines.append(f"| {s['label']} | {s['seed']} | {s['evaluations']} | "
                      f"{s['full']} | "
                      f"{wall} | {spe} | {_at(s['first_beats_adam'])} | "
                      f"{_at(s['first_beats_best_library'])} | {fam} | {best} |")
@@ -379,7 +378,7 @@ def draws_table(searches: list) -> list:
         share = (f"{d['duplicate'] / d['draws']:.0%}" if d.get("draws") and
                  d.get("duplicate") is not None else "-")
         cells = " | ".join("-" if d.get(k) is None else f"{d[k]:,}" for k in kinds)
-        lines.append(f"| {s.get('label', s['strategy'])} | {s['seed']} | {cells} | {share} |")
+        lines.append(f"| {s['label']} | {s['seed']} | {cells} | {share} |")
     return lines
 
 
@@ -395,7 +394,7 @@ def time_table(searches: list, workers: int) -> list:
             continue
         used = sum(s["worker_seconds"].values())
         cells = " | ".join(f"{s['worker_seconds'].get(k, 0):.0f}" for k in kinds)
-        lines.append(f"| {s.get('label', s['strategy'])} | {s['seed']} | {s['wall_s']:.0f} s | {cells} | "
+        lines.append(f"| {s['label']} | {s['seed']} | {s['wall_s']:.0f} s | {cells} | "
                      f"{workers * s['wall_s'] - used:.0f} s "
                      f"({1 - used / (workers * s['wall_s']):.0%}) |")
     return lines

@@ -164,7 +164,7 @@ class Controller(nn.Module):
 class RLStrategy(SpaceStrategy):
     """LSTM controller trained by REINFORCE (default) or PPO (see the module docstring)."""
     name = "rl"
-    REPEATS = ("fail", "baseline", "skip", "score")  # what a repeated draw is learned from (module doc)
+    REPEATS = ("baseline", "fail", "skip", "score")  # what a repeat teaches (module docstring)
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
                  space_obj=None, live_only: bool = True, near: float = 0.999, horizon: int = 0,

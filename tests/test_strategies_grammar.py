@@ -21,7 +21,8 @@ from optdsl.search.funnel import family, known_as
 from optdsl.search.program import program_text
 from optdsl.search.rl import RLStrategy
 from optdsl.search.space import Space, Tree
-from optdsl.search.strategies import STRATEGIES, GrammarRandomStrategy, make_strategy
+from optdsl.search.strategies import (FAIL_REWARD, STRATEGIES, GrammarRandomStrategy,
+                                       make_strategy)
 
 POWERSIGN = """bello(lr=1):
     x1 = (sign(g)) * (sign(ema(g, 0.9)))
@@ -599,9 +600,14 @@ def test_rl_learns_from_repeated_draws_so_that_a_collapsed_policy_recovers():
     pushed off them), the same policy keeps proposing new programs."""
     collapsing = {"lr": 0.05, "batch": 8, "normalize": True}  # collapses fast
     assert _evaluations_before_dry(RLStrategy(seed=0, repeats="skip", **collapsing), 200) < 200
-    for repeats in ("baseline", "fail"):
+    for repeats, learned in (("baseline", None), ("fail", FAIL_REWARD)):
         rl = RLStrategy(seed=0, repeats=repeats, **collapsing)
         assert _evaluations_before_dry(rl, 200) == 200, repeats
-        rl.load_state_dict(json.loads(json.dumps(rl.state_dict())))  # repeats in the buffer
+        tree, meta = rl._draws(1)[0]
+        rl._repeat(tree, 0.5, meta)  # a repeat of a program scored 0.5, waiting in the batch
+        assert rl.buffer[-1][1] == learned, repeats
+        again = RLStrategy(seed=0, repeats=repeats, **collapsing)
+        again.load_state_dict(json.loads(json.dumps(rl.state_dict())))
+        assert again.buffer == rl.buffer
     with pytest.raises(ValueError, match="repeats"):
         RLStrategy(repeats="never")
