@@ -96,9 +96,22 @@ class EvaluationTimeout(Exception):
     """Raised inside a run when the evaluation's time limit has passed."""
 
 
+def _importing(frame) -> bool:
+    """Whether the interrupted code is inside an import (importlib's frames on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextmanager
 def _alarm(seconds: float):
-    """Interrupt the block with EvaluationTimeout after ``seconds`` (main thread only)."""
+    """Interrupt the block with EvaluationTimeout after ``seconds`` (main thread only), but not
+    inside an import: a timeout that fired during a worker's first evaluation, while it imported
+    torch._dynamo (1.5 s, on the first ``optdsl.Optimizer``), left sympy half-imported in
+    that process, and every later evaluation there failed with "module 'sympy' has no
+    attribute 'core'"."""
     usable = (seconds and seconds > 0 and hasattr(signal, "setitimer")
               and threading.current_thread() is threading.main_thread())
     if not usable:
@@ -106,6 +119,9 @@ def _alarm(seconds: float):
         return
 
     def fire(signum, frame):
+        if _importing(frame):  # never leave a module half-imported: try again just after
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
         raise EvaluationTimeout()
     old = signal.signal(signal.SIGALRM, fire)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -73,6 +73,25 @@ def test_time_limit_gives_timeout():
     assert r["duration"] < 5
 
 
+def test_a_time_limit_waits_for_an_import_to_finish(tmp_path, monkeypatch):
+    """A deadline that falls inside a slow import (a fresh worker's first evaluation imports
+    torch._dynamo) fires after it: the module is whole, later evaluations can use it."""
+    import sys
+    import time
+    from optdsl.search.evaluate import EvaluationTimeout, _alarm
+    (tmp_path / "optdsl_slow_import_probe.py").write_text(
+        "import time\ntime.sleep(0.3)\nWHOLE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "optdsl_slow_import_probe", raising=False)
+    t0 = time.monotonic()
+    with pytest.raises(EvaluationTimeout):
+        with _alarm(0.05):
+            import optdsl_slow_import_probe  # noqa: F401
+            time.sleep(10)
+    assert 0.3 <= time.monotonic() - t0 < 2
+    assert sys.modules["optdsl_slow_import_probe"].WHOLE
+
+
 def test_protocol_key_depends_on_task_and_grid():
     t = tasks_mod.TASKS
     assert Protocol().key(t["digits"]) == Protocol().key(t["digits"])
