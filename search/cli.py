@@ -180,7 +180,7 @@ def _search(args) -> int:
                                       "strategy_options": options},
                              baselines=not args.no_baselines)
             where = ("evaluated in this process" if getattr(runner, "local", False)
-                     else f"{runner.capacity} worker(s)")
+                     else f"{runner.workers} worker(s)")
             print(f"search #{sid}: {strategy.name} on {task.name} ({task.description}), "
                   f"budget {budget}, {where}, store {path}")
         else:
