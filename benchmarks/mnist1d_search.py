@@ -45,6 +45,7 @@ from match_search import plot_reward_curves  # noqa: E402
 from transfer import long_task  # noqa: E402  (the <task>-x<k> tasks)
 
 from optdsl.search.space import HORIZON  # noqa: E402  (a store made without a horizon)
+from optdsl.search.fidelity import is_full  # noqa: E402
 
 STRATEGY_ORDER = ("random-grammar", "rl", "evolution")
 COLORS = {"random-grammar": "tab:gray", "rl": "tab:blue", "evolution": "tab:green"}
@@ -109,7 +110,7 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
         if p["source"] == "baseline":
             if e is not None and p["status"] != "cached":
                 spent["baselines"] = spent.get("baselines", 0.0) + (e["duration"] or 0.0)
-            if e is not None and e["status"] == "ok" and e.get("rung") != "screen":
+            if e is not None and e["status"] == "ok" and is_full(e):
                 baseline[p["name"]] = e["score"]
             continue
         evals += 1
@@ -123,12 +124,12 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
             first_family = {"at": evals, "rule": p["rule"], "known_as": known_as(p["rule"]),
                             "rung": e.get("rung"), "status": e["status"],
                             "score": e["score"]}
-        full += e.get("rung") == "full"
+        full += e.get("rung") in ("middle", "full")
         screens.append(_screen_score(e))
         if e["status"] != "ok":
             continue
-        if e.get("rung") == "screen":
-            screened += 1
+        if not is_full(e):
+            screened += e.get("rung") == "screen"
             continue
         if best is None or e["score"] > best["score"]:
             best = {"at": evals, "rule": p["rule"], "score": e["score"],
@@ -228,7 +229,7 @@ def found_rules(stores: list, top: int) -> list:
         store = Store(path, create=False)
         search = store.search()
         for e in store.evaluations(search["task"], search["protocol"], order="score"):
-            if e["status"] == "ok" and e.get("rung") != "screen" and not e.get("name"):
+            if e["status"] == "ok" and is_full(e) and not e.get("name"):
                 pool.append((e["score"], e["rule_hash"], e["rule"], search["strategy"],
                              store_horizon(search)))
         store.close()
@@ -353,7 +354,8 @@ def search_table(searches: list) -> list:
     for s in searches:
         f = s["first_family"]
         stop = f and (f["status"] if f["status"] != "ok" else
-                      "screened out" if f["rung"] == "screen" else "full protocol")
+                      {"screen": "screened out", "middle": "stopped at middle"}.get(
+                          f["rung"], "full protocol"))
         fam = (f"{f['at']}: `{f['rule']}` ({f['known_as'] or 'family'}; {stop})"
                if f else "not reached")
         b = s["best"]
@@ -446,7 +448,8 @@ def main(argv=None) -> int:
           f"{top_lib['score_se']:.4f}; adam {adam:.4f} (the searches' own baseline).", ""]
     md += search_table(searches)
     md += ["", "Where the time goes (durations measured in the workers; 'screen': stopped at "
-           "the screening rung, 'full': promoted, screen included):", ""]
+           "the screening rung, 'middle': promoted and stopped at the full rung's middle "
+           "checkpoint, 'full': ran to the end; screen included):", ""]
     md += time_table(searches, args.search_workers)
     md += ["", "What the strategies drew (a draw the filter calls a duplicate or degenerate, or "
            "with dead code, costs no evaluation):", ""]

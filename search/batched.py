@@ -148,12 +148,15 @@ def stacked_forward(layers, params, x):
 
 
 # --- training ----------------------------------------------------------------------------------
-def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=None) -> list:
+def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=None,
+                 pause=None) -> list:
     """Train one copy per (seed, lr) of ``task``'s network at once.
 
     Returns one dict per copy, seed-major: ``seed``, ``lr``, ``status`` (ok | diverged),
     ``step`` (where it diverged), ``curve`` ([[step, val accuracy, val loss], ...]).
-    Raises ``EvaluationTimeout`` past ``deadline`` (a ``time.monotonic()`` value).
+    Raises ``EvaluationTimeout`` past ``deadline`` (a ``time.monotonic()`` value). With
+    ``pause = (step, keep_going)`` (a checkpoint step), ``keep_going(runs so far)`` is asked
+    at that checkpoint; when it says no, the runs end there.
     """
     from .evaluate import EvaluationTimeout
     spec = task.stacked
@@ -173,6 +176,12 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
     died: list = [None] * n
     curves: list = [[] for _ in range(n)]
     first = None
+
+    def runs():
+        return [{"seed": seeds[c // R], "lr": lrs[c % R],
+                 "status": "ok" if died[c] is None and curves[c] else "diverged",
+                 "step": died[c], "curve": list(curves[c])} for c in range(n)]
+
     for t in range(1, steps + 1):
         if deadline is not None and time.monotonic() > deadline:
             raise EvaluationTimeout()
@@ -196,9 +205,9 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
             update(grads, alive)
         if t % eval_every == 0 or t == steps:
             _checkpoint(spec.layers, leaves, flat, xv, yv, t, alive, died, curves)
-    return [{"seed": seeds[c // R], "lr": lrs[c % R],
-             "status": "ok" if died[c] is None and curves[c] else "diverged",
-             "step": died[c], "curve": curves[c]} for c in range(n)]
+            if pause and t == pause[0] and t < steps and not pause[1](runs()):
+                break
+    return runs()
 
 
 def _updater(rule, flat, leaves, seeds, lrs):

@@ -24,9 +24,14 @@ them are known). The window keeps the promoted share near 1 - PROMOTE_QUANTILE w
 improves: over all earlier scores, an evolution run on MNIST-1D promoted 30% of its candidates
 after 1,400 evaluations (against 10% at first), and its rate fell from 170 to 45 evaluations a
 minute.
-The strategy is told the full score of a promoted candidate and, for one screened out, its
+With a middle rung (``middle`` in the protocol), a promoted candidate's full rung goes on past
+that checkpoint only when its score there beats ``CONTINUE_QUANTILE`` of the last
+``PROMOTE_WINDOW`` middle scores of this search (the worst baseline's until ``WARMUP`` are
+known): the lower half stops at 600 of 1,500 steps on the MNIST-1D tasks.
+The strategy is told the full score of a promoted candidate; for one screened out, its
 screening score minus 1 (:func:`reward`): below every promoted candidate, ordered among
-themselves.
+themselves; for one stopped at the middle rung, its score there (a lower bound of its full
+score on the same runs).
 
 A proposal is a ``search.candidate.Candidate`` (built once: text, checked rule, cache key); it
 is stored with the id its strategy gave it, and its result goes back to the strategy with that
@@ -45,7 +50,8 @@ from . import match
 from .candidate import build, text_hash
 from .errors import SearchError
 from .evaluate import BASELINES, Protocol, evaluate
-from .store import Store
+from .fidelity import is_full
+from .store import RUNG_COLUMNS, Store
 from .tasks import Task, get_task
 
 
@@ -56,7 +62,8 @@ def resolve_task(name: str):
 
 PROMOTE_QUANTILE = 0.9  # promote the candidates above this quantile of screening scores
 WARMUP = 20  # screening scores to know before the quantile is used
-PROMOTE_WINDOW = 200  # the quantile is of the last this many screening scores
+PROMOTE_WINDOW = 200  # the quantile is of the last this many screening (or middle) scores
+CONTINUE_QUANTILE = 0.5  # the middle rung: go on above this quantile of middle scores
 SCREENED_FAIL_REWARD = -1.0  # a failing rule's reward where screened-out ones get screen - 1
 
 
@@ -66,15 +73,17 @@ def reward(result: dict):
     every promoted one, and among themselves by their screen)."""
     if result.get("rung") == "screen" and result.get("score") is not None:
         return result["score"] - 1.0
-    return result.get("score")
+    return result.get("score")  # the full score, or the middle rung's (a lower bound of it)
 
 
-def promotion_threshold(screen_scores: list, baseline_screens: list):
-    """The screening score a candidate must beat to run the full protocol (see the module)."""
-    if len(screen_scores) < WARMUP:
-        return min(baseline_screens) if baseline_screens else float("-inf")
-    ordered = sorted(screen_scores[-PROMOTE_WINDOW:])
-    return ordered[min(len(ordered) - 1, int(PROMOTE_QUANTILE * len(ordered)))]
+def promotion_threshold(scores: list, baseline_scores: list, quantile: float = PROMOTE_QUANTILE):
+    """The score at a rung (screen or middle) a candidate must beat to go on (see the module):
+    ``quantile`` of the last ``PROMOTE_WINDOW`` scores of this search, the worst baseline's
+    score until ``WARMUP`` of them are known."""
+    if len(scores) < WARMUP:
+        return min(baseline_scores) if baseline_scores else float("-inf")
+    ordered = sorted(scores[-PROMOTE_WINDOW:])
+    return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
 
 
 @dataclass
@@ -205,10 +214,12 @@ class SearchLoop:
         self.screened = bool(self.protocol_config.get("screen"))  # a multi-fidelity protocol
         if self.screened and hasattr(strategy, "fail_reward"):
             strategy.fail_reward = SCREENED_FAIL_REWARD  # below every screened-out reward
-        self.screen_scores = store.screen_scores(search_id) if self.screened else []
-        self.baseline_screens = [e["screen_score"] for e in store.evaluations(
-            self.task.name, self.protocol_key) if e.get("name") and e.get("screen_score")
-            is not None] if self.screened else []
+        # a rung's scores, this search's own and the baselines', for its threshold
+        self.rung_scores = {rung: store.rung_scores(search_id, rung) for rung in RUNG_COLUMNS}
+        baselines = [e for e in store.evaluations(self.task.name, self.protocol_key)
+                     if e.get("name")]
+        self.baseline_rung_scores = {rung: [e[column] for e in baselines if e.get(column)
+                                            is not None] for rung, column in RUNG_COLUMNS.items()}
         self.proposed = counts["proposed"]
         self.empty_rounds = 0
         self.state_changed = False  # the strategy's state differs from the stored one
@@ -219,7 +230,7 @@ class SearchLoop:
             if p["source"] == "baseline" or p["status"] == "pending":
                 continue
             e = self.store.lookup(p["rule_hash"], self.task.name, self.protocol_key)
-            if e and e["status"] == "ok" and e.get("rung") != "screen" and (
+            if e and e["status"] == "ok" and is_full(e) and (
                     best is None or e["score"] > best["score"]):
                 best = e
         return best
@@ -331,12 +342,18 @@ class SearchLoop:
         job = {"rule": prop.rule, "task": self.task.name, "protocol": self.protocol_config,
                "time_limit": self.time_limit}
         if self.screened and prop.source == "strategy":
-            job["promote_above"] = promotion_threshold(self.screen_scores, self.baseline_screens)
+            job["promote_above"] = self._threshold("screen", PROMOTE_QUANTILE)
+            if self.protocol_config.get("middle"):
+                job["continue_above"] = self._threshold("middle", CONTINUE_QUANTILE)
         if getattr(self.runner, "local", False) and prop.parsed is not None:
             job["parsed"] = prop.parsed
         ticket = self.runner.submit(job)
         self.inflight[ticket] = prop.hash
         self.waiting[prop.hash] = [prop]
+
+    def _threshold(self, rung: str, quantile: float) -> float:
+        return promotion_threshold(self.rung_scores[rung], self.baseline_rung_scores[rung],
+                                   quantile)
 
     def _complete(self, finished: list) -> None:
         """Record the results of one wait and tell the strategy (in the round's transaction)."""
@@ -355,10 +372,11 @@ class SearchLoop:
             for p in props[1:]:
                 self.store.resolve_proposal(self.sid, p.seq, "cached")
             observed += [(p, result, i > 0) for i, p in enumerate(props)]
-            screen = (result.get("screen") or {}).get("score")
-            if screen is not None:
-                (self.baseline_screens if first.source == "baseline"
-                 else self.screen_scores).append(screen)
+            for rung in RUNG_COLUMNS:
+                score = (result.get(rung) or {}).get("score")
+                if score is not None:
+                    (self.baseline_rung_scores if first.source == "baseline"
+                     else self.rung_scores)[rung].append(score)
             if first.source != "baseline":
                 self.progress.evaluated += 1
         self._observe(observed)
@@ -373,7 +391,7 @@ class SearchLoop:
             self.progress.done += 1
             self.progress.cached += bool(cached)
             self.progress.failed += result["status"] == "failed"
-            if result["status"] == "ok" and result.get("rung") != "screen" and (
+            if result["status"] == "ok" and is_full(result) and (
                     self.progress.best is None or result["score"] > self.progress.best["score"]):
                 self.progress.best = {**result, "rule": prop.rule, "rule_hash": prop.hash}
             observed.append({"id": prop.cid, "key": prop.hash, "rule": prop.rule,

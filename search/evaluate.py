@@ -55,13 +55,15 @@ class Protocol:
     The single-seed protocol (``"protocol": 1``, the default of tasks without ``Task.protocol``):
     ``lr_grid`` (default decades 1e-4..1) and ``seed``. The multi-seed protocol
     (``"protocol": 2``, ``search/fidelity.py``; the default of tasks with ``Task.protocol``, or
-    asked for with ``seeds``/``screen``): ``lr_grid``, ``seeds`` and ``screen`` (the screening
-    rung, ``{}`` for none); unset fields take the task's defaults.
+    asked for with ``seeds``/``screen``): ``lr_grid``, ``seeds``, ``screen`` (the screening
+    rung, ``{}`` for none) and ``middle`` (the full rung's middle checkpoint, 0 for none); unset
+    fields take the task's defaults.
     """
     lr_grid: tuple | None = None
     seed: int = 0
     seeds: tuple | None = None
     screen: dict | None = None
+    middle: int | None = None
 
     @property
     def grid(self) -> tuple:
@@ -74,10 +76,14 @@ class Protocol:
                     "protocol": 1}
         defaults = defaults or {}
         screen = self.screen if self.screen is not None else defaults.get("screen")
-        return {**task.config(), "protocol": 2,
-                "lr_grid": list(self.lr_grid or defaults.get("lr_grid") or LEGACY_GRID),
-                "seeds": list(self.seeds or defaults.get("seeds") or (0, 1, 2)),
-                "screen": dict(screen or {})}
+        middle = self.middle if self.middle is not None else defaults.get("middle")
+        config = {**task.config(), "protocol": 2,
+                  "lr_grid": list(self.lr_grid or defaults.get("lr_grid") or LEGACY_GRID),
+                  "seeds": list(self.seeds or defaults.get("seeds") or (0, 1, 2)),
+                  "screen": dict(screen or {})}
+        if middle:  # only where there is one: the other protocols keep their keys
+            config["middle"] = int(middle)
+        return config
 
     def key(self, task: Task) -> str:
         """A short stable id of (task, protocol): results are cached per rule and key."""
@@ -89,7 +95,7 @@ class Protocol:
         if config.get("protocol", 1) == 1:
             return cls(lr_grid=tuple(config["lr_grid"]), seed=int(config["seed"]))
         return cls(lr_grid=tuple(config["lr_grid"]), seeds=tuple(config["seeds"]),
-                   screen=dict(config["screen"]))
+                   screen=dict(config["screen"]), middle=config.get("middle", 0))
 
 
 class EvaluationTimeout(Exception):

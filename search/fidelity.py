@@ -20,6 +20,17 @@ nearest the screen's best learning rate (so the screen always runs, and is alway
 when ``promote_above`` is None). Without ``refine`` and without ``promote_above`` (baselines,
 leaderboards, re-scoring) only the full rung runs, on its whole grid.
 
+**Middle rung** (``middle``: a checkpoint step of the full rung, e.g. 600 of 1,500): the full
+rung of a job with a number ``continue_above`` pauses at that checkpoint, scores its runs so far
+(the same score, over the checkpoints up to there) and goes on only when that score is strictly
+above the threshold; otherwise the job ends there with ``rung: middle`` and that score, a lower
+bound of the full score the same runs would have reached (its maximum is over fewer
+checkpoints). Any full rung that passes the checkpoint reports its middle score (``middle``),
+so the engine can set the threshold from earlier ones. Measured on the stores of twelve 2,000-
+evaluation MNIST-1D searches before it existed: the score at step 600 ranks the promoted
+candidates' full scores with Spearman 0.38-0.79 (at step 300: 0.00-0.52), and cutting the
+lower half at 600 would have kept every search's best rule.
+
 Tasks with a stacked network (``Task.stacked``) train every seed x learning rate of a rung in
 one batched call (``search.batched``); the others, and jobs with ``"sequential": True``, run
 one training after the other with ``evaluate.train_once`` (the reference the batched trainer is
@@ -34,11 +45,20 @@ from .evaluate import new_result, run_scored, train_once
 from .tasks import get_task
 
 
+PARTIAL_RUNGS = ("screen", "middle")  # a result that stopped there has no full score
+
+
+def is_full(result: dict) -> bool:
+    """Whether a result's score is a full-protocol score (not one a rung stopped early)."""
+    return result.get("rung") not in PARTIAL_RUNGS
+
+
 def rungs(config: dict, task) -> dict:
     """``{"screen": settings or None, "full": settings}`` of a protocol config, where settings
-    are ``seeds``, ``lr_grid``, ``steps``, ``eval_every``."""
+    are ``seeds``, ``lr_grid``, ``steps``, ``eval_every`` (and the full rung's ``middle``)."""
     full = {"seeds": list(config["seeds"]), "lr_grid": list(config["lr_grid"]),
-            "steps": task.steps, "eval_every": task.eval_every}
+            "steps": task.steps, "eval_every": task.eval_every,
+            "middle": config.get("middle")}
     screen = config.get("screen") or None
     return {"screen": {**full, **screen} if screen else None, "full": full}
 
@@ -49,15 +69,32 @@ def around(grid: list, lr: float, k: int) -> list:
     return grid[max(0, j - k):j + k + 1]
 
 
-def train_rung(rule, task, rung: dict, deadline=None, sequential: bool = False) -> list:
+def train_rung(rule, task, rung: dict, deadline=None, sequential: bool = False,
+               pause=None) -> list:
     """Every (seed, lr) run of one rung, seed-major: ``seed``, ``lr``, ``status``, ``step``,
-    ``curve`` ([[step, accuracy, loss], ...])."""
+    ``curve`` ([[step, accuracy, loss], ...]). ``pause = (step, keep_going)``: at that
+    checkpoint ``keep_going(runs so far)`` decides whether the runs go on (one after the other,
+    they run to the end and are cut after the fact: the same result, no time saved)."""
     seeds, lrs, steps, every = rung["seeds"], rung["lr_grid"], rung["steps"], rung["eval_every"]
     if task.stacked is not None and not sequential:
         from .batched import train_copies
-        return train_copies(rule, task, seeds, lrs, steps, every, deadline)
-    return [{**train_once(task, rule, lr, seed, deadline, steps, every, with_loss=True),
+        return train_copies(rule, task, seeds, lrs, steps, every, deadline, pause)
+    runs = [{**train_once(task, rule, lr, seed, deadline, steps, every, with_loss=True),
              "seed": seed} for seed in seeds for lr in lrs]
+    if pause and pause[0] < steps:
+        cut = [until(r, pause[0]) for r in runs]
+        if any(r["status"] == "ok" for r in cut) and not pause[1](cut):
+            return cut
+    return runs
+
+
+def until(run: dict, step: int) -> dict:
+    """A run as it stood at checkpoint ``step``: its curve up to there, and ``ok`` if it had
+    not diverged by then."""
+    if run["status"] != "ok" and run["step"] is not None and run["step"] <= step:
+        return run
+    return {**run, "status": "ok", "step": None,
+            "curve": [p for p in run["curve"] if p[0] <= step]}
 
 
 def score_runs(runs: list, lrs: list, seeds: list) -> dict:
@@ -109,46 +146,66 @@ def evaluate_multi(job: dict) -> dict:
     """Score one rule under the multi-seed protocol (``job["protocol"]["protocol"] == 2``).
 
     ``job``: ``rule``, ``task``, ``protocol`` (``Protocol.config``), ``time_limit`` and, for
-    screening, ``promote_above`` (a number; see the module doc), ``sequential`` (optional).
+    screening, ``promote_above`` and ``continue_above`` (numbers; see the module doc),
+    ``sequential`` (optional).
     Returns the store's row fields (``status``, ``score``, ``best_lr``, ``diverged_step``,
     ``metrics``: one entry per rung and lr, ``curve``, ``error``, ``duration``, ...) and:
-    ``rung`` (the last rung run: ``screen`` or ``full``), ``score_se``, ``val_loss``,
-    ``best_step``, and ``screen`` / ``full``: that rung's ``status``, ``score``, ``score_se``,
-    ``val_loss``, ``best_lr``, ``duration`` (None when it did not run). ``score`` and
-    ``status`` are those of the last rung, so screening and full scores must not be ranked
-    together: ``rung`` tells them apart.
+    ``rung`` (the last rung run: ``screen``, ``middle`` or ``full``), ``score_se``,
+    ``val_loss``, ``best_step``, and ``screen`` / ``middle`` / ``full``: that rung's
+    ``status``, ``score``, ``score_se``, ``val_loss``, ``best_lr``, ``duration`` (None when it
+    did not run). ``score`` and ``status`` are those of the last rung, so screening, middle
+    and full scores must not be ranked together: ``rung`` tells them apart (``is_full``).
     """
     import torch
     from optdsl import DSLError
     torch.set_num_threads(1)  # tiny models: more threads only add contention between workers
     task = get_task(job["task"])
     plan = rungs(job["protocol"], task)
-    threshold = job.get("promote_above")
+    threshold, go_on = job.get("promote_above"), job.get("continue_above")
     refine = (plan["screen"] or {}).get("refine")
     screened = plan["screen"] and (refine or threshold is not None)
     order = ["screen", "full"] if screened else ["full"]
     if task.stacked is not None:
         task.stacked.data()  # a worker's first job builds the data here, outside the clock
     out, deadline = new_result(job)
-    out.update(rung=None, screen=None, full=None, score_se=None, val_loss=None, best_step=None)
+    out.update(rung=None, screen=None, middle=None, full=None, score_se=None, val_loss=None,
+               best_step=None)
 
     def train(rule):
         if "lr" not in rule.hypers:
             raise DSLError("the protocol sets lr, which this rule does not declare")
         for name in order:
             rung, started = plan[name], time.monotonic()
-            runs = train_rung(rule, task, rung, deadline, job.get("sequential", False))
+            pause = None
+            if name == "full" and rung.get("middle"):
+                pause = (rung["middle"], lambda runs: at_middle(runs, rung, started))
+            runs = train_rung(rule, task, rung, deadline, job.get("sequential", False), pause)
+            if out["rung"] == "middle":
+                return  # the middle rung stopped it (at_middle recorded the score)
             scored = score_runs(runs, rung["lr_grid"], rung["seeds"])
-            out["metrics"] += [{**m, "rung": name} for m in scored.pop("metrics")]
-            out.update(scored, rung=name)
-            out[name] = {k: scored[k] for k in RUNG_FIELDS}
-            out[name]["duration"] = time.monotonic() - started
+            record(name, scored, started)
             if scored["status"] != "ok" or (name == "screen" and threshold is not None
                                             and not scored["score"] > threshold):
                 return
             if name == "screen" and refine:
                 plan["full"]["lr_grid"] = around(plan["full"]["lr_grid"], scored["best_lr"],
                                                  refine)
+
+    def record(name, scored, started):
+        out["metrics"] += [{**m, "rung": name} for m in scored.pop("metrics")]
+        out.update(scored, rung=name)
+        out[name] = {k: scored[k] for k in RUNG_FIELDS}
+        out[name]["duration"] = time.monotonic() - started
+
+    def at_middle(runs, rung, started) -> bool:
+        """The middle checkpoint: record its score; go on unless below ``continue_above``."""
+        scored = score_runs(runs, rung["lr_grid"], rung["seeds"])
+        out["middle"] = {k: scored[k] for k in RUNG_FIELDS}
+        out["middle"]["duration"] = time.monotonic() - started
+        if scored["status"] == "ok" and (go_on is None or scored["score"] > go_on):
+            return True
+        record("middle", scored, started)
+        return False
 
     return run_scored(out, train, lambda: f"in the {out['rung'] or 'first'} rung",
                       score=lambda out: None)
@@ -157,4 +214,5 @@ def evaluate_multi(job: dict) -> dict:
 RUNG_FIELDS = ("status", "score", "score_se", "val_loss", "best_lr")
 
 
-__all__ = ["around", "evaluate_multi", "rungs", "score_runs", "train_rung"]
+__all__ = ["PARTIAL_RUNGS", "around", "evaluate_multi", "is_full", "rungs", "score_runs",
+           "train_rung", "until"]

@@ -79,8 +79,10 @@ def make(layers, seed: int):
 # The multi-seed protocol of both tasks (search/fidelity.py), chosen on the library's rules
 # (docs/search.md): 3 seeds on half decades 1e-4..10^0.5 for the task's steps; the screening
 # rung is one seed on decades 1e-4..1 for 200 steps, and the full rung keeps the 3 half decades
-# nearest the screen's best learning rate (9 copies instead of 30).
+# nearest the screen's best learning rate (9 copies instead of 30), and pauses at step 600, the
+# middle rung (search/fidelity.py: a promoted candidate below the search's median there stops).
 HALF_DECADES = tuple(float(f"{10 ** (k / 2):.4g}") for k in range(-8, 2))
 PROTOCOL = {"seeds": (0, 1, 2), "lr_grid": HALF_DECADES,
             "screen": {"seeds": [0], "lr_grid": [1e-4, 1e-3, 1e-2, 1e-1, 1.0], "steps": 200,
-                       "eval_every": 50, "refine": 1}}
+                       "eval_every": 50, "refine": 1},
+            "middle": 600}

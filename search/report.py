@@ -17,6 +17,9 @@ import re
 from .store import Store
 
 
+# how the table names a result a partial rung stopped (its score is on that rung's scale)
+STOPPED_AT = {"screen": "screened out", "middle": "stopped at middle"}
+
 def describe(row: dict, width: int = 60) -> str:
     """A baseline's name, or the rule's text on one line (shortened to ``width``)."""
     if row.get("name"):
@@ -54,7 +57,7 @@ def leaderboard(store: Store, task: str, protocol: str, top: int = 10, metric: s
         score = f"{r['score']:.4f}" if r["score"] is not None else "-"
         if r.get("score_se") is not None:
             score += f" ± {r['score_se']:.4f}"
-        status = r["status"] if r.get("rung") != "screen" else "screened out"
+        status = STOPPED_AT.get(r.get("rung"), r["status"])
         if status == "diverged" and r.get("diverged_step"):
             status += f" @{r['diverged_step']}"
         table.add_row(str(r["rank"]), score, f"{r['best_lr']:g}" if r["best_lr"] else "-",

@@ -8,7 +8,8 @@ Tables:
   timestamps. ``UNIQUE(rule_hash, task, protocol)``: a rule is evaluated at most once per
   task and protocol; a second request for it is a *cache hit*.
 * ``searches``: one row per search: strategy, task, protocol, budget, options, and the
-  strategy's own ``state_dict`` (JSON), rewritten in the same transaction as every result.
+  strategy's own ``state_dict`` (JSON), rewritten in the same transaction as the results and
+  proposals of each round of the search loop.
 * ``proposals``: every rule a search asked for, in order (``seq``), with where it came from
   (baseline | seed | strategy), the id its strategy gave it (``cid``: the result goes back to
   the strategy by that id) and what became of it (pending | evaluated | cached). A
@@ -16,12 +17,14 @@ Tables:
 
 ``rule_hash`` is the one cache key of ``search.candidate`` (the strategies' filter uses the
 same). For a multi-fidelity protocol an evaluation also records the rung it reached
-(``screen``: stopped by the screening rung, its score on that rung's scale; ``full``), the
-score's standard error over seeds, the validation loss and the screening score. A store of an
+(``screen``: stopped by the screening rung, its score on that rung's scale; ``middle``: stopped
+at the full rung's middle checkpoint, its score there; ``full``), the score's standard error
+over seeds, the validation loss, and the screening and middle scores. A store of an
 older schema is upgraded in place when opened for writing (``UPGRADES``).
 
-Every completed evaluation is committed on its own, so a search killed at any moment loses
-only the evaluations that were in flight. WAL mode lets ``optdsl report`` read while a search
+A search commits each round (the results of one wait, the proposals they lead to and the
+strategy's state) as one transaction, so a search killed at any moment loses only the
+evaluations that were in flight or finished in the round being written. WAL mode lets ``optdsl report`` read while a search
 writes.
 """
 from __future__ import annotations
@@ -33,7 +36,7 @@ import time
 
 from .errors import SearchError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # What each schema added, with the statements that bring an older store up to date in place.
 UPGRADES = {
     2: ["ALTER TABLE proposals ADD COLUMN cid TEXT"],
@@ -41,7 +44,10 @@ UPGRADES = {
         "ALTER TABLE evaluations ADD COLUMN score_se REAL",
         "ALTER TABLE evaluations ADD COLUMN val_loss REAL",
         "ALTER TABLE evaluations ADD COLUMN screen_score REAL"],
+    4: ["ALTER TABLE evaluations ADD COLUMN middle_score REAL"],
 }
+# The partial rungs whose scores a row keeps (the engine's thresholds), and their columns.
+RUNG_COLUMNS = {"screen": "screen_score", "middle": "middle_score"}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -67,6 +73,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     score_se REAL,                  -- the score's standard error over seeds
     val_loss REAL,                  -- validation loss where the score was taken
     screen_score REAL,              -- the screening rung's score (a different scale)
+    middle_score REAL,              -- the full rung's score at its middle checkpoint
     UNIQUE (rule_hash, task, protocol)
 );
 CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (task, protocol, score);
@@ -174,19 +181,19 @@ class Store:
     def add_evaluation(self, *, rule: str, rule_hash: str, task: str, protocol: str,
                        result: dict, name: str | None = None, search_id: int | None = None) -> int:
         """Insert one evaluation (inside the caller's transaction when there is one)."""
-        screen = result.get("screen") or {}
+        screen, middle = result.get("screen") or {}, result.get("middle") or {}
         cur = self.conn.execute(
             "INSERT INTO evaluations (rule_hash, rule, name, task, protocol, status, score, "
             "best_lr, diverged_step, metrics, curve, error, duration, worker, started_at, "
-            "finished_at, search_id, rung, score_se, val_loss, screen_score) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "finished_at, search_id, rung, score_se, val_loss, screen_score, middle_score) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (rule_hash, rule, name, task, protocol, result["status"], result.get("score"),
              result.get("best_lr"), result.get("diverged_step"),
              _dumps(result.get("metrics") or []), _dumps(result.get("curve") or []),
              result.get("error"), result.get("duration"), result.get("worker"),
              result.get("started_at"), result.get("finished_at"), search_id,
              result.get("rung"), result.get("score_se"), result.get("val_loss"),
-             screen.get("score")))
+             screen.get("score"), middle.get("score")))
         return cur.lastrowid
 
     def name_evaluation(self, rule_hash: str, task: str, protocol: str, name: str) -> None:
@@ -205,9 +212,10 @@ class Store:
             where.append("protocol = ?")
             args.append(protocol)
         sql = "SELECT * FROM evaluations" + (" WHERE " + " AND ".join(where) if where else "")
-        # by score: full-protocol results first (a screened-out score is on another scale)
+        # by score: full-protocol results first (a partial rung's score is on another scale)
         sql += {"id": " ORDER BY id",
-                "score": " ORDER BY score IS NULL, rung IS 'screen', score DESC, id"}[order]
+                "score": " ORDER BY score IS NULL, COALESCE(rung IN ('screen', 'middle'), 0), "
+                       "score DESC, id"}[order]
         return [self._row(r) for r in self.conn.execute(sql, args)]
 
     @staticmethod
@@ -280,11 +288,13 @@ class Store:
             r.setdefault("cid", None)  # a schema-1 store opened read-only
         return rows
 
-    def screen_scores(self, search_id: int) -> list:
-        """The screening scores of a search's own (strategy) evaluations, oldest first."""
+    def rung_scores(self, search_id: int, rung: str) -> list:
+        """The scores at a partial rung (``RUNG_COLUMNS``: screen, middle) of a search's own
+        (strategy) evaluations, oldest first."""
+        column = RUNG_COLUMNS[rung]
         return [r[0] for r in self.conn.execute(
-            "SELECT screen_score FROM evaluations WHERE search_id = ? AND name IS NULL AND "
-            "screen_score IS NOT NULL ORDER BY id", (search_id,))]
+            f"SELECT {column} FROM evaluations WHERE search_id = ? AND name IS NULL AND "
+            f"{column} IS NOT NULL ORDER BY id", (search_id,))]
 
     def progress(self, search_id: int) -> dict:
         """Counts over a search's non-baseline proposals: proposed, done, cached, pending."""

@@ -107,9 +107,9 @@ def tiny(monkeypatch):
     return task
 
 
-def job(task, text, screen_steps=10, grid=(0.01, 0.1), refine=None, **extra):
+def job(task, text, screen_steps=10, grid=(0.01, 0.1), refine=None, middle=0, **extra):
     screen = {"seeds": [0], "lr_grid": [0.1], "steps": screen_steps, "eval_every": 5}
-    protocol = Protocol(lr_grid=grid, seeds=(0, 1),
+    protocol = Protocol(lr_grid=grid, seeds=(0, 1), middle=middle,
                         screen={**screen, "refine": refine} if refine else screen)
     return {"rule": text, "task": task.name, "protocol": protocol.config(task),
             "time_limit": 60, **extra}
@@ -123,6 +123,8 @@ def test_protocol_configs_legacy_unchanged_and_multi_seed_for_mnist1d():
     assert config["protocol"] == 2 and config["seeds"] == [0, 1, 2] and config["screen"]
     assert Protocol.from_config(config).config(tasks.get_task("mnist1d-mlp")) == config
     assert Protocol(screen={}).config(tasks.get_task("mnist1d-mlp"))["screen"] == {}
+    assert config["middle"] == 600  # the middle rung: a checkpoint of the 1,500-step full rung
+    assert "middle" not in Protocol(middle=0).config(tasks.get_task("mnist1d-mlp"))
 
 
 def test_no_threshold_runs_the_full_rung_only(tiny):
@@ -145,6 +147,42 @@ def test_screened_out_below_the_threshold_promoted_above_it(tiny):
     # the threshold is strict: a score equal to it is not promoted
     same = evaluate(job(tiny, source("adam"), promote_above=low["score"]))
     assert same["rung"] == "screen"
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_the_middle_rung_stops_below_its_threshold_with_the_score_the_runs_had_there(
+        tiny, sequential):
+    """``continue_above``: the full rung pauses at its middle checkpoint and ends there below
+    the threshold, with the score a run to the end reports as its middle score (a lower bound
+    of the full score); above it the runs go on to the same result as without a threshold.
+    Batched, it stops training there; one run at a time, it cuts the finished runs."""
+    rule_text = source("adam")
+    whole = evaluate(job(tiny, rule_text, middle=20, sequential=sequential))
+    assert whole["rung"] == "full" and whole["middle"]["score"] <= whole["score"]
+    stopped = evaluate(job(tiny, rule_text, middle=20, continue_above=0.99,
+                           sequential=sequential))
+    assert stopped["rung"] == "middle" and stopped["full"] is None and stopped["status"] == "ok"
+    assert stopped["score"] == stopped["middle"]["score"] == whole["middle"]["score"] < 0.99
+    assert [p[0] for p in stopped["curve"]] == [10, 20]
+    assert {m["rung"] for m in stopped["metrics"]} == {"middle"}
+    go_on = evaluate(job(tiny, rule_text, middle=20, continue_above=0.0, sequential=sequential))
+    assert go_on["rung"] == "full" and go_on["score"] == whole["score"]
+    assert go_on["middle"]["score"] == whole["middle"]["score"]
+    # the threshold is strict, and a protocol without a middle rung never stops there
+    assert evaluate(job(tiny, rule_text, middle=20, continue_above=whole["middle"]["score"],
+                        sequential=sequential))["rung"] == "middle"
+    plain = evaluate(job(tiny, rule_text, continue_above=0.99, sequential=sequential))
+    assert plain["rung"] == "full" and plain["middle"] is None
+
+
+def test_a_run_that_diverges_after_the_middle_checkpoint_was_alive_there():
+    from optdsl.search.fidelity import until
+    run = {"seed": 0, "lr": 0.1, "status": "diverged", "step": 25,
+           "curve": [[10, 0.5, 1.0], [20, 0.6, 0.9]]}
+    assert until(run, 20) == {**run, "status": "ok", "step": None}
+    assert until({**run, "step": 15, "curve": [[10, 0.5, 1.0]]}, 20)["status"] == "diverged"
+    ok = {**run, "status": "ok", "step": None, "curve": run["curve"] + [[30, 0.7, 0.8]]}
+    assert until(ok, 20)["curve"] == run["curve"]
 
 
 def test_refine_screens_always_and_trains_the_grid_points_near_the_screens_best(tiny):

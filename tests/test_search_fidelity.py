@@ -70,7 +70,55 @@ def test_a_screened_search_promotes_some_and_tells_the_strategy(tmp_path):
     heard = {h["rule"]: h["score"] for h in strategy.heard if h["score"] is not None}
     for r in own:
         assert heard[r["rule"]] == pytest.approx(reward(r))
-    assert len(store.screen_scores(sid)) == len(own)
+    assert len(store.rung_scores(sid, "screen")) == len(own)
+
+
+def fake_middle(job: dict) -> dict:
+    """fake_evaluate with a middle rung: a promoted candidate's middle score is (length mod
+    89) / 100; it goes on to a full score 0.1 higher when that beats ``continue_above``."""
+    out = fake_evaluate(job)
+    if out["rung"] == "screen":
+        return out
+    middle = (len(job["rule"]) % 89) / 100
+    go_on = job.get("continue_above") is None or middle > job["continue_above"]
+    return {**out, "rung": "full" if go_on else "middle",
+            "score": middle + 0.1 if go_on else middle, "middle": {"score": middle}}
+
+
+def test_a_middle_rung_stops_part_of_the_promoted_and_the_threshold_survives_resume(tmp_path):
+    """With ``middle`` in the protocol (MNIST-1D's default) a strategy's job carries
+    ``continue_above``, the worst baseline's middle score, then the median of the search's
+    last middle scores; a candidate stopped there is told its middle score and ranks below
+    every full result in the store's order; a resumed search reads the middle scores back."""
+    JOBS.clear()
+    store = Store(str(tmp_path / "s.sqlite"))
+    task = get_task("mnist1d-mlp")
+    strategy = Recorder(seed=1)
+    sid = new_search(store, strategy=strategy, task=task, protocol=Protocol(), budget=400)
+    loop = SearchLoop(store, sid, strategy, InProcessRunner(fake_middle))
+    loop.run()
+    assert all("continue_above" in j for j in JOBS if "promote_above" in j)
+    rows = store.evaluations(task.name, store.search(sid)["protocol"], order="score")
+    own = [r for r in rows if not r["name"]]
+    promoted = [r for r in own if r["rung"] != "screen"]
+    assert {r["rung"] for r in promoted} == {"middle", "full"}
+    middles = store.rung_scores(sid, "middle")
+    assert middles == loop.rung_scores["middle"] and len(middles) == len(promoted)
+    baseline_middles = [r["middle_score"] for r in rows if r["name"]]
+    assert JOBS[len(baseline_middles)]["continue_above"] == min(baseline_middles)
+    # the last job's: the median of the middle scores known when it was sent (one in flight)
+    late = [j["continue_above"] for j in JOBS if "continue_above" in j][-1]
+    assert late in {promotion_threshold(middles[:k], [], engine.CONTINUE_QUANTILE)
+                    for k in (len(middles) - 1, len(middles))}
+    assert sorted(middles)[len(middles) // 2] == promotion_threshold(middles, [], 0.5)
+    heard = {h["rule"]: h["score"] for h in strategy.heard if h["score"] is not None}
+    for r in promoted:
+        assert heard[r["rule"]] == pytest.approx(reward(r)) == pytest.approx(r["score"])
+    rungs = [r["rung"] for r in rows]
+    assert max(i for i, r in enumerate(rungs) if r == "full") < rungs.index("middle")
+    resumed = SearchLoop(store, sid, strategy, InProcessRunner(fake_middle))
+    assert resumed.rung_scores == loop.rung_scores
+    assert resumed.baseline_rung_scores == loop.baseline_rung_scores
 
 
 def test_a_failing_rule_ranks_below_every_screened_out_one(tmp_path):
@@ -101,12 +149,12 @@ def test_a_schema_2_store_is_upgraded_in_place(tmp_path):
     path = str(tmp_path / "old.sqlite")
     Store(path).close()
     conn = sqlite3.connect(path)  # make it a schema-2 store: no multi-fidelity columns
-    for column in ("rung", "score_se", "val_loss", "screen_score"):
+    for column in ("rung", "score_se", "val_loss", "screen_score", "middle_score"):
         conn.execute(f"ALTER TABLE evaluations DROP COLUMN {column}")
     conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     conn.commit()
     conn.close()
     store = Store(path)
     columns = {r[1] for r in store.conn.execute("PRAGMA table_info(evaluations)")}
-    assert {"rung", "score_se", "val_loss", "screen_score"} <= columns
-    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "3"
+    assert {"rung", "score_se", "val_loss", "screen_score", "middle_score"} <= columns
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "4"
