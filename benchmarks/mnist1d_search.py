@@ -45,7 +45,7 @@ from match_search import plot_reward_curves  # noqa: E402
 from transfer import long_task  # noqa: E402  (the <task>-x<k> tasks)
 
 from optdsl.search.space import HORIZON  # noqa: E402  (a store made without a horizon)
-from optdsl.search.fidelity import is_full  # noqa: E402
+from optdsl.search.store import is_full  # noqa: E402
 
 STRATEGY_ORDER = ("random-grammar", "rl", "evolution")
 COLORS = {"random-grammar": "tab:gray", "rl": "tab:blue", "evolution": "tab:green"}

@@ -157,7 +157,7 @@ def simulated_search(task_name: str, candidates: int, workers: int, quantile: fl
                              "full_s": (r.get("full") or {}).get("duration")})
     wall = time.monotonic() - t1
     busy = sum(r["duration"] for r in rows)
-    promoted = [r for r in rows if r["rung"] == "full"]
+    promoted = [r for r in rows if r["rung"] in ("middle", "full")]
     per_candidate = busy / len(rows)
     return {"task": task_name, "candidates": len(rows), "workers": workers,
             "quantile": quantile, "baselines_s": baseline_s, "wall_s": wall,

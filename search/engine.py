@@ -30,8 +30,8 @@ that checkpoint only when its score there beats ``CONTINUE_QUANTILE`` of the las
 known): the lower half stops at 600 of 1,500 steps on the MNIST-1D tasks.
 The strategy is told the full score of a promoted candidate; for one screened out, its
 screening score minus 1 (:func:`reward`): below every promoted candidate, ordered among
-themselves; for one stopped at the middle rung, its score there (a lower bound of its full
-score on the same runs).
+themselves; for one stopped at the middle rung, its score there (what its full score on the
+same runs would at least be, unless a learning rate alive at step 600 diverged later).
 
 A proposal is a ``search.candidate.Candidate`` (built once: text, checked rule, cache key); it
 is stored with the id its strategy gave it, and its result goes back to the strategy with that
@@ -50,8 +50,7 @@ from . import match
 from .candidate import build, text_hash
 from .errors import SearchError
 from .evaluate import BASELINES, Protocol, evaluate
-from .fidelity import is_full
-from .store import RUNG_COLUMNS, Store
+from .store import RUNG_COLUMNS, Store, is_full
 from .tasks import Task, get_task
 
 
@@ -73,7 +72,7 @@ def reward(result: dict):
     every promoted one, and among themselves by their screen)."""
     if result.get("rung") == "screen" and result.get("score") is not None:
         return result["score"] - 1.0
-    return result.get("score")  # the full score, or the middle rung's (a lower bound of it)
+    return result.get("score")  # the full score, or the middle rung's (see the module)
 
 
 def promotion_threshold(scores: list, baseline_scores: list, quantile: float = PROMOTE_QUANTILE):
@@ -289,6 +288,7 @@ class SearchLoop:
         if n <= 0 or self.progress.exhausted:
             return False
         items = self.strategy.suggest(n)[:n]
+        self.state_changed = True  # drawing moved its random state and counts, proposals or not
         if not items:
             # Nothing for now. While evaluations are in flight their results may change the
             # strategy's mind (a narrowed RL policy learns from them): ask again after they
@@ -327,7 +327,6 @@ class SearchLoop:
                                           search_id=self.sid)
             self.store.resolve_proposal(self.sid, seq, "evaluated")
             self._observe([(prop, result, False)])
-        self.state_changed = True
         self.proposed += len(prepared)
         return True
 

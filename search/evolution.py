@@ -42,6 +42,15 @@ nothing better than its sgd warm start (0.711) and the one without reached 0.724
 joins (2,775 for 2,000 evaluations) age evaluated members out 2.4x faster, and a duplicate's
 reward is a screening score or a noisy full one.
 
+**Restarts** (``restart=N``, off by default): after ``N`` results in a row none of which rose
+more than ``restart_tol`` (0.01) above the score the count started from, the population
+starts again from the warm-start programs at their known scores and the best it breeds from
+is theirs again (the search's record of its best rule is the store's); children of the old
+run still in flight are recorded but join nothing. On match:powersign the searches that
+reached the family did so within 430-670 evaluations, and those that did not sat on sgd's
+plateau to the end: a restart gives a stalled search another early phase (BENCHMARKS.md,
+"match:powersign and match:addsign", for what it measured).
+
 Results of rules this strategy did not propose (``--seeds``) join the population too when they
 are programs of the space. The population, the best program, pending children and the random
 state are in ``state_dict`` so ``--resume`` continues the same run.
@@ -67,6 +76,9 @@ def bello_program(group: str) -> str:
     return f"bello(lr=1):\n    {group}\n    return lr * x1"
 
 
+STALE = "stale"  # the meta of a child proposed before a restart (see _restart)
+
+
 class EvolutionStrategy(SpaceStrategy):
     """Regularized evolution (see the module docstring)."""
     name = "evolution"
@@ -75,7 +87,8 @@ class EvolutionStrategy(SpaceStrategy):
                  space_obj=None, live_only: bool = True, near: float = 0.999, horizon: int = 0,
                  population: int = 32, sample: int = 4, insert: float = 0.2,
                  delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
-                 elite: float = 0.2, neutral: float = 0.0, warm=None):
+                 elite: float = 0.2, neutral: float = 0.0, restart: int = 0,
+                 restart_tol: float = 0.01, warm=None):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon)
         self.population_size, self.sample_size = population, sample
@@ -89,6 +102,11 @@ class EvolutionStrategy(SpaceStrategy):
         self.population: list = []  # [tree json, reward], oldest first
         self.mutations: dict = {}
         self.neutral_joins = 0
+        self.restart, self.restart_tol = int(restart), float(restart_tol)
+        self.warm_members: list = []  # [tree json, reward] of the evaluated warm-start programs
+        self.level = None  # the score the stall is counted from: it must rise past + restart_tol
+        self.stalled = 0  # results heard since the score last rose past level + restart_tol
+        self.restarts = 0
 
     def _draw(self):
         while self.warm:
@@ -122,11 +140,32 @@ class EvolutionStrategy(SpaceStrategy):
         return Tree.from_json(max(contenders, key=lambda m: m[1])[0])
 
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
-        if free:
+        if free or meta == STALE:
             return
         if self.best is None or reward > self.best[1]:
             self.best = [tree.to_json(), float(reward)]
         self._join(tree.to_json(), reward)
+        if meta == "warm":
+            self.warm_members.append([tree.to_json(), float(reward)])
+        if self.level is None or reward > self.level + self.restart_tol:
+            self.level, self.stalled = float(reward), 0
+        else:
+            self.stalled += 1
+        if self.restart and self.stalled >= self.restart:
+            self._restart()
+
+    def _restart(self) -> None:
+        """Start the population again from the warm-start programs at their known scores (no
+        evaluation), the best reset to theirs (elitism would pull the new run back to the old
+        optimum); the filter still knows every evaluated program, so the new run explores
+        elsewhere, or with ``neutral`` walks old paths again for free (module docstring)."""
+        self.population = [list(m) for m in self.warm_members]
+        best = max(self.warm_members, key=lambda m: m[1]) if self.warm_members else None
+        self.best = list(best) if best else None
+        self.level, self.stalled = (best[1] if best else None), 0
+        self.restarts += 1
+        for entry in self.pending.values():  # children of the old run still in flight:
+            entry[2] = STALE  # their results join neither the new population nor its best
 
     def _join(self, member: list, reward: float) -> None:
         """``member`` (a tree's json) joins the population; the oldest leaves when it is full."""
@@ -156,7 +195,8 @@ class EvolutionStrategy(SpaceStrategy):
     def state_dict(self) -> dict:
         return {**self._base_state(), "population": self.population, "warm": self.warm,
                 "mutations": self.mutations, "best": self.best,
-                "neutral_joins": self.neutral_joins}
+                "neutral_joins": self.neutral_joins, "warm_members": self.warm_members,
+                "level": self.level, "stalled": self.stalled, "restarts": self.restarts}
 
     def load_state_dict(self, state: dict) -> None:
         self._load_base(state)
@@ -165,6 +205,9 @@ class EvolutionStrategy(SpaceStrategy):
         self.mutations = dict(state["mutations"])
         self.best = state["best"]
         self.neutral_joins = state.get("neutral_joins", 0)
+        self.warm_members = [list(m) for m in state.get("warm_members", [])]
+        self.stalled, self.restarts = state.get("stalled", 0), state.get("restarts", 0)
+        self.level = state.get("level")
 
 
 STRATEGIES[EvolutionStrategy.name] = EvolutionStrategy

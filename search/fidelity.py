@@ -23,10 +23,12 @@ leaderboards, re-scoring) only the full rung runs, on its whole grid.
 **Middle rung** (``middle``: a checkpoint step of the full rung, e.g. 600 of 1,500): the full
 rung of a job with a number ``continue_above`` pauses at that checkpoint, scores its runs so far
 (the same score, over the checkpoints up to there) and goes on only when that score is strictly
-above the threshold; otherwise the job ends there with ``rung: middle`` and that score, a lower
-bound of the full score the same runs would have reached (its maximum is over fewer
-checkpoints). Any full rung that passes the checkpoint reports its middle score (``middle``),
-so the engine can set the threshold from earlier ones. Measured on the stores of twelve 2,000-
+above the threshold; otherwise the job ends there with ``rung: middle`` and that score: what
+the full score of the same runs would at least have been (its maximum is over fewer
+checkpoints), unless a learning rate alive at step 600 diverged later. ``middle`` must be a
+multiple of ``eval_every``; at or past the rung's last step there is no pause. Any full rung
+that passes the checkpoint reports its middle score (``middle``), so the engine can set the
+threshold from earlier ones. Measured on the stores of twelve 2,000-
 evaluation MNIST-1D searches before it existed: the score at step 600 ranks the promoted
 candidates' full scores with Spearman 0.38-0.79 (at step 300: 0.00-0.52), and cutting the
 lower half at 600 would have kept every search's best rule.
@@ -45,20 +47,15 @@ from .evaluate import new_result, run_scored, train_once
 from .tasks import get_task
 
 
-PARTIAL_RUNGS = ("screen", "middle")  # a result that stopped there has no full score
-
-
-def is_full(result: dict) -> bool:
-    """Whether a result's score is a full-protocol score (not one a rung stopped early)."""
-    return result.get("rung") not in PARTIAL_RUNGS
-
-
 def rungs(config: dict, task) -> dict:
     """``{"screen": settings or None, "full": settings}`` of a protocol config, where settings
     are ``seeds``, ``lr_grid``, ``steps``, ``eval_every`` (and the full rung's ``middle``)."""
     full = {"seeds": list(config["seeds"]), "lr_grid": list(config["lr_grid"]),
             "steps": task.steps, "eval_every": task.eval_every,
             "middle": config.get("middle")}
+    if full["middle"] and full["middle"] % task.eval_every:
+        raise ValueError(f"the middle rung's step {full['middle']} is not a checkpoint of "
+                         f"{task.name} (every {task.eval_every} steps)")
     screen = config.get("screen") or None
     return {"screen": {**full, **screen} if screen else None, "full": full}
 
@@ -154,7 +151,7 @@ def evaluate_multi(job: dict) -> dict:
     ``val_loss``, ``best_step``, and ``screen`` / ``middle`` / ``full``: that rung's
     ``status``, ``score``, ``score_se``, ``val_loss``, ``best_lr``, ``duration`` (None when it
     did not run). ``score`` and ``status`` are those of the last rung, so screening, middle
-    and full scores must not be ranked together: ``rung`` tells them apart (``is_full``).
+    and full scores must not be ranked together: ``rung`` tells them apart (``store.is_full``).
     """
     import torch
     from optdsl import DSLError
@@ -176,6 +173,7 @@ def evaluate_multi(job: dict) -> dict:
             raise DSLError("the protocol sets lr, which this rule does not declare")
         for name in order:
             rung, started = plan[name], time.monotonic()
+            running[0] = name
             pause = None
             if name == "full" and rung.get("middle"):
                 pause = (rung["middle"], lambda runs: at_middle(runs, rung, started))
@@ -207,12 +205,12 @@ def evaluate_multi(job: dict) -> dict:
         record("middle", scored, started)
         return False
 
-    return run_scored(out, train, lambda: f"in the {out['rung'] or 'first'} rung",
+    running = [None]  # the rung in training, for a timeout's message
+    return run_scored(out, train, lambda: f"in the {running[0] or 'first'} rung",
                       score=lambda out: None)
 
 
 RUNG_FIELDS = ("status", "score", "score_se", "val_loss", "best_lr")
 
 
-__all__ = ["PARTIAL_RUNGS", "around", "evaluate_multi", "is_full", "rungs", "score_runs",
-           "train_rung", "until"]
+__all__ = ["around", "evaluate_multi", "rungs", "score_runs", "train_rung", "until"]

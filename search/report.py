@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import re
 
-from .store import Store
+from .store import Store, is_full
 
 
 # how the table names a result a partial rung stopped (its score is on that rung's scale)
 STOPPED_AT = {"screen": "screened out", "middle": "stopped at middle"}
+
 
 def describe(row: dict, width: int = 60) -> str:
     """A baseline's name, or the rule's text on one line (shortened to ``width``)."""
@@ -57,7 +58,7 @@ def leaderboard(store: Store, task: str, protocol: str, top: int = 10, metric: s
         score = f"{r['score']:.4f}" if r["score"] is not None else "-"
         if r.get("score_se") is not None:
             score += f" ± {r['score_se']:.4f}"
-        status = STOPPED_AT.get(r.get("rung"), r["status"])
+        status = STOPPED_AT.get(r.get("rung"), "ok") if r["status"] == "ok" else r["status"]
         if status == "diverged" and r.get("diverged_step"):
             status += f" @{r['diverged_step']}"
         table.add_row(str(r["rank"]), score, f"{r['best_lr']:g}" if r["best_lr"] else "-",
@@ -89,7 +90,7 @@ def plot_progress(store: Store, task: str, protocol: str, path: str, metric: str
         if r.get("name"):
             continue
         n += 1
-        if r["status"] == "ok" and (best is None or r["score"] > best):
+        if r["status"] == "ok" and is_full(r) and (best is None or r["score"] > best):
             best = r["score"]
         if best is not None:
             xs.append(n)
@@ -178,7 +179,8 @@ def export_rules(store: Store, task: str, protocol: str, directory: str, top: in
     """Write the top ``top`` candidates (not baselines) as program files; returns the paths."""
     os.makedirs(directory, exist_ok=True)
     paths = []
-    ranked = [r for r in store.evaluations(task, protocol, order="score") if r["status"] == "ok"]
+    ranked = [r for r in store.evaluations(task, protocol, order="score")
+              if r["status"] == "ok" and is_full(r)]
     for rank, row in enumerate(ranked, 1):
         if row.get("name"):
             continue

@@ -5,10 +5,12 @@
   node of the cluster) joins an existing cluster instead. An address that does not answer is
   a one-line ``SearchError`` before anything else happens.
 * At most ``capacity`` evaluations are in flight: one running per CPU (``workers``) and
-  ``queued`` more (one per CPU by default) waiting in Ray, so a CPU that finishes starts its
-  next evaluation at once instead of waiting for the driver to record the result and ask the
-  strategy (at 2 workers that wait was 2-17% of their time, growing with the search); the
-  driver never queues a whole budget into Ray.
+  ``queued`` more waiting in Ray, so a CPU that finishes starts its next evaluation at once
+  instead of waiting for the driver to record the result and ask the strategy (at 2 workers
+  that wait was 2-17% of their time, growing with the search). By default one waits per
+  worker when the workers are all of Ray's CPUs, none when they are fewer (a queued task
+  would start on a free CPU and exceed ``workers``); the driver never queues a whole budget
+  into Ray.
 * Ray's own messages (a dead raylet's last 20 log lines, worker crash reports, its logger) go
   to a log file (``log_file``; by default ``$TMPDIR/optdsl/ray-PID.log``), never to the user's
   terminal: a lost node is one line on stderr that names the file.
@@ -154,7 +156,9 @@ class RayRunner:
         _route_ray_messages(ray, self.log_file)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, min(workers, cpus) if workers else cpus)
-        self.capacity = self.workers + (self.workers if queued is None else max(0, queued))
+        if queued is None:  # queue only where every CPU is ours: else queued tasks would run
+            queued = self.workers if self.workers >= cpus else 0
+        self.capacity = self.workers + max(0, queued)
         self.time_limit, self.grace = time_limit, grace
         if not inspect.isfunction(fn):  # a functools.partial or another callable
             target = fn

@@ -24,8 +24,8 @@ older schema is upgraded in place when opened for writing (``UPGRADES``).
 
 A search commits each round (the results of one wait, the proposals they lead to and the
 strategy's state) as one transaction, so a search killed at any moment loses only the
-evaluations that were in flight or finished in the round being written. WAL mode lets ``optdsl report`` read while a search
-writes.
+evaluations that were in flight or finished in the round being written. WAL mode lets
+``optdsl report`` read while a search writes.
 """
 from __future__ import annotations
 
@@ -48,6 +48,12 @@ UPGRADES = {
 }
 # The partial rungs whose scores a row keeps (the engine's thresholds), and their columns.
 RUNG_COLUMNS = {"screen": "screen_score", "middle": "middle_score"}
+
+
+def is_full(row: dict) -> bool:
+    """Whether a row's (or a result's) score is a full-protocol score: not one of a partial
+    rung that stopped it, which is on another scale."""
+    return row.get("rung") not in RUNG_COLUMNS
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -69,7 +75,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     started_at REAL,
     finished_at REAL,
     search_id INTEGER,
-    rung TEXT,                      -- multi-fidelity protocols: 'screen' (stopped there) | 'full'
+    rung TEXT,                      -- multi-fidelity: 'screen' | 'middle' (stopped there) | 'full'
     score_se REAL,                  -- the score's standard error over seeds
     val_loss REAL,                  -- validation loss where the score was taken
     screen_score REAL,              -- the screening rung's score (a different scale)

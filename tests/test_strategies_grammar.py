@@ -15,7 +15,7 @@ import pytest
 
 import optdsl
 from optdsl.search.candidate import build
-from optdsl.search.evolution import EvolutionStrategy
+from optdsl.search.evolution import EvolutionStrategy, bello_program
 from optdsl.search.filters import CandidateFilter
 from optdsl.search.funnel import family, known_as
 from optdsl.search.program import program_text
@@ -219,7 +219,8 @@ def _drive(s, space, rounds):
 
 @pytest.mark.parametrize("cls,kw", [(RLStrategy, {"batch": 4}), (EvolutionStrategy, {"population": 8}),
                                     (EvolutionStrategy, {"population": 8, "elite": 0.3}),
-                                    (EvolutionStrategy, {"population": 8, "neutral": 1.0})])
+                                    (EvolutionStrategy, {"population": 8, "neutral": 1.0}),
+                                    (EvolutionStrategy, {"population": 8, "restart": 5})])
 def test_resume_matches_an_uninterrupted_run(cls, kw):
     space = Space("toy", text=TOY)
     whole = _drive(cls(seed=5, use_filter=False, space_obj=space, **kw), space, 12)
@@ -230,6 +231,40 @@ def test_resume_matches_an_uninterrupted_run(cls, kw):
     resumed.load_state_dict(saved)
     part += _drive(resumed, space, 6)
     assert part == whole
+
+
+def test_evolution_restarts_from_its_warm_start_when_the_best_stalls():
+    """restart=N: after N results none of which rose more than restart_tol above the level the
+    count started from (small gains add up to no progress), the population is the warm-start
+    programs again, at their known scores (no evaluation), and the best it breeds from is
+    theirs; a child of the old run that comes back after it joins nothing; a real gain starts
+    the count again."""
+    warm = [bello_program(g) for g in ("x1 = (g)", "x1 = (sign(g))")]
+    s = EvolutionStrategy(seed=3, population=6, restart=8, warm=warm)
+
+    def feed(n, score_of):
+        cands = s.suggest(n)
+        assert len(cands) == n
+        s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": score_of(i)}
+                   for i, c in enumerate(cands)])
+    feed(2, lambda i: 0.4 + 0.1 * i)  # the warm start
+    assert [r for _, r in s.warm_members] == [0.4, 0.5] and s.best[1] == 0.5
+    for k in range(3):  # one gain above the tolerance, then gains of 0.001: a stall
+        feed(2, lambda i: 0.6 + (2 * k + i) / 1000)
+    assert s.stalled == 5 and s.restarts == 0 and s.best[1] == pytest.approx(0.605)
+    feed(2, lambda i: 0.3)
+    assert s.stalled == 7 and s.restarts == 0
+    late, early = s.suggest(2)
+    s.observe([{"id": late.id, "rule": late.text, "status": "ok", "score": 0.3}])
+    assert s.restarts == 1 and s.stalled == 0
+    assert s.population == s.warm_members and s.best == s.warm_members[1]
+    s.observe([{"id": early.id, "rule": early.text, "status": "ok", "score": 0.95}])
+    assert s.population == s.warm_members and s.best == s.warm_members[1]
+    restored = EvolutionStrategy(seed=3, population=6, restart=8, warm=[])
+    restored.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    assert (restored.level, restored.restarts, restored.warm_members) == (0.5, 1, s.warm_members)
+    feed(1, lambda i: 0.9)  # a real gain: the count starts again
+    assert s.stalled == 0 and s.best[1] == 0.9
 
 
 def _members(s) -> list:
