@@ -45,6 +45,7 @@ from match_search import plot_reward_curves  # noqa: E402
 from transfer import long_task  # noqa: E402  (the <task>-x<k> tasks)
 
 from optdsl.search.space import HORIZON  # noqa: E402  (a store made without a horizon)
+from optdsl.search.report import STOPPED_AT  # noqa: E402
 from optdsl.search.store import is_full  # noqa: E402
 
 STRATEGY_ORDER = ("random-grammar", "rl", "evolution")
@@ -354,8 +355,7 @@ def search_table(searches: list) -> list:
     for s in searches:
         f = s["first_family"]
         stop = f and (f["status"] if f["status"] != "ok" else
-                      {"screen": "screened out", "middle": "stopped at middle"}.get(
-                          f["rung"], "full protocol"))
+                      STOPPED_AT.get(f["rung"], "full protocol"))
         fam = (f"{f['at']}: `{f['rule']}` ({f['known_as'] or 'family'}; {stop})"
                if f else "not reached")
         b = s["best"]

@@ -28,10 +28,10 @@ the full score of the same runs would at least have been (its maximum is over fe
 checkpoints), unless a learning rate alive at step 600 diverged later. ``middle`` must be a
 multiple of ``eval_every``; at or past the rung's last step there is no pause. Any full rung
 that passes the checkpoint reports its middle score (``middle``), so the engine can set the
-threshold from earlier ones. Measured on the stores of twelve 2,000-
-evaluation MNIST-1D searches before it existed: the score at step 600 ranks the promoted
-candidates' full scores with Spearman 0.38-0.79 (at step 300: 0.00-0.52), and cutting the
-lower half at 600 would have kept every search's best rule.
+threshold from earlier ones. Measured on the stores of twelve MNIST-1D searches of 2,000
+evaluations before it existed: the score at step 600 ranks the promoted candidates' full
+scores with Spearman 0.38-0.79 (at step 300: 0.00-0.52), and cutting the lower half at 600
+would have kept every search's best rule.
 
 Tasks with a stacked network (``Task.stacked``) train every seed x learning rate of a rung in
 one batched call (``search.batched``); the others, and jobs with ``"sequential": True``, run

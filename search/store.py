@@ -54,6 +54,8 @@ def is_full(row: dict) -> bool:
     """Whether a row's (or a result's) score is a full-protocol score: not one of a partial
     rung that stopped it, which is on another scale."""
     return row.get("rung") not in RUNG_COLUMNS
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -219,9 +221,10 @@ class Store:
             args.append(protocol)
         sql = "SELECT * FROM evaluations" + (" WHERE " + " AND ".join(where) if where else "")
         # by score: full-protocol results first (a partial rung's score is on another scale)
+        partial = ", ".join(f"'{rung}'" for rung in RUNG_COLUMNS)
         sql += {"id": " ORDER BY id",
-                "score": " ORDER BY score IS NULL, COALESCE(rung IN ('screen', 'middle'), 0), "
-                       "score DESC, id"}[order]
+                "score": f" ORDER BY score IS NULL, COALESCE(rung IN ({partial}), 0), "
+                         "score DESC, id"}[order]
         return [self._row(r) for r in self.conn.execute(sql, args)]
 
     @staticmethod
