@@ -66,12 +66,29 @@ def with_task_horizon(strategy: str, options: dict, task) -> dict:
     return options
 
 
-def _same_options(typed: dict, stored: dict) -> bool:
-    """Whether options typed again on --resume are the stored ones (typed values are strings;
-    the stored horizon was filled in from the task when it was not typed)."""
-    if "horizon" in stored and "horizon" not in typed:
-        typed = {**typed, "horizon": stored["horizon"]}
-    return {k: str(v) for k, v in typed.items()} == {k: str(v) for k, v in stored.items()}
+def resumed_settings(name: str, typed: dict, record_options: dict, path: str = "the store") -> tuple:
+    """(settings, unrecorded) for resuming a stored search of strategy ``name``: the settings it
+    was created with (``strategy_settings``; a store made before they were recorded holds only
+    the options typed then), options typed again on --resume only where the store does not
+    record them, today's defaults for the rest, listed in ``unrecorded`` with their values.
+    An option typed again with another value than the stored one is a SearchError."""
+    from .strategies import STRATEGIES, coerce_option, strategy_options
+    defaults = strategy_options(STRATEGIES[name])
+    recorded = record_options.get("strategy_settings")
+    if recorded is None:
+        recorded = record_options.get("strategy_options", {})
+
+    def value(key, v):
+        return coerce_option(name, key, v, defaults[key]) if key in defaults else v
+    changed = {k: v for k, v in typed.items()
+               if k in recorded and value(k, v) != value(k, recorded[k])}
+    if changed:
+        held = ", ".join(f"{k}={recorded[k]}" for k in changed)
+        raise SearchError(f"{path} holds a search with strategy option(s) {held}, not "
+                          f"{', '.join(f'{k}={v}' for k, v in changed.items())}; a resumed search "
+                          "keeps them (leave out --strategy-option)")
+    unrecorded = {k: typed.get(k, v) for k, v in defaults.items() if k not in recorded}
+    return {**recorded, **unrecorded}, unrecorded
 
 
 def default_store(task) -> str:
@@ -152,13 +169,19 @@ def _search(args) -> int:
         if record["strategy"] != strategy.name:
             raise SearchError(f"{path} holds a '{record['strategy']}' search, not '{strategy.name}'")
         task = resolve_task(record["task"])
-        stored = record["options"].get("strategy_options", {})
-        if options and not _same_options(options, stored):
-            raise SearchError(f"{path} holds a search with strategy options {stored or 'none'}; "
-                              "a resumed search keeps them (leave out --strategy-option)")
+        settings, unrecorded = resumed_settings(record["strategy"], options, record["options"],
+                                                 path)
         strategy = make_strategy(record["strategy"], seed=record["options"].get("seed", 0),
-                                 options=stored)
+                                 options=settings)
         strategy.load_state_dict(record["state"])
+        if unrecorded:
+            print(f"note: {path} does not record the strategy options "
+                  f"{', '.join(f'{k}={v}' for k, v in unrecorded.items())} (it was made by an "
+                  "earlier optdsl); the search goes on with these and records them "
+                  "(--strategy-option sets one)", file=sys.stderr)
+            with store.transaction():
+                store.set_options(record["id"], {**record["options"],
+                                                 "strategy_settings": strategy.settings})
         time_limit = record["options"].get("time_limit", args.time_limit)
     else:
         store = None

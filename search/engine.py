@@ -162,8 +162,14 @@ def read_seeds(path: str) -> list:
 
 def new_search(store: Store, *, strategy, task: Task, protocol: Protocol, budget: int,
                seeds: list = (), options: dict | None = None, baselines: bool = True) -> int:
-    """Create a search (its baselines and seeds as the first proposals) in one transaction."""
+    """Create a search (its baselines and seeds as the first proposals) in one transaction.
+    ``options`` (seed, time limit, the strategy options as typed) are stored with the
+    strategy's full ``settings`` (``make_strategy``: defaults included) as
+    ``strategy_settings``, which a resumed search is rebuilt from."""
     from optdsl.library import source
+    options = dict(options or {})
+    if getattr(strategy, "settings", None) is not None:
+        options["strategy_settings"] = strategy.settings
     entries = []
     if baselines:
         entries += [(source(lib), "baseline", name) for name, lib in BASELINES.items()]
@@ -173,7 +179,7 @@ def new_search(store: Store, *, strategy, task: Task, protocol: Protocol, budget
         sid = store.create_search(strategy=strategy.name, task=task.name,
                                   protocol=protocol.key(task),
                                   protocol_config=protocol.config(task), budget=budget,
-                                  options=options or {}, state=strategy.state_dict())
+                                  options=options, state=strategy.state_dict())
         for text, h, src, name in prepared:
             store.add_proposal(sid, rule=text, rule_hash=h, source=src, name=name)
     return sid

@@ -272,6 +272,10 @@ class Store:
         self.conn.execute("UPDATE searches SET budget = ?, finished_at = NULL WHERE id = ?",
                           (budget, search_id))
 
+    def set_options(self, search_id: int, options: dict) -> None:
+        self.conn.execute("UPDATE searches SET options = ? WHERE id = ?",
+                          (_dumps(options), search_id))
+
     def finish_search(self, search_id: int) -> None:
         self.conn.execute("UPDATE searches SET finished_at = ? WHERE id = ?",
                           (time.time(), search_id))

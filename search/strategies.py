@@ -280,7 +280,7 @@ def strategy_options(cls) -> dict:
             if k != "seed" and isinstance(p.default, (bool, int, float, str))}
 
 
-def _coerce(name: str, key: str, value, default):
+def coerce_option(name: str, key: str, value, default):
     """``value`` (a string from the command line, or already typed) as the type of ``default``."""
     from .errors import SearchError
     if not isinstance(value, str) or isinstance(default, str):
@@ -313,8 +313,12 @@ def make_strategy(name: str, seed: int = 0, options: dict | None = None) -> Stra
         if key not in valid:
             raise SearchError(f"strategy '{name}' has no option '{key}'{did_you_mean(key, valid)}"
                               f"; options: {', '.join(valid) or 'none'}")
-        kwargs[key] = _coerce(name, key, value, valid[key])
+        kwargs[key] = coerce_option(name, key, value, valid[key])
     try:
-        return cls(seed=seed, **kwargs)
+        strategy = cls(seed=seed, **kwargs)
     except (TypeError, ValueError) as e:
         raise SearchError(f"strategy '{name}' with options {kwargs}: {e}") from None
+    # every setting it runs with, defaults included: a search stores them, so that a resumed
+    # search runs with the same ones even after a default has changed
+    strategy.settings = {**valid, **kwargs}
+    return strategy

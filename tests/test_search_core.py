@@ -356,19 +356,62 @@ def test_resume_keeps_the_stored_strategy_options(tmp_path, capsys):
     assert main(["search", "--store", path, "--resume", "--strategy", "rl",
                  "--strategy-option", "entropy=0.2"]) == 2
     err = capsys.readouterr().err
-    assert "strategy options {'entropy': '0.1'}; a resumed search keeps them" in err
+    assert "strategy option(s) entropy=0.1, not entropy=0.2; a resumed search keeps them" in err
     assert len(err.strip().splitlines()) == 1
 
 
-def test_resume_accepts_the_same_options_typed_again():
-    """The stored options hold the horizon the search filled in from its task (an int); typing
-    the same options again on --resume (strings, without or with the horizon) is no change."""
-    from optdsl.search.cli import _same_options
-    stored = {"entropy": "0.1", "horizon": 1500}
-    assert _same_options({"entropy": "0.1"}, stored)
-    assert _same_options({"entropy": "0.1", "horizon": "1500"}, stored)
-    assert not _same_options({"entropy": "0.2"}, stored)
-    assert not _same_options({"entropy": "0.1", "horizon": "300"}, stored)
+def test_a_search_records_every_setting_and_resumes_with_them(tmp_path, monkeypatch):
+    """The store records every setting the strategy runs with, defaults included; a resume
+    rebuilds the strategy from them, so a default changed since does not change the search."""
+    from optdsl.search import cli
+    from optdsl.search.strategies import STRATEGIES, strategy_options
+    store = Store(str(tmp_path / "s.sqlite"))
+    sid = new_search(store, strategy=make_strategy("rl", options={"entropy": "0.1"}),
+                     task=tasks_mod.TASKS["quadratic"], protocol=QUICK, budget=4,
+                     options={"seed": 0, "strategy_options": {"entropy": "0.1"}}, baselines=False)
+    record = store.search(sid)["options"]
+    assert record["strategy_options"] == {"entropy": "0.1"}  # as typed
+    settings = record["strategy_settings"]
+    assert settings == {**strategy_options(STRATEGIES["rl"]), "entropy": 0.1}
+    original = STRATEGIES["rl"].__init__.__defaults__
+    monkeypatch.setattr(STRATEGIES["rl"].__init__, "__defaults__",
+                        tuple("skip" if d == "baseline" else d for d in original))
+    assert strategy_options(STRATEGIES["rl"])["repeats"] == "skip"  # today's default changed
+    resumed, unrecorded = cli.resumed_settings("rl", {}, record)
+    assert resumed == settings and unrecorded == {} and resumed["repeats"] == "baseline"
+    assert make_strategy("rl", options=resumed).repeats == "baseline"
+    # typed again with the same values (strings, another spelling): no change
+    assert cli.resumed_settings("rl", {"entropy": "1e-1", "batch": "16"}, record)[0] == settings
+
+
+def test_resuming_a_store_that_does_not_record_its_settings(tmp_path, capsys):
+    """A store made before the settings were recorded holds only the options typed then: the
+    resume keeps those, takes an option typed now for one it does not record (e.g. the default
+    it ran under), today's default for the rest, says which, and records them all."""
+    from optdsl.cli import main
+    from optdsl.search import cli
+    old = {"seed": 0, "strategy_options": {"entropy": "0.1"}}
+    settings, unrecorded = cli.resumed_settings("rl", {"repeats": "skip"}, old)
+    assert settings["entropy"] == "0.1" and settings["repeats"] == "skip"
+    assert "entropy" not in unrecorded and unrecorded["repeats"] == "skip"
+    assert unrecorded["batch"] == 16
+    with pytest.raises(SearchError, match="entropy=0.1, not entropy=0.2"):
+        cli.resumed_settings("rl", {"entropy": "0.2"}, old)
+
+    path = str(tmp_path / "s.sqlite")
+    store = Store(path)
+    sid = new_search(store, strategy=make_strategy("rl", options={"entropy": "0.1"}),
+                     task=tasks_mod.TASKS["quadratic"], protocol=QUICK, budget=2,
+                     options=old, baselines=False)
+    with store.transaction():  # as an earlier optdsl wrote it
+        store.set_options(sid, old)
+    store.close()
+    assert main(["search", "--store", path, "--resume", "--strategy", "rl", "--quiet",
+                 "--strategy-option", "repeats=skip"]) == 0
+    err = capsys.readouterr().err
+    assert "does not record the strategy options" in err and "repeats=skip" in err
+    recorded = Store(path).search(sid)["options"]["strategy_settings"]
+    assert recorded["repeats"] == "skip" and recorded["entropy"] == 0.1
 
 
 def test_malformed_seed_file_is_one_line_exit_2(tmp_path, capsys):
