@@ -152,6 +152,8 @@ def evaluate_multi(job: dict) -> dict:
     ``status``, ``score``, ``score_se``, ``val_loss``, ``best_lr``, ``duration`` (None when it
     did not run). ``score`` and ``status`` are those of the last rung, so screening, middle
     and full scores must not be ranked together: ``rung`` tells them apart (``store.is_full``).
+    A timeout is the rung that was training, with no score (an earlier rung's stays in its
+    field).
     """
     import torch
     from optdsl import DSLError
@@ -206,8 +208,13 @@ def evaluate_multi(job: dict) -> dict:
         return False
 
     running = [None]  # the rung in training, for a timeout's message
-    return run_scored(out, train, lambda: f"in the {running[0] or 'first'} rung",
-                      score=lambda out: None)
+    run_scored(out, train, lambda: f"in the {running[0] or 'first'} rung", score=lambda out: None)
+    if out["status"] == "timeout" and running[0]:
+        # a timeout has no score: not the one of an earlier rung (kept in its own field)
+        out.update(rung=running[0], score=None, score_se=None, val_loss=None, best_lr=None,
+                   curve=[])
+        out[running[0]] = {**dict.fromkeys(RUNG_FIELDS), "status": "timeout"}
+    return out
 
 
 RUNG_FIELDS = ("status", "score", "score_se", "val_loss", "best_lr")

@@ -215,3 +215,22 @@ def test_one_copy_diverging_leaves_the_others_training(tiny):
 def test_a_rule_without_lr_is_failed_with_a_reason(tiny):
     out = evaluate(job(tiny, "sign(g) * 0.01"))
     assert out["status"] == "failed" and "lr" in out["error"]
+
+
+def test_a_timeout_in_the_full_rung_has_no_score_and_names_that_rung(tiny, monkeypatch):
+    """A promoted candidate whose full rung runs out of time is a timeout of the full rung with
+    no score, not its screening score under the screen's label; the screen's score stays in
+    its own field."""
+    from optdsl.search import fidelity
+    from optdsl.search.evaluate import EvaluationTimeout
+    train_rung = fidelity.train_rung
+
+    def slow_full_rung(rule, task, rung, *args):
+        if rung["steps"] == task.steps:
+            raise EvaluationTimeout()
+        return train_rung(rule, task, rung, *args)
+    monkeypatch.setattr(fidelity, "train_rung", slow_full_rung)
+    out = evaluate(job(tiny, source("adam"), promote_above=0.0))
+    assert out["status"] == "timeout" and "in the full rung" in out["error"]
+    assert out["rung"] == "full" and out["score"] is None and out["best_lr"] is None
+    assert out["full"]["status"] == "timeout" and out["screen"]["score"] > 0.0
