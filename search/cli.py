@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from .errors import SearchError
@@ -93,8 +94,8 @@ def resumed_settings(name: str, typed: dict, record_options: dict, path: str = "
 
 def default_store(task) -> str:
     """runs/TASK.sqlite (runs/match-RULE.sqlite for match:RULE, RULE a library name or a hash)."""
-    slug = getattr(task, "slug", None)
-    return os.path.join("runs", f"match-{slug}.sqlite" if slug else f"{task.name}.sqlite")
+    from .match import file_stem
+    return os.path.join("runs", f"{file_stem(task.name)}.sqlite")
 
 
 def _positive(name: str, value) -> None:
@@ -311,7 +312,7 @@ def _report(args) -> int:
             console.print(f"plots: {a}, {b}")
         if args.export:
             paths = export_rules(store, task, protocol, args.export, top=args.export_top)
-            console.print(f"exported {len(paths)} rule(s) to {args.export}/ "
-                          f"(check one: optdsl check {paths[0] if paths else args.export})")
+            console.print(f"exported {len(paths)} rule(s) to {args.export.rstrip('/')}/ "
+                          f"(check one: optdsl check {shlex.quote(paths[0] if paths else args.export)})")
     store.close()
     return 0

@@ -170,6 +170,14 @@ def is_match(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
+def file_stem(task_name: str) -> str:
+    """A file-name-safe name for a task's files: ``match-SLUG`` for ``match:RULE``
+    (``MatchTask.slug``: program text becomes a hash), else the task's own name."""
+    if is_match(task_name):
+        return "match-" + MatchTask(task_name, task_name[len(PREFIX):].strip(), "").slug
+    return task_name
+
+
 _TARGETS: dict = {}
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 
+from .match import file_stem
 from .store import Store, is_full
 
 
@@ -163,7 +164,7 @@ def program_file(row: dict, rank: int, task: str) -> str:
     import optdsl
     text = row["rule"].strip()
     body = [l for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]
-    name = f"{re.sub(r'[^A-Za-z0-9_]', '_', task)}_rank{rank}"
+    name = f"{re.sub(r'[^A-Za-z0-9_]', '_', file_stem(task))}_rank{rank}"
     if len(body) == 1 and _BARE.match(body[0]) and row.get("best_lr"):
         text = _checked(f"{name}(lr={row['best_lr']:g}) = {body[0].strip()}", text)
     elif body and row.get("best_lr"):  # a headed program: its lr default becomes the best lr
@@ -184,7 +185,7 @@ def export_rules(store: Store, task: str, protocol: str, directory: str, top: in
     for rank, row in enumerate(ranked, 1):
         if row.get("name"):
             continue
-        path = os.path.join(directory, f"{task}_rank{rank}.opt")
+        path = os.path.join(directory, f"{file_stem(task)}_rank{rank}.opt")
         with open(path, "w") as f:
             f.write(program_file(row, rank, task))
         paths.append(path)

@@ -3,6 +3,7 @@
 Everything here runs in this process (match tasks never use Ray) in a few seconds.
 """
 import json
+import os
 
 import pytest
 
@@ -162,3 +163,25 @@ def test_search_command_on_a_match_task(tmp_path, capsys):
     assert "powersign (baseline)" in capsys.readouterr().out
     assert main(["search", "--task", "match:lr * sgn(g)", "--store", path]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+def test_a_formula_target_names_its_files_by_a_hash(tmp_path, capsys):
+    """With program text as the target, the default store and the exported files are named
+    ``match-rule-HASH``, never after the text (spaces, '*', parentheses); the files check."""
+    from optdsl.cli import main
+    from optdsl.search.cli import default_store
+    target = "match:lr * sign(ema(g, 0.9)) * abs(g)"
+    stem = "match-" + resolve_task(target).slug
+    assert default_store(resolve_task(target)) == os.path.join("runs", stem + ".sqlite")
+    assert match.file_stem("match:powersign") == "match-powersign"
+    assert match.file_stem("mnist1d-mlp") == "mnist1d-mlp"
+    path = str(tmp_path / "m.sqlite")
+    assert main(["search", "--task", target, "--strategy", "random-grammar", "--budget", "12",
+                 "--store", path, "--quiet", "--no-baselines"]) == 0
+    assert main(["report", path, "--no-plots", "--export", str(tmp_path / "found") + "/",
+                 "--export-top", "2"]) == 0
+    assert "found/ (check one" in capsys.readouterr().out
+    files = sorted(os.listdir(tmp_path / "found"))
+    assert files and all(f.startswith(stem + "_rank") and f.endswith(".opt") for f in files)
+    for f in files:
+        assert main(["check", str(tmp_path / "found" / f)]) == 0
