@@ -9,7 +9,9 @@
   ``base^(+-f(t))``; otherwise AddSign-like, ``alpha +- f(t)``). The two values must be
   apart by at least ``SEPARATION`` of the larger and by far more than either one's spread
   over the elements: ``1e8 g + clip(m, -1e-4, 1e-4)`` is sgd with a rounding-size term, not
-  a member (its ratios are 1e8 +- 2: one value within 1e-6 relative, but not two).
+  a member (its ratios are 1e8 +- 2: one value within 1e-6 relative, but not two). Every test
+  is relative to the values and to what the probes resolve (an update is a difference of
+  parameters), so a constant factor never changes the verdict.
 * :func:`known_as` names a rule after a library rule it equals: ``≡ name`` when their search
   cache keys agree (``search.candidate``: the canonical hash with lr's default ignored, and
   the probe updates),
@@ -32,6 +34,7 @@ import torch
 
 _FAMILY_PROBES = None
 SEPARATION = 1e-3  # family: c+ - c- at least this fraction of c+
+ULPS = 4  # family: an update p_before - p_after is known to this many ulps of |p|
 
 
 def _family_probes(steps: int = 6, size: int = 64):
@@ -47,7 +50,14 @@ def _family_probes(steps: int = 6, size: int = 64):
 
 
 def family(rule, beta: float = 0.9, tol: float = 1e-6) -> str | None:
-    """'powersign' or 'addsign' when ``rule`` is in the family (see the module docstring)."""
+    """'powersign' or 'addsign' when ``rule`` is in the family (see the module docstring).
+
+    Every test is relative, so that the verdict does not depend on a constant factor, and
+    allows for the probes' own precision: an update is a difference of parameters (``p_before
+    - p_after``), known to a few ulps of ``|p|``, so ``u / g`` is known to
+    ``ULPS * eps * |p| / |g|``, far worse than ``tol`` where ``|g|`` is 1e-7. Each of the two
+    values is read where it is known best (the element with the largest ``|g|``) and every
+    element must agree with it to ``tol`` of it plus its own precision."""
     import optdsl
     from .candidate import probe_updates
     rule = optdsl.parse(rule) if isinstance(rule, str) else rule
@@ -58,26 +68,35 @@ def family(rule, beta: float = 0.9, tol: float = 1e-6) -> str | None:
         return None
     if not bool(torch.isfinite(u).all()):
         return None
+    p_after = p0 - torch.cumsum(u, 0)
+    p_before = torch.cat([p0[None], p_after[:-1]])
+    eps = torch.finfo(u.dtype).eps
     m = torch.zeros_like(grads[0])
     both, power = False, True
     for t, g in enumerate(grads):
         m = beta * m + (1 - beta) * g
         s = torch.sign(g) * torch.sign(m)
         ratio = u[t] / g
-        vals, spread = {}, 0.0
+        known = ULPS * eps * torch.maximum(p_before[t].abs(), p_after[t].abs()) / g.abs()
+        vals, bounds, spread = {}, {}, 0.0
         for sv in (1.0, -1.0):
-            r = ratio[s == sv]
-            if len(r) == 0:
+            at = s == sv
+            if not bool(at.any()):
                 continue
-            width = float((r.max() - r.min()).abs())
-            if width > tol * max(1.0, float(r.abs().max())):
-                return None
-            vals[sv], spread = float(r.mean()), max(spread, width)
+            r, k = ratio[at], known[at]
+            best = int(torch.argmin(k))
+            value = float(r[best])
+            off = (r - value).abs() - k - k[best]  # what the probes' precision leaves
+            if bool((off > tol * abs(value)).any()):
+                return None  # u / g takes more than one value where the signs agree (disagree)
+            vals[sv], bounds[sv] = value, float(k[best])
+            spread = max(spread, float(off.max()))
         if len(vals) == 2:
             both = True
             cp, cm = vals[1.0], vals[-1.0]
             gap = cp - cm
-            if not (cp > 0 and cm >= -tol and gap > SEPARATION * cp and gap > 1e3 * spread):
+            if not (cp > 0 and cm >= -(tol * cp + bounds[-1.0]) and gap > SEPARATION * cp
+                    and gap > 1e3 * spread):
                 return None
             power &= abs(cp * cm - 1) < 1e-6
     if not both:

@@ -118,6 +118,22 @@ def test_bello_space_holds_powersign_and_the_library_names_it():
     assert known_as("a(lr=0.5) = lr * sign(ema(g, 0.9))").endswith("signum")
 
 
+@pytest.mark.parametrize("factor", ["1e-8", "1e-3", "1", "1e3", "1e8"])
+def test_the_family_check_does_not_depend_on_a_constant_factor(factor):
+    """A member stays one and a non-member stays out at any constant factor, also where the
+    factor makes the updates far smaller than the parameters (known to fewer digits):
+    AddSign with a 1e-8 in a denominator is AddSign to 5e-9 but its u/g where the signs
+    disagree is +-0.5 by the sign of g, so it is no member at any scale (it was one at 1e-8)."""
+    member = f"lr * {factor} * g * sqrt(abs(sign(ema(g, 0.9)) + sign(g)))"
+    assert family(member) == "addsign"
+    assert family(f"lr * {factor} * exp(sign(g) * sign(ema(g, 0.9))) * g") is not None
+    assert family(f"lr * {factor} * clip(sign(ema(g, 0.9)) + sign(g), -1e-3, 1e-3) * sqrt(g^2)") \
+        == "addsign"
+    assert family(f"lr * {factor} * g / (sign(ema(g, 0.9)) - sign(g) + 1e-8)") is None
+    assert family(f"lr * {factor} * (1 - sign(g) * sign(ema(g, 0.9))) * g") is None
+    assert family(f"lr * {factor} * g") is None
+
+
 def test_filter_catches_degenerate_and_duplicates():
     f = CandidateFilter()
 
