@@ -1,8 +1,9 @@
 """Funnel selection and naming what a search found.
 
 * :func:`family` tells whether a rule is a member of the PowerSign/AddSign family of Bello et
-  al. 2017 (any base, alpha or sign decay): on probe gradients (lr = 1; magnitudes from 1e-7
-  to 10, so that ``clip(g, -1e-4, 1e-4)`` is not taken for ``1e-4 sign(g)``) its update is
+  al. 2017 (any base, alpha or sign decay): on two sets of probe gradients (lr = 1; magnitudes
+  from 1e-7 to 10 and from 1e-9 to 1e3, so that ``clip(g, -1e-4, 1e-4)`` is not taken for
+  ``1e-4 sign(g)``, nor a rule for a member where its clipped terms saturate) its update is
   ``g * h(t, s)`` with ``s = sign(g) sign(m)``, ``m = ema(g, 0.9)``, i.e. ``u / g`` takes one
   value where the signs agree and another where they disagree, the first larger and positive
   (and the second not negative, alpha >= f(t)); ``c+ c- = 1``: PowerSign-like,
@@ -37,15 +38,25 @@ SEPARATION = 1e-3  # family: c+ - c- at least this fraction of c+
 ULPS = 4  # family: an update p_before - p_after is known to this many ulps of |p|
 
 
-def _family_probes(steps: int = 6, size: int = 64):
+# family: probe sets as (seed, elements, steps, log10 of the smallest and largest |g|): the first
+# from 1e-7 to 10; the second wider, so that a rule whose u/g is two-valued only where a clipped
+# term saturates (e.g. x - clip(x, 1e-4) with x = 1e-5 g + clip(m, 1e-4): AddSign while |g| < 20)
+# is found out
+PROBE_SETS = ((11, 64, 6, -7, 1), (12, 128, 8, -9, 3))
+
+
+def _family_probes() -> list:
+    """[(p0, grads)] for each of ``PROBE_SETS`` (float64, built once)."""
     global _FAMILY_PROBES
     if _FAMILY_PROBES is None:
-        gen = torch.Generator().manual_seed(11)
-        p0 = torch.randn(size, generator=gen, dtype=torch.float64)
-        scale = 10 ** (8 * torch.rand(size, generator=gen, dtype=torch.float64) - 7)
-        grads = [torch.randn(size, generator=gen, dtype=torch.float64) * scale
-                 for _ in range(steps)]
-        _FAMILY_PROBES = (p0, grads)
+        _FAMILY_PROBES = []
+        for seed, size, steps, lo, hi in PROBE_SETS:
+            gen = torch.Generator().manual_seed(seed)
+            p0 = torch.randn(size, generator=gen, dtype=torch.float64)
+            scale = 10 ** ((hi - lo) * torch.rand(size, generator=gen, dtype=torch.float64) + lo)
+            grads = [torch.randn(size, generator=gen, dtype=torch.float64) * scale
+                     for _ in range(steps)]
+            _FAMILY_PROBES.append((p0, grads))
     return _FAMILY_PROBES
 
 
@@ -57,11 +68,22 @@ def family(rule, beta: float = 0.9, tol: float = 1e-6) -> str | None:
     - p_after``), known to a few ulps of ``|p|``, so ``u / g`` is known to
     ``ULPS * eps * |p| / |g|``, far worse than ``tol`` where ``|g|`` is 1e-7. Each of the two
     values is read where it is known best (the element with the largest ``|g|``) and every
-    element must agree with it to ``tol`` of it plus its own precision."""
+    element must agree with it to ``tol`` of it plus its own precision. A member is one on
+    every probe set (``PROBE_SETS``)."""
     import optdsl
-    from .candidate import probe_updates
     rule = optdsl.parse(rule) if isinstance(rule, str) else rule
-    p0, grads = _family_probes()
+    kind = None
+    for p0, grads in _family_probes():  # a member on every probe set, of one kind
+        found = _family_on(rule, p0, grads, beta, tol)
+        if found is None or kind not in (None, found):
+            return None
+        kind = found
+    return kind
+
+
+def _family_on(rule, p0, grads, beta: float, tol: float) -> str | None:
+    """``family`` on one probe set."""
+    from .candidate import probe_updates
     try:
         u = probe_updates(rule, grads, p0=p0)
     except Exception:

@@ -134,6 +134,15 @@ def test_the_family_check_does_not_depend_on_a_constant_factor(factor):
     assert family(f"lr * {factor} * g") is None
 
 
+def test_a_rule_that_is_addsign_only_where_its_clipped_terms_saturate_is_no_member():
+    """x - clip(x, +-1e-4) with x = 1e-5 g + clip(adam, +-1e-4) is 1e-5 g where the signs of g
+    and m agree and 0 where not, but only while |g| < 20 and |adam| >= 1e-4 (an evolution
+    search on match:addsign found it; it scores 2.5 there, not the 6 of a member)."""
+    x = ("clip(2, -1e-05, 1e-05) * g + clip(ema(g, 0.9) / (1 - 0.9^t) / (sqrt(ema(g^2, 0.999) "
+         "/ (1 - 0.999^t)) + 1e-08), -0.0001, 0.0001)")
+    assert family(f"lr * ({x} - clip({x}, -0.0001, 0.0001))") is None
+
+
 def test_filter_catches_degenerate_and_duplicates():
     f = CandidateFilter()
 
