@@ -36,7 +36,7 @@ single mutation of sgd scores higher and the family lies two or three mutations 
 lower scores, while variants that behave as sgd (``x1 = sign(g); x2 = g * sqrt(|x1|)``, one
 modify from AddSign) were thrown away. Measured over seeds 0-9, 3,000 evaluations: the family
 within 2,000 evaluations on 8 of 20 searches (powersign 6, addsign 2) against 4 of 20 with
-``neutral=0`` (powersign median over 10 seeds 1,484, was not reached), for 2-3x the draws.
+``neutral=0`` (powersign median over 10 seeds 1,739, was not reached), for 2-3x the draws.
 Not the default: on the MNIST-1D MLP (seed 2, 2,000 evaluations) the search with drift found
 nothing better than its sgd warm start (0.711) and the one without reached 0.724; there the
 joins (2,775 for 2,000 evaluations) age evaluated members out 2.4x faster, and a duplicate's
