@@ -142,7 +142,7 @@ def summary(results: list) -> str:
             if not rs:
                 continue
             budget = max(r["budget"] for r in rs)
-            at = [reached(r) for r in rs]
+            at = [reached(r) if r["first_family"] else budget + 1 for r in rs]
             # the median is reached only when the upper of two middle values is (an even count
             # averaging 2,680 with a search that never got there is not a median of 2,840)
             med = _median(at) if statistics.median_high(at) <= budget else budget + 1

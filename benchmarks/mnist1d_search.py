@@ -218,7 +218,9 @@ def with_adam(entries: list, steps: int) -> list:
 
 def store_horizon(search: dict) -> int:
     """The steps a search's space decayed over (search/space.py)."""
-    return int((search["options"].get("strategy_options") or {}).get("horizon", HORIZON))
+    options = search["options"]
+    settings = options.get("strategy_settings") or options.get("strategy_options") or {}
+    return int(settings.get("horizon") or HORIZON)
 
 
 def found_rules(stores: list, top: int) -> list:

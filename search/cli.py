@@ -89,7 +89,12 @@ def resumed_settings(name: str, typed: dict, record_options: dict, path: str = "
                           f"{', '.join(f'{k}={v}' for k, v in changed.items())}; a resumed search "
                           "keeps them (leave out --strategy-option)")
     unrecorded = {k: typed.get(k, v) for k, v in defaults.items() if k not in recorded}
-    return {**recorded, **unrecorded}, unrecorded
+    gone = sorted(k for k in recorded if k not in defaults)
+    if gone:  # recorded by an earlier optdsl, no longer an option: the search goes on without
+        print(f"note: {path} records strategy options that {name} no longer takes, left out: "
+              f"{', '.join(f'{k}={recorded[k]}' for k in gone)}", file=sys.stderr)
+    kept = {k: v for k, v in recorded.items() if k in defaults}
+    return {**kept, **unrecorded}, unrecorded
 
 
 def default_store(task) -> str:
@@ -180,9 +185,6 @@ def _search(args) -> int:
                   f"{', '.join(f'{k}={v}' for k, v in unrecorded.items())} (it was made by an "
                   "earlier optdsl); the search goes on with these and records them "
                   "(--strategy-option sets one)", file=sys.stderr)
-            with store.transaction():
-                store.set_options(record["id"], {**record["options"],
-                                                 "strategy_settings": strategy.settings})
         time_limit = record["options"].get("time_limit", args.time_limit)
     else:
         store = None
@@ -209,9 +211,12 @@ def _search(args) -> int:
                   f"budget {budget}, {where}, store {path}")
         else:
             sid = record["id"]
-            if args.budget and args.budget != record["budget"]:
-                with store.transaction():
+            with store.transaction():  # after the checks above and the runner: nothing failed
+                if args.budget and args.budget != record["budget"]:
                     store.set_budget(sid, args.budget)
+                if strategy.settings != record["options"].get("strategy_settings"):
+                    store.set_options(sid, {**record["options"],
+                                            "strategy_settings": strategy.settings})
             done = store.progress(sid)["done"]
             print(f"resuming search #{sid}: {record['strategy']} on {task.name}, "
                   f"{done}/{args.budget or record['budget']} done, store {path}")
@@ -302,7 +307,7 @@ def _report(args) -> int:
         metric = (TASKS[task].metric if task in TASKS else
                   match.MatchTask.metric if match.is_match(task) else "score")
         console.print(leaderboard(store, task, protocol, top=args.top, metric=metric))
-        suffix = "" if len(groups) == 1 else f"-{task}-{protocol[:6]}"
+        suffix = "" if len(groups) == 1 else f"-{match.file_stem(task)}-{protocol[:6]}"
         if not args.no_plots:
             os.makedirs(plots_dir, exist_ok=True)
             a = plot_progress(store, task, protocol, os.path.join(plots_dir, f"best{suffix}.png"),
@@ -311,7 +316,8 @@ def _report(args) -> int:
                             metric=metric)
             console.print(f"plots: {a}, {b}")
         if args.export:
-            paths = export_rules(store, task, protocol, args.export, top=args.export_top)
+            paths = export_rules(store, task, protocol, args.export, top=args.export_top,
+                                 suffix=suffix and f"-{protocol[:6]}")
             console.print(f"exported {len(paths)} rule(s) to {args.export.rstrip('/')}/ "
                           f"(check one: optdsl check {shlex.quote(paths[0] if paths else args.export)})")
     store.close()

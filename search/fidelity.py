@@ -184,6 +184,7 @@ def evaluate_multi(job: dict) -> dict:
                 return  # the middle rung stopped it (at_middle recorded the score)
             scored = score_runs(runs, rung["lr_grid"], rung["seeds"])
             record(name, scored, started)
+            running[0] = None  # a time limit from here on is not this rung's
             if scored["status"] != "ok" or (name == "screen" and threshold is not None
                                             and not scored["score"] > threshold):
                 return
@@ -209,7 +210,7 @@ def evaluate_multi(job: dict) -> dict:
 
     running = [None]  # the rung in training, for a timeout's message
     run_scored(out, train, lambda: f"in the {running[0] or 'first'} rung", score=lambda out: None)
-    if out["status"] == "timeout" and running[0]:
+    if out["status"] == "timeout" and running[0]:  # (between rungs: the last rung stands)
         # a timeout has no score: not the one of an earlier rung (kept in its own field)
         out.update(rung=running[0], score=None, score_se=None, val_loss=None, best_lr=None,
                    curve=[])

@@ -12,7 +12,8 @@
   over the elements: ``1e8 g + clip(m, -1e-4, 1e-4)`` is sgd with a rounding-size term, not
   a member (its ratios are 1e8 +- 2: one value within 1e-6 relative, but not two). Every test
   is relative to the values and to what the probes resolve (an update is a difference of
-  parameters), so a constant factor never changes the verdict.
+  parameters), so a constant factor never changes whether a rule is a member; the kind it
+  names assumes the factor 1 (``c+ c- = 1``: ``c * powersign`` is named addsign).
 * :func:`known_as` names a rule after a library rule it equals: ``≡ name`` when their search
   cache keys agree (``search.candidate``: the canonical hash with lr's default ignored, and
   the probe updates),
@@ -63,7 +64,7 @@ def _family_probes() -> list:
 def family(rule, beta: float = 0.9, tol: float = 1e-6) -> str | None:
     """'powersign' or 'addsign' when ``rule`` is in the family (see the module docstring).
 
-    Every test is relative, so that the verdict does not depend on a constant factor, and
+    Every test is relative, so that membership does not depend on a constant factor, and
     allows for the probes' own precision: an update is a difference of parameters (``p_before
     - p_after``), known to a few ulps of ``|p|``, so ``u / g`` is known to
     ``ULPS * eps * |p| / |g|``, far worse than ``tol`` where ``|g|`` is 1e-7. Each of the two

@@ -176,8 +176,10 @@ def program_file(row: dict, rank: int, task: str) -> str:
     return "\n".join(header) + "\n" + text + "\n"
 
 
-def export_rules(store: Store, task: str, protocol: str, directory: str, top: int = 5) -> list:
-    """Write the top ``top`` candidates (not baselines) as program files; returns the paths."""
+def export_rules(store: Store, task: str, protocol: str, directory: str, top: int = 5,
+                 suffix: str = "") -> list:
+    """Write the top ``top`` candidates (not baselines) as program files named
+    ``STEM{suffix}_rankN.opt`` (``suffix`` tells a store's protocols apart); returns the paths."""
     os.makedirs(directory, exist_ok=True)
     paths = []
     ranked = [r for r in store.evaluations(task, protocol, order="score")
@@ -185,7 +187,7 @@ def export_rules(store: Store, task: str, protocol: str, directory: str, top: in
     for rank, row in enumerate(ranked, 1):
         if row.get("name"):
             continue
-        path = os.path.join(directory, f"{file_stem(task)}_rank{rank}.opt")
+        path = os.path.join(directory, f"{file_stem(task)}{suffix}_rank{rank}.opt")
         with open(path, "w") as f:
             f.write(program_file(row, rank, task))
         paths.append(path)

@@ -397,6 +397,11 @@ def test_resuming_a_store_that_does_not_record_its_settings(tmp_path, capsys):
     assert unrecorded["batch"] == 16
     with pytest.raises(SearchError, match="entropy=0.1, not entropy=0.2"):
         cli.resumed_settings("rl", {"entropy": "0.2"}, old)
+    # an option recorded by an earlier optdsl that the strategy no longer takes is left out
+    settings, _ = cli.resumed_settings("rl", {}, {"strategy_settings": {"entropy": 0.1,
+                                                                         "gone": 3}})
+    assert "gone" not in settings and settings["entropy"] == 0.1
+    assert "no longer takes, left out: gone=3" in capsys.readouterr().err
 
     path = str(tmp_path / "s.sqlite")
     store = Store(path)
