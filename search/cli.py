@@ -68,11 +68,12 @@ def with_task_horizon(strategy: str, options: dict, task) -> dict:
 
 
 def resumed_settings(name: str, typed: dict, record_options: dict, path: str = "the store") -> tuple:
-    """(settings, unrecorded) for resuming a stored search of strategy ``name``: the settings it
-    was created with (``strategy_settings``; a store made before they were recorded holds only
-    the options typed then), options typed again on --resume only where the store does not
-    record them, today's defaults for the rest, listed in ``unrecorded`` with their values.
-    An option typed again with another value than the stored one is a SearchError."""
+    """(settings, unrecorded, gone) for resuming a stored search of strategy ``name``: the
+    settings it was created with (``strategy_settings``; a store made before they were recorded
+    holds only the options typed then), options typed again on --resume only where the store
+    does not record them, today's defaults for the rest, listed in ``unrecorded`` with their
+    values; ``gone``: recorded options the strategy no longer takes, left out. An option typed
+    again with another value than the stored one is a SearchError."""
     from .strategies import STRATEGIES, coerce_option, strategy_options
     defaults = strategy_options(STRATEGIES[name])
     recorded = record_options.get("strategy_settings")
@@ -89,12 +90,9 @@ def resumed_settings(name: str, typed: dict, record_options: dict, path: str = "
                           f"{', '.join(f'{k}={v}' for k, v in changed.items())}; a resumed search "
                           "keeps them (leave out --strategy-option)")
     unrecorded = {k: typed.get(k, v) for k, v in defaults.items() if k not in recorded}
-    gone = sorted(k for k in recorded if k not in defaults)
-    if gone:  # recorded by an earlier optdsl, no longer an option: the search goes on without
-        print(f"note: {path} records strategy options that {name} no longer takes, left out: "
-              f"{', '.join(f'{k}={recorded[k]}' for k in gone)}", file=sys.stderr)
+    gone = {k: v for k, v in recorded.items() if k not in defaults}
     kept = {k: v for k, v in recorded.items() if k in defaults}
-    return {**kept, **unrecorded}, unrecorded
+    return {**kept, **unrecorded}, unrecorded, gone
 
 
 def default_store(task) -> str:
@@ -175,11 +173,15 @@ def _search(args) -> int:
         if record["strategy"] != strategy.name:
             raise SearchError(f"{path} holds a '{record['strategy']}' search, not '{strategy.name}'")
         task = resolve_task(record["task"])
-        settings, unrecorded = resumed_settings(record["strategy"], options, record["options"],
-                                                 path)
+        settings, unrecorded, gone = resumed_settings(record["strategy"], options,
+                                                       record["options"], path)
         strategy = make_strategy(record["strategy"], seed=record["options"].get("seed", 0),
                                  options=settings)
         strategy.load_state_dict(record["state"])
+        if gone:  # recorded by an earlier optdsl, no longer an option: the search goes on
+            print(f"note: {path} records strategy options that {record['strategy']} no longer "
+                  f"takes, left out: {', '.join(f'{k}={v}' for k, v in gone.items())}",
+                  file=sys.stderr)
         if unrecorded:
             print(f"note: {path} does not record the strategy options "
                   f"{', '.join(f'{k}={v}' for k, v in unrecorded.items())} (it was made by an "

@@ -377,7 +377,7 @@ def test_a_search_records_every_setting_and_resumes_with_them(tmp_path, monkeypa
     monkeypatch.setattr(STRATEGIES["rl"].__init__, "__defaults__",
                         tuple("skip" if d == "baseline" else d for d in original))
     assert strategy_options(STRATEGIES["rl"])["repeats"] == "skip"  # today's default changed
-    resumed, unrecorded = cli.resumed_settings("rl", {}, record)
+    resumed, unrecorded, _ = cli.resumed_settings("rl", {}, record)
     assert resumed == settings and unrecorded == {} and resumed["repeats"] == "baseline"
     assert make_strategy("rl", options=resumed).repeats == "baseline"
     # typed again with the same values (strings, another spelling): no change
@@ -391,30 +391,30 @@ def test_resuming_a_store_that_does_not_record_its_settings(tmp_path, capsys):
     from optdsl.cli import main
     from optdsl.search import cli
     old = {"seed": 0, "strategy_options": {"entropy": "0.1"}}
-    settings, unrecorded = cli.resumed_settings("rl", {"repeats": "skip"}, old)
+    settings, unrecorded, _ = cli.resumed_settings("rl", {"repeats": "skip"}, old)
     assert settings["entropy"] == "0.1" and settings["repeats"] == "skip"
     assert "entropy" not in unrecorded and unrecorded["repeats"] == "skip"
     assert unrecorded["batch"] == 16
     with pytest.raises(SearchError, match="entropy=0.1, not entropy=0.2"):
         cli.resumed_settings("rl", {"entropy": "0.2"}, old)
     # an option recorded by an earlier optdsl that the strategy no longer takes is left out
-    settings, _ = cli.resumed_settings("rl", {}, {"strategy_settings": {"entropy": 0.1,
-                                                                         "gone": 3}})
-    assert "gone" not in settings and settings["entropy"] == 0.1
-    assert "no longer takes, left out: gone=3" in capsys.readouterr().err
+    settings, _, gone = cli.resumed_settings("rl", {}, {"strategy_settings": {"entropy": 0.1,
+                                                                               "gone": 3}})
+    assert "gone" not in settings and settings["entropy"] == 0.1 and gone == {"gone": 3}
 
     path = str(tmp_path / "s.sqlite")
     store = Store(path)
     sid = new_search(store, strategy=make_strategy("rl", options={"entropy": "0.1"}),
                      task=tasks_mod.TASKS["quadratic"], protocol=QUICK, budget=2,
                      options=old, baselines=False)
-    with store.transaction():  # as an earlier optdsl wrote it
-        store.set_options(sid, old)
+    with store.transaction():  # as an earlier optdsl wrote it, with an option since removed
+        store.set_options(sid, {**old, "strategy_options": {"entropy": "0.1", "gone": "3"}})
     store.close()
     assert main(["search", "--store", path, "--resume", "--strategy", "rl", "--quiet",
                  "--strategy-option", "repeats=skip"]) == 0
     err = capsys.readouterr().err
     assert "does not record the strategy options" in err and "repeats=skip" in err
+    assert "no longer takes, left out: gone=3" in err
     recorded = Store(path).search(sid)["options"]["strategy_settings"]
     assert recorded["repeats"] == "skip" and recorded["entropy"] == 0.1
 
