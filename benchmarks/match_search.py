@@ -4,8 +4,10 @@ For each target (``match:powersign``, ``match:addsign``), strategy (random-gramm
 evolution) and seed: one search through the engine on Bello's space (``grammars/bello.lark``),
 evaluated in this process in batches of 16 (as ``optdsl search --task match:...`` does), with
 the same filters for every strategy, no baselines, ``--budget`` evaluations. Measured per
-search: the evaluations until the first member of the PowerSign/AddSign family is evaluated
-(``search/funnel.family``; its ``known_as`` name beside it), the best-so-far score against
+search: the evaluations until the first member of the PowerSign/AddSign family is evaluated,
+by the numeric check (``search/funnel.family``) and proved (``search/funnel.family_proof``:
+``optdsl.equivalent`` to AddSign or PowerSign up to a constant factor; the medians count
+proved members), the best-so-far score against
 evaluations, the RL controller's reward curve, wall time and the strategy's own seconds per
 candidate (wall time minus evaluation time). Writes OUT/results.json, OUT/summary.md and the
 plots OUT/best_TARGET.png (median and range over seeds per strategy) and OUT/rl_reward.png.
@@ -73,10 +75,12 @@ def run_one(target: str, strategy_name: str, seed: int, budget: int, outdir: str
 
 def read_store(store, sid: int) -> dict:
     """A search's figures from its store: evaluations (strategy proposals), the first member
-    of the PowerSign/AddSign family (``search/funnel.family``), the best and its curve."""
-    from optdsl.search.funnel import family, known_as
+    of the PowerSign/AddSign family by the numeric check (``search/funnel.family``) and the
+    first one proved (``family_proof``: ``optdsl.equivalent`` to AddSign or PowerSign up to a
+    constant factor; tried on each numeric member in turn), the best and its curve."""
+    from optdsl.search.funnel import family, family_proof, known_as
     search = store.search(sid)
-    evals, first, best, curve = 0, None, None, []
+    evals, first, proved, best, curve = 0, None, None, None, []
     for p in store.proposals(sid):
         if p["source"] != "strategy":
             continue
@@ -84,13 +88,20 @@ def read_store(store, sid: int) -> dict:
         e = store.lookup(p["rule_hash"], search["task"], search["protocol"])
         if e is None or e["status"] != "ok":
             continue
-        if first is None and family(p["rule"]):
-            first = {"at": evals, "rule": p["rule"], "score": e["score"],
-                     "known_as": known_as(p["rule"])}
+        if proved is None and family(p["rule"]):
+            member = {"at": evals, "rule": p["rule"], "score": e["score"],
+                      "known_as": known_as(p["rule"])}
+            first = first or member
+            proof = family_proof(p["rule"])
+            if proof.proved:
+                proved = {**member, "proof": proof.text}
+            elif first is member:
+                first = {**member, "proof": f"{proof.status}: {proof.text}"}
         if best is None or e["score"] > best["score"]:
             best = {"at": evals, "rule": p["rule"], "score": e["score"]}
         curve.append([evals, best["score"]])
-    return {"evaluations": evals, "first_family": first, "best": best, "curve": curve}
+    return {"evaluations": evals, "first_family": first, "first_proved": proved, "best": best,
+            "curve": curve}
 
 
 def reread(results: list, directory: str) -> list:
@@ -114,9 +125,10 @@ def _median(xs):
     return statistics.median(xs) if xs else None
 
 
-def reached(r: dict) -> int:
-    """Evaluations to the family; ``budget + 1`` when not reached (how medians count it)."""
-    return r["first_family"]["at"] if r["first_family"] else r["budget"] + 1
+def reached(r: dict, key: str = "first_proved") -> int:
+    """Evaluations to the family (``key``: the first proved member, or ``first_family``: the
+    first by the numeric check); ``budget + 1`` when not reached (how medians count it)."""
+    return r[key]["at"] if r.get(key) else r["budget"] + 1
 
 
 def summary(results: list) -> str:
@@ -124,31 +136,39 @@ def summary(results: list) -> str:
         return "not reached" if v > budget else f"{v:g}"
     order = {n: i for i, n in enumerate(STRATEGIES)}
     results = sorted(results, key=lambda r: (r["target"], order.get(r["strategy"], 9), r["seed"]))
-    lines = ["| target | strategy | seed | first family member at | first member (known as) | "
-             "best score | wall | strategy s/candidate |",
-             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    lines = ["| target | strategy | seed | first member, numeric check | first member, proved | "
+             "first proved member (known as; proof) | best score | wall | strategy s/candidate |",
+             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
     for r in results:
-        f = r["first_family"]
-        name = f"`{f['rule']}` ({f['known_as']})" if f else "-"
+        f = r.get("first_proved")
+        name = f"`{f['rule']}` ({f['known_as']}; {f['proof']})" if f else "-"
+        n = r.get("first_family")
+        if n and not f:
+            name = f"numeric member `{n['rule']}` not proved ({n.get('proof', 'no proof tried')})"
         lines.append(f"| {r['target']} | {r['strategy']} | {r['seed']} | "
+                     f"{when(reached(r, 'first_family'), r['budget'])} | "
                      f"{when(reached(r), r['budget'])} | {name} | "
                      f"{r['best']['score']:.3f} | {r['wall_s']:.0f} s | "
                      f"{r['strategy_s_per_candidate']:.4f} |")
-    lines += ["", "| target | strategy | seeds | evaluations to the family (per seed) | median | "
-              "median wall |", "| --- | --- | --- | --- | ---: | ---: |"]
+    lines += ["", "| target | strategy | seeds | evaluations to a proved member (per seed) | "
+              "median | numeric check (per seed) | median | median wall |",
+              "| --- | --- | --- | --- | ---: | --- | ---: | ---: |"]
     for target in sorted({r["target"] for r in results}):
         for name in sorted({r["strategy"] for r in results}, key=lambda n: order.get(n, 9)):
             rs = [r for r in results if r["target"] == target and r["strategy"] == name]
             if not rs:
                 continue
             budget = max(r["budget"] for r in rs)
-            at = [reached(r) if r["first_family"] else budget + 1 for r in rs]
-            # the median is reached only when the upper of two middle values is (an even count
-            # averaging 2,680 with a search that never got there is not a median of 2,840)
-            med = _median(at) if statistics.median_high(at) <= budget else budget + 1
-            per = ", ".join(when(reached(r), r["budget"]) for r in rs)
-            lines.append(f"| {target} | {name} | {','.join(str(r['seed']) for r in rs)} | {per} | "
-                         f"{when(med, budget)} | {_median([r['wall_s'] for r in rs]):.0f} s |")
+            cells = []
+            for key in ("first_proved", "first_family"):
+                at = [reached(r, key) if r.get(key) else budget + 1 for r in rs]
+                # the median is reached only when the upper of two middle values is (an even
+                # count averaging 2,680 with a search that never got there is no median of 2,840)
+                med = _median(at) if statistics.median_high(at) <= budget else budget + 1
+                cells += [", ".join(when(reached(r, key), r["budget"]) for r in rs),
+                          when(med, budget)]
+            lines.append(f"| {target} | {name} | {','.join(str(r['seed']) for r in rs)} | "
+                         f"{' | '.join(cells)} | {_median([r['wall_s'] for r in rs]):.0f} s |")
     return "\n".join(lines) + "\n"
 
 
@@ -183,11 +203,11 @@ def plots(results: list, outdir: str) -> list:
                 ax.fill_between(xs, np.nanmin(ys, 0), np.nanmax(ys, 0), color=colors[name],
                                 alpha=0.2)
             for r in rs:
-                if r["first_family"]:
-                    ax.axvline(r["first_family"]["at"], color=colors[name], ls=":", lw=0.8)
+                if r.get("first_proved"):
+                    ax.axvline(r["first_proved"]["at"], color=colors[name], ls=":", lw=0.8)
         ax.set_xlabel("evaluations")
         ax.set_ylabel("best match score so far (-log10 residual)")
-        ax.set_title(f"match:{target} on Bello's space (dotted: first PowerSign/AddSign member)")
+        ax.set_title(f"match:{target} on Bello's space (dotted: first proved PowerSign/AddSign member)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -273,8 +293,8 @@ def main(argv=None) -> int:
                 r = run_one(target, name, seed, args.budget, args.out, opts)
                 results.append(r)
                 write(results, args.out)
-                f = r["first_family"]
-                print(f"{target} {name} seed {seed}: family at "
+                f = r["first_proved"]
+                print(f"{target} {name} seed {seed}: proved family member at "
                       f"{f['at'] if f else 'not reached'}, best {r['best']['score']:.3f}, "
                       f"{r['wall_s']:.0f} s, strategy {r['strategy_s_per_candidate']:.4f} "
                       "s/candidate", flush=True)

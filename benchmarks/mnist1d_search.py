@@ -7,8 +7,10 @@ strategy and seed) and the library leaderboard of ``benchmarks/leaderboard.py --
    promoted to the full protocol, wall time and seconds per evaluation; when a rule first
    beats tuned Adam (the search's own ``adam`` baseline) and the best tuned library rule (the
    leaderboard's best, cosine variants included; both on the full protocol); whether and when
-   a member of the PowerSign/AddSign family (``search/funnel.family``) was proposed, and at
-   which rung it stopped; the best rule with its standard error.
+   a member of the PowerSign/AddSign family (``search/funnel.family``) was proposed, at
+   which rung it stopped, and whether ``search/funnel.family_proof`` proves it AddSign or
+   PowerSign up to a constant factor (``optdsl.equivalent``); the best rule with its
+   standard error.
 2. **Plots**: best-so-far full-protocol score against evaluations per strategy (median and
    range over seeds, Adam and the best library rule as lines); the RL controller's reward
    curve (from the strategy state kept in the store).
@@ -94,7 +96,7 @@ def running_time(created_at: float, finished: list) -> float | None:
 
 def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
     """One search store: the figures of item 1 of the module doc."""
-    from optdsl.search.funnel import family, known_as
+    from optdsl.search.funnel import family, family_proof, known_as
     from optdsl.search.store import Store
     store = Store(path, create=False)
     search = store.search()
@@ -122,9 +124,10 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
             where = e["status"] if e["status"] != "ok" else (e.get("rung") or "full")
             spent[where] = spent.get(where, 0.0) + (e["duration"] or 0.0)
         if first_family is None and family(p["rule"]):
+            proof = family_proof(p["rule"])
             first_family = {"at": evals, "rule": p["rule"], "known_as": known_as(p["rule"]),
                             "rung": e.get("rung"), "status": e["status"],
-                            "score": e["score"]}
+                            "score": e["score"], "proof": f"{proof.status}: {proof.text}"}
         full += e.get("rung") in ("middle", "full")
         screens.append(_screen_score(e))
         if e["status"] != "ok":
@@ -358,7 +361,8 @@ def search_table(searches: list) -> list:
         f = s["first_family"]
         stop = f and (f["status"] if f["status"] != "ok" else
                       STOPPED_AT.get(f["rung"], "full protocol"))
-        fam = (f"{f['at']}: `{f['rule']}` ({f['known_as'] or 'family'}; {stop})"
+        fam = (f"{f['at']}: `{f['rule']}` ({f['known_as'] or 'family'}; {stop}; "
+               f"exact check {f.get('proof', 'not run')})"
                if f else "not reached")
         b = s["best"]
         best = f"{b['score']:.4f} ± {b['score_se'] or 0:.4f}: `{b['rule']}`" if b else "-"

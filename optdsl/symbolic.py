@@ -98,7 +98,8 @@ def state_symbol(name: str, prefix: str = "") -> sp.Symbol:
 
 def _sign_rules(e: sp.Expr) -> sp.Expr:
     """Generic-point identities sympy leaves alone: sign(xy) = sign(x)sign(y), |x| = x sign(x),
-    sign(x)^2 = 1, sign(x^n) = sign(x)^n, sign(sqrt(x)) = 1."""
+    sign(x)^2 = 1, sign(x^n) = sign(x)^n, sign(sqrt(x)) = 1, and a clip keeps the sign:
+    sign(Min(x, c)) = sign(x) for c > 0, sign(Max(x, c)) = sign(x) for c < 0."""
     def sign_of(arg):
         if arg.is_Mul:
             return sp.Mul(*[sign_of(f) for f in arg.args])
@@ -109,6 +110,12 @@ def _sign_rules(e: sp.Expr) -> sp.Expr:
                 return sp.Integer(1)
         if isinstance(arg, sp.exp):
             return sp.Integer(1)
+        if isinstance(arg, (sp.Min, sp.Max)):  # clip keeps the sign: sign(Min(x, c)) = sign(x)
+            keeps = (lambda a: a.is_number and a.is_positive) if isinstance(arg, sp.Min) \
+                else (lambda a: a.is_number and a.is_negative)
+            rest = [a for a in arg.args if not keeps(a)]
+            if rest and len(rest) < len(arg.args):
+                return sign_of(type(arg)(*rest))
         return sp.sign(arg)
 
     for _ in range(4):
@@ -134,8 +141,19 @@ def _branches(e: sp.Expr):
     return out
 
 
-def is_zero(e: sp.Expr, depth: int = 0) -> bool:
-    """True when ``e`` is proven 0 at generic points; False means 'not proven' (maybe nonzero)."""
+SIGN_SPLITS = 5  # is_zero splits on at most this many signs (2^5 cases)
+
+
+def is_zero(e: sp.Expr, depth: int = 0, splits: int = SIGN_SPLITS) -> bool:
+    """True when ``e`` is proven 0 at generic points; False means 'not proven' (maybe nonzero).
+
+    When expanding and cancelling do not get there and ``e`` takes signs (``sign(x)``, and
+    ``|x| = x sign(x)``), each sign is split on, innermost first: ``e`` must be 0 with
+    ``sign(x)`` replaced by 1 and by -1 (each case an identity in everything else, which is
+    more than needed, so a proof is sound). Then ``clip(sign(m), -c, c)`` and ``sqrt(|sign(g) +
+    sign(m)|)`` evaluate. ``sign(x) = 0`` is the measure-zero set the semantics excludes
+    (module docstring). ``sympy.simplify`` comes last, on the unsplit expression.
+    """
     if e == 0:
         return True
     e = _sign_rules(e)
@@ -144,17 +162,31 @@ def is_zero(e: sp.Expr, depth: int = 0) -> bool:
     if e.has(sp.Piecewise) and depth < 4:
         folded = sp.piecewise_fold(e)
         if isinstance(folded, sp.Piecewise):
-            return all(is_zero(b, depth + 1) for b in _branches(folded))
+            return all(is_zero(b, depth + 1, splits) for b in _branches(folded))
         e = folded
-    for step in (sp.expand, sp.cancel, sp.together, sp.simplify):
-        try:
-            r = step(e)
-        except Exception:  # sympy can fail on odd inputs: that is only 'not proven'
-            continue
-        r = _sign_rules(r)
-        if r == 0:
+    for step in (sp.expand, sp.cancel, sp.together):
+        if _zero_after(step, e):
             return True
-    return False
+    if splits > 0 and _zero_in_both_sign_cases(e, depth, splits):
+        return True
+    return _zero_after(sp.simplify, e)
+
+
+def _zero_after(step, e: sp.Expr) -> bool:
+    try:
+        r = step(e)
+    except Exception:  # sympy can fail on odd inputs: that is only 'not proven'
+        return False
+    return _sign_rules(r) == 0
+
+
+def _zero_in_both_sign_cases(e: sp.Expr, depth: int, splits: int) -> bool:
+    """``is_zero`` of ``e`` with its first innermost ``sign(x)`` taken as 1 and as -1."""
+    inner = [s for s in e.atoms(sp.sign) if not s.args[0].has(sp.sign)]
+    if not inner:
+        return False
+    x = min(inner, key=sp.default_sort_key)
+    return all(is_zero(e.xreplace({x: sp.Integer(v)}), depth + 1, splits - 1) for v in (1, -1))
 
 
 def equal(a: sp.Expr, b: sp.Expr) -> bool:

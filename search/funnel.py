@@ -31,6 +31,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 
@@ -125,6 +126,83 @@ def _family_on(rule, p0, grads, beta: float, tol: float) -> str | None:
     if not both:
         return None
     return "powersign" if power else "addsign"
+
+
+@dataclass(frozen=True)
+class FamilyProof:
+    """The exact check of a family member: ``status`` proved | refuted | unknown (as
+    ``optdsl.equivalent``), ``text`` what was proved or why not."""
+    status: str
+    text: str
+
+    @property
+    def proved(self) -> bool:
+        return self.status == "proved"
+
+
+def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> FamilyProof:
+    """Prove with ``optdsl.equivalent`` that ``rule`` is AddSign up to a constant factor.
+
+    Every member whose ``u / g`` does not depend on ``t`` is one: with ``c+`` and ``c-`` the
+    values of ``u / g`` (lr = 1) where the signs of ``g`` and ``m = ema(g, beta)`` agree and
+    where they do not, ``rule = addsign(lr = C lr, alpha = A, beta)`` with ``C = (c+ - c-) / 2``
+    and ``A = (c+ + c-) / (c+ - c-)`` (PowerSign is ``A = coth(1)``: it is named so when
+    ``c+ / c- = e^2``). ``c+`` and ``c-`` are computed exactly (sympy) from two steps of the
+    rule on ``g = 1, -1/10`` (the second disagrees with ``m``); then the equivalence is proved
+    for every input, or refuted, or left unknown (random numbers, a decay, sympy's limits)."""
+    import optdsl
+    import sympy as sp
+    from optdsl import symbolic
+    rule = optdsl.parse(rule) if isinstance(rule, str) else rule
+    try:
+        ratios = _exact_ratios(rule)
+    except symbolic.Opaque:
+        return FamilyProof("unknown", "it draws random numbers: no exact proof")
+    except Exception as e:  # noqa: BLE001 - a rule sympy cannot take is only 'not proven'
+        return FamilyProof("unknown", f"no exact values of u / g ({type(e).__name__})")
+    cp, cm = ratios
+    try:
+        ordered = bool((cp - cm).evalf(30) > 0) and bool(cm.evalf(30) >= 0)
+    except TypeError:  # not a real number (a division by an exact zero)
+        return FamilyProof("unknown", f"u / g is {cp} and {cm} on the exact inputs")
+    if not ordered:
+        return FamilyProof("refuted", f"u / g is {symbolic.to_text(cp)} where the signs agree "
+                                      f"and {symbolic.to_text(cm)} where not")
+    scale, alpha = sp.simplify((cp - cm) / 2), sp.simplify((cp + cm) / (cp - cm))
+    is_power = cm != 0 and sp.simplify(cp / cm - sp.exp(2)) == 0
+    if is_power:
+        target, scale = "powersign", sp.sqrt(cp * cm)
+        hyper_map = {"lr": f"({symbolic.to_text(sp.simplify(scale))}) * lr"}
+    else:
+        target = "addsign"
+        hyper_map = {"alpha": symbolic.to_text(alpha), "lr": f"({symbolic.to_text(scale)}) * lr"}
+    verdict = optdsl.equivalent(optdsl.resolve(target), rule, bind={"beta": beta},
+                                hyper_map=hyper_map, timeout=timeout)
+    named = (f"{target} at ({hyper_map['lr'].replace(' * lr', '')}) x lr"
+             + (f", alpha = {hyper_map['alpha']}" if "alpha" in hyper_map else ""))
+    return FamilyProof(verdict.status, f"{named}: {verdict}")
+
+
+def _exact_ratios(rule) -> tuple:
+    """(c+, c-): ``u / g`` of ``rule`` (lr = 1, other hyperparameters at their defaults) at
+    step 1 on ``g = 1`` (the signs agree) and step 2 on ``g = -1/10`` (where ``m = ema(g,
+    beta)`` is ``(1 - beta)(beta - 1/10) > 0``: they disagree), as exact sympy numbers."""
+    import sympy as sp
+    from optdsl.symbolic import leaf_map, number, translate
+    hypers = {h: sp.Integer(1) if h == "lr" else number(v) for h, v in rule.defaults.items()}
+    p, states, out = sp.Integer(1), None, []
+    for t, g in ((1, sp.Integer(1)), (2, sp.Rational(-1, 10))):
+        env = {"g": g, "p": p, "t": sp.Integer(t)}
+        if states is None:
+            init = translate([s.init for s in rule.slots], leaf_map(hypers, env, {}))
+            states = {s.name: init[s.init] for s in rule.slots}
+        root = rule.new_p if rule.assigns_p else rule.update
+        tr = translate([root] + [s.update for s in rule.slots], leaf_map(hypers, env, states))
+        u = p - tr[root] if rule.assigns_p else tr[root]
+        out.append(sp.simplify(u / g))
+        states = {s.name: tr[s.update] for s in rule.slots}
+        p = p - u
+    return tuple(out)
 
 
 def _scale(mine, theirs, rtol: float = 1e-6):

@@ -17,7 +17,7 @@ import optdsl
 from optdsl.search.candidate import build
 from optdsl.search.evolution import EvolutionStrategy, bello_program
 from optdsl.search.filters import CandidateFilter
-from optdsl.search.funnel import family, known_as
+from optdsl.search.funnel import family, family_proof, known_as
 from optdsl.search.program import program_text
 from optdsl.search.rl import RLStrategy
 from optdsl.search.space import Space, Tree
@@ -132,6 +132,29 @@ def test_the_family_check_does_not_depend_on_a_constant_factor(factor):
     assert family(f"lr * {factor} * g / (sign(ema(g, 0.9)) - sign(g) + 1e-8)") is None
     assert family(f"lr * {factor} * (1 - sign(g) * sign(ema(g, 0.9))) * g") is None
     assert family(f"lr * {factor} * g") is None
+
+
+def test_the_family_proof_names_the_constant_factor_and_refuses_what_it_cannot_prove():
+    """family_proof computes u / g exactly and proves the rule equal to AddSign (or PowerSign)
+    at a constant factor with optdsl.equivalent; a rule with random numbers, one whose u / g
+    depends on t, and a non-member are not proved, though the numeric check passes the
+    first two."""
+    member = "a(lr=1) = lr * g / (sqrt(abs(clip(sign(ema(g, 0.9)), -1e-3, 1e-3) - clip(sign(g), -1e-3, 1e-3))) + 1e-8)"
+    proof = family_proof(member)
+    assert proof.proved, proof
+    assert "addsign" in proof.text and "alpha = 1 + sqrt(5) / 5000000" in proof.text
+    power = family_proof("a(lr=1) = lr * g * exp(sign(g) * sign(ema(g, 0.9)) + 1)")
+    assert power.proved and power.text.startswith("powersign at ((E)) x lr"), power
+    assert family_proof(POWERSIGN).proved
+    noisy = "a(lr=1) = lr * g * sqrt(abs(sign(g) + sign(ema(g, 0.9)))) * (1 + 0 * noise(0.1))"
+    assert family(noisy) == "addsign" and family_proof(noisy).status == "unknown"
+    decayed = "lr * exp(0.5 * linear_decay(t, 300) * sign(g) * sign(ema(g, 0.9))) * g"
+    assert family(decayed) and not family_proof(decayed).proved
+    assert family_proof("lr * (1 - sign(g) * sign(ema(g, 0.9))) * g").status == "refuted"
+    # a member only where clip(adam, 1e-5) saturates: not proved (found by an evolution search)
+    saturating = ("a(lr=1) = lr * (g * sqrt(abs(clip(ema(g, 0.9) / (1 - 0.9^t) / (sqrt(ema(g^2, 0.999) "
+                  "/ (1 - 0.999^t)) + 1e-08), -1e-05, 1e-05) + clip(sign(g), -0.001, 0.001))))")
+    assert not family_proof(saturating, timeout=5).proved
 
 
 def test_a_rule_that_is_addsign_only_where_its_clipped_terms_saturate_is_no_member():

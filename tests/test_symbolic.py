@@ -94,6 +94,18 @@ PAIRS = [
      "addsign_a(lr=0.1, alpha=1, beta=0.9) = lr * (1 + sign(g * ema(g, beta))) * g", {},
      "refuted", "numeric"),
     ("rmsprop != bias-corrected rmsprop", "rmsprop", RMSPROP_BC, {}, "refuted", "numeric"),
+    # proved by splitting on the signs of g and m: sqrt|sign(g) + sign(m)| is sqrt(2) or 0
+    ("addsign == g sqrt|sign(g) + sign(m)| at sqrt(2)/2 lr", "addsign",
+     "a(lr=1) = lr * g * sqrt(abs(sign(g) + sign(ema(g, 0.9))))",
+     {"bind": {"alpha": 1, "beta": 0.9}, "hyper_map": {"lr": "lr * sqrt(2) / 2"}},
+     "proved", "single-step"),
+    # a clip keeps the sign; clip(sign(m), -c, c) is c sign(m)
+    ("signSGD == sign(clip(g))", "lr * sign(g)", "lr * sign(clip(g, -1e-4, 1e-4))", {},
+     "proved", "single-step"),
+    ("addsign alpha=1000 == g (1 + clip(sign(g) sign(m), 1e-3))", "addsign",
+     "a(lr=1) = lr * g * (1 + clip(sign(g) * sign(ema(g, 0.9)), -1e-3, 1e-3))",
+     {"bind": {"beta": 0.9}, "hyper_map": {"lr": "lr / 1000", "alpha": "1000"}}, "proved",
+     "single-step"),
 ]
 
 
@@ -275,3 +287,16 @@ def test_cli_exit_codes(capsys, tmp_path):
     assert "sign(" in out.out and "proved equivalent" in out.err
     assert main(["show", "adam", "--latex"]) == 0
     assert "\\begin{aligned}" in capsys.readouterr().out
+
+
+def test_a_sign_split_proves_only_what_holds_in_every_case():
+    """is_zero splits on sign(x) = +-1: an identity in both cases is proved, an expression
+    that vanishes in one case only is not (sign(x) - 1 is 0 for x > 0 only)."""
+    import sympy as sp
+    from optdsl.symbolic import is_zero
+    x, y = sp.symbols("x y", real=True)
+    assert is_zero(sp.sqrt(sp.Abs(sp.sign(x) + sp.sign(y))) - sp.sqrt(2) * (1 + sp.sign(x * y)) / 2)
+    assert is_zero(sp.sign(sp.Min(sp.Max(x, -sp.Rational(1, 10)), sp.Rational(1, 10))) - sp.sign(x))
+    assert not is_zero(sp.sign(x) - 1)
+    assert not is_zero(sp.sqrt(sp.Abs(sp.sign(x) + sp.sign(y))) - sp.sqrt(2))
+    assert not is_zero(sp.sign(sp.Min(x, -sp.Rational(1, 10))) - sp.sign(x))  # Min(x, -c) < 0
