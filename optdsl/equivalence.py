@@ -283,9 +283,13 @@ class _Side:
 
 
 def _numeric_close(exprs, points, sp) -> bool:
-    """Screen: each expression is ~0 at the points (non-numbers, e.g. opaque calls, pass)."""
+    """Screen: each expression is ~0 at the points (non-numbers, e.g. opaque calls, pass; so
+    does a point where a root's argument is negative: states such as ``ema(g^2)`` are drawn
+    with either sign, and the expression is not real there)."""
     for pt in points:
         for e in exprs:
+            if _outside_real_domain(e, pt, sp):
+                continue
             try:
                 v = e.xreplace(pt)
                 v = v.evalf(30) if not v.is_Number else v
@@ -294,6 +298,20 @@ def _numeric_close(exprs, points, sp) -> bool:
             if v.is_Number and v.is_finite and abs(float(v)) > 1e-12:
                 return False
     return True
+
+
+def _outside_real_domain(e, pt, sp) -> bool:
+    """Whether a root (a power with a fractional exponent) in ``e`` has a negative argument
+    at ``pt``."""
+    for r in e.atoms(sp.Pow):
+        if r.exp.is_Rational and not r.exp.is_Integer:
+            try:
+                v = r.base.xreplace(pt).evalf(15)
+            except Exception:
+                continue
+            if v.is_Number and v < 0:
+                return True
+    return False
 
 
 def _points(symbols, sp, n=3, seed=1):

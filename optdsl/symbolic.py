@@ -110,6 +110,8 @@ def _sign_rules(e: sp.Expr) -> sp.Expr:
                 return sp.Integer(1)
         if isinstance(arg, sp.exp):
             return sp.Integer(1)
+        if arg.is_Add:
+            return _sign_of_sum(arg, sign_of)
         if isinstance(arg, (sp.Min, sp.Max)):  # clip keeps the sign: sign(Min(x, c)) = sign(x)
             keeps = (lambda a: a.is_number and a.is_positive) if isinstance(arg, sp.Min) \
                 else (lambda a: a.is_number and a.is_negative)
@@ -127,6 +129,25 @@ def _sign_rules(e: sp.Expr) -> sp.Expr:
         if e == before:
             break
     return e
+
+
+def _sign_of_sum(arg: sp.Expr, sign_of) -> sp.Expr:
+    """sign of a sum: what sympy knows; +-1 when every term has that sign (``sqrt(v) + 1e-8``);
+    and a bias correction ``a - k b^t`` (numbers a, k > 0, 0 < b < 1, t the step, >= 1) is
+    positive when ``k b < a`` (``1 - 0.9^t``)."""
+    if arg.is_positive:
+        return sp.Integer(1)
+    if arg.is_negative:
+        return sp.Integer(-1)
+    signs = {sign_of(a) for a in arg.args}
+    if signs in ({sp.Integer(1)}, {sp.Integer(-1)}):
+        return signs.pop()
+    const, rest = arg.as_coeff_Add()
+    k, power = rest.as_coeff_Mul()
+    if (const.is_positive and k.is_negative and power.is_Pow and power.exp == T_SYMBOL
+            and power.base.is_number and 0 < power.base < 1 and -k * power.base < const):
+        return sp.Integer(1)
+    return sp.sign(arg)
 
 
 def _branches(e: sp.Expr):

@@ -99,6 +99,12 @@ PAIRS = [
      "a(lr=1) = lr * g * sqrt(abs(sign(g) + sign(ema(g, 0.9))))",
      {"bind": {"alpha": 1, "beta": 0.9}, "hyper_map": {"lr": "lr * sqrt(2) / 2"}},
      "proved", "single-step"),
+    # sign(adam) is sign(m): 1 - 0.9^t > 0 and sqrt(v) + 1e-8 > 0 (an evolution search's member)
+    ("addsign == g sqrt|sign(g) + sign(adam)| at sqrt(2)/2 lr", "addsign",
+     "a(lr=1) = lr * (g * sqrt(abs(sign(g) + sign(ema(g, 0.9) / (1 - 0.9^t) / (sqrt(ema(g^2, 0.999) "
+     "/ (1 - 0.999^t)) + 1e-08)))))",
+     {"bind": {"alpha": 1, "beta": 0.9}, "hyper_map": {"lr": "lr * sqrt(2) / 2"}},
+     "proved", "single-step"),
     # a clip keeps the sign; clip(sign(m), -c, c) is c sign(m)
     ("signSGD == sign(clip(g))", "lr * sign(g)", "lr * sign(clip(g, -1e-4, 1e-4))", {},
      "proved", "single-step"),
@@ -297,6 +303,10 @@ def test_a_sign_split_proves_only_what_holds_in_every_case():
     x, y = sp.symbols("x y", real=True)
     assert is_zero(sp.sqrt(sp.Abs(sp.sign(x) + sp.sign(y))) - sp.sqrt(2) * (1 + sp.sign(x * y)) / 2)
     assert is_zero(sp.sign(sp.Min(sp.Max(x, -sp.Rational(1, 10)), sp.Rational(1, 10))) - sp.sign(x))
+    t = sp.Symbol("t", integer=True, positive=True)
+    assert is_zero(sp.sign(1 - sp.Rational(9, 10) ** t) - 1)  # a bias correction is positive
+    assert is_zero(sp.sign(sp.sqrt(x) + sp.Rational(1, 10**8)) - 1)
+    assert not is_zero(sp.sign(sp.Rational(1, 2) - sp.Rational(9, 10) ** t) - 1)  # 0.5 - 0.9^t
     assert not is_zero(sp.sign(x) - 1)
     assert not is_zero(sp.sqrt(sp.Abs(sp.sign(x) + sp.sign(y))) - sp.sqrt(2))
     assert not is_zero(sp.sign(sp.Min(x, -sp.Rational(1, 10))) - sp.sign(x))  # Min(x, -c) < 0
