@@ -169,17 +169,15 @@ def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> FamilyProof:
         return FamilyProof("refuted", f"u / g is {symbolic.to_text(cp)} where the signs agree "
                                       f"and {symbolic.to_text(cm)} where not")
     scale, alpha = sp.simplify((cp - cm) / 2), sp.simplify((cp + cm) / (cp - cm))
-    is_power = cm != 0 and sp.simplify(cp / cm - sp.exp(2)) == 0
-    if is_power:
-        target, scale = "powersign", sp.sqrt(cp * cm)
-        hyper_map = {"lr": f"({symbolic.to_text(sp.simplify(scale))}) * lr"}
+    if cm != 0 and sp.simplify(cp / cm - sp.exp(2)) == 0:  # e^+-1 times a factor
+        target, hypers = "powersign", {"lr": sp.simplify(sp.sqrt(cp * cm))}
     else:
-        target = "addsign"
-        hyper_map = {"alpha": symbolic.to_text(alpha), "lr": f"({symbolic.to_text(scale)}) * lr"}
+        target, hypers = "addsign", {"lr": scale, "alpha": alpha}
+    text = {h: symbolic.to_text(v) for h, v in hypers.items()}
     verdict = optdsl.equivalent(optdsl.resolve(target), rule, bind={"beta": beta},
-                                hyper_map=hyper_map, timeout=timeout)
-    named = (f"{target} at ({hyper_map['lr'].replace(' * lr', '')}) x lr"
-             + (f", alpha = {hyper_map['alpha']}" if "alpha" in hyper_map else ""))
+                                hyper_map={**text, "lr": f"({text['lr']}) * lr"}, timeout=timeout)
+    named = f"{target} at lr x {text['lr']}" + (f", alpha = {text['alpha']}" if "alpha" in text
+                                                 else "")
     return FamilyProof(verdict.status, f"{named}: {verdict}")
 
 

@@ -144,7 +144,7 @@ def test_the_family_proof_names_the_constant_factor_and_refuses_what_it_cannot_p
     assert proof.proved, proof
     assert "addsign" in proof.text and "alpha = 1 + sqrt(5) / 5000000" in proof.text
     power = family_proof("a(lr=1) = lr * g * exp(sign(g) * sign(ema(g, 0.9)) + 1)")
-    assert power.proved and power.text.startswith("powersign at ((E)) x lr"), power
+    assert power.proved and power.text.startswith("powersign at lr x E:"), power
     assert family_proof(POWERSIGN).proved
     noisy = "a(lr=1) = lr * g * sqrt(abs(sign(g) + sign(ema(g, 0.9)))) * (1 + 0 * noise(0.1))"
     assert family(noisy) == "addsign" and family_proof(noisy).status == "unknown"
