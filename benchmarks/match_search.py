@@ -80,7 +80,7 @@ def read_store(store, sid: int) -> dict:
     constant factor; tried on each numeric member in turn), the best and its curve."""
     from optdsl.search.funnel import family, family_proof, known_as
     search = store.search(sid)
-    evals, first, proved, best, curve = 0, None, None, None, []
+    evals, first, proved, best, curve, proofs = 0, None, None, None, [], {}
     for p in store.proposals(sid):
         if p["source"] != "strategy":
             continue
@@ -92,7 +92,9 @@ def read_store(store, sid: int) -> dict:
             member = {"at": evals, "rule": p["rule"], "score": e["score"],
                       "known_as": known_as(p["rule"])}
             first = first or member
-            proof = family_proof(p["rule"])
+            if p["rule"] not in proofs:  # a search proposes a rule's text more than once
+                proofs[p["rule"]] = family_proof(p["rule"])
+            proof = proofs[p["rule"]]
             if proof.proved:
                 proved = {**member, "proof": proof.text}
             elif first is member:

@@ -133,20 +133,32 @@ class Pair:
         self.defaults = {**self.b.defaults, **self.a.defaults}
         self.bound = {k: bind[k] for k in bind}
         self.free = sorted(((used_a & names_b) - set(bind)))
-        self.fixed = {h: self.defaults[h] for h in (names_a | names_b | used_a)
-                      if h not in bind and h not in self.free}
+        # a name neither bound nor shared is fixed at the default of the rule that reads it
+        # (a mapped name of the first rule and the second's own name of it are two names)
+        self.fixed_a = {h: self.a.defaults[h] for h in names_a
+                        if h not in bind and h not in self.free}
+        self.fixed_b = {h: self.b.defaults[h] for h in names_b
+                        if h not in bind and h not in self.free}
         self.random = is_random(self.a) or is_random(self.b)
         self.reduces = any(n.kind == Kind.REDUCED for r in (self.a, self.b)
                            for n in ir.topological(r.outputs()))
 
     def values(self, free: dict) -> tuple:
         """Hyperparameter dicts for rule a and rule b, from values of the free names."""
-        env = {**self.fixed, **self.bound, **free}
-        vb = {h: env[h] for h in self.b.hypers}
+        env_a, env_b = self.environments(free)
+        vb = {h: env_b[h] for h in self.b.hypers}
         va = {}
         for h in self.a.hypers:
-            va[h] = _eval_scalar(self.maps[h], env) if h in self.maps else env[h]
+            va[h] = _eval_scalar(self.maps[h], env_b) if h in self.maps else env_a[h]
         return va, vb
+
+    def environments(self, free: dict) -> tuple:
+        """(names rule a reads, names rule b and the maps read) -> values: bound, free, each
+        rule's own defaults (a map reads the second rule's names, the first's where only it
+        has one)."""
+        shared = {**self.bound, **free}
+        return ({**self.fixed_a, **shared},
+                {**self.fixed_a, **self.fixed_b, **shared})
 
     def draws(self, n: int, rng: random.Random) -> list:
         """``n`` assignments of the free names: the defaults first, then random values."""
@@ -250,16 +262,20 @@ def _counterexample(pair, free, va, vb, p0, grads, t, e) -> Counterexample:
 def _symbols(pair: Pair, sp_mod):
     """sympy values of every hyperparameter of a and of b."""
     from .symbolic import hyper_symbol, number, translate  # sympy: only for the proofs
-    env = {h: number(v) for h, v in {**pair.fixed, **pair.bound}.items()}
-    env.update({h: hyper_symbol(h) for h in pair.free})
-    hb = {h: env[h] for h in pair.b.hypers}
+    env_a, env_b = pair.environments({})
+    env_a = {h: number(v) for h, v in env_a.items()}
+    env_b = {h: number(v) for h, v in env_b.items()}
+    for env in (env_a, env_b):
+        env.update({h: hyper_symbol(h) for h in pair.free})
+    hb = {h: env_b[h] for h in pair.b.hypers}
     ha = {}
     for h in pair.a.hypers:
         if h in pair.maps:
             node = pair.maps[h]
-            ha[h] = translate([node], lambda n: env[n.value] if n.op == "hyper" else sp_mod.Integer(1))[node]
+            ha[h] = translate([node], lambda n: env_b[n.value] if n.op == "hyper"
+                              else sp_mod.Integer(1))[node]
         else:
-            ha[h] = env[h]
+            ha[h] = env_a[h]
     return ha, hb
 
 
@@ -271,15 +287,31 @@ class _Side:
         from .symbolic import T_SYMBOL, leaf_map, live_slots, translate  # sympy
         self.rule = rule
         self.g, self.p = sp.Symbol("g", real=True), sp.Symbol("p", real=True)
-        self.sym = {s.name: sp.Symbol(f"{tag}:{s.name}", real=True) for s in rule.slots}
         inputs = {"g": self.g, "p": self.p, "t": T_SYMBOL}
-        tr = translate([rule.update] + [s.update for s in rule.slots],
-                       leaf_map(hypers, inputs, self.sym))
-        self.exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
+
+        def translated(nonneg: set):
+            sym = {s.name: sp.Symbol(f"{tag}:{s.name}", real=True,
+                                     **({"nonnegative": True} if s.name in nonneg else {}))
+                   for s in rule.slots}
+            tr = translate([rule.update] + [s.update for s in rule.slots],
+                           leaf_map(hypers, inputs, sym))
+            init = translate([s.init for s in rule.slots],
+                             leaf_map(hypers, {**inputs, "t": sp.Integer(1)}, sym))
+            exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
+            return sym, exprs, {s.name: init[s.init] for s in rule.slots}
+
+        # a state is a nonnegative symbol when that is proved by induction: its initial value
+        # is nonnegative, and so is its update while every such state is (ema(g^2), a max of
+        # squares); then sqrt(v) + eps is positive and sign(m / (sqrt(v) + eps)) = sign(m)
+        nonneg = {s.name for s in rule.slots}
+        while True:
+            self.sym, self.exprs, init = translated(nonneg)
+            held = {n for n in nonneg if init[n].is_nonnegative and self.exprs[n].is_nonnegative}
+            if held == nonneg:
+                break
+            nonneg = held
         self.live = live_slots(rule, self.exprs, self.sym)
-        init = translate([s.init for s in self.live],
-                         leaf_map(hypers, {**inputs, "t": sp.Integer(1)}, self.sym))
-        self.init = {s.name: init[s.init] for s in self.live}
+        self.init = {s.name: init[s.name] for s in self.live}
 
 
 def _numeric_close(exprs, points, sp) -> bool:

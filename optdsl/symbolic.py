@@ -19,6 +19,7 @@ with state correspondences, k-step unrolling, wall-clock budgets) and ``optdsl.c
 from __future__ import annotations
 
 import math
+import random
 import re
 
 import sympy as sp
@@ -97,41 +98,55 @@ def state_symbol(name: str, prefix: str = "") -> sp.Symbol:
 # --- a zero test ---------------------------------------------------------------------------
 
 def _sign_rules(e: sp.Expr) -> sp.Expr:
-    """Generic-point identities sympy leaves alone: sign(xy) = sign(x)sign(y), |x| = x sign(x),
-    sign(x)^2 = 1, sign(x^n) = sign(x)^n, sign(sqrt(x)) = 1, and a clip keeps the sign:
-    sign(Min(x, c)) = sign(x) for c > 0, sign(Max(x, c)) = sign(x) for c < 0."""
-    def sign_of(arg):
-        if arg.is_Mul:
-            return sp.Mul(*[sign_of(f) for f in arg.args])
-        if arg.is_Pow:
-            if arg.exp.is_Integer:
-                return sign_of(arg.base) ** arg.exp
-            if arg.exp.is_Rational:  # a real root of a positive number
-                return sp.Integer(1)
-        if isinstance(arg, sp.exp):
-            return sp.Integer(1)
-        if arg.is_Add:
-            return _sign_of_sum(arg, sign_of)
-        if isinstance(arg, (sp.Min, sp.Max)):  # clip keeps the sign: sign(Min(x, c)) = sign(x)
-            keeps = (lambda a: a.is_number and a.is_positive) if isinstance(arg, sp.Min) \
-                else (lambda a: a.is_number and a.is_negative)
-            rest = [a for a in arg.args if not keeps(a)]
-            if rest and len(rest) < len(arg.args):
-                return sign_of(type(arg)(*rest))
-        return sp.sign(arg)
-
+    """Generic-point identities sympy leaves alone (``_sign_of``), |x| = x sign(x), and
+    sign(x)^2 = 1 where x is 0 only on a null set (``_zero_only_on_a_null_set``: not for
+    sign(t - 10) or sign(max(x, 0)))."""
     for _ in range(4):
         before = e
-        e = e.replace(lambda x: isinstance(x, sp.sign), lambda x: sign_of(x.args[0]))
+        e = e.replace(lambda x: isinstance(x, sp.sign), lambda x: _sign_of(x.args[0]))
         e = e.replace(lambda x: isinstance(x, sp.Abs), lambda x: x.args[0] * sp.sign(x.args[0]))
-        e = e.replace(lambda x: x.is_Pow and isinstance(x.base, sp.sign) and x.exp.is_Integer,
+        e = e.replace(lambda x: x.is_Pow and isinstance(x.base, sp.sign) and x.exp.is_Integer
+                      and _zero_only_on_a_null_set(x.base.args[0]),
                       lambda x: x.base ** (int(x.exp) % 2))
         if e == before:
             break
     return e
 
 
-def _sign_of_sum(arg: sp.Expr, sign_of) -> sp.Expr:
+def _sign_of(arg: sp.Expr) -> sp.Expr:
+    """sign(arg) at generic points: sign(xy) = sign(x) sign(y), sign(x^n) = sign(x)^n, a real
+    root of a positive number is positive (of a negative one it is NaN, whose sign is 0), so is
+    exp; a clip keeps the sign (sign(Min(x, c)) = sign(x) for c > 0, sign(Max(x, c)) = sign(x)
+    for c < 0); a sum as ``_sign_of_sum``; what is nonnegative (nonpositive) and 0 only on a
+    null set is 1 (-1)."""
+    if arg.is_Mul:
+        return sp.Mul(*[_sign_of(f) for f in arg.args])
+    if arg.is_Pow:
+        if arg.exp.is_Integer:
+            return _sign_of(arg.base) ** arg.exp
+        if arg.exp.is_Rational and _positive(arg.base):
+            return sp.Integer(1)
+    if isinstance(arg, sp.exp):
+        return sp.Integer(1)
+    if arg.is_Add:
+        return _sign_of_sum(arg)
+    if isinstance(arg, (sp.Min, sp.Max)):
+        keeps = (lambda a: a.is_number and a.is_positive) if isinstance(arg, sp.Min) \
+            else (lambda a: a.is_number and a.is_negative)
+        rest = [a for a in arg.args if not keeps(a)]
+        if rest and len(rest) < len(arg.args):
+            return _sign_of(type(arg)(*rest))
+    if (arg.is_nonnegative or arg.is_nonpositive) and _zero_only_on_a_null_set(arg):
+        return sp.Integer(1 if arg.is_nonnegative else -1)
+    return sp.sign(arg)
+
+
+def _positive(x: sp.Expr) -> bool:
+    """x > 0 at generic points."""
+    return _sign_of(x) == 1
+
+
+def _sign_of_sum(arg: sp.Expr) -> sp.Expr:
     """sign of a sum: what sympy knows; +-1 when every term has that sign (``sqrt(v) + 1e-8``);
     and a bias correction ``a - k b^t`` (numbers a, k > 0, 0 < b < 1, t the step, >= 1) is
     positive when ``k b < a`` (``1 - 0.9^t``)."""
@@ -139,7 +154,7 @@ def _sign_of_sum(arg: sp.Expr, sign_of) -> sp.Expr:
         return sp.Integer(1)
     if arg.is_negative:
         return sp.Integer(-1)
-    signs = {sign_of(a) for a in arg.args}
+    signs = {_sign_of(a) for a in arg.args}
     if signs in ({sp.Integer(1)}, {sp.Integer(-1)}):
         return signs.pop()
     const, rest = arg.as_coeff_Add()
@@ -147,6 +162,8 @@ def _sign_of_sum(arg: sp.Expr, sign_of) -> sp.Expr:
     if (const.is_positive and k.is_negative and power.is_Pow and power.exp == T_SYMBOL
             and power.base.is_number and 0 < power.base < 1 and -k * power.base < const):
         return sp.Integer(1)
+    if (arg.is_nonnegative or arg.is_nonpositive) and _zero_only_on_a_null_set(arg):
+        return sp.Integer(1 if arg.is_nonnegative else -1)
     return sp.sign(arg)
 
 
@@ -202,12 +219,51 @@ def _zero_after(step, e: sp.Expr) -> bool:
 
 
 def _zero_in_both_sign_cases(e: sp.Expr, depth: int, splits: int) -> bool:
-    """``is_zero`` of ``e`` with its first innermost ``sign(x)`` taken as 1 and as -1."""
-    inner = [s for s in e.atoms(sp.sign) if not s.args[0].has(sp.sign)]
+    """``is_zero`` of ``e`` with its first innermost ``sign(x)`` taken as 1 and as -1, and as 0
+    too unless ``x`` is 0 only on a null set. Signs inside an opaque call (a per-tensor
+    reduction such as ``mean(sign(g))``, a schedule) are not split on: the call stands for a
+    symbol of its own meanwhile (one element's sign says nothing of a mean)."""
+    from sympy.core.function import AppliedUndef
+    calls = {c: sp.Dummy("call") for c in e.atoms(AppliedUndef)}
+    masked = e.xreplace(calls)
+    inner = [s for s in masked.atoms(sp.sign) if not s.args[0].has(sp.sign)]
     if not inner:
         return False
     x = min(inner, key=sp.default_sort_key)
-    return all(is_zero(e.xreplace({x: sp.Integer(v)}), depth + 1, splits - 1) for v in (1, -1))
+    back = {d: c for c, d in calls.items()}
+    cases = (1, -1) if _zero_only_on_a_null_set(x.args[0].xreplace(back)) else (1, -1, 0)
+    return all(is_zero(masked.xreplace({x: sp.Integer(v)}).xreplace(back), depth, splits - 1)
+               for v in cases)
+
+
+_REGIONAL = (sp.Min, sp.Max, sp.floor, sp.ceiling, sp.Mod, sp.Piecewise, sp.Heaviside)
+
+
+def _zero_only_on_a_null_set(x: sp.Expr) -> bool:
+    """Whether ``x`` is 0 (or NaN, whose sign is 0 in the language) only on a set of measure
+    zero, so that ``sign(x)`` is +-1 at generic points: ``x`` is built by arithmetic, exp,
+    sign and abs from real symbols, its roots and logs of arguments known nonnegative, it
+    holds no integer symbol (a function of the step ``t`` vanishes on whole steps), no max,
+    clip, floor or piecewise part and no opaque call (those vanish on regions), and it is
+    not 0 at a random point (a nonzero real-analytic function vanishes on a null set)."""
+    from sympy.core.function import AppliedUndef
+    if any(sym.is_integer for sym in x.free_symbols) or x.has(*_REGIONAL) \
+            or x.atoms(AppliedUndef):
+        return False
+    for r in x.atoms(sp.Pow):
+        if r.exp.is_Rational and not r.exp.is_Integer and not _positive(r.base):
+            return False
+    if any(not _positive(f.args[0]) for f in x.atoms(sp.log)):
+        return False
+    rng = random.Random(7)
+    point = {sym: sp.Float(rng.uniform(0.3, 1.7) * (1 if sym.is_nonnegative
+                                                    else rng.choice((-1, 1))), 30)
+             for sym in sorted(x.free_symbols, key=str)}
+    try:
+        v = x.xreplace(point).evalf(30)
+    except Exception:  # noqa: BLE001 - not known: not generic
+        return False
+    return bool(v.is_Number and v.is_finite and abs(v) > 1e-20)
 
 
 def equal(a: sp.Expr, b: sp.Expr) -> bool:

@@ -166,16 +166,24 @@ def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> FamilyProof:
     except TypeError:  # not a real number (a division by an exact zero)
         return FamilyProof("unknown", f"u / g is {cp} and {cm} on the exact inputs")
     if not ordered:
-        return FamilyProof("refuted", f"u / g is {symbolic.to_text(cp)} where the signs agree "
-                                      f"and {symbolic.to_text(cm)} where not")
+        return FamilyProof("refuted", f"u / g is {cp} where the signs agree and {cm} where not "
+                                      "(a member's is larger where they agree, and not negative)")
     scale, alpha = sp.simplify((cp - cm) / 2), sp.simplify((cp + cm) / (cp - cm))
     if cm != 0 and sp.simplify(cp / cm - sp.exp(2)) == 0:  # e^+-1 times a factor
         target, hypers = "powersign", {"lr": sp.simplify(sp.sqrt(cp * cm))}
     else:
         target, hypers = "addsign", {"lr": scale, "alpha": alpha}
-    text = {h: symbolic.to_text(v) for h, v in hypers.items()}
-    verdict = optdsl.equivalent(optdsl.resolve(target), rule, bind={"beta": beta},
-                                hyper_map={**text, "lr": f"({text['lr']}) * lr"}, timeout=timeout)
+    try:  # sympy may write e.g. coth(1); the language has exp
+        text = {h: symbolic.to_text(v.rewrite(sp.exp))
+                for h, v in hypers.items()}
+    except optdsl.DSLError as e:
+        return FamilyProof("unknown", f"the factor cannot be written in the language: {e}")
+    # beta is mapped, not bound: it is the target's (AddSign's) own; the rule keeps its own
+    try:
+        verdict = optdsl.equivalent(optdsl.resolve(target), rule, timeout=timeout, hyper_map={
+            **text, "lr": f"({text['lr']}) * lr", "beta": repr(beta)})
+    except optdsl.DSLError as e:
+        return FamilyProof("unknown", f"{target}: {e}")
     named = f"{target} at lr x {text['lr']}" + (f", alpha = {text['alpha']}" if "alpha" in text
                                                  else "")
     return FamilyProof(verdict.status, f"{named}: {verdict}")

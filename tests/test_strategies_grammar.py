@@ -151,6 +151,12 @@ def test_the_family_proof_names_the_constant_factor_and_refuses_what_it_cannot_p
     decayed = "lr * exp(0.5 * linear_decay(t, 300) * sign(g) * sign(ema(g, 0.9))) * g"
     assert family(decayed) and not family_proof(decayed).proved
     assert family_proof("lr * (1 - sign(g) * sign(ema(g, 0.9))) * g").status == "refuted"
+    # the rule's own beta and alpha are its own: beta 0.5 is no member, alpha 2 is one
+    assert not family_proof("a(lr=1, beta=0.5) = lr * (1 + sign(g) * sign(ema(g, beta))) * g").proved
+    assert family_proof("a(lr=1, alpha=2) = lr * (alpha + sign(g) * sign(ema(g, 0.9))) * g").proved
+    # sympy writes the factor with sinh/coth; it is printed with exp
+    shifted = family_proof("a(lr=1) = lr * g * (exp(sign(g) * sign(ema(g, 0.9))) + 1)")
+    assert shifted.proved and "alpha = (1 + E) / (E - 1)" in shifted.text, shifted
     # a member only where clip(adam, 1e-5) saturates: not proved (found by an evolution search)
     saturating = ("a(lr=1) = lr * (g * sqrt(abs(clip(ema(g, 0.9) / (1 - 0.9^t) / (sqrt(ema(g^2, 0.999) "
                   "/ (1 - 0.999^t)) + 1e-08), -1e-05, 1e-05) + clip(sign(g), -0.001, 0.001))))")

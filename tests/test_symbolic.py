@@ -305,8 +305,43 @@ def test_a_sign_split_proves_only_what_holds_in_every_case():
     assert is_zero(sp.sign(sp.Min(sp.Max(x, -sp.Rational(1, 10)), sp.Rational(1, 10))) - sp.sign(x))
     t = sp.Symbol("t", integer=True, positive=True)
     assert is_zero(sp.sign(1 - sp.Rational(9, 10) ** t) - 1)  # a bias correction is positive
-    assert is_zero(sp.sign(sp.sqrt(x) + sp.Rational(1, 10**8)) - 1)
+    v = sp.Symbol("v", nonnegative=True)  # a state such as ema(g^2), nonnegative by induction
+    assert is_zero(sp.sign(sp.sqrt(v) + sp.Rational(1, 10**8)) - 1)
+    assert not is_zero(sp.sign(sp.sqrt(x) + sp.Rational(1, 10**8)) - 1)  # NaN for x < 0
     assert not is_zero(sp.sign(sp.Rational(1, 2) - sp.Rational(9, 10) ** t) - 1)  # 0.5 - 0.9^t
     assert not is_zero(sp.sign(x) - 1)
     assert not is_zero(sp.sqrt(sp.Abs(sp.sign(x) + sp.sign(y))) - sp.sqrt(2))
     assert not is_zero(sp.sign(sp.Min(x, -sp.Rational(1, 10))) - sp.sign(x))  # Min(x, -c) < 0
+
+
+FALSE_PAIRS = [  # equal where the sign's argument is nonzero, different on a region where it is 0
+    ("lr * g * sqrt(abs(sign(max(g + 1000, 0)) + 1))", "lr * g * sqrt(2) * (1 + sign(max(g + 1000, 0))) / 2"),
+    ("lr * g * sqrt(abs(sign(linear_decay(t, 300)) + 1))", "lr * g * sqrt(2) * (1 + sign(linear_decay(t, 300))) / 2"),
+    # a per-tensor mean of signs is not split on one element's sign
+    ("lr * g * mean(sign(g + 1000))",
+     "lr * g * (mean(0 * g + 1) * (1 + sign(g + 1000)) / 2 + mean(0 * g - 1) * (1 - sign(g + 1000)) / 2)"),
+    # sqrt of a negative number is NaN, whose sign is 0: not a positive root
+    ("lr * g * sign(sqrt(g + 1000) + 1)", "lr * g"),
+]
+
+
+@pytest.mark.parametrize("a,b", FALSE_PAIRS)
+def test_no_proof_where_a_sign_argument_is_zero_on_a_region(a, b):
+    """Found by a review of the sign split: each pair differs for g < -1000 or t > 300, where
+    the numeric probes do not go; the symbolic phase must not prove them."""
+    v = equivalent(a, b, timeout=20)
+    assert not v.proved, v
+
+
+def test_a_sign_of_the_step_is_proved_for_the_unrolled_steps_only():
+    """sign(t - 10)^2 is 1 except at t = 10 (a whole step, not a null set): not a single-step
+    proof, only the first 3 steps unrolled."""
+    v = equivalent("lr * g * sign(t - 10)^2", "lr * g", timeout=20)
+    assert v.method != "single-step", v
+
+
+def test_a_mapped_name_leaves_the_second_rule_its_own_default():
+    """alpha of addsign mapped to 1: the second rule's own alpha (5) stays 5, not addsign's."""
+    b = "b(lr=0.1, alpha=5) = lr * (alpha + sign(g) * sign(ema(g, 0.9))) * g"
+    assert not equivalent("addsign", b, hyper_map={"alpha": "1"}, timeout=20).proved
+    assert equivalent("addsign", b, hyper_map={"alpha": "5"}, timeout=20).proved
