@@ -287,7 +287,8 @@ def cmd_report(argv) -> int:
 
 def _report(args) -> int:
     from rich.console import Console
-    from .report import export_rules, leaderboard, plot_curves, plot_progress, task_protocols
+    from .report import (export_rules, leaderboard, match_proofs, plot_curves, plot_progress,
+                         task_protocols)
     from .store import Store
     from . import match
     from .tasks import TASKS
@@ -309,6 +310,8 @@ def _report(args) -> int:
         metric = (TASKS[task].metric if task in TASKS else
                   match.MatchTask.metric if match.is_match(task) else "score")
         console.print(leaderboard(store, task, protocol, top=args.top, metric=metric))
+        for line in match_proofs(store, task, protocol, top=args.top):
+            console.print(line)
         suffix = "" if len(groups) == 1 else f"-{match.file_stem(task)}-{protocol[:6]}"
         if not args.no_plots:
             os.makedirs(plots_dir, exist_ok=True)

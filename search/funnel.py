@@ -194,21 +194,41 @@ def _exact_ratios(rule) -> tuple:
     step 1 on ``g = 1`` (the signs agree) and step 2 on ``g = -1/10`` (where ``m = ema(g,
     beta)`` is ``(1 - beta)(beta - 1/10) > 0``: they disagree), as exact sympy numbers."""
     import sympy as sp
-    from optdsl.symbolic import leaf_map, number, translate
-    hypers = {h: sp.Integer(1) if h == "lr" else number(v) for h, v in rule.defaults.items()}
-    p, states, out = sp.Integer(1), None, []
-    for t, g in ((1, sp.Integer(1)), (2, sp.Rational(-1, 10))):
-        env = {"g": g, "p": p, "t": sp.Integer(t)}
-        if states is None:
-            init = translate([s.init for s in rule.slots], leaf_map(hypers, env, {}))
-            states = {s.name: init[s.init] for s in rule.slots}
-        root = rule.new_p if rule.assigns_p else rule.update
-        tr = translate([root] + [s.update for s in rule.slots], leaf_map(hypers, env, states))
-        u = p - tr[root] if rule.assigns_p else tr[root]
-        out.append(sp.simplify(u / g))
-        states = {s.name: tr[s.update] for s in rule.slots}
-        p = p - u
-    return tuple(out)
+    from optdsl.symbolic import exact_updates
+    gs = (sp.Integer(1), sp.Rational(-1, 10))
+    return tuple(sp.simplify(u / g) for u, g in zip(exact_updates(rule, gs, {"lr": 1}), gs))
+
+
+def match_proof(rule, target, timeout: float = 10.0) -> FamilyProof:
+    """Prove with ``optdsl.equivalent`` that ``rule`` is ``target`` (a rule, at its defaults)
+    up to a constant factor of the learning rate: the factor is the ratio of their first
+    updates on ``g = 1``, computed exactly, and ``target``'s ``lr`` is mapped to it times the
+    rule's (what ``match:TARGET``'s top score means, proved)."""
+    import optdsl
+    import sympy as sp
+    from optdsl import symbolic
+    rule = optdsl.parse(rule) if isinstance(rule, str) else rule
+    target = optdsl.resolve(target) if isinstance(target, str) else target
+    if "lr" not in target.hypers or "lr" not in rule.hypers:
+        return FamilyProof("unknown", "the target or the rule has no lr to scale")
+    try:
+        ours, theirs = (symbolic.exact_updates(r, (sp.Integer(1),), {"lr": 1})[0]
+                        for r in (rule, target))
+        factor = sp.simplify(ours / theirs)
+        if not (factor.is_number and bool(factor.evalf(30) > 0)):
+            return FamilyProof("refuted", f"the first updates on g = 1 are {ours} and {theirs}")
+        scale = symbolic.to_text(factor.rewrite(sp.exp))
+    except symbolic.Opaque:
+        return FamilyProof("unknown", "it draws random numbers: no exact proof")
+    except Exception as e:  # noqa: BLE001 - only 'not proven'
+        return FamilyProof("unknown", f"no exact factor ({type(e).__name__}: {e})")
+    at_defaults = {h: repr(float(v)) for h, v in target.defaults.items() if h != "lr"}
+    try:
+        verdict = optdsl.equivalent(target, rule, timeout=timeout,
+                                    hyper_map={**at_defaults, "lr": f"({scale}) * lr"})
+    except optdsl.DSLError as e:
+        return FamilyProof("unknown", str(e))
+    return FamilyProof(verdict.status, f"{target.name} at lr x {scale}: {verdict}")
 
 
 def _scale(mine, theirs, rtol: float = 1e-6):

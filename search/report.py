@@ -5,6 +5,8 @@
 * ``plot_progress``: best score so far against the number of evaluations, baselines as lines.
 * ``plot_curves``: validation curves (at each rule's best learning rate) of the top rules
   against the baselines.
+* ``match_proofs``: on a ``match:TARGET`` task, whether the rules that match the target
+  exactly are proved equal to it up to a constant factor (``optdsl.equivalent``).
 * ``export_rules``: the top rules as ``.opt`` program files (``optdsl check`` accepts them),
   each with a comment header saying where it came from and a default ``lr`` set to its best
   learning rate where the rule is a bare formula.
@@ -67,6 +69,26 @@ def leaderboard(store: Store, task: str, protocol: str, top: int = 10, metric: s
                       f"{r['duration']:.1f}s" if r["duration"] is not None else "-",
                       style="cyan" if baseline else None)
     return table
+
+
+def match_proofs(store: Store, task: str, protocol: str, top: int = 10, most: int = 3) -> list:
+    """For a ``match:TARGET`` task: a line per rule among the ``top`` that matches the target
+    exactly on the streams (the score's cap), at most ``most``, saying whether
+    ``optdsl.equivalent`` proves it TARGET up to a constant factor of lr (``funnel.match_proof``)."""
+    from .funnel import match_proof
+    from .match import MAX_SCORE, PREFIX, is_match
+    if not is_match(task):
+        return []
+    lines = []
+    for row in board_rows(store, task, protocol, top):
+        if row.get("name") or row["score"] is None or row["score"] < MAX_SCORE - 1e-9:
+            continue
+        proof = match_proof(row["rule"], task[len(PREFIX):].strip())
+        lines.append(f"#{row['rank']} {'is' if proof.proved else 'is not proved to be'} "
+                     f"{proof.text}")
+        if len(lines) == most:
+            break
+    return lines
 
 
 def task_protocols(store: Store, task: str | None = None) -> list:

@@ -185,3 +185,26 @@ def test_a_formula_target_names_its_files_by_a_hash(tmp_path, capsys):
     assert files and all(f.startswith(stem + "_rank") and f.endswith(".opt") for f in files)
     for f in files:
         assert main(["check", str(tmp_path / "found" / f)]) == 0
+
+
+def test_the_report_proves_an_exact_match_equal_to_the_target(tmp_path, capsys):
+    """A rule that matches the target on the streams (score at the cap) is proved equal to it
+    up to a constant factor of lr, or said not to be: a scaled PowerSign is proved (lr x 3),
+    exp(sign(g) / (sign(m) + 1e-8)) g, within 2e-8 of PowerSign, is not."""
+    from optdsl.cli import main
+    from optdsl.search.funnel import match_proof
+    seeds = tmp_path / "seeds.opt"
+    seeds.write_text(f"a(lr=1) = lr * 3 * {POWERSIGN[5:]}\n\n"
+                     "b(lr=1) = lr * g * exp(sign(g) / (sign(ema(g, 0.9)) + 1e-8))\n")
+    path = str(tmp_path / "m.sqlite")
+    assert main(["search", "--task", "match:powersign", "--strategy", "random-grammar",
+                 "--budget", "4", "--seeds", str(seeds), "--store", path, "--quiet",
+                 "--no-baselines"]) == 0
+    capsys.readouterr()
+    assert main(["report", path, "--no-plots", "--top", "3"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "is powersign at lr x 3: proved equivalent" in out, out
+    assert "is not proved to be powersign" in out, out
+    assert match_proof(POWERSIGN, "lr * sign(g)").status == "refuted"
+    assert match_proof("lr * exp(sign(g) * sign(ema(g, 0.9))) * g * (1 + 0 * noise(0.1))",
+                       "powersign").status == "unknown"
