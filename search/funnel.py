@@ -145,58 +145,56 @@ def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> FamilyProof:
 
     Every member whose ``u / g`` does not depend on ``t`` is one: with ``c+`` and ``c-`` the
     values of ``u / g`` (lr = 1) where the signs of ``g`` and ``m = ema(g, beta)`` agree and
-    where they do not, ``rule = addsign(lr = C lr, alpha = A, beta)`` with ``C = (c+ - c-) / 2``
-    and ``A = (c+ + c-) / (c+ - c-)`` (PowerSign is ``A = coth(1)``: it is named so when
-    ``c+ / c- = e^2``). ``c+`` and ``c-`` are computed exactly (sympy) from two steps of the
-    rule on ``g = 1, -1/10`` (the second disagrees with ``m``); then the equivalence is proved
-    for every input, or refuted, or left unknown (random numbers, a decay, sympy's limits)."""
+    where they do not, ``u = lr g (c+ (1 + s) + c- (1 - s)) / 2`` with ``s = sign(g) sign(m)``,
+    which is ``addsign`` at ``lr x (c+ - c-) / 2`` with ``alpha = (c+ + c-) / (c+ - c-)``
+    (PowerSign when ``c+ / c- = e^2``). ``c+`` and ``c-`` are computed exactly (sympy) from two
+    steps of the rule on ``g = 1, -1/10`` (the second disagrees with ``m``), written into that
+    form as program text (checked to give them back exactly), and the rule is proved equal to
+    it for every input, or refuted, or left unknown (random numbers, a decay, sympy's
+    limits)."""
     import optdsl
     import sympy as sp
     from optdsl import symbolic
     rule = optdsl.parse(rule) if isinstance(rule, str) else rule
     try:
-        ratios = _exact_ratios(rule)
+        cp, cm = _exact_ratios(rule, beta)
+        ordered = bool((cp - cm).evalf(30) > 0) and bool(cm.evalf(30) >= 0)
     except symbolic.Opaque:
         return FamilyProof("unknown", "it draws random numbers: no exact proof")
     except Exception as e:  # noqa: BLE001 - a rule sympy cannot take is only 'not proven'
-        return FamilyProof("unknown", f"no exact values of u / g ({type(e).__name__})")
-    cp, cm = ratios
-    try:
-        ordered = bool((cp - cm).evalf(30) > 0) and bool(cm.evalf(30) >= 0)
-    except TypeError:  # not a real number (a division by an exact zero)
-        return FamilyProof("unknown", f"u / g is {cp} and {cm} on the exact inputs")
+        return FamilyProof("unknown", f"no exact values of u / g ({type(e).__name__}: {e})")
     if not ordered:
         return FamilyProof("refuted", f"u / g is {cp} where the signs agree and {cm} where not "
                                       "(a member's is larger where they agree, and not negative)")
-    scale, alpha = sp.simplify((cp - cm) / 2), sp.simplify((cp + cm) / (cp - cm))
-    if cm != 0 and sp.simplify(cp / cm - sp.exp(2)) == 0:  # e^+-1 times a factor
-        target, hypers = "powersign", {"lr": sp.simplify(sp.sqrt(cp * cm))}
-    else:
-        target, hypers = "addsign", {"lr": scale, "alpha": alpha}
-    try:  # sympy may write e.g. coth(1); the language has exp
-        text = {h: symbolic.to_text(v.rewrite(sp.exp))
-                for h, v in hypers.items()}
-    except optdsl.DSLError as e:
-        return FamilyProof("unknown", f"the factor cannot be written in the language: {e}")
-    # beta is mapped, not bound: it is the target's (AddSign's) own; the rule keeps its own
-    try:
-        verdict = optdsl.equivalent(optdsl.resolve(target), rule, timeout=timeout, hyper_map={
-            **text, "lr": f"({text['lr']}) * lr", "beta": repr(beta)})
-    except optdsl.DSLError as e:
-        return FamilyProof("unknown", f"{target}: {e}")
-    named = f"{target} at lr x {text['lr']}" + (f", alpha = {text['alpha']}" if "alpha" in text
-                                                 else "")
+    try:  # the member as a program: exact when its constants print exactly
+        plus, minus = (symbolic.to_text(v.rewrite(sp.exp)) for v in (cp, cm))
+        s = f"sign(g) * sign(ema(g, {beta!r}))"
+        member = optdsl.parse(f"member(lr=1) = lr * g * (({plus}) * (1 + {s}) + ({minus}) * "
+                              f"(1 - {s})) / 2")
+        if not all(symbolic.equal(x, y) for x, y in zip(_exact_ratios(member, beta), (cp, cm))):
+            raise optdsl.DSLError(f"{plus}, {minus} do not read back exactly")
+    except (optdsl.DSLError, symbolic.Opaque) as e:
+        return FamilyProof("unknown", f"u / g cannot be written in the language: {e}")
+    verdict = optdsl.equivalent(member, rule, timeout=timeout)
+    scale, alpha = float((cp - cm) / 2), float((cp + cm) / (cp - cm))
+    named = (f"u = lr g (({plus}) (1 + s) + ({minus}) (1 - s)) / 2: "
+             + (f"powersign at lr x {float(sp.sqrt(cp * cm)):.6g}"
+                if cm != 0 and symbolic.equal(cp / cm, sp.exp(2))
+                else f"addsign at lr x {scale:.6g} with alpha = {alpha:.10g}"))
     return FamilyProof(verdict.status, f"{named}: {verdict}")
 
 
-def _exact_ratios(rule) -> tuple:
+def _exact_ratios(rule, beta: float = 0.9) -> tuple:
     """(c+, c-): ``u / g`` of ``rule`` (lr = 1, other hyperparameters at their defaults) at
     step 1 on ``g = 1`` (the signs agree) and step 2 on ``g = -1/10`` (where ``m = ema(g,
-    beta)`` is ``(1 - beta)(beta - 1/10) > 0``: they disagree), as exact sympy numbers."""
+    beta)`` is ``(1 - beta)(beta - 1/10) > 0``: they disagree), as exact sympy numbers, not
+    simplified (sympy would rationalise ``1 / (sqrt(2) + 1e-8)`` into integers of 17 digits,
+    which a program cannot hold exactly)."""
     import sympy as sp
     from optdsl.symbolic import exact_updates
+    assert beta > 0.1, "the second step's g must disagree with m"
     gs = (sp.Integer(1), sp.Rational(-1, 10))
-    return tuple(sp.simplify(u / g) for u, g in zip(exact_updates(rule, gs, {"lr": 1}), gs))
+    return tuple(u / g for u, g in zip(exact_updates(rule, gs, {"lr": 1}), gs))
 
 
 def match_proof(rule, target, timeout: float = 10.0) -> FamilyProof:
