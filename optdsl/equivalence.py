@@ -361,7 +361,9 @@ def _points(symbols, sp, n=3, seed=1):
 
 
 def _maps(src: list, dst: list, limit: int = 400):
-    """Functions from src states to dst states (same kind), bijections first."""
+    """Functions from src states to dst states (same kind), bijections first; then partial
+    ones, a state left out standing for any value (adam's ``v`` where the update reads only
+    ``sign(m / (sqrt(v) + eps))``: the proof must then hold for every value of it)."""
     if not src:
         yield {}
         return
@@ -370,12 +372,21 @@ def _maps(src: list, dst: list, limit: int = 400):
         for perm in itertools.permutations(dst):
             if all(p.kind == s.kind for p, s in zip(perm, src)):
                 yield dict(zip((s.name for s in src), (p.name for p in perm)))
-    for i, combo in enumerate(itertools.product(*options)):
-        if i >= limit:
-            return
+    n = 0
+    for combo in itertools.product(*options):
         if len(src) == len(dst) and len(set(id(c) for c in combo)) == len(combo):
             continue  # a bijection: already tried
+        n += 1
+        if n > limit:
+            return
         yield {s.name: c.name for s, c in zip(src, combo)}
+    for combo in itertools.product(*[o + [None] for o in options]):
+        if None not in combo:
+            continue  # a total function: already tried
+        n += 1
+        if n > limit:
+            return
+        yield {s.name: c.name for s, c in zip(src, combo) if c is not None}
 
 
 def single_step(pair: Pair):

@@ -181,7 +181,16 @@ def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> FamilyProof:
              + (f"powersign at lr x {float(sp.sqrt(cp * cm)):.6g}"
                 if cm != 0 and symbolic.equal(cp / cm, sp.exp(2))
                 else f"addsign at lr x {scale:.6g} with alpha = {alpha:.10g}"))
-    return FamilyProof(verdict.status, f"{named}: {verdict}")
+    return _for_every_step(verdict, named)
+
+
+def _for_every_step(verdict, named: str) -> FamilyProof:
+    """A proof for every step (single-step, by induction) is a proof; one of the first k
+    steps unrolled is not (states the induction could not match may part later)."""
+    status = verdict.status
+    if verdict.proved and verdict.method != "single-step":
+        status = "unknown"
+    return FamilyProof(status, f"{named}: {verdict}")
 
 
 def _exact_ratios(rule, beta: float = 0.9) -> tuple:
@@ -226,7 +235,7 @@ def match_proof(rule, target, timeout: float = 10.0) -> FamilyProof:
                                     hyper_map={**at_defaults, "lr": f"({scale}) * lr"})
     except optdsl.DSLError as e:
         return FamilyProof("unknown", str(e))
-    return FamilyProof(verdict.status, f"{target.name} at lr x {scale}: {verdict}")
+    return _for_every_step(verdict, f"{target.name} at lr x {scale}")
 
 
 def _scale(mine, theirs, rtol: float = 1e-6):

@@ -105,6 +105,12 @@ PAIRS = [
      "/ (1 - 0.999^t)) + 1e-08)))))",
      {"bind": {"alpha": 1, "beta": 0.9}, "hyper_map": {"lr": "lr * sqrt(2) / 2"}},
      "proved", "single-step"),
+    # two emas of g for one of addsign's, and a v that no state of addsign stands for: a
+    # partial state map, v universally quantified (an evolution search's member)
+    ("addsign == g sign(m) (sign(adam) + sign(g))", "addsign",
+     "a(lr=1) = lr * (g * sign(sign(ema(g, 0.9))) * (sign(ema(g, 0.9) / (1 - 0.9^t) / "
+     "(sqrt(ema(g^2, 0.999) / (1 - 0.999^t)) + 1e-08)) + sign(g)))",
+     {"bind": {"alpha": 1, "beta": 0.9}, "hyper_map": {"lr": "lr"}}, "proved", "single-step"),
     # a clip keeps the sign; clip(sign(m), -c, c) is c sign(m)
     ("signSGD == sign(clip(g))", "lr * sign(g)", "lr * sign(clip(g, -1e-4, 1e-4))", {},
      "proved", "single-step"),
