@@ -354,8 +354,9 @@ def _points(symbols, sp, n=3, seed=1):
         for s in symbols:
             if s.is_integer:
                 pt[s] = sp.Integer(rng.randint(1, 6))
-            else:
-                pt[s] = sp.Float(rng.choice([-1, 1]) * rng.uniform(0.2, 2.0), 30)
+            else:  # a nonnegative state (ema(g^2)) is drawn nonnegative
+                sign = 1 if s.is_nonnegative else rng.choice([-1, 1])
+                pt[s] = sp.Float(sign * rng.uniform(0.2, 2.0), 30)
         out.append(pt)
     return out
 
