@@ -129,9 +129,9 @@ def _family_on(rule, p0, grads, beta: float, tol: float) -> str | None:
 
 
 @dataclass(frozen=True)
-class FamilyProof:
-    """The exact check of a family member: ``status`` proved | refuted | unknown (as
-    ``optdsl.equivalent``), ``text`` what was proved or why not."""
+class Proof:
+    """An exact check (``family_proof``, ``match_proof``): ``status`` proved | refuted |
+    unknown (as ``optdsl.equivalent``), ``text`` what was proved or why not."""
     status: str
     text: str
 
@@ -140,7 +140,7 @@ class FamilyProof:
         return self.status == "proved"
 
 
-def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> FamilyProof:
+def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> Proof:
     """Prove with ``optdsl.equivalent`` that ``rule`` is AddSign up to a constant factor.
 
     Every member whose ``u / g`` does not depend on ``t`` is one: with ``c+`` and ``c-`` the
@@ -160,11 +160,11 @@ def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> FamilyProof:
         cp, cm = _exact_ratios(rule, beta)
         ordered = bool((cp - cm).evalf(30) > 0) and bool(cm.evalf(30) >= 0)
     except symbolic.Opaque:
-        return FamilyProof("unknown", "it draws random numbers: no exact proof")
+        return Proof("unknown", "it draws random numbers: no exact proof")
     except Exception as e:  # noqa: BLE001 - a rule sympy cannot take is only 'not proven'
-        return FamilyProof("unknown", f"no exact values of u / g ({type(e).__name__}: {e})")
+        return Proof("unknown", f"no exact values of u / g ({type(e).__name__}: {e})")
     if not ordered:
-        return FamilyProof("refuted", f"u / g is {cp} where the signs agree and {cm} where not "
+        return Proof("refuted", f"u / g is {cp} where the signs agree and {cm} where not "
                                       "(a member's is larger where they agree, and not negative)")
     try:  # the member as a program: exact when its constants print exactly
         plus, minus = (symbolic.to_text(v.rewrite(sp.exp)) for v in (cp, cm))
@@ -174,7 +174,7 @@ def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> FamilyProof:
         if not all(symbolic.equal(x, y) for x, y in zip(_exact_ratios(member, beta), (cp, cm))):
             raise optdsl.DSLError(f"{plus}, {minus} do not read back exactly")
     except (optdsl.DSLError, symbolic.Opaque) as e:
-        return FamilyProof("unknown", f"u / g cannot be written in the language: {e}")
+        return Proof("unknown", f"u / g cannot be written in the language: {e}")
     verdict = optdsl.equivalent(member, rule, timeout=timeout)
     scale, alpha = float((cp - cm) / 2), float((cp + cm) / (cp - cm))
     named = (f"u = lr g (({plus}) (1 + s) + ({minus}) (1 - s)) / 2: "
@@ -184,13 +184,13 @@ def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> FamilyProof:
     return _for_every_step(verdict, named)
 
 
-def _for_every_step(verdict, named: str) -> FamilyProof:
+def _for_every_step(verdict, named: str) -> Proof:
     """A proof for every step (single-step, by induction) is a proof; one of the first k
     steps unrolled is not (states the induction could not match may part later)."""
     status = verdict.status
     if verdict.proved and verdict.method != "single-step":
         status = "unknown"
-    return FamilyProof(status, f"{named}: {verdict}")
+    return Proof(status, f"{named}: {verdict}")
 
 
 def _exact_ratios(rule, beta: float = 0.9) -> tuple:
@@ -201,12 +201,13 @@ def _exact_ratios(rule, beta: float = 0.9) -> tuple:
     which a program cannot hold exactly)."""
     import sympy as sp
     from optdsl.symbolic import exact_updates
-    assert beta > 0.1, "the second step's g must disagree with m"
+    if not beta > 0.1:
+        raise ValueError(f"beta {beta}: the second step's g must disagree with m (beta > 0.1)")
     gs = (sp.Integer(1), sp.Rational(-1, 10))
     return tuple(u / g for u, g in zip(exact_updates(rule, gs, {"lr": 1}), gs))
 
 
-def match_proof(rule, target, timeout: float = 10.0) -> FamilyProof:
+def match_proof(rule, target, timeout: float = 10.0) -> Proof:
     """Prove with ``optdsl.equivalent`` that ``rule`` is ``target`` (a rule, at its defaults)
     up to a constant factor of the learning rate: the factor is the ratio of their first
     updates on ``g = 1``, computed exactly, and ``target``'s ``lr`` is mapped to it times the
@@ -217,24 +218,24 @@ def match_proof(rule, target, timeout: float = 10.0) -> FamilyProof:
     rule = optdsl.parse(rule) if isinstance(rule, str) else rule
     target = optdsl.resolve(target) if isinstance(target, str) else target
     if "lr" not in target.hypers or "lr" not in rule.hypers:
-        return FamilyProof("unknown", "the target or the rule has no lr to scale")
+        return Proof("unknown", "the target or the rule has no lr to scale")
     try:
         ours, theirs = (symbolic.exact_updates(r, (sp.Integer(1),), {"lr": 1})[0]
                         for r in (rule, target))
-        factor = sp.simplify(ours / theirs)
+        factor = ours / theirs  # not simplified: see _exact_ratios
         if not (factor.is_number and bool(factor.evalf(30) > 0)):
-            return FamilyProof("refuted", f"the first updates on g = 1 are {ours} and {theirs}")
+            return Proof("refuted", f"the first updates on g = 1 are {ours} and {theirs}")
         scale = symbolic.to_text(factor.rewrite(sp.exp))
     except symbolic.Opaque:
-        return FamilyProof("unknown", "it draws random numbers: no exact proof")
+        return Proof("unknown", "it draws random numbers: no exact proof")
     except Exception as e:  # noqa: BLE001 - only 'not proven'
-        return FamilyProof("unknown", f"no exact factor ({type(e).__name__}: {e})")
+        return Proof("unknown", f"no exact factor ({type(e).__name__}: {e})")
     at_defaults = {h: repr(float(v)) for h, v in target.defaults.items() if h != "lr"}
     try:
         verdict = optdsl.equivalent(target, rule, timeout=timeout,
                                     hyper_map={**at_defaults, "lr": f"({scale}) * lr"})
     except optdsl.DSLError as e:
-        return FamilyProof("unknown", str(e))
+        return Proof("unknown", str(e))
     return _for_every_step(verdict, f"{target.name} at lr x {scale}")
 
 
