@@ -306,12 +306,23 @@ class _Side:
         nonneg = {s.name for s in rule.slots}
         while True:
             self.sym, self.exprs, init = translated(nonneg)
-            held = {n for n in nonneg if init[n].is_nonnegative and self.exprs[n].is_nonnegative}
+            held = {n for n in nonneg if init[n].is_nonnegative and self.exprs[n].is_nonnegative
+                    and not _may_be_nan(init[n]) and not _may_be_nan(self.exprs[n])}
             if held == nonneg:
                 break
             nonneg = held
         self.live = live_slots(rule, self.exprs, self.sym)
         self.init = {s.name: init[s.name] for s in self.live}
+
+
+def _may_be_nan(e) -> bool:
+    """Whether ``e`` holds a root, a non-integer power or a log (NaN of a negative number in
+    the language, which sympy's assumptions do not see: |sqrt(x)| is 'nonnegative'), or an
+    opaque call."""
+    import sympy as sp
+    from sympy.core.function import AppliedUndef
+    return (any(not r.exp.is_Integer for r in e.atoms(sp.Pow)) or bool(e.atoms(sp.log))
+            or bool(e.atoms(AppliedUndef)))
 
 
 def _numeric_close(exprs, points, sp) -> bool:

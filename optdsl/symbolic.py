@@ -19,7 +19,6 @@ with state correspondences, k-step unrolling, wall-clock budgets) and ``optdsl.c
 from __future__ import annotations
 
 import math
-import random
 import re
 
 import sympy as sp
@@ -109,8 +108,13 @@ def exact_updates(rule: Rule, grads, hypers: dict | None = None, p0=1) -> list:
     return out
 
 
+_HYPERS: set = set()  # every hyperparameter symbol made: generic, as a proof's semantics has it
+
+
 def hyper_symbol(name: str) -> sp.Symbol:
-    return sp.Symbol(name, real=True)
+    symbol = sp.Symbol(name, real=True)
+    _HYPERS.add(symbol)
+    return symbol
 
 
 def state_symbol(name: str, prefix: str = "") -> sp.Symbol:
@@ -258,34 +262,32 @@ def _zero_in_both_sign_cases(e: sp.Expr, depth: int, splits: int) -> bool:
                for v in cases)
 
 
-_REGIONAL = (sp.Min, sp.Max, sp.floor, sp.ceiling, sp.Mod, sp.Piecewise, sp.Heaviside)
+_GRADIENT = re.compile(r"g\d*")  # the symbols of a step's gradient (g) and of unrolled ones
 
 
 def _zero_only_on_a_null_set(x: sp.Expr) -> bool:
     """Whether ``x`` is 0 (or NaN, whose sign is 0 in the language) only on a set of measure
-    zero, so that ``sign(x)`` is +-1 at generic points: ``x`` is built by arithmetic, exp,
-    sign and abs from real symbols, its roots and logs of arguments known nonnegative, it
-    holds no integer symbol (a function of the step ``t`` vanishes on whole steps), no max,
-    clip, floor or piecewise part and no opaque call (those vanish on regions), and it is
-    not 0 at a random point (a nonzero real-analytic function vanishes on a null set)."""
-    from sympy.core.function import AppliedUndef
-    if any(sym.is_integer for sym in x.free_symbols) or x.has(*_REGIONAL) \
-            or x.atoms(AppliedUndef):
+    zero whatever the states, ``p`` and hyperparameters are, so that ``sign(x)`` is +-1 at
+    generic points: ``x`` is a polynomial in the gradients (``g``, or ``g1 .. gk`` unrolled)
+    whose coefficients are polynomials in the other symbols, and one of its terms of positive
+    degree in a gradient has a nonzero number, or a nonzero polynomial in hyperparameters
+    (generic, as everywhere in a proof), as its coefficient (``0.9 m + 0.1 g``, ``beta1 m + (1
+    - beta1) g``, ``0.999 v + 0.001 g^2``; not ``m g``: a state or ``p`` can be 0 on whole
+    trajectories, e.g. a state ``prev(max(1000 - g, 0))``). A polynomial in g that is not 0 as
+    a polynomial vanishes at finitely many g."""
+    gradients = [sym for sym in x.free_symbols if _GRADIENT.fullmatch(sym.name)]
+    others = [sym for sym in x.free_symbols if sym not in gradients]
+    if not gradients:
         return False
-    for r in x.atoms(sp.Pow):
-        if r.exp.is_Rational and not r.exp.is_Integer and not _positive(r.base):
-            return False
-    if any(not _positive(f.args[0]) for f in x.atoms(sp.log)):
-        return False
-    rng = random.Random(7)
-    point = {sym: sp.Float(rng.uniform(0.3, 1.7) * (1 if sym.is_nonnegative
-                                                    else rng.choice((-1, 1))), 30)
-             for sym in sorted(x.free_symbols, key=str)}
     try:
-        v = x.xreplace(point).evalf(30)
-    except Exception:  # noqa: BLE001 - not known: not generic
+        poly = sp.Poly(sp.expand(x), *gradients)
+    except sp.PolynomialError:
         return False
-    return bool(v.is_Number and v.is_finite and abs(v) > 1e-20)
+    if not all(c.is_polynomial(*others) for c in poly.coeffs()):
+        return False
+    def generic(c) -> bool:  # a nonzero number, or a nonzero polynomial in hyperparameters
+        return c != 0 and (c.is_number or c.free_symbols <= _HYPERS)
+    return any(any(m) and generic(c) for m, c in zip(poly.monoms(), poly.coeffs()))
 
 
 def equal(a: sp.Expr, b: sp.Expr) -> bool:

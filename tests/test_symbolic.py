@@ -306,7 +306,7 @@ def test_a_sign_split_proves_only_what_holds_in_every_case():
     that vanishes in one case only is not (sign(x) - 1 is 0 for x > 0 only)."""
     import sympy as sp
     from optdsl.symbolic import is_zero
-    x, y = sp.symbols("x y", real=True)
+    x, y = sp.symbols("g1 g2", real=True)  # gradients: a sign of a state is not split as +-1
     assert is_zero(sp.sqrt(sp.Abs(sp.sign(x) + sp.sign(y))) - sp.sqrt(2) * (1 + sp.sign(x * y)) / 2)
     assert is_zero(sp.sign(sp.Min(sp.Max(x, -sp.Rational(1, 10)), sp.Rational(1, 10))) - sp.sign(x))
     t = sp.Symbol("t", integer=True, positive=True)
@@ -328,15 +328,27 @@ FALSE_PAIRS = [  # equal where the sign's argument is nonzero, different on a re
      "lr * g * (mean(0 * g + 1) * (1 + sign(g + 1000)) / 2 + mean(0 * g - 1) * (1 - sign(g + 1000)) / 2)"),
     # sqrt of a negative number is NaN, whose sign is 0: not a positive root
     ("lr * g * sign(sqrt(g + 1000) + 1)", "lr * g"),
+    # a second review: a state, p or a hyperparameter can sit on the "null set" for whole
+    # trajectories or at its default; sign and abs are not analytic
+    ("lr * g", "lr * g * sign(prev(max(1000 - g, 0), 1))"),
+    ("lr * g", "lr * g * sign(prev(where(t > 5, 0, 1), 1))^2"),
+    ("lr * g", "lr * g * sign(prev(abs(sqrt(1000 - g)) + 1, 1))"),
+    ("lr * g * sign(ema(g, 0.9))^2", "lr * g * sign(prev(max(1000 - g, 0), 1))"),
+    ("where(t == 5, p - 1000, lr * g)", "where(t == 5, p - 1000, lr * g * sign(p - 1000)^2)"),
+    ("lr * g", "lr * g * sign((1000 - g)^p)^2"),
+    ("lr * g", "lr * g * sign(1 - sign(g - 1000))^2"),
+    ("lr * g", "lr * g * sign(abs(g - 1000) + 1000 - g)^2"),
+    ("a(lr=1, eps=0) = lr * g + eps", "b(lr=1, eps=0) = lr * g * where(g > 1000, sign(eps)^2, 1) + eps"),
 ]
 
 
 @pytest.mark.parametrize("a,b", FALSE_PAIRS)
 def test_no_proof_where_a_sign_argument_is_zero_on_a_region(a, b):
-    """Found by a review of the sign split: each pair differs for g < -1000 or t > 300, where
-    the numeric probes do not go; the symbolic phase must not prove them."""
+    """Found by two reviews of the sign rules: each pair differs for |g| > 1000, t > 5 or
+    at a default, where the numeric probes do not go; no proof for every step (single-step)
+    may claim them (an unrolled proof of the first 3 steps can be true)."""
     v = equivalent(a, b, timeout=20)
-    assert not v.proved, v
+    assert not (v.proved and v.method == "single-step"), v
 
 
 def test_a_sign_of_the_step_is_proved_for_the_unrolled_steps_only():
