@@ -11,6 +11,11 @@ rationals (``0.9 -> 9/10``), and the values of ``E``, ``pi``, ``inf`` become ``E
 Semantics of a proof: two expressions are *equal* when they agree at every real point where both
 are defined, excluding the measure-zero sets where an argument of ``sign``/``abs`` or a
 denominator vanishes (so ``m / sqrt(m^2) = sign(m)``, as in any computer algebra system).
+Not modelled: the NaN a root or log of a negative number gives in the language (sympy's
+``sqrt(x)^2 = x``, ``exp(log(x)) = x``, ``sign(exp(sqrt(x))) = 1``) and float over- and
+underflow; a proof holds where the rules' values are real and finite. Where a sign's
+argument may be 0 on a region (a state, ``p``, a clip, a function of ``t``), a proof takes
+the 0 case too (``_zero_only_on_a_null_set``).
 
 The rest of the symbolic layer: ``optdsl.equivalence`` (numeric probing, single-step proofs
 with state correspondences, k-step unrolling, wall-clock budgets) and ``optdsl.canonical``
