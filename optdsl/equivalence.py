@@ -319,8 +319,8 @@ def _may_be_nan(e) -> bool:
     """Whether ``e`` holds a root, a non-integer power or a log (NaN of a negative number in
     the language, which sympy's assumptions do not see: |sqrt(x)| is 'nonnegative'), or an
     opaque call."""
-    import sympy as sp
-    from sympy.core.function import AppliedUndef
+    import sympy as sp  # heavy: only for the proofs
+    from sympy.core.function import AppliedUndef  # sympy: only for the proofs
     return (any(not r.exp.is_Integer for r in e.atoms(sp.Pow)) or bool(e.atoms(sp.log))
             or bool(e.atoms(AppliedUndef)))
 

@@ -27,6 +27,7 @@ import math
 import re
 
 import sympy as sp
+from sympy.core.function import AppliedUndef
 
 from . import ir
 from .errors import DSLError
@@ -254,7 +255,6 @@ def _zero_in_both_sign_cases(e: sp.Expr, depth: int, splits: int) -> bool:
     too unless ``x`` is 0 only on a null set. Signs inside an opaque call (a per-tensor
     reduction such as ``mean(sign(g))``, a schedule) are not split on: the call stands for a
     symbol of its own meanwhile (one element's sign says nothing of a mean)."""
-    from sympy.core.function import AppliedUndef
     calls = {c: sp.Dummy("call") for c in e.atoms(AppliedUndef)}
     masked = e.xreplace(calls)
     inner = [s for s in masked.atoms(sp.sign) if not s.args[0].has(sp.sign)]
