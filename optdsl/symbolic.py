@@ -168,6 +168,11 @@ def _sign_of(arg: sp.Expr) -> sp.Expr:
         rest = [a for a in arg.args if not keeps(a)]
         if rest and len(rest) < len(arg.args):
             return _sign_of(type(arg)(*rest))
+    return _definite_sign(arg)
+
+
+def _definite_sign(arg: sp.Expr) -> sp.Expr:
+    """1 (-1) for what is nonnegative (nonpositive) and 0 only on a null set, else sign(arg)."""
     if (arg.is_nonnegative or arg.is_nonpositive) and _zero_only_on_a_null_set(arg):
         return sp.Integer(1 if arg.is_nonnegative else -1)
     return sp.sign(arg)
@@ -194,9 +199,7 @@ def _sign_of_sum(arg: sp.Expr) -> sp.Expr:
     if (const.is_positive and k.is_negative and power.is_Pow and power.exp == T_SYMBOL
             and power.base.is_number and 0 < power.base < 1 and -k * power.base < const):
         return sp.Integer(1)
-    if (arg.is_nonnegative or arg.is_nonpositive) and _zero_only_on_a_null_set(arg):
-        return sp.Integer(1 if arg.is_nonnegative else -1)
-    return sp.sign(arg)
+    return _definite_sign(arg)
 
 
 def _branches(e: sp.Expr):
@@ -219,10 +222,10 @@ def is_zero(e: sp.Expr, depth: int = 0, splits: int = SIGN_SPLITS) -> bool:
 
     When expanding and cancelling do not get there and ``e`` takes signs (``sign(x)``, and
     ``|x| = x sign(x)``), each sign is split on, innermost first: ``e`` must be 0 with
-    ``sign(x)`` replaced by 1 and by -1 (each case an identity in everything else, which is
+    ``sign(x)`` replaced by 1, by -1 and, unless ``x`` is 0 only on a null set
+    (``_zero_only_on_a_null_set``), by 0 (each case an identity in everything else, which is
     more than needed, so a proof is sound). Then ``clip(sign(m), -c, c)`` and ``sqrt(|sign(g) +
-    sign(m)|)`` evaluate. ``sign(x) = 0`` is the measure-zero set the semantics excludes
-    (module docstring). ``sympy.simplify`` comes last, on the unsplit expression.
+    sign(m)|)`` evaluate. ``sympy.simplify`` comes last, on the unsplit expression.
     """
     if e == 0:
         return True
@@ -237,7 +240,7 @@ def is_zero(e: sp.Expr, depth: int = 0, splits: int = SIGN_SPLITS) -> bool:
     for step in (sp.expand, sp.cancel, sp.together):
         if _zero_after(step, e):
             return True
-    if splits > 0 and _zero_in_both_sign_cases(e, depth, splits):
+    if splits > 0 and _zero_in_every_sign_case(e, depth, splits):
         return True
     return _zero_after(sp.simplify, e)
 
@@ -250,7 +253,7 @@ def _zero_after(step, e: sp.Expr) -> bool:
     return _sign_rules(r) == 0
 
 
-def _zero_in_both_sign_cases(e: sp.Expr, depth: int, splits: int) -> bool:
+def _zero_in_every_sign_case(e: sp.Expr, depth: int, splits: int) -> bool:
     """``is_zero`` of ``e`` with its first innermost ``sign(x)`` taken as 1 and as -1, and as 0
     too unless ``x`` is 0 only on a null set. Signs inside an opaque call (a per-tensor
     reduction such as ``mean(sign(g))``, a schedule) are not split on: the call stands for a
@@ -290,9 +293,8 @@ def _zero_only_on_a_null_set(x: sp.Expr) -> bool:
         return False
     if not all(c.is_polynomial(*others) for c in poly.coeffs()):
         return False
-    def generic(c) -> bool:  # a nonzero number, or a nonzero polynomial in hyperparameters
-        return c != 0 and (c.is_number or c.free_symbols <= _HYPERS)
-    return any(any(m) and generic(c) for m, c in zip(poly.monoms(), poly.coeffs()))
+    return any(any(m) and c != 0 and (c.is_number or c.free_symbols <= _HYPERS)
+               for m, c in zip(poly.monoms(), poly.coeffs()))
 
 
 def equal(a: sp.Expr, b: sp.Expr) -> bool:
