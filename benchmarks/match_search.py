@@ -6,8 +6,8 @@ evaluated in this process in batches of 16 (as ``optdsl search --task match:...`
 the same filters for every strategy, no baselines, ``--budget`` evaluations. Measured per
 search: the evaluations until the first member of the PowerSign/AddSign family is evaluated,
 by the numeric check (``search/funnel.family``) and proved (``search/funnel.family_proof``:
-``optdsl.equivalent`` to AddSign or PowerSign up to a constant factor; the medians count
-proved members), the best-so-far score against
+``optdsl.equivalent`` to AddSign or PowerSign up to a factor of lr, constant or a decay; the
+medians count proved members), the best-so-far score against
 evaluations, the RL controller's reward curve, wall time and the strategy's own seconds per
 candidate (wall time minus evaluation time). Writes OUT/results.json, OUT/summary.md and the
 plots OUT/best_TARGET.png (median and range over seeds per strategy) and OUT/rl_reward.png.
@@ -78,7 +78,7 @@ def read_store(store, sid: int) -> dict:
     of the PowerSign/AddSign family by the numeric check (``search/funnel.family``) and the
     first one proved (``family_proof``: ``optdsl.equivalent`` to AddSign or PowerSign up to a
     constant factor; tried on each numeric member in turn), the best and its curve."""
-    from optdsl.search.funnel import family, family_proof, known_as
+    from optdsl.search.funnel import OFFLINE_PROOF_TIMEOUT, family, family_proof, known_as
     search = store.search(sid)
     evals, first, proved, best, curve, proofs = 0, None, None, None, [], {}
     for p in store.proposals(sid):
@@ -93,7 +93,7 @@ def read_store(store, sid: int) -> dict:
                       "known_as": known_as(p["rule"])}
             first = first or member
             if p["rule"] not in proofs:  # a search proposes a rule's text more than once
-                proofs[p["rule"]] = family_proof(p["rule"])
+                proofs[p["rule"]] = family_proof(p["rule"], timeout=OFFLINE_PROOF_TIMEOUT)
             proof = proofs[p["rule"]]
             if proof.proved:
                 proved = {**member, "proof": proof.text}

@@ -96,7 +96,7 @@ def running_time(created_at: float, finished: list) -> float | None:
 
 def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
     """One search store: the figures of item 1 of the module doc."""
-    from optdsl.search.funnel import family, family_proof, known_as
+    from optdsl.search.funnel import OFFLINE_PROOF_TIMEOUT, family, family_proof, known_as
     from optdsl.search.store import Store
     store = Store(path, create=False)
     search = store.search()
@@ -124,7 +124,7 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
             where = e["status"] if e["status"] != "ok" else (e.get("rung") or "full")
             spent[where] = spent.get(where, 0.0) + (e["duration"] or 0.0)
         if first_family is None and family(p["rule"]):
-            proof = family_proof(p["rule"])
+            proof = family_proof(p["rule"], timeout=OFFLINE_PROOF_TIMEOUT)
             first_family = {"at": evals, "rule": p["rule"], "known_as": known_as(p["rule"]),
                             "rung": e.get("rung"), "status": e["status"],
                             "score": e["score"], "proof": f"{proof.status}: {proof.text}"}

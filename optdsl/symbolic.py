@@ -92,17 +92,18 @@ def translate(roots, leaf, overrides: dict | None = None) -> dict:
     return out
 
 
-def exact_updates(rule: Rule, grads, hypers: dict | None = None, p0=1) -> list:
+def exact_updates(rule: Rule, grads, hypers: dict | None = None, p0=1, t0=1) -> list:
     """The updates of ``rule`` on the gradients ``grads`` (one scalar per step, from ``p0``) as
     exact sympy numbers: constants are rationals, ``exp(1)`` is ``E``. Hyperparameters are the
-    rule's defaults, ``hypers`` overriding. Raises ``Opaque`` for a rule that draws random
-    numbers."""
+    rule's defaults, ``hypers`` overriding. The first step is step ``t0``, with the states'
+    initial values; ``t0`` may be a symbol (``T_SYMBOL``), and the updates are then expressions
+    in it. Raises ``Opaque`` for a rule that draws random numbers."""
     values = {**rule.defaults, **(hypers or {})}
     env_h = {h: number(values[h]) for h in rule.hypers}
     p, states, out = sp.sympify(p0), None, []
     root = rule.new_p if rule.assigns_p else rule.update
-    for t, g in enumerate(grads, 1):
-        env = {"g": sp.sympify(g), "p": p, "t": sp.Integer(t)}
+    for k, g in enumerate(grads):
+        env = {"g": sp.sympify(g), "p": p, "t": sp.sympify(t0) + k}
         if states is None:
             init = translate([s.init for s in rule.slots], leaf_map(env_h, env, {}))
             states = {s.name: init[s.init] for s in rule.slots}

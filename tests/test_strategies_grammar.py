@@ -136,9 +136,8 @@ def test_the_family_check_does_not_depend_on_a_constant_factor(factor):
 
 def test_the_family_proof_names_the_constant_factor_and_refuses_what_it_cannot_prove():
     """family_proof computes u / g exactly and proves the rule equal to AddSign (or PowerSign)
-    at a constant factor with optdsl.equivalent; a rule with random numbers, one whose u / g
-    depends on t, and a non-member are not proved, though the numeric check passes the
-    first two."""
+    at a constant factor with optdsl.equivalent; a rule with random numbers and a non-member
+    are not proved, though the numeric check passes the first."""
     member = "a(lr=1) = lr * g / (sqrt(abs(clip(sign(ema(g, 0.9)), -1e-3, 1e-3) - clip(sign(g), -1e-3, 1e-3))) + 1e-8)"
     proof = family_proof(member)
     assert proof.proved, proof
@@ -149,8 +148,6 @@ def test_the_family_proof_names_the_constant_factor_and_refuses_what_it_cannot_p
     assert family_proof(POWERSIGN).proved
     noisy = "a(lr=1) = lr * g * sqrt(abs(sign(g) + sign(ema(g, 0.9)))) * (1 + 0 * noise(0.1))"
     assert family(noisy) == "addsign" and family_proof(noisy).status == "unknown"
-    decayed = "lr * exp(0.5 * linear_decay(t, 300) * sign(g) * sign(ema(g, 0.9))) * g"
-    assert family(decayed) and not family_proof(decayed).proved
     assert family_proof("lr * (1 - sign(g) * sign(ema(g, 0.9))) * g").status == "refuted"
     # the rule's own beta and alpha are its own: beta 0.5 is no member, alpha 2 is one
     assert not family_proof("a(lr=1, beta=0.5) = lr * (1 + sign(g) * sign(ema(g, beta))) * g").proved
@@ -164,6 +161,27 @@ def test_the_family_proof_names_the_constant_factor_and_refuses_what_it_cannot_p
     saturating = ("a(lr=1) = lr * (g * sqrt(abs(clip(ema(g, 0.9) / (1 - 0.9^t) / (sqrt(ema(g^2, 0.999) "
                   "/ (1 - 0.999^t)) + 1e-08), -1e-05, 1e-05) + clip(sign(g), -0.001, 0.001))))")
     assert not family_proof(saturating, timeout=5).proved
+
+
+def test_the_family_proof_covers_members_with_a_decay():
+    """A member whose u / g depends on t (Bello et al.'s decayed PowerSign, AddSign with a bias
+    correction as its learning-rate decay) is proved with c+(t) and c-(t) as expressions in t;
+    one whose sign term changes sign with t is refuted at the first step where it does, and
+    Adam (u / g negative where the signs disagree) is refuted too."""
+    decayed = "lr * exp(0.5 * linear_decay(t, 300) * sign(g) * sign(ema(g, 0.9))) * g"
+    proof = family_proof(decayed)
+    assert family(decayed) and proof.proved, proof
+    assert "(exp(linear_decay(t, 300) / 2)) (1 + s)" in proof.text
+    assert "powersign with a decay of its exponent" in proof.text
+    corrected = family_proof("lr * g * (1 + sign(g) * sign(ema(g, 0.9))) / (1 - 0.9^t)")
+    assert corrected.proved and "addsign whose scale and alpha depend on t" in corrected.text
+    scheduled = family_proof("lr * g * exp(sign(g) * sign(ema(g, 0.9))) * reciprocal(t, 100)")
+    assert scheduled.proved and "powersign at lr x reciprocal(t, 100)" in scheduled.text, scheduled
+    swinging = family_proof("lr * g * (1 + sign(g) * sign(ema(g, 0.9)) * cos(t))")
+    assert swinging.status == "refuted" and "c+ < c- at step 2" in swinging.text, swinging
+    late = family_proof("lr * g * (1 + sign(g) * sign(ema(g, 0.9)) * (1 - 2 * (t > 5000)))")
+    assert late.status == "refuted" and "at step 5001" in late.text, late
+    assert family_proof("adam").status == "refuted"
 
 
 def test_a_rule_that_is_addsign_only_where_its_clipped_terms_saturate_is_no_member():
