@@ -157,7 +157,9 @@ def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> Proof:
     is proved equal to it for every input, or refuted, or left unknown (random numbers,
     sympy's limits). The order ``c+ > c- >= 0`` is checked exactly for constants and at every
     step of ``ORDER_STEPS`` (``c+ >= c-`` there: a decay may end at sgd, and ``c+ > c-`` at
-    step 1) for values that depend on t."""
+    step 1) for values that depend on t. "refuted" is said of the member those values make:
+    a rule whose decay lives in a state (a step counter of its own) is refuted though it is a
+    member, because its first steps cannot show the decay."""
     import optdsl
     import sympy as sp
     from optdsl import symbolic

@@ -167,15 +167,18 @@ def test_the_family_proof_covers_members_with_a_decay():
     """A member whose u / g depends on t (Bello et al.'s decayed PowerSign, AddSign with a bias
     correction as its learning-rate decay) is proved with c+(t) and c-(t) as expressions in t;
     one whose sign term changes sign with t is refuted at the first step where it does, and
-    Adam (u / g negative where the signs disagree) is refuted too."""
+    Adam (u / g negative where the signs disagree) is refuted too. (sympy takes 1-4 s for each
+    proof on an idle machine; the time limit is for a loaded one.)"""
     decayed = "lr * exp(0.5 * linear_decay(t, 300) * sign(g) * sign(ema(g, 0.9))) * g"
-    proof = family_proof(decayed)
+    proof = family_proof(decayed, timeout=60)
     assert family(decayed) and proof.proved, proof
     assert "(exp(linear_decay(t, 300) / 2)) (1 + s)" in proof.text
     assert "powersign with a decay of its exponent" in proof.text
-    corrected = family_proof("lr * g * (1 + sign(g) * sign(ema(g, 0.9))) / (1 - 0.9^t)")
+    corrected = family_proof("lr * g * (1 + sign(g) * sign(ema(g, 0.9))) / (1 - 0.9^t)",
+                             timeout=60)
     assert corrected.proved and "addsign whose scale and alpha depend on t" in corrected.text
-    scheduled = family_proof("lr * g * exp(sign(g) * sign(ema(g, 0.9))) * reciprocal(t, 100)")
+    scheduled = family_proof("lr * g * exp(sign(g) * sign(ema(g, 0.9))) * reciprocal(t, 100)",
+                             timeout=60)
     assert scheduled.proved and "powersign at lr x reciprocal(t, 100)" in scheduled.text, scheduled
     swinging = family_proof("lr * g * (1 + sign(g) * sign(ema(g, 0.9)) * cos(t))")
     assert swinging.status == "refuted" and "c+ < c- at step 2" in swinging.text, swinging
@@ -340,6 +343,29 @@ def test_evolution_restarts_from_its_warm_start_when_the_best_stalls():
     assert (restored.level, restored.restarts, restored.warm_members) == (0.5, 1, s.warm_members)
     feed(1, lambda i: 0.9)  # a real gain: the count starts again
     assert s.stalled == 0 and s.best[1] == 0.9
+
+
+def test_evolution_with_tie_breeds_from_the_smallest_of_the_near_best():
+    """tie=d (parsimony): in a tournament, and for the elite, scores within d of the best count
+    as equal and the smallest program among them wins, so that a rule that gains 0.03 with two
+    more terms does not take over from sgd; a rise of more than d wins whatever its size."""
+    sgd, bloat = bello_program("x1 = (g)"), bello_program("x1 = (g) + (ema(g, 0.9))")
+    big = bello_program("x1 = (g) * (sign(g))\n    x2 = (x1) * (sign(ema(g, 0.9)))").replace(
+        "return lr * x1", "return lr * x2")
+    s = EvolutionStrategy(seed=0, population=8, sample=16, tie=0.05, warm=[bloat, sgd])
+    cands = s.suggest(2)
+    s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": r}
+               for c, r in zip(cands, (0.57, 0.54))])
+    assert s.best[1] == 0.57 and s.elite == [s.space.parse(sgd).to_json(), 0.54]
+    assert s._tournament().to_json() == s.space.parse(sgd).to_json()
+    plain = EvolutionStrategy(seed=0, population=8, sample=16, warm=[])
+    plain.population = [list(m) for m in s.population]
+    assert plain._tournament().to_json() == s.space.parse(bloat).to_json()  # tie=0: the best
+    s._learn(s.space.parse(big), 0.7, None, False)  # a rise of more than tie: the elite moves
+    assert s.elite == [s.space.parse(big).to_json(), 0.7]
+    resumed = EvolutionStrategy(seed=0, population=8, sample=16, tie=0.05, warm=[])
+    resumed.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    assert resumed.elite == s.elite
 
 
 def _members(s) -> list:
