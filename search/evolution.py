@@ -88,7 +88,7 @@ class EvolutionStrategy(SpaceStrategy):
                  population: int = 32, sample: int = 4, insert: float = 0.2,
                  delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
                  elite: float = 0.2, neutral: float = 0.0, restart: int = 0,
-                 restart_tol: float = 0.01, tie: float = 0.0, warm=None):
+                 restart_tol: float = 0.01, warm=None):
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon)
         self.population_size, self.sample_size = population, sample
@@ -107,8 +107,6 @@ class EvolutionStrategy(SpaceStrategy):
         self.level = None  # the score the stall is counted from: it must rise past + restart_tol
         self.stalled = 0  # results heard since the score last rose past level + restart_tol
         self.restarts = 0
-        self.tie = float(tie)  # parsimony: scores this close count as equal, the smaller wins
-        self.elite: list | None = None  # [tree json, reward]: the smallest within tie of best
 
     def _draw(self):
         while self.warm:
@@ -119,8 +117,7 @@ class EvolutionStrategy(SpaceStrategy):
                 continue
         if len(self.population) < self.population_size:
             return self.space.sample(self.rng, self.prior), "random"
-        elite = self.elite if self.tie else self.best
-        parent = (Tree.from_json(elite[0]) if elite and self.rng.random() < self.p_elite
+        parent = (Tree.from_json(self.best[0]) if self.best and self.rng.random() < self.p_elite
                   else self._tournament())
         u = self.rng.random()
         made = None
@@ -140,18 +137,13 @@ class EvolutionStrategy(SpaceStrategy):
         """The best of ``sample`` members drawn at random (with replacement)."""
         contenders = [self.population[self.rng.randrange(len(self.population))]
                       for _ in range(self.sample_size)]
-        if not self.tie:
-            return Tree.from_json(max(contenders, key=lambda m: m[1])[0])
-        top = max(m[1] for m in contenders)
-        return Tree.from_json(min((m for m in contenders if m[1] >= top - self.tie),
-                                  key=lambda m: _size(m[0]))[0])
+        return Tree.from_json(max(contenders, key=lambda m: m[1])[0])
 
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
         if free or meta == STALE:
             return
         if self.best is None or reward > self.best[1]:
             self.best = [tree.to_json(), float(reward)]
-        self._update_elite(tree.to_json(), float(reward))
         self._join(tree.to_json(), reward)
         if meta == "warm":
             self.warm_members.append([tree.to_json(), float(reward)])
@@ -162,16 +154,6 @@ class EvolutionStrategy(SpaceStrategy):
         if self.restart and self.stalled >= self.restart:
             self._restart()
 
-    def _update_elite(self, member: list, reward: float) -> None:
-        """With ``tie``: the elite is the smallest program heard whose score is within ``tie``
-        of the best score (the best itself when a rise leaves the old elite behind)."""
-        if not self.tie:
-            return
-        if self.elite is None or self.elite[1] < self.best[1] - self.tie:
-            self.elite = list(self.best)
-        if reward >= self.best[1] - self.tie and _size(member) < _size(self.elite[0]):
-            self.elite = [member, reward]
-
     def _restart(self) -> None:
         """Start the population again from the warm-start programs at their known scores (no
         evaluation), the best reset to theirs (elitism would pull the new run back to the old
@@ -180,7 +162,6 @@ class EvolutionStrategy(SpaceStrategy):
         self.population = [list(m) for m in self.warm_members]
         best = max(self.warm_members, key=lambda m: m[1]) if self.warm_members else None
         self.best = list(best) if best else None
-        self.elite = list(best) if best and self.tie else None
         self.level, self.stalled = (best[1] if best else None), 0
         self.restarts += 1
         for entry in self.pending.values():  # children of the old run still in flight:
@@ -215,8 +196,7 @@ class EvolutionStrategy(SpaceStrategy):
         return {**self._base_state(), "population": self.population, "warm": self.warm,
                 "mutations": self.mutations, "best": self.best,
                 "neutral_joins": self.neutral_joins, "warm_members": self.warm_members,
-                "level": self.level, "stalled": self.stalled, "restarts": self.restarts,
-                "elite": self.elite}
+                "level": self.level, "stalled": self.stalled, "restarts": self.restarts}
 
     def load_state_dict(self, state: dict) -> None:
         self._load_base(state)
@@ -228,12 +208,6 @@ class EvolutionStrategy(SpaceStrategy):
         self.warm_members = [list(m) for m in state.get("warm_members", [])]
         self.stalled, self.restarts = state.get("stalled", 0), state.get("restarts", 0)
         self.level = state.get("level")
-        self.elite = state.get("elite")
-
-
-def _size(member: list) -> int:
-    """The number of decisions of a tree given as json (``Tree.to_json``)."""
-    return 1 + sum(_size(c) for c in member[3])
 
 
 STRATEGIES[EvolutionStrategy.name] = EvolutionStrategy
