@@ -345,29 +345,6 @@ def test_evolution_restarts_from_its_warm_start_when_the_best_stalls():
     assert s.stalled == 0 and s.best[1] == 0.9
 
 
-def test_evolution_with_tie_breeds_from_the_smallest_of_the_near_best():
-    """tie=d (parsimony): in a tournament, and for the elite, scores within d of the best count
-    as equal and the smallest program among them wins, so that a rule that gains 0.03 with two
-    more terms does not take over from sgd; a rise of more than d wins whatever its size."""
-    sgd, bloat = bello_program("x1 = (g)"), bello_program("x1 = (g) + (ema(g, 0.9))")
-    big = bello_program("x1 = (g) * (sign(g))\n    x2 = (x1) * (sign(ema(g, 0.9)))").replace(
-        "return lr * x1", "return lr * x2")
-    s = EvolutionStrategy(seed=0, population=8, sample=16, tie=0.05, warm=[bloat, sgd])
-    cands = s.suggest(2)
-    s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": r}
-               for c, r in zip(cands, (0.57, 0.54))])
-    assert s.best[1] == 0.57 and s.elite == [s.space.parse(sgd).to_json(), 0.54]
-    assert s._tournament().to_json() == s.space.parse(sgd).to_json()
-    plain = EvolutionStrategy(seed=0, population=8, sample=16, warm=[])
-    plain.population = [list(m) for m in s.population]
-    assert plain._tournament().to_json() == s.space.parse(bloat).to_json()  # tie=0: the best
-    s._learn(s.space.parse(big), 0.7, None, False)  # a rise of more than tie: the elite moves
-    assert s.elite == [s.space.parse(big).to_json(), 0.7]
-    resumed = EvolutionStrategy(seed=0, population=8, sample=16, tie=0.05, warm=[])
-    resumed.load_state_dict(json.loads(json.dumps(s.state_dict())))
-    assert resumed.elite == s.elite
-
-
 def _members(s) -> list:
     """(tree json, reward) of what a strategy keeps to draw from: evolution's population, the
     RL controller's queue of best programs."""
