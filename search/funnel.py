@@ -161,32 +161,68 @@ def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> Proof:
     a rule whose decay lives in a state (a step counter of its own) is refuted though it is a
     member, because its first steps cannot show the decay."""
     import optdsl
-    import sympy as sp
     from optdsl import symbolic
     rule = optdsl.parse(rule) if isinstance(rule, str) else rule
     try:
-        cp, cm = _exact_ratios(rule, beta)
-        disorder = _disorder(cp, cm)
+        guesses = _guesses(rule, beta)
     except symbolic.Opaque:
         return Proof("unknown", "it draws random numbers: no exact proof")
     except Exception as e:  # noqa: BLE001 - a rule sympy cannot take is only 'not proven'
         return Proof("unknown", f"no exact values of u / g ({type(e).__name__}: {e})")
+    first = None
+    for cp, cm in guesses:
+        proof = _member_proof(rule, cp, cm, beta, timeout)
+        if proof.proved:
+            return proof
+        first = first or proof
+    return first
+
+
+def _guesses(rule, beta: float) -> list:
+    """[(c+, c-)] to try (``family_proof``): the constants of step 1 when the values at a
+    symbolic step t equal them (e.g. ``sign(1 - 0.9^t) = 1``), else the values in t and then
+    the constants (should sympy not see that the values in t are constant)."""
+    from optdsl import symbolic
+    first, general = _exact_ratios(rule, beta, at=1), _exact_ratios(rule, beta)
+    if not _depends_on_t(*general) or all(symbolic.equal(a, b) for a, b in zip(general, first)):
+        return [first]
+    return [general, first]
+
+
+def _member_proof(rule, cp, cm, beta: float, timeout: float) -> Proof:
+    """``family_proof`` for one guess of ``c+`` and ``c-``: their order, the member as a
+    program, the proof."""
+    import optdsl
+    from optdsl import symbolic
+    try:
+        disorder = _disorder(cp, cm)
+    except Exception as e:  # noqa: BLE001 - values that cannot be computed: not proven
+        return Proof("unknown", f"u / g is {cp} and {cm}, not computable ({e})")
     if disorder:
         return Proof("refuted", f"u / g is {cp} where the signs agree and {cm} where not: "
                                 f"{disorder} (a member's is larger where they agree, and not "
                                 "negative)")
     try:  # the member as a program: exact when its constants print exactly
-        plus, minus = (symbolic.to_text(v.rewrite(sp.exp)) for v in (cp, cm))
+        plus, minus = (symbolic.to_text(_without_hyperbolic(v)) for v in (cp, cm))
         s = f"sign(g) * sign(ema(g, {beta!r}))"
         member = optdsl.parse(f"member(lr=1) = lr * g * (({plus}) * (1 + {s}) + ({minus}) * "
                               f"(1 - {s})) / 2")
-        if not all(symbolic.equal(x, y) for x, y in zip(_exact_ratios(member, beta), (cp, cm))):
+        at = 1 if not _depends_on_t(cp, cm) else None
+        if not all(symbolic.equal(x, y)
+                   for x, y in zip(_exact_ratios(member, beta, at=at), (cp, cm))):
             raise optdsl.DSLError(f"{plus}, {minus} do not read back exactly")
     except (optdsl.DSLError, symbolic.Opaque) as e:
         return Proof("unknown", f"u / g cannot be written in the language: {e}")
     verdict = optdsl.equivalent(member, rule, timeout=timeout)
     return _for_every_step(verdict, f"u = lr g (({plus}) (1 + s) + ({minus}) (1 - s)) / 2: "
                                     + _member_name(cp, cm))
+
+
+def _without_hyperbolic(v):
+    """``v`` with sympy's sinh, cosh, tanh, coth (which the language lacks) written with exp."""
+    import sympy as sp
+    from sympy.functions.elementary.hyperbolic import HyperbolicFunction
+    return v.replace(lambda e: isinstance(e, HyperbolicFunction), lambda e: e.rewrite(sp.exp))
 
 
 ORDER_STEPS = range(1, 10_001)  # family_proof: where the order of t-dependent c+, c- is checked
@@ -250,10 +286,11 @@ def _for_every_step(verdict, named: str) -> Proof:
     return Proof(status, f"{named}: {verdict}")
 
 
-def _exact_ratios(rule, beta: float = 0.9) -> tuple:
+def _exact_ratios(rule, beta: float = 0.9, at=None) -> tuple:
     """(c+(t), c-(t)): ``u / g`` of ``rule`` (lr = 1, other hyperparameters at their defaults)
     at step t, exact sympy expressions in ``t`` (``symbolic.T_SYMBOL``; numbers when they do
-    not depend on it): ``c+`` from a first step at t on ``g = 1`` (the signs agree), ``c-``
+    not depend on it), or at step ``at`` when given (numbers: the rule's own first two steps):
+    ``c+`` from a first step at t on ``g = 1`` (the signs agree), ``c-``
     from the step after it on ``g = -1/10`` (where ``m = ema(g, beta)`` is
     ``(1 - beta)(beta - 1/10) > 0``: they disagree), moved back to step t. The states start
     from their initial values at step t, as after steps of zero gradient: for a member, whose
@@ -265,8 +302,8 @@ def _exact_ratios(rule, beta: float = 0.9) -> tuple:
     if not beta > 0.1:
         raise ValueError(f"beta {beta}: the second step's g must disagree with m (beta > 0.1)")
     gs = (sp.Integer(1), sp.Rational(-1, 10))
-    up, um = exact_updates(rule, gs, {"lr": 1}, t0=T_SYMBOL)
-    return up / gs[0], (um / gs[1]).subs(T_SYMBOL, T_SYMBOL - 1)
+    up, um = exact_updates(rule, gs, {"lr": 1}, t0=at or T_SYMBOL)
+    return up / gs[0], (um / gs[1] if at else (um / gs[1]).subs(T_SYMBOL, T_SYMBOL - 1))
 
 
 def match_proof(rule, target, timeout: float = 10.0) -> Proof:

@@ -180,6 +180,12 @@ def test_the_family_proof_covers_members_with_a_decay():
     scheduled = family_proof("lr * g * exp(sign(g) * sign(ema(g, 0.9))) * reciprocal(t, 100)",
                              timeout=60)
     assert scheduled.proved and "powersign at lr x reciprocal(t, 100)" in scheduled.text, scheduled
+    # sign(adam) is sign(m) at every step, though t is in it: constants, not a decay (found by
+    # an evolution search on match:powersign; its values in t do not read back as a program)
+    adam_sign = ("lr * (g * sign(ema(g, 0.9) / (1 - 0.9^t) / (sqrt(ema(g^2, 0.999) / (1 - 0.999^t))"
+                 " + 1e-08) * sign(g)) + g)")
+    proof = family_proof(adam_sign, timeout=60)
+    assert proof.proved and "addsign at lr x 1 with alpha = 1:" in proof.text, proof
     swinging = family_proof("lr * g * (1 + sign(g) * sign(ema(g, 0.9)) * cos(t))")
     assert swinging.status == "refuted" and "c+ < c- at step 2" in swinging.text, swinging
     late = family_proof("lr * g * (1 + sign(g) * sign(ema(g, 0.9)) * (1 - 2 * (t > 5000)))")
