@@ -180,13 +180,41 @@ def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> Proof:
 
 def _guesses(rule, beta: float) -> list:
     """[(c+, c-)] to try (``family_proof``): the constants of step 1 when the values at a
-    symbolic step t equal them (e.g. ``sign(1 - 0.9^t) = 1``), else the values in t and then
-    the constants (should sympy not see that the values in t are constant)."""
-    from optdsl import symbolic
+    symbolic step t are those at every step of ``SAME_STEPS`` (e.g. ``sign(1 - 0.9^t) = 1``),
+    else the values in t and then the constants."""
     first, general = _exact_ratios(rule, beta, at=1), _exact_ratios(rule, beta)
-    if not _depends_on_t(*general) or all(symbolic.equal(a, b) for a, b in zip(general, first)):
+    if not _depends_on_t(*general) or _agree(general, first, SAME_STEPS):
         return [first]
     return [general, first]
+
+
+SAME_STEPS = (1, 2, 3, 10, 100, 300, 1000, 10_000)  # where values in t are compared (_agree)
+
+
+def _agree(values, others, steps) -> bool:
+    """Whether two pairs of values (expressions in t, or numbers) agree to 25 digits at every
+    one of ``steps``; False where one cannot be computed."""
+    import mpmath
+    try:
+        rows = zip(_at_steps(values, steps), _at_steps(others, steps))
+        return all(abs(a - b) <= mpmath.mpf(10) ** -25 * max(abs(a), abs(b))
+                   for (_, xs), (_, ys) in rows for a, b in zip(xs, ys))
+    except Exception:  # noqa: BLE001 - not computable: not known to agree
+        return False
+
+
+def _at_steps(values, steps) -> list:
+    """[(t, [each value at step t])] for ``t`` in ``steps``: 30-digit mpmath numbers, the
+    schedules by their own functions (``optdsl.schedules``); raises where a value cannot be
+    computed."""
+    import mpmath
+    import sympy as sp
+    from optdsl.schedules import SCHEDULES
+    from optdsl.symbolic import T_SYMBOL
+    functions = {name: s.fn for name, s in SCHEDULES.items()}
+    at = [sp.lambdify(T_SYMBOL, v, modules=[functions, "mpmath"]) for v in values]
+    with mpmath.workdps(30):
+        return [(t, [mpmath.mpf(f(t)) for f in at]) for t in steps]
 
 
 def _member_proof(rule, cp, cm, beta: float, timeout: float) -> Proof:
@@ -207,9 +235,12 @@ def _member_proof(rule, cp, cm, beta: float, timeout: float) -> Proof:
         s = f"sign(g) * sign(ema(g, {beta!r}))"
         member = optdsl.parse(f"member(lr=1) = lr * g * (({plus}) * (1 + {s}) + ({minus}) * "
                               f"(1 - {s})) / 2")
-        at = 1 if not _depends_on_t(cp, cm) else None
-        if not all(symbolic.equal(x, y)
-                   for x, y in zip(_exact_ratios(member, beta, at=at), (cp, cm))):
+        if _depends_on_t(cp, cm):  # its values in t: to 25 digits wherever the order was checked
+            back = _agree(_exact_ratios(member, beta), (cp, cm), ORDER_STEPS)
+        else:
+            back = all(symbolic.equal(x, y)
+                       for x, y in zip(_exact_ratios(member, beta, at=1), (cp, cm)))
+        if not back:
             raise optdsl.DSLError(f"{plus}, {minus} do not read back exactly")
     except (optdsl.DSLError, symbolic.Opaque) as e:
         return Proof("unknown", f"u / g cannot be written in the language: {e}")
@@ -231,27 +262,20 @@ ORDER_STEPS = range(1, 10_001)  # family_proof: where the order of t-dependent c
 def _disorder(cp, cm) -> str:
     """'' when ``c+ > c- >= 0`` (``family_proof``), else where that fails. Constants are
     compared exactly (to 30 digits); values that depend on t at every step of ``ORDER_STEPS``
-    (30 digits, schedules by their own functions): ``c+ >= c- >= 0`` there and ``c+ > c-`` at
-    step 1. A value that cannot be computed there raises."""
+    (``_at_steps``): ``c+ >= c- >= 0`` there and ``c+ > c-`` at step 1. A value that cannot be
+    computed there raises."""
     import mpmath
-    import sympy as sp
-    from optdsl.schedules import SCHEDULES
-    from optdsl.symbolic import T_SYMBOL
     if not _depends_on_t(cp, cm):
         if not bool((cp - cm).evalf(30) > 0):
             return "c+ <= c-"
         return "" if bool(cm.evalf(30) >= 0) else "c- < 0"
-    functions = {name: s.fn for name, s in SCHEDULES.items()}
-    plus, minus = (sp.lambdify(T_SYMBOL, v, modules=[functions, "mpmath"]) for v in (cp, cm))
-    with mpmath.workdps(30):
-        for t in ORDER_STEPS:
-            a, b = mpmath.mpf(plus(t)), mpmath.mpf(minus(t))
-            if not (mpmath.isfinite(a) and mpmath.isfinite(b)):
-                raise ValueError(f"u / g is not finite at step {t}")
-            if b < 0:
-                return f"c- < 0 at step {t}"
-            if a - b < -mpmath.mpf(10) ** -25 * abs(a) or (t == 1 and not a > b):
-                return f"c+ {'<' if a < b else '<='} c- at step {t}"
+    for t, (a, b) in _at_steps((cp, cm), ORDER_STEPS):
+        if not (mpmath.isfinite(a) and mpmath.isfinite(b)):
+            raise ValueError(f"u / g is not finite at step {t}")
+        if b < 0:
+            return f"c- < 0 at step {t}"
+        if a - b < -mpmath.mpf(10) ** -25 * abs(a) or (t == 1 and not a > b):
+            return f"c+ {'<' if a < b else '<='} c- at step {t}"
     return ""
 
 
@@ -261,7 +285,7 @@ def _member_name(cp, cm) -> str:
     from optdsl import symbolic
     if _depends_on_t(cp, cm):
         if cm != 0 and symbolic.equal(cp / cm, sp.exp(2)):
-            lr = symbolic.to_text((cp * sp.exp(-1)).rewrite(sp.exp))  # c+ = e x lr's factor
+            lr = symbolic.to_text(_without_hyperbolic(cp * sp.exp(-1)))  # c+ = e x lr factor
             return f"powersign at lr x {lr} (a learning-rate decay)"
         if symbolic.equal(cp * cm, 1):
             return "powersign with a decay of its exponent (c+ c- = 1)"
