@@ -77,7 +77,8 @@ def read_store(store, sid: int) -> dict:
     """A search's figures from its store: evaluations (strategy proposals), the first member
     of the PowerSign/AddSign family by the numeric check (``search/funnel.family``) and the
     first one proved (``family_proof``: ``optdsl.equivalent`` to AddSign or PowerSign up to a
-    constant factor; tried on each numeric member in turn), the best and its curve."""
+    factor of lr, constant or a decay; tried on each numeric member in turn), the best and its
+    curve."""
     from optdsl.search.funnel import OFFLINE_PROOF_TIMEOUT, family, family_proof, known_as
     search = store.search(sid)
     evals, first, proved, best, curve, proofs = 0, None, None, None, [], {}

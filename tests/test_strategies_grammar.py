@@ -167,8 +167,8 @@ def test_the_family_proof_covers_members_with_a_decay():
     """A member whose u / g depends on t (Bello et al.'s decayed PowerSign, AddSign with a bias
     correction as its learning-rate decay) is proved with c+(t) and c-(t) as expressions in t;
     one whose sign term changes sign with t is refuted at the first step where it does, and
-    Adam (u / g negative where the signs disagree) is refuted too. (sympy takes 1-4 s for each
-    proof on an idle machine; the time limit is for a loaded one.)"""
+    Adam (u / g negative where the signs disagree) is refuted too. (sympy took 1-12 s for each
+    of these proofs with a core free; the time limit is for a loaded machine.)"""
     decayed = "lr * exp(0.5 * linear_decay(t, 300) * sign(g) * sign(ema(g, 0.9))) * g"
     proof = family_proof(decayed, timeout=60)
     assert family(decayed) and proof.proved, proof
