@@ -324,7 +324,9 @@ def _short(x, digits: int) -> str:
         f = float(x)
     except (OverflowError, TypeError):
         f = math.inf
-    return f"{f:.{digits}g}" if math.isfinite(f) and f != 0 or x == 0 else str(sp.N(x, digits))
+    if (math.isfinite(f) and f != 0) or x == 0:
+        return f"{f:.{digits}g}"
+    return str(sp.N(x, digits))  # past float's range, or a nonzero that underflows to 0
 
 
 def _depends_on_t(*values) -> bool:

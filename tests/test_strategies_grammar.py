@@ -189,6 +189,8 @@ def test_the_family_proof_covers_members_with_a_decay():
     assert swinging.status == "refuted" and "c+ < c- at step 2" in swinging.text, swinging
     late = family_proof("lr * g * (1 + sign(g) * sign(ema(g, 0.9)) * (1 - 2 * (t > 1500)))")
     assert late.status == "refuted" and "at step 1501" in late.text, late
+    later = family_proof("lr * g * (1 + sign(g) * sign(ema(g, 0.9)) * (1 - 2 * (t > 5000)))")
+    assert later.status == "refuted" and "at step 5010" in later.text, later  # every 10th step
     assert family_proof("adam").status == "refuted"
     # from a review: the order is checked without a tolerance, at two precisions (here c- is
     # -2^(1/t)/2 exactly, and 0 to 30 digits), and t^(t^2) is computed in floating point
