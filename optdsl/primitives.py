@@ -531,11 +531,25 @@ def _noise(gen, like, sigma):
     return torch.randn(like.shape, generator=gen, dtype=like.dtype, device=like.device) * sigma
 
 
+# the integer type of a float's width: a 0/1 mask negated is all ones or all zeros in it
+_SAME_WIDTH_INT = {torch.float64: torch.int64, torch.float32: torch.int32,
+                   torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
 def _drop(gen, like, x, rate):
-    """Dropout of an operand: x * Bernoulli(1 - rate) / (1 - rate), per element."""
+    """Dropout of an operand: x * Bernoulli(1 - rate) / (1 - rate), per element; a dropped
+    element is +0.0 whatever x holds there (NaN and inf included).
+
+    The kept values are selected with a bit mask: ``torch.where`` on CPU branches on each
+    element, and a random condition mispredicts a large share of them (on 9 x 15,210 float32,
+    ``benchmarks/full_rung_profile.py``: BENCHMARKS.md, "Evolution's throughput")."""
     x = _tensor(x, like).expand_as(like) if not isinstance(x, torch.Tensor) or x.shape != like.shape else x
     keep = torch.rand(like.shape, generator=gen, dtype=like.dtype, device=like.device) >= rate
-    return torch.where(keep, x / (1 - rate), torch.zeros_like(x))
+    scaled = x / (1 - rate)
+    bits = _SAME_WIDTH_INT.get(scaled.dtype)
+    if bits is None:
+        return torch.where(keep, scaled, torch.zeros_like(scaled))
+    return scaled.view(bits).bitwise_and_(keep.to(bits).neg_()).view(scaled.dtype)
 
 
 def _randn_scalar(gen):

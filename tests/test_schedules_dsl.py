@@ -136,3 +136,21 @@ def test_same_seed_same_trajectory_and_drop_keeps_the_expected_fraction():
     kept = (p != 0).double().mean()
     assert abs(float(kept) - 0.7) < 0.01
     assert torch.allclose(p[p != 0], torch.full_like(p[p != 0], -1 / 0.7))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_drop_selects_exactly_what_where_selects(dtype):
+    """drop's bit mask gives, element for element and bit for bit, torch.where(keep, x / (1 -
+    rate), +0.0) on the same draws: NaN, inf and -0.0 dropped or kept, and a scalar operand."""
+    from optdsl.primitives import PRIMITIVES
+    drop = PRIMITIVES["drop"].torch_fn
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, -3.5, 1e-30])
+    x = torch.cat([special, torch.randn(4000, dtype=torch.float64)]).to(dtype)
+    for operand, rate in ((x, 0.3), (x, 0.5), (-2.0, 0.1)):
+        got = drop(torch.Generator().manual_seed(7), x, operand, rate)
+        u = torch.rand(x.shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
+        scaled = torch.as_tensor(operand, dtype=dtype).expand_as(x) / (1 - rate)
+        want = torch.where(u >= rate, scaled, torch.zeros_like(scaled))
+        assert got.dtype == dtype and got.shape == x.shape
+        assert torch.equal(got.view(-1).view(torch.uint8), want.view(-1).view(torch.uint8))
+        assert 0 < int((u < rate).sum()) < len(x)  # both branches taken
