@@ -733,7 +733,8 @@ def test_rl_learns_from_repeated_draws_so_that_a_collapsed_policy_recovers():
         rl = RLStrategy(seed=0, repeats=repeats, **collapsing)
         assert _evaluations_before_dry(rl, 200) == 200, repeats
         tree, meta = rl._draws(1)[0]
-        rl._repeat(tree, 0.5, meta)  # a repeat of a program scored 0.5, waiting in the batch
+        rl.batch_size = len(rl.buffer) + 2  # so that the repeat waits in the batch (no update)
+        rl._repeat(tree, 0.5, meta)  # a repeat of a program scored 0.5
         assert rl.buffer[-1][1] == learned, repeats
         again = RLStrategy(seed=0, repeats=repeats, **collapsing)
         again.load_state_dict(json.loads(json.dumps(rl.state_dict())))
