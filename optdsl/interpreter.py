@@ -128,10 +128,11 @@ class Interpreter:
 def _releases(order, keep) -> dict:
     """node -> the intermediates of ``order`` last used by it, which can be dropped after it.
 
-    Holding every intermediate to the end of a step keeps a working set of (number of nodes) x
-    (tensor size), which for a search's stacked buffer (5 x 15,210 floats, 300 KB a tensor)
-    outgrows the core's L2 cache; freed at once, a value's memory is reused by the next
-    allocation while it is still in cache. ``keep`` (the update, the new states) stays."""
+    Holding every intermediate to the end of a step keeps (number of nodes) tensors alive at
+    once; freed after its last use, a value's memory is taken by the next allocation, pages
+    already mapped and likely still in cache (a chain of 30 ops on 300 KB tensors, a fresh
+    process: 110 us an op holding all, 14 us releasing them). ``keep`` (the update, the new
+    states) stays."""
     computed = {n for n in order if n.op not in ("const", "hyper", "input", "state")}
     last = {}
     for n in order:
