@@ -1,14 +1,17 @@
 """Where a promoted candidate's time goes on the MNIST-1D MLP (issue 13's throughput figures).
 
-One core (``torch.set_num_threads(1)``, as a search worker). Prints:
+One core, set up as a search worker (``search.evaluate.settle_worker``). Prints:
 
 1. a full rung (3 seeds x 3 learning rates x the task's 1,500 steps, 9 stacked copies,
    ``search.batched.train_copies``) for adam and for a Bello rule with one ``drop``;
 2. the stacked forward and backward per step, eager and under ``torch.compile`` (with its
    compile time);
 3. the elementwise operations of a rule on the stacked buffer (9 x 15,210 elements): ``drop``
-   and its parts against a multiply and an ema;
-4. with store paths: the share of promoted candidates holding a ``drop`` and the Spearman
+   and its parts (its bit-mask select against the ``torch.where`` it replaced) against a
+   multiply and an ema;
+4. the training loss of the stacked copies, forward and backward: ``batched.mean_cross_entropy``
+   against ``F.cross_entropy`` over the flattened logits (what it replaced);
+5. with store paths: the share of promoted candidates holding a ``drop`` and the Spearman
    correlation of screening and full scores among them.
 
     .venv/bin/python benchmarks/full_rung_profile.py [runs/mnist1d-evolution-3.sqlite ...]
@@ -24,6 +27,7 @@ from torch.nn import functional as F
 
 import optdsl
 from optdsl.search import batched
+from optdsl.search.evaluate import settle_worker
 from optdsl.search.tasks import get_task
 
 DROP_RULE = ("r(lr=0.1) = lr * drop(ema(g, 0.9) / (sqrt(abs(ema(g * g, 0.999))) + 1e-8), 0.3)"
@@ -72,21 +76,36 @@ def forward_backward(task, n: int = 9) -> None:
 
 
 def rule_ops(task, n: int = 9) -> None:
+    from optdsl.primitives import PRIMITIVES
     size = sum(p.numel() for p in task.make(0).params)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, size, generator=gen)
     r = torch.rand(x.shape, generator=gen)
     keep = r >= 0.3
-    ops = {"drop (as optdsl.primitives._drop)":
-           lambda: torch.where(torch.rand(x.shape, generator=gen) >= 0.3, x / 0.7,
-                               torch.zeros_like(x)),
+    ops = {"drop (optdsl.primitives)": lambda: PRIMITIVES["drop"].torch_fn(gen, x, x, 0.3),
            "  torch.rand": lambda: torch.rand(x.shape, generator=gen),
-           "  torch.where": lambda: torch.where(keep, x, torch.zeros_like(x)),
+           "  select by bit mask (drop's)":
+               lambda: x.view(torch.int32).bitwise_and(keep.to(torch.int32).neg_()),
+           "  select by torch.where (drop's before)":
+               lambda: torch.where(keep, x, torch.zeros_like(x)),
            "multiply": lambda: x * x,
            "ema (mul + add)": lambda: x.mul(0.9).add_(x, alpha=0.1)}
     print(f"elementwise on {n} x {size} float32:")
     for name, fn in ops.items():
         print(f"  {name}: {per_call_us(fn):.0f} us")
+
+
+def cross_entropy(n: int = 9, batch: int = 100, classes: int = 10) -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(n, batch, classes, generator=gen, requires_grad=True)
+    y = torch.randint(0, classes, (n, batch), generator=gen)
+    losses = {"batched.mean_cross_entropy": lambda: batched.mean_cross_entropy(logits, y),
+              "F.cross_entropy over (copies x batch, classes)":
+                  lambda: F.cross_entropy(logits.flatten(0, 1), y.flatten(),
+                                          reduction="none").view(n, -1).mean(1)}
+    print(f"loss forward + backward, {n} copies of {batch} x {classes} logits:")
+    for name, fn in losses.items():
+        print(f"  {name}: {per_call_us(lambda: torch.autograd.grad(fn().sum(), logits)):.0f} us")
 
 
 def promoted(paths: list) -> None:
@@ -106,11 +125,12 @@ def promoted(paths: list) -> None:
 
 
 def main(argv: list) -> int:
-    torch.set_num_threads(1)
+    settle_worker()  # one thread and glibc's thresholds, as a search worker
     task = get_task("mnist1d-mlp")
     full_rungs(task)
     forward_backward(task)
     rule_ops(task)
+    cross_entropy()
     promoted(argv)
     return 0
 

@@ -147,6 +147,16 @@ def stacked_forward(layers, params, x):
     return h
 
 
+def mean_cross_entropy(logits, targets):
+    """Each copy's mean cross-entropy: ``logits`` (copies, batch, classes), ``targets`` (copies,
+    batch). The log-softmax runs with the classes on the middle axis: torch's CPU kernel over a
+    short innermost axis (10 classes) is 2-3x slower, forward and backward, than over the batch
+    (``benchmarks/full_rung_profile.py``); the values differ from ``F.cross_entropy``'s by
+    rounding only."""
+    logp = torch.log_softmax(logits.transpose(1, 2).contiguous(), 1)  # (copies, classes, batch)
+    return -logp.gather(1, targets.unsqueeze(1)).squeeze(1).mean(1)
+
+
 # --- training ----------------------------------------------------------------------------------
 def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=None,
                  pause=None) -> list:
@@ -187,9 +197,8 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
             raise EvaluationTimeout()
         idx = torch.stack([at(t) for at in orders])  # (S, batch)
         xb = x[idx].repeat_interleave(R, 0)
-        logits = stacked_forward(spec.layers, leaves, xb)
-        losses = F.cross_entropy(logits.flatten(0, 1), y[idx].repeat_interleave(R, 0).flatten(),
-                                 reduction="none").view(n, -1).mean(1)
+        losses = mean_cross_entropy(stacked_forward(spec.layers, leaves, xb),
+                                    y[idx].repeat_interleave(R, 0))
         value = losses.detach()
         if first is None:
             first = torch.where(torch.isfinite(value), value, torch.ones_like(value)).clamp(min=1.0)
@@ -253,8 +262,7 @@ def _checkpoint(layers, leaves, flat, xv, yv, t, alive, died, curves) -> None:
         logits = stacked_forward(layers, leaves, xv)
         n = logits.shape[0]
         acc = (logits.argmax(2) == yv).float().mean(1)
-        loss = F.cross_entropy(logits.flatten(0, 1), yv.repeat(n), reduction="none").view(n, -1)
-        loss = loss.mean(1)
+        loss = mean_cross_entropy(logits, yv.expand(n, -1))
         ok = alive & torch.isfinite(flat).all(1)  # as evaluate.train_once: the weights decide
     for c, (a, l, fine) in enumerate(zip(acc.tolist(), loss.tolist(), ok.tolist())):
         if not alive[c]:
@@ -271,11 +279,11 @@ def evaluate_batched(job: dict) -> dict:
     """Drop-in for ``evaluate.evaluate`` (same job and result dicts) on digits / digits-fast under
     the single-seed protocol (``Protocol.seed``); other jobs go to ``evaluate``."""
     from optdsl import DSLError
-    from .evaluate import Protocol, evaluate, new_result, run_scored
+    from .evaluate import Protocol, evaluate, new_result, run_scored, settle_worker
     register_fast_tasks()
     if job["task"] not in FAST_TASKS or "seeds" in job["protocol"]:
         return evaluate(job)
-    torch.set_num_threads(1)
+    settle_worker()
     task = fast_task(job["task"])
     protocol = Protocol.from_config(job["protocol"])
     out, deadline = new_result(job)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import time
 
-from .evaluate import new_result, run_scored, train_once
+from .evaluate import new_result, run_scored, settle_worker, train_once
 from .tasks import get_task
 
 
@@ -155,9 +155,8 @@ def evaluate_multi(job: dict) -> dict:
     A timeout is the rung that was training, with no score (an earlier rung's stays in its
     field).
     """
-    import torch
     from optdsl import DSLError
-    torch.set_num_threads(1)  # tiny models: more threads only add contention between workers
+    settle_worker()
     task = get_task(job["task"])
     plan = rungs(job["protocol"], task)
     threshold, go_on = job.get("promote_above"), job.get("continue_above")

@@ -234,3 +234,32 @@ def test_a_timeout_in_the_full_rung_has_no_score_and_names_that_rung(tiny, monke
     assert out["status"] == "timeout" and "in the full rung" in out["error"]
     assert out["rung"] == "full" and out["score"] is None and out["best_lr"] is None
     assert out["full"]["status"] == "timeout" and out["screen"]["score"] > 0.0
+
+
+FAULTS_SCRIPT = """
+import resource, torch
+from optdsl.search.evaluate import settle_worker
+settle_worker()
+x = torch.randn(5 * 15210)  # the screen's stacked buffer: 300 KB a tensor
+for step in range(101):
+    if step == 1:  # after the first step has faulted its memory in
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    held = [x * k for k in range(30)]  # a step's intermediates, freed together
+    del held
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "confstr")
+                    or "glibc" not in (__import__("os").confstr("CS_GNU_LIBC_VERSION") or ""),
+                    reason="mallopt thresholds are glibc's")
+def test_a_settled_worker_reuses_freed_memory_without_page_faults():
+    """settle_worker fixes glibc's thresholds: a step's freed intermediates are reused from the
+    heap, not handed back to the system and faulted in again on the next step. (Measured: 0 or
+    223 faults in the 100 steps here; 2,494-10,770 without settle_worker, which is glibc's
+    business and so not asserted.)"""
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT], capture_output=True, text=True,
+                         check=True)
+    assert int(run.stdout) < 1000  # a step allocates 30 tensors of 75 pages each
