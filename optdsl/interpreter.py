@@ -28,8 +28,7 @@ class Interpreter:
         self.order = ir.topological(roots)
         self.scalar_order = [n for n in self.order if n.kind == Kind.SCALAR and n.op != "state"]
         self.tensor_order = [n for n in self.order if n.kind != Kind.SCALAR]
-        keep = [rule.new_p if rule.assigns_p else rule.update] + [s.update for s in rule.slots]
-        self.tensor_release = _releases(self.tensor_order, keep)
+        self.tensor_release = _releases(self.tensor_order, keep=roots)
         self.init_order = ir.topological([s.init for s in rule.slots])
         self.scalar_slots = [s for s in rule.slots if s.kind == Kind.SCALAR]
         self.tensor_slots = [s for s in rule.slots if s.kind != Kind.SCALAR]

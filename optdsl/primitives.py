@@ -542,7 +542,8 @@ def _drop(gen, like, x, rate):
 
     The kept values are selected with a bit mask: ``torch.where`` on CPU branches on each
     element, and a random condition mispredicts a large share of them (on 9 x 15,210 float32,
-    ``benchmarks/full_rung_profile.py``: BENCHMARKS.md, "Evolution's throughput")."""
+    ``benchmarks/full_rung_profile.py``; BENCHMARKS.md, "Throughput of a search on the MNIST-1D
+    proxy")."""
     x = _tensor(x, like).expand_as(like) if not isinstance(x, torch.Tensor) or x.shape != like.shape else x
     keep = torch.rand(like.shape, generator=gen, dtype=like.dtype, device=like.device) >= rate
     scaled = x / (1 - rate)

@@ -206,8 +206,9 @@ def _keep_freed_memory() -> None:
     A training step allocates and frees tensors of a few hundred KB (a rule's intermediates on
     the stacked buffer, activations); with glibc's adaptive thresholds the freed memory kept
     going back to the system and was faulted in again on the next step: 585,868 page faults in
-    40 screens of evolved rules (73 a step), against 2,222 with fixed thresholds, and 8-10% of
-    a screen's time (BENCHMARKS.md). Nothing changes where the C library has no ``mallopt``."""
+    40 screens of evolved rules (73 a step), against 2,222-2,629 with fixed thresholds, and
+    6-10% of those screens' time (BENCHMARKS.md). Nothing changes where the C library has no
+    ``mallopt``."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

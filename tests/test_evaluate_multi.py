@@ -10,6 +10,7 @@ the validation losses agree to 1e-4 relative and the accuracies to one example i
 """
 import dataclasses
 import math
+import platform
 
 import pytest
 import torch
@@ -250,9 +251,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "confstr")
-                    or "glibc" not in (__import__("os").confstr("CS_GNU_LIBC_VERSION") or ""),
-                    reason="mallopt thresholds are glibc's")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's")
 def test_a_settled_worker_reuses_freed_memory_without_page_faults():
     """settle_worker fixes glibc's thresholds: a step's freed intermediates are reused from the
     heap, not handed back to the system and faulted in again on the next step. (Measured: 0 or
