@@ -148,8 +148,9 @@ def _sign_rules(e: sp.Expr) -> sp.Expr:
 
 def _sign_of(arg: sp.Expr) -> sp.Expr:
     """sign(arg) at generic points: sign(xy) = sign(x) sign(y), sign(x^n) = sign(x)^n, a real
-    root of a positive number is positive (of a negative one it is NaN, whose sign is 0), so is
-    exp; a clip keeps the sign (sign(Min(x, c)) = sign(x) for c > 0, sign(Max(x, c)) = sign(x)
+    root of a positive number is positive (of a negative one it is NaN, whose sign is 0), a root
+    of a nonnegative one has its sign, sign|x| = sign(x)^2 (both exact everywhere), exp is
+    positive; a clip keeps the sign (sign(Min(x, c)) = sign(x) for c > 0, sign(Max(x, c)) = sign(x)
     for c < 0); a sum as ``_sign_of_sum``; what is nonnegative (nonpositive) and 0 only on a
     null set is 1 (-1)."""
     if arg.is_Mul:
@@ -159,6 +160,10 @@ def _sign_of(arg: sp.Expr) -> sp.Expr:
             return _sign_of(arg.base) ** arg.exp
         if arg.exp.is_Rational and _positive(arg.base):
             return sp.Integer(1)
+        if arg.exp.is_Rational and arg.exp.is_positive and arg.base.is_nonnegative:
+            return _sign_of(arg.base)  # a root of b >= 0 is 0 exactly where b is
+    if isinstance(arg, sp.Abs):
+        return _sign_of(arg.args[0]) ** 2  # |x| > 0 exactly where x != 0 (NaN: both 0)
     if isinstance(arg, sp.exp):
         return sp.Integer(1)
     if arg.is_Add:

@@ -157,6 +157,9 @@ def test_the_family_proof_names_the_constant_factor_and_refuses_what_it_cannot_p
     assert shifted.proved and "((1 + E) (1 + s) + (1 + exp(-1)) (1 - s))" in shifted.text, shifted
     # 1 / (sqrt(2) + 1e-8) is not rationalised into 17-digit integers a program cannot hold
     assert family_proof("a(lr=1) = lr * g / (sqrt(abs(sign(g) - sign(ema(g, 0.9)))) + 1e-8)").proved
+    # sign(sqrt|x|) is sign(x)^2: found by evolution on match:addsign (tie=0.05, seed 2 at 373)
+    assert family_proof("lr * g * exp(sign(sqrt(abs(g / (sqrt(ema(g^2, 0.999)) + 1e-8))) "
+                        "/ (sign(g) + 1e-8)) * sign(ema(g, 0.9)))", timeout=30).proved
     # a member only where clip(adam, 1e-5) saturates: not proved (found by an evolution search)
     saturating = ("a(lr=1) = lr * (g * sqrt(abs(clip(ema(g, 0.9) / (1 - 0.9^t) / (sqrt(ema(g^2, 0.999) "
                   "/ (1 - 0.999^t)) + 1e-08), -1e-05, 1e-05) + clip(sign(g), -0.001, 0.001))))")

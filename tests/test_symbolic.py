@@ -318,6 +318,12 @@ def test_a_sign_split_proves_only_what_holds_in_every_case():
     assert not is_zero(sp.sign(x) - 1)
     assert not is_zero(sp.sqrt(sp.Abs(sp.sign(x) + sp.sign(y))) - sp.sqrt(2))
     assert not is_zero(sp.sign(sp.Min(x, -sp.Rational(1, 10))) - sp.sign(x))  # Min(x, -c) < 0
+    # a root of |x| or of a nonnegative state is 0 exactly where its argument is
+    rms = x / (sp.sqrt(v) + sp.Rational(1, 10**8))
+    assert is_zero(sp.sign(sp.sqrt(sp.Abs(rms))) - 1)
+    assert is_zero(sp.sign(sp.sqrt(sp.Abs(rms)) / (sp.sign(x) + sp.Rational(1, 10**8))) - sp.sign(x))
+    assert not is_zero(sp.sign(sp.sqrt(v)) - 1)  # v = 0 on whole trajectories (g = 0)
+    assert not is_zero(sp.sign(sp.sqrt(sp.Abs(sp.Max(x, 0)))) - 1)  # 0 for every x <= 0
 
 
 FALSE_PAIRS = [  # equal where the sign's argument is nonzero, different on a region where it is 0
@@ -338,6 +344,10 @@ FALSE_PAIRS = [  # equal where the sign's argument is nonzero, different on a re
     ("lr * g", "lr * g * sign((1000 - g)^p)^2"),
     ("lr * g", "lr * g * sign(1 - sign(g - 1000))^2"),
     ("lr * g", "lr * g * sign(abs(g - 1000) + 1000 - g)^2"),
+    # a root or abs keeps its argument's zeros (and NaN, whose sign is 0)
+    ("lr * g", "lr * g * sign(sqrt(abs(max(g - 1000, 0))))"),
+    ("lr * g", "lr * g * sign(abs(sqrt(g - 1000)))"),
+    ("lr * g", "lr * g * sign(sqrt(abs(prev(max(1000 - g, 0), 1))))"),
     ("a(lr=1, eps=0) = lr * g + eps", "b(lr=1, eps=0) = lr * g * where(g > 1000, sign(eps)^2, 1) + eps"),
 ]
 
