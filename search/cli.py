@@ -56,15 +56,26 @@ def _search_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def with_task_horizon(strategy: str, options: dict, task) -> dict:
-    """``options`` with ``horizon``: the task's steps, for a grammar strategy on a training task
-    (its space's decays then run over the whole training; search/space.py), unless given."""
+# Settings a strategy takes by default on match tasks (not on training tasks), measured:
+# evolution's neutral drift reached the PowerSign/AddSign family within 2,000 evaluations in
+# 6 of 20 match:powersign searches against 2 of 10 without it; on the MNIST-1D MLP it did worse
+# (BENCHMARKS.md, "match:powersign and match:addsign" and the neutral-drift runs).
+MATCH_DEFAULTS = {"evolution": {"neutral": 1.0}}
+
+
+def with_task_defaults(strategy: str, options: dict, task) -> dict:
+    """``options`` completed with what the task implies, where the user did not type it:
+    ``horizon``, the task's steps, for a grammar strategy on a training task (its space's
+    decays then run over the whole training; search/space.py), and MATCH_DEFAULTS on a
+    match task."""
+    from .match import is_match
     from .strategies import STRATEGIES, strategy_options
+    takes = strategy_options(STRATEGIES.get(strategy, object))
+    implied = dict(MATCH_DEFAULTS.get(strategy, {})) if is_match(task.name) else {}
     steps = getattr(task, "steps", None)
-    if steps and "horizon" not in options and \
-            "horizon" in strategy_options(STRATEGIES.get(strategy, object)):
-        return {**options, "horizon": steps}
-    return options
+    if steps and "horizon" in takes:
+        implied["horizon"] = steps
+    return {**{k: v for k, v in implied.items() if k in takes}, **options}
 
 
 def resumed_settings(name: str, typed: dict, record_options: dict, path: str = "the store") -> tuple:
@@ -157,7 +168,7 @@ def _search(args) -> int:
     from optdsl.cli import name_values
     options = name_values(args.strategy_option, "--strategy-option", SearchError)
     if not args.resume:
-        options = with_task_horizon(args.strategy, options, task)
+        options = with_task_defaults(args.strategy, options, task)
     strategy = make_strategy(args.strategy, seed=args.seed, options=options)
     seeds = read_seeds(args.seeds) if args.seeds else []
     path = args.store or default_store(task)

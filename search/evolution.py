@@ -26,8 +26,8 @@ to the space, the filters or the prior, and 5 seeds do not pin a median.
 
 Dedupe as in the Lion search: a child that is a duplicate of an evaluated program (or a
 near-copy, ``search.filters``) or degenerate is not evaluated and another mutation is drawn
-(at most ``SpaceStrategy.max_draws`` times). **Neutral drift** (``neutral``, off by default;
-``neutral=1`` for match tasks): such a
+(at most ``SpaceStrategy.max_draws`` times). **Neutral drift** (``neutral``: 0 by default, 1 on match tasks
+through ``search.cli.MATCH_DEFAULTS``): such a
 duplicate, when it is another tree than the population's members, joins the population with
 the score of the program it duplicates, at no evaluation, and ages like any member (a tree
 that aged out and is drawn again comes back the same way, at its old score). Searches

@@ -165,6 +165,24 @@ def test_search_command_on_a_match_task(tmp_path, capsys):
     assert "unknown" in capsys.readouterr().err
 
 
+def test_evolution_on_a_match_task_drifts_by_default_and_keeps_it_on_resume(tmp_path):
+    """``optdsl search --task match:... --strategy evolution`` runs with neutral drift (the
+    measured better setting there, search.cli.MATCH_DEFAULTS), records it, and a resumed
+    search keeps it; a typed --strategy-option wins."""
+    from optdsl.cli import main
+    for typed, want in (([], 1.0), (["--strategy-option", "neutral=0"], 0.0)):
+        path = str(tmp_path / f"e{want}.sqlite")
+        args = ["search", "--task", "match:powersign", "--strategy", "evolution", "--store",
+                path, "--quiet", "--no-baselines"]
+        assert main(args + ["--budget", "8"] + typed) == 0
+        assert main(args + ["--budget", "12", "--resume"]) == 0
+        store = Store(path, create=False)
+        record = store.search()
+        store.close()
+        assert record["options"]["strategy_settings"]["neutral"] == want
+        assert record["state"]["neutral_joins"] >= 0
+
+
 def test_a_formula_target_names_its_files_by_a_hash(tmp_path, capsys):
     """With program text as the target, the default store and the exported files are named
     ``match-rule-HASH``, never after the text (spaces, '*', parentheses); the files check."""

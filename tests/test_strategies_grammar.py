@@ -678,7 +678,7 @@ def test_a_space_with_a_horizon_decays_over_that_many_steps_and_search_passes_th
     steps) gets a space whose decays run over its whole training, programs that parse, and the
     option kept for --resume; match tasks and strategies without a space are left alone."""
     import random as _random
-    from optdsl.search.cli import with_task_horizon
+    from optdsl.search.cli import with_task_defaults
     from optdsl.search.engine import resolve_task
     from optdsl.search.space import HORIZON, Space
     from optdsl.search.strategies import make_strategy
@@ -695,10 +695,15 @@ def test_a_space_with_a_horizon_decays_over_that_many_steps_and_search_passes_th
         optdsl.parse(t)
     with pytest.raises(ValueError, match="horizon"):
         Space("bello", horizon=-5)
-    assert with_task_horizon("evolution", {}, resolve_task("mnist1d-mlp")) == {"horizon": 1500}
-    assert with_task_horizon("rl", {"horizon": "20"}, resolve_task("mnist1d-mlp")) == {"horizon": "20"}
-    assert with_task_horizon("rl", {}, resolve_task("match:powersign")) == {}
-    assert with_task_horizon("random", {}, resolve_task("digits")) == {}
+    assert with_task_defaults("evolution", {}, resolve_task("mnist1d-mlp")) == {"horizon": 1500}
+    assert with_task_defaults("rl", {"horizon": "20"}, resolve_task("mnist1d-mlp")) == {"horizon": "20"}
+    assert with_task_defaults("rl", {}, resolve_task("match:powersign")) == {}
+    # evolution drifts on a match task unless told otherwise, not on a training task
+    assert with_task_defaults("evolution", {}, resolve_task("match:powersign")) == {"neutral": 1.0}
+    assert with_task_defaults("evolution", {"neutral": "0"},
+                              resolve_task("match:powersign")) == {"neutral": "0"}
+    assert "neutral" not in with_task_defaults("evolution", {}, resolve_task("mnist1d-mlp"))
+    assert with_task_defaults("random", {}, resolve_task("digits")) == {}
     s = make_strategy("evolution", options={"horizon": "1500"})
     assert s.space.horizon == 1500
 
