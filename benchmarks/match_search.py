@@ -35,6 +35,7 @@ TARGETS = ("powersign", "addsign")
 def run_one(target: str, strategy_name: str, seed: int, budget: int, outdir: str,
             options: dict | None = None) -> dict:
     from optdsl.search import match
+    from optdsl.search.cli import with_task_defaults
     from optdsl.search.engine import InProcessRunner, SearchLoop, new_search, resolve_task
     from optdsl.search.store import Store
     from optdsl.search.strategies import make_strategy
@@ -44,6 +45,7 @@ def run_one(target: str, strategy_name: str, seed: int, budget: int, outdir: str
         os.remove(path)
     store = Store(path)
     task = resolve_task(f"match:{target}")
+    options = with_task_defaults(strategy_name, options or {}, task)  # as `optdsl search` runs
     strategy = make_strategy(strategy_name, seed=seed, options=options)
     sid = new_search(store, strategy=strategy, task=task, protocol=match.PROTOCOL,
                      budget=budget, baselines=False,
