@@ -438,6 +438,8 @@ def _compare_row(name):
 
 
 _ARITH = (0, 1)  # literal positions of the arithmetic operators' printed forms
+_MOD_CODE = ("torch.where((torch.fmod({0}, {1}) != 0) & (({1} < 0) != (torch.fmod({0}, {1}) < 0)), "
+             "torch.fmod({0}, {1}) + {1}, torch.fmod({0}, {1}))")
 
 _ROWS = [
     # arithmetic operators (precedence: higher binds tighter)
@@ -452,8 +454,10 @@ _ROWS = [
         keeps=(FINITE, NOINF, NONNEG, POS, NONZERO, UNIT, BOOL)),
     _op("div", ("x", "y"), "x / y", lambda a, b: a / b, _np(np.divide), "({0} / {1})",
         lambda sp, x, y: x / y, infix=("/", 2), literal_positions=_ARITH, facts=_div_facts),
+    # printed as eager's own remainder (fmod, moved to the divisor's sign): Inductor compiles
+    # torch.remainder as x - y floor(x / y), NaN for x % inf where eager gives x (or inf)
     _op("mod", ("x", "y"), "x % y (sign of y, like Python)", _binary_tensor(torch.remainder),
-        _np(np.mod), "torch.remainder({0}, {1})", lambda sp, x, y: sp.Mod(x, y), infix=("%", 2),
+        _np(np.mod), _MOD_CODE, lambda sp, x, y: sp.Mod(x, y), infix=("%", 2),
         keeps=(NOINF,)),
     _op("pow", ("x", "y"), "x ^ y", lambda a, b: torch.pow(a, b), _np(np.power),
         "torch.pow({0}, {1})", lambda sp, x, y: sp.Pow(x, y), infix=("^", 4),

@@ -37,6 +37,8 @@ delete the entry and the mark).
 from __future__ import annotations
 
 import collections
+import itertools
+import math
 import json
 import os
 import re
@@ -535,6 +537,26 @@ def test_inductor_keeps_the_old_value_of_a_copied_tensor(text):
     rule = optdsl.parse(text)
     problem = _compare([run(rule, b, {}) for b in ("eager", "inductor")])
     assert problem is None, problem
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_mod_by_an_infinite_divisor_is_eagers_on_every_backend(dtype):
+    """inductor-mod-inf (the slow fuzzer, 2026-12-02): Inductor compiled ``t % where(g, lr,
+    inf)`` as ``x - y floor(x / y)``, NaN where eager's remainder gives ``t``; ``%`` is now
+    printed as eager's remainder (fmod moved to the divisor's sign), equal bit for bit on
+    zeros of both signs, infinities and NaN."""
+    rule = optdsl.parse("r(lr=1) = min(t % where(g, lr, inf), runmax(p))")
+    problem = _compare([run(rule, b, {}) for b in BACKENDS])
+    assert problem is None, problem
+    special = [0.0, -0.0, 1.0, -1.0, 2.5, -7.0, 1e-30, 1e30, math.inf, -math.inf, math.nan, -0.3]
+    x, y = torch.tensor(list(itertools.product(special, special)), dtype=dtype).T.contiguous()
+    step = optdsl.Optimizer([x.clone()], "r(lr=1) = p % g", backend="inductor")
+    p = step.param_groups[0]["params"][0]
+    p.grad = y.clone()
+    step.step()
+    want = x - torch.remainder(x, y)
+    assert torch.equal(p.isnan(), want.isnan())
+    assert torch.equal(p[~p.isnan()], want[~want.isnan()])
+
 
 def test_backends_are_compared_at_the_scale_a_parameter_had():
     """tanh-cancellation (the slow fuzzer, 2026-12-02): ``p - tanh(p)`` cancels to 1e-15 from
