@@ -2,8 +2,9 @@
 
 For each target (``match:powersign``, ``match:addsign``), strategy (random-grammar, rl,
 evolution) and seed: one search through the engine on Bello's space (``grammars/bello.lark``),
-evaluated in this process in batches of 16 (as ``optdsl search --task match:...`` does), with
-the same filters for every strategy, no baselines, ``--budget`` evaluations. Measured per
+evaluated in this process in batches of 16 (as ``optdsl search --task match:...`` does;
+``--batch`` sets another), with the same filters for every strategy, no baselines,
+``--budget`` evaluations. Measured per
 search: the evaluations until the first member of the PowerSign/AddSign family is evaluated,
 by the numeric check (``search/funnel.family``) and proved (``search/funnel.family_proof``:
 ``optdsl.equivalent`` to AddSign or PowerSign up to a factor of lr, constant or a decay; the
@@ -33,9 +34,9 @@ TARGETS = ("powersign", "addsign")
 
 
 def run_one(target: str, strategy_name: str, seed: int, budget: int, outdir: str,
-            options: dict | None = None) -> dict:
+            options: dict | None = None, batch: int | None = None) -> dict:
     from optdsl.search import match
-    from optdsl.search.cli import with_task_defaults
+    from optdsl.search.cli import MATCH_BATCH, with_task_defaults
     from optdsl.search.engine import InProcessRunner, SearchLoop, new_search, resolve_task
     from optdsl.search.store import Store
     from optdsl.search.strategies import make_strategy
@@ -59,10 +60,12 @@ def run_one(target: str, strategy_name: str, seed: int, budget: int, outdir: str
         finally:
             spent[0] += time.perf_counter() - t0
     t0 = time.perf_counter()
-    progress = SearchLoop(store, sid, strategy, InProcessRunner(timed, capacity=16)).run()
+    runner = InProcessRunner(timed, capacity=batch or MATCH_BATCH)
+    progress = SearchLoop(store, sid, strategy, runner).run()
     wall = time.perf_counter() - t0
     f = strategy.filter
     out = {"target": target, "strategy": strategy_name, "seed": seed, "options": options or {},
+           "batch": runner.capacity,
            "budget": budget, **read_store(store, sid), "wall_s": wall, "eval_s": spent[0],
            "strategy_s_per_candidate": (wall - spent[0]) / max(progress.done, 1),
            "draws": strategy.draws, "dead_draws": strategy.dead_draws, "filter": dict(f.stats),
@@ -264,6 +267,9 @@ def main(argv=None) -> int:
     ap.add_argument("--targets", nargs="+", default=list(TARGETS))
     ap.add_argument("--strategy-option", action="append", default=[], metavar="NAME=VALUE",
                     help="a setting of the strategies run (as optdsl search --strategy-option)")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="candidates asked for, evaluated and observed together (default: "
+                         "optdsl search's, search.cli.MATCH_BATCH)")
     ap.add_argument("--out", default="runs/match")
     ap.add_argument("--merge", nargs="+", metavar="DIR",
                     help="run nothing: merge the results.json of these runs into --out")
@@ -295,7 +301,7 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             for name in args.strategies:
                 opts = {k: v for k, v in options.items() if k in _options_of(name)}
-                r = run_one(target, name, seed, args.budget, args.out, opts)
+                r = run_one(target, name, seed, args.budget, args.out, opts, args.batch)
                 results.append(r)
                 write(results, args.out)
                 f = r["first_proved"]
