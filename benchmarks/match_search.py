@@ -139,11 +139,22 @@ def reached(r: dict, key: str = "first_proved") -> int:
     return r[key]["at"] if r.get(key) else r["budget"] + 1
 
 
+def setting(r: dict) -> str:
+    """A result's strategy with the options it ran with and a batch other than 16: what the
+    summary's rows and --merge tell apart (a results.json before 2026-12-02 evening records
+    an evolution run without drift as options {}, the default then)."""
+    parts = [r["strategy"]] + [f"{k}={v}" for k, v in sorted((r.get("options") or {}).items())]
+    if r.get("batch", 16) != 16:
+        parts.append(f"batch={r['batch']}")
+    return " ".join(parts)
+
+
 def summary(results: list) -> str:
     def when(v, budget):
         return "not reached" if v > budget else f"{v:g}"
     order = {n: i for i, n in enumerate(STRATEGIES)}
-    results = sorted(results, key=lambda r: (r["target"], order.get(r["strategy"], 9), r["seed"]))
+    results = sorted(results, key=lambda r: (r["target"], order.get(r["strategy"], 9), setting(r),
+                                             r["seed"]))
     lines = ["| target | strategy | seed | first member, numeric check | first member, proved | "
              "first proved member (known as; proof) | best score | wall | strategy s/candidate |",
              "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
@@ -153,7 +164,7 @@ def summary(results: list) -> str:
         n = r.get("first_family")
         if n and not f:
             name = f"numeric member `{n['rule']}` not proved ({n.get('proof', 'no proof tried')})"
-        lines.append(f"| {r['target']} | {r['strategy']} | {r['seed']} | "
+        lines.append(f"| {r['target']} | {setting(r)} | {r['seed']} | "
                      f"{when(reached(r, 'first_family'), r['budget'])} | "
                      f"{when(reached(r), r['budget'])} | {name} | "
                      f"{r['best']['score']:.3f} | {r['wall_s']:.0f} s | "
@@ -162,8 +173,9 @@ def summary(results: list) -> str:
               "median | numeric check (per seed) | median | median wall |",
               "| --- | --- | --- | --- | ---: | --- | ---: | ---: |"]
     for target in sorted({r["target"] for r in results}):
-        for name in sorted({r["strategy"] for r in results}, key=lambda n: order.get(n, 9)):
-            rs = [r for r in results if r["target"] == target and r["strategy"] == name]
+        names = sorted({(order.get(r["strategy"], 9), setting(r)) for r in results})
+        for _, name in names:
+            rs = [r for r in results if r["target"] == target and setting(r) == name]
             if not rs:
                 continue
             budget = max(r["budget"] for r in rs)
@@ -189,10 +201,13 @@ def plots(results: list, outdir: str) -> list:
     paths = []
     for target in sorted({r["target"] for r in results}):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name in STRATEGIES:
-            rs = [r for r in results if r["target"] == target and r["strategy"] == name]
+        order = {n: i for i, n in enumerate(STRATEGIES)}
+        for k, (_, name, label) in enumerate(sorted({(order.get(r["strategy"], 9), r["strategy"],
+                                                     setting(r)) for r in results})):
+            rs = [r for r in results if r["target"] == target and setting(r) == label]
             if not rs:
                 continue
+            style = ["-", "--", "-.", ":"][k % 4]
             n = max(r["budget"] for r in rs)
             xs = np.arange(1, n + 1)
             ys = []
@@ -206,13 +221,13 @@ def plots(results: list, outdir: str) -> list:
                 ys.append(y)
             ys = np.array(ys)
             with np.errstate(all="ignore"):
-                ax.plot(xs, np.nanmedian(ys, 0), color=colors[name],
-                        label=f"{name} (median of {len(rs)} seeds)")
-                ax.fill_between(xs, np.nanmin(ys, 0), np.nanmax(ys, 0), color=colors[name],
+                ax.plot(xs, np.nanmedian(ys, 0), color=colors.get(name), ls=style,
+                        label=f"{label} (median of {len(rs)} seeds)")
+                ax.fill_between(xs, np.nanmin(ys, 0), np.nanmax(ys, 0), color=colors.get(name),
                                 alpha=0.2)
             for r in rs:
                 if r.get("first_proved"):
-                    ax.axvline(r["first_proved"]["at"], color=colors[name], ls=":", lw=0.8)
+                    ax.axvline(r["first_proved"]["at"], color=colors.get(name), ls=":", lw=0.8)
         ax.set_xlabel("evaluations")
         ax.set_ylabel("best match score so far (-log10 residual)")
         ax.set_title(f"match:{target} on Bello's space (dotted: first proved PowerSign/AddSign member)")
@@ -274,12 +289,14 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", nargs="+", metavar="DIR",
                     help="run nothing: merge the results.json of these runs into --out")
     args = ap.parse_args(argv)
+    if args.batch is not None and args.batch < 1:
+        ap.error("--batch must be at least 1")
     if args.merge:
         merged = {}
         for d in args.merge:
             with open(os.path.join(d, "results.json")) as f:
                 for r in reread(json.load(f), d):
-                    merged[(r["target"], r["strategy"], r["seed"])] = r
+                    merged[(r["target"], setting(r), r["seed"])] = r
         write(list(merged.values()), args.out)
         print(summary(list(merged.values())), end="")
         return 0

@@ -80,12 +80,14 @@ def _uncompilable_reason(rule: Rule) -> str | None:
     return None
 
 
-def plan_step(rule: Rule, state_dtypes: dict | None = None, name: str = "step") -> KernelPlan:
-    """Print ``rule``'s multi-tensor step; raises NotCompilable with the reason."""
+def plan_step(rule: Rule, state_dtypes: dict | None = None, name: str = "step",
+              backend: str = "torchscript") -> KernelPlan:
+    """Print ``rule``'s multi-tensor step for ``backend`` (a primitive's ``backend_code`` where
+    it has one for it); raises NotCompilable with the reason."""
     reason = _uncompilable_reason(rule)
     if reason is not None:
         raise NotCompilable(f"rule {rule.name} cannot be compiled: {reason}")
-    return _Printer(rule, dict(state_dtypes or {})).plan(name)
+    return _Printer(rule, dict(state_dtypes or {}), backend).plan(name)
 
 
 class _Printer:
@@ -93,8 +95,8 @@ class _Printer:
     then the writes. Step scalars become ``c<k> = scalars[k]``, tensors ``x<k>``, states
     ``s<k>``."""
 
-    def __init__(self, rule: Rule, state_dtypes: dict):
-        self.rule, self.state_dtypes = rule, state_dtypes
+    def __init__(self, rule: Rule, state_dtypes: dict, backend: str = "torchscript"):
+        self.rule, self.state_dtypes, self.backend = rule, state_dtypes, backend
         self.kernel_slots = [s for s in rule.slots if s.kind != Kind.SCALAR]
         self.host_slots = [s for s in rule.slots if s.kind == Kind.SCALAR]
         self.p_root = rule.new_p if rule.assigns_p else rule.update
@@ -139,12 +141,13 @@ class _Printer:
         return lines
 
     def code(self, n: ir.Node) -> str:
-        """The code template of a node: its operator's, or the cheaper one of the primitive
-        table (``reduced_code``) where the facts of its argument allow."""
+        """The code template of a node: its operator's (this backend's own where the table
+        has one), or the cheaper one of the primitive table (``reduced_code``) where the facts
+        of its argument allow."""
         prim = PRIMITIVES[n.op]
         if prim.reduced_code and has(node_facts(n.args[0], {}, self.facts), prim.reduced_code[0]):
             return prim.reduced_code[1]
-        return prim.code
+        return dict(prim.backend_code).get(self.backend, prim.code)
 
     def writes(self) -> tuple:
         """(statements, copies a written tensor?): every value is computed before the first
@@ -193,5 +196,5 @@ def module_source(plan: KernelPlan) -> str:
     return HEADER + plan.source
 
 
-def print_step(rule: Rule, state_dtypes: dict | None = None) -> str:
-    return module_source(plan_step(rule, state_dtypes))
+def print_step(rule: Rule, state_dtypes: dict | None = None, backend: str = "torchscript") -> str:
+    return module_source(plan_step(rule, state_dtypes, backend=backend))

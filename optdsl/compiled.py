@@ -126,7 +126,7 @@ class CompiledBackend(Backend):
         self.kernels: dict = {}
         self.plan = None
         try:
-            self.plan = plan_step(rule, self.host.policy.dtypes)
+            self.plan = plan_step(rule, self.host.policy.dtypes, backend=self.name)
             self.kernel_slot_names = [s.name for s in self.plan.kernel_slots]
             reason = self.unavailable()
         except NotCompilable as e:

@@ -111,6 +111,9 @@ class Primitive:
     expand: Callable | None = None  # stateful: (ctx, *args) -> value node, making slots
     infix: tuple | None = None  # (symbol, precedence) for operators
     code: str | None = None  # printed code template, e.g. "torch.sqrt({0})"
+    # (backend name, template) pairs: what that backend prints instead of ``code``, where its
+    # compiler gives other values than eager for ``code``'s operator
+    backend_code: tuple = ()
     # strength reduction: (facts the first argument must have, a cheaper template giving the
     # same values there), e.g. exp of a sign-valued argument as selects of three constants
     reduced_code: tuple | None = None
@@ -438,8 +441,13 @@ def _compare_row(name):
 
 
 _ARITH = (0, 1)  # literal positions of the arithmetic operators' printed forms
-_MOD_CODE = ("torch.where((torch.fmod({0}, {1}) != 0) & (({1} < 0) != (torch.fmod({0}, {1}) < 0)), "
-             "torch.fmod({0}, {1}) + {1}, torch.fmod({0}, {1}))")
+# ``%`` as Inductor prints it: eager's own remainder (fmod moved to the divisor's sign), since
+# Inductor compiles torch.remainder as x - y floor(x / y): NaN for x % inf where eager gives x
+# (or inf), and other last bits for finite float32. ``mod`` takes no literal positions, so
+# both arguments are always names (a literal ``{1}`` would make ``(0.5 < 0)`` a Python bool).
+_MOD_INDUCTOR = ("torch.where((torch.fmod({0}, {1}) != 0) & "
+                 "(({1} < 0) != (torch.fmod({0}, {1}) < 0)), "
+                 "torch.fmod({0}, {1}) + {1}, torch.fmod({0}, {1}))")
 
 _ROWS = [
     # arithmetic operators (precedence: higher binds tighter)
@@ -454,10 +462,9 @@ _ROWS = [
         keeps=(FINITE, NOINF, NONNEG, POS, NONZERO, UNIT, BOOL)),
     _op("div", ("x", "y"), "x / y", lambda a, b: a / b, _np(np.divide), "({0} / {1})",
         lambda sp, x, y: x / y, infix=("/", 2), literal_positions=_ARITH, facts=_div_facts),
-    # printed as eager's own remainder (fmod, moved to the divisor's sign): Inductor compiles
-    # torch.remainder as x - y floor(x / y), NaN for x % inf where eager gives x (or inf)
     _op("mod", ("x", "y"), "x % y (sign of y, like Python)", _binary_tensor(torch.remainder),
-        _np(np.mod), _MOD_CODE, lambda sp, x, y: sp.Mod(x, y), infix=("%", 2),
+        _np(np.mod), "torch.remainder({0}, {1})", lambda sp, x, y: sp.Mod(x, y), infix=("%", 2),
+        backend_code=(("inductor", _MOD_INDUCTOR),),
         keeps=(NOINF,)),
     _op("pow", ("x", "y"), "x ^ y", lambda a, b: torch.pow(a, b), _np(np.power),
         "torch.pow({0}, {1})", lambda sp, x, y: sp.Pow(x, y), infix=("^", 4),

@@ -25,22 +25,22 @@ match:powersign, x x x 2690 x on match:addsign: the draws of a seed change with 
 to the space, the filters or the prior, and 5 seeds do not pin a median.
 
 Dedupe as in the Lion search: a child that is a duplicate of an evaluated program (or a
-near-copy, ``search.filters``) or degenerate is not evaluated and another mutation is drawn
-(at most ``SpaceStrategy.max_draws`` times). **Neutral drift** (``neutral``: 0 by default, 1 on match tasks
-through ``search.cli.MATCH_DEFAULTS``): such a
-duplicate, when it is another tree than the population's members, joins the population with
-the score of the program it duplicates, at no evaluation, and ages like any member (a tree
-that aged out and is drawn again comes back the same way, at its old score). Searches
-that failed sat on a plateau (sgd's score on match:powersign for 1,000-2,500 evaluations): no
-single mutation of sgd scores higher and the family lies two or three mutations away through
-lower scores, while variants that behave as sgd (``x1 = sign(g); x2 = g * sqrt(|x1|)``, one
-modify from AddSign) were thrown away. Measured over seeds 0-9, 3,000 evaluations: the family
-within 2,000 evaluations on 8 of 20 searches (powersign 6, addsign 2) against 4 of 20 with
-``neutral=0`` (powersign median over 10 seeds 1,739, was not reached), for 2-3x the draws.
-Not the default: on the MNIST-1D MLP (seed 2, 2,000 evaluations) the search with drift found
-nothing better than its sgd warm start (0.711) and the one without reached 0.724; there the
-joins (2,775 for 2,000 evaluations) age evaluated members out 2.4x faster, and a duplicate's
-reward is a screening score or a noisy full one.
+near-copy, ``search.filters``) or degenerate is not evaluated and another mutation is drawn (at
+most ``SpaceStrategy.max_draws`` times). **Neutral drift** (``neutral``: 0 by default, 1 on
+match tasks through ``search.cli.MATCH_DEFAULTS``): such a duplicate, when it is another tree
+than the population's members, joins the population with the score of the program it
+duplicates, at no evaluation, and ages like any member (a tree that aged out and is drawn again
+comes back the same way, at its old score). Searches that failed sat on a plateau (sgd's score
+on match:powersign for 1,000-2,500 evaluations): no single mutation of sgd scores higher and
+the family lies two or three mutations away through lower scores, while variants that behave as
+sgd (``x1 = sign(g); x2 = g * sqrt(|x1|)``, one modify from AddSign) were thrown away. Measured
+over seeds 0-9, 3,000 evaluations: the family within 2,000 evaluations on 8 of 20 searches
+(powersign 6, addsign 2) against 4 of 20 with ``neutral=0`` (powersign median over 10 seeds
+1,739, was not reached), for 2-3x the draws. Not the default on training tasks: on the MNIST-1D
+MLP (seed 2, 2,000 evaluations) the search with drift found nothing better than its sgd warm
+start (0.711) and the one without reached 0.724; there the joins (2,775 for 2,000 evaluations)
+age evaluated members out 2.4x faster, and a duplicate's reward is a screening score or a noisy
+full one.
 
 **Restarts** (``restart=N``, off by default): after ``N`` results in a row none of which rose
 more than ``restart_tol`` (0.01) above the score the count started from, the population

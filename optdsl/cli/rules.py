@@ -73,7 +73,7 @@ def cmd_compile(argv) -> int:
     ap.add_argument("-o", "--output", help="write the scripted step to this file (torchscript)")
     args = ap.parse_args(argv)
     rule = load_rule(args.rule)
-    plan = plan_step(rule)
+    plan = plan_step(rule, backend=args.backend)
     if not args.emit and not args.output:
         args.emit = True
     if args.emit:
