@@ -163,21 +163,37 @@ def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> Proof:
     a rule whose decay lives in a state (a step counter of its own) is refuted though it is a
     member, because its first steps cannot show the decay."""
     import optdsl
-    from optdsl import symbolic
+    from optdsl.equivalence import run_with_budget
     rule = optdsl.parse(rule) if isinstance(rule, str) else rule
-    try:
-        guesses = _guesses(rule, beta)
-    except symbolic.Opaque:
-        return Proof("unknown", "it draws random numbers: no exact proof")
-    except Exception as e:  # noqa: BLE001 - a rule sympy cannot take is only 'not proven'
-        return Proof("unknown", f"no exact values of u / g ({type(e).__name__}: {e})")
+    # the exact values and the members they make: sympy, so in a child under the deadline
+    # (one rule, exp(sign(g) / (clip(adam, 1e-3) + 1e-8)) under a clip, ran for 20 minutes)
+    late = [Proof("unknown", f"the exact values of u / g took more than {timeout:g} s")]
     first = None
-    for cp, cm in guesses:
-        proof = _member_proof(rule, cp, cm, beta, timeout)
+    for item in run_with_budget(_members_child, (rule, beta), timeout, late):
+        if isinstance(item, Proof):
+            proof = item
+        else:  # (member program, what it is)
+            member, named = item
+            proof = _for_every_step(optdsl.equivalent(optdsl.parse(member), rule,
+                                                      timeout=timeout), named)
         if proof.proved:
             return proof
         first = first or proof
     return first
+
+
+def _members_child(conn, rule, beta: float) -> None:
+    """``family_proof``'s exact part, in a child process: sends a list with, per guess of
+    ``c+`` and ``c-``, a final Proof or (member program text, what it is) to prove."""
+    from optdsl import symbolic
+    try:
+        out = [_member(rule, cp, cm, beta) for cp, cm in _guesses(rule, beta)]
+    except symbolic.Opaque:
+        out = [Proof("unknown", "it draws random numbers: no exact proof")]
+    except BaseException as e:  # noqa: BLE001 - a rule sympy cannot take is only 'not proven'
+        out = [Proof("unknown", f"no exact values of u / g ({type(e).__name__}: {e})")]
+    conn.send(out)
+    conn.close()
 
 
 def _guesses(rule, beta: float) -> list:
@@ -232,9 +248,9 @@ def _at_steps(values, steps) -> list:
     return rows
 
 
-def _member_proof(rule, cp, cm, beta: float, timeout: float) -> Proof:
-    """``family_proof`` for one guess of ``c+`` and ``c-``: their order, the member as a
-    program, the proof."""
+def _member(rule, cp, cm, beta: float):
+    """``family_proof`` for one guess of ``c+`` and ``c-``: their order and the member as a
+    program, (its text, what it is) for the proof, or a Proof that says why there is none."""
     import optdsl
     from optdsl import symbolic
     try:
@@ -259,9 +275,8 @@ def _member_proof(rule, cp, cm, beta: float, timeout: float) -> Proof:
             raise optdsl.DSLError(f"{plus}, {minus} do not read back exactly")
     except (optdsl.DSLError, symbolic.Opaque) as e:
         return Proof("unknown", f"u / g cannot be written in the language: {e}")
-    verdict = optdsl.equivalent(member, rule, timeout=timeout)
-    return _for_every_step(verdict, f"u = lr g (({plus}) (1 + s) + ({minus}) (1 - s)) / 2: "
-                                    + _member_name(cp, cm))
+    return (member.source, f"u = lr g (({plus}) (1 + s) + ({minus}) (1 - s)) / 2: "
+            + _member_name(cp, cm))
 
 
 def _without_hyperbolic(v):

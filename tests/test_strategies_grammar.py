@@ -166,6 +166,20 @@ def test_the_family_proof_names_the_constant_factor_and_refuses_what_it_cannot_p
     assert not family_proof(saturating, timeout=5).proved
 
 
+def test_the_family_proof_keeps_its_time_limit_where_sympy_does_not():
+    """The exact values of u / g run under the deadline too: for this rule (a numeric member
+    that evolution proposed on match:powersign) sympy ran for 20 minutes outside it."""
+    import time
+    from optdsl.search.funnel import family_proof
+    clipped = ("clip(ema(g, 0.9) / (1 - 0.9^t) / (sqrt(ema(g^2, 0.999) / (1 - 0.999^t)) + 1e-08), "
+               "-0.001, 0.001)")
+    rule = (f"a(lr=1) = lr * (g * clip(exp(sign(g) / ({clipped} + 1e-08)) - clip(sign(g) / "
+            f"({clipped} + 1e-08), -0.0001, 0.0001), -0.001, 0.001))")
+    start = time.perf_counter()
+    proof = family_proof(rule, timeout=2)
+    assert time.perf_counter() - start < 10 and proof.status == "unknown", proof
+
+
 def test_the_family_proof_covers_members_with_a_decay():
     """A member whose u / g depends on t (Bello et al.'s decayed PowerSign, AddSign with a bias
     correction as its learning-rate decay) is proved with c+(t) and c-(t) as expressions in t;
