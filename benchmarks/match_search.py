@@ -199,11 +199,11 @@ def plots(results: list, outdir: str) -> list:
     import numpy as np
     colors = {"random-grammar": "tab:gray", "rl": "tab:blue", "evolution": "tab:green"}
     paths = []
+    order = {n: i for i, n in enumerate(STRATEGIES)}
+    runs = sorted({(order.get(r["strategy"], 9), r["strategy"], setting(r)) for r in results})
     for target in sorted({r["target"] for r in results}):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        order = {n: i for i, n in enumerate(STRATEGIES)}
-        for k, (_, name, label) in enumerate(sorted({(order.get(r["strategy"], 9), r["strategy"],
-                                                     setting(r)) for r in results})):
+        for k, (_, name, label) in enumerate(runs):
             rs = [r for r in results if r["target"] == target and setting(r) == label]
             if not rs:
                 continue

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import collections
 import itertools
-import math
 import json
+import math
 import os
 import re
 import time
@@ -183,8 +183,7 @@ def differences(ref: Outcome, other: Outcome) -> list:
     reference run: ``p - u`` is computed to a few ulps of ``|p|`` and ``|u|``, and the backends
     may differ by an ulp in a transcendental function (inductor's vectorised ``tanh`` against
     libm's), so an element that cancels to 1e-15 from 0.1 (``p - tanh(p)``) is known to about
-    1e-17 absolute (SCALE_TOL allows some
-    thousand ulps of the scale), not relative."""
+    1e-17 absolute, not relative (SCALE_TOL allows some thousand ulps of the scale)."""
     out = []
     scale = [p.abs() for p in PARAMS]  # of finite values only: an inf must equal an inf
     for k, (xs, ys) in enumerate(zip(ref.params, other.params), start=1):
@@ -546,8 +545,8 @@ def test_mod_by_an_infinite_divisor_is_eagers_on_every_backend(dtype):
     prints ``%`` as eager's remainder (fmod moved to the divisor's sign, the table's
     ``backend_code``), TorchScript keeps torch.remainder: both equal to eager bit for bit (sign
     of zero included) on zeros, infinities, NaN and finite values."""
-    rule = optdsl.parse("r(lr=1) = min(t % where(g, lr, inf), runmax(p))")
     from optdsl.codegen import print_step
+    rule = optdsl.parse("r(lr=1) = min(t % where(g, lr, inf), runmax(p))")
     assert "torch.remainder(" in print_step(rule)  # TorchScript's remainder is eager's kernel
     assert "torch.fmod(" in print_step(rule, backend="inductor")
     problem = _compare([run(rule, b, {}) for b in BACKENDS])
@@ -574,15 +573,14 @@ def test_backends_are_compared_at_the_scale_a_parameter_had():
     problem = _compare([run(rule, b, {}) for b in ("eager", "inductor")])
     assert problem is None, problem
     ref = run(rule, "eager", {})
-    wrong = Outcome("wrong", params=[[x.clone() for x in xs] for xs in ref.params],
-                    states=ref.states)
-    wrong.params[2][0][1, 2] += 1e-10  # the element that cancelled to 2.4e-15 at step 3
-    assert differences(ref, wrong), "1e-10 off an element of scale < 10 must be a difference"
 
     def copy(o):
         return Outcome(o.backend, params=[[x.clone() for x in xs] for xs in o.params],
                        states=o.states)
 
+    wrong = copy(ref)
+    wrong.params[2][0][1, 2] += 1e-10  # the element that cancelled to 2.4e-15 at step 3
+    assert differences(ref, wrong), "1e-10 off an element of scale < 10 must be a difference"
     for inf, other in [(math.inf, 5.0), (-math.inf, math.inf)]:
         a, b = copy(ref), copy(ref)
         a.params[1][0][0, 0], b.params[1][0][0, 0] = inf, other
