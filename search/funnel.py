@@ -381,26 +381,19 @@ def _exact_ratios(rule, beta: float = 0.9, at=None) -> tuple:
 def match_proof(rule, target, timeout: float = 10.0) -> Proof:
     """Prove with ``optdsl.equivalent`` that ``rule`` is ``target`` (a rule, at its defaults)
     up to a constant factor of the learning rate: the factor is the ratio of their first
-    updates on ``g = 1``, computed exactly, and ``target``'s ``lr`` is mapped to it times the
-    rule's (what ``match:TARGET``'s top score means, proved)."""
+    updates on ``g = 1``, computed exactly (sympy, in a child under the deadline, as the
+    proof), and ``target``'s ``lr`` is mapped to it times the rule's (what
+    ``match:TARGET``'s top score means, proved)."""
     import optdsl
-    import sympy as sp
-    from optdsl import symbolic
+    from optdsl.equivalence import run_with_budget
     rule = optdsl.parse(rule) if isinstance(rule, str) else rule
     target = optdsl.resolve(target) if isinstance(target, str) else target
     if "lr" not in target.hypers or "lr" not in rule.hypers:
         return Proof("unknown", "the target or the rule has no lr to scale")
-    try:
-        ours, theirs = (symbolic.exact_updates(r, (sp.Integer(1),), {"lr": 1})[0]
-                        for r in (rule, target))
-        factor = ours / theirs  # not simplified: see _exact_ratios
-        if not (factor.is_number and bool(factor.evalf(30) > 0)):
-            return Proof("refuted", f"the first updates on g = 1 are {ours} and {theirs}")
-        scale = symbolic.to_text(factor.rewrite(sp.exp))
-    except symbolic.Opaque:
-        return Proof("unknown", "it draws random numbers: no exact proof")
-    except Exception as e:  # noqa: BLE001 - only 'not proven'
-        return Proof("unknown", f"no exact factor ({type(e).__name__}: {e})")
+    late = Proof("unknown", f"the exact factor took more than {timeout:g} s")
+    scale = run_with_budget(_factor_child, (rule, target), timeout, late)
+    if isinstance(scale, Proof):
+        return scale
     at_defaults = {h: repr(float(v)) for h, v in target.defaults.items() if h != "lr"}
     try:
         verdict = optdsl.equivalent(target, rule, timeout=timeout,
@@ -408,6 +401,27 @@ def match_proof(rule, target, timeout: float = 10.0) -> Proof:
     except optdsl.DSLError as e:
         return Proof("unknown", str(e))
     return _for_every_step(verdict, f"{target.name} at lr x {scale}")
+
+
+def _factor_child(conn, rule, target) -> None:
+    """``match_proof``'s exact part, in a child process: sends the factor of lr as text (the
+    ratio of the first updates on ``g = 1``), or the final Proof when there is none."""
+    import sympy as sp
+    from optdsl import symbolic
+    try:
+        ours, theirs = (symbolic.exact_updates(r, (sp.Integer(1),), {"lr": 1})[0]
+                        for r in (rule, target))
+        factor = ours / theirs  # not simplified: see _exact_ratios
+        if not (factor.is_number and bool(factor.evalf(30) > 0)):
+            out = Proof("refuted", f"the first updates on g = 1 are {ours} and {theirs}")
+        else:
+            out = symbolic.to_text(factor.rewrite(sp.exp))
+    except symbolic.Opaque:
+        out = Proof("unknown", "it draws random numbers: no exact proof")
+    except BaseException as e:  # noqa: BLE001 - only 'not proven'
+        out = Proof("unknown", f"no exact factor ({type(e).__name__}: {e})")
+    conn.send(out)
+    conn.close()
 
 
 def _scale(mine, theirs, rtol: float = 1e-6):

@@ -293,7 +293,7 @@ def coerce_option(name: str, key: str, value, default):
         return type(default)(value)
     except ValueError:
         raise SearchError(f"strategy '{name}' option {key}={value!r}: expected "
-                          f"{type(default).__name__} (default {default!r})") from None
+                          f"{type(default).__name__}, e.g. {default!r}") from None
 
 
 def make_strategy(name: str, seed: int = 0, options: dict | None = None) -> Strategy:

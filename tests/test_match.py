@@ -226,3 +226,14 @@ def test_the_report_proves_an_exact_match_equal_to_the_target(tmp_path, capsys):
     assert match_proof(POWERSIGN, "lr * sign(g)").status == "refuted"
     assert match_proof("lr * exp(sign(g) * sign(ema(g, 0.9))) * g * (1 + 0 * noise(0.1))",
                        "powersign").status == "unknown"
+
+
+def test_the_match_proof_keeps_its_time_limit_where_sympy_does_not():
+    """The exact factor of lr (the ratio of the first updates, sympy) runs under the deadline
+    as the proof does: for this rule sympy works on a tower of powers for minutes."""
+    import time
+    from optdsl.search.funnel import match_proof
+    start = time.perf_counter()
+    proof = match_proof("a(lr=1) = lr * g * exp(sign(g)) ^ 30 ^ 30 ^ 30", "powersign", timeout=2)
+    assert time.perf_counter() - start < 10 and proof.status == "unknown", proof
+    assert "more than 2 s" in proof.text

@@ -315,7 +315,7 @@ def test_report_on_missing_store_exits_2(tmp_path, capsys):
     (["--strategy", "rl", "--strategy-option", "entropi=0.1"],
      "strategy 'rl' has no option 'entropi'; did you mean 'entropy'?"),
     (["--strategy", "evolution", "--strategy-option", "population=many"],
-     "strategy 'evolution' option population='many': expected int (default 32)"),
+     "strategy 'evolution' option population='many': expected int, e.g. 32"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
     from optdsl.cli import main
