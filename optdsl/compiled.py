@@ -336,7 +336,9 @@ class InductorBackend(CompiledBackend):
             slots = [t.view(1) if t.dim() == 0 else t for t in (st[n] for n in names)]
             if p.dim() == 0:
                 p, g = p.view(1), g.view(1)
-            layout = (p.shape, p.stride(), g.stride(),
+            # everything a compiled graph is specialised to, but p's dtype and device (the
+            # signature's): a kernel built for another gradient dtype read past the buffer
+            layout = (p.shape, p.stride(), g.shape, g.stride(), g.dtype,
                       tuple((t.shape, t.stride(), t.dtype) for t in slots))
             rows.append((layout, i, p, slots))
         if len(rows) > self.chunk:

@@ -104,6 +104,37 @@ def test_a_mutation_between_steps_replans_and_follows_the_interpreter(mutation):
         assert opt.state[p]["m"].dtype == p.dtype
 
 
+@pytest.mark.skipif(not hasattr(torch.nn.Parameter(torch.zeros(1)), "grad_dtype"),
+                    reason="this torch keeps a gradient in its parameter's dtype")
+def test_a_gradient_of_another_dtype_gets_a_kernel_of_its_own():
+    """A float64 parameter whose gradients become float32 between steps (``p.grad_dtype``):
+    Inductor ran the kernel built for float64 gradients on the float32 one (wrong numbers, and
+    reads past the buffer), in this optimizer and in a new one of the same process. (Dynamo
+    refuses a parameter whose gradient has another dtype: that step runs on the interpreter,
+    after a warning.)"""
+    for fresh in (False, True):
+        out = {}
+        for backend in BACKENDS:
+            p = nn.Parameter(torch.zeros(8, dtype=torch.float64))
+            opt = optdsl.Optimizer([p], "sgd", lr=0.5, backend=backend)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FallbackWarning)
+                p.grad = torch.ones(8, dtype=torch.float64)
+                opt.step()
+                if fresh:
+                    p = nn.Parameter(torch.zeros(8, dtype=torch.float64))
+                    opt = optdsl.Optimizer([p], "sgd", lr=0.5, backend=backend)
+                p.grad = None
+                p.grad_dtype = torch.float32
+                p.grad = torch.full((8,), 3.0, dtype=torch.float32)
+                opt.step()
+            out[backend] = p.detach().clone()
+        assert torch.equal(out["eager"], torch.full((8,), -1.5 if fresh else -2.0,
+                                                    dtype=torch.float64))
+        for backend, got in out.items():
+            assert torch.equal(got, out["eager"]), (backend, fresh, got)
+
+
 def test_a_parameter_that_changes_shape_is_a_clear_error_before_any_kernel_runs():
     for backend in BACKENDS:
         model = tiny()
