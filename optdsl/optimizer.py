@@ -22,9 +22,17 @@ from .backends import make_backend
 from .check import validate_hyper_values
 from .errors import HyperparameterError, did_you_mean
 from .ir import Rule
+from .probes import is_random
 from .rules import resolve
 
 # Valid ranges by hyperparameter name (a table, not a chain of ifs): (pattern, test, wording).
+def _default_seed(rule: Rule) -> int:
+    """The seed of the random primitives when ``Optimizer`` is given none (its docstring)."""
+    if not is_random(rule):
+        return 0  # nothing is drawn: torch's global generator stays untouched
+    return int(torch.randint(2 ** 62, ()))
+
+
 _RANGES = [
     (r"lr|eps|weight_decay|lr_decay|momentum|initial_accumulator(_value)?|momentum_decay|"
      r"final_lr|trust_coefficient|step_size_(min|max)", lambda v: v >= 0, "must be >= 0"),
@@ -70,6 +78,10 @@ class Optimizer(torch.optim.Optimizer):
             or ``{"v": torch.bfloat16}`` (by state name, as ``optdsl show RULE`` lists them);
             states are widened to the parameter's dtype for the step. Default: the parameter's.
         seed: seeds the generator of the random primitives (saved in ``state_dict``).
+            Default: for a rule that draws random numbers, one draw from torch's global
+            generator (``torch.manual_seed`` makes it reproducible, and two optimizers draw
+            differently); a rule that draws none leaves torch's global generator as
+            torch.optim does (a model's dropout after it is what it would be).
         **hyperparameters: overrides of the rule's defaults (see ``optdsl show RULE``); an
             unknown name is an error. Param-group dicts may carry other keys too (kept, as
             torch.optim keeps them).
@@ -87,7 +99,7 @@ class Optimizer(torch.optim.Optimizer):
         self._backend = make_backend(self.rule, backend, state_dtype)
         self.backend_name = self._backend.name
         self.generator = torch.Generator()
-        self.generator.manual_seed(torch.seed() if seed is None else int(seed))
+        self.generator.manual_seed(_default_seed(self.rule) if seed is None else int(seed))
         if "beta1" in defaults and "beta2" in defaults:
             defaults["betas"] = (defaults["beta1"], defaults["beta2"])  # what torch schedulers look for
         super().__init__(params, defaults)

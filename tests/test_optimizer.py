@@ -265,3 +265,30 @@ def test_schedules_are_computed_once_per_step_as_scalars():
     nodes = [n for n in topological(rule.outputs()) if n.op in ("warmup", "cosine", "sgdr")]
     assert len(nodes) == 3 and all(n.kind == Kind.SCALAR for n in nodes)
     assert all(PRIMITIVES[n.op].torch_fn is None for n in nodes)  # no per-element implementation
+
+
+def test_building_an_optimizer_leaves_torchs_random_numbers_alone():
+    """As with torch.optim: building one for a rule without random numbers neither reseeds
+    torch's global generator (a model's dropout after it was no longer reproducible) nor draws
+    from it; for a rule with ``noise`` and no ``seed=``, its draws follow ``torch.manual_seed``
+    and two optimizers draw differently."""
+    def draws(make):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        make(model.parameters())
+        return torch.randn(4)
+    assert torch.equal(draws(lambda ps: optdsl.Optimizer(ps, "adam", backend="eager")),
+                       draws(torch.optim.Adam))
+
+    def noise_run():
+        p = torch.nn.Parameter(torch.zeros(16))
+        opt = optdsl.Optimizer([p], "r(lr=1) = lr * noise(1)", backend="eager")
+        p.grad = torch.zeros(16)
+        opt.step()
+        return p.detach().clone()
+    torch.manual_seed(5)
+    first = [noise_run(), noise_run()]
+    torch.manual_seed(5)
+    again = [noise_run(), noise_run()]
+    assert not torch.equal(first[0], first[1])
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
