@@ -2,9 +2,12 @@
 
 An optdsl state_dict is torch's (``state``: per parameter index ``step`` and one entry per
 state slot, named from the program; ``param_groups``: every hyperparameter) plus ``rule`` and
-``generator``. Loading checks it against the rule before anything changes: the same state
-names (a checkpoint of another rule is an error naming both sides), states that fit their
-parameters, groups that carry every hyperparameter.
+``generator`` and ``program`` (:func:`program_key`: the rule's canonical hash with its
+hyperparameters' defaults left out). Loading checks it against the rule before anything
+changes: the same program (a checkpoint of another rule, even one with the same state names,
+such as AddSign's into PowerSign, is an error naming both sides; a checkpoint from before the
+key, or converted from torch.optim, is checked by its state names), the same state names,
+states that fit their parameters, groups that carry every hyperparameter.
 
 torch.optim's own layouts convert both ways for the rules that are the same optimizer, so a
 running training can switch to optdsl and back (``Optimizer.from_torch``, ``to_torch``,
@@ -30,10 +33,11 @@ refused.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from .canonical import canonical_hash
 from .errors import DSLError
 from .ir import Kind, Rule
 
@@ -175,8 +179,17 @@ def to_torch_state_dict(rule: Rule, sd: dict) -> dict:
 
 # --- checking an optdsl checkpoint ---------------------------------------------------------------
 
-def check_state_dict(rule: Rule, sd: dict, params_by_index: dict) -> None:
-    """Raise a CheckpointError unless ``sd`` fits ``rule`` and the parameters; changes nothing."""
+def program_key(rule: Rule) -> str:
+    """What a checkpoint must have been saved by: the canonical hash of ``rule`` with every
+    hyperparameter's default set to 1 (its values travel in the param groups), so rules equal
+    up to algebra share it and the same program at other defaults too."""
+    plain = {k: replace(h, default=1.0) for k, h in rule.hypers.items()}
+    return canonical_hash(replace(rule, hypers=plain))
+
+
+def check_state_dict(rule: Rule, sd: dict, params_by_index: dict, key: str | None = None) -> None:
+    """Raise a CheckpointError unless ``sd`` fits ``rule`` (whose ``program_key`` is ``key``,
+    computed when not given) and the parameters; changes nothing."""
     slots = _slots(rule)
     expected = set(slots) | {"step"}
     saved_by = f" (saved by rule {sd['rule']})" if sd.get("rule") not in (None, rule.name) else ""
@@ -201,6 +214,12 @@ def check_state_dict(rule: Rule, sd: dict, params_by_index: dict) -> None:
                     f"state '{name}' of parameter {index} in this checkpoint has shape {got}; "
                     f"rule {rule.name} needs {want} for that parameter (a checkpoint of other "
                     "parameters?)")
+    if sd.get("program") not in (None, key or program_key(rule)):
+        other = sd.get("rule", "?")
+        raise CheckpointError(
+            f"this checkpoint was saved by rule {other}, another program than rule {rule.name}"
+            + (" (the same name, another formula)" if other == rule.name else "")
+            + f": load it into an optimizer of the rule that saved it")
     for i, g in enumerate(sd.get("param_groups", ())):
         missing = [h for h in rule.hypers if h not in g]
         if missing:

@@ -179,8 +179,14 @@ class Optimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict:
         sd = super().state_dict()
         sd["rule"] = self.rule.name
+        sd["program"] = self._program_key()
         sd["generator"] = self.generator.get_state()
         return sd
+
+    def _program_key(self) -> str:
+        if getattr(self, "_program", None) is None:
+            self._program = checkpoints.program_key(self.rule)
+        return self._program
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Load an optdsl checkpoint of this rule, or a torch.optim one of the same optimizer
@@ -192,8 +198,9 @@ class Optimizer(torch.optim.Optimizer):
         gen = sd.pop("generator", None)
         saved = [i for g in sd.get("param_groups", ()) for i in g["params"]]
         index = dict(zip(saved, (p for g in self.param_groups for p in g["params"])))
-        checkpoints.check_state_dict(self.rule, sd, index)
+        checkpoints.check_state_dict(self.rule, sd, index, self._program_key())
         sd.pop("rule", None)
+        sd.pop("program", None)
         # copies: the compiled backends update states in place, and a live optimizer's
         # state_dict (torch's or ours) holds that optimizer's own tensors
         sd["state"] = {i: {k: v.clone() if isinstance(v, torch.Tensor) else v

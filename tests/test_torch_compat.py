@@ -344,6 +344,31 @@ def test_a_checkpoint_of_another_rule_is_an_error_naming_both_sides():
     assert other.state_dict()["state"] == {}  # nothing was loaded
 
 
+def test_a_checkpoint_of_another_program_with_the_same_state_names_is_an_error():
+    """AddSign's checkpoint loaded into PowerSign (both keep one ``ema``), and one formula's
+    into another: the state names agree, the programs do not. The same program loads at other
+    hyperparameter values, written otherwise (``g * lr``) and on another backend."""
+    model = tiny()
+    addsign = optdsl.Optimizer(model.parameters(), "addsign", backend="eager")
+    train_step(model, addsign, 0)
+    powersign = optdsl.Optimizer(model.parameters(), "powersign", backend="eager")
+    with pytest.raises(CheckpointError, match=r"saved by rule addsign, another program than "
+                                              r"rule powersign"):
+        powersign.load_state_dict(addsign.state_dict())
+    assert powersign.state_dict()["state"] == {}
+    first = optdsl.Optimizer(model.parameters(), "lr * sign(ema(g, 0.9))", backend="eager")
+    train_step(model, first, 1)
+    second = optdsl.Optimizer(model.parameters(), "lr * ema(g^3, 0.5)", backend="eager")
+    with pytest.raises(CheckpointError, match=r"the same name, another formula"):
+        second.load_state_dict(first.state_dict())
+    same = optdsl.Optimizer(model.parameters(), "sign(ema(g, 0.9)) * lr", lr=0.5)
+    same.load_state_dict(first.state_dict())
+    assert same.param_groups[0]["lr"] == first.param_groups[0]["lr"]
+    adam = optdsl.Optimizer(model.parameters(), "adam", backend="eager", lr=0.1, beta1=0.8)
+    train_step(model, adam, 2)
+    optdsl.Optimizer(model.parameters(), "adam").load_state_dict(adam.state_dict())
+
+
 def test_a_torch_checkpoint_of_another_optimizer_is_an_error_at_load():
     """Issue 12 #6: a torch.optim.Adam state_dict loaded silently, then KeyError 'beta1'."""
     model = tiny()
