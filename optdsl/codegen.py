@@ -57,6 +57,9 @@ class KernelPlan:
         return ["params", "grads"] + [f"state_{k}" for k in range(len(self.kernel_slots))] + ["scalars"]
 
 
+_OPMATH = {"add": "+", "sub": "-", "mul": "*", "div": "/"}  # (see _Printer.with_step_scalar)
+
+
 def _literal(n: ir.Node) -> str | None:
     if n.op == "const" and math.isfinite(n.value):
         return repr(float(n.value))
@@ -137,8 +140,29 @@ class _Printer:
             args = [self.arg(n, i, a) for i, a in enumerate(n.args)]
             self.names[n] = f"x{tmp}"
             tmp += 1
-            lines.append(f"{self.names[n]} = {self.code(n).format(*args, dtype='p.dtype')}")
+            code = self.with_step_scalar(n, args) or self.code(n).format(*args, dtype='p.dtype')
+            lines.append(f"{self.names[n]} = {code}")
         return lines
+
+    def with_step_scalar(self, n: ir.Node, args: list) -> str | None:
+        """Arithmetic of a tensor with a step scalar ``c`` (a float32 element for float16 and
+        bfloat16 parameters) as the interpreter's ``tensor OP python_float`` computes it in eager
+        torch: in float32 with ``c`` unrounded, the result rounded once (torch and Inductor
+        would round ``c`` to the tensor's dtype first: momentum 0.99 became 0.98828125 in
+        bfloat16). Where the scalar comes first, as eager's reflected operators do: ``c - T``
+        rounds ``c`` (``rsub``), ``c / T`` is ``reciprocal(T) * c``. A no-op cast elsewhere."""
+        if n.op not in _OPMATH or len(args) != 2:
+            return None
+        scalar = [a.kind == Kind.SCALAR and self.names.get(a) == arg for a, arg in zip(n.args, args)]
+        if scalar.count(True) != 1:
+            return None
+        first = scalar[0]
+        t, c = (args[1], args[0]) if first else (args[0], args[1])
+        if first and n.op == "sub":
+            return f"({c}.to({t}.dtype) - {t})"
+        if first and n.op == "div":
+            return f"(torch.reciprocal({t}).to({c}.dtype) * {c}).to({t}.dtype)"
+        return f"({t}.to({c}.dtype) {_OPMATH[n.op]} {c}).to({t}.dtype)"
 
     def code(self, n: ir.Node) -> str:
         """The code template of a node: its operator's (this backend's own where the table

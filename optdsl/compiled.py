@@ -16,12 +16,12 @@ no hyperparameter, schedule value or step count is ever baked into compiled code
   ``STATS``.
 
 Both compute in the parameter's dtype, as the interpreter does (float16/bfloat16 included:
-Inductor is asked to round every intermediate as eager torch does). In float16/bfloat16 they
-can still differ from the interpreter by an ulp per operation with a step scalar (``lr * g``):
-the kernels read the scalars as float32 tensor elements, which Inductor (and eager torch,
-where the scalar comes first) round to the parameter's dtype, while the interpreter's Python
-numbers enter eager torch's float32 arithmetic unrounded; a discontinuous operation of such a
-product (``p % (g * lr)``) then differs by more. Complex parameters run on
+Inductor is asked to round every intermediate as eager torch does, and arithmetic with a step
+scalar is printed in float32 with the scalar unrounded, as eager torch computes the
+interpreter's ``tensor * python_float``: ``codegen._Printer.with_step_scalar``). Where other
+operations take a step scalar (``max``, ``clip``, ``where``, powers), float16/bfloat16 results
+can still differ from the interpreter's in the last bit (rprop, adadelta and yogi do, on a
+few elements in four steps). Complex parameters run on
 the interpreter. A rule a backend cannot compile (random tensors, a primitive without a code
 template, a compiler error, no C++ compiler) runs on the interpreter instead, after ONE warning
 that names the reason. Randomness: ``noise``/``drop`` (random tensors) fall back to the
