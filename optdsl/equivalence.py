@@ -14,10 +14,12 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    initial values agree, each state update agrees under ``sigma`` and the updates agree, for all
    ``g, p, t``, all states and all hyperparameters. By induction on ``t`` this proves equal
    trajectories for every number of steps.
-3. **k-step unrolling**: ``g_1..g_k`` and ``p_0`` symbols, states eliminated by substitution, the
-   parameter after each of the first ``k`` steps compared. This handles rules whose states are
-   not in correspondence (torch's Nesterov buffer vs. the lecture's rewrite, heavy-ball vs. EMA
-   momentum); it proves the first ``k`` steps equal (the verdict's ``method`` says so).
+3. **k-step unrolling**, when no state correspondence is found: ``g_1..g_k`` and ``p_0``
+   symbols, states eliminated by substitution, the parameter after each of the first ``k`` steps
+   compared (torch's Nesterov buffer vs. the lecture's rewrite, heavy-ball vs. EMA momentum).
+   Equal first ``k`` steps are no proof (``t <= 5`` is true until step 6): the verdict is
+   ``unknown`` with method ``unrolled(k=K)``. Whenever nothing is proved, numeric probing of
+   ``LONG_STEPS`` steps looks for a counterexample first (one it finds refutes the pair).
 
 *Every* input counts, exact zeros included: ``g / g`` is not ``1`` (NaN at ``g = 0``), nor
 ``c / sqrt(c^2)`` ``sign(c)``. With ``domain="defined"`` the question is instead whether the
@@ -79,7 +81,7 @@ class Counterexample:
 class Verdict:
     """The answer of ``equivalent``: ``status`` is proved, refuted or unknown."""
     status: str
-    method: str  # numeric | single-step | unrolled(k=K) | timeout | random | ...
+    method: str  # numeric | single-step | unrolled(k=K) (unknown) | timeout | random | ...
     detail: str = ""
     counterexample: Counterexample | None = None
     elapsed: float = 0.0
@@ -127,7 +129,7 @@ class Pair:
             if k not in names_a:
                 raise DSLError(f"hyper_map: the first rule has no hyperparameter '{k}'"
                                + did_you_mean(k, names_a))
-            self.maps[k] = _map_expression(str(text), sorted(names_a | names_b))
+            self.maps[k] = _map_expression(str(text), {**self.b.defaults, **self.a.defaults})
         used_a = (names_a - set(self.maps)) | {n for m in self.maps.values()
                                                for n in ir.walk_leaves([m], "hyper")}
         self.defaults = {**self.b.defaults, **self.a.defaults}
@@ -176,9 +178,10 @@ def _perturb(d: float, rng: random.Random) -> float:
     return d * math.exp(rng.uniform(-0.7, 0.7))
 
 
-def _map_expression(text: str, names: list) -> ir.Node:
-    """A hyper_map value (language syntax over hyperparameter names) as an IR node."""
-    header = ", ".join(f"{h}=1" for h in names if h != "lr")
+def _map_expression(text: str, defaults: dict) -> ir.Node:
+    """A hyper_map value (language syntax over hyperparameter names, read with the rules'
+    ``defaults``, which the program check accepts) as an IR node."""
+    header = ", ".join(f"{h}={v!r}" for h, v in sorted(defaults.items()) if h != "lr")
     prog = f"hyper_map(lr=1{', ' if header else ''}{header}) = lr * 0 + ({text})"
     try:
         rule = parse(prog)
@@ -200,10 +203,9 @@ def _eval_scalar(node: ir.Node, env: dict) -> float:
 # --- 1. numeric probing -------------------------------------------------------------------
 
 STEPS_PROBED = 4
+LONG_STEPS = 16  # probed when there is no proof for every step (t <= 5 differs at step 6)
 ELEMENTS = 24
 DRAWS = 6
-
-
 
 
 def _differ(ua, ub, p, domain: str = "all") -> torch.Tensor:
@@ -438,7 +440,8 @@ def _mapping_text(sigma: dict, flip: bool) -> str:
 
 
 def unrolled(pair: Pair, k: int):
-    """(proved?, text): the first k steps' parameters agree for symbolic g_1..g_k and p_0."""
+    """(agree?, text): the first k steps' parameters agree for symbolic g_1..g_k and p_0 (no
+    proof for later steps)."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import equal, leaf_map, translate  # sympy
     ha, hb = _symbols(pair, sp)
@@ -462,8 +465,8 @@ def unrolled(pair: Pair, k: int):
         if not _numeric_close([d], _points(d.free_symbols, sp), sp) or not equal(us[0], us[1]):
             return False, f"step {i + 1} not proven equal by unrolling"
         p = p - us[0]
-    return True, (f"unrolled {k} steps, states eliminated: equal parameters after each of the "
-                  f"first {k} steps for all g_1..g_{k}, p_0 and hyperparameters")
+    return True, (f"the first {k} steps agree (unrolled, states eliminated: equal parameters "
+                  f"after each for all g_1..g_{k}, p_0 and hyperparameters)")
 
 
 def _symbolic(pair: Pair, steps: int):
@@ -475,8 +478,9 @@ def _symbolic(pair: Pair, steps: int):
             return PROVED, "single-step", text, sigma
         if steps > 0:
             ok, text2 = unrolled(pair, steps)
-            if ok:
-                return PROVED, f"unrolled(k={steps})", text2, {}
+            if ok:  # the first k steps only: not a proof
+                return (UNKNOWN, f"unrolled(k={steps})",
+                        f"{text2}, but no proof for every step: {text}", {})
             return UNKNOWN, "symbolic", f"{text}; {text2}", {}
         return UNKNOWN, "symbolic", text, {}
     except Opaque as e:
@@ -533,7 +537,12 @@ def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
     """Prove rules ``a`` and ``b`` equivalent, refute them
     with a re-evaluated counterexample, or answer unknown within ``timeout`` seconds.
 
-    ``steps``: how many steps the unrolled proof compares (0 disables it); ``bind``: name ->
+    Only a proof for every step (a single-step proof with matched states) says proved. Without
+    one, numeric probing of ``LONG_STEPS`` steps looks for a counterexample at later steps
+    (``t <= 5`` differs at step 6): refuted, or unknown with what agrees (such as the first
+    ``steps`` steps unrolled).
+
+    ``steps``: how many steps the unrolled comparison checks (0 disables it); ``bind``: name ->
     value fixed for both rules; ``hyper_map``: name of a hyperparameter of ``a`` -> expression
     (language syntax) over the hyperparameters, e.g. ``{"lr": "lr / (1 - momentum)"}``;
     ``domain``: "all" (every input, exact zeros included) or "defined" (only where ``a``'s
@@ -550,7 +559,10 @@ def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
     budget = timeout - (time.perf_counter() - start)
     fallback = (UNKNOWN, "timeout", f"no proof within {timeout:g} s", {})
     status, method, text, sigma = run_with_budget(_child, (pair, steps), budget, fallback)
-    if status == PROVED and domain != "all":
+    if status != PROVED:  # no proof for every step: look for a difference at later steps
+        cex, evidence = probe(pair, steps=max(LONG_STEPS, steps), seed=seed)
+        if cex is not None:
+            return Verdict(REFUTED, "numeric", str(cex), cex, time.perf_counter() - start)
+    elif domain != "all":
         text += f"; {DOMAINS[domain]}"
-    return Verdict(status, method, text, None, time.perf_counter() - start, sigma,
-                   evidence if status != PROVED else evidence)
+    return Verdict(status, method, text, None, time.perf_counter() - start, sigma, evidence)
