@@ -16,6 +16,8 @@ is an alias: number arguments in that call set new defaults instead of fixing va
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,8 +32,43 @@ DEFAULT_LR = 1e-3
 MAX_CALL_DEPTH = 8
 
 
-def _err(msg: str, pos: Pos | None) -> DSLError:
-    return DSLError(msg, pos.line if pos else None, pos.column if pos else None)
+def _err(msg: str, pos: Pos | None, error=DSLError) -> DSLError:
+    return error(msg, pos.line if pos else None, pos.column if pos else None)
+
+
+# The ranges a hyperparameter must be in, by name (keyword arguments, param groups and the
+# values written in a program alike)
+_RANGES = [
+    (r"lr|eps|weight_decay|lr_decay|momentum|initial_accumulator(_value)?|momentum_decay|"
+     r"final_lr|trust_coefficient|step_size_(min|max)", lambda v: v >= 0, "must be >= 0"),
+    (r"beta\d?|rho", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    (r"dampening|nu\d", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    (r"gamma|k", lambda v: v > 0, "must be > 0"),
+]
+
+
+def validate_hyper(name: str, value) -> float:
+    """``value`` as a float, or a HyperparameterError when it is not a number or is outside
+    its name's range (``_RANGES``)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise HyperparameterError(f"hyperparameter {name}={value!r} is not a number") from None
+    if math.isnan(v):
+        raise HyperparameterError(f"hyperparameter {name} is NaN")
+    for pattern, ok, wording in _RANGES:
+        if re.fullmatch(pattern, name) and not ok(v):
+            raise HyperparameterError(f"invalid {name}={value!r}: {name} {wording}")
+    return v
+
+
+def _valid_hyper(name: str, value: float, pos: Pos | None) -> float:
+    """A hyperparameter value written in the program, checked by the rules that Optimizer
+    applies to the same keyword (negative lr, beta outside [0, 1), ...), with its position."""
+    try:
+        return validate_hyper(name, value)
+    except HyperparameterError as e:
+        raise _err(e.message, pos, HyperparameterError) from None
 
 
 @dataclass
@@ -55,12 +92,14 @@ class _RuleBuilder:
         self.kind_raised = False
         self.subrules: list = []
 
-    def add_hyper(self, name: str, default: float, implicit: bool = False) -> ir.Node:
-        """The hyperparameter ``name``; its default is the first declared one, and a declared
-        default replaces the implicit one of an undeclared ``lr`` (so ``lr * adamax()`` and
-        ``adamax() * lr`` both take adamax's lr)."""
+    def add_hyper(self, name: str, default: float, pos: Pos | None = None,
+                  implicit: bool = False) -> ir.Node:
+        """The hyperparameter ``name``; its default (written at ``pos``) is validated and the
+        first declared one is kept, and a declared default replaces the implicit one of an
+        undeclared ``lr`` (so ``lr * adamax()`` and ``adamax() * lr`` both take adamax's lr)."""
+        default = _valid_hyper(name, default, pos)
         if name not in self.hypers or (name in self.implicit and not implicit):
-            self.hypers[name] = Hyper(name, float(default))
+            self.hypers[name] = Hyper(name, default)
             self.implicit.discard(name)
             if implicit:
                 self.implicit.add(name)
@@ -285,6 +324,8 @@ class _Instance:
                     raise _err(f"'{h}' of {name} takes a rule name, like {h}=adam",
                                getattr(bound[h], "pos", pos))
             elif h in bound and not (alias and _literal(bound[h]) is not None):
+                if _literal(bound[h]) is not None:  # a number fixing it: the same rules
+                    _valid_hyper(h, _literal(bound[h]), bound[h].pos)
                 node = self.expr(bound[h])
                 if node.kind > Kind.SCALAR:
                     raise _err(f"a tensor where a scalar is required: hyperparameter '{h}' of "
@@ -292,11 +333,12 @@ class _Instance:
                 hypers[h] = node
             else:
                 value = _literal(bound[h]) if h in bound else overrides.get(h, _default_value(default, hpos))
+                at = bound[h].pos if h in bound else pos
                 # a lifted name never captures one that this program or a program calling it
                 # declares (lookahead(ranger): ranger's own lookahead keeps its own k)
                 declared = self.own | self.enclosing
                 target = h if (h == "lr" or h not in declared) else f"{name}_{h}"
-                hypers[h] = self.b.add_hyper(target, value)
+                hypers[h] = self.b.add_hyper(target, value, at)
         count = sum(1 for s in self.b.subrules if s == name)
         self.b.subrules.append(name)
         prefix = f"{self.prefix}{name}{'#' + str(count + 1) if count else ''}."
@@ -481,7 +523,8 @@ def _is_rule_name(e, rules) -> bool:
 def _rule_ref(e, rules) -> _RuleRef:
     if isinstance(e, Name):
         return _RuleRef(rules.get(e.name), {})
-    return _RuleRef(rules.get(e.func), {k: _literal(x) for k, x, _ in e.kwargs})
+    overrides = {k: _valid_hyper(k, _literal(x), x.pos) for k, x, _ in e.kwargs}
+    return _RuleRef(rules.get(e.func), overrides)
 
 
 def _literal(e):
@@ -544,7 +587,8 @@ def _check(program: Program, name: str | None, doc: str, rules) -> Rule:
             if _is_rule_name(default, rules):
                 rule_params[h] = _rule_ref(default, rules)
             else:
-                hypers[h] = b.add_hyper(h, _default_value(default, hpos))
+                hypers[h] = b.add_hyper(h, _default_value(default, hpos),
+                                        getattr(default, "pos", hpos))
         inst = _Instance(program, b, "", hypers, rule_params, ((top, True),),
                          own={h for h, _, _ in program.header})
         if inst.is_alias():

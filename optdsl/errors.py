@@ -40,7 +40,8 @@ class DSLError(ValueError):
 
 
 class HyperparameterError(DSLError):
-    """An unknown hyperparameter name or an invalid value given to an Optimizer."""
+    """An unknown hyperparameter name, or an invalid value given to an Optimizer or written in
+    program text (``r(lr=-1) = lr * g``: then with the value's line and column)."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -11,15 +11,13 @@ runs outside a ``torch.compile``d caller's graph. docs/compat.md lists every pla
 """
 from __future__ import annotations
 
-import math
-import re
 import warnings
 
 import torch
 
 from . import checkpoints
 from .backends import make_backend
-from .check import validate_hyper_values
+from .check import validate_hyper, validate_hyper_values
 from .errors import HyperparameterError, did_you_mean
 from .ir import Rule
 from .probes import is_random
@@ -31,28 +29,6 @@ def _default_seed(rule: Rule) -> int:
     if not is_random(rule):
         return 0  # nothing is drawn: torch's global generator stays untouched
     return int(torch.randint(2 ** 62, ()))
-
-
-_RANGES = [
-    (r"lr|eps|weight_decay|lr_decay|momentum|initial_accumulator(_value)?|momentum_decay|"
-     r"final_lr|trust_coefficient|step_size_(min|max)", lambda v: v >= 0, "must be >= 0"),
-    (r"beta\d?|rho", lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    (r"dampening|nu\d", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
-    (r"gamma|k", lambda v: v > 0, "must be > 0"),
-]
-
-
-def validate_hyper(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise HyperparameterError(f"hyperparameter {name}={value!r} is not a number") from None
-    if math.isnan(v):
-        raise HyperparameterError(f"hyperparameter {name} is NaN")
-    for pattern, ok, wording in _RANGES:
-        if re.fullmatch(pattern, name) and not ok(v):
-            raise HyperparameterError(f"invalid {name}={value!r}: {name} {wording}")
-    return v
 
 
 def _split_betas(hypers: dict) -> None:

@@ -46,6 +46,59 @@ def test_unknown_command_and_missing_file_exit_2(tmp_path):
     assert r.returncode == 2 and "cannot read" in r.stderr
 
 
+def status_and_stderr(argv, capsys):
+    """main's exit status (argparse's too) and what it printed to stderr; no traceback escapes."""
+    try:
+        status = main(argv)
+    except SystemExit as e:
+        status = e.code
+    return status, capsys.readouterr().err
+
+
+def test_check_rejects_an_invalid_default_with_its_position(tmp_path, capsys):
+    f = tmp_path / "rule.opt"
+    f.write_text("myrule(lr=0.1, beta=1.5) = lr * ema(g, beta)\n")
+    status, err = status_and_stderr(["check", str(f)], capsys)
+    assert status == 2
+    assert "line 1, column 21: invalid beta=1.5: beta must be in [0, 1)" in err
+    assert err.rstrip().endswith("^")
+
+
+def test_files_are_utf8_with_or_without_a_bom_and_other_bytes_are_one_line(tmp_path, capsys):
+    bom, binary = tmp_path / "bom.opt", tmp_path / "bin.opt"
+    bom.write_bytes(b"\xef\xbb\xbfr(lr=0.1) = lr * g\n")
+    binary.write_bytes(b"\xff\xfe lr * g\n")
+    for command in ("check", "show"):
+        assert main([command, str(bom)]) == 0
+        status, err = status_and_stderr([command, str(binary)], capsys)
+        assert status == 2 and err == f"optdsl {command}: cannot read {binary}: not UTF-8 text " \
+                                      "(byte 0xff at offset 0)\n"
+
+
+def test_a_missing_program_file_cannot_be_read_in_every_command(tmp_path, capsys):
+    missing = str(tmp_path / "nosuch.opt")
+    for argv in (["check", missing], ["show", missing], ["simplify", missing, "--no-prove"]):
+        status, err = status_and_stderr(argv, capsys)
+        assert status == 2
+        assert err == f"optdsl {argv[0]}: cannot read {missing}: No such file or directory\n"
+
+
+def test_output_paths_and_counts_are_checked_before_any_work(tmp_path, capsys):
+    out = str(tmp_path / "missing" / "x")
+    for argv, message in [
+            (["plot-schedule", "cosine(t, 10)", "--steps", "10", "-o", out + ".png"],
+             f"argument -o/--output: cannot write {out}.png: no folder {tmp_path / 'missing'}"),
+            (["compile", "adam", "--backend", "torchscript", "-o", out + ".pt"],
+             f"argument -o/--output: cannot write {out}.pt: no folder {tmp_path / 'missing'}"),
+            (["compile", "adam", "-o", str(tmp_path)], "it is a folder"),
+            (["equiv", "adam", "adam", "--steps", "-1"], "argument --steps: must be >= 1, got -1"),
+            (["train", "adam", "--epochs", "-1"], "argument --epochs: must be >= 1, got -1"),
+            (["plot-schedule", "cosine(t, 10)", "--steps", "0"], "must be >= 1, got 0")]:
+        status, err = status_and_stderr(argv, capsys)
+        assert status == 2 and message in err, (argv, err)
+        assert err.startswith("usage: ")  # an argparse error, raised before the command ran
+
+
 def test_train_reports_loss_and_accuracy():
     r = run("train", "lr * exp(sign(g) * sign(ema(g, 0.9))) * g", "--lr", "0.05", "--epochs", "3")
     assert r.returncode == 0, r.stderr

@@ -40,6 +40,13 @@ CASES = [
     ("lr * g)", "unexpected ')'", 1, 7),
     ("r(lr=1):\n    state step = 0\n    step := step + 1\n    return lr * g", "reserved", 2, 11),
     ("lr * adam(bta1=0.9)", "rule adam has no parameter 'bta1'; did you mean 'beta1'?", 1, 11),
+    # hyperparameter values in the text are held to Optimizer's keyword rules, caret at the value
+    ("r(lr=-1) = lr * g", "invalid lr=-1.0: lr must be >= 0", 1, 6),
+    ("myrule(lr=0.1, beta=1.5) = lr * ema(g, beta)", "beta must be in [0, 1)", 1, 21),
+    ("adam(beta1=2)", "invalid beta1=2.0: beta1 must be in [0, 1)", 1, 12),
+    ("lr * adam(beta1=1)", "beta1 must be in [0, 1)", 1, 17),
+    ("lookahead(radam(beta2=1), k=6)", "beta2 must be in [0, 1)", 1, 23),
+    ("r(lr=0.1):\n    return lookahead(adam, k=0)", "k must be > 0", 2, 30),
 ]
 
 
@@ -58,6 +65,30 @@ def test_error_has_position_caret_and_message(text, fragment, line, column):
         # the offending line, then a caret under the column
         assert lines[-2].strip() == text.splitlines()[line - 1].strip()
         assert lines[-1].index("^") - 4 == column - 1
+
+
+@pytest.mark.parametrize("name,value", [("lr", 0.0), ("lr", -1.0), ("beta", 0.0), ("beta", 1.0),
+                                        ("beta1", 0.999), ("dampening", 1.0), ("nu1", 1.5),
+                                        ("k", 0.0), ("gamma", 2.0), ("alpha", -3.0)])
+def test_a_default_in_program_text_is_valid_exactly_when_the_keyword_is(name, value):
+    import torch
+    program = f"r({name}=0.5) = lr * {name} * g"
+
+    def keyword():
+        optdsl.Optimizer([torch.zeros(1, requires_grad=True)], program, backend="eager",
+                         **{name: value})
+
+    def written():
+        optdsl.parse(program.replace("0.5", str(value)))
+
+    messages = []
+    for build in (keyword, written):
+        try:
+            build()
+            messages.append(None)
+        except optdsl.HyperparameterError as e:
+            messages.append(e.message)
+    assert messages[0] == messages[1]
 
 
 def test_cyclic_rule_calls_are_errors(monkeypatch):

@@ -2,10 +2,13 @@
 
 The CLI is the top layer: it imports the library, nothing in optdsl imports it (the search's
 own commands, ``optdsl.search.cli``, sit beside it). Every command gets its own arguments; a
-DSLError anywhere prints the caret message (no traceback) and exits with status 2.
+DSLError anywhere prints the caret message (no traceback) and exits with status 2. Files are
+read through ``read_text`` and output paths checked by the argparse type ``output_file``, so
+that an unreadable file or an unwritable path is one line and status 2 as well.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -32,15 +35,29 @@ COMMANDS = {
 }
 
 
+def read_text(path: str) -> str:
+    """The text of a program file ('-': standard input), UTF-8 with or without a byte-order
+    mark; a file that cannot be read or decoded is a DSLError (one line, status 2)."""
+    try:
+        if path == "-":
+            return sys.stdin.read().removeprefix("\ufeff")
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read()
+    except OSError as e:
+        raise DSLError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        where = "standard input" if path == "-" else path
+        raise DSLError(f"cannot read {where}: not UTF-8 text (byte {e.object[e.start]:#04x} "
+                       f"at offset {e.start})") from None
+
+
 def read_program_arg(arg: str) -> tuple:
-    """(text, label) for a command-line rule: a library name, a file, '-' (stdin) or a formula."""
-    if arg == "-":
-        return sys.stdin.read(), "<stdin>"
+    """(text, label) for a command-line rule: a library name, '-' (stdin), a file (one that
+    exists, or any name ending in .opt: a missing one cannot be read) or else a formula."""
     if arg in library:
         return source(arg), arg
-    if os.path.exists(arg):
-        with open(arg) as f:
-            return f.read(), arg
+    if arg == "-" or arg.endswith(".opt") or os.path.exists(arg):
+        return read_text(arg), "<stdin>" if arg == "-" else arg
     return arg, "<formula>"
 
 
@@ -50,6 +67,34 @@ def load_rule(arg: str):
         return library[arg]
     text, _ = read_program_arg(arg)
     return parse(text)
+
+
+def output_file(path: str) -> str:
+    """argparse type of an output file (-o): checked before the work that writes it, so that a
+    missing folder or a path that cannot be written is an argument error, not a traceback."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        problem = f"no folder {folder}"
+    elif os.path.isdir(path):
+        problem = "it is a folder"
+    elif not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        problem = "permission denied"
+    else:
+        return path
+    raise argparse.ArgumentTypeError(f"cannot write {path}: {problem}")
+
+
+def count(minimum: int):
+    """argparse type of a whole number >= ``minimum`` (--steps, --epochs, ...)."""
+    def parse_count(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {n}")
+        return n
+    return parse_count
 
 
 def name_values(items, flag: str, error=DSLError) -> dict:

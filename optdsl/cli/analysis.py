@@ -7,7 +7,7 @@ import sys
 
 from ..equivalence import PROVED, REFUTED, UNKNOWN, equivalent
 from ..errors import DSLError
-from . import COMMANDS, load_rule, name_values
+from . import COMMANDS, count, load_rule, name_values
 
 EXIT = {PROVED: 0, REFUTED: 1, UNKNOWN: 3}
 
@@ -17,7 +17,9 @@ def cmd_equiv(argv) -> int:
                                  "or refute them (exit 0 proved, 1 refuted, 3 unknown, 2 input error)")
     ap.add_argument("a", help="a library name, a program file or a formula")
     ap.add_argument("b", help="a library name, a program file or a formula")
-    ap.add_argument("--steps", type=int, default=3, help="steps of the unrolled proof (default 3)")
+    ap.add_argument("--steps", type=count(1), default=3,
+                    help="steps compared by unrolling where no states match: evidence, not a "
+                         "proof (default 3)")
     ap.add_argument("--bind", action="append", metavar="NAME=VALUE",
                     help="fix a hyperparameter of both rules")
     ap.add_argument("--map", action="append", metavar="NAME=EXPR",

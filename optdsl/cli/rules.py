@@ -10,7 +10,7 @@ from ..errors import DSLError
 from ..library import library, summary
 from ..printing import to_text
 from ..rules import parse
-from . import COMMANDS, load_rule, read_program_arg
+from . import COMMANDS, load_rule, output_file, read_program_arg, read_text
 
 
 def cmd_list(argv) -> int:
@@ -26,12 +26,12 @@ def cmd_show(argv) -> int:
     ap.add_argument("rule", help="a library name, a program file or a formula")
     ap.add_argument("--latex", action="store_true", help="print the rule as LaTeX")
     args = ap.parse_args(argv)
-    rule = load_rule(args.rule)
+    text, _ = read_program_arg(args.rule)  # read once: '-' is standard input
+    rule = library[args.rule] if args.rule in library else parse(text)
     if args.latex:
         from ..symbolic import to_latex  # sympy: imported only for --latex
         print(to_latex(rule))
         return 0
-    text, _ = read_program_arg(args.rule)
     print(text.rstrip())
     print()
     print("hyperparameters:")
@@ -45,15 +45,8 @@ def cmd_check(argv) -> int:
     ap = argparse.ArgumentParser(prog="optdsl check", description=COMMANDS["check"][1])
     ap.add_argument("file", help="a program file, or '-' for standard input")
     args = ap.parse_args(argv)
-    if args.file == "-":
-        text, label = sys.stdin.read(), "<stdin>"
-    else:
-        try:
-            with open(args.file) as f:
-                text, label = f.read(), args.file
-        except OSError as e:
-            print(f"optdsl check: cannot read {args.file}: {e.strerror}", file=sys.stderr)
-            return 2
+    label = "<stdin>" if args.file == "-" else args.file
+    text = read_text(args.file)
     try:
         rule = parse(text)
     except DSLError as e:
@@ -70,7 +63,8 @@ def cmd_compile(argv) -> int:
     ap.add_argument("--backend", default="torchscript", choices=["torchscript", "inductor"],
                     help="the backend whose input to print or export (default torchscript)")
     ap.add_argument("--emit", action="store_true", help="print the step's Python source")
-    ap.add_argument("-o", "--output", help="write the scripted step to this file (torchscript)")
+    ap.add_argument("-o", "--output", type=output_file,
+                    help="write the scripted step to this file (torchscript)")
     args = ap.parse_args(argv)
     rule = load_rule(args.rule)
     plan = plan_step(rule, backend=args.backend)

@@ -9,14 +9,14 @@ import torch
 from ..demo import train_digits
 from ..errors import HyperparameterError
 from ..optimizer import Optimizer
-from . import COMMANDS, load_rule, name_values
+from . import COMMANDS, count, load_rule, name_values, output_file
 
 
 def cmd_train(argv) -> int:
     ap = argparse.ArgumentParser(prog="optdsl train", description=COMMANDS["train"][1])
     ap.add_argument("rule", help="a library name, a program file or a formula")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--epochs", type=count(1), default=20)
+    ap.add_argument("--batch-size", type=count(1), default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="set a hyperparameter (repeatable), e.g. --set beta1=0.95")
@@ -41,12 +41,9 @@ def cmd_plot_schedule(argv) -> int:
     ap = argparse.ArgumentParser(prog="optdsl plot-schedule",
                                  description="Plot a schedule formula of t (a multiplier of lr) to a PNG.")
     ap.add_argument("formula", help='e.g. "warmup(t, 500) * cosine(t, 5000)"')
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("-o", "--output", default="schedule.png")
+    ap.add_argument("--steps", type=count(1), default=1000)
+    ap.add_argument("-o", "--output", type=output_file, default="schedule.png")
     args = ap.parse_args(argv)
-    if args.steps < 1:
-        print("optdsl plot-schedule: --steps must be >= 1", flush=True)
-        return 2
     values = plot_schedule(args.formula, args.steps, args.output)
     print(f"wrote {args.output}: {args.steps} steps, min {values.min():.4g}, max {values.max():.4g}, "
           f"last {values[-1]:.4g}")
@@ -58,10 +55,11 @@ def cmd_lr_range_test(argv) -> int:
     ap = argparse.ArgumentParser(prog="optdsl lr-range-test",
                                  description="LR range test (Smith 2017) of a rule on the digits MLP.")
     ap.add_argument("rule", help="a library name, a program file or a formula")
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=count(3), default=100)
     ap.add_argument("--start-lr", type=float, default=1e-6)
     ap.add_argument("--end-lr", type=float, default=1.0)
-    ap.add_argument("-o", "--output", default=None, help="write the loss-vs-lr plot to this PNG")
+    ap.add_argument("-o", "--output", type=output_file,
+                    help="write the loss-vs-lr plot to this PNG")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     result = digits_range_test(load_rule(args.rule), steps=args.steps, plot=args.output,
