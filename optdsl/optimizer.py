@@ -11,6 +11,8 @@ runs outside a ``torch.compile``d caller's graph. docs/compat.md lists every pla
 """
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import torch
@@ -29,6 +31,16 @@ def _default_seed(rule: Rule) -> int:
     if not is_random(rule):
         return 0  # nothing is drawn: torch's global generator stays untouched
     return int(torch.randint(2 ** 62, ()))
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` of a warning that names the first frame outside optdsl and torch
+    (``add_param_group`` runs from the user's line or from torch's constructor)."""
+    inside = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(torch.__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _split_betas(hypers: dict) -> None:
@@ -96,10 +108,12 @@ class Optimizer(torch.optim.Optimizer):
             for k in list(param_group):
                 if k in self.rule.hypers:
                     param_group[k] = validate_hyper(k, param_group[k])
-                elif k != "params" and did_you_mean(k, self.rule.hypers) and not k.startswith("_"):
+                elif k not in ("params", "betas") and did_you_mean(k, self.rule.hypers) \
+                        and not k.startswith("_"):
                     warnings.warn(f"optdsl: param group key '{k}' is not a hyperparameter of "
                                   f"rule {self.rule.name}{did_you_mean(k, self.rule.hypers)} "
-                                  "(kept, as torch.optim keeps unknown keys)", stacklevel=3)
+                                  "(kept, as torch.optim keeps unknown keys)",
+                                  stacklevel=_callers_level())
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         validate_hyper_values(self.rule, {k: group[k] for k in self.rule.hypers})

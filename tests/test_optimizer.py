@@ -292,3 +292,20 @@ def test_building_an_optimizer_leaves_torchs_random_numbers_alone():
     again = [noise_run(), noise_run()]
     assert not torch.equal(first[0], first[1])
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+def test_torchs_betas_in_a_param_group_is_no_unknown_key_and_warnings_name_the_callers_line():
+    """``betas`` is torch's alias of beta1/beta2, not an unknown key; a misspelt key warns at
+    the line that wrote it, not inside optdsl or torch."""
+    import warnings
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt = optdsl.Optimizer([{"params": [a]}, {"params": [b], "betas": (0.5, 0.6)}], "adam")
+        assert not [w for w in caught if "optdsl" in str(w.message)]
+        assert (opt.param_groups[1]["beta1"], opt.param_groups[1]["beta2"]) == (0.5, 0.6)
+        optdsl.Optimizer([{"params": [a]}, {"params": [b], "lrr": 0.1}], "adam")
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "lrr": 1})
+    named = [w for w in caught if "is not a hyperparameter" in str(w.message)]
+    assert len(named) == 2 and all(w.filename == __file__ for w in named), \
+        [(w.filename, w.lineno) for w in named]
