@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from . import ir
-from .errors import DSLError, did_you_mean
+from .errors import DSLError, did_you_mean, in_embedded_text
 from .interpreter import Interpreter, trajectory
 from .ir import Kind, Rule
 from .probes import gradient_stream, is_random, with_zeros
@@ -182,11 +182,13 @@ def _map_expression(text: str, defaults: dict) -> ir.Node:
     """A hyper_map value (language syntax over hyperparameter names, read with the rules'
     ``defaults``, which the program check accepts) as an IR node."""
     header = ", ".join(f"{h}={v!r}" for h, v in sorted(defaults.items()) if h != "lr")
-    prog = f"hyper_map(lr=1{', ' if header else ''}{header}) = lr * 0 + ({text})"
+    prefix = f"hyper_map(lr=1{', ' if header else ''}{header}) = lr * 0 + ("
     try:
-        rule = parse(prog)
+        rule = parse(f"{prefix}{text})")
     except DSLError as e:
-        raise DSLError(f"hyper_map: cannot read '{text}': {e.message}") from None
+        inner = in_embedded_text(e, text, len(prefix))
+        raise type(inner)(f"hyper_map: cannot read '{text}': {inner.message}", inner.line,
+                          inner.column, inner.source) from None
     node = rule.update.args[1]
     if node.kind != Kind.SCALAR:
         raise DSLError(f"hyper_map: '{text}' must be a function of hyperparameters only")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .demo import digits_split, mlp
-from .errors import DSLError
+from .errors import DSLError, in_embedded_text
 from .interpreter import Interpreter
 from .ir import Kind
 from .optimizer import Optimizer
@@ -29,7 +29,11 @@ def schedule_values(formula: str, steps: int) -> np.ndarray:
     The formula is checked as the rule ``lr * (formula) * g``, so it may use every schedule
     primitive; it must be a step scalar (no g, p or state).
     """
-    rule = parse(f"lr * ({formula}) * g")
+    prefix = "lr * ("
+    try:
+        rule = parse(f"{prefix}{formula}) * g")
+    except DSLError as e:
+        raise in_embedded_text(e, formula, len(prefix)) from None
     schedule = rule.update.args[0].args[1]  # lr * (formula) * g  ->  the formula node
     if schedule.kind != Kind.SCALAR or rule.slots:
         raise DSLError("a schedule is a formula of t (and numbers): no g, p or state")
@@ -98,7 +102,7 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
     Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017, sec. 3.3.
     """
     if not (0 < start_lr < end_lr):
-        raise ValueError("the range test needs 0 < start_lr < end_lr")
+        raise DSLError(f"the range test needs 0 < start_lr < end_lr, got {start_lr:g} and {end_lr:g}")
     if steps < 3:
         raise ValueError("the range test needs at least 3 steps")
     model = copy.deepcopy(model)

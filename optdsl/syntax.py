@@ -256,7 +256,7 @@ def parse_syntax(text: str) -> Program:
             lines = text.rstrip("\n").splitlines() or [""]
             raise DSLError("the program ends too early" + _describe_expected(e.expected),
                            len(lines), len(lines[-1]) + 1, text) from None
-        shown = "a new line" if tok.type == "_NL" else repr(str(tok))
+        shown = "end of line" if tok.type == "_NL" else repr(str(tok))
         raise DSLError(f"unexpected {shown}" + _describe_expected(e.expected),
                        tok.line, tok.column, text) from None
     except UnexpectedInput as e:  # any other lark input error

@@ -127,3 +127,27 @@ def test_every_shipped_program_file_checks_and_trains(capsys):
             opt.step()
         assert torch.isfinite(w).all(), path
     capsys.readouterr()
+
+
+def test_errors_in_a_formula_the_cli_wraps_point_into_the_users_text(capsys, tmp_path):
+    """plot-schedule checks ``lr * (FORMULA) * g`` and equiv --map ``... + (TEXT)``: their
+    errors show the text the user typed with the caret in it, and a formula cut short says so
+    instead of naming the wrapper's closing parenthesis."""
+    from optdsl.cli import main
+    out = str(tmp_path / "s.png")
+    assert main(["plot-schedule", "cosine(t)", "--steps", "5", "-o", out]) == 2
+    err = capsys.readouterr().err
+    assert "column 1: cosine() is missing argument T_max" in err and "lr * (" not in err
+    assert "\n    cosine(t)\n    ^" in err
+    assert main(["plot-schedule", "cosine(t, 10", "--steps", "5", "-o", out]) == 2
+    assert "column 13: the formula ends too early; expected ')'" in capsys.readouterr().err
+    assert main(["equiv", "momentum", "sgd(momentum=0.9)", "--map", "lr=lr*"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read 'lr*': the formula ends too early" in err and "')'" not in err
+    assert "\n    lr*\n       ^" in err
+
+
+def test_a_range_test_without_a_range_is_one_line(capsys):
+    from optdsl.cli import main
+    assert main(["lr-range-test", "sgd", "--start-lr", "0", "--steps", "5"]) == 2
+    assert "needs 0 < start_lr < end_lr, got 0 and 1" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from optdsl.library import names, source
 CASES = [
     # (text, message fragment, line, column)
     ("lr * * g", "unexpected '*'", 1, 6),
+    ("r(lr=1):\n    x = lr *\n    return x * g", "unexpected end of line; expected '('", 2, 13),
     ("lr * gg", "unknown name 'gg'; did you mean 'g'?", 1, 6),
     ("lr * sgn(g)", "unknown function 'sgn'; did you mean 'sign'?", 1, 6),
     ("lr * ema(g)", "ema() is missing argument beta", 1, 6),
