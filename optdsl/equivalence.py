@@ -2,7 +2,7 @@
 
 Two rules are *equivalent* when, from their initial states, every gradient sequence
 ``g_1, g_2, ...`` and every starting parameter ``p_0`` give the same parameter trajectory
-(for the hyperparameter values considered, see below). Three methods, cheapest first:
+(for the hyperparameter values considered, see below). Four methods, cheapest first:
 
 1. **Numeric probing** (fast refutation): both rules run in the reference interpreter (float64)
    on random gradient sequences for a few hyperparameter draws. A difference is re-evaluated on
@@ -14,10 +14,15 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    initial values agree, each state update agrees under ``sigma`` and the updates agree, for all
    ``g, p, t``, all states and all hyperparameters. By induction on ``t`` this proves equal
    trajectories for every number of steps.
-3. **k-step unrolling**, when no state correspondence is found: ``g_1..g_k`` and ``p_0``
+3. **Induction from step 1 with proportional states** (``scaled_step``): each state of one
+   rule is a constant multiple ``c`` (a function of hyperparameters) of one of the other's after
+   step 1, computed from the initial values at t = 1, and at every step t >= 2 where that holds
+   the updates agree and it holds again: torch's Nesterov buffer vs. the lecture's rewrite
+   (``m = lr b``), heavy-ball vs. EMA momentum (``m = (1 - momentum) b``), whose buffers start
+   as ``b_1 = g``.
+4. **k-step unrolling**, when neither finds a correspondence: ``g_1..g_k`` and ``p_0``
    symbols, states eliminated by substitution, the parameter after each of the first ``k`` steps
-   compared (torch's Nesterov buffer vs. the lecture's rewrite, heavy-ball vs. EMA momentum).
-   Equal first ``k`` steps are no proof (``t <= 5`` is true until step 6): the verdict is
+   compared. Equal first ``k`` steps are no proof (``t <= 5`` is true until step 6): the verdict is
    ``unknown`` with method ``unrolled(k=K)``. Whenever nothing is proved, numeric probing of
    ``LONG_STEPS`` steps looks for a counterexample first (one it finds refutes the pair).
 
@@ -426,6 +431,56 @@ def single_step(pair: Pair):
     return False, {}, "no state correspondence makes one step agree"
 
 
+def scaled_step(pair: Pair):
+    """(proved?, mapping, text) — states that correspond up to constant factors, by induction
+    from the first step: each state of one rule is ``c`` times a state of the other after step
+    1 (computed from the initial values, at t = 1; ``c`` a function of hyperparameters only),
+    and from any step t >= 2 where that holds, the updates agree and it holds again. Proves
+    what ``single_step`` cannot: the lecture's NAG rewrite against torch's Nesterov (m = lr b),
+    EMA momentum against torch's (m = (1 - momentum) b), whose buffers start as b_1 = g."""
+    import sympy as sp  # heavy: only for the proofs
+    from .symbolic import T_SYMBOL, equal  # sympy
+    ha, hb = _symbols(pair, sp)
+    A, B = _Side(pair.a, ha, "a"), _Side(pair.b, hb, "b")
+    constants = set().union(*(sp.sympify(v).free_symbols for v in [*ha.values(), *hb.values()]))
+    earlier = sp.Symbol("t_before", integer=True, positive=True)
+
+    def first(side, e):  # at step 1, from the initial values
+        return e.xreplace({T_SYMBOL: sp.Integer(1), **{side.sym[k]: side.init[k] for k in side.init}})
+
+    def later(e):  # at a step t >= 2
+        return e.xreplace({T_SYMBOL: earlier + 1})
+
+    for src, dst, flip in ((B, A, False), (A, B, True)):
+        for sigma in _maps(src.live, dst.live):
+            if set(sigma) != set(src.init):
+                continue  # every state of src must be a multiple of one of dst
+            scale = {}
+            for k, v in sigma.items():
+                after = first(dst, dst.exprs[v])
+                c = sp.simplify(first(src, src.exprs[k]) / after) if after != 0 else None
+                if c is None or not c.is_finite or c.free_symbols - constants:
+                    break
+                scale[k] = c
+            if len(scale) != len(sigma):
+                continue
+            rep = {src.sym[k]: scale[k] * dst.sym[v] for k, v in sigma.items()}
+            diffs = [first(src, src.exprs["update"]) - first(dst, dst.exprs["update"]),
+                     later(src.exprs["update"].xreplace(rep) - dst.exprs["update"])]
+            diffs += [later(src.exprs[k].xreplace(rep) - scale[k] * dst.exprs[v])
+                      for k, v in sigma.items()]
+            syms = set().union(*(d.free_symbols for d in diffs))
+            if not _numeric_close(diffs, _points(syms, sp), sp):
+                continue
+            if all(d == 0 or equal(d, sp.Integer(0)) for d in diffs):
+                pairs = {k: v if scale[k] == 1 else f"({sp.sstr(scale[k])}) * {v}"
+                         if scale[k].is_Add else f"{sp.sstr(scale[k])} * {v}"
+                         for k, v in sigma.items()}
+                return True, sigma, ("induction from step 1, states matched up to factors: "
+                                     + _mapping_text(pairs, flip).split(": ", 1)[1])
+    return False, {}, "no states proportional from step 1 make the steps agree"
+
+
 def _mapping_text(sigma: dict, flip: bool) -> str:
     """'a-state ↔ b-state' pairs, the first rule's states on the left; a state of one rule that
     stands for several of the other's is listed with all of them."""
@@ -478,6 +533,9 @@ def _symbolic(pair: Pair, steps: int):
         ok, sigma, text = single_step(pair)
         if ok:
             return PROVED, "single-step", text, sigma
+        ok, sigma, scaled = scaled_step(pair)
+        if ok:
+            return PROVED, "scaled-induction", scaled, sigma
         if steps > 0:
             ok, text2 = unrolled(pair, steps)
             if ok:  # the first k steps only: not a proof

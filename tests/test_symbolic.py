@@ -72,12 +72,12 @@ PAIRS = [
      "proved", "single-step"),
     ("adam beta1=0 == bias-corrected rmsprop", "adam", RMSPROP_BC, {"bind": {"beta1": 0}},
      "proved", "single-step"),
-    # true, but the states match only up to a factor (m = lr b, m = (1 - momentum) b): the
-    # first 3 steps unrolled agree, which is no proof for every step
+    # the states match only up to a factor (m = lr b, m = (1 - momentum) b) and torch's
+    # buffer starts as b_1 = g: proved by induction from step 1 with scaled states
     ("NAG lecture rewrite == torch nesterov", NAG_REWRITE, "nesterov", {"steps": 3},
-     "unknown", "unrolled(k=3)"),
+     "proved", "scaled-induction"),
     ("EMA momentum == torch momentum, lr -> lr/(1-momentum)", EMA_MOMENTUM, TORCH_MOMENTUM,
-     {"hyper_map": {"lr": "lr / (1 - momentum)"}}, "unknown", "unrolled(k=3)"),
+     {"hyper_map": {"lr": "lr / (1 - momentum)"}}, "proved", "scaled-induction"),
     # c / sqrt(c^2) is NaN where c = 0 (a zero gradient at step 1), sign(c) is 0 there
     ("raw lion != lion at c = 0", RAW_LION, "lion", {}, "refuted", "numeric"),
     ("raw lion == lion where defined", RAW_LION, "lion", {"domain": "defined"}, "proved",
@@ -294,7 +294,10 @@ def test_cli_exit_codes(capsys, tmp_path):
     assert main(["equiv", "adam", "lr * (g"]) == 2
     assert main(["equiv", "adam", RMSPROP_BC, "--bind", "nope=0"]) == 2
     capsys.readouterr()
-    assert main(["equiv", EMA_MOMENTUM, TORCH_MOMENTUM, "--map", "lr=lr/(1-momentum)"]) == 3
+    assert main(["equiv", EMA_MOMENTUM, TORCH_MOMENTUM, "--map", "lr=lr/(1-momentum)"]) == 0
+    out = capsys.readouterr().out  # states proportional from step 1: ema = (1 - momentum) b
+    assert "proved equivalent" in out and "(1 - momentum) * heavyball" in out, out
+    assert main(["equiv", "lr*g*(t<=99)", "lr*g"]) == 3
     out = capsys.readouterr().out  # the first 3 steps agree: not a proof
     assert out.startswith("unknown: the first 3 steps agree") and "proved" not in out, out
     assert main(["equiv", str(f), "lion"]) == 1  # NaN where c = 0
@@ -403,3 +406,19 @@ def test_a_mapped_name_leaves_the_second_rule_its_own_default():
     b = "b(lr=0.1, alpha=5) = lr * (alpha + sign(g) * sign(ema(g, 0.9))) * g"
     assert not equivalent("addsign", b, hyper_map={"alpha": "1"}, timeout=20).proved
     assert equivalent("addsign", b, hyper_map={"alpha": "5"}, timeout=20).proved
+
+
+def test_states_proportional_from_the_first_step_prove_for_every_step():
+    """Induction from step 1 with each state a constant multiple of the other rule's: proved
+    where the factor holds after step 1 and is kept by every later step; an initial value that
+    breaks it at step 1, or a factor that changes with t, is no proof."""
+    twice = optdsl.equivalent(optdsl.parse("a(lr=1) = lr * ema(g, 0.9) * 2"),
+                              optdsl.parse("b(lr=1) = lr * ema(2 * g, 0.9)"), timeout=30)
+    assert twice.proved and twice.method == "scaled-induction", twice
+    assert "2 * ema ↔ ema" in twice.detail
+    start = ("a(lr=1):\n    state m = 1\n    m := 0.5 * m + g\n    return lr * m",
+             "b(lr=1):\n    state m = 0\n    m := 0.5 * m + 2 * g\n    return lr * m / 2")
+    assert optdsl.equivalent(*map(optdsl.parse, start), timeout=30).refuted
+    drift = ("a(lr=1):\n    state m = 0\n    m := 0.5 * m + g\n    return lr * m",
+             "b(lr=1):\n    state m = 0\n    m := 0.5 * m + t * g\n    return lr * m / t")
+    assert not optdsl.equivalent(*map(optdsl.parse, drift), timeout=30).proved
