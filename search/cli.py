@@ -25,7 +25,9 @@ def _search_parser() -> argparse.ArgumentParser:
         prog="optdsl search",
         description="Search the space of update rules: each candidate is trained on a proxy task "
                     "with a small grid of learning rates, as Ray tasks, and recorded in SQLite.")
-    ap.add_argument("--strategy", default="random", help=f"one of: {', '.join(STRATEGIES)}")
+    ap.add_argument("--strategy", default=None,
+                    help=f"one of: {', '.join(STRATEGIES)} (default random; --resume continues "
+                         "the stored search's own)")
     ap.add_argument("--task", default=None, help=f"proxy task (default {DEFAULT_TASK}): "
                                                  f"{', '.join(TASKS)}, or match:RULE (updates "
                                                  "that follow a library rule or a formula)")
@@ -39,21 +41,27 @@ def _search_parser() -> argparse.ArgumentParser:
                          "HOST:6379 from one of its nodes")
     ap.add_argument("--store", default=None, help="SQLite file (default runs/TASK.sqlite)")
     ap.add_argument("--resume", action="store_true",
-                    help="continue the store's latest search where it stopped")
-    ap.add_argument("--seed", type=int, default=0, help="the strategy's random seed")
+                    help="continue the store's latest search where it stopped, with its strategy, "
+                         "options, seeds and time limit; --budget sets its total")
+    ap.add_argument("--seed", type=int, default=None, help="the strategy's random seed (default 0)")
     ap.add_argument("--strategy-option", action="append", default=[], metavar="NAME=VALUE",
                     help="a setting of the strategy, e.g. entropy=0.1 (rl) or population=64 "
                          "(evolution); repeatable; kept in the store for --resume")
     ap.add_argument("--seeds", metavar="FILE",
                     help="rules to evaluate first: one program per paragraph, or library names")
-    ap.add_argument("--time-limit", type=float, default=60.0,
-                    help="seconds per evaluation (the whole learning-rate grid); default 60")
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="seconds per evaluation (the whole learning-rate grid); default "
+                         f"{DEFAULT_TIME_LIMIT:g}")
     ap.add_argument("--no-baselines", action="store_true",
                     help="do not evaluate the baselines (sgd-momentum, adam, rmsprop, powersign, "
                          "addsign)")
     ap.add_argument("--top", type=int, default=10, help="rows of the final leaderboard")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
+
+
+DEFAULT_TIME_LIMIT = 60.0  # seconds per evaluation
+DEFAULT_BUDGET = 60
 
 
 # Settings a strategy takes by default on match tasks (not on training tasks), measured:
@@ -113,7 +121,12 @@ def default_store(task) -> str:
 
 
 def _positive(name: str, value) -> None:
-    if value is not None and value <= 0:
+    import math
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise SearchError(f"--{name} must be a positive finite number, got {value}")
+    if value <= 0:
         raise SearchError(f"--{name} must be positive, got {value}")
 
 
@@ -153,69 +166,52 @@ def _search(args) -> int:
     import torch
     from rich.console import Console
     from .engine import SearchLoop, new_search, read_seeds, resolve_task
-    from .store import Store
+    from .store import Store, StoreLock
     from .strategies import make_strategy
     from .tasks import DEFAULT_TASK
 
     # The driver's tensors (the RL controller, match evaluations) are tiny: more threads only
     # contend (on a loaded 2-core machine one controller step took 12 ms instead of 0.1 ms).
     torch.set_num_threads(1)
-    # 1. Everything the user typed, checked before any file is opened.
+    # 1. Everything the user typed, checked before any file is opened (the store of --resume
+    # is read, and locked: one search at a time writes a store).
     _positive("budget", args.budget)
     _positive("workers", args.workers)
     _positive("time-limit", args.time_limit)
     task = resolve_task(args.task or DEFAULT_TASK)
     from optdsl.cli import name_values
     options = name_values(args.strategy_option, "--strategy-option", SearchError)
-    if not args.resume:
-        options = with_task_defaults(args.strategy, options, task)
-    strategy = make_strategy(args.strategy, seed=args.seed, options=options)
     seeds = read_seeds(args.seeds) if args.seeds else []
     path = args.store or default_store(task)
-    if args.resume:
-        if not os.path.exists(path):
-            raise SearchError(f"nothing to resume: no store at {path}")
-        store = Store(path, create=False)
-        record = store.search()
-        if record is None:
-            raise SearchError(f"nothing to resume: {path} holds no search")
-        if args.task and record["task"] != task.name:
-            raise SearchError(f"{path} holds a search on task '{record['task']}', not '{task.name}'")
-        if record["strategy"] != strategy.name:
-            raise SearchError(f"{path} holds a '{record['strategy']}' search, not '{strategy.name}'")
-        task = resolve_task(record["task"])
-        settings, unrecorded, gone = resumed_settings(record["strategy"], options,
-                                                       record["options"], path)
-        strategy = make_strategy(record["strategy"], seed=record["options"].get("seed", 0),
-                                 options=settings)
-        strategy.load_state_dict(record["state"])
-        if gone:  # recorded by an earlier optdsl, no longer an option: the search goes on
-            print(f"note: {path} records strategy options that {record['strategy']} no longer "
-                  f"takes, left out: {', '.join(f'{k}={v}' for k, v in gone.items())}",
-                  file=sys.stderr)
-        if unrecorded:
-            print(f"note: {path} does not record the strategy options "
-                  f"{', '.join(f'{k}={v}' for k, v in unrecorded.items())} (it was made by an "
-                  "earlier optdsl); the search goes on with these and records them "
-                  "(--strategy-option sets one)", file=sys.stderr)
-        time_limit = record["options"].get("time_limit", args.time_limit)
-    else:
-        store = None
-        time_limit = args.time_limit
-
-    # 2. The runner: match tasks in this process, the rest on Ray (an unreachable address
-    # fails here, still before the store is written).
-    runner = _runner(task, args, time_limit)
-
-    # 3. The store and the search.
-    console = Console(stderr=True)
+    lock = store = runner = None
     try:
+        if args.resume:
+            lock = StoreLock(path) if os.path.exists(path) else None
+            store, record, strategy, task, time_limit = _resumed(args, task, options, path)
+        else:
+            name = args.strategy or "random"
+            options = with_task_defaults(name, options, task)
+            strategy = make_strategy(name, seed=args.seed or 0, options=options)
+            budget = args.budget or DEFAULT_BUDGET
+            if len(seeds) > budget:
+                raise SearchError(f"{args.seeds} holds {len(seeds)} rules, more than the budget "
+                                  f"of {budget} they count against (--budget)")
+            time_limit = args.time_limit or DEFAULT_TIME_LIMIT
+            if os.path.exists(path):  # in use by another search: say so before Ray starts
+                lock = StoreLock(path)
+
+        # 2. The runner: match tasks in this process, the rest on Ray (an unreachable address
+        # fails here, still before the store is written).
+        runner = _runner(task, args, time_limit)
+
+        # 3. The store and the search.
+        console = Console(stderr=True)
         if store is None:
+            lock = lock or StoreLock(path)
             store = Store(path)
-            budget = args.budget or 60
             sid = new_search(store, strategy=strategy, task=task, protocol=_protocol(task),
                              budget=budget, seeds=seeds,
-                             options={"seed": args.seed, "time_limit": time_limit,
+                             options={"seed": args.seed or 0, "time_limit": time_limit,
                                       "strategy_options": options},
                              baselines=not args.no_baselines)
             where = ("evaluated in this process" if getattr(runner, "local", False)
@@ -224,15 +220,25 @@ def _search(args) -> int:
                   f"budget {budget}, {where}, store {path}")
         else:
             sid = record["id"]
+            budget = args.budget or record["budget"]
             with store.transaction():  # after the checks above and the runner: nothing failed
-                if args.budget and args.budget != record["budget"]:
-                    store.set_budget(sid, args.budget)
+                if budget != record["budget"]:
+                    store.set_budget(sid, budget)
+                counts = store.progress(sid)
+                if counts["proposed"] > budget:  # a lower budget: what it left in flight goes
+                    dropped = store.drop_pending(sid, counts["proposed"] - budget)
+                    print(f"note: search #{sid} had proposed {counts['proposed']} rules when it "
+                          f"stopped; with --budget {budget} the last {dropped}, in flight then, "
+                          "are dropped", file=sys.stderr)
                 if strategy.settings != record["options"].get("strategy_settings"):
                     store.set_options(sid, {**record["options"],
                                             "strategy_settings": strategy.settings})
             done = store.progress(sid)["done"]
+            if done >= budget and record["finished_at"]:
+                print(f"note: search #{sid} is finished; a --budget above {done} continues it",
+                      file=sys.stderr)
             print(f"resuming search #{sid}: {record['strategy']} on {task.name}, "
-                  f"{done}/{args.budget or record['budget']} done, store {path}")
+                  f"{done}/{budget} done, store {path}")
         start, update, stop = _progress_display(console, store.search(sid)["budget"], args.quiet)
         loop = SearchLoop(store, sid, strategy, runner, time_limit=time_limit, on_event=update)
         start()
@@ -240,11 +246,18 @@ def _search(args) -> int:
             progress = loop.run()
         finally:
             stop()
-    finally:
-        runner.close()
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    finally:  # the search has written all it will: another may take the store
+        if runner is not None:
+            runner.close()
+        if lock is not None:
+            lock.release()
     print(f"{progress.done}/{progress.budget} done: {progress.evaluated} evaluated here, "
-          f"{progress.cached} cache hits, {progress.failed} failed "
-          f"({progress.rate:.2f} eval/s)")
+          f"{progress.cached} cache hits, {progress.failed} failed, {progress.timeouts} "
+          f"timed out ({progress.rate:.2f} eval/s)")
     if progress.exhausted:
         print(f"stopped before the budget: {strategy.name} proposed no new candidate "
               f"{SearchLoop.MAX_EMPTY_ROUNDS} times in a row (each answer gives up after "
@@ -257,6 +270,73 @@ def _search(args) -> int:
     print(f"more: optdsl report {path}")
     store.close()
     return 0
+
+
+def _resumed(args, task, options: dict, path: str) -> tuple:
+    """(store, record, strategy, task, time limit) of the search --resume continues: its
+    strategy with the settings and state it stored, its task and time limit. What the command
+    line asks otherwise is checked here (another strategy, task or strategy option, a budget
+    below what is done: SearchError), and what a resume does not apply (--seeds, --seed,
+    --time-limit, --no-baselines) is a note."""
+    from .store import Store
+    if not os.path.exists(path):
+        raise SearchError(f"nothing to resume: no store at {path}")
+    store = Store(path, create=False, write=True)
+    try:
+        return _resumed_from(store, args, task, options, path)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _resumed_from(store, args, task, options: dict, path: str) -> tuple:
+    from .engine import resolve_task
+    from .strategies import make_strategy
+    record = store.search()
+    if record is None:
+        raise SearchError(f"nothing to resume: {path} holds no search")
+    if args.task and record["task"] != task.name:
+        raise SearchError(f"{path} holds a search on task '{record['task']}', not '{task.name}'")
+    name, stored = record["strategy"], record["options"]
+    if args.strategy and args.strategy != name:
+        raise SearchError(f"{path} holds a search of strategy '{name}', not '{args.strategy}' "
+                          "(leave out --strategy to resume it, or give another --store for a "
+                          "new search)")
+    make_strategy(name, options=options)  # options it does not take: a SearchError
+    task = resolve_task(record["task"])
+    settings, unrecorded, gone = resumed_settings(name, options, stored, path)
+    strategy = make_strategy(name, seed=stored.get("seed", 0), options=settings)
+    strategy.load_state_dict(record["state"])
+    sid, done = record["id"], store.progress(record["id"])["done"]
+    if args.budget and args.budget < done:
+        raise SearchError(f"search #{sid} in {path} has {done} evaluations done, more than "
+                          f"--budget {args.budget} (the total of a resumed search); give more "
+                          f"than {done} to go on, or leave it out")
+    if gone:  # recorded by an earlier optdsl, no longer an option: the search goes on
+        print(f"note: {path} records strategy options that {name} no longer "
+              f"takes, left out: {', '.join(f'{k}={v}' for k, v in gone.items())}",
+              file=sys.stderr)
+    if unrecorded:
+        print(f"note: {path} does not record the strategy options "
+              f"{', '.join(f'{k}={v}' for k, v in unrecorded.items())} (it was made by an "
+              "earlier optdsl); the search goes on with these and records them "
+              "(--strategy-option sets one)", file=sys.stderr)
+    time_limit = stored.get("time_limit", args.time_limit or DEFAULT_TIME_LIMIT)
+    kept = f"search #{sid} keeps"
+    if args.seeds:
+        print(f"note: --seeds is not used: {kept} the seeds it started with (a new search "
+              "evaluates them: another --store, or the same one without --resume)",
+              file=sys.stderr)
+    if args.seed is not None and args.seed != stored.get("seed", 0):
+        print(f"note: --seed {args.seed} is not used: {kept} its strategy's random state "
+              f"(seed {stored.get('seed', 0)})", file=sys.stderr)
+    if args.time_limit is not None and "time_limit" in stored and args.time_limit != time_limit:
+        print(f"note: --time-limit {args.time_limit:g} is not used: {kept} its time limit of "
+              f"{time_limit:g} s", file=sys.stderr)
+    if args.no_baselines and any(p["source"] == "baseline" for p in store.proposals(sid)):
+        print(f"note: --no-baselines is not used: {kept} the baselines it started with",
+              file=sys.stderr)
+    return store, record, strategy, task, time_limit
 
 
 MATCH_BATCH = 16  # match: candidates asked for, evaluated and observed together
@@ -282,18 +362,48 @@ def _runner(task, args, time_limit):
     return RayRunner(address=args.address, workers=args.workers, time_limit=time_limit)
 
 
+def output_dir(path: str) -> str:
+    """argparse type of an output folder (--plots, --export), the folder twin of
+    ``optdsl.cli.output_file``: a path that is a file, or under one, or in a folder that cannot
+    be written, is an argument error (exit 2) before the store is read. What only creating it
+    tells (``/proc/x``) is a one-line error of ``_report`` (``_make_dir``)."""
+    above = os.path.abspath(path)  # the folder, or the nearest one above that exists
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        problem = ("it is a file, not a folder" if above == os.path.abspath(path)
+                   else f"{above} is a file, not a folder")
+    elif not os.access(above, os.W_OK):
+        problem = "permission denied"
+    else:
+        return path
+    raise argparse.ArgumentTypeError(f"cannot write {path}: {problem}")
+
+
 def cmd_report(argv) -> int:
+    from optdsl.cli import count
     ap = argparse.ArgumentParser(prog="optdsl report",
                                  description="Leaderboard, plots and export of a search store.")
     ap.add_argument("store", help="a SQLite file written by optdsl search")
     ap.add_argument("--task", help="only this task (a store normally holds one)")
-    ap.add_argument("--top", type=int, default=10, help="rows of the leaderboard (default 10)")
-    ap.add_argument("--plots", metavar="DIR",
+    ap.add_argument("--top", type=count(1), default=10,
+                    help="rows of the leaderboard besides the baselines (default 10)")
+    ap.add_argument("--plots", metavar="DIR", type=output_dir,
                     help="where to write the PNG plots (default: STORE without .sqlite + '-report')")
     ap.add_argument("--no-plots", action="store_true", help="print the leaderboard only")
-    ap.add_argument("--export", metavar="DIR", help="write the top rules as .opt program files")
-    ap.add_argument("--export-top", type=int, default=5, help="how many rules --export writes")
+    ap.add_argument("--export", metavar="DIR", type=output_dir,
+                    help="write the top rules as .opt program files")
+    ap.add_argument("--export-top", type=count(1), default=5,
+                    help="how many rules --export writes (default 5)")
     return _one_line_errors("report", _report, ap.parse_args(argv))
+
+
+def _make_dir(path: str) -> None:
+    """``os.makedirs(path)``; a folder that cannot be made is a one-line SearchError."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise SearchError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _report(args) -> int:
@@ -308,6 +418,10 @@ def _report(args) -> int:
     searches = store.searches()
     if not groups and args.task:
         raise SearchError(f"{args.store} holds no evaluations of task '{args.task}'")
+    plots_dir = args.plots or os.path.splitext(args.store)[0] + "-report"
+    if groups:  # the output folders first: one that cannot be made is an error before the work
+        for folder in ([] if args.no_plots else [plots_dir]) + ([args.export] if args.export else []):
+            _make_dir(folder)
     console = Console()
     if not groups:  # a search that has just started: nothing has finished yet
         console.print(f"{args.store}: no evaluation has finished yet")
@@ -316,7 +430,6 @@ def _report(args) -> int:
         state = "finished" if search["finished_at"] else "unfinished (optdsl search --resume)"
         console.print(f"search #{search['id']}: {search['strategy']} on {search['task']}, "
                       f"{p['done']}/{search['budget']} done, {p['cached']} cache hits, {state}")
-    plots_dir = args.plots or os.path.splitext(args.store)[0] + "-report"
     for task, protocol in groups:
         metric = (TASKS[task].metric if task in TASKS else
                   match.MatchTask.metric if match.is_match(task) else "score")
@@ -324,17 +437,24 @@ def _report(args) -> int:
         for line in match_proofs(store, task, protocol, top=args.top):
             console.print(line)
         suffix = "" if len(groups) == 1 else f"-{match.file_stem(task)}-{protocol[:6]}"
-        if not args.no_plots:
-            os.makedirs(plots_dir, exist_ok=True)
-            a = plot_progress(store, task, protocol, os.path.join(plots_dir, f"best{suffix}.png"),
-                              metric)
-            b = plot_curves(store, task, protocol, os.path.join(plots_dir, f"curves{suffix}.png"),
-                            metric=metric)
-            console.print(f"plots: {a}, {b}")
-        if args.export:
-            paths = export_rules(store, task, protocol, args.export, top=args.export_top,
-                                 suffix=suffix and f"-{protocol[:6]}")
-            console.print(f"exported {len(paths)} rule(s) to {args.export.rstrip('/')}/ "
-                          f"(check one: optdsl check {shlex.quote(paths[0] if paths else args.export)})")
+        try:
+            if not args.no_plots:
+                a = plot_progress(store, task, protocol,
+                                  os.path.join(plots_dir, f"best{suffix}.png"), metric)
+                b = plot_curves(store, task, protocol,
+                                os.path.join(plots_dir, f"curves{suffix}.png"), metric=metric)
+                console.print(f"plots: {a}, {b}")
+            if args.export:
+                paths = export_rules(store, task, protocol, args.export, top=args.export_top,
+                                     suffix=suffix and f"-{protocol[:6]}")
+                if paths:
+                    console.print(f"exported {len(paths)} rule(s) to {args.export.rstrip('/')}/ "
+                                  f"(check one: optdsl check {shlex.quote(paths[0])})")
+                else:
+                    console.print(f"nothing to export for {task}: no rule besides the baselines "
+                                  "finished the full protocol")
+        except OSError as e:
+            raise SearchError(f"cannot write {e.filename or 'the report'}: "
+                              f"{e.strerror or e}") from None
     store.close()
     return 0

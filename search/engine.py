@@ -11,10 +11,13 @@ It is written against two small interfaces, so it runs (and is tested) without R
 
 Order of a search: the baselines, then the seed rules, then the strategy's proposals, until
 ``budget`` non-baseline proposals are done (cache hits count: they are done, just not run).
-Every proposal is written to the store before it is submitted. A round (the results of one
-wait, the proposals they lead the strategy to, and its new state) is one transaction, so the
-stored state always knows exactly the stored proposals and results; a resumed search resubmits
-what was pending and continues the strategy where its stored state left it.
+A stored ``timeout`` answers for a proposal only when this search's time limit is no longer
+than the one it ran under (``Store.timeout_holds``); otherwise the rule runs again and its new
+result replaces the row. Every proposal is written to the store before it is submitted. A
+round (the results of one wait, the proposals they lead the strategy to, and its new state)
+is one transaction, so the stored state always knows exactly the stored proposals and results;
+a resumed search resubmits what was pending and continues the strategy where its stored state
+left it.
 
 Multi-fidelity protocols (a ``screen`` rung, ``search.fidelity``): baselines and seeds always
 run the full protocol; a strategy's candidate runs the screening rung and is promoted to the
@@ -105,6 +108,7 @@ class Progress:
     cached: int = 0
     evaluated: int = 0  # run in this session (not cache hits, not baselines)
     failed: int = 0
+    timeouts: int = 0  # past the time limit (not a result of the rule: see search.store)
     best: dict | None = None  # the best finished evaluation among this search's own proposals
     started: float = field(default_factory=time.monotonic)
     exhausted: bool = False  # the strategy stopped proposing new candidates before the budget
@@ -123,8 +127,11 @@ def prepare_rule(text: str):
 
 def read_seeds(path: str) -> list:
     """Rules from a seed file: one program per paragraph (blank-line separated) or a library
-    name per line; '#' lines are comments. A bad rule raises SearchError naming file:line:col."""
+    name per line; '#' lines are comments. A bad rule raises SearchError naming file:line:col;
+    a paragraph of names with one that is not a library rule names it, and one that mixes a
+    library name with a program says that a paragraph is one or the other."""
     from optdsl import DSLError
+    from optdsl.errors import did_you_mean
     from optdsl.library import library, source
     try:
         with open(path) as f:
@@ -139,9 +146,10 @@ def read_seeds(path: str) -> list:
                 start = i
             chunk.append(line)
             continue
-        body = [l for l in chunk if not l.lstrip().startswith("#")]
-        if body:
-            names = [l.strip() for l in body]
+        numbered = [(start + k, l.split("#")[0].strip()) for k, l in enumerate(chunk)
+                    if not l.lstrip().startswith("#")]
+        if numbered:
+            names = [n for _, n in numbered]
             if all(n in library for n in names):
                 rules.extend(source(n) for n in names)
             else:
@@ -149,6 +157,7 @@ def read_seeds(path: str) -> list:
                 try:
                     prepare_rule(program)
                 except DSLError as e:
+                    _seed_paragraph_error(path, numbered, e, library, did_you_mean)
                     where = f"{path}:{start + (e.line or 1) - 1}"
                     if e.column:
                         where += f":{e.column}"
@@ -158,6 +167,28 @@ def read_seeds(path: str) -> list:
     if not rules:
         raise SearchError(f"seed file {path} holds no rules")
     return rules
+
+
+def _seed_paragraph_error(path: str, numbered: list, error, library, did_you_mean) -> None:
+    """For a seed paragraph that is not a program (``error``): raise what is wrong when it
+    looks like a paragraph of library names (a name that is not one: several words, or one
+    word the language does not know either), or mixes names with a program."""
+    import re
+    word = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+    if all(word.match(n) for _, n in numbered) and (
+            len(numbered) > 1 or error.message.startswith("unknown name")):
+        line, name = next((k, n) for k, n in numbered if n not in library)
+        raise SearchError(f"{path}:{line}: unknown library rule '{name}'"
+                          f"{did_you_mean(name, library)}" + (
+                              " (a paragraph of names holds one library rule per line)"
+                              if len(numbered) > 1 else ""))
+    named = [(k, n) for k, n in numbered if n in library]
+    if named:
+        line, name = named[0]
+        other = next(k for k, n in numbered if n not in library)
+        raise SearchError(f"{path}:{line}: '{name}' is a library rule name, but line {other} "
+                          "of its paragraph is not: a paragraph is one program, or library "
+                          "names one per line (put a blank line between them)")
 
 
 def new_search(store: Store, *, strategy, task: Task, protocol: Protocol, budget: int,
@@ -256,7 +287,8 @@ class SearchLoop:
                     continue  # more to dispatch, or ask the strategy again
                 break
             finished = self.runner.wait(timeout=0.25)
-        if self.proposed >= self.progress.budget or self.progress.exhausted:
+        if (self.proposed >= self.progress.budget or self.progress.exhausted) and \
+                self.store.search(self.sid)["finished_at"] is None:  # (a resumed finished one)
             with self.store.transaction():
                 self.store.finish_search(self.sid)
         self.on_event(self.progress)
@@ -336,8 +368,17 @@ class SearchLoop:
         self.proposed += len(prepared)
         return True
 
+    def _lookup(self, key: str):
+        """The stored evaluation that answers for ``key``: not a timeout under a shorter time
+        limit than this search's (``Store.timeout_holds``): that rule is evaluated again."""
+        row = self.store.lookup(key, self.task.name, self.protocol_key)
+        if row is not None and row["status"] == "timeout" and \
+                not self.store.timeout_holds(row, self.sid, self.time_limit):
+            return None
+        return row
+
     def _dispatch(self, prop: Proposal) -> None:
-        cached = self.store.lookup(prop.hash, self.task.name, self.protocol_key)
+        cached = self._lookup(prop.hash)
         if cached is not None:
             self.hits.append((prop, cached))
             return
@@ -396,6 +437,7 @@ class SearchLoop:
             self.progress.done += 1
             self.progress.cached += bool(cached)
             self.progress.failed += result["status"] == "failed"
+            self.progress.timeouts += result["status"] == "timeout"
             if result["status"] == "ok" and is_full(result) and (
                     self.progress.best is None or result["score"] > self.progress.best["score"]):
                 self.progress.best = {**result, "rule": prop.rule, "rule_hash": prop.hash}

@@ -89,6 +89,17 @@ class EvolutionStrategy(SpaceStrategy):
                  delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
                  elite: float = 0.2, neutral: float = 0.0, restart: int = 0,
                  restart_tol: float = 0.01, warm=None):
+        from .strategies import require, require_fraction
+        require("population", population, at_least=1)
+        require("sample", sample, at_least=1)
+        require_fraction(insert=insert, delete=delete, combine=combine, elite=elite,
+                         neutral=neutral)
+        require("insert + delete + combine", insert + delete + combine, at_most=1)
+        # prior 1 gives the choices the warm start never makes weight 0: never drawn, and a
+        # decision with only such choices allowed has no choice at all
+        require("prior", prior, at_least=0, below=1)
+        require("restart", restart, at_least=0)
+        require("restart_tol", restart_tol, at_least=0)
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon)
         self.population_size, self.sample_size = population, sample

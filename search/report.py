@@ -8,8 +8,13 @@
 * ``match_proofs``: on a ``match:TARGET`` task, whether the rules that match the target
   exactly are proved equal to it up to a constant factor (``optdsl.equivalent``).
 * ``export_rules``: the top rules as ``.opt`` program files (``optdsl check`` accepts them),
-  each with a comment header saying where it came from and a default ``lr`` set to its best
-  learning rate where the rule is a bare formula.
+  each with a comment header saying where it came from and its best learning rate as the
+  default ``lr`` (``program_file``: the stored text, or the rule printed back from its IR with
+  that default).
+
+Every rank a report shows (the leaderboard, the curves' legend, the exported files' names) is
+the rule's rank on the leaderboard (``ranked_rows``). A value the store does not hold (a match
+rule whose best factor is 0 has no best lr) is shown as ``-``.
 """
 from __future__ import annotations
 
@@ -33,14 +38,22 @@ def describe(row: dict, width: int = 60) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+def fmt(value, spec: str = "g") -> str:
+    """``value`` formatted with ``spec``, or ``-`` where the store holds none (NULL)."""
+    return "-" if value is None else format(value, spec)
+
+
+def ranked_rows(store: Store, task: str, protocol: str) -> list:
+    """Every evaluation of the task and protocol by score, each with its 1-based rank: the
+    one numbering of the leaderboard, the curves and the exported files."""
+    return [{**row, "rank": rank}
+            for rank, row in enumerate(store.evaluations(task, protocol, order="score"), 1)]
+
+
 def board_rows(store: Store, task: str, protocol: str, top: int = 10) -> list:
     """The ``top`` candidates by score plus every baseline, each with its 1-based rank."""
-    rows = store.evaluations(task, protocol, order="score")
-    out = []
-    for rank, row in enumerate(rows, 1):
-        if rank <= top or row.get("name"):
-            out.append({**row, "rank": rank})
-    return out
+    return [row for row in ranked_rows(store, task, protocol)
+            if row["rank"] <= top or row.get("name")]
 
 
 def leaderboard(store: Store, task: str, protocol: str, top: int = 10, metric: str = "score"):
@@ -64,7 +77,7 @@ def leaderboard(store: Store, task: str, protocol: str, top: int = 10, metric: s
         status = STOPPED_AT.get(r.get("rung"), "ok") if r["status"] == "ok" else r["status"]
         if status == "diverged" and r.get("diverged_step"):
             status += f" @{r['diverged_step']}"
-        table.add_row(str(r["rank"]), score, f"{r['best_lr']:g}" if r["best_lr"] else "-",
+        table.add_row(str(r["rank"]), score, fmt(r["best_lr"] or None),
                       status, f"[bold]{describe(r)}[/bold] (baseline)" if baseline else describe(r),
                       f"{r['duration']:.1f}s" if r["duration"] is not None else "-",
                       style="cyan" if baseline else None)
@@ -136,18 +149,18 @@ def plot_curves(store: Store, task: str, protocol: str, path: str, top: int = 5,
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [r for r in store.evaluations(task, protocol, order="score") if r["status"] == "ok"]
+    rows = [r for r in ranked_rows(store, task, protocol) if r["status"] == "ok"]
     candidates = [r for r in rows if not r.get("name")][:top]
     baselines = [r for r in rows if r.get("name")]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, r in enumerate(candidates):
         steps, values = zip(*r["curve"]) if r["curve"] else ((), ())
         ax.plot(steps, values, marker="o", markersize=3, color=f"C{i}",
-                label=f"#{i + 1} {describe(r, 40)} (lr={r['best_lr']:g})")
+                label=f"#{r['rank']} {describe(r, 40)} (lr={fmt(r['best_lr'])})")
     for i, r in enumerate(baselines):
         steps, values = zip(*r["curve"]) if r["curve"] else ((), ())
         ax.plot(steps, values, linestyle="--", linewidth=1, color=f"C{top + i}",
-                label=f"{r['name']} (lr={r['best_lr']:g})")
+                label=f"{r['name']} (lr={fmt(r['best_lr'])})")
     ax.set_xlabel("step")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title(f"{task}: top rules (solid) vs baselines (dashed)")
@@ -157,7 +170,8 @@ def plot_curves(store: Store, task: str, protocol: str, path: str, top: int = 5,
 def _save(fig, ax, path: str, legend_size: int) -> str:
     """Legend, grid and layout of a report plot, written to ``path`` as PNG."""
     import matplotlib.pyplot as plt
-    ax.legend(fontsize=legend_size, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # nothing plotted (no ok rule): no empty legend
+        ax.legend(fontsize=legend_size, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -165,54 +179,101 @@ def _save(fig, ax, path: str, legend_size: int) -> str:
     return path
 
 
-_BARE = re.compile(r"^[^=:#\n]+$")
-
-
-_LR_DEFAULT = re.compile(r"^(\s*[A-Za-z_]\w*\s*\((?:[^)]*,)?\s*)lr\s*=\s*[^,)]+")
-
-
-def _checked(candidate: str, fallback: str) -> str:
-    """``candidate`` where it parses, else ``fallback``."""
+def _lr_program(rule, lr: float, name: str):
+    """``rule`` printed from its IR (``search/program.py``) with ``lr`` as its lr default, named
+    ``name`` where the parser named it (a formula or an alias: ``formula``); None where the
+    printed program is not the same rule (parsed back, its updates on the fingerprint's probe
+    inputs, its defaults or its states' storage dtypes differ)."""
+    import dataclasses
     import optdsl
+    from .program import program_text
+    if "lr" not in rule.hypers:
+        return None
+    hypers = {**rule.hypers, "lr": dataclasses.replace(rule.hypers["lr"], default=float(lr))}
+    wanted = dataclasses.replace(rule, hypers=hypers,
+                                 name=name if rule.name in ("", "formula", "rule") else rule.name)
     try:
-        optdsl.parse(candidate)
-        return candidate
-    except optdsl.DSLError:
-        return fallback
+        text = program_text(wanted)
+        back = optdsl.parse(text)
+        same = (back.defaults == wanted.defaults and back.state_dtypes == wanted.state_dtypes
+                and optdsl.fingerprint(back) == optdsl.fingerprint(wanted))
+    except (optdsl.DSLError, ValueError, ArithmeticError, KeyError):
+        return None
+    return text if same else None
 
 
 def program_file(row: dict, rank: int, task: str) -> str:
-    """The text of an exported rule: a comment header, then the program."""
+    """The text of an exported rule: a comment header, then the program with the stored best
+    learning rate as its ``lr`` default, so that the file as it is (``optdsl train FILE``)
+    trains at that rate. That is the stored text where its lr default is the best lr already,
+    else the rule printed from its IR with the lr default replaced (``_lr_program``), the stored
+    text following the header as a comment where the printed program reads otherwise (an alias
+    such as ``lookahead(adam, k=5)`` is printed inlined). A rule without a best lr (a match rule
+    whose best factor is 0) keeps its own default lr, and the header says so; one the printer
+    cannot reproduce is exported as stored, with a comment giving the best lr."""
     import optdsl
     text = row["rule"].strip()
-    body = [l for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    best = row.get("best_lr")
+    at_lr = "" if best is None else f" at lr={fmt(best)}"
+    lines = [f"# Found by optdsl search on task {task}: rank {rank}, "
+             f"score {fmt(row['score'], '.4f')}{at_lr}.",
+             f"# Store key {row['rule_hash']}; protocol {row['protocol']}."]
+    try:
+        rule = optdsl.resolve(text)
+    except optdsl.DSLError:
+        rule = None
+    own = rule.defaults.get("lr") if rule is not None else None
+    if best is None:
+        lines.append("# No best learning rate is stored for this rule (a match rule whose best "
+                     f"factor is 0 has none): lr keeps the rule's own default"
+                     + (f", {fmt(own)}." if own is not None else "."))
+    lr = own if best is None else best
+    if rule is not None and lr is not None and lr == own:
+        return "\n".join(lines + ["#", text]) + "\n"  # its lr default is right as it is
     name = f"{re.sub(r'[^A-Za-z0-9_]', '_', file_stem(task))}_rank{rank}"
-    if len(body) == 1 and _BARE.match(body[0]) and row.get("best_lr"):
-        text = _checked(f"{name}(lr={row['best_lr']:g}) = {body[0].strip()}", text)
-    elif body and row.get("best_lr"):  # a headed program: its lr default becomes the best lr
-        header = _LR_DEFAULT.sub(lambda m: f"{m.group(1)}lr={row['best_lr']:g}", body[0], 1)
-        text = _checked(text.replace(body[0], header, 1), text)
-    header = [f"# Found by optdsl search on task {task}: rank {rank}, score {row['score']:.4f}"
-              f" at lr={row['best_lr']:g}.",
-              f"# Store key {row['rule_hash']}; protocol {row['protocol']}.", "#"]
-    return "\n".join(header) + "\n" + text + "\n"
+    printed = _lr_program(rule, lr, name) if rule is not None and lr is not None else None
+    if printed is None:  # the stored text as it is
+        if best is not None:
+            lines.append(f"# Exported as stored (it cannot be printed back with another lr "
+                         f"default): train it with --lr {best!r}.")
+        return "\n".join(lines + ["#", text]) + "\n"
+    if text != _printed(rule):
+        lines += ["# Stored as:"] + [f"#   {l}".rstrip() for l in text.splitlines()]
+    return "\n".join(lines + ["#", printed]) + "\n"
+
+
+def _printed(rule) -> str:
+    """``rule`` printed from its IR as it is ("" where the printer fails)."""
+    from .program import program_text
+    try:
+        return program_text(rule)
+    except (ValueError, ArithmeticError, KeyError):
+        return ""
 
 
 def export_rules(store: Store, task: str, protocol: str, directory: str, top: int = 5,
                  suffix: str = "") -> list:
-    """Write the top ``top`` candidates (not baselines) as program files named
-    ``STEM{suffix}_rankN.opt`` (``suffix`` tells a store's protocols apart); returns the paths."""
+    """Write the top ``top`` candidates (not baselines) that finished the full protocol as
+    program files named ``STEM{suffix}_rankN.opt``, N their leaderboard rank (``suffix`` tells a
+    store's protocols apart); returns the paths. Each file is written under a temporary name
+    and renamed, so that a failure never leaves an empty or partial file behind."""
     os.makedirs(directory, exist_ok=True)
     paths = []
-    ranked = [r for r in store.evaluations(task, protocol, order="score")
-              if r["status"] == "ok" and is_full(r)]
-    for rank, row in enumerate(ranked, 1):
-        if row.get("name"):
-            continue
-        path = os.path.join(directory, f"{file_stem(task)}{suffix}_rank{rank}.opt")
-        with open(path, "w") as f:
-            f.write(program_file(row, rank, task))
-        paths.append(path)
+    for row in ranked_rows(store, task, protocol):
         if len(paths) >= top:
             break
+        if row.get("name") or row["status"] != "ok" or not is_full(row):
+            continue
+        text = program_file(row, row["rank"], task)
+        path = os.path.join(directory, f"{file_stem(task)}{suffix}_rank{row['rank']}.opt")
+        tmp = path + ".part"
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        paths.append(path)
     return paths

@@ -174,6 +174,19 @@ class RLStrategy(SpaceStrategy):
                  prior: float = 0.0, risk: float = 1.0, queue: int = 16, edit: float = 0.0,
                  normalize: bool = False, neutral: float = 0.0, structural: float = 0.0,
                  repeats: str = "baseline"):
+        from .strategies import require, require_fraction
+        require("batch", batch, at_least=1)
+        require("lr", lr, above=0)
+        require("entropy", entropy, at_least=0)
+        require("hidden", hidden, at_least=1)
+        require("epochs", epochs, at_least=1)
+        require("clip", clip, above=0)
+        require("temperature", temperature, above=0)  # the logits are divided by it
+        require("prior", prior, at_least=0, below=1)  # 1: log(0) biases for unused choices
+        require("risk", risk, above=0, at_most=1)
+        require("queue", queue, at_least=1)
+        require_fraction(baseline_decay=baseline_decay, edit=edit, neutral=neutral,
+                         structural=structural)
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon)
         if algo not in ("reinforce", "ppo", "pqt"):

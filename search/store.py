@@ -25,14 +25,23 @@ older schema is upgraded in place when opened for writing (``UPGRADES``).
 A search commits each round (the results of one wait, the proposals they lead to and the
 strategy's state) as one transaction, so a search killed at any moment loses only the
 evaluations that were in flight or finished in the round being written. WAL mode lets
-``optdsl report`` read while a search writes.
+``optdsl report`` read while a search writes. One search writes a store at a time: it holds
+:class:`StoreLock` (an ``flock`` of ``STORE.lock``, which the kernel releases when the process
+ends, however it ends) for as long as it runs; readers take no lock. A store whose directory or
+file is not writable opens read-only for reading and is refused, in one line, for writing.
+
+A ``timeout`` row is not a result of the rule but of the time limit it ran under: a search
+reuses it only when its own limit is no longer than that of the search that recorded it
+(``timeout_holds``), and a new evaluation of the rule replaces it (``add_evaluation``).
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
+from urllib.parse import quote
 
 from .errors import SearchError
 
@@ -120,28 +129,55 @@ def _dumps(x) -> str:
 class Store:
     """A search store on disk. ``Store(path)`` creates it; ``Store(path, create=False)`` only opens.
 
-    One process writes (the search); any number may read (reports) at the same time.
+    ``write`` (default: ``create``): the caller writes (a search, a resumed one): a store in a
+    directory or a file that is not writable is a SearchError, and an older schema is upgraded.
+    Opened for reading, such a store is opened read-only. One process writes (the search, which
+    holds :class:`StoreLock`); any number may read (reports) at the same time.
     """
 
-    def __init__(self, path: str, create: bool = True):
+    def __init__(self, path: str, create: bool = True, write: bool | None = None):
         self.path = path
+        self.write = create if write is None else write
         if not create and not os.path.exists(path):
             raise SearchError(f"no search store at {path}")
+        if self.write:
+            problem = unwritable(path)
+            if problem:
+                raise SearchError(problem)
+        readonly = not self.write and unwritable(path) is not None
         try:
             if create and not os.path.exists(path):
                 self._build(path)
-            self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA busy_timeout = 30000")
-            if create:
-                self.conn.execute("PRAGMA synchronous = NORMAL")
-            version = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            self.conn, version = self._open(path, readonly)
         except sqlite3.DatabaseError as e:
             raise SearchError(f"{path} is not a search store ({e})") from None
         if version is None or not 1 <= int(version[0]) <= SCHEMA_VERSION:
             raise SearchError(f"{path}: unsupported store schema {version and version[0]}")
-        if int(version[0]) < SCHEMA_VERSION and create:
+        if int(version[0]) < SCHEMA_VERSION and self.write:
             self._upgrade(int(version[0]))
+
+    def _open(self, path: str, readonly: bool):
+        """(connection, schema row). Read-only where the directory or the file is not writable:
+        ``mode=ro``, or where SQLite cannot make the WAL's shared-memory file next to the store,
+        ``immutable=1`` (nothing can write there either)."""
+        if not readonly:
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            if self.write:
+                conn.execute("PRAGMA synchronous = NORMAL")
+            return conn, conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        uri = f"file:{quote(os.path.abspath(path))}"
+        for flags in ("?mode=ro", "?immutable=1"):
+            conn = sqlite3.connect(uri + flags, uri=True, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            try:
+                return conn, conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            except sqlite3.OperationalError:
+                conn.close()
+                if flags == "?immutable=1":
+                    raise
+        raise AssertionError("unreachable")
 
     def _upgrade(self, version: int) -> None:
         """An older store brought up to date in place (UPGRADES; new columns are NULL)."""
@@ -156,7 +192,7 @@ class Store:
     def _build(path: str) -> None:
         """Create the file with its schema under a temporary name, then rename it into place:
         a reader never sees a store without its tables."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        _makedirs(path)
         tmp = f"{path}.{os.getpid()}.tmp"
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
@@ -188,7 +224,15 @@ class Store:
 
     def add_evaluation(self, *, rule: str, rule_hash: str, task: str, protocol: str,
                        result: dict, name: str | None = None, search_id: int | None = None) -> int:
-        """Insert one evaluation (inside the caller's transaction when there is one)."""
+        """Insert one evaluation (inside the caller's transaction when there is one). A
+        ``timeout`` row of the same key is replaced (a later search with a longer time limit
+        evaluated the rule again: see the module), keeping its baseline name."""
+        old = self.conn.execute(
+            "SELECT id, name FROM evaluations WHERE rule_hash = ? AND task = ? AND protocol = ? "
+            "AND status = 'timeout'", (rule_hash, task, protocol)).fetchone()
+        if old is not None:
+            self.conn.execute("DELETE FROM evaluations WHERE id = ?", (old["id"],))
+            name = name or old["name"]
         screen, middle = result.get("screen") or {}, result.get("middle") or {}
         cur = self.conn.execute(
             "INSERT INTO evaluations (rule_hash, rule, name, task, protocol, status, score, "
@@ -203,6 +247,19 @@ class Store:
              result.get("rung"), result.get("score_se"), result.get("val_loss"),
              screen.get("score"), middle.get("score")))
         return cur.lastrowid
+
+    def timeout_holds(self, row: dict, search_id: int | None, time_limit) -> bool:
+        """Whether a ``timeout`` row answers for a search ``search_id`` with ``time_limit``
+        (seconds; None: no limit): when the search recorded it itself, or when the search that
+        recorded it had a limit at least as long (one that does not say is not trusted)."""
+        if row.get("search_id") is not None and row["search_id"] == search_id:
+            return True
+        record = self.search(row["search_id"]) if row.get("search_id") is not None else None
+        if record is None or "time_limit" not in (record["options"] or {}):
+            return False
+        theirs = record["options"]["time_limit"]
+        inf = float("inf")
+        return (time_limit or inf) <= (theirs or inf)
 
     def name_evaluation(self, rule_hash: str, task: str, protocol: str, name: str) -> None:
         """Give a cached evaluation a baseline's name (a candidate that equals a baseline)."""
@@ -290,6 +347,16 @@ class Store:
                           (search_id, seq, rule, rule_hash, source, name, status, cid))
         return seq
 
+    def drop_pending(self, search_id: int, count: int) -> int:
+        """Delete the last ``count`` pending non-baseline proposals of a search (a resumed
+        search given a budget below what it had proposed); how many were deleted."""
+        seqs = [r[0] for r in self.conn.execute(
+            "SELECT seq FROM proposals WHERE search_id = ? AND status = 'pending' AND "
+            "source != 'baseline' ORDER BY seq DESC LIMIT ?", (search_id, count))]
+        self.conn.executemany("DELETE FROM proposals WHERE search_id = ? AND seq = ?",
+                              [(search_id, q) for q in seqs])
+        return len(seqs)
+
     def resolve_proposal(self, search_id: int, seq: int, status: str) -> None:
         self.conn.execute("UPDATE proposals SET status = ? WHERE search_id = ? AND seq = ?",
                           (status, search_id, seq))
@@ -316,6 +383,94 @@ class Store:
             "WHERE search_id = ? AND source != 'baseline'", (search_id,)).fetchone()
         proposed, done, cached = row[0], row[1] or 0, row[2] or 0
         return {"proposed": proposed, "done": done, "cached": cached, "pending": proposed - done}
+
+
+def _makedirs(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise SearchError(f"cannot create the directory {directory} for {path}: "
+                          f"{e.strerror or e}") from None
+
+
+def unwritable(path: str) -> str | None:
+    """Why a search cannot write the store at ``path`` (its directory, which holds SQLite's
+    journal and the lock, or the file itself is not writable), or None."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory) and not os.access(directory, os.W_OK | os.X_OK):
+        return (f"cannot write {path}: its directory {directory} is not writable (a search "
+                "writes its journal and lock next to the store; copy it elsewhere to go on)")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"cannot write {path}: the file is read-only"
+    return None
+
+
+class StoreLock:
+    """The one search that writes a store: an exclusive ``flock`` of ``STORE.lock`` (its pid
+    written inside), taken before any work and held until :meth:`release` or the end of the
+    process, however it ends (the kernel drops the lock of a killed process, so a stale file
+    never blocks a ``--resume``). A second search on the store is a SearchError naming the
+    holder. Readers (``optdsl report``) take no lock. ``release`` removes the file; a process
+    that locked a file removed meanwhile locks the new one instead (the inode check)."""
+
+    def __init__(self, store_path: str):
+        import fcntl
+        self.store_path, self.path, self.fd = store_path, f"{store_path}.lock", None
+        problem = unwritable(store_path)
+        if problem:
+            raise SearchError(problem)
+        _makedirs(store_path)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise SearchError(f"cannot write {self.path}: {e.strerror or e}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 256, 0).decode(errors="replace").split()
+                os.close(fd)
+                raise SearchError(f"{store_path} is in use by another search"
+                                  f"{_holder(holder)}; wait for it to end, or stop it and "
+                                  "--resume") from None
+            try:
+                st, mine = os.stat(self.path), os.fstat(fd)
+                current = (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)  # the holder released and removed that file: lock the new one
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+def _holder(fields: list) -> str:
+    """' (pid N)', with its host when another machine's, from a lock file's text."""
+    if not fields or not fields[0].isdigit():
+        return ""
+    host = fields[1] if len(fields) > 1 else None
+    where = f" on {host}" if host and host != socket.gethostname() else ""
+    return f" (pid {fields[0]}{where})"
 
 
 class _Transaction:

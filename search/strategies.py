@@ -41,6 +41,34 @@ UNARY = ["({x})", "-({x})", "exp({x})", "log(abs({x}) + 1e-8)", "sqrt(abs({x}))"
 BINARY = ["({a}) + ({b})", "({a}) - ({b})", "({a}) * ({b})", "({a}) / (({b}) + 1e-8)", "({a})"]
 
 
+def require(name: str, value, *, at_least=None, above=None, at_most=None, below=None) -> None:
+    """A strategy's setting in its range, else a ValueError that says which (``make_strategy``
+    turns it into one line); NaN and infinities are outside every range."""
+    import math
+    try:
+        finite = math.isfinite(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    bounds = []
+    ok = finite
+    if at_least is not None:
+        ok, bounds = ok and value >= at_least, bounds + [f">= {at_least}"]
+    if above is not None:
+        ok, bounds = ok and value > above, bounds + [f"> {above}"]
+    if at_most is not None:
+        ok, bounds = ok and value <= at_most, bounds + [f"<= {at_most}"]
+    if below is not None:
+        ok, bounds = ok and value < below, bounds + [f"< {below}"]
+    if not ok:
+        raise ValueError(f"{name} must be {' and '.join(bounds) or 'finite'}, got {value}")
+
+
+def require_fraction(**values) -> None:
+    """Each setting a probability (or a weight) in [0, 1]."""
+    for name, value in values.items():
+        require(name, value, at_least=0, at_most=1)
+
+
 class Strategy(ABC):
     """What every strategy provides (see the module docstring)."""
     name: str = ""
@@ -127,6 +155,8 @@ class SpaceStrategy(Strategy):
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
                  space_obj=None, live_only: bool = True, near: float = 0.999, horizon: int = 0):
         from .filters import CandidateFilter
+        require("near", near, at_least=0, at_most=1)  # a cosine; 0 turns the check off
+        require("horizon", horizon, at_least=0)
         self.seed = seed
         self.space_name, self.horizon = space, horizon  # horizon 0: the grammar's own
         self.space = space_obj or get_space(space, horizon or None)
@@ -316,8 +346,9 @@ def make_strategy(name: str, seed: int = 0, options: dict | None = None) -> Stra
         kwargs[key] = coerce_option(name, key, value, valid[key])
     try:
         strategy = cls(seed=seed, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise SearchError(f"strategy '{name}' with options {kwargs}: {e}") from None
+    except (TypeError, ValueError) as e:  # the options that are not defaults, and why
+        given = {k: v for k, v in kwargs.items() if v != valid[k]}
+        raise SearchError(f"strategy '{name}' with options {given}: {e}") from None
     # every setting it runs with, defaults included: a search stores them, so that a resumed
     # search runs with the same ones even after a default has changed
     strategy.settings = {**valid, **kwargs}

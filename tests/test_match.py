@@ -205,6 +205,72 @@ def test_a_formula_target_names_its_files_by_a_hash(tmp_path, capsys):
         assert main(["check", str(tmp_path / "found" / f)]) == 0
 
 
+# Seeds in every form a stored rule takes: a rule whose best factor is 0 (no best lr), a block
+# without lr in its header, aliases, a formula with a trailing comment and one with a comparison.
+REPORT_SEEDS = ("n(lr=1) = lr * (-2) * exp(sign(g) * sign(ema(g, 0.9))) * g\n\n"
+                "r(beta=0.9):\n    m = ema(g, beta)\n    return lr * m\n\n"
+                "adam(beta1=0.5)\n\nlookahead(adam, k=5)\n\n"
+                "lr * sign(g)   # trailing comment\n\nlr * g * (t <= 1000)\n")
+
+
+def test_the_report_exports_every_rule_form_at_its_best_lr(tmp_path, capsys, monkeypatch):
+    """A match rule with best factor 0 is stored with best_lr NULL: the report (leaderboard,
+    curves, export) shows it as '-' and exports it with its own default lr, saying so. Every
+    other exported file, parsed, has the stored best lr as its lr default (the review found
+    blocks without lr in the header, aliases, formulas with '# ...' or '<=' kept lr=0.001) and
+    the stored rule's updates at that lr; files are named, and the curves' legend numbered, by
+    the leaderboard's ranks."""
+    import dataclasses
+    from optdsl.cli import main
+    from optdsl.search import report
+    seeds = tmp_path / "seeds.opt"
+    seeds.write_text(REPORT_SEEDS)
+    path = str(tmp_path / "m.sqlite")
+    assert main(["search", "--task", "match:powersign", "--strategy", "random", "--budget", "6",
+                 "--seeds", str(seeds), "--store", path, "--quiet"]) == 0
+    capsys.readouterr()
+    labels = []
+
+    def save(fig, ax, where, legend_size):
+        labels.extend(ax.get_legend_handles_labels()[1])
+        return where
+    monkeypatch.setattr(report, "_save", save)
+    assert main(["report", path, "--plots", str(tmp_path / "p"), "--export",
+                 str(tmp_path / "x"), "--export-top", "20"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exported 6 rule(s)" in out
+    store = Store(path, create=False)
+    [(task, protocol)] = report.task_protocols(store)
+    rows = {r["rank"]: r for r in report.ranked_rows(store, task, protocol) if not r.get("name")}
+    store.close()
+    assert len(rows) == 6 and sorted(rows) != list(range(1, 7))  # baselines rank among them
+    assert [r["rule"] for r in rows.values() if r["best_lr"] is None] == [REPORT_SEEDS.split("\n")[0]]
+    curves = [int(label.split()[0][1:]) for label in labels if label.startswith("#")]
+    assert curves == sorted(rows)[:5]  # the legend's #N are the leaderboard's ranks
+    labels.clear()
+    store = Store(path, create=False)
+    report.plot_curves(store, task, protocol, str(tmp_path / "all.png"), top=10)
+    store.close()
+    assert [label.split()[0] for label in labels if label.startswith("#")] == [
+        f"#{k}" for k in sorted(rows)]
+    assert sum(label.endswith("(lr=-)") for label in labels) == 1
+    for rank, row in rows.items():
+        f = tmp_path / "x" / f"match-powersign_rank{rank}.opt"
+        text = f.read_text()
+        rule, stored = optdsl.parse(text), optdsl.resolve(row["rule"])
+        if row["best_lr"] is None:
+            assert "No best learning rate" in text and "lr=-" not in text
+            assert rule.defaults["lr"] == stored.defaults["lr"] == 1
+        else:
+            assert rule.defaults["lr"] == row["best_lr"], text
+            lr = dataclasses.replace(stored.hypers["lr"], default=row["best_lr"])
+            want = dataclasses.replace(stored, hypers={**stored.hypers, "lr": lr})
+            assert optdsl.fingerprint(rule) == optdsl.fingerprint(want), text
+        assert main(["check", str(f)]) == 0
+    assert sorted(os.listdir(tmp_path / "x")) == sorted(  # nothing else: no temporary file
+        f"match-powersign_rank{k}.opt" for k in rows)
+
+
 def test_the_report_proves_an_exact_match_equal_to_the_target(tmp_path, capsys):
     """A rule that matches the target on the streams (score at the cap) is proved equal to it
     up to a constant factor of lr, or said not to be: a scaled PowerSign is proved (lr x 3),

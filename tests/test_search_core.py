@@ -264,6 +264,37 @@ def test_read_seeds_paragraphs_library_names_and_errors(tmp_path):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("lion\nnotarule\n", ":2: unknown library rule 'notarule' (a paragraph of names holds one "
+                          "library rule per line)"),
+    ("lion\nadm\n", ":2: unknown library rule 'adm'; did you mean 'adam'?"),
+    ("lr * g\n\nnotarule\n", ":3: unknown library rule 'notarule'"),
+    ("lion\nlr * g\n", ":1: 'lion' is a library rule name, but line 2 of its paragraph is not: a "
+                       "paragraph is one program, or library names one per line"),
+    ("g\n", ":1:1: the rule never uses 'lr'"),  # a formula: the language's own message
+])
+def test_a_seed_paragraph_of_names_says_what_is_wrong(tmp_path, text, message):
+    """A paragraph of library names with one that is not a library rule names it (not the
+    parser's 'expected <END-OF-FILE>'), and a name beside a program says a paragraph is one or
+    the other."""
+    f = tmp_path / "seeds.txt"
+    f.write_text(text)
+    with pytest.raises(SearchError) as e:
+        read_seeds(str(f))
+    assert str(e.value).startswith(f"{f}{message}"), str(e.value)
+
+
+def test_more_seeds_than_the_budget_is_one_line_exit_2(tmp_path, capsys):
+    from optdsl.cli import main
+    f = tmp_path / "seeds.txt"
+    f.write_text("adam\nlion\nsgd\n")
+    store = tmp_path / "s.sqlite"
+    assert main(["search", "--task", "match:sgd", "--store", str(store), "--seeds", str(f),
+                 "--budget", "2"]) == 2
+    assert "holds 3 rules, more than the budget of 2" in capsys.readouterr().err
+    assert not store.exists()
+
+
 # --- report ------------------------------------------------------------------------------------
 def test_report_leaderboard_plots_and_export(tmp_path, capsys):
     from optdsl.cli import main
@@ -284,15 +315,120 @@ def test_report_leaderboard_plots_and_export(tmp_path, capsys):
         assert main(["check", str(tmp_path / "x" / name)]) == 0
 
 
-def test_an_exported_rule_defaults_to_its_best_learning_rate():
-    """A grammar strategy's rule is stored with a header (bello(lr=1) = ...): the exported file's
-    lr default is the one the protocol found best, so running the file as it is trains."""
+@pytest.mark.parametrize("rule", [
+    "bello(lr=1) = lr * (g + ema(g, 0.9))", "lr * g",
+    "r(beta=0.9, lr=1):\n    m = ema(g, beta)\n    return lr * m",
+    # the forms a review found exported with lr=0.001: no lr in a block's header, aliases, a
+    # formula with a trailing comment or a comparison, a library name
+    "r(beta=0.9):\n    m = ema(g, beta)\n    return lr * m",
+    "adam(beta1=0.5)", "lookahead(adam, k=5)", "lr * sign(g)  # trailing comment",
+    "# a comment paragraph\nlr * sign(ema(g, 0.8))", "lr * g * (t <= 1000)", "adam"])
+def test_an_exported_rule_defaults_to_its_best_learning_rate(rule):
+    """The exported file's lr default is the one the protocol found best, so running the file
+    as it is trains; the rule is otherwise the stored one (same updates at that lr), and the
+    stored text is kept as a comment where the printed program reads otherwise."""
+    import dataclasses
     from optdsl.search.report import program_file
-    row = {"score": 0.7, "best_lr": 0.003162, "rule_hash": "h", "protocol": "p"}
-    for rule in ("bello(lr=1) = lr * (g + ema(g, 0.9))", "lr * g",
-                 "r(beta=0.9, lr=1):\n    m = ema(g, beta)\n    return lr * m"):
-        text = program_file({**row, "rule": rule}, 1, "mnist1d-mlp")
-        assert optdsl.parse(text).defaults["lr"] == pytest.approx(0.003162), text
+    row = {"score": 0.7, "best_lr": 0.0031622776601683794, "rule_hash": "h", "protocol": "p"}
+    text = program_file({**row, "rule": rule}, 3, "mnist1d-mlp")
+    parsed, stored = optdsl.parse(text), optdsl.resolve(rule)
+    assert parsed.defaults["lr"] == row["best_lr"], text
+    lr = dataclasses.replace(stored.hypers["lr"], default=row["best_lr"])
+    want = dataclasses.replace(stored, hypers={**stored.hypers, "lr": lr})
+    assert optdsl.fingerprint(parsed) == optdsl.fingerprint(want), text
+    assert parsed.defaults == want.defaults
+    assert text.startswith("# Found by optdsl search on task mnist1d-mlp: rank 3, score 0.7000 "
+                           "at lr=0.00316228.\n")
+    if "lookahead" in rule:
+        assert "#   lookahead(adam, k=5)\n" in text  # the stored text, as a comment
+
+
+def test_a_rule_without_a_best_lr_is_exported_at_its_own_default():
+    """A match rule whose best factor is 0 is stored with best_lr NULL: its file keeps the
+    rule's own lr default, as stored, and says so (the header formatted None and crashed)."""
+    from optdsl.search.report import fmt, program_file
+    rule = "n(lr=0.5) = lr * sign(g)"
+    text = program_file({"score": 0.0, "best_lr": None, "rule_hash": "h", "protocol": "p",
+                         "rule": rule}, 7, "match:powersign")
+    assert optdsl.parse(text).defaults["lr"] == 0.5
+    assert "No best learning rate is stored" in text and "own default, 0.5." in text
+    assert text.endswith("\n" + rule + "\n")
+    assert fmt(None) == "-" and fmt(0.25) == "0.25"
+
+
+def test_an_export_that_fails_leaves_no_file(tmp_path, monkeypatch):
+    """Each file's text is built whole, then written under a temporary name and renamed: a
+    failure leaves neither an empty nor a partial file (the review found an empty .opt)."""
+    from optdsl.search import report
+    store, sid = _search(tmp_path, budget=2, seeds=["lr * g", "lr * sign(g)"], baselines=False)
+    SearchLoop(store, sid, RandomStrategy(0), InProcessRunner()).run()
+    [(task, protocol)] = report.task_protocols(store)
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+    with monkeypatch.context() as m:  # the text cannot be made
+        m.setattr(report, "program_file", fail)
+        with pytest.raises(OSError):
+            report.export_rules(store, task, protocol, str(tmp_path / "x"))
+    with monkeypatch.context() as m:  # the file cannot be completed
+        m.setattr(os, "replace", fail)
+        with pytest.raises(OSError):
+            report.export_rules(store, task, protocol, str(tmp_path / "y"))
+    assert os.listdir(tmp_path / "x") == [] and os.listdir(tmp_path / "y") == []
+    assert len(report.export_rules(store, task, protocol, str(tmp_path / "z"), top=1)) == 1
+    store.close()
+
+
+def test_report_output_paths_and_counts_are_argument_errors(tmp_path, capsys):
+    """--export/--plots at a file, or under one, and --top/--export-top below 1 are argparse
+    errors (exit 2) before anything is written (they were tracebacks, or exported one rule); a
+    folder that only fails when made (/proc/x) is one line and exit 2."""
+    from optdsl.cli import main
+    store, sid = _search(tmp_path, budget=1, seeds=["lr * g"], baselines=False)
+    SearchLoop(store, sid, RandomStrategy(0), InProcessRunner()).run()
+    store.close()
+    path = str(tmp_path / "s.sqlite")
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for args, message in [
+            (["--export", str(afile)], f"argument --export: cannot write {afile}: it is a file, "
+                                       "not a folder"),
+            (["--plots", str(afile / "sub")], f"cannot write {afile / 'sub'}: {afile} is a file"),
+            (["--export-top", "0"], "argument --export-top: must be >= 1, got 0"),
+            (["--export-top", "-2"], "argument --export-top: must be >= 1, got -2"),
+            (["--top", "0"], "argument --top: must be >= 1, got 0")]:
+        with pytest.raises(SystemExit) as e:
+            main(["report", path, "--export", str(tmp_path / "x"), *args])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err, (args, err)
+        assert err.startswith("usage: ")
+    assert afile.read_text() == "keep" and not (tmp_path / "x").exists()
+    assert not (tmp_path / "s-report").exists()
+    if os.path.isdir("/proc/self"):  # Linux: no folder can be made in /proc, whoever you are
+        assert main(["report", path, "--plots", "/proc/nope", "--export",
+                     str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("optdsl report: cannot write /proc/nope: ")
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_a_report_with_no_ok_rule_says_so_without_warnings(tmp_path, capsys):
+    """No rule finished: the plots have no legend (matplotlib warned 'No artists with labels')
+    and the export says there was nothing to export instead of 'exported 0 rule(s) ... (check
+    one: optdsl check DIR)'."""
+    import warnings
+    from optdsl.cli import main
+    store, sid = _search(tmp_path, budget=1, seeds=["lr * sqrt(-1 - g^2)"], baselines=False)
+    SearchLoop(store, sid, RandomStrategy(0), InProcessRunner()).run()
+    assert [r["status"] for r in store.evaluations()] == ["diverged"]
+    store.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["report", str(tmp_path / "s.sqlite"), "--plots", str(tmp_path / "p"),
+                     "--export", str(tmp_path / "x")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "nothing to export for quadratic" in out and "exported" not in out
+    assert os.path.getsize(tmp_path / "p" / "curves.png") > 1000
 
 
 def test_report_on_missing_store_exits_2(tmp_path, capsys):
@@ -316,6 +452,28 @@ def test_report_on_missing_store_exits_2(tmp_path, capsys):
      "strategy 'rl' has no option 'entropi'; did you mean 'entropy'?"),
     (["--strategy", "evolution", "--strategy-option", "population=many"],
      "strategy 'evolution' option population='many': expected int, e.g. 32"),
+    # each strategy checks the range of its settings (a ValueError of its constructor)
+    (["--strategy", "evolution", "--strategy-option", "population=0"],
+     "population must be >= 1, got 0"),
+    (["--strategy", "evolution", "--strategy-option", "population=-3"],
+     "population must be >= 1, got -3"),
+    (["--strategy", "evolution", "--strategy-option", "sample=0"], "sample must be >= 1, got 0"),
+    (["--strategy", "evolution", "--strategy-option", "near=5"],
+     "near must be >= 0 and <= 1, got 5.0"),
+    (["--strategy", "evolution", "--strategy-option", "restart=-1"],
+     "restart must be >= 0, got -1"),
+    (["--strategy", "evolution", "--strategy-option", "elite=nan"],
+     "elite must be >= 0 and <= 1, got nan"),
+    (["--strategy", "rl", "--strategy-option", "hidden=0"], "hidden must be >= 1, got 0"),
+    (["--strategy", "rl", "--strategy-option", "batch=-2"], "batch must be >= 1, got -2"),
+    (["--strategy", "rl", "--strategy-option", "temperature=-1"],
+     "temperature must be > 0, got -1.0"),
+    (["--strategy", "rl", "--strategy-option", "temperature=0"],
+     "temperature must be > 0, got 0.0"),
+    (["--strategy", "rl", "--strategy-option", "entropy=-1"], "entropy must be >= 0, got -1.0"),
+    (["--time-limit", "nan"], "--time-limit must be a positive finite number, got nan"),
+    (["--time-limit", "inf"], "--time-limit must be a positive finite number, got inf"),
+    (["--time-limit", "0"], "--time-limit must be positive, got 0.0"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
     from optdsl.cli import main
@@ -493,3 +651,182 @@ def test_an_empty_suggestion_is_not_the_end_while_the_strategy_may_change_its_mi
         assert progress.done == expected
         if expected == 0:
             assert strategy.calls == SearchLoop.MAX_EMPTY_ROUNDS
+
+
+# --- the command line: resume, concurrent searches, timeouts, read-only stores ----------------
+def _cli(*args):
+    """``optdsl search`` in this process on a match task (evaluated in this process: fast)."""
+    from optdsl.cli import main
+    return main(["search", "--task", "match:sgd", "--quiet", "--top", "1", *args])
+
+
+def test_resume_without_strategy_continues_the_stored_one(tmp_path, capsys):
+    """The README's resume command: --resume without --strategy takes the stored strategy and
+    options; an explicit other strategy stays an error."""
+    path = str(tmp_path / "s.sqlite")
+    assert _cli("--store", path, "--strategy", "evolution", "--budget", "3",
+                "--strategy-option", "population=4") == 0
+    capsys.readouterr()
+    assert _cli("--store", path, "--budget", "5", "--resume") == 0
+    out = capsys.readouterr().out
+    assert "resuming search #1: evolution on match:sgd, 3/5 done" in out and "5/5 done" in out
+    record = Store(path, create=False).search(1)
+    assert record["options"]["strategy_settings"]["population"] == 4 and record["budget"] == 5
+    assert _cli("--store", path, "--budget", "8", "--resume", "--strategy", "random") == 2
+    err = capsys.readouterr().err
+    assert "holds a search of strategy 'evolution', not 'random'" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_store_in_use_is_refused_before_any_work_and_a_killed_holder_is_not(tmp_path, capsys):
+    """A second search on a store (new or --resume) while one runs is one line, exit 2, and
+    evaluates nothing; a report still reads the store; the lock of a search killed with SIGKILL
+    does not block a later --resume."""
+    import signal
+    import subprocess
+    import sys
+    from optdsl.cli import main
+    from optdsl.search.store import StoreLock
+    path = str(tmp_path / "s.sqlite")
+    assert _cli("--store", path, "--budget", "3") == 0
+    rows = len(Store(path, create=False).evaluations())
+    capsys.readouterr()
+    with StoreLock(path):  # as a running search holds it
+        for extra in ([], ["--resume", "--budget", "6"]):
+            assert _cli("--store", path, "--budget", "6", *extra) == 2
+            err = capsys.readouterr().err
+            assert f"{path} is in use by another search (pid {os.getpid()})" in err, err
+            assert len(err.strip().splitlines()) == 1
+        assert main(["report", path, "--no-plots"]) == 0
+    assert len(Store(path, create=False).evaluations()) == rows
+    assert not os.path.exists(path + ".lock")  # released and removed
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom optdsl.search.store import StoreLock\n"
+         "lock = StoreLock(sys.argv[1])\nprint('locked', flush=True)\ntime.sleep(120)", path],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert _cli("--store", path, "--resume", "--budget", "6") == 2
+        assert f"(pid {holder.pid})" in capsys.readouterr().err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(30)
+    assert os.path.exists(path + ".lock")  # left behind by the killed process ...
+    assert _cli("--store", path, "--resume", "--budget", "6") == 0  # ... and no obstacle
+    assert "6/6 done" in capsys.readouterr().out
+
+
+def _timeout_below_one_second(job):
+    """An evaluation that needs a second: a timeout under a shorter limit."""
+    from optdsl.search.engine import failed_result
+    if job["time_limit"] < 1:
+        return failed_result(f"time limit of {job['time_limit']} s", "timeout")
+    now = 0.0
+    return {"status": "ok", "score": 1.0, "best_lr": 1e-3, "diverged_step": None,
+            "metrics": [], "curve": [], "error": None, "duration": 0.0, "worker": None,
+            "started_at": now, "finished_at": now}
+
+
+def test_a_timeout_is_not_reused_under_a_longer_time_limit(tmp_path, capsys, monkeypatch):
+    """A timeout says the time limit was too short, not what the rule scores: a later search
+    with the same limit reuses it, one with a longer limit evaluates the rule again (the row is
+    replaced); the summary counts timeouts."""
+    from optdsl.search import cli
+    monkeypatch.setattr(cli, "_runner",
+                        lambda task, args, limit: InProcessRunner(_timeout_below_one_second, 4))
+    path = str(tmp_path / "s.sqlite")
+    common = ("--store", path, "--budget", "4", "--no-baselines")
+    assert _cli(*common, "--time-limit", "0.05") == 0
+    assert "4/4 done: 4 evaluated here, 0 cache hits, 0 failed, 4 timed out" in \
+        capsys.readouterr().out
+    assert _cli(*common, "--time-limit", "0.05") == 0  # the same limit: answered by the store
+    assert "4/4 done: 0 evaluated here, 4 cache hits, 0 failed, 4 timed out" in \
+        capsys.readouterr().out
+    assert _cli(*common) == 0  # the default 60 s: evaluated again
+    assert "4/4 done: 4 evaluated here, 0 cache hits, 0 failed, 0 timed out" in \
+        capsys.readouterr().out
+    rows = Store(path, create=False).evaluations()
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert {r["search_id"] for r in rows} == {3}
+
+
+class _StopAfterWaits(InProcessRunner):
+    """A search killed after ``n`` waits, with ``capacity`` evaluations in flight."""
+
+    def __init__(self, fn, n, capacity):
+        super().__init__(fn, capacity)
+        self.n = n
+
+    def wait(self, timeout=0.0):
+        if self.n == 0:
+            raise Interrupt()
+        self.n -= 1
+        return super().wait(timeout)
+
+
+def test_resume_notes_what_it_does_not_apply_and_keeps_to_a_lower_budget(tmp_path, capsys):
+    """On --resume, --seeds, --seed, --time-limit and --no-baselines are notes (the search keeps
+    its own); a budget below what was proposed drops what was in flight, so the search ends at
+    the budget; one below what is done is an error that leaves the store as it was."""
+    from optdsl.search import match
+    path = str(tmp_path / "s.sqlite")
+    store = Store(path)
+    sid = new_search(store, strategy=make_strategy("random"), task=match.get_task("match:sgd"),
+                     protocol=match.PROTOCOL, budget=20, baselines=True,
+                     options={"seed": 0, "time_limit": 60, "strategy_options": {}})
+    with pytest.raises(Interrupt):  # killed with 4 evaluations in flight
+        SearchLoop(store, sid, make_strategy("random"),
+                   _StopAfterWaits(match.evaluate, 3, 4)).run()
+    counts = store.progress(sid)
+    done, proposed = counts["done"], counts["proposed"]
+    assert done >= 4 and proposed == done + 4
+    store.close()
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("adam\n")
+    budget = done + 2
+    assert _cli("--store", path, "--resume", "--budget", str(budget), "--seeds", str(seeds),
+                "--seed", "3", "--time-limit", "5", "--no-baselines") == 0
+    out, err = capsys.readouterr()
+    for note in ("--seeds is not used", "--seed 3 is not used",
+                 "--time-limit 5 is not used: search #1 keeps its time limit of 60 s",
+                 "--no-baselines is not used",
+                 f"had proposed {proposed} rules when it stopped; with --budget {budget} the "
+                 "last 2"):
+        assert sum(note in line for line in err.splitlines()) == 1, (note, err)
+    assert f"{budget}/{budget} done" in out
+    store = Store(path, create=False)
+    assert store.progress(sid)["done"] == store.progress(sid)["proposed"] == budget
+    assert store.search(sid)["finished_at"] is not None
+    before = store.search(sid)
+    store.close()
+    assert _cli("--store", path, "--resume", "--budget", str(budget - 1)) == 2
+    err = capsys.readouterr().err
+    assert f"has {budget} evaluations done, more than --budget {budget - 1}" in err
+    assert len(err.strip().splitlines()) == 1
+    assert Store(path, create=False).search(sid) == before  # the budget is not rewritten
+
+
+def test_a_store_in_a_read_only_directory(tmp_path, capsys, monkeypatch):
+    """A valid store where nothing can be written (a read-only directory: SQLite cannot make
+    its WAL files there) is read read-only by a report; a search says the directory is not
+    writable. (os.access is faked: the tests may run as root, whom permissions do not stop.)"""
+    from optdsl.cli import main
+    path = str(tmp_path / "ro" / "s.sqlite")
+    assert _cli("--store", path, "--budget", "2") == 0
+    capsys.readouterr()
+    real = os.access
+    directory = os.path.dirname(os.path.abspath(path))
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.path.abspath(p) ==
+                        directory and mode & os.W_OK else real(p, mode, **kw))
+    store = Store(path, create=False)
+    assert len(store.evaluations()) > 2
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        store.conn.execute("DELETE FROM evaluations")
+    store.close()
+    assert main(["report", path, "--no-plots"]) == 0
+    capsys.readouterr()
+    for extra in (["--resume"], []):
+        assert _cli("--store", path, "--budget", "4", *extra) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write {path}: its directory {directory} is not writable" in err
+        assert len(err.strip().splitlines()) == 1
