@@ -169,8 +169,10 @@ class CompiledBackend(Backend):
             raise  # the user's problem (a state that does not fit), not the compiler's
         except Exception as e:  # a compiler failure: never a crash mid-training
             self._fall_back(_reason(e))
+        if len(done) < len(bucket.items):  # after a compiler failure, or sharing memory
+            stepped = set(done)
             rest = Bucket(bucket.key, bucket.device, bucket.dtype, bucket.scalars)
-            rest.items = [it for i, it in enumerate(bucket.items) if i not in set(done)]
+            rest.items = [it for i, it in enumerate(bucket.items) if i not in stepped]
             self.host.eager(rest, generator)
 
     def scalars(self, bucket: Bucket) -> torch.Tensor:
@@ -287,7 +289,9 @@ class InductorBackend(CompiledBackend):
     while the group's tensors have exactly that fingerprint. Anything else (``model.to``,
     ``p.data = ...``, a loaded checkpoint, a gradient with other strides) makes a new plan,
     after the states are brought to their storage form. A kernel never touches memory it
-    was not built for.
+    was not built for, and never tensors that share memory with each other (a graph compiled
+    for those would merge them, and run so on any tensors of its layout): such parameters run
+    on the interpreter (``_sharing_memory``).
     """
     name = "inductor"
     _cache: dict = {}
@@ -316,6 +320,8 @@ class InductorBackend(CompiledBackend):
         fp = _fingerprint(items, names)
         entry = self._plans.get(slot)
         if entry is None or entry[0] != fp:
+            if entry is not None:  # tensors changed: the other patterns' plans hold old ones
+                self._plans.clear()
             for p, _, st in items:  # follow the parameters' dtype and device; check shapes
                 self.host.policy.conform(p, st)
             self._dealias(items)
@@ -331,7 +337,10 @@ class InductorBackend(CompiledBackend):
     def _plan_chunks(self, device, dtype, items):
         names = self.kernel_slot_names
         rows = []
+        shared = _sharing_memory(items, names)  # left to the interpreter (``run``)
         for i, (p, g, st) in enumerate(items):
+            if i in shared:
+                continue
             # Inductor on CPU drops in-place writes to 0-d float64 inputs: pass 1-element views
             slots = [t.view(1) if t.dim() == 0 else t for t in (st[n] for n in names)]
             if p.dim() == 0:
@@ -378,6 +387,34 @@ def _fingerprint(items, names) -> tuple:
             t = st[n]
             key += (t.data_ptr(), t.dtype, t.shape, t.stride(), t.device)
     return tuple(key)
+
+
+def _sharing_memory(items, names) -> set:
+    """Indexes of the items whose written tensors (parameter, states) share memory with another
+    tensor of the bucket (two Parameters on one tensor's memory, overlapping views, a gradient
+    that is another parameter's memory). AOTAutograd compiles a graph for such inputs that
+    merges them into one base, and with dynamo's guards off the graph would run on whatever
+    tensors of its layout come next (and a graph of separate tensors on shared ones): these
+    items run on the interpreter instead, one after another as it runs them. Checked when a
+    plan is made, which is when kernels compile. Spans of addresses, conservatively:
+    interleaved views of one buffer count as sharing; gradients sharing memory with each other
+    only are read, and compile."""
+    spans = []
+    for i, (p, g, st) in enumerate(items):
+        for t, written in [(p, True), (g, False)] + [(st[n], True) for n in names]:
+            if t.numel():
+                extent = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+                spans.append((t.data_ptr(), t.data_ptr() + extent * t.element_size(), i, written))
+    spans.sort()
+    shared, cluster, end = set(), [], -1
+    for lo, hi, i, written in spans + [(float("inf"), 0, None, False)]:
+        if lo >= end:  # the cluster of overlapping spans so far overlaps nothing after it
+            if len(cluster) > 1 and any(w for _, w in cluster):
+                shared.update(j for j, _ in cluster)
+            cluster, end = [], hi
+        cluster.append((i, written))
+        end = max(end, hi)
+    return shared
 
 
 class _Chunks:

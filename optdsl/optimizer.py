@@ -104,6 +104,10 @@ class Optimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict) -> None:
         if isinstance(param_group, dict):
+            if param_group.get("maximize"):  # torch.optim's option; a kept key would minimise
+                raise HyperparameterError(
+                    f"maximize=True has no counterpart in optdsl (rule {self.rule.name} "
+                    "minimises); negate the loss instead")
             _split_betas(param_group)
             for k in list(param_group):
                 if k in self.rule.hypers:

@@ -368,6 +368,27 @@ def test_inductor_keeps_no_stale_state_after_load_state_dict():
     assert len(opt._backend._plans) == 1
 
 
+def test_inductor_keeps_no_stale_state_in_the_plans_of_other_gradient_patterns():
+    """A group plans once per pattern of parameters with gradients; after the states were
+    replaced, the plan of a pattern not stepped since kept the old states alive (a second copy
+    of the optimizer's memory after ``load_state_dict`` or ``model.half()``)."""
+    import gc
+    import weakref
+    ps = [torch.randn(64, requires_grad=True) for _ in range(3)]
+    opt = optdsl.Optimizer(ps, "adam", backend="inductor")
+    for with_grad in ((1, 1, 1), (1, 1, 0)):
+        for p, has in zip(ps, with_grad):
+            p.grad = torch.randn_like(p) if has else None
+        opt.step()
+    old = weakref.ref(opt.state[ps[0]]["m"])
+    opt.load_state_dict(opt.state_dict())
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    gc.collect()
+    assert old() is None
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_steps_use_the_hyperparameters_unrounded_as_the_interpreter_does(dtype):
     """The compiled kernels read step scalars as float32 tensor elements, which torch and
@@ -405,3 +426,36 @@ def test_half_precision_steps_use_the_hyperparameters_unrounded_as_the_interpret
         opt.step()
     # torch adds lr * b to p in one rounding, the program in two: an ulp apart, not 7%
     assert float((ours.detach() / torch_sgd.detach() - 1).abs().max()) < 4e-3
+
+
+@pytest.mark.parametrize("sharing", ["parameter", "gradient"])
+def test_tensors_sharing_memory_never_share_a_kernel_with_other_tensors(sharing):
+    """Two Parameters on one memory (``nn.Parameter(w.data)``), or a gradient that is another
+    parameter's memory, made Inductor compile a graph that merges them into one base; cached by
+    layout (in the process, and on disk by torch.compile) with dynamo's guards off, it then ran
+    for any parameters of that layout and wrote the second one's update into the first (a
+    kernel built for separate parameters run on shared ones was wrong too). Parameters sharing
+    memory with another tensor now run on the interpreter, in its order; the others keep their
+    kernel."""
+    shape = (3, 5)  # a layout of this test only: the bug lived in the caches of layouts
+
+    def run(backend, shared):
+        gen = torch.Generator().manual_seed(0)
+        a, b, c = (torch.nn.Parameter(torch.randn(shape, generator=gen, dtype=torch.float64))
+                   for _ in range(3))
+        if shared and sharing == "parameter":
+            b = torch.nn.Parameter(a.data)
+        opt = optdsl.Optimizer([a, b, c], "adamw", backend=backend, lr=0.1)
+        for _ in range(3):
+            for p in (a, b, c):
+                p.grad = torch.randn(shape, generator=gen, dtype=torch.float64)
+            if shared and sharing == "gradient":
+                b.grad = a.data  # read after a's step, as the interpreter reads it
+            opt.step()
+        return [p.detach().clone() for p in (a, b, c)]
+
+    for shared in (True, False, True):
+        ref = run("eager", shared)
+        for backend in ("inductor", "torchscript"):
+            got = run(backend, shared)
+            assert all(relative_error(x, y) <= 1e-15 for x, y in zip(got, ref)), (backend, shared)

@@ -161,6 +161,18 @@ def test_param_group_keeps_unknown_keys_as_torch_does_and_warns_on_a_likely_typo
     assert opt.param_groups[0]["beta1"] == 0.9  # the typo changed nothing
 
 
+def test_a_group_asking_to_maximize_is_an_error_as_the_keyword_is():
+    """``maximize=True`` in a param group (torch.optim's option) was kept as an unknown key and
+    the rule minimised: a torch user's ascent ran as descent. The keyword and a torch checkpoint
+    with it were already refused."""
+    p = [torch.zeros(1, requires_grad=True)]
+    with pytest.raises(optdsl.DSLError, match="maximize=True"):
+        optdsl.Optimizer([{"params": p, "maximize": True}], "sgd")
+    opt = optdsl.Optimizer([{"params": p, "maximize": False, "foreach": None}], "sgd")
+    with pytest.raises(optdsl.DSLError, match="maximize=True"):
+        opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], "maximize": True})
+    assert len(opt.param_groups) == 1
+
 def _lr_trace(scheduler_factory, backend, steps=60, rule="sgd"):
     p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     opt = optdsl.Optimizer([p], rule, lr=0.1, backend=backend)
