@@ -96,8 +96,9 @@ def export_torchscript(plan: KernelPlan, path: str) -> None:
             "class Step(torch.nn.Module):\n"
             "    def __init__(self, scalar_names: List[str], state_names: List[str]):\n"
             "        super().__init__()\n"
-            "        self.scalar_names = scalar_names\n"
-            "        self.state_names = state_names\n\n"
+            "        # typed: TorchScript drops an empty list, whose type it cannot infer\n"
+            "        self.scalar_names = torch.jit.Attribute(scalar_names, List[str])\n"
+            "        self.state_names = torch.jit.Attribute(state_names, List[str])\n\n"
             f"    def forward(self{args}) -> None:\n"
             f"        {plan.name}({', '.join(plan.arg_names)})\n")
     filename = f"<optdsl {plan.rule.name} export>"

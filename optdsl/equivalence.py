@@ -73,13 +73,24 @@ class Counterexample:
     reevaluated: bool = True
 
     def __str__(self) -> str:
-        def v(x):
-            return f"{x[0]:.6g}" if len(x) == 1 else "[" + ", ".join(f"{y:.4g}" for y in x) + "]"
+        def digits(x):
+            return 6 if len(x) == 1 else 4
+
+        def v(x, d=0):
+            n = digits(x) + d
+            return f"{x[0]:.{n}g}" if len(x) == 1 else "[" + ", ".join(f"{y:.{n}g}" for y in x) + "]"
+
+        def apart(d):  # the updates, printed with d more digits, differ where they differ
+            n = digits(self.update_a) + d
+            return d >= 13 or all(f"{x:.{n}g}" != f"{y:.{n}g}"
+                                  for x, y in zip(self.update_a, self.update_b)
+                                  if x != y and not (x != x and y != y))
+        d = next(d for d in range(14) if apart(d))
         gs = ", ".join(f"g{i + 1}={v(g)}" for i, g in enumerate(self.grads)) if self.step > 1 \
             else f"g={v(self.grads[0])}"
         hs = "".join(f", {k}={val:.6g}" for k, val in self.hypers.items())
-        return (f"at t={self.step}, {gs}, p={v(self.p0)}{hs}: update {v(self.update_a)} vs "
-                f"{v(self.update_b)}" + (" (re-evaluated)" if self.reevaluated else ""))
+        return (f"at t={self.step}, {gs}, p={v(self.p0)}{hs}: update {v(self.update_a, d)} vs "
+                f"{v(self.update_b, d)}" + (" (re-evaluated)" if self.reevaluated else ""))
 
 
 @dataclass
@@ -176,10 +187,14 @@ class Pair:
 
 
 def _perturb(d: float, rng: random.Random) -> float:
+    """A random value near the default ``d``; a whole number from 2 up stays whole (a step
+    count such as sgdr's ``T_0``, which a schedule's check rejects otherwise)."""
     if d == 0:
         return rng.uniform(0.01, 0.5)
     if 0 < d < 1:
         return rng.uniform(0.05, 0.95) if d >= 0.05 else d * math.exp(rng.uniform(-1, 1))
+    if d >= 2 and d == int(d) and d < 2 ** 53:
+        return float(max(1, round(d * math.exp(rng.uniform(-0.7, 0.7)))))
     return d * math.exp(rng.uniform(-0.7, 0.7))
 
 
@@ -235,8 +250,13 @@ def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int =
         p0, grads = gradient_stream(trng, steps, ELEMENTS)
         if i % 2:  # every other draw: exact zeros too (generic-point identities fail there)
             p0, grads = with_zeros(p0, grads)
-        ua = trajectory(pair.a, va, p0, grads)
-        ub = trajectory(pair.b, vb, p0, grads)
+        try:
+            ua = trajectory(pair.a, va, p0, grads)
+            ub = trajectory(pair.b, vb, p0, grads)
+        except ValueError:  # a draw a schedule's argument check rejects (T_mult = 1.3)
+            if i == 0:
+                raise
+            continue
         p = p0
         for t in range(steps):
             bad = _differ(ua[t], ub[t], p, pair.domain)
@@ -293,7 +313,7 @@ class _Side:
 
     def __init__(self, rule: Rule, hypers: dict, tag: str):
         import sympy as sp  # heavy: only for the proofs
-        from .symbolic import T_SYMBOL, leaf_map, live_slots, translate  # sympy
+        from .symbolic import T_SYMBOL, leaf_map, live_slots, lost_domains, translate  # sympy
         self.rule = rule
         self.g, self.p = sp.Symbol("g", real=True), sp.Symbol("p", real=True)
         inputs = {"g": self.g, "p": self.p, "t": T_SYMBOL}
@@ -303,11 +323,14 @@ class _Side:
                                      **({"nonnegative": True} if s.name in nonneg else {}))
                    for s in rule.slots}
             tr = translate([rule.update] + [s.update for s in rule.slots],
-                           leaf_map(hypers, inputs, sym))
+                           leaf_map(hypers, inputs, sym), domains=True)
             init = translate([s.init for s in rule.slots],
-                             leaf_map(hypers, {**inputs, "t": sp.Integer(1)}, sym))
+                             leaf_map(hypers, {**inputs, "t": sp.Integer(1)}, sym), domains=True)
             exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
-            return sym, exprs, {s.name: init[s.init] for s in rule.slots}
+            inits = {s.name: init[s.init] for s in rule.slots}
+            self.lost = (lost_domains(tr, exprs.values())
+                         or lost_domains(init, inits.values()))
+            return sym, exprs, inits
 
         # a state is a nonnegative symbol when that is proved by induction: its initial value
         # is nonnegative, and so is its update while every such state is (ema(g^2), a max of
@@ -410,12 +433,18 @@ def _maps(src: list, dst: list, limit: int = 400):
         yield {s.name: c.name for s, c in zip(src, combo) if c is not None}
 
 
+LOST = ("a root or log of a value that may be negative cancels away (NaN there, not the "
+        "value sympy's identity gives): no proof for every input")
+
+
 def single_step(pair: Pair):
     """(proved?, mapping, text) — a state correspondence under which one step agrees."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import equal  # sympy
     ha, hb = _symbols(pair, sp)
     A, B = _Side(pair.a, ha, "a"), _Side(pair.b, hb, "b")
+    if A.lost or B.lost:
+        return False, {}, LOST
     B.g, B.p = A.g, A.p  # the same symbols (names equal: sympy symbols are equal by name)
     for src, dst, flip in ((B, A, False), (A, B, True)):
         for sigma in _maps(src.live, dst.live):
@@ -442,6 +471,8 @@ def scaled_step(pair: Pair):
     from .symbolic import T_SYMBOL, equal  # sympy
     ha, hb = _symbols(pair, sp)
     A, B = _Side(pair.a, ha, "a"), _Side(pair.b, hb, "b")
+    if A.lost or B.lost:
+        return False, {}, LOST
     constants = set().union(*(sp.sympify(v).free_symbols for v in [*ha.values(), *hb.values()]))
     earlier = sp.Symbol("t_before", integer=True, positive=True)
 
@@ -500,7 +531,7 @@ def unrolled(pair: Pair, k: int):
     """(agree?, text): the first k steps' parameters agree for symbolic g_1..g_k and p_0 (no
     proof for later steps)."""
     import sympy as sp  # heavy: only for the proofs
-    from .symbolic import equal, leaf_map, translate  # sympy
+    from .symbolic import equal, leaf_map, lost_domains, translate  # sympy
     ha, hb = _symbols(pair, sp)
     p = sp.Symbol("p0", real=True)
     gs = [sp.Symbol(f"g{i}", real=True) for i in range(1, k + 1)]
@@ -508,16 +539,20 @@ def unrolled(pair: Pair, k: int):
     states = []
     for rule, hy in sides:
         env = {"g": gs[0], "p": p, "t": sp.Integer(1)}
-        tr = translate([s.init for s in rule.slots], leaf_map(hy, env, {}))
+        tr = translate([s.init for s in rule.slots], leaf_map(hy, env, {}), domains=True)
         states.append({s.name: tr[s.init] for s in rule.slots})
+        if lost_domains(tr, states[-1].values()):
+            return False, LOST
     for i in range(k):
         env = {"g": gs[i], "p": p, "t": sp.Integer(i + 1)}
         us = []
         for j, (rule, hy) in enumerate(sides):
             tr = translate([rule.update] + [s.update for s in rule.slots],
-                           leaf_map(hy, env, states[j]))
+                           leaf_map(hy, env, states[j]), domains=True)
             us.append(tr[rule.update])
             states[j] = {s.name: tr[s.update] for s in rule.slots}
+            if lost_domains(tr, [us[-1], *states[j].values()]):
+                return False, LOST
         d = us[0] - us[1]
         if not _numeric_close([d], _points(d.free_symbols, sp), sp) or not equal(us[0], us[1]):
             return False, f"step {i + 1} not proven equal by unrolling"
@@ -528,7 +563,7 @@ def unrolled(pair: Pair, k: int):
 
 def _symbolic(pair: Pair, steps: int):
     """The symbolic phase: (status, method, text, mapping)."""
-    from .symbolic import Opaque  # sympy: only for the proofs
+    from .symbolic import Opaque, Unsigned  # sympy: only for the proofs
     try:
         ok, sigma, text = single_step(pair)
         if ok:
@@ -543,6 +578,8 @@ def _symbolic(pair: Pair, steps: int):
                         f"{text2}, but no proof for every step: {text}", {})
             return UNKNOWN, "symbolic", f"{text}; {text2}", {}
         return UNKNOWN, "symbolic", text, {}
+    except Unsigned as e:
+        return UNKNOWN, "symbolic", f"no symbolic proof: {e}", {}
     except Opaque as e:
         return UNKNOWN, "random", f"the rules draw random numbers ({e}): no symbolic proof", {}
     except RecursionError:

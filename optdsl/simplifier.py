@@ -9,13 +9,14 @@ import re
 
 import sympy as sp
 
-from .equivalence import equivalent
+from .equivalence import equivalent, run_with_budget
 from .errors import DSLError
 from .probes import is_random
 from .printing import number
 from .rules import parse
-from .symbolic import (hyper_symbol, input_symbols, leaf_map, live_slots, rewrites, slot_names,
-                       state_symbol, to_text, translate)
+from .symbolic import (hyper_symbol, input_symbols, leaf_map, live_slots, slot_names, state_symbol,
+                       to_text, translate)
+from .symbolic import rewrites as _rewrites
 
 
 def simplify(rule, prove: bool = True, timeout: float = 20.0):
@@ -23,17 +24,31 @@ def simplify(rule, prove: bool = True, timeout: float = 20.0):
     (x/|x| -> sign(x), m/sqrt(m^2) -> sign(m), merged constants). Returns ``(text, verdict)``;
     ``verdict`` (when ``prove``) is the proof that the printed program agrees with the input
     wherever the input's update is defined: c / sqrt(c^2) becomes sign(c), which is 0 where
-    the input was NaN."""
+    the input was NaN. ``timeout`` (seconds) bounds the proof; sympy's simplification of the
+    expressions gets half as much (past it, the program keeps the translation's own form)."""
     if is_random(rule):
         raise DSLError("the rule draws random numbers: it has no symbolic form to simplify")
-    text = _program_text(rule)
+    # sympy's simplify can take minutes (by PYTHONHASHSEED): in a forked process under the
+    # budget, else the translation's own form (with the sign rewrites)
+    text = run_with_budget(_text_child, (rule,), timeout / 2, None) or _program_text(rule, False)
     verdict = equivalent(rule, parse(text), timeout=timeout, domain="defined") if prove else None
     return text, verdict
 
 
-def _program_text(rule) -> str:
+def _text_child(conn, rule):
+    try:
+        conn.send(_program_text(rule))
+    except BaseException:  # the parent prints it again, and raises what it raises
+        conn.send(None)
+    finally:
+        conn.close()
+
+
+def _program_text(rule, deep: bool = True) -> str:
     """The simplified program: live states (renamed from their slots), their new values by
-    name, the update."""
+    name, the update (``deep``: with sympy's simplify)."""
+    def rewrites(e):
+        return _rewrites(e, deep)
     symbols = {s.name: state_symbol(s.name, "$") for s in rule.slots}
     leaf = leaf_map({h: hyper_symbol(h) for h in rule.hypers}, input_symbols(), symbols)
     tr = translate([rule.update] + [s.update for s in rule.slots], leaf)

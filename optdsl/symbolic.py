@@ -11,9 +11,11 @@ rationals (``0.9 -> 9/10``), and the values of ``E``, ``pi``, ``inf`` become ``E
 Semantics of a proof: two expressions are *equal* when they agree at every real point where both
 are defined, excluding the measure-zero sets where an argument of ``sign``/``abs`` or a
 denominator vanishes (so ``m / sqrt(m^2) = sign(m)``, as in any computer algebra system).
-Not modelled: the NaN a root or log of a negative number gives in the language (sympy's
-``sqrt(x)^2 = x``, ``exp(log(x)) = x``, ``sign(exp(sqrt(x))) = 1``) and float over- and
-underflow; a proof holds where the rules' values are real and finite. Where a sign's
+The NaN a root or log of a negative number gives in the language (and a quotient by a value
+that is 0 on a region) is kept in proofs by a ``defined(x)`` factor (``translate(..., domains=True)``), so that sympy's ``sqrt(x)^2 = x``,
+``exp(log(x)) = x`` and ``sign(exp(sqrt(x))) = 1`` prove nothing for every input; a ``zoo``
+(``1/0``, ``log(0)``: an infinity whose sign sympy drops) or ``nan`` ends the proof attempt
+(``Unsigned``). Not modelled: float over- and underflow. Where a sign's
 argument may be 0 on a region (a state, ``p``, a clip, a function of ``t``), a proof takes
 the 0 case too (``_zero_only_on_a_null_set``).
 
@@ -59,6 +61,11 @@ class Opaque(Exception):
     """The rule draws random numbers: no symbolic meaning."""
 
 
+class Unsigned(Exception):
+    """A value sympy can only write as ``zoo`` (x / 0, log(0): an infinity without its sign,
+    and -zoo == zoo) or ``nan``: the translation says nothing of the rule there."""
+
+
 def leaf_map(hypers: dict, inputs: dict, states: dict):
     """A ``leaf`` for ``translate``: hyperparameters, inputs (g, p, t) and states by name."""
     tables = {"hyper": hypers, "input": inputs, "state": states}
@@ -69,12 +76,46 @@ def input_symbols():
     return {"g": sp.Symbol("g", real=True), "p": sp.Symbol("p", real=True), "t": T_SYMBOL}
 
 
-def translate(roots, leaf, overrides: dict | None = None) -> dict:
+# ``defined(x)``: 1 where x >= 0 (x > 0 for a log, x != 0 for a divisor), else NaN or an
+# infinity (an opaque real function to sympy). With ``translate(..., domains=True)`` a root,
+# log or non-integer power of an argument not known to be in its domain, and a quotient whose
+# divisor may be 0 on a whole region (max(100 - g, 0), not g: exact zeros are probed),
+# carries it as a factor, so that sympy's identities that hold only there (sqrt(x)^2 = x,
+# exp(log(x)) = x, sign(exp(sqrt(x))) = 1, x / x = 1) prove nothing for every input; a marker
+# that cancels away (sqrt(x) - sqrt(x), 0 * log(x)) is found by ``lost_domains``.
+DEFINED = sp.Function("defined", real=True)
+
+
+def _domain_of(op: str, args: list):
+    """The argument that must be >= 0 for ``op`` to be real (> 0 for a log, != 0 for a
+    divisor), or None."""
+    if op in ("sqrt", "log"):
+        return args[0]
+    if op == "pow" and not args[1].is_integer:
+        return args[0]
+    if op == "div" and not _nonzero(args[1]):
+        return args[1]
+    return None
+
+
+def _nonzero(d: sp.Expr) -> bool:
+    """A divisor that is 0 at most on a null set (``g``, ``v + eps``, as the zero probes of
+    ``optdsl.equivalence`` test ``g / g``) or only for special hyperparameters (generic)."""
+    if isinstance(d, sp.Abs) or (d.is_Pow and d.exp.is_positive):
+        return _nonzero(d.args[0])  # |x| and x^k (k > 0) are 0 exactly where x is
+    if d.is_Mul:
+        return all(_nonzero(f) for f in d.args)
+    return bool(d.is_nonzero or _sign_of(d) in (1, -1) or d.free_symbols <= _HYPERS
+                or _zero_only_on_a_null_set(d))
+
+
+def translate(roots, leaf, overrides: dict | None = None, domains: bool = False) -> dict:
     """sympy expressions of ``roots`` (and every node under them), node -> expression.
 
     ``leaf(node)`` gives the expression of a ``hyper``/``input``/``state`` leaf; ``overrides``
-    maps nodes to expressions to use instead of translating them (e.g. a state's new value).
-    Random primitives raise ``Opaque``.
+    maps nodes to expressions to use instead of translating them (e.g. a state's new value);
+    ``domains``: roots and logs carry their ``DEFINED`` marker, and a ``zoo`` or ``nan``
+    raises ``Unsigned`` (for proofs). Random primitives raise ``Opaque``.
     """
     out = dict(overrides or {})
     for n in ir.topological([r for r in roots if r not in out]):
@@ -88,8 +129,26 @@ def translate(roots, leaf, overrides: dict | None = None) -> dict:
             prim = PRIMITIVES[n.op]
             if prim.random:
                 raise Opaque(n.op)
-            out[n] = prim.sympy(sp, *(out[a] for a in n.args))
+            args = [out[a] for a in n.args]
+            out[n] = prim.sympy(sp, *args)
+            arg = _domain_of(n.op, args) if domains else None
+            # a log of 0 is -inf (and -inf - -inf NaN): its argument must be positive
+            if n.op == "div" and arg is not None:
+                out[n] = out[n] * DEFINED(arg)
+            elif arg is not None and not ((arg.is_positive if n.op == "log" else arg.is_nonnegative)
+                                          or _positive(arg)):
+                out[n] = out[n] * DEFINED(arg)
+            if domains and out[n].has(sp.zoo, sp.nan):
+                raise Unsigned(f"{n.op} gives {out[n]} (an infinity without its sign, or NaN)")
     return out
+
+
+def lost_domains(translated: dict, kept) -> bool:
+    """Whether a ``DEFINED`` marker made while translating (``translated``: ``translate``'s
+    dict) is missing from the expressions ``kept`` (it cancelled: NaN - NaN is not 0)."""
+    made = set().union(*(e.atoms(DEFINED) for e in translated.values() if isinstance(e, sp.Basic)))
+    left = set().union(*(e.atoms(DEFINED) for e in kept))
+    return not made <= left
 
 
 def exact_updates(rule: Rule, grads, hypers: dict | None = None, p0=1, t0=1) -> list:
@@ -164,7 +223,7 @@ def _sign_of(arg: sp.Expr) -> sp.Expr:
             return _sign_of(arg.base)  # a root of b >= 0 is 0 exactly where b is
     if isinstance(arg, sp.Abs):
         return _sign_of(arg.args[0]) ** 2  # |x| > 0 exactly where x != 0 (NaN: both 0)
-    if isinstance(arg, sp.exp):
+    if isinstance(arg, sp.exp) and not arg.has(DEFINED):  # e^NaN is NaN, whose sign is 0
         return sp.Integer(1)
     if arg.is_Add:
         return _sign_of_sum(arg)
@@ -340,7 +399,7 @@ class _TextPrinter:
 
     @staticmethod
     def number(x) -> str:
-        named = {sp.E: "E", sp.pi: "pi", sp.oo: "inf", -sp.oo: "(-inf)"}
+        named = {sp.E: "E", sp.pi: "pi", sp.oo: "inf", -sp.oo: "(-inf)", sp.nan: "(0 * inf)"}
         if x in named:
             return named[x]
         if x.is_Integer:
@@ -416,6 +475,12 @@ class _TextPrinter:
             return f"{self.go(c.lhs, 1)} {_PRINT_REL[c.func]} {self.go(c.rhs, 1)}"
         if isinstance(c, sp.And):
             return " * ".join(f"({self.condition(a)})" for a in c.args)
+        if isinstance(c, sp.Or):  # 0/1 indicators: the largest is 1 when any holds
+            first, *rest = c.args
+            other = self.condition(sp.Or(*rest)) if len(rest) > 1 else self.condition(rest[0])
+            return f"max({self.condition(first)}, {other})"
+        if isinstance(c, sp.ITE):
+            return f"where({', '.join(self.condition(a) for a in c.args)})"
         if isinstance(c, sp.Not):
             return f"1 - ({self.condition(c.args[0])})"
         if c in (sp.true, sp.false):
@@ -435,12 +500,13 @@ class _TextPrinter:
     ]
 
 
-def rewrites(e: sp.Expr) -> sp.Expr:
-    """The shortest of the translation and sympy's simplification of it, after the sign rewrites
-    x/|x| -> sign(x) (so m/sqrt(m^2) -> m/|m| -> sign(m)); sympy merges constants itself."""
+def rewrites(e: sp.Expr, deep: bool = True) -> sp.Expr:
+    """The shortest of the translation and sympy's simplification of it (``deep``), after the
+    sign rewrites x/|x| -> sign(x) (so m/sqrt(m^2) -> m/|m| -> sign(m)); sympy merges
+    constants itself."""
     e = _abs_ratio(e)
     candidates = [e]
-    if sp.count_ops(e) < 150:
+    if deep and sp.count_ops(e) < 150:
         try:
             candidates.append(_abs_ratio(sp.simplify(e)))
         except Exception:

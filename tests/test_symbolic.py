@@ -159,6 +159,29 @@ def test_counterexample_re_evaluates_to_two_different_updates():
     assert abs(ua[-1][0] - ub[-1][0]) > 1e-6 * abs(ua[-1][0])
 
 
+def test_a_counterexample_prints_two_different_updates():
+    """A language review: the updates were printed to 6 digits, so two updates 2e-6 apart
+    (a refutation: the threshold is 1e-6 relative) could print as the same number."""
+    from optdsl.equivalence import Counterexample
+    cex = Counterexample({"lr": 0.001}, [1.0], [[0.5]], 1, [0.0005000001], [0.0005000004])
+    printed = str(cex).split("update ")[1].split(" (")[0]
+    a, b = printed.split(" vs ")
+    assert a != b and float(a) == 0.0005000001 and float(b) == 0.0005000004, printed
+    many = Counterexample({}, [1.0, 2.0], [[0.5, 1.0]], 1, [1e-3, 2.0000001], [1e-3, 2.0000002])
+    assert "2.0000001" in str(many) and "2.0000002" in str(many), str(many)
+
+
+def test_whole_number_hyperparameters_are_probed_with_whole_numbers():
+    """A language review: probing drew T_0 = 161.962 for adamwr's sgdr(t, T_0, T_mult), and the
+    schedule's check raised a ValueError out of equivalent() and optdsl simplify adamwr."""
+    same = "r(T_0=100, T_mult=2) = sgdr(t, T_0, T_mult) * adamw()"
+    assert not equivalent("adamwr", same, timeout=20).refuted
+    v = equivalent("a(lr=1, n=3) = lr * g * step(t, n, 0.5)", "b(lr=1, n=3) = lr * g * step(t, n, 0.25)",
+                   timeout=20)
+    assert v.refuted and v.counterexample.reevaluated, v
+    assert v.counterexample.hypers["n"] == int(v.counterexample.hypers["n"])
+
+
 def test_amsgrad_counterexample_needs_more_than_one_step():
     cex = equivalent("amsgrad", "adam").counterexample
     assert cex.step >= 2 and len(cex.grads) == cex.step  # the second moment must decrease first
@@ -224,6 +247,42 @@ def test_simplify_merges_constants_and_abs_ratios():
     text, verdict = optdsl.simplify("lr * 0.5 * 2 * g / abs(g) + 0 * p")
     assert verdict.proved
     assert text.strip().endswith("= lr * sign(g)"), text
+
+
+@pytest.mark.parametrize("rule", ["lr * abs(g) / sign(g)", "lr * g + 0 / 0"])
+def test_simplify_prints_nan_in_the_language(rule):
+    """A language review: sympy's nan (0 / 0 at g = 0) was printed as 'nan', which is no name
+    of the language, so simplify failed on its own output."""
+    text, _ = optdsl.simplify(rule, prove=False)
+    a, b = parse(rule), parse(text)
+    p0, g = torch.zeros(3, dtype=torch.float64), [torch.tensor([0.0, 2.0, -3.0], dtype=torch.float64)]
+    ua = optdsl.interpreter.trajectory(a, a.defaults, p0, g)[0]
+    ub = optdsl.interpreter.trajectory(b, b.defaults, p0, g)[0]
+    assert torch.allclose(ua, ub, equal_nan=True), (text, ua, ub)
+
+
+def test_simplify_keeps_to_its_time_budget(monkeypatch):
+    """A language review: sympy's simplify of a rule's expressions ran outside every budget
+    (``optdsl simplify lamb``: 9 s or over 100 s, by PYTHONHASHSEED); a slow one now falls
+    back to the translation's own form."""
+    import sympy
+    monkeypatch.setattr(sympy, "simplify", lambda e, *a, **k: time.sleep(60))
+    start = time.perf_counter()
+    text, _ = optdsl.simplify("lr * g * 2 / 2", prove=False, timeout=1)
+    assert time.perf_counter() - start < 10
+    assert parse(text).defaults == {"lr": 1e-3} and "lr" in text, text
+
+
+def test_simplify_prints_an_or_of_conditions():
+    """A language review: swats's where(in_sgd + (dot(a, d) == 0), ...) became sympy's Or,
+    which the printer could not write: optdsl simplify swats failed."""
+    text, _ = optdsl.simplify("swats", prove=False)
+    assert parse(text).name == "swats_simplified"
+    text, _ = optdsl.simplify("lr * where((g > 1) + (g < -1), g, 0)", prove=False)
+    a, b = parse("lr * where((g > 1) + (g < -1), g, 0)"), parse(text)
+    p0, g = torch.zeros(4, dtype=torch.float64), [torch.tensor([2.0, -2.0, 0.5, -0.5], dtype=torch.float64)]
+    assert torch.equal(optdsl.interpreter.trajectory(a, a.defaults, p0, g)[0],
+                       optdsl.interpreter.trajectory(b, b.defaults, p0, g)[0]), text
 
 
 def test_latex():
@@ -367,6 +426,69 @@ def test_no_proof_where_a_sign_argument_is_zero_on_a_region(a, b):
     at a default, where the numeric probes do not go; no proof may claim them."""
     v = equivalent(a, b, timeout=20)
     assert not v.proved, v
+
+
+DOMAIN_PAIRS = [  # equal where every root and log is real, not for |g| > 100
+    ("lr * sqrt(100 - g)^2", "lr * (100 - g)"),
+    ("lr * exp(log(g + 100))", "lr * (g + 100)"),
+    ("lr * sign(exp(sqrt(100 - g))) * g", "lr * g"),
+    ("lr * g * sqrt(100 - g) / sqrt(100 - g)", "lr * g"),
+    ("lr * g + sqrt(100 - g) - sqrt(100 - g)", "lr * g"),
+    ("lr * g + 0 * log(100 - g)", "lr * g"),
+    ("lr * g * (100 - g)^0.5 * (100 - g)^0.5", "lr * g * (100 - g)"),
+    ("lr * g * sqrt(100 - g)^2", "lr * g * (100 - g)"),
+    # log(0) is -inf, and -inf - -inf is NaN
+    ("lr * g * exp(log(max(100 - g, 0)) - log(max(100 - g, 0)))", "lr * g"),
+    ("lr * g + log(max(100 - g, 0)) - log(max(100 - g, 0))", "lr * g"),
+    # x / 0 is +-inf or NaN, where a divisor is 0 on a region (or at a step)
+    ("lr * g + 1 / max(100 - g, 0) - 1 / max(100 - g, 0)", "lr * g"),
+    ("lr * g * max(100 - g, 0) / max(100 - g, 0)", "lr * g"),
+    ("lr * g + 0 * (1 / max(100 - g, 0))", "lr * g"),
+]
+
+
+@pytest.mark.parametrize("a,b", DOMAIN_PAIRS)
+def test_no_proof_that_forgets_where_a_root_or_log_is_nan(a, b):
+    """A language review: sympy's sqrt(x)^2 = x, exp(log(x)) = x, x - x = 0 hold only where
+    x's root or log is real; the interpreter tells each pair apart at g = 200 or -200, beyond
+    the probes, so "proved" (equal for every input) is false."""
+    ra, rb = parse(a), parse(b)
+    p0, g = torch.ones(2, dtype=torch.float64), [torch.tensor([200.0, -200.0], dtype=torch.float64)]
+    ua = optdsl.interpreter.trajectory(ra, ra.defaults, p0, g)[0]
+    ub = optdsl.interpreter.trajectory(rb, rb.defaults, p0, g)[0]
+    assert not torch.allclose(ua, ub, equal_nan=True), (ua, ub)
+    v = equivalent(ra, rb, timeout=20)
+    assert not v.proved, v
+    assert not equivalent(rb, ra, timeout=20, domain="defined").proved
+
+
+INFINITE_PAIRS = [  # sympy's 1/0 and log(0) are zoo, the infinity without a sign (-zoo == zoo)
+    ("lr * g * where(g > 1000, 1 / 0, 1)", "lr * g * where(g > 1000, -1 / 0, 1)"),
+    ("lr * g * where(g > 1000, log(0), 1)", "lr * g * where(g > 1000, 1 / 0, 1)"),
+    ("lr * g * where(g > 1000, 0^-1, 1)", "lr * g * where(g > 1000, -(0^-1), 1)"),
+]
+
+
+@pytest.mark.parametrize("a,b", INFINITE_PAIRS)
+def test_no_proof_that_confuses_plus_and_minus_infinity(a, b):
+    """A language review: x / 0 is +-inf (NaN for 0 / 0) and log(0) is -inf in the language;
+    each pair differs at g = 2000 (inf against -inf), beyond the probes."""
+    ra, rb = parse(a), parse(b)
+    p0, g = torch.ones(1, dtype=torch.float64), [torch.tensor([2000.0], dtype=torch.float64)]
+    ua = optdsl.interpreter.trajectory(ra, ra.defaults, p0, g)[0]
+    ub = optdsl.interpreter.trajectory(rb, rb.defaults, p0, g)[0]
+    assert not torch.equal(ua, ub), (ua, ub)
+    v = equivalent(ra, rb, timeout=20)
+    assert not v.proved, v
+
+
+def test_roots_of_nonnegative_values_still_prove():
+    """The domain guard leaves roots whose argument is nonnegative (squares, |x|, ema(g^2))
+    and identical roots on both sides alone."""
+    assert equivalent("lr * sqrt(g^2)", "lr * abs(g)", timeout=20).proved
+    assert equivalent("lr * sqrt(abs(g))^2", "lr * abs(g)", timeout=20).proved
+    assert equivalent("lr * g * sqrt(100 - g)", "lr * sqrt(100 - g) * g", timeout=20).proved
+    assert equivalent("lr * exp(log(g + 100)) * g", "lr * g * E^log(100 + g)", timeout=20).proved
 
 
 def test_a_sign_of_the_step_is_refuted_at_that_step():

@@ -50,7 +50,8 @@ def cmd_simplify(argv) -> int:
     ap = argparse.ArgumentParser(prog="optdsl simplify", description=COMMANDS["simplify"][1])
     ap.add_argument("rule", help="a library name, a program file or a formula")
     ap.add_argument("--no-prove", action="store_true", help="skip the equivalence proof")
-    ap.add_argument("--timeout", type=float, default=20.0, help="proof budget in seconds")
+    ap.add_argument("--timeout", type=float, default=20.0,
+                    help="proof budget in seconds (sympy's simplification gets half as much)")
     args = ap.parse_args(argv)
     text, verdict = simplify(load_rule(args.rule), prove=not args.no_prove, timeout=args.timeout)
     sys.stdout.write(text)
