@@ -125,13 +125,6 @@ def prepare_rule(text: str):
     return cand.rule, cand.key
 
 
-def result_cases(result: dict) -> list | None:
-    """A result's per-case scores (a match task's, ``search.match.case_scores``), else None."""
-    if result.get("status") != "ok":
-        return None
-    return next((m["cases"] for m in result.get("metrics") or [] if "cases" in m), None)
-
-
 def read_seeds(path: str) -> list:
     """Rules from a seed file: one program per paragraph (blank-line separated) or a library
     name per line; '#' lines are comments. A bad rule raises SearchError naming file:line:col;
@@ -450,8 +443,7 @@ class SearchLoop:
                 self.progress.best = {**result, "rule": prop.rule, "rule_hash": prop.hash}
             observed.append({"id": prop.cid, "key": prop.hash, "rule": prop.rule,
                              "status": result["status"], "score": reward(result),
-                             "cached": cached, "source": prop.source,
-                             "cases": result_cases(result)})
+                             "cached": cached, "source": prop.source})
         if observed:
             self.strategy.observe(observed)
         self.state_changed = True

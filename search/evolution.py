@@ -51,22 +51,12 @@ reached the family did so within 430-670 evaluations, and those that did not sat
 plateau to the end: a restart gives a stalled search another early phase (BENCHMARKS.md,
 "match:powersign and match:addsign", for what it measured).
 
-**Lexicase selection** (``select=lexicase``; the default ``tournament``): on a task whose
-results carry per-case scores (``match:``: each stream in each quarter of the steps,
-``search.match.case_scores``), a parent is chosen by epsilon-lexicase (``lexicase``) over the
-population instead of by tournament, so that a member that follows the target best on a few
-cases (where sgd-like generalists do not) is bred from. Members keep the key of the evaluated
-program whose cases they have (a neutral member, the one it duplicates); on a task without
-cases it is a tournament. Measured on match:powersign and match:addsign (BENCHMARKS.md): no
-better than the tournament, so not the default.
-
 Results of rules this strategy did not propose (``--seeds``) join the population too when they
 are programs of the space. The population, the best program, pending children and the random
 state are in ``state_dict`` so ``--resume`` continues the same run.
 """
 from __future__ import annotations
 
-from .candidate import build
 from .space import Tree
 from .strategies import STRATEGIES, SpaceStrategy
 
@@ -98,7 +88,7 @@ class EvolutionStrategy(SpaceStrategy):
                  population: int = 32, sample: int = 4, insert: float = 0.2,
                  delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
                  elite: float = 0.2, neutral: float = 0.0, restart: int = 0,
-                 restart_tol: float = 0.01, select: str = "tournament", warm=None):
+                 restart_tol: float = 0.01, warm=None):
         from .strategies import require, require_fraction
         require("population", population, at_least=1)
         require("sample", sample, at_least=1)
@@ -110,8 +100,6 @@ class EvolutionStrategy(SpaceStrategy):
         require("prior", prior, at_least=0, below=1)
         require("restart", restart, at_least=0)
         require("restart_tol", restart_tol, at_least=0)
-        if select not in SELECTIONS:
-            raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}")
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon)
         self.population_size, self.sample_size = population, sample
@@ -130,8 +118,6 @@ class EvolutionStrategy(SpaceStrategy):
         self.level = None  # the score the stall is counted from: it must rise past + restart_tol
         self.stalled = 0  # results heard since the score last rose past level + restart_tol
         self.restarts = 0
-        self.select = select
-        self.cases: dict = {}  # key -> per-case scores of an evaluated program (lexicase)
 
     def _draw(self):
         while self.warm:
@@ -143,11 +129,11 @@ class EvolutionStrategy(SpaceStrategy):
         if len(self.population) < self.population_size:
             return self.space.sample(self.rng, self.prior), "random"
         parent = (Tree.from_json(self.best[0]) if self.best and self.rng.random() < self.p_elite
-                  else self._parent())
+                  else self._tournament())
         u = self.rng.random()
         made = None
         if u < self.p_combine:
-            made = self.space.combine(parent, self._parent(), self.rng, prior=self.prior)
+            made = self.space.combine(parent, self._tournament(), self.rng, prior=self.prior)
         elif u < self.p_combine + self.p_insert:
             made = self.space.insert(parent, self.rng, prior=self.prior)
         elif u < self.p_combine + self.p_insert + self.p_delete:
@@ -157,24 +143,6 @@ class EvolutionStrategy(SpaceStrategy):
         kind = what.split(":")[0].split(" group")[0]
         self.mutations[kind] = self.mutations.get(kind, 0) + 1
         return child, "mutation"
-
-    def _parent(self) -> Tree:
-        """A parent by the ``select`` rule: a tournament, or lexicase where every candidate
-        member has per-case scores (else a tournament)."""
-        if self.select == "lexicase":
-            members = [m for m in self.population
-                       if m[1] > self.fail_reward and self.cases.get(_key(m)) is not None]
-            if len(members) > 1:
-                pick = lexicase([self.cases[_key(m)] for m in members], self.rng)
-                return Tree.from_json(members[pick][0])
-        return self._tournament()
-
-    def observe(self, results: list) -> None:
-        if self.select == "lexicase":  # the cases of every evaluated program, by key
-            for r in results:
-                if r.get("cases") is not None and r.get("key"):
-                    self.cases[r["key"]] = [round(float(x), 4) for x in r["cases"]]
-        super().observe(results)
 
     def _tournament(self) -> Tree:
         """The best of ``sample`` members drawn at random (with replacement)."""
@@ -187,10 +155,9 @@ class EvolutionStrategy(SpaceStrategy):
             return
         if self.best is None or reward > self.best[1]:
             self.best = [tree.to_json(), float(reward)]
-        key = self._key_of(tree) if self.select == "lexicase" else None
-        self._join(tree.to_json(), reward, key)
+        self._join(tree.to_json(), reward)
         if meta == "warm":
-            self.warm_members.append([tree.to_json(), float(reward), key])
+            self.warm_members.append([tree.to_json(), float(reward)])
         if self.level is None or reward > self.level + self.restart_tol:
             self.level, self.stalled = float(reward), 0
         else:
@@ -211,24 +178,13 @@ class EvolutionStrategy(SpaceStrategy):
         for entry in self.pending.values():  # children of the old run still in flight:
             entry[2] = STALE  # their results join neither the new population nor its best
 
-    def _key_of(self, tree: Tree) -> str | None:
-        """The store key of ``tree``'s program (``None`` where it does not build)."""
-        source = self.space.source(tree)
-        if source not in self.known:
-            try:
-                self.known[source] = build(source).key
-            except Exception:
-                return None
-        return self.known[source]
-
-    def _join(self, member: list, reward: float, key: str | None = None) -> None:
-        """``member`` (a tree's json) joins the population, with the key of the evaluated
-        program whose cases it has (lexicase); the oldest leaves when it is full."""
-        self.population.append([member, float(reward), key])
+    def _join(self, member: list, reward: float) -> None:
+        """``member`` (a tree's json) joins the population; the oldest leaves when it is full."""
+        self.population.append([member, float(reward)])
         if len(self.population) > self.population_size:
             self.population.pop(0)
 
-    def _neutral(self, tree: Tree, reward: float, meta, of: str | None = None) -> None:
+    def _neutral(self, tree: Tree, reward: float, meta) -> None:
         """With probability ``neutral``, a child that is a duplicate of an evaluated program
         joins the population with that program's score, without an evaluation, unless the
         same tree is a member already (module docstring: neutral drift)."""
@@ -237,7 +193,7 @@ class EvolutionStrategy(SpaceStrategy):
             return
         member = tree.to_json()
         if all(m[0] != member for m in self.population):
-            self._join(member, reward, of)
+            self._join(member, reward)
             self.neutral_joins += 1
 
     def _foreign(self, result: dict, reward: float) -> None:
@@ -251,8 +207,7 @@ class EvolutionStrategy(SpaceStrategy):
         return {**self._base_state(), "population": self.population, "warm": self.warm,
                 "mutations": self.mutations, "best": self.best,
                 "neutral_joins": self.neutral_joins, "warm_members": self.warm_members,
-                "level": self.level, "stalled": self.stalled, "restarts": self.restarts,
-                "cases": self.cases}
+                "level": self.level, "stalled": self.stalled, "restarts": self.restarts}
 
     def load_state_dict(self, state: dict) -> None:
         self._load_base(state)
@@ -264,33 +219,6 @@ class EvolutionStrategy(SpaceStrategy):
         self.warm_members = [list(m) for m in state.get("warm_members", [])]
         self.stalled, self.restarts = state.get("stalled", 0), state.get("restarts", 0)
         self.level = state.get("level")
-        self.cases = dict(state.get("cases", {}))
 
 
-def _key(member: list) -> str | None:
-    """The key a population member's cases are stored under (None in a state from before)."""
-    return member[2] if len(member) > 2 else None
-
-
-def lexicase(cases: list, rng) -> int:
-    """Index of the member chosen by epsilon-lexicase selection (Spector 2012; La Cava et al.
-    2016): the cases in a random order, each keeping the members within epsilon of the best
-    score on it, epsilon the median absolute deviation of the scores still in the pool; a
-    member at random from those left. ``cases``: per member, its scores (higher is better)."""
-    import statistics
-    pool = list(range(len(cases)))
-    order = list(range(len(cases[0])))
-    rng.shuffle(order)
-    for k in order:
-        values = [cases[i][k] for i in pool]
-        middle = statistics.median(values)
-        epsilon = statistics.median(abs(x - middle) for x in values)
-        best = max(values)
-        pool = [i for i, x in zip(pool, values) if x >= best - epsilon]
-        if len(pool) == 1:
-            break
-    return pool[rng.randrange(len(pool))]
-
-
-SELECTIONS = ("tournament", "lexicase")
 STRATEGIES[EvolutionStrategy.name] = EvolutionStrategy

@@ -36,11 +36,6 @@ keeps resolving near the top (0.9 -> 0.05, 0.1 -> 1, 1e-3 -> 3); 6 is the cap (a
 times the candidate's lr default: the learning rate at which the candidate follows the target
 at the target's defaults. A candidate whose updates are not finite is ``diverged`` (score
 None: worst), one that raises is ``failed``; neither raises.
-
-**Cases.** Beside the score, a result holds the score of each of 12 *cases* (``case_scores``:
-each stream in each quarter of the steps, the same residual on that block, at the factor c of
-the whole): where a candidate follows the target and where it does not, for a selection that
-keeps specialists (evolution's ``select=lexicase``).
 """
 from __future__ import annotations
 
@@ -124,26 +119,6 @@ def residual(u: torch.Tensor, v: torch.Tensor) -> tuple:
 
 def score_of(r: float) -> float:
     return max(0.0, -math.log10(max(r, CAP)))
-
-
-QUARTERS = 4  # cases per stream: the steps in quarters (``case_scores``)
-
-
-def case_scores(u: torch.Tensor, v: torch.Tensor, c: float) -> list:
-    """The score of ``c * u`` against ``v`` on each case: each stream's elements in each quarter
-    of the steps, weighted as in ``residual`` (module docstring); stream-major order."""
-    vv = (v * v).sum(0)
-    w = 1.0 / (vv + 1e-12 * float(vv.mean()) + 1e-300)
-    err, size = w * (c * u - v) ** 2, w * v * v
-    out = []
-    for k in range(len(STREAMS)):
-        cols = slice(k * WIDTH, (k + 1) * WIDTH)
-        for q in range(QUARTERS):
-            rows = slice(q * STEPS // QUARTERS, (q + 1) * STEPS // QUARTERS)
-            total = float(size[rows, cols].sum())
-            r = math.sqrt(float(err[rows, cols].sum()) / total) if total > 0 else 1.0
-            out.append(score_of(min(r, 1.0)))
-    return out
 
 
 @dataclass(frozen=True)
@@ -252,7 +227,7 @@ def evaluate(job: dict) -> dict:
             r, c = residual(u, v)
             lr = rule.defaults.get("lr", 1.0)
             out.update(status="ok", score=score_of(r), best_lr=c * lr if c > 0 else None,
-                       metrics=[{"residual": r, "scale": c, "cases": case_scores(u, v, c)}],
+                       metrics=[{"residual": r, "scale": c}],
                        curve=[[t + 1, score_of(residual(u[:t + 1], v[:t + 1])[0])]
                               for t in range(9, STEPS, 10)])
     out["finished_at"] = time.time()

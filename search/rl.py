@@ -290,7 +290,7 @@ class RLStrategy(SpaceStrategy):
         if len(self.buffer) >= self.batch_size:
             self._update()
 
-    def _neutral(self, tree: Tree, reward: float, meta, of: str | None = None) -> None:
+    def _neutral(self, tree: Tree, reward: float, meta) -> None:
         """With probability ``neutral`` (with ``edit``, not ``pqt``), a draw that is a duplicate
         of an evaluated program joins the queue with that program's reward, ahead of the members
         with an equal one, so that it outlives them: edits then start from variants of the best

@@ -186,11 +186,10 @@ class SpaceStrategy(Strategy):
         ``earlier``): by default that score, without an evaluation."""
         self._learn(tree, earlier, meta, True)
 
-    def _neutral(self, tree: Tree, reward: float, meta, of: str | None = None) -> None:
+    def _neutral(self, tree: Tree, reward: float, meta) -> None:
         """A draw the filter calls a duplicate of an evaluated program (``reward`` is that
-        program's, ``of`` its key): another encoding, a near-copy, or the same program drawn
-        again. Not evaluated; a strategy may keep it as a neutral variant (evolution's
-        ``neutral``)."""
+        program's): another encoding, a near-copy, or the same program drawn again. Not
+        evaluated; a strategy may keep it as a neutral variant (evolution's ``neutral``)."""
 
     def _verdict(self, source: str):
         """(verdict, candidate or None) of a drawn program's source text."""
@@ -234,7 +233,7 @@ class SpaceStrategy(Strategy):
                     of = verdict.of or verdict.key
                     if of in self.scores:
                         self._repeat(tree, self.scores[of], meta)
-                        self._neutral(tree, self.scores[of], meta, of)
+                        self._neutral(tree, self.scores[of], meta)
                 else:  # degenerate or invalid
                     self._learn(tree, self.fail_reward, meta, True)
         return out

@@ -140,7 +140,7 @@ def test_a_failing_rule_ranks_below_every_screened_out_one(tmp_path):
                      budget=40, baselines=False)
     SearchLoop(store, sid, strategy, InProcessRunner(diverging)).run()
     assert strategy.fail_reward == engine.SCREENED_FAIL_REWARD == -1.0
-    heard = [m[1] for m in strategy.population] + [r for _, r in strategy.history]
+    heard = [r for _, r in strategy.population] + [r for _, r in strategy.history]
     screened_out = [r for r in heard if -1.0 < r < 0.0]
     assert screened_out and min(heard) == -1.0 and -1.0 < min(screened_out)
 

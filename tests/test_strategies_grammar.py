@@ -323,18 +323,15 @@ def _drive(s, space, rounds):
     for _ in range(rounds):
         cands = s.suggest(4)
         out += [c.text for c in cands]
-        scores = [toy_reward(space, c, s) for c in cands]
-        s.observe([{"id": c.id, "key": c.key, "rule": c.text, "status": "ok", "score": r,
-                    "cases": [r, (7 * r) % 1, 1 - r]} for c, r in zip(cands, scores)])
+        s.observe([{"id": c.id, "rule": c.text, "status": "ok",
+                    "score": toy_reward(space, c, s)} for c in cands])
     return out
 
 
 @pytest.mark.parametrize("cls,kw", [(RLStrategy, {"batch": 4}), (EvolutionStrategy, {"population": 8}),
                                     (EvolutionStrategy, {"population": 8, "elite": 0.3}),
                                     (EvolutionStrategy, {"population": 8, "neutral": 1.0}),
-                                    (EvolutionStrategy, {"population": 8, "restart": 5}),
-                                    (EvolutionStrategy, {"population": 8, "neutral": 1.0,
-                                                         "select": "lexicase"})])
+                                    (EvolutionStrategy, {"population": 8, "restart": 5})])
 def test_resume_matches_an_uninterrupted_run(cls, kw):
     space = Space("toy", text=TOY)
     whole = _drive(cls(seed=5, use_filter=False, space_obj=space, **kw), space, 12)
@@ -362,7 +359,7 @@ def test_evolution_restarts_from_its_warm_start_when_the_best_stalls():
         s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": score_of(i)}
                    for i, c in enumerate(cands)])
     feed(2, lambda i: 0.4 + 0.1 * i)  # the warm start
-    assert [m[1] for m in s.warm_members] == [0.4, 0.5] and s.best[1] == 0.5
+    assert [r for _, r in s.warm_members] == [0.4, 0.5] and s.best[1] == 0.5
     for k in range(3):  # one gain above the tolerance, then gains of 0.001: a stall
         feed(2, lambda i: 0.6 + (2 * k + i) / 1000)
     assert s.stalled == 5 and s.restarts == 0 and s.best[1] == pytest.approx(0.605)
@@ -385,7 +382,7 @@ def _members(s) -> list:
     """(tree json, reward) of what a strategy keeps to draw from: evolution's population, the
     RL controller's queue of best programs."""
     if isinstance(s, EvolutionStrategy):
-        return [(m[0], m[1]) for m in s.population]
+        return [(t, r) for t, r in s.population]
     return [(t, r) for r, _, t in s.queue]
 
 
@@ -766,40 +763,3 @@ def test_rl_learns_from_repeated_draws_so_that_a_collapsed_policy_recovers():
         assert again.buffer == rl.buffer
     with pytest.raises(ValueError, match="repeats"):
         RLStrategy(repeats="never")
-
-
-# --- lexicase selection -----------------------------------------------------------------------
-def test_lexicase_keeps_specialists_and_never_picks_a_member_beaten_on_every_case():
-    """Each case decides in turn (random order), keeping the members within epsilon (the median
-    absolute deviation) of its best: a member best on one case is chosen when that case comes
-    first, whatever its mean; one beaten on every case by another is never chosen."""
-    from optdsl.search.evolution import lexicase
-    cases = [[0.9, 0.0, 0.0, 0.0],   # a specialist of case 0 (mean 0.225)
-             [0.0, 0.9, 0.0, 0.0],   # of case 1
-             [0.5, 0.5, 0.5, 0.5],   # a generalist (the best mean)
-             [0.4, 0.4, 0.4, 0.4]]   # beaten by the generalist everywhere
-    rng = random.Random(0)
-    picks = [lexicase(cases, rng) for _ in range(400)]
-    assert {0, 1, 2} <= set(picks) and 3 not in picks
-    assert lexicase([[1.0, 2.0]], rng) == 0
-
-
-def test_evolution_with_lexicase_breeds_from_the_members_cases_and_resumes(tmp_path):
-    """select=lexicase on a match task: every evaluated program's cases (12 per result, from
-    the task) are kept by key, population members (neutral ones too) name the key whose cases
-    they have, parents come from lexicase; an unknown select is one line."""
-    from optdsl.cli import main
-    from optdsl.search.store import Store
-    path = str(tmp_path / "m.sqlite")
-    assert main(["search", "--task", "match:powersign", "--strategy", "evolution", "--budget",
-                 "80", "--store", path, "--quiet", "--no-baselines",
-                 "--strategy-option", "select=lexicase"]) == 0
-    store = Store(path, create=False)
-    state = store.search()["state"]
-    assert state["cases"] and all(len(v) == 12 for v in state["cases"].values())
-    assert all(m[2] in state["cases"] for m in state["population"])
-    store.close()
-    assert main(["search", "--task", "match:powersign", "--store", path, "--resume",
-                 "--budget", "96", "--quiet"]) == 0
-    assert main(["search", "--task", "match:powersign", "--strategy", "evolution",
-                 "--store", str(tmp_path / "x.sqlite"), "--strategy-option", "select=best"]) == 2
