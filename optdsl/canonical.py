@@ -601,7 +601,9 @@ def _distribute(c: Canon, coef: float, factors: list):
     terms = [operands(s, "add") for s in sums]
     if math.prod(len(t) for t in terms) > MAX_EXPANSION:
         return None
-    finite = all(c.facts(x) & NOINF for x in others + [t for ts in terms for t in ts])
+    # an infinite c too: inf (x + y) is inf where x = 0 < y, inf x + inf y NaN there
+    finite = math.isfinite(coef) and all(c.facts(x) & NOINF
+                                         for x in others + [t for ts in terms for t in ts])
     if not finite:
         if len(sums) == 1 and not others and coef != 0 and math.isfinite(coef) and coef != 1.0:
             return c.add(*[c.mul(const(coef), t) for t in terms[0]])
