@@ -131,7 +131,6 @@ def read_seeds(path: str) -> list:
     a paragraph of names with one that is not a library rule names it, and one that mixes a
     library name with a program says that a paragraph is one or the other."""
     from optdsl import DSLError
-    from optdsl.errors import did_you_mean
     from optdsl.library import library, source
     try:
         with open(path) as f:
@@ -157,7 +156,7 @@ def read_seeds(path: str) -> list:
                 try:
                     prepare_rule(program)
                 except DSLError as e:
-                    _seed_paragraph_error(path, numbered, e, library, did_you_mean)
+                    _seed_paragraph_error(path, numbered, e)
                     where = f"{path}:{start + (e.line or 1) - 1}"
                     if e.column:
                         where += f":{e.column}"
@@ -169,11 +168,13 @@ def read_seeds(path: str) -> list:
     return rules
 
 
-def _seed_paragraph_error(path: str, numbered: list, error, library, did_you_mean) -> None:
+def _seed_paragraph_error(path: str, numbered: list, error) -> None:
     """For a seed paragraph that is not a program (``error``): raise what is wrong when it
     looks like a paragraph of library names (a name that is not one: several words, or one
     word the language does not know either), or mixes names with a program."""
     import re
+    from optdsl.errors import did_you_mean
+    from optdsl.library import library
     word = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
     if all(word.match(n) for _, n in numbered) and (
             len(numbered) > 1 or error.message.startswith("unknown name")):
