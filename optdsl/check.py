@@ -72,6 +72,17 @@ def _valid_hyper(name: str, value: float, pos: Pos | None) -> float:
 
 
 @dataclass
+class _Passed:
+    """A keyword argument of a call that names no parameter of the callee's header but one of a
+    rule it calls (``adamw(beta1=0.5)``: adam's beta1): handed down until a call's header
+    declares it. ``node`` fixes it; ``default`` (an alias's number) is the lifted
+    hyperparameter's default instead."""
+    node: ir.Node | None
+    default: float | None
+    used: bool = False
+
+
+@dataclass
 class _RuleRef:
     """A rule-valued parameter's value: which rule, with which default overrides."""
     program: Program
@@ -120,7 +131,7 @@ class _Instance:
 
     def __init__(self, program: Program, builder: _RuleBuilder, prefix: str,
                  hypers: dict, rule_params: dict, call_stack: tuple, own: set,
-                 enclosing: frozenset = frozenset()):
+                 enclosing: frozenset = frozenset(), inherited: dict | None = None):
         self.program = program
         self.b = builder
         self.prefix = prefix
@@ -129,6 +140,7 @@ class _Instance:
         self.own = own  # names declared in this program's header
         self.enclosing = enclosing  # names declared in the headers of the programs calling it
         self.call_stack = call_stack
+        self.inherited = inherited or {}  # name -> _Passed: arguments for the rules it calls
         self.locals: dict = {}  # name -> Node (value now)
         self.states: dict = {}  # name -> slot index (declared here)
         self.updated: set = set()
@@ -312,8 +324,27 @@ class _Instance:
             raise _err("rules nest too deeply", pos)
         params = tuple(h for h, _, _ in callee.header)
         header_defaults = {h: d for h, d, _ in callee.header}
-        bound = self.bind_arguments(f"rule {name}", params, header_defaults, args, kwargs, pos)
         alias = self.is_alias()
+        own_kwargs = tuple(k for k in kwargs if k[0] in params)
+        bound = self.bind_arguments(f"rule {name}", params, header_defaults, args, own_kwargs, pos)
+        passed = {h: v for h, v in self.inherited.items() if h not in params}
+        handed = []  # the keywords of this call that a rule the callee calls must declare
+        for h, e, kpos in kwargs:
+            if h in params:
+                continue
+            if any(h == k for k, _ in handed):
+                raise _err(f"rule {name} got '{h}' twice", kpos)
+            if alias and _literal(e) is not None:
+                passed[h] = _Passed(None, _valid_hyper(h, _literal(e), e.pos))
+            else:
+                if _literal(e) is not None:
+                    _valid_hyper(h, _literal(e), e.pos)
+                node = self.expr(e)
+                if node.kind > Kind.SCALAR:
+                    raise _err(f"a tensor where a scalar is required: hyperparameter '{h}' of "
+                               f"{name} is one value per step", getattr(e, "pos", kpos))
+                passed[h] = _Passed(node, None)
+            handed.append((h, kpos))
         hypers, rule_params, overrides = {}, {}, dict(overrides or {})
         for h, default, hpos in callee.header:
             if h in bound and _is_rule_name(bound[h], self.b.rules):
@@ -331,8 +362,14 @@ class _Instance:
                     raise _err(f"a tensor where a scalar is required: hyperparameter '{h}' of "
                                f"{name} is one value per step", getattr(bound[h], "pos", pos))
                 hypers[h] = node
+            elif h in self.inherited and self.inherited[h].node is not None:
+                self.inherited[h].used = True
+                hypers[h] = self.inherited[h].node
             else:
                 value = _literal(bound[h]) if h in bound else overrides.get(h, _default_value(default, hpos))
+                if h in self.inherited:
+                    self.inherited[h].used = True
+                    value = self.inherited[h].default
                 at = bound[h].pos if h in bound else pos
                 # a lifted name never captures one that this program or a program calling it
                 # declares (lookahead(ranger): ranger's own lookahead keeps its own k)
@@ -344,8 +381,15 @@ class _Instance:
         prefix = f"{self.prefix}{name}{'#' + str(count + 1) if count else ''}."
         inner = _Instance(callee, self.b, prefix, hypers, rule_params,
                           self.call_stack + ((name, not via_param),), own=set(params),
-                          enclosing=frozenset(self.own | self.enclosing))
+                          enclosing=frozenset(self.own | self.enclosing), inherited=passed)
+        first = len(self.b.subrules)
         update, _, _ = inner.lower()
+        for h, kpos in handed:
+            if not passed[h].used:
+                inner_names = {n for sub in self.b.subrules[first:]
+                               for n, _, _ in getattr(self.b.rules.get(sub), "header", ())}
+                raise _err(f"rule {name} has no parameter '{h}'"
+                           + did_you_mean(h, set(params) | inner_names), kpos)
         return update
 
     def is_alias(self) -> bool:

@@ -1,6 +1,8 @@
 """What programs mean: the grammar's forms, state semantics, kinds and rules calling rules."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -80,6 +82,43 @@ def test_rule_calls_lift_hyperparameters_and_share_lr():
     # and ranger's own lookahead keeps its k and alpha apart from the outer one's
     assert {"k", "alpha", "lookahead_k", "lookahead_alpha"} <= set(nested.hypers)
     assert nested.defaults["k"] == 3 and nested.defaults["lookahead_k"] == 6
+
+
+def test_a_call_sets_the_hyperparameters_its_rule_inherits_from_the_rules_it_calls():
+    """``adamw(beta1=0.5)``: adamw's header names only weight_decay, its beta1 is adam's. Such a
+    keyword is handed down to the call that declares it (an error before: "adamw has no
+    parameter 'beta1'"), as a new default in an alias and as a fixed value elsewhere."""
+    from optdsl.interpreter import trajectory
+    torch.manual_seed(0)
+    p0 = torch.randn(6, dtype=torch.float64)
+    grads = [torch.randn(6, dtype=torch.float64) for _ in range(30)]
+
+    def run(text, **hypers):
+        rule = optdsl.parse(text)
+        return torch.stack(trajectory(rule, {**rule.defaults, **hypers}, p0, grads))
+
+    want = run("r(lr=0.1) = adamw()", beta1=0.5)
+    alias = optdsl.parse("r(lr=0.1) = adamw(beta1=0.5)")
+    assert alias.defaults["beta1"] == 0.5
+    assert torch.equal(run("r(lr=0.1) = adamw(beta1=0.5)"), want)
+    fixed = optdsl.parse("r(lr=0.1) = 1 * adamw(beta1=0.5)")
+    assert "beta1" not in fixed.defaults
+    assert torch.equal(run("r(lr=0.1) = 1 * adamw(beta1=0.5)"), want)
+    # through two levels (adamwr -> adamw -> adam), and an alias's own number (momentum =
+    # sgd(momentum=0.9)) is overridden
+    assert optdsl.parse("r() = adamwr(beta2=0.99)").defaults["beta2"] == 0.99
+    assert torch.allclose(run("r(lr=0.1) = 2 * momentum(momentum=0.5)") / 2,
+                          run("r(lr=0.1) = sgd(momentum=0.5)"), rtol=0, atol=1e-14)
+    assert not torch.allclose(run("r(lr=0.1) = 2 * momentum()") / 2,
+                              run("r(lr=0.1) = sgd(momentum=0.5)"), rtol=1e-3, atol=0)
+    for text, message in [
+            ("r() = adamw(bta1=0.5)", "rule adamw has no parameter 'bta1'; did you mean 'beta1'?"),
+            ("r() = sgd(beta1=0.5)", "rule sgd has no parameter 'beta1'"),
+            ("r() = 2 * adamw(beta1=2)", "beta1 must be in"),
+            ("r() = adamw(beta1=g)", "a tensor where a scalar is required"),
+            ("r() = adamw(beta1=0.5, beta1=0.4)", "got 'beta1' twice")]:
+        with pytest.raises(optdsl.DSLError, match=re.escape(message)):
+            optdsl.parse(text)
 
 
 def test_a_rule_whose_default_inner_rule_is_itself_nests_too_deeply(monkeypatch):
