@@ -309,7 +309,7 @@ class InductorBackend(CompiledBackend):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # (first parameter's id, group size) -> (fingerprint, _Chunks): one plan per group,
+        # (first parameter's id, group size) -> _Chunks: one plan per group,
         # so a new plan drops the old one with the state tensors it held
         self._plans: dict = {}
 
@@ -318,20 +318,19 @@ class InductorBackend(CompiledBackend):
         layouts share one compiled graph (200 equal tensors: one compile, 7 calls)."""
         items, names = bucket.items, self.kernel_slot_names
         slot = (id(items[0][0]), len(items))
-        fp = _fingerprint(items, names)
         entry = self._plans.get(slot)
-        if entry is None or entry[0] != fp:
+        fp = _fingerprint(items, names, entry.shared if entry is not None else ())
+        if entry is None or entry.fingerprint != fp:
             if entry is not None:  # tensors changed: the other patterns' plans hold old ones
                 self._plans.clear()
             for p, _, st in items:  # follow the parameters' dtype and device; check shapes
                 self.host.policy.conform(p, st)
             self._dealias(items)
-            fp = _fingerprint(items, names)
-            entry = self._plans[slot] = (fp, self._plan_chunks(bucket.device, bucket.dtype, items))
+            entry = self._plans[slot] = self._plan_chunks(bucket.device, bucket.dtype, items)
         scalars = self.scalars(bucket)
         grads = [g.view(1) if g.dim() == 0 else g for _, g, _ in items]
         with torch.no_grad():
-            for kernel, order, ps, slot_lists in entry[1].calls:
+            for kernel, order, ps, slot_lists in entry.calls:
                 kernel(ps, [grads[i] for i in order], *slot_lists, scalars)
                 done.extend(order)
 
@@ -359,7 +358,7 @@ class InductorBackend(CompiledBackend):
             signature = (str(device), dtype, tuple(r[0] for r in part))
             calls.append((self.kernel(signature), [r[1] for r in part], [r[2] for r in part],
                           [[r[3][k] for r in part] for k in range(len(names))]))
-        return _Chunks(calls)
+        return _Chunks(calls, frozenset(shared), _fingerprint(items, names, shared))
 
     def build(self, signature):
         key = (self.plan.source, signature)
@@ -378,12 +377,17 @@ class InductorBackend(CompiledBackend):
         return fn
 
 
-def _fingerprint(items, names) -> tuple:
-    """What a plan is valid for (see InductorBackend): one flat tuple per step."""
+def _fingerprint(items, names, interpreted=()) -> tuple:
+    """What a plan is valid for (see InductorBackend): one flat tuple per step. The states of
+    the ``interpreted`` items (``_sharing_memory``) are left out: the interpreter may give them
+    new tensors every step, and none can come to share a kernel's memory (made from their own
+    parameter and gradient, which share only with other interpreted items)."""
     key = []
-    for p, g, st in items:
+    for i, (p, g, st) in enumerate(items):
         key += (p.data_ptr(), p.dtype, p.shape, p.stride(), p.device,
                 g.dtype, g.shape, g.stride(), g.device)
+        if i in interpreted:
+            continue
         for n in names:
             t = st[n]
             key += (t.data_ptr(), t.dtype, t.shape, t.stride(), t.device)
@@ -419,11 +423,12 @@ def _sharing_memory(items, names) -> set:
 
 
 class _Chunks:
-    """A group's planned kernel calls: (kernel, gradient order, params, state lists) each."""
-    __slots__ = ("calls",)
+    """A group's plan: its kernel calls ((kernel, gradient order, params, state lists) each),
+    the items left to the interpreter, and the fingerprint it is valid for."""
+    __slots__ = ("calls", "shared", "fingerprint")
 
-    def __init__(self, calls):
-        self.calls = calls
+    def __init__(self, calls, shared: frozenset, fingerprint: tuple):
+        self.calls, self.shared, self.fingerprint = calls, shared, fingerprint
 
 
 def _skip_guards(entries):

@@ -446,12 +446,17 @@ def test_tensors_sharing_memory_never_share_a_kernel_with_other_tensors(sharing)
         if shared and sharing == "parameter":
             b = torch.nn.Parameter(a.data)
         opt = optdsl.Optimizer([a, b, c], "adamw", backend=backend, lr=0.1)
-        for _ in range(3):
+        plans = []
+        for _ in range(4):
             for p in (a, b, c):
                 p.grad = torch.randn(shape, generator=gen, dtype=torch.float64)
             if shared and sharing == "gradient":
                 b.grad = a.data  # read after a's step, as the interpreter reads it
             opt.step()
+            plans += list(getattr(opt._backend, "_plans", {}).values())
+        # one plan for every step: the interpreter's new state tensors of the items it runs
+        # do not make a new one (they did, every step)
+        assert len({id(plan) for plan in plans}) <= 1
         return [p.detach().clone() for p in (a, b, c)]
 
     for shared in (True, False, True):
