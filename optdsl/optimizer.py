@@ -84,6 +84,7 @@ class Optimizer(torch.optim.Optimizer):
         hyperparameters.pop("betas", None)
         self._check_names(hyperparameters)
         defaults.update({k: validate_hyper(k, v) for k, v in hyperparameters.items()})
+        self._state_dtype = state_dtype
         self._backend = make_backend(self.rule, backend, state_dtype)
         self.backend_name = self._backend.name
         self.generator = torch.Generator()
@@ -171,10 +172,17 @@ class Optimizer(torch.optim.Optimizer):
 
     # --- saving: checked on load; the random generator's state travels along ------------------
     def state_dict(self) -> dict:
-        sd = super().state_dict()
+        for group in self.param_groups:  # a scheduler's betas are what the next step uses
+            self._sync_betas(group)
+        with _held(self, "_optimizer_state_dict_post_hooks") as (post,):
+            sd = super().state_dict()
         sd["rule"] = self.rule.name
         sd["program"] = self._program_key()
         sd["generator"] = self.generator.get_state()
+        for hook in post.values():  # torch's order: post-hooks see the finished dict
+            out = hook(self, sd)
+            if out is not None:
+                sd = out
         return sd
 
     def _program_key(self) -> str:
@@ -187,6 +195,10 @@ class Optimizer(torch.optim.Optimizer):
         (``optdsl.checkpoints``); anything else is a CheckpointError, raised before anything
         changes."""
         sd = dict(state_dict)
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():  # first, as torch runs
+            out = hook(self, sd)  # them: a hook may migrate a checkpoint before it is checked
+            if out is not None:
+                sd = out
         if checkpoints.looks_like_torch(sd):
             sd = checkpoints.from_torch_state_dict(self.rule, sd)
         gen = sd.pop("generator", None)
@@ -199,15 +211,40 @@ class Optimizer(torch.optim.Optimizer):
         # state_dict (torch's or ours) holds that optimizer's own tensors
         sd["state"] = {i: {k: v.clone() if isinstance(v, torch.Tensor) else v
                            for k, v in st.items()} for i, st in sd["state"].items()}
-        super().load_state_dict(sd)
-        for group in self.param_groups:
-            self._reset_betas(group)
+        with _held(self, "_optimizer_load_state_dict_pre_hooks",
+                   "_optimizer_load_state_dict_post_hooks") as (_, post):
+            super().load_state_dict(sd)
+        for group in self.param_groups:  # a checkpoint's scheduled betas (older files) win
+            self._sync_betas(group) if "_betas_seen" in group else self._reset_betas(group)
         policy = self._backend.host.policy  # torch casts states to the parameter's dtype
         for p, st in self.state.items():
             if "step" in st:
                 policy.conform(p, st)
         if gen is not None:
             self.generator.set_state(gen)
+        for hook in post.values():  # torch's order: after the optimizer is whole
+            hook(self)
+
+    # --- copy and pickle: torch keeps only defaults, state and param groups -------------------
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_optdsl"] = {"rule": _rule_reference(self.rule), "program": self._program_key(),
+                            "backend": self.backend_name, "state_dtype": self._state_dtype,
+                            "generator": self.generator.get_state()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        ours = state.pop("_optdsl", None)
+        super().__setstate__(state)
+        if ours is None:  # torch's load_state_dict sets state and param groups this way
+            return
+        self.rule = _rule_from_reference(ours["rule"], ours["program"])
+        self._program = ours["program"]
+        self._state_dtype = ours["state_dtype"]
+        self._backend = make_backend(self.rule, ours["backend"], self._state_dtype)
+        self.backend_name = self._backend.name
+        self.generator = torch.Generator()
+        self.generator.set_state(ours["generator"])
 
     # --- torch.optim interchange ---------------------------------------------------------------
     @classmethod
@@ -239,6 +276,46 @@ class Optimizer(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"optdsl.Optimizer({self.rule.name}, backend={self.backend_name}, groups={len(self.param_groups)})"
+
+
+class _held:
+    """``with _held(opt, *names) as hooks``: the optimizer's hook tables ``names`` are empty
+    inside (torch's methods would run them at the wrong moment); ``hooks`` are the tables."""
+
+    def __init__(self, opt, *names):
+        self.opt, self.names = opt, names
+
+    def __enter__(self):
+        self.tables = [getattr(self.opt, n) for n in self.names]
+        for n in self.names:
+            setattr(self.opt, n, type(getattr(self.opt, n))())
+        return self.tables
+
+    def __exit__(self, *exc):
+        for n, table in zip(self.names, self.tables):
+            setattr(self.opt, n, table)
+
+
+def _rule_reference(rule: Rule) -> tuple:
+    """How a pickled optimizer names its rule: a library name, or the program text (the IR is
+    hash-consed, so a pickled Rule would be another program to the checkpoint checks)."""
+    from .library import library
+    if rule.name in library and library[rule.name] is rule:
+        return ("library", rule.name)
+    if not rule.source:
+        raise TypeError(f"cannot pickle an optimizer of rule {rule.name}: it has no program "
+                        "text (make it with optdsl.parse)")
+    return ("source", rule.source, rule.name)
+
+
+def _rule_from_reference(ref: tuple, program: str) -> Rule:
+    from .rules import parse
+    rule = resolve(ref[1]) if ref[0] == "library" else parse(ref[1], name=ref[2])
+    if checkpoints.program_key(rule) != program:
+        raise checkpoints.CheckpointError(
+            f"the pickled optimizer's rule {ref[-1]} is another program in this version of "
+            "optdsl; build the optimizer again and load its state_dict")
+    return rule
 
 
 def _outside_compiled_graphs() -> None:
