@@ -382,42 +382,57 @@ def _fingerprint(items, names, interpreted=()) -> tuple:
     the ``interpreted`` items (``_sharing_memory``) are left out: the interpreter may give them
     new tensors every step, and none can come to share a kernel's memory (made from their own
     parameter and gradient, which share only with other interpreted items)."""
-    key = []
+    key, written = [], set()
     for i, (p, g, st) in enumerate(items):
         key += (p.data_ptr(), p.dtype, p.shape, p.stride(), p.device,
                 g.dtype, g.shape, g.stride(), g.device)
+        written.add(p.data_ptr())
         if i in interpreted:
             continue
         for n in names:
             t = st[n]
             key += (t.data_ptr(), t.dtype, t.shape, t.stride(), t.device)
-    return tuple(key)
+            written.add(t.data_ptr())
+    # A gradient's address is not part of a plan (it is new every step), but one at the
+    # address of a written tensor or of another gradient (``c.grad = a.detach()``, one tensor
+    # as two gradients, which dynamo would pass to the graph as one input) makes a new plan,
+    # in which _sharing_memory leaves it to the interpreter. Partial overlaps that appear
+    # after a plan was made are not seen (a plan checks spans, a step only addresses).
+    seen, aliased = set(), []
+    for i, (_, g, _) in enumerate(items):
+        if g.numel():
+            a = g.data_ptr()
+            if a in written or a in seen:
+                aliased.append(i)
+            seen.add(a)
+    return tuple(key) + tuple(aliased)
 
 
 def _sharing_memory(items, names) -> set:
-    """Indexes of the items whose written tensors (parameter, states) share memory with another
+    """Indexes of the items whose tensors (parameter, gradient, states) share memory with another
     tensor of the bucket (two Parameters on one tensor's memory, overlapping views, a gradient
-    that is another parameter's memory). AOTAutograd compiles a graph for such inputs that
-    merges them into one base, and with dynamo's guards off the graph would run on whatever
-    tensors of its layout come next (and a graph of separate tensors on shared ones): these
-    items run on the interpreter instead, one after another as it runs them. Checked when a
-    plan is made, which is when kernels compile. Spans of addresses, conservatively:
-    interleaved views of one buffer count as sharing; gradients sharing memory with each other
-    only are read, and compile."""
+    that is another parameter's memory, or overlapping gradients: one tensor given as two
+    gradients). AOTAutograd compiles a graph for such inputs that merges them into one base
+    (dynamo passes one tensor given twice as one input), and with dynamo's guards off the
+    graph would run on whatever tensors of its layout come next (and a graph of separate
+    tensors on shared ones): these items run on the interpreter instead, one after another as
+    it runs them. Checked when a plan is made, which is when kernels compile. Spans of
+    addresses, conservatively: interleaved views of one buffer count as sharing; gradients that
+    are views of one buffer side by side (DDP's bucket views) do not overlap, and compile."""
     spans = []
     for i, (p, g, st) in enumerate(items):
-        for t, written in [(p, True), (g, False)] + [(st[n], True) for n in names]:
+        for t in [p, g] + [st[n] for n in names]:
             if t.numel():
                 extent = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
-                spans.append((t.data_ptr(), t.data_ptr() + extent * t.element_size(), i, written))
+                spans.append((t.data_ptr(), t.data_ptr() + extent * t.element_size(), i))
     spans.sort()
     shared, cluster, end = set(), [], -1
-    for lo, hi, i, written in spans + [(float("inf"), 0, None, False)]:
+    for lo, hi, i in spans + [(float("inf"), 0, None)]:
         if lo >= end:  # the cluster of overlapping spans so far overlaps nothing after it
-            if len(cluster) > 1 and any(w for _, w in cluster):
-                shared.update(j for j, _ in cluster)
+            if len(cluster) > 1:
+                shared.update(cluster)
             cluster, end = [], hi
-        cluster.append((i, written))
+        cluster.append(i)
         end = max(end, hi)
     return shared
 

@@ -428,6 +428,45 @@ def test_half_precision_steps_use_the_hyperparameters_unrounded_as_the_interpret
     assert float((ours.detach() / torch_sgd.detach() - 1).abs().max()) < 4e-3
 
 
+def test_gradients_that_alias_never_reach_a_kernel_as_one_tensor():
+    """One gradient tensor given to two parameters: dynamo passed it as one graph input, and
+    with its guards off the graph then read the first gradient for both, in that optimizer
+    and in every later one of the layout in the process (d stepped with c's gradient). And a
+    gradient made another parameter's memory after the plan (``c.grad = a.detach()``) was
+    read before a's step, where torch and the interpreter read it after."""
+    shape = (2, 7)  # a layout of this test only: the bug lived in the caches of layouts
+
+    def fresh():
+        return [torch.nn.Parameter(torch.zeros(shape)) for _ in range(2)]
+
+    a, b = fresh()
+    opt = optdsl.Optimizer([a, b], "sgd", lr=1.0, backend="inductor")
+    g = torch.ones(shape)
+    a.grad = b.grad = g
+    opt.step()
+    a.grad, b.grad = torch.full(shape, 10.0), torch.full(shape, 100.0)
+    opt.step()
+    assert (a == -11).all() and (b == -101).all()
+    c, d = fresh()
+    later = optdsl.Optimizer([c, d], "sgd", lr=1.0, backend="inductor")
+    c.grad, d.grad = torch.full(shape, 10.0), torch.full(shape, 100.0)
+    later.step()
+    assert (c == -10).all() and (d == -100).all()
+
+    def aliased(backend):
+        a, c = fresh()
+        opt = (torch.optim.SGD([a, c], lr=1.0) if backend == "torch"
+               else optdsl.Optimizer([a, c], "sgd", lr=1.0, backend=backend))
+        a.grad, c.grad = torch.ones(shape), torch.ones(shape)
+        opt.step()
+        a.grad, c.grad = torch.ones(shape), a.detach()  # after the plan was made
+        opt.step()
+        return a.detach().clone(), c.detach().clone()
+    want = aliased("torch")
+    for backend in ("eager", "inductor"):
+        assert all(torch.equal(x, y) for x, y in zip(aliased(backend), want)), backend
+
+
 @pytest.mark.parametrize("sharing", ["parameter", "gradient"])
 def test_tensors_sharing_memory_never_share_a_kernel_with_other_tensors(sharing):
     """Two Parameters on one memory (``nn.Parameter(w.data)``), or a gradient that is another
