@@ -48,14 +48,16 @@ _RANGES = [
 
 
 def validate_hyper(name: str, value) -> float:
-    """``value`` as a float, or a HyperparameterError when it is not a number or is outside
-    its name's range (``_RANGES``)."""
+    """``value`` as a float, or a HyperparameterError when it is not a number, is NaN or
+    infinite, or is outside its name's range (``_RANGES``)."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise HyperparameterError(f"hyperparameter {name}={value!r} is not a number") from None
     if math.isnan(v):
         raise HyperparameterError(f"hyperparameter {name} is NaN")
+    if math.isinf(v):  # 1e999 in a program, or float('inf'): no rule means anything by it
+        raise HyperparameterError(f"invalid {name}={value!r}: {name} must be finite")
     for pattern, ok, wording in _RANGES:
         if re.fullmatch(pattern, name) and not ok(v):
             raise HyperparameterError(f"invalid {name}={value!r}: {name} {wording}")
@@ -110,7 +112,7 @@ class _RuleBuilder:
         undeclared ``lr`` (so ``lr * adamax()`` and ``adamax() * lr`` both take adamax's lr)."""
         default = _valid_hyper(name, default, pos)
         if name not in self.hypers or (name in self.implicit and not implicit):
-            self.hypers[name] = Hyper(name, default)
+            self.hypers[name] = Hyper(name, default, implicit=implicit)
             self.implicit.discard(name)
             if implicit:
                 self.implicit.add(name)

@@ -103,6 +103,7 @@ class Verdict:
     elapsed: float = 0.0
     mapping: dict = field(default_factory=dict)  # state of one rule -> state of the other
     evidence: str = ""  # what numeric probing saw
+    note: str = ""  # shared names the rules default differently (``Pair.apart``)
 
     @property
     def proved(self) -> bool:
@@ -116,11 +117,13 @@ class Verdict:
         return self.proved
 
     def __str__(self) -> str:
+        note = f"; {self.note}" if self.note else ""
         if self.status == REFUTED:
-            return f"refuted: {self.counterexample}" if self.counterexample else f"refuted: {self.detail}"
+            return (f"refuted: {self.counterexample}" if self.counterexample
+                    else f"refuted: {self.detail}") + note
         if self.status == PROVED:
-            return f"proved equivalent ({self.detail})"
-        return f"unknown: {self.detail}" + (f" ({self.evidence})" if self.evidence else "")
+            return f"proved equivalent ({self.detail}){note}"
+        return f"unknown: {self.detail}" + (f" ({self.evidence})" if self.evidence else "") + note
 
 
 # --- the two rules and their hyperparameters -----------------------------------------------
@@ -150,7 +153,14 @@ class Pair:
                                                for n in ir.walk_leaves([m], "hyper")}
         self.defaults = {**self.b.defaults, **self.a.defaults}
         self.bound = {k: bind[k] for k in bind}
-        self.free = sorted(((used_a & names_b) - set(bind)))
+        # a shared name both rules declare with different defaults (adam(lr=0.1) against
+        # adam(lr=0.001)) is two values, each rule's own, as a name only one rule has; an
+        # undeclared lr (a formula's) takes the other rule's
+        self.apart = {h: (self.a.defaults[h], self.b.defaults[h])
+                      for h in sorted((used_a & names_b) - set(bind) - set(self.maps))
+                      if self.a.defaults[h] != self.b.defaults[h]
+                      and not (self.a.hypers[h].implicit or self.b.hypers[h].implicit)}
+        self.free = sorted(((used_a & names_b) - set(bind) - set(self.apart)))
         # a name neither bound nor shared is fixed at the default of the rule that reads it
         # (a mapped name of the first rule and the second's own name of it are two names)
         self.fixed_a = {h: self.a.defaults[h] for h in names_a
@@ -647,6 +657,16 @@ def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
     """
     start = time.perf_counter()
     pair = Pair(a, b, bind, hyper_map, domain)
+    verdict = _decide(pair, steps, timeout, seed, start)
+    if pair.apart:
+        verdict.note = "each rule at its own " + ", ".join(
+            f"{h} ({x:g} and {y:g})" for h, (x, y) in pair.apart.items()) + \
+            f"; bind {next(iter(pair.apart))} to compare them at one value"
+    return verdict
+
+
+def _decide(pair: Pair, steps: int, timeout: float, seed: int, start: float) -> Verdict:
+    domain = pair.domain
     cex, evidence = probe(pair, steps=max(STEPS_PROBED, steps), seed=seed)
     if cex is not None:
         return Verdict(REFUTED, "numeric", str(cex), cex, time.perf_counter() - start)

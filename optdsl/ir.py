@@ -100,6 +100,7 @@ class Hyper:
     name: str
     default: float
     doc: str = ""
+    implicit: bool = False  # the default no program wrote (an undeclared lr's)
 
 
 # The dtypes a program may store a state in (``v: bfloat16 = ema(g^2, beta2)``).
