@@ -4,6 +4,8 @@ The nodes are plain data; names, arity and types are checked later (optdsl.check
 """
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -201,8 +203,65 @@ _TOKEN_NAMES = {
     "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "PERCENT": "'%'", "POW": "'^'",
     "COMPARE": "a comparison", "EQUAL": "'='", "COLON": "':'", "_NL": "a new line",
     "STATE": "'state'", "RETURN": "'return'", "$END": "the end of the program",
+    "<END-OF-FILE>": "the end of the program",  # lark's name where its lexer expects nothing more
     "__ANON_0": "':='", "MORETHAN": "'>'", "LESSTHAN": "'<'",
 }
+_END = {"$END", "<END-OF-FILE>"}
+
+# what a text that goes on after a complete program is told
+ONE_PROGRAM = ("a text holds one program: a one-line formula 'name(...) = expr' ends at its line, "
+               "a block program is 'name(...):' followed by its indented statements")
+
+# keywords that start a statement, and what each one does (a statement ``state = g`` is read as
+# the keyword, not as a local named state)
+_KEYWORDS = {"state": "state declarations ('state m = 0')",
+             "return": "the program's result ('return lr * m')"}
+
+
+def _ends_after_program(expected) -> bool:
+    """The parser had read a complete program and expected only the end of the text."""
+    return bool(expected) and set(expected) <= _END
+
+
+def _keyword_as_name(text: str, tok) -> tuple | None:
+    """('state' or 'return', its column) when the unexpected ``tok`` follows that keyword at the
+    start of a statement and is what follows a defined name (``state = g``, ``return := g``)."""
+    if str(tok) not in ("=", ":", ":="):
+        return None
+    lines = text.splitlines()
+    if not 0 < tok.line <= len(lines):
+        return None
+    before = lines[tok.line - 1][:tok.column - 1]
+    if before.strip() not in _KEYWORDS:
+        return None
+    return before.strip(), len(before) - len(before.lstrip()) + 1
+
+
+def _line_after_block(text: str, line: int, column: int) -> bool:
+    """The parser stopped at the start of ``line`` (at most one name in), a line that is not
+    indented below a block whose statements are: it read the line as one more statement, where
+    the writer likely began a second program (``lr * g``, ``adam(lr=1):``)."""
+    lines = text.splitlines()
+    if not 1 < line <= len(lines) or lines[line - 1][:1] in (" ", "\t", "\f"):
+        return False
+    if not re.fullmatch(r"([A-Za-z_][A-Za-z_0-9]*)?", lines[line - 1][:column - 1].strip()):
+        return False
+    code = [(i, l) for i, l in enumerate(lines[:line - 1]) if l.split("#")[0].strip()]
+    if len(code) < 2 or not code[0][1].split("#")[0].rstrip().endswith(":"):
+        return False
+    return any(l[:1] in (" ", "\t", "\f") for _, l in code[1:])
+
+
+def _non_ascii_letter_hint(ch: str) -> str:
+    """For a letter outside ASCII (``β``): names are ASCII, and a Greek letter's spelling."""
+    if not ch.isalpha() or ch.isascii():
+        return ""
+    spelled = ""
+    m = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER ([A-Z]+)", unicodedata.name(ch, ""))
+    if m:
+        word = {"LAMDA": "LAMBDA"}.get(m.group(2), m.group(2)).lower()
+        spelled = f": write {word if m.group(1) == 'SMALL' else word.capitalize()!r} for {ch!r}"
+    return f" (names are ASCII letters, digits and '_'{spelled})"
 
 
 def _describe_expected(expected) -> str:
@@ -245,6 +304,10 @@ def parse_syntax(text: str) -> Program:
             hint = " (the language has no strings)"
         elif ch == ".":
             hint = " (the language has no attributes)"
+        elif _non_ascii_letter_hint(ch):
+            hint = _non_ascii_letter_hint(ch)
+        elif _ends_after_program(e.allowed):
+            hint = f" after a complete program; {ONE_PROGRAM}"
         raise DSLError(f"unexpected character {ch!r}{hint}", e.line, e.column, text) from None
     except UnexpectedEOF as e:
         line = text.count("\n") + 1
@@ -252,13 +315,28 @@ def parse_syntax(text: str) -> Program:
                        line, len(text.splitlines()[-1]) + 1 if text.splitlines() else 1, text) from None
     except UnexpectedToken as e:
         tok = e.token
+        after_block = (f" (line {{}} is read as one more statement of the block above; "
+                       f"{ONE_PROGRAM})")
         if tok.type == "$END":
             lines = text.rstrip("\n").splitlines() or [""]
-            raise DSLError("the program ends too early" + _describe_expected(e.expected),
-                           len(lines), len(lines[-1]) + 1, text) from None
+            message = "the program ends too early" + _describe_expected(e.expected)
+            if _line_after_block(text, len(lines), len(lines[-1]) + 1):
+                message += after_block.format(len(lines))
+            raise DSLError(message, len(lines), len(lines[-1]) + 1, text) from None
         shown = "end of line" if tok.type == "_NL" else repr(str(tok))
-        raise DSLError(f"unexpected {shown}" + _describe_expected(e.expected),
-                       tok.line, tok.column, text) from None
+        keyword = _keyword_as_name(text, tok)
+        if keyword is not None:  # the caret under the keyword, the name that has to change
+            word, column = keyword
+            raise DSLError(f"'{word}' is reserved for {_KEYWORDS[word]}: a local or a state "
+                           f"cannot be named '{word}'; pick another name",
+                           tok.line, column, text) from None
+        if _ends_after_program(e.expected):
+            message = f"unexpected {shown} after a complete program; {ONE_PROGRAM}"
+        else:
+            message = f"unexpected {shown}" + _describe_expected(e.expected)
+            if _line_after_block(text, tok.line, tok.column):
+                message += after_block.format(tok.line)
+        raise DSLError(message, tok.line, tok.column, text) from None
     except UnexpectedInput as e:  # any other lark input error
         raise DSLError(f"cannot parse: {e.__class__.__name__}", getattr(e, "line", 1),
                        getattr(e, "column", 1), text) from None

@@ -48,6 +48,41 @@ CASES = [
     ("lr * adam(beta1=1)", "beta1 must be in [0, 1)", 1, 17),
     ("lookahead(radam(beta2=1), k=6)", "beta2 must be in [0, 1)", 1, 23),
     ("r(lr=0.1):\n    return lookahead(adam, k=0)", "k must be > 0", 2, 30),
+    # ... and must be finite (inf is a constant of the language; 1e999 overflows to it)
+    ("r(lr=inf) = lr * g", "invalid lr=inf: lr must be finite", 1, 6),
+    ("r(lr=1e999) = lr * g", "invalid lr=inf: lr must be finite", 1, 6),
+    ("r(lr=0.1, alpha=-inf) = lr * alpha * g", "invalid alpha=-inf: alpha must be finite", 1, 17),
+    ("lr * adam(beta1=1e999)", "beta1 must be finite", 1, 17),
+    # a text holds one program: what follows a complete one is not lark's <END-OF-FILE>
+    ("r(lr=1) = lr*g\nlr * g", "unexpected 'lr' after a complete program; a text holds one "
+     "program: a one-line formula 'name(...) = expr' ends at its line, a block program is "
+     "'name(...):' followed by its indented statements", 2, 1),
+    ("lr * g\n\nlr * sign(g)", "unexpected 'lr' after a complete program", 3, 1),
+    ("r(lr=1) = lr * g\n    m = g", "unexpected 'm' after a complete program", 2, 5),
+    ("lr * g\n@", "unexpected character '@' after a complete program; a text holds one", 2, 1),
+    ("r(lr=1) = lr * g)", "unexpected ')'; expected a new line, the end of the program", 1, 17),
+    # a second program after a block reads as one more statement of it
+    ("r(lr=1):\n    return lr * g\nsgd(lr=1):\n    return lr * g", "unexpected '('; expected "
+     "':', ':=', '=' (line 3 is read as one more statement of the block above; a text holds one "
+     "program", 3, 4),
+    ("r(lr=1):\n    return lr * g\nlr * g", "(line 3 is read as one more statement", 3, 4),
+    ("r(lr=1):\n    return lr * g\ng", "ends too early; expected ':', ':=', '=' (line 3 is read",
+     3, 2),
+    # state and return are keywords: a local of that name says so, the caret under it
+    ("r(lr=1):\n    state = g\n    return lr * state", "'state' is reserved for state "
+     "declarations ('state m = 0'): a local or a state cannot be named 'state'; pick another "
+     "name", 2, 5),
+    ("r(lr=1):\n  state: bfloat16 = ema(g, 0.9)\n  return lr * g", "'state' is reserved", 2, 3),
+    ("r(lr=1):\n    state s = 0, u = 1\n    state := s + 1\n    return lr * g",
+     "'state' is reserved", 3, 5),
+    ("r(lr=1):\n    return = g\n    return lr * g", "'return' is reserved for the program's "
+     "result ('return lr * m'): a local or a state cannot be named 'return'", 2, 5),
+    # names are ASCII
+    ("r(lr=0.1, β=0.9) = lr * β * g", "unexpected character 'β' (names are ASCII letters, "
+     "digits and '_': write 'beta' for 'β')", 1, 11),
+    ("r(lr=0.1, λ=0.9) = lr * g", "write 'lambda' for 'λ'", 1, 11),
+    ("r(lr=0.1, bé=0.9) = lr * g", "unexpected character 'é' (names are ASCII letters, digits "
+     "and '_')", 1, 12),
 ]
 
 
@@ -92,6 +127,26 @@ def test_a_default_in_program_text_is_valid_exactly_when_the_keyword_is(name, va
     assert messages[0] == messages[1]
 
 
+def test_an_infinite_hyperparameter_is_invalid_as_a_keyword_a_group_and_in_text():
+    """validate_hyper let inf through (lr >= 0 holds for it): every way of giving a value
+    rejects it with the same message."""
+    import torch
+    p = [torch.zeros(1, requires_grad=True)]
+    builds = [lambda v: optdsl.Optimizer(p, "sgd", backend="eager", lr=v),
+              lambda v: optdsl.Optimizer([{"params": p, "lr": v}], "sgd", backend="eager"),
+              lambda v: optdsl.Optimizer(p, "sgd", backend="eager").add_param_group(
+                  {"params": [torch.zeros(1, requires_grad=True)], "lr": v}),
+              lambda v: optdsl.parse(f"r(lr={v}) = lr * g")]
+    for value, shown in [(float("inf"), "inf"), (float("-inf"), "-inf"), ("1e999", "'1e999'")]:
+        for build in builds[:3]:
+            with pytest.raises(optdsl.HyperparameterError,
+                               match=rf"^invalid lr={shown}: lr must be finite$"):
+                build(value)
+    for text in ("inf", "-inf", "1e999", "-1e999"):
+        with pytest.raises(optdsl.HyperparameterError, match="lr must be finite"):
+            builds[3](text)
+
+
 def test_cyclic_rule_calls_are_errors(monkeypatch):
     import importlib
     lib = importlib.import_module("optdsl.library")
@@ -115,6 +170,8 @@ def _assert_only_dsl_errors(text: str):
         optdsl.parse(text)
     except optdsl.DSLError as e:
         assert e.message
+        # lark's internal token names never reach a message
+        assert not any(n in e.message for n in ("<END-OF-FILE>", "$END", "__ANON")), e.message
         str(e)
     # any other exception fails the test
 
