@@ -99,6 +99,34 @@ def test_output_paths_and_counts_are_checked_before_any_work(tmp_path, capsys):
         assert err.startswith("usage: ")  # an argparse error, raised before the command ran
 
 
+def test_a_timeout_is_a_positive_finite_number_of_seconds(capsys):
+    """--timeout inf was an OverflowError traceback from the prover's wait, nan/0/-1 nonsense:
+    an argument error (usage, one line, status 2) in both commands that take it."""
+    for value, message in [("inf", "must be a positive finite number, got inf"),
+                           ("nan", "must be a positive finite number, got nan"),
+                           ("0", "must be positive, got 0"), ("-1", "must be positive, got -1"),
+                           ("1e7", "must be at most 1000000, got 1e7"),
+                           ("soon", "'soon' is not a number")]:
+        for argv in (["equiv", "adam", "adam"], ["simplify", "adam"]):
+            status, err = status_and_stderr(argv + ["--timeout", value], capsys)
+            assert status == 2, (argv, value, err)
+            assert err.startswith("usage: ") and "Traceback" not in err
+            assert err.splitlines()[-1] == f"optdsl {argv[0]}: error: argument --timeout: {message}"
+
+
+def test_bind_values_are_held_to_the_hyperparameter_ranges(capsys):
+    """equiv --bind beta1=2 was proved: a bound value is checked as Optimizer(..., beta1=2)
+    checks it, before any proof, one line and status 2."""
+    for bind, message in [("beta1=2", "invalid beta1=2.0: beta1 must be in [0, 1)"),
+                          ("lr=-1", "invalid lr=-1.0: lr must be >= 0"),
+                          ("lr=inf", "invalid lr=inf: lr must be finite"),
+                          ("beta2=nan", "hyperparameter beta2 is NaN")]:
+        status, err = status_and_stderr(["equiv", "adam", "adam", "--bind", bind], capsys)
+        assert (status, err) == (2, f"optdsl equiv: --bind: {message}\n"), bind
+    assert main(["equiv", "adam", "adam", "--bind", "beta1=0.5", "--timeout", "30"]) == 0
+    assert "proved" in capsys.readouterr().out
+
+
 def test_train_reports_loss_and_accuracy():
     r = run("train", "lr * exp(sign(g) * sign(ema(g, 0.9))) * g", "--lr", "0.05", "--epochs", "3")
     assert r.returncode == 0, r.stderr

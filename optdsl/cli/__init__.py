@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 
@@ -95,6 +96,29 @@ def count(minimum: int):
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {n}")
         return n
     return parse_count
+
+
+def positive_number(maximum: float | None = None):
+    """argparse type of a positive finite number (--timeout): 'inf', 'nan', 0, a negative
+    number or one above ``maximum`` is an argument error, as search's --time-limit is."""
+    def parse_positive(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:.15g}, got {text}")
+        return value
+    return parse_positive
+
+
+# The longest --timeout: waits for a forked prover are select() calls, whose timeout is a C int
+# of milliseconds (24.8 days); 1e6 s (11.6 days) is far more than any proof is given
+MAX_TIMEOUT = 1e6
 
 
 def name_values(items, flag: str, error=DSLError) -> dict:

@@ -5,9 +5,10 @@ import argparse
 import math
 import sys
 
+from ..check import validate_hyper
 from ..equivalence import PROVED, REFUTED, UNKNOWN, equivalent
-from ..errors import DSLError
-from . import COMMANDS, count, load_rule, name_values
+from ..errors import DSLError, HyperparameterError
+from . import COMMANDS, MAX_TIMEOUT, count, load_rule, name_values, positive_number
 
 EXIT = {PROVED: 0, REFUTED: 1, UNKNOWN: 3}
 
@@ -21,10 +22,12 @@ def cmd_equiv(argv) -> int:
                     help="steps compared by unrolling where no states match: evidence, not a "
                          "proof (default 3)")
     ap.add_argument("--bind", action="append", metavar="NAME=VALUE",
-                    help="fix a hyperparameter of both rules")
+                    help="fix a hyperparameter of both rules (held to the ranges an "
+                         "Optimizer holds it to: beta1 in [0, 1), lr >= 0, ...)")
     ap.add_argument("--map", action="append", metavar="NAME=EXPR",
                     help="replace a hyperparameter of the first rule by an expression")
-    ap.add_argument("--timeout", type=float, default=10.0, help="wall-clock budget in seconds")
+    ap.add_argument("--timeout", type=positive_number(MAX_TIMEOUT), default=10.0,
+                    help="wall-clock budget in seconds (default 10)")
     ap.add_argument("--where-defined", action="store_true",
                     help="compare only where the first rule's update is finite (default: every "
                          "input, exact zeros included)")
@@ -35,9 +38,13 @@ def cmd_equiv(argv) -> int:
     bind = {}
     for k, v in name_values(args.bind, "--bind").items():
         try:
-            bind[k] = float({"E": math.e, "pi": math.pi}.get(v, v))
+            value = float({"E": math.e, "pi": math.pi}.get(v, v))
         except ValueError:
             raise DSLError(f"--bind {k}: '{v}' is not a number") from None
+        try:  # the checks of Optimizer(..., k=value): beta1=2 is no rule's beta1
+            bind[k] = validate_hyper(k, value)
+        except HyperparameterError as e:
+            raise HyperparameterError(f"--bind: {e.message}") from None
     verdict = equivalent(load_rule(args.a), load_rule(args.b), steps=args.steps, bind=bind,
                          hyper_map=name_values(args.map, "--map"), timeout=args.timeout,
                          domain="defined" if args.where_defined else "all")
@@ -50,7 +57,7 @@ def cmd_simplify(argv) -> int:
     ap = argparse.ArgumentParser(prog="optdsl simplify", description=COMMANDS["simplify"][1])
     ap.add_argument("rule", help="a library name, a program file or a formula")
     ap.add_argument("--no-prove", action="store_true", help="skip the equivalence proof")
-    ap.add_argument("--timeout", type=float, default=20.0,
+    ap.add_argument("--timeout", type=positive_number(MAX_TIMEOUT), default=20.0,
                     help="proof budget in seconds (sympy's simplification gets half as much)")
     args = ap.parse_args(argv)
     text, verdict = simplify(load_rule(args.rule), prove=not args.no_prove, timeout=args.timeout)
