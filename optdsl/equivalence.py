@@ -54,7 +54,7 @@ from . import ir
 from .errors import DSLError, did_you_mean, in_embedded_text
 from .interpreter import Interpreter, trajectory
 from .ir import Kind, Rule
-from .probes import gradient_stream, is_random, with_zeros
+from .probes import gradient_stream, is_random, with_special_values
 from .rules import parse
 
 PROVED, REFUTED, UNKNOWN = "proved", "refuted", "unknown"
@@ -245,8 +245,9 @@ def _differ(ua, ub, p, domain: str = "all") -> torch.Tensor:
     domain "defined", only where ``ua`` is finite)."""
     nan_a, nan_b = torch.isnan(ua), torch.isnan(ub)
     scale = torch.maximum(ua.abs(), ub.abs())
-    close = (ua - ub).abs() <= 1e-6 * scale + 1e-12 * (1 + p.abs())
-    close = close | (ua == ub)  # infinities
+    finite = torch.isfinite(ua) & torch.isfinite(ub)
+    close = finite & ((ua - ub).abs() <= 1e-6 * scale + 1e-12 * (1 + p.abs()))
+    close = close | (ua == ub)  # infinities: equal only to themselves
     differ = torch.where(nan_a | nan_b, nan_a != nan_b, ~close)
     return differ & torch.isfinite(ua) if domain == "defined" else differ
 
@@ -258,8 +259,8 @@ def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int =
     for i, free in enumerate(pair.draws(draws, rng)):
         va, vb = pair.values(free)
         p0, grads = gradient_stream(trng, steps, ELEMENTS)
-        if i % 2:  # every other draw: exact zeros too (generic-point identities fail there)
-            p0, grads = with_zeros(p0, grads)
+        if i % 2:  # every other draw: exact zeros, ones and repeats too (generic-point
+            p0, grads = with_special_values(p0, grads)  # identities fail there)
         try:
             ua = trajectory(pair.a, va, p0, grads)
             ub = trajectory(pair.b, vb, p0, grads)
@@ -443,8 +444,8 @@ def _maps(src: list, dst: list, limit: int = 400):
         yield {s.name: c.name for s, c in zip(src, combo) if c is not None}
 
 
-LOST = ("a root or log of a value that may be negative cancels away (NaN there, not the "
-        "value sympy's identity gives): no proof for every input")
+LOST = ("a root or log of a value that may be negative, or a divisor that may be 0, cancels "
+        "away (NaN there, not the value sympy's identity gives): no proof for every input")
 
 
 def single_step(pair: Pair):
@@ -605,8 +606,17 @@ def _child(conn, pair, steps):
         conn.close()
 
 
+def check_timeout(timeout) -> None:
+    """A proof's time limit: seconds, 0 (numeric probing only) to inf (no limit)."""
+    if not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise DSLError(f"timeout must be a number of seconds, 0 (probing only) to inf (no "
+                       f"limit), not {timeout!r}")
+
+
 def run_with_budget(fn, args, budget: float, fallback):
-    """``fn(conn, *args)`` in a forked process; its message, or ``fallback`` after ``budget`` s."""
+    """``fn(conn, *args)`` in a forked process; its message, or ``fallback`` after ``budget`` s
+    (over 10^6 s, infinity included: no limit; select() takes no longer waits)."""
+    wait = None if budget > 1e6 else max(budget, 0.0)
     if "fork" not in multiprocessing.get_all_start_methods():
         box = []
 
@@ -618,7 +628,7 @@ def run_with_budget(fn, args, budget: float, fallback):
                 pass
         th = threading.Thread(target=fn, args=(_Conn(), *args), daemon=True)
         th.start()
-        th.join(max(budget, 0))
+        th.join(wait)
         return box[0] if box else fallback
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
@@ -626,7 +636,7 @@ def run_with_budget(fn, args, budget: float, fallback):
     proc.start()
     send.close()
     try:
-        if recv.poll(max(budget, 0.0)):
+        if recv.poll(wait):
             return recv.recv()
         return fallback
     except EOFError:
@@ -655,6 +665,7 @@ def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
     ``domain``: "all" (every input, exact zeros included) or "defined" (only where ``a``'s
     update is finite; see the module docstring).
     """
+    check_timeout(timeout)
     start = time.perf_counter()
     pair = Pair(a, b, bind, hyper_map, domain)
     verdict = _decide(pair, steps, timeout, seed, start)

@@ -38,16 +38,27 @@ def gradient_stream(generator: torch.Generator, steps: int, size: int,
     return p0, grads
 
 
-def with_zeros(p0: torch.Tensor, grads: list) -> tuple:
-    """Copies of (p0, grads) with exact zeros: every 4th entry of p0, every 3rd entry of each
-    gradient (shifted each step). Random draws never hit 0, where x/x, |x|/x and sign(x)^2
-    differ from 1 and sign(x): dead units and unused rows make exact zeros common."""
+def with_special_values(p0: torch.Tensor, grads: list) -> tuple:
+    """Copies of (p0, grads) with the exact values random draws never hit, where generic-point
+    identities fail (x/x, |x|/x and sign(x)^2 differ from 1 and sign(x) at 0; (g^2 - 1)/(g - 1)
+    from g + 1 at 1; sign(g - prev(g)) from +-1 where a gradient repeats): p is 0 at every 4th
+    entry and 1 at the next (LayerNorm weights start at 1); of each gradient a third is 0, a
+    third repeats the step before (+-1 at the first step), a sixth is +1 or -1 (the bounds of
+    clip_grad_value_), shifted each step. Dead units and unused rows make such values common."""
     p = p0.clone()
     p[::4] = 0.0
+    p[1::4] = 1.0
     out = []
     for k, g in enumerate(grads):
         g = g.clone()
-        g[k % 3::3] = 0.0
+        z = k % 3
+        g[z::3] = 0.0
+        r = (z + 1) % 3
+        if out:
+            g[r::3] = out[-1][r::3]
+        else:
+            g[r::3] = torch.tensor([1.0, -1.0], dtype=g.dtype).repeat(len(g[r::3]))[:len(g[r::3])]
+        g[(z + 2) % 3 + 3::6] = 1.0 if k % 2 == 0 else -1.0
         out.append(g)
     return p, out
 

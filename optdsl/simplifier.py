@@ -9,7 +9,7 @@ import re
 
 import sympy as sp
 
-from .equivalence import equivalent, run_with_budget
+from .equivalence import check_timeout, equivalent, run_with_budget
 from .errors import DSLError
 from .probes import is_random
 from .printing import number
@@ -26,6 +26,7 @@ def simplify(rule, prove: bool = True, timeout: float = 20.0):
     wherever the input's update is defined: c / sqrt(c^2) becomes sign(c), which is 0 where
     the input was NaN. ``timeout`` (seconds) bounds the proof; sympy's simplification of the
     expressions gets half as much (past it, the program keeps the translation's own form)."""
+    check_timeout(timeout)
     if is_random(rule):
         raise DSLError("the rule draws random numbers: it has no symbolic form to simplify")
     # sympy's simplify can take minutes (by PYTHONHASHSEED): in a forked process under the

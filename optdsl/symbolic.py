@@ -93,7 +93,7 @@ def _domain_of(op: str, args: list):
         return args[0]
     if op == "pow" and not args[1].is_integer:
         return args[0]
-    if op == "div" and not _nonzero(args[1]):
+    if op in ("div", "mod") and not _nonzero(args[1]):
         return args[1]
     return None
 
@@ -106,7 +106,18 @@ def _nonzero(d: sp.Expr) -> bool:
     if d.is_Mul:
         return all(_nonzero(f) for f in d.args)
     return bool(d.is_nonzero or _sign_of(d) in (1, -1) or d.free_symbols <= _HYPERS
-                or _zero_only_on_a_null_set(d))
+                or (_zero_only_on_a_null_set(d) and not _zero_at_unprobed_gradients(d)))
+
+
+def _zero_at_unprobed_gradients(x: sp.Expr) -> bool:
+    """Whether ``x`` is a function of one step's gradient alone (and hyperparameters) that may be
+    0 at a gradient the probes of ``optdsl.equivalence`` do not try: ``g + 2``, ``g^2 - 1``
+    (they try 0, +-1 and repeats; every gradient value can occur exactly). A single term
+    (``0.1 g``, ``g^2``) is 0 only at g = 0. With a state or p in it (``0.9 m + 0.1 g``) the
+    proof's generic-point semantics stand (the module docstring)."""
+    if not x.free_symbols or any(sym.name != "g" and sym not in _HYPERS for sym in x.free_symbols):
+        return False
+    return len(sp.Add.make_args(sp.expand(x))) > 1
 
 
 def translate(roots, leaf, overrides: dict | None = None, domains: bool = False) -> dict:
@@ -133,8 +144,11 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False)
             out[n] = prim.sympy(sp, *args)
             arg = _domain_of(n.op, args) if domains else None
             # a log of 0 is -inf (and -inf - -inf NaN): its argument must be positive
-            if n.op == "div" and arg is not None:
+            if n.op in ("div", "mod") and arg is not None:
                 out[n] = out[n] * DEFINED(arg)
+                # sympy makes Mod(x, x) 0 as it is built, marker and all: kept apart too, so
+                # that ``lost_domains`` sees it made
+                out[(n, "defined")] = DEFINED(arg)
             elif arg is not None and not ((arg.is_positive if n.op == "log" else arg.is_nonnegative)
                                           or _positive(arg)):
                 out[n] = out[n] * DEFINED(arg)
@@ -198,7 +212,8 @@ def _sign_rules(e: sp.Expr) -> sp.Expr:
         e = e.replace(lambda x: isinstance(x, sp.sign), lambda x: _sign_of(x.args[0]))
         e = e.replace(lambda x: isinstance(x, sp.Abs), lambda x: x.args[0] * sp.sign(x.args[0]))
         e = e.replace(lambda x: x.is_Pow and isinstance(x.base, sp.sign) and x.exp.is_Integer
-                      and _zero_only_on_a_null_set(x.base.args[0]),
+                      and _zero_only_on_a_null_set(x.base.args[0])
+                      and not _zero_at_unprobed_gradients(x.base.args[0]),
                       lambda x: x.base ** (int(x.exp) % 2))
         if e == before:
             break
@@ -271,10 +286,13 @@ def _branches(e: sp.Expr):
     """The branch expressions of a (folded) Piecewise, each with a condition's equalities applied."""
     out = []
     for expr, cond in e.args:
-        if isinstance(cond, sp.Eq) and cond.lhs.is_Symbol and cond.rhs.is_number:
-            expr = expr.subs(cond.lhs, cond.rhs)
-        elif isinstance(cond, sp.Eq) and cond.rhs.is_Symbol and cond.lhs.is_number:
-            expr = expr.subs(cond.rhs, cond.lhs)
+        if isinstance(cond, sp.Eq) and (cond.lhs.is_Symbol or cond.rhs.is_Symbol):
+            x, v = (cond.lhs, cond.rhs) if cond.lhs.is_Symbol else (cond.rhs, cond.lhs)
+            if v.is_number:
+                # not inside an opaque call: where(p == 1, norm(p), g) has p = 1 at this
+                # element only, and norm(p) reads every element
+                calls = {c: sp.Dummy("call") for c in expr.atoms(AppliedUndef)}
+                expr = expr.xreplace(calls).subs(x, v).xreplace({d: c for c, d in calls.items()})
         out.append(expr)
     return out
 
@@ -330,7 +348,9 @@ def _zero_in_every_sign_case(e: sp.Expr, depth: int, splits: int) -> bool:
         return False
     x = min(inner, key=sp.default_sort_key)
     back = {d: c for c, d in calls.items()}
-    cases = (1, -1) if _zero_only_on_a_null_set(x.args[0].xreplace(back)) else (1, -1, 0)
+    arg = x.args[0].xreplace(back)
+    cases = (1, -1) if _zero_only_on_a_null_set(arg) and not _zero_at_unprobed_gradients(arg) \
+        else (1, -1, 0)
     return all(is_zero(masked.xreplace({x: sp.Integer(v)}).xreplace(back), depth, splits - 1)
                for v in cases)
 
@@ -458,8 +478,10 @@ class _TextPrinter:
         return f"where({self.condition(c)}, {self.go(a, 0)}, {self.go(b, 0)})"
 
     def mod(self, e, outer: int) -> str:
+        # % binds as * and groups to the left: a mod inside any product keeps its parentheses
+        # (lr * (g % 2) printed as lr * g % 2 is (lr * g) % 2)
         s = f"{self.go(e.args[0], 2)} % {self.go(e.args[1], 3)}"
-        return f"({s})" if outer > 2 else s
+        return f"({s})" if outer > 1 else s
 
     def function(self, e, outer: int) -> str:
         name = _PRINT_FUNCS[e.func]

@@ -563,3 +563,65 @@ def test_rules_that_declare_a_shared_name_differently_are_compared_at_their_own_
     shared = {h: x for h, x in optdsl.resolve(a).defaults.items() if h in optdsl.resolve(b).hypers}
     assert equivalent(a, b, bind=shared, timeout=20).proved  # the table's signum == signSGD:
     # library signum declares lr=0.0001, the formula lr * sign(g) does not, and it is proved
+
+
+SPECIAL_VALUE_PAIRS = [  # (a, b, p0, gradients): the pair differs there in the interpreter
+    # a divisor or sign argument that is 0 at a gradient other than 0
+    ("lr * (g^2 - 1) / (g - 1)", "lr * (g + 1)", [1.0], [[1.0]]),
+    ("lr * g * (g + 2) / (g + 2)", "lr * g", [1.0], [[-2.0]]),
+    ("lr * g * sign(g - 1)^2", "lr * g", [1.0], [[1.0]]),
+    ("lr * g * sign(g - 2)^2", "lr * g", [1.0], [[2.0]]),
+    # where a gradient repeats
+    ("lr * g * (g - prev(g, 1)) / (g - prev(g, 1))", "lr * g", [1.0], [[0.5], [0.5]]),
+    ("lr * g * sign(g - prev(g, 1))^2", "lr * g", [1.0], [[0.5], [0.5]]),
+    # an equality of one element is not substituted into a reduction over all of them
+    ("lr * where(p == 1, norm(p), g)", "lr * where(p == 1, norm(1), g)", [1.0, 2.0, 2.0], [[1.0, 5.0, 3.0]]),
+    ("lr * where(p == 2, norm(p), g)", "lr * where(p == 2, norm(2), g)", [2.0, 1.0], [[1.0, 5.0]]),
+    ("lr * where(g == 1, mean(g), g)", "lr * where(g == 1, mean(1), g)", [1.0, 2.0, 2.0], [[1.0, 5.0, 3.0]]),
+    # x % x is NaN where x is 0 (sympy makes Mod(x, x) 0 as it is built)
+    ("lr * g * (1 + max(100 - p^2, 0) % max(100 - p^2, 0))", "lr * g", [20.0], [[0.5]]),
+]
+
+
+@pytest.mark.parametrize("a,b,p0,grads", SPECIAL_VALUE_PAIRS)
+def test_no_proof_of_pairs_that_differ_at_special_values(a, b, p0, grads):
+    """A review: "proved" for pairs that differ at g = 1 (clip_grad_value_'s bound), at a
+    repeated gradient, at p = 1 (LayerNorm's weights), at g = -2. The probes now try exact
+    ones and repeats; a divisor or sign argument that is a function of g alone with more than
+    one term is not taken as 0 only at g = 0; a condition's equality stays out of reductions;
+    a mod carries its divisor's domain."""
+    ra, rb = parse(a), parse(b)
+    p = torch.tensor(p0, dtype=torch.float64)
+    gs = [torch.tensor(g, dtype=torch.float64) for g in grads]
+    ua = optdsl.interpreter.trajectory(ra, ra.defaults, p, gs)[-1]
+    ub = optdsl.interpreter.trajectory(rb, rb.defaults, p, gs)[-1]
+    assert not torch.allclose(ua, ub, equal_nan=True), (ua, ub)
+    assert not equivalent(ra, rb, timeout=20).proved
+
+
+def test_probes_tell_an_infinity_from_a_finite_value_at_the_first_step():
+    from optdsl.equivalence import _differ
+    inf = float("inf")
+    assert _differ(torch.tensor([inf, inf, inf, -inf]), torch.tensor([0.0, -inf, inf, -inf]),
+                   torch.zeros(4)).tolist() == [True, True, False, False]
+    v = equivalent("lr * where(g == 0, inf, g)", "lr * g")
+    assert v.refuted and v.counterexample.step == 1, v
+
+
+@pytest.mark.parametrize("text", ["lr * (g % 2)", "lr * (g % p)", "lr * (2 % g)",
+                                  "lr * (g % 2) / 2", "lr * -(g % 2)", "lr * (g % 2) * (p % 3)",
+                                  "lr * floor(g) * (g % 1)"])
+def test_simplify_prints_a_mod_inside_a_product_with_its_parentheses(text):
+    """lr * (g % 2) was printed lr * g % 2, which is (lr * g) % 2, and its own proof refuted it."""
+    out, verdict = optdsl.simplify(parse(text), timeout=20)
+    assert verdict.proved, (out, verdict)
+
+
+def test_a_proof_time_limit_is_a_number_of_seconds_up_to_infinity():
+    """timeout=inf crashed (OverflowError in the wait), NaN too."""
+    assert equivalent("sgd", "sgd", timeout=math.inf).proved
+    for bad in (math.nan, -1, "5"):
+        with pytest.raises(optdsl.DSLError, match="timeout must be a number of seconds"):
+            equivalent("sgd", "sgd", timeout=bad)
+        with pytest.raises(optdsl.DSLError, match="timeout must be a number of seconds"):
+            optdsl.simplify(parse("lr * g"), timeout=bad)
