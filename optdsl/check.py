@@ -302,7 +302,8 @@ class _Instance:
         try:
             prim.scalar_fn(*values)
         except (ValueError, ZeroDivisionError, OverflowError) as e:
-            raise _err(f"invalid arguments to {prim.name}(): {e}", pos) from None
+            raise _err(f"invalid arguments to {prim.name}(): {getattr(e, 'reason', e)}",
+                       pos) from None
 
     # --- rules calling rules -------------------------------------------------------------------
     def rule_value(self, name: str, pos: Pos) -> ir.Node:
@@ -385,7 +386,11 @@ class _Instance:
                           self.call_stack + ((name, not via_param),), own=set(params),
                           enclosing=frozenset(self.own | self.enclosing), inherited=passed)
         first = len(self.b.subrules)
-        update, _, _ = inner.lower()
+        try:
+            update, _, _ = inner.lower()
+        except DSLError as e:  # at a line of the callee's text: shown at this call instead
+            raise type(e)(f"in rule {name}: {e.message}", pos.line if pos else None,
+                          pos.column if pos else None) from None
         for h, kpos in handed:
             if not passed[h].used:
                 inner_names = {n for sub in self.b.subrules[first:]
@@ -554,7 +559,7 @@ def validate_hyper_values(rule: Rule, hypers: dict) -> None:
             prim.scalar_fn(*values)
         except (ValueError, ZeroDivisionError, OverflowError) as e:
             raise HyperparameterError(f"invalid hyperparameters for {n.op}() in rule "
-                                      f"{rule.name}: {e}") from None
+                                      f"{rule.name}: {getattr(e, 'reason', e)}") from None
 
 
 def _is_rule_name(e, rules) -> bool:

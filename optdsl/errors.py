@@ -59,6 +59,15 @@ class HyperparameterError(DSLError):
     program text (``r(lr=-1) = lr * g``: then with the value's line and column)."""
 
 
+class ScheduleError(DSLError):
+    """A schedule's arguments that are invalid at a step (``cosine(t, 20 - t)`` at t = 20);
+    ``reason`` is the schedule's own words."""
+
+    def __init__(self, name: str, t: float, reason: str):
+        self.reason = reason
+        super().__init__(f"invalid arguments to {name}() at t = {t:g}: {reason}")
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """'; did you mean 'x'?' for the closest candidate, or '' when none is close."""
     close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)

@@ -101,10 +101,11 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
 
     Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017, sec. 3.3.
     """
-    if not (0 < start_lr < end_lr):
-        raise DSLError(f"the range test needs 0 < start_lr < end_lr, got {start_lr:g} and {end_lr:g}")
+    if not (0 < start_lr < end_lr < math.inf):
+        raise DSLError(f"the range test needs 0 < start_lr < end_lr < inf, got {start_lr:g} "
+                       f"and {end_lr:g}")
     if steps < 3:
-        raise ValueError("the range test needs at least 3 steps")
+        raise DSLError("the range test needs at least 3 steps")
     model = copy.deepcopy(model)
     opt = Optimizer(model.parameters(), rule, seed=seed, **{**hypers, "lr": start_lr})
     factor = (end_lr / start_lr) ** (1.0 / (steps - 1))
@@ -132,7 +133,7 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
             diverged = lr
             break
     if len(lrs) < 3:
-        raise ValueError("the loss diverged at once: lower start_lr")
+        raise DSLError("the loss diverged at once: lower start_lr")
     slopes = np.gradient(np.array(losses), np.log(np.array(lrs)))
     stop = int(np.argmin(losses)) + 1  # only where the loss still goes down
     suggested = lrs[int(np.argmin(slopes[:max(stop, 2)]))]

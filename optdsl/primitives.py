@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from . import ir
+from .errors import ScheduleError
 from .ir import Kind
 from .schedules import SCHEDULES
 
@@ -580,8 +581,26 @@ _ROWS += [
 
 # --- schedules: one scalar primitive per entry of optdsl.schedules.SCHEDULES -----------------
 
+def _schedule_value(name: str, fn):
+    """A schedule's value. One that leaves float64's range is inf, as a product of torch's
+    scheduler becomes (Python's float power raises OverflowError: exponential(t, 2) at step
+    1025); arguments that turn invalid at a later step (``cosine(t, 20 - t)``, which the check
+    tries at t = 1) are a ScheduleError (a DSLError, a ValueError) naming the schedule and the
+    step."""
+    def value(t, *args):
+        try:
+            return fn(t, *args)
+        except OverflowError:
+            return math.inf
+        except (ValueError, ZeroDivisionError) as e:
+            raise ScheduleError(name, t, str(e)) from None
+    value.__name__, value.__doc__ = fn.__name__, fn.__doc__
+    return value
+
+
 _ROWS += [Primitive(s.name, ("t",) + tuple(s.params), f"{s.doc}  [{s.reference}]",
-                    scalar_fn=s.fn, defaults=dict(s.defaults), scalar_params=("t",) + tuple(s.params),
+                    scalar_fn=_schedule_value(s.name, s.fn), defaults=dict(s.defaults),
+                    scalar_params=("t",) + tuple(s.params),
                     variadic=s.variadic, validate=True, sympy=_sp_opaque(s.name))
           for s in SCHEDULES.values()]
 

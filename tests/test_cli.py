@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+import torch
 
 import optdsl
 from optdsl.cli import main
@@ -177,5 +179,54 @@ def test_errors_in_a_formula_the_cli_wraps_point_into_the_users_text(capsys, tmp
 
 def test_a_range_test_without_a_range_is_one_line(capsys):
     from optdsl.cli import main
-    assert main(["lr-range-test", "sgd", "--start-lr", "0", "--steps", "5"]) == 2
-    assert "needs 0 < start_lr < end_lr, got 0 and 1" in capsys.readouterr().err
+    assert main(["lr-range-test", "sgd", "--start-lr", "1", "--end-lr", "0.5", "--steps", "5"]) == 2
+    assert "needs 0 < start_lr < end_lr < inf, got 1 and 0.5" in capsys.readouterr().err
+    for bad in (["--start-lr", "0"], ["--end-lr", "inf"], ["--end-lr", "nan"]):
+        with pytest.raises(SystemExit) as e:  # argparse: one line, status 2
+            main(["lr-range-test", "sgd", "--steps", "5", *bad])
+        assert e.value.code == 2 and "must be" in capsys.readouterr().err
+
+
+def test_errors_that_only_show_when_a_rule_runs_are_one_line(capsys):
+    """A review: the loss of 'lr * g / 0' diverging at once, and a schedule whose argument
+    turns invalid at a later step (the check tries t = 1), were tracebacks with status 1."""
+    from optdsl.cli import main
+    assert main(["lr-range-test", "lr * g / 0", "--steps", "10"]) == 2
+    assert "the loss diverged at once: lower start_lr" in capsys.readouterr().err
+    assert main(["plot-schedule", "cosine(10 - t, 100)", "--steps", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid arguments to cosine() at t = 0" in err and "Traceback" not in err
+
+
+def test_a_schedule_beyond_floats_range_is_inf_as_torchs_product_becomes(tmp_path, capsys):
+    """exponential(t, 2) raised OverflowError at step 1025 (Python's float power)."""
+    import math
+    from optdsl.cli import main
+    rule = optdsl.parse("lr * exponential(t, 2) * g")
+    assert main(["plot-schedule", "exponential(t, 2)", "--steps", "1100",
+                 "-o", str(tmp_path / "s.png")]) == 0
+    assert "last inf" in capsys.readouterr().out
+    from optdsl.primitives import PRIMITIVES
+    assert PRIMITIVES["exponential"].scalar_fn(1100, 2) == math.inf
+    assert rule.defaults["lr"] == 0.001
+
+
+def test_compile_exports_the_state_dtypes_the_program_declares(tmp_path):
+    """The exported step read a bfloat16 state as bfloat16 (6.1e-4 from the Optimizer after 6
+    steps): the backend's kernel widens it to the parameter's dtype, the export did not."""
+    from optdsl.cli import main
+    src = "r(lr=0.01, beta2=0.99):\n    v: bfloat16 = ema(g^2, beta2)\n    return lr * g / (sqrt(v) + 1e-8)\n"
+    (tmp_path / "bf.opt").write_text(src)
+    assert main(["compile", str(tmp_path / "bf.opt"), "-o", str(tmp_path / "bf.pt")]) == 0
+    step = torch.jit.load(str(tmp_path / "bf.pt"))
+    gen = torch.Generator().manual_seed(0)
+    p0 = torch.randn(200, generator=gen)
+    grads = [torch.randn(200, generator=gen) for _ in range(6)]
+    p = torch.nn.Parameter(p0.clone())
+    opt = optdsl.Optimizer([p], src, backend="eager")
+    q, v = p0.clone(), torch.zeros(200, dtype=torch.bfloat16)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+        step([q], [g], [v], torch.tensor([0.01, 0.99, 1 - 0.99], dtype=torch.float32))
+    assert opt.state[p]["v"].dtype == torch.bfloat16 and torch.equal(q, p.detach())

@@ -151,3 +151,14 @@ def test_minus_zero_is_its_own_constant():
         optdsl.Optimizer([p], text, backend="eager", lr=1.0).step()
         moved.append(p.detach()[0].item())
     assert moved == [float("inf"), float("-inf")]
+
+
+def test_an_invalid_argument_inside_a_called_rule_is_shown_at_the_call():
+    """adamwr(T_mult=1.5) fails in sgdr() on line 7 of adamwr's file; the error carried that
+    line and column and was drawn under the user's own text (no caret, or under another
+    call)."""
+    text = "mine(lr=0.01, warm=100) = warmup(t, warm) * adamwr(T_mult=1.5)"
+    with pytest.raises(optdsl.DSLError) as e:
+        optdsl.parse(text)
+    assert (e.value.line, e.value.column) == (1, text.index("adamwr") + 1)
+    assert "in rule adamwr: invalid arguments to sgdr(): T_mult must be a whole number" in str(e.value)

@@ -67,12 +67,14 @@ def cmd_compile(argv) -> int:
                     help="write the scripted step to this file (torchscript)")
     args = ap.parse_args(argv)
     rule = load_rule(args.rule)
-    plan = plan_step(rule, backend=args.backend)
+    from ..host import StatePolicy  # the storage dtypes the program declares (v: bfloat16)
+    plan = plan_step(rule, StatePolicy(rule).dtypes, backend=args.backend)
     if not args.emit and not args.output:
         args.emit = True
     if args.emit:
         print(f"# optdsl compile {rule.name} --backend {args.backend}")
-        print("# scalars (computed on the host each step, float64):")
+        print("# scalars (computed on the host each step; one tensor, float64 for float64 "
+              "parameters, else float32):")
         for k, s in enumerate(plan.scalars):
             print(f"#   scalars[{k}] = {safe_comment(to_text(s))}")
         print("# state lists: " + ", ".join(f"state_{k} = {s.name}"

@@ -9,7 +9,7 @@ import torch
 from ..demo import train_digits
 from ..errors import HyperparameterError
 from ..optimizer import Optimizer
-from . import COMMANDS, count, load_rule, name_values, output_file
+from . import COMMANDS, count, load_rule, name_values, output_file, positive_number
 
 
 def cmd_train(argv) -> int:
@@ -56,8 +56,8 @@ def cmd_lr_range_test(argv) -> int:
                                  description="LR range test (Smith 2017) of a rule on the digits MLP.")
     ap.add_argument("rule", help="a library name, a program file or a formula")
     ap.add_argument("--steps", type=count(3), default=100)
-    ap.add_argument("--start-lr", type=float, default=1e-6)
-    ap.add_argument("--end-lr", type=float, default=1.0)
+    ap.add_argument("--start-lr", type=positive_number(), default=1e-6)
+    ap.add_argument("--end-lr", type=positive_number(), default=1.0)
     ap.add_argument("-o", "--output", type=output_file,
                     help="write the loss-vs-lr plot to this PNG")
     args = ap.parse_args(argv)
