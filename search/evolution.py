@@ -88,7 +88,7 @@ class EvolutionStrategy(SpaceStrategy):
                  population: int = 32, sample: int = 4, insert: float = 0.2,
                  delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
                  elite: float = 0.2, neutral: float = 0.0, restart: int = 0,
-                 restart_tol: float = 0.01, niche: int = 0, warm=None):
+                 restart_tol: float = 0.01, warm=None):
         from .strategies import require, require_fraction
         require("population", population, at_least=1)
         require("sample", sample, at_least=1)
@@ -100,7 +100,6 @@ class EvolutionStrategy(SpaceStrategy):
         require("prior", prior, at_least=0, below=1)
         require("restart", restart, at_least=0)
         require("restart_tol", restart_tol, at_least=0)
-        require("niche", niche, at_least=0)
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon)
         self.population_size, self.sample_size = population, sample
@@ -119,8 +118,6 @@ class EvolutionStrategy(SpaceStrategy):
         self.level = None  # the score the stall is counted from: it must rise past + restart_tol
         self.stalled = 0  # results heard since the score last rose past level + restart_tol
         self.restarts = 0
-        self.niche_cap = int(niche)
-        self.niches = Niches() if niche else None
 
     def _draw(self):
         while self.warm:
@@ -184,11 +181,6 @@ class EvolutionStrategy(SpaceStrategy):
     def _join(self, member: list, reward: float) -> None:
         """``member`` (a tree's json) joins the population; the oldest leaves when it is full."""
         self.population.append([member, float(reward)])
-        if self.niches is not None:
-            kin = self.niches.kin(member, [m[0] for m in self.population], self.space)
-            if len(kin) > self.niche_cap:
-                self.population.pop(kin[0])
-                return
         if len(self.population) > self.population_size:
             self.population.pop(0)
 
@@ -230,76 +222,3 @@ class EvolutionStrategy(SpaceStrategy):
 
 
 STRATEGIES[EvolutionStrategy.name] = EvolutionStrategy
-
-
-class Niches:
-    """Behaviour niches of programs, for ``niche=K``: two programs share a niche when their
-    updates on the first ``steps`` steps of the match task's fixed gradient streams
-    (``search.match.updates``, at their defaults) are within ``radius`` of each other up to a positive factor (the match residual,
-    ``search.match.residual``, of the program against the niche's first program). Programs
-    whose updates are not finite, or all zero, form one niche each; a program joins the first
-    niche within the radius. Ids are only compared within one population, so they are rebuilt
-    after a resume (nothing of this is in ``state_dict``)."""
-    radius, steps = 0.1, 16
-
-    def __init__(self):
-        self.reps = None  # (niches, steps, elements): each niche's first program's updates
-        self.weights = None  # (niches, elements): the residual's weights of each
-        self.totals = None  # (niches,): sum of weights times squares of each
-        self.count = 0
-        self.of: dict = {}  # tree json text -> niche id
-
-    def of_member(self, member, space) -> object:
-        import json
-        key = json.dumps(member)
-        if key not in self.of:
-            self.of[key] = self._place(member, space)
-        return self.of[key]
-
-    def kin(self, member, members: list, space) -> list:
-        """Indexes in ``members`` (oldest first) of the programs in ``member``'s niche."""
-        k = self.of_member(member, space)
-        return [i for i, m in enumerate(members) if self.of_member(m, space) == k]
-
-    def _place(self, member, space) -> object:
-        import torch
-        import optdsl
-        from .match import updates
-        from .space import Tree
-        try:
-            u = updates(optdsl.parse(space.source(Tree.from_json(member))), self.steps)
-        except Exception:
-            return "failed"
-        vv = (u * u).sum(0)
-        if not torch.isfinite(vv).all():  # squares overflow as the match score's do
-            return "diverged"
-        if not u.any():
-            return "zero"
-        if self.count:  # search.match.residual of u against every niche at once
-            n = self.count
-            w, total, reps = self.weights[:n], self.totals[:n], self.reps[:n]
-            uu = w @ vv
-            uv = (w * torch.einsum("nte,te->ne", reps, u)).sum(1)
-            c = torch.where((uu > 0) & (uv > 0), uv / uu, torch.zeros_like(uu))
-            err = (c * c * uu - 2 * c * uv + total).clamp(min=0)
-            near = torch.nonzero(err < self.radius ** 2 * total).flatten()
-            if len(near):
-                return int(near[0])
-        if self.reps is None or self.count == len(self.reps):
-            grow = max(64, 2 * self.count)
-            self.reps = _grown(self.reps, grow, u.shape)
-            self.weights = _grown(self.weights, grow, vv.shape)
-            self.totals = _grown(self.totals, grow, ())
-        w = 1.0 / (vv + 1e-12 * float(vv.mean()) + 1e-300)
-        self.reps[self.count], self.weights[self.count] = u, w
-        self.totals[self.count] = (w * vv).sum()
-        self.count += 1
-        return self.count - 1
-
-
-def _grown(t, size: int, shape):
-    import torch
-    out = torch.zeros((size, *shape), dtype=torch.float64)
-    if t is not None:
-        out[:len(t)] = t
-    return out

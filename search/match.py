@@ -85,18 +85,17 @@ def streams():
     return _STREAMS
 
 
-def updates(rule, steps: int = STEPS) -> torch.Tensor:
-    """The rule's updates on the streams' first ``steps`` steps, (steps, elements), at its
-    hyperparameter defaults."""
+def updates(rule) -> torch.Tensor:
+    """The rule's updates on the streams, (steps, elements), at its hyperparameter defaults."""
     from optdsl.interpreter import Interpreter
     interp = Interpreter(rule)
     ps, gs = streams()
     states = [{} for _ in STREAMS]
     gen = torch.Generator().manual_seed(0)
-    out = torch.empty(steps, len(STREAMS) * WIDTH, dtype=torch.float64)
+    out = torch.empty(STEPS, len(STREAMS) * WIDTH, dtype=torch.float64)
     hypers = rule.defaults
     with np.errstate(all="ignore"):
-        for t in range(steps):
+        for t in range(STEPS):
             cache: dict = {}
             for k, (p, g, st) in enumerate(zip(ps[t], gs[t], states)):
                 q = p.clone()
