@@ -315,39 +315,13 @@ class _Instance:
 
     def call_rule(self, name: str, callee: Program, args, kwargs, pos: Pos,
                   overrides: dict | None = None, via_param: bool = False) -> ir.Node:
-        # A cycle of definitions: the callee is already being lowered and every call since
-        # was by name (a rule passed as a parameter, as in lookahead(ranger), is no cycle).
-        names = [frame for frame, _ in self.call_stack]
-        if name in names and not via_param:
-            start = len(names) - 1 - names[::-1].index(name)
-            if all(direct for _, direct in self.call_stack[start + 1:]):
-                chain = " -> ".join(names[start:] + [name])
-                raise _err(f"cyclic definition: {chain}", pos)
-        if len(self.call_stack) >= MAX_CALL_DEPTH:
-            raise _err("rules nest too deeply", pos)
+        self.check_call_chain(name, pos, via_param)
         params = tuple(h for h, _, _ in callee.header)
         header_defaults = {h: d for h, d, _ in callee.header}
         alias = self.is_alias()
         own_kwargs = tuple(k for k in kwargs if k[0] in params)
         bound = self.bind_arguments(f"rule {name}", params, header_defaults, args, own_kwargs, pos)
-        passed = {h: v for h, v in self.inherited.items() if h not in params}
-        handed = []  # the keywords of this call that a rule the callee calls must declare
-        for h, e, kpos in kwargs:
-            if h in params:
-                continue
-            if any(h == k for k, _ in handed):
-                raise _err(f"rule {name} got '{h}' twice", kpos)
-            if alias and _literal(e) is not None:
-                passed[h] = _Passed(None, _valid_hyper(h, _literal(e), e.pos))
-            else:
-                if _literal(e) is not None:
-                    _valid_hyper(h, _literal(e), e.pos)
-                node = self.expr(e)
-                if node.kind > Kind.SCALAR:
-                    raise _err(f"a tensor where a scalar is required: hyperparameter '{h}' of "
-                               f"{name} is one value per step", getattr(e, "pos", kpos))
-                passed[h] = _Passed(node, None)
-            handed.append((h, kpos))
+        passed, handed = self.hand_down(name, params, alias, kwargs)
         hypers, rule_params, overrides = {}, {}, dict(overrides or {})
         for h, default, hpos in callee.header:
             if h in bound and _is_rule_name(bound[h], self.b.rules):
@@ -385,6 +359,25 @@ class _Instance:
         inner = _Instance(callee, self.b, prefix, hypers, rule_params,
                           self.call_stack + ((name, not via_param),), own=set(params),
                           enclosing=frozenset(self.own | self.enclosing), inherited=passed)
+        return self.lower_callee(name, inner, pos, params, passed, handed)
+
+    def check_call_chain(self, name: str, pos: Pos, via_param: bool) -> None:
+        """A cycle of definitions (the callee is already being lowered and every call since was
+        by name; a rule passed as a parameter, as in lookahead(ranger), is no cycle) or too
+        deep a nesting is an error at the call."""
+        names = [frame for frame, _ in self.call_stack]
+        if name in names and not via_param:
+            start = len(names) - 1 - names[::-1].index(name)
+            if all(direct for _, direct in self.call_stack[start + 1:]):
+                chain = " -> ".join(names[start:] + [name])
+                raise _err(f"cyclic definition: {chain}", pos)
+        if len(self.call_stack) >= MAX_CALL_DEPTH:
+            raise _err("rules nest too deeply", pos)
+
+    def lower_callee(self, name: str, inner, pos: Pos, params: tuple, passed: dict,
+                     handed: list) -> ir.Node:
+        """The callee's update; an error in its text is shown at this call, and a keyword
+        handed down that no rule it calls declares is an error at the keyword."""
         first = len(self.b.subrules)
         try:
             update, _, _ = inner.lower()
@@ -398,6 +391,31 @@ class _Instance:
                 raise _err(f"rule {name} has no parameter '{h}'"
                            + did_you_mean(h, set(params) | inner_names), kpos)
         return update
+
+    def hand_down(self, name: str, params: tuple, alias: bool, kwargs) -> tuple:
+        """(name -> _Passed for the callee's instance, [(name, Pos)] of this call's keywords
+        that a rule the callee calls must declare): the keywords of a call of rule ``name``
+        that its header does not declare (``adamw(beta1=0.5)``), and what this program was
+        handed that the callee's header does not declare either."""
+        passed = {h: v for h, v in self.inherited.items() if h not in params}
+        handed = []
+        for h, e, kpos in kwargs:
+            if h in params:
+                continue
+            if any(h == k for k, _ in handed):
+                raise _err(f"rule {name} got '{h}' twice", kpos)
+            if alias and _literal(e) is not None:
+                passed[h] = _Passed(None, _valid_hyper(h, _literal(e), e.pos))
+            else:
+                if _literal(e) is not None:
+                    _valid_hyper(h, _literal(e), e.pos)
+                node = self.expr(e)
+                if node.kind > Kind.SCALAR:
+                    raise _err(f"a tensor where a scalar is required: hyperparameter '{h}' of "
+                               f"{name} is one value per step", getattr(e, "pos", kpos))
+                passed[h] = _Passed(node, None)
+            handed.append((h, kpos))
+        return passed, handed
 
     def is_alias(self) -> bool:
         body = self.program.body

@@ -22,8 +22,9 @@ from .backends import make_backend
 from .check import validate_hyper, validate_hyper_values
 from .errors import HyperparameterError, did_you_mean
 from .ir import Rule
+from .library import library
 from .probes import is_random
-from .rules import resolve
+from .rules import parse, resolve
 
 # Valid ranges by hyperparameter name (a table, not a chain of ifs): (pattern, test, wording).
 def _default_seed(rule: Rule) -> int:
@@ -299,7 +300,6 @@ class _held:
 def _rule_reference(rule: Rule) -> tuple:
     """How a pickled optimizer names its rule: a library name, or the program text (the IR is
     hash-consed, so a pickled Rule would be another program to the checkpoint checks)."""
-    from .library import library
     if rule.name in library and library[rule.name] is rule:
         return ("library", rule.name)
     if not rule.source:
@@ -309,7 +309,6 @@ def _rule_reference(rule: Rule) -> tuple:
 
 
 def _rule_from_reference(ref: tuple, program: str) -> Rule:
-    from .rules import parse
     rule = resolve(ref[1]) if ref[0] == "library" else parse(ref[1], name=ref[2])
     if checkpoints.program_key(rule) != program:
         raise checkpoints.CheckpointError(

@@ -298,45 +298,13 @@ def parse_syntax(text: str) -> Program:
         tree = _parser().parse(text)
         program = _ToAst().transform(tree)
     except UnexpectedCharacters as e:
-        ch = text[e.pos_in_stream] if e.pos_in_stream is not None and e.pos_in_stream < len(text) else "?"
-        hint = ""
-        if ch in "'\"":
-            hint = " (the language has no strings)"
-        elif ch == ".":
-            hint = " (the language has no attributes)"
-        elif _non_ascii_letter_hint(ch):
-            hint = _non_ascii_letter_hint(ch)
-        elif _ends_after_program(e.allowed):
-            hint = f" after a complete program; {ONE_PROGRAM}"
-        raise DSLError(f"unexpected character {ch!r}{hint}", e.line, e.column, text) from None
+        raise _unexpected_character(text, e) from None
     except UnexpectedEOF as e:
         line = text.count("\n") + 1
         raise DSLError("the program ends too early" + _describe_expected(e.expected),
                        line, len(text.splitlines()[-1]) + 1 if text.splitlines() else 1, text) from None
     except UnexpectedToken as e:
-        tok = e.token
-        after_block = (f" (line {{}} is read as one more statement of the block above; "
-                       f"{ONE_PROGRAM})")
-        if tok.type == "$END":
-            lines = text.rstrip("\n").splitlines() or [""]
-            message = "the program ends too early" + _describe_expected(e.expected)
-            if _line_after_block(text, len(lines), len(lines[-1]) + 1):
-                message += after_block.format(len(lines))
-            raise DSLError(message, len(lines), len(lines[-1]) + 1, text) from None
-        shown = "end of line" if tok.type == "_NL" else repr(str(tok))
-        keyword = _keyword_as_name(text, tok)
-        if keyword is not None:  # the caret under the keyword, the name that has to change
-            word, column = keyword
-            raise DSLError(f"'{word}' is reserved for {_KEYWORDS[word]}: a local or a state "
-                           f"cannot be named '{word}'; pick another name",
-                           tok.line, column, text) from None
-        if _ends_after_program(e.expected):
-            message = f"unexpected {shown} after a complete program; {ONE_PROGRAM}"
-        else:
-            message = f"unexpected {shown}" + _describe_expected(e.expected)
-            if _line_after_block(text, tok.line, tok.column):
-                message += after_block.format(tok.line)
-        raise DSLError(message, tok.line, tok.column, text) from None
+        raise _unexpected_token(text, e) from None
     except UnexpectedInput as e:  # any other lark input error
         raise DSLError(f"cannot parse: {e.__class__.__name__}", getattr(e, "line", 1),
                        getattr(e, "column", 1), text) from None
@@ -353,3 +321,42 @@ def parse_syntax(text: str) -> Program:
         raise
     program.source = text
     return program
+
+def _unexpected_character(text: str, e: UnexpectedCharacters) -> DSLError:
+    ch = text[e.pos_in_stream] if e.pos_in_stream is not None and e.pos_in_stream < len(text) else "?"
+    hint = ""
+    if ch in "'\"":
+        hint = " (the language has no strings)"
+    elif ch == ".":
+        hint = " (the language has no attributes)"
+    elif _non_ascii_letter_hint(ch):
+        hint = _non_ascii_letter_hint(ch)
+    elif _ends_after_program(e.allowed):
+        hint = f" after a complete program; {ONE_PROGRAM}"
+    return DSLError(f"unexpected character {ch!r}{hint}", e.line, e.column, text)
+
+
+def _unexpected_token(text: str, e: UnexpectedToken) -> DSLError:
+    tok = e.token
+    after_block = (f" (line {{}} is read as one more statement of the block above; "
+                   f"{ONE_PROGRAM})")
+    if tok.type == "$END":
+        lines = text.rstrip("\n").splitlines() or [""]
+        message = "the program ends too early" + _describe_expected(e.expected)
+        if _line_after_block(text, len(lines), len(lines[-1]) + 1):
+            message += after_block.format(len(lines))
+        return DSLError(message, len(lines), len(lines[-1]) + 1, text)
+    shown = "end of line" if tok.type == "_NL" else repr(str(tok))
+    keyword = _keyword_as_name(text, tok)
+    if keyword is not None:  # the caret under the keyword, the name that has to change
+        word, column = keyword
+        return DSLError(f"'{word}' is reserved for {_KEYWORDS[word]}: a local or a state "
+                        f"cannot be named '{word}'; pick another name", tok.line, column, text)
+    if _ends_after_program(e.expected):
+        message = f"unexpected {shown} after a complete program; {ONE_PROGRAM}"
+    else:
+        message = f"unexpected {shown}" + _describe_expected(e.expected)
+        if _line_after_block(text, tok.line, tok.column):
+            message += after_block.format(tok.line)
+    return DSLError(message, tok.line, tok.column, text)
+

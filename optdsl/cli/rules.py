@@ -7,6 +7,7 @@ import sys
 from ..codegen import module_source, plan_step, safe_comment
 from ..compiled import export_torchscript
 from ..errors import DSLError
+from ..host import StatePolicy
 from ..library import library, summary
 from ..printing import to_text
 from ..rules import parse
@@ -67,7 +68,6 @@ def cmd_compile(argv) -> int:
                     help="write the scripted step to this file (torchscript)")
     args = ap.parse_args(argv)
     rule = load_rule(args.rule)
-    from ..host import StatePolicy  # the storage dtypes the program declares (v: bfloat16)
     plan = plan_step(rule, StatePolicy(rule).dtypes, backend=args.backend)
     if not args.emit and not args.output:
         args.emit = True
