@@ -90,24 +90,38 @@ def script_step(plan: KernelPlan):
 def export_torchscript(plan: KernelPlan, path: str) -> None:
     """Write the scripted step as a file ``torch.jit.load`` runs: a module whose ``forward``
     takes (params, grads, state lists..., scalars); its ``scalar_names`` and ``state_names``
-    attributes say what goes where."""
+    attributes say what goes where, ``state_inits`` what each state list holds before the
+    first step (``0``, ``g``, ``p``: the value at step 1), and ``host_states`` the scalar
+    states the scalars read (``name = initial value; then update``), kept by the caller."""
     args = "".join(f", {a}: List[Tensor]" for a in plan.arg_names[:-1]) + ", scalars: Tensor"
     text = (HEADER + plan.source + "\n\n"
             "class Step(torch.nn.Module):\n"
-            "    def __init__(self, scalar_names: List[str], state_names: List[str]):\n"
+            "    def __init__(self, scalar_names: List[str], state_names: List[str],\n"
+            "                 state_inits: List[str], host_states: List[str]):\n"
             "        super().__init__()\n"
             "        # typed: TorchScript drops an empty list, whose type it cannot infer\n"
             "        self.scalar_names = torch.jit.Attribute(scalar_names, List[str])\n"
-            "        self.state_names = torch.jit.Attribute(state_names, List[str])\n\n"
+            "        self.state_names = torch.jit.Attribute(state_names, List[str])\n"
+            "        self.state_inits = torch.jit.Attribute(state_inits, List[str])\n"
+            "        self.host_states = torch.jit.Attribute(host_states, List[str])\n\n"
             f"    def forward(self{args}) -> None:\n"
             f"        {plan.name}({', '.join(plan.arg_names)})\n")
     filename = f"<optdsl {plan.rule.name} export>"
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     ns: dict = {"__name__": "optdsl.generated.export"}
     exec(compile(text, filename, "exec"), ns)
-    module = ns["Step"]([to_text(s) for s in plan.scalars], [s.name for s in plan.kernel_slots])
+    module = ns["Step"]([to_text(s) for s in plan.scalars], [s.name for s in plan.kernel_slots],
+                        [to_text(s.init) for s in plan.kernel_slots], host_states(plan))
     with _quiet_torchscript():
         torch.jit.script(module).save(path)
+
+
+def host_states(plan: KernelPlan) -> list:
+    """The states a step's scalars read that no kernel holds (nadam's ``prod``), each as
+    ``name = initial value; then update``: a caller of an exported step keeps them."""
+    kept = {s.name for s in plan.kernel_slots}
+    return [f"{s.name} = {to_text(s.init)}; then {to_text(s.update)}"
+            for s in plan.rule.slots if s.name not in kept]
 
 
 class _quiet_torchscript(warnings.catch_warnings):

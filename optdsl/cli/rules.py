@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..codegen import module_source, plan_step, safe_comment
-from ..compiled import export_torchscript
+from ..compiled import export_torchscript, host_states
 from ..errors import DSLError
 from ..host import StatePolicy
 from ..library import library, summary
@@ -77,8 +77,12 @@ def cmd_compile(argv) -> int:
               "parameters, else float32):")
         for k, s in enumerate(plan.scalars):
             print(f"#   scalars[{k}] = {safe_comment(to_text(s))}")
-        print("# state lists: " + ", ".join(f"state_{k} = {s.name}"
-                                            for k, s in enumerate(plan.kernel_slots)))
+        print("# state lists (fill each before the first step with its initial value, computed "
+              "from step 1's g and p): "
+              + ", ".join(f"state_{k} = {s.name} (initially {safe_comment(to_text(s.init))})"
+                          for k, s in enumerate(plan.kernel_slots)))
+        for line in host_states(plan):
+            print(f"# scalar state kept on the host: {safe_comment(line)}")
         if args.backend == "inductor":
             print("# run as torch.compile(step, fullgraph=True, dynamic=False)")
         print(module_source(plan), end="")
