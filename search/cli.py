@@ -150,11 +150,19 @@ def _progress_display(console, budget: int, quiet: bool):
 
 
 def _one_line_errors(command: str, run, args) -> int:
-    """``run(args)``; a SearchError is one line on stderr and exit code 2."""
+    """``run(args)``; a SearchError is one line on stderr and exit code 2, and so is a store
+    damaged past what opening it reads (a malformed page, a hand-edited table or row)."""
+    import json
+    import sqlite3
     try:
         return run(args)
     except SearchError as e:
         print(f"optdsl {command}: {e}", file=sys.stderr)
+        return 2
+    except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
+        store = getattr(args, "store", None) or "the store"
+        print(f"optdsl {command}: {store} is damaged and cannot be read ({e}); a copy from "
+              "before the damage, or a new store, is needed", file=sys.stderr)
         return 2
 
 

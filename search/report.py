@@ -96,9 +96,10 @@ def match_proofs(store: Store, task: str, protocol: str, top: int = 10, most: in
     for row in board_rows(store, task, protocol, top):
         if row.get("name") or row["score"] is None or row["score"] < MAX_SCORE - 1e-9:
             continue
-        proof = match_proof(row["rule"], task[len(PREFIX):].strip())
-        lines.append(f"#{row['rank']} {'is' if proof.proved else 'is not proved to be'} "
-                     f"{proof.text}")
+        target = task[len(PREFIX):].strip()
+        proof = match_proof(row["rule"], target)
+        lines.append(f"#{row['rank']} is {proof.text}" if proof.proved else
+                     f"#{row['rank']} is not proved to be {target}: {proof.text}")
         if len(lines) == most:
             break
     return lines

@@ -177,6 +177,14 @@ class Store:
                 conn.close()
                 if flags == "?immutable=1":
                     raise
+                wal = path + "-wal"
+                if os.path.exists(wal) and os.path.getsize(wal) > 0:
+                    # immutable=1 would read the store without its log: a killed search's
+                    # last results (all of them, if it never checkpointed) would be missing
+                    raise SearchError(
+                        f"{path}: its write-ahead log {os.path.basename(wal)} holds results that "
+                        "SQLite can read only where it may write its shared-memory file next to "
+                        "it; copy the store with its -wal file to a writable folder") from None
         raise AssertionError("unreachable")
 
     def _upgrade(self, version: int) -> None:

@@ -830,3 +830,70 @@ def test_a_store_in_a_read_only_directory(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert f"cannot write {path}: its directory {directory} is not writable" in err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_a_store_damaged_past_its_first_pages_is_one_line(tmp_path, capsys):
+    """A review: a zeroed page past the ones opening reads (page 10 of a finished store) made
+    report and --resume print sqlite3's traceback (status 1)."""
+    from optdsl.cli import main
+    path = str(tmp_path / "s.sqlite")
+    assert _cli("--store", path, "--budget", "60") == 0
+    capsys.readouterr()
+    with open(path, "r+b") as f:
+        size = os.path.getsize(path)
+        page = min(10, size // 4096 - 1) * 4096
+        assert page > 4096
+        f.seek(page)
+        f.write(bytes(4096))
+    for argv in (["report", path, "--no-plots"],
+                 ["search", "--task", "match:sgd", "--store", path, "--resume",
+                  "--budget", "80"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "is damaged and cannot be read" in err and "Traceback" not in err, err
+
+
+def test_a_read_only_copy_whose_log_holds_results_is_refused_not_read_empty(tmp_path, monkeypatch):
+    """A killed search leaves its results in STORE-wal; where SQLite cannot write next to the
+    store, the fallback immutable=1 read the store without its log: 'no evaluation has
+    finished yet' for 123 finished ones. It is now a SearchError saying what to do."""
+    from optdsl.search.errors import SearchError
+    path = str(tmp_path / "s.sqlite")
+    Store(path).close()
+    with open(path + "-wal", "wb") as f:
+        f.write(b"\0" * 4096)  # a log SQLite would have to read
+    real = sqlite3.connect
+
+    class Refusing:  # what a read-only folder does to mode=ro in WAL mode: the first read fails
+        row_factory = None
+
+        def execute(self, *args):
+            raise sqlite3.OperationalError("unable to open database file")
+
+        def close(self):
+            pass
+
+    def connect(database, *args, **kwargs):
+        if isinstance(database, str) and database.endswith("?mode=ro"):
+            return Refusing()
+        return real(database, *args, **kwargs)
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    store = Store.__new__(Store)
+    store.write = False
+    with pytest.raises(SearchError, match="write-ahead log s.sqlite-wal holds results"):
+        store._open(path, readonly=True)
+
+
+def test_a_report_names_the_target_a_top_rule_is_not_proved_to_be(tmp_path, capsys):
+    """'#1 is not proved to be the first updates on g = 1 are -E and E': the target's name was
+    missing from the line of a rule at the top score that no proof reaches."""
+    from optdsl.cli import main
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("lr * exp(sign(g) * sign(ema(g, 0.9))) * g + 0 * noise(0.1)\n")
+    path = str(tmp_path / "s.sqlite")
+    assert main(["search", "--task", "match:powersign", "--store", path, "--budget", "1",
+                 "--seeds", str(seeds), "--no-baselines", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["report", path, "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "is not proved to be powersign: it draws random numbers" in out, out
