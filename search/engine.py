@@ -260,6 +260,20 @@ class SearchLoop:
         self.proposed = counts["proposed"]
         self.empty_rounds = 0
         self.state_changed = False  # the strategy's state differs from the stored one
+        self._forget_dropped()
+
+    def _forget_dropped(self) -> None:
+        """A resumed search given a budget below what it had proposed drops the proposals in
+        flight (``Store.drop_pending``): the strategy forgets them too, or it would wait for
+        their results for ever and never propose those rules again."""
+        pending = getattr(self.strategy, "pending", None)
+        if not isinstance(pending, dict) or any(p.cid is None and p.source == "strategy"
+                                                for p in self.queue):
+            return  # no pending table, or a store that does not record candidate ids
+        live = {p.cid for p in self.queue}
+        for cid in [c for c in pending if c not in live]:
+            del pending[cid]
+            self.state_changed = True
 
     def _stored_best(self):
         best = None

@@ -897,3 +897,24 @@ def test_a_report_names_the_target_a_top_rule_is_not_proved_to_be(tmp_path, caps
     assert main(["report", path, "--no-plots"]) == 0
     out = capsys.readouterr().out
     assert "is not proved to be powersign: it draws random numbers" in out, out
+
+
+def test_a_lower_budget_on_resume_makes_the_strategy_forget_what_it_drops(tmp_path, capsys):
+    """A review: the proposals a lower budget dropped stayed in the strategy's pending table
+    (11 after the search finished), so those rules could never be proposed again."""
+    from optdsl.search import match
+    path = str(tmp_path / "s.sqlite")
+    store = Store(path)
+    sid = new_search(store, strategy=make_strategy("random-grammar"),
+                     task=match.get_task("match:sgd"), protocol=match.PROTOCOL, budget=20,
+                     baselines=False, options={"seed": 0, "strategy_options": {}})
+    with pytest.raises(Interrupt):  # killed with 4 evaluations in flight
+        SearchLoop(store, sid, make_strategy("random-grammar"),
+                   _StopAfterWaits(match.evaluate, 3, 4)).run()
+    done = store.progress(sid)["done"]
+    store.close()
+    assert _cli("--store", path, "--resume", "--budget", str(done + 1)) == 0
+    capsys.readouterr()
+    state = Store(path, create=False).search(sid)["state"]
+    state = json.loads(state) if isinstance(state, str) else state
+    assert state["pending"] == {}
