@@ -239,6 +239,12 @@ class RLStrategy(SpaceStrategy):
                 for row, i in enumerate(live):
                     rule, allowed = requests[i]
                     p = probs[row, [ctl.offset[rule] + a for a in allowed]]
+                    if not p.sum() > 0:  # NaN, or logits beyond the mask's -1e9
+                        from .errors import SearchError
+                        raise SearchError(
+                            "the RL controller's policy gives the grammar's choices no "
+                            f"probability (its logits overflowed at lr="
+                            f"{self.opt.param_groups[0]['lr']:g}): lower --strategy-option lr")
                     pick = allowed[min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(),
                                                            side="right")), len(allowed) - 1)]
                     decisions[i].append((rule, pick, list(allowed)))

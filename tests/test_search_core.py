@@ -918,3 +918,14 @@ def test_a_lower_budget_on_resume_makes_the_strategy_forget_what_it_drops(tmp_pa
     state = Store(path, create=False).search(sid)["state"]
     state = json.loads(state) if isinstance(state, str) else state
     assert state["pending"] == {}
+
+
+def test_an_rl_controller_whose_logits_overflow_says_so(tmp_path, capsys):
+    """A review: --strategy-option lr=1e9 drove the logits past the grammar mask's -1e9 and
+    the search stopped with 'policy narrowed onto rules it has evaluated', the wrong cause."""
+    path = str(tmp_path / "s.sqlite")
+    assert _cli("--store", path, "--strategy", "rl", "--strategy-option", "lr=1e9",
+                "--budget", "200") == 2
+    err = capsys.readouterr().err
+    assert "logits overflowed at lr=1e+09): lower --strategy-option lr" in err
+    assert len(err.strip().splitlines()) == 1
