@@ -351,7 +351,11 @@ class InductorBackend(CompiledBackend):
     def _plan_chunks(self, device, dtype, items):
         names = self.kernel_slot_names
         rows = []
-        shared = _sharing_memory(items, names)  # left to the interpreter (``run``)
+        # left to the interpreter (``run``): tensors sharing memory, and inference tensors
+        # outside inference mode, which it refuses to update as torch does (a kernel did not)
+        shared = _sharing_memory(items, names) | {
+            i for i, (p, _, _) in enumerate(items)
+            if p.is_inference() and not torch.is_inference_mode_enabled()}
         for i, (p, g, st) in enumerate(items):
             if i in shared:
                 continue

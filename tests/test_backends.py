@@ -503,3 +503,22 @@ def test_tensors_sharing_memory_never_share_a_kernel_with_other_tensors(sharing)
         for backend in ("inductor", "torchscript"):
             got = run(backend, shared)
             assert all(relative_error(x, y) <= 1e-15 for x, y in zip(got, ref)), (backend, shared)
+
+
+def test_an_inference_tensor_is_refused_outside_inference_mode_as_torch_refuses_it():
+    """Inductor updated a parameter made under torch.inference_mode() in place, where torch.optim,
+    the interpreter and TorchScript raise; inside inference mode every backend steps it."""
+    results = {}
+    for backend in ("torch", "eager", "inductor"):
+        with torch.inference_mode():
+            p = torch.zeros(4)
+        opt = (torch.optim.SGD([p], lr=1.0, foreach=False) if backend == "torch"
+               else optdsl.Optimizer([p], "sgd", lr=1.0, backend=backend))
+        p.grad = torch.ones(4)
+        with pytest.raises(RuntimeError, match="Inplace update to inference tensor"):
+            opt.step()
+        with torch.inference_mode():
+            opt.step()
+        results[backend] = p.clone()
+    assert torch.equal(results["eager"], results["torch"])
+    assert torch.equal(results["inductor"], results["torch"])
