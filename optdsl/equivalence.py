@@ -613,10 +613,16 @@ def check_timeout(timeout) -> None:
                        f"limit), not {timeout!r}")
 
 
+# The longest wait for a forked prover: waits are select() calls, whose timeout is a C int of
+# milliseconds (24.8 days); 1e6 s (11.6 days) is far more than any proof is given. A longer
+# budget (infinity included) waits without a limit; the CLI's --timeout stops here.
+MAX_TIMEOUT = 1e6
+
+
 def run_with_budget(fn, args, budget: float, fallback):
     """``fn(conn, *args)`` in a forked process; its message, or ``fallback`` after ``budget`` s
-    (over 10^6 s, infinity included: no limit; select() takes no longer waits)."""
-    wait = None if budget > 1e6 else max(budget, 0.0)
+    (over ``MAX_TIMEOUT``, infinity included: no limit)."""
+    wait = None if budget > MAX_TIMEOUT else max(budget, 0.0)
     if "fork" not in multiprocessing.get_all_start_methods():
         box = []
 

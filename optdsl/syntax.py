@@ -322,6 +322,7 @@ def parse_syntax(text: str) -> Program:
     program.source = text
     return program
 
+
 def _unexpected_character(text: str, e: UnexpectedCharacters) -> DSLError:
     ch = text[e.pos_in_stream] if e.pos_in_stream is not None and e.pos_in_stream < len(text) else "?"
     hint = ""
@@ -359,4 +360,3 @@ def _unexpected_token(text: str, e: UnexpectedToken) -> DSLError:
         if _line_after_block(text, tok.line, tok.column):
             message += after_block.format(tok.line)
     return DSLError(message, tok.line, tok.column, text)
-

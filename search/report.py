@@ -92,11 +92,10 @@ def match_proofs(store: Store, task: str, protocol: str, top: int = 10, most: in
     from .match import MAX_SCORE, PREFIX, is_match
     if not is_match(task):
         return []
-    lines = []
+    lines, target = [], task[len(PREFIX):].strip()
     for row in board_rows(store, task, protocol, top):
         if row.get("name") or row["score"] is None or row["score"] < MAX_SCORE - 1e-9:
             continue
-        target = task[len(PREFIX):].strip()
         proof = match_proof(row["rule"], target)
         lines.append(f"#{row['rank']} is {proof.text}" if proof.proved else
                      f"#{row['rank']} is not proved to be {target}: {proof.text}")

@@ -66,6 +66,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import SearchError
 from .space import Tree
 from .strategies import STRATEGIES, SpaceStrategy
 
@@ -240,7 +241,6 @@ class RLStrategy(SpaceStrategy):
                     rule, allowed = requests[i]
                     p = probs[row, [ctl.offset[rule] + a for a in allowed]]
                     if not p.sum() > 0:  # NaN, or logits beyond the mask's -1e9
-                        from .errors import SearchError
                         raise SearchError(
                             "the RL controller's policy gives the grammar's choices no "
                             f"probability (its logits overflowed at lr="

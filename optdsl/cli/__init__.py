@@ -116,11 +116,6 @@ def positive_number(maximum: float | None = None):
     return parse_positive
 
 
-# The longest --timeout: waits for a forked prover are select() calls, whose timeout is a C int
-# of milliseconds (24.8 days); 1e6 s (11.6 days) is far more than any proof is given
-MAX_TIMEOUT = 1e6
-
-
 def name_values(items, flag: str, error=DSLError) -> dict:
     """``["beta1=0.95", ...]`` given to a repeatable ``flag`` -> ``{"beta1": "0.95"}`` (values
     stay strings; the consumer types them); an item without ``=`` raises ``error``."""

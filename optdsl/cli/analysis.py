@@ -6,9 +6,9 @@ import math
 import sys
 
 from ..check import validate_hyper
-from ..equivalence import PROVED, REFUTED, UNKNOWN, equivalent
+from ..equivalence import MAX_TIMEOUT, PROVED, REFUTED, UNKNOWN, equivalent
 from ..errors import DSLError, HyperparameterError
-from . import COMMANDS, MAX_TIMEOUT, count, load_rule, name_values, positive_number
+from . import COMMANDS, count, load_rule, name_values, positive_number
 
 EXIT = {PROVED: 0, REFUTED: 1, UNKNOWN: 3}
 
