@@ -75,13 +75,6 @@ def reward(result: dict):
     every promoted one, and among themselves by their screen)."""
     if result.get("rung") == "screen" and result.get("score") is not None:
         return result["score"] - 1.0
-    import os
-    w = float(os.environ.get("OPTDSL_GAIN_WEIGHT", "0"))
-    if w and result.get("score") is not None and result.get("metrics") and "gain" in result["metrics"][0]:
-        gain = max(0.0, result["metrics"][0]["gain"])
-        if os.environ.get("OPTDSL_GAIN_MODE") == "mul":
-            return result["score"] * (1 + w * gain)
-        return result["score"] + w * gain
     return result.get("score")  # the full score, or the middle rung's (see the module)
 
 

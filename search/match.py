@@ -117,24 +117,6 @@ def residual(u: torch.Tensor, v: torch.Tensor) -> tuple:
     return min(r, 1.0), c
 
 
-def gain_correlation(u: torch.Tensor, v: torch.Tensor) -> float:
-    """Experiment (OPTDSL_GAIN_WEIGHT in search.engine.reward; not kept): the correlation of
-    log|u/g| and log|v/g| over steps x elements, a zero gain taken at 1e-6 of the median
-    gain: 1 for every PowerSign/AddSign member against either target."""
-    g = torch.stack([torch.cat(x) for x in streams()[1]])
-
-    def log_gain(x):
-        a = (x / g).abs()
-        pos = a[a > 0]
-        floor = 1e-6 * float(pos.median()) if pos.numel() else 1e-300
-        lg = torch.log(a.clamp_min(floor))
-        return lg - lg.mean()
-    a, b = log_gain(u), log_gain(v)
-    if float(a.std()) < 1e-9 or float(b.std()) < 1e-9:
-        return 0.0
-    return max(-1.0, min(1.0, float((a * b).sum()) / float(a.norm() * b.norm())))
-
-
 def score_of(r: float) -> float:
     return max(0.0, -math.log10(max(r, CAP)))
 
@@ -245,8 +227,7 @@ def evaluate(job: dict) -> dict:
             r, c = residual(u, v)
             lr = rule.defaults.get("lr", 1.0)
             out.update(status="ok", score=score_of(r), best_lr=c * lr if c > 0 else None,
-                       metrics=[{"residual": r, "scale": c,
-                                 "gain": gain_correlation(u, v)}],
+                       metrics=[{"residual": r, "scale": c}],
                        curve=[[t + 1, score_of(residual(u[:t + 1], v[:t + 1])[0])]
                               for t in range(9, STEPS, 10)])
     out["finished_at"] = time.time()
