@@ -141,6 +141,10 @@ class _Printer:
             self.names[n] = f"x{tmp}"
             tmp += 1
             code = self.with_step_scalar(n, args) or self.code(n).format(*args, dtype='p.dtype')
+            if n.op == "where" and all(a.kind == Kind.SCALAR for a in n.args[1:]):
+                # a select of two step scalars (float32 elements for float16 and bfloat16
+                # parameters) is a value in the parameter's dtype, as the interpreter's is
+                code = f"{code}.to(p.dtype)"
             lines.append(f"{self.names[n]} = {code}")
         return lines
 
