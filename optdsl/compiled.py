@@ -220,11 +220,17 @@ class CompiledBackend(Backend):
         for p, _, st in items:
             self.host.policy.conform(p, st)
         self._dealias(items)
-        ps = [it[0] for it in items]
-        gs = [it[1] for it in items]
-        slot_lists = [[it[2][name] for it in items] for name in self.kernel_slot_names]
+        # 0-d tensors as 1-element views: a 0-d float16 or bfloat16 tensor with a 0-d float32
+        # scalar (torch.remainder(g, c), c ^ g) computes in float32, a 1-element one in its dtype
+        ps = [_one_d(it[0]) for it in items]
+        gs = [_one_d(it[1]) for it in items]
+        slot_lists = [[_one_d(it[2][name]) for it in items] for name in self.kernel_slot_names]
         self.kernel(None)(ps, gs, *slot_lists, self.scalars(bucket))
         done.extend(range(len(items)))
+
+
+def _one_d(t: torch.Tensor) -> torch.Tensor:
+    return t.view(1) if t.dim() == 0 else t
 
 
 def _reason(e: BaseException) -> str:
