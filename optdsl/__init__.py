@@ -8,6 +8,7 @@ The functions here are the API's edge: a rule may be given as a library name, pr
 a ``Rule``; it is resolved once here, and the modules below take ``Rule``s.
 """
 from . import canonical as _canonical
+from . import compiled as _compiled
 from . import equivalence as _equivalence
 from .errors import DSLError, HyperparameterError
 from .ir import Rule
@@ -23,6 +24,14 @@ def equivalent(a, b, steps: int = 3, bind: dict | None = None, hyper_map: dict |
     or answer unknown within ``timeout`` seconds (see ``optdsl.equivalence.equivalent``)."""
     return _equivalence.equivalent(resolve(a), resolve(b), steps=steps, bind=bind,
                                    hyper_map=hyper_map, timeout=timeout, seed=seed, domain=domain)
+
+
+def export(rule, path: str):
+    """Write ``rule``'s step as a TorchScript file ``torch.jit.load`` runs, as ``optdsl compile
+    RULE -o PATH`` does; returns the printed plan (``plan.arg_names``: what the step takes).
+    The loaded module's ``scalar_names``, ``state_names``, ``state_inits`` and ``host_states``
+    say how to call it (README, "Backends")."""
+    return _compiled.export(resolve(rule), path)
 
 
 def canonical_hash(rule) -> str:
@@ -42,5 +51,5 @@ def simplify(rule, prove: bool = True, timeout: float = 20.0):
 
 
 __all__ = ["DSLError", "HyperparameterError", "Optimizer", "Rule", "library", "parse", "resolve",
-           "equivalent", "canonical_hash", "fingerprint", "simplify", "lr_range_test"]
+           "equivalent", "export", "canonical_hash", "fingerprint", "simplify", "lr_range_test"]
 __version__ = "0.1.0"

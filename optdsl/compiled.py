@@ -41,7 +41,7 @@ import torch
 
 from .codegen import HEADER, KernelPlan, NotCompilable, plan_step
 from .errors import DSLError
-from .host import Backend, Bucket
+from .host import Backend, Bucket, StatePolicy
 from .ir import Rule
 from .printing import to_text
 
@@ -85,6 +85,15 @@ def script_step(plan: KernelPlan):
     """``torch.jit.script`` of the printed step, its deprecation warning silenced."""
     with _quiet_torchscript():
         return torch.jit.script(load_step(plan))
+
+
+def export(rule, path: str) -> KernelPlan:
+    """Write ``rule``'s step (a checked Rule) as TorchScript to ``path``, its states in the
+    dtypes the program declares (:func:`export_torchscript`; what ``optdsl compile -o``
+    writes), and return the plan it printed (``plan.arg_names``: the call's arguments)."""
+    plan = plan_step(rule, StatePolicy(rule).dtypes, backend="torchscript")
+    export_torchscript(plan, path)
+    return plan
 
 
 def export_torchscript(plan: KernelPlan, path: str) -> None:

@@ -230,3 +230,28 @@ def test_compile_exports_the_state_dtypes_the_program_declares(tmp_path):
         opt.step()
         step([q], [g], [v], torch.tensor([0.01, 0.99, 1 - 0.99], dtype=torch.float32))
     assert opt.state[p]["v"].dtype == torch.bfloat16 and torch.equal(q, p.detach())
+
+
+def test_export_from_python_writes_the_step_compile_o_writes(tmp_path):
+    """``optdsl.export`` is ``optdsl compile RULE -o`` for Python users: the loaded step, called
+    with the scalars its ``scalar_names`` name, steps as the Optimizer's TorchScript backend."""
+    plan = optdsl.export("adam", str(tmp_path / "adam.pt"))
+    step = torch.jit.load(str(tmp_path / "adam.pt"))
+    assert plan.arg_names[0] == "params" and list(step.state_names) == ["m", "v"]
+    assert list(step.state_inits) == ["0", "0"] and list(step.host_states) == []
+    gen = torch.Generator().manual_seed(1)
+    p0 = torch.randn(64, generator=gen)
+    p = torch.nn.Parameter(p0.clone())
+    opt = optdsl.Optimizer([p], "adam", lr=0.01, backend="torchscript")
+    hypers = {k: v for k, v in opt.param_groups[0].items() if isinstance(v, float)}
+    q, m, v = p0.clone(), torch.zeros(64), torch.zeros(64)
+    for t in range(1, 6):
+        g = torch.randn(64, generator=gen)
+        p.grad = g.clone()
+        opt.step()
+        values = [eval(name.replace("^", "**"), {}, {**hypers, "t": t})
+                  for name in step.scalar_names]
+        step([q], [g], [m], [v], torch.tensor(values, dtype=torch.float32))
+    assert torch.equal(q, p.detach()) and torch.equal(m, opt.state[p]["m"])
+    with pytest.raises(optdsl.DSLError):
+        optdsl.export("lr * sign(", str(tmp_path / "bad.pt"))

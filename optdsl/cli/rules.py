@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..codegen import module_source, plan_step, safe_comment
-from ..compiled import export_torchscript, host_states
+from ..compiled import export, host_states
 from ..errors import DSLError
 from ..host import StatePolicy
 from ..library import library, summary
@@ -91,7 +91,7 @@ def cmd_compile(argv) -> int:
             print("optdsl compile: -o exports TorchScript only; use --backend torchscript",
                   file=sys.stderr)
             return 2
-        export_torchscript(plan, args.output)
+        export(rule, args.output)
         print(f"wrote {args.output}: torch.jit.load it and call it with "
               f"({', '.join(plan.arg_names)})", file=sys.stderr)
     return 0
