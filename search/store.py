@@ -120,6 +120,8 @@ CREATE TABLE IF NOT EXISTS proposals (
 );
 """
 _JSON_COLUMNS = ("metrics", "curve")
+_NUMBER_COLUMNS = ("score", "best_lr", "diverged_step", "duration", "started_at", "finished_at",
+                   "score_se", "val_loss", "screen_score", "middle_score")
 
 
 def _dumps(x) -> str:
@@ -292,15 +294,26 @@ class Store:
                          "score DESC, id"}[order]
         return [self._row(r) for r in self.conn.execute(sql, args)]
 
-    @staticmethod
-    def _row(row) -> dict | None:
+    def _row(self, row) -> dict | None:
+        """An evaluation row as a dict; a value of the wrong type (a store edited by hand) is
+        a SearchError naming the row and the column, not a traceback where it is used."""
         if row is None:
             return None
         d = dict(row)
+        for k in _NUMBER_COLUMNS:
+            if d.get(k) is not None and not isinstance(d[k], (int, float)):
+                raise SearchError(f"{self.path}: evaluation {d.get('id')} is damaged: its {k} "
+                                  f"is {d[k]!r}, not a number")
         for k in _JSON_COLUMNS:
             if k in d and d[k] is not None:
-                d[k] = json.loads(d[k])
+                d[k] = self._json(d[k], f"evaluation {d.get('id')}'s {k}")
         return d
+
+    def _json(self, text, what: str):
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError):
+            raise SearchError(f"{self.path}: {what} is damaged: not JSON") from None
 
     # --- searches and proposals --------------------------------------------------------------
     def create_search(self, *, strategy: str, task: str, protocol: str, protocol_config: dict,
@@ -323,7 +336,7 @@ class Store:
             return None
         d = dict(row)
         for k in ("protocol_config", "options", "state"):
-            d[k] = json.loads(d[k]) if d[k] is not None else None
+            d[k] = self._json(d[k], f"search {d['id']}'s {k}") if d[k] is not None else None
         return d
 
     def searches(self) -> list:

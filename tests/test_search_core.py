@@ -853,6 +853,30 @@ def test_a_store_damaged_past_its_first_pages_is_one_line(tmp_path, capsys):
         assert "is damaged and cannot be read" in err and "Traceback" not in err, err
 
 
+def test_a_store_edited_by_hand_is_one_line_naming_the_row(tmp_path, capsys):
+    """A score written as text (sqlite keeps any type in a REAL column) made report print a
+    format error's traceback; a broken search state, json's."""
+    from optdsl.cli import main
+    path = str(tmp_path / "s.sqlite")
+    assert _cli("--store", path, "--budget", "20") == 0
+    capsys.readouterr()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE evaluations SET score = 'abc' WHERE id = 3")
+    conn.commit()
+    for argv in (["report", path, "--no-plots"],
+                 ["search", "--task", "match:sgd", "--store", path, "--resume", "--budget", "30"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "evaluation 3 is damaged: its score is 'abc', not a number" in err, err
+        assert len(err.strip().splitlines()) == 1
+    conn.execute("UPDATE evaluations SET score = 0.5 WHERE id = 3")
+    conn.execute("UPDATE searches SET state = '{broken'")
+    conn.commit()
+    conn.close()
+    assert main(["report", path, "--no-plots"]) == 2
+    assert "search 1's state is damaged: not JSON" in capsys.readouterr().err
+
+
 def test_a_read_only_copy_whose_log_holds_results_is_refused_not_read_empty(tmp_path, monkeypatch):
     """A killed search leaves its results in STORE-wal; where SQLite cannot write next to the
     store, the fallback immutable=1 read the store without its log: 'no evaluation has
