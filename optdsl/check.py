@@ -118,6 +118,12 @@ class _RuleBuilder:
                 self.implicit.add(name)
         return ir.hyper(name)
 
+    def differs(self, name: str, default: float, pos: Pos | None = None) -> bool:
+        """Whether ``name`` is a hyperparameter already, declared with another default."""
+        held = self.hypers.get(name)
+        return held is not None and name not in self.implicit \
+            and held.default != _valid_hyper(name, default, pos)
+
     def unique_slot_name(self, base: str) -> str:
         taken = {s.name for s in self.slots} | self.reserved
         if base not in taken:
@@ -352,6 +358,10 @@ class _Instance:
                 # declares (lookahead(ranger): ranger's own lookahead keeps its own k)
                 declared = self.own | self.enclosing
                 target = h if (h == "lr" or h not in declared) else f"{name}_{h}"
+                # nor one that another call lifted with another default (adam() + adamw():
+                # adamw's weight_decay keeps its 0.01 as adamw_weight_decay, not adam's 0)
+                if target != "lr" and self.b.differs(target, value, at):
+                    target = f"{name}_{h}"
                 hypers[h] = self.b.add_hyper(target, value, at)
         count = sum(1 for s in self.b.subrules if s == name)
         self.b.subrules.append(name)

@@ -54,3 +54,29 @@ def test_a_0d_half_precision_parameter_computes_in_its_dtype_on_torchscript(dtyp
     p.grad = torch.tensor(0.25, dtype=dtype)
     opt.step()
     assert opt.state[p]["m"].shape == () and p.shape == ()
+
+
+def test_two_calls_lifting_one_name_with_other_defaults_keep_each_callees_default():
+    """``adam() + adamw()``: both lift ``weight_decay``; the first default was kept for both,
+    so adamw's decoupled decay of 0.01 became 0 (and ``adamw() + adam()`` gave adam an L2
+    decay of 0.01; ``sgd() + momentum()`` was sgd twice). A later call's name with another
+    default is lifted as ``<callee>_<name>``, as a name the caller declares is."""
+    from optdsl.interpreter import trajectory
+    gen = torch.Generator().manual_seed(0)
+    p0 = torch.randn(6, generator=gen, dtype=torch.float64)
+    grads = [torch.randn(6, generator=gen, dtype=torch.float64) for _ in range(20)]
+
+    def run(text):
+        rule = optdsl.parse(text)
+        return torch.stack(trajectory(rule, rule.defaults, p0, grads))
+
+    both = optdsl.parse("r(lr=0.1) = adam() + adamw()")
+    assert both.defaults["weight_decay"] == 0.0 and both.defaults["adamw_weight_decay"] == 0.01
+    assert torch.allclose(run("r(lr=0.1) = adam() + adamw()"),
+                          run("r(lr=0.1) = 2 * adam() + lr * 0.01 * p"), rtol=1e-12, atol=0)
+    assert torch.allclose(run("r(lr=0.1) = sgd() + momentum()"),
+                          run("r(lr=0.1) = sgd() + sgd(momentum=0.9)"), rtol=1e-12, atol=0)
+    # equal defaults stay one hyperparameter, and lr is always shared
+    assert list(optdsl.parse("r(lr=0.1) = adam() + adam()").hypers) == \
+        ["lr", "beta1", "beta2", "eps", "weight_decay"]
+    assert list(optdsl.parse("r(lr=0.1) = yogi() + adam()").hypers)[-1] == "adam_eps"
