@@ -80,3 +80,12 @@ def test_two_calls_lifting_one_name_with_other_defaults_keep_each_callees_defaul
     assert list(optdsl.parse("r(lr=0.1) = adam() + adam()").hypers) == \
         ["lr", "beta1", "beta2", "eps", "weight_decay"]
     assert list(optdsl.parse("r(lr=0.1) = yogi() + adam()").hypers)[-1] == "adam_eps"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_number_minus_a_half_precision_tensor_rounds_the_number_as_eager_does_on_inductor(dtype):
+    """``0.3 - g`` was printed with the literal first; eager torch (the interpreter, TorchScript)
+    rounds 0.3 to g's dtype in that order (rsub), Inductor computed with 0.3 unrounded: one
+    bfloat16 element of 35 off at step 1. The number is now a step scalar there, printed as
+    eager computes it."""
+    _assert_same("r(lr=0.1) = lr * (0.3 - g)", "inductor", dtype)
