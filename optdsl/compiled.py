@@ -30,6 +30,7 @@ computed on the host with the other scalars and compiles.
 """
 from __future__ import annotations
 
+import bisect
 import linecache
 import os
 import shutil
@@ -349,7 +350,7 @@ class InductorBackend(CompiledBackend):
         slot = (id(items[0][0]), len(items))
         entry = self._plans.get(slot)
         fp = _fingerprint(items, names, entry.shared if entry is not None else ())
-        if entry is None or entry.fingerprint != fp:
+        if entry is None or entry.fingerprint != fp or entry.aliased != _aliased(items, entry.written):
             if entry is not None:  # tensors changed: the other patterns' plans hold old ones
                 self._plans.clear()
             for p, _, st in items:  # follow the parameters' dtype and device; check shapes
@@ -391,7 +392,9 @@ class InductorBackend(CompiledBackend):
             signature = (str(device), dtype, tuple(r[0] for r in part))
             calls.append((self.kernel(signature), [r[1] for r in part], [r[2] for r in part],
                           [[r[3][k] for r in part] for k in range(len(names))]))
-        return _Chunks(calls, frozenset(shared), _fingerprint(items, names, shared))
+        written = _written(items, names, shared)
+        return _Chunks(calls, frozenset(shared), _fingerprint(items, names, shared), written,
+                       _aliased(items, written))
 
     def build(self, signature):
         key = (self.plan.source, signature)
@@ -411,34 +414,65 @@ class InductorBackend(CompiledBackend):
 
 
 def _fingerprint(items, names, interpreted=()) -> tuple:
-    """What a plan is valid for (see InductorBackend): one flat tuple per step. The states of
-    the ``interpreted`` items (``_sharing_memory``) are left out: the interpreter may give them
-    new tensors every step, and none can come to share a kernel's memory (made from their own
-    parameter and gradient, which share only with other interpreted items)."""
-    key, written = [], set()
+    """What a plan is valid for (see InductorBackend), with :func:`_aliased`: one flat tuple
+    per step. The states of the ``interpreted`` items (``_sharing_memory``) are left out: the
+    interpreter may give them new tensors every step, and none can come to share a kernel's
+    memory (made from their own parameter and gradient, which share only with other
+    interpreted items)."""
+    key = []
     for i, (p, g, st) in enumerate(items):
         key += (p.data_ptr(), p.dtype, p.shape, p.stride(), p.device,
                 g.dtype, g.shape, g.stride(), g.device)
-        written.add(p.data_ptr())
-        if i in interpreted:
-            continue
-        for n in names:
-            t = st[n]
-            key += (t.data_ptr(), t.dtype, t.shape, t.stride(), t.device)
-            written.add(t.data_ptr())
-    # A gradient's address is not part of a plan (it is new every step), but one at the
-    # address of a written tensor or of another gradient (``c.grad = a.detach()``, one tensor
-    # as two gradients, which dynamo would pass to the graph as one input) makes a new plan,
-    # in which _sharing_memory leaves it to the interpreter. Partial overlaps that appear
-    # after a plan was made are not seen (a plan checks spans, a step only addresses).
-    seen, aliased = set(), []
+        if i not in interpreted:
+            for n in names:
+                t = st[n]
+                key += (t.data_ptr(), t.dtype, t.shape, t.stride(), t.device)
+    return tuple(key)
+
+
+def _span(t: torch.Tensor) -> tuple:
+    """[first byte, last byte + 1) of the memory ``t`` reads (an empty span for no elements)."""
+    lo = t.data_ptr()
+    if t.is_contiguous():
+        return lo, lo + t.numel() * t.element_size()
+    if not t.numel():
+        return lo, lo
+    return lo, lo + (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))) * t.element_size()
+
+
+def _written(items, names, interpreted) -> tuple:
+    """(starts, ends): the memory a step writes (every parameter, and the states of the items
+    a kernel runs), as sorted disjoint spans. Fixed while the fingerprint is: made with the plan."""
+    spans = sorted(_span(t) for i, (p, _, st) in enumerate(items)
+                   for t in [p] + ([] if i in interpreted else [st[n] for n in names]) if t.numel())
+    starts, ends = [], []
+    for lo, hi in spans:
+        if ends and lo < ends[-1]:
+            ends[-1] = max(ends[-1], hi)
+        else:
+            starts.append(lo)
+            ends.append(hi)
+    return tuple(starts), tuple(ends)
+
+
+def _aliased(items, written) -> tuple:
+    """The items whose gradient shares memory with a written tensor, in part or whole
+    (``c.grad = a.detach()[1:]``, a view of another parameter's state), or is at another
+    gradient's address (one tensor given as two gradients, which dynamo would pass to the
+    graph as one input). Gradients are new every step, so this is checked every step: a
+    change makes a new plan, in which ``_sharing_memory`` leaves such items to the
+    interpreter."""
+    starts, ends = written
+    seen, out = set(), []
     for i, (_, g, _) in enumerate(items):
-        if g.numel():
-            a = g.data_ptr()
-            if a in written or a in seen:
-                aliased.append(i)
-            seen.add(a)
-    return tuple(key) + tuple(aliased)
+        if not g.numel():
+            continue
+        lo, hi = _span(g)
+        k = bisect.bisect_right(starts, hi - 1) - 1  # the last written span starting before hi
+        if (k >= 0 and ends[k] > lo) or lo in seen:
+            out.append(i)
+        seen.add(lo)
+    return tuple(out)
 
 
 def _sharing_memory(items, names) -> set:
@@ -473,10 +507,12 @@ def _sharing_memory(items, names) -> set:
 class _Chunks:
     """A group's plan: its kernel calls ((kernel, gradient order, params, state lists) each),
     the items left to the interpreter, and the fingerprint it is valid for."""
-    __slots__ = ("calls", "shared", "fingerprint")
+    __slots__ = ("calls", "shared", "fingerprint", "written", "aliased")
 
-    def __init__(self, calls, shared: frozenset, fingerprint: tuple):
+    def __init__(self, calls, shared: frozenset, fingerprint: tuple, written: tuple,
+                 aliased: tuple):
         self.calls, self.shared, self.fingerprint = calls, shared, fingerprint
+        self.written, self.aliased = written, aliased
 
 
 def _skip_guards(entries):
