@@ -85,6 +85,16 @@ def test_a_missing_program_file_cannot_be_read_in_every_command(tmp_path, capsys
         assert err == f"optdsl {argv[0]}: cannot read {missing}: No such file or directory\n"
 
 
+def test_a_mistyped_file_name_says_no_such_rule_or_file(capsys):
+    """``optdsl show a.op`` (a file that is not there, not ending in .opt) was read as a formula:
+    'unexpected character .' alone, with no word that the file does not exist."""
+    for argv in (["show", "a.op"], ["simplify", "rules/mine.opx", "--no-prove"]):
+        status, err = status_and_stderr(argv, capsys)
+        assert status == 2 and f"no rule or file named {argv[1]}; read as a formula" in err, err
+    status, err = status_and_stderr(["show", "lr * g.x"], capsys)  # an operator: a formula
+    assert status == 2 and "no rule or file" not in err and "no attributes" in err
+
+
 def test_output_paths_and_counts_are_checked_before_any_work(tmp_path, capsys):
     out = str(tmp_path / "missing" / "x")
     for argv, message in [

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import math
 import os
+import re
 import sys
 
 from ..errors import DSLError, did_you_mean
@@ -66,8 +67,24 @@ def load_rule(arg: str):
     """A checked Rule from a command-line argument (see read_program_arg)."""
     if arg in library:
         return library[arg]
-    text, _ = read_program_arg(arg)
-    return parse(text)
+    return rule_of(arg, *read_program_arg(arg))
+
+
+def rule_of(arg: str, text: str, label: str):
+    """The checked Rule of ``text`` read from ``arg`` (``read_program_arg``); an argument that
+    failed as a formula but looks like a file name (``a.op``) says that no such file exists."""
+    if arg in library:
+        return library[arg]
+    try:
+        return parse(text)
+    except DSLError as e:
+        if label == "<formula>" and _FILE_NAME.fullmatch(arg):  # a.op: a mistyped file name?
+            raise DSLError(f"no rule or file named {arg}; read as a formula, "
+                           f"{e.message}", e.line, e.column, text) from None
+        raise
+
+
+_FILE_NAME = re.compile(r"[\w./~-]*\w\.[A-Za-z]\w*")  # name.ext, no operators or spaces
 
 
 def output_file(path: str) -> str:

@@ -11,7 +11,7 @@ from ..host import StatePolicy
 from ..library import library, summary
 from ..printing import to_text
 from ..rules import parse
-from . import COMMANDS, load_rule, output_file, read_program_arg, read_text
+from . import COMMANDS, load_rule, output_file, read_program_arg, read_text, rule_of
 
 
 def cmd_list(argv) -> int:
@@ -27,8 +27,8 @@ def cmd_show(argv) -> int:
     ap.add_argument("rule", help="a library name, a program file or a formula")
     ap.add_argument("--latex", action="store_true", help="print the rule as LaTeX")
     args = ap.parse_args(argv)
-    text, _ = read_program_arg(args.rule)  # read once: '-' is standard input
-    rule = library[args.rule] if args.rule in library else parse(text)
+    text, label = read_program_arg(args.rule)  # read once: '-' is standard input
+    rule = rule_of(args.rule, text, label)
     if args.latex:
         from ..symbolic import to_latex  # sympy: imported only for --latex
         print(to_latex(rule))
