@@ -121,6 +121,11 @@ class _Printer:
         if lit is not None and pos in PRIMITIVES[parent.op].literal_positions:
             if parent.op == "where" and all(_literal(b) is not None for b in parent.args[1:]):
                 return self.scalar_ref(a)  # two literal branches would give the default dtype
+            if parent.op in ("add", "sub") and self.backend == "inductor":
+                # Inductor takes an inline number unrounded; eager on CPU rounds it to a
+                # float16/bfloat16 tensor's dtype for + and -: as a step scalar, it is printed
+                # as eager computes it (with_step_scalar)
+                return self.scalar_ref(a)
             return lit
         return self.scalar_ref(a)
 
@@ -154,7 +159,10 @@ class _Printer:
         torch: in float32 with ``c`` unrounded, the result rounded once (torch and Inductor
         would round ``c`` to the tensor's dtype first: momentum 0.99 became 0.98828125 in
         bfloat16). Where the scalar comes first, as eager's reflected operators do: ``c - T``
-        rounds ``c`` (``rsub``), ``c / T`` is ``reciprocal(T) * c``. A no-op cast elsewhere."""
+        rounds ``c`` (``rsub``), ``c / T`` is ``reciprocal(T) * c``. On CPU eager's ``T + c``,
+        ``c + T`` and ``T - c`` round ``c`` to T's dtype too (measured, torch 2.13: bfloat16 and
+        float16); other devices keep the unrounded form (not measured here: no GPU). A no-op
+        cast for float32 and float64 tensors."""
         if n.op not in _OPMATH or len(args) != 2:
             return None
         scalar = [a.kind == Kind.SCALAR and self.names.get(a) == arg for a, arg in zip(n.args, args)]
@@ -166,7 +174,12 @@ class _Printer:
             return f"({c}.to({t}.dtype) - {t})"
         if first and n.op == "div":
             return f"(torch.reciprocal({t}).to({c}.dtype) * {c}).to({t}.dtype)"
-        return f"({t}.to({c}.dtype) {_OPMATH[n.op]} {c}).to({t}.dtype)"
+        unrounded = f"({t}.to({c}.dtype) {_OPMATH[n.op]} {c}).to({t}.dtype)"
+        if n.op in ("add", "sub"):  # eager on CPU rounds c to T's dtype for + and - (not * /)
+            rounded = f"({c}.to({t}.dtype) + {t})" if first else \
+                f"({t} {_OPMATH[n.op]} {c}.to({t}.dtype))"
+            return f"({rounded} if {t}.is_cpu else {unrounded})"
+        return unrounded
 
     def code(self, n: ir.Node) -> str:
         """The code template of a node: its operator's (this backend's own where the table

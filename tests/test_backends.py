@@ -545,3 +545,26 @@ def test_an_inference_tensor_is_refused_outside_inference_mode_as_torch_refuses_
         results[backend] = p.clone()
     assert torch.equal(results["eager"], results["torch"])
     assert torch.equal(results["inductor"], results["torch"])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backend", ["torchscript", "inductor"])
+def test_adding_a_number_to_a_half_precision_tensor_rounds_it_as_eager_on_cpu(dtype, backend):
+    """Eager on CPU rounds the number of ``T + c``, ``c + T`` and ``T - c`` to a float16 or
+    bfloat16 T's dtype (not that of ``T * c``); the compiled steps added it unrounded: a
+    hyperparameter on both backends (``(k + g) * (g - k)``: 5-16 of 64 elements off the
+    interpreter after 10 steps), an inline number on Inductor (``g - 0.3``: 4-14)."""
+    if backend == "inductor" and optdsl.compiled.inductor_available():
+        pytest.skip(optdsl.compiled.inductor_available())
+    for src in ["r(lr=0.1, k=0.7) = lr * (k + g) * (g - k)", "r(lr=0.1) = lr * (g - 0.3)",
+                "r(lr=0.1) = lr * (0.3 + g)"]:
+        out = {}
+        for b in ("eager", backend):
+            torch.manual_seed(0)
+            p = torch.nn.Parameter(torch.randn(64).to(dtype))
+            opt = optdsl.Optimizer([p], src, backend=b)
+            for _ in range(10):
+                p.grad = (2 * torch.randn(64)).to(dtype)
+                opt.step()
+            out[b] = p.detach()
+        assert torch.equal(out["eager"], out[backend]), src
