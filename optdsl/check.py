@@ -100,6 +100,7 @@ class _RuleBuilder:
         self.state_dtypes: dict = {}  # slot name -> (storage dtype, Pos) written in the program
         self.hypers: dict = {}
         self.implicit: set = set()  # names used but declared by no header (lr): default pending
+        self.lifted: set = set()  # names a call lifted from its callee (not a header's)
         self.slots: list = []
         self.kind_hints = kind_hints  # slot name -> Kind learnt on a previous pass
         self.kind_raised = False
@@ -119,9 +120,10 @@ class _RuleBuilder:
         return ir.hyper(name)
 
     def differs(self, name: str, default: float, pos: Pos | None = None) -> bool:
-        """Whether ``name`` is a hyperparameter already, declared with another default."""
+        """Whether another call lifted ``name`` already, with another default (a header's name
+        is not: an alias's header sets its callee's defaults)."""
         held = self.hypers.get(name)
-        return held is not None and name not in self.implicit \
+        return held is not None and name in self.lifted and name not in self.implicit \
             and held.default != _valid_hyper(name, default, pos)
 
     def unique_slot_name(self, base: str) -> str:
@@ -363,6 +365,7 @@ class _Instance:
                 if target != "lr" and self.b.differs(target, value, at):
                     target = f"{name}_{h}"
                 hypers[h] = self.b.add_hyper(target, value, at)
+                self.b.lifted.add(target)
         count = sum(1 for s in self.b.subrules if s == name)
         self.b.subrules.append(name)
         prefix = f"{self.prefix}{name}{'#' + str(count + 1) if count else ''}."
