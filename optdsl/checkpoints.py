@@ -28,8 +28,8 @@ nesterov   SGD (momentum=0.9, nesterov=True)  momentum_buffer -> sgd.b
 torch counts steps in a float tensor (SGD does not count them); optdsl in an int. Groups
 convert ``betas`` <-> ``beta1``/``beta2`` and ``nesterov`` bool <-> 0/1; torch's
 implementation switches (foreach, fused, capturable, differentiable) are dropped on the way in
-and set to torch's defaults on the way out. ``maximize=True`` has no optdsl counterpart and is
-refused.
+and set to torch's defaults on the way out; ``maximize`` travels both ways (the Optimizer's
+option of the same name).
 """
 from __future__ import annotations
 
@@ -105,15 +105,13 @@ def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
     groups = []
     for g in sd["param_groups"]:
         wrong = {k: g[k] for k, v in row.fixed.items() if k in g and bool(g[k]) != v}
-        if g.get("maximize"):
-            wrong["maximize"] = True
         if wrong:
             raise CheckpointError(
                 f"this torch.optim.{row.torch_class} checkpoint has "
                 + ", ".join(f"{k}={v}" for k, v in wrong.items())
                 + f", which rule {rule.name} does not compute"
                 + (" (use rule amsgrad)" if wrong.get("amsgrad") else ""))
-        g = {k: v for k, v in g.items() if k not in _TORCH_ONLY}
+        g = {k: v for k, v in g.items() if k not in _TORCH_ONLY or k == "maximize"}
         if "betas" in g:
             g["beta1"], g["beta2"] = (float(b) for b in g["betas"])
         if "nesterov" in g:
@@ -161,6 +159,7 @@ def to_torch_state_dict(rule: Rule, sd: dict) -> dict:
         if "nesterov" in hypers:
             out["nesterov"] = bool(g["nesterov"])
         out.update(row.fixed, **_flags(row))
+        out["maximize"] = bool(g.get("maximize", False))
         groups.append(out)
     state = {}
     for index, st in sd["state"].items():

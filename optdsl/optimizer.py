@@ -44,6 +44,13 @@ def _callers_level() -> int:
     return level
 
 
+def _flag(name: str, value) -> bool:
+    """A True/False option (torch's ``maximize``): a bool, or 0/1; anything else a ValueError."""
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, not {value!r}")
+
+
 def _split_betas(hypers: dict) -> None:
     """Accept torch's ``betas=(b1, b2)`` as ``beta1``, ``beta2`` (explicit names win)."""
     if isinstance(hypers.get("betas"), (tuple, list)):
@@ -66,6 +73,8 @@ class Optimizer(torch.optim.Optimizer):
         state_dtype: storage dtype of the tensor states, e.g. ``torch.bfloat16`` (all of them)
             or ``{"v": torch.bfloat16}`` (by state name, as ``optdsl show RULE`` lists them);
             states are widened to the parameter's dtype for the step. Default: the parameter's.
+        maximize: ascend instead of descend, as torch.optim's ``maximize`` (per param group
+            too): the rule sees ``-g`` for ``g`` (a decay of ``p`` still pulls towards 0).
         seed: seeds the generator of the random primitives (saved in ``state_dict``).
             Default: for a rule that draws random numbers, one draw from torch's global
             generator (``torch.manual_seed`` makes it reproducible, and two optimizers draw
@@ -77,7 +86,8 @@ class Optimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, params, rule="adam", *, backend: str | None = None,
-                 seed: int | None = None, state_dtype=None, **hyperparameters):
+                 seed: int | None = None, state_dtype=None, maximize: bool = False,
+                 **hyperparameters):
         _outside_compiled_graphs()
         self.rule: Rule = resolve(rule)
         defaults = self.rule.defaults
@@ -92,6 +102,7 @@ class Optimizer(torch.optim.Optimizer):
         self.generator.manual_seed(_default_seed(self.rule) if seed is None else int(seed))
         if "beta1" in defaults and "beta2" in defaults:
             defaults["betas"] = (defaults["beta1"], defaults["beta2"])  # what torch schedulers look for
+        defaults["maximize"] = _flag("maximize", maximize)
         super().__init__(params, defaults)
 
     # --- groups --------------------------------------------------------------------------------
@@ -106,10 +117,8 @@ class Optimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict) -> None:
         if isinstance(param_group, dict):
-            if param_group.get("maximize"):  # torch.optim's option; a kept key would minimise
-                raise HyperparameterError(
-                    f"maximize=True has no counterpart in optdsl (rule {self.rule.name} "
-                    "minimises); negate the loss instead")
+            if "maximize" in param_group:
+                param_group["maximize"] = _flag("maximize", param_group["maximize"])
             _split_betas(param_group)
             for k in list(param_group):
                 if k in self.rule.hypers:
@@ -164,7 +173,7 @@ class Optimizer(torch.optim.Optimizer):
                                        "gradients; use dense gradients (e.g. sparse=False in "
                                        "nn.Embedding)")
                 params.append(p)
-                grads.append(p.grad)
+                grads.append(-p.grad if group.get("maximize") else p.grad)  # as torch.optim
                 states.append(self.state[p])
             if params:
                 hypers = {k: group[k] for k in self.rule.hypers}

@@ -161,17 +161,38 @@ def test_param_group_keeps_unknown_keys_as_torch_does_and_warns_on_a_likely_typo
     assert opt.param_groups[0]["beta1"] == 0.9  # the typo changed nothing
 
 
-def test_a_group_asking_to_maximize_is_an_error_as_the_keyword_is():
-    """``maximize=True`` in a param group (torch.optim's option) was kept as an unknown key and
-    the rule minimised: a torch user's ascent ran as descent. The keyword and a torch checkpoint
-    with it were already refused."""
-    p = [torch.zeros(1, requires_grad=True)]
-    with pytest.raises(optdsl.DSLError, match="maximize=True"):
-        optdsl.Optimizer([{"params": p, "maximize": True}], "sgd")
-    opt = optdsl.Optimizer([{"params": p, "maximize": False, "foreach": None}], "sgd")
-    with pytest.raises(optdsl.DSLError, match="maximize=True"):
-        opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], "maximize": True})
-    assert len(opt.param_groups) == 1
+@pytest.mark.parametrize("backend", ["eager", "torchscript", "inductor"])
+def test_maximize_ascends_per_group_as_torch_optim_does(backend):
+    """torch.optim's ``maximize`` (the keyword and per param group) was refused; a torch user's
+    gradient ascent could not move over. The rule now sees -g, as torch's optimizers do (weight
+    decay still pulls towards 0), on every backend; checkpoints and to_torch/from_torch carry it."""
+    def run(make):
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+        q = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+        opt = make([{"params": [p]}, {"params": [q], "maximize": False}])
+        for _ in range(30):
+            opt.zero_grad()
+            (-(p ** 2).sum() + (q ** 2).sum()).backward()
+            opt.step()
+        return p.detach(), q.detach(), opt
+    for rule, torch_opt in [("sgd", lambda g: torch.optim.SGD(g, lr=0.01, momentum=0.9,
+                                                              weight_decay=0.1, maximize=True)),
+                            ("adam", lambda g: torch.optim.Adam(g, lr=0.01, weight_decay=0.1,
+                                                                maximize=True))]:
+        hypers = {"momentum": 0.9} if rule == "sgd" else {}
+        want = run(torch_opt)
+        got = run(lambda g: optdsl.Optimizer(g, rule, lr=0.01, weight_decay=0.1, maximize=True,
+                                             backend=backend, **hypers))
+        for x, y in zip(got[:2], want[:2]):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+    opt = got[2]
+    assert [g["maximize"] for g in opt.to_torch().param_groups] == [True, False]
+    back = optdsl.Optimizer.from_torch(want[2])
+    assert [g["maximize"] for g in back.param_groups] == [True, False]
+    with pytest.raises(ValueError, match="maximize must be True or False"):
+        optdsl.Optimizer([torch.zeros(1, requires_grad=True)], "sgd", maximize="yes")
+
 
 def _lr_trace(scheduler_factory, backend, steps=60, rule="sgd"):
     p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
