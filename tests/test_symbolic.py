@@ -309,7 +309,7 @@ EQUAL_BY_REWRITING = [
     ("lr * sign(g) * abs(g)", "lr * g"),
     ("lr * sqrt(g^2) / g", "lr * abs(g) / g"),
     ("sgdw", "sw(lr=1e-3, momentum=0.9, dampening=0, weight_decay=1e-4) = "
-             "lr * weight_decay * p + heavyball(g, momentum, dampening) * lr"),
+             "lr * weight_decay * p + where(momentum == 0, g, heavyball(g, momentum, dampening)) * lr"),
     ("e1(lr=1e-3, beta=0.9) = lr * ema(g, beta)",
      "e2(lr=1e-3, b=0.9):\n    state m = 0\n    junk = m * 3\n    m := b*m + g - b*g\n    return m*lr"),
     ("lr * max(g, p) - lr * min(p, g) * 1", "lr * (max(p, g) - min(g, p))"),
