@@ -51,11 +51,26 @@ def _flag(name: str, value) -> bool:
     raise ValueError(f"{name} must be True or False, not {value!r}")
 
 
-def _split_betas(hypers: dict) -> None:
-    """Accept torch's ``betas=(b1, b2)`` as ``beta1``, ``beta2`` (explicit names win)."""
-    if isinstance(hypers.get("betas"), (tuple, list)):
-        for i, b in enumerate(hypers["betas"], start=1):
-            hypers.setdefault(f"beta{i}", b)
+# torch.optim's tuple options -> the rule's hyperparameters they hold, in order
+TUPLE_OPTIONS = {"betas": ("beta1", "beta2"), "etas": ("etaminus", "etaplus"),
+                 "step_sizes": ("step_size_min", "step_size_max")}
+
+
+def _split_tuples(hypers: dict, rule: Rule) -> None:
+    """Accept torch's ``betas=(b1, b2)`` as ``beta1``, ``beta2``, and Rprop's ``etas`` and
+    ``step_sizes`` likewise (explicit names win); ``etas`` and ``step_sizes`` are then dropped
+    (``betas`` stays: torch's schedulers cycle it)."""
+    for option, names in TUPLE_OPTIONS.items():
+        value = hypers.get(option)
+        if not isinstance(value, (tuple, list)) or not set(names) <= set(rule.hypers):
+            continue
+        if len(value) != len(names):
+            raise ValueError(f"{option} takes {len(names)} values ({', '.join(names)}), "
+                             f"not {len(value)}")
+        for name, v in zip(names, value):
+            hypers.setdefault(name, v)
+        if option != "betas":
+            del hypers[option]
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -91,7 +106,7 @@ class Optimizer(torch.optim.Optimizer):
         _outside_compiled_graphs()
         self.rule: Rule = resolve(rule)
         defaults = self.rule.defaults
-        _split_betas(hyperparameters)
+        _split_tuples(hyperparameters, self.rule)
         hyperparameters.pop("betas", None)
         self._check_names(hyperparameters)
         defaults.update({k: validate_hyper(k, v) for k, v in hyperparameters.items()})
@@ -119,7 +134,7 @@ class Optimizer(torch.optim.Optimizer):
         if isinstance(param_group, dict):
             if "maximize" in param_group:
                 param_group["maximize"] = _flag("maximize", param_group["maximize"])
-            _split_betas(param_group)
+            _split_tuples(param_group, self.rule)
             for k in list(param_group):
                 if k in self.rule.hypers:
                     param_group[k] = validate_hyper(k, param_group[k])

@@ -342,3 +342,25 @@ def test_torchs_betas_in_a_param_group_is_no_unknown_key_and_warnings_name_the_c
     named = [w for w in caught if "is not a hyperparameter" in str(w.message)]
     assert len(named) == 2 and all(w.filename == __file__ for w in named), \
         [(w.filename, w.lineno) for w in named]
+
+
+def test_rprop_takes_torchs_etas_and_step_sizes_tuples():
+    """``Optimizer(..., "rprop", etas=..., step_sizes=...)`` (torch.optim.Rprop's keywords) was
+    an unknown hyperparameter; only ``betas`` was split. It now steps as torch's Rprop."""
+    def run(make):
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(6, dtype=torch.float64))
+        opt = make([p])
+        for _ in range(50):
+            opt.zero_grad()
+            ((p - 1) ** 3).sum().backward()
+            opt.step()
+        return p.detach(), opt
+    want, _ = run(lambda ps: torch.optim.Rprop(ps, lr=0.01, etas=(0.4, 1.3), step_sizes=(1e-5, 0.5)))
+    got, opt = run(lambda ps: optdsl.Optimizer(ps, "rprop", lr=0.01, etas=(0.4, 1.3),
+                                               step_sizes=(1e-5, 0.5), backend="eager"))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-14)
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "step_sizes": (1e-4, 2)})
+    assert opt.param_groups[1]["step_size_max"] == 2 and "step_sizes" not in opt.param_groups[1]
+    with pytest.raises(ValueError, match="etas takes 2 values"):
+        optdsl.Optimizer([torch.zeros(1, requires_grad=True)], "rprop", etas=(0.4,))
