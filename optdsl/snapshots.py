@@ -11,12 +11,13 @@ import copy
 import torch
 
 
-def cycle_ends(T_0: int, T_mult: int = 1, steps: int = 10**6):
-    """The steps t (1-based) that end an SGDR cycle: T_0, T_0 + T_0 T_mult, ..."""
+def cycle_ends(T_0: int, T_mult: int = 1, steps: int | None = None):
+    """The steps t (1-based) that end an SGDR cycle: T_0, T_0 + T_0 T_mult, ... up to
+    ``steps`` (None: without end, as a training run's cycles are)."""
     if T_0 < 1 or T_mult < 1:
         raise ValueError("SGDR needs T_0 >= 1 and T_mult >= 1")
     t, length = 0, T_0
-    while t + length <= steps:
+    while steps is None or t + length <= steps:
         t += length
         yield t
         length *= T_mult
