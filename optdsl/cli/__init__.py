@@ -115,6 +115,19 @@ def count(minimum: int):
     return parse_count
 
 
+def seed_number(text: str) -> int:
+    """argparse type of a random seed (train's --seed): a whole number that torch's
+    ``manual_seed`` takes, -2**63 to 2**64 - 1 (one outside is an argument error, not torch's
+    'Overflow when unpacking long long' traceback)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if not -2**63 <= n < 2**64:
+        raise argparse.ArgumentTypeError(f"must be between -2**63 and 2**64 - 1, got {n}")
+    return n
+
+
 def positive_number(maximum: float | None = None):
     """argparse type of a positive finite number (--timeout): 'inf', 'nan', 0, a negative
     number or one above ``maximum`` is an argument error, as search's --time-limit is."""

@@ -9,7 +9,8 @@ import torch
 from ..demo import train_digits
 from ..errors import HyperparameterError
 from ..optimizer import Optimizer
-from . import COMMANDS, count, load_rule, name_values, output_file, positive_number
+from . import (COMMANDS, count, load_rule, name_values, output_file, positive_number,
+               seed_number)
 
 
 def cmd_train(argv) -> int:
@@ -17,7 +18,7 @@ def cmd_train(argv) -> int:
     ap.add_argument("rule", help="a library name, a program file or a formula")
     ap.add_argument("--epochs", type=count(1), default=20)
     ap.add_argument("--batch-size", type=count(1), default=64)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=seed_number, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="set a hyperparameter (repeatable), e.g. --set beta1=0.95")
     ap.add_argument("--lr", type=float, help="shorthand for --set lr=VALUE")
