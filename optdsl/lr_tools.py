@@ -108,11 +108,12 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
         raise DSLError("the range test needs at least 3 steps")
     model = copy.deepcopy(model)
     opt = Optimizer(model.parameters(), rule, seed=seed, **{**hypers, "lr": start_lr})
-    factor = (end_lr / start_lr) ** (1.0 / (steps - 1))
+    # geometric steps, in log space: end_lr / start_lr overflows for a range such as 1e-308..1e308
+    log_start, log_step = math.log(start_lr), (math.log(end_lr) - math.log(start_lr)) / (steps - 1)
     lrs, losses, avg, best, diverged = [], [], 0.0, math.inf, None
     data = itertools.cycle(batches)
     for i in range(steps):
-        lr = start_lr * factor ** i
+        lr = math.exp(log_start + log_step * i) if i else start_lr  # the first as asked
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = next(data)

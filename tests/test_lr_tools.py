@@ -1,6 +1,7 @@
 """plot-schedule, the LR range test and snapshot ensembles."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -64,3 +65,19 @@ def test_snapshots_are_taken_at_the_end_of_each_sgdr_cycle():
     assert taken == [10, 30, 70]
     probs = snaps.predict(torch.ones(3, 2))
     assert probs.shape == (3, 2) and torch.allclose(probs.sum(-1), torch.ones(3))
+
+
+def test_range_test_steps_over_the_whole_float_range():
+    """end_lr / start_lr overflowed to inf for 1e-308..1e308: every step after the first had
+    lr = inf and the test said 'the loss diverged at once: lower start_lr'. The steps are now
+    taken in log space."""
+    from optdsl.lr_tools import lr_range_test
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    batches = [(torch.randn(8, 3), torch.randn(8, 1))]
+    result = lr_range_test(model, "sgd", batches, torch.nn.functional.mse_loss,
+                           start_lr=1e-308, end_lr=1e308, steps=200)
+    lrs = result.lrs
+    assert lrs[0] == 1e-308 and all(math.isfinite(x) and x > 0 for x in lrs)
+    assert all(b > a for a, b in zip(lrs, lrs[1:])) and len(lrs) >= 3
+    assert math.isclose(lrs[1] / lrs[0], 10 ** (616 / 199), rel_tol=1e-9)
