@@ -122,9 +122,10 @@ class _Printer:
             if parent.op == "where" and all(_literal(b) is not None for b in parent.args[1:]):
                 return self.scalar_ref(a)  # two literal branches would give the default dtype
             if parent.op in ("add", "sub") and self.backend == "inductor":
-                # Inductor takes an inline number unrounded; eager on CPU rounds it to a
-                # float16/bfloat16 tensor's dtype for + and -: as a step scalar, it is printed
-                # as eager computes it (with_step_scalar)
+                # Inductor takes an inline number unrounded (0.3 - T, T + 0.3); eager rounds it
+                # to a float16/bfloat16 T's dtype (rsub everywhere, + and - on CPU), as
+                # TorchScript's inline number does: a step scalar is printed as eager computes
+                # it (with_step_scalar)
                 return self.scalar_ref(a)
             return lit
         return self.scalar_ref(a)

@@ -456,10 +456,7 @@ _ROWS = [
         lambda sp, x, y: x + y, infix=("+", 1), literal_positions=_ARITH, commutative=True,
         associative=True, identity=0.0, keeps=(FINITE, NOINF, NONNEG, POS)),
     _op("sub", ("x", "y"), "x - y", lambda a, b: a - b, _np(np.subtract), "({0} - {1})",
-        lambda sp, x, y: x - y, infix=("-", 1), keeps=(FINITE, NOINF),
-        # not a literal first: eager's ``0.3 - T`` (rsub) rounds 0.3 to T's dtype, Inductor's
-        # ``0.3 - T`` does not (float16/bfloat16); a step scalar there is printed as eager's
-        literal_positions=(1,)),
+        lambda sp, x, y: x - y, infix=("-", 1), literal_positions=_ARITH, keeps=(FINITE, NOINF)),
     _op("mul", ("x", "y"), "x * y", lambda a, b: a * b, _np(np.multiply), "({0} * {1})",
         lambda sp, x, y: x * y, infix=("*", 2), literal_positions=_ARITH, commutative=True,
         associative=True, identity=1.0, absorbing=(0.0, FINITE),

@@ -65,8 +65,6 @@ def read_program_arg(arg: str) -> tuple:
 
 def load_rule(arg: str):
     """A checked Rule from a command-line argument (see read_program_arg)."""
-    if arg in library:
-        return library[arg]
     return rule_of(arg, *read_program_arg(arg))
 
 
