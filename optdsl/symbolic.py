@@ -12,7 +12,8 @@ Semantics of a proof: two expressions are *equal* when they agree at every real 
 are defined, excluding the measure-zero sets where an argument of ``sign``/``abs`` or a
 denominator vanishes (so ``m / sqrt(m^2) = sign(m)``, as in any computer algebra system).
 The NaN a root or log of a negative number gives in the language (and a quotient by a value
-that is 0 on a region) is kept in proofs by a ``defined(x)`` factor (``translate(..., domains=True)``), so that sympy's ``sqrt(x)^2 = x``,
+that is 0 on a region, or a negative power of it) is kept in proofs by a ``defined(x)`` factor
+(``translate(..., domains=True)``), so that sympy's ``sqrt(x)^2 = x``,
 ``exp(log(x)) = x`` and ``sign(exp(sqrt(x))) = 1`` prove nothing for every input; a ``zoo``
 (``1/0``, ``log(0)``: an infinity whose sign sympy drops) or ``nan`` ends the proof attempt
 (``Unsigned``). Not modelled: float over- and underflow. Where a sign's
@@ -78,8 +79,9 @@ def input_symbols():
 
 # ``defined(x)``: 1 where x >= 0 (x > 0 for a log, x != 0 for a divisor), else NaN or an
 # infinity (an opaque real function to sympy). With ``translate(..., domains=True)`` a root,
-# log or non-integer power of an argument not known to be in its domain, and a quotient whose
-# divisor may be 0 on a whole region (max(100 - g, 0), not g: exact zeros are probed),
+# log or non-integer power of an argument not known to be in its domain, and a quotient (or a
+# negative power) whose divisor may be 0 on a whole region (max(100 - g, 0), not g: exact
+# zeros are probed),
 # carries it as a factor, so that sympy's identities that hold only there (sqrt(x)^2 = x,
 # exp(log(x)) = x, sign(exp(sqrt(x))) = 1, x / x = 1) prove nothing for every input; a marker
 # that cancels away (sqrt(x) - sqrt(x), 0 * log(x)) is found by ``lost_domains``.
@@ -87,14 +89,14 @@ DEFINED = sp.Function("defined", real=True)
 
 
 def _domain_of(op: str, args: list):
-    """The argument that must be >= 0 for ``op`` to be real (> 0 for a log, != 0 for a
-    divisor), or None."""
-    if op in ("sqrt", "log"):
-        return args[0]
-    if op == "pow" and not args[1].is_integer:
-        return args[0]
+    """(the argument that must be >= 0 for ``op`` to be real (> 0 for a log), whether it is a
+    divisor instead: != 0), or None. A power that may be negative divides by its base."""
     if op in ("div", "mod") and not _nonzero(args[1]):
-        return args[1]
+        return args[1], True
+    if op == "pow" and not args[1].is_nonnegative and not _nonzero(args[0]):
+        return args[0], True  # x^-k = 1 / x^k
+    if op in ("sqrt", "log") or (op == "pow" and not args[1].is_integer):
+        return args[0], False
     return None
 
 
@@ -142,9 +144,9 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False)
                 raise Opaque(n.op)
             args = [out[a] for a in n.args]
             out[n] = prim.sympy(sp, *args)
-            arg = _domain_of(n.op, args) if domains else None
+            arg, divisor = (_domain_of(n.op, args) if domains else None) or (None, False)
             # a log of 0 is -inf (and -inf - -inf NaN): its argument must be positive
-            if n.op in ("div", "mod") and arg is not None:
+            if divisor:
                 out[n] = out[n] * DEFINED(arg)
                 # sympy makes Mod(x, x) 0 as it is built, marker and all: kept apart too, so
                 # that ``lost_domains`` sees it made

@@ -1,0 +1,41 @@
+"""The ninth review of the symbolic layer (``optdsl.symbolic``, ``optdsl.equivalence``,
+``optdsl.simplifier``, ``optdsl equiv`` / ``optdsl simplify``): each test is a pair of rules
+that was "proved" equal (or a simplified program that was not equal to its input, or a crash)
+and that the interpreter tells apart in float64 at the inputs given."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from optdsl import equivalent, parse
+from optdsl.interpreter import trajectory
+
+
+def _differ_in_the_interpreter(a, b, p0, grads):
+    ra, rb = parse(a), parse(b)
+    p = torch.tensor(p0, dtype=torch.float64)
+    gs = [torch.tensor(g, dtype=torch.float64) for g in grads]
+    ua = trajectory(ra, ra.defaults, p, gs)[-1]
+    ub = trajectory(rb, rb.defaults, p, gs)[-1]
+    return not torch.allclose(ua, ub, equal_nan=True)
+
+
+NEGATIVE_POWERS = [  # x^-k is 1 / x^k: +-inf (NaN times 0) where x is 0, as x / 0
+    ("lr * g * max(100 - g, 0)^-1 * max(100 - g, 0)", "lr * g", [1.0], [[200.0]]),
+    ("lr * g + max(100 - g, 0)^-1 - max(100 - g, 0)^-1", "lr * g", [1.0], [[200.0]]),
+    ("lr * g * max(100 - g, 0)^(-2) * max(100 - g, 0)^2", "lr * g", [1.0], [[200.0]]),
+    ("lr * g * max(100 - g, 0)^-0.5 * sqrt(max(100 - g, 0))", "lr * g", [1.0], [[200.0]]),
+    ("r(lr=1, k=2) = lr * g * max(100 - g, 0)^k * max(100 - g, 0)^(-k)", "r(lr=1, k=2) = lr * g",
+     [1.0], [[200.0]]),
+    # a divisor that is 0 at a gradient the probes do not try (g = 1000)
+    ("lr * g * (g - 1000)^-1 * (g - 1000)", "lr * g", [1.0], [[1000.0]]),
+]
+
+
+@pytest.mark.parametrize("a,b,p0,grads", NEGATIVE_POWERS)
+def test_a_negative_power_carries_its_base_as_a_divisor(a, b, p0, grads):
+    """A negative power had no domain marker (a quotient has one), so sympy's x^-1 x = 1 proved
+    each pair equal for every input."""
+    assert _differ_in_the_interpreter(a, b, p0, grads)
+    v = equivalent(a, b, timeout=20)
+    assert not v.proved, v
