@@ -39,19 +39,21 @@ class DSLError(ValueError):
         return type(self)(self.message, self.line, self.column, source)
 
 
-def in_embedded_text(e: DSLError, text: str, offset: int) -> DSLError:
+def in_embedded_text(e: DSLError, text: str, offset: int, end: int | None = None) -> DSLError:
     """``e``, raised on a wrapper program that holds the user's ``text`` on its first line after
     ``offset`` characters (``lr * (TEXT) * g``), as an error of ``text`` itself: the column
     moved, the caret under ``text``; an error past its end (the wrapper's closing parenthesis)
-    says that ``text`` ends too early; one in the wrapper's own part has no position."""
+    says that ``text`` ends too early; one in the wrapper's own part has no position. ``end``:
+    the length of the part of ``text`` the wrapper holds (``text`` less a comment at its end)."""
+    end = len(text) if end is None else end
     if e.line != 1 or e.column is None or e.column <= offset:
         return type(e)(e.message)
     column = e.column - offset
-    if column <= len(text):
+    if column <= end:
         return type(e)(e.message, 1, column, text)
     _, sep, expected = e.message.partition("; expected")
     return type(e)("the formula ends too early" + (sep + expected if sep else ""), 1,
-                   len(text) + 1, text)
+                   end + 1, text)
 
 
 class HyperparameterError(DSLError):

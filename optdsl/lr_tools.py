@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from .demo import digits_split, mlp
-from .errors import DSLError, in_embedded_text
+from .errors import DSLError
 from .interpreter import Interpreter
 from .ir import Kind
 from .optimizer import Optimizer
-from .rules import parse
+from .rules import parse, parse_embedded
 
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -29,11 +29,7 @@ def schedule_values(formula: str, steps: int) -> np.ndarray:
     The formula is checked as the rule ``lr * (formula) * g``, so it may use every schedule
     primitive; it must be a step scalar (no g, p or state).
     """
-    prefix = "lr * ("
-    try:
-        rule = parse(f"{prefix}{formula}) * g")
-    except DSLError as e:
-        raise in_embedded_text(e, formula, len(prefix)) from None
+    rule = parse_embedded("lr * (", formula, ") * g")
     schedule = rule.update.args[0].args[1]  # lr * (formula) * g  ->  the formula node
     if schedule.kind != Kind.SCALAR or rule.slots:
         raise DSLError("a schedule is a formula of t (and numbers): no g, p or state")
@@ -50,6 +46,10 @@ def plot_schedule(formula: str, steps: int, path: str) -> np.ndarray:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # heavy
     values = schedule_values(formula, steps)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):  # a multiplier of lr that is not a number: nothing a plot could show
+        raise DSLError(f"the schedule is {values[bad[0]]:g} at t = {bad[0] + 1} "
+                       f"({len(bad)} of {steps} steps are not finite)")
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(np.arange(1, steps + 1), values)
     ax.set_xlabel("step t")

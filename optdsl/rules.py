@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .check import check
-from .errors import DSLError
+from .errors import DSLError, in_embedded_text
 from .ir import Rule
 from .library import PROGRAMS, library
 from .syntax import parse_syntax
@@ -13,6 +13,17 @@ def parse(text: str, name: str | None = None) -> Rule:
     program = parse_syntax(text)
     doc = "\n".join(l.lstrip("#").strip() for l in text.splitlines() if l.startswith("#"))
     return check(program, name=name, doc=doc, rules=PROGRAMS)
+
+
+def parse_embedded(prefix: str, text: str, suffix: str) -> Rule:
+    """The rule ``prefix + text + suffix``, where ``text`` is one line a user wrote (a schedule,
+    a formula of hyperparameters) inside a wrapper program: a ``#`` comment at its end is
+    dropped (it would swallow the wrapper's end), and an error is one of ``text`` itself."""
+    code = text.split("#", 1)[0]  # the language has no strings: '#' always starts a comment
+    try:
+        return parse(f"{prefix}{code}{suffix}")
+    except DSLError as e:
+        raise in_embedded_text(e, text, len(prefix), end=len(code)) from None
 
 
 def resolve(rule) -> Rule:

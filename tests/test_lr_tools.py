@@ -81,3 +81,19 @@ def test_range_test_steps_over_the_whole_float_range():
     assert lrs[0] == 1e-308 and all(math.isfinite(x) and x > 0 for x in lrs)
     assert all(b > a for a, b in zip(lrs, lrs[1:])) and len(lrs) >= 3
     assert math.isclose(lrs[1] / lrs[0], 10 ** (616 / 199), rel_tol=1e-9)
+
+
+def test_plot_schedule_takes_a_comment_and_refuses_a_schedule_that_is_not_a_number(tmp_path, capsys):
+    from optdsl.cli import main
+    out = tmp_path / "lr.png"
+    # a comment ends the formula as it ends a line of a program (it swallowed the wrapper's ')')
+    assert main(["plot-schedule", "cosine(t, 100)  # decay to 0", "--steps", "100",
+                 "-o", str(out)]) == 0 and out.exists()
+    assert main(["plot-schedule", "cosine(t, 100 # no ')'", "-o", str(out)]) == 2
+    assert "column 15: the formula ends too early" in capsys.readouterr().err
+    # 0/0 plotted a line of NaN and exited 0
+    assert main(["plot-schedule", "0/0", "--steps", "10", "-o", str(tmp_path / "b.png")]) == 2
+    assert "the schedule is nan at t = 1 (10 of 10 steps" in capsys.readouterr().err
+    assert main(["plot-schedule", "1/(t-1)", "--steps", "10", "-o", str(tmp_path / "c.png")]) == 2
+    assert "inf at t = 1 (1 of 10" in capsys.readouterr().err
+    assert not (tmp_path / "b.png").exists()
