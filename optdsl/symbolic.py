@@ -154,6 +154,11 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False)
             elif arg is not None and not ((arg.is_positive if n.op == "log" else arg.is_nonnegative)
                                           or _positive(arg)):
                 out[n] = out[n] * DEFINED(arg)
+            if domains and n.op in ("where", "pow") and not out[n].is_number \
+                    and out[n].has(sp.oo, -sp.oo):
+                # an infinity in a branch or a power (where(g > 1000, inf, 0)): sympy's
+                # 0 * Piecewise is 0, the language's 0 * inf NaN
+                out[n] = out[n] * DEFINED(out[n])
             if domains and out[n].has(sp.zoo, sp.nan):
                 raise Unsigned(f"{n.op} gives {out[n]} (an infinity without its sign, or NaN)")
     return out
@@ -161,10 +166,23 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False)
 
 def lost_domains(translated: dict, kept) -> bool:
     """Whether a ``DEFINED`` marker made while translating (``translated``: ``translate``'s
-    dict) is missing from the expressions ``kept`` (it cancelled: NaN - NaN is not 0)."""
+    dict) is missing from the expressions ``kept`` (it cancelled: NaN - NaN is not 0), or
+    went missing at one node while a copy of it is kept elsewhere (``0 * sqrt(x) + where(c,
+    sqrt(x), 0)``)."""
     made = set().union(*(e.atoms(DEFINED) for e in translated.values() if isinstance(e, sp.Basic)))
     left = set().union(*(e.atoms(DEFINED) for e in kept))
-    return not made <= left
+    return not made <= left or any(_lost_at(n, e, translated) for n, e in translated.items()
+                                   if isinstance(n, ir.Node) and isinstance(e, sp.Basic))
+
+
+def _lost_at(n: ir.Node, e: sp.Expr, translated: dict) -> bool:
+    """Whether node ``n`` (translated to ``e``) drops a marker of its arguments. A where that
+    drops a branch, and x^0 = 1^x = 1, drop none (the language gives the same)."""
+    if not n.args or n.op == "where" or (n.op == "pow" and e == 1):
+        return False
+    before = set().union(*(translated[a].atoms(DEFINED) for a in n.args
+                           if isinstance(translated.get(a), sp.Basic)))
+    return not before <= e.atoms(DEFINED)
 
 
 def exact_updates(rule: Rule, grads, hypers: dict | None = None, p0=1, t0=1) -> list:
