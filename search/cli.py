@@ -55,7 +55,8 @@ def _search_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-baselines", action="store_true",
                     help="do not evaluate the baselines (sgd-momentum, adam, rmsprop, powersign, "
                          "addsign)")
-    ap.add_argument("--top", type=int, default=10, help="rows of the final leaderboard")
+    ap.add_argument("--top", type=int, default=10,
+                    help="rows of the final leaderboard besides the baselines")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 

@@ -52,17 +52,25 @@ def ranked_rows(store: Store, task: str, protocol: str) -> list:
 
 def board_rows(store: Store, task: str, protocol: str, top: int = 10) -> list:
     """The ``top`` candidates by score plus every baseline, each with its 1-based rank."""
-    return [row for row in ranked_rows(store, task, protocol)
-            if row["rank"] <= top or row.get("name")]
+    rows, candidates = [], 0
+    for row in ranked_rows(store, task, protocol):
+        if not row.get("name"):
+            candidates += 1
+            if candidates > top:
+                continue
+        rows.append(row)
+    return rows
 
 
 def leaderboard(store: Store, task: str, protocol: str, top: int = 10, metric: str = "score"):
     """A rich Table of board_rows."""
     from rich.table import Table
     rows = board_rows(store, task, protocol, top)
-    total = len(store.evaluations(task, protocol))
-    table = Table(title=f"{task}: top {min(top, total)} of {total} evaluated rules (and baselines)",
-                  title_justify="left")
+    evaluated = store.evaluations(task, protocol)
+    baselines = sum(1 for r in evaluated if r.get("name"))
+    total = len(evaluated) - baselines
+    table = Table(title=f"{task}: top {min(top, total)} of {total} evaluated rules (and "
+                        f"{baselines} baselines)", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column(metric, justify="right")
     table.add_column("best lr", justify="right")

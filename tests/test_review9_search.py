@@ -1,0 +1,47 @@
+"""Regressions found by the ninth review (the search as a user meets it: search, report,
+export, resume, the match tasks, the cache key). Match searches run in this process, so
+these tests need no Ray."""
+from __future__ import annotations
+
+from optdsl.cli import main
+from optdsl.search import report
+from optdsl.search.candidate import build
+from optdsl.search.store import Store
+
+
+def _match_store(tmp_path, budget=6, *extra):
+    path = str(tmp_path / "m.sqlite")
+    assert main(["search", "--task", "match:powersign", "--strategy", "evolution", "--budget",
+                 str(budget), "--store", path, "--quiet", *extra]) == 0
+    return path
+
+
+def test_report_top_counts_candidates_besides_the_baselines(tmp_path, capsys):
+    # --top is "rows of the leaderboard besides the baselines", but the baselines were counted
+    # among them: on match:powersign the baselines powersign and addsign are ranks 1 and 2, so
+    # `optdsl report STORE --top 2` listed no candidate at all
+    path = _match_store(tmp_path)
+    store = Store(path, create=False)
+    [(task, protocol)] = report.task_protocols(store)
+    rows = report.board_rows(store, task, protocol, top=2)
+    assert len([r for r in rows if not r.get("name")]) == 2
+    assert len([r for r in rows if r.get("name")]) == 5  # every baseline, with its rank
+    store.close()
+    capsys.readouterr()
+    assert main(["report", path, "--no-plots", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "top 2 of 6 evaluated rules (and 5 baselines)" in " ".join(out.split())
+
+
+def test_the_cache_key_keeps_an_lr_default_that_does_not_scale_the_update(tmp_path, capsys):
+    # The key ignored lr's default (training protocols set lr), but a match task runs every
+    # rule at its own defaults: these two rules, one sign(g) and the other about 100 g on the
+    # streams, got one key, so the second was a cache hit with the first one's score
+    a, b = "a(lr=1e-6) = lr * g + 0.01 * sign(g)", "b(lr=100) = lr * g + 0.01 * sign(g)"
+    assert build(a).key != build(b).key
+    # where lr only scales the update its default still does not matter (one candidate)
+    assert build("r(lr=0.1) = lr * sign(g)").key == build("s(lr=0.5) = lr * sign(g)").key
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text(f"{a}\n\n{b}\n")
+    _match_store(tmp_path, 2, "--seeds", str(seeds), "--no-baselines")
+    assert "2 evaluated here, 0 cache hits" in capsys.readouterr().out
