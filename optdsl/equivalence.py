@@ -324,19 +324,23 @@ class _Side:
 
     def __init__(self, rule: Rule, hypers: dict, tag: str):
         import sympy as sp  # heavy: only for the proofs
-        from .symbolic import T_SYMBOL, leaf_map, live_slots, lost_domains, translate  # sympy
+        from .symbolic import (DEFINED, T_SYMBOL, leaf_map, live_slots, lost_domains,  # sympy
+                               translate)
         self.rule = rule
         self.g, self.p = sp.Symbol("g", real=True), sp.Symbol("p", real=True)
         inputs = {"g": self.g, "p": self.p, "t": T_SYMBOL}
 
-        def translated(nonneg: set):
+        def translated(nonneg: set, wild: set):
             sym = {s.name: sp.Symbol(f"{tag}:{s.name}", real=True,
                                      **({"nonnegative": True} if s.name in nonneg else {}))
                    for s in rule.slots}
+            # a state whose value may be NaN or infinite is read with its marker, so that
+            # 0 * s and s - s (NaN there) are seen to drop it
+            reads = {k: x * DEFINED(x) if k in wild else x for k, x in sym.items()}
             tr = translate([rule.update] + [s.update for s in rule.slots],
-                           leaf_map(hypers, inputs, sym), domains=True)
+                           leaf_map(hypers, inputs, reads), domains=True)
             init = translate([s.init for s in rule.slots],
-                             leaf_map(hypers, {**inputs, "t": sp.Integer(1)}, sym), domains=True)
+                             leaf_map(hypers, {**inputs, "t": sp.Integer(1)}, reads), domains=True)
             exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
             inits = {s.name: init[s.init] for s in rule.slots}
             self.lost = (lost_domains(tr, exprs.values())
@@ -346,14 +350,17 @@ class _Side:
         # a state is a nonnegative symbol when that is proved by induction: its initial value
         # is nonnegative, and so is its update while every such state is (ema(g^2), a max of
         # squares); then sqrt(v) + eps is positive and sign(m / (sqrt(v) + eps)) = sign(m)
-        nonneg = {s.name for s in rule.slots}
+        # (and a state is read with a marker where its initial value or update has one, until
+        # no more do)
+        nonneg, wild = {s.name for s in rule.slots}, set()
         while True:
-            self.sym, self.exprs, init = translated(nonneg)
+            self.sym, self.exprs, init = translated(nonneg, wild)
             held = {n for n in nonneg if init[n].is_nonnegative and self.exprs[n].is_nonnegative
                     and not _may_be_nan(init[n]) and not _may_be_nan(self.exprs[n])}
-            if held == nonneg:
+            marked = {n for n in init if init[n].has(DEFINED) or self.exprs[n].has(DEFINED)}
+            if held == nonneg and marked <= wild:
                 break
-            nonneg = held
+            nonneg, wild = held, wild | marked
         self.live = live_slots(rule, self.exprs, self.sym)
         self.init = {s.name: init[s.name] for s in self.live}
 

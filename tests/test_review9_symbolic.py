@@ -61,3 +61,19 @@ def test_a_nan_or_infinity_dropped_in_one_place_is_no_proof(a, b, p0, grads):
     v = equivalent(a, b, timeout=20)
     assert not v.proved, v
 
+
+STATES_THAT_MAY_BE_NAN = [  # a state that holds NaN or inf from some step on: 0 * s is NaN
+    ("lr * g + 0 * prev(sqrt(1000 - g))", "lr * g", [1.0], [[2000.0], [0.5]]),
+    ("lr * g + prev(sqrt(1000 - g)) - prev(sqrt(1000 - g))", "lr * g", [1.0], [[2000.0], [0.5]]),
+    ("lr * g + 0 * prev(where(g > 1000, inf, 0))", "lr * g", [1.0], [[2000.0], [0.5]]),
+    ("lr * g * (1 + 0 * cumsum(1 / max(1000 - g, 0)))", "lr * g", [1.0], [[2000.0], [0.5]]),
+]
+
+
+@pytest.mark.parametrize("a,b,p0,grads", STATES_THAT_MAY_BE_NAN)
+def test_a_state_that_may_be_nan_is_not_cancelled(a, b, p0, grads):
+    """A state symbol is a finite real to sympy: 0 * s and s - s were 0 for a state whose
+    update is NaN or infinite beyond the probes (g > 1000)."""
+    assert _differ_in_the_interpreter(a, b, p0, grads)
+    v = equivalent(a, b, timeout=20)
+    assert not v.proved, v
