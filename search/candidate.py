@@ -11,7 +11,9 @@ The key is the one duplicate key of the package: the strategies' filter and the 
 use it. It hashes two things:
 
 * ``optdsl.canonical_hash`` of the rule with ``lr``'s default set to 1 (the protocol sets lr,
-  so ``r(lr=0.1) = lr * g`` and ``r(lr=0.5) = lr * g`` are one candidate), and
+  so ``r(lr=0.1) = lr * g`` and ``r(lr=0.5) = lr * g`` are one candidate) where lr scales the
+  update (``lr_scales``; a match task runs each rule at its own defaults and is blind only to
+  a positive factor), else of the rule as it is, and
 * the rule's updates on fixed probe inputs (``lr = 1``, other hyperparameters at their
   defaults, 4 steps of 16 elements, two gradient sequences across three decades and both
   signs), rounded to 6 significant digits.
@@ -83,6 +85,41 @@ def without_lr_default(rule):
     return replace(rule, hypers=hypers)
 
 
+def lr_scales(rule) -> bool:
+    """Whether the rule's update at its lr default is that default times its update at lr = 1
+    (on the probe gradients A, the parameter held at p0 as a match task holds it): then the
+    default changes nothing a protocol scores (a training protocol sets lr, a match score is
+    blind to a positive factor). Where it does not (``lr * g + 0.01 * sign(g)``, adabound), a
+    match task, which runs each rule at its own defaults, scores rules that differ only in
+    lr's default differently."""
+    lr = rule.defaults.get("lr")
+    if lr is None or lr == 1.0:
+        return True
+    if not lr > 0:
+        return False
+    try:
+        u, one = (_held_updates(rule, {**rule.defaults, "lr": x}) for x in (lr, 1.0))
+    except Exception:
+        return False
+    # an update is a difference of parameters (p before - p after): exact to p's rounding
+    scale = float(u.abs().nan_to_num(0.0, 0.0, 0.0).max()) + float(probes()[0].abs().max())
+    return bool(torch.allclose(u, lr * one, rtol=1e-9, atol=1e-12 * scale, equal_nan=True))
+
+
+def _held_updates(rule, hypers: dict) -> torch.Tensor:
+    """The updates of ``rule`` on the probe gradients A, each step from p0 (teacher-forced)."""
+    from optdsl.interpreter import Interpreter
+    interp, state = Interpreter(rule), {}
+    p0, grads, _ = probes()
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for g in grads:
+        p = p0.clone()
+        interp.step_tensor(p, g.clone(), hypers, state, {}, gen)
+        out.append(p0 - p)
+    return torch.stack(out)
+
+
 def canonical_key(rule) -> str | None:
     """``optdsl.canonical_hash`` of the rule (None where it is missing or fails)."""
     import optdsl
@@ -132,7 +169,7 @@ def build(source, id: str | None = None, text: str | None = None) -> Candidate:
         fp = numeric_key(torch.cat([u.flatten() for u in updates]))
     except Exception as e:  # e.g. a shape the interpreter rejects: keyed by the error
         error = f"error: {type(e).__name__}"
-    canon = canonical_key(without_lr_default(keyed))
+    canon = canonical_key(without_lr_default(keyed) if lr_scales(rule) else keyed)
     base = f"canon:{canon}" if canon is not None else text_hash(printed)
     scheme = base.split(":", 1)[0]
     digest = hashlib.sha256(f"{base}|{fp or error}".encode()).hexdigest()[:32]
