@@ -264,7 +264,8 @@ def export_rules(store: Store, task: str, protocol: str, directory: str, top: in
     """Write the top ``top`` candidates (not baselines) that finished the full protocol as
     program files named ``STEM{suffix}_rankN.opt``, N their leaderboard rank (``suffix`` tells a
     store's protocols apart); returns the paths. Each file is written under a temporary name
-    and renamed, so that a failure never leaves an empty or partial file behind."""
+    and renamed, so that a failure never leaves an empty or partial file behind; an earlier
+    export's files of the task that it does not rewrite are removed (``_remove_stale``)."""
     os.makedirs(directory, exist_ok=True)
     paths = []
     for row in ranked_rows(store, task, protocol):
@@ -284,4 +285,21 @@ def export_rules(store: Store, task: str, protocol: str, directory: str, top: in
                 os.remove(tmp)
             raise
         paths.append(path)
+    _remove_stale(directory, task, suffix, paths)
     return paths
+
+
+def _remove_stale(directory: str, task: str, suffix: str, kept: list) -> None:
+    """Remove an earlier export's files of ``task`` from ``directory`` that this one did not
+    rewrite: named by a rank the leaderboard now gives another rule (a search that went on),
+    they would say so wrongly. Only files with an export's name and first line are removed."""
+    name = re.compile(re.escape(f"{file_stem(task)}{suffix}_rank") + r"\d+\.opt")
+    header = f"# Found by optdsl search on task {task}: rank "
+    for entry in os.listdir(directory):
+        path = os.path.join(directory, entry)
+        if not name.fullmatch(entry) or path in kept or not os.path.isfile(path):
+            continue
+        with open(path, errors="replace") as f:
+            stale = f.readline().startswith(header)
+        if stale:
+            os.remove(path)

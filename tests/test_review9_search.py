@@ -45,3 +45,30 @@ def test_the_cache_key_keeps_an_lr_default_that_does_not_scale_the_update(tmp_pa
     seeds.write_text(f"{a}\n\n{b}\n")
     _match_store(tmp_path, 2, "--seeds", str(seeds), "--no-baselines")
     assert "2 evaluated here, 0 cache hits" in capsys.readouterr().out
+
+
+def test_an_export_into_a_folder_of_an_earlier_export_leaves_no_stale_rank(tmp_path, capsys):
+    # Files are named by leaderboard rank; exporting again after the search went on rewrote
+    # the ranks it exported now and left the earlier export's other rank files, whose rules
+    # are no longer at those ranks (rank 8 of the folder was not rank 8 of the leaderboard)
+    import os
+    import re
+    path = _match_store(tmp_path, 6)
+    out = str(tmp_path / "top")
+    assert main(["report", path, "--no-plots", "--export", out]) == 0
+    before = set(os.listdir(out))
+    assert main(["search", "--resume", "--store", path, "--budget", "60", "--quiet"]) == 0
+    (tmp_path / "top" / "mine_rank9.opt").write_text("lr * g\n")  # not an export: kept
+    assert main(["report", path, "--no-plots", "--export", out]) == 0
+    store = Store(path, create=False)
+    [(task, protocol)] = report.task_protocols(store)
+    ranks = {r["rank"]: r for r in report.ranked_rows(store, task, protocol)}
+    store.close()
+    files = sorted(os.listdir(out))
+    assert before - set(files) and "mine_rank9.opt" in files
+    files.remove("mine_rank9.opt")
+    assert len(files) == 5
+    for name in files:
+        text = (tmp_path / "top" / name).read_text()
+        rank = int(re.search(r"_rank(\d+)\.opt$", name).group(1))
+        assert f"rank {rank}," in text and f"Store key {ranks[rank]['rule_hash']};" in text
