@@ -276,7 +276,7 @@ def _search(args) -> int:
     from .report import leaderboard
     Console().print(leaderboard(store, task.name, store.search(sid)["protocol"], top=args.top,
                                 metric=task.metric))
-    print(f"more: optdsl report {path}")
+    print(f"more: optdsl report {shlex.quote(path)}")
     store.close()
     return 0
 
@@ -436,7 +436,9 @@ def _report(args) -> int:
         console.print(f"{args.store}: no evaluation has finished yet")
     for search in searches:
         p = store.progress(search["id"])
-        state = "finished" if search["finished_at"] else "unfinished (optdsl search --resume)"
+        state = "finished" if search["finished_at"] else "unfinished"
+        if not search["finished_at"] and search is searches[-1]:  # --resume takes the latest
+            state += f" (optdsl search --resume --store {shlex.quote(args.store)})"
         console.print(f"search #{search['id']}: {search['strategy']} on {search['task']}, "
                       f"{p['done']}/{search['budget']} done, {p['cached']} cache hits, {state}")
     for task, protocol in groups:

@@ -72,3 +72,24 @@ def test_an_export_into_a_folder_of_an_earlier_export_leaves_no_stale_rank(tmp_p
         text = (tmp_path / "top" / name).read_text()
         rank = int(re.search(r"_rank(\d+)\.opt$", name).group(1))
         assert f"rank {rank}," in text and f"Store key {ranks[rank]['rule_hash']};" in text
+
+
+def test_the_commands_a_search_and_a_report_print_run_as_printed(tmp_path, capsys):
+    # 'more: optdsl report PATH' printed a path with a space unquoted, and a report's
+    # "unfinished (optdsl search --resume)" left out the store: run as printed, the first
+    # reads two files and the second resumes runs/digits.sqlite, not this store
+    import shlex
+    folder = tmp_path / "my runs"
+    folder.mkdir()
+    path = str(folder / "m.sqlite")
+    assert main(["search", "--task", "match:powersign", "--budget", "2", "--store", path,
+                 "--quiet"]) == 0
+    hint = capsys.readouterr().out.splitlines()[-1]
+    assert shlex.split(hint) == ["more:", "optdsl", "report", path]
+    store = Store(path)
+    with store.transaction():
+        store.set_budget(1, 4)  # as a search killed before its budget leaves it
+    store.close()
+    assert main(["report", path, "--no-plots"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"unfinished (optdsl search --resume --store {shlex.quote(path)})" in out
