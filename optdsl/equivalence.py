@@ -54,6 +54,7 @@ from . import ir
 from .errors import DSLError, did_you_mean, in_embedded_text
 from .interpreter import Interpreter, trajectory
 from .ir import Kind, Rule
+from .primitives import PRIMITIVES
 from .probes import gradient_stream, is_random, with_special_values
 from .rules import parse
 
@@ -220,9 +221,14 @@ def _map_expression(text: str, defaults: dict) -> ir.Node:
         raise type(inner)(f"hyper_map: cannot read '{text}': {inner.message}", inner.line,
                           inner.column, inner.source) from None
     node = rule.update.args[1]
-    if node.kind != Kind.SCALAR:
+    if node.kind != Kind.SCALAR or ir.walk_leaves([node], "input") or _draws(node):
         raise DSLError(f"hyper_map: '{text}' must be a function of hyperparameters only")
     return node
+
+
+def _draws(node: ir.Node) -> bool:
+    """Whether ``node`` draws random numbers (``randn()``)."""
+    return any(n.op in PRIMITIVES and PRIMITIVES[n.op].random for n in ir.topological([node]))
 
 
 def _eval_scalar(node: ir.Node, env: dict) -> float:

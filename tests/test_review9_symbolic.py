@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from optdsl import equivalent, parse
+from optdsl import DSLError, equivalent, parse
 from optdsl.interpreter import trajectory
 
 
@@ -77,3 +77,12 @@ def test_a_state_that_may_be_nan_is_not_cancelled(a, b, p0, grads):
     assert _differ_in_the_interpreter(a, b, p0, grads)
     v = equivalent(a, b, timeout=20)
     assert not v.proved, v
+
+
+@pytest.mark.parametrize("text", ["lr * t", "lr * cosine(t, 100)", "lr * randn()"])
+def test_a_hyper_map_of_the_step_or_a_random_draw_is_an_input_error(text):
+    """A map is a function of hyperparameters; one that read t was evaluated at t = 1 (so
+    lr * g against lr * g with lr -> lr * t, an update of lr t g against lr g, was "proved"),
+    one that drew a random number was drawn again for every evaluation."""
+    with pytest.raises(DSLError, match="function of hyperparameters only"):
+        equivalent("lr * g", "lr * g", hyper_map={"lr": text}, timeout=20)
