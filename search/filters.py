@@ -56,8 +56,11 @@ def degenerate_reason(cand) -> str:
 
 
 def direction(cand) -> torch.Tensor:
-    """The candidate's probe updates as one unit vector (float32)."""
-    u = torch.cat([x.flatten() for x in cand.updates]).float()
+    """The candidate's probe updates as one unit vector (float32), scaled by the largest in
+    float64 first: updates finite in float64 but past float32's range (or past the square
+    root of it, where the norm overflows) would give NaN (or zeros)."""
+    u = torch.cat([x.flatten() for x in cand.updates])
+    u = (u / u.abs().max()).float()
     return u / u.norm()
 
 
@@ -91,10 +94,12 @@ class CandidateFilter:
         if first is not None:
             self.keys[cand.key] = first
             return self._seen("fingerprint", cand.key, first)
-        if self.dedupe and self.near:
-            d = direction(cand)
+        d = direction(cand) if self.dedupe and self.near and cand.updates else None
+        if d is not None and bool(torch.isfinite(d).all()):  # (zero updates: no direction)
             if len(self.near_keys):
-                cos = self.near_dirs @ d
+                # a NaN row (saved by a search before direction() scaled) is never nearest:
+                # argmax would pick it for every candidate and never find a near-copy again
+                cos = (self.near_dirs @ d).nan_to_num(nan=-1.0)
                 best = int(cos.argmax())
                 if float(cos[best]) >= self.near:
                     self.keys[cand.key] = self.near_keys[best]

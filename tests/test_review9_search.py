@@ -93,3 +93,28 @@ def test_the_commands_a_search_and_a_report_print_run_as_printed(tmp_path, capsy
     assert main(["report", path, "--no-plots"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert f"unfinished (optdsl search --resume --store {shlex.quote(path)})" in out
+
+
+def test_a_candidate_beyond_float32_does_not_switch_the_near_filter_off():
+    # The near filter's directions were float32: probe updates finite in float64 but past
+    # float32's range (exp(60 |g|): 3e105) gave a NaN direction, argmax picked that NaN row
+    # for every later candidate, and no near-copy was found again for the rest of the search
+    # (and after --resume: the row is in the saved state). 11 of the 20 stored match searches
+    # of runs/g1-* (evolution and RL, 2,000 candidates each) hold such rows, the first after
+    # 27 to 1,884 new candidates.
+    from optdsl.search.filters import CandidateFilter, direction
+    big = build("r(lr=1) = lr * exp(abs(g) * 60)")
+    assert bool(direction(big).isfinite().all())
+    near_copy = build("r(lr=1) = lr * (sign(g) + clip(g, -1e-5, 1e-5))")
+    f = CandidateFilter(near=0.999)
+    assert f.check(build("r(lr=1) = lr * sign(g)")).kind == "new"
+    assert f.check(big).kind == "new"
+    assert f.check(build("r(lr=1) = lr * 2 * exp(abs(g) * 60)")).reason == "near"
+    verdict = f.check(near_copy)
+    assert (verdict.kind, verdict.reason) == ("duplicate", "near")
+    # a state saved with such a row (by a search before the fix) resumes with a working filter
+    state = f.state_dict()
+    g = CandidateFilter(near=0.999)
+    g.load_state_dict(state)
+    g.near_dirs[1] = float("nan")
+    assert g.check(build("r(lr=1) = lr * (sign(g) + clip(g, -2e-5, 2e-5))")).reason == "near"
