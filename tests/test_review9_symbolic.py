@@ -86,3 +86,12 @@ def test_a_hyper_map_of_the_step_or_a_random_draw_is_an_input_error(text):
     one that drew a random number was drawn again for every evaluation."""
     with pytest.raises(DSLError, match="function of hyperparameters only"):
         equivalent("lr * g", "lr * g", hyper_map={"lr": text}, timeout=20)
+
+
+def test_states_that_start_at_minus_infinity_match():
+    """amsgrad against itself was unknown after the whole budget: the initial values of its
+    running maximum (-inf) were compared as -inf - -inf, which is NaN to sympy."""
+    v = equivalent("amsgrad", "amsgrad", timeout=20)
+    assert v.proved and v.method == "single-step", v
+    v = equivalent("lr * runmax(abs(g))", "lr * runmax(sqrt(g^2))", timeout=20)
+    assert v.proved and v.method == "single-step", v
