@@ -19,6 +19,7 @@ from .errors import SearchError
 
 
 def _search_parser() -> argparse.ArgumentParser:
+    from optdsl.cli import count, seed_number
     from .strategies import STRATEGIES
     from .tasks import DEFAULT_TASK, TASKS
     ap = argparse.ArgumentParser(
@@ -43,7 +44,8 @@ def _search_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true",
                     help="continue the store's latest search where it stopped, with its strategy, "
                          "options, seeds and time limit; --budget sets its total")
-    ap.add_argument("--seed", type=int, default=None, help="the strategy's random seed (default 0)")
+    ap.add_argument("--seed", type=seed_number, default=None,
+                    help="the strategy's random seed (default 0)")
     ap.add_argument("--strategy-option", action="append", default=[], metavar="NAME=VALUE",
                     help="a setting of the strategy, e.g. entropy=0.1 (rl) or population=64 "
                          "(evolution); repeatable; kept in the store for --resume")
@@ -55,7 +57,7 @@ def _search_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-baselines", action="store_true",
                     help="do not evaluate the baselines (sgd-momentum, adam, rmsprop, powersign, "
                          "addsign)")
-    ap.add_argument("--top", type=int, default=10,
+    ap.add_argument("--top", type=count(1), default=10,
                     help="rows of the final leaderboard besides the baselines")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap

@@ -118,3 +118,17 @@ def test_a_candidate_beyond_float32_does_not_switch_the_near_filter_off():
     g.load_state_dict(state)
     g.near_dirs[1] = float("nan")
     assert g.check(build("r(lr=1) = lr * (sign(g) + clip(g, -2e-5, 2e-5))")).reason == "near"
+
+
+def test_search_top_and_seed_outside_their_range_are_argument_errors(tmp_path, capsys):
+    # search's --top took 0 or -3 (a leaderboard of baselines only; report's --top is >= 1),
+    # and --seed 2**64 reached the RL controller's torch.manual_seed: "strategy 'rl' with
+    # options {}: Overflow when unpacking long long", naming neither --seed nor the range
+    import pytest
+    path = str(tmp_path / "m.sqlite")
+    for bad in (["--top", "0"], ["--strategy", "rl", "--seed", str(2**64)]):
+        with pytest.raises(SystemExit) as e:
+            main(["search", "--task", "match:powersign", "--store", path, *bad])
+        assert e.value.code == 2
+        assert f"argument {bad[-2]}:" in capsys.readouterr().err
+    assert not (tmp_path / "m.sqlite").exists()
