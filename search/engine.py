@@ -126,17 +126,20 @@ def prepare_rule(text: str):
 
 
 def read_seeds(path: str) -> list:
-    """Rules from a seed file: one program per paragraph (blank-line separated) or a library
-    name per line; '#' lines are comments. A bad rule raises SearchError naming file:line:col;
+    """Rules from a seed file (UTF-8, with or without a byte-order mark): one program per
+    paragraph (blank-line separated) or a library name per line; '#' lines are comments. A bad rule raises SearchError naming file:line:col;
     a paragraph of names with one that is not a library rule names it, and one that mixes a
     library name with a program says that a paragraph is one or the other."""
     from optdsl import DSLError
     from optdsl.library import library, source
-    try:
-        with open(path) as f:
+    try:  # as optdsl.cli.read_text reads a program file
+        with open(path, encoding="utf-8-sig") as f:
             text = f.read()
     except OSError as e:
         raise SearchError(f"cannot read seed file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise SearchError(f"cannot read seed file {path}: not UTF-8 text (byte "
+                          f"{e.object[e.start]:#04x} at offset {e.start})") from None
     rules, chunk, start = [], [], 0
     lines = text.splitlines() + [""]
     for i, line in enumerate(lines, 1):

@@ -132,3 +132,21 @@ def test_search_top_and_seed_outside_their_range_are_argument_errors(tmp_path, c
         assert e.value.code == 2
         assert f"argument {bad[-2]}:" in capsys.readouterr().err
     assert not (tmp_path / "m.sqlite").exists()
+
+
+def test_a_seed_file_is_read_as_program_files_are(tmp_path, capsys):
+    # A seed file that is not UTF-8 was a UnicodeDecodeError traceback (status 1), and one
+    # with a byte-order mark was "unexpected character '\ufeff'"; `optdsl check` reads both
+    # kinds of file (one line, status 2 / accepted)
+    from optdsl.search.engine import read_seeds
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbflr * sign(g)\n")
+    assert read_seeds(str(bom)) == ["lr * sign(g)"]
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"\xff\xfe lr * g\n")
+    path = str(tmp_path / "m.sqlite")
+    assert main(["search", "--task", "match:powersign", "--seeds", str(binary), "--store",
+                 path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not UTF-8 text (byte 0xff at offset 0)" in err
+    assert not (tmp_path / "m.sqlite").exists()
