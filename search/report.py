@@ -153,11 +153,12 @@ def plot_progress(store: Store, task: str, protocol: str, path: str, metric: str
 
 def plot_curves(store: Store, task: str, protocol: str, path: str, top: int = 5,
                 metric: str = "score") -> str:
-    """Validation curves at the best learning rate: the top candidates vs the baselines."""
+    """Validation curves at the best learning rate: the top candidates vs the baselines, those
+    that finished the full protocol (as export: a partial rung's curve is another protocol's)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [r for r in ranked_rows(store, task, protocol) if r["status"] == "ok"]
+    rows = [r for r in ranked_rows(store, task, protocol) if r["status"] == "ok" and is_full(r)]
     candidates = [r for r in rows if not r.get("name")][:top]
     baselines = [r for r in rows if r.get("name")]
     fig, ax = plt.subplots(figsize=(7, 4.2))

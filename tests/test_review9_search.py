@@ -150,3 +150,26 @@ def test_a_seed_file_is_read_as_program_files_are(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not UTF-8 text (byte 0xff at offset 0)" in err
     assert not (tmp_path / "m.sqlite").exists()
+
+
+def test_the_curves_plot_shows_full_protocol_candidates_only(tmp_path, monkeypatch):
+    # plot_curves drew a candidate the screening rung stopped (one seed, 200 steps) among the
+    # "top rules" beside the full-protocol curves (3 seeds, 1,500 steps), though export and
+    # the progress plot leave partial rungs out: on a small MNIST-1D store three of its four
+    # "top rules" were screened-out rules
+    store = Store(str(tmp_path / "s.sqlite"))
+
+    def add(rule, rung, score, name=None):
+        store.add_evaluation(rule=rule, rule_hash=rule, task="mnist1d-mlp", protocol="p",
+                             name=name, result={"status": "ok", "score": score, "best_lr": 0.1,
+                                                "rung": rung, "curve": [[300, score]]})
+    add("adam", "full", 0.64, name="adam")
+    add("lr * g", "full", 0.65)
+    add("lr * sign(g)", "screen", 0.11)
+    add("lr * ema(g, 0.9)", "middle", 0.6)
+    labels = []
+    monkeypatch.setattr(report, "_save", lambda fig, ax, path, legend_size: labels.extend(
+        ax.get_legend_handles_labels()[1]) or path)
+    report.plot_curves(store, "mnist1d-mlp", "p", str(tmp_path / "c.png"))
+    assert [label.split(" ")[0] for label in labels] == ["#1", "adam"]
+    store.close()
