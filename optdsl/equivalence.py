@@ -473,15 +473,15 @@ def single_step(pair: Pair):
     for src, dst, flip in ((B, A, False), (A, B, True)):
         for sigma in _maps(src.live, dst.live):
             rep = {src.sym[k]: dst.sym[v] for k, v in sigma.items()}
-            diffs = [src.exprs["update"].xreplace(rep) - dst.exprs["update"]]
-            diffs += [src.exprs[k].xreplace(rep) - dst.exprs[v] for k, v in sigma.items()]
-            # equal initial values need no proof (-inf - -inf is NaN to sympy: runmax's)
-            inits = [src.init[k] - dst.init[v] for k, v in sigma.items()
-                     if src.init[k] != dst.init[v]]
-            syms = set().union(*(d.free_symbols for d in diffs + inits))
-            if not _numeric_close(diffs + inits, _points(syms, sp), sp):
+            pairs = [(src.exprs["update"].xreplace(rep), dst.exprs["update"])]
+            pairs += [(src.exprs[k].xreplace(rep), dst.exprs[v]) for k, v in sigma.items()]
+            pairs += [(src.init[k], dst.init[v]) for k, v in sigma.items()]
+            # equal expressions need no proof (inf - inf is NaN to sympy: runmax's -inf)
+            diffs = [x - y for x, y in pairs if x != y]
+            syms = set().union(*(d.free_symbols for d in diffs))
+            if not _numeric_close(diffs, _points(syms, sp), sp):
                 continue
-            if all(d == 0 or equal(d, sp.Integer(0)) for d in inits + diffs):
+            if all(d == 0 or equal(d, sp.Integer(0)) for d in diffs):
                 return True, sigma, _mapping_text(sigma, flip)
     return False, {}, "no state correspondence makes one step agree"
 

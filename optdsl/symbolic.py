@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import sympy as sp
 from sympy.core.function import AppliedUndef
 
@@ -90,7 +91,10 @@ DEFINED = sp.Function("defined", real=True)
 
 def _domain_of(op: str, args: list):
     """(the argument that must be >= 0 for ``op`` to be real (> 0 for a log), whether it is a
-    divisor instead: != 0), or None. A power that may be negative divides by its base."""
+    divisor instead: != 0), or None. A power that may be negative divides by its base. Of
+    numbers, and over a number, the value is exact (``_language_value``)."""
+    if all(a.is_number for a in args) or (op == "div" and args[1].is_number):
+        return None
     if op in ("div", "mod") and not _nonzero(args[1]):
         return args[1], True
     if op == "pow" and not args[1].is_nonnegative and not _nonzero(args[0]):
@@ -143,7 +147,7 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False)
             if prim.random:
                 raise Opaque(n.op)
             args = [out[a] for a in n.args]
-            out[n] = prim.sympy(sp, *args)
+            out[n] = _language_value(prim, args, prim.sympy(sp, *args))
             arg, divisor = (_domain_of(n.op, args) if domains else None) or (None, False)
             # a log of 0 is -inf (and -inf - -inf NaN): its argument must be positive
             if divisor:
@@ -162,6 +166,20 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False)
             if domains and out[n].has(sp.zoo, sp.nan):
                 raise Unsigned(f"{n.op} gives {out[n]} (an infinity without its sign, or NaN)")
     return out
+
+
+def _language_value(prim, args: list, e: sp.Expr) -> sp.Expr:
+    """``e``, sympy's value of ``prim`` at ``args``, or the language's where sympy's is complex
+    or an infinity without a sign: of numbers (sqrt(-1) = I, log(0) = zoo, 0^-1 = zoo) the
+    interpreter's own (NaN, -inf, inf), and x / 0 = sign(x) inf (NaN at x = 0 or NaN)."""
+    if not e.has(sp.I, sp.zoo):
+        return e
+    if prim.name == "div" and args[1] == 0:
+        return sp.sign(args[0]) * sp.oo
+    if all(a.is_number for a in args) and prim.scalar_fn is not None:
+        with np.errstate(all="ignore"):
+            return number(float(prim.scalar_fn(*[float(a) for a in args])))
+    return e
 
 
 def lost_domains(translated: dict, kept) -> bool:

@@ -95,3 +95,23 @@ def test_states_that_start_at_minus_infinity_match():
     assert v.proved and v.method == "single-step", v
     v = equivalent("lr * runmax(abs(g))", "lr * runmax(sqrt(g^2))", timeout=20)
     assert v.proved and v.method == "single-step", v
+
+
+@pytest.mark.parametrize("text", ["lr * g * sqrt(-1)", "lr * g * log(-1)", "lr * g * log(0)",
+                                  "lr * g * 0^-1", "lr * g * (-8)^(1/3)", "lr * g / 0",
+                                  "lr * where(g > 1000, g / 0, g)"])
+def test_a_constant_nan_or_infinity_simplifies_to_the_language_value(text):
+    """sympy's sqrt(-1) = I, log(0) = zoo, 0^-1 = zoo and g / 0 = zoo g are not the language's
+    NaN, -inf, inf and +-inf: simplify said "cannot print ImaginaryUnit in the language" (an
+    input error, exit 2) for a valid rule, or printed (-1)^(1/3)."""
+    import optdsl
+    out, verdict = optdsl.simplify(parse(text), timeout=20)
+    assert "I" not in out and "zoo" not in out, out
+    ra, rb = parse(text), parse(out)
+    p = torch.ones(3, dtype=torch.float64)
+    gs = [torch.tensor([2000.0, -3.0, 0.0], dtype=torch.float64)]
+    ua = trajectory(ra, ra.defaults, p, gs)[-1]
+    ub = trajectory(rb, {**rb.defaults, **ra.defaults}, p, gs)[-1]
+    assert torch.equal(ua.isnan(), ub.isnan()) and torch.equal(ua.nan_to_num(), ub.nan_to_num()), \
+        (out, ua, ub)
+    assert not verdict.refuted, (out, verdict)
