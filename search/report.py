@@ -224,8 +224,7 @@ def program_file(row: dict, rank: int, task: str) -> str:
     text = row["rule"].strip()
     best = row.get("best_lr")
     at_lr = "" if best is None else f" at lr={fmt(best)}"
-    lines = [f"# Found by optdsl search on task {task}: rank {rank}, "
-             f"score {fmt(row['score'], '.4f')}{at_lr}.",
+    lines = [f"{_found_by(task)}: rank {rank}, score {fmt(row['score'], '.4f')}{at_lr}.",
              f"# Store key {row['rule_hash']}; protocol {row['protocol']}."]
     try:
         rule = optdsl.resolve(text)
@@ -249,6 +248,12 @@ def program_file(row: dict, rank: int, task: str) -> str:
     if text != _printed(rule):
         lines += ["# Stored as:"] + [f"#   {l}".rstrip() for l in text.splitlines()]
     return "\n".join(lines + ["#", printed]) + "\n"
+
+
+def _found_by(task: str) -> str:
+    """An exported file's first comment, naming ``task`` (a match task's program text may span
+    lines: each is commented)."""
+    return "# Found by optdsl search on task " + "\n# ".join(task.splitlines())
 
 
 def _printed(rule) -> str:
@@ -295,7 +300,7 @@ def _remove_stale(directory: str, task: str, suffix: str, kept: list) -> None:
     rewrite: named by a rank the leaderboard now gives another rule (a search that went on),
     they would say so wrongly. Only files with an export's name and first line are removed."""
     name = re.compile(re.escape(f"{file_stem(task)}{suffix}_rank") + r"\d+\.opt")
-    header = f"# Found by optdsl search on task {task}: rank "
+    header = f"{_found_by(task)}: rank ".splitlines()[0]
     for entry in os.listdir(directory):
         path = os.path.join(directory, entry)
         if not name.fullmatch(entry) or path in kept or not os.path.isfile(path):

@@ -173,3 +173,25 @@ def test_the_curves_plot_shows_full_protocol_candidates_only(tmp_path, monkeypat
     report.plot_curves(store, "mnist1d-mlp", "p", str(tmp_path / "c.png"))
     assert [label.split(" ")[0] for label in labels] == ["#1", "adam"]
     store.close()
+
+
+def test_an_export_of_a_match_task_on_a_block_program_passes_check(tmp_path, capsys):
+    # match:RULE takes program text, a block program too; the exported file's header wrote
+    # the task name as it is, so the program's second and later lines were code after the
+    # comment, and `optdsl check` refused every exported file ("unexpected 'return'")
+    import os
+    target = "r(lr=1, b=0.8):\n    m = ema(g, b)\n    return lr * sign(m)"
+    path = str(tmp_path / "m.sqlite")
+    assert main(["search", "--task", f"match:{target}", "--budget", "3", "--store", path,
+                 "--quiet"]) == 0
+    out = str(tmp_path / "top")
+    assert main(["report", path, "--no-plots", "--export", out]) == 0
+    files = os.listdir(out)
+    assert files
+    capsys.readouterr()
+    for name in files:
+        assert main(["check", os.path.join(out, name)]) == 0, capsys.readouterr().err
+        assert "#     return lr * sign(m)" in (tmp_path / "top" / name).read_text()
+    # a second export recognises these files as its own (the header's first line)
+    assert main(["report", path, "--no-plots", "--export", out, "--export-top", "1"]) == 0
+    assert len(os.listdir(out)) == 1
