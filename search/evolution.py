@@ -104,7 +104,7 @@ class EvolutionStrategy(SpaceStrategy):
                          live_only=live_only, near=near, horizon=horizon)
         self.population_size, self.sample_size = population, sample
         self.p_insert, self.p_delete, self.p_combine = insert, delete, combine
-        if warm is None and self.space_name in ("bello", "bello4") and space_obj is None:
+        if warm is None and self.space_name == "bello" and space_obj is None:
             warm = [bello_program(g) for g in BELLO_WARM.values()]
         self.warm = list(warm or [])
         self.prior_weight, self.p_elite, self.p_neutral = prior, elite, neutral

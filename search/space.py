@@ -528,7 +528,7 @@ def _strip_unset(t: Tree) -> Tree:
     return Tree(t.rule, t.alt, [_strip_unset(c) for c in t.children], t.value)
 
 
-SPACES = ("bello", "statements", "bello4")
+SPACES = ("bello", "statements")
 
 
 def get_space(name: str, horizon: int | None = None) -> Space:
