@@ -51,12 +51,12 @@ import numpy as np
 import torch
 
 from . import ir
-from .errors import DSLError, did_you_mean, in_embedded_text
+from .errors import DSLError, did_you_mean
 from .interpreter import Interpreter, trajectory
 from .ir import Kind, Rule
 from .primitives import PRIMITIVES
 from .probes import gradient_stream, is_random, with_special_values
-from .rules import parse
+from .rules import parse, parse_embedded
 
 PROVED, REFUTED, UNKNOWN = "proved", "refuted", "unknown"
 DOMAINS = {"all": "for every input", "defined": "wherever the first rule's update is finite"}
@@ -158,7 +158,7 @@ class Pair:
         # adam(lr=0.001)) is two values, each rule's own, as a name only one rule has; an
         # undeclared lr (a formula's) takes the other rule's
         self.apart = {h: (self.a.defaults[h], self.b.defaults[h])
-                      for h in sorted((used_a & names_b) - set(bind) - set(self.maps))
+                      for h in sorted((used_a & names_a & names_b) - set(bind) - set(self.maps))
                       if self.a.defaults[h] != self.b.defaults[h]
                       and not (self.a.hypers[h].implicit or self.b.hypers[h].implicit)}
         self.free = sorted(((used_a & names_b) - set(bind) - set(self.apart)))
@@ -215,9 +215,8 @@ def _map_expression(text: str, defaults: dict) -> ir.Node:
     header = ", ".join(f"{h}={v!r}" for h, v in sorted(defaults.items()) if h != "lr")
     prefix = f"hyper_map(lr=1{', ' if header else ''}{header}) = lr * 0 + ("
     try:
-        rule = parse(f"{prefix}{text})")
-    except DSLError as e:
-        inner = in_embedded_text(e, text, len(prefix))
+        rule = parse_embedded(prefix, text, ")")
+    except DSLError as inner:
         raise type(inner)(f"hyper_map: cannot read '{text}': {inner.message}", inner.line,
                           inner.column, inner.source) from None
     node = rule.update.args[1]

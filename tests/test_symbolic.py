@@ -219,6 +219,14 @@ def test_bad_bind_and_map_are_input_errors():
         equivalent(EMA_MOMENTUM, TORCH_MOMENTUM, hyper_map={"lr": "lr / (1 - momentun)"})
 
 
+def test_a_map_may_read_a_name_only_the_second_rule_declares_and_end_with_a_comment():
+    # it was a KeyError traceback ('c' looked up among the first rule's defaults), and a
+    # '# comment' swallowed the wrapper's closing parenthesis
+    a, b = "r(lr=1, b=0.9) = lr * b * g", "s(lr=1, c=0.1) = lr * (1 - c) * g"
+    assert equivalent(a, b, hyper_map={"b": "1 - c  # the complement"}).proved
+    assert equivalent(a, b, hyper_map={"b": "c"}).status == "refuted"
+
+
 def test_single_step_mapping_names_the_states():
     v = equivalent(RAW_LION, "lion", domain="defined")
     # lion keeps one state (prev(ema(g, beta2)) reads the ema's previous value)
