@@ -92,11 +92,14 @@ def lr_scales(rule) -> bool:
     blind to a positive factor). Where it does not (``lr * g + 0.01 * sign(g)``, adabound), a
     match task, which runs each rule at its own defaults, scores rules that differ only in
     lr's default differently."""
+    from .batched import lr_is_linear
     lr = rule.defaults.get("lr")
     if lr is None or lr == 1.0:
         return True
     if not lr > 0:
         return False
+    if lr_is_linear(rule):  # lr * X, X free of lr: no need to run the rule
+        return True
     try:
         u, one = (_held_updates(rule, {**rule.defaults, "lr": x}) for x in (lr, 1.0))
     except Exception:
