@@ -20,7 +20,8 @@ same). For a multi-fidelity protocol an evaluation also records the rung it reac
 (``screen``: stopped by the screening rung, its score on that rung's scale; ``middle``: stopped
 at the full rung's middle checkpoint, its score there; ``full``), the score's standard error
 over seeds, the validation loss, and the screening and middle scores. A store of an
-older schema is upgraded in place when opened for writing (``UPGRADES``).
+older schema is upgraded in place when opened for writing (``UPGRADES``), and read as it is
+otherwise (the columns it lacks read as None).
 
 A search commits each round (the results of one wait, the proposals they lead to and the
 strategy's state) as one transaction, so a search killed at any moment loses only the
@@ -287,12 +288,18 @@ class Store:
             where.append("protocol = ?")
             args.append(protocol)
         sql = "SELECT * FROM evaluations" + (" WHERE " + " AND ".join(where) if where else "")
-        # by score: full-protocol results first (a partial rung's score is on another scale)
+        # by score: full-protocol results first (a partial rung's score is on another scale;
+        # a store older than rungs, read without its upgrade, has only full results)
         partial = ", ".join(f"'{rung}'" for rung in RUNG_COLUMNS)
+        rungs = f"COALESCE(rung IN ({partial}), 0), " if self._has_column("rung") else ""
         sql += {"id": " ORDER BY id",
-                "score": f" ORDER BY score IS NULL, COALESCE(rung IN ({partial}), 0), "
-                         "score DESC, id"}[order]
+                "score": f" ORDER BY score IS NULL, {rungs}score DESC, id"}[order]
         return [self._row(r) for r in self.conn.execute(sql, args)]
+
+    def _has_column(self, column: str) -> bool:
+        """Whether the evaluations table has ``column`` (a store of an older schema opened for
+        reading is not upgraded: ``UPGRADES``)."""
+        return any(r[1] == column for r in self.conn.execute("PRAGMA table_info(evaluations)"))
 
     def _row(self, row) -> dict | None:
         """An evaluation row as a dict; a value of the wrong type (a store edited by hand) is

@@ -195,3 +195,24 @@ def test_an_export_of_a_match_task_on_a_block_program_passes_check(tmp_path, cap
     # a second export recognises these files as its own (the header's first line)
     assert main(["report", path, "--no-plots", "--export", out, "--export-top", "1"]) == 0
     assert len(os.listdir(out)) == 1
+
+
+def test_a_report_reads_a_store_of_an_older_schema(tmp_path, capsys):
+    # A store is upgraded only when a search opens it; a report reads it as it is, but the
+    # leaderboard's order named the rung column (schema 3), so a store of schema 1 or 2 was
+    # "damaged and cannot be read (no such column: rung)", status 2
+    import sqlite3
+    path = _match_store(tmp_path, 3)
+    conn = sqlite3.connect(path)
+    for column in ("rung", "score_se", "val_loss", "screen_score", "middle_score"):
+        conn.execute(f"ALTER TABLE evaluations DROP COLUMN {column}")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    capsys.readouterr()
+    assert main(["report", path, "--no-plots", "--export", str(tmp_path / "x")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "top 3 of 3 evaluated rules (and 5 baselines)" in out and "exported 3 rule(s)" in out
+    conn = sqlite3.connect(path)  # read as it is: not upgraded
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+    conn.close()
