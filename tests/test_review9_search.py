@@ -1,6 +1,7 @@
-"""Regressions found by the ninth review (the search as a user meets it: search, report,
-export, resume, the match tasks, the cache key). Match searches run in this process, so
-these tests need no Ray."""
+"""Regressions found by the ninth review of the search as a user meets it: the leaderboard
+and its --top, export (stale ranks, block-program targets), the printed commands, argument
+ranges, seed files, stores of an older schema, the cache key on match tasks and the near-copy
+filter. Match searches run in this process, so these tests need no Ray."""
 from __future__ import annotations
 
 from optdsl.cli import main
