@@ -113,6 +113,9 @@ def _importing(frame) -> bool:
     return False
 
 
+MAX_ALARM = 1e9  # seconds (31 years): the longest alarm _alarm sets
+
+
 @contextmanager
 def _alarm(seconds: float):
     """Interrupt the block with EvaluationTimeout after ``seconds`` (main thread only), but not
@@ -132,7 +135,8 @@ def _alarm(seconds: float):
             return
         raise EvaluationTimeout()
     old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # a limit past what the timer takes (time_t: 1e19 s and up raise OverflowError) is none
+    signal.setitimer(signal.ITIMER_REAL, min(seconds, MAX_ALARM))
     try:
         yield
     finally:

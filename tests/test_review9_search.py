@@ -217,3 +217,16 @@ def test_a_report_reads_a_store_of_an_older_schema(tmp_path, capsys):
     conn = sqlite3.connect(path)  # read as it is: not upgraded
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
     conn.close()
+
+
+def test_a_time_limit_past_what_the_alarm_takes_is_no_limit():
+    # --time-limit takes any positive finite number of seconds, but 1e300 reached
+    # signal.setitimer, which raised OverflowError ("timestamp out of range for platform
+    # time_t") in every evaluation: on Ray each one, baselines included, was retried and
+    # stored as failed, and later searches took those failures from the store
+    from optdsl.search.evaluate import Protocol, evaluate
+    from optdsl.search.tasks import TASKS
+    for limit in (1e300, 1e19):
+        result = evaluate({"rule": "adam", "task": "quadratic", "time_limit": limit,
+                           "protocol": Protocol(lr_grid=(1e-2,)).config(TASKS["quadratic"])})
+        assert result["status"] == "ok", result["error"]
