@@ -127,9 +127,10 @@ def prepare_rule(text: str):
 
 def read_seeds(path: str) -> list:
     """Rules from a seed file (UTF-8, with or without a byte-order mark): one program per
-    paragraph (blank-line separated) or a library name per line; '#' lines are comments. A bad rule raises SearchError naming file:line:col;
-    a paragraph of names with one that is not a library rule names it, and one that mixes a
-    library name with a program says that a paragraph is one or the other."""
+    paragraph (blank-line separated) or a library name per line; '#' lines are comments. A
+    bad rule raises SearchError naming file:line:col; a paragraph of names with one that is
+    not a library rule names it, and one that mixes a library name with a program says that a
+    paragraph is one or the other."""
     from optdsl import DSLError
     from optdsl.library import library, source
     try:  # as optdsl.cli.read_text reads a program file
