@@ -170,15 +170,16 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False)
 
 def _language_value(prim, args: list, e: sp.Expr) -> sp.Expr:
     """``e``, sympy's value of ``prim`` at ``args``, or the language's where sympy's is complex
-    or an infinity without a sign: of numbers (sqrt(-1) = I, log(0) = zoo, 0^-1 = zoo) the
-    interpreter's own (NaN, -inf, inf), and x / 0 = sign(x) inf (NaN at x = 0 or NaN)."""
-    if not e.has(sp.I, sp.zoo):
-        return e
-    if prim.name == "div" and args[1] == 0:
-        return sp.sign(args[0]) * sp.oo
+    or an infinity without a sign: of numbers (sqrt(-1) = I, (-8)^(1/3) = 2 (-1)^(1/3), log(0)
+    = zoo, 0^-1 = zoo) the interpreter's own (NaN, -inf, inf), and x / 0 = sign(x) inf (NaN at
+    x = 0 or NaN)."""
     if all(a.is_number for a in args) and prim.scalar_fn is not None:
+        if e.is_extended_real:
+            return e
         with np.errstate(all="ignore"):
             return number(float(prim.scalar_fn(*[float(a) for a in args])))
+    if prim.name == "div" and args[1] == 0:
+        return sp.sign(args[0]) * sp.oo
     return e
 
 
