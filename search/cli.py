@@ -11,6 +11,7 @@ in a seed file or an address that does not answer is one line on stderr and exit
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import sys
@@ -140,7 +141,8 @@ def _progress_display(console, budget: int, quiet: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from .report import describe
     bar = Progress(TextColumn("search"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+                   TextColumn("{task.fields[info]}", markup=False), TimeElapsedColumn(),
+                   console=console)
     task_id = bar.add_task("search", total=budget, info="")
 
     def update(p):
@@ -434,21 +436,22 @@ def _report(args) -> int:
         for folder in ([] if args.no_plots else [plots_dir]) + ([args.export] if args.export else []):
             _make_dir(folder)
     console = Console()
+    say = functools.partial(console.print, markup=False)  # paths, tasks and rules as they are
     if not groups:  # a search that has just started: nothing has finished yet
-        console.print(f"{args.store}: no evaluation has finished yet")
+        say(f"{args.store}: no evaluation has finished yet")
     for search in searches:
         p = store.progress(search["id"])
         state = "finished" if search["finished_at"] else "unfinished"
         if not search["finished_at"] and search is searches[-1]:  # --resume takes the latest
             state += f" (optdsl search --resume --store {shlex.quote(args.store)})"
-        console.print(f"search #{search['id']}: {search['strategy']} on {search['task']}, "
-                      f"{p['done']}/{search['budget']} done, {p['cached']} cache hits, {state}")
+        say(f"search #{search['id']}: {search['strategy']} on {search['task']}, "
+            f"{p['done']}/{search['budget']} done, {p['cached']} cache hits, {state}")
     for task, protocol in groups:
         metric = (TASKS[task].metric if task in TASKS else
                   match.MatchTask.metric if match.is_match(task) else "score")
         console.print(leaderboard(store, task, protocol, top=args.top, metric=metric))
         for line in match_proofs(store, task, protocol, top=args.top):
-            console.print(line)
+            say(line)
         suffix = "" if len(groups) == 1 else f"-{match.file_stem(task)}-{protocol[:6]}"
         try:
             if not args.no_plots:
@@ -456,16 +459,16 @@ def _report(args) -> int:
                                   os.path.join(plots_dir, f"best{suffix}.png"), metric)
                 b = plot_curves(store, task, protocol,
                                 os.path.join(plots_dir, f"curves{suffix}.png"), metric=metric)
-                console.print(f"plots: {a}, {b}")
+                say(f"plots: {a}, {b}")
             if args.export:
                 paths = export_rules(store, task, protocol, args.export, top=args.export_top,
                                      suffix=suffix and f"-{protocol[:6]}")
                 if paths:
-                    console.print(f"exported {len(paths)} rule(s) to {args.export.rstrip('/')}/ "
-                                  f"(check one: optdsl check {shlex.quote(paths[0])})")
+                    say(f"exported {len(paths)} rule(s) to {args.export.rstrip('/')}/ "
+                        f"(check one: optdsl check {shlex.quote(paths[0])})")
                 else:
-                    console.print(f"nothing to export for {task}: no rule besides the baselines "
-                                  "finished the full protocol")
+                    say(f"nothing to export for {task}: no rule besides the baselines "
+                        "finished the full protocol")
         except OSError as e:
             raise SearchError(f"cannot write {e.filename or 'the report'}: "
                               f"{e.strerror or e}") from None

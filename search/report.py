@@ -63,13 +63,15 @@ def board_rows(store: Store, task: str, protocol: str, top: int = 10) -> list:
 
 
 def leaderboard(store: Store, task: str, protocol: str, top: int = 10, metric: str = "score"):
-    """A rich Table of board_rows."""
+    """A rich Table of board_rows (the rules' and the task's text escaped: a comment may hold
+    anything, "[/x]" too, which rich would read as markup)."""
+    from rich.markup import escape
     from rich.table import Table
     rows = board_rows(store, task, protocol, top)
     evaluated = store.evaluations(task, protocol)
     baselines = sum(1 for r in evaluated if r.get("name"))
     total = len(evaluated) - baselines
-    table = Table(title=f"{task}: top {min(top, total)} of {total} evaluated rules (and "
+    table = Table(title=f"{escape(task)}: top {min(top, total)} of {total} evaluated rules (and "
                         f"{baselines} baselines)", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column(metric, justify="right")
@@ -85,8 +87,9 @@ def leaderboard(store: Store, task: str, protocol: str, top: int = 10, metric: s
         status = STOPPED_AT.get(r.get("rung"), "ok") if r["status"] == "ok" else r["status"]
         if status == "diverged" and r.get("diverged_step"):
             status += f" @{r['diverged_step']}"
+        rule = escape(describe(r))
         table.add_row(str(r["rank"]), score, fmt(r["best_lr"] or None),
-                      status, f"[bold]{describe(r)}[/bold] (baseline)" if baseline else describe(r),
+                      status, f"[bold]{rule}[/bold] (baseline)" if baseline else rule,
                       f"{r['duration']:.1f}s" if r["duration"] is not None else "-",
                       style="cyan" if baseline else None)
     return table

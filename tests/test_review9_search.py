@@ -230,3 +230,22 @@ def test_a_time_limit_past_what_the_alarm_takes_is_no_limit():
         result = evaluate({"rule": "adam", "task": "quadratic", "time_limit": limit,
                            "protocol": Protocol(lr_grid=(1e-2,)).config(TASKS["quadratic"])})
         assert result["status"] == "ok", result["error"]
+
+
+def test_brackets_in_a_rule_a_task_or_a_path_are_printed_as_they_are(tmp_path, capsys):
+    # The leaderboard and report's lines went through rich markup: a seed rule's comment or a
+    # match target's with "[/x]" ended the search, its work done, and every report of the
+    # store, in a MarkupError traceback; a store in "[a]/" was reported as "plots: /m-report/..."
+    folder = tmp_path / "[a]"
+    folder.mkdir()
+    path = str(folder / "m.sqlite")
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("lr * sign(g)  # see [bold]Bello[/bold] [1] [/x]\n")
+    assert main(["search", "--task", "match:lr * g  # [/oops]", "--seeds", str(seeds),
+                 "--budget", "1", "--no-baselines", "--store", path, "--quiet"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "[bold]Bello[/bold] [1] [/x]" in out and "# [/oops]" in out
+    assert main(["report", path, "--export", str(tmp_path / "x")]) == 0
+    out = capsys.readouterr().out
+    assert "[bold]Bello[/bold] [1] [/x]" in out and "# [/oops]" in out
+    assert f"{folder}/m-report/best.png" in out.replace("\n", "")
