@@ -150,7 +150,7 @@ def plot_progress(store: Store, task: str, protocol: str, path: str, metric: str
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("evaluations")
     ax.set_ylabel(f"best validation {metric}")
-    ax.set_title(f"search on {task}")
+    ax.set_title(f"search on {_plain(task)}")
     return _save(fig, ax, path, legend_size=8)
 
 
@@ -168,15 +168,20 @@ def plot_curves(store: Store, task: str, protocol: str, path: str, top: int = 5,
     for i, r in enumerate(candidates):
         steps, values = zip(*r["curve"]) if r["curve"] else ((), ())
         ax.plot(steps, values, marker="o", markersize=3, color=f"C{i}",
-                label=f"#{r['rank']} {describe(r, 40)} (lr={fmt(r['best_lr'])})")
+                label=f"#{r['rank']} {_plain(describe(r, 40))} (lr={fmt(r['best_lr'])})")
     for i, r in enumerate(baselines):
         steps, values = zip(*r["curve"]) if r["curve"] else ((), ())
         ax.plot(steps, values, linestyle="--", linewidth=1, color=f"C{top + i}",
                 label=f"{r['name']} (lr={fmt(r['best_lr'])})")
     ax.set_xlabel("step")
     ax.set_ylabel(f"validation {metric}")
-    ax.set_title(f"{task}: top rules (solid) vs baselines (dashed)")
+    ax.set_title(f"{_plain(task)}: top rules (solid) vs baselines (dashed)")
     return _save(fig, ax, path, legend_size=7)
+
+
+def _plain(text: str) -> str:
+    """``text`` for a plot as it is: matplotlib reads $...$ as mathtext (TeX in a comment)."""
+    return text.replace("$", r"\$")
 
 
 def _save(fig, ax, path: str, legend_size: int) -> str:

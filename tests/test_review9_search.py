@@ -249,3 +249,16 @@ def test_brackets_in_a_rule_a_task_or_a_path_are_printed_as_they_are(tmp_path, c
     out = capsys.readouterr().out
     assert "[bold]Bello[/bold] [1] [/x]" in out and "# [/oops]" in out
     assert f"{folder}/m-report/best.png" in out.replace("\n", "")
+
+
+def test_dollars_in_a_rule_or_a_task_do_not_break_the_plots(tmp_path, capsys):
+    # matplotlib reads $...$ in a label or a title as mathtext: a seed rule whose comment held
+    # "$\foo$" (TeX in a comment) made every optdsl report of the store a ParseFatalException
+    # traceback ("Unknown symbol: \foo"); the legend and the title show the text as it is
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("lr * sign(g)  # $\\foo$\n")
+    path = str(tmp_path / "m.sqlite")
+    assert main(["search", "--task", "match:lr * g  # $\\bar$", "--seeds", str(seeds),
+                 "--budget", "1", "--no-baselines", "--store", path, "--quiet"]) == 0
+    assert main(["report", path, "--plots", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "curves.png").exists() and (tmp_path / "p" / "best.png").exists()
