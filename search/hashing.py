@@ -2,7 +2,8 @@
 
 Two rules with the same key on the same task and protocol are the same candidate: the second
 is a cache hit and is not evaluated again. See :mod:`search.candidate` for what the key hashes
-(``optdsl.canonical_hash`` with lr's default ignored, plus the updates on probe inputs).
+(``optdsl.canonical_hash`` with lr's default ignored where lr scales the update, plus the
+updates on probe inputs).
 """
 from __future__ import annotations
 
