@@ -89,6 +89,11 @@ def input_symbols():
 DEFINED = sp.Function("defined", real=True)
 
 
+# A tensor of zeros: added to a tensor that sympy made constant (g - g + 1 = 1) inside a
+# reduction that counts the elements, so that it is not the scalar (it prints as one).
+ZEROS = sp.Symbol("(0 * p)", real=True)
+
+
 def _domain_of(op: str, args: list):
     """(the argument that must be >= 0 for ``op`` to be real (> 0 for a log), whether it is a
     divisor instead: != 0), or None. A power that may be negative divides by its base. Of
@@ -135,6 +140,7 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False)
     raises ``Unsigned`` (for proofs). Random primitives raise ``Opaque``.
     """
     out = dict(overrides or {})
+    elements = set()  # the symbols of per-element leaves (g, p, a tensor's states)
     for n in ir.topological([r for r in roots if r not in out]):
         if n in out:
             continue
@@ -142,11 +148,16 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False)
             out[n] = number(n.value)
         elif n.op in ("hyper", "input", "state"):
             out[n] = leaf(n)
+            if n.kind == ir.Kind.TENSOR:
+                elements |= out[n].free_symbols
         else:
             prim = PRIMITIVES[n.op]
             if prim.random:
                 raise Opaque(n.op)
             args = [out[a] for a in n.args]
+            if prim.counts_elements:  # norm(g - g + 1) is sqrt(n), norm(1) is 1
+                args = [x + ZEROS if a.kind == ir.Kind.TENSOR and not x.free_symbols & elements
+                        else x for a, x in zip(n.args, args)]
             out[n] = _language_value(prim, args, prim.sympy(sp, *args))
             arg, divisor = (_domain_of(n.op, args) if domains else None) or (None, False)
             # a log of 0 is -inf (and -inf - -inf NaN): its argument must be positive
