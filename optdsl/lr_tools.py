@@ -47,9 +47,9 @@ def plot_schedule(formula: str, steps: int, path: str) -> np.ndarray:
     import matplotlib.pyplot as plt  # heavy
     values = schedule_values(formula, steps)
     bad = np.flatnonzero(~np.isfinite(values))
-    if len(bad):  # a multiplier of lr that is not a number: nothing a plot could show
-        raise DSLError(f"the schedule is {values[bad[0]]:g} at t = {bad[0] + 1} "
-                       f"({len(bad)} of {steps} steps are not finite)")
+    if len(bad) == steps:  # no step a plot could show (an overflow past some step is shown)
+        raise DSLError(f"the schedule is {values[0]:g} at t = 1 and at every step to {steps}: "
+                       "nothing to plot")
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(np.arange(1, steps + 1), values)
     ax.set_xlabel("step t")

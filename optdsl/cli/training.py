@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
 from ..demo import train_digits
@@ -48,6 +49,10 @@ def cmd_plot_schedule(argv) -> int:
     values = plot_schedule(args.formula, args.steps, args.output)
     print(f"wrote {args.output}: {args.steps} steps, min {values.min():.4g}, max {values.max():.4g}, "
           f"last {values[-1]:.4g}")
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        print(f"note: {len(bad)} of {args.steps} steps are not finite, the first at t = "
+              f"{bad[0] + 1} ({values[bad[0]]:g}); the plot leaves them out")
     return 0
 
 
