@@ -15,8 +15,8 @@
   parameters), so a constant factor never changes whether a rule is a member; the kind it
   names assumes the factor 1 (``c+ c- = 1``: ``c * powersign`` is named addsign).
 * :func:`known_as` names a rule after a library rule it equals: ``≡ name`` when their search
-  cache keys agree (``search.candidate``: the canonical hash with lr's default ignored, and
-  the probe updates),
+  cache keys agree (``search.candidate``: the canonical hash, with lr's default ignored
+  where lr scales the update, and the probe updates),
   ``≈ name`` when their updates agree numerically on probe inputs (fingerprint-equivalent),
   ``∝ c × name`` when they agree up to a constant factor c > 0 (the library rule at c times
   the learning rate: off the protocol's lr grid when c is not a power of 10),

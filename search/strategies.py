@@ -60,7 +60,8 @@ def require(name: str, value, *, at_least=None, above=None, at_most=None, below=
     if below is not None:
         ok, bounds = ok and value < below, bounds + [f"< {below}"]
     if not ok:
-        raise ValueError(f"{name} must be {' and '.join(bounds) or 'finite'}, got {value}")
+        need = " and ".join((["finite"] if not finite else []) + bounds) or "finite"
+        raise ValueError(f"{name} must be {need}, got {value}")
 
 
 def require_fraction(**values) -> None:

@@ -953,3 +953,14 @@ def test_an_rl_controller_whose_logits_overflow_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "logits overflowed at lr=1e+09): lower --strategy-option lr" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_infinite_strategy_setting_is_said_to_be_not_finite():
+    """It said 'entropy must be >= 0, got inf', which inf is."""
+    from optdsl.search.strategies import require
+    with pytest.raises(ValueError, match=r"^entropy must be finite and >= 0, got inf$"):
+        require("entropy", float("inf"), at_least=0)
+    with pytest.raises(ValueError, match=r"^lr must be finite and > 0, got nan$"):
+        require("lr", float("nan"), above=0)
+    with pytest.raises(ValueError, match=r"^sample must be >= 1, got 0$"):
+        require("sample", 0, at_least=1)
