@@ -11,13 +11,15 @@ It is written against two small interfaces, so it runs (and is tested) without R
 
 Order of a search: the baselines, then the seed rules, then the strategy's proposals, until
 ``budget`` non-baseline proposals are done (cache hits count: they are done, just not run).
-A stored ``timeout`` answers for a proposal only when this search's time limit is no longer
-than the one it ran under (``Store.timeout_holds``); otherwise the rule runs again and its new
-result replaces the row. Every proposal is written to the store before it is submitted. A
-round (the results of one wait, the proposals they lead the strategy to, and its new state)
-is one transaction, so the stored state always knows exactly the stored proposals and results;
-a resumed search resubmits what was pending and continues the strategy where its stored state
-left it.
+A stored result answers for a proposal when it is the rule's own (``ok``, ``diverged``, a
+``failed`` the evaluation recorded: ``store.rules_own``); a runner's ``failed`` (the evaluation
+raised twice, its worker died twice: the machine's doing, not the rule's) never does, and a
+stored ``timeout`` only when this search's time limit is no longer than the one it ran under
+(``Store.timeout_holds``); otherwise the rule runs again and its new result replaces the row.
+Every proposal is written to the store before it is submitted. A round (the results of one
+wait, the proposals they lead the strategy to, and its new state) is one transaction, so the
+stored state always knows exactly the stored proposals and results; a resumed search resubmits
+what was pending and continues the strategy where its stored state left it.
 
 Multi-fidelity protocols (a ``screen`` rung, ``search.fidelity``): baselines and seeds always
 run the full protocol; a strategy's candidate runs the screening rung and is promoted to the
@@ -53,7 +55,7 @@ from . import match
 from .candidate import build, text_hash
 from .errors import SearchError
 from .evaluate import BASELINES, Protocol, evaluate
-from .store import RUNG_COLUMNS, Store, is_full
+from .store import RUNG_COLUMNS, Store, is_full, rules_own
 from .tasks import Task, get_task
 
 
@@ -388,13 +390,15 @@ class SearchLoop:
         return True
 
     def _lookup(self, key: str):
-        """The stored evaluation that answers for ``key``: not a timeout under a shorter time
-        limit than this search's (``Store.timeout_holds``): that rule is evaluated again."""
+        """The stored evaluation that answers for ``key``: the rule's own outcome, or a timeout
+        under a time limit no shorter than this search's (``Store.timeout_holds``); otherwise
+        (a runner's failure, a shorter limit's timeout) the rule is evaluated again."""
         row = self.store.lookup(key, self.task.name, self.protocol_key)
-        if row is not None and row["status"] == "timeout" and \
-                not self.store.timeout_holds(row, self.sid, self.time_limit):
-            return None
-        return row
+        if row is None or rules_own(row) or (
+                row["status"] == "timeout" and
+                self.store.timeout_holds(row, self.sid, self.time_limit)):
+            return row
+        return None
 
     def _dispatch(self, prop: Proposal) -> None:
         cached = self._lookup(prop.hash)
@@ -499,7 +503,7 @@ class InProcessRunner:
                 return self.fn(job)
             except Exception as e:
                 error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        return failed_result(f"failed twice: {error}")
+        return failed_result(f"failed twice: {error}")  # (store.RUNNER_FAILURES)
 
     def close(self) -> None:
         self.jobs.clear()

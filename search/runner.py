@@ -16,9 +16,10 @@
   terminal: a lost node is one line on stderr that names the file.
 * Faults: a task whose worker process dies (killed, out of memory, ``os._exit``) is retried
   once by Ray (``max_retries=1``), and so is one that raises (``retry_exceptions=True``). A task
-  that fails twice comes back as a ``failed`` result carrying the error. The evaluation keeps
-  its own time limit; as a backstop, a task still running ``2 x limit + grace`` (30 s) after it
-  reached a CPU is cancelled with its worker killed and recorded as ``timeout``. A queued task's
+  that fails twice comes back as a ``failed`` result carrying the error, one that no search
+  reuses (``store.rules_own``). The evaluation keeps its own time limit; as a backstop, a task
+  still running ``2 x limit + grace`` (30 s) after it reached a CPU is cancelled with its
+  worker killed and recorded as ``timeout``. A queued task's
   clock starts when fewer than ``workers`` tasks submitted before it are left (Ray runs them
   in order), so waiting behind a hung task does not count against it.
 """
@@ -201,10 +202,10 @@ class RayRunner:
         except rex.TaskCancelledError:
             return failed_result(f"killed by the runner after {time.monotonic() - started:.0f} s "
                                  "(past twice the time limit)", status="timeout")
-        except (rex.WorkerCrashedError, rex.NodeDiedError) as e:
+        except (rex.WorkerCrashedError, rex.NodeDiedError) as e:  # (store.RUNNER_FAILURES)
             return failed_result(f"worker died twice: {_one_line(e)}")
         except rex.RayError as e:
-            return failed_result(f"failed twice: {_one_line(e)}")
+            return failed_result(f"failed twice: {_one_line(e)}")  # (store.RUNNER_FAILURES)
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()

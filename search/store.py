@@ -31,9 +31,16 @@ evaluations that were in flight or finished in the round being written. WAL mode
 ends, however it ends) for as long as it runs; readers take no lock. A store whose directory or
 file is not writable opens read-only for reading and is refused, in one line, for writing.
 
-A ``timeout`` row is not a result of the rule but of the time limit it ran under: a search
+Only a rule's own outcome answers for it in every later search (:func:`rules_own`): ``ok``,
+``diverged``, and a ``failed`` that the evaluation recorded (the rule's text, or a value the
+protocol gives it, is invalid: a ``DSLError``; on a ``match:`` task, the rule raised on its
+streams; the language's arithmetic gives NaN or Inf, never an exception, so a rule's math ends
+``diverged``). A ``failed`` of a runner (``RUNNER_FAILURES``: an exception that escaped the
+evaluation, twice, or a worker process that died twice) says what happened to the machine (or
+to optdsl), not to the rule: no search reuses it, not even a resume of the one that recorded
+it. A ``timeout`` row is not a result of the rule but of the time limit it ran under: a search
 reuses it only when its own limit is no longer than that of the search that recorded it
-(``timeout_holds``), and a new evaluation of the rule replaces it (``add_evaluation``).
+(``timeout_holds``). A new evaluation of the rule replaces either (``add_evaluation``).
 """
 from __future__ import annotations
 
@@ -58,6 +65,19 @@ UPGRADES = {
 }
 # The partial rungs whose scores a row keeps (the engine's thresholds), and their columns.
 RUNG_COLUMNS = {"screen": "screen_score", "middle": "middle_score"}
+
+
+# How the runners' own failures begin (engine.InProcessRunner, runner.RayRunner): the
+# evaluation raised twice, or its worker died twice. Never the rule's (see the module).
+RUNNER_FAILURES = ("failed twice: ", "worker died twice: ")
+
+
+def rules_own(row: dict) -> bool:
+    """Whether a row's (or a result's) status is the rule's own outcome, which any later search
+    reuses: not a ``timeout`` nor a runner's ``failed`` (see the module)."""
+    if row["status"] == "failed":
+        return not (row.get("error") or "").startswith(RUNNER_FAILURES)
+    return row["status"] != "timeout"
 
 
 def is_full(row: dict) -> bool:
@@ -235,13 +255,14 @@ class Store:
 
     def add_evaluation(self, *, rule: str, rule_hash: str, task: str, protocol: str,
                        result: dict, name: str | None = None, search_id: int | None = None) -> int:
-        """Insert one evaluation (inside the caller's transaction when there is one). A
-        ``timeout`` row of the same key is replaced (a later search with a longer time limit
-        evaluated the rule again: see the module), keeping its baseline name."""
+        """Insert one evaluation (inside the caller's transaction when there is one). A row of
+        the same key that is not the rule's own outcome (a timeout, a runner's failure) is
+        replaced (a later search evaluated the rule again: see the module), keeping its
+        baseline name."""
         old = self.conn.execute(
-            "SELECT id, name FROM evaluations WHERE rule_hash = ? AND task = ? AND protocol = ? "
-            "AND status = 'timeout'", (rule_hash, task, protocol)).fetchone()
-        if old is not None:
+            "SELECT id, name, status, error FROM evaluations WHERE rule_hash = ? AND task = ? "
+            "AND protocol = ?", (rule_hash, task, protocol)).fetchone()
+        if old is not None and not rules_own(dict(old)):
             self.conn.execute("DELETE FROM evaluations WHERE id = ?", (old["id"],))
             name = name or old["name"]
         screen, middle = result.get("screen") or {}, result.get("middle") or {}

@@ -750,6 +750,57 @@ def test_a_timeout_is_not_reused_under_a_longer_time_limit(tmp_path, capsys, mon
     assert {r["search_id"] for r in rows} == {3}
 
 
+def _ok_result(job):
+    return {"status": "ok", "score": 1.0, "best_lr": 1e-3, "diverged_step": None,
+            "metrics": [], "curve": [], "error": None, "duration": 0.0, "worker": None,
+            "started_at": 0.0, "finished_at": 0.0}
+
+
+def _machine_fault(job):
+    raise OSError(28, "No space left on device")  # the worker's disk, not the rule
+
+
+def _rules_own_failure(job):
+    from optdsl.search.engine import failed_result
+    return failed_result("the protocol sets lr, which this rule does not declare")
+
+
+def _rule_diverged(job):
+    return {**_ok_result(job), "status": "diverged", "score": None, "best_lr": None,
+            "diverged_step": 3}
+
+
+@pytest.mark.parametrize("first, reused", [(_machine_fault, False), (_rules_own_failure, True),
+                                           (_rule_diverged, True)])
+def test_only_the_rules_own_outcomes_are_reused(tmp_path, capsys, monkeypatch, first, reused):
+    """A later search answers a known rule from the store only with the rule's own outcome (ok,
+    diverged, a failure the evaluation recorded); a failure of the runner (an evaluation that
+    raised twice because of the machine, a worker that died twice) is evaluated again, and its
+    new result replaces the row. It was reused: a disk that filled up once made its rules
+    'failed' in every later search of the store."""
+    from optdsl.search import cli
+    fns = iter([first, _ok_result])
+    monkeypatch.setattr(cli, "_runner", lambda task, args, limit: InProcessRunner(next(fns), 4))
+    path = str(tmp_path / "s.sqlite")
+    common = ("--store", path, "--budget", "4", "--no-baselines")
+    assert _cli(*common) == 0
+    capsys.readouterr()
+    assert _cli(*common) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    rows = Store(path, create=False).evaluations()
+    assert len(rows) == 4
+    if reused:
+        assert "4/4 done: 0 evaluated here, 4 cache hits" in out
+        assert {r["search_id"] for r in rows} == {1}
+    else:
+        assert "4/4 done: 4 evaluated here, 0 cache hits, 0 failed" in out
+        assert {(r["status"], r["search_id"]) for r in rows} == {("ok", 2)}
+    # the Ray runner's failures are the runner's too
+    from optdsl.search.store import rules_own
+    died = {"status": "failed", "error": "worker died twice: WorkerCrashedError: ..."}
+    assert not rules_own(died) and not rules_own({"status": "timeout", "error": None})
+
+
 class _StopAfterWaits(InProcessRunner):
     """A search killed after ``n`` waits, with ``capacity`` evaluations in flight."""
 
