@@ -34,8 +34,12 @@ second rule agrees with the first wherever the first's update is defined (finite
 Hyperparameters: a name both rules use is one shared symbol (random in probing); ``bind`` fixes
 names to values; ``hyper_map`` replaces hyperparameters of the *first* rule by expressions over
 the second's (``{"lr": "lr / (1 - momentum)"}``); a name only one rule uses is fixed at its
-default. The symbolic phase runs in a forked process under a wall-clock budget and answers
-``unknown`` (with the numeric evidence) when sympy does not finish in time.
+default. ``timeout`` is a wall-clock budget for the whole: probing before the proof gets at most
+half of it, the symbolic phase (in a forked process) what is left, and probing after it what is
+left then. A probe stops when its share is spent, past the ``LONG_STEPS`` steps of the default
+probes (milliseconds), and says how many steps it compared; a difference found by then is a
+counterexample as any other. Without a proof by the end of the budget the answer is ``unknown``,
+with the numeric evidence.
 """
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ import torch
 
 from . import ir
 from .errors import DSLError, did_you_mean
-from .interpreter import Interpreter, trajectory
+from .interpreter import Interpreter, updates
 from .ir import Kind, Rule
 from .primitives import PRIMITIVES
 from .probes import gradient_stream, is_random, with_special_values
@@ -241,6 +245,7 @@ def _eval_scalar(node: ir.Node, env: dict) -> float:
 
 STEPS_PROBED = 4
 LONG_STEPS = 16  # probed when there is no proof for every step (t <= 5 differs at step 6)
+# (a probe stops at its deadline only past LONG_STEPS steps: the default probes always run whole)
 ELEMENTS = 24
 DRAWS = 6
 
@@ -257,46 +262,84 @@ def _differ(ua, ub, p, domain: str = "all") -> torch.Tensor:
     return differ & torch.isfinite(ua) if domain == "defined" else differ
 
 
-def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int = 0):
-    """(counterexample or None, evidence text): run both rules on random inputs and compare."""
+def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int = 0,
+          deadline: float | None = None, end: float | None = None):
+    """(counterexample or None, evidence text): run both rules on random inputs and compare.
+    Past ``deadline`` (a ``time.perf_counter()`` value) each draw stops after ``LONG_STEPS``
+    steps, and the evidence says how many steps every draw compared; a difference found is
+    evaluated again until ``end`` (default: ``deadline``)."""
     rng = random.Random(seed)
     trng = torch.Generator().manual_seed(seed)
+    compared = []  # steps each draw compared
     for i, free in enumerate(pair.draws(draws, rng)):
         va, vb = pair.values(free)
         p0, grads = gradient_stream(trng, steps, ELEMENTS)
         if i % 2:  # every other draw: exact zeros, ones and repeats too (generic-point
             p0, grads = with_special_values(p0, grads)  # identities fail there)
         try:
-            ua = trajectory(pair.a, va, p0, grads)
-            ub = trajectory(pair.b, vb, p0, grads)
+            ua, ub, grads = _lockstep(pair, va, vb, p0, grads, deadline)
         except ValueError:  # a draw a schedule's argument check rejects (T_mult = 1.3)
             if i == 0:
                 raise
+            for _ in itertools.takewhile(lambda g: not _past(deadline), grads):
+                pass  # the next draws' inputs as if it had run (unless out of time)
             continue
+        compared.append(len(ua))
         p = p0
-        for t in range(steps):
+        for t in range(len(ua)):
             bad = _differ(ua[t], ub[t], p, pair.domain)
             if bad.any():
                 if pair.random:
                     return None, ("the rules draw random numbers and differ on equal seeds "
                                   "(draw order may differ): no conclusion")
                 e = int(bad.nonzero()[0, 0])
-                return _counterexample(pair, free, va, vb, p0, grads, t, e), ""
+                return _counterexample(pair, free, va, vb, p0, grads, t, e,
+                                       (ua[t], ub[t]), end or deadline), ""
             p = p - ua[t]
+    if compared and min(compared) < steps:
+        reached = f"{min(compared)}" + (f" to {max(compared)}" if max(compared) > min(compared)
+                                        else "")
+        return None, (f"numeric probing: {draws} hyperparameter draws x {ELEMENTS} inputs agree "
+                      f"for the first {reached} of {steps} steps (the time budget stopped them)")
     return None, f"numeric probing: {draws} hyperparameter draws x {ELEMENTS} inputs x {steps} steps agree"
 
 
-def _counterexample(pair, free, va, vb, p0, grads, t, e) -> Counterexample:
+def _lockstep(pair: Pair, va: dict, vb: dict, p0, grads, deadline: float | None):
+    """(updates of a, updates of b, gradients): both rules run together on the gradients that
+    ``grads`` yields, until its end or, past ``LONG_STEPS`` steps, ``deadline``."""
+    read, ua, ub = [], [], []
+    run_a = updates(pair.a, va, p0, iter(read))  # each step reads the gradient appended last
+    run_b = updates(pair.b, vb, p0, iter(read))
+    for g in grads:
+        read.append(g)
+        ua.append(next(run_a))
+        ub.append(next(run_b))
+        if len(read) >= LONG_STEPS and _past(deadline):
+            break
+    return ua, ub, read
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
+
+
+def _counterexample(pair, free, va, vb, p0, grads, t, e, found, deadline=None) -> Counterexample:
+    """The difference probing ``found`` (the two updates) at step ``t + 1``, element ``e``,
+    evaluated again: alone (an elementwise rule), else on the whole input; past ``deadline``
+    (and ``LONG_STEPS`` steps), the probe's own updates on the whole input, not re-evaluated."""
     hypers = {**{k: v for k, v in free.items()}, **pair.bound}
     if not pair.reduces:  # elementwise rules: the one element alone is a counterexample
         p1 = p0[e:e + 1].clone()
         g1 = [g[e:e + 1].clone() for g in grads[:t + 1]]
-        ua, ub = trajectory(pair.a, va, p1, g1), trajectory(pair.b, vb, p1, g1)
-        for s in range(t + 1):
+        ua, ub, _ = _lockstep(pair, va, vb, p1, g1, deadline)
+        for s in range(len(ua)):
             if _differ(ua[s], ub[s], p1, pair.domain).any():
                 return Counterexample(hypers, p1.tolist(), [g.tolist() for g in g1[:s + 1]], s + 1,
                                       ua[s].tolist(), ub[s].tolist(), True)
-    ua, ub = trajectory(pair.a, va, p0, grads[:t + 1]), trajectory(pair.b, vb, p0, grads[:t + 1])
+    ua, ub, _ = _lockstep(pair, va, vb, p0, grads[:t + 1], deadline)
+    if len(ua) <= t:  # out of time: the interpreter's updates on this input, as probing saw them
+        return Counterexample(hypers, p0.tolist(), [g.tolist() for g in grads[:t + 1]], t + 1,
+                              found[0].tolist(), found[1].tolist(), False)
     confirmed = bool(_differ(ua[t], ub[t], p0, pair.domain).any())
     return Counterexample(hypers, p0.tolist(), [g.tolist() for g in grads[:t + 1]], t + 1,
                           ua[t].tolist(), ub[t].tolist(), confirmed)
@@ -672,7 +715,8 @@ def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
                hyper_map: dict | None = None, timeout: float = 10.0, seed: int = 0,
                domain: str = "all") -> Verdict:
     """Prove rules ``a`` and ``b`` equivalent, refute them
-    with a re-evaluated counterexample, or answer unknown within ``timeout`` seconds.
+    with a re-evaluated counterexample, or answer unknown within ``timeout`` seconds (a
+    wall-clock budget for probing and proof together: see the module).
 
     Only a proof for every step (a single-step proof with matched states) says proved. Without
     one, numeric probing of ``LONG_STEPS`` steps looks for a counterexample at later steps
@@ -697,18 +741,21 @@ def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
 
 
 def _decide(pair: Pair, steps: int, timeout: float, seed: int, start: float) -> Verdict:
+    """The verdict within ``timeout`` seconds of ``start`` (see the module: each phase's share)."""
     domain = pair.domain
-    cex, evidence = probe(pair, steps=max(STEPS_PROBED, steps), seed=seed)
+    cex, evidence = probe(pair, steps=max(STEPS_PROBED, steps), seed=seed,
+                          deadline=start + timeout / 2, end=start + timeout)
     if cex is not None:
         return Verdict(REFUTED, "numeric", str(cex), cex, time.perf_counter() - start)
     if pair.random:
         return Verdict(UNKNOWN, "random", "the rules draw random numbers: no symbolic proof",
                        elapsed=time.perf_counter() - start, evidence=evidence)
     budget = timeout - (time.perf_counter() - start)
-    fallback = (UNKNOWN, "timeout", f"no proof within {timeout:g} s", {})
+    fallback = (UNKNOWN, "timeout", f"no proof within {timeout:.3g} s", {})
     status, method, text, sigma = run_with_budget(_child, (pair, steps), budget, fallback)
     if status != PROVED:  # no proof for every step: look for a difference at later steps
-        cex, evidence = probe(pair, steps=max(LONG_STEPS, steps), seed=seed)
+        cex, evidence = probe(pair, steps=max(LONG_STEPS, steps), seed=seed,
+                              deadline=start + timeout)
         if cex is not None:
             return Verdict(REFUTED, "numeric", str(cex), cex, time.perf_counter() - start)
     elif domain != "all":

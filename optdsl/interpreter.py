@@ -147,16 +147,19 @@ def _releases(order, keep) -> dict:
 def trajectory(rule: Rule, hypers: dict, p0: torch.Tensor, grads, seed: int = 0) -> list:
     """The updates u_1..u_k (``p_before - p_after``) of ``rule`` run from ``p0`` on the gradient
     sequence ``grads`` with the reference interpreter; ``p0`` is not modified."""
+    return list(updates(rule, hypers, p0, grads, seed))
+
+
+def updates(rule: Rule, hypers: dict, p0: torch.Tensor, grads, seed: int = 0):
+    """The updates of :func:`trajectory`, one step at a time (the caller may stop early)."""
     interp = Interpreter(rule)
     p, state = p0.clone(), {}
     gen = torch.Generator().manual_seed(seed)
-    out = []
-    with np.errstate(all="ignore"):
-        for g in grads:
-            before = p.clone()
+    for g in grads:
+        before = p.clone()
+        with np.errstate(all="ignore"):
             interp.step_tensor(p, g.clone(), hypers, state, {}, gen)
-            out.append(before - p)
-    return out
+        yield before - p
 
 
 def stored(value, kind: Kind, p: torch.Tensor, grad: torch.Tensor):

@@ -27,40 +27,48 @@ def is_random(rule: Rule) -> bool:
 
 def gradient_stream(generator: torch.Generator, steps: int, size: int,
                     decades: tuple = (-2.0, 1.0)) -> tuple:
-    """(p0, [g_1 .. g_steps]): a standard normal start and gradients whose magnitudes spread
-    over ``decades`` (log10 of the smallest and largest scale), float64."""
+    """(p0, g_1 .. g_steps): a standard normal start and an iterator of gradients whose
+    magnitudes spread over ``decades`` (log10 of the smallest and largest scale), float64,
+    drawn from ``generator`` as they are read (a probe that stops early draws no more)."""
     lo, hi = decades
     p0 = torch.randn(size, generator=generator, dtype=torch.float64)
-    grads = []
-    for _ in range(steps):
-        scale = 10 ** (torch.rand(size, generator=generator, dtype=torch.float64) * (hi - lo) + lo)
-        grads.append(torch.randn(size, generator=generator, dtype=torch.float64) * scale)
-    return p0, grads
+
+    def grads():
+        for _ in range(steps):
+            scale = 10 ** (torch.rand(size, generator=generator, dtype=torch.float64) * (hi - lo)
+                           + lo)
+            yield torch.randn(size, generator=generator, dtype=torch.float64) * scale
+    return p0, grads()
 
 
-def with_special_values(p0: torch.Tensor, grads: list) -> tuple:
+def with_special_values(p0: torch.Tensor, grads) -> tuple:
     """Copies of (p0, grads) with the exact values random draws never hit, where generic-point
     identities fail (x/x, |x|/x and sign(x)^2 differ from 1 and sign(x) at 0; (g^2 - 1)/(g - 1)
     from g + 1 at 1; sign(g - prev(g)) from +-1 where a gradient repeats): p is 0 at every 4th
     entry and 1 at the next (LayerNorm weights start at 1); of each gradient a third is 0, a
     third repeats the step before (+-1 at the first step), a sixth is +1 or -1 (the bounds of
-    clip_grad_value_), shifted each step. Dead units and unused rows make such values common."""
+    clip_grad_value_), shifted each step. Dead units and unused rows make such values common.
+    The gradients are an iterator, made as they are read."""
     p = p0.clone()
     p[::4] = 0.0
     p[1::4] = 1.0
-    out = []
-    for k, g in enumerate(grads):
-        g = g.clone()
-        z = k % 3
-        g[z::3] = 0.0
-        r = (z + 1) % 3
-        if out:
-            g[r::3] = out[-1][r::3]
-        else:
-            g[r::3] = torch.tensor([1.0, -1.0], dtype=g.dtype).repeat(len(g[r::3]))[:len(g[r::3])]
-        g[(z + 2) % 3 + 3::6] = 1.0 if k % 2 == 0 else -1.0
-        out.append(g)
-    return p, out
+
+    def special():
+        last = None
+        for k, g in enumerate(grads):
+            g = g.clone()
+            z = k % 3
+            g[z::3] = 0.0
+            r = (z + 1) % 3
+            if last is not None:
+                g[r::3] = last[r::3]
+            else:
+                n = len(g[r::3])
+                g[r::3] = torch.tensor([1.0, -1.0], dtype=g.dtype).repeat(n)[:n]
+            g[(z + 2) % 3 + 3::6] = 1.0 if k % 2 == 0 else -1.0
+            last = g
+            yield g
+    return p, special()
 
 
 def updates(rule: Rule, grads, p0, hypers: dict | None = None, seed: int = 0) -> torch.Tensor:

@@ -6,6 +6,7 @@ merged constants), and ``optdsl.equivalent`` proves the printed program equal to
 from __future__ import annotations
 
 import re
+import time
 
 import sympy as sp
 
@@ -24,15 +25,18 @@ def simplify(rule, prove: bool = True, timeout: float = 20.0):
     (x/|x| -> sign(x), m/sqrt(m^2) -> sign(m), merged constants). Returns ``(text, verdict)``;
     ``verdict`` (when ``prove``) is the proof that the printed program agrees with the input
     wherever the input's update is defined: c / sqrt(c^2) becomes sign(c), which is 0 where
-    the input was NaN. ``timeout`` (seconds) bounds the proof; sympy's simplification of the
-    expressions gets half as much (past it, the program keeps the translation's own form)."""
+    the input was NaN. ``timeout`` (seconds) bounds the whole: sympy's simplification of the
+    expressions gets half of it (past it, the program keeps the translation's own form), the
+    proof what is left."""
     check_timeout(timeout)
+    start = time.perf_counter()
     if is_random(rule):
         raise DSLError("the rule draws random numbers: it has no symbolic form to simplify")
     # sympy's simplify can take minutes (by PYTHONHASHSEED): in a forked process under the
     # budget, else the translation's own form (with the sign rewrites)
     text = run_with_budget(_text_child, (rule,), timeout / 2, None) or _program_text(rule, False)
-    verdict = equivalent(rule, parse(text), timeout=timeout, domain="defined") if prove else None
+    left = max(0.0, timeout - (time.perf_counter() - start))
+    verdict = equivalent(rule, parse(text), timeout=left, domain="defined") if prove else None
     return text, verdict
 
 

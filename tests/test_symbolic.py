@@ -282,6 +282,40 @@ def test_simplify_keeps_to_its_time_budget(monkeypatch):
     assert parse(text).defaults == {"lr": 1e-3} and "lr" in text, text
 
 
+def test_probing_counts_against_the_time_budget():
+    """A tenth review: ``optdsl equiv adam adam --steps 20000 --timeout 1`` took about 100 s
+    before saying "no proof within 1 s": the numeric probing of max(4, steps) steps before the
+    proof and max(16, steps) after it ran outside the budget. It stops when the budget is
+    spent (each draw still runs its first few steps), and the evidence says how far it got."""
+    for a, b in (("adam", "adam"), TANH):
+        start = time.perf_counter()
+        v = equivalent(a, b, steps=2000, timeout=1.0)
+        took = time.perf_counter() - start
+        assert v.status in ("proved", "unknown") and took <= 3.0, (a, b, v, took)
+        if v.status == "unknown":
+            assert "agree for the first" in v.evidence and "of 2000 steps" in v.evidence, v
+    # a difference the probing reaches within the budget is still a re-evaluated refutation
+    v = equivalent("lr * g", "lr * g * where(t > 50, 2, 1)", steps=2000, timeout=5.0)
+    assert v.refuted and v.counterexample.step == 51 and v.counterexample.reevaluated, v
+
+
+def test_simplify_keeps_to_its_time_budget_with_the_proof(monkeypatch):
+    """A tenth review: ``optdsl simplify R --timeout T`` gave sympy's simplification T / 2 and
+    then the proof T more (and its probing): 1.5 T and over. The proof gets what is left."""
+    import sympy
+    from optdsl import simplifier
+    monkeypatch.setattr(sympy, "simplify", lambda e, *a, **k: time.sleep(60))
+    budgets = []
+    proof = simplifier.equivalent
+    monkeypatch.setattr(simplifier, "equivalent",
+                        lambda *a, **k: budgets.append(k["timeout"]) or proof(*a, **k))
+    start = time.perf_counter()
+    _, verdict = optdsl.simplify(TANH[1], timeout=2)  # sympy's simplify: 1 s, all it gets
+    took = time.perf_counter() - start
+    assert len(budgets) == 1 and 0 <= budgets[0] <= 1, budgets
+    assert verdict.status in ("proved", "unknown") and took < 3, (verdict, took)
+
+
 def test_simplify_prints_an_or_of_conditions():
     """A language review: swats's where(in_sgd + (dot(a, d) == 0), ...) became sympy's Or,
     which the printer could not write: optdsl simplify swats failed."""

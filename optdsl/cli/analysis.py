@@ -59,7 +59,8 @@ def cmd_simplify(argv) -> int:
     ap.add_argument("rule", help="a library name, a program file or a formula")
     ap.add_argument("--no-prove", action="store_true", help="skip the equivalence proof")
     ap.add_argument("--timeout", type=positive_number(MAX_TIMEOUT), default=20.0,
-                    help="proof budget in seconds (sympy's simplification gets half as much)")
+                    help="wall-clock budget in seconds, for the simplification (at most half) "
+                         "and the proof (default 20)")
     args = ap.parse_args(argv)
     text, verdict = simplify(load_rule(args.rule), prove=not args.no_prove, timeout=args.timeout)
     sys.stdout.write(text)
