@@ -58,7 +58,7 @@ state are in ``state_dict`` so ``--resume`` continues the same run.
 from __future__ import annotations
 
 from .space import Tree
-from .strategies import STRATEGIES, SpaceStrategy
+from .strategies import STRATEGIES, SpaceStrategy, join, tournament
 
 # Library rules written in Bello's space (none of them in the PowerSign/AddSign family):
 # SGD, heavy-ball-like EMA momentum, signSGD, signum, Adam and RMSProp.
@@ -145,10 +145,7 @@ class EvolutionStrategy(SpaceStrategy):
         return child, "mutation"
 
     def _tournament(self) -> Tree:
-        """The best of ``sample`` members drawn at random (with replacement)."""
-        contenders = [self.population[self.rng.randrange(len(self.population))]
-                      for _ in range(self.sample_size)]
-        return Tree.from_json(max(contenders, key=lambda m: m[1])[0])
+        return tournament(self.population, self.sample_size, self.rng)
 
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
         if free or meta == STALE:
@@ -179,10 +176,7 @@ class EvolutionStrategy(SpaceStrategy):
             entry[2] = STALE  # their results join neither the new population nor its best
 
     def _join(self, member: list, reward: float) -> None:
-        """``member`` (a tree's json) joins the population; the oldest leaves when it is full."""
-        self.population.append([member, float(reward)])
-        if len(self.population) > self.population_size:
-            self.population.pop(0)
+        join(self.population, member, reward, self.population_size)
 
     def _neutral(self, tree: Tree, reward: float, meta) -> None:
         """With probability ``neutral``, a child that is a duplicate of an evaluated program

@@ -34,6 +34,18 @@ evolution's; it did not reach the family on match:powersign either, BENCHMARKS.m
 one of evolution's operators (insert, delete, combine; new parts uniform), then leaves one
 decision open for the policy (match:powersign seed 0 with drift and prior: not reached, the
 policy settled on sgd plus clipped terms; BENCHMARKS.md).
+``parents``: where edits start. ``queue`` (the default) picks one of the ``queue`` best
+programs at random; ``population`` is regularized evolution's parent (``search.evolution``):
+the best program so far with probability ``elite``, else the best of ``sample`` members of
+an ageing population of the last ``population`` evaluated programs (and, with ``neutral``,
+of the duplicates drawn, which join it at their program's score). With drift a queue of the
+best fills with variants of one program (match:powersign seed 0, 2,000 evaluations: 16
+re-encodings of one rule scoring 0.399, never sgd's 0.539); the ageing population keeps
+turning over, as evolution's does. On match tasks RL runs as policy-guided evolution by
+default (``search.cli.MATCH_DEFAULTS``: ``edit=0.9 structural=0.5 neutral=1 prior=0.5
+parents=population``), the only RL setting that has reached the PowerSign/AddSign family
+(BENCHMARKS.md, "match:powersign and match:addsign"); whether the policy's learning adds to
+what its edits inherit from evolution was not isolated.
 ``prior`` > 0 starts the policy from the library prior of
 ``Space.prior`` (the operands the warm-start library rules use) instead of uniform. All three
 take an entropy bonus (0.05 by default: with 0.01 the policy narrowed onto a few programs,
@@ -68,7 +80,7 @@ from torch import nn
 
 from .errors import SearchError
 from .space import Tree
-from .strategies import STRATEGIES, SpaceStrategy
+from .strategies import STRATEGIES, SpaceStrategy, join, tournament
 
 
 def _pack(t: torch.Tensor) -> dict:
@@ -174,7 +186,8 @@ class RLStrategy(SpaceStrategy):
                  epochs: int = 4, clip: float = 0.2, temperature: float = 1.0,
                  prior: float = 0.0, risk: float = 1.0, queue: int = 16, edit: float = 0.0,
                  normalize: bool = False, neutral: float = 0.0, structural: float = 0.0,
-                 repeats: str = "baseline"):
+                 repeats: str = "baseline", parents: str = "queue", population: int = 32,
+                 sample: int = 4, elite: float = 0.2):
         from .strategies import require, require_fraction
         require("batch", batch, at_least=1)
         require("lr", lr, above=0)
@@ -186,8 +199,10 @@ class RLStrategy(SpaceStrategy):
         require("prior", prior, at_least=0, below=1)  # 1: log(0) biases for unused choices
         require("risk", risk, above=0, at_most=1)
         require("queue", queue, at_least=1)
+        require("population", population, at_least=1)
+        require("sample", sample, at_least=1)
         require_fraction(baseline_decay=baseline_decay, edit=edit, neutral=neutral,
-                         structural=structural)
+                         structural=structural, elite=elite)
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon)
         if algo not in ("reinforce", "ppo", "pqt"):
@@ -195,12 +210,18 @@ class RLStrategy(SpaceStrategy):
         if repeats not in self.REPEATS:
             raise ValueError(f"repeats must be one of {', '.join(self.REPEATS)}, not {repeats!r}")
         self.repeats = repeats
+        if parents not in ("queue", "population"):
+            raise ValueError(f"parents must be queue or population, not {parents!r}")
+        self.parents, self.population_size, self.sample_size = parents, population, sample
+        self.p_elite = elite
+        self.population: list = []  # [tree json, reward], oldest first (parents=population)
         torch.manual_seed(seed)
         self.controller = Controller(self.space.n_choices, hidden)
+        self.prior = None  # the library prior (Space.prior), also for structural edits' new parts
         if prior and self.space_name == "bello" and space_obj is None:
             from .evolution import BELLO_WARM, bello_program
-            self.controller.start_from(self.space.prior(
-                [bello_program(g) for g in BELLO_WARM.values()], prior))
+            self.prior = self.space.prior([bello_program(g) for g in BELLO_WARM.values()], prior)
+            self.controller.start_from(self.prior)
         self.opt = torch.optim.Adam(self.controller.parameters(), lr=lr)
         self.algo, self.batch_size, self.entropy = algo, batch, entropy
         self.baseline_decay, self.epochs, self.clip = baseline_decay, epochs, clip
@@ -218,7 +239,8 @@ class RLStrategy(SpaceStrategy):
         """``k`` programs decoded in lockstep: one controller step per decision position for
         the whole batch (each program's grammar walk is a ``Space.steps`` generator)."""
         ctl, rng = self.controller, self.rng
-        starts = [self._edited() if self.queue and rng.random() < self.edit else None
+        parents = self.population if self.parents == "population" else self.queue
+        starts = [self._edited() if parents and rng.random() < self.edit else None
                   for _ in range(k)]
         walks = [self.space.steps(start) for start in starts]
         requests = [next(w) for w in walks]
@@ -262,21 +284,31 @@ class RLStrategy(SpaceStrategy):
     def _edited(self) -> Tree:
         """One of the best programs with one decision left open (its subtree too): the policy
         makes that decision and whatever it changes downstream (policy-guided mutation)."""
-        tree = Tree.from_json(self.rng.choice(self.queue)[2])
+        tree = self._parent()
         if self.structural and self.rng.random() < self.structural:
             tree = self._restructured(tree)
         node = self.rng.choice([t for t in tree.nodes() if t.rule in self.space.n_choices])
         node.alt, node.children, node.value = -1, [], None
         return tree
 
+    def _parent(self) -> Tree:
+        """A queued program at random, or (``parents=population``) regularized evolution's
+        parent: the best program so far with probability ``elite``, else the best of
+        ``sample`` members of the ageing population."""
+        if self.parents == "population":
+            if self.queue and self.rng.random() < self.p_elite:
+                return Tree.from_json(self.queue[0][2])
+            return tournament(self.population, self.sample_size, self.rng)
+        return Tree.from_json(self.rng.choice(self.queue)[2])
+
     def _restructured(self, tree: Tree) -> Tree:
         """``tree`` changed by one of evolution's structural operators (insert a group, delete
         one, or combine it with another queued program), the new parts drawn uniformly; the
         tree itself where the operator does not apply."""
-        other = Tree.from_json(self.rng.choice(self.queue)[2])
-        operators = (lambda: self.space.insert(tree, self.rng),
-                     lambda: self.space.delete(tree, self.rng),
-                     lambda: self.space.combine(tree, other, self.rng))
+        other = self._parent()
+        operators = (lambda: self.space.insert(tree, self.rng, prior=self.prior),
+                     lambda: self.space.delete(tree, self.rng, prior=self.prior),
+                     lambda: self.space.combine(tree, other, self.rng, prior=self.prior))
         made = self.rng.choice(operators)()
         return made[0] if made is not None else tree
 
@@ -293,6 +325,8 @@ class RLStrategy(SpaceStrategy):
             self.queue.append([float(reward), decisions, tree.to_json()])
             self.queue.sort(key=lambda e: -e[0])  # stable: the earlier of equal rewards first
             del self.queue[self.queue_size:]
+        if not free and self.edit and self.parents == "population":
+            join(self.population, tree.to_json(), reward, self.population_size)
         if len(self.buffer) >= self.batch_size:
             self._update()
 
@@ -307,6 +341,11 @@ class RLStrategy(SpaceStrategy):
                 or reward <= self.fail_reward or self.rng.random() >= self.neutral:
             return
         member = tree.to_json()
+        if self.parents == "population":
+            if all(m[0] != member for m in self.population):
+                join(self.population, member, reward, self.population_size)
+                self.neutral_joins += 1
+            return
         if any(e[2] == member for e in self.queue):
             return
         at = next((k for k, e in enumerate(self.queue) if e[0] <= reward), len(self.queue))
@@ -373,7 +412,8 @@ class RLStrategy(SpaceStrategy):
                 "controller": {k: _pack(v) for k, v in self.controller.state_dict().items()},
                 "opt_state": opt_state, "opt_groups": opt["param_groups"],
                 "baseline": self.baseline, "buffer": self.buffer, "updates": self.updates,
-                "curve": self.curve, "queue": self.queue, "neutral_joins": self.neutral_joins}
+                "curve": self.curve, "queue": self.queue, "neutral_joins": self.neutral_joins,
+                "population": self.population}
 
     def load_state_dict(self, state: dict) -> None:
         self._load_base(state)
@@ -390,6 +430,7 @@ class RLStrategy(SpaceStrategy):
         self.curve = [list(c) for c in state["curve"]]
         self.queue = [[r, [tuple(d) for d in dec], t] for r, dec, t in state["queue"]]
         self.neutral_joins = state.get("neutral_joins", 0)
+        self.population = [list(m) for m in state.get("population", [])]
 
 
 STRATEGIES[RLStrategy.name] = RLStrategy

@@ -286,6 +286,21 @@ class SpaceStrategy(Strategy):
         self._load_base(state)
 
 
+def join(population: list, member: list, reward: float, size: int) -> None:
+    """``member`` (a tree's json) joins ``population`` ([tree json, reward], oldest first); the
+    oldest leaves when it holds more than ``size`` (ageing)."""
+    population.append([member, float(reward)])
+    if len(population) > size:
+        population.pop(0)
+
+
+def tournament(population: list, sample: int, rng) -> Tree:
+    """The best of ``sample`` members of ``population`` drawn at random (with replacement)."""
+    contenders = [population[rng.randrange(len(population))] for _ in range(sample)]
+    return Tree.from_json(max(contenders, key=lambda m: m[1])[0])
+
+
+
 class GrammarRandomStrategy(SpaceStrategy):
     """Random search: every decision uniform over its allowed choices (with the filters)."""
     name = "random-grammar"

@@ -165,21 +165,24 @@ def test_search_command_on_a_match_task(tmp_path, capsys):
     assert "unknown" in capsys.readouterr().err
 
 
-def test_evolution_on_a_match_task_drifts_by_default_and_keeps_it_on_resume(tmp_path):
-    """``optdsl search --task match:... --strategy evolution`` runs with neutral drift (the
-    measured better setting there, search.cli.MATCH_DEFAULTS), records it, and a resumed
-    search keeps it; a typed --strategy-option wins."""
+@pytest.mark.parametrize("strategy,name,default,typed", [("evolution", "neutral", 1.0, 0.0),
+                                                         ("rl", "parents", "population", "queue")])
+def test_a_match_task_takes_the_strategys_match_defaults_and_keeps_them_on_resume(
+        tmp_path, strategy, name, default, typed):
+    """``optdsl search --task match:...`` runs evolution with neutral drift and RL editing
+    evolution's parents (the measured better settings there, search.cli.MATCH_DEFAULTS),
+    records them, and a resumed search keeps them; a typed --strategy-option wins."""
     from optdsl.cli import main
-    for typed, want in (([], 1.0), (["--strategy-option", "neutral=0"], 0.0)):
+    for option, want in (([], default), (["--strategy-option", f"{name}={typed}"], typed)):
         path = str(tmp_path / f"e{want}.sqlite")
-        args = ["search", "--task", "match:powersign", "--strategy", "evolution", "--store",
+        args = ["search", "--task", "match:powersign", "--strategy", strategy, "--store",
                 path, "--quiet", "--no-baselines"]
-        assert main(args + ["--budget", "8"] + typed) == 0
+        assert main(args + ["--budget", "8"] + option) == 0
         assert main(args + ["--budget", "12", "--resume"]) == 0
         store = Store(path, create=False)
         record = store.search()
         store.close()
-        assert record["options"]["strategy_settings"]["neutral"] == want
+        assert record["options"]["strategy_settings"][name] == want
         assert record["state"]["neutral_joins"] >= 0
 
 

@@ -414,7 +414,10 @@ def test_neutral_children_join_without_an_evaluation(cls, kw, neutral):
 
 @pytest.mark.parametrize("cls,kw", [(EvolutionStrategy, {"population": 6, "neutral": 1.0}),
                                     (RLStrategy, {"edit": 0.5, "queue": 4, "neutral": 1.0,
-                                                  "batch": 4})])
+                                                  "batch": 4}),
+                                    (RLStrategy, {"edit": 0.9, "parents": "population",
+                                                  "population": 6, "structural": 0.5,
+                                                  "prior": 0.5, "neutral": 1.0, "batch": 4})])
 def test_resume_with_neutral_drift_matches_an_uninterrupted_run(cls, kw):
     """Bello's space with the filter on, so that duplicates happen and drift joins them: a
     resumed strategy proposes what an uninterrupted one does, with the same joins."""
@@ -638,7 +641,9 @@ def test_library_prior_weights_the_operands_the_library_uses():
 @pytest.mark.parametrize("options", [{"risk": 0.25}, {"algo": "ppo"}, {"algo": "pqt"},
                                      {"edit": 0.5, "queue": 4},
                                      {"edit": 0.5, "queue": 4, "neutral": 1.0},
-                                     {"edit": 0.5, "queue": 4, "structural": 0.5}])
+                                     {"edit": 0.5, "queue": 4, "structural": 0.5},
+                                     {"edit": 0.9, "parents": "population", "population": 4,
+                                      "sample": 2, "neutral": 1.0}])
 def test_rl_variants_learn_and_resume(options):
     space = Space("toy", text=TOY)
     whole = _drive(RLStrategy(seed=5, use_filter=False, space_obj=space, batch=4, **options),
@@ -711,7 +716,9 @@ def test_a_space_with_a_horizon_decays_over_that_many_steps_and_search_passes_th
         Space("bello", horizon=-5)
     assert with_task_defaults("evolution", {}, resolve_task("mnist1d-mlp")) == {"horizon": 1500}
     assert with_task_defaults("rl", {"horizon": "20"}, resolve_task("mnist1d-mlp")) == {"horizon": "20"}
-    assert with_task_defaults("rl", {}, resolve_task("match:powersign")) == {}
+    assert with_task_defaults("rl", {}, resolve_task("match:powersign")) == {
+        "edit": 0.9, "structural": 0.5, "neutral": 1.0, "prior": 0.5, "parents": "population"}
+    assert with_task_defaults("rl", {"edit": 0.0}, resolve_task("match:powersign"))["edit"] == 0.0
     # evolution drifts on a match task unless told otherwise, not on a training task
     assert with_task_defaults("evolution", {}, resolve_task("match:powersign")) == {"neutral": 1.0}
     assert with_task_defaults("evolution", {"neutral": "0"},
