@@ -265,3 +265,15 @@ def test_export_from_python_writes_the_step_compile_o_writes(tmp_path):
     assert torch.equal(q, p.detach()) and torch.equal(m, opt.state[p]["m"])
     with pytest.raises(optdsl.DSLError):
         optdsl.export("lr * sign(", str(tmp_path / "bad.pt"))
+
+
+def test_a_name_given_twice_with_two_values_is_an_error(capsys):
+    """--bind lr=1 --bind lr=2 (or --set, --map, --strategy-option) kept the last value
+    without a word (ninth review); the same value twice is no conflict."""
+    from optdsl.cli import main, name_values
+    assert name_values(["lr=1", "lr = 1", "b=2"], "--bind") == {"lr": "1", "b": "2"}
+    assert main(["equiv", "lr * g", "lr * g", "--bind", "lr=1", "--bind", "lr=2"]) == 2
+    assert "--bind gives lr twice: lr=1 and lr=2" in capsys.readouterr().err
+    assert main(["search", "--strategy", "evolution", "--strategy-option", "population=3",
+                 "--strategy-option", "population=4", "--budget", "1"]) == 2
+    assert "--strategy-option gives population twice" in capsys.readouterr().err

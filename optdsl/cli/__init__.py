@@ -146,13 +146,17 @@ def positive_number(maximum: float | None = None):
 
 def name_values(items, flag: str, error=DSLError) -> dict:
     """``["beta1=0.95", ...]`` given to a repeatable ``flag`` -> ``{"beta1": "0.95"}`` (values
-    stay strings; the consumer types them); an item without ``=`` raises ``error``."""
+    stay strings; the consumer types them); an item without ``=``, or a name given twice with
+    two values (which one was meant?), raises ``error``."""
     out = {}
     for item in items or ():
         name, sep, value = item.partition("=")
-        if not sep or not name.strip():
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
             raise error(f"{flag} takes NAME=VALUE, got '{item}'")
-        out[name.strip()] = value.strip()
+        if out.get(name, value) != value:
+            raise error(f"{flag} gives {name} twice: {name}={out[name]} and {name}={value}")
+        out[name] = value
     return out
 
 
