@@ -226,6 +226,7 @@ def _search(args) -> int:
         if store is None:
             lock = lock or StoreLock(path)
             store = Store(path)
+            _note_unfinished(store, path)
             sid = new_search(store, strategy=strategy, task=task, protocol=_protocol(task),
                              budget=budget, seeds=seeds,
                              options={"seed": args.seed or 0, "time_limit": time_limit,
@@ -287,6 +288,19 @@ def _search(args) -> int:
     print(f"more: optdsl report {shlex.quote(path)}")
     store.close()
     return 0
+
+
+def _note_unfinished(store, path: str) -> None:
+    """Say so when a new search starts beside an unfinished one: --resume continues only the
+    latest search, so the old one's strategy cannot be continued after this (its results stay in
+    the store, where the new search reads them as cache hits)."""
+    latest = store.search()
+    if latest is not None and not latest["finished_at"]:
+        done = store.progress(latest["id"])["done"]
+        print(f"note: search #{latest['id']} in {path} is unfinished ({done} of "
+              f"{latest['budget']}); this starts a new search, and --resume will continue the "
+              "new one (the old one's results stay, as cache hits; --resume instead of a new "
+              "search continues the old one)", file=sys.stderr)
 
 
 def _resumed(args, task, options: dict, path: str) -> tuple:

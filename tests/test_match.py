@@ -306,3 +306,21 @@ def test_the_match_proof_keeps_its_time_limit_where_sympy_does_not():
     proof = match_proof("a(lr=1) = lr * g * exp(sign(g)) ^ 30 ^ 30 ^ 30", "powersign", timeout=2)
     assert time.perf_counter() - start < 10 and proof.status == "unknown", proof
     assert "more than 2 s" in proof.text
+
+
+def test_a_new_search_beside_an_unfinished_one_says_so(tmp_path, capsys):
+    """A second search without --resume on a store whose latest search is unfinished started
+    without a word, and --resume could then never continue the first (ninth review)."""
+    from optdsl.cli import main
+    path = str(tmp_path / "m.sqlite")
+    args = ["search", "--task", "match:powersign", "--strategy", "random-grammar", "--store",
+            path, "--quiet", "--no-baselines"]
+    assert main(args + ["--budget", "4"]) == 0
+    store = Store(path)
+    store.set_budget(1, 20)  # as a search killed before its budget is spent leaves it
+    store.close()
+    capsys.readouterr()
+    assert main(args + ["--budget", "4"]) == 0
+    assert "note: search #1 in" in capsys.readouterr().err
+    assert main(args + ["--budget", "4"]) == 0  # #2 finished: nothing to say
+    assert "note:" not in capsys.readouterr().err
