@@ -72,7 +72,7 @@ DEFAULT_BUDGET = 60
 # evolution's neutral drift reached the PowerSign/AddSign family within 2,000 evaluations in
 # 6 of 20 match:powersign searches against 2 of 10 without it; on the MNIST-1D MLP it did worse.
 # RL's controller editing regularized evolution's parents (policy-guided mutation with drift,
-# from the library prior) reached it in 4 of 25 searches, where every plain RL variant reached
+# from the library prior) reached it in 4 of 30 searches, where every plain RL variant reached
 # it in none (BENCHMARKS.md, "match:powersign and match:addsign" and the neutral-drift runs).
 MATCH_DEFAULTS = {"evolution": {"neutral": 1.0},
                   "rl": {"edit": 0.9, "structural": 0.5, "neutral": 1.0, "prior": 0.5,
