@@ -217,6 +217,8 @@ def evaluate(job: dict) -> dict:
         rule = job.get("parsed") or optdsl.parse(job["rule"])
         v = target_updates(get_task(job["task"]))
         u = updates(rule)
+    except MemoryError:  # the machine's, not the rule's: the runner retries it, and a failure
+        raise            # it records is not reused by a later search (store.rules_own)
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     else:

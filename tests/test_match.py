@@ -324,3 +324,25 @@ def test_a_new_search_beside_an_unfinished_one_says_so(tmp_path, capsys):
     assert "note: search #1 in" in capsys.readouterr().err
     assert main(args + ["--budget", "4"]) == 0  # #2 finished: nothing to say
     assert "note:" not in capsys.readouterr().err
+
+
+def test_running_out_of_memory_is_the_machines_failure_not_the_rules(monkeypatch):
+    """match.evaluate took a MemoryError for the rule's own failure, which every later search
+    then reused from the store (ninth review); now the runner sees it, retries, and records a
+    failure that is evaluated again later."""
+    from optdsl.search.engine import InProcessRunner
+    from optdsl.search.store import rules_own
+
+    def no_memory(rule):
+        raise MemoryError()
+    monkeypatch.setattr(match, "updates", no_memory)
+    with pytest.raises(MemoryError):
+        match.evaluate({"rule": "lr * g", "task": "match:powersign"})
+    runner = InProcessRunner(match.evaluate)
+    runner.submit({"rule": "lr * g", "task": "match:powersign"})
+    (_, row), = runner.wait()
+    assert row["status"] == "failed" and row["error"].startswith("failed twice: MemoryError")
+    assert not rules_own(row)
+    # a rule's own error is still its result, reused
+    row = match.evaluate({"rule": "lr * g +", "task": "match:powersign"})
+    assert row["status"] == "failed" and rules_own(row)
