@@ -58,7 +58,7 @@ state are in ``state_dict`` so ``--resume`` continues the same run.
 from __future__ import annotations
 
 from .space import Tree
-from .strategies import STRATEGIES, SpaceStrategy, join, tournament
+from .strategies import STRATEGIES, SpaceStrategy, drift_join, join, tournament
 
 # Library rules written in Bello's space (none of them in the PowerSign/AddSign family):
 # SGD, heavy-ball-like EMA momentum, signSGD, signum, Adam and RMSProp.
@@ -185,9 +185,7 @@ class EvolutionStrategy(SpaceStrategy):
         if meta != "mutation" or reward <= self.fail_reward or not self.p_neutral \
                 or self.rng.random() >= self.p_neutral:
             return
-        member = tree.to_json()
-        if all(m[0] != member for m in self.population):
-            self._join(member, reward)
+        if drift_join(self.population, tree.to_json(), reward, self.population_size):
             self.neutral_joins += 1
 
     def _foreign(self, result: dict, reward: float) -> None:

@@ -294,11 +294,19 @@ def join(population: list, member: list, reward: float, size: int) -> None:
         population.pop(0)
 
 
+def drift_join(population: list, member: list, reward: float, size: int) -> bool:
+    """Neutral drift's join: ``member`` (a duplicate of an evaluated program, at its score)
+    joins unless the same tree is a member already; whether it joined."""
+    if any(m[0] == member for m in population):
+        return False
+    join(population, member, reward, size)
+    return True
+
+
 def tournament(population: list, sample: int, rng) -> Tree:
     """The best of ``sample`` members of ``population`` drawn at random (with replacement)."""
     contenders = [population[rng.randrange(len(population))] for _ in range(sample)]
     return Tree.from_json(max(contenders, key=lambda m: m[1])[0])
-
 
 
 class GrammarRandomStrategy(SpaceStrategy):
