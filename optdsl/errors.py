@@ -39,13 +39,13 @@ class DSLError(ValueError):
         return type(self)(self.message, self.line, self.column, source)
 
 
-def in_embedded_text(e: DSLError, text: str, offset: int, end: int | None = None) -> DSLError:
+def in_embedded_text(e: DSLError, text: str, offset: int, end: int) -> DSLError:
     """``e``, raised on a wrapper program that holds the user's ``text`` on its first line after
     ``offset`` characters (``lr * (TEXT) * g``), as an error of ``text`` itself: the column
     moved, the caret under ``text``; an error past its end (the wrapper's closing parenthesis)
     says that ``text`` ends too early; one in the wrapper's own part has no position. ``end``:
-    the length of the part of ``text`` the wrapper holds (``text`` less a comment at its end)."""
-    end = len(text) if end is None else end
+    the length of the part of ``text`` the wrapper holds (``text`` less a comment at its end;
+    ``rules.parse_embedded``)."""
     if e.line != 1 or e.column is None or e.column <= offset:
         return type(e)(e.message)
     column = e.column - offset

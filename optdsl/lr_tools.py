@@ -18,7 +18,7 @@ from .errors import DSLError
 from .interpreter import Interpreter
 from .ir import Kind
 from .optimizer import Optimizer
-from .rules import parse, parse_embedded
+from .rules import parse_embedded
 
 
 # --- schedules ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def parse_embedded(prefix: str, text: str, suffix: str) -> Rule:
     try:
         return parse(f"{prefix}{code}{suffix}")
     except DSLError as e:
-        raise in_embedded_text(e, text, len(prefix), end=len(code)) from None
+        raise in_embedded_text(e, text, len(prefix), len(code)) from None
 
 
 def resolve(rule) -> Rule:
