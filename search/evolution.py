@@ -58,6 +58,7 @@ state are in ``state_dict`` so ``--resume`` continues the same run.
 from __future__ import annotations
 
 from .space import Tree
+from .filters import NEAR
 from .strategies import STRATEGIES, SpaceStrategy, drift_join, join, tournament
 
 # Library rules written in Bello's space (none of them in the PowerSign/AddSign family):
@@ -84,7 +85,7 @@ class EvolutionStrategy(SpaceStrategy):
     name = "evolution"
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True, near: float = 0.999, horizon: int = 0,
+                 space_obj=None, live_only: bool = True, near: float = NEAR, horizon: int = 0,
                  population: int = 32, sample: int = 4, insert: float = 0.2,
                  delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
                  elite: float = 0.2, neutral: float = 0.0, restart: int = 0,

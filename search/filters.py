@@ -12,11 +12,33 @@ The verdict is one of
 * ``duplicate``: its cache key (the store's key: canonical hash and probe updates) or its probe
   updates alone (rules the canonical form does not identify but that no probe tells apart) were
   seen before; ``of`` is the key of the first one, whose result the strategy reuses. With
-  ``near`` (a cosine, e.g. 0.999), also a candidate whose probe updates point the same way as
-  an earlier one's up to that cosine: the same behaviour up to a positive factor (what lr
-  tuning and the match score ignore) and small perturbations (``g`` plus a clipped 1e-5 term);
-  in regularized evolution 44% of the evaluations of a match search were such near-copies;
+  ``near`` (0.9992 by default; 0 turns it off), also a **near-copy**: a candidate that
+  behaves as an earlier one up to a positive factor (what lr tuning and the match score
+  ignore) and a small perturbation (below);
 * ``new``: worth an evaluation.
+
+**Behaviour, for near-copies.** Each candidate runs on streams of its own
+(``search.streams``, seed 11: 16 steps, 3 x 8 elements across three decades of scale, steady,
+noisy and sign-switching means; lr = 1, other hyperparameters at their defaults). Its
+**signature** is each element's series of updates as a unit vector (the *pattern*) and the
+log of each element's size, centred (the *profile*). Two candidates are ``d`` apart with
+``d^2 = 2 (1 - mean over elements of the patterns' cosine) + mean((profile - profile')^2)``:
+to first order the relative residual of the best positive multiple of one against the other
+with every element weighted alike, as the match score weighs them (``search.match``). A
+near-copy is within ``d = sqrt(2 (1 - near))``: 0.04 at the default. Measured on these
+streams: rounding-level changes are 0.002-0.005 from their rule (``g + clip(g, 1e-5)``, Adam
+with eps 1e-7); sgd plus a clipped 1e-4 term 0.031-0.038, ``g + 0.05 |g| sign(m)`` 0.030 (all
+near-copies at the default); AddSign and PowerSign 0.048 apart (not). Why 0.04 and not 0.01
+(BENCHMARKS.md, "match:powersign and match:addsign"): at 0.01 every sgd-plus-clipped-term
+variant is evaluated, and evolution climbed those (0 of 6 match searches reached the family,
+stopped early); at 0.04, 3 of 20 proved (7 of 20 by the numeric check).
+
+Until 2026-12-03 near-copies were judged by the cosine of all probe updates as one vector (4
+steps whose gradient sizes were drawn again at every step): the largest updates decided, and
+the sign of g disagrees with its average mostly where g is small, so AddSign and PowerSign
+were 0.9998 alike (a near-copy at 0.999: after an AddSign member a match:powersign search
+could not evaluate PowerSign). A saved state of that filter loads with its keys and
+fingerprints; its near-copy memory starts empty.
 
 ``Verdict.key`` is always the candidate's own cache key: the key under which the store keeps
 its result. The counts (``stats``) give the cache hit rate the benchmarks report. All of it is
@@ -24,13 +46,11 @@ plain data (``state_dict``), saved with the strategy for ``--resume``.
 """
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from .candidate import PROBE_SIZE, PROBE_STEPS
+from . import streams
 
 
 @dataclass
@@ -55,16 +75,41 @@ def degenerate_reason(cand) -> str:
     return ""
 
 
-def direction(cand) -> torch.Tensor:
-    """The candidate's probe updates as one unit vector (float32), scaled by the largest in
-    float64 first: updates finite in float64 but past float32's range (or past the square
-    root of it, where the norm overflows) would give NaN (or zeros)."""
-    u = torch.cat([x.flatten() for x in cand.updates])
-    u = (u / u.abs().max()).float()
-    return u / u.norm()
+NEAR = 0.9992  # the strategies' default: near-copies within d = 0.04 (module docstring)
+BEHAVIOUR_SEED, BEHAVIOUR_STEPS, BEHAVIOUR_WIDTH = 11, 16, 8
+ELEMENTS = len(streams.KINDS) * BEHAVIOUR_WIDTH
+PATTERN_SIZE = ELEMENTS * BEHAVIOUR_STEPS
+ABSENT = -1e3  # the profile of an element a rule never moves: never near one it moves
+_BEHAVIOUR = None
 
 
-DIRECTION_SIZE = 2 * PROBE_SIZE * PROBE_STEPS  # the length of a candidate's probe direction
+def behaviour_streams():
+    global _BEHAVIOUR
+    if _BEHAVIOUR is None:
+        _BEHAVIOUR = streams.make(BEHAVIOUR_SEED, BEHAVIOUR_STEPS, BEHAVIOUR_WIDTH)
+    return _BEHAVIOUR
+
+
+def signature(rule):
+    """(pattern, profile) of the rule's behaviour (module docstring), float32, or None when
+    its updates there fail, are not finite or are all zero. The pattern is scaled so that the
+    dot product of two is the mean of their elements' cosines."""
+    try:
+        u = streams.updates(rule, {**rule.defaults, "lr": 1.0}, *behaviour_streams())
+    except Exception:
+        return None
+    if not bool(torch.isfinite(u).all()):
+        return None
+    top = u.abs().max()
+    if not top > 0:
+        return None
+    u = u / top  # in float64, so that sizes past float32's range still have a direction
+    size = u.norm(dim=0)
+    moved = size > 0
+    pattern = (u / torch.where(moved, size, 1.0)).T.reshape(-1) / ELEMENTS ** 0.5
+    logs = size.clamp_min(1e-300).log()
+    profile = torch.where(moved, logs - logs[moved].mean(), ABSENT)
+    return pattern.float(), profile.float()
 
 
 class CandidateFilter:
@@ -74,8 +119,10 @@ class CandidateFilter:
         self.dedupe, self.degenerate, self.near = dedupe, degenerate, near
         self.keys: dict = {}  # cache key -> key of the first candidate (or 'degenerate:why')
         self.fps: dict = {}  # probe fingerprint -> key of the first candidate
-        self.near_keys: list = []  # keys of the new candidates, in order ...
-        self.near_dirs = torch.zeros(0, DIRECTION_SIZE)  # ... and their directions
+        self.near_keys: list = []  # keys of the new candidates with a signature, in order,
+        self.near_texts: list = []  # their programs (the saved state: signatures are rebuilt)
+        self.patterns = torch.zeros(64, PATTERN_SIZE)  # ... their signatures (the first
+        self.profiles = torch.zeros(64, ELEMENTS)  # len(near_keys) rows; the rest is room)
         self.stats = {"checked": 0, "new": 0, "duplicate": 0, "duplicate_hash": 0,
                       "duplicate_fingerprint": 0, "duplicate_near": 0, "degenerate": 0,
                       "invalid": 0}
@@ -94,23 +141,39 @@ class CandidateFilter:
         if first is not None:
             self.keys[cand.key] = first
             return self._seen("fingerprint", cand.key, first)
-        d = direction(cand) if self.dedupe and self.near and cand.updates else None
-        if d is not None and bool(torch.isfinite(d).all()):  # (zero updates: no direction)
-            if len(self.near_keys):
-                # a NaN row (saved by a search before direction() scaled) is never nearest:
-                # argmax would pick it for every candidate and never find a near-copy again
-                cos = (self.near_dirs @ d).nan_to_num(nan=-1.0)
-                best = int(cos.argmax())
-                if float(cos[best]) >= self.near:
-                    self.keys[cand.key] = self.near_keys[best]
-                    return self._seen("near", cand.key, self.near_keys[best])
-            self.near_keys.append(cand.key)
-            self.near_dirs = torch.cat([self.near_dirs, d[None]])
+        sig = signature(cand.rule) if self.dedupe and self.near else None
+        if sig is not None:
+            near = self._nearest(*sig)
+            if near is not None:
+                self.keys[cand.key] = near
+                return self._seen("near", cand.key, near)
+            self._remember(cand.key, cand.text, *sig)
         self.keys[cand.key] = cand.key
         if cand.fingerprint:
             self.fps[cand.fingerprint] = cand.key
         self.stats["new"] += 1
         return Verdict("new", "", cand.key)
+
+    def _nearest(self, pattern, profile) -> str | None:
+        """The key of the remembered candidate nearest to this signature when it is within
+        ``sqrt(2 (1 - near))`` (module docstring), else None."""
+        n = len(self.near_keys)
+        if not n:
+            return None
+        d2 = 2 * (1 - self.patterns[:n] @ pattern) + \
+            ((self.profiles[:n] - profile) ** 2).mean(1)
+        d2 = d2.nan_to_num(nan=float("inf"))  # (a damaged row is never nearest)
+        best = int(d2.argmin())
+        return self.near_keys[best] if float(d2[best]) <= 2 * (1 - self.near) else None
+
+    def _remember(self, key: str, text: str, pattern, profile) -> None:
+        n = len(self.near_keys)
+        if n == len(self.patterns):  # room doubles: no copy of every row per candidate
+            self.patterns = torch.cat([self.patterns, torch.zeros_like(self.patterns)])
+            self.profiles = torch.cat([self.profiles, torch.zeros_like(self.profiles)])
+        self.patterns[n], self.profiles[n] = pattern, profile
+        self.near_keys.append(key)
+        self.near_texts.append(text)
 
     def check_key(self, key: str) -> Verdict | None:
         """The verdict for a candidate already checked under ``key`` (a redrawn program the
@@ -138,15 +201,23 @@ class CandidateFilter:
         return s["duplicate"] / total if total else 0.0
 
     def state_dict(self) -> dict:
-        dirs = base64.b64encode(self.near_dirs.numpy().astype(np.float32).tobytes()).decode()
+        """Plain data; the signatures are not in it but built again from the programs at load
+        (3-4 ms each): a search saves its state every round, and 384 floats per candidate
+        would more than double its size."""
         return {"keys": self.keys, "fps": self.fps, "stats": self.stats,
                 "reasons": self.reasons, "dedupe": self.dedupe, "degenerate": self.degenerate,
-                "near": self.near, "near_keys": self.near_keys, "near_dirs": dirs}
+                "near": self.near, "near_keys": self.near_keys, "near_texts": self.near_texts}
 
     def load_state_dict(self, state: dict) -> None:
+        import optdsl
         self.keys, self.fps = dict(state["keys"]), dict(state["fps"])
         self.stats, self.reasons = dict(state["stats"]), dict(state["reasons"])
         self.dedupe, self.degenerate = state["dedupe"], state["degenerate"]
-        self.near, self.near_keys = state["near"], list(state["near_keys"])
-        raw = np.frombuffer(base64.b64decode(state["near_dirs"]), dtype=np.float32)
-        self.near_dirs = torch.from_numpy(raw.copy()).reshape(len(self.near_keys), DIRECTION_SIZE)
+        self.near = state["near"]
+        self.near_keys, self.near_texts = [], []
+        # a state of the probe-direction filter has no programs (module docstring): its
+        # near-copy memory starts empty
+        for key, text in zip(state["near_keys"], state.get("near_texts", ())):
+            sig = signature(optdsl.parse(text))
+            if sig is not None:
+                self._remember(key, text, *sig)

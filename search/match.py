@@ -5,17 +5,9 @@
 random gradient streams and compared update by update; the score does not depend on a positive
 constant factor (the learning rate is tuned anyway), and costs milliseconds.
 
-**Streams.** Three parameter tensors of 64 elements, 40 steps, float64 (seed 2017):
-
-* every element has its own scale ``a = 10^U(-3, 0)`` (three decades) and a persistent mean of
-  random sign, ``g_t = a * d_t * (rho * s + noise_t)``, noise N(0, 1), and every gradient
-  shrinks by a decade over the stream (``d_t = 10^(-t/40)``): magnitudes, their trend and the
-  sign agreement of g with its running average all matter;
-* the tensors differ in signal to noise ``rho``: *steady* ``10^U(-0.3, 1)`` (g keeps its
-  sign), *noisy* ``10^U(-1.5, -0.3)`` (g and its average often disagree), *switching*
-  ``10^U(-0.5, 0.5)`` with the mean's sign flipped at step 21 (momentum lags behind);
-* the parameter is teacher-forced, the same for every rule: ``p_t = p_0 (1 - 0.01 t)``,
-  ``p_0`` N(0, 1); each step starts from ``p_t`` and the update is ``p_t - p_after``.
+**Streams.** ``search.streams`` with seed 2017: three parameter tensors of 64 elements, 40
+steps, float64 (steady, noisy and switching signs; scales across three decades; the
+parameter teacher-forced).
 
 Each rule runs at its own hyperparameter defaults on the reference interpreter (random
 primitives from a generator seeded 0), as an optimizer steps three parameter tensors: one
@@ -45,18 +37,14 @@ import socket
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
+
+from . import streams as gradient_streams
 
 PREFIX = "match:"
 STEPS, WIDTH, SEED = 40, 64, 2017
 CAP = 1e-6  # residuals below count as an exact match: the score's maximum is -log10(CAP)
 MAX_SCORE = -math.log10(CAP)
-STREAMS = {  # name -> (log10 rho range, step after which the mean flips sign or None)
-    "steady": ((-0.3, 1.0), None),
-    "noisy": ((-1.5, -0.3), None),
-    "switching": ((-0.5, 0.5), STEPS // 2),
-}
 VERSION = 1
 _STREAMS = None
 
@@ -65,43 +53,13 @@ def streams():
     """(p_t per step, g_t per step): each a list over steps of [one tensor per stream]."""
     global _STREAMS
     if _STREAMS is None:
-        gen = torch.Generator().manual_seed(SEED)
-
-        def uniform(lo, hi, n=WIDTH):
-            return lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
-
-        ps, gs = [[] for _ in range(STEPS)], [[] for _ in range(STEPS)]
-        for (lo, hi), flip in STREAMS.values():
-            scale = 10 ** uniform(-3, 0)
-            rho = 10 ** uniform(lo, hi)
-            sign = torch.where(torch.rand(WIDTH, generator=gen) < 0.5, -1.0, 1.0).double()
-            p0 = torch.randn(WIDTH, generator=gen, dtype=torch.float64)
-            for t in range(1, STEPS + 1):
-                s = -sign if flip is not None and t > flip else sign
-                noise = torch.randn(WIDTH, generator=gen, dtype=torch.float64)
-                gs[t - 1].append(scale * 10 ** (-t / STEPS) * (rho * s + noise))
-                ps[t - 1].append(p0 * (1 - 0.01 * t))
-        _STREAMS = (ps, gs)
+        _STREAMS = gradient_streams.make(SEED, STEPS, WIDTH)
     return _STREAMS
 
 
 def updates(rule) -> torch.Tensor:
     """The rule's updates on the streams, (steps, elements), at its hyperparameter defaults."""
-    from optdsl.interpreter import Interpreter
-    interp = Interpreter(rule)
-    ps, gs = streams()
-    states = [{} for _ in STREAMS]
-    gen = torch.Generator().manual_seed(0)
-    out = torch.empty(STEPS, len(STREAMS) * WIDTH, dtype=torch.float64)
-    hypers = rule.defaults
-    with np.errstate(all="ignore"):
-        for t in range(STEPS):
-            cache: dict = {}
-            for k, (p, g, st) in enumerate(zip(ps[t], gs[t], states)):
-                q = p.clone()
-                interp.step_tensor(q, g.clone(), hypers, st, cache, gen)
-                out[t, k * WIDTH:(k + 1) * WIDTH] = p - q
-    return out
+    return gradient_streams.updates(rule, rule.defaults, *streams())
 
 
 def residual(u: torch.Tensor, v: torch.Tensor) -> tuple:

@@ -81,6 +81,7 @@ from torch import nn
 
 from .errors import SearchError
 from .space import Tree
+from .filters import NEAR
 from .strategies import STRATEGIES, SpaceStrategy, drift_join, join, tournament
 
 
@@ -181,7 +182,7 @@ class RLStrategy(SpaceStrategy):
     REPEATS = ("baseline", "fail", "skip", "score")  # what a repeat teaches (module docstring)
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True, near: float = 0.999, horizon: int = 0,
+                 space_obj=None, live_only: bool = True, near: float = NEAR, horizon: int = 0,
                  algo: str = "reinforce", batch: int = 16, lr: float = 0.01,
                  entropy: float = 0.05, hidden: int = 32, baseline_decay: float = 0.9,
                  epochs: int = 4, clip: float = 0.2, temperature: float = 1.0,

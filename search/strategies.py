@@ -26,6 +26,7 @@ import random
 from abc import ABC, abstractmethod
 
 from .candidate import build
+from .filters import NEAR
 from .space import Tree, get_space
 
 # The grammar of the random strategy (the next issue builds the full search space).
@@ -140,8 +141,8 @@ class SpaceStrategy(Strategy):
     """A strategy over a grammar space (``search.space``).
 
     Subclasses provide ``_draw() -> (tree, meta)`` (or ``_draws(k)`` for a batch) and
-    ``_learn(tree, reward, meta, free)``. ``near``: the filter's cosine for near-copies
-    (``search.filters``; 0 turns it off). ``suggest`` draws until it has ``n`` candidates the
+    ``_learn(tree, reward, meta, free)``. ``near``: the filter's threshold for near-copies
+    (``search.filters``, a cosine-like figure: 0.9992 = behaviours 4% apart; 0 turns it off). ``suggest`` draws until it has ``n`` candidates the
     filter calls new: a draw with dead code (``live_only``, ``Space.dead_local``), one that is
     not a valid program and a degenerate one are learned from at once with
     :data:`FAIL_REWARD`, a duplicate as ``_repeat`` says (with its earlier score unless a
@@ -154,7 +155,7 @@ class SpaceStrategy(Strategy):
     fail_reward = FAIL_REWARD  # the reward of a rule that fails (set by the engine, see above)
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True, near: float = 0.999, horizon: int = 0):
+                 space_obj=None, live_only: bool = True, near: float = NEAR, horizon: int = 0):
         from .filters import CandidateFilter
         require("near", near, at_least=0, at_most=1)  # a cosine; 0 turns the check off
         require("horizon", horizon, at_least=0)

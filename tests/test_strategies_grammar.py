@@ -414,7 +414,7 @@ def test_neutral_children_join_without_an_evaluation(cls, kw, neutral):
 
 @pytest.mark.parametrize("cls,kw", [(EvolutionStrategy, {"population": 6, "neutral": 1.0}),
                                     (RLStrategy, {"edit": 0.5, "queue": 4, "neutral": 1.0,
-                                                  "batch": 4}),
+                                                  "batch": 4, "near": 0.999}),
                                     (RLStrategy, {"edit": 0.9, "parents": "population",
                                                   "population": 6, "structural": 0.5,
                                                   "prior": 0.5, "neutral": 1.0, "batch": 4})])
@@ -429,11 +429,11 @@ def test_resume_with_neutral_drift_matches_an_uninterrupted_run(cls, kw):
             s.observe([{"id": c.id, "rule": c.text, "status": "ok",
                         "score": 1.0 / (1.0 + len(c.text))} for c in cands])
         return out
-    uninterrupted = cls(seed=2, **kw)
+    uninterrupted = cls(seed=3, **kw)
     whole = drive(uninterrupted, 10)
-    first = cls(seed=2, **kw)
+    first = cls(seed=3, **kw)
     part = drive(first, 5)
-    resumed = cls(seed=2, **kw)
+    resumed = cls(seed=3, **kw)
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
     part += drive(resumed, 5)
     assert part == whole

@@ -1,0 +1,71 @@
+"""Gradient streams with the structure update rules react to, and a rule's updates on them.
+
+Two consumers: the behaviour-match task scores a candidate on one set (``search.match``: 40
+steps, 64 elements per stream, seed 2017), and the near-copy filter compares candidates on a
+smaller set of their own (``search.filters``: 16 steps, 8 elements per stream, seed 11), so
+that "the same behaviour" means what a match score can tell apart.
+
+Each stream is one parameter tensor of ``width`` elements over ``steps`` steps, float64:
+
+* every element has its own scale ``a = 10^U(-3, 0)`` (three decades) and a persistent mean of
+  random sign, ``g_t = a * d_t * (rho * s + noise_t)``, noise N(0, 1), and every gradient
+  shrinks by a decade over the stream (``d_t = 10^(-t/steps)``): magnitudes, their trend and
+  the sign agreement of g with its running average all matter;
+* the streams differ in signal to noise ``rho`` (``KINDS``): *steady* ``10^U(-0.3, 1)`` (g
+  keeps its sign), *noisy* ``10^U(-1.5, -0.3)`` (g and its average often disagree),
+  *switching* ``10^U(-0.5, 0.5)`` with the mean's sign flipped after half the steps (momentum
+  lags behind);
+* the parameter is teacher-forced, the same for every rule: ``p_t = p_0 (1 - 0.01 t)``,
+  ``p_0`` N(0, 1); each step starts from ``p_t`` and the update is ``p_t - p_after``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+KINDS = {  # name -> (log10 rho range, whether the mean flips sign after half the steps)
+    "steady": ((-0.3, 1.0), False),
+    "noisy": ((-1.5, -0.3), False),
+    "switching": ((-0.5, 0.5), True),
+}
+
+
+def make(seed: int, steps: int, width: int) -> tuple:
+    """(p_t per step, g_t per step): each a list over steps of [one tensor per kind]."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def uniform(lo, hi):
+        return lo + (hi - lo) * torch.rand(width, generator=gen, dtype=torch.float64)
+
+    ps, gs = [[] for _ in range(steps)], [[] for _ in range(steps)]
+    for (lo, hi), flips in KINDS.values():
+        scale = 10 ** uniform(-3, 0)
+        rho = 10 ** uniform(lo, hi)
+        sign = torch.where(torch.rand(width, generator=gen) < 0.5, -1.0, 1.0).double()
+        p0 = torch.randn(width, generator=gen, dtype=torch.float64)
+        for t in range(1, steps + 1):
+            s = -sign if flips and t > steps // 2 else sign
+            noise = torch.randn(width, generator=gen, dtype=torch.float64)
+            gs[t - 1].append(scale * 10 ** (-t / steps) * (rho * s + noise))
+            ps[t - 1].append(p0 * (1 - 0.01 * t))
+    return ps, gs
+
+
+def updates(rule, hypers: dict, ps: list, gs: list) -> torch.Tensor:
+    """The rule's updates on streams ``(ps, gs)`` at ``hypers``: (steps, kinds x width), on the
+    reference interpreter (random primitives from a generator seeded 0), as an optimizer
+    steps one tensor per stream: one scalar cache per step, per-tensor reductions per tensor."""
+    from optdsl.interpreter import Interpreter
+    interp = Interpreter(rule)
+    states = [{} for _ in ps[0]]
+    gen = torch.Generator().manual_seed(0)
+    width = len(ps[0][0])
+    out = torch.empty(len(ps), len(ps[0]) * width, dtype=torch.float64)
+    with np.errstate(all="ignore"):
+        for t, (pt, gt) in enumerate(zip(ps, gs)):
+            cache: dict = {}
+            for k, (p, g, st) in enumerate(zip(pt, gt, states)):
+                q = p.clone()
+                interp.step_tensor(q, g.clone(), hypers, st, cache, gen)
+                out[t, k * width:(k + 1) * width] = p - q
+    return out

@@ -1,0 +1,84 @@
+"""The near-copy filter judges behaviour as a match score would (search/filters.py).
+
+Its first version compared probe updates as one vector, so the largest updates decided: AddSign
+and PowerSign were near-copies of each other (after an AddSign member a match:powersign
+search never evaluated PowerSign) and ``g + 0.05 |g| sign(m)``, which scores above sgd on
+match:powersign, was a near-copy of sgd."""
+import itertools
+
+import optdsl
+from optdsl.search import match
+from optdsl.search.candidate import build
+from optdsl.search.filters import NEAR, CandidateFilter, signature
+
+M = "sign(ema(g, 0.9))"
+S = f"sign(g) * {M}"
+
+
+def _verdict(first: list, text: str, near: float = NEAR):
+    f = CandidateFilter(near=near)
+    for rule in first:
+        assert f.check(build(rule)).kind == "new", rule
+    return f.check(build(text))
+
+
+def test_rules_a_match_score_tells_apart_are_not_near_copies():
+    assert _verdict([f"r(lr=1) = lr * g * (1 + {S})"], f"r(lr=1) = lr * g * exp({S})").kind == "new"
+    assert _verdict(["r(lr=1) = lr * g"], f"r(lr=1) = lr * g * (1 + {S})").kind == "new"
+    # the metric resolves a 5% term (a near-copy at the default's 4%, not at 1%) ...
+    slope = f"r(lr=1) = lr * (g + 0.05 * abs(g) * {M})"
+    assert _verdict(["r(lr=1) = lr * g"], slope, near=0.99995).kind == "new"
+    assert _verdict(["r(lr=1) = lr * g"], slope).reason == "near"
+    # ... which a match score sees too
+    target = match.target_updates(match.get_task("match:powersign"))
+
+    def score(text):
+        return match.score_of(match.residual(match.updates(optdsl.parse(text)), target)[0])
+    assert score(slope) > score("r(lr=1) = lr * g") + 0.04
+
+
+def test_negligible_perturbations_and_positive_factors_are_near_copies():
+    adam = "lr * ema(g, 0.9) / (sqrt(ema(g^2, 0.999)) + {eps})"
+    cases = [("r(lr=1) = lr * g", "r(lr=1) = lr * (g + clip(g, -1e-5, 1e-5))"),
+             ("r(lr=1) = lr * g", "r(lr=1) = lr * 3 * g"),
+             (f"r(lr=1) = {adam.format(eps='1e-8')}", f"r(lr=1) = {adam.format(eps='1e-7')}"),
+             ("r(lr=1) = lr * sign(g)", "r(lr=1) = lr * (sign(g) + clip(g, -1e-5, 1e-5))")]
+    for (first, text), near in itertools.product(cases, (NEAR, 0.99995)):
+        verdict = _verdict([first], text, near)
+        assert (verdict.kind, verdict.reason) == ("duplicate", "near"), text
+        assert verdict.of == build(first).key
+
+
+def test_a_rule_that_moves_other_elements_is_not_a_near_copy():
+    # the same updates where both move, but one leaves the small gradients alone
+    assert _verdict(["r(lr=1) = lr * g"], "r(lr=1) = lr * g * (abs(g) > 1e-3)").kind == "new"
+
+
+def test_no_signature_no_near_check():
+    assert signature(optdsl.parse("r(lr=1) = lr * g * 0")) is None
+    assert signature(optdsl.parse("r(lr=1) = lr * exp(exp(exp(abs(g) * 1e3)))")) is None
+
+
+def test_a_state_of_the_old_filter_loads_with_an_empty_near_memory():
+    # saved before the behaviour signatures: probe directions, no "behaviour" entry
+    f = CandidateFilter(near=NEAR)
+    f.check(build("r(lr=1) = lr * g"))
+    state = f.state_dict()
+    old = {k: v for k, v in state.items() if k != "near_texts"}
+    old["near_dirs"] = ""
+    g = CandidateFilter()
+    g.load_state_dict(old)
+    assert g.check(build("r(lr=1) = lr * g")).kind == "duplicate"  # the keys stay
+    assert g.check(build("r(lr=1) = lr * 2 * (g + clip(g, -1e-5, 1e-5))")).kind == "new"
+    # and the new state round-trips: the same verdicts after a save and a load
+    h = CandidateFilter()
+    h.load_state_dict(f.state_dict())
+    assert h.check(build("r(lr=1) = lr * 2 * (g + clip(g, -1e-5, 1e-5))")).reason == "near"
+
+
+def test_memory_grows_past_its_first_room():
+    f = CandidateFilter(near=NEAR)
+    for k in range(70):
+        assert f.check(build(f"r(lr=1) = lr * sign(g) * abs(g)^{(k + 1) / 20}")).kind == "new"
+    assert len(f.near_keys) == 70
+    assert f.check(build("r(lr=1) = lr * 2 * sign(g) * abs(g)^3.5")).reason == "near"
