@@ -264,8 +264,11 @@ def _member(rule, cp, cm, beta: float):
     try:  # the member as a program: exact when its constants print exactly
         plus, minus = (symbolic.to_text(_without_hyperbolic(v)) for v in (cp, cm))
         s = f"sign(g) * sign(ema(g, {beta!r}))"
-        member = optdsl.parse(f"member(lr=1) = lr * g * (({plus}) * (1 + {s}) + ({minus}) * "
-                              f"(1 - {s})) / 2")
+        # at the rule's own lr default: equivalent compares rules at their defaults (the
+        # library's powersign, lr=0.1, was refuted against a member at lr=1)
+        lr = float(rule.defaults.get("lr", 1.0))
+        member = optdsl.parse(f"member(lr={lr!r}) = lr * g * (({plus}) * (1 + {s}) + "
+                              f"({minus}) * (1 - {s})) / 2")
         if _depends_on_t(cp, cm):  # its values in t: to 25 digits wherever the order was checked
             back = _agree(_exact_ratios(member, beta), (cp, cm), ORDER_STEPS)
         else:
@@ -326,7 +329,10 @@ def _member_name(cp, cm) -> str:
             return (f"addsign with alpha = {_short(alpha.subs(T_SYMBOL, 1), 10)} at lr x {scale} "
                     "(a learning-rate decay)")
         return "addsign whose scale and alpha depend on t (a decay)"
-    if cm != 0 and symbolic.equal(cp / cm, sp.exp(2)):
+    # numbers: told apart at 50 digits before sympy is asked (its simplify ran for minutes on
+    # c+ / c- = (1 + e^(10^8 / (10^8 + 1))) / (1 + e^(-10^8 / (10^8 + 1))) against e^2)
+    if cm != 0 and abs((cp / cm - sp.exp(2)).evalf(50)) < sp.Float(10, 50) ** -40 \
+            and symbolic.equal(cp / cm, sp.exp(2)):
         return f"powersign at lr x {_short(sp.sqrt(cp * cm), 6)}"
     return f"addsign at lr x {_short((cp - cm) / 2, 6)} with alpha = {_short((cp + cm) / (cp - cm), 10)}"
 

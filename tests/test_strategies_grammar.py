@@ -770,3 +770,25 @@ def test_rl_learns_from_repeated_draws_so_that_a_collapsed_policy_recovers():
         assert again.buffer == rl.buffer
     with pytest.raises(ValueError, match="repeats"):
         RLStrategy(repeats="never")
+
+
+def test_family_proof_of_rules_with_their_own_lr_default():
+    # the member was written at lr=1 and equivalent compares rules at their defaults: the
+    # library's powersign and addsign (lr=0.1) were refuted as members of their own family
+    import optdsl
+    from optdsl.search.funnel import family_proof
+    for name in ("powersign", "addsign"):
+        assert family_proof(optdsl.resolve(name), timeout=60).proved, name
+    lr_off = "r(lr=0.3) = lr * g * (1.5 + sign(g) * sign(ema(g, 0.9))) + 0.01 * sign(g)"
+    assert family_proof(lr_off, timeout=60).status == "refuted"  # lr does not scale it
+
+
+def test_a_members_name_does_not_wait_on_sympy():
+    # naming c+ / c- (powersign or addsign) asked sympy whether (1 + e^(10^8 / (10^8 + 1))) /
+    # (1 + e^(-10^8 / (10^8 + 1))) is e^2: minutes in simplify (an evolution search's numeric
+    # member went unproved for it); numbers are now told apart at 50 digits first
+    import sympy as sp
+    from optdsl.search.funnel import _member_name
+    r = sp.Rational(10**8, 10**8 + 1)
+    assert _member_name(1 + sp.exp(r), 1 + sp.exp(-r)).startswith("addsign at lr x 1.1752")
+    assert _member_name(sp.E, sp.exp(-1)) == "powersign at lr x 1"
