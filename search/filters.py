@@ -38,7 +38,8 @@ steps whose gradient sizes were drawn again at every step): the largest updates 
 the sign of g disagrees with its average mostly where g is small, so AddSign and PowerSign
 were 0.9998 alike (a near-copy at 0.999: after an AddSign member a match:powersign search
 could not evaluate PowerSign). A saved state of that filter loads with its keys and
-fingerprints; its near-copy memory starts empty.
+fingerprints; its near-copy memory starts empty, and its ``near`` means this filter's
+threshold (its default, 0.999, becomes this one's, 0.9992).
 
 ``Verdict.key`` is always the candidate's own cache key: the key under which the store keeps
 its result. The counts (``stats``) give the cache hit rate the benchmarks report. All of it is
@@ -76,10 +77,12 @@ def degenerate_reason(cand) -> str:
 
 
 NEAR = 0.9992  # the strategies' default: near-copies within d = 0.04 (module docstring)
+OLD_NEAR = 0.999  # the probe-direction filter's default (a cosine), in states saved before
 BEHAVIOUR_SEED, BEHAVIOUR_STEPS, BEHAVIOUR_WIDTH = 11, 16, 8
 ELEMENTS = len(streams.KINDS) * BEHAVIOUR_WIDTH
 PATTERN_SIZE = ELEMENTS * BEHAVIOUR_STEPS
 ABSENT = -1e3  # the profile of an element a rule never moves: never near one it moves
+ROUNDING = 8  # ulps of |p|: an update entry below is 0 (signature)
 _BEHAVIOUR = None
 
 
@@ -92,21 +95,34 @@ def behaviour_streams():
 
 def signature(rule):
     """(pattern, profile) of the rule's behaviour (module docstring), float32, or None when
-    its updates there fail, are not finite or are all zero. The pattern is scaled so that the
-    dot product of two is the mean of their elements' cosines."""
+    its updates there fail, are not finite or are all below rounding. The pattern is scaled
+    so that the dot product of two is the mean of their elements' cosines.
+
+    An update is a difference of parameters, known to a few ulps of ``|p|``: entries below
+    ``ROUNDING`` ulps are taken as 0, and an element with no entry above is *unmoved*. Its
+    pattern is a fixed unit vector and its profile ``ABSENT``, so that two rules that both
+    leave an element alone agree there (``sign(g) - 1`` and twice it), and a rule that moves
+    it is far from one that does not. Where updates sit at that floor (``g^8`` for small g,
+    ``1e-14 g``), a positive multiple can move an element across it: such a pair stays two
+    candidates (an evaluation spent, nothing merged that differs)."""
     try:
         u = streams.updates(rule, {**rule.defaults, "lr": 1.0}, *behaviour_streams())
     except Exception:
         return None
     if not bool(torch.isfinite(u).all()):
         return None
+    ps = torch.stack([torch.cat(pt) for pt in behaviour_streams()[0]])
+    u = torch.where(u.abs() <= ROUNDING * torch.finfo(u.dtype).eps * ps.abs(), 0.0, u)
     top = u.abs().max()
     if not top > 0:
         return None
     u = u / top  # in float64, so that sizes past float32's range still have a direction
     size = u.norm(dim=0)
     moved = size > 0
-    pattern = (u / torch.where(moved, size, 1.0)).T.reshape(-1) / ELEMENTS ** 0.5
+    unit = torch.zeros_like(u)
+    unit[0] = 1.0
+    pattern = torch.where(moved, u / torch.where(moved, size, 1.0), unit)
+    pattern = pattern.T.reshape(-1) / ELEMENTS ** 0.5
     logs = size.clamp_min(1e-300).log()
     profile = torch.where(moved, logs - logs[moved].mean(), ABSENT)
     return pattern.float(), profile.float()
@@ -202,8 +218,8 @@ class CandidateFilter:
 
     def state_dict(self) -> dict:
         """Plain data; the signatures are not in it but built again from the programs at load
-        (3-4 ms each): a search saves its state every round, and 384 floats per candidate
-        would more than double its size."""
+        (4-5 ms each: 25 s for 5,000 candidates): a search saves its state every round, and
+        408 floats per candidate would more than double its size."""
         return {"keys": self.keys, "fps": self.fps, "stats": self.stats,
                 "reasons": self.reasons, "dedupe": self.dedupe, "degenerate": self.degenerate,
                 "near": self.near, "near_keys": self.near_keys, "near_texts": self.near_texts}
@@ -214,10 +230,15 @@ class CandidateFilter:
         self.stats, self.reasons = dict(state["stats"]), dict(state["reasons"])
         self.dedupe, self.degenerate = state["dedupe"], state["degenerate"]
         self.near = state["near"]
+        if "near_texts" not in state and self.near == OLD_NEAR:
+            self.near = NEAR  # that filter's default: this one's default
         self.near_keys, self.near_texts = [], []
         # a state of the probe-direction filter has no programs (module docstring): its
         # near-copy memory starts empty
         for key, text in zip(state["near_keys"], state.get("near_texts", ())):
-            sig = signature(optdsl.parse(text))
+            try:
+                sig = signature(optdsl.parse(text))
+            except optdsl.DSLError:  # (a program that no longer parses: not remembered)
+                sig = None
             if sig is not None:
                 self._remember(key, text, *sig)

@@ -142,8 +142,8 @@ class SpaceStrategy(Strategy):
 
     Subclasses provide ``_draw() -> (tree, meta)`` (or ``_draws(k)`` for a batch) and
     ``_learn(tree, reward, meta, free)``. ``near``: the filter's threshold for near-copies
-    (``search.filters``, a cosine-like figure: 0.9992 = behaviours 4% apart; 0 turns it off). ``suggest`` draws until it has ``n`` candidates the
-    filter calls new: a draw with dead code (``live_only``, ``Space.dead_local``), one that is
+    (``search.filters``: 0.9992 = behaviours 4% apart; 0 turns it off). ``suggest`` draws
+    until it has ``n`` candidates the filter calls new: a draw with dead code (``live_only``, ``Space.dead_local``), one that is
     not a valid program and a degenerate one are learned from at once with
     :data:`FAIL_REWARD`, a duplicate as ``_repeat`` says (with its earlier score unless a
     subclass says otherwise), all without an evaluation (``free=True``). A program drawn again
@@ -157,7 +157,7 @@ class SpaceStrategy(Strategy):
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
                  space_obj=None, live_only: bool = True, near: float = NEAR, horizon: int = 0):
         from .filters import CandidateFilter
-        require("near", near, at_least=0, at_most=1)  # a cosine; 0 turns the check off
+        require("near", near, at_least=0, at_most=1)  # 0 turns the check off
         require("horizon", horizon, at_least=0)
         self.seed = seed
         self.space_name, self.horizon = space, horizon  # horizon 0: the grammar's own

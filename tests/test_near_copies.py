@@ -42,7 +42,11 @@ def test_negligible_perturbations_and_positive_factors_are_near_copies():
     cases = [("r(lr=1) = lr * g", "r(lr=1) = lr * (g + clip(g, -1e-5, 1e-5))"),
              ("r(lr=1) = lr * g", "r(lr=1) = lr * 3 * g"),
              (f"r(lr=1) = {adam.format(eps='1e-8')}", f"r(lr=1) = {adam.format(eps='1e-7')}"),
-             ("r(lr=1) = lr * sign(g)", "r(lr=1) = lr * (sign(g) + clip(g, -1e-5, 1e-5))")]
+             ("r(lr=1) = lr * sign(g)", "r(lr=1) = lr * (sign(g) + clip(g, -1e-5, 1e-5))"),
+             # rules that leave some elements alone, and twice them (review: an unmoved
+             # element had a zero pattern, so no two such rules were ever near-copies)
+             ("r(lr=1) = lr * (sign(g) - 1)", "r(lr=1) = 2 * lr * (sign(g) - 1)"),
+             (f"r(lr=1) = lr * g * (1 - {S})", f"r(lr=1) = 2 * lr * g * (1 - {S})")]
     for (first, text), near in itertools.product(cases, (NEAR, 0.99995)):
         verdict = _verdict([first], text, near)
         assert (verdict.kind, verdict.reason) == ("duplicate", "near"), text
@@ -66,8 +70,10 @@ def test_a_state_of_the_old_filter_loads_with_an_empty_near_memory():
     state = f.state_dict()
     old = {k: v for k, v in state.items() if k != "near_texts"}
     old["near_dirs"] = ""
+    old["near"] = 0.999  # that filter's default: read as this one's
     g = CandidateFilter()
     g.load_state_dict(old)
+    assert g.near == NEAR
     assert g.check(build("r(lr=1) = lr * g")).kind == "duplicate"  # the keys stay
     assert g.check(build("r(lr=1) = lr * 2 * (g + clip(g, -1e-5, 1e-5))")).kind == "new"
     # and the new state round-trips: the same verdicts after a save and a load
