@@ -47,6 +47,7 @@ plain data (``state_dict``), saved with the strategy for ``--resume``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -83,14 +84,14 @@ ELEMENTS = len(streams.KINDS) * BEHAVIOUR_WIDTH
 PATTERN_SIZE = ELEMENTS * BEHAVIOUR_STEPS
 ABSENT = -1e3  # the profile of an element a rule never moves: never near one it moves
 ROUNDING = 8  # ulps of |p|: an update entry below is 0 (signature)
-_BEHAVIOUR = None
 
 
-def behaviour_streams():
-    global _BEHAVIOUR
-    if _BEHAVIOUR is None:
-        _BEHAVIOUR = streams.make(BEHAVIOUR_SEED, BEHAVIOUR_STEPS, BEHAVIOUR_WIDTH)
-    return _BEHAVIOUR
+@functools.lru_cache(maxsize=1)
+def _floor() -> torch.Tensor:
+    """``ROUNDING`` ulps of the behaviour streams' parameters, (steps, elements)."""
+    ps, _ = streams.make(BEHAVIOUR_SEED, BEHAVIOUR_STEPS, BEHAVIOUR_WIDTH)
+    held = torch.stack([torch.cat(pt) for pt in ps])
+    return ROUNDING * torch.finfo(held.dtype).eps * held.abs()
 
 
 def signature(rule):
@@ -106,13 +107,13 @@ def signature(rule):
     ``1e-14 g``), a positive multiple can move an element across it: such a pair stays two
     candidates (an evaluation spent, nothing merged that differs)."""
     try:
-        u = streams.updates(rule, {**rule.defaults, "lr": 1.0}, *behaviour_streams())
+        u = streams.updates(rule, {**rule.defaults, "lr": 1.0},
+                            *streams.make(BEHAVIOUR_SEED, BEHAVIOUR_STEPS, BEHAVIOUR_WIDTH))
     except Exception:
         return None
     if not bool(torch.isfinite(u).all()):
         return None
-    ps = torch.stack([torch.cat(pt) for pt in behaviour_streams()[0]])
-    u = torch.where(u.abs() <= ROUNDING * torch.finfo(u.dtype).eps * ps.abs(), 0.0, u)
+    u = torch.where(u.abs() <= _floor(), 0.0, u)
     top = u.abs().max()
     if not top > 0:
         return None

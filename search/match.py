@@ -46,15 +46,11 @@ STEPS, WIDTH, SEED = 40, 64, 2017
 CAP = 1e-6  # residuals below count as an exact match: the score's maximum is -log10(CAP)
 MAX_SCORE = -math.log10(CAP)
 VERSION = 1
-_STREAMS = None
 
 
 def streams():
     """(p_t per step, g_t per step): each a list over steps of [one tensor per stream]."""
-    global _STREAMS
-    if _STREAMS is None:
-        _STREAMS = gradient_streams.make(SEED, STEPS, WIDTH)
-    return _STREAMS
+    return gradient_streams.make(SEED, STEPS, WIDTH)
 
 
 def updates(rule) -> torch.Tensor:

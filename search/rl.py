@@ -80,8 +80,8 @@ import torch
 from torch import nn
 
 from .errors import SearchError
-from .space import Tree
 from .filters import NEAR
+from .space import Tree
 from .strategies import STRATEGIES, SpaceStrategy, drift_join, join, tournament
 
 

@@ -20,6 +20,8 @@ Each stream is one parameter tensor of ``width`` elements over ``steps`` steps, 
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -30,8 +32,10 @@ KINDS = {  # name -> (log10 rho range, whether the mean flips sign after half th
 }
 
 
+@functools.lru_cache(maxsize=None)
 def make(seed: int, steps: int, width: int) -> tuple:
-    """(p_t per step, g_t per step): each a list over steps of [one tensor per kind]."""
+    """(p_t per step, g_t per step): each a list over steps of [one tensor per kind]. Made
+    once per arguments and shared: callers read the tensors, never write them."""
     gen = torch.Generator().manual_seed(seed)
 
     def uniform(lo, hi):
