@@ -13,7 +13,12 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    that always hold the same value, as ``prev(ema(g))`` and the ``ema`` itself) such that the
    initial values agree, each state update agrees under ``sigma`` and the updates agree, for all
    ``g, p, t``, all states and all hyperparameters. By induction on ``t`` this proves equal
-   trajectories for every number of steps.
+   trajectories for every number of steps. Where the rules take signs of the gradient and of
+   states (``sign(g)``, ``sign(ema(g, 0.9))``), the step is first compared in each case of
+   those signs, each rule computed node by node from the case's numbers as the language
+   computes it (``log|sign(g) + sign(m)|`` is -inf where the signs disagree, and ``g / (-inf +
+   1e-8)`` is 0); a case with a NaN or an infinity times a value proves nothing. States that
+   always hold the same value (two ``ema(g, 0.9)`` of one program) are read as one.
 3. **Induction from step 1 with proportional states** (``scaled_step``): each state of one
    rule is a constant multiple ``c`` (a function of hyperparameters) of one of the other's after
    step 1, computed from the initial values at t = 1, and at every step t >= 2 where that holds
@@ -370,25 +375,27 @@ def _symbols(pair: Pair, sp_mod):
 class _Side:
     """One rule translated for a single step: update and slots over symbols for previous values."""
 
-    def __init__(self, rule: Rule, hypers: dict, tag: str):
+    def __init__(self, rule: Rule, hypers: dict, tag: str, signs: dict | None = None):
         import sympy as sp  # heavy: only for the proofs
         from .symbolic import (DEFINED, T_SYMBOL, leaf_map, live_slots, lost_domains,  # sympy
                                translate)
-        self.rule = rule
+        self.rule, self.hypers, self.tag = rule, hypers, tag
         self.g, self.p = sp.Symbol("g", real=True), sp.Symbol("p", real=True)
         inputs = {"g": self.g, "p": self.p, "t": T_SYMBOL}
 
-        def translated(nonneg: set, wild: set):
+        def translated(nonneg: set, wild: set, twins: dict):
             sym = {s.name: sp.Symbol(f"{tag}:{s.name}", real=True,
                                      **({"nonnegative": True} if s.name in nonneg else {}))
                    for s in rule.slots}
             # a state whose value may be NaN or infinite is read with its marker, so that
-            # 0 * s and s - s (NaN there) are seen to drop it
+            # 0 * s and s - s (NaN there) are seen to drop it; a twin is read as its first
             reads = {k: x * DEFINED(x) if k in wild else x for k, x in sym.items()}
+            reads.update({k: reads[first] for k, first in twins.items()})
             tr = translate([rule.update] + [s.update for s in rule.slots],
-                           leaf_map(hypers, inputs, reads), domains=True)
+                           leaf_map(hypers, inputs, reads), domains=True, signs=signs)
             init = translate([s.init for s in rule.slots],
-                             leaf_map(hypers, {**inputs, "t": sp.Integer(1)}, reads), domains=True)
+                             leaf_map(hypers, {**inputs, "t": sp.Integer(1)}, reads),
+                             domains=True, signs=signs)
             exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
             inits = {s.name: init[s.init] for s in rule.slots}
             self.lost = (lost_domains(tr, exprs.values())
@@ -399,18 +406,38 @@ class _Side:
         # is nonnegative, and so is its update while every such state is (ema(g^2), a max of
         # squares); then sqrt(v) + eps is positive and sign(m / (sqrt(v) + eps)) = sign(m)
         # (and a state is read with a marker where its initial value or update has one, until
-        # no more do)
-        nonneg, wild = {s.name for s in rule.slots}, set()
+        # no more do; and as its twin, once one is found: ``_twins``)
+        nonneg, wild, twins = {s.name for s in rule.slots}, set(), {}
         while True:
-            self.sym, self.exprs, init = translated(nonneg, wild)
+            self.sym, self.exprs, init = translated(nonneg, wild, twins)
             held = {n for n in nonneg if init[n].is_nonnegative and self.exprs[n].is_nonnegative
                     and not _may_be_nan(init[n]) and not _may_be_nan(self.exprs[n])}
             marked = {n for n in init if init[n].has(DEFINED) or self.exprs[n].has(DEFINED)}
-            if held == nonneg and marked <= wild:
+            found = self._twins(init)
+            if held == nonneg and marked <= wild and found == twins:
                 break
-            nonneg, wild = held, wild | marked
+            nonneg, wild, twins = held, wild | marked, found
         self.live = live_slots(rule, self.exprs, self.sym)
         self.init = {s.name: init[s.name] for s in self.live}
+        self.every_init = init
+
+    def _twins(self, init: dict) -> dict:
+        """{state: the earlier state it always equals}: twins have equal initial values and
+        the same update of their own previous value (by induction on t they are equal), as
+        the two ``ema(g, 0.9)`` of ``(1 + sign(g) sign(ema(g, 0.9))) + (1 - sign(g)
+        sign(ema(g, 0.9)))``, two states of the program. Each is then read as the first, so
+        that a domain marker that cancels between them (``g log(x) - g log(x')``) is seen in
+        translation (``lost``)."""
+        firsts, twins = [], {}
+        for slot in self.rule.slots:
+            name, own = slot.name, self.sym[slot.name]
+            first = next((k for k in firsts if init[k] == init[name] and self.exprs[name].xreplace(
+                {own: self.sym[k]}) == self.exprs[k]), None)
+            if first is None:
+                firsts.append(name)
+            else:
+                twins[name] = first
+        return twins
 
 
 def _may_be_nan(e) -> bool:
@@ -504,28 +531,71 @@ LOST = ("a root or log of a value that may be negative, or a divisor that may be
 
 
 def single_step(pair: Pair):
-    """(proved?, mapping, text) — a state correspondence under which one step agrees."""
+    """(proved?, mapping, text) — a state correspondence under which one step agrees: as
+    expressions, or else in every case of the signs they take (``_agree_by_sign_cases``)."""
     import sympy as sp  # heavy: only for the proofs
-    from .symbolic import equal  # sympy
     ha, hb = _symbols(pair, sp)
     A, B = _Side(pair.a, ha, "a"), _Side(pair.b, hb, "b")
     if A.lost or B.lost:
         return False, {}, LOST
-    B.g, B.p = A.g, A.p  # the same symbols (names equal: sympy symbols are equal by name)
     for src, dst, flip in ((B, A, False), (A, B, True)):
         for sigma in _maps(src.live, dst.live):
-            rep = {src.sym[k]: dst.sym[v] for k, v in sigma.items()}
-            pairs = [(src.exprs["update"].xreplace(rep), dst.exprs["update"])]
-            pairs += [(src.exprs[k].xreplace(rep), dst.exprs[v]) for k, v in sigma.items()]
-            pairs += [(src.init[k], dst.init[v]) for k, v in sigma.items()]
-            # equal expressions need no proof (inf - inf is NaN to sympy: runmax's -inf)
-            diffs = [x - y for x, y in pairs if x != y]
-            syms = set().union(*(d.free_symbols for d in diffs))
-            if not _numeric_close(diffs, _points(syms, sp), sp):
-                continue
-            if all(d == 0 or equal(d, sp.Integer(0)) for d in diffs):
+            # by cases first: each is small (and one that differs is found at once), where
+            # the whole expression may send sympy's simplify off for minutes
+            if _agree_by_sign_cases(src, dst, sigma) or _agree(src, dst, sigma):
                 return True, sigma, _mapping_text(sigma, flip)
     return False, {}, "no state correspondence makes one step agree"
+
+
+def _agree(src: _Side, dst: _Side, sigma: dict):
+    """Whether one step of ``src`` equals one of ``dst`` with ``src``'s states read as
+    ``dst``'s by ``sigma`` (updates, state updates, initial values): True when proved, None
+    when apart at a numeric point, False when not proved."""
+    import sympy as sp  # heavy: only for the proofs
+    from .symbolic import equal  # sympy
+    rep = {src.sym[k]: dst.sym[v] for k, v in sigma.items()}
+    pairs = [(src.exprs["update"].xreplace(rep), dst.exprs["update"])]
+    pairs += [(src.exprs[k].xreplace(rep), dst.exprs[v]) for k, v in sigma.items()]
+    pairs += [(src.every_init[k], dst.every_init[v]) for k, v in sigma.items()]
+    # equal expressions need no proof (inf - inf is NaN to sympy: runmax's -inf)
+    diffs = [x - y for x, y in pairs if x != y]
+    syms = set().union(*(d.free_symbols for d in diffs))
+    if not _numeric_close(diffs, _points(syms, sp), sp):
+        return None
+    return all(d == 0 or equal(d, sp.Integer(0)) for d in diffs)
+
+
+SIGN_CASES = 32  # _agree_by_sign_cases: at most this many cases
+
+
+def _agree_by_sign_cases(src: _Side, dst: _Side, sigma: dict) -> bool:
+    """``_agree`` in every case of the signs the two steps split on (``symbolic.sign_atoms``:
+    ``sign(g)``, ``sign(0.9 m + 0.1 g)``, each +-1, and 0 where it is not 0 only on a null
+    set), each side translated again from its program with the signs' values put in
+    (``symbolic.translate(..., signs=...)``). What a case makes a number is then computed
+    node by node as the language does, so ``log|sign(g) + sign(m)|`` is -inf where the signs
+    disagree and ``g / (-inf + 1e-8)`` is 0 there, which no identity of sympy's, written for
+    finite values, can show (``log(0)`` is its ``zoo``)."""
+    from .symbolic import Unsigned, sign_atoms  # sympy
+    rep = {src.sym[k]: dst.sym[v] for k, v in sigma.items()}
+    back = {}  # each split sign of dst's symbols -> the signs of src it is, read by sigma
+    for a, values in sign_atoms(dst.exprs.values()).items():
+        back.setdefault(a, ([], values))[0].append(a)
+    for a, values in sign_atoms(src.exprs.values()).items():
+        back.setdefault(a.xreplace(rep), ([], values))[0].append(a)
+    keys = list(back)
+    cases = list(itertools.product(*(back[k][1] for k in keys)))
+    if not keys or len(cases) > SIGN_CASES:
+        return False
+    for case in cases:
+        signs = {a: v for k, v in zip(keys, case) for a in back[k][0]}
+        try:
+            sides = [_Side(side.rule, side.hypers, side.tag, signs) for side in (src, dst)]
+        except Unsigned:  # NaN in this case (-inf - -inf, 0 * -inf): no proof
+            return False
+        if any(side.lost for side in sides) or _agree(*sides, sigma) is not True:
+            return False
+    return True
 
 
 def scaled_step(pair: Pair):

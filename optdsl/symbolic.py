@@ -18,7 +18,11 @@ that is 0 on a region, or a negative power of it) is kept in proofs by a ``defin
 (``1/0``, ``log(0)``: an infinity whose sign sympy drops) or ``nan`` ends the proof attempt
 (``Unsigned``). Not modelled: float over- and underflow. Where a sign's
 argument may be 0 on a region (a state, ``p``, a clip, a function of ``t``), a proof takes
-the 0 case too (``_zero_only_on_a_null_set``).
+the 0 case too (``_zero_only_on_a_null_set``). A proof by cases of the signs
+(``sign_atoms``, ``translate(..., signs=...)``) translates a rule again with each case's
+values put in, so that what they make a number is the language's value, infinities with
+their sign included (``log|sign(g) + sign(m)|`` is -inf where the signs disagree); an
+infinity times a value there raises ``Unsigned``.
 
 The rest of the symbolic layer: ``optdsl.equivalence`` (numeric probing, single-step proofs
 with state correspondences, k-step unrolling, wall-clock budgets) and ``optdsl.canonical``
@@ -131,13 +135,19 @@ def _zero_at_unprobed_gradients(x: sp.Expr) -> bool:
     return len(sp.Add.make_args(sp.expand(x))) > 1
 
 
-def translate(roots, leaf, overrides: dict | None = None, domains: bool = False) -> dict:
+def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
+              signs: dict | None = None) -> dict:
     """sympy expressions of ``roots`` (and every node under them), node -> expression.
 
     ``leaf(node)`` gives the expression of a ``hyper``/``input``/``state`` leaf; ``overrides``
     maps nodes to expressions to use instead of translating them (e.g. a state's new value);
     ``domains``: roots and logs carry their ``DEFINED`` marker, and a ``zoo`` or ``nan``
-    raises ``Unsigned`` (for proofs). Random primitives raise ``Opaque``.
+    raises ``Unsigned`` (for proofs). Random primitives raise ``Opaque``. ``signs``: one case
+    of a proof by cases (``sign_atoms``), ``sign(x)`` -> its value there: a ``sign`` node is
+    its generic-point sign (``_sign_of``) with those values put in, so that what is above it
+    is computed node by node from numbers, with the language's values (log(0) = -inf, and
+    -inf + 1e-8 and g / -inf as the language has them), not from an expression sympy built
+    on the assumption that every value is finite.
     """
     out = dict(overrides or {})
     elements = set()  # the symbols of per-element leaves (g, p, a tensor's states)
@@ -155,6 +165,9 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False)
             if prim.random:
                 raise Opaque(n.op)
             args = [out[a] for a in n.args]
+            if signs is not None and n.op == "sign":
+                out[n] = _sign_of(args[0]).xreplace(signs)
+                continue
             if prim.counts_elements:  # norm(g - g + 1) is sqrt(n), norm(1) is 1
                 args = [x + ZEROS if a.kind == ir.Kind.TENSOR and not x.free_symbols & elements
                         else x for a, x in zip(n.args, args)]
@@ -176,6 +189,10 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False)
                 out[n] = out[n] * DEFINED(out[n])
             if domains and out[n].has(sp.zoo, sp.nan):
                 raise Unsigned(f"{n.op} gives {out[n]} (an infinity without its sign, or NaN)")
+            if signs is not None and not out[n].is_number and out[n].has(sp.oo, -sp.oo):
+                # in a case of signs an infinity is a number; times a value (-inf g) sympy
+                # would cancel it (-inf g + inf g = 0, NaN in the language)
+                raise Unsigned(f"{n.op} gives {out[n]} (an infinity times a value)")
     return out
 
 
@@ -430,6 +447,25 @@ def _zero_only_on_a_null_set(x: sp.Expr) -> bool:
         return False
     return any(any(m) and c != 0 and (c.is_number or c.free_symbols <= _HYPERS)
                for m, c in zip(poly.monoms(), poly.coeffs()))
+
+
+ONE, ZERO = sp.Integer(1), sp.Integer(0)
+
+
+def sign_atoms(exprs) -> dict:
+    """The signs a proof by cases splits on (``translate(..., signs=...)``): each ``sign(x)``
+    that a sign in ``exprs`` is a product of (``_sign_of``) where ``x`` is a polynomial in the
+    symbols (g, p, states, hyperparameters: ``0.9 m + 0.1 g``), with the values it takes: +-1,
+    and 0 too unless ``x`` is 0 only on a null set (as ``is_zero`` splits)."""
+    found = {}
+    for e in exprs:
+        for outer in e.atoms(sp.sign):
+            for a in _sign_of(outer.args[0]).atoms(sp.sign):
+                x = a.args[0]
+                if x.free_symbols and not x.atoms(sp.Function) and x.is_polynomial():
+                    found[a] = (ONE, -ONE) if (_zero_only_on_a_null_set(x)
+                                           and not _zero_at_unprobed_gradients(x)) else (ONE, -ONE, ZERO)
+    return found
 
 
 def equal(a: sp.Expr, b: sp.Expr) -> bool:
