@@ -31,7 +31,7 @@ with eps 1e-7); sgd plus a clipped 1e-4 term 0.031-0.038, ``g + 0.05 |g| sign(m)
 near-copies at the default); AddSign and PowerSign 0.048 apart (not). Why 0.04 and not 0.01
 (BENCHMARKS.md, "match:powersign and match:addsign"): at 0.01 every sgd-plus-clipped-term
 variant is evaluated, and evolution climbed those (0 of 6 match searches reached the family,
-stopped early); at 0.04, 5 of 40 proved (12 of 40 by the numeric check).
+stopped early); at 0.04, 9 of 40 proved (12 of 40 by the numeric check).
 
 Until 2026-12-03 near-copies were judged by the cosine of all probe updates as one vector (4
 steps whose gradient sizes were drawn again at every step): the largest updates decided, and
