@@ -51,15 +51,25 @@ reached the family did so within 430-670 evaluations, and those that did not sat
 plateau to the end: a restart gives a stalled search another early phase (BENCHMARKS.md,
 "match:powersign and match:addsign", for what it measured).
 
+**Age-fitness Pareto selection** (``afp=K``, off by default; Schmidt and Lipson 2011): once in
+every ``K`` results heard the next draw is a new program from the prior, and each member carries the birth of its
+lineage (the number of results heard when its oldest ancestor was drawn; a child inherits its
+parent's, the older of two under ``combine``). When the population is over size the member
+that leaves is the worst of those dominated in (score, youth) by another member, and the
+oldest only when none is: a young lineage is not crowded out by old, better ones before it
+has climbed (BENCHMARKS.md, "match:powersign and match:addsign", for what it measured).
+
 Results of rules this strategy did not propose (``--seeds``) join the population too when they
 are programs of the space. The population, the best program, pending children and the random
 state are in ``state_dict`` so ``--resume`` continues the same run.
 """
 from __future__ import annotations
 
+import json
+
 from .space import Tree
 from .filters import NEAR
-from .strategies import STRATEGIES, SpaceStrategy, drift_join, join, tournament
+from .strategies import STRATEGIES, SpaceStrategy, join, tournament
 
 # Library rules written in Bello's space (none of them in the PowerSign/AddSign family):
 # SGD, heavy-ball-like EMA momentum, signSGD, signum, Adam and RMSProp.
@@ -89,7 +99,7 @@ class EvolutionStrategy(SpaceStrategy):
                  population: int = 32, sample: int = 4, insert: float = 0.2,
                  delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
                  elite: float = 0.2, neutral: float = 0.0, restart: int = 0,
-                 restart_tol: float = 0.01, warm=None):
+                 restart_tol: float = 0.01, afp: int = 0, warm=None):
         from .strategies import require, require_fraction
         require("population", population, at_least=1)
         require("sample", sample, at_least=1)
@@ -101,6 +111,7 @@ class EvolutionStrategy(SpaceStrategy):
         require("prior", prior, at_least=0, below=1)
         require("restart", restart, at_least=0)
         require("restart_tol", restart_tol, at_least=0)
+        require("afp", afp, at_least=0)
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon)
         self.population_size, self.sample_size = population, sample
@@ -119,6 +130,17 @@ class EvolutionStrategy(SpaceStrategy):
         self.level = None  # the score the stall is counted from: it must rise past + restart_tol
         self.stalled = 0  # results heard since the score last rose past level + restart_tol
         self.restarts = 0
+        self.afp = int(afp)
+        self.births: dict = {}  # json text of a tree -> its lineage's birth (afp only)
+        self.heard = 0  # results heard (evaluated children): the clock of births
+        self.next_new = 0  # afp: the results heard at which the next new program is drawn
+
+    def _birth(self, tree_json) -> int:
+        return self.births.get(json.dumps(tree_json), 0)
+
+    def _born(self, tree: Tree, birth: int) -> None:
+        if self.afp:
+            self.births[json.dumps(tree.to_json())] = birth
 
     def _draw(self):
         while self.warm:
@@ -127,14 +149,21 @@ class EvolutionStrategy(SpaceStrategy):
                 return self.space.parse(text), "warm"
             except Exception:
                 continue
-        if len(self.population) < self.population_size:
-            return self.space.sample(self.rng, self.prior), "random"
+        due = self.afp and self.heard >= self.next_new and not any(
+            entry[2] == "random" for entry in self.pending.values())  # one new program at a time
+        if len(self.population) < self.population_size or due:
+            tree = self.space.sample(self.rng, self.prior)
+            self._born(tree, self.heard)
+            return tree, "random"
         parent = (Tree.from_json(self.best[0]) if self.best and self.rng.random() < self.p_elite
                   else self._tournament())
+        birth = self._birth(parent.to_json())
         u = self.rng.random()
         made = None
         if u < self.p_combine:
-            made = self.space.combine(parent, self._tournament(), self.rng, prior=self.prior)
+            other = self._tournament()
+            birth = min(birth, self._birth(other.to_json()))
+            made = self.space.combine(parent, other, self.rng, prior=self.prior)
         elif u < self.p_combine + self.p_insert:
             made = self.space.insert(parent, self.rng, prior=self.prior)
         elif u < self.p_combine + self.p_insert + self.p_delete:
@@ -143,6 +172,7 @@ class EvolutionStrategy(SpaceStrategy):
         child, what = made
         kind = what.split(":")[0].split(" group")[0]
         self.mutations[kind] = self.mutations.get(kind, 0) + 1
+        self._born(child, birth)
         return child, "mutation"
 
     def _tournament(self) -> Tree:
@@ -151,6 +181,9 @@ class EvolutionStrategy(SpaceStrategy):
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
         if free or meta == STALE:
             return
+        self.heard += 1
+        if meta == "random":
+            self.next_new = self.heard + self.afp
         if self.best is None or reward > self.best[1]:
             self.best = [tree.to_json(), float(reward)]
         self._join(tree.to_json(), reward)
@@ -177,7 +210,23 @@ class EvolutionStrategy(SpaceStrategy):
             entry[2] = STALE  # their results join neither the new population nor its best
 
     def _join(self, member: list, reward: float) -> None:
-        join(self.population, member, reward, self.population_size)
+        if not self.afp:
+            return join(self.population, member, reward, self.population_size)
+        self.population.append([member, float(reward)])
+        if len(self.population) > self.population_size:
+            self.population.pop(self._leaver())
+
+    def _leaver(self) -> int:
+        """Age-fitness Pareto: the index of the worst member dominated in (score, birth) by
+        another, else of the oldest (module docstring)."""
+        pop = self.population
+        births = [self._birth(m[0]) for m in pop]
+        dominated = [i for i in range(len(pop)) if any(
+            pop[j][1] >= pop[i][1] and births[j] >= births[i]
+            and (pop[j][1] > pop[i][1] or births[j] > births[i]) for j in range(len(pop)))]
+        if dominated:
+            return min(dominated, key=lambda i: (pop[i][1], births[i]))
+        return min(range(len(pop)), key=lambda i: births[i])
 
     def _neutral(self, tree: Tree, reward: float, meta) -> None:
         """With probability ``neutral``, a child that is a duplicate of an evaluated program
@@ -186,8 +235,10 @@ class EvolutionStrategy(SpaceStrategy):
         if meta != "mutation" or reward <= self.fail_reward or not self.p_neutral \
                 or self.rng.random() >= self.p_neutral:
             return
-        if drift_join(self.population, tree.to_json(), reward, self.population_size):
-            self.neutral_joins += 1
+        if any(m[0] == tree.to_json() for m in self.population):
+            return
+        self._join(tree.to_json(), reward)
+        self.neutral_joins += 1
 
     def _foreign(self, result: dict, reward: float) -> None:
         try:
@@ -200,7 +251,8 @@ class EvolutionStrategy(SpaceStrategy):
         return {**self._base_state(), "population": self.population, "warm": self.warm,
                 "mutations": self.mutations, "best": self.best,
                 "neutral_joins": self.neutral_joins, "warm_members": self.warm_members,
-                "level": self.level, "stalled": self.stalled, "restarts": self.restarts}
+                "level": self.level, "stalled": self.stalled, "restarts": self.restarts,
+                "births": self.births, "heard": self.heard, "next_new": self.next_new}
 
     def load_state_dict(self, state: dict) -> None:
         self._load_base(state)
@@ -212,6 +264,8 @@ class EvolutionStrategy(SpaceStrategy):
         self.warm_members = [list(m) for m in state.get("warm_members", [])]
         self.stalled, self.restarts = state.get("stalled", 0), state.get("restarts", 0)
         self.level = state.get("level")
+        self.births = dict(state.get("births", {}))
+        self.heard, self.next_new = state.get("heard", 0), state.get("next_new", 0)
 
 
 STRATEGIES[EvolutionStrategy.name] = EvolutionStrategy

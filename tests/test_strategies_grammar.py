@@ -331,7 +331,8 @@ def _drive(s, space, rounds):
 @pytest.mark.parametrize("cls,kw", [(RLStrategy, {"batch": 4}), (EvolutionStrategy, {"population": 8}),
                                     (EvolutionStrategy, {"population": 8, "elite": 0.3}),
                                     (EvolutionStrategy, {"population": 8, "neutral": 1.0}),
-                                    (EvolutionStrategy, {"population": 8, "restart": 5})])
+                                    (EvolutionStrategy, {"population": 8, "restart": 5}),
+                                    (EvolutionStrategy, {"population": 4, "afp": 3, "neutral": 1.0})])
 def test_resume_matches_an_uninterrupted_run(cls, kw):
     space = Space("toy", text=TOY)
     whole = _drive(cls(seed=5, use_filter=False, space_obj=space, **kw), space, 12)
@@ -376,6 +377,28 @@ def test_evolution_restarts_from_its_warm_start_when_the_best_stalls():
     assert (restored.level, restored.restarts, restored.warm_members) == (0.5, 1, s.warm_members)
     feed(1, lambda i: 0.9)  # a real gain: the count starts again
     assert s.stalled == 0 and s.best[1] == 0.9
+
+
+def test_age_fitness_pareto_keeps_a_young_lineage_and_drops_a_dominated_member():
+    """afp=K: every K-th draw past the first population is a new program (birth = results
+    heard); a child inherits its parent's birth; the member that leaves is the worst of those
+    dominated in (score, youth), so a young worse lineage stays while an old worse one goes."""
+    warm = [bello_program(g) for g in ("x1 = (g)", "x1 = (sign(g))", "x1 = (ema(g, 0.9))")]
+    s = EvolutionStrategy(seed=1, population=3, afp=2, warm=warm)
+    cands = s.suggest(3)  # the warm start: births 0
+    s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": r}
+               for c, r in zip(cands, (0.5, 0.9, 0.2))])
+    assert [s._birth(m[0]) for m in s.population] == [0, 0, 0]
+    fresh = s.suggest(2)  # a child of a warm member, and a new program (one in 2 draws)
+    new = [c for c in fresh if s.pending[c.id][2] == "random"]
+    assert len(new) == 1
+    s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": 0.3 if c in new else 0.95}
+               for c in fresh])
+    births = sorted(s._birth(m[0]) for m in s.population)
+    scores = sorted(m[1] for m in s.population)
+    # 0.2 and 0.5 (old, worse than 0.9) left; the new program (0.3, born at 3) stayed
+    assert scores == [0.3, 0.9, 0.95] and births == [0, 0, 3], (scores, births)
+    assert EvolutionStrategy(seed=1, population=3, warm=warm).afp == 0  # off by default
 
 
 def _members(s) -> list:
