@@ -157,6 +157,6 @@ def test_a_rule_of_signs_is_proved_equal_to_its_table_of_values():
 
 @pytest.mark.slow
 def test_a_rule_of_signs_is_proved_equal_to_its_table_of_values_slow():
-    seen = _check_tables(range(1000, 1300))
+    seen = _check_tables(range(1000, 1100))
     print(dict(seen))
     assert seen["table: proved"] >= 0.9 * (seen["table: proved"] + seen["table: unknown"]), seen
