@@ -375,7 +375,8 @@ def _symbols(pair: Pair, sp_mod):
 class _Side:
     """One rule translated for a single step: update and slots over symbols for previous values."""
 
-    def __init__(self, rule: Rule, hypers: dict, tag: str, signs: dict | None = None):
+    def __init__(self, rule: Rule, hypers: dict, tag: str, case_of: "_Side | None" = None,
+                 signs: dict | None = None):
         import sympy as sp  # heavy: only for the proofs
         from .symbolic import (DEFINED, T_SYMBOL, leaf_map, live_slots, lost_domains,  # sympy
                                translate)
@@ -407,6 +408,15 @@ class _Side:
         # squares); then sqrt(v) + eps is positive and sign(m / (sqrt(v) + eps)) = sign(m)
         # (and a state is read with a marker where its initial value or update has one, until
         # no more do; and as its twin, once one is found: ``_twins``)
+        if case_of is not None:  # one case of the signs of ``case_of``: its facts about the
+            # states hold at every step, which those the case's signs would give need not
+            # (ema(sign(g)) is nonnegative only while sign(g) = 1 at every step)
+            self.sym, self.exprs, init = translated(*case_of.facts)
+            self.facts = case_of.facts
+            self.live = case_of.live
+            self.init = {s.name: init[s.name] for s in self.live}
+            self.every_init = init
+            return
         nonneg, wild, twins = {s.name for s in rule.slots}, set(), {}
         while True:
             self.sym, self.exprs, init = translated(nonneg, wild, twins)
@@ -417,6 +427,7 @@ class _Side:
             if held == nonneg and marked <= wild and found == twins:
                 break
             nonneg, wild, twins = held, wild | marked, found
+        self.facts = (nonneg, wild, twins)
         self.live = live_slots(rule, self.exprs, self.sym)
         self.init = {s.name: init[s.name] for s in self.live}
         self.every_init = init
@@ -429,10 +440,11 @@ class _Side:
         that a domain marker that cancels between them (``g log(x) - g log(x')``) is seen in
         translation (``lost``)."""
         firsts, twins = [], {}
+        stored = self.rule.state_dtypes  # a state stored in bfloat16 is no twin of a float one
         for slot in self.rule.slots:
             name, own = slot.name, self.sym[slot.name]
             first = next((k for k in firsts if init[k] == init[name] and self.exprs[name].xreplace(
-                {own: self.sym[k]}) == self.exprs[k]), None)
+                {own: self.sym[k]}) == self.exprs[k] and stored.get(k) == stored.get(name)), None)
             if first is None:
                 firsts.append(name)
             else:
@@ -540,6 +552,8 @@ def single_step(pair: Pair):
         return False, {}, LOST
     for src, dst, flip in ((B, A, False), (A, B, True)):
         for sigma in _maps(src.live, dst.live):
+            if _apart(src, dst, sigma):
+                continue
             # by cases first: each is small (and one that differs is found at once), where
             # the whole expression may send sympy's simplify off for minutes
             if _agree_by_sign_cases(src, dst, sigma) or _agree(src, dst, sigma):
@@ -547,22 +561,30 @@ def single_step(pair: Pair):
     return False, {}, "no state correspondence makes one step agree"
 
 
-def _agree(src: _Side, dst: _Side, sigma: dict):
-    """Whether one step of ``src`` equals one of ``dst`` with ``src``'s states read as
-    ``dst``'s by ``sigma`` (updates, state updates, initial values): True when proved, None
-    when apart at a numeric point, False when not proved."""
-    import sympy as sp  # heavy: only for the proofs
-    from .symbolic import equal  # sympy
+def _differences(src: _Side, dst: _Side, sigma: dict) -> list:
+    """One step of ``src`` minus one of ``dst``, ``src``'s states read as ``dst``'s by
+    ``sigma``: updates, state updates, initial values (equal expressions need no proof: inf -
+    inf is NaN to sympy, runmax's -inf)."""
     rep = {src.sym[k]: dst.sym[v] for k, v in sigma.items()}
     pairs = [(src.exprs["update"].xreplace(rep), dst.exprs["update"])]
     pairs += [(src.exprs[k].xreplace(rep), dst.exprs[v]) for k, v in sigma.items()]
     pairs += [(src.every_init[k], dst.every_init[v]) for k, v in sigma.items()]
-    # equal expressions need no proof (inf - inf is NaN to sympy: runmax's -inf)
-    diffs = [x - y for x, y in pairs if x != y]
+    return [x - y for x, y in pairs if x != y]
+
+
+def _apart(src: _Side, dst: _Side, sigma: dict) -> bool:
+    """Whether the step's differences are nonzero at a numeric point (a cheap screen)."""
+    import sympy as sp  # heavy: only for the proofs
+    diffs = _differences(src, dst, sigma)
     syms = set().union(*(d.free_symbols for d in diffs))
-    if not _numeric_close(diffs, _points(syms, sp), sp):
-        return None
-    return all(d == 0 or equal(d, sp.Integer(0)) for d in diffs)
+    return not _numeric_close(diffs, _points(syms, sp), sp)
+
+
+def _agree(src: _Side, dst: _Side, sigma: dict) -> bool:
+    """Whether one step of ``src`` is proved equal to one of ``dst`` under ``sigma``."""
+    import sympy as sp  # heavy: only for the proofs
+    from .symbolic import equal  # sympy
+    return all(d == 0 or equal(d, sp.Integer(0)) for d in _differences(src, dst, sigma))
 
 
 SIGN_CASES = 32  # _agree_by_sign_cases: at most this many cases
@@ -590,10 +612,11 @@ def _agree_by_sign_cases(src: _Side, dst: _Side, sigma: dict) -> bool:
     for case in cases:
         signs = {a: v for k, v in zip(keys, case) for a in back[k][0]}
         try:
-            sides = [_Side(side.rule, side.hypers, side.tag, signs) for side in (src, dst)]
+            sides = [_Side(side.rule, side.hypers, side.tag, side, signs) for side in (src, dst)]
         except Unsigned:  # NaN in this case (-inf - -inf, 0 * -inf): no proof
             return False
-        if any(side.lost for side in sides) or _agree(*sides, sigma) is not True:
+        if any(side.lost for side in sides) or _apart(*sides, sigma) \
+                or not _agree(*sides, sigma):
             return False
     return True
 

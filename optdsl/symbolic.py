@@ -150,6 +150,7 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
     on the assumption that every value is finite.
     """
     out = dict(overrides or {})
+    signed_zeros = set()  # nodes that are a zero made by an infinity (a case of signs)
     elements = set()  # the symbols of per-element leaves (g, p, a tensor's states)
     for n in ir.topological([r for r in roots if r not in out]):
         if n in out:
@@ -165,9 +166,16 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
             if prim.random:
                 raise Opaque(n.op)
             args = [out[a] for a in n.args]
-            if signs is not None and n.op == "sign":
-                out[n] = _sign_of(args[0]).xreplace(signs)
-                continue
+            if signs is not None:
+                if n.op == "sign":
+                    out[n] = _sign_of(args[0]).xreplace(signs)
+                    continue
+                if prim.reduces:  # a mean of signs is over every element, not this one's case
+                    plain = translate(list(n.args), leaf, overrides, domains)
+                    args = [plain[a] for a in n.args]
+                if (n.op in ("div", "mod") and n.args[1] in signed_zeros) or \
+                        (n.op == "pow" and n.args[0] in signed_zeros):
+                    raise Unsigned(f"{n.op} of a zero whose sign the language keeps (g / -inf)")
             if prim.counts_elements:  # norm(g - g + 1) is sqrt(n), norm(1) is 1
                 args = [x + ZEROS if a.kind == ir.Kind.TENSOR and not x.free_symbols & elements
                         else x for a, x in zip(n.args, args)]
@@ -193,6 +201,9 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                 # in a case of signs an infinity is a number; times a value (-inf g) sympy
                 # would cancel it (-inf g + inf g = 0, NaN in the language)
                 raise Unsigned(f"{n.op} gives {out[n]} (an infinity times a value)")
+            if signs is not None and out[n] == 0 and any(
+                    a in signed_zeros or (out[a].is_number and out[a].is_infinite) for a in n.args):
+                signed_zeros.add(n)  # g / -inf is -0.0 for g > 0: 1 / it is -inf
     return out
 
 
@@ -202,8 +213,8 @@ def _language_value(prim, args: list, e: sp.Expr) -> sp.Expr:
     = zoo, 0^-1 = zoo) the interpreter's own (NaN, -inf, inf), and x / 0 = sign(x) inf (NaN at
     x = 0 or NaN)."""
     if all(a.is_number for a in args) and prim.scalar_fn is not None:
-        if e.is_extended_real:
-            return e
+        if e.is_extended_real and not any(a.is_infinite for a in args):
+            return e  # of infinities sympy's is not the language's: log(-oo) = oo, sin(oo)
         with np.errstate(all="ignore"):
             return number(float(prim.scalar_fn(*[float(a) for a in args])))
     if prim.name == "div" and args[1] == 0:
@@ -458,7 +469,8 @@ def sign_atoms(exprs) -> dict:
     symbols (g, p, states, hyperparameters: ``0.9 m + 0.1 g``), with the values it takes: +-1,
     and 0 too unless ``x`` is 0 only on a null set (as ``is_zero`` splits)."""
     found = {}
-    for e in exprs:
+    for e in exprs:  # not the signs inside a per-tensor reduction (an opaque call)
+        e = e.xreplace({c: sp.Dummy("call") for c in e.atoms(AppliedUndef)})
         for outer in e.atoms(sp.sign):
             for a in _sign_of(outer.args[0]).atoms(sp.sign):
                 x = a.args[0]

@@ -160,3 +160,57 @@ def test_a_rule_of_signs_is_proved_equal_to_its_table_of_values_slow():
     seen = _check_tables(range(1000, 1100))
     print(dict(seen))
     assert seen["table: proved"] >= 0.9 * (seen["table: proved"] + seen["table: unknown"]), seen
+
+
+M = "ema(g, 0.9)"
+L = "log(abs(sign(g - 1000) - 1))"  # -inf for g > 1000
+T = "sign(g - 1000)"
+REVIEW_PAIRS = [  # a review of the proof by cases (2026-12-03): each was proved, each differs
+    # a case's signs hold at this step, not at every earlier one: no facts about the states
+    # (nonnegative, twins) from them
+    ("lr * (1 + sign(g)) * abs(ema(sign(g), 0.9))", "lr * (1 + sign(g)) * ema(sign(g), 0.9)",
+     [-1.0, -1.0, -1.0, 1.0]),
+    ("lr * (1 + sign(g)) * (ema(g, 0.9) - ema(g * sign(g), 0.9))",
+     "lr * (1 + sign(g)) * (1 - sign(g)) * (ema(g, 0.9) - ema(g * sign(g), 0.9))", [-1.0, 1.0]),
+    # of infinities the language's values, not sympy's (log(-oo) = oo, sin(oo) bounded)
+    (f"lr * g * exp(-log(log(2 * abs(sign(g) + sign({M})))))",
+     f"lr * g / log(2 * abs(sign(g) + sign({M})))", [1.0, -0.1]),
+    ("lr * g * exp(-log(log(2 * abs(sign(g - 1000) - 1))))",
+     "lr * g / log(2 * abs(sign(g - 1000) - 1))", [2000.0]),
+    (f"lr * g * (1 + sin({LOG0}) * (1 + {S}))",
+     f"where({S} < 0, lr * g, lr * g * (1 + sin({LOG0}) * (1 + {S})))", [1.0, -0.1]),
+    (f"where(sin({LOG0}) < 2, lr * g, 0)", "lr * g", [1.0, -0.1]),
+    # g / -inf is -0.0 for g > 0, and 1 / -0.0 is -inf
+    (f"lr * g + where({S} < 0, 1 / (g / ({LOG0} + 1e-8)), 0)",
+     f"lr * g + where({S} < 0, 1 / (-g / ({LOG0} + 1e-8)), 0)", [-1.0, 0.01]),
+    (f"lr * g * tanh(1 / (g / ({LOG0} + 1e-8)))",
+     f"where({S} < 0, lr * g, lr * g * tanh(1 / (g / ({LOG0} + 1e-8))))", [-1.0, 0.01]),
+    (f"lr * g * tanh(1 / (g / ({L} + 1e-8)))",
+     f"where({T} > 0, lr * g, lr * g * tanh(1 / (g / ({L} + 1e-8))))", [2000.0]),
+    # a mean of signs is over every element, not this element's case
+    (f"lr * g * (abs({T}) + {T}) * mean({T})", f"lr * g * (abs({T}) + {T}) * mean(abs({T}))",
+     [[2000.0, 0.0]]),
+]
+
+
+@pytest.mark.parametrize("a,b,grads", REVIEW_PAIRS)
+def test_no_case_of_the_signs_proves_a_pair_the_interpreter_tells_apart(a, b, grads):
+    """The proof by cases alone (``_agree_by_sign_cases``, every state correspondence): the
+    rest of the symbolic phase is older and may take its time on these."""
+    import sympy as sp
+    from optdsl.equivalence import _agree_by_sign_cases, _maps, _Side, _symbols
+    from optdsl.symbolic import Unsigned
+    ra, rb = parse(a), parse(b)
+    gs = [torch.tensor(x if isinstance(x, list) else [x], dtype=torch.float64) for x in grads]
+    p0 = torch.ones_like(gs[0])
+    ua = optdsl.interpreter.trajectory(ra, ra.defaults, p0, gs)[-1]
+    ub = optdsl.interpreter.trajectory(rb, rb.defaults, p0, gs)[-1]
+    assert not torch.allclose(ua, ub, equal_nan=True), (ua, ub)
+    ha, hb = _symbols(Pair(ra, rb), sp)
+    try:
+        sides = _Side(ra, ha, "a"), _Side(rb, hb, "b")
+    except Unsigned:
+        return  # no symbolic proof at all
+    for src, dst in (sides[::-1], sides):
+        for sigma in _maps(src.live, dst.live):
+            assert not _agree_by_sign_cases(src, dst, sigma), sigma
