@@ -143,11 +143,10 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
     maps nodes to expressions to use instead of translating them (e.g. a state's new value);
     ``domains``: roots and logs carry their ``DEFINED`` marker, and a ``zoo`` or ``nan``
     raises ``Unsigned`` (for proofs). Random primitives raise ``Opaque``. ``signs``: one case
-    of a proof by cases (``sign_atoms``), ``sign(x)`` -> its value there: a ``sign`` node is
-    its generic-point sign (``_sign_of``) with those values put in, so that what is above it
-    is computed node by node from numbers, with the language's values (log(0) = -inf, and
-    -inf + 1e-8 and g / -inf as the language has them), not from an expression sympy built
-    on the assumption that every value is finite.
+    of a proof by cases (``sign_atoms``), ``sign(x)`` -> its value: a ``sign`` node is its
+    generic-point sign (``_sign_of``) with those put in, so what is above it is computed node
+    by node from numbers with the language's values (log(0) = -inf, g / -inf = 0), not from
+    an expression sympy built on the assumption that every value is finite.
     """
     out = dict(overrides or {})
     signed_zeros = set()  # nodes that are a zero made by an infinity (a case of signs)
@@ -166,16 +165,12 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
             if prim.random:
                 raise Opaque(n.op)
             args = [out[a] for a in n.args]
+            if signs is not None and n.op == "sign":
+                out[n] = _sign_of(args[0]).xreplace(signs)
+                continue
             if signs is not None:
-                if n.op == "sign":
-                    out[n] = _sign_of(args[0]).xreplace(signs)
-                    continue
-                if prim.reduces:  # a mean of signs is over every element, not this one's case
-                    plain = translate(list(n.args), leaf, overrides, domains)
-                    args = [plain[a] for a in n.args]
-                if (n.op in ("div", "mod") and n.args[1] in signed_zeros) or \
-                        (n.op == "pow" and n.args[0] in signed_zeros):
-                    raise Unsigned(f"{n.op} of a zero whose sign the language keeps (g / -inf)")
+                args = _case_args(n, args, signed_zeros, lambda: translate(
+                    list(n.args), leaf, overrides, domains))
             if prim.counts_elements:  # norm(g - g + 1) is sqrt(n), norm(1) is 1
                 args = [x + ZEROS if a.kind == ir.Kind.TENSOR and not x.free_symbols & elements
                         else x for a, x in zip(n.args, args)]
@@ -197,14 +192,35 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                 out[n] = out[n] * DEFINED(out[n])
             if domains and out[n].has(sp.zoo, sp.nan):
                 raise Unsigned(f"{n.op} gives {out[n]} (an infinity without its sign, or NaN)")
-            if signs is not None and not out[n].is_number and out[n].has(sp.oo, -sp.oo):
-                # in a case of signs an infinity is a number; times a value (-inf g) sympy
-                # would cancel it (-inf g + inf g = 0, NaN in the language)
-                raise Unsigned(f"{n.op} gives {out[n]} (an infinity times a value)")
-            if signs is not None and out[n] == 0 and any(
-                    a in signed_zeros or (out[a].is_number and out[a].is_infinite) for a in n.args):
-                signed_zeros.add(n)  # g / -inf is -0.0 for g > 0: 1 / it is -inf
+            if signs is not None:
+                _check_case_value(n, out, signed_zeros)
     return out
+
+
+def _case_args(n: ir.Node, args: list, signed_zeros: set, plain) -> list:
+    """The arguments of ``n`` in a case of signs: a reduction's translated without the case
+    (``plain()``: a mean of signs is over every element, not this one's case); a zero made by
+    an infinity as a divisor or a power's base raises ``Unsigned`` (its sign is the
+    language's: 1 / -0.0 is -inf)."""
+    if PRIMITIVES[n.op].reduces:
+        translated = plain()
+        args = [translated[a] for a in n.args]
+    if (n.op in ("div", "mod") and n.args[1] in signed_zeros) or \
+            (n.op == "pow" and n.args[0] in signed_zeros):
+        raise Unsigned(f"{n.op} of a zero whose sign the language keeps (g / -inf)")
+    return args
+
+
+def _check_case_value(n: ir.Node, out: dict, signed_zeros: set) -> None:
+    """In a case of signs (``translate(..., signs=...)``) an infinity is a number: times a
+    value (-inf g) sympy would cancel it (-inf g + inf g = 0, NaN in the language), so that
+    raises ``Unsigned``; a zero made by an infinity joins ``signed_zeros`` (g / -inf is -0.0
+    for g > 0, and 1 / it is -inf)."""
+    if not out[n].is_number and out[n].has(sp.oo, -sp.oo):
+        raise Unsigned(f"{n.op} gives {out[n]} (an infinity times a value)")
+    if out[n] == 0 and any(a in signed_zeros or (out[a].is_number and out[a].is_infinite)
+                           for a in n.args):
+        signed_zeros.add(n)
 
 
 def _language_value(prim, args: list, e: sp.Expr) -> sp.Expr:
