@@ -552,11 +552,12 @@ def single_step(pair: Pair):
         return False, {}, LOST
     for src, dst, flip in ((B, A, False), (A, B, True)):
         for sigma in _maps(src.live, dst.live):
-            if _apart(src, dst, sigma):
+            diffs = _differences(src, dst, sigma)
+            if _apart(diffs):
                 continue
             # by cases first: each is small (and one that differs is found at once), where
             # the whole expression may send sympy's simplify off for minutes
-            if _agree_by_sign_cases(src, dst, sigma) or _agree(src, dst, sigma):
+            if _agree_by_sign_cases(src, dst, sigma) or _proved_zero(diffs):
                 return True, sigma, _mapping_text(sigma, flip)
     return False, {}, "no state correspondence makes one step agree"
 
@@ -572,26 +573,26 @@ def _differences(src: _Side, dst: _Side, sigma: dict) -> list:
     return [x - y for x, y in pairs if x != y]
 
 
-def _apart(src: _Side, dst: _Side, sigma: dict) -> bool:
-    """Whether the step's differences are nonzero at a numeric point (a cheap screen)."""
+def _apart(diffs: list) -> bool:
+    """Whether a step's differences (``_differences``) are nonzero at a numeric point (a
+    cheap screen)."""
     import sympy as sp  # heavy: only for the proofs
-    diffs = _differences(src, dst, sigma)
     syms = set().union(*(d.free_symbols for d in diffs))
     return not _numeric_close(diffs, _points(syms, sp), sp)
 
 
-def _agree(src: _Side, dst: _Side, sigma: dict) -> bool:
-    """Whether one step of ``src`` is proved equal to one of ``dst`` under ``sigma``."""
+def _proved_zero(diffs: list) -> bool:
+    """Whether every one of a step's differences is proved 0 (the step agrees)."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import equal  # sympy
-    return all(d == 0 or equal(d, sp.Integer(0)) for d in _differences(src, dst, sigma))
+    return all(d == 0 or equal(d, sp.Integer(0)) for d in diffs)
 
 
 SIGN_CASES = 32  # _agree_by_sign_cases: at most this many cases
 
 
 def _agree_by_sign_cases(src: _Side, dst: _Side, sigma: dict) -> bool:
-    """``_agree`` in every case of the signs the two steps split on (``symbolic.sign_atoms``:
+    """One step agrees in every case of the signs the two steps split on (``symbolic.sign_atoms``:
     ``sign(g)``, ``sign(0.9 m + 0.1 g)``, each +-1, and 0 where it is not 0 only on a null
     set), each side translated again from its program with the signs' values put in
     (``symbolic.translate(..., signs=...)``). What a case makes a number is then computed
@@ -615,8 +616,10 @@ def _agree_by_sign_cases(src: _Side, dst: _Side, sigma: dict) -> bool:
             sides = [_Side(side.rule, side.hypers, side.tag, side, signs) for side in (src, dst)]
         except Unsigned:  # NaN in this case (-inf - -inf, 0 * -inf): no proof
             return False
-        if any(side.lost for side in sides) or _apart(*sides, sigma) \
-                or not _agree(*sides, sigma):
+        if any(side.lost for side in sides):
+            return False
+        diffs = _differences(*sides, sigma)
+        if _apart(diffs) or not _proved_zero(diffs):
             return False
     return True
 

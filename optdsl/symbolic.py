@@ -443,10 +443,19 @@ def _zero_in_every_sign_case(e: sp.Expr, depth: int, splits: int) -> bool:
     x = min(inner, key=sp.default_sort_key)
     back = {d: c for c, d in calls.items()}
     arg = x.args[0].xreplace(back)
-    cases = (1, -1) if _zero_only_on_a_null_set(arg) and not _zero_at_unprobed_gradients(arg) \
-        else (1, -1, 0)
-    return all(is_zero(masked.xreplace({x: sp.Integer(v)}).xreplace(back), depth, splits - 1)
-               for v in cases)
+    return all(is_zero(masked.xreplace({x: v}).xreplace(back), depth, splits - 1)
+               for v in sign_values(arg))
+
+
+ONE, ZERO = sp.Integer(1), sp.Integer(0)
+
+
+def sign_values(x: sp.Expr) -> tuple:
+    """The values a proof by cases gives ``sign(x)``: +-1, and 0 too unless ``x`` is 0 only on
+    a null set (and not at a gradient the probes do not try)."""
+    if _zero_only_on_a_null_set(x) and not _zero_at_unprobed_gradients(x):
+        return ONE, -ONE
+    return ONE, -ONE, ZERO
 
 
 _GRADIENT = re.compile(r"g\d*")  # the symbols of a step's gradient (g) and of unrolled ones
@@ -476,14 +485,11 @@ def _zero_only_on_a_null_set(x: sp.Expr) -> bool:
                for m, c in zip(poly.monoms(), poly.coeffs()))
 
 
-ONE, ZERO = sp.Integer(1), sp.Integer(0)
-
-
 def sign_atoms(exprs) -> dict:
     """The signs a proof by cases splits on (``translate(..., signs=...)``): each ``sign(x)``
     that a sign in ``exprs`` is a product of (``_sign_of``) where ``x`` is a polynomial in the
     symbols (g, p, states, hyperparameters: ``0.9 m + 0.1 g``), with the values it takes: +-1,
-    and 0 too unless ``x`` is 0 only on a null set (as ``is_zero`` splits)."""
+    and 0 too unless ``x`` is 0 only on a null set (``sign_values``, as ``is_zero`` splits)."""
     found = {}
     for e in exprs:  # not the signs inside a per-tensor reduction (an opaque call)
         e = e.xreplace({c: sp.Dummy("call") for c in e.atoms(AppliedUndef)})
@@ -491,8 +497,7 @@ def sign_atoms(exprs) -> dict:
             for a in _sign_of(outer.args[0]).atoms(sp.sign):
                 x = a.args[0]
                 if x.free_symbols and not x.atoms(sp.Function) and x.is_polynomial():
-                    found[a] = (ONE, -ONE) if (_zero_only_on_a_null_set(x)
-                                           and not _zero_at_unprobed_gradients(x)) else (ONE, -ONE, ZERO)
+                    found[a] = sign_values(x)
     return found
 
 

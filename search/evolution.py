@@ -52,8 +52,8 @@ plateau to the end: a restart gives a stalled search another early phase (BENCHM
 "match:powersign and match:addsign", for what it measured).
 
 **Age-fitness Pareto selection** (``afp=K``, off by default; Schmidt and Lipson 2011): once in
-every ``K`` results heard the next draw is a new program from the prior, and each member carries the birth of its
-lineage (the number of results heard when its oldest ancestor was drawn; a child inherits its
+every ``K`` results heard the next draw is a new program from the prior, and each member
+carries the birth of its lineage (the number of results heard when its oldest ancestor was drawn; a child inherits its
 parent's, the older of two under ``combine``). When the population is over size the member
 that leaves is the worst of those dominated in (score, youth) by another member, and the
 oldest only when none is: a young lineage is not crowded out by old, better ones before it
@@ -69,7 +69,7 @@ import json
 
 from .space import Tree
 from .filters import NEAR
-from .strategies import STRATEGIES, SpaceStrategy, join, tournament
+from .strategies import STRATEGIES, SpaceStrategy, drift_join, join, tournament
 
 # Library rules written in Bello's space (none of them in the PowerSign/AddSign family):
 # SGD, heavy-ball-like EMA momentum, signSGD, signum, Adam and RMSProp.
@@ -215,6 +215,11 @@ class EvolutionStrategy(SpaceStrategy):
         self.population.append([member, float(reward)])
         if len(self.population) > self.population_size:
             self.population.pop(self._leaver())
+            # births are read of members, of children in flight and of the best (elite):
+            # those of the rest (rejected draws, members gone) would only grow the state
+            keep = [m[0] for m in self.population] + [e[0] for e in self.pending.values()]
+            keep += [self.best[0]] if self.best else []
+            self.births = {k: self.births[k] for k in map(json.dumps, keep) if k in self.births}
 
     def _leaver(self) -> int:
         """Age-fitness Pareto: the index of the worst member dominated in (score, birth) by
@@ -235,10 +240,8 @@ class EvolutionStrategy(SpaceStrategy):
         if meta != "mutation" or reward <= self.fail_reward or not self.p_neutral \
                 or self.rng.random() >= self.p_neutral:
             return
-        if any(m[0] == tree.to_json() for m in self.population):
-            return
-        self._join(tree.to_json(), reward)
-        self.neutral_joins += 1
+        if drift_join(self.population, tree.to_json(), reward, self.population_size, self._join):
+            self.neutral_joins += 1
 
     def _foreign(self, result: dict, reward: float) -> None:
         try:

@@ -295,12 +295,17 @@ def join(population: list, member: list, reward: float, size: int) -> None:
         population.pop(0)
 
 
-def drift_join(population: list, member: list, reward: float, size: int) -> bool:
+def drift_join(population: list, member: list, reward: float, size: int,
+               joins=None) -> bool:
     """Neutral drift's join: ``member`` (a duplicate of an evaluated program, at its score)
-    joins unless the same tree is a member already; whether it joined."""
+    joins unless the same tree is a member already; whether it joined. ``joins(member,
+    reward)`` is the strategy's own join (evolution's age-fitness Pareto), else ``join``."""
     if any(m[0] == member for m in population):
         return False
-    join(population, member, reward, size)
+    if joins is None:
+        join(population, member, reward, size)
+    else:
+        joins(member, reward)
     return True
 
 
