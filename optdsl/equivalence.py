@@ -18,7 +18,11 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    those signs, each rule computed node by node from the case's numbers as the language
    computes it (``log|sign(g) + sign(m)|`` is -inf where the signs disagree, and ``g / (-inf +
    1e-8)`` is 0); a case with a NaN or an infinity times a value proves nothing. States that
-   always hold the same value (two ``ema(g, 0.9)`` of one program) are read as one.
+   always hold the same value (two ``ema(g, 0.9)`` of one program) are read as one. The step
+   at ``g = 0`` exactly is then compared too, for every value of the states (a zero gradient
+   is an input like any other; the generic-point proof above does not cover it). Under
+   ``domain="defined"`` it is not: there the first rule's NaN at ``g = 0`` and a zero state
+   (``c / sqrt(c^2)``) would need the states' zeros modelled.
 3. **Induction from step 1 with proportional states** (``scaled_step``): each state of one
    rule is a constant multiple ``c`` (a function of hyperparameters) of one of the other's after
    step 1, computed from the initial values at t = 1, and at every step t >= 2 where that holds
@@ -376,13 +380,16 @@ class _Side:
     """One rule translated for a single step: update and slots over symbols for previous values."""
 
     def __init__(self, rule: Rule, hypers: dict, tag: str, case_of: "_Side | None" = None,
-                 signs: dict | None = None):
+                 signs: dict | None = None, gradient=None):
         import sympy as sp  # heavy: only for the proofs
         from .symbolic import (DEFINED, T_SYMBOL, leaf_map, live_slots, lost_domains,  # sympy
                                translate)
         self.rule, self.hypers, self.tag = rule, hypers, tag
         self.g, self.p = sp.Symbol("g", real=True), sp.Symbol("p", real=True)
-        inputs = {"g": self.g, "p": self.p, "t": T_SYMBOL}
+        self.gradient = gradient  # a case's value of g (0), or None: g is a symbol
+        inputs = {"g": self.g if gradient is None else gradient, "p": self.p, "t": T_SYMBOL}
+        if gradient is not None and signs is None:
+            signs = {}  # what the gradient's value makes a number is computed as the language does
 
         def translated(nonneg: set, wild: set, twins: dict):
             sym = {s.name: sp.Symbol(f"{tag}:{s.name}", real=True,
@@ -557,7 +564,8 @@ def single_step(pair: Pair):
                 continue
             # by cases first: each is small (and one that differs is found at once), where
             # the whole expression may send sympy's simplify off for minutes
-            if _agree_by_sign_cases(src, dst, sigma) or _proved_zero(diffs):
+            if ((_agree_by_sign_cases(src, dst, sigma) or _proved_zero(diffs))
+                    and (pair.domain != "all" or _agree_at_zero_gradient(src, dst, sigma))):
                 return True, sigma, _mapping_text(sigma, flip)
     return False, {}, "no state correspondence makes one step agree"
 
@@ -588,6 +596,41 @@ def _proved_zero(diffs: list) -> bool:
     return all(d == 0 or equal(d, sp.Integer(0)) for d in diffs)
 
 
+def _agree_at_zero_gradient(src: _Side, dst: _Side, sigma: dict) -> bool:
+    """The step agrees at g = 0 exactly too, for every value of the states. The proof above
+    holds where g is not 0 (generic points); a zero gradient is an input like any other (a dead
+    ReLU's weights get it at every step), and the probes try it only beside the states their
+    streams reach: ``sign(g) + (1 - |sign(g)|) (ema(g, 0.9) > 1000)`` is ``sign(g)`` for every
+    g but 0. Each side is translated again with g = 0 (what that makes a number computed as
+    the language does; a NaN or an infinity without its sign proves nothing) and compared,
+    by cases of the signs of its states where it takes them (``sign(0.9 m)``: +-1 and 0)."""
+    zero = _at_zero_gradient(src, dst)
+    if zero is None:
+        return False
+    zs, zd = zero
+    diffs = _differences(zs, zd, sigma)
+    if not diffs:
+        return True
+    if _apart(diffs):
+        return False
+    return _agree_by_sign_cases(zs, zd, sigma) or _proved_zero(diffs)
+
+
+def _at_zero_gradient(*sides: _Side) -> tuple | None:
+    """The sides translated again with g = 0 (None where that gives a NaN or an infinity
+    without its sign: no proof there). A domain marker that g = 0 multiplies away (``g
+    sqrt(m)``, NaN at m < 0 in the language, 0 to sympy) is no loss here: the sides passed a
+    proof at every other g with their markers as opaque factors, so a marker of one side
+    stands with the same coefficient (a polynomial in g) in the other, which g = 0 makes 0 in
+    both: where one is 0 NaN, so is the other."""
+    import sympy as sp  # heavy: only for the proofs
+    from .symbolic import Unsigned  # sympy
+    try:
+        return tuple(_Side(s.rule, s.hypers, s.tag, s, gradient=sp.Integer(0)) for s in sides)
+    except (Unsigned, ArithmeticError):  # 2 % 0 is sympy's ZeroDivisionError
+        return None
+
+
 SIGN_CASES = 32  # _agree_by_sign_cases: at most this many cases
 
 
@@ -613,10 +656,11 @@ def _agree_by_sign_cases(src: _Side, dst: _Side, sigma: dict) -> bool:
     for case in cases:
         signs = {a: v for k, v in zip(keys, case) for a in back[k][0]}
         try:
-            sides = [_Side(side.rule, side.hypers, side.tag, side, signs) for side in (src, dst)]
+            sides = [_Side(side.rule, side.hypers, side.tag, side, signs, side.gradient)
+                     for side in (src, dst)]
         except Unsigned:  # NaN in this case (-inf - -inf, 0 * -inf): no proof
             return False
-        if any(side.lost for side in sides):
+        if any(side.lost and side.gradient is None for side in sides):  # (_at_zero_gradient)
             return False
         diffs = _differences(*sides, sigma)
         if _apart(diffs) or not _proved_zero(diffs):
@@ -660,19 +704,26 @@ def scaled_step(pair: Pair):
             if len(scale) != len(sigma):
                 continue
             rep = {src.sym[k]: scale[k] * dst.sym[v] for k, v in sigma.items()}
-            diffs = [first(src, src.exprs["update"]) - first(dst, dst.exprs["update"]),
-                     later(src.exprs["update"].xreplace(rep) - dst.exprs["update"])]
-            diffs += [later(src.exprs[k].xreplace(rep) - scale[k] * dst.exprs[v])
-                      for k, v in sigma.items()]
+
+            def differences(s, d):  # step 1, then a step t >= 2 from proportional states
+                diffs = [first(s, s.exprs["update"]) - first(d, d.exprs["update"]),
+                         later(s.exprs["update"].xreplace(rep) - d.exprs["update"])]
+                return diffs + [later(s.exprs[k].xreplace(rep) - scale[k] * d.exprs[v])
+                                for k, v in sigma.items()]
+
+            diffs = differences(src, dst)
             syms = set().union(*(d.free_symbols for d in diffs))
             if not _numeric_close(diffs, _points(syms, sp), sp):
                 continue
-            if all(d == 0 or equal(d, sp.Integer(0)) for d in diffs):
+            # the steps at g = 0 too (_agree_at_zero_gradient)
+            zero = _at_zero_gradient(src, dst) if pair.domain == "all" else (src, dst)
+            if zero and all(d == 0 or equal(d, sp.Integer(0))
+                            for d in diffs + differences(*zero)):
                 pairs = {k: v if scale[k] == 1 else f"({sp.sstr(scale[k])}) * {v}"
                          if scale[k].is_Add else f"{sp.sstr(scale[k])} * {v}"
                          for k, v in sigma.items()}
                 return True, sigma, ("induction from step 1, states matched up to factors: "
-                                     + _mapping_text(pairs, flip).split(": ", 1)[1])
+                                     + _mapping_text(pairs, flip).split(": ", 1)[-1])
     return False, {}, "no states proportional from step 1 make the steps agree"
 
 
