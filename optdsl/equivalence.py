@@ -19,10 +19,15 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    computes it (``log|sign(g) + sign(m)|`` is -inf where the signs disagree, and ``g / (-inf +
    1e-8)`` is 0); a case with a NaN or an infinity times a value proves nothing. States that
    always hold the same value (two ``ema(g, 0.9)`` of one program) are read as one. The step
-   at ``g = 0`` exactly is then compared too, for every value of the states (a zero gradient
-   is an input like any other; the generic-point proof above does not cover it). Under
-   ``domain="defined"`` it is not: there the first rule's NaN at ``g = 0`` and a zero state
-   (``c / sqrt(c^2)``) would need the states' zeros modelled.
+   at ``g = 0`` exactly is then compared too, for every real value of the states (a zero
+   gradient is an input like any other; the generic-point proof above does not cover it), a
+   domain marker that g = 0 multiplies away kept as a ``nan_where`` term; and a value that
+   holds a marker with a coefficient 0 at generic points (``g (1 - |sign(g)|) sqrt(m)`` is 0 to
+   sympy, NaN at m < 0) is no identity (``_unbalanced``). Not done under ``domain="defined"``, which would need the first rule's
+   undefined points modelled (raw Lion's ``c / sqrt(c^2)`` at ``c = 0.9 m``, m = 0): there a
+   pair that differs only at ``g = 0`` beside a state the probes do not reach can still be
+   proved (``sign(g) + (1 - |sign(g)|) (ema(g, 0.9) > 1000)`` and ``sign(g)``). Nor are
+   infinite states (a ``runmax`` starting at -inf) modelled.
 3. **Induction from step 1 with proportional states** (``scaled_step``): each state of one
    rule is a constant multiple ``c`` (a function of hyperparameters) of one of the other's after
    step 1, computed from the initial values at t = 1, and at every step t >= 2 where that holds
@@ -387,9 +392,7 @@ class _Side:
         self.rule, self.hypers, self.tag = rule, hypers, tag
         self.g, self.p = sp.Symbol("g", real=True), sp.Symbol("p", real=True)
         self.gradient = gradient  # a case's value of g (0), or None: g is a symbol
-        inputs = {"g": self.g if gradient is None else gradient, "p": self.p, "t": T_SYMBOL}
-        if gradient is not None and signs is None:
-            signs = {}  # what the gradient's value makes a number is computed as the language does
+        inputs = {"g": self.g, "p": self.p, "t": T_SYMBOL}
 
         def translated(nonneg: set, wild: set, twins: dict):
             sym = {s.name: sp.Symbol(f"{tag}:{s.name}", real=True,
@@ -399,15 +402,18 @@ class _Side:
             # 0 * s and s - s (NaN there) are seen to drop it; a twin is read as its first
             reads = {k: x * DEFINED(x) if k in wild else x for k, x in sym.items()}
             reads.update({k: reads[first] for k, first in twins.items()})
-            tr = translate([rule.update] + [s.update for s in rule.slots],
-                           leaf_map(hypers, inputs, reads), domains=True, signs=signs)
-            init = translate([s.init for s in rule.slots],
-                             leaf_map(hypers, {**inputs, "t": sp.Integer(1)}, reads),
-                             domains=True, signs=signs)
+            def leaves(inputs):  # and, in the case g = 0, with it
+                return dict(leaf=leaf_map(hypers, inputs, reads), domains=True, signs=signs,
+                            zero_leaf=None if gradient is None
+                            else leaf_map(hypers, {**inputs, "g": gradient}, reads))
+            tr = translate([rule.update] + [s.update for s in rule.slots], **leaves(inputs))
+            init = translate([s.init for s in rule.slots], **leaves({**inputs, "t": sp.Integer(1)}))
             exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
             inits = {s.name: init[s.init] for s in rule.slots}
-            self.lost = (lost_domains(tr, exprs.values())
-                         or lost_domains(init, inits.values()))
+            # at g = 0 every marker a node drops is kept as a nan_where term, but those a
+            # where or a sign drops (as the language does): none is lost
+            self.lost = gradient is None and (lost_domains(tr, exprs.values())
+                                              or lost_domains(init, inits.values()))
             return sym, exprs, inits
 
         # a state is a nonnegative symbol when that is proved by induction: its initial value
@@ -564,7 +570,7 @@ def single_step(pair: Pair):
                 continue
             # by cases first: each is small (and one that differs is found at once), where
             # the whole expression may send sympy's simplify off for minutes
-            if ((_agree_by_sign_cases(src, dst, sigma) or _proved_zero(diffs))
+            if ((_agree_by_sign_cases(src, dst, sigma) or _proved_zero(diffs, src, dst, sigma))
                     and (pair.domain != "all" or _agree_at_zero_gradient(src, dst, sigma))):
                 return True, sigma, _mapping_text(sigma, flip)
     return False, {}, "no state correspondence makes one step agree"
@@ -574,26 +580,85 @@ def _differences(src: _Side, dst: _Side, sigma: dict) -> list:
     """One step of ``src`` minus one of ``dst``, ``src``'s states read as ``dst``'s by
     ``sigma``: updates, state updates, initial values (equal expressions need no proof: inf -
     inf is NaN to sympy, runmax's -inf)."""
+    pairs = _pairs(src, dst, sigma)
+    return [x - y for x, y in pairs if x != y]
+
+
+def _pairs(src: _Side, dst: _Side, sigma: dict) -> list:
+    """(src's, dst's) of a step, ``src``'s states read as ``dst``'s by ``sigma``: updates,
+    state updates, initial values."""
     rep = {src.sym[k]: dst.sym[v] for k, v in sigma.items()}
     pairs = [(src.exprs["update"].xreplace(rep), dst.exprs["update"])]
     pairs += [(src.exprs[k].xreplace(rep), dst.exprs[v]) for k, v in sigma.items()]
     pairs += [(src.every_init[k], dst.every_init[v]) for k, v in sigma.items()]
-    return [x - y for x, y in pairs if x != y]
+    return pairs
 
 
-def _apart(diffs: list) -> bool:
-    """Whether a step's differences (``_differences``) are nonzero at a numeric point (a
-    cheap screen)."""
+def _unbalanced(pairs: list) -> bool:
+    """Whether a value of either side holds a domain marker as a term's factor (``_factors``)
+    whose coefficient (the value with the marker 2 minus with it 1) is 0 at generic points
+    (numerically, at ``_points``, where a number): 0 times NaN is NaN in the language, while an
+    identity proved at generic points drops the term. ``g (1 - |sign(g)|) sqrt(m + 1000)`` is
+    0 for every g to sympy, NaN at m < -1000 to the language."""
     import sympy as sp  # heavy: only for the proofs
+    from sympy.core.function import AppliedUndef  # sympy: only for the proofs
+    from .symbolic import DEFINED  # sympy
+    z = sp.Dummy("marker")
+    for e in {e for pair in pairs for e in pair}:
+        for marker in _factors(e, DEFINED):
+            c = e.xreplace({marker: z})
+            c = (c.xreplace({z: 2}) - c.xreplace({z: 1})).xreplace({m: 1 for m in c.atoms(DEFINED)})
+            c = c.xreplace({f: sp.Dummy("call") for f in c.atoms(AppliedUndef)})
+            # a branch holds its marker where its condition does (where(t % k == 0, ...)):
+            # each branch counts, weighted so that none cancels another
+            c = c.replace(lambda x: isinstance(x, sp.Piecewise), lambda x: sp.Add(*[
+                sp.sqrt(i + 2) * branch for i, (branch, _) in enumerate(x.args)]))
+            seen = [_nonzero_at(c, pt) for pt in _points(c.free_symbols, sp, n=4)]
+            if False in seen and True not in seen:  # (None: no number there)
+                return True
+    return False
+
+
+def _factors(e, func) -> set:
+    """The calls of ``func`` in ``e`` reached through sums, products, powers and the
+    branches of a where only."""
+    import sympy as sp  # heavy: only for the proofs
+    if isinstance(e, func):
+        return {e}
+    if isinstance(e, sp.Piecewise):
+        return set().union(*(_factors(branch, func) for branch, _ in e.args))
+    if isinstance(e, (sp.Add, sp.Mul, sp.Pow)):
+        return set().union(*(_factors(a, func) for a in e.args))
+    return set()
+
+
+def _nonzero_at(e, point: dict) -> bool | None:
+    """Whether ``e`` at ``point`` is a number (complex where a root's argument is negative)
+    that is not 0; None where it is no finite number."""
+    try:
+        v = complex(e.xreplace(point).evalf(30))
+    except (TypeError, ValueError, ArithmeticError):  # Max of complex numbers: ValueError
+        return None
+    return abs(v) > 1e-12 if math.isfinite(abs(v)) else None
+
+
+def _apart(diffs: list | None) -> bool:
+    """Whether a step's differences (``_differences``) are nonzero at a numeric point (a
+    cheap screen), or apart by their markers (None)."""
+    import sympy as sp  # heavy: only for the proofs
+    if diffs is None:
+        return True
     syms = set().union(*(d.free_symbols for d in diffs))
     return not _numeric_close(diffs, _points(syms, sp), sp)
 
 
-def _proved_zero(diffs: list) -> bool:
-    """Whether every one of a step's differences is proved 0 (the step agrees)."""
+def _proved_zero(diffs: list, src: _Side, dst: _Side, sigma: dict) -> bool:
+    """Whether every one of a step's differences is proved 0 (the step agrees), of values
+    that carry the same domain markers (``_unbalanced``)."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import equal  # sympy
-    return all(d == 0 or equal(d, sp.Integer(0)) for d in diffs)
+    return (not _unbalanced(_pairs(src, dst, sigma))
+            and all(d == 0 or equal(d, sp.Integer(0)) for d in diffs))
 
 
 def _agree_at_zero_gradient(src: _Side, dst: _Side, sigma: dict) -> bool:
@@ -609,20 +674,18 @@ def _agree_at_zero_gradient(src: _Side, dst: _Side, sigma: dict) -> bool:
         return False
     zs, zd = zero
     diffs = _differences(zs, zd, sigma)
-    if not diffs:
+    if diffs == []:
         return True
     if _apart(diffs):
         return False
-    return _agree_by_sign_cases(zs, zd, sigma) or _proved_zero(diffs)
+    return _agree_by_sign_cases(zs, zd, sigma) or _proved_zero(diffs, zs, zd, sigma)
 
 
 def _at_zero_gradient(*sides: _Side) -> tuple | None:
     """The sides translated again with g = 0 (None where that gives a NaN or an infinity
-    without its sign: no proof there). A domain marker that g = 0 multiplies away (``g
-    sqrt(m)``, NaN at m < 0 in the language, 0 to sympy) is no loss here: the sides passed a
-    proof at every other g with their markers as opaque factors, so a marker of one side
-    stands with the same coefficient (a polynomial in g) in the other, which g = 0 makes 0 in
-    both: where one is 0 NaN, so is the other."""
+    without its sign: no proof there). A marker that g = 0 drops (``g sqrt(m)``: NaN at m < 0
+    in the language, 0 to sympy) is kept as a ``nan_where`` term (``symbolic.translate``'s
+    ``zero_leaf``), which the other side must hold too."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import Unsigned  # sympy
     try:
@@ -660,10 +723,10 @@ def _agree_by_sign_cases(src: _Side, dst: _Side, sigma: dict) -> bool:
                      for side in (src, dst)]
         except Unsigned:  # NaN in this case (-inf - -inf, 0 * -inf): no proof
             return False
-        if any(side.lost and side.gradient is None for side in sides):  # (_at_zero_gradient)
+        if any(side.lost for side in sides):
             return False
         diffs = _differences(*sides, sigma)
-        if _apart(diffs) or not _proved_zero(diffs):
+        if _apart(diffs) or not _proved_zero(diffs, *sides, sigma):
             return False
     return True
 
@@ -706,19 +769,20 @@ def scaled_step(pair: Pair):
             rep = {src.sym[k]: scale[k] * dst.sym[v] for k, v in sigma.items()}
 
             def differences(s, d):  # step 1, then a step t >= 2 from proportional states
-                diffs = [first(s, s.exprs["update"]) - first(d, d.exprs["update"]),
-                         later(s.exprs["update"].xreplace(rep) - d.exprs["update"])]
-                return diffs + [later(s.exprs[k].xreplace(rep) - scale[k] * d.exprs[v])
-                                for k, v in sigma.items()]
+                pairs = [(first(s, s.exprs["update"]), first(d, d.exprs["update"])),
+                         (later(s.exprs["update"].xreplace(rep)), later(d.exprs["update"]))]
+                pairs += [(later(s.exprs[k].xreplace(rep)), later(scale[k] * d.exprs[v]))
+                          for k, v in sigma.items()]
+                return None if _unbalanced(pairs) else [x - y for x, y in pairs]
 
             diffs = differences(src, dst)
-            syms = set().union(*(d.free_symbols for d in diffs))
-            if not _numeric_close(diffs, _points(syms, sp), sp):
+            if _apart(diffs):
                 continue
             # the steps at g = 0 too (_agree_at_zero_gradient)
             zero = _at_zero_gradient(src, dst) if pair.domain == "all" else (src, dst)
-            if zero and all(d == 0 or equal(d, sp.Integer(0))
-                            for d in diffs + differences(*zero)):
+            zero_diffs = differences(*zero) if zero else None
+            if zero_diffs is not None and all(d == 0 or equal(d, sp.Integer(0))
+                                              for d in diffs + zero_diffs):
                 pairs = {k: v if scale[k] == 1 else f"({sp.sstr(scale[k])}) * {v}"
                          if scale[k].is_Add else f"{sp.sstr(scale[k])} * {v}"
                          for k, v in sigma.items()}

@@ -135,8 +135,15 @@ def _zero_at_unprobed_gradients(x: sp.Expr) -> bool:
     return len(sp.Add.make_args(sp.expand(x))) > 1
 
 
+# In a case where a gradient is 0 (``translate(..., zero_leaf=...)``): a marker that a node
+# drops (0 * sqrt(x), sqrt(x) - sqrt(x): NaN where x < 0 in the language, 0 to sympy) stays
+# as a term ``nan_where(markers)``, 0 where they hold and NaN elsewhere, so that the two rules
+# must drop the same ones (a where that selects a branch drops the other's, as the language).
+NAN_WHERE = sp.Function("nan_where", real=True)
+
+
 def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
-              signs: dict | None = None) -> dict:
+              signs: dict | None = None, zero_leaf=None) -> dict:
     """sympy expressions of ``roots`` (and every node under them), node -> expression.
 
     ``leaf(node)`` gives the expression of a ``hyper``/``input``/``state`` leaf; ``overrides``
@@ -146,8 +153,14 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
     of a proof by cases (``sign_atoms``), ``sign(x)`` -> its value: a ``sign`` node is its
     generic-point sign (``_sign_of``) with those put in, so what is above it is computed node
     by node from numbers with the language's values (log(0) = -inf, g / -inf = 0), not from
-    an expression sympy built on the assumption that every value is finite.
+    an expression sympy built on the assumption that every value is finite. ``zero_leaf``:
+    ``leaf`` with g = 0 (a case of its own), ``leaf`` then the general leaves, which a
+    reduction's arguments keep (g is 0 at this element, not over the tensor); a marker a
+    node drops becomes a ``NAN_WHERE`` term.
     """
+    if zero_leaf is not None:
+        leaf, general_leaf = zero_leaf, leaf
+        signs = {} if signs is None else signs
     out = dict(overrides or {})
     signed_zeros = set()  # nodes that are a zero made by an infinity (a case of signs)
     elements = set()  # the symbols of per-element leaves (g, p, a tensor's states)
@@ -170,31 +183,67 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                 continue
             if signs is not None:
                 args = _case_args(n, args, signed_zeros, lambda: translate(
-                    list(n.args), leaf, overrides, domains))
+                    list(n.args), leaf if zero_leaf is None else general_leaf, overrides, domains))
             if prim.counts_elements:  # norm(g - g + 1) is sqrt(n), norm(1) is 1
                 args = [x + ZEROS if a.kind == ir.Kind.TENSOR and not x.free_symbols & elements
                         else x for a, x in zip(n.args, args)]
             out[n] = _language_value(prim, args, prim.sympy(sp, *args))
-            arg, divisor = (_domain_of(n.op, args) if domains else None) or (None, False)
-            # a log of 0 is -inf (and -inf - -inf NaN): its argument must be positive
-            if divisor:
-                out[n] = out[n] * DEFINED(arg)
-                # sympy makes Mod(x, x) 0 as it is built, marker and all: kept apart too, so
-                # that ``lost_domains`` sees it made
-                out[(n, "defined")] = DEFINED(arg)
-            elif arg is not None and not ((arg.is_positive if n.op == "log" else arg.is_nonnegative)
-                                          or _positive(arg)):
-                out[n] = out[n] * DEFINED(arg)
-            if domains and n.op in ("where", "pow") and not out[n].is_number \
-                    and out[n].has(sp.oo, -sp.oo):
-                # an infinity in a branch or a power (where(g > 1000, inf, 0)): sympy's
-                # 0 * Piecewise is 0, the language's 0 * inf NaN
-                out[n] = out[n] * DEFINED(out[n])
-            if domains and out[n].has(sp.zoo, sp.nan):
-                raise Unsigned(f"{n.op} gives {out[n]} (an infinity without its sign, or NaN)")
+            marked = _mark_domain(n, args, out) if domains else None
             if signs is not None:
                 _check_case_value(n, out, signed_zeros)
+            if zero_leaf is not None:
+                out[n] = _keep_dropped_markers(n, out, marked)
     return out
+
+
+def _mark_domain(n: ir.Node, args: list, out: dict):
+    """Puts the ``DEFINED`` marker on ``out[n]`` where its argument may be outside the
+    domain (``_domain_of``); raises ``Unsigned`` where the value is an infinity without its
+    sign or NaN. The argument it marked, or None."""
+    arg, divisor = _domain_of(n.op, args) or (None, False)
+    # a log of 0 is -inf (and -inf - -inf NaN): its argument must be positive; a root of |x|
+    # is defined wherever x is
+    marked = divisor or (arg is not None and not (
+        (arg.is_positive if n.op == "log" else arg.is_nonnegative or isinstance(arg, sp.Abs))
+        or _positive(arg)))
+    if marked:
+        out[n] = out[n] * DEFINED(arg)
+    if divisor:  # sympy makes Mod(x, x) 0 as it is built, marker and all: kept apart too,
+        out[(n, "defined")] = DEFINED(arg)  # so that ``lost_domains`` sees it made
+    if n.op in ("where", "pow") and not out[n].is_number and out[n].has(sp.oo, -sp.oo):
+        # an infinity in a branch or a power (where(g > 1000, inf, 0)): sympy's 0 * Piecewise
+        # is 0, the language's 0 * inf NaN
+        out[n] = out[n] * DEFINED(out[n])
+    if out[n].has(sp.zoo, sp.nan):
+        raise Unsigned(f"{n.op} gives {out[n]} (an infinity without its sign, or NaN)")
+    return arg if marked else None
+
+
+def nan_markers(e: sp.Expr) -> set:
+    """The ``DEFINED`` markers of ``e`` that make it NaN where they fail: not those inside a
+    sign (sign(NaN) is 0 in the language)."""
+    found, todo = set(), [e]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, sp.sign):
+            continue
+        if isinstance(x, DEFINED):
+            found.add(x)
+        todo.extend(x.args)
+    return found
+
+
+def _keep_dropped_markers(n: ir.Node, out: dict, domain) -> sp.Expr:
+    """``out[n]`` plus a ``NAN_WHERE`` term of the markers of its arguments, and of its own
+    (``domain``: the argument that must be in its domain, ``_domain_of``; 0 / x drops it), that
+    it dropped (none for a where or x^0 = 1^x = 1: the language drops them too)."""
+    if n.op == "where" or (n.op == "pow" and out[n] == 1):
+        return out[n]
+    before = set().union(*(nan_markers(out[a]) for a in n.args if isinstance(out.get(a), sp.Basic)))
+    if domain is not None:
+        before |= nan_markers(DEFINED(domain))
+    dropped = before - nan_markers(out[n])
+    return out[n] + NAN_WHERE(*sorted(dropped, key=sp.default_sort_key)) if dropped else out[n]
 
 
 def _case_args(n: ir.Node, args: list, signed_zeros: set, plain) -> list:
@@ -332,7 +381,7 @@ def _sign_of(arg: sp.Expr) -> sp.Expr:
             return _sign_of(arg.base)  # a root of b >= 0 is 0 exactly where b is
     if isinstance(arg, sp.Abs):
         return _sign_of(arg.args[0]) ** 2  # |x| > 0 exactly where x != 0 (NaN: both 0)
-    if isinstance(arg, sp.exp) and not arg.has(DEFINED):  # e^NaN is NaN, whose sign is 0
+    if isinstance(arg, sp.exp) and not nan_markers(arg):  # e^NaN is NaN, whose sign is 0
         return sp.Integer(1)
     if arg.is_Add:
         return _sign_of_sum(arg)
@@ -492,7 +541,8 @@ def sign_atoms(exprs) -> dict:
     and 0 too unless ``x`` is 0 only on a null set (``sign_values``, as ``is_zero`` splits)."""
     found = {}
     for e in exprs:  # not the signs inside a per-tensor reduction (an opaque call)
-        e = e.xreplace({c: sp.Dummy("call") for c in e.atoms(AppliedUndef)})
+        e = e.xreplace({c: sp.Dummy("call") for c in e.atoms(AppliedUndef)
+                        if c.func not in (DEFINED, NAN_WHERE)})  # markers are per element
         for outer in e.atoms(sp.sign):
             for a in _sign_of(outer.args[0]).atoms(sp.sign):
                 x = a.args[0]

@@ -216,6 +216,7 @@ def test_no_case_of_the_signs_proves_a_pair_the_interpreter_tells_apart(a, b, gr
             assert not _agree_by_sign_cases(src, dst, sigma), sigma
 
 
+R = "ema(g, 0.9) + 1000 + 1e9 * abs(g)"  # >= 0 wherever g != 0
 ZERO_GRADIENT_PAIRS = [  # equal wherever g != 0; at g = 0 they differ for states the probes miss
     # (a review of the proof by cases, 2026-12-03): ema(g, 0.9) > 1000 needs gradients > 1e4
     ("lr * (sign(g) + (1 - abs(sign(g))) * (ema(g, 0.9) > 1000))", "lr * sign(g)",
@@ -225,6 +226,24 @@ ZERO_GRADIENT_PAIRS = [  # equal wherever g != 0; at g = 0 they differ for state
     # and where a state correspondence is needed
     ("lr * (sign(ema(g, 0.9)) + (1 - abs(sign(g))) * (ema(g, 0.9) > 1000))",
      "lr * sign(ema(g, 0.9))", [1e5, 0.0]),
+    # a review of the g = 0 case (2026-12-03): 0 times NaN is NaN, where sympy's is 0
+    ("lr * g + g * (1 - abs(sign(g))) * sqrt(ema(g, 0.9) + 1000 + 1e9 * abs(g))", "lr * g",
+     [-1e5, 0.0]),
+    (f"lr * g * sqrt({R})", f"where(g == 0, 0, lr * g * sqrt({R}))", [-1e5, 0.0]),
+    ("lr * sign(g) + where(g != 0, 0, (1 - abs(sign(g))) * (sqrt(ema(g, 0.9) + 1000 + g^2)"
+     " - sqrt(ema(g, 0.9) + 1000)))", "lr * sign(g)", [-1e5, 0.0]),
+    ("lr * heavyball(g, 0.9, 0) + lr * g * sqrt(ema(g, 0.5) + 1000 + 1e9 * abs(g))",
+     "lr * 10 * ema(g, 0.9) + where(g == 0, 0, lr * g * sqrt(ema(g, 0.5) + 1000 + 1e9 * abs(g)))",
+     [-1e5, 0.0]),
+    # ... a reduction is over the tensor, whose other elements are not 0
+    ("lr * (sign(g) + (1 - abs(sign(g))) * (mean(g^2) - mean(g) > 1000))", "lr * sign(g)",
+     [[0.0, 1e5]]),
+    ("lr * (sign(g) + (1 - abs(sign(g))) * (mean(g) > 1000))",
+     "lr * (sign(g) + (1 - abs(sign(g))) * (mean(0 * g) > 1000))", [[0.0, 1e5]]),
+    # ... and a marker one side lacks, with a coefficient 0 at every g (NaN at g = -1e5)
+    ("lr * g + g * (1 - abs(sign(g))) * sqrt(ema(g, 0.9) + 1000)", "lr * g", [-1e5]),
+    ("lr * g + where(g == 0, 0, g * (1 - abs(sign(g))) * sqrt(ema(g, 0.9) + 1000))", "lr * g",
+     [-1e5]),
 ]
 
 
@@ -234,7 +253,7 @@ def test_a_zero_gradient_is_a_case_of_its_own(a, b, grads):
     step): the proof compares the step at g = 0 exactly, for every value of the states."""
     from optdsl.equivalence import scaled_step
     ra, rb = parse(a), parse(b)
-    gs = [torch.tensor([x], dtype=torch.float64) for x in grads]
+    gs = [torch.tensor(x if isinstance(x, list) else [x], dtype=torch.float64) for x in grads]
     p0 = torch.ones_like(gs[0])
     ua = optdsl.interpreter.trajectory(ra, ra.defaults, p0, gs)[-1]
     ub = optdsl.interpreter.trajectory(rb, rb.defaults, p0, gs)[-1]
@@ -252,3 +271,9 @@ def test_a_pair_equal_at_a_zero_gradient_too_is_still_proved():
     assert equivalent(a, b, timeout=30).proved
     assert equivalent("lr * g * exp(sign(g) * sign(ema(g, 0.9)))",
                       "lr * g * exp(sign(g * ema(g, 0.9)))", timeout=30).proved
+    # where g = 0 makes a NaN-free value of markers: sign(NaN) is 0, e^x + 1e-8 > 0
+    adam = "ema(g, 0.9) / (1 - 0.9^t) / (sqrt(ema(g^2, 0.999) / (1 - 0.999^t)) + 1e-08)"
+    member = (f"lr * (g / (exp(sign(-({adam}) / (clip(sign(g), -0.001, 0.001) + 1e-08))) + 1e-08))")
+    assert equivalent(member, "lr * g * ((1 / (1e-08 + exp(-1))) * (1 + sign(g) * sign(ema(g, 0.9)))"
+                      " + (1 / (1e-08 + E)) * (1 - sign(g) * sign(ema(g, 0.9)))) / 2",
+                      timeout=30).proved
