@@ -22,12 +22,13 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    at ``g = 0`` exactly is then compared too, for every real value of the states (a zero
    gradient is an input like any other; the generic-point proof above does not cover it), a
    domain marker that g = 0 multiplies away kept as a ``nan_where`` term; and a value that
-   holds a marker with a coefficient 0 at generic points (``g (1 - |sign(g)|) sqrt(m)`` is 0 to
-   sympy, NaN at m < 0) is no identity (``_unbalanced``). Not done under ``domain="defined"``, which would need the first rule's
-   undefined points modelled (raw Lion's ``c / sqrt(c^2)`` at ``c = 0.9 m``, m = 0): there a
-   pair that differs only at ``g = 0`` beside a state the probes do not reach can still be
-   proved (``sign(g) + (1 - |sign(g)|) (ema(g, 0.9) > 1000)`` and ``sign(g)``). Nor are
-   infinite states (a ``runmax`` starting at -inf) modelled.
+   holds a marker with a coefficient 0 at generic points (``g (1 - |sign(g)|) sqrt(m)`` is 0
+   to sympy, NaN at m < 0) is no identity (``_unbalanced``). Not done under
+   ``domain="defined"``, which would need the first rule's undefined points modelled (raw
+   Lion's ``c / sqrt(c^2)`` at ``c = 0.9 m``, m = 0): there a pair that differs only at
+   ``g = 0`` beside a state the probes do not reach can still be proved (``sign(g) + (1 -
+   |sign(g)|) (ema(g, 0.9) > 1000)`` and ``sign(g)``). Nor are infinite states (a ``runmax``
+   starting at -inf) modelled.
 3. **Induction from step 1 with proportional states** (``scaled_step``): each state of one
    rule is a constant multiple ``c`` (a function of hyperparameters) of one of the other's after
    step 1, computed from the initial values at t = 1, and at every step t >= 2 where that holds
@@ -642,19 +643,17 @@ def _nonzero_at(e, point: dict) -> bool | None:
     return abs(v) > 1e-12 if math.isfinite(abs(v)) else None
 
 
-def _apart(diffs: list | None) -> bool:
+def _apart(diffs: list) -> bool:
     """Whether a step's differences (``_differences``) are nonzero at a numeric point (a
-    cheap screen), or apart by their markers (None)."""
+    cheap screen)."""
     import sympy as sp  # heavy: only for the proofs
-    if diffs is None:
-        return True
     syms = set().union(*(d.free_symbols for d in diffs))
     return not _numeric_close(diffs, _points(syms, sp), sp)
 
 
 def _proved_zero(diffs: list, src: _Side, dst: _Side, sigma: dict) -> bool:
     """Whether every one of a step's differences is proved 0 (the step agrees), of values
-    that carry the same domain markers (``_unbalanced``)."""
+    none of which holds a marker with a coefficient 0 at generic points (``_unbalanced``)."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import equal  # sympy
     return (not _unbalanced(_pairs(src, dst, sigma))
@@ -776,7 +775,7 @@ def scaled_step(pair: Pair):
                 return None if _unbalanced(pairs) else [x - y for x, y in pairs]
 
             diffs = differences(src, dst)
-            if _apart(diffs):
+            if diffs is None or _apart(diffs):
                 continue
             # the steps at g = 0 too (_agree_at_zero_gradient)
             zero = _at_zero_gradient(src, dst) if pair.domain == "all" else (src, dst)

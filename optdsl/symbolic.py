@@ -219,7 +219,7 @@ def _mark_domain(n: ir.Node, args: list, out: dict):
     return arg if marked else None
 
 
-def nan_markers(e: sp.Expr) -> set:
+def _nan_markers(e: sp.Expr) -> set:
     """The ``DEFINED`` markers of ``e`` that make it NaN where they fail: not those inside a
     sign (sign(NaN) is 0 in the language)."""
     found, todo = set(), [e]
@@ -239,10 +239,11 @@ def _keep_dropped_markers(n: ir.Node, out: dict, domain) -> sp.Expr:
     it dropped (none for a where or x^0 = 1^x = 1: the language drops them too)."""
     if n.op == "where" or (n.op == "pow" and out[n] == 1):
         return out[n]
-    before = set().union(*(nan_markers(out[a]) for a in n.args if isinstance(out.get(a), sp.Basic)))
+    before = set().union(*(_nan_markers(out[a]) for a in n.args
+                           if isinstance(out.get(a), sp.Basic)))
     if domain is not None:
-        before |= nan_markers(DEFINED(domain))
-    dropped = before - nan_markers(out[n])
+        before |= _nan_markers(DEFINED(domain))
+    dropped = before - _nan_markers(out[n])
     return out[n] + NAN_WHERE(*sorted(dropped, key=sp.default_sort_key)) if dropped else out[n]
 
 
@@ -381,7 +382,7 @@ def _sign_of(arg: sp.Expr) -> sp.Expr:
             return _sign_of(arg.base)  # a root of b >= 0 is 0 exactly where b is
     if isinstance(arg, sp.Abs):
         return _sign_of(arg.args[0]) ** 2  # |x| > 0 exactly where x != 0 (NaN: both 0)
-    if isinstance(arg, sp.exp) and not nan_markers(arg):  # e^NaN is NaN, whose sign is 0
+    if isinstance(arg, sp.exp) and not _nan_markers(arg):  # e^NaN is NaN, whose sign is 0
         return sp.Integer(1)
     if arg.is_Add:
         return _sign_of_sum(arg)

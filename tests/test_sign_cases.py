@@ -193,6 +193,18 @@ REVIEW_PAIRS = [  # a review of the proof by cases (2026-12-03): each was proved
 ]
 
 
+def _told_apart(a: str, b: str, grads: list) -> tuple:
+    """The two rules, parsed, after checking that the interpreter tells them apart on the
+    gradients ``grads`` (one number or list per step) from p = 1."""
+    ra, rb = parse(a), parse(b)
+    gs = [torch.tensor(x if isinstance(x, list) else [x], dtype=torch.float64) for x in grads]
+    p0 = torch.ones_like(gs[0])
+    ua = optdsl.interpreter.trajectory(ra, ra.defaults, p0, gs)[-1]
+    ub = optdsl.interpreter.trajectory(rb, rb.defaults, p0, gs)[-1]
+    assert not torch.allclose(ua, ub, equal_nan=True), (ua, ub)
+    return ra, rb
+
+
 @pytest.mark.parametrize("a,b,grads", REVIEW_PAIRS)
 def test_no_case_of_the_signs_proves_a_pair_the_interpreter_tells_apart(a, b, grads):
     """The proof by cases alone (``_agree_by_sign_cases``, every state correspondence): the
@@ -200,12 +212,7 @@ def test_no_case_of_the_signs_proves_a_pair_the_interpreter_tells_apart(a, b, gr
     import sympy as sp
     from optdsl.equivalence import _agree_by_sign_cases, _maps, _Side, _symbols
     from optdsl.symbolic import Unsigned
-    ra, rb = parse(a), parse(b)
-    gs = [torch.tensor(x if isinstance(x, list) else [x], dtype=torch.float64) for x in grads]
-    p0 = torch.ones_like(gs[0])
-    ua = optdsl.interpreter.trajectory(ra, ra.defaults, p0, gs)[-1]
-    ub = optdsl.interpreter.trajectory(rb, rb.defaults, p0, gs)[-1]
-    assert not torch.allclose(ua, ub, equal_nan=True), (ua, ub)
+    ra, rb = _told_apart(a, b, grads)
     ha, hb = _symbols(Pair(ra, rb), sp)
     try:
         sides = _Side(ra, ha, "a"), _Side(rb, hb, "b")
@@ -252,12 +259,7 @@ def test_a_zero_gradient_is_a_case_of_its_own(a, b, grads):
     """A zero gradient is an input like any other (a dead unit's weights get it at every
     step): the proof compares the step at g = 0 exactly, for every value of the states."""
     from optdsl.equivalence import scaled_step
-    ra, rb = parse(a), parse(b)
-    gs = [torch.tensor(x if isinstance(x, list) else [x], dtype=torch.float64) for x in grads]
-    p0 = torch.ones_like(gs[0])
-    ua = optdsl.interpreter.trajectory(ra, ra.defaults, p0, gs)[-1]
-    ub = optdsl.interpreter.trajectory(rb, rb.defaults, p0, gs)[-1]
-    assert not torch.allclose(ua, ub, equal_nan=True), (ua, ub)
+    ra, rb = _told_apart(a, b, grads)
     pair = Pair(ra, rb)
     assert not single_step(pair)[0] and not scaled_step(pair)[0]
     assert not equivalent(ra, rb, timeout=30).proved
@@ -274,6 +276,6 @@ def test_a_pair_equal_at_a_zero_gradient_too_is_still_proved():
     # where g = 0 makes a NaN-free value of markers: sign(NaN) is 0, e^x + 1e-8 > 0
     adam = "ema(g, 0.9) / (1 - 0.9^t) / (sqrt(ema(g^2, 0.999) / (1 - 0.999^t)) + 1e-08)"
     member = (f"lr * (g / (exp(sign(-({adam}) / (clip(sign(g), -0.001, 0.001) + 1e-08))) + 1e-08))")
-    assert equivalent(member, "lr * g * ((1 / (1e-08 + exp(-1))) * (1 + sign(g) * sign(ema(g, 0.9)))"
-                      " + (1 / (1e-08 + E)) * (1 - sign(g) * sign(ema(g, 0.9)))) / 2",
-                      timeout=30).proved
+    s = "sign(g) * sign(ema(g, 0.9))"
+    assert equivalent(member, f"lr * g * ((1 / (1e-08 + exp(-1))) * (1 + {s})"
+                      f" + (1 / (1e-08 + E)) * (1 - {s})) / 2", timeout=30).proved
