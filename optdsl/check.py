@@ -47,6 +47,25 @@ _RANGES = [
 ]
 
 
+# Values valid one by one but not together, by the names of the hyperparameters involved
+# (torch.optim.SGD refuses Nesterov momentum without momentum or with dampening)
+_TOGETHER = [
+    (("nesterov", "momentum", "dampening"),
+     lambda nesterov, momentum, dampening: not nesterov or (momentum > 0 and dampening == 0),
+     "Nesterov momentum requires a momentum and zero dampening"),
+]
+
+
+def validate_together(values: dict, where: str) -> None:
+    """A HyperparameterError when values (name -> number, or None where it is not known
+    before the step) that are valid one by one break a rule of ``_TOGETHER``."""
+    for names, ok, wording in _TOGETHER:
+        given = [values.get(n) for n in names]
+        if all(v is not None for v in given) and not ok(*given):
+            shown = ", ".join(f"{n}={v:g}" for n, v in zip(names, given))
+            raise HyperparameterError(f"invalid hyperparameters for {where} ({shown}): {wording}")
+
+
 def validate_hyper(name: str, value) -> float:
     """``value`` as a float, or a HyperparameterError when it is not a number, is NaN or
     infinite, or is outside its name's range (``_RANGES``)."""
@@ -366,6 +385,12 @@ class _Instance:
                     target = f"{name}_{h}"
                 hypers[h] = self.b.add_hyper(target, value, at)
                 self.b.lifted.add(target)
+        defaults = {h: held.default for h, held in self.b.hypers.items()}
+        try:
+            validate_together({h: constant_value(n, defaults) for h, n in hypers.items()},
+                              f"{name}()")
+        except HyperparameterError as e:
+            raise _err(e.message, pos, HyperparameterError) from None
         count = sum(1 for s in self.b.subrules if s == name)
         self.b.subrules.append(name)
         prefix = f"{self.prefix}{name}{'#' + str(count + 1) if count else ''}."
@@ -578,7 +603,9 @@ def constant_value(n: ir.Node, hypers: dict):
 
 def validate_hyper_values(rule: Rule, hypers: dict) -> None:
     """Run every validated primitive (the schedules) once at t = 1 with these hyperparameter
-    values, so that an invalid value fails when the optimizer is built, not at step 1000."""
+    values, so that an invalid value fails when the optimizer is built, not at step 1000;
+    and the rules of values valid only together (``_TOGETHER``)."""
+    validate_together(hypers, f"rule {rule.name}")
     for n in ir.topological(rule.outputs()):
         prim = PRIMITIVES.get(n.op)
         if prim is None or not prim.validate:

@@ -152,6 +152,31 @@ def test_unknown_and_invalid_hyperparameters():
         optdsl.Optimizer(p, "adam", backend="eagre")
 
 
+@pytest.mark.parametrize("rule, given", [("sgd", dict(nesterov=True)),
+                                         ("sgd", dict(nesterov=True, momentum=0.9, dampening=0.1)),
+                                         ("nesterov", dict(momentum=0))])
+def test_nesterov_without_momentum_or_with_dampening_is_refused_as_torch_refuses_it(rule, given):
+    """torch.optim.SGD raises for it; optdsl ran it as plain sgd (the where chose d)."""
+    p = [torch.zeros(1, requires_grad=True)]
+    torch_given = {"momentum": 0.9, **given} if rule == "nesterov" else given
+    with pytest.raises(ValueError, match="Nesterov momentum requires a momentum and zero "
+                                         "dampening") as torch_error:
+        torch.optim.SGD(p, lr=0.1, **{"nesterov": True, **torch_given})
+    with pytest.raises(ValueError, match=str(torch_error.value)):
+        optdsl.Optimizer(p, rule, lr=0.1, **given)
+    opt = optdsl.Optimizer(p, rule, lr=0.1)  # valid defaults
+    with pytest.raises(ValueError, match=str(torch_error.value)):  # a later group alike
+        opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], **given,
+                             "nesterov": 1})
+
+
+def test_nesterov_without_momentum_in_program_text_is_an_error_at_the_call():
+    with pytest.raises(optdsl.HyperparameterError) as e:
+        optdsl.parse("r(lr=1) = lr * g + sgd(nesterov=1)")
+    assert (e.value.line, e.value.column) == (1, 20) and "requires a momentum" in e.value.message
+    optdsl.parse("r(lr=1) = lr * g + sgd(nesterov=1, momentum=0.9)")  # valid together
+
+
 def test_param_group_keeps_unknown_keys_as_torch_does_and_warns_on_a_likely_typo():
     p = [torch.zeros(1, requires_grad=True)]
     opt = optdsl.Optimizer([{"params": p, "rule": "adam", "tag": "encoder"}], "adam")
