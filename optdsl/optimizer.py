@@ -26,7 +26,6 @@ from .library import library
 from .probes import is_random
 from .rules import parse, resolve
 
-# Valid ranges by hyperparameter name (a table, not a chain of ifs): (pattern, test, wording).
 def _default_seed(rule: Rule) -> int:
     """The seed of the random primitives when ``Optimizer`` is given none (its docstring)."""
     if not is_random(rule):
@@ -49,6 +48,32 @@ def _flag(name: str, value) -> bool:
     if isinstance(value, bool) or value in (0, 1):
         return bool(value)
     raise ValueError(f"{name} must be True or False, not {value!r}")
+
+
+# torch.optim's keyword switches that are no hyperparameter of a rule: name -> (the values
+# that ask for nothing optdsl does not do, what to do instead of the others). A code that
+# passes torch's defaults (or a speed hint: optdsl picks its kernels with backend=) runs.
+TORCH_SWITCHES = {
+    "foreach": (lambda v: True, ""),
+    "fused": (lambda v: True, ""),
+    "capturable": (lambda v: not v, "optdsl's step is not CUDA-graph capturable"),
+    "differentiable": (lambda v: not v, "optdsl's step runs under torch.no_grad(); "
+                                        "nothing differentiates through it"),
+    "amsgrad": (lambda v: not v, "AMSGrad is a rule of its own: "
+                                 "optdsl.Optimizer(params, 'amsgrad', ...)"),
+}
+
+
+def _drop_torch_switches(given: dict, rule: Rule) -> None:
+    """Take torch's implementation switches (``TORCH_SWITCHES``) out of ``given``: accepted
+    where they ask for what optdsl does anyway, a HyperparameterError saying what to do where
+    they ask for more. A rule's own hyperparameter of that name stays."""
+    for name in [k for k in given if k in TORCH_SWITCHES and k not in rule.hypers]:
+        accepted, instead = TORCH_SWITCHES[name]
+        value = given.pop(name)
+        if not accepted(value):
+            raise HyperparameterError(f"{name}={value!r} (a torch.optim switch) is not taken "
+                                      f"by optdsl.Optimizer: {instead}")
 
 
 # torch.optim's tuple options -> the rule's hyperparameters they hold, in order
@@ -107,6 +132,7 @@ class Optimizer(torch.optim.Optimizer):
         self.rule: Rule = resolve(rule)
         defaults = self.rule.defaults
         _split_tuples(hyperparameters, self.rule)
+        _drop_torch_switches(hyperparameters, self.rule)
         hyperparameters.pop("betas", None)
         self._check_names(hyperparameters)
         defaults.update({k: validate_hyper(k, v) for k, v in hyperparameters.items()})

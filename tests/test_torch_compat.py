@@ -638,3 +638,31 @@ def test_state_dict_hooks_run_where_torch_runs_them():
     assert torch.equal(new.state[p]["m"], opt.state[p]["m"])
     new.state_dict()
     assert seen == [1, ["generator", "param_groups", "program", "rule", "state"]]
+
+
+def test_torch_implementation_switches_run_where_they_ask_for_nothing_more():
+    """Code written for torch.optim.Adam passes foreach/fused/capturable/differentiable/amsgrad:
+    torch's defaults and the speed hints run (the same steps); what optdsl cannot do is refused
+    with what to do instead, not as an unknown hyperparameter."""
+    grads = [torch.randn(5, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+
+    def run(**switches):
+        p = torch.zeros(5, requires_grad=True)
+        opt = optdsl.Optimizer([p], "adam", backend="eager", lr=0.1, **switches)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        assert not any(k in opt.param_groups[0] for k in switches)
+        return p.detach()
+
+    plain = run()
+    for switches in (dict(foreach=True), dict(fused=False), dict(capturable=False, amsgrad=False,
+                                                                  differentiable=False)):
+        assert torch.equal(run(**switches), plain)
+    p = [torch.zeros(1, requires_grad=True)]
+    for name, hint in [("amsgrad", "'amsgrad'"), ("differentiable", "no_grad"),
+                       ("capturable", "CUDA-graph")]:
+        with pytest.raises(optdsl.HyperparameterError, match=f"{name}=True.*{hint}"):
+            optdsl.Optimizer(p, "adam", **{name: True})
+    assert optdsl.Optimizer(p, "r(lr=1, fused=0.5) = lr * fused * g",
+                            fused=0.25).param_groups[0]["fused"] == 0.25  # a rule's own name
