@@ -42,9 +42,10 @@ def _search_parser() -> argparse.ArgumentParser:
                     help="join an existing Ray cluster: ray://HOST:10001 (Ray Client) or "
                          "HOST:6379 from one of its nodes")
     ap.add_argument("--store", default=None, help="SQLite file (default runs/TASK.sqlite)")
-    ap.add_argument("--resume", action="store_true",
-                    help="continue the store's latest search where it stopped, with its strategy, "
-                         "options, seeds and time limit; --budget sets its total")
+    ap.add_argument("--resume", nargs="?", const=LATEST, default=None, type=search_number,
+                    metavar="N", help="continue the store's latest search (or search #N) where "
+                    "it stopped, with its strategy, options, seeds and time limit; --budget sets "
+                    "its total")
     ap.add_argument("--seed", type=seed_number, default=None,
                     help="the strategy's random seed (default 0)")
     ap.add_argument("--strategy-option", action="append", default=[], metavar="NAME=VALUE",
@@ -128,6 +129,17 @@ def default_store(task) -> str:
     return os.path.join("runs", f"{file_stem(task.name)}.sqlite")
 
 
+LATEST = 0  # --resume without a number: the store's latest search
+
+
+def search_number(text: str) -> int:
+    """A search's number for --resume N (``optdsl report`` lists them)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a search number is 1, 2, ... (optdsl report STORE "
+                                         f"lists them), not {text!r}")
+    return int(text)
+
+
 def _positive(name: str, value) -> None:
     import math
     if value is None:
@@ -202,7 +214,7 @@ def _search(args) -> int:
     path = args.store or default_store(task)
     lock = store = runner = None
     try:
-        if args.resume:
+        if args.resume is not None:
             lock = StoreLock(path) if os.path.exists(path) else None
             store, record, strategy, task, time_limit = _resumed(args, task, options, path)
         else:
@@ -291,16 +303,16 @@ def _search(args) -> int:
 
 
 def _note_unfinished(store, path: str) -> None:
-    """Say so when a new search starts beside an unfinished one: --resume continues only the
-    latest search, so the old one's strategy cannot be continued after this (its results stay in
-    the store, where the new search reads them as cache hits)."""
+    """Say so when a new search starts beside an unfinished one: a plain --resume continues the
+    latest search, the new one; the old one is ``--resume N`` (its results stay in the store,
+    where the new search reads them as cache hits)."""
     latest = store.search()
     if latest is not None and not latest["finished_at"]:
         done = store.progress(latest["id"])["done"]
         print(f"note: search #{latest['id']} in {path} is unfinished ({done} of "
-              f"{latest['budget']}); this starts a new search, and --resume will continue the "
-              "new one (the old one's results stay, as cache hits; --resume instead of a new "
-              "search continues the old one)", file=sys.stderr)
+              f"{latest['budget']}); this starts a new search, which a plain --resume will "
+              f"continue; --resume {latest['id']} continues the old one (its results stay, as "
+              "cache hits)", file=sys.stderr)
 
 
 def _resumed(args, task, options: dict, path: str) -> tuple:
@@ -323,7 +335,11 @@ def _resumed(args, task, options: dict, path: str) -> tuple:
 def _resumed_from(store, args, task, options: dict, path: str) -> tuple:
     from .engine import resolve_task
     from .strategies import make_strategy
-    record = store.search()
+    record = store.search(args.resume or None)
+    if record is None and args.resume:
+        held = ", ".join(f"#{s['id']}" for s in store.searches()) or "none"
+        raise SearchError(f"nothing to resume: {path} holds no search #{args.resume} "
+                          f"(its searches: {held})")
     if record is None:
         raise SearchError(f"nothing to resume: {path} holds no search")
     if args.task and record["task"] != task.name:
@@ -460,8 +476,9 @@ def _report(args) -> int:
     for search in searches:
         p = store.progress(search["id"])
         state = "finished" if search["finished_at"] else "unfinished"
-        if not search["finished_at"] and search is searches[-1]:  # --resume takes the latest
-            state += f" (optdsl search --resume --store {shlex.quote(args.store)})"
+        if not search["finished_at"]:  # a plain --resume takes the latest
+            number = "" if search is searches[-1] else f" {search['id']}"
+            state += f" (optdsl search --resume{number} --store {shlex.quote(args.store)})"
         say(f"search #{search['id']}: {search['strategy']} on {search['task']}, "
             f"{p['done']}/{search['budget']} done, {p['cached']} cache hits, {state}")
     for task, protocol in groups:

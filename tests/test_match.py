@@ -321,9 +321,25 @@ def test_a_new_search_beside_an_unfinished_one_says_so(tmp_path, capsys):
     store.close()
     capsys.readouterr()
     assert main(args + ["--budget", "4"]) == 0
-    assert "note: search #1 in" in capsys.readouterr().err
+    assert "--resume 1 continues the old one" in capsys.readouterr().err
+    assert main(["report", path, "--no-plots"]) == 0  # how to continue #1 now
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"unfinished (optdsl search --resume 1 --store {path})" in out
     assert main(args + ["--budget", "4"]) == 0  # #2 finished: nothing to say
     assert "note:" not in capsys.readouterr().err
+    resume = ["search", "--store", path, "--quiet", "--resume"]
+    assert main(resume + ["1", "--budget", "6"]) == 0  # the first goes on, after #2 and #3
+    assert "resuming search #1: random-grammar on match:powersign, 4/6 done" in \
+        capsys.readouterr().out
+    store = Store(path, create=False)
+    assert [store.progress(i)["done"] for i in (1, 2, 3)] == [6, 4, 4]
+    assert store.search(1)["finished_at"] and len(store.proposals(1)) == 6
+    store.close()
+    assert main(resume + ["7"]) == 2
+    assert "holds no search #7 (its searches: #1, #2, #3)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's usage error, status 2
+        main(resume + ["0"])
+    assert "a search number is 1, 2, ..." in capsys.readouterr().err
 
 
 def test_running_out_of_memory_is_the_machines_failure_not_the_rules(monkeypatch):
