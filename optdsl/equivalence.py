@@ -27,8 +27,10 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    ``domain="defined"``, which would need the first rule's undefined points modelled (raw
    Lion's ``c / sqrt(c^2)`` at ``c = 0.9 m``, m = 0): there a pair that differs only at
    ``g = 0`` beside a state the probes do not reach can still be proved (``sign(g) + (1 -
-   |sign(g)|) (ema(g, 0.9) > 1000)`` and ``sign(g)``). Nor are infinite states (a ``runmax``
-   starting at -inf) modelled.
+   |sign(g)|) (ema(g, 0.9) > 1000)`` and ``sign(g)``). Where a state starts at an infinity
+   (``runmax``, ``prev(g, -inf)``), which no real value of the states covers, step 1 is
+   compared as well, the states read as their initial values (``exp(-inf)`` is 0), and every
+   state must be finite after it; a state that stays infinite gets no proof.
 3. **Induction from step 1 with proportional states** (``scaled_step``): each state of one
    rule is a constant multiple ``c`` (a function of hyperparameters) of one of the other's after
    step 1, computed from the initial values at t = 1, and at every step t >= 2 where that holds
@@ -386,14 +388,16 @@ class _Side:
     """One rule translated for a single step: update and slots over symbols for previous values."""
 
     def __init__(self, rule: Rule, hypers: dict, tag: str, case_of: "_Side | None" = None,
-                 signs: dict | None = None, gradient=None):
+                 signs: dict | None = None, gradient=None, first: bool | None = None):
         import sympy as sp  # heavy: only for the proofs
         from .symbolic import (DEFINED, T_SYMBOL, leaf_map, live_slots, lost_domains,  # sympy
                                translate)
         self.rule, self.hypers, self.tag = rule, hypers, tag
         self.g, self.p = sp.Symbol("g", real=True), sp.Symbol("p", real=True)
         self.gradient = gradient  # a case's value of g (0), or None: g is a symbol
-        inputs = {"g": self.g, "p": self.p, "t": T_SYMBOL}
+        # the first step: t = 1, each state read as its initial value (an infinity included)
+        self.first = first if first is not None else bool(case_of and case_of.first)
+        inputs = {"g": self.g, "p": self.p, "t": sp.Integer(1) if self.first else T_SYMBOL}
 
         def translated(nonneg: set, wild: set, twins: dict):
             sym = {s.name: sp.Symbol(f"{tag}:{s.name}", real=True,
@@ -403,12 +407,15 @@ class _Side:
             # 0 * s and s - s (NaN there) are seen to drop it; a twin is read as its first
             reads = {k: x * DEFINED(x) if k in wild else x for k, x in sym.items()}
             reads.update({k: reads[first] for k, first in twins.items()})
-            def leaves(inputs):  # and, in the case g = 0, with it
+            def leaves(inputs, reads):  # and, in the case g = 0, with it
                 return dict(leaf=leaf_map(hypers, inputs, reads), domains=True, signs=signs,
                             zero_leaf=None if gradient is None
                             else leaf_map(hypers, {**inputs, "g": gradient}, reads))
-            tr = translate([rule.update] + [s.update for s in rule.slots], **leaves(inputs))
-            init = translate([s.init for s in rule.slots], **leaves({**inputs, "t": sp.Integer(1)}))
+            init = translate([s.init for s in rule.slots],
+                             **leaves({**inputs, "t": sp.Integer(1)}, reads))
+            if self.first:
+                reads = {s.name: init[s.init] for s in rule.slots}
+            tr = translate([rule.update] + [s.update for s in rule.slots], **leaves(inputs, reads))
             exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
             inits = {s.name: init[s.init] for s in rule.slots}
             # at g = 0 every marker a node drops is kept as a nan_where term, but those a
@@ -572,7 +579,8 @@ def single_step(pair: Pair):
             # by cases first: each is small (and one that differs is found at once), where
             # the whole expression may send sympy's simplify off for minutes
             if ((_agree_by_sign_cases(src, dst, sigma) or _proved_zero(diffs, src, dst, sigma))
-                    and (pair.domain != "all" or _agree_at_zero_gradient(src, dst, sigma))):
+                    and (pair.domain != "all" or _agree_at_zero_gradient(src, dst, sigma))
+                    and _agree_at_first_step(src, dst, sigma, pair.domain)):
                 return True, sigma, _mapping_text(sigma, flip)
     return False, {}, "no state correspondence makes one step agree"
 
@@ -680,6 +688,42 @@ def _agree_at_zero_gradient(src: _Side, dst: _Side, sigma: dict) -> bool:
     return _agree_by_sign_cases(zs, zd, sigma) or _proved_zero(diffs, zs, zd, sigma)
 
 
+def _infinite(e) -> bool:
+    import sympy as sp  # heavy: only for the proofs
+    return e.has(sp.oo, -sp.oo, sp.zoo, sp.nan)
+
+
+def _starts_infinite(*sides: _Side) -> bool:
+    """Whether a state of either side starts at an infinity (``prev(g, -inf)``)."""
+    return any(_infinite(e) for side in sides for e in side.every_init.values())
+
+
+def _agree_at_first_step(src: _Side, dst: _Side, sigma: dict, domain: str) -> bool:
+    """Where a state starts at an infinity, the step proof above (for every *real* value of
+    the states) does not cover step 1: each side is translated again at t = 1 with its states
+    read as their initial values, node by node as the language computes (exp(-inf) is 0,
+    -inf - -inf a NaN that proves nothing), at g and at g = 0, and must agree there, with
+    every state finite after it (from step 2 on the step proof holds). ``1 - (p > 1000) (1 -
+    sign(exp(prev(g, -inf))))`` is 1 at every real state, 0 at step 1 where p > 1000."""
+    import sympy as sp  # heavy: only for the proofs
+    from .symbolic import Unsigned  # sympy
+    if not _starts_infinite(src, dst):
+        return True
+    for gradient in (None, sp.Integer(0)) if domain == "all" else (None,):
+        try:
+            sides = [_Side(s.rule, s.hypers, s.tag, s, gradient=gradient, first=True)
+                     for s in (src, dst)]
+        except (Unsigned, ArithmeticError):
+            return False
+        if any(_infinite(e) for side in sides for e in side.exprs.values()):
+            return False  # an infinite update, or a state still infinite after step 1
+        diffs = _differences(*sides, sigma)
+        if diffs and (_apart(diffs) or not (_agree_by_sign_cases(*sides, sigma)
+                                            or _proved_zero(diffs, *sides, sigma))):
+            return False
+    return True
+
+
 def _at_zero_gradient(*sides: _Side) -> tuple | None:
     """The sides translated again with g = 0 (None where that gives a NaN or an infinity
     without its sign: no proof there). A marker that g = 0 drops (``g sqrt(m)``: NaN at m < 0
@@ -743,6 +787,8 @@ def scaled_step(pair: Pair):
     A, B = _Side(pair.a, ha, "a"), _Side(pair.b, hb, "b")
     if A.lost or B.lost:
         return False, {}, LOST
+    if _starts_infinite(A, B):  # step 1 below reads the states' values into expressions
+        return False, {}, "a state starts at an infinity: no induction from step 1"  # for reals
     constants = set().union(*(sp.sympify(v).free_symbols for v in [*ha.values(), *hb.values()]))
     earlier = sp.Symbol("t_before", integer=True, positive=True)
 
