@@ -17,7 +17,8 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    states (``sign(g)``, ``sign(ema(g, 0.9))``), the step is first compared in each case of
    those signs, each rule computed node by node from the case's numbers as the language
    computes it (``log|sign(g) + sign(m)|`` is -inf where the signs disagree, and ``g / (-inf +
-   1e-8)`` is 0); a case with a NaN or an infinity times a value proves nothing. States that
+   1e-8)`` is 0); a case with a NaN or an infinity times a value proves nothing, unless a
+   ``where`` drops it as the language does (``where(g == 0, 0, lr / g)`` at g = 0). States that
    always hold the same value (two ``ema(g, 0.9)`` of one program) are read as one. The step
    at ``g = 0`` exactly is then compared too, for every real value of the states (a zero
    gradient is an input like any other; the generic-point proof above does not cover it), a

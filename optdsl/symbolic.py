@@ -22,7 +22,9 @@ the 0 case too (``_zero_only_on_a_null_set``). A proof by cases of the signs
 (``sign_atoms``, ``translate(..., signs=...)``) translates a rule again with each case's
 values put in, so that what they make a number is the language's value, infinities with
 their sign included (``log|sign(g) + sign(m)|`` is -inf where the signs disagree); an
-infinity times a value there raises ``Unsigned``.
+infinity times a value there, or NaN, is ``NOT_FINITE``, which only a ``where`` that selects its
+other branch drops (``where(g == 0, 0, lr / g)`` at g = 0), and raises ``Unsigned`` where it
+reaches a root.
 
 The rest of the symbolic layer: ``optdsl.equivalence`` (numeric probing, single-step proofs
 with state correspondences, k-step unrolling, wall-clock budgets) and ``optdsl.canonical``
@@ -91,6 +93,14 @@ def input_symbols():
 # exp(log(x)) = x, sign(exp(sqrt(x))) = 1, x / x = 1) prove nothing for every input; a marker
 # that cancels away (sqrt(x) - sqrt(x), 0 * log(x)) is found by ``lost_domains``.
 DEFINED = sp.Function("defined", real=True)
+
+
+# In a case of signs (``translate(..., signs=...)``, the g = 0 case included): a node whose
+# value is an infinity times a value, an infinity without its sign or NaN. Every node over it
+# is it too (0 * inf is NaN in the language), but for a ``where`` that selects the other
+# branch (torch.where drops what it does not select): ``where(g == 0, 0, lr / g)`` at g = 0.
+# A root that holds it raises ``Unsigned``.
+NOT_FINITE = sp.Symbol("not_finite", real=True)
 
 
 # A tensor of zeros: added to a tensor that sympy made constant (g - g + 1 = 1) inside a
@@ -178,6 +188,10 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
             if prim.random:
                 raise Opaque(n.op)
             args = [out[a] for a in n.args]
+            if signs is not None and any(x.has(NOT_FINITE) for x in (
+                    args[:1] if n.op == "where" else args) if isinstance(x, sp.Basic)):
+                out[n] = NOT_FINITE
+                continue
             if signs is not None and n.op == "sign":
                 out[n] = _sign_of(args[0]).xreplace(signs)
                 continue
@@ -188,11 +202,20 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                 args = [x + ZEROS if a.kind == ir.Kind.TENSOR and not x.free_symbols & elements
                         else x for a, x in zip(n.args, args)]
             out[n] = _language_value(prim, args, prim.sympy(sp, *args))
-            marked = _mark_domain(n, args, out) if domains else None
-            if signs is not None:
-                _check_case_value(n, out, signed_zeros)
+            try:
+                marked = _mark_domain(n, args, out) if domains else None
+                if signs is not None:
+                    _check_case_value(n, out, signed_zeros)
+            except Unsigned:
+                if signs is None:
+                    raise
+                out[n] = NOT_FINITE
+                continue
             if zero_leaf is not None:
                 out[n] = _keep_dropped_markers(n, out, marked)
+    held = [r for r in roots if isinstance(out.get(r), sp.Basic) and out[r].has(NOT_FINITE)]
+    if held:
+        raise Unsigned(f"{held[0].op} is an infinity or NaN in this case")
     return out
 
 

@@ -296,6 +296,21 @@ def test_rules_with_a_state_starting_at_an_infinity_are_still_proved(a, b):
     assert equivalent(a, b, timeout=30).proved
 
 
+def test_a_where_drops_the_infinity_of_the_branch_it_does_not_select():
+    """At g = 0 the branch lr / g is inf; torch.where drops it, so guarded divisions written
+    two ways are the same rule (proved before the g = 0 case, then unknown: any infinity
+    there ended the proof). What is over the infinity otherwise keeps it (0 * inf is NaN)."""
+    from optdsl.equivalence import scaled_step
+    assert equivalent("where(g == 0, 0, lr / g)", "where(g != 0, lr / g, 0)", timeout=30).proved
+    assert equivalent("where(g == 0, 0, lr * sign(g) / abs(g))", "where(g != 0, lr / g, 0)",
+                      timeout=30).proved
+    for a, b in [("where(g == 0, 0, lr / g) + 0 * (lr / g)", "where(g == 0, 0, lr / g)"),
+                 ("where(g == 0, 0, lr / g) + 0 * where(p > 1000, lr / g, 0)",
+                  "where(g == 0, 0, lr / g)")]:
+        pair = Pair(*_told_apart(a, b, [0.0], p0=2000.0))
+        assert not single_step(pair)[0] and not scaled_step(pair)[0]
+
+
 def test_a_pair_equal_at_a_zero_gradient_too_is_still_proved():
     """What g = 0 leaves of each rule is compared (by cases of the states' signs where it
     takes them), so rules that agree there are proved as before."""
