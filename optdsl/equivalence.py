@@ -31,7 +31,8 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    |sign(g)|) (ema(g, 0.9) > 1000)`` and ``sign(g)``). Where a state starts at an infinity
    (``runmax``, ``prev(g, -inf)``), which no real value of the states covers, step 1 is
    compared as well, the states read as their initial values (``exp(-inf)`` is 0), and every
-   state must be finite after it; a state that stays infinite gets no proof.
+   state must be finite after it; a state that stays infinite gets no proof, nor one that a
+   zero gradient makes infinite (``prev(1 / g, 1)``), nor a parameter where a rule reads it.
 3. **Induction from step 1 with proportional states** (``scaled_step``): each state of one
    rule is a constant multiple ``c`` (a function of hyperparameters) of one of the other's after
    step 1, computed from the initial values at t = 1, and at every step t >= 2 where that holds
@@ -678,7 +679,7 @@ def _agree_at_zero_gradient(src: _Side, dst: _Side, sigma: dict) -> bool:
     the language does; a NaN or an infinity without its sign proves nothing) and compared,
     by cases of the signs of its states where it takes them (``sign(0.9 m)``: +-1 and 0)."""
     zero = _at_zero_gradient(src, dst)
-    if zero is None:
+    if zero is None or _leaves_infinite(*zero):
         return False
     zs, zd = zero
     diffs = _differences(zs, zd, sigma)
@@ -695,8 +696,10 @@ def _infinite(e) -> bool:
 
 
 def _starts_infinite(*sides: _Side) -> bool:
-    """Whether a state of either side starts at an infinity (``prev(g, -inf)``)."""
-    return any(_infinite(e) for side in sides for e in side.every_init.values())
+    """Whether a state of either side may start at an infinity: one does (``prev(g, -inf)``),
+    or one's initial value reads g (``prev(g, -1 / g)``, -inf at g = 0)."""
+    return any(_infinite(e) or side.g in e.free_symbols
+               for side in sides for e in side.every_init.values())
 
 
 def _agree_at_first_step(src: _Side, dst: _Side, sigma: dict, domain: str) -> bool:
@@ -705,24 +708,35 @@ def _agree_at_first_step(src: _Side, dst: _Side, sigma: dict, domain: str) -> bo
     read as their initial values, node by node as the language computes (exp(-inf) is 0,
     -inf - -inf a NaN that proves nothing), at g and at g = 0, and must agree there, with
     every state finite after it (from step 2 on the step proof holds). ``1 - (p > 1000) (1 -
-    sign(exp(prev(g, -inf))))`` is 1 at every real state, 0 at step 1 where p > 1000."""
+    sign(exp(prev(g, -inf))))`` is 1 at every real state, 0 at step 1 where p > 1000. Step
+    1 is translated as a case of signs is, with none put in (an infinity times a value, -inf
+    (g - 1), is then no number sympy may reason with)."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import Unsigned  # sympy
     if not _starts_infinite(src, dst):
         return True
     for gradient in (None, sp.Integer(0)) if domain == "all" else (None,):
         try:
-            sides = [_Side(s.rule, s.hypers, s.tag, s, gradient=gradient, first=True)
+            sides = [_Side(s.rule, s.hypers, s.tag, s, signs={}, gradient=gradient, first=True)
                      for s in (src, dst)]
         except (Unsigned, ArithmeticError):
             return False
-        if any(_infinite(e) for side in sides for e in side.exprs.values()):
+        if any(side.lost or any(_infinite(e) for e in side.exprs.values()) for side in sides):
             return False  # an infinite update, or a state still infinite after step 1
         diffs = _differences(*sides, sigma)
         if diffs and (_apart(diffs) or not (_agree_by_sign_cases(*sides, sigma)
                                             or _proved_zero(diffs, *sides, sigma))):
             return False
     return True
+
+
+def _leaves_infinite(*sides: _Side) -> bool:
+    """Whether a step leaves a state, or the parameter where a rule reads it, at an infinity
+    (``prev(1 / g, 1)`` at g = 0): the next step is then outside what a proof for every real
+    value of them covers."""
+    reads_p = any(side.p in e.free_symbols for side in sides for e in side.exprs.values())
+    return any(_infinite(e) for side in sides for k, e in side.exprs.items()
+               if k != "update" or reads_p)
 
 
 def _at_zero_gradient(*sides: _Side) -> tuple | None:
@@ -826,6 +840,8 @@ def scaled_step(pair: Pair):
                 continue
             # the steps at g = 0 too (_agree_at_zero_gradient)
             zero = _at_zero_gradient(src, dst) if pair.domain == "all" else (src, dst)
+            if zero is not None and pair.domain == "all" and _leaves_infinite(*zero):
+                zero = None
             zero_diffs = differences(*zero) if zero else None
             if zero_diffs is not None and all(d == 0 or equal(d, sp.Integer(0))
                                               for d in diffs + zero_diffs):

@@ -24,7 +24,9 @@ values put in, so that what they make a number is the language's value, infiniti
 their sign included (``log|sign(g) + sign(m)|`` is -inf where the signs disagree); an
 infinity times a value there, or NaN, is ``NOT_FINITE``, which only a ``where`` that selects its
 other branch drops (``where(g == 0, 0, lr / g)`` at g = 0), and raises ``Unsigned`` where it
-reaches a root.
+reaches a root. A zero there may be -0.0 in the language (g at g = 0, -g, g / -inf), whose
+1 / -0.0 is -inf: a quotient by a zero is an infinity only where the zero is +0.0 for certain
+(``_plus_zero``: x - x, log(1), |x|, a comparison), else ``NOT_FINITE``.
 
 The rest of the symbolic layer: ``optdsl.equivalence`` (numeric probing, single-step proofs
 with state correspondences, k-step unrolling, wall-clock budgets) and ``optdsl.canonical``
@@ -172,13 +174,15 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
         leaf, general_leaf = zero_leaf, leaf
         signs = {} if signs is None else signs
     out = dict(overrides or {})
-    signed_zeros = set()  # nodes that are a zero made by an infinity (a case of signs)
+    plus_zeros = set()  # nodes whose value is 0 and +0.0 for certain (``_plus_zero``)
     elements = set()  # the symbols of per-element leaves (g, p, a tensor's states)
     for n in ir.topological([r for r in roots if r not in out]):
         if n in out:
             continue
         if n.op == "const":
             out[n] = number(n.value)
+            if n.value == 0 and math.copysign(1.0, n.value) > 0:
+                plus_zeros.add(n)
         elif n.op in ("hyper", "input", "state"):
             out[n] = leaf(n)
             if n.kind == ir.Kind.TENSOR:
@@ -195,17 +199,19 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
             if signs is not None and n.op == "sign":
                 out[n] = _sign_of(args[0]).xreplace(signs)
                 continue
-            if signs is not None:
-                args = _case_args(n, args, signed_zeros, lambda: translate(
-                    list(n.args), leaf if zero_leaf is None else general_leaf, overrides, domains))
+            if signs is not None and prim.reduces:  # over every element, not this one's case
+                plain = translate(list(n.args), leaf if zero_leaf is None else general_leaf,
+                                  overrides, domains)
+                args = [plain[a] for a in n.args]
             if prim.counts_elements:  # norm(g - g + 1) is sqrt(n), norm(1) is 1
                 args = [x + ZEROS if a.kind == ir.Kind.TENSOR and not x.free_symbols & elements
                         else x for a, x in zip(n.args, args)]
-            out[n] = _language_value(prim, args, prim.sympy(sp, *args))
             try:
+                plus = [a in plus_zeros for a in n.args] if signs is not None else None
+                out[n] = _language_value(prim, args, prim.sympy(sp, *args), plus)
                 marked = _mark_domain(n, args, out) if domains else None
                 if signs is not None:
-                    _check_case_value(n, out, signed_zeros)
+                    _check_case_value(n, out)
             except Unsigned:
                 if signs is None:
                     raise
@@ -213,6 +219,8 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                 continue
             if zero_leaf is not None:
                 out[n] = _keep_dropped_markers(n, out, marked)
+            if out[n] == 0 and _plus_zero(n, out, plus_zeros):
+                plus_zeros.add(n)
     held = [r for r in roots if isinstance(out.get(r), sp.Basic) and out[r].has(NOT_FINITE)]
     if held:
         raise Unsigned(f"{held[0].op} is an infinity or NaN in this case")
@@ -270,37 +278,49 @@ def _keep_dropped_markers(n: ir.Node, out: dict, domain) -> sp.Expr:
     return out[n] + NAN_WHERE(*sorted(dropped, key=sp.default_sort_key)) if dropped else out[n]
 
 
-def _case_args(n: ir.Node, args: list, signed_zeros: set, plain) -> list:
-    """The arguments of ``n`` in a case of signs: a reduction's translated without the case
-    (``plain()``: a mean of signs is over every element, not this one's case); a zero made by
-    an infinity as a divisor or a power's base raises ``Unsigned`` (its sign is the
-    language's: 1 / -0.0 is -inf)."""
-    if PRIMITIVES[n.op].reduces:
-        translated = plain()
-        args = [translated[a] for a in n.args]
-    if (n.op in ("div", "mod") and n.args[1] in signed_zeros) or \
-            (n.op == "pow" and n.args[0] in signed_zeros):
-        raise Unsigned(f"{n.op} of a zero whose sign the language keeps (g / -inf)")
-    return args
-
-
-def _check_case_value(n: ir.Node, out: dict, signed_zeros: set) -> None:
+def _check_case_value(n: ir.Node, out: dict) -> None:
     """In a case of signs (``translate(..., signs=...)``) an infinity is a number: times a
     value (-inf g) sympy would cancel it (-inf g + inf g = 0, NaN in the language), so that
-    raises ``Unsigned``; a zero made by an infinity joins ``signed_zeros`` (g / -inf is -0.0
-    for g > 0, and 1 / it is -inf)."""
+    raises ``Unsigned``."""
     if not out[n].is_number and out[n].has(sp.oo, -sp.oo):
         raise Unsigned(f"{n.op} gives {out[n]} (an infinity times a value)")
-    if out[n] == 0 and any(a in signed_zeros or (out[a].is_number and out[a].is_infinite)
-                           for a in n.args):
-        signed_zeros.add(n)
 
 
-def _language_value(prim, args: list, e: sp.Expr) -> sp.Expr:
+# Operations whose 0 is +0.0 (|-0.0|, e^x, log(1), cos, a comparison's False)
+_PLUS_ZERO_OPS = {"abs", "exp", "log", "cos", "lt", "le", "gt", "ge", "eq", "ne"}
+
+
+def _plus_zero(n: ir.Node, out: dict, plus: set) -> bool:
+    """Whether ``n``'s value, 0, is +0.0 in the language for certain (its arguments' zeros in
+    ``plus`` are): a sum whose terms are not all zeros (x + -x is +0.0), a product of +0.0
+    and positive numbers, a max, min, clip or where of +0.0 zeros. The language's zero may be
+    -0.0 otherwise (g at g = 0, -x, sign(g) times a sum of signs that cancel, g / -inf), whose
+    1 / -0.0 is -inf."""
+    if n.op in _PLUS_ZERO_OPS:
+        return True
+    zeros = [a for a in n.args if out[a] == 0]
+    if n.op in ("add", "sub"):  # -0.0 needs every term a zero: -0 + -0, -0 - +0
+        return len(zeros) < len(n.args) or (n.args[0] in plus if n.op == "sub"
+                                              else any(a in plus for a in zeros))
+    if n.op in ("mul", "div"):
+        return all(a in plus if out[a] == 0 else out[a].is_positive for a in n.args)
+    if n.op in ("min", "max", "clip", "where"):
+        return all(a in plus for a in (zeros if n.op != "where" else
+                                       [a for a in n.args[1:] if out[a] == 0]))
+    return False
+
+
+def _language_value(prim, args: list, e: sp.Expr, plus: list | None = None) -> sp.Expr:
     """``e``, sympy's value of ``prim`` at ``args``, or the language's where sympy's is complex
     or an infinity without a sign: of numbers (sqrt(-1) = I, (-8)^(1/3) = 2 (-1)^(1/3), log(0)
     = zoo, 0^-1 = zoo) the interpreter's own (NaN, -inf, inf), and x / 0 = sign(x) inf (NaN at
-    x = 0 or NaN)."""
+    x = 0 or NaN). In a case of signs (the g = 0 case included; ``plus``: whether each
+    argument's zero is +0.0 for certain, ``_plus_zero``) a quotient by a zero that may be
+    -0.0, or a negative power of one, raises ``Unsigned``: 1 / -0.0 is -inf."""
+    if plus is not None and ((prim.name in ("div", "mod") and args[1] == 0 and not plus[1])
+                             or (prim.name == "pow" and args[0] == 0 and not plus[0]
+                                 and not args[1].is_nonnegative)):
+        raise Unsigned(f"{prim.name} by a zero whose sign the language keeps (1 / -0.0 = -inf)")
     if all(a.is_number for a in args) and prim.scalar_fn is not None:
         if e.is_extended_real and not any(a.is_infinite for a in args):
             return e  # of infinities sympy's is not the language's: log(-oo) = oo, sin(oo)
