@@ -517,17 +517,20 @@ def _outside_real_domain(e, pt, sp) -> bool:
     return False
 
 
-def _points(symbols, sp, n=3, seed=1):
+def _points(symbols, sp, n=3, seed=1, wide: bool = False):
+    """``n`` random points: magnitudes in [0.2, 2] (``wide``: 1e-3 to 1e6, and the step t
+    to 10,000)."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         pt = {}
-        for s in symbols:
+        for s in sorted(symbols, key=str):
             if s.is_integer:
-                pt[s] = sp.Integer(rng.randint(1, 6))
+                pt[s] = sp.Integer(rng.randint(1, 10_000 if wide and rng.random() < 0.5 else 6))
             else:  # a nonnegative state (ema(g^2)) is drawn nonnegative
                 sign = 1 if s.is_nonnegative else rng.choice([-1, 1])
-                pt[s] = sp.Float(sign * rng.uniform(0.2, 2.0), 30)
+                size = 10 ** rng.uniform(-3, 6) if wide else rng.uniform(0.2, 2.0)
+                pt[s] = sp.Float(sign * size, 30)
         out.append(pt)
     return out
 
@@ -579,8 +582,11 @@ def single_step(pair: Pair):
             if _apart(diffs):
                 continue
             # by cases first: each is small (and one that differs is found at once), where
-            # the whole expression may send sympy's simplify off for minutes
-            if ((_agree_by_sign_cases(src, dst, sigma) or _proved_zero(diffs, src, dst, sigma))
+            # the whole expression may send sympy's simplify off for minutes; a case that
+            # differs at a point of its own says the whole does, and spares that
+            apart = []
+            if ((_agree_by_sign_cases(src, dst, sigma, apart)
+                 or (not apart and _proved_zero(diffs, src, dst, sigma)))
                     and (pair.domain != "all" or _agree_at_zero_gradient(src, dst, sigma))
                     and _agree_at_first_step(src, dst, sigma, pair.domain)):
                 return True, sigma, _mapping_text(sigma, flip)
@@ -755,14 +761,16 @@ def _at_zero_gradient(*sides: _Side) -> tuple | None:
 SIGN_CASES = 32  # _agree_by_sign_cases: at most this many cases
 
 
-def _agree_by_sign_cases(src: _Side, dst: _Side, sigma: dict) -> bool:
+def _agree_by_sign_cases(src: _Side, dst: _Side, sigma: dict, apart: list | None = None) -> bool:
     """One step agrees in every case of the signs the two steps split on (``symbolic.sign_atoms``:
     ``sign(g)``, ``sign(0.9 m + 0.1 g)``, each +-1, and 0 where it is not 0 only on a null
     set), each side translated again from its program with the signs' values put in
     (``symbolic.translate(..., signs=...)``). What a case makes a number is then computed
     node by node as the language does, so ``log|sign(g) + sign(m)|`` is -inf where the signs
     disagree and ``g / (-inf + 1e-8)`` is 0 there, which no identity of sympy's, written for
-    finite values, can show (``log(0)`` is its ``zoo``)."""
+    finite values, can show (``log(0)`` is its ``zoo``). A case whose step differs at a point
+    where the signs take its values (``_apart_in_case``) is appended to ``apart``: the step
+    differs there, and no proof of the whole expression can hold."""
     from .symbolic import Unsigned, sign_atoms  # sympy
     rep = {src.sym[k]: dst.sym[v] for k, v in sigma.items()}
     back = {}  # each split sign of dst's symbols -> the signs of src it is, read by sigma
@@ -785,8 +793,26 @@ def _agree_by_sign_cases(src: _Side, dst: _Side, sigma: dict) -> bool:
             return False
         diffs = _differences(*sides, sigma)
         if _apart(diffs) or not _proved_zero(diffs, *sides, sigma):
+            if apart is not None and _apart_in_case(diffs, dict(zip(keys, case))):
+                apart.append(case)
             return False
     return True
+
+
+def _apart_in_case(diffs: list, signs: dict) -> bool:
+    """Whether a step's differences in one case of the signs (``signs``: sign(x) -> its value
+    there) are a finite nonzero number at a point where each x has that sign (points over
+    nine decades of magnitude, so that sign(g - 1000) = 1 is met too)."""
+    import sympy as sp  # heavy: only for the proofs
+    syms = set().union(*(d.free_symbols for d in diffs), *(a.free_symbols for a in signs))
+    for pt in _points(syms, sp, n=64, seed=2, wide=True):
+        try:
+            inside = all(sp.sign(a.args[0].xreplace(pt).evalf(30)) == v for a, v in signs.items())
+        except (TypeError, ValueError, ArithmeticError):
+            continue
+        if inside and not _numeric_close(diffs, [pt], sp):
+            return True
+    return False
 
 
 def scaled_step(pair: Pair):
