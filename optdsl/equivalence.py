@@ -708,18 +708,41 @@ def _starts_infinite(*sides: _Side) -> bool:
                for side in sides for e in side.every_init.values())
 
 
+def _step_one_outside(*sides: _Side) -> bool:
+    """Whether step 1, from the initial values, may lie outside what the step proof covers (every
+    real value of the states but null sets): a state starts at an infinity or reads g
+    (``_starts_infinite``), or the initial values put the argument of a sign or |x|, a divisor
+    or a domain marker's argument of the step at exactly 0 (``exp(-1 / prev(g, 0)^2)``: 0 at
+    step 1, positive at every other value of the state)."""
+    import sympy as sp  # heavy: only for the proofs
+    from .symbolic import DEFINED  # sympy
+    if _starts_infinite(*sides):
+        return True
+    for side in sides:
+        inits = {side.sym[k]: v for k, v in side.every_init.items()}
+        for e in side.exprs.values():
+            vanishing = [a.args[0] for a in e.atoms(sp.sign, sp.Abs, DEFINED)]
+            vanishing += [x.base for x in e.atoms(sp.Pow) if x.exp.is_negative]
+            if any(x.free_symbols & set(inits) and x.xreplace(inits) == 0 for x in vanishing):
+                return True
+    return False
+
+
 def _agree_at_first_step(src: _Side, dst: _Side, sigma: dict, domain: str) -> bool:
-    """Where a state starts at an infinity, the step proof above (for every *real* value of
-    the states) does not cover step 1: each side is translated again at t = 1 with its states
-    read as their initial values, node by node as the language computes (exp(-inf) is 0,
-    -inf - -inf a NaN that proves nothing), at g and at g = 0, and must agree there, with
-    every state finite after it (from step 2 on the step proof holds). ``1 - (p > 1000) (1 -
-    sign(exp(prev(g, -inf))))`` is 1 at every real state, 0 at step 1 where p > 1000. Step
-    1 is translated as a case of signs is, with none put in (an infinity times a value, -inf
-    (g - 1), is then no number sympy may reason with)."""
+    """Step 1 from the initial values, which the step proof above (for every real value of
+    the states, but for null sets such as a state at 0) does not cover: a state starts at an
+    infinity (``runmax``), or at 0 (``exp(-1 / prev(g, 0)^2)`` is 0 at step 1, positive at
+    every other value). Each side is translated again at t = 1 with its states read as their
+    initial values, node by node as the language computes (exp(-inf) is 0, -inf - -inf a NaN
+    that proves nothing), at g and at g = 0, and must agree there, with every state finite
+    after it. ``1 - (p > 1000) (1 - sign(exp(prev(g, -inf))))`` is 1 at every real state, 0
+    at step 1 where p > 1000. Step 1 is translated as a case of signs is, with none put in
+    (an infinity times a value, -inf (g - 1), is then no number sympy may reason with).
+    ``sigma`` {}: the updates only. Not needed where nothing of step 1 is outside
+    (``_step_one_outside``)."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import Unsigned  # sympy
-    if not _starts_infinite(src, dst):
+    if not _step_one_outside(src, dst):
         return True
     for gradient in (None, sp.Integer(0)) if domain == "all" else (None,):
         try:
@@ -870,7 +893,8 @@ def scaled_step(pair: Pair):
                 zero = None
             zero_diffs = differences(*zero) if zero else None
             if zero_diffs is not None and all(d == 0 or equal(d, sp.Integer(0))
-                                              for d in diffs + zero_diffs):
+                                              for d in diffs + zero_diffs) \
+                    and _agree_at_first_step(src, dst, {}, pair.domain):
                 pairs = {k: v if scale[k] == 1 else f"({sp.sstr(scale[k])}) * {v}"
                          if scale[k].is_Add else f"{sp.sstr(scale[k])} * {v}"
                          for k, v in sigma.items()}

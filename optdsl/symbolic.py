@@ -207,7 +207,7 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                 args = [x + ZEROS if a.kind == ir.Kind.TENSOR and not x.free_symbols & elements
                         else x for a, x in zip(n.args, args)]
             try:
-                plus = [a in plus_zeros for a in n.args] if signs is not None else None
+                plus = [a in plus_zeros for a in n.args]
                 out[n] = _language_value(prim, args, prim.sympy(sp, *args), plus)
                 marked = _mark_domain(n, args, out) if domains else None
                 if signs is not None:
@@ -286,27 +286,29 @@ def _check_case_value(n: ir.Node, out: dict) -> None:
         raise Unsigned(f"{n.op} gives {out[n]} (an infinity times a value)")
 
 
-# Operations whose 0 is +0.0 (|-0.0|, e^x, log(1), cos, a comparison's False)
-_PLUS_ZERO_OPS = {"abs", "exp", "log", "cos", "lt", "le", "gt", "ge", "eq", "ne"}
+# Operations whose 0 is +0.0 (|-0.0|, e^-inf, log(1), a comparison's False)
+_PLUS_ZERO_OPS = {"abs", "exp", "log", "lt", "le", "gt", "ge", "eq", "ne"}
 
 
 def _plus_zero(n: ir.Node, out: dict, plus: set) -> bool:
-    """Whether ``n``'s value, 0, is +0.0 in the language for certain (its arguments' zeros in
-    ``plus`` are): a sum whose terms are not all zeros (x + -x is +0.0), a product of +0.0
-    and positive numbers, a max, min, clip or where of +0.0 zeros. The language's zero may be
-    -0.0 otherwise (g at g = 0, -x, sign(g) times a sum of signs that cancel, g / -inf), whose
-    1 / -0.0 is -inf."""
+    """Whether ``n``'s value, 0, is +0.0 in the language for certain (the zeros in ``plus``
+    are): a sum of which a term is nonzero for certain (x + -x is +0.0) or of zeros one of
+    which is +0.0 (the first of a difference), a product of +0.0 and positive values, a max,
+    min, clip or where of values each nonzero or +0.0. The language's zero may be -0.0
+    otherwise (g at g = 0, -x, -min(p, 0) for every p > 0, sign(g) times a sum of signs that
+    cancel, g / -inf), whose 1 / -0.0 is -inf."""
     if n.op in _PLUS_ZERO_OPS:
         return True
-    zeros = [a for a in n.args if out[a] == 0]
+    args = list(n.args[1:] if n.op == "where" else n.args)
     if n.op in ("add", "sub"):  # -0.0 needs every term a zero: -0 + -0, -0 - +0
-        return len(zeros) < len(n.args) or (n.args[0] in plus if n.op == "sub"
-                                              else any(a in plus for a in zeros))
+        if any(out[a].is_nonzero for a in args):
+            return True
+        return all(out[a] == 0 for a in args) and (
+            args[0] in plus if n.op == "sub" else any(a in plus for a in args))
     if n.op in ("mul", "div"):
-        return all(a in plus if out[a] == 0 else out[a].is_positive for a in n.args)
-    if n.op in ("min", "max", "clip", "where"):
-        return all(a in plus for a in (zeros if n.op != "where" else
-                                       [a for a in n.args[1:] if out[a] == 0]))
+        return all(a in plus if out[a] == 0 else out[a].is_positive for a in args)
+    if n.op in ("min", "max", "clip", "where"):  # torch.maximum(-0.0, 0.0) is -0.0
+        return all(a in plus or out[a].is_nonzero for a in args)
     return False
 
 
@@ -314,9 +316,9 @@ def _language_value(prim, args: list, e: sp.Expr, plus: list | None = None) -> s
     """``e``, sympy's value of ``prim`` at ``args``, or the language's where sympy's is complex
     or an infinity without a sign: of numbers (sqrt(-1) = I, (-8)^(1/3) = 2 (-1)^(1/3), log(0)
     = zoo, 0^-1 = zoo) the interpreter's own (NaN, -inf, inf), and x / 0 = sign(x) inf (NaN at
-    x = 0 or NaN). In a case of signs (the g = 0 case included; ``plus``: whether each
-    argument's zero is +0.0 for certain, ``_plus_zero``) a quotient by a zero that may be
-    -0.0, or a negative power of one, raises ``Unsigned``: 1 / -0.0 is -inf."""
+    x = 0 or NaN). A quotient by a zero that may be -0.0 (``plus``: whether each argument's
+    zero is +0.0 for certain, ``_plus_zero``), or a negative power of one, raises
+    ``Unsigned``: 1 / -0.0 is -inf."""
     if plus is not None and ((prim.name in ("div", "mod") and args[1] == 0 and not plus[1])
                              or (prim.name == "pow" and args[0] == 0 and not plus[0]
                                  and not args[1].is_nonnegative)):
