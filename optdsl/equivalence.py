@@ -392,40 +392,13 @@ class _Side:
     def __init__(self, rule: Rule, hypers: dict, tag: str, case_of: "_Side | None" = None,
                  signs: dict | None = None, gradient=None, first: bool | None = None):
         import sympy as sp  # heavy: only for the proofs
-        from .symbolic import (DEFINED, T_SYMBOL, leaf_map, live_slots, lost_domains,  # sympy
-                               translate)
+        from .symbolic import DEFINED, live_slots  # sympy
         self.rule, self.hypers, self.tag = rule, hypers, tag
         self.g, self.p = sp.Symbol("g", real=True), sp.Symbol("p", real=True)
         self.gradient = gradient  # a case's value of g (0), or None: g is a symbol
         # the first step: t = 1, each state read as its initial value (an infinity included)
         self.first = first if first is not None else bool(case_of and case_of.first)
-        inputs = {"g": self.g, "p": self.p, "t": sp.Integer(1) if self.first else T_SYMBOL}
-
-        def translated(nonneg: set, wild: set, twins: dict):
-            sym = {s.name: sp.Symbol(f"{tag}:{s.name}", real=True,
-                                     **({"nonnegative": True} if s.name in nonneg else {}))
-                   for s in rule.slots}
-            # a state whose value may be NaN or infinite is read with its marker, so that
-            # 0 * s and s - s (NaN there) are seen to drop it; a twin is read as its first
-            reads = {k: x * DEFINED(x) if k in wild else x for k, x in sym.items()}
-            reads.update({k: reads[first] for k, first in twins.items()})
-            def leaves(inputs, reads):  # and, in the case g = 0, with it
-                return dict(leaf=leaf_map(hypers, inputs, reads), domains=True, signs=signs,
-                            zero_leaf=None if gradient is None
-                            else leaf_map(hypers, {**inputs, "g": gradient}, reads))
-            init = translate([s.init for s in rule.slots],
-                             **leaves({**inputs, "t": sp.Integer(1)}, reads))
-            if self.first:
-                reads = {s.name: init[s.init] for s in rule.slots}
-            tr = translate([rule.update] + [s.update for s in rule.slots], **leaves(inputs, reads))
-            exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
-            inits = {s.name: init[s.init] for s in rule.slots}
-            # at g = 0 every marker a node drops is kept as a nan_where term, but those a
-            # where or a sign drops (as the language does): none is lost
-            self.lost = gradient is None and (lost_domains(tr, exprs.values())
-                                              or lost_domains(init, inits.values()))
-            return sym, exprs, inits
-
+        self.signs = signs
         # a state is a nonnegative symbol when that is proved by induction: its initial value
         # is nonnegative, and so is its update while every such state is (ema(g^2), a max of
         # squares); then sqrt(v) + eps is positive and sign(m / (sqrt(v) + eps)) = sign(m)
@@ -434,7 +407,7 @@ class _Side:
         if case_of is not None:  # one case of the signs of ``case_of``: its facts about the
             # states hold at every step, which those the case's signs would give need not
             # (ema(sign(g)) is nonnegative only while sign(g) = 1 at every step)
-            self.sym, self.exprs, init = translated(*case_of.facts)
+            self.sym, self.exprs, init = self._translated(*case_of.facts)
             self.facts = case_of.facts
             self.live = case_of.live
             self.init = {s.name: init[s.name] for s in self.live}
@@ -442,7 +415,7 @@ class _Side:
             return
         nonneg, wild, twins = {s.name for s in rule.slots}, set(), {}
         while True:
-            self.sym, self.exprs, init = translated(nonneg, wild, twins)
+            self.sym, self.exprs, init = self._translated(nonneg, wild, twins)
             held = {n for n in nonneg if init[n].is_nonnegative and self.exprs[n].is_nonnegative
                     and not _may_be_nan(init[n]) and not _may_be_nan(self.exprs[n])}
             marked = {n for n in init if init[n].has(DEFINED) or self.exprs[n].has(DEFINED)}
@@ -454,6 +427,39 @@ class _Side:
         self.live = live_slots(rule, self.exprs, self.sym)
         self.init = {s.name: init[s.name] for s in self.live}
         self.every_init = init
+
+    def _translated(self, nonneg: set, wild: set, twins: dict) -> tuple:
+        """(state symbols, the step's expressions, the initial values) of the rule, states
+        in ``nonneg`` nonnegative symbols, those in ``wild`` read with their marker, twins as
+        their first; sets ``lost``."""
+        import sympy as sp  # heavy: only for the proofs
+        from .symbolic import DEFINED, T_SYMBOL, leaf_map, lost_domains, translate  # sympy
+        rule, hypers, gradient = self.rule, self.hypers, self.gradient
+        inputs = {"g": self.g, "p": self.p, "t": sp.Integer(1) if self.first else T_SYMBOL}
+        sym = {s.name: sp.Symbol(f"{self.tag}:{s.name}", real=True,
+                                 **({"nonnegative": True} if s.name in nonneg else {}))
+               for s in rule.slots}
+        # a state whose value may be NaN or infinite is read with its marker, so that
+        # 0 * s and s - s (NaN there) are seen to drop it; a twin is read as its first
+        reads = {k: x * DEFINED(x) if k in wild else x for k, x in sym.items()}
+        reads.update({k: reads[first] for k, first in twins.items()})
+
+        def leaves(inputs, reads):  # and, in the case g = 0, with it
+            return dict(leaf=leaf_map(hypers, inputs, reads), domains=True, signs=self.signs,
+                        zero_leaf=None if gradient is None
+                        else leaf_map(hypers, {**inputs, "g": gradient}, reads))
+        init = translate([s.init for s in rule.slots],
+                         **leaves({**inputs, "t": sp.Integer(1)}, reads))
+        if self.first:
+            reads = {s.name: init[s.init] for s in rule.slots}
+        tr = translate([rule.update] + [s.update for s in rule.slots], **leaves(inputs, reads))
+        exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
+        inits = {s.name: init[s.init] for s in rule.slots}
+        # at g = 0 every marker a node drops is kept as a nan_where term, but those a
+        # where or a sign drops (as the language does): none is lost
+        self.lost = gradient is None and (lost_domains(tr, exprs.values())
+                                          or lost_domains(init, inits.values()))
+        return sym, exprs, inits
 
     def _twins(self, init: dict) -> dict:
         """{state: the earlier state it always equals}: twins have equal initial values and
@@ -895,12 +901,17 @@ def scaled_step(pair: Pair):
             if zero_diffs is not None and all(d == 0 or equal(d, sp.Integer(0))
                                               for d in diffs + zero_diffs) \
                     and _agree_at_first_step(src, dst, {}, pair.domain):
-                pairs = {k: v if scale[k] == 1 else f"({sp.sstr(scale[k])}) * {v}"
-                         if scale[k].is_Add else f"{sp.sstr(scale[k])} * {v}"
-                         for k, v in sigma.items()}
-                return True, sigma, ("induction from step 1, states matched up to factors: "
-                                     + _mapping_text(pairs, flip).split(": ", 1)[-1])
+                return True, sigma, _scaled_text(sigma, scale, flip)
     return False, {}, "no states proportional from step 1 make the steps agree"
+
+
+def _scaled_text(sigma: dict, scale: dict, flip: bool) -> str:
+    """What ``scaled_step`` proved: each state of one rule with its factor of the other's."""
+    import sympy as sp  # heavy: only for the proofs
+    pairs = {k: v if scale[k] == 1 else f"({sp.sstr(scale[k])}) * {v}"
+             if scale[k].is_Add else f"{sp.sstr(scale[k])} * {v}" for k, v in sigma.items()}
+    return ("induction from step 1, states matched up to factors: "
+            + _mapping_text(pairs, flip).split(": ", 1)[-1])
 
 
 def _mapping_text(sigma: dict, flip: bool) -> str:

@@ -158,18 +158,16 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
               signs: dict | None = None, zero_leaf=None) -> dict:
     """sympy expressions of ``roots`` (and every node under them), node -> expression.
 
-    ``leaf(node)`` gives the expression of a ``hyper``/``input``/``state`` leaf; ``overrides``
-    maps nodes to expressions to use instead of translating them (e.g. a state's new value);
-    ``domains``: roots and logs carry their ``DEFINED`` marker, and a ``zoo`` or ``nan``
-    raises ``Unsigned`` (for proofs). Random primitives raise ``Opaque``. ``signs``: one case
+    ``leaf(node)``: the expression of a ``hyper``/``input``/``state`` leaf; ``overrides``: nodes
+    -> expressions to use instead (a state's new value); ``domains``: roots and logs carry
+    their ``DEFINED`` marker, and a ``zoo`` or ``nan`` raises ``Unsigned`` (for proofs). Random primitives raise ``Opaque``. ``signs``: one case
     of a proof by cases (``sign_atoms``), ``sign(x)`` -> its value: a ``sign`` node is its
     generic-point sign (``_sign_of``) with those put in, so what is above it is computed node
     by node from numbers with the language's values (log(0) = -inf, g / -inf = 0), not from
-    an expression sympy built on the assumption that every value is finite. ``zero_leaf``:
-    ``leaf`` with g = 0 (a case of its own), ``leaf`` then the general leaves, which a
-    reduction's arguments keep (g is 0 at this element, not over the tensor); a marker a
-    node drops becomes a ``NAN_WHERE`` term.
-    """
+    an expression sympy built on the assumption that every value is finite (see the module
+    docstring for NOT_FINITE and -0.0). ``zero_leaf``: ``leaf`` with g = 0, ``leaf`` then the
+    general leaves, which a reduction's arguments keep (g is 0 at this element, not over the
+    tensor); a marker a node drops becomes a ``NAN_WHERE`` term."""
     if zero_leaf is not None:
         leaf, general_leaf = zero_leaf, leaf
         signs = {} if signs is None else signs
@@ -181,8 +179,6 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
             continue
         if n.op == "const":
             out[n] = number(n.value)
-            if n.value == 0 and math.copysign(1.0, n.value) > 0:
-                plus_zeros.add(n)
         elif n.op in ("hyper", "input", "state"):
             out[n] = leaf(n)
             if n.kind == ir.Kind.TENSOR:
@@ -192,8 +188,7 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
             if prim.random:
                 raise Opaque(n.op)
             args = [out[a] for a in n.args]
-            if signs is not None and any(x.has(NOT_FINITE) for x in (
-                    args[:1] if n.op == "where" else args) if isinstance(x, sp.Basic)):
+            if signs is not None and _over_not_finite(n, args):
                 out[n] = NOT_FINITE
                 continue
             if signs is not None and n.op == "sign":
@@ -207,11 +202,7 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                 args = [x + ZEROS if a.kind == ir.Kind.TENSOR and not x.free_symbols & elements
                         else x for a, x in zip(n.args, args)]
             try:
-                plus = [a in plus_zeros for a in n.args]
-                out[n] = _language_value(prim, args, prim.sympy(sp, *args), plus)
-                marked = _mark_domain(n, args, out) if domains else None
-                if signs is not None:
-                    _check_case_value(n, out)
+                marked = _node_value(n, args, out, plus_zeros, domains, signs is not None)
             except Unsigned:
                 if signs is None:
                     raise
@@ -219,12 +210,38 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                 continue
             if zero_leaf is not None:
                 out[n] = _keep_dropped_markers(n, out, marked)
-            if out[n] == 0 and _plus_zero(n, out, plus_zeros):
-                plus_zeros.add(n)
+        if out[n] == 0 and _plus_zero(n, out, plus_zeros):
+            plus_zeros.add(n)
+    _no_root_not_finite(roots, out)
+    return out
+
+
+def _no_root_not_finite(roots, out: dict) -> None:
     held = [r for r in roots if isinstance(out.get(r), sp.Basic) and out[r].has(NOT_FINITE)]
     if held:
         raise Unsigned(f"{held[0].op} is an infinity or NaN in this case")
-    return out
+
+
+def _over_not_finite(n: ir.Node, args: list) -> bool:
+    """Whether ``n`` is over a ``NOT_FINITE`` value that it keeps: every node but a ``where``
+    keeps its arguments' (0 * inf is NaN); a where, its condition's only."""
+    return any(x.has(NOT_FINITE) for x in (args[:1] if n.op == "where" else args)
+               if isinstance(x, sp.Basic))
+
+
+def _node_value(n: ir.Node, args: list, out: dict, plus_zeros: set, domains: bool,
+                case: bool):
+    """Sets ``out[n]`` to the language's value of ``n`` at ``args``, marked where its domain
+    may fail (``domains``), and raises ``Unsigned`` where it is no number sympy may reason
+    with (a quotient by a zero that may be -0.0; in a ``case``, an infinity times a value).
+    The argument it marked, or None."""
+    prim = PRIMITIVES[n.op]
+    plus = [a in plus_zeros for a in n.args]
+    out[n] = _language_value(prim, args, prim.sympy(sp, *args), plus)
+    marked = _mark_domain(n, args, out) if domains else None
+    if case:
+        _check_case_value(n, out)
+    return marked
 
 
 def _mark_domain(n: ir.Node, args: list, out: dict):
@@ -299,6 +316,8 @@ def _plus_zero(n: ir.Node, out: dict, plus: set) -> bool:
     cancel, g / -inf), whose 1 / -0.0 is -inf."""
     if n.op in _PLUS_ZERO_OPS:
         return True
+    if n.op == "const":
+        return math.copysign(1.0, n.value) > 0
     args = list(n.args[1:] if n.op == "where" else n.args)
     if n.op in ("add", "sub"):  # -0.0 needs every term a zero: -0 + -0, -0 - +0
         if any(out[a].is_nonzero for a in args):
