@@ -51,7 +51,7 @@ def _flag(name: str, value) -> bool:
 
 
 # torch.optim's keyword switches that are no hyperparameter of a rule: name -> (the values
-# that ask for nothing optdsl does not do, what to do instead of the others). A code that
+# that ask for nothing optdsl does not do, what to do instead of the others). Code that
 # passes torch's defaults (or a speed hint: optdsl picks its kernels with backend=) runs.
 TORCH_SWITCHES = {
     "foreach": (lambda v: True, ""),
