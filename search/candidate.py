@@ -53,18 +53,6 @@ def probes():
     return _PROBES
 
 
-def probe_updates(rule, grads, hypers: dict | None = None, p0=None):
-    """The updates ``p_before - p_after`` of ``rule`` on ``grads`` (lr = 1 unless given)."""
-    from optdsl.interpreter import trajectory
-    p = p0 if p0 is not None else probes()[0]
-    return torch.stack(trajectory(rule, {**rule.defaults, "lr": 1.0, **(hypers or {})}, p, grads))
-
-
-def numeric_key(updates: torch.Tensor, digits: int = 6) -> str:
-    text = ",".join(f"{float(x):.{digits - 1}e}" for x in updates.flatten())
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
 def text_hash(text: str) -> str:
     """``text:`` + SHA-256 of program text with comments dropped and spacing normalized."""
     lines = []
@@ -155,6 +143,7 @@ def build(source, id: str | None = None, text: str | None = None) -> Candidate:
     program (parsed again unless it is the source itself), so that equal programs get one key
     however they were written: the text a search stores always gives back its key."""
     import optdsl
+    from optdsl.probes import rounded_digest, updates as probe_updates
     from .program import program_text
     rule = optdsl.parse(source) if isinstance(source, str) else source
     keyed = rule
@@ -168,8 +157,8 @@ def build(source, id: str | None = None, text: str | None = None) -> Candidate:
     _, ga, gb = probes()
     updates, error, fp = (), "", ""
     try:
-        updates = (probe_updates(rule, ga), probe_updates(rule, gb))
-        fp = numeric_key(torch.cat([u.flatten() for u in updates]))
+        updates = (probe_updates(rule, ga, probes()[0]), probe_updates(rule, gb, probes()[0]))
+        fp = rounded_digest(torch.cat([u.flatten() for u in updates]))
     except Exception as e:  # e.g. a shape the interpreter rejects: keyed by the error
         error = f"error: {type(e).__name__}"
     canon = canonical_key(without_lr_default(keyed) if lr_scales(rule) else keyed)

@@ -88,9 +88,9 @@ def family(rule, beta: float = 0.9, tol: float = 1e-6) -> str | None:
 
 def _family_on(rule, p0, grads, beta: float, tol: float) -> str | None:
     """``family`` on one probe set."""
-    from .candidate import probe_updates
+    from optdsl.probes import updates
     try:
-        u = probe_updates(rule, grads, p0=p0)
+        u = updates(rule, grads, p0)
     except Exception:
         return None
     if not bool(torch.isfinite(u).all()):
