@@ -29,10 +29,13 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    Lion's ``c / sqrt(c^2)`` at ``c = 0.9 m``, m = 0): there a pair that differs only at
    ``g = 0`` beside a state the probes do not reach can still be proved (``sign(g) + (1 -
    |sign(g)|) (ema(g, 0.9) > 1000)`` and ``sign(g)``). Where a state starts at an infinity
-   (``runmax``, ``prev(g, -inf)``), which no real value of the states covers, step 1 is
-   compared as well, the states read as their initial values (``exp(-inf)`` is 0), and every
-   state must be finite after it; a state that stays infinite gets no proof, nor one that a
-   zero gradient makes infinite (``prev(1 / g, 1)``), nor a parameter where a rule reads it.
+   (``runmax``, ``prev(g, -inf)``), which no real value of the states covers, or the initial
+   values put a sign's argument or a divisor at exactly 0 (a null set the step proof leaves
+   out: ``exp(-1 / prev(g, 0)^2)``), step 1 is compared as well, the states read as their
+   initial values (``exp(-inf)`` is 0), and every state must be finite after it; a state that
+   stays infinite gets no proof, nor one that a zero gradient makes infinite (``prev(1 / g,
+   1)``), nor a parameter where a rule reads it. Not covered: a state at exactly 0 after step
+   1 (``prev(g, 1)`` after a zero gradient).
 3. **Induction from step 1 with proportional states** (``scaled_step``): each state of one
    rule is a constant multiple ``c`` (a function of hyperparameters) of one of the other's after
    step 1, computed from the initial values at t = 1, and at every step t >= 2 where that holds
@@ -691,15 +694,19 @@ def _agree_at_zero_gradient(src: _Side, dst: _Side, sigma: dict) -> bool:
     the language does; a NaN or an infinity without its sign proves nothing) and compared,
     by cases of the signs of its states where it takes them (``sign(0.9 m)``: +-1 and 0)."""
     zero = _at_zero_gradient(src, dst)
-    if zero is None or _leaves_infinite(*zero):
-        return False
-    zs, zd = zero
-    diffs = _differences(zs, zd, sigma)
+    return zero is not None and _sides_agree(*zero, sigma)
+
+
+def _sides_agree(src: _Side, dst: _Side, sigma: dict) -> bool:
+    """One step of two sides translated again (a case of its own: g = 0, step 1) agrees: no
+    difference, or none at a numeric point and every case of the signs agrees, or each
+    difference is proved 0."""
+    diffs = _differences(src, dst, sigma)
     if diffs == []:
         return True
     if _apart(diffs):
         return False
-    return _agree_by_sign_cases(zs, zd, sigma) or _proved_zero(diffs, zs, zd, sigma)
+    return _agree_by_sign_cases(src, dst, sigma) or _proved_zero(diffs, src, dst, sigma)
 
 
 def _infinite(e) -> bool:
@@ -758,9 +765,7 @@ def _agree_at_first_step(src: _Side, dst: _Side, sigma: dict, domain: str) -> bo
             return False
         if any(side.lost or any(_infinite(e) for e in side.exprs.values()) for side in sides):
             return False  # an infinite update, or a state still infinite after step 1
-        diffs = _differences(*sides, sigma)
-        if diffs and (_apart(diffs) or not (_agree_by_sign_cases(*sides, sigma)
-                                            or _proved_zero(diffs, *sides, sigma))):
+        if not _sides_agree(*sides, sigma):
             return False
     return True
 
@@ -776,15 +781,17 @@ def _leaves_infinite(*sides: _Side) -> bool:
 
 def _at_zero_gradient(*sides: _Side) -> tuple | None:
     """The sides translated again with g = 0 (None where that gives a NaN or an infinity
-    without its sign: no proof there). A marker that g = 0 drops (``g sqrt(m)``: NaN at m < 0
-    in the language, 0 to sympy) is kept as a ``nan_where`` term (``symbolic.translate``'s
-    ``zero_leaf``), which the other side must hold too."""
+    without its sign, or leaves a state infinite, ``_leaves_infinite``: no proof there). A
+    marker that g = 0 drops (``g sqrt(m)``: NaN at m < 0 in the language, 0 to sympy) is kept
+    as a ``nan_where`` term (``symbolic.translate``'s ``zero_leaf``), which the other side
+    must hold too."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import Unsigned  # sympy
     try:
-        return tuple(_Side(s.rule, s.hypers, s.tag, s, gradient=sp.Integer(0)) for s in sides)
+        zero = tuple(_Side(s.rule, s.hypers, s.tag, s, gradient=sp.Integer(0)) for s in sides)
     except (Unsigned, ArithmeticError):  # 2 % 0 is sympy's ZeroDivisionError
         return None
+    return None if _leaves_infinite(*zero) else zero
 
 
 SIGN_CASES = 32  # _agree_by_sign_cases: at most this many cases
@@ -857,8 +864,8 @@ def scaled_step(pair: Pair):
     A, B = _Side(pair.a, ha, "a"), _Side(pair.b, hb, "b")
     if A.lost or B.lost:
         return False, {}, LOST
-    if _starts_infinite(A, B):  # step 1 below reads the states' values into expressions
-        return False, {}, "a state starts at an infinity: no induction from step 1"  # for reals
+    if _starts_infinite(A, B):  # step 1 below puts the initial values into expressions
+        return False, {}, "a state starts at an infinity: no induction from step 1"
     constants = set().union(*(sp.sympify(v).free_symbols for v in [*ha.values(), *hb.values()]))
     earlier = sp.Symbol("t_before", integer=True, positive=True)
 
@@ -895,8 +902,6 @@ def scaled_step(pair: Pair):
                 continue
             # the steps at g = 0 too (_agree_at_zero_gradient)
             zero = _at_zero_gradient(src, dst) if pair.domain == "all" else (src, dst)
-            if zero is not None and pair.domain == "all" and _leaves_infinite(*zero):
-                zero = None
             zero_diffs = differences(*zero) if zero else None
             if zero_diffs is not None and all(d == 0 or equal(d, sp.Integer(0))
                                               for d in diffs + zero_diffs) \

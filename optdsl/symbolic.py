@@ -160,14 +160,14 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
 
     ``leaf(node)``: the expression of a ``hyper``/``input``/``state`` leaf; ``overrides``: nodes
     -> expressions to use instead (a state's new value); ``domains``: roots and logs carry
-    their ``DEFINED`` marker, and a ``zoo`` or ``nan`` raises ``Unsigned`` (for proofs). Random primitives raise ``Opaque``. ``signs``: one case
-    of a proof by cases (``sign_atoms``), ``sign(x)`` -> its value: a ``sign`` node is its
-    generic-point sign (``_sign_of``) with those put in, so what is above it is computed node
-    by node from numbers with the language's values (log(0) = -inf, g / -inf = 0), not from
-    an expression sympy built on the assumption that every value is finite (see the module
-    docstring for NOT_FINITE and -0.0). ``zero_leaf``: ``leaf`` with g = 0, ``leaf`` then the
-    general leaves, which a reduction's arguments keep (g is 0 at this element, not over the
-    tensor); a marker a node drops becomes a ``NAN_WHERE`` term."""
+    their ``DEFINED`` marker, and a ``zoo`` or ``nan`` raises ``Unsigned`` (for proofs).
+    Random primitives raise ``Opaque``. ``signs``: one case of a proof by cases
+    (``sign_atoms``), ``sign(x)`` -> its value: a ``sign`` node is its generic-point sign
+    (``_sign_of``) with those put in, so what is above it is computed node by node from
+    numbers with the language's values (log(0) = -inf, g / -inf = 0), not from sympy's
+    all-finite algebra (module docstring: NOT_FINITE, -0.0). ``zero_leaf``: ``leaf`` with
+    g = 0, ``leaf`` then the general leaves, which a reduction's arguments keep (g is 0 at
+    this element, not over the tensor); a marker a node drops becomes a ``NAN_WHERE`` term."""
     if zero_leaf is not None:
         leaf, general_leaf = zero_leaf, leaf
         signs = {} if signs is None else signs
@@ -331,16 +331,15 @@ def _plus_zero(n: ir.Node, out: dict, plus: set) -> bool:
     return False
 
 
-def _language_value(prim, args: list, e: sp.Expr, plus: list | None = None) -> sp.Expr:
+def _language_value(prim, args: list, e: sp.Expr, plus: list) -> sp.Expr:
     """``e``, sympy's value of ``prim`` at ``args``, or the language's where sympy's is complex
     or an infinity without a sign: of numbers (sqrt(-1) = I, (-8)^(1/3) = 2 (-1)^(1/3), log(0)
     = zoo, 0^-1 = zoo) the interpreter's own (NaN, -inf, inf), and x / 0 = sign(x) inf (NaN at
     x = 0 or NaN). A quotient by a zero that may be -0.0 (``plus``: whether each argument's
     zero is +0.0 for certain, ``_plus_zero``), or a negative power of one, raises
     ``Unsigned``: 1 / -0.0 is -inf."""
-    if plus is not None and ((prim.name in ("div", "mod") and args[1] == 0 and not plus[1])
-                             or (prim.name == "pow" and args[0] == 0 and not plus[0]
-                                 and not args[1].is_nonnegative)):
+    if (prim.name in ("div", "mod") and args[1] == 0 and not plus[1]) or \
+            (prim.name == "pow" and args[0] == 0 and not plus[0] and not args[1].is_nonnegative):
         raise Unsigned(f"{prim.name} by a zero whose sign the language keeps (1 / -0.0 = -inf)")
     if all(a.is_number for a in args) and prim.scalar_fn is not None:
         if e.is_extended_real and not any(a.is_infinite for a in args):

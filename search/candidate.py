@@ -154,10 +154,10 @@ def build(source, id: str | None = None, text: str | None = None) -> Candidate:
     except Exception:  # a rule the printer cannot render keeps the text it came as
         printed = source if isinstance(source, str) else rule.source
     text = printed if text is None else text
-    _, ga, gb = probes()
+    p0, ga, gb = probes()
     updates, error, fp = (), "", ""
     try:
-        updates = (probe_updates(rule, ga, probes()[0]), probe_updates(rule, gb, probes()[0]))
+        updates = (probe_updates(rule, ga, p0), probe_updates(rule, gb, p0))
         fp = rounded_digest(torch.cat([u.flatten() for u in updates]))
     except Exception as e:  # e.g. a shape the interpreter rejects: keyed by the error
         error = f"error: {type(e).__name__}"

@@ -349,7 +349,7 @@ def test_a_state_that_starts_at_an_infinity_is_compared_at_step_1(a, b):
     ("where(sign(g) + sign(ema(g, 0.9)) == 0, 0, lr * log(abs(sign(g) + sign(ema(g, 0.9)))))",
      "where(sign(g) * sign(ema(g, 0.9)) > 0, lr * log(2), 0)"),
     ("lr * g * exp(-1 / log(abs(sign(g) + sign(ema(g, 0.9)))))",
-     "lr * g * ((1 + sign(g) * sign(ema(g, 0.9))) * exp(-1 / log(2)) + 1 - sign(g) * sign(ema(g, 0.9))) / 2"),
+     f"lr * g * ((1 + {S}) * exp(-1 / log(2)) + 1 - {S}) / 2"),
 ])
 def test_rules_with_a_state_starting_at_an_infinity_are_still_proved(a, b):
     assert equivalent(a, b, timeout=30).proved
