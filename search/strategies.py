@@ -309,6 +309,39 @@ def drift_join(population: list, member: list, reward: float, size: int,
     return True
 
 
+class NeutralPool:
+    """Neutral variants kept apart from the ageing population: distinct trees that the filter
+    called duplicates of an evaluated program (re-encodings and near-copies, each at that
+    program's score), at most ``size`` of them, a uniform sample of all seen (reservoir
+    sampling), so early variants are not pushed out by later ones."""
+
+    def __init__(self, size: int):
+        self.size, self.members, self.seen = size, [], 0
+
+    def add(self, member: list, reward: float, rng) -> bool:
+        if any(m[0] == member for m in self.members):
+            return False
+        self.seen += 1
+        if len(self.members) < self.size:
+            self.members.append([member, float(reward)])
+        else:
+            j = rng.randrange(self.seen)
+            if j >= self.size:
+                return False
+            self.members[j] = [member, float(reward)]
+        return True
+
+    def pick(self, rng) -> Tree:
+        return Tree.from_json(self.members[rng.randrange(len(self.members))][0])
+
+    def state_dict(self) -> dict:
+        return {"members": self.members, "seen": self.seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.members = [list(m) for m in state.get("members", [])]
+        self.seen = state.get("seen", 0)
+
+
 def tournament(population: list, sample: int, rng) -> Tree:
     """The best of ``sample`` members of ``population`` drawn at random (with replacement)."""
     contenders = [population[rng.randrange(len(population))] for _ in range(sample)]

@@ -436,6 +436,8 @@ def test_neutral_children_join_without_an_evaluation(cls, kw, neutral):
 
 
 @pytest.mark.parametrize("cls,kw", [(EvolutionStrategy, {"population": 6, "neutral": 1.0}),
+                                    (EvolutionStrategy, {"population": 6, "walk": 0.5,
+                                                         "walk_size": 4}),
                                     (RLStrategy, {"edit": 0.5, "queue": 4, "neutral": 1.0,
                                                   "batch": 4, "near": 0.999}),
                                     (RLStrategy, {"edit": 0.9, "parents": "population",
@@ -460,7 +462,36 @@ def test_resume_with_neutral_drift_matches_an_uninterrupted_run(cls, kw):
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
     part += drive(resumed, 5)
     assert part == whole
-    assert resumed.neutral_joins == uninterrupted.neutral_joins > 0
+    if kw.get("walk"):
+        assert resumed.pool.members == uninterrupted.pool.members != []
+    else:
+        assert resumed.neutral_joins == uninterrupted.neutral_joins > 0
+
+
+def test_walk_keeps_a_bounded_pool_of_neutral_variants_apart_from_the_population():
+    """``walk``: the duplicates drawn (each at its program's score) fill a pool of at most
+    ``walk_size`` distinct trees, a uniform sample of all seen; the population holds evaluated
+    programs only (no ``neutral``), and some parents come from the pool."""
+    s = EvolutionStrategy(seed=2, population=6, walk=0.5, walk_size=5)
+    scores, picked = {}, []
+    pick = s.pool.pick
+    s.pool.pick = lambda rng: picked.append(1) or pick(rng)
+    for _ in range(30):
+        results = []
+        for c in s.suggest(4):
+            scores[c.key] = 1.0 / (1.0 + len(c.text))
+            results.append({"id": c.id, "rule": c.text, "status": "ok", "score": scores[c.key]})
+        s.observe(results)
+    members = s.pool.members
+    assert 0 < len(members) <= 5 and s.pool.seen > 5 and picked
+    assert len({json.dumps(m[0]) for m in members}) == len(members)
+    for tree_json, reward in members:
+        cand = build(s.space.source(Tree.from_json(tree_json)))
+        verdict = s.filter.check(cand)
+        assert verdict.kind == "duplicate" and scores[verdict.of] == reward, cand.text
+    for tree_json, _ in s.population:
+        assert build(s.space.source(Tree.from_json(tree_json))).key in scores
+    assert EvolutionStrategy(seed=2).p_walk == 0 and not EvolutionStrategy(seed=2).pool.members
 
 
 def test_resume_through_the_engine_and_store(tmp_path):
