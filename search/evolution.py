@@ -112,12 +112,12 @@ class EvolutionStrategy(SpaceStrategy):
                  delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
                  elite: float = 0.2, neutral: float = 0.0, restart: int = 0,
                  restart_tol: float = 0.01, afp: int = 0, walk: float = 0.0,
-                 walk_size: int = 256, niches: float = 0.0, warm=None):
+                 walk_size: int = 256, warm=None):
         from .strategies import require, require_fraction
         require("population", population, at_least=1)
         require("sample", sample, at_least=1)
         require_fraction(insert=insert, delete=delete, combine=combine, elite=elite,
-                         neutral=neutral, walk=walk, niches=niches)
+                         neutral=neutral, walk=walk)
         require("walk_size", walk_size, at_least=1)
         require("insert + delete + combine", insert + delete + combine, at_most=1)
         # prior 1 gives the choices the warm start never makes weight 0: never drawn, and a
@@ -149,8 +149,6 @@ class EvolutionStrategy(SpaceStrategy):
         self.heard = 0  # results heard (evaluated children): the clock of births
         self.next_new = 0  # afp: the results heard at which the next new program is drawn
         self.p_walk, self.pool = walk, NeutralPool(int(walk_size))
-        self.p_niches = niches
-        self.elites: dict = {}  # niches: what a program reads (Space.leaves) -> its best member
 
     def _birth(self, tree_json) -> int:
         return self.births.get(json.dumps(tree_json), 0)
@@ -196,8 +194,6 @@ class EvolutionStrategy(SpaceStrategy):
         probability ``elite``, else a tournament winner."""
         if self.pool.members and self.rng.random() < self.p_walk:
             return self.pool.pick(self.rng)
-        if self.elites and self.rng.random() < self.p_niches:
-            return Tree.from_json(self.elites[self.rng.choice(sorted(self.elites))][0])
         if self.best and self.rng.random() < self.p_elite:
             return Tree.from_json(self.best[0])
         return self._tournament()
@@ -214,10 +210,6 @@ class EvolutionStrategy(SpaceStrategy):
         if self.best is None or reward > self.best[1]:
             self.best = [tree.to_json(), float(reward)]
         self._join(tree.to_json(), reward)
-        if self.p_niches:
-            niche = " ".join(sorted(self.space.leaves(tree)))
-            if niche not in self.elites or reward > self.elites[niche][1]:
-                self.elites[niche] = [tree.to_json(), float(reward)]
         if meta == "warm":
             self.warm_members.append([tree.to_json(), float(reward)])
         if self.level is None or reward > self.level + self.restart_tol:
@@ -290,7 +282,7 @@ class EvolutionStrategy(SpaceStrategy):
                 "neutral_joins": self.neutral_joins, "warm_members": self.warm_members,
                 "level": self.level, "stalled": self.stalled, "restarts": self.restarts,
                 "births": self.births, "heard": self.heard, "next_new": self.next_new,
-                "pool": self.pool.state_dict(), "elites": self.elites}
+                "pool": self.pool.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self._load_base(state)
@@ -305,7 +297,6 @@ class EvolutionStrategy(SpaceStrategy):
         self.births = dict(state.get("births", {}))
         self.heard, self.next_new = state.get("heard", 0), state.get("next_new", 0)
         self.pool.load_state_dict(state.get("pool", {}))
-        self.elites = {k: list(v) for k, v in state.get("elites", {}).items()}
 
 
 STRATEGIES[EvolutionStrategy.name] = EvolutionStrategy

@@ -310,14 +310,6 @@ class Space:
         return [(_fmt_const(t.value) if t.rule == "const" else self.rules[t.rule][t.alt].alias)
                 for t in tree.nodes() if t.rule in self.n_choices]
 
-    def leaves(self, tree: Tree) -> frozenset:
-        """The names of the leaf choices ``tree`` makes (alternatives without sub-rules:
-        operands such as ``g``, ``sign_m``, ``one``), references to earlier groups and
-        constants left out: what the program reads."""
-        return frozenset(self.rules[t.rule][t.alt].alias for t in tree.nodes()
-                         if t.rule in self.n_choices and t.rule not in ("ref", "const")
-                         and not self.rules[t.rule][t.alt].rules)
-
     def contains(self, text: str) -> bool:
         try:
             self.parser.parse(text)
