@@ -34,8 +34,13 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    out: ``exp(-1 / prev(g, 0)^2)``), step 1 is compared as well, the states read as their
    initial values (``exp(-inf)`` is 0), and every state must be finite after it; a state that
    stays infinite gets no proof, nor one that a zero gradient makes infinite (``prev(1 / g,
-   1)``), nor a parameter where a rule reads it. Not covered: a state at exactly 0 after step
-   1 (``prev(g, 1)`` after a zero gradient).
+   1)``), nor a parameter where a rule reads it. A step that leaves a state at a constant
+   (``s := 0 * g`` at every step, ``prev(g, 1)`` after a zero gradient) is followed the same
+   way: where that constant puts such a point at 0, the next step is compared from it
+   (``_agree_where_states_land``). Not covered: a state that reaches such a point for
+   particular gradients only (``ema(g, 0.9)`` is exactly 0 after g = 1, -0.9), a null set
+   of gradient sequences: ``lr g + |sign(g)| (1 - |sign(ema(g, 0.9))|)`` is proved equal to
+   ``lr g`` and differs there.
 3. **Induction from step 1 with proportional states** (``scaled_step``): each state of one
    rule is a constant multiple ``c`` (a function of hyperparameters) of one of the other's after
    step 1, computed from the initial values at t = 1, and at every step t >= 2 where that holds
@@ -393,7 +398,8 @@ class _Side:
     """One rule translated for a single step: update and slots over symbols for previous values."""
 
     def __init__(self, rule: Rule, hypers: dict, tag: str, case_of: "_Side | None" = None,
-                 signs: dict | None = None, gradient=None, first: bool | None = None):
+                 signs: dict | None = None, gradient=None, first: bool | None = None,
+                 start: dict | None = None):
         import sympy as sp  # heavy: only for the proofs
         from .symbolic import DEFINED, live_slots  # sympy
         self.rule, self.hypers, self.tag = rule, hypers, tag
@@ -401,6 +407,8 @@ class _Side:
         self.gradient = gradient  # a case's value of g (0), or None: g is a symbol
         # the first step: t = 1, each state read as its initial value (an infinity included)
         self.first = first if first is not None else bool(case_of and case_of.first)
+        # a later step from states a step left at constants (``_agree_where_states_land``)
+        self.start = start if start is not None else (case_of.start if case_of else {})
         self.signs = signs
         # a state is a nonnegative symbol when that is proved by induction: its initial value
         # is nonnegative, and so is its update while every such state is (ema(g^2), a max of
@@ -455,6 +463,7 @@ class _Side:
                          **leaves({**inputs, "t": sp.Integer(1)}, reads))
         if self.first:
             reads = {s.name: init[s.init] for s in rule.slots}
+        reads.update(self.start)
         tr = translate([rule.update] + [s.update for s in rule.slots], **leaves(inputs, reads))
         exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
         inits = {s.name: init[s.init] for s in rule.slots}
@@ -597,7 +606,8 @@ def single_step(pair: Pair):
             if ((_agree_by_sign_cases(src, dst, sigma, apart)
                  or (not apart and _proved_zero(diffs, src, dst, sigma)))
                     and (pair.domain != "all" or _agree_at_zero_gradient(src, dst, sigma))
-                    and _agree_at_first_step(src, dst, sigma, pair.domain)):
+                    and _agree_at_first_step(src, dst, sigma, pair.domain)
+                    and _agree_where_states_land(src, dst, sigma, pair.domain)):
                 return True, sigma, _mapping_text(sigma, flip)
     return False, {}, "no state correspondence makes one step agree"
 
@@ -727,17 +737,22 @@ def _step_one_outside(*sides: _Side) -> bool:
     (``_starts_infinite``), or the initial values put the argument of a sign or |x|, a divisor
     or a domain marker's argument of the step at exactly 0 (``exp(-1 / prev(g, 0)^2)``: 0 at
     step 1, positive at every other value of the state)."""
-    import sympy as sp  # heavy: only for the proofs
-    from .symbolic import DEFINED  # sympy
     if _starts_infinite(*sides):
         return True
-    for side in sides:
-        inits = {side.sym[k]: v for k, v in side.every_init.items()}
-        for e in side.exprs.values():
-            vanishing = [a.args[0] for a in e.atoms(sp.sign, sp.Abs, DEFINED)]
-            vanishing += [x.base for x in e.atoms(sp.Pow) if x.exp.is_negative]
-            if any(x.free_symbols & set(inits) and x.xreplace(inits) == 0 for x in vanishing):
-                return True
+    return any(_vanishes_at(side, side.every_init) for side in sides)
+
+
+def _vanishes_at(side: _Side, values: dict) -> bool:
+    """Whether the states at ``values`` (name -> value) put the argument of a sign or |x|, a
+    divisor or a domain marker's argument of ``side``'s step at exactly 0."""
+    import sympy as sp  # heavy: only for the proofs
+    from .symbolic import DEFINED  # sympy
+    at = {side.sym[k]: v for k, v in values.items()}
+    for e in side.exprs.values():
+        vanishing = [a.args[0] for a in e.atoms(sp.sign, sp.Abs, DEFINED)]
+        vanishing += [x.base for x in e.atoms(sp.Pow) if x.exp.is_negative]
+        if any(x.free_symbols & set(at) and x.xreplace(at) == 0 for x in vanishing):
+            return True
     return False
 
 
@@ -753,19 +768,53 @@ def _agree_at_first_step(src: _Side, dst: _Side, sigma: dict, domain: str) -> bo
     (an infinity times a value, -inf (g - 1), is then no number sympy may reason with).
     ``sigma`` {}: the updates only. Not needed where nothing of step 1 is outside
     (``_step_one_outside``)."""
+    return not _step_one_outside(src, dst) or _agree_from(src, dst, sigma, domain, first=True)
+
+
+def _agree_from(src: _Side, dst: _Side, sigma: dict, domain: str, first: bool = False,
+                starts: tuple = ({}, {})) -> bool:
+    """One step of each side from where the step proof may not reach (step 1 from the initial
+    values, ``first``; or states read as the values in ``starts``, one dict per side),
+    translated node by node as a case of signs with none put in, at g and (``domain`` "all")
+    at g = 0: the two agree there, with every state finite after it."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import Unsigned  # sympy
-    if not _step_one_outside(src, dst):
-        return True
     for gradient in (None, sp.Integer(0)) if domain == "all" else (None,):
         try:
-            sides = [_Side(s.rule, s.hypers, s.tag, s, signs={}, gradient=gradient, first=True)
-                     for s in (src, dst)]
+            sides = [_Side(s.rule, s.hypers, s.tag, s, signs={}, gradient=gradient, first=first,
+                           start=start) for s, start in zip((src, dst), starts)]
         except (Unsigned, ArithmeticError):
             return False
         if any(side.lost or any(_infinite(e) for e in side.exprs.values()) for side in sides):
-            return False  # an infinite update, or a state still infinite after step 1
+            return False  # an infinite update, or a state still infinite after the step
         if not _sides_agree(*sides, sigma):
+            return False
+    return True
+
+
+def _agree_where_states_land(src: _Side, dst: _Side, sigma: dict, domain: str) -> bool:
+    """A step may leave a state at a constant: ``s := 0 * g`` at every step, ``prev(g, 1)``
+    after a zero gradient. The step proof holds for every real value of the states but null
+    sets, and that constant may lie in one (``sign(1 / s)`` at s = 0: 1 / -0.0 is -inf, so
+    ``0 * g`` and ``0 * |g|`` differ at g < 0). So after a step at g, and after one at g = 0
+    (``domain`` "all"), the states each side leaves at a constant are read as it, the others
+    kept as symbols, and where that puts a vanishing point of the step at 0
+    (``_vanishes_at``) the next step is compared from there as step 1 is (``_agree_from``).
+    A state read as a constant 0 is not +0.0 for certain, so a quotient by it proves
+    nothing."""
+    after = [(src, dst)]
+    if domain == "all":
+        zero = _at_zero_gradient(src, dst)
+        if zero is None:
+            return False
+        after.append(zero)
+    for sides in after:
+        starts = tuple({k: e for k, e in side.exprs.items() if k != "update" and e.is_number}
+                       for side in sides)
+        if any(_infinite(e) for st in starts for e in st.values()):
+            return False
+        if any(_vanishes_at(s, st) for s, st in zip((src, dst), starts)) \
+                and not _agree_from(src, dst, sigma, domain, starts=starts):
             return False
     return True
 
@@ -905,7 +954,8 @@ def scaled_step(pair: Pair):
             zero_diffs = differences(*zero) if zero else None
             if zero_diffs is not None and all(d == 0 or equal(d, sp.Integer(0))
                                               for d in diffs + zero_diffs) \
-                    and _agree_at_first_step(src, dst, {}, pair.domain):
+                    and _agree_at_first_step(src, dst, {}, pair.domain) \
+                    and _agree_where_states_land(src, dst, {}, pair.domain):
                 return True, sigma, _scaled_text(sigma, scale, flip)
     return False, {}, "no states proportional from step 1 make the steps agree"
 

@@ -316,6 +316,36 @@ NOT_FINITE_PAIRS = [  # a review of the two changes above (2026-12-04) found eac
 ]
 
 
+LANDING_PAIRS = [  # the step proof holds at every real value of s but 0, and a step leaves s
+    # at 0: at every step (-0.0 where g < 0 against +0.0), or after a zero gradient (1 / 0^2)
+    ("r(lr=1):\n    state s = 1\n    u = lr * g + (p > 1000) * sign(1 / s)\n    s := 0 * g\n"
+     "    return u", "r(lr=1):\n    state s = 1\n    u = lr * g + (p > 1000) * sign(1 / s)\n"
+     "    s := 0 * abs(g)\n    return u", [-1.0, 1.0]),
+    ("r(lr=1):\n    state s = 1\n    u = lr * g + (p > 1000) * sign(1 / s)\n    s := 0 * g\n"
+     "    return u", "r(lr=1):\n    state s = 1\n    u = lr * g + (p > 1000) * sign(1 / s)\n"
+     "    s := g - g\n    return u", [-1.0, 1.0]),
+    ("lr * g + (p > 1000) * (1 - sign(exp(-1 / prev(g, 1)^2)))", "lr * g", [0.0, 1.0]),
+]
+
+
+@pytest.mark.parametrize("a,b,grads", LANDING_PAIRS)
+def test_a_state_a_step_leaves_at_a_constant_is_compared_there(a, b, grads):
+    from optdsl.equivalence import scaled_step
+    pair = Pair(*_told_apart(a, b, grads, p0=2000.0))
+    assert not single_step(pair)[0] and not scaled_step(pair)[0]
+    assert not equivalent(pair.a, pair.b, timeout=30).proved
+
+
+@pytest.mark.parametrize("a,b", [
+    ("lr * sign(g) * sign(prev(g, 0))", "lr * sign(g * prev(g, 0))"),
+    ("lr * g * (1 + sign(g) * sign(prev(g, 1)))", "lr * (g + abs(g) * sign(prev(g, 1)))"),
+    ("r(lr=1):\n    state s = 1\n    u = lr * g * s\n    s := 0 * g\n    return u",
+     "r(lr=1):\n    state s = 1\n    u = lr * g * s\n    s := 0 * abs(g)\n    return u"),
+])
+def test_rules_whose_states_land_on_a_constant_are_still_proved(a, b):
+    assert equivalent(a, b, timeout=30).proved
+
+
 @pytest.mark.parametrize("a,b,grads", NOT_FINITE_PAIRS)
 def test_infinities_and_negative_zeros_prove_nothing(a, b, grads):
     from optdsl.equivalence import scaled_step
