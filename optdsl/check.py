@@ -40,7 +40,9 @@ def _err(msg: str, pos: Pos | None, error=DSLError) -> DSLError:
 # values written in a program alike)
 _RANGES = [
     (r"lr|eps|weight_decay|lr_decay|momentum|initial_accumulator(_value)?|momentum_decay|"
-     r"final_lr|trust_coefficient|step_size_(min|max)", lambda v: v >= 0, "must be >= 0"),
+     r"final_lr|trust_coefficient|step_size_(min|max)|alpha", lambda v: v >= 0, "must be >= 0"),
+    (r"etaminus", lambda v: 0 < v < 1, "must be in (0, 1)"),  # torch.optim.Rprop's etas:
+    (r"etaplus", lambda v: v > 1, "must be > 1"),             # 0 < etaminus < 1 < etaplus
     (r"beta\d?|rho", lambda v: 0 <= v < 1, "must be in [0, 1)"),
     (r"dampening|nu\d", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     (r"gamma|k", lambda v: v > 0, "must be > 0"),
@@ -656,6 +658,14 @@ def _default_value(e, pos: Pos) -> float:
     return v
 
 
+# Names that optdsl.Optimizer (and torch.optim's param groups) take for themselves: a
+# hyperparameter of one of these names could never be set, or would be set by them
+_OPTIMIZER_NAMES = {"params": "the parameters", "rule": "the rule",
+                    "backend": "the kernels' backend", "seed": "the random generator's seed",
+                    "state_dtype": "the states' dtype", "maximize": "ascending",
+                    "betas": "torch's (beta1, beta2)"}
+
+
 def _check_header(program: Program, rules):
     seen = {}
     for h, default, pos in program.header:
@@ -664,6 +674,9 @@ def _check_header(program: Program, rules):
         if h in ir.INPUTS or h in CONSTANTS:
             raise _err(f"'{h}' is {'an input' if h in ir.INPUTS else 'a constant'} of every rule, "
                        "not a hyperparameter", pos)
+        if h in _OPTIMIZER_NAMES:
+            raise _err(f"'{h}' is optdsl.Optimizer's own argument ({_OPTIMIZER_NAMES[h]}), not a "
+                       "hyperparameter name; pick another name", pos)
         if not _is_rule_name(default, rules):
             _default_value(default, pos)
         seen[h] = pos

@@ -81,17 +81,29 @@ TUPLE_OPTIONS = {"betas": ("beta1", "beta2"), "etas": ("etaminus", "etaplus"),
                  "step_sizes": ("step_size_min", "step_size_max")}
 
 
-def _split_tuples(hypers: dict, rule: Rule) -> None:
+def _split_tuples(hypers: dict, rule: Rule, keyword: bool = True) -> None:
     """Accept torch's ``betas=(b1, b2)`` as ``beta1``, ``beta2``, and Rprop's ``etas`` and
     ``step_sizes`` likewise (explicit names win); ``etas`` and ``step_sizes`` are then dropped
-    (``betas`` stays: torch's schedulers cycle it)."""
+    (``betas`` stays: torch's schedulers cycle it). As a keyword (``keyword``, not a param
+    group's key, which torch keeps whatever it is), one that is not a sequence of that many
+    values, or given to a rule without those hyperparameters, is a HyperparameterError."""
     for option, names in TUPLE_OPTIONS.items():
-        value = hypers.get(option)
-        if not isinstance(value, (tuple, list)) or not set(names) <= set(rule.hypers):
+        if option not in hypers:
             continue
-        if len(value) != len(names):
-            raise ValueError(f"{option} takes {len(names)} values ({', '.join(names)}), "
-                             f"not {len(value)}")
+        value = hypers[option]
+        if isinstance(value, torch.Tensor) and value.dim() == 1:
+            value = value.tolist()
+        if not set(names) <= set(rule.hypers):
+            if keyword:
+                raise HyperparameterError(
+                    f"{option} sets {' and '.join(names)}, which rule {rule.name} does not "
+                    f"have; valid: {', '.join(rule.hypers)}")
+            continue
+        if not isinstance(value, (tuple, list)) or len(value) != len(names):
+            if not keyword and not isinstance(value, (tuple, list)):
+                continue
+            raise HyperparameterError(f"{option} takes {len(names)} values "
+                                      f"({', '.join(names)}), not {value!r}")
         for name, v in zip(names, value):
             hypers.setdefault(name, v)
         if option != "betas":
@@ -160,7 +172,7 @@ class Optimizer(torch.optim.Optimizer):
         if isinstance(param_group, dict):
             if "maximize" in param_group:
                 param_group["maximize"] = _flag("maximize", param_group["maximize"])
-            _split_tuples(param_group, self.rule)
+            _split_tuples(param_group, self.rule, keyword=False)
             for k in list(param_group):
                 if k in self.rule.hypers:
                     param_group[k] = validate_hyper(k, param_group[k])

@@ -170,6 +170,38 @@ def test_nesterov_without_momentum_or_with_dampening_is_refused_as_torch_refuses
                              "nesterov": 1})
 
 
+@pytest.mark.parametrize("rule, given, torch_class", [
+    ("adam", dict(betas=0.5), torch.optim.Adam),  # torch: 'float' is not subscriptable
+    ("adam", dict(betas=(0.5,)), None),  # torch fails at the first step
+    ("sgd", dict(betas=(0.9, 0.99)), torch.optim.SGD),  # torch: an unexpected keyword
+    ("r(lr=0.1, beta1=0.9) = lr * ema(g, beta1)", dict(betas=(0.5, 0.6)), None),
+    ("rprop", dict(etas=(2.0, 1.2)), torch.optim.Rprop),  # torch: Invalid eta values
+    ("rprop", dict(etas=(0.5, 0.9)), torch.optim.Rprop),
+    ("rmsprop", dict(alpha=-0.5), torch.optim.RMSprop),  # torch: Invalid alpha value
+])
+def test_values_torch_refuses_are_refused_not_ignored(rule, given, torch_class):
+    """``betas`` that is not two numbers, or given to a rule without beta1 and beta2, was
+    dropped without a word (the rule ran at its defaults); Rprop's etas and RMSprop's alpha
+    outside torch's ranges ran."""
+    p = [torch.zeros(1, requires_grad=True)]
+    if torch_class is not None:
+        with pytest.raises((TypeError, ValueError)):
+            torch_class(p, lr=0.1, **given)
+    with pytest.raises(optdsl.HyperparameterError):
+        optdsl.Optimizer(p, rule, **given)
+    opt = optdsl.Optimizer(p, "adam", betas=torch.tensor([0.5, 0.6]))  # a tensor, as torch's
+    assert (opt.defaults["beta1"], opt.defaults["beta2"]) == (0.5, pytest.approx(0.6))
+
+
+@pytest.mark.parametrize("name", ["maximize", "seed", "params", "backend", "betas"])
+def test_a_hyperparameter_cannot_take_a_name_the_optimizer_takes(name):
+    """``r(lr=0.1, maximize=0.5)`` passed the checker, then the group's maximize=False made its
+    update 0; ``seed=`` went to the generator and ``params=`` was the parameter list."""
+    with pytest.raises(optdsl.DSLError, match=f"'{name}' is optdsl.Optimizer's own argument") as e:
+        optdsl.parse(f"r(lr=0.1, {name}=0.5) = lr * {name} * g")
+    assert (e.value.line, e.value.column) == (1, 11)
+
+
 def test_nesterov_without_momentum_in_program_text_is_an_error_at_the_call():
     with pytest.raises(optdsl.HyperparameterError) as e:
         optdsl.parse("r(lr=1) = lr * g + sgd(nesterov=1)")
