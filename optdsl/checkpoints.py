@@ -74,6 +74,22 @@ TORCH_LAYOUTS = {row.rule: row for row in [
 _TORCH_ONLY = set(_ADAM_FLAGS) | {"amsgrad", "decoupled_weight_decay"}
 
 
+def torch_rule(groups: list, torch_class: str = "") -> str | None:
+    """The library rule that computes what a torch.optim optimizer with these param groups
+    computes (``torch_class``: its class name, where known), by the settings each layout
+    requires (``Adam(decoupled_weight_decay=True)`` is ``adamw``); None when none does (an
+    AdamW with amsgrad) or the groups disagree."""
+    if torch_class == "SGD" or (not torch_class and any("nesterov" in g for g in groups)):
+        return "sgd"
+    if torch_class not in ("", "Adam", "AdamW"):
+        return None
+    for row in TORCH_LAYOUTS.values():
+        if row.fixed and all(bool(g.get(k, False)) == v for g in groups
+                             for k, v in row.fixed.items()):
+            return row.rule
+    return None
+
+
 def _flags(row: TorchLayout) -> dict:
     return _ADAM_FLAGS if row.torch_class in ("Adam", "AdamW") else _SGD_FLAGS
 
@@ -106,11 +122,13 @@ def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
     for g in sd["param_groups"]:
         wrong = {k: g[k] for k, v in row.fixed.items() if k in g and bool(g[k]) != v}
         if wrong:
+            other = torch_rule(sd["param_groups"])
             raise CheckpointError(
-                f"this torch.optim.{row.torch_class} checkpoint has "
+                "this torch.optim checkpoint has "
                 + ", ".join(f"{k}={v}" for k, v in wrong.items())
                 + f", which rule {rule.name} does not compute"
-                + (" (use rule amsgrad)" if wrong.get("amsgrad") else ""))
+                + (f" (rule {other} does: it is torch.optim.{TORCH_LAYOUTS[other].torch_class}'s)"
+                   if other else " (no library rule does)"))
         g = {k: v for k, v in g.items() if k not in _TORCH_ONLY or k == "maximize"}
         if "betas" in g:
             g["beta1"], g["beta2"] = (float(b) for b in g["betas"])

@@ -315,12 +315,13 @@ class Optimizer(torch.optim.Optimizer):
         """The optdsl optimizer that continues ``optimizer`` (a torch.optim Adam, AdamW or SGD)
         on the same parameters, param groups and state; ``kwargs`` go to the constructor
         (e.g. ``backend=``)."""
-        rule = {"Adam": "amsgrad" if any(g.get("amsgrad") for g in optimizer.param_groups)
-                else "adam", "AdamW": "adamw", "SGD": "sgd"}.get(type(optimizer).__name__)
+        name = type(optimizer).__name__
+        rule = checkpoints.torch_rule(optimizer.param_groups, name)
         if rule is None:
             raise checkpoints.CheckpointError(
-                f"torch.optim.{type(optimizer).__name__} has no optdsl counterpart; those that "
-                f"do: Adam, AdamW, SGD")
+                f"torch.optim.{name} with these settings has no optdsl counterpart; those that "
+                "do: Adam (amsgrad, decoupled_weight_decay: rules adam, amsgrad, adamw), AdamW "
+                "(without amsgrad), SGD")
         groups = [{"params": g["params"]} for g in optimizer.param_groups]
         new = cls(groups, rule, **kwargs)
         new.load_state_dict(optimizer.state_dict())

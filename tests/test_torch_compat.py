@@ -380,14 +380,27 @@ def test_a_torch_checkpoint_of_another_optimizer_is_an_error_at_load():
         lion.load_state_dict(ref.state_dict())
     ams = torch.optim.Adam(model.parameters(), amsgrad=True)
     train_step(model, ams, 0)
-    with pytest.raises(CheckpointError, match="amsgrad=True.*use rule amsgrad"):
+    with pytest.raises(CheckpointError, match=r"amsgrad=True.*rule amsgrad does: it is "
+                                              r"torch.optim.Adam's"):
         optdsl.Optimizer(model.parameters(), "adam").load_state_dict(ams.state_dict())
+    # the message names the rule that computes the checkpoint's optimizer, not the target's
+    with pytest.raises(CheckpointError, match=r"decoupled_weight_decay=False, which rule adamw "
+                                              r"does not compute \(rule adam does"):
+        optdsl.Optimizer(model.parameters(), "adamw").load_state_dict(ref.state_dict())
+    amsw = torch.optim.AdamW(model.parameters(), amsgrad=True)
+    train_step(model, amsw, 0)
+    with pytest.raises(CheckpointError, match="no library rule does"):
+        optdsl.Optimizer(model.parameters(), "adam").load_state_dict(amsw.state_dict())
+    with pytest.raises(CheckpointError, match="AdamW with these settings has no optdsl"):
+        optdsl.Optimizer.from_torch(amsw)
 
 
 TORCH_PAIRS = [
     ("adam", lambda ps: torch.optim.Adam(ps, lr=0.03, betas=(0.8, 0.99), weight_decay=0.01,
                                          foreach=False)),
     ("adamw", lambda ps: torch.optim.AdamW(ps, lr=0.03, weight_decay=0.1, foreach=False)),
+    ("adamw", lambda ps: torch.optim.Adam(ps, lr=0.03, weight_decay=0.1, foreach=False,
+                                          decoupled_weight_decay=True)),  # AdamW by its flag
     ("amsgrad", lambda ps: torch.optim.Adam(ps, lr=0.03, amsgrad=True, foreach=False)),
     ("sgd", lambda ps: torch.optim.SGD(ps, lr=0.03, momentum=0.8, dampening=0.1, foreach=False)),
     ("nesterov", lambda ps: torch.optim.SGD(ps, lr=0.03, momentum=0.9, nesterov=True,
@@ -396,7 +409,8 @@ TORCH_PAIRS = [
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("rule,make_torch", TORCH_PAIRS, ids=[r for r, _ in TORCH_PAIRS])
+@pytest.mark.parametrize("rule,make_torch", TORCH_PAIRS,
+                         ids=[f"{r}{k}" for k, (r, _) in enumerate(TORCH_PAIRS)])
 def test_switch_a_running_training_from_torch_to_optdsl_and_back(rule, make_torch, backend):
     """torch for 3 steps, optdsl for 3, torch again for 3 == torch for all 9."""
     model, ref_model = tiny(), tiny()
