@@ -37,8 +37,9 @@ def default_backend() -> str:
 
 def make_backend(rule: Rule, name: str | None = None, state_dtype=None):
     """A backend for ``rule``; ``state_dtype`` is an Optimizer's option (see optdsl.host)."""
-    name = default_backend() if name is None else name
+    given, name = name, default_backend() if name is None else name
     if name not in BACKENDS:
-        raise HyperparameterError(f"unknown backend '{name}'" + did_you_mean(name, BACKENDS)
+        source = " (from $OPTDSL_BACKEND)" if given is None else ""
+        raise HyperparameterError(f"unknown backend '{name}'{source}" + did_you_mean(name, BACKENDS)
                                   + f"; valid: {', '.join(BACKENDS)}")
     return BACKENDS[name](rule, state_dtype)

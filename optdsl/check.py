@@ -311,12 +311,27 @@ class _Instance:
             if node.kind > Kind.SCALAR and prim.scalar_params:
                 raise _err(f"a tensor where a scalar is required in {prim.name}()", e.pos)
             nodes.append(node)
+        self.check_ranges(prim, dict(zip(prim.params, nodes)), bound, c.pos)
         if prim.expand is not None:
             self.at_root, self.call_pos = c is self.root_call, c.pos
             return prim.expand(self, *nodes)
         if prim.validate:
             self.validate_constant_call(prim, nodes, c.pos)
         return ap(prim.name, *nodes)
+
+    def check_ranges(self, prim, nodes: dict, bound: dict, pos) -> None:
+        """An error at the argument when a constant one (hyperparameters at their defaults; not
+        one that reads t) is outside the primitive's range (``Primitive.ranges``):
+        ``ema(g, 1.5)`` grows without bound, ``drop(g, 1)`` divides by 0."""
+        defaults = {h.name: h.default for h in self.b.hypers.values()}
+        for param, ok, wording in prim.ranges:
+            node = nodes.get(param)
+            if node is None or any(m.op == "input" for m in ir.topological([node])):
+                continue
+            v = constant_value(node, defaults)
+            if v is not None and not ok(v):
+                raise _err(f"invalid {param}={v:g} in {prim.name}(): {param} {wording}",
+                           getattr(bound.get(param), "pos", pos), HyperparameterError)
 
     def validate_constant_call(self, prim, nodes, pos):
         """Call a schedule on its arguments' values at t = 1 (defaults for hyperparameters), so

@@ -124,6 +124,9 @@ class Primitive:
     random: bool = False  # draws from the optimizer's generator: fn(generator, like, *args)
     result_kind: Kind | None = None  # forced kind of the result (random tensors are TENSOR)
     validate: bool = False  # check constant arguments at check time by calling scalar_fn
+    # (parameter, test, wording): the values a scalar argument must take, checked at check time
+    # where the argument is a constant (a number, or hyperparameters at their defaults)
+    ranges: tuple = ()
     # algebra (optdsl.canonical)
     commutative: bool = False
     associative: bool = False
@@ -524,10 +527,13 @@ _ROWS = [
         reduces=True, keeps=(FINITE, NOINF, NONNEG, POS)),
     # stateful primitives (each call owns a hidden state slot)
     Primitive("ema", ("x", "beta"), "s <- beta*s + (1-beta)*x, s_0 = 0; the new s",
-              expand=_ema, scalar_params=("beta",)),
+              expand=_ema, scalar_params=("beta",),
+              ranges=(("beta", lambda v: 0 <= v <= 1, "must be in [0, 1]"),)),
     Primitive("heavyball", ("x", "mu", "dampening"),
               "torch SGD's buffer: b_1 = x, b <- mu*b + (1-dampening)*x; the new b",
-              expand=_momentum, defaults={"dampening": 0.0}, scalar_params=("mu", "dampening")),
+              expand=_momentum, defaults={"dampening": 0.0}, scalar_params=("mu", "dampening"),
+              ranges=(("mu", lambda v: v >= 0, "must be >= 0"),
+                      ("dampening", lambda v: 0 <= v <= 1, "must be in [0, 1]"))),
     Primitive("cumsum", ("x",), "s <- s + x, s_0 = 0; the new s", expand=_cumsum),
     Primitive("cumprod", ("x",), "s <- s * x, s_0 = 1; the new s", expand=_cumprod),
     Primitive("runmax", ("x",), "s <- max(s, x), s_0 = -inf; the new s", expand=_runmax),
@@ -571,9 +577,11 @@ def _randn_scalar(gen):
 
 _ROWS += [
     Primitive("noise", ("sigma",), "Gaussian noise N(0, sigma^2), one draw per element",
-              torch_fn=_noise, random=True, result_kind=Kind.TENSOR, scalar_params=("sigma",)),
+              torch_fn=_noise, random=True, result_kind=Kind.TENSOR, scalar_params=("sigma",),
+              ranges=(("sigma", lambda v: v >= 0, "must be >= 0"),)),
     Primitive("drop", ("x", "rate"), "x * Bernoulli(1 - rate) / (1 - rate): dropout of an operand",
-              torch_fn=_drop, random=True, result_kind=Kind.TENSOR, scalar_params=("rate",)),
+              torch_fn=_drop, random=True, result_kind=Kind.TENSOR, scalar_params=("rate",),
+              ranges=(("rate", lambda v: 0 <= v < 1, "must be in [0, 1)"),)),
     Primitive("randn", (), "one standard normal draw per step (a scalar)", random=True,
               scalar_fn=_randn_scalar, result_kind=Kind.SCALAR),
 ]

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
+from optdsl.primitives import PRIMITIVES
+
 SCALAR, REDUCED, TENSOR = 0, 1, 2  # optdsl.ir.Kind, as plain ints
 
 
@@ -448,14 +450,23 @@ def expression(draw, ctx: Ctx, depth: int, scalar: bool = False, stateful: bool 
     return _library_call(draw, ctx)
 
 
-def _scalar_arg(draw, ctx: Ctx, values, init: bool = False) -> object:
-    """A step-scalar argument: usually a number from ``values``, sometimes an expression."""
+def _scalar_arg(draw, ctx: Ctx, values, init: bool = False, within=None) -> object:
+    """A step-scalar argument: usually a number from ``values``, sometimes an expression.
+    ``within`` (primitive, parameter): the checker tests that argument against the primitive's
+    range (``Primitive.ranges``), so it is a number of ``values`` in it or a hyperparameter
+    whose default is."""
+    ok = _range_test(*within) if within else None
+    refs = sorted(h for h, v in ctx.hypers.items() if ok is None or ok(v))
     k = draw(st.integers(0, 4))
-    if k == 0 and ctx.hypers:
-        return Ref(draw(st.sampled_from(sorted(ctx.hypers))))
-    if k == 1:
+    if k == 0 and refs:
+        return Ref(draw(st.sampled_from(refs)))
+    if k == 1 and ok is None:
         return expression(draw, ctx, 1, scalar=True, stateful=False, init=init).expr
-    return Num(draw(st.sampled_from(values)))
+    return Num(draw(st.sampled_from([v for v in values if ok is None or ok(v)])))
+
+
+def _range_test(prim: str, param: str):
+    return next((test for name, test, _ in PRIMITIVES[prim].ranges if name == param), None)
 
 
 def _stateful(draw, ctx: Ctx, sub, scalar: bool = False) -> E:
@@ -464,11 +475,11 @@ def _stateful(draw, ctx: Ctx, sub, scalar: bool = False) -> E:
     args = (x.expr,)
     kind = x.kind
     if f == "ema":
-        args += (_scalar_arg(draw, ctx, (0.9, 0.5, 0.0, 0.99, 1.0)),)
+        args += (_scalar_arg(draw, ctx, (0.9, 0.5, 0.0, 0.99, 1.0), within=("ema", "beta")),)
     elif f == "heavyball":
-        args += (_scalar_arg(draw, ctx, (0.9, 0.5, 0.0)),)
+        args += (_scalar_arg(draw, ctx, (0.9, 0.5, 0.0), within=("heavyball", "mu")),)
         if draw(st.booleans()):
-            args += (_scalar_arg(draw, ctx, (0.0, 0.5, 1.0)),)
+            args += (_scalar_arg(draw, ctx, (0.0, 0.5, 1.0), within=("heavyball", "dampening")),)
     elif f == "prev" and draw(st.booleans()):
         init = expression(draw, ctx, 1, scalar=scalar, stateful=False, init=True)
         args += (init.expr,)
@@ -481,9 +492,10 @@ def _random(draw, ctx: Ctx, sub, scalar: bool, init: bool) -> E:
     if f == "randn":
         return E(Call("randn"), SCALAR)
     if f == "noise":
-        return E(Call("noise", (_scalar_arg(draw, ctx, (1.0, 0.1, 0.0), init),)), TENSOR)
+        return E(Call("noise", (_scalar_arg(draw, ctx, (1.0, 0.1, 0.0), init,
+                                            within=("noise", "sigma")),)), TENSOR)
     x = sub()
-    rate = _scalar_arg(draw, ctx, (0.5, 0.1, 0.0), init)
+    rate = _scalar_arg(draw, ctx, (0.5, 0.1, 0.0), init, within=("drop", "rate"))
     return E(Call("drop", (x.expr, rate)), TENSOR, x.reads_state)
 
 

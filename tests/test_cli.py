@@ -42,6 +42,14 @@ def test_check_a_file_and_stdin(tmp_path):
     assert bad.stderr.rstrip().endswith("^")
 
 
+def test_check_takes_a_library_name_and_a_formula_as_the_other_commands_do(capsys):
+    """``optdsl check adam`` said "cannot read adam" where ``optdsl show adam`` works."""
+    assert main(["check", "adam"]) == 0 and "adam: ok: adam(lr=0.001" in capsys.readouterr().out
+    assert main(["check", "lr * sign(g)"]) == 0 and "<formula>: ok" in capsys.readouterr().out
+    status, err = status_and_stderr(["check", "lr * ema(g, 1.5)"], capsys)
+    assert status == 2 and "column 13: invalid beta=1.5 in ema(): beta must be in [0, 1]" in err
+
+
 def test_unknown_command_and_missing_file_exit_2(tmp_path):
     assert run("lsit").returncode == 2
     r = run("check", str(tmp_path / "nope.opt"))

@@ -193,6 +193,33 @@ def test_values_torch_refuses_are_refused_not_ignored(rule, given, torch_class):
     assert (opt.defaults["beta1"], opt.defaults["beta2"]) == (0.5, pytest.approx(0.6))
 
 
+@pytest.mark.parametrize("text, column, message", [
+    ("lr * ema(g, 1.5)", 13, "invalid beta=1.5 in ema(): beta must be in [0, 1]"),
+    ("lr * drop(g, 1)", 14, "invalid rate=1 in drop(): rate must be in [0, 1)"),
+    ("lr * drop(g, -0.5)", 14, "invalid rate=-0.5 in drop()"),
+    ("lr * g + noise(-1)", 16, "invalid sigma=-1 in noise(): sigma must be >= 0"),
+    ("r(lr=1, b=1.2) = lr * ema(g, b)", 30, "invalid beta=1.2 in ema()"),  # at its default
+    ("lr * heavyball(g, 0.9, 2)", 24, "invalid dampening=2 in heavyball()"),
+])
+def test_a_primitive_argument_outside_its_range_is_an_error_at_the_argument(text, column, message):
+    """``ema(g, 1.5)`` grows without bound and ``drop(g, 1)`` divides by 0: they checked and ran."""
+    with pytest.raises(optdsl.HyperparameterError) as e:
+        optdsl.parse(text)
+    assert (e.value.line, e.value.column) == (1, column) and message in e.value.message
+
+
+def test_arguments_in_range_or_that_change_with_t_still_check():
+    for text in ["lr * ema(g, 0.9) + drop(g, 0) + noise(0)", "lr * ema(g, 1)",
+                 "lr * ema(g, 1 - 1 / (t + 1))", "r(lr=1, b=0.5) = lr * drop(g, b)"]:
+        optdsl.parse(text)
+
+
+def test_an_unknown_backend_from_the_environment_says_where_it_came_from(monkeypatch):
+    monkeypatch.setenv("OPTDSL_BACKEND", "bogus")
+    with pytest.raises(ValueError, match=r"unknown backend 'bogus' \(from \$OPTDSL_BACKEND\)"):
+        optdsl.Optimizer([torch.zeros(1, requires_grad=True)], "adam")
+
+
 @pytest.mark.parametrize("name", ["maximize", "seed", "params", "backend", "betas"])
 def test_a_hyperparameter_cannot_take_a_name_the_optimizer_takes(name):
     """``r(lr=0.1, maximize=0.5)`` passed the checker, then the group's maximize=False made its

@@ -10,8 +10,7 @@ from ..errors import DSLError
 from ..host import StatePolicy
 from ..library import library, summary
 from ..printing import to_text
-from ..rules import parse
-from . import COMMANDS, load_rule, output_file, read_program_arg, read_text, rule_of
+from . import COMMANDS, load_rule, output_file, read_program_arg, rule_of
 
 
 def cmd_list(argv) -> int:
@@ -44,12 +43,12 @@ def cmd_show(argv) -> int:
 
 def cmd_check(argv) -> int:
     ap = argparse.ArgumentParser(prog="optdsl check", description=COMMANDS["check"][1])
-    ap.add_argument("file", help="a program file, or '-' for standard input")
+    ap.add_argument("file", help="a program file, '-' for standard input, a library name or "
+                                 "a formula (as the other commands take)")
     args = ap.parse_args(argv)
-    label = "<stdin>" if args.file == "-" else args.file
-    text = read_text(args.file)
+    text, label = read_program_arg(args.file)
     try:
-        rule = parse(text)
+        rule = rule_of(args.file, text, label)
     except DSLError as e:
         print(f"{label}: {e}", file=sys.stderr)
         return 2
