@@ -242,6 +242,9 @@ class _Instance:
     # --- expressions ---------------------------------------------------------------------------
     def expr(self, e) -> ir.Node:
         if isinstance(e, Num):
+            if math.isinf(e.value):  # 1e999: refused in a header, so in the body too
+                raise _err("a number too large for float64 (it reads as inf); write inf if an "
+                           "infinity is meant", e.pos)
             return ir.const(e.value)
         if isinstance(e, Name):
             return self.lookup(e.name, e.pos)

@@ -50,6 +50,13 @@ def test_check_takes_a_library_name_and_a_formula_as_the_other_commands_do(capsy
     assert status == 2 and "column 13: invalid beta=1.5 in ema(): beta must be in [0, 1]" in err
 
 
+def test_train_set_takes_numbers_and_says_which_one_is_not(capsys):
+    status, err = status_and_stderr(["train", "sgd", "--set", "lr=abc"], capsys)
+    assert status == 2 and "--set lr=abc: not a number" in err
+    status, err = status_and_stderr(["train", "sgd", "--set", "lr=-1"], capsys)
+    assert status == 2 and "invalid lr=-1.0: lr must be >= 0" in err  # a number, not '-1'
+
+
 def test_unknown_command_and_missing_file_exit_2(tmp_path):
     assert run("lsit").returncode == 2
     r = run("check", str(tmp_path / "nope.opt"))

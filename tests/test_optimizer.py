@@ -208,6 +208,15 @@ def test_a_primitive_argument_outside_its_range_is_an_error_at_the_argument(text
     assert (e.value.line, e.value.column) == (1, column) and message in e.value.message
 
 
+def test_a_number_that_overflows_is_an_error_in_the_body_as_in_the_header():
+    with pytest.raises(optdsl.DSLError, match="too large for float64") as e:
+        optdsl.parse("lr * g * 1e999")
+    assert (e.value.line, e.value.column) == (1, 10)
+    with pytest.raises(optdsl.HyperparameterError, match="must be finite"):
+        optdsl.parse("r(lr=1e999) = lr * g")
+    optdsl.parse("lr * g + min(p, inf)")  # an infinity written as one
+
+
 def test_arguments_in_range_or_that_change_with_t_still_check():
     for text in ["lr * ema(g, 0.9) + drop(g, 0) + noise(0)", "lr * ema(g, 1)",
                  "lr * ema(g, 1 - 1 / (t + 1))", "r(lr=1, b=0.5) = lr * drop(g, b)"]:

@@ -17,15 +17,19 @@ from . import (COMMANDS, count, load_rule, name_values, output_file, positive_nu
 def cmd_train(argv) -> int:
     ap = argparse.ArgumentParser(prog="optdsl train", description=COMMANDS["train"][1])
     ap.add_argument("rule", help="a library name, a program file or a formula")
-    ap.add_argument("--epochs", type=count(1), default=20)
-    ap.add_argument("--batch-size", type=count(1), default=64)
-    ap.add_argument("--seed", type=seed_number, default=0)
+    ap.add_argument("--epochs", type=count(1), default=20,
+                    help="passes over the training set (default 20)")
+    ap.add_argument("--batch-size", type=count(1), default=64,
+                    help="examples per step (default 64)")
+    ap.add_argument("--seed", type=seed_number, default=0,
+                    help="seeds the weights' initialisation and the batch order (default 0)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="set a hyperparameter (repeatable), e.g. --set beta1=0.95")
     ap.add_argument("--lr", type=float, help="shorthand for --set lr=VALUE")
     args = ap.parse_args(argv)
     rule = load_rule(args.rule)
-    hypers = name_values(args.set, "--set", HyperparameterError)
+    hypers = {k: _number(k, v) for k, v in name_values(args.set, "--set",
+                                                        HyperparameterError).items()}
     if args.lr is not None:
         hypers["lr"] = args.lr
     torch.set_num_threads(1)
@@ -36,6 +40,13 @@ def cmd_train(argv) -> int:
     result = train_digits(rule, args.epochs, args.batch_size, args.seed, **hypers)
     print(f"validation accuracy {result['accuracy']:.4f}  ({time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise HyperparameterError(f"--set {name}={text}: not a number") from None
 
 
 def cmd_plot_schedule(argv) -> int:
