@@ -339,7 +339,9 @@ class Optimizer(torch.optim.Optimizer):
         return opt
 
     def __repr__(self) -> str:
-        return f"optdsl.Optimizer({self.rule.name}, backend={self.backend_name}, groups={len(self.param_groups)})"
+        reason = getattr(self._backend, "fallback_reason", None)
+        backend = f"eager ({self.backend_name} fell back: {reason})" if reason else self.backend_name
+        return f"optdsl.Optimizer({self.rule.name}, backend={backend}, groups={len(self.param_groups)})"
 
 
 class _held:

@@ -157,6 +157,7 @@ def test_random_tensor_rule_falls_back_with_one_warning(backend):
     fallbacks = [w for w in caught if issubclass(w.category, compiled.FallbackWarning)]
     assert len(fallbacks) == 1
     assert "noise" in str(fallbacks[0].message) and "interpreter" in str(fallbacks[0].message)
+    assert f"backend=eager ({backend} fell back: 'noise' draws" in repr(opt)  # what runs
     ref = [torch.ones(3, requires_grad=True)]
     opt = optdsl.Optimizer(ref, NOISY, backend="eager", seed=3, lr=0.1)
     for _ in range(5):
