@@ -284,8 +284,26 @@ def _parser() -> Lark:
     global _PARSER
     if _PARSER is None:
         _PARSER = Lark(grammar_text(), parser="lalr", propagate_positions=True,
-                       maybe_placeholders=True)
+                       maybe_placeholders=True, lexer="basic", postlex=_JoinBracketedLines())
     return _PARSER
+
+
+class _JoinBracketedLines:
+    """Lark post-lexer: a line break inside brackets continues the expression, as in Python
+    (``adam(lr=1e-3,`` then ``beta1=0.95)`` on the next line)."""
+    always_accept = ()  # the basic lexer reads every terminal everywhere (a contextual one
+    # would need _NL accepted everywhere, which changed its parse errors after a program)
+
+    def process(self, stream):
+        depth = 0
+        for tok in stream:
+            if tok.type == "LPAR":
+                depth += 1
+            elif tok.type == "RPAR":
+                depth = max(depth - 1, 0)
+            elif tok.type == "_NL" and depth:
+                continue
+            yield tok
 
 
 def parse_syntax(text: str) -> Program:
@@ -332,9 +350,17 @@ def _unexpected_character(text: str, e: UnexpectedCharacters) -> DSLError:
         hint = " (the language has no attributes)"
     elif _non_ascii_letter_hint(ch):
         hint = _non_ascii_letter_hint(ch)
-    elif _ends_after_program(e.allowed):
+    elif _parses(text[:e.pos_in_stream]):  # (the basic lexer's allowed set is every terminal)
         hint = f" after a complete program; {ONE_PROGRAM}"
     return DSLError(f"unexpected character {ch!r}{hint}", e.line, e.column, text)
+
+
+def _parses(text: str) -> bool:
+    try:
+        _parser().parse(text)
+    except UnexpectedInput:
+        return False
+    return bool(text.strip())
 
 
 def _unexpected_token(text: str, e: UnexpectedToken) -> DSLError:
@@ -346,6 +372,7 @@ def _unexpected_token(text: str, e: UnexpectedToken) -> DSLError:
         message = "the program ends too early" + _describe_expected(e.expected)
         if _line_after_block(text, len(lines), len(lines[-1]) + 1):
             message += after_block.format(len(lines))
+        message += _unclosed_bracket(text, len(lines) + 1, 1)
         return DSLError(message, len(lines), len(lines[-1]) + 1, text)
     shown = "end of line" if tok.type == "_NL" else repr(str(tok))
     keyword = _keyword_as_name(text, tok)
@@ -359,4 +386,22 @@ def _unexpected_token(text: str, e: UnexpectedToken) -> DSLError:
         message = f"unexpected {shown}" + _describe_expected(e.expected)
         if _line_after_block(text, tok.line, tok.column):
             message += after_block.format(tok.line)
+        message += _unclosed_bracket(text, tok.line, tok.column)
     return DSLError(message, tok.line, tok.column, text)
+
+
+def _unclosed_bracket(text: str, line: int, column: int) -> str:
+    """A hint where a '(' on a line before (``line``, ``column``) is still open there: the
+    lines that follow it were read as its continuation (``_JoinBracketedLines``)."""
+    opened = []
+    for n, row in enumerate(text.splitlines()[:line], start=1):
+        for c, ch in enumerate(row.split("#")[0], start=1):
+            if (n, c) >= (line, column):
+                break
+            if ch == "(":
+                opened.append((n, c))
+            elif ch == ")" and opened:
+                opened.pop()
+    if opened and opened[-1][0] < line:
+        return f" (the '(' at line {opened[-1][0]}, column {opened[-1][1]} is not closed)"
+    return ""

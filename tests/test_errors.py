@@ -147,6 +147,22 @@ def test_an_infinite_hyperparameter_is_invalid_as_a_keyword_a_group_and_in_text(
             builds[3](text)
 
 
+def test_a_line_break_inside_parentheses_continues_the_expression():
+    """As in Python: a long call or sum may be written over several lines (it was an
+    'unexpected end of line'); a '(' left open is named where the error shows."""
+    split = optdsl.parse("r(lr=0.1,\n  beta=0.9):\n    m = ema(g,\n            beta)\n"
+                         "    return lr * (sign(g)  # a comment inside\n"
+                         "                 + sign(m))\n")
+    whole = optdsl.parse("r(lr=0.1, beta=0.9):\n    m = ema(g, beta)\n"
+                         "    return lr * (sign(g) + sign(m))\n")
+    assert split.defaults == whole.defaults == {"lr": 0.1, "beta": 0.9}
+    assert optdsl.equivalent(split, whole, timeout=30).proved
+    with pytest.raises(optdsl.DSLError) as e:
+        optdsl.parse("r(lr=1):\n    m = ema(g, 0.9\n    return lr * m\n")
+    assert (e.value.line, e.value.column) == (3, 5)
+    assert "the '(' at line 2, column 12 is not closed" in e.value.message
+
+
 def test_cyclic_rule_calls_are_errors(monkeypatch):
     import importlib
     lib = importlib.import_module("optdsl.library")
