@@ -322,11 +322,14 @@ class _Instance:
             self.validate_constant_call(prim, nodes, c.pos)
         return ap(prim.name, *nodes)
 
+    def hyper_defaults(self) -> dict:
+        return {h.name: h.default for h in self.b.hypers.values()}
+
     def check_ranges(self, prim, nodes: dict, bound: dict, pos) -> None:
         """An error at the argument when a constant one (hyperparameters at their defaults; not
         one that reads t) is outside the primitive's range (``Primitive.ranges``):
         ``ema(g, 1.5)`` grows without bound, ``drop(g, 1)`` divides by 0."""
-        defaults = {h.name: h.default for h in self.b.hypers.values()}
+        defaults = self.hyper_defaults() if prim.ranges else {}
         for param, ok, wording in prim.ranges:
             node = nodes.get(param)
             if node is None or any(m.op == "input" for m in ir.topological([node])):
@@ -339,7 +342,7 @@ class _Instance:
     def validate_constant_call(self, prim, nodes, pos):
         """Call a schedule on its arguments' values at t = 1 (defaults for hyperparameters), so
         that invalid arguments are an error now, with a position, not at step 1000."""
-        defaults = {h.name: h.default for h in self.b.hypers.values()}
+        defaults = self.hyper_defaults()
         values = []
         for n in nodes:
             v = constant_value(n, defaults)

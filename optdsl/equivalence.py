@@ -405,6 +405,7 @@ class _Side:
         self.rule, self.hypers, self.tag = rule, hypers, tag
         self.g, self.p = sp.Symbol("g", real=True), sp.Symbol("p", real=True)
         self.gradient = gradient  # a case's value of g (0), or None: g is a symbol
+        self._at_zero = None  # this side translated again with g = 0 (``at_zero``)
         # the first step: t = 1, each state read as its initial value (an infinity included)
         self.first = first if first is not None else bool(case_of and case_of.first)
         # a later step from states a step left at constants (``_agree_where_states_land``)
@@ -472,6 +473,14 @@ class _Side:
         self.lost = gradient is None and (lost_domains(tr, exprs.values())
                                           or lost_domains(init, inits.values()))
         return sym, exprs, inits
+
+    def at_zero(self) -> "_Side":
+        """This side translated again with g = 0, once (every state correspondence and every
+        check after the step proof reads it); raises what the translation raises."""
+        import sympy as sp  # heavy: only for the proofs
+        if self._at_zero is None:
+            self._at_zero = _Side(self.rule, self.hypers, self.tag, self, gradient=sp.Integer(0))
+        return self._at_zero
 
     def _twins(self, init: dict) -> dict:
         """{state: the earlier state it always equals}: twins have equal initial values and
@@ -834,10 +843,9 @@ def _at_zero_gradient(*sides: _Side) -> tuple | None:
     marker that g = 0 drops (``g sqrt(m)``: NaN at m < 0 in the language, 0 to sympy) is kept
     as a ``nan_where`` term (``symbolic.translate``'s ``zero_leaf``), which the other side
     must hold too."""
-    import sympy as sp  # heavy: only for the proofs
     from .symbolic import Unsigned  # sympy
     try:
-        zero = tuple(_Side(s.rule, s.hypers, s.tag, s, gradient=sp.Integer(0)) for s in sides)
+        zero = tuple(s.at_zero() for s in sides)
     except (Unsigned, ArithmeticError):  # 2 % 0 is sympy's ZeroDivisionError
         return None
     return None if _leaves_infinite(*zero) else zero
