@@ -71,6 +71,8 @@ def validate_together(values: dict, where: str) -> None:
 def validate_hyper(name: str, value) -> float:
     """``value`` as a float, or a HyperparameterError when it is not a number, is NaN or
     infinite, or is outside its name's range (``_RANGES``)."""
+    if isinstance(value, (str, bytes)):  # torch.optim raises on lr="0.1" too: no silent parse
+        raise HyperparameterError(f"hyperparameter {name}={value!r} is a string, not a number")
     try:
         v = float(value)
     except (TypeError, ValueError):

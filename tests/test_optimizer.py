@@ -152,6 +152,18 @@ def test_unknown_and_invalid_hyperparameters():
         optdsl.Optimizer(p, "adam", backend="eagre")
 
 
+def test_a_hyperparameter_given_as_text_is_refused_as_torch_refuses_it():
+    """torch.optim.SGD(p, lr="0.1") raises; optdsl parsed the text and ran at 0.1."""
+    p = [torch.zeros(1, requires_grad=True)]
+    with pytest.raises(TypeError):
+        torch.optim.SGD(p, lr="0.1")
+    with pytest.raises(optdsl.DSLError, match=r"lr='0.1' is a string, not a number"):
+        optdsl.Optimizer(p, "sgd", lr="0.1")
+    opt = optdsl.Optimizer(p, "adam")
+    with pytest.raises(optdsl.DSLError, match=r"beta1='0.5' is a string"):
+        opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], "beta1": "0.5"})
+
+
 @pytest.mark.parametrize("rule, given", [("sgd", dict(nesterov=True)),
                                          ("sgd", dict(nesterov=True, momentum=0.9, dampening=0.1)),
                                          ("nesterov", dict(momentum=0))])
