@@ -13,23 +13,36 @@ torch.optim's own layouts convert both ways for the rules that are the same opti
 running training can switch to optdsl and back (``Optimizer.from_torch``, ``to_torch``,
 loading a torch state_dict directly). One row per rule:
 
-=========  =================================  =====================================
-rule       torch.optim (group settings)       states (torch -> optdsl)
-=========  =================================  =====================================
-adam       Adam (amsgrad=False)               exp_avg -> m, exp_avg_sq -> v
-adamw      AdamW (amsgrad=False)              exp_avg -> adam.m, exp_avg_sq -> adam.v
-amsgrad    Adam (amsgrad=True)                exp_avg -> ema, exp_avg_sq -> vmax.ema,
-                                              max_exp_avg_sq -> vmax
-sgd        SGD                                momentum_buffer -> b
-momentum   SGD (momentum=0.9)                 momentum_buffer -> sgd.b
-nesterov   SGD (momentum=0.9, nesterov=True)  momentum_buffer -> sgd.b
-=========  =================================  =====================================
+=========  =====================================  ==========================================
+rule       torch.optim (group settings)           states (torch -> optdsl)
+=========  =====================================  ==========================================
+adam       Adam (amsgrad=False)                   exp_avg -> m, exp_avg_sq -> v
+adamw      AdamW (amsgrad=False)                  exp_avg -> adam.m, exp_avg_sq -> adam.v
+amsgrad    Adam (amsgrad=True)                    exp_avg -> ema, exp_avg_sq -> vmax.ema,
+                                                  max_exp_avg_sq -> vmax
+sgd        SGD                                    momentum_buffer -> b
+momentum   SGD (momentum=0.9)                     momentum_buffer -> sgd.b
+nesterov   SGD (momentum=0.9, nesterov=True)      momentum_buffer -> sgd.b
+rmsprop    RMSprop                                square_avg -> a.ema, grad_avg -> a.ema#2,
+                                                  momentum_buffer -> heavyball
+adagrad    Adagrad                                sum -> s
+adadelta   Adadelta                               square_avg -> delta.ema, acc_delta -> acc
+rprop      Rprop                                  prev -> prev_g, step_size -> size
+adamax     Adamax                                 exp_avg -> ema, exp_inf -> u
+radam      RAdam (decoupled_weight_decay=False)   exp_avg -> ema, exp_avg_sq -> adaptive.ema
+nadam      NAdam (decoupled_weight_decay=False)   exp_avg -> ema, exp_avg_sq -> denom.ema,
+                                                  mu_product -> prod
+=========  =====================================  ==========================================
 
-torch counts steps in a float tensor (SGD does not count them); optdsl in an int. Groups
-convert ``betas`` <-> ``beta1``/``beta2`` and ``nesterov`` bool <-> 0/1; torch's
-implementation switches (foreach, fused, capturable, differentiable) are dropped on the way in
-and set to torch's defaults on the way out; ``maximize`` travels both ways (the Optimizer's
-option of the same name).
+torch counts steps in a float tensor (SGD does not count them); optdsl in an int. torch keeps
+some states only under a setting (``momentum_buffer`` with a momentum, RMSprop's ``grad_avg``
+when centered): on the way in such a state is zeros (the rule computes it but does not read
+it), on the way out it is left out. A 0-d tensor state (NAdam's ``mu_product``) is a number
+in optdsl. Groups convert torch's tuple settings (``betas``, ``etas``, ``step_sizes``) <-> the
+rule's hyperparameters and ``nesterov``/``centered`` bool <-> 0/1; torch's implementation
+switches (foreach, fused, capturable, differentiable) are dropped on the way in and set to
+torch's defaults on the way out; ``maximize`` travels both ways (the Optimizer's option of
+the same name).
 """
 from __future__ import annotations
 
@@ -53,25 +66,45 @@ class TorchLayout:
     states: dict  # torch state key -> optdsl state name
     fixed: dict = field(default_factory=dict)  # torch group settings this row requires
     counts_steps: bool = True  # torch keeps state["step"]
+    only_if: dict = field(default_factory=dict)  # torch state key -> the group setting without
+    # which torch keeps no such state
 
 
-_ADAM_FLAGS = {"maximize": False, "foreach": None, "capturable": False, "differentiable": False,
-               "fused": None}
-_SGD_FLAGS = {"maximize": False, "foreach": None, "differentiable": False, "fused": None}
-
+_NO_DECOUPLING = {"decoupled_weight_decay": False}
+_SGD_BUFFER = {"momentum_buffer": "momentum"}
 TORCH_LAYOUTS = {row.rule: row for row in [
     TorchLayout("adam", "Adam", {"exp_avg": "m", "exp_avg_sq": "v"},
-                {"amsgrad": False, "decoupled_weight_decay": False}),
+                {"amsgrad": False, **_NO_DECOUPLING}),
     TorchLayout("adamw", "AdamW", {"exp_avg": "adam.m", "exp_avg_sq": "adam.v"},
                 {"amsgrad": False, "decoupled_weight_decay": True}),
     TorchLayout("amsgrad", "Adam", {"exp_avg": "ema", "exp_avg_sq": "vmax.ema",
                                     "max_exp_avg_sq": "vmax"},
-                {"amsgrad": True, "decoupled_weight_decay": False}),
-    TorchLayout("sgd", "SGD", {"momentum_buffer": "b"}, counts_steps=False),
-    TorchLayout("momentum", "SGD", {"momentum_buffer": "sgd.b"}, counts_steps=False),
-    TorchLayout("nesterov", "SGD", {"momentum_buffer": "sgd.b"}, counts_steps=False),
+                {"amsgrad": True, **_NO_DECOUPLING}),
+    TorchLayout("sgd", "SGD", {"momentum_buffer": "b"}, counts_steps=False, only_if=_SGD_BUFFER),
+    TorchLayout("momentum", "SGD", {"momentum_buffer": "sgd.b"}, counts_steps=False,
+                only_if=_SGD_BUFFER),
+    TorchLayout("nesterov", "SGD", {"momentum_buffer": "sgd.b"}, counts_steps=False,
+                only_if=_SGD_BUFFER),
+    TorchLayout("rmsprop", "RMSprop", {"square_avg": "a.ema", "grad_avg": "a.ema#2",
+                                       "momentum_buffer": "heavyball"},
+                only_if={**_SGD_BUFFER, "grad_avg": "centered"}),
+    TorchLayout("adagrad", "Adagrad", {"sum": "s"}),
+    TorchLayout("adadelta", "Adadelta", {"square_avg": "delta.ema", "acc_delta": "acc"}),
+    TorchLayout("rprop", "Rprop", {"prev": "prev_g", "step_size": "size"}),
+    TorchLayout("adamax", "Adamax", {"exp_avg": "ema", "exp_inf": "u"}),
+    TorchLayout("radam", "RAdam", {"exp_avg": "ema", "exp_avg_sq": "adaptive.ema"},
+                _NO_DECOUPLING),
+    TorchLayout("nadam", "NAdam", {"exp_avg": "ema", "exp_avg_sq": "denom.ema",
+                                   "mu_product": "prod"}, _NO_DECOUPLING),
 ]}
-_TORCH_ONLY = set(_ADAM_FLAGS) | {"amsgrad", "decoupled_weight_decay"}
+# torch.optim's tuple settings -> the rule's hyperparameters they hold, in order
+TORCH_TUPLES = {"betas": ("beta1", "beta2"), "etas": ("etaminus", "etaplus"),
+                "step_sizes": ("step_size_min", "step_size_max")}
+_TORCH_BOOLS = ("nesterov", "centered")  # bool settings that a rule reads as 0 or 1
+# torch's implementation switches and the settings a row fixes: not hyperparameters
+_TORCH_SWITCHES = {"foreach", "fused", "capturable", "differentiable", "amsgrad",
+                   "decoupled_weight_decay"}
+_ADAM_FAMILY = ("Adam", "AdamW")  # one torch class, several rules: told apart by their flags
 
 
 def torch_rule(groups: list, torch_class: str = "") -> str | None:
@@ -81,17 +114,21 @@ def torch_rule(groups: list, torch_class: str = "") -> str | None:
     AdamW with amsgrad) or the groups disagree."""
     if torch_class == "SGD" or (not torch_class and any("nesterov" in g for g in groups)):
         return "sgd"
-    if torch_class not in ("", "Adam", "AdamW"):
-        return None
+    family = _ADAM_FAMILY if torch_class in ("",) + _ADAM_FAMILY else (torch_class,)
     for row in TORCH_LAYOUTS.values():
-        if row.fixed and all(bool(g.get(k, False)) == v for g in groups
-                             for k, v in row.fixed.items()):
-            return row.rule
+        if row.torch_class in family and all(bool(g.get(k, False)) == v for g in groups
+                                             for k, v in row.fixed.items()):
+            if torch_class or row.fixed:  # without the class, only flags tell a rule
+                return row.rule
     return None
 
 
-def _flags(row: TorchLayout) -> dict:
-    return _ADAM_FLAGS if row.torch_class in ("Adam", "AdamW") else _SGD_FLAGS
+def _torch_settings(row: TorchLayout) -> dict:
+    """The torch class's constructor settings (not ``params``) and their defaults."""
+    import inspect
+    params = inspect.signature(getattr(torch.optim, row.torch_class).__init__).parameters
+    return {k: p.default for k, p in params.items()
+            if k not in ("self", "params") and p.default is not inspect.Parameter.empty}
 
 
 def _slots(rule: Rule) -> dict:
@@ -102,12 +139,31 @@ def _names(keys) -> str:
     return ", ".join(sorted(keys)) or "none"
 
 
+def _kept_by_torch(row: TorchLayout, key: str, index, groups: list) -> bool:
+    """Whether torch keeps state ``key`` of parameter ``index`` under its group's settings."""
+    setting = row.only_if.get(key)
+    return setting is None or any(g.get(setting) for g in groups if index in g["params"])
+
+
 # --- torch -> optdsl ------------------------------------------------------------------------------
 
 def looks_like_torch(sd: dict) -> bool:
     """True for a state_dict written by torch.optim (not by optdsl)."""
-    return "rule" not in sd and any(
-        "betas" in g or "nesterov" in g or "amsgrad" in g for g in sd.get("param_groups", ()))
+    marks = {"betas", "nesterov", "amsgrad", "foreach", "differentiable"}
+    return "rule" not in sd and any(marks & set(g) for g in sd.get("param_groups", ()))
+
+
+def _group_from_torch(g: dict) -> dict:
+    out = {k: v for k, v in g.items() if k not in _TORCH_SWITCHES}
+    for option, names in TORCH_TUPLES.items():
+        if option in out:
+            out.update(zip(names, (float(v) for v in out[option])))
+            if option != "betas":  # the Optimizer keeps betas (schedulers cycle it)
+                del out[option]
+    for k in _TORCH_BOOLS:
+        if k in out:
+            out[k] = float(bool(out[k]))
+    return out
 
 
 def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
@@ -118,7 +174,6 @@ def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
         raise CheckpointError(
             f"a torch.optim checkpoint (states {_names(found)}) cannot be loaded into rule "
             f"{rule.name}: only {', '.join(TORCH_LAYOUTS)} have torch.optim counterparts")
-    groups = []
     for g in sd["param_groups"]:
         wrong = {k: g[k] for k, v in row.fixed.items() if k in g and bool(g[k]) != v}
         if wrong:
@@ -129,12 +184,8 @@ def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
                 + f", which rule {rule.name} does not compute"
                 + (f" (rule {other} does: it is torch.optim.{TORCH_LAYOUTS[other].torch_class}'s)"
                    if other else " (no library rule does)"))
-        g = {k: v for k, v in g.items() if k not in _TORCH_ONLY or k == "maximize"}
-        if "betas" in g:
-            g["beta1"], g["beta2"] = (float(b) for b in g["betas"])
-        if "nesterov" in g:
-            g["nesterov"] = float(bool(g["nesterov"]))
-        groups.append(g)
+    groups = [_group_from_torch(g) for g in sd["param_groups"]]
+    slots = _slots(rule)
     state = {}
     for index, st in sd["state"].items():
         unknown = set(st) - set(row.states) - {"step"}
@@ -143,9 +194,14 @@ def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
                 f"this torch.optim checkpoint holds states {_names(st)}; rule {rule.name} "
                 f"takes over torch.optim.{row.torch_class}'s {_names(set(row.states) | {'step'})}")
         new = {"step": int(float(st["step"])) if "step" in st else 1}  # SGD: a buffer means
-        for key, name in row.states.items():                            # a step was taken
-            if st.get(key) is not None:
-                new[name] = st[key]
+        like = next((v for k, v in st.items() if k != "step" and isinstance(v, torch.Tensor)
+                     and v.dim() > 0), None)                           # a step was taken
+        for key, name in row.states.items():
+            v = st.get(key)
+            if v is None and row.only_if.get(key) and like is not None:
+                v = torch.zeros_like(like)  # computed by the rule, read only under the setting
+            if v is not None:
+                new[name] = float(v) if slots[name].kind == Kind.SCALAR else v
         state[index] = new
     return {"state": state, "param_groups": groups, "rule": rule.name}
 
@@ -160,36 +216,34 @@ def torch_class(rule: Rule):
     return getattr(torch.optim, row.torch_class)
 
 
+def _group_to_torch(g: dict, row: TorchLayout, hypers: set, settings: dict) -> dict:
+    out = {k: v for k, v in g.items() if k not in hypers and k not in TORCH_TUPLES
+           and not k.startswith("_")}  # params and the keys a user or scheduler added
+    for k, default in settings.items():
+        if k in TORCH_TUPLES and set(TORCH_TUPLES[k]) <= hypers:
+            out[k] = tuple(g[n] for n in TORCH_TUPLES[k])
+        elif k in hypers:
+            out[k] = bool(g[k]) if k in _TORCH_BOOLS else g[k]
+        else:  # a switch, or a setting the rule computes at torch's default
+            out[k] = default
+    out.update(row.fixed)
+    out["maximize"] = bool(g.get("maximize", False))
+    return out
+
+
 def to_torch_state_dict(rule: Rule, sd: dict) -> dict:
     """An optdsl state_dict of a rule with a torch.optim counterpart, in torch's layout."""
     torch_class(rule)  # a rule without a counterpart: the error
     row = TORCH_LAYOUTS[rule.name]
-    hypers = set(rule.hypers)
-    groups = []
-    for g in sd["param_groups"]:
-        out = {k: v for k, v in g.items() if k not in hypers and k != "betas"
-               and not k.startswith("_")}
-        for k in ("lr", "eps", "weight_decay", "momentum", "dampening"):
-            if k in g and k in hypers:
-                out[k] = g[k]
-        if "beta1" in hypers:
-            out["betas"] = (g["beta1"], g["beta2"])
-        if "nesterov" in hypers:
-            out["nesterov"] = bool(g["nesterov"])
-        out.update(row.fixed, **_flags(row))
-        out["maximize"] = bool(g.get("maximize", False))
-        groups.append(out)
+    settings = _torch_settings(row)
+    groups = [_group_to_torch(g, row, set(rule.hypers), settings) for g in sd["param_groups"]]
     state = {}
     for index, st in sd["state"].items():
-        new = {}
-        if row.counts_steps:
-            new["step"] = torch.tensor(float(st["step"]))
+        new = {"step": torch.tensor(float(st["step"]))} if row.counts_steps else {}
         for key, name in row.states.items():
-            if name in st:
-                new[key] = st[name]
-        if row.torch_class == "SGD" and not any(g["momentum"] for g in sd["param_groups"]
-                                                if index in g["params"]):
-            new.pop("momentum_buffer", None)  # torch keeps no buffer without momentum
+            if name in st and _kept_by_torch(row, key, index, sd["param_groups"]):
+                v = st[name]
+                new[key] = v if isinstance(v, torch.Tensor) else torch.tensor(float(v))
         state[index] = new
     return {"state": state, "param_groups": groups}
 

@@ -76,9 +76,7 @@ def _drop_torch_switches(given: dict, rule: Rule) -> None:
                                       f"by optdsl.Optimizer: {instead}")
 
 
-# torch.optim's tuple options -> the rule's hyperparameters they hold, in order
-TUPLE_OPTIONS = {"betas": ("beta1", "beta2"), "etas": ("etaminus", "etaplus"),
-                 "step_sizes": ("step_size_min", "step_size_max")}
+TUPLE_OPTIONS = checkpoints.TORCH_TUPLES  # torch.optim's tuple options -> the hyperparameters
 
 
 def _split_tuples(hypers: dict, rule: Rule, keyword: bool = True) -> None:
@@ -312,25 +310,27 @@ class Optimizer(torch.optim.Optimizer):
     # --- torch.optim interchange ---------------------------------------------------------------
     @classmethod
     def from_torch(cls, optimizer: torch.optim.Optimizer, **kwargs) -> "Optimizer":
-        """The optdsl optimizer that continues ``optimizer`` (a torch.optim Adam, AdamW or SGD)
-        on the same parameters, param groups and state; ``kwargs`` go to the constructor
-        (e.g. ``backend=``)."""
+        """The optdsl optimizer that continues ``optimizer`` (a torch.optim optimizer with a
+        library rule that computes it: ``checkpoints.TORCH_LAYOUTS``) on the same parameters,
+        param groups and state; ``kwargs`` go to the constructor (e.g. ``backend=``)."""
         name = type(optimizer).__name__
         rule = checkpoints.torch_rule(optimizer.param_groups, name)
         if rule is None:
+            classes = sorted({row.torch_class for row in checkpoints.TORCH_LAYOUTS.values()})
             raise checkpoints.CheckpointError(
                 f"torch.optim.{name} with these settings has no optdsl counterpart; those that "
-                "do: Adam (amsgrad, decoupled_weight_decay: rules adam, amsgrad, adamw), AdamW "
-                "(without amsgrad), SGD")
+                f"do: {', '.join(classes)} (Adam by its amsgrad and decoupled_weight_decay: "
+                "rules adam, amsgrad, adamw; AdamW without amsgrad; RAdam and NAdam without "
+                "decoupled_weight_decay)")
         groups = [{"params": g["params"]} for g in optimizer.param_groups]
         new = cls(groups, rule, **kwargs)
         new.load_state_dict(optimizer.state_dict())
         return new
 
     def to_torch(self) -> torch.optim.Optimizer:
-        """The torch.optim optimizer (Adam, AdamW or SGD) that continues this one on the same
-        parameters, param groups and state (rules adam, adamw, amsgrad, sgd, momentum,
-        nesterov)."""
+        """The torch.optim optimizer that continues this one on the same parameters, param
+        groups and state (the rules of ``checkpoints.TORCH_LAYOUTS``: adam, adamw, amsgrad,
+        sgd, momentum, nesterov, rmsprop, adagrad, adadelta, rprop, adamax, radam, nadam)."""
         sd = checkpoints.to_torch_state_dict(self.rule, self.state_dict())
         cls = checkpoints.torch_class(self.rule)
         groups = [{"params": g["params"]} for g in self.param_groups]

@@ -395,6 +395,33 @@ def test_a_torch_checkpoint_of_another_optimizer_is_an_error_at_load():
         optdsl.Optimizer.from_torch(amsw)
 
 
+def test_torch_checkpoints_of_the_other_counterparts_load_or_say_why_not():
+    """An RMSprop, Adagrad, ... state_dict (no betas, nesterov or amsgrad in its groups) was
+    not recognised as torch's: loading one ended in a state-name error."""
+    model, ref_model = tiny(), tiny()
+    ref = torch.optim.RMSprop(ref_model.parameters(), lr=0.01, foreach=False)
+    for i in range(6):
+        train_step(ref_model, ref, i)
+    opt = torch.optim.RMSprop(model.parameters(), lr=0.01, foreach=False)
+    for i in range(3):
+        train_step(model, opt, i)
+    mine = optdsl.Optimizer(model.parameters(), "rmsprop", lr=0.01)
+    mine.load_state_dict(opt.state_dict())
+    for i in range(3, 6):
+        train_step(model, mine, i)
+    close(params_of(model), params_of(ref_model), 1e-10)
+    adagrad = torch.optim.Adagrad(model.parameters())
+    train_step(model, adagrad, 0)
+    with pytest.raises(CheckpointError, match=r"holds states step, sum; rule rmsprop takes over "
+                                              r"torch.optim.RMSprop's"):
+        mine.load_state_dict(adagrad.state_dict())
+    nadamw = torch.optim.NAdam(model.parameters(), weight_decay=0.1, decoupled_weight_decay=True)
+    with pytest.raises(CheckpointError, match="NAdam with these settings has no optdsl"):
+        optdsl.Optimizer.from_torch(nadamw)
+    with pytest.raises(CheckpointError, match=r"lion has no torch.optim counterpart"):
+        optdsl.Optimizer(model.parameters(), "lion").to_torch()
+
+
 TORCH_PAIRS = [
     ("adam", lambda ps: torch.optim.Adam(ps, lr=0.03, betas=(0.8, 0.99), weight_decay=0.01,
                                          foreach=False)),
@@ -405,6 +432,22 @@ TORCH_PAIRS = [
     ("sgd", lambda ps: torch.optim.SGD(ps, lr=0.03, momentum=0.8, dampening=0.1, foreach=False)),
     ("nesterov", lambda ps: torch.optim.SGD(ps, lr=0.03, momentum=0.9, nesterov=True,
                                             foreach=False)),
+    ("sgd", lambda ps: torch.optim.SGD(ps, lr=0.03, weight_decay=0.1, foreach=False)),
+    ("rmsprop", lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9, weight_decay=0.01,
+                                               foreach=False)),
+    ("rmsprop", lambda ps: torch.optim.RMSprop(ps, lr=0.01, momentum=0.8, centered=True,
+                                               foreach=False)),
+    ("adagrad", lambda ps: torch.optim.Adagrad(ps, lr=0.1, lr_decay=0.01, weight_decay=0.01,
+                                               initial_accumulator_value=0.1, foreach=False)),
+    ("adadelta", lambda ps: torch.optim.Adadelta(ps, lr=0.5, rho=0.8, weight_decay=0.01,
+                                                 foreach=False)),
+    ("rprop", lambda ps: torch.optim.Rprop(ps, lr=0.01, etas=(0.4, 1.3), step_sizes=(1e-5, 0.5),
+                                           foreach=False)),
+    ("adamax", lambda ps: torch.optim.Adamax(ps, lr=0.03, betas=(0.8, 0.99), weight_decay=0.01,
+                                             foreach=False)),
+    ("radam", lambda ps: torch.optim.RAdam(ps, lr=0.03, weight_decay=0.01, foreach=False)),
+    ("nadam", lambda ps: torch.optim.NAdam(ps, lr=0.03, momentum_decay=0.01, weight_decay=0.01,
+                                           foreach=False)),
 ]
 
 
@@ -412,7 +455,17 @@ TORCH_PAIRS = [
 @pytest.mark.parametrize("rule,make_torch", TORCH_PAIRS,
                          ids=[f"{r}{k}" for k, (r, _) in enumerate(TORCH_PAIRS)])
 def test_switch_a_running_training_from_torch_to_optdsl_and_back(rule, make_torch, backend):
-    """torch for 3 steps, optdsl for 3, torch again for 3 == torch for all 9."""
+    """torch for 3 steps, optdsl for 3, torch again for 3 == torch for all 9. In float64
+    throughout: torch keeps NAdam's mu_product in the default dtype (float32 otherwise)."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(F64)
+    try:
+        _switch_and_back(rule, make_torch, backend)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def _switch_and_back(rule, make_torch, backend):
     model, ref_model = tiny(), tiny()
     ref = make_torch(ref_model.parameters())
     for i in range(9):
@@ -421,6 +474,7 @@ def test_switch_a_running_training_from_torch_to_optdsl_and_back(rule, make_torc
     for i in range(3):
         train_step(model, opt, i)
     opt = optdsl.Optimizer.from_torch(opt, backend=backend)
+    assert opt.rule.name == {"nesterov": "sgd"}.get(rule, rule)  # every torch SGD is rule sgd
     for i in range(3, 6):
         train_step(model, opt, i)
     opt = opt.to_torch()
