@@ -46,6 +46,7 @@ the same name).
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -125,7 +126,6 @@ def torch_rule(groups: list, torch_class: str = "") -> str | None:
 
 def _torch_settings(row: TorchLayout) -> dict:
     """The torch class's constructor settings (not ``params``) and their defaults."""
-    import inspect
     params = inspect.signature(getattr(torch.optim, row.torch_class).__init__).parameters
     return {k: p.default for k, p in params.items()
             if k not in ("self", "params") and p.default is not inspect.Parameter.empty}
