@@ -26,6 +26,13 @@ from .library import library
 from .probes import is_random
 from .rules import parse, resolve
 
+def _hyper_value(name: str, value):
+    """A hyperparameter's value once checked (``validate_hyper``): a float, or the tensor
+    itself, as torch.optim keeps a tensor lr (a schedule may change it in place)."""
+    checked = validate_hyper(name, value)
+    return value if isinstance(value, torch.Tensor) else checked
+
+
 def _default_seed(rule: Rule) -> int:
     """The seed of the random primitives when ``Optimizer`` is given none (its docstring)."""
     if not is_random(rule):
@@ -145,7 +152,7 @@ class Optimizer(torch.optim.Optimizer):
         _drop_torch_switches(hyperparameters, self.rule)
         hyperparameters.pop("betas", None)
         self._check_names(hyperparameters)
-        defaults.update({k: validate_hyper(k, v) for k, v in hyperparameters.items()})
+        defaults.update({k: _hyper_value(k, v) for k, v in hyperparameters.items()})
         self._state_dtype = state_dtype
         self._backend = make_backend(self.rule, backend, state_dtype)
         self.backend_name = self._backend.name
@@ -173,7 +180,7 @@ class Optimizer(torch.optim.Optimizer):
             _split_tuples(param_group, self.rule, keyword=False)
             for k in list(param_group):
                 if k in self.rule.hypers:
-                    param_group[k] = validate_hyper(k, param_group[k])
+                    param_group[k] = _hyper_value(k, param_group[k])
                 elif k not in ("params", "betas") and did_you_mean(k, self.rule.hypers) \
                         and not k.startswith("_"):
                     warnings.warn(f"optdsl: param group key '{k}' is not a hyperparameter of "

@@ -152,6 +152,24 @@ def test_unknown_and_invalid_hyperparameters():
         optdsl.Optimizer(p, "adam", backend="eagre")
 
 
+@pytest.mark.parametrize("backend", ["eager", "inductor", "torchscript"])
+def test_a_tensor_lr_is_kept_and_read_at_every_step_as_torch_reads_it(backend):
+    """A schedule may change a tensor lr in place (torch's idiom for compiled steps); optdsl
+    turned it into a float at construction and kept stepping at the old value."""
+    runs = []
+    for make in (lambda ps, lr: torch.optim.Adam(ps, lr=lr, foreach=False),
+                 lambda ps, lr: optdsl.Optimizer(ps, "adam", lr=lr, backend=backend)):
+        w, lr = torch.ones(3, requires_grad=True), torch.tensor(0.1)
+        opt = make([w], lr)
+        assert opt.param_groups[0]["lr"] is lr
+        for value in (0.1, 0.0, 0.05):
+            lr.fill_(value)
+            w.grad = torch.tensor([1.0, -2.0, 0.5])
+            opt.step()
+        runs.append(w.detach().clone())
+    torch.testing.assert_close(runs[1], runs[0], rtol=0, atol=1e-6)
+
+
 def test_a_hyperparameter_given_as_text_is_refused_as_torch_refuses_it():
     """torch.optim.SGD(p, lr="0.1") raises; optdsl parsed the text and ran at 0.1."""
     p = [torch.zeros(1, requires_grad=True)]
