@@ -3,7 +3,9 @@
 An optdsl state_dict is torch's (``state``: per parameter index ``step`` and one entry per
 state slot, named from the program; ``param_groups``: every hyperparameter) plus ``rule`` and
 ``generator`` and ``program`` (:func:`program_key`: the rule's canonical hash with its
-hyperparameters' defaults left out). Loading checks it against the rule before anything
+hyperparameters' defaults left out), which every param group carries too, as ``_rule``,
+``_generator`` and ``_program`` (torch.distributed.checkpoint keeps only ``state`` and
+``param_groups``; :func:`mark_groups`, :func:`lift_marks`). Loading checks it against the rule before anything
 changes: the same program (a checkpoint of another rule, even one with the same state names,
 such as AddSign's into PowerSign, is an error naming both sides; a checkpoint from before the
 key, or converted from torch.optim, is checked by its state names), the same state names,
@@ -147,9 +149,40 @@ def _kept_by_torch(row: TorchLayout, key: str, index, groups: list) -> bool:
 
 # --- torch -> optdsl ------------------------------------------------------------------------------
 
-def looks_like_torch(sd: dict) -> bool:
-    """True for a state_dict written by torch.optim (not by optdsl)."""
+# An optdsl state_dict's own entries, kept in every param group too (as "_rule", ...): tools
+# that keep only "state" and "param_groups" (torch.distributed.checkpoint) carry them there
+OWN_ENTRIES = ("rule", "program", "generator")
+
+
+def mark_groups(sd: dict) -> None:
+    """Copy ``sd``'s own entries into each of its param groups (``sd`` is a fresh state_dict)."""
+    for g in sd.get("param_groups", ()):
+        g.update({"_" + k: sd[k] for k in OWN_ENTRIES if k in sd})
+
+
+def lift_marks(sd: dict) -> dict:
+    """``sd`` with its own entries read back from the first group that carries them where it
+    lacks them, and the groups without them (a new dict: ``sd`` is left as it is)."""
+    out = dict(sd)
+    groups = out.get("param_groups", ())
+    for k in OWN_ENTRIES:
+        found = [g["_" + k] for g in groups if "_" + k in g]
+        if k not in out and found:
+            out[k] = found[0]
+    if groups:
+        out["param_groups"] = [{k: v for k, v in g.items()
+                                if k not in {"_" + e for e in OWN_ENTRIES}} for g in groups]
+    return out
+
+
+def looks_like_torch(sd: dict, rule: Rule | None = None) -> bool:
+    """True for a state_dict written by torch.optim (not by optdsl): no ``rule`` entry, torch's
+    marks in its groups, and (given ``rule``) states that are not all the rule's own (an
+    optdsl state_dict stripped of its entries by an older tool)."""
     marks = {"betas", "nesterov", "amsgrad", "foreach", "differentiable"}
+    names = {k for st in sd.get("state", {}).values() for k in st}
+    if rule is not None and names and names <= set(_slots(rule)) | {"step"}:
+        return False
     return "rule" not in sd and any(marks & set(g) for g in sd.get("param_groups", ()))
 
 

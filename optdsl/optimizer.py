@@ -247,6 +247,7 @@ class Optimizer(torch.optim.Optimizer):
         sd["rule"] = self.rule.name
         sd["program"] = self._program_key()
         sd["generator"] = self.generator.get_state()
+        checkpoints.mark_groups(sd)
         for hook in post.values():  # torch's order: post-hooks see the finished dict
             out = hook(self, sd)
             if out is not None:
@@ -267,7 +268,8 @@ class Optimizer(torch.optim.Optimizer):
             out = hook(self, sd)  # them: a hook may migrate a checkpoint before it is checked
             if out is not None:
                 sd = out
-        if checkpoints.looks_like_torch(sd):
+        sd = checkpoints.lift_marks(sd)
+        if checkpoints.looks_like_torch(sd, self.rule):
             sd = checkpoints.from_torch_state_dict(self.rule, sd)
         gen = sd.pop("generator", None)
         saved = [i for g in sd.get("param_groups", ()) for i in g["params"]]

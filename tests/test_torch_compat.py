@@ -422,6 +422,38 @@ def test_torch_checkpoints_of_the_other_counterparts_load_or_say_why_not():
         optdsl.Optimizer(model.parameters(), "lion").to_torch()
 
 
+@pytest.mark.parametrize("rule", ["adam", "sgd", "lion", "lr * (sign(g) + noise(0.1))"])
+def test_torch_distributed_checkpoint_resumes_an_optdsl_optimizer(rule):
+    """torch.distributed.checkpoint keeps only state and param_groups: an optdsl checkpoint
+    lost its rule, program and generator entries and was taken for torch.optim's (adam: 'holds
+    states m, step, v; rule adam takes over torch.optim.Adam's ...')."""
+    from torch.distributed.checkpoint.state_dict import (get_optimizer_state_dict,
+                                                         set_optimizer_state_dict)
+    kw = {"momentum": 0.9} if rule == "sgd" else {}
+    model, copy_model = tiny(), tiny()
+    opt = optdsl.Optimizer(model.parameters(), rule, lr=0.01, seed=1, **kw)
+    for i in range(2):
+        train_step(model, opt, i)
+    copy_model.load_state_dict(model.state_dict())
+    resumed = optdsl.Optimizer(copy_model.parameters(), rule, lr=0.5, seed=2, **kw)
+    set_optimizer_state_dict(copy_model, resumed, get_optimizer_state_dict(model, opt))
+    for i in range(2, 5):
+        train_step(model, opt, i)
+        train_step(copy_model, resumed, i)
+    close(params_of(copy_model), params_of(model), 0)
+
+
+def test_a_checkpoint_that_kept_only_state_and_groups_still_names_its_rule():
+    model = tiny()
+    addsign = optdsl.Optimizer(model.parameters(), "addsign")
+    train_step(model, addsign, 0)
+    sd = addsign.state_dict()
+    plain = {"state": sd["state"], "param_groups": sd["param_groups"]}
+    with pytest.raises(CheckpointError, match="saved by rule addsign, another program than rule "
+                                              "powersign"):
+        optdsl.Optimizer(model.parameters(), "powersign").load_state_dict(plain)
+
+
 TORCH_PAIRS = [
     ("adam", lambda ps: torch.optim.Adam(ps, lr=0.03, betas=(0.8, 0.99), weight_decay=0.01,
                                          foreach=False)),
