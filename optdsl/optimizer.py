@@ -58,16 +58,21 @@ def _flag(name: str, value) -> bool:
 
 
 # torch.optim's keyword switches that are no hyperparameter of a rule: name -> (the values
-# that ask for nothing optdsl does not do, what to do instead of the others). Code that
-# passes torch's defaults (or a speed hint: optdsl picks its kernels with backend=) runs.
+# that ask for nothing the rule does not do, given the value and the rule's name; what to do
+# instead of the others). Code that passes torch's defaults (or a speed hint: optdsl picks its
+# kernels with backend=) runs, and so does a switch that names what the rule is.
 TORCH_SWITCHES = {
-    "foreach": (lambda v: True, ""),
-    "fused": (lambda v: True, ""),
-    "capturable": (lambda v: not v, "optdsl's step is not CUDA-graph capturable"),
-    "differentiable": (lambda v: not v, "optdsl's step runs under torch.no_grad(); "
-                                        "nothing differentiates through it"),
-    "amsgrad": (lambda v: not v, "AMSGrad is a rule of its own: "
-                                 "optdsl.Optimizer(params, 'amsgrad', ...)"),
+    "foreach": (lambda v, rule: True, ""),
+    "fused": (lambda v, rule: True, ""),
+    "capturable": (lambda v, rule: not v, "optdsl's step is not CUDA-graph capturable"),
+    "differentiable": (lambda v, rule: not v, "optdsl's step runs under torch.no_grad(); "
+                                              "nothing differentiates through it"),
+    "amsgrad": (lambda v, rule: bool(v) == (rule == "amsgrad"),
+                "AMSGrad is a rule of its own: optdsl.Optimizer(params, 'amsgrad', ...)"),
+    "decoupled_weight_decay": (lambda v, rule: bool(v) == (rule == "adamw"),
+                               "AdamW's decoupled weight decay is rule 'adamw'; the other "
+                               "rules with a weight_decay add it to the gradient (L2), as "
+                               "torch.optim does by default"),
 }
 
 
@@ -78,7 +83,7 @@ def _drop_torch_switches(given: dict, rule: Rule) -> None:
     for name in [k for k in given if k in TORCH_SWITCHES and k not in rule.hypers]:
         accepted, instead = TORCH_SWITCHES[name]
         value = given.pop(name)
-        if not accepted(value):
+        if not accepted(value, rule.name):
             raise HyperparameterError(f"{name}={value!r} (a torch.optim switch) is not taken "
                                       f"by optdsl.Optimizer: {instead}")
 

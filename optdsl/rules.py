@@ -34,5 +34,7 @@ def resolve(rule) -> Rule:
         name = rule.strip()
         if name in library:
             return library[name]
+        if name.lower() in library:  # torch.optim's class names: "AdamW", "RMSprop", "SGD"
+            return library[name.lower()]
         return parse(rule)
     raise DSLError(f"a rule is a library name, program text or optdsl.Rule, not {type(rule).__name__}")

@@ -137,7 +137,7 @@ def test_an_infinite_hyperparameter_is_invalid_as_a_keyword_a_group_and_in_text(
               lambda v: optdsl.Optimizer(p, "sgd", backend="eager").add_param_group(
                   {"params": [torch.zeros(1, requires_grad=True)], "lr": v}),
               lambda v: optdsl.parse(f"r(lr={v}) = lr * g")]
-    for value, shown in [(float("inf"), "inf"), (float("-inf"), "-inf"), ("1e999", "'1e999'")]:
+    for value, shown in [(float("inf"), "inf"), (float("-inf"), "-inf")]:
         for build in builds[:3]:
             with pytest.raises(optdsl.HyperparameterError,
                                match=rf"^invalid lr={shown}: lr must be finite$"):
@@ -145,6 +145,9 @@ def test_an_infinite_hyperparameter_is_invalid_as_a_keyword_a_group_and_in_text(
     for text in ("inf", "-inf", "1e999", "-1e999"):
         with pytest.raises(optdsl.HyperparameterError, match="lr must be finite"):
             builds[3](text)
+    for build in builds[:3]:  # text is not a number, as torch.optim says too
+        with pytest.raises(optdsl.HyperparameterError, match="lr='1e999' is a string"):
+            build("1e999")
 
 
 def test_a_line_break_inside_parentheses_continues_the_expression():

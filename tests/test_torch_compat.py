@@ -766,3 +766,26 @@ def test_torch_implementation_switches_run_where_they_ask_for_nothing_more():
             optdsl.Optimizer(p, "adam", **{name: True})
     assert optdsl.Optimizer(p, "r(lr=1, fused=0.5) = lr * fused * g",
                             fused=0.25).param_groups[0]["fused"] == 0.25  # a rule's own name
+
+
+def test_switches_that_name_what_the_rule_is_run_and_the_others_say_which_rule():
+    """decoupled_weight_decay was an unknown hyperparameter ('did you mean weight_decay?'),
+    even at torch's default; amsgrad=True was refused for rule amsgrad itself."""
+    p = [torch.zeros(1, requires_grad=True)]
+    optdsl.Optimizer(p, "adam", decoupled_weight_decay=False)
+    optdsl.Optimizer(p, "adamw", decoupled_weight_decay=True)
+    optdsl.Optimizer(p, "amsgrad", amsgrad=True)
+    for rule, switches in [("adam", dict(decoupled_weight_decay=True)),
+                           ("nadam", dict(decoupled_weight_decay=True)),
+                           ("adamw", dict(decoupled_weight_decay=False))]:
+        with pytest.raises(optdsl.HyperparameterError, match="decoupled weight decay is rule "
+                                                             "'adamw'"):
+            optdsl.Optimizer(p, rule, **switches)
+
+
+@pytest.mark.parametrize("torch_name, rule", [("AdamW", "adamw"), ("RMSprop", "rmsprop"),
+                                              ("SGD", "sgd"), ("NAdam", "nadam")])
+def test_torch_class_names_name_the_library_rule(torch_name, rule):
+    """'RMSprop' was 'unknown name; did you mean rprop?', another optimizer."""
+    opt = optdsl.Optimizer([torch.zeros(1, requires_grad=True)], torch_name)
+    assert opt.rule.name == rule
