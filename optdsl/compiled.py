@@ -310,7 +310,9 @@ class InductorBackend(CompiledBackend):
 
     One compile per (rule source incl. state dtypes, device, dtype, group layouts), shared by
     every optimizer of the process. Hyperparameters and every scalar arrive in one runtime
-    tensor, so changing them never recompiles.
+    tensor, so changing them never recompiles. Where the parameters stepped together keep
+    changing (some without a gradient at some steps), chunks of one layout each bound the
+    compiles (``_chunks``).
 
     A compiled kernel is specialised to the layouts it was built for, and dynamo's per-call
     guards are off (they cost more than the kernels on groups of small tensors), so the
@@ -336,12 +338,19 @@ class InductorBackend(CompiledBackend):
         return inductor_available()
 
     chunk = 32  # tensors per compiled call: compile time grows with the tensors in a graph
+    # distinct bucket compositions (the layouts of the tensors stepped together) after which
+    # chunks hold one layout each: parameters without a gradient at some steps (a mixture of
+    # experts' idle experts) change a bucket's composition, and a kernel compiled per
+    # composition would compile at most steps, without bound
+    compositions = 8
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # (first parameter's id, group size) -> _Chunks: one plan per group,
         # so a new plan drops the old one with the state tensors it held
         self._plans: dict = {}
+        self._seen: set = set()  # the bucket compositions planned so far (up to compositions)
+        self.by_layout = False
 
     def _run(self, bucket: Bucket, done: list) -> None:
         """Chunks of at most ``chunk`` tensors, sorted by layout so that chunks of equal
@@ -384,17 +393,37 @@ class InductorBackend(CompiledBackend):
             layout = (p.shape, p.stride(), g.shape, g.stride(), g.dtype,
                       tuple((t.shape, t.stride(), t.dtype) for t in slots))
             rows.append((layout, i, p, slots))
-        if len(rows) > self.chunk:
-            rows.sort(key=lambda r: (r[2].numel(), str(r[0])))
         calls = []
-        for start in range(0, len(rows), self.chunk):
-            part = rows[start:start + self.chunk]
+        for part in self._chunks(rows):
             signature = (str(device), dtype, tuple(r[0] for r in part))
             calls.append((self.kernel(signature), [r[1] for r in part], [r[2] for r in part],
                           [[r[3][k] for r in part] for k in range(len(names))]))
         written = _written(items, names, shared)
         return _Chunks(calls, frozenset(shared), _fingerprint(items, names, shared), written,
                        _aliased(items, written))
+
+    def _chunks(self, rows) -> list:
+        """The rows in compiled calls: chunks of at most ``chunk`` (sorted by layout when there
+        are more, so that equal chunks share a graph); once a group has shown more than
+        ``compositions`` compositions, chunks of one layout each, of 32, 16, ..., 1 rows (the
+        binary digits of the count): at most 6 graphs per layout, whatever the composition."""
+        if not self.by_layout:
+            self._seen.add(tuple(r[0] for r in rows))
+            self.by_layout = len(self._seen) > self.compositions
+        if not self.by_layout:
+            if len(rows) > self.chunk:
+                rows = sorted(rows, key=lambda r: (r[2].numel(), str(r[0])))
+            return [rows[k:k + self.chunk] for k in range(0, len(rows), self.chunk)]
+        by_layout: dict = {}
+        for r in rows:
+            by_layout.setdefault(r[0], []).append(r)
+        out = []
+        for same in by_layout.values():
+            while same:
+                size = min(self.chunk, 1 << (len(same).bit_length() - 1))
+                out.append(same[:size])
+                same = same[size:]
+        return out
 
     def build(self, signature):
         key = (self.plan.source, signature)
