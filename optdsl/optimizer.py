@@ -355,7 +355,12 @@ class Optimizer(torch.optim.Optimizer):
     def __repr__(self) -> str:
         reason = getattr(self._backend, "fallback_reason", None)
         backend = f"eager ({self.backend_name} fell back: {reason})" if reason else self.backend_name
-        return f"optdsl.Optimizer({self.rule.name}, backend={backend}, groups={len(self.param_groups)})"
+        lines = [f"optdsl.Optimizer({self.rule.name}, backend={backend}) ("]
+        for i, group in enumerate(self.param_groups):  # as torch.optim lists its groups
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {group[k]}" for k in sorted(group)
+                      if k != "params" and not k.startswith("_")]
+        return "\n".join(lines + [")"])
 
 
 class _held:

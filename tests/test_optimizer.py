@@ -170,6 +170,16 @@ def test_a_tensor_lr_is_kept_and_read_at_every_step_as_torch_reads_it(backend):
     torch.testing.assert_close(runs[1], runs[0], rtol=0, atol=1e-6)
 
 
+def test_repr_lists_every_group_as_torch_does():
+    """Training logs print the optimizer to record its settings; the repr was one line."""
+    a, b = torch.zeros(1, requires_grad=True), torch.zeros(2, requires_grad=True)
+    text = repr(optdsl.Optimizer([{"params": [a]}, {"params": [b], "lr": 0.5}], "sgd",
+                                 backend="eager", lr=0.1))
+    assert text.startswith("optdsl.Optimizer(sgd, backend=eager) (\nParameter Group 0\n")
+    assert "    lr: 0.1\n" in text and "Parameter Group 1\n" in text and "    lr: 0.5\n" in text
+    assert "_betas_seen" not in text and "_rule" not in text
+
+
 def test_a_hyperparameter_given_as_text_is_refused_as_torch_refuses_it():
     """torch.optim.SGD(p, lr="0.1") raises; optdsl parsed the text and ran at 0.1."""
     p = [torch.zeros(1, requires_grad=True)]
