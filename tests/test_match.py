@@ -297,6 +297,17 @@ def test_the_report_proves_an_exact_match_equal_to_the_target(tmp_path, capsys):
                        "powersign").status == "unknown"
 
 
+def test_a_proof_by_induction_with_factors_is_a_proof():
+    """momentum's state is 10 times an ema's: the proof matches states up to factors, and the
+    report said '#1 is not proved to be momentum: ... proved equivalent'."""
+    from optdsl.search.funnel import match_proof
+    proof = match_proof("lr * ema(g, 0.9)", "momentum")
+    assert proof.status == "proved", proof
+    assert "states matched up to factors" in proof.text
+    assert match_proof("lr * exp(sign(g) * sign(heavyball(g, 0.9))) * g",
+                       "powersign").status == "proved"
+
+
 def test_the_match_proof_keeps_its_time_limit_where_sympy_does_not():
     """The exact factor of lr (the ratio of the first updates, sympy) runs under the deadline
     as the proof does: for this rule sympy works on a tower of powers for minutes."""
