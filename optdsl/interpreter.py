@@ -86,11 +86,12 @@ class Interpreter:
             state[s.name] = stored(env[s.init], s.kind, p, grad)
 
     def tensor_step(self, p, grad, scalars: dict, state: dict, generator=None,
-                    state_dtypes: dict | None = None) -> None:
+                    state_dtypes: dict | None = None):
         """One step of one tensor given this step's ``scalars`` (``scalar_env``): writes the
         new tensor states into ``state`` (rounded to ``state_dtypes[name]`` where given; they
-        are read in the parameter's dtype) and updates ``p`` in place. Scalar slots are the
-        host's (``optdsl.host``)."""
+        are read in the parameter's dtype) and updates ``p`` in place; returns the update it
+        subtracted (None for a rule that assigns ``p``). Scalar slots are the host's
+        (``optdsl.host``)."""
         env = dict(scalars)
         env[ir.P], env[ir.G] = p, grad
         for name, read in self.tensor_reads:
@@ -105,12 +106,18 @@ class Interpreter:
             state[s.name] = v
         if self.rule.assigns_p:
             p.copy_(env[self.rule.new_p])
-        else:
-            p.sub_(env[self.rule.update])
+            return None
+        update = env[self.rule.update]
+        if update is p:  # 'return p': the update is read after p changes
+            update = p.clone()
+        p.sub_(update)
+        return update
 
     def step_tensor(self, p, grad, hypers: dict, state: dict, scalars_cache: dict, generator=None):
         """One whole step of one tensor (state initialised at its first step, the step counted,
-        the scalars computed once per (t, scalar states) through ``scalars_cache``)."""
+        the scalars computed once per (t, scalar states) through ``scalars_cache``). Returns
+        the update subtracted from ``p`` as the rule computed it (broadcast to ``p``), or None
+        for a rule that assigns ``p``."""
         if "step" not in state:
             state["step"] = 0
             self.init_state(p, grad, hypers, state, generator)
@@ -119,9 +126,10 @@ class Interpreter:
         if key not in scalars_cache:
             scalars_cache[key] = self.scalar_env(hypers, state["step"], state, generator)
         env = scalars_cache[key]
-        self.tensor_step(p, grad, env, state, generator)
+        update = self.tensor_step(p, grad, env, state, generator)
         for s in self.scalar_slots:
             state[s.name] = float(env[s.update])
+        return None if update is None else torch.as_tensor(update, dtype=p.dtype).expand_as(p)
 
 
 def _releases(order, keep) -> dict:

@@ -13,9 +13,13 @@ Each rule runs at its own hyperparameter defaults on the reference interpreter (
 primitives from a generator seeded 0), as an optimizer steps three parameter tensors: one
 scalar cache per step, per-tensor reductions per tensor.
 
-**Score.** With U the candidate's updates and V the target's (T steps x 192 elements), each
-element's series weighted by its target size ``w_e = 1 / (|V_e|^2 + delta)`` (``delta`` =
-1e-12 of the mean ``|V_e|^2``), so that a small element counts as much as a large one::
+**Score.** With U the candidate's updates and V the target's (T steps x 192 elements; each the
+update as the rule computes it, so that an lr of 1e-9 loses no digits to ``p - p_after``), each
+element's series weighted by its target size ``w_e = 1 / |V_e|^2``, so that a small element
+counts as much as a large one; an element the target (nearly) never moves (``|V_e|^2`` at most
+``STILL`` = 1e-6 of the median element's: ``max(g, 0)`` where g stays negative) weighs as a
+typical one, ``1 / median |V_e|^2``, so that moving it by 1e-6 of the gradient costs about as
+much as an error of 1e-6 elsewhere::
 
     c = sum_e w_e <U_e, V_e> / sum_e w_e |U_e|^2     (c = 0 when that is not positive)
     r = sqrt(sum_e w_e |c U_e - V_e|^2 / sum_e w_e |V_e|^2)  in [0, 1]
@@ -45,7 +49,8 @@ PREFIX = "match:"
 STEPS, WIDTH, SEED = 40, 64, 2017
 CAP = 1e-6  # residuals below count as an exact match: the score's maximum is -log10(CAP)
 MAX_SCORE = -math.log10(CAP)
-VERSION = 1
+STILL = 1e-6  # an element whose target updates are this small against a typical one's is still
+VERSION = 2  # 2: updates as computed (not p - p_after), still elements weighed as typical ones
 
 
 def streams():
@@ -58,17 +63,34 @@ def updates(rule) -> torch.Tensor:
     return gradient_streams.updates(rule, rule.defaults, *streams())
 
 
-def residual(u: torch.Tensor, v: torch.Tensor) -> tuple:
-    """(r, c): the weighted least-squares residual of c * u against v over c >= 0 (module doc)."""
+def weights(v: torch.Tensor) -> torch.Tensor:
+    """Each element's weight ``w_e`` (module doc) for target updates ``v`` of largest size 1."""
     vv = (v * v).sum(0)
-    w = 1.0 / (vv + 1e-12 * float(vv.mean()) + 1e-300)
+    moving = vv[vv > 0]
+    typical = float(moving.median()) if len(moving) else 1.0
+    still = vv <= STILL * typical  # updates the target never (or hardly ever) makes
+    return torch.where(still, torch.full_like(vv, 1.0 / typical), 1.0 / vv.clamp_min(1e-300))
+
+
+def residual(u: torch.Tensor, v: torch.Tensor) -> tuple:
+    """(r, c): the weighted least-squares residual of c * u against v over c >= 0 (module doc).
+    Computed on u and v divided by their largest sizes (the score does not depend on them, and
+    squares of 1e-160 or 1e160 would leave float64's range)."""
+    su, sv = float(u.abs().max()), float(v.abs().max())
+    if not sv > 0:
+        return 1.0, 0.0
+    v = v / sv
+    w = weights(v)
+    total = float((w * (v * v).sum(0)).sum())
+    if not su > 0:
+        return 1.0, 0.0
+    u = u / su
     uu = float((w * (u * u).sum(0)).sum())
     uv = float((w * (u * v).sum(0)).sum())
-    total = float((w * vv).sum())
     c = uv / uu if uu > 0 and uv > 0 else 0.0
     err = float((w * ((c * u - v) ** 2).sum(0)).sum())
     r = math.sqrt(max(err, 0.0) / total) if total > 0 else 1.0
-    return min(r, 1.0), c
+    return min(r, 1.0), c * sv / su
 
 
 def score_of(r: float) -> float:

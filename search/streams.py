@@ -56,7 +56,8 @@ def make(seed: int, steps: int, width: int) -> tuple:
 
 
 def updates(rule, hypers: dict, ps: list, gs: list) -> torch.Tensor:
-    """The rule's updates on streams ``(ps, gs)`` at ``hypers``: (steps, kinds x width), on the
+    """The rule's updates on streams ``(ps, gs)`` at ``hypers``: (steps, kinds x width), as the
+    rule computes them (``p - p_after`` for a rule that assigns ``p``), on the
     reference interpreter (random primitives from a generator seeded 0), as an optimizer
     steps one tensor per stream: one scalar cache per step, per-tensor reductions per tensor."""
     from optdsl.interpreter import Interpreter
@@ -70,6 +71,7 @@ def updates(rule, hypers: dict, ps: list, gs: list) -> torch.Tensor:
             cache: dict = {}
             for k, (p, g, st) in enumerate(zip(pt, gt, states)):
                 q = p.clone()
-                interp.step_tensor(q, g.clone(), hypers, st, cache, gen)
-                out[t, k * width:(k + 1) * width] = p - q
+                u = interp.step_tensor(q, g.clone(), hypers, st, cache, gen)
+                # the update as computed: p - q keeps only the digits of |u| / |p|
+                out[t, k * width:(k + 1) * width] = p - q if u is None else u
     return out

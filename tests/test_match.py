@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+import torch
 
 import optdsl
 from optdsl.search import match
@@ -373,3 +374,41 @@ def test_running_out_of_memory_is_the_machines_failure_not_the_rules(monkeypatch
     # a rule's own error is still its result, reused
     row = match.evaluate({"rule": "lr * g +", "task": "match:powersign"})
     assert row["status"] == "failed" and rules_own(row)
+
+
+def _match_score(target: str, candidate: str) -> float:
+    from optdsl.search import match
+    u, v = match.updates(optdsl.resolve(candidate)), match.updates(optdsl.resolve(target))
+    return match.score_of(match.residual(u, v)[0])
+
+
+@pytest.mark.parametrize("target", ["r(lr=1e-11) = lr * g", "r(lr=1) = lr * g * 1e160",
+                                    "r(lr=1) = lr * g * 1e-100"])
+def test_any_positive_multiple_of_the_target_scores_the_cap_at_any_size(target):
+    """Updates were p - p_after with |p| about 1: at lr = 1e-11 lr * g scored 2.73 against
+    itself; 1e160 overflowed the squares (score 0); 1e-100 was 'all zero' (refused)."""
+    from optdsl.search.match import MAX_SCORE, get_task
+    get_task("match:" + target)
+    assert _match_score(target, "r(lr=1) = lr * g") == MAX_SCORE
+
+
+def test_elements_the_target_never_moves_weigh_as_typical_ones():
+    """max(g, 0) is 0 on every step of the elements whose g stays negative; they weighed 1e12
+    times a typical element, so max(g, 0) + 1e-6 g scored 0.07, as if uncorrelated."""
+    target = "r(lr=1) = lr * max(g, 0)"
+    close, closer = (_match_score(target, f"r(lr=1) = lr * (max(g, 0) + {e} * g)")
+                     for e in ("1e-3", "1e-6"))
+    assert 1 < close < closer and closer > 4, (close, closer)
+    assert _match_score(target, "r(lr=1) = lr * max(g, 1e-12)") == 6.0
+
+
+def test_the_interpreter_returns_the_update_it_subtracts():
+    from optdsl.interpreter import Interpreter
+    for text, want in [("r(lr=0.5) = lr * g", lambda p, g: 0.5 * g),
+                       ("r(lr=1) = p", lambda p, g: p), ("r(lr=1) = lr", lambda p, g: 1 + 0 * p)]:
+        p, g = torch.tensor([1.0, -2.0], dtype=torch.float64), torch.tensor([0.25, 4.0],
+                                                                          dtype=torch.float64)
+        before = p.clone()
+        u = Interpreter(optdsl.parse(text)).step_tensor(p, g, {"lr": 0.5 if "0.5" in text
+                                                                else 1.0}, {}, {})
+        assert torch.equal(u, want(before, g)) and torch.equal(p, before - u), text
