@@ -140,6 +140,9 @@ def search_number(text: str) -> int:
     return int(text)
 
 
+MAX_BUDGET = 2 ** 62  # far past any search, and within SQLite's integers
+
+
 def _positive(name: str, value) -> None:
     import math
     if value is None:
@@ -205,6 +208,8 @@ def _search(args) -> int:
     # 1. Everything the user typed, checked before any file is opened (the store of --resume
     # is read, and locked: one search at a time writes a store).
     _positive("budget", args.budget)
+    if args.budget is not None and args.budget > MAX_BUDGET:  # the store keeps 64-bit integers
+        raise SearchError(f"--budget must be at most {MAX_BUDGET:,}, got {args.budget:,}")
     _positive("workers", args.workers)
     _positive("time-limit", args.time_limit)
     task = resolve_task(args.task or DEFAULT_TASK)

@@ -443,6 +443,7 @@ def test_report_on_missing_store_exits_2(tmp_path, capsys):
     (["--task", "digts"], "unknown task 'digts'; did you mean 'digits'?"),
     (["--strategy", "no-such-strategy"], "unknown strategy 'no-such-strategy'"),
     (["--budget", "0"], "--budget must be positive"),
+    (["--budget", str(10 ** 23)], "--budget must be at most"),  # was SQLite's OverflowError
     (["--address", "127.0.0.1:9"], "cannot reach Ray at 127.0.0.1:9"),
     (["--address", "ray://127.0.0.1:9"], "cannot reach Ray at ray://127.0.0.1:9"),
     (["--address", "nonsense"], "bad Ray address"),
