@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 
+from .errors import SearchError
 from .match import file_stem
 from .store import Store, is_full
 
@@ -219,7 +220,7 @@ def _lr_program(rule, lr: float, name: str):
     return text if same else None
 
 
-def program_file(row: dict, rank: int, task: str) -> str:
+def program_file(row: dict, rank: int, task: str, store: str | None = None) -> str:
     """The text of an exported rule: a comment header, then the program with the stored best
     learning rate as its ``lr`` default, so that the file as it is (``optdsl train FILE``)
     trains at that rate. That is the stored text where its lr default is the best lr already,
@@ -234,6 +235,8 @@ def program_file(row: dict, rank: int, task: str) -> str:
     at_lr = "" if best is None else f" at lr={fmt(best)}"
     lines = [f"{_found_by(task)}: rank {rank}, score {fmt(row['score'], '.4f')}{at_lr}.",
              f"# Store key {row['rule_hash']}; protocol {row['protocol']}."]
+    if store is not None:
+        lines.append(f"{FROM_STORE}{os.path.abspath(store)}")
     try:
         rule = optdsl.resolve(text)
     except optdsl.DSLError:
@@ -281,14 +284,23 @@ def export_rules(store: Store, task: str, protocol: str, directory: str, top: in
     and renamed, so that a failure never leaves an empty or partial file behind; an earlier
     export's files of the task that it does not rewrite are removed (``_remove_stale``)."""
     os.makedirs(directory, exist_ok=True)
-    paths = []
+    rows = []
     for row in ranked_rows(store, task, protocol):
-        if len(paths) >= top:
+        if len(rows) >= top:
             break
-        if row.get("name") or row["status"] != "ok" or not is_full(row):
-            continue
-        text = program_file(row, row["rank"], task)
-        path = os.path.join(directory, f"{file_stem(task)}{suffix}_rank{row['rank']}.opt")
+        if not (row.get("name") or row["status"] != "ok" or not is_full(row)):
+            rows.append(row)
+    named = [(row, os.path.join(directory, f"{file_stem(task)}{suffix}_rank{row['rank']}.opt"))
+             for row in rows]
+    mine = os.path.abspath(store.path)
+    for _, path in named:  # before anything is written
+        other = _exported_from(path)
+        if other not in (None, mine):
+            raise SearchError(f"{path} holds a rule exported from another store ({other}); "
+                              "export into another directory (--export DIR) or remove it")
+    paths = []
+    for row, path in named:
+        text = program_file(row, row["rank"], task, store=store.path)
         tmp = path + ".part"
         try:
             with open(tmp, "w") as f:
@@ -299,14 +311,32 @@ def export_rules(store: Store, task: str, protocol: str, directory: str, top: in
                 os.remove(tmp)
             raise
         paths.append(path)
-    _remove_stale(directory, task, suffix, paths)
+    _remove_stale(directory, task, suffix, paths, mine)
     return paths
 
 
-def _remove_stale(directory: str, task: str, suffix: str, kept: list) -> None:
+FROM_STORE = "# Exported from the store "
+
+
+def _exported_from(path: str) -> str | None:
+    """The store an exported file names in its header (None: no such file, or none named, as
+    in files exported before the header named it)."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, errors="replace") as f:
+        for line in f:
+            if not line.startswith("#"):
+                break
+            if line.startswith(FROM_STORE):
+                return line[len(FROM_STORE):].rstrip("\n")
+    return None
+
+
+def _remove_stale(directory: str, task: str, suffix: str, kept: list, store: str) -> None:
     """Remove an earlier export's files of ``task`` from ``directory`` that this one did not
     rewrite: named by a rank the leaderboard now gives another rule (a search that went on),
-    they would say so wrongly. Only files with an export's name and first line are removed."""
+    they would say so wrongly. Only files with an export's name and first line, exported from
+    the same store (or from one not named), are removed: another store's export stays."""
     name = re.compile(re.escape(f"{file_stem(task)}{suffix}_rank") + r"\d+\.opt")
     header = f"{_found_by(task)}: rank ".splitlines()[0]
     for entry in os.listdir(directory):
@@ -315,5 +345,5 @@ def _remove_stale(directory: str, task: str, suffix: str, kept: list) -> None:
             continue
         with open(path, errors="replace") as f:
             stale = f.readline().startswith(header)
-        if stale:
+        if stale and _exported_from(path) in (None, store):
             os.remove(path)

@@ -364,7 +364,7 @@ def test_an_export_that_fails_leaves_no_file(tmp_path, monkeypatch):
     SearchLoop(store, sid, RandomStrategy(0), InProcessRunner()).run()
     [(task, protocol)] = report.task_protocols(store)
 
-    def fail(*args):
+    def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
     with monkeypatch.context() as m:  # the text cannot be made
         m.setattr(report, "program_file", fail)
@@ -483,6 +483,30 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not store.exists() and not store.parent.exists()
+
+
+def test_an_export_never_removes_or_overwrites_another_stores_files(tmp_path):
+    """Files are named by task and rank only: exporting a second store into the same directory
+    removed the first store's files as stale and overwrote the rest, without a word."""
+    from optdsl.search import report
+    found = str(tmp_path / "found")
+    exports = []
+    for name, seeds in [("a", ["lr * g", "lr * sign(g)", "lr * 2 * g"]), ("b", ["lr * g"])]:
+        (tmp_path / name).mkdir()
+        store, sid = _search(tmp_path / name, budget=len(seeds), seeds=seeds, baselines=False)
+        SearchLoop(store, sid, RandomStrategy(0), InProcessRunner()).run()
+        [(task, protocol)] = report.task_protocols(store)
+        if name == "a":
+            exports = report.export_rules(store, task, protocol, found)
+            again = report.export_rules(store, task, protocol, found)  # its own: rewritten
+            assert again == exports and len(exports) == 3
+        else:
+            before = {p: open(p).read() for p in exports}
+            with pytest.raises(SearchError, match="exported from another store"):
+                report.export_rules(store, task, protocol, found)
+            assert {p: open(p).read() for p in exports} == before
+            assert report.export_rules(store, task, protocol, str(tmp_path / "other"))
+        store.close()
 
 
 def test_strategy_options_are_typed_and_checked():
