@@ -92,14 +92,21 @@ class Strategy(ABC):
 
 
 class RandomStrategy(Strategy):
-    """Uniform samples of ``lr * binary(unary(operand), unary(operand))``."""
+    """Uniform samples of ``lr * binary(unary(operand), unary(operand))``; with ``use_filter``
+    (the default) a draw that is degenerate (no g in it), a duplicate of an earlier draw or a
+    near-copy of one (``search.filters``) is drawn again, at no evaluation (at most
+    ``max_draws`` draws per candidate asked for)."""
     name = "random"
+    max_draws = 200
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, use_filter: bool = True, near: float = NEAR):
+        from .filters import CandidateFilter
+        require("near", near, at_least=0, at_most=1)
         self.seed = seed
         self.rng = random.Random(seed)
         self.suggested = 0
         self.observed = 0
+        self.filter = CandidateFilter(near=near) if use_filter else None
 
     def sample(self) -> str:
         r = self.rng
@@ -108,9 +115,15 @@ class RandomStrategy(Strategy):
 
     def suggest(self, n: int) -> list:
         out = []
-        for _ in range(n):
-            out.append(build(self.sample(), id=str(self.suggested)))
+        for _ in range(self.max_draws * max(n, 1)):
+            if len(out) >= n:
+                break
+            cand = build(self.sample())
+            if self.filter is not None and self.filter.check(cand).kind != "new":
+                continue
+            cand.id = str(self.suggested)
             self.suggested += 1
+            out.append(cand)
         return out
 
     def observe(self, results: list) -> None:
@@ -119,13 +132,16 @@ class RandomStrategy(Strategy):
     def state_dict(self) -> dict:
         version, internal, gauss = self.rng.getstate()
         return {"seed": self.seed, "rng": [version, list(internal), gauss],
-                "suggested": self.suggested, "observed": self.observed}
+                "suggested": self.suggested, "observed": self.observed,
+                "filter": self.filter.state_dict() if self.filter else None}
 
     def load_state_dict(self, state: dict) -> None:
         version, internal, gauss = state["rng"]
         self.seed = state["seed"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.suggested, self.observed = state["suggested"], state["observed"]
+        if self.filter is not None and state.get("filter") is not None:
+            self.filter.load_state_dict(state["filter"])
 
 
 # --- the strategies over a grammar space: draw, filter, propose, learn -----------------------
