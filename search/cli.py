@@ -462,7 +462,7 @@ def _report(args) -> int:
     from rich.console import Console
     from .report import (export_rules, leaderboard, match_proofs, plot_curves, plot_progress,
                          task_protocols)
-    from .store import Store
+    from .store import Store, running_search
     from . import match
     from .tasks import TASKS
     store = Store(args.store, create=False)
@@ -478,10 +478,13 @@ def _report(args) -> int:
     say = functools.partial(console.print, markup=False)  # paths, tasks and rules as they are
     if not groups:  # a search that has just started: nothing has finished yet
         say(f"{args.store}: no evaluation has finished yet")
+    running = running_search(args.store)
     for search in searches:
         p = store.progress(search["id"])
         state = "finished" if search["finished_at"] else "unfinished"
-        if not search["finished_at"]:  # a plain --resume takes the latest
+        if not search["finished_at"] and running is not None:  # no --resume to suggest
+            state += f" (a search runs on this store now{running})"
+        elif not search["finished_at"]:  # a plain --resume takes the latest
             number = "" if search is searches[-1] else f" {search['id']}"
             state += f" (optdsl search --resume{number} --store {shlex.quote(args.store)})"
         say(f"search #{search['id']}: {search['strategy']} on {search['task']}, "

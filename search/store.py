@@ -513,6 +513,25 @@ class StoreLock:
         return False
 
 
+def running_search(store_path: str) -> str | None:
+    """' (pid N)' (or '') when a search holds the store's lock now, else None; takes no lock
+    and creates no file (a reader's question)."""
+    import fcntl
+    try:
+        fd = os.open(f"{store_path}.lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(os.pread(fd, 256, 0).decode(errors="replace").split())
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing drops a lock this took
+    return None
+
+
 def _holder(fields: list) -> str:
     """' (pid N)', with its host when another machine's, from a lock file's text."""
     if not fields or not fields[0].isdigit():

@@ -722,6 +722,28 @@ def test_resume_without_strategy_continues_the_stored_one(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_report_does_not_suggest_resuming_a_search_that_runs(tmp_path, capsys):
+    """'unfinished (optdsl search --resume --store S)' while the search ran: following it
+    gave 'in use by another search'."""
+    from optdsl.cli import main
+    from optdsl.search.store import StoreLock, running_search
+    store, sid = _search(tmp_path, budget=4, seeds=["lr * g"], baselines=False)
+    path = store.path
+    store.close()  # made, not run: unfinished
+    assert running_search(path) is None
+    capsys.readouterr()
+    with StoreLock(path):
+        assert running_search(path) == f" (pid {os.getpid()})"
+        assert main(["report", path, "--no-plots"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"unfinished (a search runs on this store now (pid {os.getpid()}))" in out, out
+        assert "--resume" not in out
+    assert running_search(path) is None and not os.path.exists(path + ".lock")
+    assert main(["report", path, "--no-plots"]) == 0
+    assert "unfinished (optdsl search --resume --store" in " ".join(
+        capsys.readouterr().out.split())
+
+
 def test_a_store_in_use_is_refused_before_any_work_and_a_killed_holder_is_not(tmp_path, capsys):
     """A second search on a store (new or --resume) while one runs is one line, exit 2, and
     evaluates nothing; a report still reads the store; the lock of a search killed with SIGKILL
