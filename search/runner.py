@@ -85,7 +85,7 @@ def _route_ray_messages(ray, path: str) -> None:
     logger writes to stderr: send both to ``path`` and print one line per message instead."""
     import ray._private.worker as ray_worker
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    handler = logging.FileHandler(path)
+    handler = logging.FileHandler(path, delay=True)  # no file until Ray says something
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     ray_logger = logging.getLogger("ray")
     ray_logger.handlers = [handler]
@@ -111,6 +111,8 @@ _SUMMARIES = [
     ("Raylet is terminated", "a node was lost (its raylet died); the evaluations it ran are "
                              "retried on the nodes that remain"),
     ("Task ", ""),  # "Task f failed. There are 1 retries remaining ...": the line above says it
+    ("A worker died or was killed", "a worker process died; its evaluation is retried once "
+                                    "(recorded as failed only if the retry fails too)"),
 ]
 
 

@@ -1081,3 +1081,12 @@ def test_an_infinite_strategy_setting_is_said_to_be_not_finite():
         require("lr", float("nan"), above=0)
     with pytest.raises(ValueError, match=r"^sample must be >= 1, got 0$"):
         require("sample", 0, at_least=1)
+
+
+def test_a_killed_workers_message_says_its_evaluation_is_retried():
+    """The line looked fatal ('optdsl search: Ray: A worker died or was killed ...'), though
+    the evaluation was retried and the search finished."""
+    from optdsl.search.runner import _summary
+    line = _summary("A worker died or was killed while executing a task by an unexpected "
+                    "system error. To troubleshoot the problem, check the logs ...")
+    assert "retried" in line and "died" in line
