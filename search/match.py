@@ -30,7 +30,8 @@ multiple of it, 1 for an update uncorrelated with (or opposite to) the target. `
 keeps resolving near the top (0.9 -> 0.05, 0.1 -> 1, 1e-3 -> 3); 6 is the cap (a residual of
 1e-6: equal up to rounding, e.g. a rule equal to the target up to algebra). ``best_lr`` is ``c``
 times the candidate's lr default: the learning rate at which the candidate follows the target
-at the target's defaults. A candidate whose updates are not finite is ``diverged`` (score
+at the target's defaults, given only where lr is a factor of the update (``lr^2 sign(g)`` has
+none). A candidate whose updates are not finite is ``diverged`` (score
 None: worst), one that raises is ``failed``; neither raises.
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 import torch
 
 from . import streams as gradient_streams
+from .batched import lr_is_linear
 
 PREFIX = "match:"
 STEPS, WIDTH, SEED = 40, 64, 2017
@@ -204,7 +206,10 @@ def evaluate(job: dict) -> dict:
         else:
             r, c = residual(u, v)
             lr = rule.defaults.get("lr", 1.0)
-            out.update(status="ok", score=score_of(r), best_lr=c * lr if c > 0 else None,
+            # c times the default is the lr that follows the target only where lr is a factor
+            scales = "lr" not in rule.hypers or lr_is_linear(rule)
+            out.update(status="ok", score=score_of(r),
+                       best_lr=c * lr if c > 0 and scales else None,
                        metrics=[{"residual": r, "scale": c}],
                        curve=[[t + 1, score_of(residual(u[:t + 1], v[:t + 1])[0])]
                               for t in range(9, STEPS, 10)])

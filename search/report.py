@@ -244,7 +244,8 @@ def program_file(row: dict, rank: int, task: str, store: str | None = None) -> s
     own = rule.defaults.get("lr") if rule is not None else None
     if best is None:
         lines.append("# No best learning rate is stored for this rule (a match rule whose best "
-                     f"factor is 0 has none): lr keeps the rule's own default"
+                     "factor is 0, or whose update is not lr times a term free of lr, has none):"
+                     " lr keeps the rule's own default"
                      + (f", {fmt(own)}." if own is not None else "."))
     lr = own if best is None else best
     if rule is not None and lr is not None and lr == own:
