@@ -150,8 +150,8 @@ def plot_progress(store: Store, task: str, protocol: str, path: str, metric: str
         ax.axhline(r["score"], linestyle="--", linewidth=1, color=f"C{i}", label=r["name"])
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("evaluations")
-    ax.set_ylabel(f"best validation {metric}")
-    ax.set_title(f"search on {_plain(task)}")
+    ax.set_ylabel(f"best {_measured(metric)}")
+    ax.set_title(f"search on {_title(task)}")
     return _save(fig, ax, path, legend_size=8)
 
 
@@ -175,9 +175,21 @@ def plot_curves(store: Store, task: str, protocol: str, path: str, top: int = 5,
         ax.plot(steps, values, linestyle="--", linewidth=1, color=f"C{top + i}",
                 label=f"{r['name']} (lr={fmt(r['best_lr'])})")
     ax.set_xlabel("step")
-    ax.set_ylabel(f"validation {metric}")
-    ax.set_title(f"{_plain(task)}: top rules (solid) vs baselines (dashed)")
+    ax.set_ylabel(_measured(metric))
+    ax.set_title(f"{_title(task)}: top rules (solid) vs baselines (dashed)")
     return _save(fig, ax, path, legend_size=7)
+
+
+def _measured(metric: str) -> str:
+    """What a plot's score axis measures: a match score is -log10 of a residual, no
+    validation measure (``search.match``)."""
+    return "match score (-log10 residual)" if metric == "match" else f"validation {metric}"
+
+
+def _title(task: str, width: int = 60) -> str:
+    """A task's name on one line for a plot title (a match target's program may span lines)."""
+    one = " ".join(task.split())
+    return _plain(one if len(one) <= width else one[:width - 3] + "...")
 
 
 def _plain(text: str) -> str:

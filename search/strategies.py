@@ -425,9 +425,8 @@ def make_strategy(name: str, seed: int = 0, options: dict | None = None) -> Stra
         kwargs[key] = coerce_option(name, key, value, valid[key])
     try:
         strategy = cls(seed=seed, **kwargs)
-    except (TypeError, ValueError) as e:  # the options that are not defaults, and why
-        given = {k: v for k, v in kwargs.items() if v != valid[k]}
-        raise SearchError(f"strategy '{name}' with options {given}: {e}") from None
+    except (TypeError, ValueError) as e:  # the error names the setting (not every option:
+        raise SearchError(f"strategy '{name}': {e}") from None  # a task's defaults are some)
     # every setting it runs with, defaults included: a search stores them, so that a resumed
     # search runs with the same ones even after a default has changed
     strategy.settings = {**valid, **kwargs}
