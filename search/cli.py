@@ -338,6 +338,7 @@ def _resumed(args, task, options: dict, path: str) -> tuple:
 
 
 def _resumed_from(store, args, task, options: dict, path: str) -> tuple:
+    from . import match
     from .engine import resolve_task
     from .strategies import make_strategy
     record = store.search(args.resume or None)
@@ -347,7 +348,7 @@ def _resumed_from(store, args, task, options: dict, path: str) -> tuple:
                           f"(its searches: {held})")
     if record is None:
         raise SearchError(f"nothing to resume: {path} holds no search")
-    if args.task and record["task"] != task.name:
+    if args.task and match.task_key(record["task"]) != match.task_key(task.name):
         raise SearchError(f"{path} holds a search on task '{record['task']}', not '{task.name}'")
     name, stored = record["strategy"], record["options"]
     if args.strategy and args.strategy != name:

@@ -109,7 +109,7 @@ class MatchTask:
 
     def config(self) -> dict:
         from .candidate import build
-        return {"task": self.name, "target": build(self.target_rule()).key,
+        return {"task": task_key(self.name), "target": build(self.target_rule()).key,
                 "steps": STEPS, "width": WIDTH, "seed": SEED, "cap": CAP, "version": VERSION}
 
     def target_rule(self):
@@ -123,7 +123,7 @@ class MatchTask:
         from optdsl.library import library
         if self.target in library:
             return self.target
-        return "rule-" + hashlib.sha256(self.target.encode()).hexdigest()[:10]
+        return "rule-" + hashlib.sha256(task_key(self.name).encode()).hexdigest()[:10]
 
 
 class MatchProtocol:
@@ -146,6 +146,19 @@ PROTOCOL = MatchProtocol()
 
 def is_match(name: str) -> bool:
     return name.startswith(PREFIX)
+
+
+def task_key(name: str) -> str:
+    """What tells tasks apart: the name, with a match target's program text as its spacing-
+    and comment-free hash (``candidate.text_hash``), so that ``match:lr*sign(g)`` and
+    ``match:lr * sign(g)`` are one task (one protocol key, one default store, resumable as
+    each other)."""
+    from optdsl.library import library
+    from .candidate import text_hash
+    if not is_match(name):
+        return name
+    target = name[len(PREFIX):].strip()
+    return PREFIX + (target if target in library else text_hash(target))
 
 
 def file_stem(task_name: str) -> str:

@@ -426,3 +426,19 @@ def test_a_match_best_lr_is_given_only_where_lr_is_a_factor(rule, has_best_lr):
     its default, where running it there does not follow the target's scale."""
     row = match.evaluate({"rule": rule, "task": "match:signum"})
     assert row["status"] == "ok" and (row["best_lr"] is not None) == has_best_lr, row
+
+
+def test_a_target_spelled_with_other_spacing_is_the_same_task(tmp_path, capsys):
+    """match:lr * sign(g) and match:lr*sign(g) had two protocol keys and default stores, and a
+    --resume with one spelling refused a search made with the other."""
+    from optdsl.cli import main
+    from optdsl.search.cli import default_store
+    a, b = (match.get_task(n) for n in ("match:lr * sign(g)", "match:lr*sign(g)  # same"))
+    assert match.PROTOCOL.key(a) == match.PROTOCOL.key(b)
+    assert default_store(a) == default_store(b)
+    assert match.PROTOCOL.key(a) != match.PROTOCOL.key(match.get_task("match:lr * sign(g) * 2"))
+    path = str(tmp_path / "m.sqlite")
+    assert main(["search", "--task", "match:lr * sign(g)", "--strategy", "random",
+                 "--budget", "2", "--store", path, "--quiet", "--no-baselines"]) == 0
+    assert main(["search", "--task", "match:lr*sign(g)", "--resume", "--budget", "4",
+                 "--store", path, "--quiet"]) == 0, capsys.readouterr().err
