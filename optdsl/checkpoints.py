@@ -104,9 +104,24 @@ TORCH_LAYOUTS = {row.rule: row for row in [
 TORCH_TUPLES = {"betas": ("beta1", "beta2"), "etas": ("etaminus", "etaplus"),
                 "step_sizes": ("step_size_min", "step_size_max")}
 _TORCH_BOOLS = ("nesterov", "centered")  # bool settings that a rule reads as 0 or 1
-# torch's implementation switches and the settings a row fixes: not hyperparameters
-_TORCH_SWITCHES = {"foreach", "fused", "capturable", "differentiable", "amsgrad",
-                   "decoupled_weight_decay"}
+# torch.optim's keyword switches that are no hyperparameter of a rule: name -> (the values
+# that ask for nothing the rule does not do, given the value and the rule's name; what to do
+# instead of the others). Code that passes torch's defaults (or a speed hint: optdsl picks its
+# kernels with backend=) runs, and so does a switch that names what the rule is. A torch
+# checkpoint's groups lose them on the way in (``_group_from_torch``).
+TORCH_SWITCHES = {
+    "foreach": (lambda v, rule: True, ""),
+    "fused": (lambda v, rule: True, ""),
+    "capturable": (lambda v, rule: not v, "optdsl's step is not CUDA-graph capturable"),
+    "differentiable": (lambda v, rule: not v, "optdsl's step runs under torch.no_grad(); "
+                                              "nothing differentiates through it"),
+    "amsgrad": (lambda v, rule: bool(v) == (rule == "amsgrad"),
+                "AMSGrad is a rule of its own: optdsl.Optimizer(params, 'amsgrad', ...)"),
+    "decoupled_weight_decay": (lambda v, rule: bool(v) == (rule == "adamw"),
+                               "AdamW's decoupled weight decay is rule 'adamw'; the other "
+                               "rules with a weight_decay add it to the gradient (L2), as "
+                               "torch.optim does by default"),
+}
 _ADAM_FAMILY = ("Adam", "AdamW")  # one torch class, several rules: told apart by their flags
 
 
@@ -152,6 +167,7 @@ def _kept_by_torch(row: TorchLayout, key: str, index, groups: list) -> bool:
 # An optdsl state_dict's own entries, kept in every param group too (as "_rule", ...): tools
 # that keep only "state" and "param_groups" (torch.distributed.checkpoint) carry them there
 OWN_ENTRIES = ("rule", "program", "generator")
+_MARKS = {"_" + k for k in OWN_ENTRIES}  # their names in a param group
 
 
 def mark_groups(sd: dict) -> None:
@@ -170,8 +186,7 @@ def lift_marks(sd: dict) -> dict:
         if k not in out and found:
             out[k] = found[0]
     if groups:
-        out["param_groups"] = [{k: v for k, v in g.items()
-                                if k not in {"_" + e for e in OWN_ENTRIES}} for g in groups]
+        out["param_groups"] = [{k: v for k, v in g.items() if k not in _MARKS} for g in groups]
     return out
 
 
@@ -187,7 +202,7 @@ def looks_like_torch(sd: dict, rule: Rule | None = None) -> bool:
 
 
 def _group_from_torch(g: dict) -> dict:
-    out = {k: v for k, v in g.items() if k not in _TORCH_SWITCHES}
+    out = {k: v for k, v in g.items() if k not in TORCH_SWITCHES}  # not hyperparameters
     for option, names in TORCH_TUPLES.items():
         if option in out:
             out.update(zip(names, (float(v) for v in out[option])))

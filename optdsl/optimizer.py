@@ -57,23 +57,7 @@ def _flag(name: str, value) -> bool:
     raise ValueError(f"{name} must be True or False, not {value!r}")
 
 
-# torch.optim's keyword switches that are no hyperparameter of a rule: name -> (the values
-# that ask for nothing the rule does not do, given the value and the rule's name; what to do
-# instead of the others). Code that passes torch's defaults (or a speed hint: optdsl picks its
-# kernels with backend=) runs, and so does a switch that names what the rule is.
-TORCH_SWITCHES = {
-    "foreach": (lambda v, rule: True, ""),
-    "fused": (lambda v, rule: True, ""),
-    "capturable": (lambda v, rule: not v, "optdsl's step is not CUDA-graph capturable"),
-    "differentiable": (lambda v, rule: not v, "optdsl's step runs under torch.no_grad(); "
-                                              "nothing differentiates through it"),
-    "amsgrad": (lambda v, rule: bool(v) == (rule == "amsgrad"),
-                "AMSGrad is a rule of its own: optdsl.Optimizer(params, 'amsgrad', ...)"),
-    "decoupled_weight_decay": (lambda v, rule: bool(v) == (rule == "adamw"),
-                               "AdamW's decoupled weight decay is rule 'adamw'; the other "
-                               "rules with a weight_decay add it to the gradient (L2), as "
-                               "torch.optim does by default"),
-}
+TORCH_SWITCHES = checkpoints.TORCH_SWITCHES  # torch.optim's keyword switches
 
 
 def _drop_torch_switches(given: dict, rule: Rule) -> None:
