@@ -221,11 +221,13 @@ class Pair:
                 {**self.fixed_a, **self.fixed_b, **shared})
 
     def draws(self, n: int, rng: random.Random) -> list:
-        """``n`` assignments of the free names: the defaults first, then random values."""
+        """``n`` assignments of the free names: the defaults first, then random values; then
+        one more for each name whose default is not 0, with it at 0 and the others at their
+        defaults (``weight_decay=0`` is common, and ``wd * x / wd`` is NaN there)."""
         out = [{h: self.defaults[h] for h in self.free}]
         for _ in range(n - 1):
             out.append({h: _perturb(self.defaults[h], rng) for h in self.free})
-        return out
+        return out + [{**out[0], h: 0.0} for h in self.free if self.defaults[h] != 0]
 
 
 def _perturb(d: float, rng: random.Random) -> float:
@@ -305,8 +307,8 @@ def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int =
             p0, grads = with_special_values(p0, grads)  # identities fail there)
         try:
             ua, ub, grads = _lockstep(pair, va, vb, p0, grads, deadline)
-        except ValueError:  # a draw a schedule's argument check rejects (T_mult = 1.3)
-            if i == 0:
+        except (ValueError, ArithmeticError):  # a draw a schedule's argument check rejects
+            if i == 0:  # (T_mult = 1.3, T_0 = 0), or a quotient of Python floats by a 0
                 raise
             for _ in itertools.takewhile(lambda g: not _past(deadline), grads):
                 pass  # the next draws' inputs as if it had run (unless out of time)
@@ -326,9 +328,11 @@ def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int =
     if compared and min(compared) < steps:
         reached = f"{min(compared)}" + (f" to {max(compared)}" if max(compared) > min(compared)
                                         else "")
-        return None, (f"numeric probing: {draws} hyperparameter draws x {ELEMENTS} inputs agree "
-                      f"for the first {reached} of {steps} steps (the time budget stopped them)")
-    return None, f"numeric probing: {draws} hyperparameter draws x {ELEMENTS} inputs x {steps} steps agree"
+        return None, (f"numeric probing: {len(compared)} hyperparameter draws x {ELEMENTS} inputs "
+                      f"agree for the first {reached} of {steps} steps (the time budget stopped "
+                      "them)")
+    return None, (f"numeric probing: {len(compared)} hyperparameter draws x {ELEMENTS} inputs x "
+                  f"{steps} steps agree")
 
 
 def _lockstep(pair: Pair, va: dict, vb: dict, p0, grads, deadline: float | None):
@@ -399,10 +403,14 @@ class _Side:
 
     def __init__(self, rule: Rule, hypers: dict, tag: str, case_of: "_Side | None" = None,
                  signs: dict | None = None, gradient=None, first: bool | None = None,
-                 start: dict | None = None):
+                 start: dict | None = None, defined_only: bool = False):
         import sympy as sp  # heavy: only for the proofs
         from .symbolic import DEFINED, live_slots  # sympy
         self.rule, self.hypers, self.tag = rule, hypers, tag
+        # the first rule under domain="defined": a case where its update is an infinity or
+        # NaN (raw Lion's c / sqrt(c^2) where c = 0) asks nothing of the update, its states
+        # must still agree (a NaN held in a state may come out finite later)
+        self.defined_only = case_of.defined_only if case_of is not None else defined_only
         self.g, self.p = sp.Symbol("g", real=True), sp.Symbol("p", real=True)
         self.gradient = gradient  # a case's value of g (0), or None: g is a symbol
         self._at_zero = None  # this side translated again with g = 0 (``at_zero``)
@@ -465,7 +473,8 @@ class _Side:
         if self.first:
             reads = {s.name: init[s.init] for s in rule.slots}
         reads.update(self.start)
-        tr = translate([rule.update] + [s.update for s in rule.slots], **leaves(inputs, reads))
+        tr = translate([rule.update] + [s.update for s in rule.slots], **leaves(inputs, reads),
+                       may_be_not_finite=(rule.update,) if self.defined_only else ())
         exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
         inits = {s.name: init[s.init] for s in rule.slots}
         # at g = 0 every marker a node drops is kept as a nan_where term, but those a
@@ -562,17 +571,23 @@ def _points(symbols, sp, n=3, seed=1, wide: bool = False):
     return out
 
 
-def _maps(src: list, dst: list, limit: int = 400):
-    """Functions from src states to dst states (same kind), bijections first; then partial
-    ones, a state left out standing for any value (adam's ``v`` where the update reads only
-    ``sign(m / (sqrt(v) + eps))``: the proof must then hold for every value of it)."""
+def _maps(src_side: _Side, dst_side: _Side, limit: int = 400):
+    """Functions from src's live states to dst's (same kind, same declared storage dtype: a
+    state rounded to float16 at every step is no other rule's float state), bijections first;
+    then partial ones, a state left out standing for any value (adam's ``v`` where the update
+    reads only ``sign(m / (sqrt(v) + eps))``: the proof must then hold for every value of it)."""
+    src, dst = src_side.live, dst_side.live
     if not src:
         yield {}
         return
-    options = [[d for d in dst if d.kind == s.kind] for s in src]
+    stored_src, stored_dst = src_side.rule.state_dtypes, dst_side.rule.state_dtypes
+
+    def fits(s, d):
+        return d.kind == s.kind and stored_dst.get(d.name) == stored_src.get(s.name)
+    options = [[d for d in dst if fits(s, d)] for s in src]
     if len(src) == len(dst):
         for perm in itertools.permutations(dst):
-            if all(p.kind == s.kind for p, s in zip(perm, src)):
+            if all(fits(s, p) for p, s in zip(perm, src)):
                 yield dict(zip((s.name for s in src), (p.name for p in perm)))
     n = 0
     for combo in itertools.product(*options):
@@ -600,11 +615,12 @@ def single_step(pair: Pair):
     expressions, or else in every case of the signs they take (``_agree_by_sign_cases``)."""
     import sympy as sp  # heavy: only for the proofs
     ha, hb = _symbols(pair, sp)
-    A, B = _Side(pair.a, ha, "a"), _Side(pair.b, hb, "b")
+    A = _Side(pair.a, ha, "a", defined_only=pair.domain == "defined")
+    B = _Side(pair.b, hb, "b")
     if A.lost or B.lost:
         return False, {}, LOST
     for src, dst, flip in ((B, A, False), (A, B, True)):
-        for sigma in _maps(src.live, dst.live):
+        for sigma in _maps(src, dst):
             diffs = _differences(src, dst, sigma)
             if _apart(diffs):
                 continue
@@ -632,8 +648,11 @@ def _differences(src: _Side, dst: _Side, sigma: dict) -> list:
 def _pairs(src: _Side, dst: _Side, sigma: dict) -> list:
     """(src's, dst's) of a step, ``src``'s states read as ``dst``'s by ``sigma``: updates,
     state updates, initial values."""
+    from .symbolic import NOT_FINITE  # sympy
     rep = {src.sym[k]: dst.sym[v] for k, v in sigma.items()}
-    pairs = [(src.exprs["update"].xreplace(rep), dst.exprs["update"])]
+    updates = (src.exprs["update"].xreplace(rep), dst.exprs["update"])
+    # (the first rule's update is NOT_FINITE only in a case of domain="defined": no question)
+    pairs = [] if any(u.has(NOT_FINITE) for u in updates) else [updates]
     pairs += [(src.exprs[k].xreplace(rep), dst.exprs[v]) for k, v in sigma.items()]
     pairs += [(src.every_init[k], dst.every_init[v]) for k, v in sigma.items()]
     return pairs
@@ -876,7 +895,8 @@ def _agree_by_sign_cases(src: _Side, dst: _Side, sigma: dict, apart: list | None
     if not keys or len(cases) > SIGN_CASES:
         return False
     for case in cases:
-        signs = {a: v for k, v in zip(keys, case) for a in back[k][0]}
+        # each sign in the case as either side writes it (dst's symbols: the key itself)
+        signs = {a: v for k, v in zip(keys, case) for a in back[k][0] + [k]}
         try:
             sides = [_Side(side.rule, side.hypers, side.tag, side, signs, side.gradient)
                      for side in (src, dst)]
@@ -933,7 +953,7 @@ def scaled_step(pair: Pair):
         return e.xreplace({T_SYMBOL: earlier + 1})
 
     for src, dst, flip in ((B, A, False), (A, B, True)):
-        for sigma in _maps(src.live, dst.live):
+        for sigma in _maps(src, dst):
             if set(sigma) != set(src.init):
                 continue  # every state of src must be a multiple of one of dst
             scale = {}

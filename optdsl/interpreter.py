@@ -36,6 +36,9 @@ class Interpreter:
         self.hyper_leaves = {name: ir.hyper(name) for name in rule.hypers}
         self.scalar_reads = [(s.name, ir.state_read(s.name, s.kind)) for s in self.scalar_slots]
         self.tensor_reads = [(s.name, ir.state_read(s.name, s.kind)) for s in self.tensor_slots]
+        # the storage dtypes the program declares (``m: bfloat16 = ...``), kept by ``step_tensor``
+        self.declared = {s.name: getattr(torch, rule.state_dtypes[s.name])
+                         for s in self.tensor_slots if s.name in rule.state_dtypes}
 
     # --- evaluation ----------------------------------------------------------------------------
     @staticmethod
@@ -117,16 +120,19 @@ class Interpreter:
         """One whole step of one tensor (state initialised at its first step, the step counted,
         the scalars computed once per (t, scalar states) through ``scalars_cache``). Returns
         the update subtracted from ``p`` as the rule computed it (broadcast to ``p``), or None
-        for a rule that assigns ``p``."""
+        for a rule that assigns ``p``. Tensor states are stored in the dtypes the program
+        declares, as the Optimizer stores them."""
         if "step" not in state:
             state["step"] = 0
             self.init_state(p, grad, hypers, state, generator)
+            for name, dtype in self.declared.items():
+                state[name] = state[name].to(dtype)
         state["step"] += 1
         key = (state["step"], tuple(state[s.name] for s in self.scalar_slots))
         if key not in scalars_cache:
             scalars_cache[key] = self.scalar_env(hypers, state["step"], state, generator)
         env = scalars_cache[key]
-        update = self.tensor_step(p, grad, env, state, generator)
+        update = self.tensor_step(p, grad, env, state, generator, self.declared)
         for s in self.scalar_slots:
             state[s.name] = float(env[s.update])
         return None if update is None else torch.as_tensor(update, dtype=p.dtype).expand_as(p)

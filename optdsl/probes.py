@@ -44,10 +44,11 @@ def gradient_stream(generator: torch.Generator, steps: int, size: int,
 def with_special_values(p0: torch.Tensor, grads) -> tuple:
     """Copies of (p0, grads) with the exact values random draws never hit, where generic-point
     identities fail (x/x, |x|/x and sign(x)^2 differ from 1 and sign(x) at 0; (g^2 - 1)/(g - 1)
-    from g + 1 at 1; sign(g - prev(g)) from +-1 where a gradient repeats): p is 0 at every 4th
-    entry and 1 at the next (LayerNorm weights start at 1); of each gradient a third is 0, a
-    third repeats the step before (+-1 at the first step), a sixth is +1 or -1 (the bounds of
-    clip_grad_value_), shifted each step. Dead units and unused rows make such values common.
+    from g + 1 at 1; sign(g - prev(g)) from +-1 where a gradient repeats, sign(g + prev(g)) where
+    it flips): p is 0 at every 4th entry and 1 at the next (LayerNorm weights start at 1); of
+    each gradient a third is 0, a sixth repeats the step before and a sixth is its negative
+    (+-1 at the first step), a sixth is +1 or -1 (the bounds of clip_grad_value_), shifted each
+    step. Dead units and unused rows make such values common.
     The gradients are an iterator, made as they are read."""
     p = p0.clone()
     p[::4] = 0.0
@@ -61,7 +62,8 @@ def with_special_values(p0: torch.Tensor, grads) -> tuple:
             g[z::3] = 0.0
             r = (z + 1) % 3
             if last is not None:
-                g[r::3] = last[r::3]
+                g[r::6] = last[r::6]
+                g[r + 3::6] = -last[r + 3::6]
             else:
                 n = len(g[r::3])
                 g[r::3] = torch.tensor([1.0, -1.0], dtype=g.dtype).repeat(n)[:n]

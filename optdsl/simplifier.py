@@ -62,7 +62,9 @@ def _program_text(rule, deep: bool = True) -> str:
     names = slot_names(rule, live)
     ren = {symbols[s.name]: sp.Symbol(names[s.name], real=True) for s in live}
     init_tr = translate([s.init for s in live], leaf)
-    lines = [f"    state {names[s.name]} = {to_text(rewrites(init_tr[s.init]))}" for s in live]
+    stored = {k: f": {v}" for k, v in rule.state_dtypes.items()}  # kept: float16 rounds
+    lines = [f"    state {names[s.name]}{stored.get(s.name, '')} = {to_text(rewrites(init_tr[s.init]))}"
+             for s in live]
     taken = set(rule.hypers) | set(names.values())
     new_names = {s.name: _fresh(f"{names[s.name]}_new", taken) for s in live}
     updates = [(s, rewrites(exprs[s.name].xreplace(ren))) for s in live]

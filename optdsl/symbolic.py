@@ -133,18 +133,7 @@ def _nonzero(d: sp.Expr) -> bool:
     if d.is_Mul:
         return all(_nonzero(f) for f in d.args)
     return bool(d.is_nonzero or _sign_of(d) in (1, -1) or d.free_symbols <= _HYPERS
-                or (_zero_only_on_a_null_set(d) and not _zero_at_unprobed_gradients(d)))
-
-
-def _zero_at_unprobed_gradients(x: sp.Expr) -> bool:
-    """Whether ``x`` is a function of one step's gradient alone (and hyperparameters) that may be
-    0 at a gradient the probes of ``optdsl.equivalence`` do not try: ``g + 2``, ``g^2 - 1``
-    (they try 0, +-1 and repeats; every gradient value can occur exactly). A single term
-    (``0.1 g``, ``g^2``) is 0 only at g = 0. With a state or p in it (``0.9 m + 0.1 g``) the
-    proof's generic-point semantics stand (the module docstring)."""
-    if not x.free_symbols or any(sym.name != "g" and sym not in _HYPERS for sym in x.free_symbols):
-        return False
-    return len(sp.Add.make_args(sp.expand(x))) > 1
+                or _zero_only_on_a_null_set(d))
 
 
 # In a case where a gradient is 0 (``translate(..., zero_leaf=...)``): a marker that a node
@@ -155,7 +144,7 @@ NAN_WHERE = sp.Function("nan_where", real=True)
 
 
 def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
-              signs: dict | None = None, zero_leaf=None) -> dict:
+              signs: dict | None = None, zero_leaf=None, may_be_not_finite=()) -> dict:
     """sympy expressions of ``roots`` (and every node under them), node -> expression.
 
     ``leaf(node)``: the expression of a ``hyper``/``input``/``state`` leaf; ``overrides``: nodes
@@ -167,16 +156,15 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
     numbers with the language's values (log(0) = -inf, g / -inf = 0), not from sympy's
     all-finite algebra (module docstring: NOT_FINITE, -0.0). ``zero_leaf``: ``leaf`` with
     g = 0, ``leaf`` then the general leaves, which a reduction's arguments keep (g is 0 at
-    this element, not over the tensor); a marker a node drops becomes a ``NAN_WHERE`` term."""
+    this element, not over the tensor); a marker a node drops becomes a ``NAN_WHERE`` term;
+    ``may_be_not_finite``: roots a case may leave ``NOT_FINITE`` (a domain="defined" proof)."""
     if zero_leaf is not None:
         leaf, general_leaf = zero_leaf, leaf
         signs = {} if signs is None else signs
     out = dict(overrides or {})
     plus_zeros = set()  # nodes whose value is 0 and +0.0 for certain (``_plus_zero``)
     elements = set()  # the symbols of per-element leaves (g, p, a tensor's states)
-    for n in ir.topological([r for r in roots if r not in out]):
-        if n in out:
-            continue
+    for n in [m for m in ir.topological([r for r in roots if r not in out]) if m not in out]:
         if n.op == "const":
             out[n] = number(n.value)
         elif n.op in ("hyper", "input", "state"):
@@ -202,7 +190,7 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                 args = [x + ZEROS if a.kind == ir.Kind.TENSOR and not x.free_symbols & elements
                         else x for a, x in zip(n.args, args)]
             try:
-                marked = _node_value(n, args, out, plus_zeros, domains, signs is not None)
+                marked = _node_value(n, args, out, plus_zeros, domains, signs)
             except Unsigned:
                 if signs is None:
                     raise
@@ -212,8 +200,30 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                 out[n] = _keep_dropped_markers(n, out, marked)
         if out[n] == 0 and _plus_zero(n, out, plus_zeros):
             plus_zeros.add(n)
-    _no_root_not_finite(roots, out)
+    _no_root_not_finite(set(roots) - set(may_be_not_finite), out)
     return out
+
+
+def _in_case(x, signs: dict):
+    """``x`` with what a case of the signs fixes: each ``|y|`` whose sign it fixes written as
+    ``y sign(y)`` with that value (``sqrt(c^2)`` is 0 where sign(c) = 0, so ``c / sqrt(c^2)``
+    is no number there), and each domain marker of a ``y`` the case makes positive dropped
+    (a root, a log and a divisor of it are defined). Not inside a reduction's call: its
+    argument is over every element, not this element's case."""
+    if not isinstance(x, sp.Basic) or not x.has(sp.Abs, DEFINED):
+        return x
+
+    def case_sign(y):  # (a case names sign(c), not sign(-c))
+        v = _sign_of(y).xreplace(signs)
+        return v if v.is_number else -_sign_of(-y).xreplace(signs)
+    markers = {m: ONE if isinstance(m, DEFINED) and case_sign(m.args[0]) == 1
+               else sp.Dummy("call") for m in x.atoms(AppliedUndef)}
+
+    def fixed(a):
+        v = case_sign(a.args[0])
+        return a.args[0] * v if v.is_number else a
+    masked = x.xreplace(markers).replace(lambda a: isinstance(a, sp.Abs), fixed)
+    return masked.xreplace({d: m for m, d in markers.items() if d != ONE})
 
 
 def _no_root_not_finite(roots, out: dict) -> None:
@@ -230,17 +240,24 @@ def _over_not_finite(n: ir.Node, args: list) -> bool:
 
 
 def _node_value(n: ir.Node, args: list, out: dict, plus_zeros: set, domains: bool,
-                case: bool):
+                signs: dict | None):
     """Sets ``out[n]`` to the language's value of ``n`` at ``args``, marked where its domain
     may fail (``domains``), and raises ``Unsigned`` where it is no number sympy may reason
-    with (a quotient by a zero that may be -0.0; in a ``case``, an infinity times a value).
-    The argument it marked, or None."""
+    with (a quotient by a zero that may be -0.0; in a case of the ``signs``, an infinity times
+    a value). In a case, what the case fixes is put in (``_in_case``). The argument it
+    marked, or None."""
     prim = PRIMITIVES[n.op]
+    if signs and not prim.reduces:  # a reduction's arguments are over every element
+        args = [_in_case(x, signs) for x in args]
     plus = [a in plus_zeros for a in n.args]
     out[n] = _language_value(prim, args, prim.sympy(sp, *args), plus)
     marked = _mark_domain(n, args, out) if domains else None
-    if case:
+    if signs is not None:
         _check_case_value(n, out)
+    if signs:
+        for key in (n, (n, "defined")):
+            if key in out:
+                out[key] = _in_case(out[key], signs)
     return marked
 
 
@@ -252,7 +269,7 @@ def _mark_domain(n: ir.Node, args: list, out: dict):
     # a log of 0 is -inf (and -inf - -inf NaN): its argument must be positive; a root of |x|
     # is defined wherever x is
     marked = divisor or (arg is not None and not (
-        (arg.is_positive if n.op == "log" else arg.is_nonnegative or isinstance(arg, sp.Abs))
+        (arg.is_positive if n.op == "log" else _nonnegative(arg) or isinstance(arg, sp.Abs))
         or _positive(arg)))
     if marked:
         out[n] = out[n] * DEFINED(arg)
@@ -419,8 +436,7 @@ def _sign_rules(e: sp.Expr) -> sp.Expr:
         e = e.replace(lambda x: isinstance(x, sp.sign), lambda x: _sign_of(x.args[0]))
         e = e.replace(lambda x: isinstance(x, sp.Abs), lambda x: x.args[0] * sp.sign(x.args[0]))
         e = e.replace(lambda x: x.is_Pow and isinstance(x.base, sp.sign) and x.exp.is_Integer
-                      and _zero_only_on_a_null_set(x.base.args[0])
-                      and not _zero_at_unprobed_gradients(x.base.args[0]),
+                      and _zero_only_on_a_null_set(x.base.args[0]),
                       lambda x: x.base ** (int(x.exp) % 2))
         if e == before:
             break
@@ -441,7 +457,7 @@ def _sign_of(arg: sp.Expr) -> sp.Expr:
             return _sign_of(arg.base) ** arg.exp
         if arg.exp.is_Rational and _positive(arg.base):
             return sp.Integer(1)
-        if arg.exp.is_Rational and arg.exp.is_positive and arg.base.is_nonnegative:
+        if arg.exp.is_Rational and arg.exp.is_positive and _nonnegative(arg.base):
             return _sign_of(arg.base)  # a root of b >= 0 is 0 exactly where b is
     if isinstance(arg, sp.Abs):
         return _sign_of(arg.args[0]) ** 2  # |x| > 0 exactly where x != 0 (NaN: both 0)
@@ -465,6 +481,17 @@ def _definite_sign(arg: sp.Expr) -> sp.Expr:
     return sp.sign(arg)
 
 
+def _nonnegative(x: sp.Expr) -> bool:
+    """x >= 0 wherever it is a number: sympy knows it, or its sign (``_sign_of``) is a product
+    of 1, signs of what sympy knows nonnegative and even powers of signs (``ema(g^2) / (1 -
+    0.999^t)``, whose sign is sign(ema(g^2)): 0 where the gradients have been)."""
+    if x.is_nonnegative:
+        return True
+    return all(f == 1 or (isinstance(f, sp.sign) and f.args[0].is_nonnegative)
+               or (f.is_Pow and isinstance(f.base, sp.sign) and f.exp.is_even)
+               for f in sp.Mul.make_args(_sign_of(x)))
+
+
 def _positive(x: sp.Expr) -> bool:
     """x > 0 at generic points."""
     return _sign_of(x) == 1
@@ -481,6 +508,10 @@ def _sign_of_sum(arg: sp.Expr) -> sp.Expr:
     signs = {_sign_of(a) for a in arg.args}
     if signs in ({sp.Integer(1)}, {sp.Integer(-1)}):
         return signs.pop()
+    if sp.Integer(1) in signs and all(_nonnegative(a) for a in arg.args):
+        return sp.Integer(1)  # sqrt(v) + 1e-8 with v = ema(g^2) >= 0, 0 where g has been
+    if sp.Integer(-1) in signs and all(_nonnegative(-a) for a in arg.args):
+        return sp.Integer(-1)
     const, rest = arg.as_coeff_Add()
     k, power = rest.as_coeff_Mul()
     if (const.is_positive and k.is_negative and power.is_Pow and power.exp == T_SYMBOL
@@ -566,7 +597,7 @@ ONE, ZERO = sp.Integer(1), sp.Integer(0)
 def sign_values(x: sp.Expr) -> tuple:
     """The values a proof by cases gives ``sign(x)``: +-1, and 0 too unless ``x`` is 0 only on
     a null set (and not at a gradient the probes do not try)."""
-    if _zero_only_on_a_null_set(x) and not _zero_at_unprobed_gradients(x):
+    if _zero_only_on_a_null_set(x):
         return ONE, -ONE
     return ONE, -ONE, ZERO
 
@@ -575,27 +606,25 @@ _GRADIENT = re.compile(r"g\d*")  # the symbols of a step's gradient (g) and of u
 
 
 def _zero_only_on_a_null_set(x: sp.Expr) -> bool:
-    """Whether ``x`` is 0 (or NaN, whose sign is 0 in the language) only on a set of measure
-    zero whatever the states, ``p`` and hyperparameters are, so that ``sign(x)`` is +-1 at
-    generic points: ``x`` is a polynomial in the gradients (``g``, or ``g1 .. gk`` unrolled)
-    whose coefficients are polynomials in the other symbols, and one of its terms of positive
-    degree in a gradient has a nonzero number, or a nonzero polynomial in hyperparameters
-    (generic, as everywhere in a proof), as its coefficient (``0.9 m + 0.1 g``, ``beta1 m + (1
-    - beta1) g``, ``0.999 v + 0.001 g^2``; not ``m g``: a state or ``p`` can be 0 on whole
-    trajectories, e.g. a state ``prev(max(1000 - g, 0))``). A polynomial in g that is not 0 as
-    a polynomial vanishes at finitely many g."""
+    """Whether ``x`` is 0 only where a gradient is (or for special hyperparameters), so that a
+    proof at generic points with the step at ``g = 0`` compared on its own covers every input:
+    ``x`` is one term, a product of gradient powers (``g``, or ``g1 .. gk`` unrolled) and a
+    nonzero number or polynomial in hyperparameters (``0.1 g``, ``g^2``, ``(1 - beta) g``).
+    Not a sum with a state or another term (``0.9 m + 0.1 g`` is 0 after g = 1, -0.9; ``g +
+    prev(g)`` wherever the gradient flips), nor a state alone (``m g``: a state can be 0 on
+    whole trajectories): those are 0 for inputs that occur, and a proof takes the 0 case."""
     gradients = [sym for sym in x.free_symbols if _GRADIENT.fullmatch(sym.name)]
-    others = [sym for sym in x.free_symbols if sym not in gradients]
     if not gradients:
         return False
-    try:
-        poly = sp.Poly(sp.expand(x), *gradients)
-    except sp.PolynomialError:
+    coefficient, powers = sp.expand(x).as_independent(*gradients, as_Add=False)
+    if not powers.is_Mul and not powers.is_Pow and powers not in gradients:
         return False
-    if not all(c.is_polynomial(*others) for c in poly.coeffs()):
+    factors = sp.Mul.make_args(powers)
+    if not all(f in gradients or (f.is_Pow and f.base in gradients and f.exp.is_Integer
+                                  and f.exp.is_positive) for f in factors):
         return False
-    return any(any(m) and c != 0 and (c.is_number or c.free_symbols <= _HYPERS)
-               for m, c in zip(poly.monoms(), poly.coeffs()))
+    return coefficient != 0 and (coefficient.is_number or (
+        coefficient.free_symbols <= _HYPERS and coefficient.is_polynomial()))
 
 
 def sign_atoms(exprs) -> dict:

@@ -1,0 +1,105 @@
+"""False proofs a review of equiv, simplify and the CLI found (2026-12-04): each pair was
+proved equivalent, and the interpreter tells them apart on an input that occurs."""
+from __future__ import annotations
+
+import torch
+
+import optdsl
+from optdsl import equivalent, parse
+
+
+def _updates(rule, grads, dtype=torch.float64, p0=0.0, **hypers):
+    """The updates of ``rule`` run as a torch Optimizer (eager) on one element."""
+    p = torch.nn.Parameter(torch.full((1,), p0, dtype=dtype))
+    opt = optdsl.Optimizer([p], rule, backend="eager", **hypers)
+    out = []
+    for g in grads:
+        before = p.detach().clone()
+        p.grad = torch.tensor([g], dtype=dtype)
+        opt.step()
+        out.append(float(before - p.detach()))
+    return out
+
+
+def test_a_gradient_that_flips_sign_is_probed():
+    """g + prev(g) is exactly 0 where the gradient flips (g clipped to +-1): the probes try
+    a negated repeat, so the pair is refuted with that input."""
+    a, b = "lr * g * sign(g + prev(g))^2", "lr * g"
+    assert _updates(a, [1.0, -1.0], lr=0.1) != _updates(b, [1.0, -1.0], lr=0.1)
+    v = equivalent(a, b, timeout=20)
+    assert v.status == "refuted", v
+    grads = [g[0] for g in v.counterexample.grads]
+    assert grads[-1] == -grads[-2], v.counterexample
+
+
+def test_a_nan_held_in_a_state_is_not_simplified_away():
+    """c / |c| is NaN where c = g + prev(g) = 0 (g = 1, -1); the state then holds NaN, and the
+    comparison makes the update 0 at every later step. simplify wrote sign(c) (0 there) and
+    proved its output equal wherever the input's update is finite: it is finite, and not equal."""
+    src = """r(lr=0.1):
+    state s = 0
+    c = g + prev(g, 0.5)
+    s := 0.9 * s + c / abs(c)
+    return lr * where(abs(s) < 100, sign(g), 0)"""
+    text, verdict = optdsl.simplify(src)
+    grads = [1.0, -1.0, 1.0, 1.0]
+    ours, theirs = _updates(src, grads), _updates(text, grads)
+    assert all(x == x for x in ours) and ours != theirs  # finite, and not the same
+    assert not verdict.proved, (text, verdict)
+    assert not equivalent(src, text, domain="defined", timeout=20).proved
+
+
+def test_raw_lion_is_still_proved_equal_to_lion_where_it_is_defined():
+    """Where c = 0, raw Lion's c / sqrt(c^2) is NaN (its update, not a state): a case
+    domain="defined" does not ask about; the others agree."""
+    raw = """raw(lr=1e-4, beta1=0.9, beta2=0.99):
+    state m = 0
+    c = beta1 * m + (1 - beta1) * g
+    m := beta2 * m + (1 - beta2) * g
+    return c / sqrt(c * c) * lr"""
+    lion = "l(lr=1e-4, beta1=0.9, beta2=0.99) = lr * sign(beta1 * prev(ema(g, beta2)) + (1 - beta1) * g)"
+    assert equivalent(raw, lion, domain="defined", timeout=30).proved
+    assert equivalent(raw, lion, timeout=30).status == "refuted"  # NaN at c = 0
+
+
+STATE_IN_FLOAT16 = """r(lr=0.1):
+    m: float16 = ema(g, 0.9)
+    return lr * sign(m)"""
+
+
+def test_a_state_declared_in_float16_is_no_float_state():
+    """m: float16 rounds the ema at every step (5e-7 underflows to 0 in float16): not proved
+    equal to the same rule in the parameter's dtype; the reference trajectory (what the probes
+    and the search run) rounds it as the Optimizer does."""
+    plain = "r(lr=0.1) = lr * sign(ema(g, 0.9))"
+    grads = [5e-7, -5e-7]
+    assert _updates(STATE_IN_FLOAT16, grads) != _updates(plain, grads)
+    assert not equivalent(plain, STATE_IN_FLOAT16, timeout=20).proved
+    rule = parse(STATE_IN_FLOAT16)
+    reference = optdsl.interpreter.trajectory(
+        rule, rule.defaults, torch.zeros(1, dtype=torch.float64),
+        [torch.tensor([g], dtype=torch.float64) for g in grads])
+    assert [float(u) for u in reference] == _updates(STATE_IN_FLOAT16, grads)
+
+
+def test_simplify_keeps_a_declared_state_dtype():
+    """The simplified program stores its state as the input did, so it runs the same."""
+    src = """r(lr=0.1):
+    state s: bfloat16 = 0
+    s := 0.9 * s + g
+    return lr * s"""
+    text, verdict = optdsl.simplify(src)
+    assert "state s: bfloat16 = 0" in text, text
+    assert verdict.proved, verdict
+    grads = [0.1234567, 0.1234567, 0.1234567]
+    assert _updates(src, grads, dtype=torch.float32) == _updates(text, grads, dtype=torch.float32)
+    # and a float16 state against a float16 one is still proved
+    assert equivalent(STATE_IN_FLOAT16, "q(lr=0.1):\n    state k: float16 = 0\n"
+                      "    k := 0.9 * k + 0.1 * g\n    return lr * sign(k)", timeout=20).proved
+
+
+def test_a_hyperparameter_at_zero_is_probed():
+    """wd * x / wd is NaN at wd = 0 (weight_decay=0 is common): refuted at wd = 0."""
+    a, b = "r(lr=0.1, wd=0.01) = lr * (g + wd * p) * wd / wd", "r(lr=0.1, wd=0.01) = lr * (g + wd * p)"
+    v = equivalent(a, b, timeout=20)
+    assert v.status == "refuted" and v.counterexample.hypers.get("wd") == 0.0, v
