@@ -7,7 +7,9 @@
   ``g * h(t, s)`` with ``s = sign(g) sign(m)``, ``m = ema(g, 0.9)``, i.e. ``u / g`` takes one
   value where the signs agree and another where they disagree, the first larger and positive
   (and the second not negative, alpha >= f(t)); ``c+ c- = 1``: PowerSign-like,
-  ``base^(+-f(t))``; otherwise AddSign-like, ``alpha +- f(t)``). The two values must be
+  ``base^(+-f(t))``; otherwise AddSign-like, ``alpha +- f(t)``). Random gradients never make
+  ``m`` exactly 0, so the check does not see what a rule does there; :func:`family_proof`
+  does, and only it says member. The two values must be
   apart by at least ``SEPARATION`` of the larger and by far more than either one's spread
   over the elements: ``1e8 g + clip(m, -1e-4, 1e-4)`` is sgd with a rounding-size term, not
   a member (its ratios are 1e8 +- 2: one value within 1e-6 relative, but not two). Every test
@@ -146,13 +148,16 @@ class Proof:
 def family_proof(rule, beta: float = 0.9, timeout: float = 10.0) -> Proof:
     """Prove with ``optdsl.equivalent`` that ``rule`` is AddSign up to a factor of lr.
 
-    With ``c+(t)`` and ``c-(t)`` the values of ``u / g`` (lr = 1) at step ``t`` where the signs
-    of ``g`` and ``m = ema(g, beta)`` agree and where they do not, a member is
-    ``u = lr g (c+ (1 + s) + c- (1 - s)) / 2`` with ``s = sign(g) sign(m)`` and
-    ``c+ > c- >= 0``: ``addsign`` at ``lr x (c+ - c-) / 2`` with
-    ``alpha = (c+ + c-) / (c+ - c-)``, PowerSign when ``c+ / c- = e^2``; when they depend on
+    With ``c+(t)``, ``c-(t)`` and ``c0(t)`` the values of ``u / g`` (lr = 1) at step ``t``
+    where the signs of ``g`` and ``m = ema(g, beta)`` agree, where they do not, and where
+    ``m`` is exactly 0 (``s = sign(g) sign(m) = 0``, after g = 1, -beta: an input that occurs),
+    a member is ``u = lr g (c+ (1 + s) + c- (1 - s)) / 2`` with ``c+ > c- >= 0`` and ``c0``
+    the mean of the two: ``addsign`` at ``lr x (c+ - c-) / 2`` with ``alpha = (c+ + c-) / (c+
+    - c-)``; or ``c0`` their geometric mean: PowerSign (``base^s``, base e when ``c+ / c- =
+    e^2``). Any other ``c0`` is no member: such a rule equals one only where the ema is not 0
+    (``g / (log|sign(g) + sign(m)| + 1e-8)`` steps 1e8 g there). When the values depend on
     ``t``, a member with a decay (Bello et al.'s decayed PowerSign and AddSign, or a learning
-    rate schedule). ``c+(t)`` and ``c-(t)`` are computed exactly (sympy, ``_exact_ratios``),
+    rate schedule). The values are computed exactly (sympy, ``_exact_ratios``),
     written into that form as program text (checked to give them back: exactly for
     constants, to 25 digits at every step of ``ORDER_STEPS`` for values in t), and the rule is
     proved equal to it for every input, or refuted, or left unknown (random numbers, sympy's
@@ -187,7 +192,7 @@ def _members_child(conn, rule, beta: float) -> None:
     ``c+`` and ``c-``, a final Proof or (member program text, what it is) to prove."""
     from optdsl import symbolic
     try:
-        out = [_member(rule, cp, cm, beta) for cp, cm in _guesses(rule, beta)]
+        out = [_member(rule, values, beta) for values in _guesses(rule, beta)]
     except symbolic.Opaque:
         out = [Proof("unknown", "it draws random numbers: no exact proof")]
     except BaseException as e:  # noqa: BLE001 - a rule sympy cannot take is only 'not proven'
@@ -197,7 +202,7 @@ def _members_child(conn, rule, beta: float) -> None:
 
 
 def _guesses(rule, beta: float) -> list:
-    """[(c+, c-)] to try (``family_proof``): the constants of step 1 when the values at a
+    """[(c+, c-, c0)] to try (``family_proof``): the constants of step 1 when the values at a
     symbolic step t are those at every step of ``SAME_STEPS`` (e.g. ``sign(1 - 0.9^t) = 1``),
     else the values in t and then the constants."""
     first, general = _exact_ratios(rule, beta, at=1), _exact_ratios(rule, beta)
@@ -248,38 +253,71 @@ def _at_steps(values, steps) -> list:
     return rows
 
 
-def _member(rule, cp, cm, beta: float):
-    """``family_proof`` for one guess of ``c+`` and ``c-``: their order and the member as a
-    program, (its text, what it is) for the proof, or a Proof that says why there is none."""
+def _member(rule, values, beta: float):
+    """``family_proof`` for one guess of ``(c+, c-, c0)``: their order, the value where the ema
+    is exactly 0 (``_at_zero_ema``) and the member as a program, (its text, what it is) for the
+    proof, or a Proof that says why there is none."""
     import optdsl
     from optdsl import symbolic
+    cp, cm, c0 = values
     try:
         disorder = _disorder(cp, cm)
+        kind = _at_zero_ema(cp, cm, c0)
     except Exception as e:  # noqa: BLE001 - values that cannot be computed: not proven
-        return Proof("unknown", f"u / g is {cp} and {cm}, not computable ({e})")
+        return Proof("unknown", f"u / g is {cp}, {cm} and {c0}, not computable ({e})")
     if disorder:
         return Proof("refuted", f"u / g is {cp} where the signs agree and {cm} where not: "
                                 f"{disorder} (a member's is larger where they agree, and not "
                                 "negative)")
+    if kind is None:
+        return Proof("refuted", f"u / g is {_short(c0, 6)} where ema(g, {beta!r}) is exactly 0 "
+                                f"(after g = 1, -{beta!r}), where AddSign's is (c+ + c-) / 2 = "
+                                f"{_short((cp + cm) / 2, 6)} and PowerSign's sqrt(c+ c-) = "
+                                f"{_short((cp * cm) ** 0.5, 6)} (c+ = {_short(cp, 6)}, c- = "
+                                f"{_short(cm, 6)}): the family's wherever the ema is not 0 only")
     try:  # the member as a program: exact when its constants print exactly
-        plus, minus = (symbolic.to_text(_without_hyperbolic(v)) for v in (cp, cm))
-        s = f"sign(g) * sign(ema(g, {beta!r}))"
+        plus, minus, zero = (symbolic.to_text(_without_hyperbolic(v)) for v in values)
+        s, z = f"sign(g) * sign(ema(g, {beta!r}))", f"(1 - abs(sign(ema(g, {beta!r}))))"
         # at the rule's own lr default: equivalent compares rules at their defaults (the
         # library's powersign, lr=0.1, was refuted against a member at lr=1)
         lr = float(rule.defaults.get("lr", 1.0))
-        member = optdsl.parse(f"member(lr={lr!r}) = lr * g * (({plus}) * (1 + {s}) + "
-                              f"({minus}) * (1 - {s})) / 2")
-        if _depends_on_t(cp, cm):  # its values in t: to 25 digits wherever the order was checked
-            back = _agree(_exact_ratios(member, beta), (cp, cm), ORDER_STEPS)
+        form = f"(({plus}) * (1 + {s}) + ({minus}) * (1 - {s})) / 2"
+        if kind == "powersign":  # s = 0: the geometric mean, not the (1 +- s) form's mean
+            form = f"({form} * (1 - {z}) + ({zero}) * {z})"
+        member = optdsl.parse(f"member(lr={lr!r}) = lr * g * {form}")
+        if _depends_on_t(*values):  # its values in t: to 25 digits wherever the order was checked
+            back = _agree(_exact_ratios(member, beta), values, ORDER_STEPS)
         else:
             back = all(symbolic.equal(x, y)
-                       for x, y in zip(_exact_ratios(member, beta, at=1), (cp, cm)))
+                       for x, y in zip(_exact_ratios(member, beta, at=1), values))
         if not back:
-            raise optdsl.DSLError(f"{plus}, {minus} do not read back exactly")
+            raise optdsl.DSLError(f"{plus}, {minus}, {zero} do not read back exactly")
     except (optdsl.DSLError, symbolic.Opaque) as e:
         return Proof("unknown", f"u / g cannot be written in the language: {e}")
-    return (member.source, f"u = lr g (({plus}) (1 + s) + ({minus}) (1 - s)) / 2: "
-            + _member_name(cp, cm))
+    shape = (f"u = lr g (({plus}) (1 + s) + ({minus}) (1 - s)) / 2" if kind == "addsign" else
+             f"u = lr g ({plus}, {minus}, {zero}) where s = 1, -1, 0")
+    return member.source, f"{shape}: " + _member_name(cp, cm, kind)
+
+
+def _at_zero_ema(cp, cm, c0) -> str | None:
+    """Which member ``c0`` (``u / g`` where the ema is exactly 0, s = 0) makes of ``c+, c-``:
+    'addsign' where it is their mean ((alpha + 0) lr g), 'powersign' where it is their
+    geometric mean (base^0 lr g, any base, the exponent decayed or not), else None (no
+    member: the two differ there, an input that occurs). Constants exactly; values in t at
+    ``SAME_STEPS`` to 25 digits."""
+    import sympy as sp
+    from optdsl import symbolic
+
+    def same(a, b):
+        if _depends_on_t(a, b):
+            return _agree((a,), (b,), SAME_STEPS)
+        return abs((a - b).evalf(50)) <= sp.Float(10, 50) ** -40 * (abs(b.evalf(50)) + 1) \
+            and symbolic.equal(a, b)
+    if same(c0, (cp + cm) / 2):
+        return "addsign"
+    if cm != 0 and same(c0 ** 2, cp * cm):
+        return "powersign"
+    return None
 
 
 def _without_hyperbolic(v):
@@ -311,29 +349,32 @@ def _disorder(cp, cm) -> str:
     return ""
 
 
-def _member_name(cp, cm) -> str:
-    """What the member with these ``u / g`` values is called (``family_proof``); for values in
-    t, told from their values at ``SAME_STEPS`` (a name, not a proof)."""
+def _member_name(cp, cm, kind: str) -> str:
+    """What the member with these ``u / g`` values is called (``family_proof``; ``kind`` from
+    ``_at_zero_ema``: where c+ / c- = e^2, the (1 +- s) form is AddSign with alpha = coth(1),
+    PowerSign only where the ema is not 0); for values in t, told from their values at
+    ``SAME_STEPS`` (a name, not a proof)."""
     import sympy as sp
     from optdsl import symbolic
     from optdsl.symbolic import T_SYMBOL
-    if _depends_on_t(cp, cm):
-        if cm != 0 and _agree((cp / cm,), (sp.exp(2),), SAME_STEPS):
-            lr = symbolic.to_text(_without_hyperbolic(cp * sp.exp(-1)))  # c+ = e x lr factor
-            return f"powersign at lr x {lr} (a learning-rate decay)"
+    if kind == "powersign" and _depends_on_t(cp, cm):
         if _agree((cp * cm,), (sp.Integer(1),), SAME_STEPS):
             return "powersign with a decay of its exponent (c+ c- = 1)"
+        if _agree((cp / cm,), (sp.exp(2),), SAME_STEPS):
+            lr = symbolic.to_text(_without_hyperbolic(cp * sp.exp(-1)))  # c+ = e x lr factor
+            return f"powersign at lr x {lr} (a learning-rate decay)"
+        return "powersign whose scale and base depend on t (a decay)"
+    if kind == "powersign":  # numbers: told apart at 50 digits before sympy is asked
+        base = "" if abs((cp / cm - sp.exp(2)).evalf(50)) < sp.Float(10, 50) ** -40 \
+            and symbolic.equal(cp / cm, sp.exp(2)) else f" with base {_short(sp.sqrt(cp / cm), 10)}"
+        return f"powersign{base} at lr x {_short(sp.sqrt(cp * cm), 6)}"
+    if _depends_on_t(cp, cm):
         alpha = (cp + cm) / (cp - cm)
         if _agree((alpha,), (alpha.subs(T_SYMBOL, 1),), SAME_STEPS):
             scale = symbolic.to_text(_without_hyperbolic((cp - cm) / 2))
             return (f"addsign with alpha = {_short(alpha.subs(T_SYMBOL, 1), 10)} at lr x {scale} "
                     "(a learning-rate decay)")
         return "addsign whose scale and alpha depend on t (a decay)"
-    # numbers: told apart at 50 digits before sympy is asked (its simplify ran for minutes on
-    # c+ / c- = (1 + e^(10^8 / (10^8 + 1))) / (1 + e^(-10^8 / (10^8 + 1))) against e^2)
-    if cm != 0 and abs((cp / cm - sp.exp(2)).evalf(50)) < sp.Float(10, 50) ** -40 \
-            and symbolic.equal(cp / cm, sp.exp(2)):
-        return f"powersign at lr x {_short(sp.sqrt(cp * cm), 6)}"
     return f"addsign at lr x {_short((cp - cm) / 2, 6)} with alpha = {_short((cp + cm) / (cp - cm), 10)}"
 
 
@@ -365,23 +406,30 @@ def _for_every_step(verdict, named: str) -> Proof:
 
 
 def _exact_ratios(rule, beta: float = 0.9, at=None) -> tuple:
-    """(c+(t), c-(t)): ``u / g`` of ``rule`` (lr = 1, other hyperparameters at their defaults)
-    at step t, exact sympy expressions in ``t`` (``symbolic.T_SYMBOL``; numbers when they do
-    not depend on it), or at step ``at`` when given (numbers: the rule's own first two steps):
-    ``c+`` from a first step at t on ``g = 1`` (the signs agree), ``c-``
-    from the step after it on ``g = -1/10`` (where ``m = ema(g, beta)`` is
-    ``(1 - beta)(beta - 1/10) > 0``: they disagree), moved back to step t. The states start
-    from their initial values at step t, as after steps of zero gradient: for a member, whose
-    ``u / g`` depends only on t and the signs, these are its values at every step (and the
-    proof, not this, decides). Not simplified (sympy would rationalise ``1 / (sqrt(2) +
-    1e-8)`` into integers of 17 digits, which a program cannot hold exactly)."""
+    """(c+(t), c-(t), c0(t)): ``u / g`` of ``rule`` (lr = 1, other hyperparameters at their
+    defaults) at step t, exact sympy expressions in ``t`` (``symbolic.T_SYMBOL``; numbers when
+    they do not depend on it), or at step ``at`` when given (numbers: the rule's own first
+    steps): ``c+`` from a first step at t on ``g = 1`` (the signs agree), ``c-`` from the step
+    after it on ``g = -1/10`` (where ``m = ema(g, beta)`` is ``(1 - beta)(beta - 1/10) > 0``:
+    they disagree), ``c0`` from the step after ``g = 1`` on ``g = -beta``, where ``m`` is
+    exactly 0 (``s = 0``: an input that occurs, e.g. 1, -0.9 in float64), each moved back to
+    step t. The states start from their initial values at step t, as after steps of zero
+    gradient: for a member, whose ``u / g`` depends only on t and the signs, these are its
+    values at every step (and the proof, not this, decides). Not simplified (sympy would
+    rationalise ``1 / (sqrt(2) + 1e-8)`` into integers of 17 digits, which a program cannot
+    hold exactly)."""
     import sympy as sp
     from optdsl.symbolic import T_SYMBOL, exact_updates
     if not beta > 0.1:
         raise ValueError(f"beta {beta}: the second step's g must disagree with m (beta > 0.1)")
-    gs = (sp.Integer(1), sp.Rational(-1, 10))
-    up, um = exact_updates(rule, gs, {"lr": 1}, t0=at or T_SYMBOL)
-    return up / gs[0], (um / gs[1] if at else (um / gs[1]).subs(T_SYMBOL, T_SYMBOL - 1))
+    one = sp.Integer(1)
+    ratios = [exact_updates(rule, (one, g), {"lr": 1}, t0=at or T_SYMBOL)
+              for g in (sp.Rational(-1, 10), -sp.Rational(str(beta)))]
+    (up, um), (_, uz) = ratios
+    later = [u / g for u, g in ((um, sp.Rational(-1, 10)), (uz, -sp.Rational(str(beta))))]
+    if not at:
+        later = [v.subs(T_SYMBOL, T_SYMBOL - 1) for v in later]
+    return (up / one, *later)
 
 
 def match_proof(rule, target, timeout: float = 10.0) -> Proof:
