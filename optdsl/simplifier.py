@@ -10,7 +10,7 @@ import time
 
 import sympy as sp
 
-from .equivalence import check_timeout, equivalent, run_with_budget
+from .equivalence import PROVED, Verdict, check_timeout, equivalent, run_with_budget
 from .errors import DSLError
 from .probes import is_random
 from .printing import number
@@ -26,25 +26,36 @@ def simplify(rule, prove: bool = True, timeout: float = 20.0):
     ``verdict`` (when ``prove``) is the proof that the printed program agrees with the input
     wherever the input's update is defined: c / sqrt(c^2) becomes sign(c), which is 0 where
     the input was NaN. ``timeout`` (seconds) bounds the whole: sympy's simplification of the
-    expressions gets half of it (past it, the program keeps the translation's own form), the
-    proof what is left."""
+    expressions gets 40% of it (past it, the translation's own form is tried in what is left
+    of the first half), the proof what is left. Where no simpler form is printed in time, or
+    none can be written in the language (sympy's ``re`` and ``atan2`` of a root that may be
+    NaN), the text is the rule's own program, unchanged, and the verdict says why."""
     check_timeout(timeout)
     start = time.perf_counter()
     if is_random(rule):
         raise DSLError("the rule draws random numbers: it has no symbolic form to simplify")
-    # sympy's simplify can take minutes (by PYTHONHASHSEED): in a forked process under the
-    # budget, else the translation's own form (with the sign rewrites)
-    text = run_with_budget(_text_child, (rule,), timeout / 2, None) or _program_text(rule, False)
+    # sympy's simplify can take minutes (by PYTHONHASHSEED), and a sum of hundreds of terms
+    # its plain translation too: each in a forked process under the budget
+    found = run_with_budget(_text_child, (rule, True), 0.4 * timeout, "no simpler form in time")
+    if not isinstance(found, str) or not found.endswith("\n"):
+        left = timeout / 2 - (time.perf_counter() - start)
+        found = run_with_budget(_text_child, (rule, False), left, found)
+    if not found.endswith("\n"):  # a reason: the program as it is
+        return rule.source.rstrip("\n") + "\n", Verdict(
+            PROVED, "unchanged", f"the program itself: {found}") if prove else None
     left = max(0.0, timeout - (time.perf_counter() - start))
-    verdict = equivalent(rule, parse(text), timeout=left, domain="defined") if prove else None
-    return text, verdict
+    verdict = equivalent(rule, parse(found), timeout=left, domain="defined") if prove else None
+    return found, verdict
 
 
-def _text_child(conn, rule):
+def _text_child(conn, rule, deep: bool):
+    """Sends the simplified program's text (``_program_text``), or why there is none."""
     try:
-        conn.send(_program_text(rule))
-    except BaseException:  # the parent prints it again, and raises what it raises
-        conn.send(None)
+        conn.send(_program_text(rule, deep))
+    except DSLError as e:  # an expression the language cannot write (sympy's re, atan2)
+        conn.send(f"no simpler form in the language ({e})")
+    except BaseException as e:  # noqa: BLE001 - sympy can fail on odd inputs
+        conn.send(f"no simpler form ({type(e).__name__}: {e})")
     finally:
         conn.close()
 

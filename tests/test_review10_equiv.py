@@ -103,3 +103,24 @@ def test_a_hyperparameter_at_zero_is_probed():
     a, b = "r(lr=0.1, wd=0.01) = lr * (g + wd * p) * wd / wd", "r(lr=0.1, wd=0.01) = lr * (g + wd * p)"
     v = equivalent(a, b, timeout=20)
     assert v.status == "refuted" and v.counterexample.hypers.get("wd") == 0.0, v
+
+
+def test_simplify_answers_for_a_rule_it_cannot_print_simpler():
+    """sympy writes |exp(sqrt(p))| with re() and atan2(), which the language lacks: simplify
+    raised 'cannot print atan2'. It now gives the program unchanged, and says so."""
+    text, verdict = optdsl.simplify("lr * abs(exp(sqrt(p)))", timeout=20)
+    assert parse(text).source.strip() == "lr * abs(exp(sqrt(p)))"
+    assert verdict.proved and "the program itself: no simpler form in the language" in str(verdict)
+
+
+def test_simplify_keeps_to_its_budget_on_a_long_sum():
+    """A sum of 300 terms: sympy's simplify ran out of its half, and the plain translation then
+    ran in the parent without a limit (23 s for --timeout 10)."""
+    import time
+    big = "lr * (" + " + ".join(f"{i + 1} * g^{i % 7 + 1} * sign(ema(g, 0.9))"
+                               for i in range(300)) + ")"
+    start = time.perf_counter()
+    text, verdict = optdsl.simplify(big, timeout=4)
+    assert time.perf_counter() - start < 8, verdict
+    parse(text)
+    assert verdict.status in ("proved", "unknown"), verdict

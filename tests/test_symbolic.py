@@ -327,9 +327,9 @@ def test_simplify_keeps_to_its_time_budget_with_the_proof(monkeypatch):
     monkeypatch.setattr(simplifier, "equivalent",
                         lambda *a, **k: budgets.append(k["timeout"]) or proof(*a, **k))
     start = time.perf_counter()
-    _, verdict = optdsl.simplify(TANH[1], timeout=2)  # sympy's simplify: 1 s, all it gets
+    _, verdict = optdsl.simplify(TANH[1], timeout=2)  # sympy's simplify: 0.8 s, all it gets
     took = time.perf_counter() - start
-    assert len(budgets) == 1 and 0 <= budgets[0] <= 1, budgets
+    assert len(budgets) == 1 and 0 <= budgets[0] <= 1.2, budgets
     assert verdict.status in ("proved", "unknown") and took < 3, (verdict, took)
 
 
