@@ -52,7 +52,9 @@ STEPS, WIDTH, SEED = 40, 64, 2017
 CAP = 1e-6  # residuals below count as an exact match: the score's maximum is -log10(CAP)
 MAX_SCORE = -math.log10(CAP)
 STILL = 1e-6  # an element whose target updates are this small against a typical one's is still
-VERSION = 2  # 2: updates as computed (not p - p_after), still elements weighed as typical ones
+# 2: updates as computed (not p - p_after), still elements weighed as typical ones;
+# 3: an exact stream, whose first steps put ema(g, 0.9) and g + prev(g) at exactly 0
+VERSION = 3
 
 
 def streams():

@@ -16,7 +16,12 @@ Each stream is one parameter tensor of ``width`` elements over ``steps`` steps, 
   *switching* ``10^U(-0.5, 0.5)`` with the mean's sign flipped after half the steps (momentum
   lags behind);
 * the parameter is teacher-forced, the same for every rule: ``p_t = p_0 (1 - 0.01 t)``,
-  ``p_0`` N(0, 1); each step starts from ``p_t`` and the update is ``p_t - p_after``.
+  ``p_0`` N(0, 1); each step starts from ``p_t`` and the update is ``p_t - p_after``;
+* an *exact* stream (steady afterwards) starts with inputs where states are exactly 0, which
+  random gradients never give and optimizers meet (a rule that equals AddSign wherever the
+  ema is not 0 steps 1e8 g where it is): ``g_1 = c``, then ``g_2 = -0.9 c`` (``ema(g, 0.9)``
+  is exactly 0 after them) or ``g_2 = -c`` (``g + prev(g)`` is), with ``c = +-2^k``, so that
+  float64 rounds every element as it rounds ``c = 1``.
 """
 from __future__ import annotations
 
@@ -25,10 +30,12 @@ import functools
 import numpy as np
 import torch
 
-KINDS = {  # name -> (log10 rho range, whether the mean flips sign after half the steps)
-    "steady": ((-0.3, 1.0), False),
-    "noisy": ((-1.5, -0.3), False),
-    "switching": ((-0.5, 0.5), True),
+KINDS = {  # name -> (log10 rho range, whether the mean flips sign after half the steps,
+    #                   whether the first two steps cancel exactly)
+    "steady": ((-0.3, 1.0), False, False),
+    "noisy": ((-1.5, -0.3), False, False),
+    "switching": ((-0.5, 0.5), True, False),
+    "exact": ((-0.3, 1.0), False, True),
 }
 
 
@@ -42,7 +49,7 @@ def make(seed: int, steps: int, width: int) -> tuple:
         return lo + (hi - lo) * torch.rand(width, generator=gen, dtype=torch.float64)
 
     ps, gs = [[] for _ in range(steps)], [[] for _ in range(steps)]
-    for (lo, hi), flips in KINDS.values():
+    for (lo, hi), flips, exact in KINDS.values():
         scale = 10 ** uniform(-3, 0)
         rho = 10 ** uniform(lo, hi)
         sign = torch.where(torch.rand(width, generator=gen) < 0.5, -1.0, 1.0).double()
@@ -52,6 +59,10 @@ def make(seed: int, steps: int, width: int) -> tuple:
             noise = torch.randn(width, generator=gen, dtype=torch.float64)
             gs[t - 1].append(scale * 10 ** (-t / steps) * (rho * s + noise))
             ps[t - 1].append(p0 * (1 - 0.01 * t))
+        if exact and steps >= 2:
+            c = sign * 2.0 ** torch.round(torch.log2(scale))
+            gs[0][-1] = c
+            gs[1][-1] = torch.where(torch.arange(width) % 2 == 0, -0.9 * c, -c)
     return ps, gs
 
 

@@ -282,12 +282,14 @@ def test_the_report_exports_every_rule_form_at_its_best_lr(tmp_path, capsys, mon
 def test_the_report_proves_an_exact_match_equal_to_the_target(tmp_path, capsys):
     """A rule that matches the target on the streams (score at the cap) is proved equal to it
     up to a constant factor of lr, or said not to be: a scaled PowerSign is proved (lr x 3),
-    exp(sign(g) / (sign(m) + 1e-8)) g, within 2e-8 of PowerSign, is not."""
+    exp((1 + 1e-8) sign(g) sign(m)) g, within 1e-8 of PowerSign, is not. (Until match
+    protocol version 3, exp(sign(g) / (sign(m) + 1e-8)) g was such a rule: the exact stream,
+    where m = 0, now scores it 0.)"""
     from optdsl.cli import main
     from optdsl.search.funnel import match_proof
     seeds = tmp_path / "seeds.opt"
     seeds.write_text(f"a(lr=1) = lr * 3 * {POWERSIGN[5:]}\n\n"
-                     "b(lr=1) = lr * g * exp(sign(g) / (sign(ema(g, 0.9)) + 1e-8))\n")
+                     "b(lr=1) = lr * g * exp((1 + 1e-8) * sign(g) * sign(ema(g, 0.9)))\n")
     path = str(tmp_path / "m.sqlite")
     assert main(["search", "--task", "match:powersign", "--strategy", "random-grammar",
                  "--budget", "4", "--seeds", str(seeds), "--store", path, "--quiet",
@@ -442,3 +444,20 @@ def test_a_target_spelled_with_other_spacing_is_the_same_task(tmp_path, capsys):
                  "--budget", "2", "--store", path, "--quiet", "--no-baselines"]) == 0
     assert main(["search", "--task", "match:lr*sign(g)", "--resume", "--budget", "4",
                  "--store", path, "--quiet"]) == 0, capsys.readouterr().err
+
+
+def test_the_exact_stream_tells_a_member_from_a_rule_equal_to_one_off_a_null_set():
+    """Random gradients never put ema(g, 0.9) at exactly 0, so g sqrt|sign(g) + sign(m)| (AddSign
+    wherever m != 0, 1 not 1/sqrt(2) where m = 0) scored the cap on match:addsign, as AddSign
+    itself. The exact stream's first two steps (c, -0.9 c) put m at 0 in float64."""
+    import optdsl
+    from optdsl.search import match
+    target = match.updates(optdsl.resolve("addsign"))
+
+    def score(rule):
+        return match.score_of(match.residual(match.updates(optdsl.resolve(rule)), target)[0])
+    assert score("lr * g * (1 + sign(g) * sign(ema(g, 0.9)))") == match.MAX_SCORE
+    assert score("lr * 3 * g * (1 + sign(g) * sign(ema(g, 0.9)))") == match.MAX_SCORE
+    near = score("b(lr=1) = lr * g * sqrt(abs(sign(g) + sign(ema(g, 0.9))))")
+    assert 1 < near < 3, near  # still far above sgd, below a member
+    assert score("sgd") < 1
