@@ -108,9 +108,12 @@ class Counterexample:
         def digits(x):
             return 6 if len(x) == 1 else 4
 
-        def v(x, d=0):
+        def v(x, d=0):  # an update: enough digits to tell the two apart (``apart``)
             n = digits(x) + d
             return f"{x[0]:.{n}g}" if len(x) == 1 else "[" + ", ".join(f"{y:.{n}g}" for y in x) + "]"
+
+        def exact(x):  # an input: every digit, so that the counterexample reruns as printed
+            return repr(x[0]) if len(x) == 1 else "[" + ", ".join(repr(y) for y in x) + "]"
 
         def apart(d):  # the updates, printed with d more digits, differ where they differ
             n = digits(self.update_a) + d
@@ -118,10 +121,10 @@ class Counterexample:
                                   for x, y in zip(self.update_a, self.update_b)
                                   if x != y and not (x != x and y != y))
         d = next(d for d in range(14) if apart(d))
-        gs = ", ".join(f"g{i + 1}={v(g)}" for i, g in enumerate(self.grads)) if self.step > 1 \
-            else f"g={v(self.grads[0])}"
-        hs = "".join(f", {k}={val:.6g}" for k, val in self.hypers.items())
-        return (f"at t={self.step}, {gs}, p={v(self.p0)}{hs}: update {v(self.update_a, d)} vs "
+        gs = ", ".join(f"g{i + 1}={exact(g)}" for i, g in enumerate(self.grads)) \
+            if self.step > 1 else f"g={exact(self.grads[0])}"
+        hs = "".join(f", {k}={val!r}" for k, val in self.hypers.items())
+        return (f"at t={self.step}, {gs}, p={exact(self.p0)}{hs}: update {v(self.update_a, d)} vs "
                 f"{v(self.update_b, d)}" + (" (re-evaluated)" if self.reevaluated else ""))
 
 
@@ -1061,7 +1064,7 @@ def _symbolic(pair: Pair, steps: int):
             if ok:  # the first k steps only: not a proof
                 return (UNKNOWN, f"unrolled(k={steps})",
                         f"{text2}, but no proof for every step: {text}", {})
-            return UNKNOWN, "symbolic", f"{text}; {text2}", {}
+            return UNKNOWN, "symbolic", "; ".join(dict.fromkeys((text, text2))), {}
         return UNKNOWN, "symbolic", text, {}
     except Unsigned as e:
         return UNKNOWN, "symbolic", f"no symbolic proof: {e}", {}
@@ -1157,9 +1160,21 @@ def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
     return verdict
 
 
+def _same_program(a: Rule, b: Rule) -> bool:
+    """Whether two rules are one program (nodes are interned: equal means identical), with the
+    same states, storage dtypes and defaults: the same optimizer, whatever sympy can do with it
+    (swats against itself was 'unknown')."""
+    def parts(r):
+        return (r.new_p, r.update, r.assigns_p, r.defaults, r.state_dtypes,
+                [(s.name, s.kind, s.init, s.update) for s in r.slots])
+    return parts(a) == parts(b)
+
+
 def _decide(pair: Pair, steps: int, timeout: float, seed: int, start: float) -> Verdict:
     """The verdict within ``timeout`` seconds of ``start`` (see the module: each phase's share)."""
     domain = pair.domain
+    if not pair.maps and _same_program(pair.a, pair.b):
+        return Verdict(PROVED, "identical", "the same program", elapsed=time.perf_counter() - start)
     cex, evidence = probe(pair, steps=max(STEPS_PROBED, steps), seed=seed,
                           deadline=start + timeout / 2, end=start + timeout)
     if cex is not None:

@@ -124,3 +124,27 @@ def test_simplify_keeps_to_its_budget_on_a_long_sum():
     assert time.perf_counter() - start < 8, verdict
     parse(text)
     assert verdict.status in ("proved", "unknown"), verdict
+
+
+def test_a_counterexample_prints_its_inputs_to_every_digit():
+    """The CLI printed g, p and hyperparameters to 6 digits, so the printed counterexample did
+    not always rerun: its inputs now print as Python's shortest exact form."""
+    import re
+    v = equivalent("adam", "adamw", timeout=20)
+    ce = v.counterexample
+    text = str(v)
+    inputs = text.split(": update")[0]
+    printed = dict(re.findall(r"(\w+)=(\[[^\]]*\]|[-0-9.e+]+)", inputs))
+    assert float(printed["p"]) == ce.p0[0] and float(printed["g"]) == ce.grads[0][0], text
+    for name, value in ce.hypers.items():
+        assert float(printed[name]) == value, (name, text)
+
+
+def test_a_rule_is_proved_equal_to_itself():
+    """swats against swats was 'unknown' (sympy cannot take its reductions), with its reason
+    printed twice; the same program is the same optimizer."""
+    v = equivalent("swats", "swats", timeout=20)
+    assert v.proved and v.method == "identical", v
+    assert not equivalent("swats", "swats(lr=0.01)", timeout=10).proved  # another lr
+    text = str(equivalent("lr * sqrt(g) - lr * sqrt(g) + lr * g", "lr * g", timeout=10))
+    assert text.count("cancels away") <= 1, text
