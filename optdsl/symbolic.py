@@ -858,15 +858,21 @@ def to_latex(rule) -> str:
     """The rule as LaTeX: one line per live state (s <- ...) then the update u (p <- p - u)."""
     hypers = {h: hyper_symbol(h) for h in rule.hypers}
     names = slot_names(rule, rule.slots)
-    olds = {s.name: sp.Symbol(f"{names[s.name]}_{{t-1}}", real=True) for s in rule.slots}
+
+    def written(name):  # prev_g is \mathrm{prev\_g}: an underscore is no second subscript
+        return r"\mathrm{" + name.replace("_", r"\_") + "}" if "_" in name else name
+    olds = {s.name: sp.Symbol(f"{names[s.name]}@old", real=True) for s in rule.slots}
+    new_symbols = {s.name: sp.Symbol(f"{names[s.name]}@new", real=True) for s in rule.slots}
     news = {}
     overrides = {}
     for s in rule.slots:
         if s.update not in overrides and s.update.op not in ("hyper", "input", "state", "const"):
-            overrides[s.update] = news[s.name] = sp.Symbol(f"{names[s.name]}_{{t}}", real=True)
+            overrides[s.update] = news[s.name] = new_symbols[s.name]
     leaf = leaf_map(hypers, input_symbols(), olds)
     special = {sym: r"\mathrm{" + name.replace("_", r"\_") + "}" for name, sym in hypers.items()
                if "_" in name or (len(name) > 1 and not re.fullmatch(r"[a-z]+\d*", name))}
+    special.update({olds[k]: f"{written(names[k])}_{{t-1}}" for k in olds})
+    special.update({new_symbols[k]: f"{written(names[k])}_{{t}}" for k in olds})
 
     def latex(e):
         return sp.latex(e, symbol_names=special)
@@ -876,9 +882,9 @@ def to_latex(rule) -> str:
             own = dict(overrides)
             own.pop(s.update, None)
             e = translate([s.update], leaf, own)[s.update]
-            lhs = sp.latex(news.get(s.name, sp.Symbol(f"{names[s.name]}_{{t}}")))
+            lhs = latex(new_symbols[s.name])
             init = translate([s.init], leaf)[s.init]
-            lines.append(f"{lhs} &= {latex(e)} \\qquad ({sp.latex(olds[s.name]).replace('t-1', '0')}"
+            lines.append(f"{lhs} &= {latex(e)} \\qquad ({written(names[s.name])}_{{0}}"
                          f" = {latex(init)})")
         root = rule.new_p if rule.assigns_p else rule.update
         e = translate([root], leaf, overrides)[root]

@@ -148,3 +148,17 @@ def test_a_rule_is_proved_equal_to_itself():
     assert not equivalent("swats", "swats(lr=0.01)", timeout=10).proved  # another lr
     text = str(equivalent("lr * sqrt(g) - lr * sqrt(g) + lr * g", "lr * g", timeout=10))
     assert text.count("cancels away") <= 1, text
+
+
+def test_latex_of_a_state_with_an_underscore_has_one_subscript():
+    """rprop's prev_g was written prev_g_{t-1}: a double subscript, which LaTeX rejects."""
+    import re
+    from optdsl.symbolic import to_latex
+    latex = to_latex(optdsl.resolve("rprop"))
+    assert r"\mathrm{prev\_g}_{t-1}" in latex and r"\mathrm{prev\_g}_{0} = 0" in latex, latex
+    for name in optdsl.library:
+        try:
+            text = to_latex(optdsl.resolve(name))
+        except optdsl.DSLError:  # random rules have no LaTeX form
+            continue
+        assert not re.search(r"(?<![\\{])\b[A-Za-z]\w*_[A-Za-z]\w*_\{", text), (name, text)
