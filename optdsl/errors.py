@@ -1,6 +1,7 @@
 """User-facing errors: every problem with program text is a DSLError with line, column and a caret."""
 from __future__ import annotations
 
+import copy
 import difflib
 from typing import Iterable
 
@@ -18,12 +19,14 @@ class DSLError(ValueError):
         self.line = line
         self.column = column
         self.source = source
+        self.file = None  # the file the program was read from, where one was (``in_file``)
         super().__init__(self._render())
 
     def _render(self) -> str:
+        where = f"{self.file}: " if self.file else ""
         if self.line is None:
-            return self.message
-        text = f"line {self.line}, column {self.column}: {self.message}"
+            return where + self.message
+        text = f"{where}line {self.line}, column {self.column}: {self.message}"
         if self.source is not None:
             lines = self.source.splitlines()
             if 0 < self.line <= len(lines):
@@ -31,6 +34,13 @@ class DSLError(ValueError):
                 col = max(1, self.column or 1)
                 text += f"\n    {src}\n    {' ' * (col - 1)}^"
         return text
+
+    def in_file(self, name: str) -> "DSLError":
+        """The same error, naming the file whose line and column it gives."""
+        err = copy.copy(self)
+        err.file = name
+        err.args = (err._render(),)
+        return err
 
     def with_source(self, source: str) -> "DSLError":
         """The same error, rendered against ``source`` (for errors raised before it was known)."""

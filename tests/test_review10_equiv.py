@@ -162,3 +162,16 @@ def test_latex_of_a_state_with_an_underscore_has_one_subscript():
         except optdsl.DSLError:  # random rules have no LaTeX form
             continue
         assert not re.search(r"(?<![\\{])\b[A-Za-z]\w*_[A-Za-z]\w*_\{", text), (name, text)
+
+
+def test_an_error_in_a_program_file_names_the_file(tmp_path, capsys):
+    """optdsl show (and equiv, simplify, train) gave the line and column of an error in a
+    program file without saying which file; check did."""
+    from optdsl.cli import main
+    bad = tmp_path / "bad.opt"
+    bad.write_text("r(lr=0.1):\n    m = ema(g, 0.9\n    return lr * m\n")
+    for argv in (["show", str(bad)], ["check", str(bad)], ["equiv", str(bad), "adam"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{bad}: line 3, column 5: unexpected 'return'" in err, (argv, err)
+        assert err.count(str(bad)) == 1, err

@@ -79,6 +79,8 @@ def rule_of(arg: str, text: str, label: str):
         if label == "<formula>" and _FILE_NAME.fullmatch(arg):  # a.op: a mistyped file name?
             raise DSLError(f"no rule or file named {arg}; read as a formula, "
                            f"{e.message}", e.line, e.column, text) from None
+        if label != "<formula>":  # which file the line and column are in
+            raise e.in_file(label) from None
         raise
 
 

@@ -49,8 +49,8 @@ def cmd_check(argv) -> int:
     text, label = read_program_arg(args.file)
     try:
         rule = rule_of(args.file, text, label)
-    except DSLError as e:
-        print(f"{label}: {e}", file=sys.stderr)
+    except DSLError as e:  # (a file's error names the file)
+        print(f"{label}: {e}" if label == "<formula>" else str(e), file=sys.stderr)
         return 2
     hs = ", ".join(f"{h.name}={h.default:g}" for h in rule.hypers.values())
     print(f"{label}: ok: {rule.name}({hs}), {len(rule.slots)} state slot(s)")
