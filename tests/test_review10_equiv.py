@@ -175,3 +175,14 @@ def test_an_error_in_a_program_file_names_the_file(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{bad}: line 3, column 5: unexpected 'return'" in err, (argv, err)
         assert err.count(str(bad)) == 1, err
+
+
+def test_train_warns_of_a_fallback_once(monkeypatch, capsys):
+    """optdsl train checked the hyperparameters on an Optimizer of the default backend, so a
+    backend's fallback warning came twice, each with the installed script's source line."""
+    from optdsl.cli import main
+    monkeypatch.setenv("OPTDSL_BACKEND", "inductor")
+    rule = "r(lr=0.01):\n    state a = 0\n    state b = 0\n    a := b\n    b := b + g\n    return lr * (a + g)"
+    assert main(["train", rule, "--epochs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and err.startswith("optdsl train: warning: the inductor"), err

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import sys
+import warnings
 
 from ..errors import DSLError, did_you_mean
 from ..library import library, source
@@ -162,6 +163,15 @@ def name_values(items, flag: str, error=DSLError) -> dict:
     return out
 
 
+def _shown_as(command: str):
+    """A ``warnings.showwarning`` for the command line: 'optdsl train: warning: ...', without
+    the source line of the installed script that Python's own shows."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message).removeprefix("optdsl: ")
+        print(f"optdsl {command}: warning: {text}", file=file or sys.stderr)
+    return show
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -176,7 +186,9 @@ def main(argv=None) -> int:
         return 2
     module, func = COMMANDS[name][0].split(":")
     try:
-        return getattr(importlib.import_module(module), func)(rest) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _shown_as(name)
+            return getattr(importlib.import_module(module), func)(rest) or 0
     except DSLError as e:
         print(f"optdsl {name}: {e}", file=sys.stderr)
         return 2

@@ -33,7 +33,8 @@ def cmd_train(argv) -> int:
     if args.lr is not None:
         hypers["lr"] = args.lr
     torch.set_num_threads(1)
-    Optimizer([torch.zeros(1, requires_grad=True)], rule, **hypers)  # bad names fail before training
+    # bad names fail before training (on the interpreter: a backend's warnings come once, below)
+    Optimizer([torch.zeros(1, requires_grad=True)], rule, backend="eager", **hypers)
     shown = ", ".join(f"{k}={v}" for k, v in {**rule.defaults, **hypers}.items())
     print(f"training a 64-64-10 MLP on digits with {rule.name}({shown})")
     start = time.perf_counter()
