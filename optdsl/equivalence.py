@@ -245,6 +245,13 @@ def _perturb(d: float, rng: random.Random) -> float:
     return d * math.exp(rng.uniform(-0.7, 0.7))
 
 
+def mapped_value(a: Rule, b: Rule, name: str, text: str) -> float:
+    """The value of ``hyper_map``'s ``{name: text}`` at the rules' defaults (the second's
+    names, the first's where only it has one)."""
+    defaults = {**b.defaults, **a.defaults}
+    return _eval_scalar(_map_expression(str(text), defaults), {**a.defaults, **b.defaults})
+
+
 def _map_expression(text: str, defaults: dict) -> ir.Node:
     """A hyper_map value (language syntax over hyperparameter names, read with the rules'
     ``defaults``, which the program check accepts) as an IR node."""
@@ -361,7 +368,8 @@ def _counterexample(pair, free, va, vb, p0, grads, t, e, found, deadline=None) -
     """The difference probing ``found`` (the two updates) at step ``t + 1``, element ``e``,
     evaluated again: alone (an elementwise rule), else on the whole input; past ``deadline``
     (and ``LONG_STEPS`` steps), the probe's own updates on the whole input, not re-evaluated."""
-    hypers = {**{k: v for k, v in free.items()}, **pair.bound}
+    hypers = {**{k: v for k, v in free.items()}, **pair.bound,
+              **{f"{k} (first rule)": va[k] for k in pair.maps}}
     if not pair.reduces:  # elementwise rules: the one element alone is a counterexample
         p1 = p0[e:e + 1].clone()
         g1 = [g[e:e + 1].clone() for g in grads[:t + 1]]

@@ -186,3 +186,17 @@ def test_train_warns_of_a_fallback_once(monkeypatch, capsys):
     assert main(["train", rule, "--epochs", "1"]) == 0
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and err.startswith("optdsl train: warning: the inductor"), err
+
+
+def test_map_is_held_to_the_ranges_of_bind_and_its_value_is_shown(capsys):
+    """--bind beta1=1.1 was refused, --map beta1=1+c (1.1 at the defaults) was not; and a
+    counterexample did not say what the first rule's mapped hyperparameter was."""
+    from optdsl.cli import main
+    a = "r(lr=0.1, beta1=0.9) = lr * ema(g, beta1)"
+    b = "s(lr=0.1, c=0.1) = lr * ema(g, 1 - c)"
+    assert main(["equiv", a, b, "--map", "beta1=1+c"]) == 2
+    assert "--map beta1=1+c is 1.1 at the rules' defaults" in capsys.readouterr().err
+    assert main(["equiv", a, b, "--map", "beta1=1-c"]) == 0
+    capsys.readouterr()
+    assert main(["equiv", a, b, "--map", "beta1=1-2*c"]) == 1
+    assert "beta1 (first rule)=0.8" in capsys.readouterr().out

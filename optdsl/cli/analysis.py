@@ -6,7 +6,7 @@ import math
 import sys
 
 from ..check import validate_hyper
-from ..equivalence import MAX_TIMEOUT, PROVED, REFUTED, UNKNOWN, equivalent
+from ..equivalence import MAX_TIMEOUT, PROVED, REFUTED, UNKNOWN, equivalent, mapped_value
 from ..errors import DSLError, HyperparameterError
 from . import COMMANDS, count, load_rule, name_values, positive_number
 
@@ -45,9 +45,17 @@ def cmd_equiv(argv) -> int:
             bind[k] = validate_hyper(k, value)
         except HyperparameterError as e:
             raise HyperparameterError(f"--bind: {e.message}") from None
-    verdict = equivalent(load_rule(args.a), load_rule(args.b), steps=args.steps, bind=bind,
-                         hyper_map=name_values(args.map, "--map"), timeout=args.timeout,
-                         domain="defined" if args.where_defined else "all")
+    a, b = load_rule(args.a), load_rule(args.b)
+    hyper_map = name_values(args.map, "--map")
+    for k, text in hyper_map.items():  # held to the ranges --bind is, at the defaults
+        value = mapped_value(a, b, k, text)
+        try:
+            validate_hyper(k, value)
+        except HyperparameterError as e:
+            raise HyperparameterError(f"--map {k}={text} is {value:g} at the rules' defaults: "
+                                      f"{e.message}") from None
+    verdict = equivalent(a, b, steps=args.steps, bind=bind, hyper_map=hyper_map,
+                         timeout=args.timeout, domain="defined" if args.where_defined else "all")
     print(verdict)
     return EXIT[verdict.status]
 
