@@ -7,9 +7,9 @@
   ``g * h(t, s)`` with ``s = sign(g) sign(m)``, ``m = ema(g, 0.9)``, i.e. ``u / g`` takes one
   value where the signs agree and another where they disagree, the first larger and positive
   (and the second not negative, alpha >= f(t)); ``c+ c- = 1``: PowerSign-like,
-  ``base^(+-f(t))``; otherwise AddSign-like, ``alpha +- f(t)``). Random gradients never make
-  ``m`` exactly 0, so the check does not see what a rule does there; :func:`family_proof`
-  does, and only it says member. The two values must be
+  ``base^(+-f(t))``; otherwise AddSign-like, ``alpha +- f(t)``); and where ``m`` is exactly 0
+  (g = c, -0.9 c, which random gradients never give), u / g is the mean of the two (AddSign)
+  or their geometric mean (PowerSign), as :func:`family_proof` asks. The two values must be
   apart by at least ``SEPARATION`` of the larger and by far more than either one's spread
   over the elements: ``1e8 g + clip(m, -1e-4, 1e-4)`` is sgd with a rounding-size term, not
   a member (its ratios are 1e8 +- 2: one value within 1e-6 relative, but not two). Every test
@@ -85,7 +85,28 @@ def family(rule, beta: float = 0.9, tol: float = 1e-6) -> str | None:
         if found is None or kind not in (None, found):
             return None
         kind = found
-    return kind
+    return kind if _at_zero_ema_numeric(rule, beta, tol) else None
+
+
+def _at_zero_ema_numeric(rule, beta: float, tol: float) -> bool:
+    """Whether ``u / g`` at step 2 where the ema is exactly 0 (after g = c, -beta c, c = 2^k:
+    float64 rounds every element as c = 1) is the mean (AddSign) or the geometric mean
+    (PowerSign) of its values at step 2 where the signs agree (c, c) and disagree (c, -c / 10),
+    as ``family_proof`` asks: random probes never put the ema at 0."""
+    from optdsl.probes import updates
+    c = 2.0 ** torch.arange(-20, 4, 4, dtype=torch.float64)
+    first = torch.cat([c, c, c])
+    second = torch.cat([c, -0.1 * c, -beta * c])
+    try:
+        u = updates(rule, [first, second], torch.zeros_like(first))[1] / second
+    except Exception:  # noqa: BLE001 - a rule that raises is no member
+        return False
+    cp, cm, c0 = u.reshape(3, -1)
+    if not bool(torch.isfinite(u).all()):
+        return False
+    mean, geometric = (cp + cm) / 2, (cp * cm).clamp_min(0).sqrt()
+    return bool(((c0 - mean).abs() <= tol * mean.abs()).all()
+                or ((c0 - geometric).abs() <= tol * geometric.abs()).all())
 
 
 def _family_on(rule, p0, grads, beta: float, tol: float) -> str | None:
