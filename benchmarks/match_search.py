@@ -230,7 +230,7 @@ def plots(results: list, outdir: str) -> list:
                     ax.axvline(r["first_proved"]["at"], color=colors.get(name), ls=":", lw=0.8)
         ax.set_xlabel("evaluations")
         ax.set_ylabel("best match score so far (-log10 residual)")
-        ax.set_title(f"match:{target} on Bello's space (dotted: first proved PowerSign/AddSign member)")
+        ax.set_title(f"match:{target} on Bello's space\n(dotted: first proved PowerSign/AddSign member)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()

@@ -37,10 +37,16 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    1)``), nor a parameter where a rule reads it. A step that leaves a state at a constant
    (``s := 0 * g`` at every step, ``prev(g, 1)`` after a zero gradient) is followed the same
    way: where that constant puts such a point at 0, the next step is compared from it
-   (``_agree_where_states_land``). Not covered: a state that reaches such a point for
-   particular gradients only (``ema(g, 0.9)`` is exactly 0 after g = 1, -0.9), a null set
-   of gradient sequences: ``lr g + |sign(g)| (1 - |sign(ema(g, 0.9))|)`` is proved equal to
-   ``lr g`` and differs there.
+   (``_agree_where_states_land``). A sign of a state or of a sum (``sign(ema(g, 0.9))``,
+   ``sign(g + prev(g))``) takes the value 0 as a case of its own: it is 0 for inputs that
+   occur (g = 1, -0.9 and g = 1, -1), and ``g sqrt|sign(g) + sign(m)|`` is AddSign at every
+   other input only. Only a single term in g alone (``0.1 g``, ``g^2``) is left to the step at
+   g = 0. In a case a node computes with what the case fixes (``|c| = c sign(c)``, so raw
+   Lion's ``c / sqrt(c^2)`` is NaN where sign(c) = 0; a domain marker of a value the case
+   makes positive is dropped); under ``domain="defined"`` the first rule's update may be NaN
+   in a case, which then asks only that the states agree (a NaN held in a state may come out
+   finite at a later step). A state declared in another storage dtype (``m: float16``)
+   corresponds only to one declared alike.
 3. **Induction from step 1 with proportional states** (``scaled_step``): each state of one
    rule is a constant multiple ``c`` (a function of hyperparameters) of one of the other's after
    step 1, computed from the initial values at t = 1, and at every step t >= 2 where that holds
@@ -54,7 +60,10 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    ``LONG_STEPS`` steps looks for a counterexample first (one it finds refutes the pair).
 
 *Every* input counts, exact zeros included: ``g / g`` is not ``1`` (NaN at ``g = 0``), nor
-``c / sqrt(c^2)`` ``sign(c)``. With ``domain="defined"`` the question is instead whether the
+``c / sqrt(c^2)`` ``sign(c)``. The probes try exact zeros, ones, repeats and negated repeats
+of the gradient, and each hyperparameter at 0 in turn. Proofs are over the real numbers:
+float rounding, overflow and underflow are not modelled (``sign(g^3)`` is ``sign(g)``, though
+``g^3`` underflows to 0 in float32 below 1e-15). With ``domain="defined"`` the question is instead whether the
 second rule agrees with the first wherever the first's update is defined (finite): what
 ``optdsl.simplify`` proves of its output, whose ``sign(c)`` gives 0 where the input was NaN.
 

@@ -9,16 +9,18 @@ hyperparameter and state are real symbols; ``t`` is a positive integer. Constant
 rationals (``0.9 -> 9/10``), and the values of ``E``, ``pi``, ``inf`` become ``E``, ``pi``, ``oo``.
 
 Semantics of a proof: two expressions are *equal* when they agree at every real point where both
-are defined, excluding the measure-zero sets where an argument of ``sign``/``abs`` or a
-denominator vanishes (so ``m / sqrt(m^2) = sign(m)``, as in any computer algebra system).
+are defined, excluding only the points where a single term of the gradient (``0.1 g``,
+``g^2``) is 0, which ``optdsl.equivalence`` compares as a step of its own (g = 0); a sign, an
+absolute value or a denominator of anything else (a state, a sum) may be 0, and a proof takes
+that case.
 The NaN a root or log of a negative number gives in the language (and a quotient by a value
 that is 0 on a region, or a negative power of it) is kept in proofs by a ``defined(x)`` factor
 (``translate(..., domains=True)``), so that sympy's ``sqrt(x)^2 = x``,
 ``exp(log(x)) = x`` and ``sign(exp(sqrt(x))) = 1`` prove nothing for every input; a ``zoo``
 (``1/0``, ``log(0)``: an infinity whose sign sympy drops) or ``nan`` ends the proof attempt
-(``Unsigned``). Not modelled: float over- and underflow. Where a sign's
-argument may be 0 on a region (a state, ``p``, a clip, a function of ``t``), a proof takes
-the 0 case too (``_zero_only_on_a_null_set``). A proof by cases of the signs
+(``Unsigned``). Not modelled: float rounding, over- and underflow. Where a sign's
+argument may be 0 (a state, ``p``, a clip, a function of ``t``, a sum with the gradient), a
+proof takes the 0 case too (``_zero_only_on_a_null_set``). A proof by cases of the signs
 (``sign_atoms``, ``translate(..., signs=...)``) translates a rule again with each case's
 values put in, so that what they make a number is the language's value, infinities with
 their sign included (``log|sign(g) + sign(m)|`` is -inf where the signs disagree); an
