@@ -202,7 +202,7 @@ class Pair:
         # undeclared lr (a formula's) takes the other rule's
         self.apart = {h: (self.a.defaults[h], self.b.defaults[h])
                       for h in sorted((used_a & names_a & names_b) - set(bind) - set(self.maps))
-                      if self.a.defaults[h] != self.b.defaults[h]
+                      if float(self.a.defaults[h]).hex() != float(self.b.defaults[h]).hex()
                       and not (self.a.hypers[h].implicit or self.b.hypers[h].implicit)}
         self.free = sorted(((used_a & names_b) - set(bind) - set(self.apart)))
         # a name neither bound nor shared is fixed at the default of the rule that reads it
@@ -635,7 +635,9 @@ def single_step(pair: Pair):
     expressions, or else in every case of the signs they take (``_agree_by_sign_cases``)."""
     import sympy as sp  # heavy: only for the proofs
     ha, hb = _symbols(pair, sp)
-    A = _Side(pair.a, ha, "a", defined_only=pair.domain == "defined")
+    # (not with a per-tensor reduction: a NaN update at one element makes p NaN there, and
+    # mean(p) at every other element)
+    A = _Side(pair.a, ha, "a", defined_only=pair.domain == "defined" and not pair.reduces)
     B = _Side(pair.b, hb, "b")
     if A.lost or B.lost:
         return False, {}, LOST
@@ -650,7 +652,7 @@ def single_step(pair: Pair):
             apart = []
             if ((_agree_by_sign_cases(src, dst, sigma, apart)
                  or (not apart and _proved_zero(diffs, src, dst, sigma)))
-                    and (pair.domain != "all" or _agree_at_zero_gradient(src, dst, sigma))
+                    and _agree_at_zero_gradient(src, dst, sigma)
                     and _agree_at_first_step(src, dst, sigma, pair.domain)
                     and _agree_where_states_land(src, dst, sigma, pair.domain)):
                 return True, sigma, _mapping_text(sigma, flip)
@@ -827,7 +829,7 @@ def _agree_from(src: _Side, dst: _Side, sigma: dict, domain: str, first: bool = 
     at g = 0: the two agree there, with every state finite after it."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import Unsigned  # sympy
-    for gradient in (None, sp.Integer(0)) if domain == "all" else (None,):
+    for gradient in (None, sp.Integer(0)):
         try:
             sides = [_Side(s.rule, s.hypers, s.tag, s, signs={}, gradient=gradient, first=first,
                            start=start) for s, start in zip((src, dst), starts)]
@@ -844,19 +846,16 @@ def _agree_where_states_land(src: _Side, dst: _Side, sigma: dict, domain: str) -
     """A step may leave a state at a constant: ``s := 0 * g`` at every step, ``prev(g, 1)``
     after a zero gradient. The step proof holds for every real value of the states but null
     sets, and that constant may lie in one (``sign(1 / s)`` at s = 0: 1 / -0.0 is -inf, so
-    ``0 * g`` and ``0 * |g|`` differ at g < 0). So after a step at g, and after one at g = 0
-    (``domain`` "all"), the states each side leaves at a constant are read as it, the others
+    ``0 * g`` and ``0 * |g|`` differ at g < 0). So after a step at g, and after one at g = 0,
+    the states each side leaves at a constant are read as it, the others
     kept as symbols, and where that puts a vanishing point of the step at 0
     (``_vanishes_at``) the next step is compared from there as step 1 is (``_agree_from``).
     A state read as a constant 0 is not +0.0 for certain, so a quotient by it proves
     nothing."""
-    after = [(src, dst)]
-    if domain == "all":
-        zero = _at_zero_gradient(src, dst)
-        if zero is None:
-            return False
-        after.append(zero)
-    for sides in after:
+    zero = _at_zero_gradient(src, dst)
+    if zero is None:
+        return False
+    for sides in ((src, dst), zero):
         starts = tuple({k: e for k, e in side.exprs.items() if k != "update" and e.is_number}
                        for side in sides)
         if any(_infinite(e) for st in starts for e in st.values()):
@@ -998,7 +997,7 @@ def scaled_step(pair: Pair):
             if diffs is None or _apart(diffs):
                 continue
             # the steps at g = 0 too (_agree_at_zero_gradient)
-            zero = _at_zero_gradient(src, dst) if pair.domain == "all" else (src, dst)
+            zero = _at_zero_gradient(src, dst)
             zero_diffs = differences(*zero) if zero else None
             if zero_diffs is not None and all(d == 0 or equal(d, sp.Integer(0))
                                               for d in diffs + zero_diffs) \
@@ -1063,7 +1062,8 @@ def unrolled(pair: Pair, k: int):
             return False, f"step {i + 1} not proven equal by unrolling"
         p = p - us[0]
     return True, (f"the first {k} steps agree (unrolled, states eliminated: equal parameters "
-                  f"after each for all g_1..g_{k}, p_0 and hyperparameters)")
+                  f"after each for all g_1..g_{k}, p_0 and hyperparameters but exact zeros, "
+                  "which this does not compare)")
 
 
 def _symbolic(pair: Pair, steps: int):
@@ -1181,8 +1181,9 @@ def _same_program(a: Rule, b: Rule) -> bool:
     """Whether two rules are one program (nodes are interned: equal means identical), with the
     same states, storage dtypes and defaults: the same optimizer, whatever sympy can do with it
     (swats against itself was 'unknown')."""
-    def parts(r):
-        return (r.new_p, r.update, r.assigns_p, r.defaults, r.state_dtypes,
+    def parts(r):  # (a default of -0.0 is not 0.0: 1 / wd tells them apart)
+        return (r.new_p, r.update, r.assigns_p, {k: float(v).hex() for k, v in r.defaults.items()},
+                r.state_dtypes,
                 [(s.name, s.kind, s.init, s.update) for s in r.slots])
     return parts(a) == parts(b)
 

@@ -164,8 +164,9 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
         leaf, general_leaf = zero_leaf, leaf
         signs = {} if signs is None else signs
     out = dict(overrides or {})
-    plus_zeros = set()  # nodes whose value is 0 and +0.0 for certain (``_plus_zero``)
-    elements = set()  # the symbols of per-element leaves (g, p, a tensor's states)
+    # nodes whose value is 0 and +0.0 for certain (``_plus_zero``); NOT_FINITE nodes that are
+    # an infinity or NaN for certain (not sign(NaN)); the symbols of per-element leaves
+    plus_zeros, surely, elements = set(), set(), set()
     for n in [m for m in ir.topological([r for r in roots if r not in out]) if m not in out]:
         if n.op == "const":
             out[n] = number(n.value)
@@ -179,7 +180,7 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                 raise Opaque(n.op)
             args = [out[a] for a in n.args]
             if signs is not None and _over_not_finite(n, args):
-                out[n] = NOT_FINITE
+                _mark_not_finite(n, out, surely, _keeps_not_finite(n, surely))
                 continue
             if signs is not None and n.op == "sign":
                 out[n] = _sign_of(args[0]).xreplace(signs)
@@ -196,13 +197,13 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
             except Unsigned:
                 if signs is None:
                     raise
-                out[n] = NOT_FINITE
+                _mark_not_finite(n, out, surely, True)  # x / 0, log(0), 0 * inf: certain
                 continue
             if zero_leaf is not None:
-                out[n] = _keep_dropped_markers(n, out, marked)
+                out[n] = _in_case(_keep_dropped_markers(n, out, marked), signs)
         if out[n] == 0 and _plus_zero(n, out, plus_zeros):
             plus_zeros.add(n)
-    _no_root_not_finite(set(roots) - set(may_be_not_finite), out)
+    _no_root_not_finite(set(roots) - (set(may_be_not_finite) & surely), out)
     return out
 
 
@@ -212,26 +213,49 @@ def _in_case(x, signs: dict):
     is no number there), and each domain marker of a ``y`` the case makes positive dropped
     (a root, a log and a divisor of it are defined). Not inside a reduction's call: its
     argument is over every element, not this element's case."""
-    if not isinstance(x, sp.Basic) or not x.has(sp.Abs, DEFINED):
+    if not isinstance(x, sp.Basic) or not x.has(sp.Abs, DEFINED, NAN_WHERE):
         return x
 
     def case_sign(y):  # (a case names sign(c), not sign(-c))
         v = _sign_of(y).xreplace(signs)
         return v if v.is_number else -_sign_of(-y).xreplace(signs)
-    markers = {m: ONE if isinstance(m, DEFINED) and case_sign(m.args[0]) == 1
-               else sp.Dummy("call") for m in x.atoms(AppliedUndef)}
+
+    def holds(m):  # a marker the case makes hold: its argument is positive
+        return isinstance(m, DEFINED) and case_sign(m.args[0]) == 1
+    markers = {m: ONE if holds(m) else ZERO if isinstance(m, NAN_WHERE) and all(
+        holds(a) for a in m.args) else sp.Dummy("call") for m in x.atoms(AppliedUndef)}
 
     def fixed(a):
         v = case_sign(a.args[0])
         return a.args[0] * v if v.is_number else a
     masked = x.xreplace(markers).replace(lambda a: isinstance(a, sp.Abs), fixed)
-    return masked.xreplace({d: m for m, d in markers.items() if d != ONE})
+    return masked.xreplace({d: m for m, d in markers.items() if d not in (ONE, ZERO)})
 
 
 def _no_root_not_finite(roots, out: dict) -> None:
     held = [r for r in roots if isinstance(out.get(r), sp.Basic) and out[r].has(NOT_FINITE)]
     if held:
         raise Unsigned(f"{held[0].op} is an infinity or NaN in this case")
+
+
+# ops whose value is an infinity or NaN whenever an argument is (``surely``), of the division
+# its dividend only: x / inf is 0, exp(-inf) 0, min(inf, 3) 3, sign(NaN) 0, (NaN > 0) 0
+_KEEP_NOT_FINITE = {"add": None, "sub": None, "neg": None, "mul": None, "abs": None,
+                    "sqrt": None, "log": None, "floor": None, "sin": None, "cos": None, "div": 0}
+
+
+def _mark_not_finite(n: ir.Node, out: dict, surely: set, certain: bool) -> None:
+    out[n] = NOT_FINITE
+    if certain:
+        surely.add(n)
+
+
+def _keeps_not_finite(n: ir.Node, surely: set) -> bool:
+    """Whether ``n`` is an infinity or NaN for certain, as its arguments in ``surely`` are."""
+    if n.op not in _KEEP_NOT_FINITE:
+        return False
+    which = _KEEP_NOT_FINITE[n.op]
+    return (n.args[which] in surely) if which is not None else any(a in surely for a in n.args)
 
 
 def _over_not_finite(n: ir.Node, args: list) -> bool:

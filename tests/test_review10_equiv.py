@@ -200,3 +200,50 @@ def test_map_is_held_to_the_ranges_of_bind_and_its_value_is_shown(capsys):
     capsys.readouterr()
     assert main(["equiv", a, b, "--map", "beta1=1-2*c"]) == 1
     assert "beta1 (first rule)=0.8" in capsys.readouterr().out
+
+
+# A review of the fixes above (2026-12-04) found each of these proved; each differs on the input
+S_RULE = "a(lr=0.001):\n    state s = 1\n    u = lr * g * {}\n    s := 0.9 * s + 0.1 * g\n    return u\n"
+
+
+def test_where_defined_compares_the_step_at_a_zero_gradient():
+    """domain="defined" skipped the step at g = 0, where the first rule is finite."""
+    a, b = "lr * sign(g)", "lr * (sign(g) + (1 - abs(sign(g))) * (ema(g, 0.9) > 1000))"
+    assert _updates(a, [5e4, 0.0], lr=1.0) != _updates(b, [5e4, 0.0], lr=1.0)
+    assert not equivalent(a, b, domain="defined", timeout=20).proved
+
+
+def test_where_defined_does_not_take_a_sign_of_nan_for_nan():
+    """sign(NaN) and (NaN > 0) are 0 in the language: an update over them is finite, and
+    domain="defined" must compare it (s is exactly 0 after g = -9, then s / |s| is NaN)."""
+    for a, b in [(S_RULE.format("(s / abs(s) > 0)"), S_RULE.format("(sign(s) >= 0)")),
+                 (S_RULE.format("(1 + sign(s / abs(s)))"),
+                  S_RULE.format("(1 + sign(s) + 3 * (1 - abs(sign(s))))"))]:
+        assert _updates(a, [-9.0, 1.0]) != _updates(b, [-9.0, 1.0])
+        assert not equivalent(a, b, domain="defined", timeout=20).proved
+
+
+def test_where_defined_keeps_a_nan_from_reaching_other_elements():
+    """A NaN update at one element makes p NaN there, and mean(p) at every other element."""
+    a = S_RULE.format("s / abs(s) + lr * sign(mean(p))")
+    b = S_RULE.format("sign(s) + lr * sign(mean(p))")
+    p = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    q = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    oa = optdsl.Optimizer([p], a, backend="eager", lr=0.1)
+    ob = optdsl.Optimizer([q], b, backend="eager", lr=0.1)
+    for g in ([-9.0, 1.0], [1.0, 1.0], [1.0, 1.0]):
+        pa, qa = p.detach().clone(), q.detach().clone()
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        q.grad = torch.tensor(g, dtype=torch.float64)
+        oa.step()
+        ob.step()
+    assert float(pa[1] - p[1]) != float(qa[1] - q[1])  # element 1 is finite on both
+    assert not equivalent(a, b, domain="defined", timeout=20).proved
+
+
+def test_minus_zero_is_another_default():
+    """wd = 0.0 and wd = -0.0 were one program (and one shared hyperparameter); 1 / wd tells
+    them apart."""
+    a, b = "r(lr=0.1, wd=0.0) = lr * g * (1 / wd > 0)", "r(lr=0.1, wd=-0.0) = lr * g * (1 / wd > 0)"
+    assert _updates(a, [1.0]) != _updates(b, [1.0])
+    assert equivalent(a, b, timeout=20).status == "refuted"
