@@ -91,7 +91,8 @@ import numpy as np
 import torch
 
 from . import ir
-from .errors import DSLError, did_you_mean
+from .check import validate_hyper
+from .errors import DSLError, HyperparameterError, did_you_mean
 from .interpreter import Interpreter, updates
 from .ir import Kind, Rule
 from .primitives import PRIMITIVES
@@ -234,12 +235,34 @@ class Pair:
 
     def draws(self, n: int, rng: random.Random) -> list:
         """``n`` assignments of the free names: the defaults first, then random values; then
-        one more for each name whose default is not 0, with it at 0 and the others at their
-        defaults (``weight_decay=0`` is common, and ``wd * x / wd`` is NaN there)."""
+        one more for each name and each of 0 and 1 that is not its default and that an
+        Optimizer accepts for it, the others at their defaults (``weight_decay=0`` is common,
+        and ``wd * x / wd`` is NaN there; ``dampening=1`` and ``(1 - d) x / (1 - d)``)."""
         out = [{h: self.defaults[h] for h in self.free}]
         for _ in range(n - 1):
             out.append({h: _perturb(self.defaults[h], rng) for h in self.free})
-        return out + [{**out[0], h: 0.0} for h in self.free if self.defaults[h] != 0]
+        special = [{**out[0], h: v} for h in self.free for v in (0.0, 1.0)
+                   if self.defaults[h] != v and _accepted(h, v)]
+        return out + [d for d in special if self._mapped_accepted(d)]
+
+    def _mapped_accepted(self, free: dict) -> bool:
+        """Whether every hyper_map gives the first rule a value an Optimizer takes at
+        ``free`` (lr / (1 - momentum) at momentum = 1 is none)."""
+        try:
+            va = self.values(free)[0]
+        except ArithmeticError:
+            return False
+        return all(_accepted(k, va[k]) for k in self.maps)
+
+
+def _accepted(name: str, value: float) -> bool:
+    """Whether an Optimizer takes ``value`` for a hyperparameter called ``name`` (beta1 = 1 is
+    no rule's beta1: a difference there is none a user can run into)."""
+    try:
+        validate_hyper(name, value)
+    except HyperparameterError:
+        return False
+    return True
 
 
 def _perturb(d: float, rng: random.Random) -> float:

@@ -247,3 +247,13 @@ def test_minus_zero_is_another_default():
     a, b = "r(lr=0.1, wd=0.0) = lr * g * (1 / wd > 0)", "r(lr=0.1, wd=-0.0) = lr * g * (1 / wd > 0)"
     assert _updates(a, [1.0]) != _updates(b, [1.0])
     assert equivalent(a, b, timeout=20).status == "refuted"
+
+
+def test_a_hyperparameter_at_one_is_probed_where_an_optimizer_takes_it():
+    """(1 - d) x / (1 - d) is NaN at d = 1 (dampening=1 is valid): refuted there. At beta1 = 1,
+    which no Optimizer takes, the same pair is equal for every value a user can run."""
+    a, b = "r(lr=0.1, d=0.5) = lr * (1 - d) * g / (1 - d)", "r(lr=0.1, d=0.5) = lr * g"
+    v = equivalent(a, b, timeout=20)
+    assert v.status == "refuted" and v.counterexample.hypers.get("d") == 1.0, v
+    assert equivalent("r(lr=0.1, beta1=0.5) = lr * (1 - beta1) * g / (1 - beta1)",
+                      "r(lr=0.1, beta1=0.5) = lr * g", timeout=20).proved
