@@ -61,9 +61,10 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
 
 *Every* input counts, exact zeros included: ``g / g`` is not ``1`` (NaN at ``g = 0``), nor
 ``c / sqrt(c^2)`` ``sign(c)``. The probes try exact zeros, ones, repeats and negated repeats
-of the gradient, and each hyperparameter at 0 in turn. Proofs are over the real numbers:
-float rounding, overflow and underflow are not modelled (``sign(g^3)`` is ``sign(g)``, though
-``g^3`` underflows to 0 in float32 below 1e-15). With ``domain="defined"`` the question is instead whether the
+of the gradient, and each hyperparameter at 0 and at 1 in turn (where an Optimizer takes
+it). Proofs are over the real numbers: float rounding, overflow and underflow are not
+modelled (``sign(g^3)`` is ``sign(g)``, though ``g^3`` underflows to 0 in float32 below
+1e-15). With ``domain="defined"`` the question is instead whether the
 second rule agrees with the first wherever the first's update is defined (finite): what
 ``optdsl.simplify`` proves of its output, whose ``sign(c)`` gives 0 where the input was NaN.
 
