@@ -24,11 +24,9 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
    gradient is an input like any other; the generic-point proof above does not cover it), a
    domain marker that g = 0 multiplies away kept as a ``nan_where`` term; and a value that
    holds a marker with a coefficient 0 at generic points (``g (1 - |sign(g)|) sqrt(m)`` is 0
-   to sympy, NaN at m < 0) is no identity (``_unbalanced``). Not done under
-   ``domain="defined"``, which would need the first rule's undefined points modelled (raw
-   Lion's ``c / sqrt(c^2)`` at ``c = 0.9 m``, m = 0): there a pair that differs only at
-   ``g = 0`` beside a state the probes do not reach can still be proved (``sign(g) + (1 -
-   |sign(g)|) (ema(g, 0.9) > 1000)`` and ``sign(g)``). Where a state starts at an infinity
+   to sympy, NaN at m < 0) is no identity (``_unbalanced``). Under ``domain="defined"`` too:
+   the first rule's undefined points there (raw Lion's ``c / sqrt(c^2)`` at ``c = 0.9 m``, m =
+   0) are cases of the signs, where its update may be NaN. Where a state starts at an infinity
    (``runmax``, ``prev(g, -inf)``), which no real value of the states covers, or the initial
    values put a sign's argument or a divisor at exactly 0 (a null set the step proof leaves
    out: ``exp(-1 / prev(g, 0)^2)``), step 1 is compared as well, the states read as their
@@ -677,8 +675,8 @@ def single_step(pair: Pair):
             if ((_agree_by_sign_cases(src, dst, sigma, apart)
                  or (not apart and _proved_zero(diffs, src, dst, sigma)))
                     and _agree_at_zero_gradient(src, dst, sigma)
-                    and _agree_at_first_step(src, dst, sigma, pair.domain)
-                    and _agree_where_states_land(src, dst, sigma, pair.domain)):
+                    and _agree_at_first_step(src, dst, sigma)
+                    and _agree_where_states_land(src, dst, sigma)):
                 return True, sigma, _mapping_text(sigma, flip)
     return False, {}, "no state correspondence makes one step agree"
 
@@ -830,7 +828,7 @@ def _vanishes_at(side: _Side, values: dict) -> bool:
     return False
 
 
-def _agree_at_first_step(src: _Side, dst: _Side, sigma: dict, domain: str) -> bool:
+def _agree_at_first_step(src: _Side, dst: _Side, sigma: dict) -> bool:
     """Step 1 from the initial values, which the step proof above (for every real value of
     the states, but for null sets such as a state at 0) does not cover: a state starts at an
     infinity (``runmax``), or at 0 (``exp(-1 / prev(g, 0)^2)`` is 0 at step 1, positive at
@@ -842,15 +840,15 @@ def _agree_at_first_step(src: _Side, dst: _Side, sigma: dict, domain: str) -> bo
     (an infinity times a value, -inf (g - 1), is then no number sympy may reason with).
     ``sigma`` {}: the updates only. Not needed where nothing of step 1 is outside
     (``_step_one_outside``)."""
-    return not _step_one_outside(src, dst) or _agree_from(src, dst, sigma, domain, first=True)
+    return not _step_one_outside(src, dst) or _agree_from(src, dst, sigma, first=True)
 
 
-def _agree_from(src: _Side, dst: _Side, sigma: dict, domain: str, first: bool = False,
+def _agree_from(src: _Side, dst: _Side, sigma: dict, first: bool = False,
                 starts: tuple = ({}, {})) -> bool:
     """One step of each side from where the step proof may not reach (step 1 from the initial
     values, ``first``; or states read as the values in ``starts``, one dict per side),
-    translated node by node as a case of signs with none put in, at g and (``domain`` "all")
-    at g = 0: the two agree there, with every state finite after it."""
+    translated node by node as a case of signs with none put in, at g and at g = 0: the two
+    agree there, with every state finite after it."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import Unsigned  # sympy
     for gradient in (None, sp.Integer(0)):
@@ -866,7 +864,7 @@ def _agree_from(src: _Side, dst: _Side, sigma: dict, domain: str, first: bool = 
     return True
 
 
-def _agree_where_states_land(src: _Side, dst: _Side, sigma: dict, domain: str) -> bool:
+def _agree_where_states_land(src: _Side, dst: _Side, sigma: dict) -> bool:
     """A step may leave a state at a constant: ``s := 0 * g`` at every step, ``prev(g, 1)``
     after a zero gradient. The step proof holds for every real value of the states but null
     sets, and that constant may lie in one (``sign(1 / s)`` at s = 0: 1 / -0.0 is -inf, so
@@ -885,7 +883,7 @@ def _agree_where_states_land(src: _Side, dst: _Side, sigma: dict, domain: str) -
         if any(_infinite(e) for st in starts for e in st.values()):
             return False
         if any(_vanishes_at(s, st) for s, st in zip((src, dst), starts)) \
-                and not _agree_from(src, dst, sigma, domain, starts=starts):
+                and not _agree_from(src, dst, sigma, starts=starts):
             return False
     return True
 
@@ -1025,8 +1023,8 @@ def scaled_step(pair: Pair):
             zero_diffs = differences(*zero) if zero else None
             if zero_diffs is not None and all(d == 0 or equal(d, sp.Integer(0))
                                               for d in diffs + zero_diffs) \
-                    and _agree_at_first_step(src, dst, {}, pair.domain) \
-                    and _agree_where_states_land(src, dst, {}, pair.domain):
+                    and _agree_at_first_step(src, dst, {}) \
+                    and _agree_where_states_land(src, dst, {}):
                 return True, sigma, _scaled_text(sigma, scale, flip)
     return False, {}, "no states proportional from step 1 make the steps agree"
 
