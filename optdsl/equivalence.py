@@ -244,14 +244,20 @@ class Pair:
                    if self.defaults[h] != v and _accepted(h, v)]
         return out + [d for d in special if self._mapped_accepted(d)]
 
+    def mapped(self, free: dict | None = None) -> dict:
+        """The first rule's hyperparameters that ``hyper_map`` gives, name -> value, at
+        ``free`` (the free names' defaults when None)."""
+        va = self.values({h: self.defaults[h] for h in self.free} if free is None else free)[0]
+        return {k: va[k] for k in self.maps}
+
     def _mapped_accepted(self, free: dict) -> bool:
         """Whether every hyper_map gives the first rule a value an Optimizer takes at
         ``free`` (lr / (1 - momentum) at momentum = 1 is none)."""
         try:
-            va = self.values(free)[0]
+            mapped = self.mapped(free)
         except ArithmeticError:
             return False
-        return all(_accepted(k, va[k]) for k in self.maps)
+        return all(_accepted(k, v) for k, v in mapped.items())
 
 
 def _accepted(name: str, value: float) -> bool:
@@ -274,13 +280,6 @@ def _perturb(d: float, rng: random.Random) -> float:
     if d >= 2 and d == int(d) and d < 2 ** 53:
         return float(max(1, round(d * math.exp(rng.uniform(-0.7, 0.7)))))
     return d * math.exp(rng.uniform(-0.7, 0.7))
-
-
-def mapped_value(a: Rule, b: Rule, name: str, text: str) -> float:
-    """The value of ``hyper_map``'s ``{name: text}`` at the rules' defaults (the second's
-    names, the first's where only it has one)."""
-    defaults = {**b.defaults, **a.defaults}
-    return _eval_scalar(_map_expression(str(text), defaults), {**a.defaults, **b.defaults})
 
 
 def _map_expression(text: str, defaults: dict) -> ir.Node:

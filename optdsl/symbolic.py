@@ -621,8 +621,8 @@ ONE, ZERO = sp.Integer(1), sp.Integer(0)
 
 
 def sign_values(x: sp.Expr) -> tuple:
-    """The values a proof by cases gives ``sign(x)``: +-1, and 0 too unless ``x`` is 0 only on
-    a null set (and not at a gradient the probes do not try)."""
+    """The values a proof by cases gives ``sign(x)``: +-1, and 0 too unless ``x`` is 0 only
+    where a gradient is (``_zero_only_on_a_null_set``: g = 0 is a step of its own)."""
     if _zero_only_on_a_null_set(x):
         return ONE, -ONE
     return ONE, -ONE, ZERO
@@ -885,17 +885,19 @@ def to_latex(rule) -> str:
     hypers = {h: hyper_symbol(h) for h in rule.hypers}
     names = slot_names(rule, rule.slots)
 
-    def written(name):  # prev_g is \mathrm{prev\_g}: an underscore is no second subscript
-        return r"\mathrm{" + name.replace("_", r"\_") + "}" if "_" in name else name
+    def upright(name):  # step_size_max, prev_g: an underscore is no subscript
+        return r"\mathrm{" + name.replace("_", r"\_") + "}"
+
+    def written(name):  # a state's name, before its subscript t
+        return upright(name) if "_" in name else name
     olds = {s.name: sp.Symbol(f"{names[s.name]}@old", real=True) for s in rule.slots}
     new_symbols = {s.name: sp.Symbol(f"{names[s.name]}@new", real=True) for s in rule.slots}
-    news = {}
     overrides = {}
     for s in rule.slots:
         if s.update not in overrides and s.update.op not in ("hyper", "input", "state", "const"):
-            overrides[s.update] = news[s.name] = new_symbols[s.name]
+            overrides[s.update] = new_symbols[s.name]
     leaf = leaf_map(hypers, input_symbols(), olds)
-    special = {sym: r"\mathrm{" + name.replace("_", r"\_") + "}" for name, sym in hypers.items()
+    special = {sym: upright(name) for name, sym in hypers.items()
                if "_" in name or (len(name) > 1 and not re.fullmatch(r"[a-z]+\d*", name))}
     special.update({olds[k]: f"{written(names[k])}_{{t-1}}" for k in olds})
     special.update({new_symbols[k]: f"{written(names[k])}_{{t}}" for k in olds})

@@ -326,19 +326,24 @@ def _at_zero_ema(cp, cm, c0) -> str | None:
     geometric mean (base^0 lr g, any base, the exponent decayed or not), else None (no
     member: the two differ there, an input that occurs). Constants exactly; values in t at
     ``SAME_STEPS`` to 25 digits."""
-    import sympy as sp
-    from optdsl import symbolic
-
-    def same(a, b):
-        if _depends_on_t(a, b):
-            return _agree((a,), (b,), SAME_STEPS)
-        return abs((a - b).evalf(50)) <= sp.Float(10, 50) ** -40 * (abs(b.evalf(50)) + 1) \
-            and symbolic.equal(a, b)
-    if same(c0, (cp + cm) / 2):
+    if _same(c0, (cp + cm) / 2):
         return "addsign"
-    if cm != 0 and same(c0 ** 2, cp * cm):
+    if cm != 0 and _same(c0 ** 2, cp * cm):
         return "powersign"
     return None
+
+
+def _same(a, b) -> bool:
+    """Whether two values of u / g are equal: values in t at ``SAME_STEPS`` to 25 digits;
+    numbers told apart at 50 digits before sympy is asked (its simplify ran for minutes on
+    c+ / c- = (1 + e^(10^8 / (10^8 + 1))) / (1 + e^(-10^8 / (10^8 + 1))) against e^2), then
+    equal exactly."""
+    import sympy as sp
+    from optdsl import symbolic
+    if _depends_on_t(a, b):
+        return _agree((a,), (b,), SAME_STEPS)
+    return abs((a - b).evalf(50)) <= sp.Float(10, 50) ** -40 * (abs(b.evalf(50)) + 1) \
+        and symbolic.equal(a, b)
 
 
 def _without_hyperbolic(v):
@@ -379,15 +384,14 @@ def _member_name(cp, cm, kind: str) -> str:
     from optdsl import symbolic
     from optdsl.symbolic import T_SYMBOL
     if kind == "powersign" and _depends_on_t(cp, cm):
-        if _agree((cp * cm,), (sp.Integer(1),), SAME_STEPS):
+        if _same(cp * cm, sp.Integer(1)):
             return "powersign with a decay of its exponent (c+ c- = 1)"
-        if _agree((cp / cm,), (sp.exp(2),), SAME_STEPS):
+        if _same(cp / cm, sp.exp(2)):
             lr = symbolic.to_text(_without_hyperbolic(cp * sp.exp(-1)))  # c+ = e x lr factor
             return f"powersign at lr x {lr} (a learning-rate decay)"
         return "powersign whose scale and base depend on t (a decay)"
-    if kind == "powersign":  # numbers: told apart at 50 digits before sympy is asked
-        base = "" if abs((cp / cm - sp.exp(2)).evalf(50)) < sp.Float(10, 50) ** -40 \
-            and symbolic.equal(cp / cm, sp.exp(2)) else f" with base {_short(sp.sqrt(cp / cm), 10)}"
+    if kind == "powersign":
+        base = "" if _same(cp / cm, sp.exp(2)) else f" with base {_short(sp.sqrt(cp / cm), 10)}"
         return f"powersign{base} at lr x {_short(sp.sqrt(cp * cm), 6)}"
     if _depends_on_t(cp, cm):
         alpha = (cp + cm) / (cp - cm)
@@ -443,14 +447,12 @@ def _exact_ratios(rule, beta: float = 0.9, at=None) -> tuple:
     from optdsl.symbolic import T_SYMBOL, exact_updates
     if not beta > 0.1:
         raise ValueError(f"beta {beta}: the second step's g must disagree with m (beta > 0.1)")
-    one = sp.Integer(1)
-    ratios = [exact_updates(rule, (one, g), {"lr": 1}, t0=at or T_SYMBOL)
-              for g in (sp.Rational(-1, 10), -sp.Rational(str(beta)))]
-    (up, um), (_, uz) = ratios
-    later = [u / g for u, g in ((um, sp.Rational(-1, 10)), (uz, -sp.Rational(str(beta))))]
+    seconds = (sp.Rational(-1, 10), -sp.Rational(str(beta)))  # s = -1, then s = 0
+    runs = [exact_updates(rule, (sp.Integer(1), g), {"lr": 1}, t0=at or T_SYMBOL) for g in seconds]
+    later = [u / g for (_, u), g in zip(runs, seconds)]
     if not at:
         later = [v.subs(T_SYMBOL, T_SYMBOL - 1) for v in later]
-    return (up / one, *later)
+    return (runs[0][0], *later)
 
 
 def match_proof(rule, target, timeout: float = 10.0) -> Proof:

@@ -6,7 +6,7 @@ import math
 import sys
 
 from ..check import validate_hyper
-from ..equivalence import MAX_TIMEOUT, PROVED, REFUTED, UNKNOWN, equivalent, mapped_value
+from ..equivalence import MAX_TIMEOUT, PROVED, REFUTED, UNKNOWN, Pair, equivalent
 from ..errors import DSLError, HyperparameterError
 from . import COMMANDS, count, load_rule, name_values, positive_number
 
@@ -47,8 +47,9 @@ def cmd_equiv(argv) -> int:
             raise HyperparameterError(f"--bind: {e.message}") from None
     a, b = load_rule(args.a), load_rule(args.b)
     hyper_map = name_values(args.map, "--map")
-    for k, text in hyper_map.items():  # held to the ranges --bind is, at the defaults
-        value = mapped_value(a, b, k, text)
+    mapped = Pair(a, b, bind=bind, hyper_map=hyper_map).mapped()
+    for k, value in mapped.items():  # held to the ranges --bind is, at the defaults
+        text = hyper_map[k]
         try:
             validate_hyper(k, value)
         except HyperparameterError as e:
