@@ -32,6 +32,12 @@ def number(x: float, digits: int | None = None) -> str:
     return repr(x)
 
 
+def default(x: float) -> str:
+    """A hyperparameter's default as a program's header writes it: ``number``, but -0.0 as
+    ``-0.0`` (1 / wd tells it from 0)."""
+    return "-0.0" if x == 0 and math.copysign(1.0, x) < 0 else number(x)
+
+
 def to_text(n: Node, names: dict | None = None) -> str:
     """Render ``n``; ``names`` maps nodes to names to print instead (locals, states)."""
     names = names or {}

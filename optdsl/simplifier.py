@@ -13,7 +13,7 @@ import sympy as sp
 from .equivalence import PROVED, Verdict, check_timeout, equivalent, run_with_budget
 from .errors import DSLError
 from .probes import is_random
-from .printing import number
+from .printing import default
 from .rules import parse
 from .symbolic import (hyper_symbol, input_symbols, leaf_map, live_slots, slot_names, state_symbol,
                        to_text, translate)
@@ -100,7 +100,7 @@ def _program_text(rule, deep: bool = True) -> str:
     lines.append(f"    return {u_name}")
     used = {x.name for e in [u] + [e for _, e in updates] + [init_tr[s.init] for s in live]
             for x in e.free_symbols}
-    header = ", ".join(f"{h.name}={number(h.default)}" for h in rule.hypers.values()
+    header = ", ".join(f"{h.name}={default(h.default)}" for h in rule.hypers.values()
                        if h.name in used or h.name == "lr")
     name = re.sub(r"[^A-Za-z0-9_]", "_", rule.name) + "_simplified"
     if not live:

@@ -24,7 +24,7 @@ import math
 import re
 
 from optdsl import ir
-from optdsl.printing import to_text
+from optdsl.printing import default, to_text
 
 
 def _is_const(n, value=None) -> bool:
@@ -63,7 +63,7 @@ CALLS = {"ema": _ema, "cumsum": _fold("add", 0.0), "cumprod": _fold("mul", 1.0),
 
 
 def _number(x: float) -> str:
-    return to_text(ir.const(x), _SPECIAL)
+    return default(x) if x == 0 else to_text(ir.const(x), _SPECIAL)
 
 
 # constants optdsl.printing cannot print (it formats integers with int())
