@@ -194,12 +194,14 @@ class Optimizer(torch.optim.Optimizer):
     @staticmethod
     def _sync_betas(group: dict) -> None:
         """Torch schedulers write ``betas`` (OneCycleLR before the first step); a user may
-        write ``beta1``. The one changed since the last step wins."""
+        write ``beta1``. Each element of ``betas`` changed since the last step wins over its
+        key (OneCycleLR writes ``betas = (momentum, betas[1])``: a ``beta2`` a user wrote
+        meanwhile stays)."""
         if "_betas_seen" not in group:
             return
-        b = tuple(group["betas"])
-        if b != tuple(group["_betas_seen"]):
-            group["beta1"], group["beta2"] = float(b[0]), float(b[1])
+        for key, now, seen in zip(("beta1", "beta2"), group["betas"], group["_betas_seen"]):
+            if now != seen:
+                group[key] = float(now)
         group["betas"] = group["_betas_seen"] = (group["beta1"], group["beta2"])
 
     # --- the step ------------------------------------------------------------------------------
