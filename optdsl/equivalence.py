@@ -60,8 +60,10 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
 *Every* input counts, exact zeros included: ``g / g`` is not ``1`` (NaN at ``g = 0``), nor
 ``c / sqrt(c^2)`` ``sign(c)``. The probes try exact zeros, ones, repeats and negated repeats
 of the gradient, and each hyperparameter at 0 and at 1 in turn (where an Optimizer takes
-it). Proofs are over the real numbers: float rounding, overflow and underflow are not
-modelled (``sign(g^3)`` is ``sign(g)``, though ``g^3`` underflows to 0 in float32 below
+it); where such a value puts a divisor of either rule at 0 for every input (``wd`` in ``wd
+(g / wd + p)``), a proof is made again at it (``_at_singular_values``), since the proof takes
+hyperparameters as generic and the probes run a few steps only. Proofs are over the real
+numbers: float rounding, overflow and underflow are not modelled (``sign(g^3)`` is ``sign(g)``, though ``g^3`` underflows to 0 in float32 below
 1e-15). With ``domain="defined"`` the question is instead whether the
 second rule agrees with the first wherever the first's update is defined (finite): what
 ``optdsl.simplify`` proves of its output, whose ``sign(c)`` gives 0 where the input was NaN.
@@ -78,6 +80,7 @@ with the numeric evidence.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import multiprocessing
@@ -240,9 +243,21 @@ class Pair:
         out = [{h: self.defaults[h] for h in self.free}]
         for _ in range(n - 1):
             out.append({h: _perturb(self.defaults[h], rng) for h in self.free})
-        special = [{**out[0], h: v} for h in self.free for v in (0.0, 1.0)
-                   if self.defaults[h] != v and _accepted(h, v)]
-        return out + [d for d in special if self._mapped_accepted(d)]
+        return out + [{**out[0], h: v} for h in self.free for v in (0.0, 1.0)
+                      if self.defaults[h] != v and self.accepts(h, v)]
+
+    def accepts(self, name: str, value: float) -> bool:
+        """Whether an Optimizer takes free name ``name`` at ``value`` (the others at their
+        defaults), and every hyper_map then gives the first rule a value it takes."""
+        return _accepted(name, value) and self._mapped_accepted(
+            {**{h: self.defaults[h] for h in self.free}, name: value})
+
+    def at(self, name: str, value: float) -> "Pair":
+        """This pair with free name ``name`` bound to ``value``."""
+        pair = copy.copy(self)
+        pair.bound = {**self.bound, name: float(value)}
+        pair.free = [h for h in self.free if h != name]
+        return pair
 
     def mapped(self, free: dict | None = None) -> dict:
         """The first rule's hyperparameters that ``hyper_map`` gives, name -> value, at
@@ -293,7 +308,8 @@ def _map_expression(text: str, defaults: dict) -> ir.Node:
         raise type(inner)(f"hyper_map: cannot read '{text}': {inner.message}", inner.line,
                           inner.column, inner.source) from None
     node = rule.update.args[1]
-    if node.kind != Kind.SCALAR or ir.walk_leaves([node], "input") or _draws(node):
+    if node.kind != Kind.SCALAR or ir.walk_leaves([node], "input") or _draws(node) \
+            or ir.walk_leaves([node], "state"):  # prev(lr), runmax(lr): no value at a step
         raise DSLError(f"hyper_map: '{text}' must be a function of hyperparameters only")
     return node
 
@@ -1093,10 +1109,10 @@ def _symbolic(pair: Pair, steps: int):
     try:
         ok, sigma, text = single_step(pair)
         if ok:
-            return PROVED, "single-step", text, sigma
+            return _at_singular_values(pair, single_step, "single-step", text, sigma)
         ok, sigma, scaled = scaled_step(pair)
         if ok:
-            return PROVED, "scaled-induction", scaled, sigma
+            return _at_singular_values(pair, scaled_step, "scaled-induction", scaled, sigma)
         if steps > 0:
             ok, text2 = unrolled(pair, steps)
             if ok:  # the first k steps only: not a proof
@@ -1110,6 +1126,46 @@ def _symbolic(pair: Pair, steps: int):
         return UNKNOWN, "random", f"the rules draw random numbers ({e}): no symbolic proof", {}
     except RecursionError:
         return UNKNOWN, "symbolic", "sympy recursed too deeply", {}
+
+
+def _at_singular_values(pair: Pair, prove, method: str, text: str, sigma: dict):
+    """The proof's verdict once it is made again at each value that puts a divisor of either
+    rule at 0 for every input (``_singular_values``): the proof takes hyperparameters as
+    generic, and ``wd * x / wd`` is ``x`` except at wd = 0, where it is NaN."""
+    from .symbolic import Unsigned  # sympy
+    for name, value in _singular_values(pair):
+        try:
+            ok = prove(pair.at(name, value))[0]
+        except Unsigned:  # (0 / 0 at wd = 0)
+            ok = False
+        if not ok:
+            return (UNKNOWN, "symbolic", f"{text} for generic hyperparameters, but no proof at "
+                    f"{name} = {value:g}, where a divisor is 0", {})
+    return PROVED, method, text, sigma
+
+
+def _singular_values(pair: Pair) -> list:
+    """(name, value) of the shared hyperparameters and their values 0 and 1 that an Optimizer
+    takes, at which a divisor of either rule is 0 for every input (``wd`` in ``x * wd / wd``,
+    ``1 - d`` at d = 1)."""
+    import sympy as sp  # heavy: only for the proofs
+    from .symbolic import hyper_symbol, input_symbols, number, state_symbol, translate  # sympy
+    inputs, found = input_symbols(), []
+    for rule, hypers in zip((pair.a, pair.b), _symbols(pair, sp)):
+        nodes = ir.topological(rule.outputs())
+        powers = [n for n in nodes if n.op == "pow"]
+        values = translate([x for n in powers for x in n.args] + [
+            n.args[1] for n in nodes if n.op in ("div", "mod")], lambda n: hypers[n.value]
+            if n.op == "hyper" else inputs[n.value] if n.op == "input" else state_symbol(n.value))
+        divisors = [n.args[1] for n in nodes if n.op in ("div", "mod")] + [
+            n.args[0] for n in powers if not values[n.args[1]].is_nonnegative]  # x^-k = 1 / x^k
+        for name in pair.free:
+            for v in (0.0, 1.0):
+                if (name, v) not in found and pair.accepts(name, v) and any(
+                        sp.expand(values[d].subs(hyper_symbol(name), number(v))) == 0
+                        for d in divisors):
+                    found.append((name, v))
+    return found
 
 
 def _child(conn, pair, steps):

@@ -78,6 +78,15 @@ class Unsigned(Exception):
     and -zoo == zoo) or ``nan``: the translation says nothing of the rule there."""
 
 
+class Undecided(Unsigned):
+    """A value sympy's algebra gets wrong though it is finite in the language: a comparison
+    of a value that may be NaN (NaN > c and NaN <= c are both 0, where sympy takes one for the
+    other's negation). No proof; in a case of signs not an infinity or NaN either."""
+
+
+COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")
+
+
 def leaf_map(hypers: dict, inputs: dict, states: dict):
     """A ``leaf`` for ``translate``: hyperparameters, inputs (g, p, t) and states by name."""
     tables = {"hyper": hypers, "input": inputs, "state": states}
@@ -194,8 +203,8 @@ def translate(roots, leaf, overrides: dict | None = None, domains: bool = False,
                         else x for a, x in zip(n.args, args)]
             try:
                 marked = _node_value(n, args, out, plus_zeros, domains, signs)
-            except Unsigned:
-                if signs is None:
+            except Unsigned as e:
+                if signs is None or isinstance(e, Undecided):
                     raise
                 _mark_not_finite(n, out, surely, True)  # x / 0, log(0), 0 * inf: certain
                 continue
@@ -301,9 +310,14 @@ def _mark_domain(n: ir.Node, args: list, out: dict):
         out[n] = out[n] * DEFINED(arg)
     if divisor:  # sympy makes Mod(x, x) 0 as it is built, marker and all: kept apart too,
         out[(n, "defined")] = DEFINED(arg)  # so that ``lost_domains`` sees it made
-    if n.op in ("where", "pow") and not out[n].is_number and out[n].has(sp.oo, -sp.oo):
-        # an infinity in a branch or a power (where(g > 1000, inf, 0)): sympy's 0 * Piecewise
-        # is 0, the language's 0 * inf NaN
+    compared = args if n.op in COMPARISONS else args[:1] if n.op == "where" else ()
+    if any(_nan_markers(a) for a in compared):
+        raise Undecided(f"{n.op} compares a value that may be NaN (NaN > c and NaN <= c are "
+                        "both false)")
+    if not out[n].is_number and out[n].has(sp.oo, -sp.oo) and not (
+            _nan_markers(out[n]) and n.op not in ("where", "pow")):
+        # an infinity times a value (inf * (g - 1000)^2, where(g > 1000, inf, 0)): sympy's
+        # 0 * oo * x and 0 * Piecewise are 0, the language's 0 * inf NaN
         out[n] = out[n] * DEFINED(out[n])
     if out[n].has(sp.zoo, sp.nan):
         raise Unsigned(f"{n.op} gives {out[n]} (an infinity without its sign, or NaN)")
@@ -457,6 +471,8 @@ def _sign_rules(e: sp.Expr) -> sp.Expr:
     """Generic-point identities sympy leaves alone (``_sign_of``), |x| = x sign(x), and
     sign(x)^2 = 1 where x is 0 only on a null set (``_zero_only_on_a_null_set``: not for
     sign(t - 10) or sign(max(x, 0)))."""
+    calls = _opaque_calls(e)  # a reduction's sign(g)^2 is no 1
+    e = e.xreplace(calls)
     for _ in range(4):
         before = e
         e = e.replace(lambda x: isinstance(x, sp.sign), lambda x: _sign_of(x.args[0]))
@@ -466,7 +482,16 @@ def _sign_rules(e: sp.Expr) -> sp.Expr:
                       lambda x: x.base ** (int(x.exp) % 2))
         if e == before:
             break
-    return e
+    return e.xreplace({d: c for c, d in calls.items()})
+
+
+def _opaque_calls(e: sp.Expr) -> dict:
+    """Each call in ``e`` that stands for a value sympy may not look into (a per-tensor
+    reduction, a schedule) -> a symbol of its own: ``mean(sign(g)^2)`` is the share of nonzero
+    elements, not 1, though sign(g)^2 = 1 where g is 0 only on a null set. Not the domain
+    markers, which are per element."""
+    return {c: sp.Dummy("call") for c in e.atoms(AppliedUndef)
+            if c.func not in (DEFINED, NAN_WHERE)}
 
 
 def _sign_of(arg: sp.Expr) -> sp.Expr:
@@ -594,7 +619,7 @@ def is_zero(e: sp.Expr, depth: int = 0, splits: int = SIGN_SPLITS) -> bool:
 
 def _zero_after(step, e: sp.Expr) -> bool:
     try:
-        r = step(e)
+        r = step(e.xreplace(_opaque_calls(e)))  # (sympy's simplify makes sign(g)^2 1 in them)
     except Exception:  # sympy can fail on odd inputs: that is only 'not proven'
         return False
     return _sign_rules(r) == 0
@@ -660,8 +685,7 @@ def sign_atoms(exprs) -> dict:
     and 0 too unless ``x`` is 0 only on a null set (``sign_values``, as ``is_zero`` splits)."""
     found = {}
     for e in exprs:  # not the signs inside a per-tensor reduction (an opaque call)
-        e = e.xreplace({c: sp.Dummy("call") for c in e.atoms(AppliedUndef)
-                        if c.func not in (DEFINED, NAN_WHERE)})  # markers are per element
+        e = e.xreplace(_opaque_calls(e))
         for outer in e.atoms(sp.sign):
             for a in _sign_of(outer.args[0]).atoms(sp.sign):
                 x = a.args[0]

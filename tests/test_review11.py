@@ -1,0 +1,141 @@
+"""What two reviews found on 2026-12-04 (fifth session): false proofs of equiv and simplify,
+an exception that read as 'refuted', a -0.0 default printed as 0, and a beta2 a scheduler
+wrote back. Each pair below was proved equivalent, and the interpreter tells it apart."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import optdsl
+from optdsl import DSLError, equivalent
+
+
+def _updates(rule, grads, p0=0.0, **hypers):
+    """The updates of ``rule`` run as a torch Optimizer (eager, float64) on one element."""
+    p = torch.nn.Parameter(torch.full((len(grads[0]),), p0, dtype=torch.float64))
+    opt = optdsl.Optimizer([p], rule, backend="eager", **hypers)
+    out = []
+    for g in grads:
+        before = p.detach().clone()
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        out.append((before - p.detach()).tolist())
+    return out
+
+
+def _same(x, y) -> bool:
+    return all(a == b or (math.isnan(a) and math.isnan(b))
+               for u, v in zip(x, y) for a, b in zip(u, v))
+
+
+def test_a_hyperparameter_in_a_divisor_is_proved_at_its_zero_too():
+    """The proof takes wd as generic, and wd * (g / wd + p) is NaN at wd = 0 (a value torch
+    takes): from step 6 only, past the 4 steps probed before the proof."""
+    a = "r(lr=0.1, wd=0.01) = lr*g + lr*wd*where(t > 5, p, 0)"
+    b = "r(lr=0.1, wd=0.01) = where(t > 5, lr*wd*(g/wd + p), lr*g)"
+    grads = [[1.0]] * 6
+    assert not _same(_updates(a, grads, wd=0.0), _updates(b, grads, wd=0.0))
+    v = equivalent(a, b, timeout=30)
+    assert v.status == "refuted", v
+    assert "wd=0" in str(v.counterexample).replace(" ", "")
+
+
+def test_one_minus_a_hyperparameter_as_a_divisor():
+    a = "r(lr=0.1, d=0.5) = lr*g*where(t > 4, (1 - d) / (1 - d), 1)"
+    b = "r(lr=0.1, d=0.5) = lr*g"
+    grads = [[1.0]] * 5
+    assert not _same(_updates(a, grads, d=1.0), _updates(b, grads, d=1.0))
+    assert equivalent(a, b, timeout=30).status == "refuted"
+
+
+def test_a_singular_value_without_a_difference_is_still_proved():
+    """adam at beta1 = 0 against bias-corrected RMSProp: no divisor is 0 at a special value,
+    and the proof stands; lr * wd * g / wd against lr * g at a fixed wd has no free wd."""
+    rms = ("rmsprop_bc(lr=1e-3, beta2=0.999, eps=1e-8) = "
+           "lr * g / (sqrt(ema(g^2, beta2) / (1 - beta2^t)) + eps)")
+    assert equivalent("adam", rms, bind={"beta1": 0}, timeout=60).status == "proved"
+    v = equivalent("r(lr=0.1, wd=0.5) = lr*wd*g/wd", "r(lr=0.1) = lr*g", bind={"wd": 0.5},
+                   timeout=30)
+    assert v.status == "proved", v
+
+
+@pytest.mark.parametrize("a, b", [
+    ("lr*g*(sqrt(g + 1000) >= 1)", "lr*g*(1 - (sqrt(g + 1000) < 1))"),
+    ("where(log(g + 1000) > 0, lr*g, 0)", "where(log(g + 1000) <= 0, 0, lr*g)"),
+])
+def test_a_comparison_of_a_nan_is_false_both_ways(a, b):
+    """sqrt(g + 1000) is NaN at g = -2000, where x >= 1 and x < 1 are both 0."""
+    assert not _same(_updates(a, [[-2000.0]], lr=0.1), _updates(b, [[-2000.0]], lr=0.1))
+    assert equivalent(a, b, timeout=30).status != "proved"
+
+
+def test_simplify_keeps_a_comparison_of_a_nan():
+    """(x > 1) + (x <= 1) is 0, not 1, where x is NaN: simplify may not print lr * g and
+    call it proved where the input's update is finite."""
+    src = "lr*g*((sqrt(g + 1000) > 1) + (sqrt(g + 1000) <= 1))"
+    text, verdict = optdsl.simplify(src, timeout=30)
+    grads = [[-2000.0], [1.0]]
+    if verdict.status == "proved":
+        assert _same(_updates(src, grads, lr=0.1), _updates(text, grads, lr=0.1)), text
+
+
+def test_a_reduction_of_sign_squared_is_the_share_of_nonzero_elements():
+    """sign(g)^2 = 1 but at g = 0 (a null set for one element); its mean over the tensor is
+    the share of nonzero elements: sympy's simplify may not make it 1 inside the mean."""
+    a = "lr * g * where(t > 4, mean(sign(g)^2), 1)"
+    b = "lr * g * where(t > 4, mean(g - g + 1), 1)"
+    grads = [[1.0, 1.0]] * 4 + [[0.0, 1.0]]
+    assert not _same(_updates(a, grads, lr=0.1), _updates(b, grads, lr=0.1))
+    assert equivalent(a, b, timeout=30).status == "refuted"
+
+
+@pytest.mark.parametrize("a", [
+    "lr*g*(1 + 0*exp(-inf*(g - 1000)^2))",
+    "lr*g*(abs((g - 1000)*inf) >= 0)",
+])
+def test_an_infinity_times_a_value_that_may_be_zero(a):
+    """inf * 0 is NaN at g = 1000: sympy's oo * x ignores it."""
+    b = "lr*g"
+    assert not _same(_updates(a, [[1000.0]], lr=0.1), _updates(b, [[1000.0]], lr=0.1))
+    assert equivalent(a, b, timeout=30).status != "proved"
+
+
+def test_simplify_keeps_an_infinity_times_a_value():
+    src = "lr*g*(abs((g - 1000)*inf) >= 0)"
+    text, verdict = optdsl.simplify(src, timeout=30)
+    if verdict.status == "proved":
+        assert _same(_updates(src, [[1000.0]], lr=0.1), _updates(text, [[1000.0]], lr=0.1)), text
+
+
+@pytest.mark.parametrize("expr", ["prev(lr, 5)", "runmax(lr)", "cumprod(2) * lr / 2"])
+def test_a_hyper_map_with_a_state_is_a_clear_error(expr):
+    """It raised a KeyError, which the CLI's exit code 1 read as 'refuted'."""
+    with pytest.raises(DSLError, match="function of hyperparameters only"):
+        equivalent("lr*g", "lr*g", hyper_map={"lr": expr})
+
+
+def test_simplify_prints_a_default_of_minus_zero():
+    """1 / c tells -0.0 from 0: the printed program keeps the default as written."""
+    text, _ = optdsl.simplify("r(lr=0.1, c=-0.0) = lr * g * (1/c < 0) + lr*g", prove=False)
+    assert "c=-0.0" in text.replace(" ", ""), text
+    assert math.copysign(1.0, optdsl.parse(text).defaults["c"]) < 0
+
+
+def test_a_beta2_written_while_a_scheduler_cycles_beta1_stays():
+    """OneCycleLR writes betas = (momentum, betas[1]) with the betas[1] it read: the beta2 a
+    user wrote meanwhile is the one used."""
+    p = torch.zeros(3, requires_grad=True)
+    opt = optdsl.Optimizer([p], "adam", lr=0.01, backend="eager")
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    p.grad = torch.ones(3)
+    opt.step()
+    sched.step()
+    opt.param_groups[0]["beta2"] = 0.9
+    sched.step()
+    p.grad = torch.ones(3)
+    opt.step()
+    group = opt.param_groups[0]
+    assert group["beta2"] == 0.9 and group["betas"][1] == 0.9
+    assert group["beta1"] == group["betas"][0] != 0.9
