@@ -534,6 +534,10 @@ class _Side:
                        may_be_not_finite=(rule.update,) if self.defined_only else ())
         exprs = {"update": tr[rule.update], **{s.name: tr[s.update] for s in rule.slots}}
         inits = {s.name: init[s.init] for s in rule.slots}
+        # a hyperparameter equal to a constant (momentum == 0) is a special value: generic here,
+        # and the proof is made again at it (_at_singular_values)
+        exprs = {k: _generic(e, hypers) for k, e in exprs.items()}
+        inits = {k: _generic(e, hypers) for k, e in inits.items()}
         # at g = 0 every marker a node drops is kept as a nan_where term, but those a
         # where or a sign drops (as the language does): none is lost
         self.lost = gradient is None and (lost_domains(tr, exprs.values())
@@ -1145,27 +1149,60 @@ def _at_singular_values(pair: Pair, prove, method: str, text: str, sigma: dict):
 
 
 def _singular_values(pair: Pair) -> list:
-    """(name, value) of the shared hyperparameters and their values 0 and 1 that an Optimizer
-    takes, at which a divisor of either rule is 0 for every input (``wd`` in ``x * wd / wd``,
-    ``1 - d`` at d = 1)."""
+    """(name, value) of the shared hyperparameters at special values an Optimizer takes: 0
+    and 1 where a divisor of either rule is 0 for every input (``wd`` in ``x * wd / wd``, ``1 -
+    d`` at d = 1), and the roots of an equation between one of them and constants
+    (``momentum == 0``, which the proof takes as false: ``_generic``)."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import hyper_symbol, input_symbols, number, state_symbol, translate  # sympy
     inputs, found = input_symbols(), []
+
+    def add(name, value):
+        if (name, value) not in found and pair.accepts(name, value):
+            found.append((name, value))
     for rule, hypers in zip((pair.a, pair.b), _symbols(pair, sp)):
         nodes = ir.topological(rule.outputs())
         powers = [n for n in nodes if n.op == "pow"]
-        values = translate([x for n in powers for x in n.args] + [
-            n.args[1] for n in nodes if n.op in ("div", "mod")], lambda n: hypers[n.value]
-            if n.op == "hyper" else inputs[n.value] if n.op == "input" else state_symbol(n.value))
-        divisors = [n.args[1] for n in nodes if n.op in ("div", "mod")] + [
-            n.args[0] for n in powers if not values[n.args[1]].is_nonnegative]  # x^-k = 1 / x^k
+        equations = [n for n in nodes if n.op in ("eq", "ne")]
+        divisors = [n.args[1] for n in nodes if n.op in ("div", "mod")]
+        values = translate(divisors + [a for n in powers + equations for a in n.args],
+                           lambda n: hypers[n.value] if n.op == "hyper" else
+                           inputs[n.value] if n.op == "input" else state_symbol(n.value))
+        divisors += [n.args[0] for n in powers if not values[n.args[1]].is_nonnegative]
+        for n in equations:  # x^-k above divides by x^k
+            diff = values[n.args[0]] - values[n.args[1]]
+            h = _equation_symbol(diff, hypers)
+            for root in sp.Poly(diff, h).real_roots() if h is not None else ():
+                add(h.name, float(root))
         for name in pair.free:
             for v in (0.0, 1.0):
-                if (name, v) not in found and pair.accepts(name, v) and any(
-                        sp.expand(values[d].subs(hyper_symbol(name), number(v))) == 0
-                        for d in divisors):
-                    found.append((name, v))
+                if any(sp.expand(values[d].subs(hyper_symbol(name), number(v))) == 0
+                       for d in divisors):
+                    add(name, v)
     return found
+
+
+def _equation_symbol(diff, hypers: dict):
+    """The hyperparameter symbol of an equation ``diff = 0`` that is a polynomial in one
+    hyperparameter and constants (``momentum == 0``, ``1 - d == 0``), else None. ``hypers``:
+    names -> their sympy values (a free one is a symbol)."""
+    import sympy as sp  # heavy: only for the proofs
+    symbols = diff.free_symbols
+    if len(symbols) != 1 or not any(v == next(iter(symbols)) for v in hypers.values()
+                                    if isinstance(v, sp.Symbol)):
+        return None
+    h = next(iter(symbols))
+    return h if diff.is_polynomial(h) else None
+
+
+def _generic(e, hypers: dict):
+    """``e`` with each equation between one hyperparameter and constants false (and each
+    inequation true), as it is for all but the special values that ``_singular_values``
+    proves again at."""
+    import sympy as sp  # heavy: only for the proofs
+    return e.xreplace({r: sp.false if isinstance(r, sp.Eq) else sp.true
+                       for r in e.atoms(sp.Eq, sp.Ne)
+                       if _equation_symbol(r.lhs - r.rhs, hypers) is not None})
 
 
 def _child(conn, pair, steps):

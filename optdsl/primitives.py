@@ -396,11 +396,14 @@ def _ema(ctx, x, beta):
 
 
 def _momentum(ctx, x, mu, dampening):
-    # torch.optim.SGD's buffer: b_1 = x, then b_t = mu * b + (1 - dampening) * x
+    # torch.optim.SGD's buffer: b_1 = x, then b_t = mu * b + (1 - dampening) * x; while mu is
+    # 0 torch leaves the buffer alone and steps x (a momentum switched on later starts from
+    # the held buffer, 0 if it never ran: torch starts it at x, the same but for dampening)
     later = lambda s: ap("add", ap("mul", mu, s), ap("mul", ap("sub", ONE, dampening), x))
-    _, upd = ctx.slot("heavyball", x.kind, ZERO,
-                      lambda s: ap("where", ap("eq", ir.T, ONE), x, later(s)))
-    return upd
+    off = ap("eq", mu, ZERO)
+    _, upd = ctx.slot("heavyball", x.kind, ZERO, lambda s: ap(
+        "where", off, s, ap("where", ap("eq", ir.T, ONE), x, later(s))))
+    return ap("where", off, x, upd)
 
 
 def _cumsum(ctx, x):
@@ -530,7 +533,8 @@ _ROWS = [
               expand=_ema, scalar_params=("beta",),
               ranges=(("beta", lambda v: 0 <= v <= 1, "must be in [0, 1]"),)),
     Primitive("heavyball", ("x", "mu", "dampening"),
-              "torch SGD's buffer: b_1 = x, b <- mu*b + (1-dampening)*x; the new b",
+              "torch SGD's buffer: b_1 = x, b <- mu*b + (1-dampening)*x; the new b (x while mu "
+              "= 0, which leaves b alone)",
               expand=_momentum, defaults={"dampening": 0.0}, scalar_params=("mu", "dampening"),
               ranges=(("mu", lambda v: v >= 0, "must be >= 0"),
                       ("dampening", lambda v: 0 <= v <= 1, "must be in [0, 1]"))),

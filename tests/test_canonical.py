@@ -104,8 +104,9 @@ ADAM_EXPLICIT = """adam_explicit(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weig
 EQUAL = [
     ("adam", ADAM_EXPLICIT),  # explicit states (declared in another order) are ema's
     ("hb(lr=0.01, mu=0.9) = lr * heavyball(g, mu)",
-     "m2(lr=0.01, momentum=0.9):\n    state b = 0\n    b := where(t == 1, g, momentum * b + (1 - 0) * g)\n"
-     "    return lr * b"),
+     "m2(lr=0.01, momentum=0.9):\n    state b = 0\n"
+     "    b := where(momentum == 0, b, where(t == 1, g, momentum * b + (1 - 0) * g))\n"
+     "    return lr * where(momentum == 0, g, b)"),  # (torch's SGD holds b at momentum 0)
     ("lr * sqrt(g) * sqrt(g)", "lr * g^0.5 * g^0.5"),  # the same (NaN for g < 0) rule
     ("lr * sqrt(g^2)", "lr * abs(g)"),
     ("lr * sqrt(g^2) * sqrt(g^2)", "lr * g^2"),

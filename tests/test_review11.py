@@ -10,6 +10,7 @@ import torch
 
 import optdsl
 from optdsl import DSLError, equivalent
+from optdsl.checkpoints import CheckpointError
 
 
 def _updates(rule, grads, p0=0.0, **hypers):
@@ -139,3 +140,74 @@ def test_a_beta2_written_while_a_scheduler_cycles_beta1_stays():
     group = opt.param_groups[0]
     assert group["beta2"] == 0.9 and group["betas"][1] == 0.9
     assert group["beta1"] == group["betas"][0] != 0.9
+
+
+def _sgd_runs(schedule, dampening=0.0, backend="eager", steps=30):
+    """torch's SGD and optdsl's sgd, float64, with ``schedule(k)`` -> the momentum of step k."""
+    out = []
+    for make in (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=dampening),
+                 lambda ps: optdsl.Optimizer(ps, "sgd", lr=0.05, momentum=0.9,
+                                             dampening=dampening, backend=backend)):
+        gen = torch.Generator().manual_seed(0)
+        p = torch.randn(7, dtype=torch.float64, generator=gen).requires_grad_()
+        opt = make([p])
+        for k in range(steps):
+            opt.param_groups[0]["momentum"] = schedule(k)
+            opt.zero_grad()
+            ((p - 0.3) ** 2 + p.sin()).sum().backward()
+            opt.step()
+        out.append(p.detach())
+    return out
+
+
+@pytest.mark.parametrize("backend", ["eager", "torchscript"])
+@pytest.mark.parametrize("schedule", [
+    lambda k: 0.0 if k < 10 else 0.9,  # a momentum warm-up that starts at 0
+    lambda k: 0.0 if 10 <= k < 20 else 0.9,  # switched off and on again
+    lambda k: 0.9 * (k % 6) / 5,  # through exactly 0 now and then (as OneCycleLR can)
+], ids=["switched-on", "off-and-on", "through-zero"])
+def test_sgd_holds_its_buffer_while_the_momentum_is_zero(schedule, backend):
+    """torch's SGD leaves momentum_buffer alone at momentum 0; optdsl updated it every step
+    (a warm-up from 0 ended 0.18 apart after 3 steps)."""
+    ref, got = _sgd_runs(schedule, backend=backend)
+    assert torch.allclose(ref, got, rtol=1e-12, atol=1e-14), (ref - got).abs().max()
+
+
+def test_a_momentum_switched_on_with_dampening_differs_as_documented():
+    """The one case left: torch starts a buffer at x where the momentum first is nonzero;
+    optdsl's held buffer (0 if it never ran) gets (1 - dampening) x then. Without dampening the
+    two are one."""
+    ref, got = _sgd_runs(lambda k: 0.0 if k < 10 else 0.9, dampening=0.5)
+    assert not torch.allclose(ref, got, rtol=1e-12, atol=1e-14)
+
+
+def test_an_earlier_checkpoint_of_a_heavyball_rule_still_loads():
+    """heavyball's meaning at momentum 0 changed, and with it the program key of sgd, rmsprop,
+    lars and sgdw; their checkpoints saved before hold the same states and load."""
+    from optdsl.checkpoints import EARLIER_KEYS, program_key
+    current = {program_key(optdsl.resolve(r)) for r in ("lars", "rmsprop", "sgd", "sgdw")}
+    assert set(EARLIER_KEYS.values()) == current
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = optdsl.Optimizer([p], "sgd", lr=0.1, momentum=0.9, backend="eager")
+    p.grad = torch.ones(3)
+    opt.step()
+    sd = opt.state_dict()
+    old = next(k for k, v in EARLIER_KEYS.items() if v == sd["program"])
+    sd["program"] = old
+    for g in sd["param_groups"]:
+        g["_program"] = old
+    fresh = optdsl.Optimizer([torch.nn.Parameter(torch.ones(3))], "sgd", lr=0.1, backend="eager")
+    fresh.load_state_dict(sd)
+    adam = optdsl.Optimizer([torch.nn.Parameter(torch.ones(3))], "adam", backend="eager")
+    with pytest.raises(CheckpointError):
+        adam.load_state_dict(sd)
+
+
+def test_an_equation_of_a_hyperparameter_is_proved_at_its_root_too():
+    """The proof takes c == 0.3 as false (a single value of c) and proves again at c = 0.3,
+    where the two differ; sgd's own where(momentum == 0, ...) still proves against itself."""
+    a = "r(lr=0.1, c=0.5) = lr * g * where(c == 0.3, 2, 1)"
+    b = "r(lr=0.1, c=0.5) = lr * g"
+    assert equivalent(a, b, timeout=30).status != "proved"
+    assert equivalent("r(lr=0.1, c=0.5) = lr * g * where(c == 0.3, 1, 1)", b,
+                      timeout=30).status == "proved"
