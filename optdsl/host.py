@@ -71,11 +71,17 @@ class StatePolicy:
             d = as_dtype(spec)
             self.dtypes = {name: d for name in names}
 
+    def check(self, p: torch.Tensor) -> None:
+        """A HyperparameterError where a storage dtype would apply to a complex parameter
+        (asked when a parameter joins the optimizer, before any state is made)."""
+        named = [name for name, _ in self.slots if name in self.dtypes]
+        if p.is_complex() and named:
+            raise HyperparameterError(f"state_dtype does not apply to complex parameters "
+                                      f"(state '{named[0]}' of rule {self.rule.name})")
+
     def dtype(self, name: str, kind: Kind, p: torch.Tensor) -> torch.dtype:
         if p.is_complex():
-            if name in self.dtypes:
-                raise HyperparameterError(f"state_dtype does not apply to complex parameters "
-                                          f"(state '{name}' of rule {self.rule.name})")
+            self.check(p)
             return p.dtype if kind == Kind.TENSOR else p.dtype.to_real()
         return self.dtypes.get(name, p.dtype)
 

@@ -176,14 +176,21 @@ class Optimizer(torch.optim.Optimizer):
                                   f"rule {self.rule.name}{did_you_mean(k, self.rule.hypers)} "
                                   "(kept, as torch.optim keeps unknown keys)",
                                   stacklevel=_callers_level())
+            params = param_group.get("params", ())  # checked before the group joins (a
+            if not isinstance(params, (set, frozenset)):  # set: torch's TypeError below)
+                params = [params] if isinstance(params, torch.Tensor) else list(params)
+                param_group["params"] = params
+            for p in params:
+                p = p[1] if isinstance(p, tuple) and len(p) == 2 else p  # (name, parameter)
+                if isinstance(p, torch.Tensor):
+                    if not (p.is_floating_point() or p.is_complex()):
+                        raise HyperparameterError("optdsl optimizes floating-point or complex "
+                                                  f"parameters only, got {p.dtype}")
+                    self._backend.host.policy.check(p)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         validate_hyper_values(self.rule, {k: group[k] for k in self.rule.hypers})
         self._reset_betas(group)
-        for p in group["params"]:
-            if not (p.is_floating_point() or p.is_complex()):
-                raise HyperparameterError("optdsl optimizes floating-point or complex parameters "
-                                          f"only, got {p.dtype}")
 
     def _reset_betas(self, group: dict) -> None:
         """Give a group of a rule with beta1 and beta2 torch's ``betas`` alias (what torch's

@@ -211,3 +211,16 @@ def test_an_equation_of_a_hyperparameter_is_proved_at_its_root_too():
     assert equivalent(a, b, timeout=30).status != "proved"
     assert equivalent("r(lr=0.1, c=0.5) = lr * g * where(c == 0.3, 1, 1)", b,
                       timeout=30).status == "proved"
+
+
+def test_a_storage_dtype_for_a_complex_parameter_is_refused_before_any_state():
+    """It was refused at the first step, after the real parameter's state was made and its
+    step counted."""
+    real = torch.nn.Parameter(torch.ones(3))
+    cplx = torch.nn.Parameter(torch.ones(3, dtype=torch.complex64))
+    with pytest.raises(optdsl.HyperparameterError, match="complex"):
+        optdsl.Optimizer([real, cplx], "adam", state_dtype=torch.bfloat16, backend="eager")
+    opt = optdsl.Optimizer([real], "adam", state_dtype=torch.bfloat16, backend="eager")
+    with pytest.raises(optdsl.HyperparameterError, match="complex"):
+        opt.add_param_group({"params": [cplx]})
+    assert len(opt.param_groups) == 1 and not opt.state
