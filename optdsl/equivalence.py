@@ -1163,16 +1163,16 @@ def _singular_values(pair: Pair) -> list:
     for rule, hypers in zip((pair.a, pair.b), _symbols(pair, sp)):
         nodes = ir.topological(rule.outputs())
         powers = [n for n in nodes if n.op == "pow"]
-        equations = [n for n in nodes if n.op in ("eq", "ne")]
+        # the equations _generic takes as false come from these: x == c, x != c, where(x, ...)
+        conditions = [n for n in nodes if n.op in ("eq", "ne", "where")]
         divisors = [n.args[1] for n in nodes if n.op in ("div", "mod")]
-        values = translate(divisors + [a for n in powers + equations for a in n.args],
+        values = translate(divisors + [a for n in powers for a in n.args] + conditions,
                            lambda n: hypers[n.value] if n.op == "hyper" else
                            inputs[n.value] if n.op == "input" else state_symbol(n.value))
         divisors += [n.args[0] for n in powers if not values[n.args[1]].is_nonnegative]
-        for n in equations:  # x^-k above divides by x^k
-            diff = values[n.args[0]] - values[n.args[1]]
-            h = _equation_symbol(diff, hypers)
-            for root in sp.Poly(diff, h).real_roots() if h is not None else ():
+        for r in set().union(*(values[n].atoms(sp.Eq, sp.Ne) for n in conditions)):
+            h = _equation_symbol(r.lhs - r.rhs, hypers)  # x^-k above divides by x^k
+            for root in sp.Poly(r.lhs - r.rhs, h).real_roots() if h is not None else ():
                 add(h.name, float(root))
         for name in pair.free:
             for v in (0.0, 1.0):

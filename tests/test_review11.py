@@ -224,3 +224,15 @@ def test_a_storage_dtype_for_a_complex_parameter_is_refused_before_any_state():
     with pytest.raises(optdsl.HyperparameterError, match="complex"):
         opt.add_param_group({"params": [cplx]})
     assert len(opt.param_groups) == 1 and not opt.state
+
+
+@pytest.mark.parametrize("condition", ["c", "c * (c - 0.25)", "c == 0.25"])
+def test_a_where_on_a_hyperparameter_is_proved_at_each_root(condition):
+    """where(c, ...) is where(c != 0, ...): the proof takes c != 0 (and c != 0.25) as true
+    for all but single values of c, and must prove again at each root: at c = 0 (the default
+    of the first two) the rules differ from step 6."""
+    a = f"r(lr=0.1, c=0) = lr * g * where(t > 5, where({condition}, 2, 1), 1)"
+    b = "r(lr=0.1, c=0) = lr * g * where(t > 5, 2, 1)"
+    if condition == "c == 0.25":
+        a, b = a.replace("2, 1), 1)", "1, 2), 1)"), b  # differs at c = 0.25 only
+    assert equivalent(a, b, timeout=30).status != "proved"
