@@ -128,6 +128,9 @@ class _RuleBuilder:
         self.kind_hints = kind_hints  # slot name -> Kind learnt on a previous pass
         self.kind_raised = False
         self.subrules: list = []
+        # (primitive, parameter, argument node) of ranges that read hyperparameters: checked
+        # again at the values an Optimizer is given (validate_hyper_values)
+        self.range_checks: list = []
 
     def add_hyper(self, name: str, default: float, pos: Pos | None = None,
                   implicit: bool = False) -> ir.Node:
@@ -340,6 +343,8 @@ class _Instance:
             if v is not None and not ok(v):
                 raise _err(f"invalid {param}={v:g} in {prim.name}(): {param} {wording}",
                            getattr(bound.get(param), "pos", pos), HyperparameterError)
+            if v is not None and ir.walk_leaves([node], "hyper"):
+                self.b.range_checks.append((prim.name, param, node))
 
     def validate_constant_call(self, prim, nodes, pos):
         """Call a schedule on its arguments' values at t = 1 (defaults for hyperparameters), so
@@ -377,6 +382,10 @@ class _Instance:
         hypers, rule_params, overrides = {}, {}, dict(overrides or {})
         for h, default, hpos in callee.header:
             if h in bound and _is_rule_name(bound[h], self.b.rules):
+                if _literal(default) is not None:  # lookahead(adam, k=adam)
+                    raise _err(f"a rule where a number is required: '{h}' of {name} is a "
+                               f"hyperparameter (default {_literal(default):g}), not a rule",
+                               getattr(bound[h], "pos", pos))
                 rule_params[h] = _rule_ref(bound[h], self.b.rules)
             elif isinstance(default, (Name, Call)) and _is_rule_name(default, self.b.rules):
                 rule_params[h] = overrides.pop(h, None) or _rule_ref(default, self.b.rules)
@@ -629,8 +638,18 @@ def constant_value(n: ir.Node, hypers: dict):
 def validate_hyper_values(rule: Rule, hypers: dict) -> None:
     """Run every validated primitive (the schedules) once at t = 1 with these hyperparameter
     values, so that an invalid value fails when the optimizer is built, not at step 1000;
-    and the rules of values valid only together (``_TOGETHER``)."""
+    and the rules of values valid only together (``_TOGETHER``); and the range of each
+    primitive's argument that reads hyperparameters (``ema(g, b)`` at b = 1.5)."""
     validate_together(hypers, f"rule {rule.name}")
+    for name, param, node in rule.range_checks:
+        v = constant_value(node, hypers)
+        for p, ok, wording in PRIMITIVES[name].ranges:
+            if p == param and v is not None and not ok(v):
+                given = ", ".join(f"{h}={hypers[h]:g}" for h in sorted(
+                    ir.walk_leaves([node], "hyper")) if h in hypers)
+                raise HyperparameterError(f"invalid hyperparameters for rule {rule.name}: at "
+                                          f"{given}, {name}()'s {param} is {v:g}; {param} "
+                                          f"{wording}")
     for n in ir.topological(rule.outputs()):
         prim = PRIMITIVES.get(n.op)
         if prim is None or not prim.validate:
@@ -754,7 +773,8 @@ def _check(program: Program, name: str | None, doc: str, rules) -> Rule:
                        "a storage dtype applies to tensor states", pos)
     return Rule(name or program.name or "formula", hypers, b.slots, update, new_p, assigns_p,
                 source=program.source, doc=doc, subrules=tuple(dict.fromkeys(b.subrules)),
-                state_dtypes={slot: dtype for slot, (dtype, _) in b.state_dtypes.items()})
+                state_dtypes={slot: dtype for slot, (dtype, _) in b.state_dtypes.items()},
+                range_checks=tuple(dict.fromkeys(b.range_checks)))
 
 
 def _order_hypers(hypers: dict, program: Program) -> dict:

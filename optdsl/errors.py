@@ -82,5 +82,8 @@ class ScheduleError(DSLError):
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """'; did you mean 'x'?' for the closest candidate, or '' when none is close."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    candidates = sorted(set(candidates))
+    # the same letters in another order first: 'sgin' is 'sign', not 'sin'
+    swapped = [c for c in candidates if sorted(c) == sorted(name) and c != name]
+    close = difflib.get_close_matches(name, swapped or candidates, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""

@@ -350,9 +350,21 @@ def _unexpected_character(text: str, e: UnexpectedCharacters) -> DSLError:
         hint = " (the language has no attributes)"
     elif _non_ascii_letter_hint(ch):
         hint = _non_ascii_letter_hint(ch)
-    elif _parses(text[:e.pos_in_stream]):  # (the basic lexer's allowed set is every terminal)
+    elif ch in _LOOKALIKES:
+        hint = f" ({unicodedata.name(ch)}): write {_LOOKALIKES[ch]!r}"
+    elif not ch.isprintable() or ch.isspace():  # NBSP, zero-width space, NUL: unseen
+        hint = (f" (U+{ord(ch):04X} {unicodedata.name(ch, 'a control character')}, invisible "
+                "on the line below): delete it, or type a plain space")
+    elif text[:e.pos_in_stream].rstrip(" \t").endswith("\n") \
+            and _parses(text[:e.pos_in_stream]):  # on a line after a complete program
         hint = f" after a complete program; {ONE_PROGRAM}"
     return DSLError(f"unexpected character {ch!r}{hint}", e.line, e.column, text)
+
+
+# characters that look like an operator of the language -> the operator
+_LOOKALIKES = {"\u00d7": "*", "\u00b7": "*", "\u2219": "*", "\u22c5": "*", "\u2212": "-",
+               "\u2013": "-", "\u2014": "-", "\u00f7": "/", "\u00b2": "^2", "\u00b3": "^3",
+               "\u2264": "<=", "\u2265": ">=", "\u2260": "!="}
 
 
 def _parses(text: str) -> bool:

@@ -236,3 +236,46 @@ def test_a_where_on_a_hyperparameter_is_proved_at_each_root(condition):
     if condition == "c == 0.25":
         a, b = a.replace("2, 1), 1)", "1, 2), 1)"), b  # differs at c = 0.25 only
     assert equivalent(a, b, timeout=30).status != "proved"
+
+
+@pytest.mark.parametrize("src", ["lookahead(adam, k=adam)", "lookahead(adam, adam)",
+                                 "lr * adam(lr=adam)"])
+def test_a_rule_name_given_for_a_number_is_an_error(src):
+    """k became adam's per-element update inside lookahead (t % k per element), silently."""
+    with pytest.raises(DSLError, match="a rule where a number is required") as e:
+        optdsl.parse(src)
+    assert e.value.line == 1 and e.value.column > 1
+
+
+@pytest.mark.parametrize("program, given", [
+    ("r(lr=0.1, b=0.5) = lr * ema(g, b)", {"b": 1.5}),
+    ("r(lr=0.1, b=0.5) = lr * ema(g, 1 - b)", {"b": 2.0}),
+    ("r(lr=0.1, mu=0.9) = lr * heavyball(g, mu)", {"mu": -1.0}),
+    ("r(lr=0.1, s=0.1) = lr * (g + noise(s))", {"s": -1.0}),
+    ("r(lr=0.1, q=0.1) = lr * drop(g, q)", {"q": 1.0}),
+])
+def test_a_primitives_range_holds_for_hyperparameter_values_given_later(program, given):
+    """ema(g, 1.5) in the program is an error; b = 1.5 given to the Optimizer (keyword or
+    param group) was accepted and diverged."""
+    p = torch.nn.Parameter(torch.ones(3))
+    with pytest.raises(optdsl.HyperparameterError, match="must be"):
+        optdsl.Optimizer([p], program, backend="eager", **given)
+    with pytest.raises(optdsl.HyperparameterError, match="must be"):
+        optdsl.Optimizer([{"params": [p], **given}], program, backend="eager")
+    optdsl.Optimizer([p], program, backend="eager")  # at its defaults it is fine
+
+
+@pytest.mark.parametrize("src, hint", [
+    ("lr \u00d7 g", "write '*'"), ("lr * g \u2212 p", "write '-'"), ("lr * g\u00b2", "write '^2'"),
+    ("lr *\u00a0g", "invisible"), ("lr * g\u200b", "invisible"),
+])
+def test_a_stray_character_gets_a_hint_of_its_own(src, hint):
+    """Each of these was told 'after a complete program; a text holds one program'."""
+    with pytest.raises(DSLError) as e:
+        optdsl.parse(src)
+    assert hint in str(e.value) and "one program" not in str(e.value)
+
+
+def test_did_you_mean_prefers_the_same_letters():
+    with pytest.raises(DSLError, match="did you mean 'sign'"):
+        optdsl.parse("lr * sgin(g)")
