@@ -275,7 +275,12 @@ class _Instance:
         if c.func in self.visible_names() or c.func in self.later_names:
             raise _err(f"'{c.func}' is not a function", c.pos)
         candidates = set(PRIMITIVES) | set(self.rule_params) | set(self.b.rules)
-        raise _err(f"unknown function '{c.func}'" + did_you_mean(c.func, candidates), c.pos)
+        hint = did_you_mean(c.func, candidates)
+        if not hint and not c.args and c.kwargs and all(_literal(x) is not None
+                                                        for _, x, _ in c.kwargs):
+            hint = (f" (as a program's header, '{c.func}(...)' needs '= expr' after it, or ':' "
+                    "and an indented block)")
+        raise _err(f"unknown function '{c.func}'" + hint, c.pos)
 
     def bind_arguments(self, what: str, params: tuple, defaults: dict, args, kwargs, pos,
                        variadic: bool = False) -> dict:

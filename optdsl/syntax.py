@@ -392,7 +392,11 @@ def _unexpected_token(text: str, e: UnexpectedToken) -> DSLError:
         word, column = keyword
         return DSLError(f"'{word}' is reserved for {_KEYWORDS[word]}: a local or a state "
                         f"cannot be named '{word}'; pick another name", tok.line, column, text)
-    if _ends_after_program(e.expected):
+    before = text.splitlines()[tok.line - 1][:tok.column - 1] if tok.line else ""
+    if str(tok) in _COMPARISON_TOKENS and re.search(r"[<>=!]=|[<>]", before):  # a < b < c
+        message = (f"unexpected {shown}: comparisons do not chain; write (a < b) * (b < c) "
+                   "for 'both'")
+    elif _ends_after_program(e.expected):
         message = f"unexpected {shown} after a complete program; {ONE_PROGRAM}"
     else:
         message = f"unexpected {shown}" + _describe_expected(e.expected)
@@ -400,6 +404,9 @@ def _unexpected_token(text: str, e: UnexpectedToken) -> DSLError:
             message += after_block.format(tok.line)
         message += _unclosed_bracket(text, tok.line, tok.column)
     return DSLError(message, tok.line, tok.column, text)
+
+
+_COMPARISON_TOKENS = ("<", "<=", ">", ">=", "==", "!=")
 
 
 def _unclosed_bracket(text: str, line: int, column: int) -> str:

@@ -279,3 +279,15 @@ def test_a_stray_character_gets_a_hint_of_its_own(src, hint):
 def test_did_you_mean_prefers_the_same_letters():
     with pytest.raises(DSLError, match="did you mean 'sign'"):
         optdsl.parse("lr * sgin(g)")
+
+
+@pytest.mark.parametrize("src", ["lr * g < p < g", "lr * g * (p == g == p)"])
+def test_a_chained_comparison_says_comparisons_do_not_chain(src):
+    with pytest.raises(DSLError, match="comparisons do not chain"):
+        optdsl.parse(src)
+
+
+def test_a_header_alone_says_it_needs_a_body():
+    """'r(lr=0.1)' alone was only 'unknown function r'."""
+    with pytest.raises(DSLError, match="needs '= expr' after it"):
+        optdsl.parse("r(lr=0.1)")
