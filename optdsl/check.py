@@ -375,6 +375,15 @@ class _Instance:
                                                     overrides=ref.overrides, via_param=True)
         return self.rule_values[name]
 
+    def rule_argument(self, name: str, h: str, default, given, pos: Pos) -> _RuleRef:
+        """The rule named for parameter ``h`` of rule ``name``; an error where ``h`` is a
+        hyperparameter (``lookahead(adam, k=adam)``: k would be adam's update per element)."""
+        if _literal(default) is not None:
+            raise _err(f"a rule where a number is required: '{h}' of {name} is a "
+                       f"hyperparameter (default {_literal(default):g}), not a rule",
+                       getattr(given, "pos", pos))
+        return _rule_ref(given, self.b.rules)
+
     def call_rule(self, name: str, callee: Program, args, kwargs, pos: Pos,
                   overrides: dict | None = None, via_param: bool = False) -> ir.Node:
         self.check_call_chain(name, pos, via_param)
@@ -387,11 +396,7 @@ class _Instance:
         hypers, rule_params, overrides = {}, {}, dict(overrides or {})
         for h, default, hpos in callee.header:
             if h in bound and _is_rule_name(bound[h], self.b.rules):
-                if _literal(default) is not None:  # lookahead(adam, k=adam)
-                    raise _err(f"a rule where a number is required: '{h}' of {name} is a "
-                               f"hyperparameter (default {_literal(default):g}), not a rule",
-                               getattr(bound[h], "pos", pos))
-                rule_params[h] = _rule_ref(bound[h], self.b.rules)
+                rule_params[h] = self.rule_argument(name, h, default, bound[h], pos)
             elif isinstance(default, (Name, Call)) and _is_rule_name(default, self.b.rules):
                 rule_params[h] = overrides.pop(h, None) or _rule_ref(default, self.b.rules)
                 if h in bound:

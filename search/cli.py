@@ -291,8 +291,8 @@ def _search(args) -> int:
         if lock is not None:
             lock.release()
     print(f"{progress.done}/{progress.budget} done: {progress.evaluated} evaluated here, "
-          f"{progress.cached} cache hits, {progress.failed} failed, {progress.timeouts} "
-          f"timed out ({progress.rate:.2f} eval/s)")
+          f"{progress.cached} cache hits; {progress.diverged} diverged, {progress.failed} "
+          f"failed, {progress.timeouts} timed out ({progress.rate:.2f} eval/s)")
     if progress.exhausted:
         print(f"stopped before the budget: {strategy.name} proposed no new candidate "
               f"{SearchLoop.MAX_EMPTY_ROUNDS} times in a row (each answer gives up after "

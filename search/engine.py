@@ -110,6 +110,7 @@ class Progress:
     cached: int = 0
     evaluated: int = 0  # run in this session (not cache hits, not baselines)
     failed: int = 0
+    diverged: int = 0  # updates not finite: a result of the rule (scored worst)
     timeouts: int = 0  # past the time limit (not a result of the rule: see search.store)
     best: dict | None = None  # the best finished evaluation among this search's own proposals
     started: float = field(default_factory=time.monotonic)
@@ -213,6 +214,7 @@ def new_search(store: Store, *, strategy, task: Task, protocol: Protocol, budget
         entries += [(source(lib), "baseline", name) for name, lib in BASELINES.items()]
     entries += [(text, "seed", None) for text in seeds]
     prepared = [(text, build(text, text=text).key, src, name) for text, src, name in entries]
+    task = spelled_as_stored(store, task)
     with store.transaction():
         sid = store.create_search(strategy=strategy.name, task=task.name,
                                   protocol=protocol.key(task),
@@ -221,6 +223,19 @@ def new_search(store: Store, *, strategy, task: Task, protocol: Protocol, budget
         for text, h, src, name in prepared:
             store.add_proposal(sid, rule=text, rule_hash=h, source=src, name=name)
     return sid
+
+
+def spelled_as_stored(store: Store, task):
+    """``task`` as the store's searches first spelled it: ``match:lr*sign(g)`` and ``match:lr *
+    sign(g)`` are one task (``match.task_key``), and a search of either reads and writes the
+    same rows, one leaderboard and one set of exports."""
+    if not match.is_match(task.name):
+        return task
+    key = match.task_key(task.name)
+    for (name,) in store.conn.execute("SELECT task FROM searches ORDER BY id"):
+        if name != task.name and match.is_match(name) and match.task_key(name) == key:
+            return resolve_task(name)
+    return task
 
 
 def failed_result(error: str, status: str = "failed") -> dict:
@@ -460,6 +475,7 @@ class SearchLoop:
             self.progress.done += 1
             self.progress.cached += bool(cached)
             self.progress.failed += result["status"] == "failed"
+            self.progress.diverged += result["status"] == "diverged"
             self.progress.timeouts += result["status"] == "timeout"
             if result["status"] == "ok" and is_full(result) and (
                     self.progress.best is None or result["score"] > self.progress.best["score"]):

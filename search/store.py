@@ -465,7 +465,9 @@ class StoreLock:
 
     def __init__(self, store_path: str):
         import fcntl
-        self.store_path, self.path, self.fd = store_path, f"{store_path}.lock", None
+        # the file's real path: a symbolic link to a store is the same store, one lock
+        self.store_path, self.fd = store_path, None
+        self.path = f"{os.path.realpath(store_path)}.lock"
         problem = unwritable(store_path)
         if problem:
             raise SearchError(problem)

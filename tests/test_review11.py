@@ -291,3 +291,34 @@ def test_a_header_alone_says_it_needs_a_body():
     """'r(lr=0.1)' alone was only 'unknown function r'."""
     with pytest.raises(DSLError, match="needs '= expr' after it"):
         optdsl.parse("r(lr=0.1)")
+
+
+def test_a_match_target_spelled_twice_is_one_task(tmp_path, capsys):
+    """match:lr*sign(g) and match:lr * sign(g) share a store (task_key), but the second search
+    evaluated everything again under a task of its own, and the report overwrote one task's
+    exports with the other's."""
+    from optdsl.cli import main
+    from optdsl.search.store import Store
+    path = str(tmp_path / "s.sqlite")
+    for spelled in ("match:lr*sign(g)", "match:lr * sign( g )"):
+        assert main(["search", "--task", spelled, "--quiet", "--store", path, "--budget", "3",
+                     "--no-baselines"]) == 0
+    out = capsys.readouterr().out
+    assert "3/3 done: 0 evaluated here, 3 cache hits" in out, out
+    assert {r["task"] for r in Store(path, create=False).evaluations()} == {"match:lr*sign(g)"}
+
+
+def test_a_store_reached_through_a_link_is_locked_as_itself(tmp_path, capsys):
+    """Two searches through a symbolic link and the file wrote into each other."""
+    from optdsl.cli import main
+    from optdsl.search.store import StoreLock
+    path = str(tmp_path / "s.sqlite")
+    assert main(["search", "--task", "match:sgd", "--quiet", "--store", path, "--budget",
+                 "2"]) == 0
+    link = tmp_path / "link.sqlite"
+    link.symlink_to(path)
+    capsys.readouterr()
+    with StoreLock(path):
+        assert main(["search", "--task", "match:sgd", "--quiet", "--store", str(link),
+                     "--budget", "4", "--resume"]) == 2
+    assert "is in use by another search" in capsys.readouterr().err

@@ -803,13 +803,13 @@ def test_a_timeout_is_not_reused_under_a_longer_time_limit(tmp_path, capsys, mon
     path = str(tmp_path / "s.sqlite")
     common = ("--store", path, "--budget", "4", "--no-baselines")
     assert _cli(*common, "--time-limit", "0.05") == 0
-    assert "4/4 done: 4 evaluated here, 0 cache hits, 0 failed, 4 timed out" in \
+    assert "4/4 done: 4 evaluated here, 0 cache hits; 0 diverged, 0 failed, 4 timed out" in \
         capsys.readouterr().out
     assert _cli(*common, "--time-limit", "0.05") == 0  # the same limit: answered by the store
-    assert "4/4 done: 0 evaluated here, 4 cache hits, 0 failed, 4 timed out" in \
+    assert "4/4 done: 0 evaluated here, 4 cache hits; 0 diverged, 0 failed, 4 timed out" in \
         capsys.readouterr().out
     assert _cli(*common) == 0  # the default 60 s: evaluated again
-    assert "4/4 done: 4 evaluated here, 0 cache hits, 0 failed, 0 timed out" in \
+    assert "4/4 done: 4 evaluated here, 0 cache hits; 0 diverged, 0 failed, 0 timed out" in \
         capsys.readouterr().out
     rows = Store(path, create=False).evaluations()
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
@@ -859,7 +859,7 @@ def test_only_the_rules_own_outcomes_are_reused(tmp_path, capsys, monkeypatch, f
         assert "4/4 done: 0 evaluated here, 4 cache hits" in out
         assert {r["search_id"] for r in rows} == {1}
     else:
-        assert "4/4 done: 4 evaluated here, 0 cache hits, 0 failed" in out
+        assert "4/4 done: 4 evaluated here, 0 cache hits; 0 diverged, 0 failed" in out
         assert {(r["status"], r["search_id"]) for r in rows} == {("ok", 2)}
     # the Ray runner's failures are the runner's too
     from optdsl.search.store import rules_own
