@@ -322,3 +322,13 @@ def test_a_store_reached_through_a_link_is_locked_as_itself(tmp_path, capsys):
         assert main(["search", "--task", "match:sgd", "--quiet", "--store", str(link),
                      "--budget", "4", "--resume"]) == 2
     assert "is in use by another search" in capsys.readouterr().err
+
+
+def test_an_exported_rule_says_its_standard_error():
+    """The leaderboard showed 0.6563 ± 0.0028; the exported file said 'score 0.6563'."""
+    from optdsl.search.report import program_file
+    row = {"rule": "r(lr=0.1) = lr * g", "score": 0.6563, "score_se": 0.0028, "best_lr": 3.162,
+           "rule_hash": "h", "protocol": "p"}
+    head = program_file(row, 1, "mnist1d-mlp").splitlines()[0]
+    assert "score 0.6563 ± 0.0028 (s.e. over seeds) at lr=3.162." in head
+    optdsl.parse(program_file(row, 1, "mnist1d-mlp"))
