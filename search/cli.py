@@ -357,9 +357,14 @@ def _resumed_from(store, args, task, options: dict, path: str) -> tuple:
                           "new search)")
     make_strategy(name, options=options)  # options it does not take: a SearchError
     task = resolve_task(record["task"])
-    settings, unrecorded, gone = resumed_settings(name, options, stored, path)
-    strategy = make_strategy(name, seed=stored.get("seed", 0), options=settings)
-    strategy.load_state_dict(record["state"])
+    try:  # a hand-edited record ('{}' as the state, null as the options): one line
+        settings, unrecorded, gone = resumed_settings(name, options, stored, path)
+        strategy = make_strategy(name, seed=stored.get("seed", 0), options=settings)
+        strategy.load_state_dict(record["state"])
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise SearchError(f"{path}: search #{record['id']}'s strategy state or options are "
+                          f"damaged ({type(e).__name__}: {e}); a copy from before the damage, "
+                          "or a new search, is needed") from None
     sid, done = record["id"], store.progress(record["id"])["done"]
     if args.budget and args.budget < done:
         raise SearchError(f"search #{sid} in {path} has {done} evaluations done, more than "

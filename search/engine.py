@@ -302,8 +302,8 @@ class SearchLoop:
             if p["source"] == "baseline" or p["status"] == "pending":
                 continue
             e = self.store.lookup(p["rule_hash"], self.task.name, self.protocol_key)
-            if e and e["status"] == "ok" and is_full(e) and (
-                    best is None or e["score"] > best["score"]):
+            if e and e["status"] == "ok" and is_full(e) and e["score"] is not None and (
+                    best is None or e["score"] > best["score"]):  # (None: a hand-edited row)
                 best = e
         return best
 

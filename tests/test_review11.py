@@ -332,3 +332,43 @@ def test_an_exported_rule_says_its_standard_error():
     head = program_file(row, 1, "mnist1d-mlp").splitlines()[0]
     assert "score 0.6563 ± 0.0028 (s.e. over seeds) at lr=3.162." in head
     optdsl.parse(program_file(row, 1, "mnist1d-mlp"))
+
+
+def test_a_number_below_float64_is_an_error_as_one_above_it():
+    with pytest.raises(DSLError, match="too small for float64") as e:
+        optdsl.parse("lr * g * 1e-400")
+    assert (e.value.line, e.value.column) == (1, 10)
+    optdsl.parse("lr * g * 0.0e5 + lr * g * 1e-300")  # a zero written as one, a subnormal
+
+
+@pytest.mark.parametrize("edit", [
+    "UPDATE searches SET state = '{}'",
+    "UPDATE searches SET options = 'null'",
+])
+def test_a_hand_edited_search_record_is_one_line(tmp_path, capsys, edit):
+    """--resume raised KeyError / AttributeError with a traceback."""
+    import sqlite3
+    from optdsl.cli import main
+    path = str(tmp_path / "s.sqlite")
+    assert main(["search", "--task", "match:sgd", "--quiet", "--store", path, "--budget",
+                 "2"]) == 0
+    with sqlite3.connect(path) as conn:
+        conn.execute(edit)
+    capsys.readouterr()
+    assert main(["search", "--task", "match:sgd", "--quiet", "--store", path, "--budget",
+                 "4", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "are damaged" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_ok_row_without_a_score_does_not_stop_a_resume(tmp_path, capsys):
+    import sqlite3
+    from optdsl.cli import main
+    path = str(tmp_path / "s.sqlite")
+    assert main(["search", "--task", "match:sgd", "--quiet", "--store", path, "--budget",
+                 "3", "--no-baselines"]) == 0
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE evaluations SET score = NULL WHERE id = "
+                     "(SELECT max(id) FROM evaluations WHERE status = 'ok')")
+    assert main(["search", "--task", "match:sgd", "--quiet", "--store", path, "--budget",
+                 "5", "--resume"]) == 0
