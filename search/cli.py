@@ -281,9 +281,12 @@ def _search(args) -> int:
             progress = loop.run()
         finally:
             stop()
-    except BaseException:
+    except BaseException as e:
         if store is not None:
             store.close()
+        if isinstance(e, KeyboardInterrupt) and getattr(runner, "terminated", False):
+            from .runner import Terminated  # (Ray's own KeyboardInterrupt: exit 143 still)
+            raise Terminated() from None
         raise
     finally:  # the search has written all it will: another may take the store
         if runner is not None:

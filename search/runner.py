@@ -28,6 +28,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -54,6 +55,12 @@ def check_address(address: str, timeout: float = 5.0) -> None:
     if not grpc:  # ray.init would wait minutes for a GCS that never answers
         raise SearchError(f"{address} answers but is not Ray (no gRPC server there): expected "
                           "the head's GCS port (6379) or its Ray Client port (10001)")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, systemd, a batch scheduler), stopping a search as Ctrl-C does: the
+    store keeps what finished, ``--resume`` goes on; the exit code is 128 + 15."""
+    exit_code = 143
 
 
 def _speaks_grpc(host: str, port: int, timeout: float) -> bool:
@@ -157,6 +164,8 @@ class RayRunner:
         self.log_file = log_file or os.path.join(tempfile.gettempdir(), "optdsl",
                                                  f"ray-{os.getpid()}.log")
         _route_ray_messages(ray, self.log_file)
+        self.terminated = False  # SIGTERM came (Ray may raise a KeyboardInterrupt of its own)
+        self.sigterm = self._stop_on_sigterm() if self.owned else None
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, min(workers, cpus) if workers else cpus)
         if queued is None:  # queue only where every CPU is ours: else queued tasks would run
@@ -222,9 +231,24 @@ class RayRunner:
                 self.ray.cancel(ref, force=True)
                 self.cancelled.add(ref)
 
+    def _stop_on_sigterm(self):
+        """Handle SIGTERM as ``Terminated`` in the driver (``ray.init`` installs a handler that
+        prints the C++ core's crash dump on the terminal and exits 1); the handler it
+        replaced, or None off the main thread (where no handler can be set)."""
+        def stop(signum, frame):
+            self.terminated = True
+            raise Terminated()
+        try:
+            return signal.signal(signal.SIGTERM, stop)
+        except ValueError:
+            return None
+
     def close(self) -> None:
         for ref in list(self.pending):
             self.ray.cancel(ref, force=True)
         self.pending.clear()
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
+        if self.sigterm is not None:
+            signal.signal(signal.SIGTERM, self.sigterm)
+            self.sigterm = None

@@ -165,3 +165,37 @@ def test_evaluation_deaf_to_its_time_limit_is_killed_by_the_runner(ray_address, 
     row = store.evaluations()[0]
     assert row["status"] == "timeout" and row["error"].startswith("killed by the runner")
     assert time.monotonic() - t0 < 30
+
+
+def test_sigterm_stops_a_search_on_its_own_ray_as_ctrl_c_does(tmp_path):
+    """SIGTERM (timeout, systemd, a batch scheduler) to a search that started its own Ray
+    printed the C++ core's crash dump and exited 1: now the search stops as on Ctrl-C, exits
+    128 + 15, prints nothing of Ray's, and --resume finishes it."""
+    path = str(tmp_path / "quad.sqlite")
+    cmd = [sys.executable, "-m", "optdsl.cli", "search", "--task", "quadratic", "--budget",
+           "60", "--workers", "1", "--no-baselines", "--store", path, "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if os.path.exists(path):
+                store = Store(path, create=False)
+                done = store.progress(1)["done"] if store.search(1) else 0
+                store.close()
+                if done >= 3:
+                    break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the search made no progress")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, (out, err)
+    assert "SIGTERM received" not in err and "logging.cc" not in err, err
+    done = subprocess.run(cmd + ["--resume"], cwd=REPO, text=True,
+                          capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -192,8 +192,8 @@ def main(argv=None) -> int:
     except DSLError as e:
         print(f"optdsl {name}: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:  # (SIGTERM on a search: its Terminated, 143)
+        return getattr(e, "exit_code", 130)
     except BrokenPipeError:  # e.g. 'optdsl list | head'
         sys.stderr.close()
         return 0
