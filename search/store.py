@@ -161,6 +161,9 @@ class Store:
     def __init__(self, path: str, create: bool = True, write: bool | None = None):
         self.path = path
         self.write = create if write is None else write
+        if os.path.isdir(path):
+            raise SearchError(f"{path} is a folder: a search store is a file (e.g. "
+                              f"{os.path.join(path, 'search.sqlite')})")
         if not create and not os.path.exists(path):
             raise SearchError(f"no search store at {path}")
         if self.write:
@@ -439,8 +442,22 @@ def _makedirs(path: str) -> None:
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
+        above = next((d for d in _parents(directory) if os.path.isfile(d)), None)
+        if above is not None:  # --store afile/x.sqlite
+            raise SearchError(f"cannot put {path} under {above}: {above} is a file, not a "
+                              "folder") from None
         raise SearchError(f"cannot create the directory {directory} for {path}: "
                           f"{e.strerror or e}") from None
+
+
+def _parents(directory: str):
+    """``directory`` and each folder above it."""
+    while True:
+        yield directory
+        up = os.path.dirname(directory)
+        if up == directory:
+            return
+        directory = up
 
 
 def unwritable(path: str) -> str | None:

@@ -372,3 +372,14 @@ def test_an_ok_row_without_a_score_does_not_stop_a_resume(tmp_path, capsys):
                      "(SELECT max(id) FROM evaluations WHERE status = 'ok')")
     assert main(["search", "--task", "match:sgd", "--quiet", "--store", path, "--budget",
                  "5", "--resume"]) == 0
+
+
+def test_a_store_path_that_is_a_folder_or_under_a_file_says_so(tmp_path, capsys):
+    from optdsl.cli import main
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    for store, said in ((tmp_path / "adir", "is a folder: a search store is a file"),
+                        (tmp_path / "afile" / "x.sqlite", "is a file, not a folder")):
+        assert main(["search", "--task", "match:sgd", "--quiet", "--store", str(store),
+                     "--budget", "2"]) == 2
+        assert said in capsys.readouterr().err
