@@ -60,11 +60,12 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
 *Every* input counts, exact zeros included: ``g / g`` is not ``1`` (NaN at ``g = 0``), nor
 ``c / sqrt(c^2)`` ``sign(c)``. The probes try exact zeros, ones, repeats and negated repeats
 of the gradient, and each hyperparameter at 0 and at 1 in turn (where an Optimizer takes
-it); where such a value puts a divisor of either rule at 0 for every input (``wd`` in ``wd
-(g / wd + p)``), a proof is made again at it (``_at_singular_values``), since the proof takes
-hyperparameters as generic and the probes run a few steps only. Proofs are over the real
-numbers: float rounding, overflow and underflow are not modelled (``sign(g^3)`` is ``sign(g)``, though ``g^3`` underflows to 0 in float32 below
-1e-15). With ``domain="defined"`` the question is instead whether the
+it). The proof takes hyperparameters as generic (an equation of one and constants,
+``momentum == 0``, as false), and the probes run a few steps only: where 0 or 1 puts a
+divisor of either rule at 0 for every input (``wd`` in ``wd (g / wd + p)``), and at each root
+of such an equation an Optimizer takes, the proof is made again (``_at_singular_values``).
+Proofs are over the real numbers: float rounding, overflow and underflow are not modelled
+(``sign(g^3)`` is ``sign(g)``, though ``g^3`` underflows to 0 in float32 below 1e-15). With ``domain="defined"`` the question is instead whether the
 second rule agrees with the first wherever the first's update is defined (finite): what
 ``optdsl.simplify`` proves of its output, whose ``sign(c)`` gives 0 where the input was NaN.
 
@@ -1133,9 +1134,9 @@ def _symbolic(pair: Pair, steps: int):
 
 
 def _at_singular_values(pair: Pair, prove, method: str, text: str, sigma: dict):
-    """The proof's verdict once it is made again at each value that puts a divisor of either
-    rule at 0 for every input (``_singular_values``): the proof takes hyperparameters as
-    generic, and ``wd * x / wd`` is ``x`` except at wd = 0, where it is NaN."""
+    """The proof's verdict once it is made again at each special value of a hyperparameter
+    (``_singular_values``: a divisor 0 for every input, a root of ``momentum == 0``): the proof
+    takes hyperparameters as generic, and ``wd * x / wd`` is ``x`` except at wd = 0 (NaN)."""
     from .symbolic import Unsigned  # sympy
     for name, value in _singular_values(pair):
         try:
@@ -1143,8 +1144,9 @@ def _at_singular_values(pair: Pair, prove, method: str, text: str, sigma: dict):
         except Unsigned:  # (0 / 0 at wd = 0)
             ok = False
         if not ok:
-            return (UNKNOWN, "symbolic", f"{text} for generic hyperparameters, but no proof at "
-                    f"{name} = {value:g}, where a divisor is 0", {})
+            return (UNKNOWN, "symbolic", f"proved ({text}) for generic hyperparameters, but "
+                    f"not at {name} = {value:g}, a special value (a divisor is 0 there, or an "
+                    "equation of it holds)", {})
     return PROVED, method, text, sigma
 
 
@@ -1154,8 +1156,9 @@ def _singular_values(pair: Pair) -> list:
     d`` at d = 1), and the roots of an equation between one of them and constants
     (``momentum == 0``, which the proof takes as false: ``_generic``)."""
     import sympy as sp  # heavy: only for the proofs
-    from .symbolic import hyper_symbol, input_symbols, number, state_symbol, translate  # sympy
-    inputs, found = input_symbols(), []
+    from .symbolic import (hyper_symbol, input_symbols, leaf_map, number, state_symbol,  # sympy
+                           translate)
+    found = []
 
     def add(name, value):
         if (name, value) not in found and pair.accepts(name, value):
@@ -1166,12 +1169,13 @@ def _singular_values(pair: Pair) -> list:
         # the equations _generic takes as false come from these: x == c, x != c, where(x, ...)
         conditions = [n for n in nodes if n.op in ("eq", "ne", "where")]
         divisors = [n.args[1] for n in nodes if n.op in ("div", "mod")]
+        states = {s.name: state_symbol(s.name) for s in rule.slots}
         values = translate(divisors + [a for n in powers for a in n.args] + conditions,
-                           lambda n: hypers[n.value] if n.op == "hyper" else
-                           inputs[n.value] if n.op == "input" else state_symbol(n.value))
-        divisors += [n.args[0] for n in powers if not values[n.args[1]].is_nonnegative]
+                           leaf_map(hypers, input_symbols(), states))
+        divisors += [n.args[0] for n in powers  # x^-k divides by x^k
+                     if not values[n.args[1]].is_nonnegative]
         for r in set().union(*(values[n].atoms(sp.Eq, sp.Ne) for n in conditions)):
-            h = _equation_symbol(r.lhs - r.rhs, hypers)  # x^-k above divides by x^k
+            h = _equation_symbol(r.lhs - r.rhs, hypers)
             for root in sp.Poly(r.lhs - r.rhs, h).real_roots() if h is not None else ():
                 add(h.name, float(root))
         for name in pair.free:

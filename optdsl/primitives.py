@@ -437,6 +437,7 @@ def _op(name, params, doc, torch_fn, scalar_fn, code, sympy, **kw):
 _RELATIONS = {"lt": ("<", "Lt", np.less), "le": ("<=", "Le", np.less_equal),
               "gt": (">", "Gt", np.greater), "ge": (">=", "Ge", np.greater_equal),
               "eq": ("==", "Eq", np.equal), "ne": ("!=", "Ne", np.not_equal)}
+COMPARISONS = tuple(_RELATIONS)  # the comparison ops
 
 
 def _compare_row(name):

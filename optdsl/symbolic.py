@@ -46,7 +46,7 @@ from sympy.core.function import AppliedUndef
 from . import ir
 from .errors import DSLError
 from .ir import Rule
-from .primitives import PRIMITIVES
+from .primitives import COMPARISONS, PRIMITIVES
 
 REAL = {"real": True}
 T_SYMBOL = sp.Symbol("t", integer=True, positive=True)
@@ -82,9 +82,6 @@ class Undecided(Unsigned):
     """A value sympy's algebra gets wrong though it is finite in the language: a comparison
     of a value that may be NaN (NaN > c and NaN <= c are both 0, where sympy takes one for the
     other's negation). No proof; in a case of signs not an infinity or NaN either."""
-
-
-COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")
 
 
 def leaf_map(hypers: dict, inputs: dict, states: dict):
@@ -314,8 +311,8 @@ def _mark_domain(n: ir.Node, args: list, out: dict):
     if any(_nan_markers(a) for a in compared):
         raise Undecided(f"{n.op} compares a value that may be NaN (NaN > c and NaN <= c are "
                         "both false)")
-    if not out[n].is_number and out[n].has(sp.oo, -sp.oo) and not (
-            _nan_markers(out[n]) and n.op not in ("where", "pow")):
+    if not out[n].is_number and out[n].has(sp.oo, -sp.oo) and (
+            n.op in ("where", "pow") or not _nan_markers(out[n])):  # (once, not at each node)
         # an infinity times a value (inf * (g - 1000)^2, where(g > 1000, inf, 0)): sympy's
         # 0 * oo * x and 0 * Piecewise are 0, the language's 0 * inf NaN
         out[n] = out[n] * DEFINED(out[n])

@@ -80,13 +80,12 @@ def _pos(tok) -> Pos:
 @v_args(meta=True)
 class _ToAst(Transformer):
     def number(self, meta, children):
-        tok = children[0]
+        tok, pos = children[0], _pos(children[0])
         value = float(tok)
         if value == 0 and re.search(r"[1-9]", re.split(r"[eE]", str(tok))[0]):  # 1e-400
-            pos = _pos(tok)
             raise DSLError(f"{tok} is too small for float64 (it reads as 0); write 0 if zero is "
                            "meant", pos.line, pos.column)
-        return Num(value, _pos(tok))
+        return Num(value, pos)
 
     def name(self, meta, children):
         tok = children[0]

@@ -49,6 +49,7 @@ import os
 import socket
 import sqlite3
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 from .errors import SearchError
@@ -442,22 +443,13 @@ def _makedirs(path: str) -> None:
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
-        above = next((d for d in _parents(directory) if os.path.isfile(d)), None)
+        above = next((d for d in (directory, *map(str, Path(directory).parents))
+                      if os.path.isfile(d)), None)
         if above is not None:  # --store afile/x.sqlite
             raise SearchError(f"cannot put {path} under {above}: {above} is a file, not a "
                               "folder") from None
         raise SearchError(f"cannot create the directory {directory} for {path}: "
                           f"{e.strerror or e}") from None
-
-
-def _parents(directory: str):
-    """``directory`` and each folder above it."""
-    while True:
-        yield directory
-        up = os.path.dirname(directory)
-        if up == directory:
-            return
-        directory = up
 
 
 def unwritable(path: str) -> str | None:
