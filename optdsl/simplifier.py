@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 
 import sympy as sp
 
@@ -29,7 +30,10 @@ def simplify(rule, prove: bool = True, timeout: float = 20.0):
     expressions gets 40% of it (past it, the translation's own form is tried in what is left
     of the first half), the proof what is left. Where no simpler form is printed in time, or
     none can be written in the language (sympy's ``re`` and ``atan2`` of a root that may be
-    NaN), the text is the rule's own program, unchanged, and the verdict says why."""
+    NaN), the text is the rule's own program, unchanged, and the verdict says why; so it is
+    where the proof refutes the simpler form (sympy's algebra is exact, the update's floats are
+    not: ``(g + 1e20) - 1e20`` is 0 for a small g), with the refutation as the verdict, so that
+    the text printed is never a program that differs from the input."""
     check_timeout(timeout)
     start = time.perf_counter()
     if is_random(rule):
@@ -45,7 +49,15 @@ def simplify(rule, prove: bool = True, timeout: float = 20.0):
             PROVED, "unchanged", f"the program itself: {found}") if prove else None
     left = max(0.0, timeout - (time.perf_counter() - start))
     verdict = equivalent(rule, parse(found), timeout=left, domain="defined") if prove else None
+    if verdict is not None and verdict.refuted:
+        form = " ".join(found.split())
+        return rule.source.rstrip("\n") + "\n", replace(verdict, note=_join(
+            verdict.note, f"so the simpler form `{form}` is not printed: the program is unchanged"))
     return found, verdict
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
 
 
 def _text_child(conn, rule, deep: bool):

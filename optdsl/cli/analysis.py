@@ -64,7 +64,8 @@ def cmd_equiv(argv) -> int:
 def cmd_simplify(argv) -> int:
     from ..simplifier import simplify  # sympy: imported only by the commands that need it
     ap = argparse.ArgumentParser(prog="optdsl simplify", description=COMMANDS["simplify"][1] + (
-        " (exit 0 proved equal or --no-prove, 1 refuted, 3 unknown, 2 input error)"))
+        " (exit 0 proved equal or --no-prove, 1 the simpler form is refuted and the program is "
+        "printed unchanged, 3 unknown, 2 input error)"))
     ap.add_argument("rule", help="a library name, a program file or a formula")
     ap.add_argument("--no-prove", action="store_true", help="skip the equivalence proof")
     ap.add_argument("--timeout", type=positive_number(MAX_TIMEOUT), default=20.0,
