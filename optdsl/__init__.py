@@ -29,8 +29,8 @@ def equivalent(a, b, steps: int = 3, bind: dict | None = None, hyper_map: dict |
 def export(rule, path: str):
     """Write ``rule``'s step as a TorchScript file ``torch.jit.load`` runs, as ``optdsl compile
     RULE -o PATH`` does; returns the printed plan (``plan.arg_names``: what the step takes).
-    The loaded module's ``scalar_names``, ``state_names``, ``state_inits`` and ``host_states``
-    say how to call it (README, "Backends")."""
+    The loaded module's ``scalar_names``, ``state_names``, ``state_inits``, ``state_dtypes``
+    and ``host_states`` say how to call it (README, "Backends")."""
     return _compiled.export(resolve(rule), path)
 
 

@@ -346,8 +346,10 @@ class _Instance:
                 continue
             v = constant_value(node, defaults)
             if v is not None and not ok(v):
-                raise _err(f"invalid {param}={v:g} in {prim.name}(): {param} {wording}",
-                           getattr(bound.get(param), "pos", pos), HyperparameterError)
+                error = _err(f"invalid {param}={v:g} in {prim.name}(): {param} {wording}",
+                             getattr(bound.get(param), "pos", pos), HyperparameterError)
+                error.node = node  # a calling rule shows the error where this value is written
+                raise error
             if v is not None and ir.walk_leaves([node], "hyper"):
                 self.b.range_checks.append((prim.name, param, node))
 
@@ -364,8 +366,12 @@ class _Instance:
         try:
             prim.scalar_fn(*values)
         except (ValueError, ZeroDivisionError, OverflowError) as e:
-            raise _err(f"invalid arguments to {prim.name}(): {getattr(e, 'reason', e)}",
-                       pos) from None
+            reason = str(getattr(e, "reason", e))
+            error = _err(f"invalid arguments to {prim.name}(): {reason}", pos)
+            # the argument the reason names (``T_0 must be >= 1``): where a caller wrote it
+            named = dict(zip(prim.params, nodes)).get(reason.split(" ", 1)[0])
+            error.node = named
+            raise error from None
 
     # --- rules calling rules -------------------------------------------------------------------
     def rule_value(self, name: str, pos: Pos) -> ir.Node:
@@ -441,7 +447,8 @@ class _Instance:
         inner = _Instance(callee, self.b, prefix, hypers, rule_params,
                           self.call_stack + ((name, not via_param),), own=set(params),
                           enclosing=frozenset(self.own | self.enclosing), inherited=passed)
-        return self.lower_callee(name, inner, pos, params, passed, handed)
+        written = {hypers[h]: getattr(bound[h], "pos", pos) for h in hypers if h in bound}
+        return self.lower_callee(name, inner, pos, params, passed, handed, written)
 
     def check_call_chain(self, name: str, pos: Pos, via_param: bool) -> None:
         """A cycle of definitions (the callee is already being lowered and every call since was
@@ -457,15 +464,19 @@ class _Instance:
             raise _err("rules nest too deeply", pos)
 
     def lower_callee(self, name: str, inner, pos: Pos, params: tuple, passed: dict,
-                     handed: list) -> ir.Node:
-        """The callee's update; an error in its text is shown at this call, and a keyword
+                     handed: list, written: dict) -> ir.Node:
+        """The callee's update; an error in its text is shown at this call (at the argument
+        written here whose value it is about: ``written``, node -> position), and a keyword
         handed down that no rule it calls declares is an error at the keyword."""
         first = len(self.b.subrules)
         try:
             update, _, _ = inner.lower()
         except DSLError as e:  # at a line of the callee's text: shown at this call instead
-            raise type(e)(f"in rule {name}: {e.message}", pos.line if pos else None,
-                          pos.column if pos else None) from None
+            node = getattr(e, "node", None)
+            at = written.get(node, pos)
+            error = _err(f"in rule {name}: {e.message}", at, type(e))
+            error.node = node
+            raise error from None
         for h, kpos in handed:
             if not passed[h].used:
                 inner_names = {n for sub in self.b.subrules[first:]

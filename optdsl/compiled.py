@@ -101,18 +101,22 @@ def export_torchscript(plan: KernelPlan, path: str) -> None:
     """Write the scripted step as a file ``torch.jit.load`` runs: a module whose ``forward``
     takes (params, grads, state lists..., scalars); its ``scalar_names`` and ``state_names``
     attributes say what goes where, ``state_inits`` what each state list holds before the
-    first step (``0``, ``g``, ``p``: the value at step 1), and ``host_states`` the scalar
-    states the scalars read (``name = initial value; then update``), kept by the caller."""
+    first step (``0``, ``g``, ``p``: the value at step 1), ``state_dtypes`` the dtype each
+    state list is stored in (``bfloat16`` for ``v: bfloat16 = ...``; ``""``: the parameter's),
+    and ``host_states`` the scalar states the scalars read (``name = initial value; then
+    update``), kept by the caller."""
     args = "".join(f", {a}: List[Tensor]" for a in plan.arg_names[:-1]) + ", scalars: Tensor"
     text = (HEADER + plan.source + "\n\n"
             "class Step(torch.nn.Module):\n"
             "    def __init__(self, scalar_names: List[str], state_names: List[str],\n"
-            "                 state_inits: List[str], host_states: List[str]):\n"
+            "                 state_inits: List[str], state_dtypes: List[str],\n"
+            "                 host_states: List[str]):\n"
             "        super().__init__()\n"
             "        # typed: TorchScript drops an empty list, whose type it cannot infer\n"
             "        self.scalar_names = torch.jit.Attribute(scalar_names, List[str])\n"
             "        self.state_names = torch.jit.Attribute(state_names, List[str])\n"
             "        self.state_inits = torch.jit.Attribute(state_inits, List[str])\n"
+            "        self.state_dtypes = torch.jit.Attribute(state_dtypes, List[str])\n"
             "        self.host_states = torch.jit.Attribute(host_states, List[str])\n\n"
             f"    def forward(self{args}) -> None:\n"
             f"        {plan.name}({', '.join(plan.arg_names)})\n")
@@ -121,9 +125,17 @@ def export_torchscript(plan: KernelPlan, path: str) -> None:
     ns: dict = {"__name__": "optdsl.generated.export"}
     exec(compile(text, filename, "exec"), ns)
     module = ns["Step"]([to_text(s) for s in plan.scalars], [s.name for s in plan.kernel_slots],
-                        [to_text(s.init) for s in plan.kernel_slots], host_states(plan))
+                        [to_text(s.init) for s in plan.kernel_slots], state_storage(plan),
+                        host_states(plan))
     with _quiet_torchscript():
         torch.jit.script(module).save(path)
+
+
+def state_storage(plan: KernelPlan) -> list:
+    """The dtype each of the kernel's state lists is stored in, by name (``bfloat16``), ``""``
+    where it is the parameter's: what a caller of an exported step fills them with."""
+    return [str(plan.state_dtypes[s.name]).replace("torch.", "") if s.name in plan.state_dtypes
+            else "" for s in plan.kernel_slots]
 
 
 def host_states(plan: KernelPlan) -> list:
@@ -398,7 +410,7 @@ class InductorBackend(CompiledBackend):
             signature = (str(device), dtype, tuple(r[0] for r in part))
             calls.append((self.kernel(signature), [r[1] for r in part], [r[2] for r in part],
                           [[r[3][k] for r in part] for k in range(len(names))]))
-        written = _written(items, names, shared)
+        written = _written(items, names)
         return _Chunks(calls, frozenset(shared), _fingerprint(items, names, shared), written,
                        _aliased(items, written))
 
@@ -469,11 +481,12 @@ def _span(t: torch.Tensor) -> tuple:
     return lo, lo + (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))) * t.element_size()
 
 
-def _written(items, names, interpreted) -> tuple:
-    """(starts, ends): the memory a step writes (every parameter, and the states of the items
-    a kernel runs), as sorted disjoint spans. Fixed while the fingerprint is: made with the plan."""
-    spans = sorted(_span(t) for i, (p, _, st) in enumerate(items)
-                   for t in [p] + ([] if i in interpreted else [st[n] for n in names]) if t.numel())
+def _written(items, names) -> tuple:
+    """(starts, ends): the memory a step writes (every parameter and state), as sorted disjoint
+    spans. Fixed while the fingerprint is (the interpreter too writes its states in place):
+    made with the plan."""
+    spans = sorted(_span(t) for p, _, st in items for t in [p] + [st[n] for n in names]
+                   if t.numel())
     starts, ends = [], []
     for lo, hi in spans:
         if ends and lo < ends[-1]:
@@ -485,11 +498,12 @@ def _written(items, names, interpreted) -> tuple:
 
 
 def _aliased(items, written) -> tuple:
-    """The items whose gradient shares memory with a written tensor, in part or whole
-    (``c.grad = a.detach()[1:]``, a view of another parameter's state), or is at another
-    gradient's address (one tensor given as two gradients, which dynamo would pass to the
-    graph as one input). Gradients are new every step, so this is checked every step: a
-    change makes a new plan, in which ``_sharing_memory`` leaves such items to the
+    """(item, first byte, end) of the gradients that share memory with a written tensor, in
+    part or whole (``c.grad = a.detach()[1:]``, a view of another parameter's state), or are
+    at another gradient's address (one tensor given as two gradients, which dynamo would pass
+    to the graph as one input). Gradients are new every step, so this is checked every step:
+    a change, of which gradients alias or of the memory they read (``c.grad = b``, then ``c.grad
+    = d``), makes a new plan, in which ``_sharing_memory`` leaves such items to the
     interpreter."""
     starts, ends = written
     seen, out = set(), []
@@ -499,7 +513,7 @@ def _aliased(items, written) -> tuple:
         lo, hi = _span(g)
         k = bisect.bisect_right(starts, hi - 1) - 1  # the last written span starting before hi
         if (k >= 0 and ends[k] > lo) or lo in seen:
-            out.append(i)
+            out.append((i, lo, hi))
         seen.add(lo)
     return tuple(out)
 

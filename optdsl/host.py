@@ -174,6 +174,15 @@ class HostStep:
             bucket.items.append((p, g, st))
         return list(buckets.values())
 
+    def unprepare(self, buckets: list) -> None:
+        """Undo ``prepare`` for buckets that did not run (a StateError): the step is not
+        counted, and a tensor's first step leaves no states."""
+        for bucket in buckets:
+            for _, _, st in bucket.items:
+                st["step"] -= 1
+                if st["step"] == 0:
+                    st.clear()
+
     def finish(self, bucket: Bucket) -> None:
         """Write the scalar states' new values (computed with the step's scalars)."""
         for s in self.scalar_slots:
@@ -184,8 +193,9 @@ class HostStep:
     def eager(self, bucket: Bucket, generator) -> None:
         """The reference tensor work of a bucket: the interpreter, tensor by tensor."""
         interp, policy = self.interpreter, self.policy
-        for p, g, st in bucket.items:
+        for p, _, st in bucket.items:  # a state that does not fit: before any tensor changes
             policy.conform(p, st)
+        for p, g, st in bucket.items:
             if p.is_complex():
                 rp, rg, views = real_views(p, g, st, policy.slots)
                 interp.tensor_step(rp, rg, bucket.scalars, views, generator)
@@ -205,8 +215,13 @@ class Backend:
 
     def step(self, params, grads, states, hypers: dict, generator=None) -> None:
         """One step of a group of tensors sharing ``hypers``."""
-        for bucket in self.host.prepare(params, grads, states, hypers, generator):
-            self.run(bucket, generator)
+        buckets = self.host.prepare(params, grads, states, hypers, generator)
+        for k, bucket in enumerate(buckets):
+            try:
+                self.run(bucket, generator)
+            except StateError:  # raised before the bucket's tensors change: nor do its counts
+                self.host.unprepare(buckets[k:])
+                raise
             self.host.finish(bucket)
 
     def run(self, bucket: Bucket, generator) -> None:

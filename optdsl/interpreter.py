@@ -102,19 +102,21 @@ class Interpreter:
             env[read] = v if v.dtype == p.dtype else v.to(p.dtype)
         self._eval(self.tensor_order, env, scalar=False, generator=generator, like=p,
                    release=self.tensor_release)
+        new = {}
         for s in self.tensor_slots:
             v = stored(env[s.update], s.kind, p, grad)
             if state_dtypes and s.name in state_dtypes:
                 v = v.to(state_dtypes[s.name])
-            state[s.name] = v
+            new[s.name] = v
+        out = _write_in_place(state, new, env[self.rule.new_p if self.rule.assigns_p
+                                              else self.rule.update])
         if self.rule.assigns_p:
-            p.copy_(env[self.rule.new_p])
+            p.copy_(out)
             return None
-        update = env[self.rule.update]
-        if update is p:  # 'return p': the update is read after p changes
-            update = p.clone()
-        p.sub_(update)
-        return update
+        if out is p:  # 'return p': the update is read after p changes
+            out = p.clone()
+        p.sub_(out)
+        return out
 
     def step_tensor(self, p, grad, hypers: dict, state: dict, scalars_cache: dict, generator=None):
         """One whole step of one tensor (state initialised at its first step, the step counted,
@@ -174,6 +176,31 @@ def updates(rule: Rule, hypers: dict, p0: torch.Tensor, grads, seed: int = 0):
         with np.errstate(all="ignore"):
             interp.step_tensor(p, g.clone(), hypers, state, {}, gen)
         yield before - p
+
+
+def _write_in_place(state: dict, new: dict, out):
+    """Write a step's new tensor states into the state tensors themselves, as torch.optim and
+    the compiled backends do: a reference to a state taken before the step (another
+    parameter's gradient, a user's variable) sees the new value. A new value, or the step's
+    result ``out``, that is a state tensor itself or shares its memory (``a := b``, ``return
+    s``: last step's value) is copied first, so that no write changes what another reads.
+    Returns ``out``, copied where it was such a tensor."""
+    written = {id(t): t for t in (state.get(name) for name in new) if isinstance(t, torch.Tensor)}
+    memory = {t.untyped_storage().data_ptr() for t in written.values()}
+
+    def held(v):
+        return isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() in memory
+
+    new = {name: v.clone() if held(v) else v for name, v in new.items()}
+    out = out.clone() if held(out) else out
+    for name, v in new.items():
+        old = state.get(name)
+        if (isinstance(old, torch.Tensor) and old.shape == v.shape and old.dtype == v.dtype
+                and old.device == v.device):
+            old.copy_(v)
+        else:  # the first step's, or one whose storage form changed
+            state[name] = v
+    return out
 
 
 def stored(value, kind: Kind, p: torch.Tensor, grad: torch.Tensor):

@@ -6,7 +6,8 @@ A row (``Primitive``) says, for one function of the language:
   variadic tail (``variadic``), the parameters that must be step scalars (``scalar_params``);
 * **kinds**: a per-tensor reduction (``reduces``) or a forced result kind (``result_kind``:
   random tensors are TENSOR); otherwise the widest argument kind (``kind_of``);
-* **state**: ``expand`` rewrites a stateful call into state slots (``ema``, ``prev``, ...);
+* **state**: ``expand`` rewrites a stateful call into state slots (``ema``, ``prev``, ...),
+  or a call into other primitives (``every(t, k)``: ``t % k == 0``, with k's range);
 * **implementations**: ``torch_fn`` on tensors (Python floats for scalar arguments),
   ``scalar_fn`` on step scalars (NumPy float64, IEEE: 1/0 is inf, sqrt(-1) is nan; sign(nan)
   is 0 as in torch), ``random`` for draws from the optimizer's generator, ``validate`` to call
@@ -109,7 +110,8 @@ class Primitive:
     reduces: bool = False  # result is one value per tensor
     counts_elements: bool = False  # a reduction whose value depends on how many elements a
     # broadcast argument has (norm(c) of a tensor of c's is |c| sqrt(n); mean(c) is c)
-    expand: Callable | None = None  # stateful: (ctx, *args) -> value node, making slots
+    expand: Callable | None = None  # (ctx, *args) -> value node: a stateful call's slots,
+    # or a call written as other primitives (every)
     infix: tuple | None = None  # (symbol, precedence) for operators
     code: str | None = None  # printed code template, e.g. "torch.sqrt({0})"
     # (backend name, template) pairs: what that backend prints instead of ``code``, where its
@@ -590,6 +592,22 @@ _ROWS += [
     Primitive("randn", (), "one standard normal draw per step (a scalar)", random=True,
               scalar_fn=_randn_scalar, result_kind=Kind.SCALAR),
 ]
+
+
+def _whole_step_count(v) -> bool:
+    return v >= 1 and v == math.floor(v)
+
+
+def _every(ctx, t, k):
+    # t % k == 0 itself: the same IR, proofs, kernels and checkpoint keys as that formula;
+    # the call adds the range of k, which % cannot have (x % 0.5 is fine elsewhere)
+    return ap("eq", ap("mod", t, k), ZERO)
+
+
+_ROWS.append(Primitive(
+    "every", ("t", "k"), "1 at steps k, 2k, 3k, ... (t % k == 0), else 0; k a whole number "
+    ">= 1 (Lookahead's sync every k steps)", expand=_every, scalar_params=("t", "k"),
+    ranges=(("k", _whole_step_count, "must be a whole number >= 1"),)))
 
 
 # --- schedules: one scalar primitive per entry of optdsl.schedules.SCHEDULES -----------------

@@ -2,6 +2,11 @@
 its fix."""
 from __future__ import annotations
 
+import warnings
+
+import pytest
+import torch
+
 import optdsl
 from optdsl.cli import main
 
@@ -17,3 +22,153 @@ def test_simplify_never_prints_a_form_its_proof_refutes(capsys):
     assert main(["simplify", source, "--timeout", "60"]) == 1
     out, err = capsys.readouterr()
     assert out == source + "\n" and "refuted" in err and "g * lr" in err
+
+
+# --- the Optimizer: memory, state and failed steps ---------------------------------------------
+
+BACKENDS = ("eager", "inductor", "torchscript")
+
+
+def _optimizer(params, backend, **kw):
+    if backend == "torch":
+        return torch.optim.Adam(params, lr=0.1, foreach=False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optdsl.Optimizer(params, "adam", backend=backend, lr=0.1, **kw)
+
+
+def _m(opt, p):
+    return opt.state[p]["exp_avg" if isinstance(opt, torch.optim.Adam) else "m"]
+
+
+@pytest.mark.parametrize("two_groups", [False, True])
+def test_a_gradient_that_is_another_parameters_state_reads_its_new_value(two_groups):
+    """torch.optim updates its states in place, so c's gradient that is a's first moment
+    (stepped before c) reads the new moment. The interpreter gave new tensors each step and
+    read the old one, so eager, and inductor in one group (which hands the pair to the
+    interpreter), differed from torch, torchscript and inductor across groups."""
+    out = {}
+    for backend in BACKENDS + ("torch",):
+        torch.manual_seed(0)
+        a, c = (torch.nn.Parameter(torch.randn(4, dtype=torch.float64)) for _ in range(2))
+        opt = _optimizer([{"params": [a]}, {"params": [c]}] if two_groups else [a, c], backend)
+        a.grad, c.grad = torch.ones_like(a), torch.ones_like(c)
+        opt.step()
+        m = _m(opt, a)
+        a.grad, c.grad = torch.full_like(a, 2.0), m
+        opt.step()
+        assert m is _m(opt, a) and torch.equal(m, _m(opt, a))  # a reference sees the new value
+        out[backend] = c.detach().clone()
+    for backend in BACKENDS:
+        assert torch.equal(out[backend], out["eager"]), backend
+    torch.testing.assert_close(out["torch"], out["eager"], rtol=1e-15, atol=1e-15)
+
+
+def test_inductor_replans_when_an_aliasing_gradient_reads_other_memory():
+    """c's gradient is parameter b's memory at step 2 (c and b go to the interpreter), then d's
+    at step 3: the same item aliased, so the plan was kept, and the kernel stepped d before
+    the interpreter stepped c, which read the new d (torch's loop reads the old one)."""
+    out = {}
+    for backend in BACKENDS:
+        torch.manual_seed(0)
+        c, b, d = (torch.nn.Parameter(torch.randn(4, dtype=torch.float64)) for _ in range(3))
+        opt = _optimizer([c, b, d], backend)
+        for p in (c, b, d):
+            p.grad = torch.ones_like(p)
+        opt.step()
+        b.grad, d.grad, c.grad = torch.full_like(b, 2.0), torch.full_like(d, 2.0), b.detach()
+        opt.step()
+        b.grad, d.grad, c.grad = torch.full_like(b, 3.0), torch.full_like(d, 3.0), d.detach()
+        opt.step()
+        out[backend] = torch.cat([c.detach(), b.detach(), d.detach()])
+    assert torch.equal(out["inductor"], out["eager"])
+    assert torch.equal(out["torchscript"], out["eager"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_state_that_no_longer_fits_changes_nothing(backend):
+    """A parameter whose shape changed is a StateError before any tensor changes; eager had
+    stepped the parameters before it, and every backend had counted the step of all."""
+    torch.manual_seed(0)
+    a, c = torch.nn.Parameter(torch.randn(4)), torch.nn.Parameter(torch.randn(6))
+    new = torch.nn.Parameter(torch.randn(2))  # its first step: no states left behind either
+    opt = _optimizer([a, c], backend)
+    a.grad, c.grad = torch.ones(4), torch.ones(6)
+    opt.step()
+    opt.add_param_group({"params": [new]})
+    c.data = c.data[:3]
+    a.grad, c.grad, new.grad = torch.ones(4), torch.ones(3), torch.ones(2)
+    before = a.detach().clone()
+    with pytest.raises(optdsl.host.StateError):
+        opt.step()
+    assert torch.equal(a.detach(), before)
+    assert opt.state[a]["step"] == 1 and opt.state[c]["step"] == 1
+
+
+# --- export, lookahead's k, and where an error is shown ----------------------------------------
+
+def test_an_exported_step_says_the_dtype_each_state_is_stored_in(tmp_path, capsys):
+    """`v: bfloat16 = ...` was in no attribute of the exported module, nor in `--emit`'s header
+    or `show`: a caller filled v in the parameter's dtype and drifted from the Optimizer."""
+    source = ("r(lr=1e-3, beta2=0.999):\n    v: bfloat16 = ema(g^2, beta2)\n"
+              "    return lr * g / (sqrt(v) + 1e-8)\n")
+    path = tmp_path / "bf.pt"
+    optdsl.export(source, str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(str(path))
+    assert list(module.state_names) == ["v"] and list(module.state_dtypes) == ["bfloat16"]
+    torch.manual_seed(0)
+    p0, grads = torch.randn(50), [torch.randn(50) for _ in range(10)]
+    params, states = [p0.clone()], [torch.zeros(50, dtype=getattr(torch, module.state_dtypes[0]))]
+    q = torch.nn.Parameter(p0.clone())
+    opt = optdsl.Optimizer([q], source, backend="torchscript")
+    for g in grads:
+        module(params, [g], states, torch.tensor([1e-3, 0.999, 1 - 0.999]))
+        q.grad = g.clone()
+        opt.step()
+    assert torch.equal(params[0], q.detach())
+    adam = optdsl.export("adam", str(path))
+    assert adam is not None and list(torch.jit.load(str(path)).state_dtypes) == ["", ""]
+    file = tmp_path / "bf.opt"
+    file.write_text(source)
+    assert main(["compile", str(file), "--emit"]) == 0 and "stored as bfloat16" in capsys.readouterr().out
+    assert main(["show", str(file)]) == 0 and "v (tensor, stored as bfloat16)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("k", [2.5, 0.5, 0])
+def test_lookaheads_k_is_a_whole_number(k):
+    """k = 2.5 synced at steps 5 and 10 (t % k == 0) and k = 0.5 at every step, without a word."""
+    text = f"lookahead(adam, k={k})"
+    with pytest.raises(optdsl.DSLError) as e:
+        optdsl.parse(text)
+    assert "k must be a whole number >= 1" in str(e.value) or "k must be > 0" in str(e.value)
+    p = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="k"):
+        optdsl.Optimizer([p], "lookahead(inner=sgd, alpha=0.5)", lr=0.1, k=k)
+
+
+def test_lookahead_syncs_every_k_steps_on_every_backend():
+    for backend in BACKENDS:
+        p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt = optdsl.Optimizer([p], "lookahead(inner=sgd, alpha=0.5)", lr=1.0, k=3,
+                                   backend=backend)
+        path = []
+        for _ in range(6):
+            p.grad = torch.ones(1, dtype=torch.float64)
+            opt.step()
+            path.append(p.item())
+        # fast steps -1, -2; at step 3 slow moves half way to -3; again from -1.5
+        assert path == [-1.0, -2.0, -1.5, -2.5, -3.5, -3.0], backend
+
+
+@pytest.mark.parametrize("text, value", [("adamwr(T_0=0)", "0"),
+                                         ("powersign_linear(decay_steps=0)", "0"),
+                                         ("lookahead(adam, k=2.5)", "2.5")])
+def test_an_invalid_value_handed_to_a_rule_is_shown_where_it_is_written(text, value):
+    """The caret was under the call (column 1), where `adam(beta1=2)` puts it under the value."""
+    with pytest.raises(optdsl.DSLError) as e:
+        optdsl.parse(text)
+    assert (e.value.line, e.value.column) == (1, text.index("=" + value) + 2)

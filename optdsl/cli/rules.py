@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..codegen import module_source, plan_step, safe_comment
-from ..compiled import export, host_states
+from ..compiled import export, host_states, state_storage
 from ..errors import DSLError
 from ..host import StatePolicy
 from ..library import library, summary
@@ -37,7 +37,10 @@ def cmd_show(argv) -> int:
     print("hyperparameters:")
     for h in rule.hypers.values():
         print(f"  {h.name} = {h.default:g}")
-    print("state:", ", ".join(f"{s.name} ({s.kind.name.lower()})" for s in rule.slots) or "none")
+    stored = rule.state_dtypes
+    print("state:", ", ".join(f"{s.name} ({s.kind.name.lower()}"
+                              + (f", stored as {stored[s.name]})" if s.name in stored else ")")
+                              for s in rule.slots) or "none")
     return 0
 
 
@@ -78,8 +81,10 @@ def cmd_compile(argv) -> int:
             print(f"#   scalars[{k}] = {safe_comment(to_text(s))}")
         print("# state lists (fill each before the first step with its initial value, computed "
               "from step 1's g and p): "
-              + ", ".join(f"state_{k} = {s.name} (initially {safe_comment(to_text(s.init))})"
-                          for k, s in enumerate(plan.kernel_slots)))
+              + ", ".join(f"state_{k} = {s.name} (initially {safe_comment(to_text(s.init))}"
+                          + (f", stored as {dtype})" if dtype else ")")
+                          for k, (s, dtype) in enumerate(zip(plan.kernel_slots,
+                                                             state_storage(plan)))))
         for line in host_states(plan):
             print(f"# scalar state kept on the host: {safe_comment(line)}")
         if args.backend == "inductor":
