@@ -8,12 +8,17 @@ hyperparameters' defaults left out), which every param group carries too, as ``_
 ``param_groups``; :func:`mark_groups`, :func:`lift_marks`). Loading checks it against the rule before anything
 changes: the same program (a checkpoint of another rule, even one with the same state names,
 such as AddSign's into PowerSign, is an error naming both sides; a checkpoint from before the
-key, or converted from torch.optim, is checked by its state names), the same state names,
-states that fit their parameters, groups that carry every hyperparameter.
+key, or converted from torch.optim, is checked by its state names), the same state names (a
+library rule of the same program under other names, sgd's ``b`` against momentum's ``sgd.b``,
+is refused before its first step too), states that fit their parameters, groups that carry
+every hyperparameter.
 
 torch.optim's own layouts convert both ways for the rules that are the same optimizer, so a
 running training can switch to optdsl and back (``Optimizer.from_torch``, ``to_torch``,
-loading a torch state_dict directly). One row per rule:
+loading a torch state_dict directly). A torch state_dict loads only into the rules of the
+class that wrote it, told by its param groups' keys (``TORCH_CLASSES``: RAdam's and Adam's keep
+the same states, and Adam's groups alone carry ``amsgrad``); any other is an error in torch's
+names (the class, its states, the rule that takes it over). One row per rule:
 
 =========  =====================================  ==========================================
 rule       torch.optim (group settings)           states (torch -> optdsl)
@@ -56,6 +61,7 @@ import torch
 from .canonical import canonical_hash
 from .errors import DSLError
 from .ir import Kind, Rule
+from .library import library
 
 
 class CheckpointError(DSLError):
@@ -190,15 +196,96 @@ def lift_marks(sd: dict) -> dict:
     return out
 
 
+# torch.optim's classes as torch 2.13 writes their state_dicts: the keys of every param group
+# (but ``params``) and those of a parameter's state. AdamW writes Adam's (it is one since torch
+# 2.6; its flags tell it: ``torch_rule``). What tells a checkpoint's class: ``torch_class_of``.
+TORCH_CLASSES = {name: (frozenset(groups.split()), frozenset(states.split()))
+                 for name, groups, states in [
+    ("Adam", "lr betas eps weight_decay amsgrad decoupled_weight_decay maximize foreach "
+             "capturable differentiable fused", "step exp_avg exp_avg_sq max_exp_avg_sq"),
+    ("SGD", "lr momentum dampening weight_decay nesterov maximize foreach differentiable fused",
+     "momentum_buffer"),
+    ("RMSprop", "lr alpha eps weight_decay momentum centered maximize foreach capturable "
+                "differentiable", "step square_avg grad_avg momentum_buffer"),
+    ("Adagrad", "lr lr_decay weight_decay initial_accumulator_value eps maximize foreach "
+                "differentiable fused", "step sum"),
+    ("Adadelta", "lr rho eps weight_decay maximize foreach capturable differentiable",
+     "step square_avg acc_delta"),
+    ("Rprop", "lr etas step_sizes maximize foreach capturable differentiable",
+     "step prev step_size"),
+    ("Adamax", "lr betas eps weight_decay maximize foreach capturable differentiable",
+     "step exp_avg exp_inf"),
+    ("RAdam", "lr betas eps weight_decay decoupled_weight_decay maximize foreach capturable "
+              "differentiable", "step exp_avg exp_avg_sq"),
+    ("NAdam", "lr betas eps weight_decay momentum_decay decoupled_weight_decay maximize "
+              "foreach capturable differentiable", "step exp_avg exp_avg_sq mu_product"),
+    ("ASGD", "lr lambd alpha t0 weight_decay maximize foreach capturable differentiable",
+     "step eta mu ax"),
+    ("SparseAdam", "lr betas eps maximize", "step exp_avg exp_avg_sq"),
+    ("Adafactor", "lr beta2_decay d weight_decay eps maximize foreach",
+     "step row_var col_var variance"),
+    ("LBFGS", "lr max_iter max_eval tolerance_grad tolerance_change history_size "
+              "line_search_fn", "func_evals n_iter d t old_dirs old_stps ro H_diag "
+                                "prev_flat_grad prev_loss al"),
+    ("Muon", "lr weight_decay momentum nesterov eps ns_coefficients ns_steps adjust_lr_fn",
+     "momentum_buffer"),
+]}
+_LAYOUT_OF = {"AdamW": "Adam"}  # a TORCH_LAYOUTS class -> the TORCH_CLASSES layout it writes
+TORCH_GROUP_KEYS = frozenset().union(*(groups for groups, _ in TORCH_CLASSES.values()))
+# keys that torch.optim's groups carry and optdsl's never do (older torch versions too)
+_TORCH_MARKS = frozenset(TORCH_SWITCHES) | {"betas", "nesterov"}
+
+
+def _torch_keys(sd: dict) -> set:
+    return {k for g in sd.get("param_groups", ()) for k in g} & TORCH_GROUP_KEYS
+
+
+def torch_class_of(sd: dict) -> str | None:
+    """The torch.optim class (of ``TORCH_CLASSES``) whose layout the state_dict ``sd`` has: of
+    the classes that keep every state it holds, the one whose group keys differ least from its
+    groups' (first the fewest keys it does not write, then the fewest it writes that the
+    groups lack). A key one class always writes and another never does tells them apart, so
+    torch 2.13's checkpoints are told exactly; an older torch's, which lacks a key added
+    since, or a newer one's, with a key added since, by the class it is closest to. None when
+    no class keeps its states."""
+    keys = {k for g in sd.get("param_groups", ()) for k in g} - {"params"}
+    states = {k for st in sd.get("state", {}).values() for k in st}
+    fits = [name for name, (_, kept) in TORCH_CLASSES.items() if states <= kept]
+    return min(fits, default=None, key=lambda name: (len(keys - TORCH_CLASSES[name][0]),
+                                                     len(TORCH_CLASSES[name][0] - keys)))
+
+
+def may_have_written(torch_class: str, sd: dict) -> bool:
+    """Whether torch.optim ``torch_class`` (a ``TORCH_CLASSES`` name) may have written ``sd``:
+    the class ``torch_class_of`` names, or, for a checkpoint that has no class's layout
+    exactly (an older torch's, without keys added since), any class that fits it too (an
+    older RAdam before its first step has Adamax's keys)."""
+    written = torch_class_of(sd)
+    if written is None or written == torch_class:
+        return written is not None
+    groups, kept = TORCH_CLASSES[torch_class]
+    states = {k for st in sd.get("state", {}).values() for k in st}
+    exact = _torch_keys(sd) == TORCH_CLASSES[written][0]
+    return not exact and _torch_keys(sd) <= groups and states <= kept
+
+
 def looks_like_torch(sd: dict, rule: Rule | None = None) -> bool:
-    """True for a state_dict written by torch.optim (not by optdsl): no ``rule`` entry, torch's
-    marks in its groups, and (given ``rule``) states that are not all the rule's own (an
-    optdsl state_dict stripped of its entries by an older tool)."""
-    marks = {"betas", "nesterov", "amsgrad", "foreach", "differentiable"}
+    """True for a state_dict written by torch.optim (not by optdsl): no ``rule`` entry, and
+    groups with torch's marks (a switch, ``betas``, ``nesterov``) or every group key of one
+    torch.optim class; given ``rule``, not an optdsl state_dict stripped of its entries by an
+    older tool (states all the rule's own, or a hyperparameter by a name no torch class
+    writes, such as adam's beta1)."""
+    if "rule" in sd:
+        return False
+    groups = sd.get("param_groups", ())
     names = {k for st in sd.get("state", {}).values() for k in st}
     if rule is not None and names and names <= set(_slots(rule)) | {"step"}:
         return False
-    return "rule" not in sd and any(marks & set(g) for g in sd.get("param_groups", ()))
+    if rule is not None and any(set(rule.hypers) & (set(g) - TORCH_GROUP_KEYS) for g in groups):
+        return False
+    written = torch_class_of(sd)
+    return any(_TORCH_MARKS & set(g) for g in groups) or (
+        written is not None and _torch_keys(sd) == TORCH_CLASSES[written][0])
 
 
 def _group_from_torch(g: dict) -> dict:
@@ -214,43 +301,82 @@ def _group_from_torch(g: dict) -> dict:
     return out
 
 
-def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
-    """A torch.optim state_dict in this rule's layout (a CheckpointError if it has none)."""
-    row = TORCH_LAYOUTS.get(rule.name)
+def _torch_states(row: TorchLayout) -> set:
+    """The state names torch.optim keeps for ``row``'s class (``step`` where it counts them)."""
+    return set(row.states) | ({"step"} if row.counts_steps else set())
+
+
+def _not_this_rule(rule: Rule, row: TorchLayout | None, sd: dict, written: str | None) -> str:
+    """Why a torch.optim checkpoint (of class ``written``, by its layout) does not load into
+    ``rule`` (of layout ``row``), in torch's names, and what to do instead."""
     found = {k for st in sd.get("state", {}).values() for k in st}
+    counterpart = torch_rule(sd["param_groups"], written) if written else None
+    name = TORCH_LAYOUTS[counterpart].torch_class if counterpart else written
+    what = (f"this torch.optim checkpoint (torch.optim.{name}'s, by its param groups)" if name
+            else "this torch.optim checkpoint (of no torch.optim class optdsl knows)")
+    held = f"holds states {_names(found)}" if found else "holds no states yet"
     if row is None:
-        raise CheckpointError(
-            f"a torch.optim checkpoint (states {_names(found)}) cannot be loaded into rule "
-            f"{rule.name}: only {', '.join(TORCH_LAYOUTS)} have torch.optim counterparts")
-    for g in sd["param_groups"]:
+        fits = (f"it cannot be loaded into rule {rule.name}: only {', '.join(TORCH_LAYOUTS)} "
+                "have torch.optim counterparts")
+    else:
+        fits = (f"rule {rule.name} takes over torch.optim.{row.torch_class}'s "
+                f"{_names(_torch_states(row))}")
+    if counterpart:
+        todo = (f"load it into rule {counterpart} (optdsl.Optimizer(params, '{counterpart}')), "
+                "or continue the running torch optimizer with optdsl.Optimizer.from_torch(opt)")
+    else:
+        todo = ("no library rule computes that optimizer (optdsl.Optimizer.from_torch takes "
+                f"over {', '.join(sorted({r.torch_class for r in TORCH_LAYOUTS.values()}))})")
+    return f"{what} {held}; {fits}: {todo}"
+
+
+def _check_torch_flags(rule: Rule, row: TorchLayout, groups: list, written: str) -> None:
+    """The settings ``row`` requires, where the groups carry them (an older torch's lack some:
+    its Adam and AdamW cannot be told apart)."""
+    for g in groups:
         wrong = {k: g[k] for k, v in row.fixed.items() if k in g and bool(g[k]) != v}
         if wrong:
-            other = torch_rule(sd["param_groups"])
+            other = torch_rule(groups, written)
             raise CheckpointError(
                 "this torch.optim checkpoint has "
                 + ", ".join(f"{k}={v}" for k, v in wrong.items())
                 + f", which rule {rule.name} does not compute"
                 + (f" (rule {other} does: it is torch.optim.{TORCH_LAYOUTS[other].torch_class}'s)"
                    if other else " (no library rule does)"))
-    groups = [_group_from_torch(g) for g in sd["param_groups"]]
+
+
+def _state_from_torch(rule: Rule, row: TorchLayout, index, st: dict, groups: list) -> dict:
+    """Parameter ``index``'s torch state ``st`` under the rule's state names."""
+    kept = {k for k in _torch_states(row) if _kept_by_torch(row, k, index, groups)}
+    if set(st) - _torch_states(row) or kept - set(st):
+        raise CheckpointError(
+            f"parameter {index} of this torch.optim checkpoint holds states {_names(st)}; rule "
+            f"{rule.name} takes over torch.optim.{row.torch_class}'s {_names(kept)}: a "
+            f"torch.optim.{row.torch_class} checkpoint of other settings, or edited")
     slots = _slots(rule)
-    state = {}
-    for index, st in sd["state"].items():
-        unknown = set(st) - set(row.states) - {"step"}
-        if unknown:
-            raise CheckpointError(
-                f"this torch.optim checkpoint holds states {_names(st)}; rule {rule.name} "
-                f"takes over torch.optim.{row.torch_class}'s {_names(set(row.states) | {'step'})}")
-        new = {"step": int(float(st["step"])) if "step" in st else 1}  # SGD: a buffer means
-        like = next((v for k, v in st.items() if k != "step" and isinstance(v, torch.Tensor)
-                     and v.dim() > 0), None)                           # a step was taken
-        for key, name in row.states.items():
-            v = st.get(key)
-            if v is None and row.only_if.get(key) and like is not None:
-                v = torch.zeros_like(like)  # computed by the rule, read only under the setting
-            if v is not None:
-                new[name] = float(v) if slots[name].kind == Kind.SCALAR else v
-        state[index] = new
+    new = {"step": int(float(st["step"])) if "step" in st else 1}  # SGD: a buffer means
+    like = next((v for k, v in st.items() if k != "step" and isinstance(v, torch.Tensor)
+                 and v.dim() > 0), None)                           # a step was taken
+    for key, name in row.states.items():
+        v = st.get(key)
+        if v is None and row.only_if.get(key) and like is not None:
+            v = torch.zeros_like(like)  # computed by the rule, read only under the setting
+        if v is not None:
+            new[name] = float(v) if slots[name].kind == Kind.SCALAR else v
+    return new
+
+
+def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
+    """A torch.optim state_dict in this rule's layout: a CheckpointError in torch's names
+    unless the checkpoint's class (``torch_class_of``) and settings are the rule's."""
+    row = TORCH_LAYOUTS.get(rule.name)
+    layout = row and _LAYOUT_OF.get(row.torch_class, row.torch_class)
+    if row is None or not may_have_written(layout, sd):
+        raise CheckpointError(_not_this_rule(rule, row, sd, torch_class_of(sd)))
+    _check_torch_flags(rule, row, sd["param_groups"], layout)
+    groups = [_group_from_torch(g) for g in sd["param_groups"]]
+    state = {index: _state_from_torch(rule, row, index, st, sd["param_groups"])
+             for index, st in sd["state"].items()}
     return {"state": state, "param_groups": groups, "rule": rule.name}
 
 
@@ -317,11 +443,34 @@ def program_key(rule: Rule) -> str:
     return canonical_hash(replace(rule, hypers=plain))
 
 
+def _check_same_state_names(rule: Rule, sd: dict, key: str) -> None:
+    """A checkpoint of another library rule of the same program (``key``) whose states have
+    other names (sgd keeps its buffer as ``b``, momentum, which is sgd at another default, as
+    ``sgd.b``) is refused stepped or not: state names are how a checkpoint says which state is
+    which, and no rule may guess the pairing. One with the same names (momentum's into
+    nesterov) loads, as two spellings of one program do."""
+    other = sd.get("rule")
+    if other in (None, rule.name) or other not in library:
+        return
+    saver = library[other]
+    saved_key = sd.get("program") or program_key(saver)
+    if EARLIER_KEYS.get(saved_key, saved_key) != key or program_key(saver) != key:
+        return  # another program (or a program of its own by that name): checked below
+    theirs, ours = {s.name for s in saver.slots}, set(_slots(rule))
+    if theirs != ours:
+        raise CheckpointError(
+            f"this checkpoint was saved by rule {other}, the same program as rule {rule.name} "
+            f"under other state names (rule {other} keeps {_names(theirs)}, rule {rule.name} "
+            f"{_names(ours)}): load it into an optimizer of rule {other}")
+
+
 def check_state_dict(rule: Rule, sd: dict, params_by_index: dict, key: str | None = None) -> None:
     """Raise a CheckpointError unless ``sd`` fits ``rule`` (whose ``program_key`` is ``key``,
     computed when not given) and the parameters; changes nothing."""
     slots = _slots(rule)
     expected = set(slots) | {"step"}
+    key = key or program_key(rule)
+    _check_same_state_names(rule, sd, key)
     saved_by = f" (saved by rule {sd['rule']})" if sd.get("rule") not in (None, rule.name) else ""
     for index, st in sd.get("state", {}).items():
         if set(st) != expected:
@@ -344,8 +493,7 @@ def check_state_dict(rule: Rule, sd: dict, params_by_index: dict, key: str | Non
                     f"state '{name}' of parameter {index} in this checkpoint has shape {got}; "
                     f"rule {rule.name} needs {want} for that parameter (a checkpoint of other "
                     "parameters?)")
-    want = key or program_key(rule)
-    if sd.get("program") not in (None, want) and EARLIER_KEYS.get(sd.get("program")) != want:
+    if sd.get("program") not in (None, key) and EARLIER_KEYS.get(sd.get("program")) != key:
         other = sd.get("rule", "?")
         raise CheckpointError(
             f"this checkpoint was saved by rule {other}, another program than rule {rule.name}"

@@ -337,8 +337,12 @@ class Optimizer(torch.optim.Optimizer):
     def to_torch(self) -> torch.optim.Optimizer:
         """The torch.optim optimizer that continues this one on the same parameters, param
         groups and state (the rules of ``checkpoints.TORCH_LAYOUTS``: adam, adamw, amsgrad,
-        sgd, momentum, nesterov, rmsprop, adagrad, adadelta, rprop, adamax, radam, nadam)."""
+        sgd, momentum, nesterov, rmsprop, adagrad, adadelta, rprop, adamax, radam, nadam); its
+        states are copies, so each optimizer steps on alone."""
         sd = checkpoints.to_torch_state_dict(self.rule, self.state_dict())
+        # its own copies: torch's load keeps a tensor that already has the parameter's dtype
+        # and device, and the two optimizers would step one state
+        sd["state"] = {i: {k: v.clone() for k, v in st.items()} for i, st in sd["state"].items()}
         cls = checkpoints.torch_class(self.rule)
         groups = [{"params": g["params"]} for g in self.param_groups]
         opt = cls(groups, **({"momentum": 0.9} if cls is torch.optim.SGD else {}))
