@@ -11,6 +11,8 @@ every backend; :meth:`Interpreter.step_tensor` strings the pieces together for o
 """
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import torch
 
@@ -85,8 +87,13 @@ class Interpreter:
             env[self.hyper_leaves[name]] = float(value)
         with np.errstate(all="ignore"):
             self._eval(self.init_order, env, scalar=False, generator=generator, like=p)
+        taken = set()
         for s in self.rule.slots:
-            state[s.name] = stored(env[s.init], s.kind, p, grad)
+            v = stored(env[s.init], s.kind, p, grad)
+            if isinstance(v, torch.Tensor):  # one tensor per state (two inits may be one node)
+                v = v.clone() if id(v) in taken else v
+                taken.add(id(v))
+            state[s.name] = v
 
     def tensor_step(self, p, grad, scalars: dict, state: dict, generator=None,
                     state_dtypes: dict | None = None):
@@ -183,10 +190,12 @@ def _write_in_place(state: dict, new: dict, out):
     the compiled backends do: a reference to a state taken before the step (another
     parameter's gradient, a user's variable) sees the new value. A new value, or the step's
     result ``out``, that is a state tensor itself or shares its memory (``a := b``, ``return
-    s``: last step's value) is copied first, so that no write changes what another reads.
+    s``: last step's value) is copied first, and a state whose memory another state shares (a
+    hand-made state dict) is replaced, so that no write changes what another reads.
     Returns ``out``, copied where it was such a tensor."""
-    written = {id(t): t for t in (state.get(name) for name in new) if isinstance(t, torch.Tensor)}
-    memory = {t.untyped_storage().data_ptr() for t in written.values()}
+    olds = [t for t in (state.get(name) for name in new) if isinstance(t, torch.Tensor)]
+    counts = collections.Counter(t.untyped_storage().data_ptr() for t in olds)
+    memory = set(counts)
 
     def held(v):
         return isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() in memory
@@ -196,9 +205,9 @@ def _write_in_place(state: dict, new: dict, out):
     for name, v in new.items():
         old = state.get(name)
         if (isinstance(old, torch.Tensor) and old.shape == v.shape and old.dtype == v.dtype
-                and old.device == v.device):
+                and old.device == v.device and counts[old.untyped_storage().data_ptr()] == 1):
             old.copy_(v)
-        else:  # the first step's, or one whose storage form changed
+        else:  # the first step's, one whose storage form changed, or memory two states share
             state[name] = v
     return out
 

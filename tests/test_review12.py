@@ -172,3 +172,29 @@ def test_an_invalid_value_handed_to_a_rule_is_shown_where_it_is_written(text, va
     with pytest.raises(optdsl.DSLError) as e:
         optdsl.parse(text)
     assert (e.value.line, e.value.column) == (1, text.index("=" + value) + 2)
+
+
+def test_two_states_with_one_initial_value_are_two_tensors():
+    """`state a = g * 2` and `state b = g * 2` start from one node, so the interpreter gave
+    both states one tensor; once it wrote states in place, b's write landed in a too."""
+    src = """r(lr=0.1):
+    state a = g * 2
+    state b = g * 2
+    a := a + g
+    b := b * 0.5
+    return lr * (a + b)"""
+    out = {}
+    for backend in BACKENDS:
+        p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt = optdsl.Optimizer([p], src, backend=backend)
+        for _ in range(3):
+            p.grad = torch.ones(3, dtype=torch.float64)
+            opt.step()
+        assert opt.state[p]["a"].data_ptr() != opt.state[p]["b"].data_ptr()
+        out[backend] = p.detach().clone()
+    # a: 2, then 3, 4, 5; b: 2, then 1, 0.5, 0.25; each update 0.1 (a + b) of the new values
+    assert torch.allclose(out["eager"], torch.full((3,), -0.1 * (4 + 4.5 + 5.25),
+                                                   dtype=torch.float64))
+    assert all(torch.equal(out[b], out["eager"]) for b in BACKENDS)
