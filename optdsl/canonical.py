@@ -170,7 +170,7 @@ class Canon:
             elif not n.args:
                 self.memo[n] = n
             else:
-                self.memo[n] = self.make(n.op, self._args(n, self.memo, Canon.of), n.value)
+                self.memo[n] = self.make(n.op, self._args(n, self.memo, Canon.of), _draw_tag(n))
         return self.memo[root]
 
     def again(self, root: ir.Node) -> ir.Node:
@@ -774,7 +774,9 @@ def _order_and_rename(rule: Rule, update: ir.Node, new_p: ir.Node | None, live: 
         slots.append(Slot(r.states[old], kinds[old], r.rebuild(init), r.rebuild(upd)))
         k += 1
     hypers = {new: Hyper(new, rule.hypers[old].default) for old, new in r.hypers.items()}
-    return Rule(rule.name, hypers, slots, new_update, new_p, rule.assigns_p, rule.source, rule.doc)
+    stored = {r.states[old]: dtype for old, dtype in rule.state_dtypes.items() if old in r.states}
+    return Rule(rule.name, hypers, slots, new_update, new_p, rule.assigns_p, rule.source, rule.doc,
+                state_dtypes=stored)  # a state stored in bfloat16 rounds as the rule's does
 
 
 def _signatures(rule: Rule, live: dict) -> dict:
@@ -881,6 +883,14 @@ def canonical_form(rule: Rule) -> str:
     return "\n".join(lines)
 
 
+def _draw_tag(n: ir.Node):
+    """A random call's draw is its own: two calls are one draw only where they are one IR node
+    (the same text), so its canonical node keeps that text (``noise(1) - noise(1.0 * 1)``
+    draws twice: rewriting ``1.0 * 1`` to ``1`` must not make it one draw); other nodes'
+    value as it is."""
+    return f"draw {to_text(n)}" if PRIMITIVES[n.op].random else n.value
+
+
 def canonical_hash(rule: Rule) -> str:
     """A hex digest equal for rules equal up to the rewrites listed in the module docstring."""
     c = canonical(rule)
@@ -899,6 +909,7 @@ def canonical_hash(rule: Rule) -> str:
         return memo[root]
     parts = [digest(c.update)]
     parts += [f"{s.name}:{int(s.kind)}:{digest(s.init)}:{digest(s.update)}" for s in c.slots]
+    parts += [f"{name} stored as {dtype}" for name, dtype in sorted(c.state_dtypes.items())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 

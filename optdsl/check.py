@@ -447,8 +447,8 @@ class _Instance:
         inner = _Instance(callee, self.b, prefix, hypers, rule_params,
                           self.call_stack + ((name, not via_param),), own=set(params),
                           enclosing=frozenset(self.own | self.enclosing), inherited=passed)
-        written = {hypers[h]: getattr(bound[h], "pos", pos) for h in hypers if h in bound}
-        return self.lower_callee(name, inner, pos, params, passed, handed, written)
+        return self.lower_callee(name, inner, pos, params, passed, handed,
+                                 _argument_positions(hypers, bound, pos))
 
     def check_call_chain(self, name: str, pos: Pos, via_param: bool) -> None:
         """A cycle of definitions (the callee is already being lowered and every call since was
@@ -683,6 +683,15 @@ def validate_hyper_values(rule: Rule, hypers: dict) -> None:
         except (ValueError, ZeroDivisionError, OverflowError) as e:
             raise HyperparameterError(f"invalid hyperparameters for {n.op}() in rule "
                                       f"{rule.name}: {getattr(e, 'reason', e)}") from None
+
+
+def _argument_positions(hypers: dict, bound: dict, pos) -> dict:
+    """{node: where it is written} of the arguments of a rule call: an error in the callee
+    about that value is shown there; two arguments of one value (k=0.5, alpha=0.5) are one
+    node, which then names neither."""
+    given = [h for h in hypers if h in bound]
+    return {hypers[h]: getattr(bound[h], "pos", pos) for h in given
+            if sum(hypers[o] is hypers[h] for o in given) == 1}
 
 
 def _is_rule_name(e, rules) -> bool:

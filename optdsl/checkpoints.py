@@ -10,7 +10,7 @@ changes: the same program (a checkpoint of another rule, even one with the same 
 such as AddSign's into PowerSign, is an error naming both sides; a checkpoint from before the
 key, or converted from torch.optim, is checked by its state names), the same state names (a
 library rule of the same program under other names, sgd's ``b`` against momentum's ``sgd.b``,
-is refused before its first step too), states that fit their parameters, groups that carry
+is refused, naming the rule to use), states that fit their parameters, groups that carry
 every hyperparameter.
 
 torch.optim's own layouts convert both ways for the rules that are the same optimizer, so a
@@ -232,6 +232,7 @@ TORCH_CLASSES = {name: (frozenset(groups.split()), frozenset(states.split()))
 ]}
 _LAYOUT_OF = {"AdamW": "Adam"}  # a TORCH_LAYOUTS class -> the TORCH_CLASSES layout it writes
 TORCH_GROUP_KEYS = frozenset().union(*(groups for groups, _ in TORCH_CLASSES.values()))
+TORCH_STATE_NAMES = frozenset().union(*(kept for _, kept in TORCH_CLASSES.values())) - {"step"}
 # keys that torch.optim's groups carry and optdsl's never do (older torch versions too)
 _TORCH_MARKS = frozenset(TORCH_SWITCHES) | {"betas", "nesterov"}
 
@@ -255,24 +256,32 @@ def torch_class_of(sd: dict) -> str | None:
                                                      len(TORCH_CLASSES[name][0] - keys)))
 
 
+# group keys torch.optim added to classes over its versions (an older torch's checkpoint lacks
+# them): a class whose other keys a checkpoint has may have written it
+LATER_KEYS = frozenset({"foreach", "maximize", "capturable", "differentiable", "fused",
+                        "decoupled_weight_decay"})
+
+
 def may_have_written(torch_class: str, sd: dict) -> bool:
     """Whether torch.optim ``torch_class`` (a ``TORCH_CLASSES`` name) may have written ``sd``:
     the class ``torch_class_of`` names, or, for a checkpoint that has no class's layout
-    exactly (an older torch's, without keys added since), any class that fits it too (an
-    older RAdam before its first step has Adamax's keys)."""
+    exactly (an older torch's), a class that fits it too but for keys torch added later
+    (``LATER_KEYS``: an older RAdam before its first step has Adamax's keys; it never lacks
+    ``amsgrad``, which every Adam writes)."""
     written = torch_class_of(sd)
     if written is None or written == torch_class:
         return written is not None
     groups, kept = TORCH_CLASSES[torch_class]
+    keys = _torch_keys(sd)
     states = {k for st in sd.get("state", {}).values() for k in st}
-    exact = _torch_keys(sd) == TORCH_CLASSES[written][0]
-    return not exact and _torch_keys(sd) <= groups and states <= kept
+    exact = keys == TORCH_CLASSES[written][0]
+    return not exact and keys <= groups and groups - keys <= LATER_KEYS and states <= kept
 
 
 def looks_like_torch(sd: dict, rule: Rule | None = None) -> bool:
     """True for a state_dict written by torch.optim (not by optdsl): no ``rule`` entry, and
     groups with torch's marks (a switch, ``betas``, ``nesterov``) or every group key of one
-    torch.optim class; given ``rule``, not an optdsl state_dict stripped of its entries by an
+    torch.optim class, or states all by torch's names (an older torch's RMSprop); given ``rule``, not an optdsl state_dict stripped of its entries by an
     older tool (states all the rule's own, or a hyperparameter by a name no torch class
     writes, such as adam's beta1)."""
     if "rule" in sd:
@@ -284,8 +293,10 @@ def looks_like_torch(sd: dict, rule: Rule | None = None) -> bool:
     if rule is not None and any(set(rule.hypers) & (set(g) - TORCH_GROUP_KEYS) for g in groups):
         return False
     written = torch_class_of(sd)
+    kept = names - {"step"}
     return any(_TORCH_MARKS & set(g) for g in groups) or (
-        written is not None and _torch_keys(sd) == TORCH_CLASSES[written][0])
+        written is not None and _torch_keys(sd) == TORCH_CLASSES[written][0]) or (
+        bool(kept) and kept <= TORCH_STATE_NAMES)  # an older torch's groups, torch's states
 
 
 def _group_from_torch(g: dict) -> dict:
@@ -375,8 +386,11 @@ def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
         raise CheckpointError(_not_this_rule(rule, row, sd, torch_class_of(sd)))
     _check_torch_flags(rule, row, sd["param_groups"], layout)
     groups = [_group_from_torch(g) for g in sd["param_groups"]]
+    # an older torch's SGD without momentum wrote {"momentum_buffer": None}: no state yet
+    held = {index: {k: v for k, v in st.items() if v is not None}
+            for index, st in sd["state"].items()}
     state = {index: _state_from_torch(rule, row, index, st, sd["param_groups"])
-             for index, st in sd["state"].items()}
+             for index, st in held.items() if st}
     return {"state": state, "param_groups": groups, "rule": rule.name}
 
 
@@ -446,8 +460,8 @@ def program_key(rule: Rule) -> str:
 def _check_same_state_names(rule: Rule, sd: dict, key: str) -> None:
     """A checkpoint of another library rule of the same program (``key``) whose states have
     other names (sgd keeps its buffer as ``b``, momentum, which is sgd at another default, as
-    ``sgd.b``) is refused stepped or not: state names are how a checkpoint says which state is
-    which, and no rule may guess the pairing. One with the same names (momentum's into
+    ``sgd.b``) is refused: state names are how a checkpoint says which state is which, and no
+    rule may guess the pairing (before its first step it holds none, and loads). One with the same names (momentum's into
     nesterov) loads, as two spellings of one program do."""
     other = sd.get("rule")
     if other in (None, rule.name) or other not in library:
@@ -456,8 +470,11 @@ def _check_same_state_names(rule: Rule, sd: dict, key: str) -> None:
     saved_key = sd.get("program") or program_key(saver)
     if EARLIER_KEYS.get(saved_key, saved_key) != key or program_key(saver) != key:
         return  # another program (or a program of its own by that name): checked below
-    theirs, ours = {s.name for s in saver.slots}, set(_slots(rule))
-    if theirs != ours:
+    # the names it holds (a program of the user's called momentum keeps sgd's b); none before
+    # its first step, where nothing is paired and it loads
+    theirs = {k for st in sd.get("state", {}).values() for k in st} - {"step"}
+    ours = set(_slots(rule))
+    if theirs and theirs != ours:
         raise CheckpointError(
             f"this checkpoint was saved by rule {other}, the same program as rule {rule.name} "
             f"under other state names (rule {other} keeps {_names(theirs)}, rule {rule.name} "

@@ -499,22 +499,24 @@ def _written(items, names) -> tuple:
 
 def _aliased(items, written) -> tuple:
     """(item, first byte, end) of the gradients that share memory with a written tensor, in
-    part or whole (``c.grad = a.detach()[1:]``, a view of another parameter's state), or are
-    at another gradient's address (one tensor given as two gradients, which dynamo would pass
-    to the graph as one input). Gradients are new every step, so this is checked every step:
+    part or whole (``c.grad = a.detach()[1:]``, a view of another parameter's state), and
+    (item, "the gradient of", item) of those at another gradient's address (one tensor given
+    as two gradients, which dynamo would pass to the graph as one input). Gradients are new every step, so this is checked every step:
     a change, of which gradients alias or of the memory they read (``c.grad = b``, then ``c.grad
     = d``), makes a new plan, in which ``_sharing_memory`` leaves such items to the
     interpreter."""
     starts, ends = written
-    seen, out = set(), []
+    seen, out = {}, []
     for i, (_, g, _) in enumerate(items):
         if not g.numel():
             continue
         lo, hi = _span(g)
         k = bisect.bisect_right(starts, hi - 1) - 1  # the last written span starting before hi
-        if (k >= 0 and ends[k] > lo) or lo in seen:
+        if k >= 0 and ends[k] > lo:
             out.append((i, lo, hi))
-        seen.add(lo)
+        elif lo in seen:  # by index: a gradient given twice is a new tensor every step
+            out.append((i, "the gradient of", seen[lo]))
+        seen.setdefault(lo, i)
     return tuple(out)
 
 

@@ -1153,8 +1153,9 @@ def _at_singular_values(pair: Pair, prove, method: str, text: str, sigma: dict):
 def _singular_values(pair: Pair) -> list:
     """(name, value) of the shared hyperparameters at special values an Optimizer takes: 0
     and 1 where a divisor of either rule is 0 for every input (``wd`` in ``x * wd / wd``, ``1 -
-    d`` at d = 1), and the roots of an equation between one of them and constants
-    (``momentum == 0``, which the proof takes as false: ``_generic``)."""
+    d`` at d = 1), the roots of a divisor of one of them and constants (``a - 0.25``), and
+    the roots of an equation between one of them and constants (``momentum == 0``, which the
+    proof takes as false: ``_generic``)."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import (hyper_symbol, input_symbols, leaf_map, number, state_symbol,  # sympy
                            translate)
@@ -1174,9 +1175,12 @@ def _singular_values(pair: Pair) -> list:
                            leaf_map(hypers, input_symbols(), states))
         divisors += [n.args[0] for n in powers  # x^-k divides by x^k
                      if not values[n.args[1]].is_nonnegative]
-        for r in set().union(*(values[n].atoms(sp.Eq, sp.Ne) for n in conditions)):
-            h = _equation_symbol(r.lhs - r.rhs, hypers)
-            for root in sp.Poly(r.lhs - r.rhs, h).real_roots() if h is not None else ():
+        zeros = [r.lhs - r.rhs for r in set().union(*(values[n].atoms(sp.Eq, sp.Ne)
+                                                        for n in conditions))]
+        zeros += [sp.numer(sp.together(values[d])) for d in divisors]
+        for diff in zeros:
+            h = _equation_symbol(diff, hypers)
+            for root in sp.Poly(diff, h).real_roots() if h is not None else ():
                 add(h.name, float(root))
         for name in pair.free:
             for v in (0.0, 1.0):

@@ -127,11 +127,12 @@ def store_complex(state: dict, views: dict, slots) -> None:
 
 class Bucket:
     """Tensors that take one step with the same scalars on one device in one dtype."""
-    __slots__ = ("key", "device", "dtype", "scalars", "items")
+    __slots__ = ("key", "device", "dtype", "scalars", "items", "new")
 
     def __init__(self, key, device, dtype, scalars):
         self.key, self.device, self.dtype, self.scalars = key, device, dtype, scalars
         self.items: list = []  # (p, g, state)
+        self.new: set = set()  # indexes of the items whose states this step made
 
 
 class HostStep:
@@ -160,7 +161,8 @@ class HostStep:
         envs: dict = {}
         buckets: dict = {}
         for p, g, st in zip(params, grads, states):
-            if "step" not in st:
+            made = "step" not in st
+            if made:
                 self.init_state(p, g, hypers, st, generator)
             t = st["step"] = st["step"] + 1
             key = (t, tuple(st[s.name] for s in scalar_slots)) if scalar_slots else t
@@ -171,6 +173,8 @@ class HostStep:
             bucket = buckets.get(bkey)
             if bucket is None:
                 bucket = buckets[bkey] = Bucket(key, p.device, p.dtype, env)
+            if made:
+                bucket.new.add(len(bucket.items))
             bucket.items.append((p, g, st))
         return list(buckets.values())
 
@@ -178,9 +182,9 @@ class HostStep:
         """Undo ``prepare`` for buckets that did not run (a StateError): the step is not
         counted, and a tensor's first step leaves no states."""
         for bucket in buckets:
-            for _, _, st in bucket.items:
+            for i, (_, _, st) in enumerate(bucket.items):
                 st["step"] -= 1
-                if st["step"] == 0:
+                if i in bucket.new:
                     st.clear()
 
     def finish(self, bucket: Bucket) -> None:

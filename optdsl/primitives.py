@@ -595,7 +595,7 @@ _ROWS += [
 
 
 def _whole_step_count(v) -> bool:
-    return v >= 1 and v == math.floor(v)
+    return math.isfinite(v) and v >= 1 and v == math.floor(v)
 
 
 def _every(ctx, t, k):

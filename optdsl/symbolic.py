@@ -135,12 +135,15 @@ def _domain_of(op: str, args: list):
 
 def _nonzero(d: sp.Expr) -> bool:
     """A divisor that is 0 at most on a null set (``g``, ``v + eps``, as the zero probes of
-    ``optdsl.equivalence`` test ``g / g``) or only for special hyperparameters (generic)."""
+    ``optdsl.equivalence`` test ``g / g``) or only for special values of one hyperparameter
+    (generic: ``equivalence._singular_values`` proves again at its roots; a divisor of several,
+    ``beta2 - beta1``, is 0 on a whole line of them, where no such proof is made)."""
     if isinstance(d, sp.Abs) or (d.is_Pow and d.exp.is_positive):
         return _nonzero(d.args[0])  # |x| and x^k (k > 0) are 0 exactly where x is
     if d.is_Mul:
         return all(_nonzero(f) for f in d.args)
-    return bool(d.is_nonzero or _sign_of(d) in (1, -1) or d.free_symbols <= _HYPERS
+    return bool(d.is_nonzero or _sign_of(d) in (1, -1)
+                or (d.free_symbols <= _HYPERS and len(d.free_symbols) == 1)
                 or _zero_only_on_a_null_set(d))
 
 

@@ -198,3 +198,130 @@ def test_two_states_with_one_initial_value_are_two_tensors():
     assert torch.allclose(out["eager"], torch.full((3,), -0.1 * (4 + 4.5 + 5.25),
                                                    dtype=torch.float64))
     assert all(torch.equal(out[b], out["eager"]) for b in BACKENDS)
+
+
+# --- proofs and cache keys ---------------------------------------------------------------------
+
+def _eager_updates(rule, grads, **hypers):
+    p = torch.nn.Parameter(torch.zeros(len(grads[0]), dtype=torch.float64))
+    opt = optdsl.Optimizer([p], rule, backend="eager", seed=0, **hypers)
+    out = []
+    for g in grads:
+        before = p.detach().clone()
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        out.append(before - p.detach())
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("a, b, at", [
+    ("r(lr=0.1, a=0.5) = lr*g*(a-0.25)/(a-0.25)", "r(lr=0.1, a=0.5) = lr*g", {"a": 0.25}),
+    ("r(lr=0.1, a=0.5) = lr*ema(g, a)*(a-0.75)/(a-0.75)", "r(lr=0.1, a=0.5) = lr*ema(g, a)",
+     {"a": 0.75}),
+    ("r(lr=0.1, beta1=0.9, beta2=0.99) = lr*g*(beta2-beta1)/(beta2-beta1)",
+     "r(lr=0.1, beta1=0.9, beta2=0.99) = lr*g", {"beta1": 0.9, "beta2": 0.9})])
+def test_a_divisor_of_hyperparameters_is_not_taken_as_nonzero_at_its_roots(a, b, at):
+    """Proved for a divisor that is 0 at a = 0.25 (or wherever beta1 = beta2), where the first
+    rule is NaN: only 0 and 1 were tried as special values, and a divisor of several
+    hyperparameters was taken as nonzero."""
+    grads = [[0.3, -1.2]] * 3
+    assert not torch.equal(_eager_updates(a, grads, **at), _eager_updates(b, grads, **at))
+    assert not optdsl.equivalent(a, b, timeout=60).proved
+
+
+@pytest.mark.parametrize("a, b", [
+    ("lr*(g + noise(1) - noise(1.0*1))", "lr*(g + noise(1) - noise(1))"),
+    ("lr*(g + noise(0.1) + noise(0.1*1))", "lr*(g + 2*noise(0.1))"),
+    ("lr*(drop(g+1, 0.5) + drop(g+1+0, 0.5))", "lr*2*drop(g+1, 0.5)"),
+    ("r(lr=0.1):\n    m: bfloat16 = ema(g, 0.9)\n    return lr * m",
+     "r(lr=0.1):\n    m = ema(g, 0.9)\n    return lr * m")])
+def test_canonical_hash_tells_apart_rules_that_step_differently(a, b):
+    """Two calls are one draw only where they are one node, and a rewrite of a call's argument
+    (1.0 * 1 -> 1) merged two draws; a state stored in bfloat16 was not in the hash."""
+    grads = [[0.123456789, 0.3, -0.7]] * 4
+    assert not torch.equal(_eager_updates(a, grads), _eager_updates(b, grads))
+    assert optdsl.canonical_hash(optdsl.parse(a)) != optdsl.canonical_hash(optdsl.parse(b))
+
+
+def test_canonical_hash_still_merges_one_draw_written_alike():
+    assert optdsl.canonical_hash(optdsl.parse("lr*(g + noise(0.1))")) == \
+        optdsl.canonical_hash(optdsl.parse("lr*(noise(0.1) + g)"))
+
+
+# --- a review of this session's own changes ------------------------------------------------------
+
+@pytest.mark.parametrize("text, value", [
+    ("r(lr=0.1) = 1 * lookahead(adam, k=0.5, alpha=0.5)", None),
+    ("r(lr=0.1) = 1 * adamwr(T_mult=0, T_0=0)", None),
+    ("r(lr=0.1) = 1 * lookahead(adam, k=0.5, alpha=0.25)", "k=0.5")])
+def test_two_arguments_of_one_value_show_an_error_at_the_call(text, value):
+    """Two arguments of one value are one IR node: the caret went under the other one
+    (alpha's 0.5 for k's error). It is now at the call, and under the value where only one
+    argument has it."""
+    with pytest.raises(optdsl.DSLError) as e:
+        optdsl.parse(text)
+    where = text.index(value) + len(value.split("=")[0]) + 2 if value else text.index("* ") + 3
+    assert (e.value.line, e.value.column) == (1, where), str(e.value)
+
+
+@pytest.mark.parametrize("k", ["inf", "1/0", "2*inf"])
+def test_every_of_an_infinite_k_is_an_error_at_its_position(k):
+    """math.floor(inf) raised OverflowError: a traceback and exit 1 from `optdsl check`."""
+    with pytest.raises(optdsl.DSLError, match="k must be a whole number"):
+        optdsl.parse(f"lr * g * every(t, {k})")
+
+
+def test_one_gradient_given_to_two_parameters_plans_once():
+    """A gradient given to two tied parameters is a new tensor every step: keyed by its
+    address, the check re-planned every step (and dropped every other group's plan)."""
+    from optdsl import compiled
+    if compiled.inductor_available():
+        pytest.skip(compiled.inductor_available())
+    plans = []
+    make = compiled.InductorBackend._plan_chunks
+
+    def counting(self, *args):
+        plans.append(1)
+        return make(self, *args)
+    tied = [torch.nn.Parameter(torch.randn(8)) for _ in range(2)]
+    body = [torch.nn.Parameter(torch.randn(4, 4)) for _ in range(5)]
+    opt = optdsl.Optimizer([{"params": tied}, {"params": body}], "adam", backend="inductor")
+    try:
+        compiled.InductorBackend._plan_chunks = counting
+        for _ in range(6):
+            tied[0].grad = torch.randn(8)
+            tied[1].grad = tied[0].grad
+            for p in body:
+                p.grad = torch.randn(4, 4)
+            opt.step()
+    finally:
+        compiled.InductorBackend._plan_chunks = make
+    assert len(plans) == 2
+
+
+def test_a_refused_step_keeps_states_loaded_at_step_0():
+    """torch's Adagrad makes its states at construction (step 0): from_torch before its
+    first step gives states at step 0, which the roll-back of a refused step deleted (the
+    accumulator restarted from the group's initial value)."""
+    from optdsl.host import StateError
+
+    def run(refuse: bool):
+        torch.manual_seed(0)
+        a = torch.nn.Parameter(torch.randn(4, dtype=torch.float64))
+        b = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+        torch_opt = torch.optim.Adagrad([{"params": [a, b], "initial_accumulator_value": 0.1}],
+                                        lr=0.1, initial_accumulator_value=0.5)
+        opt = optdsl.Optimizer.from_torch(torch_opt, backend="eager")
+        if refuse:
+            kept, b.data = b.data, torch.randn(5, dtype=torch.float64)
+            a.grad, b.grad = torch.ones(4, dtype=torch.float64), torch.ones(5, dtype=torch.float64)
+            with pytest.raises(StateError):
+                opt.step()
+            b.data = kept
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for x in (a, b):
+                x.grad = torch.randn(x.shape, dtype=x.dtype, generator=gen)
+            opt.step()
+        return a.detach().clone()
+    assert torch.equal(run(True), run(False))

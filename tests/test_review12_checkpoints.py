@@ -155,25 +155,33 @@ def _optdsl_checkpoint(rule: str, steps: int):
 
 @pytest.mark.parametrize("saved,loaded", [("sgd", "momentum"), ("momentum", "sgd"),
                                           ("sgd", "nesterov"), ("nesterov", "sgd")])
-@pytest.mark.parametrize("steps", [0, 1])
-def test_a_checkpoint_of_the_same_program_under_other_state_names_is_refused(saved, loaded,
-                                                                             steps):
-    """Defect 4: an sgd checkpoint loaded into a momentum optimizer before any step and was
-    refused after one (momentum keeps sgd's buffer as ``sgd.b``, sgd as ``b``). The three
-    rules are one program (momentum is sgd at another default), so the program key agrees;
-    what differs is the states' names, and a checkpoint's states are the program's names: no
-    rule may guess which of another rule's states is which of its own (two of one program may
-    keep several states of one shape). So the load is refused either way, stepped or not,
-    naming both rules and the one to load it into, as README says of another rule's checkpoint.
-    momentum and nesterov keep the same state names: their checkpoints load into each other,
-    stepped or not (the groups carry nesterov, so the loaded optimizer computes what the saved
-    one did), as two spellings of one program load into each other."""
-    p, sd = _optdsl_checkpoint(saved, steps)
+def test_a_checkpoint_of_the_same_program_under_other_state_names_is_refused(saved, loaded):
+    """The three rules are one program (momentum is sgd at another default), so the program
+    key agrees; what differs is the states' names (momentum keeps sgd's buffer as ``sgd.b``,
+    sgd as ``b``), and a checkpoint's states are the program's names: no rule may guess which
+    of another rule's states is which of its own. So a stepped checkpoint is refused, naming
+    both rules and the one to load it into. Before its first step it holds no state, nothing is
+    paired, and it loads (its groups carry the saved optimizer's settings)."""
+    p, sd = _optdsl_checkpoint(saved, 1)
     opt = optdsl.Optimizer([torch.nn.Parameter(p.detach().clone())], loaded, backend="eager")
     with pytest.raises(CheckpointError, match=rf"saved by rule {saved}.*rule {loaded}.*"
                                               rf"rule {saved}"):
         opt.load_state_dict(sd)
     assert opt.state_dict()["state"] == {}
+    p, sd = _optdsl_checkpoint(saved, 0)
+    opt = optdsl.Optimizer([torch.nn.Parameter(p.detach().clone())], loaded, backend="eager")
+    opt.load_state_dict(sd)
+
+
+def test_a_users_program_named_like_a_library_rule_is_paired_by_its_own_state_names():
+    """A program of the user's named momentum (sgd's text, state b) was refused by sgd, as if
+    it kept the library momentum's sgd.b."""
+    from optdsl.library import library
+    text = library["sgd"].source.replace("sgd(lr=1e-3, momentum=0,", "momentum(lr=1e-3, momentum=0.9,")
+    p, sd = _optdsl_checkpoint(text, 2)
+    assert {k for st in sd["state"].values() for k in st} == {"b", "step"}
+    opt = optdsl.Optimizer([torch.nn.Parameter(p.detach().clone())], "sgd", backend="eager")
+    opt.load_state_dict(sd)
 
 
 @pytest.mark.parametrize("saved,loaded", [("momentum", "nesterov"), ("nesterov", "momentum")])
@@ -210,3 +218,71 @@ def test_a_torch_checkpoint_without_the_keys_torch_added_lately_still_loads(name
     sd["param_groups"] = [{k: v for k, v in g.items() if k not in late}
                           for g in sd["param_groups"]]
     assert _loads(rule, p, sd)
+
+
+def test_an_older_radam_checkpoint_is_not_taken_for_adam():
+    """A RAdam state_dict from a torch before decoupled_weight_decay fit Adam's keys but for
+    keys torch added later, and loaded into adam and adamw; it lacks amsgrad, which every
+    Adam writes."""
+    import copy
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(4, dtype=torch.float64))
+    radam = torch.optim.RAdam([p], lr=1e-2)
+    for _ in range(3):
+        p.grad = torch.randn_like(p)
+        radam.step()
+    sd = copy.deepcopy(radam.state_dict())
+    for g in sd["param_groups"]:
+        del g["decoupled_weight_decay"]
+    optdsl.Optimizer([torch.nn.Parameter(p.detach().clone())], "radam").load_state_dict(
+        copy.deepcopy(sd))
+    for rule in ("adam", "adamw"):
+        opt = optdsl.Optimizer([torch.nn.Parameter(p.detach().clone())], rule)
+        with pytest.raises(CheckpointError, match="RAdam"):
+            opt.load_state_dict(copy.deepcopy(sd))
+
+
+OLDER_GROUPS = {"RMSprop": ("rmsprop", "lr alpha eps weight_decay momentum centered"),
+                "Adagrad": ("adagrad", "lr lr_decay weight_decay initial_accumulator_value eps"),
+                "Adadelta": ("adadelta", "lr rho eps weight_decay"),
+                "Rprop": ("rprop", "lr etas step_sizes")}
+
+
+@pytest.mark.parametrize("torch_class", sorted(OLDER_GROUPS))
+def test_an_older_torchs_checkpoint_loads_and_continues_as_torch(torch_class):
+    """Groups with only the keys an older torch wrote (no foreach, maximize, ...) carry no
+    torch mark and no class's layout exactly: they were read as optdsl's and refused in
+    optdsl's state names. Their states are torch's names: they load, and step as torch does."""
+    import copy
+    rule, keys = OLDER_GROUPS[torch_class]
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(4, dtype=torch.float64))
+    theirs = getattr(torch.optim, torch_class)([p], lr=0.01)
+    p.grad = torch.randn_like(p)
+    theirs.step()
+    sd = copy.deepcopy(theirs.state_dict())
+    sd["param_groups"] = [{k: v for k, v in g.items() if k in keys.split() + ["params"]}
+                          for g in sd["param_groups"]]
+    q = torch.nn.Parameter(p.detach().clone())
+    ours = optdsl.Optimizer([q], rule, backend="eager")
+    ours.load_state_dict(sd)
+    for _ in range(3):
+        g = torch.randn_like(p)
+        p.grad, q.grad = g.clone(), g.clone()
+        theirs.step()
+        ours.step()
+    torch.testing.assert_close(q.detach(), p.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_an_older_sgd_without_momentum_loads():
+    """torch <= 2.0's SGD without momentum wrote {"momentum_buffer": None} per parameter."""
+    import copy
+    p = torch.nn.Parameter(torch.randn(4, dtype=torch.float64))
+    sgd = torch.optim.SGD([p], lr=0.1)
+    p.grad = torch.randn_like(p)
+    sgd.step()
+    sd = copy.deepcopy(sgd.state_dict())
+    sd["state"] = {0: {"momentum_buffer": None}}
+    for rule in ("sgd", "momentum"):
+        opt = optdsl.Optimizer([torch.nn.Parameter(p.detach().clone())], rule, backend="eager")
+        opt.load_state_dict(copy.deepcopy(sd))
