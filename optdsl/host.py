@@ -89,7 +89,12 @@ class StatePolicy:
         """Bring a tensor's states to their storage form: the parameter's device, the policy's
         dtype; a state whose shape no longer fits is a StateError."""
         for name, kind in self.slots:
-            v = state[name]
+            v = state.get(name)
+            if v is None:  # written by a tool that bypasses load_state_dict (ZeRO's load)
+                raise StateError(
+                    f"a parameter's state has no '{name}', which rule {self.rule.name} keeps "
+                    f"(it holds {', '.join(sorted(k for k in state if k != 'step')) or 'none'}):"
+                    " a checkpoint of another rule was loaded without optdsl's check")
             dtype = self.dtype(name, kind, p)
             if v.dtype == dtype and v.device == p.device and (
                     v.shape == p.shape if kind == Kind.TENSOR else v.dim() == 0):

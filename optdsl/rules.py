@@ -20,6 +20,11 @@ def parse_embedded(prefix: str, text: str, suffix: str) -> Rule:
     a formula of hyperparameters) inside a wrapper program: a ``#`` comment at its end is
     dropped (it would swallow the wrapper's end), and an error is one of ``text`` itself."""
     code = text.split("#", 1)[0]  # the language has no strings: '#' always starts a comment
+    depth = 0
+    for column, char in enumerate(code, 1):  # "2) * (3" would close the wrapper's parenthesis
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            raise DSLError("a ')' that closes no '(' of the formula", 1, column, text)
     try:
         return parse(f"{prefix}{code}{suffix}")
     except DSLError as e:

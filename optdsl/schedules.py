@@ -272,7 +272,7 @@ def cyclic_triangular2(t: float, base_factor: float, max_factor: float,
     """torch CyclicLR(mode='triangular2'): the triangle's height halves every cycle,
     ``lo + (hi - lo) * tri(t-1) / 2^(cycle-1)``, ``cycle = floor(1 + (t-1)/(up + down))``."""
     return _cyclic(t, base_factor, max_factor, step_size_up, step_size_down,
-                   lambda cycle, k: 1 / (2.0 ** (cycle - 1)))
+                   lambda cycle, k: 2.0 ** -(cycle - 1))  # underflows to 0: never inf
 
 
 def cyclic_exp_range(t: float, base_factor: float, max_factor: float,
@@ -331,8 +331,9 @@ def onecycle_cos(t: float, total_steps: float, pct_start: float = 0.3,
 
     Cosine from ``1/div_factor`` up to 1 over ``pct_start * total_steps`` steps, then down to
     ``1/(div_factor * final_div_factor)`` at ``t = total_steps`` (``three_phase = 1``: back
-    to ``1/div_factor`` symmetrically, then down to the minimum). For ``t > total_steps``
-    (where torch raises) the final value is held.
+    to ``1/div_factor`` symmetrically, then down to the minimum). For ``t > total_steps`` the
+    final value is held (torch extrapolates its last phase one step further, at ``t =
+    total_steps + 1``: linear annealing goes below 0 there, and raises after).
     """
     return _onecycle(t, total_steps, pct_start, div_factor, final_div_factor, three_phase,
                      _anneal_cos)

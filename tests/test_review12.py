@@ -325,3 +325,44 @@ def test_a_refused_step_keeps_states_loaded_at_step_0():
             opt.step()
         return a.detach().clone()
     assert torch.equal(run(True), run(False))
+
+
+# --- schedules and checkpoints written around load_state_dict ------------------------------------
+
+def test_cyclic_triangular2_tends_to_its_base_after_1024_cycles():
+    """1 / 2.0 ** (cycle - 1) raised OverflowError at cycle 1025, which the schedule table
+    reads as a value past float64's range: inf, and the parameters became -inf."""
+    from optdsl.primitives import PRIMITIVES
+    f = PRIMITIVES["cyclic_triangular2"].scalar_fn
+    assert f(100 * 2 * 1024 + 1.0, 0.1, 1.0, 100.0) == 0.1
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = optdsl.Optimizer([p], "lr * cyclic_triangular2(t, 0.1, 1, 1) * g", lr=0.01,
+                           backend="eager")
+    for _ in range(2050):
+        p.grad = torch.full_like(p, 1e-3)
+        opt.step()
+    assert bool(torch.isfinite(p).all())
+
+
+@pytest.mark.parametrize("formula, column", [("2) * (3", 2), ("cosine(t, 100)) * (2", 15)])
+def test_a_schedule_that_closes_the_wrappers_parenthesis_is_an_error(formula, column):
+    """`2) * (3` was read inside `lr * (...) * g` as `lr * (2) * (3) * g`: 3 was plotted, 6
+    used."""
+    from optdsl.lr_tools import schedule_values
+    with pytest.raises(optdsl.DSLError) as e:
+        schedule_values(formula, 5)
+    assert (e.value.line, e.value.column) == (1, column)
+
+
+def test_states_of_another_rule_written_past_load_state_dict_are_a_clear_error():
+    """ZeroRedundancyOptimizer's load_state_dict writes each parameter's states directly: an
+    adam checkpoint in a lion optimizer ended in a bare KeyError at the first step."""
+    from optdsl.host import StateError
+    p = torch.nn.Parameter(torch.randn(3))
+    adam = optdsl.Optimizer([p], "adam", backend="eager")
+    p.grad = torch.ones(3)
+    adam.step()
+    lion = optdsl.Optimizer([p], "lion", backend="eager")
+    lion.state[p] = dict(adam.state[p])
+    with pytest.raises(StateError, match="rule lion keeps"):
+        lion.step()
