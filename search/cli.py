@@ -435,7 +435,8 @@ def output_dir(path: str) -> str:
         problem = ("it is a file, not a folder" if above == os.path.abspath(path)
                    else f"{above} is a file, not a folder")
     elif not os.access(above, os.W_OK):
-        problem = "permission denied"
+        read_only = os.statvfs(above).f_flag & os.ST_RDONLY
+        problem = "read-only file system" if read_only else "permission denied"
     else:
         return path
     raise argparse.ArgumentTypeError(f"cannot write {path}: {problem}")
@@ -459,12 +460,12 @@ def cmd_report(argv) -> int:
     return _one_line_errors("report", _report, ap.parse_args(argv))
 
 
-def _make_dir(path: str) -> None:
+def _make_dir(path: str, hint: str = "") -> None:
     """``os.makedirs(path)``; a folder that cannot be made is a one-line SearchError."""
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        raise SearchError(f"cannot write {path}: {e.strerror or e}") from None
+        raise SearchError(f"cannot write {path}: {e.strerror or e}{hint}") from None
 
 
 def _report(args) -> int:
@@ -481,8 +482,12 @@ def _report(args) -> int:
         raise SearchError(f"{args.store} holds no evaluations of task '{args.task}'")
     plots_dir = args.plots or os.path.splitext(args.store)[0] + "-report"
     if groups:  # the output folders first: one that cannot be made is an error before the work
-        for folder in ([] if args.no_plots else [plots_dir]) + ([args.export] if args.export else []):
-            _make_dir(folder)
+        if not args.no_plots:
+            _make_dir(plots_dir, "" if args.plots else
+                      " (the plots' default folder, beside the store: --plots DIR puts them "
+                      "elsewhere, --no-plots leaves them out)")
+        if args.export:
+            _make_dir(args.export)
     console = Console()
     say = functools.partial(console.print, markup=False)  # paths, tasks and rules as they are
     if not groups:  # a search that has just started: nothing has finished yet

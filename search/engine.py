@@ -46,6 +46,8 @@ checked rule with each job (``job["parsed"]``), so nothing is parsed twice.
 """
 from __future__ import annotations
 
+import re
+
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -167,7 +169,10 @@ def read_seeds(path: str) -> list:
                     where = f"{path}:{start + (e.line or 1) - 1}"
                     if e.column:
                         where += f":{e.column}"
-                    raise SearchError(f"{where}: {e.message}") from None
+                    # lines the message names are the paragraph's: the file's, as the prefix
+                    message = re.sub(r"\bline (\d+)",
+                                     lambda m: f"line {start + int(m.group(1)) - 1}", e.message)
+                    raise SearchError(f"{where}: {message}") from None
                 rules.append(program)
         chunk = []
     if not rules:

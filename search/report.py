@@ -310,9 +310,12 @@ def export_rules(store: Store, task: str, protocol: str, directory: str, top: in
     mine = os.path.abspath(store.path)
     for _, path in named:  # before anything is written
         other = _exported_from(path)
-        if other not in (None, mine):
+        if other is not None and not _same_file(other, mine):
             raise SearchError(f"{path} holds a rule exported from another store ({other}); "
                               "export into another directory (--export DIR) or remove it")
+        if other is None and os.path.isfile(path) and not _is_export(path):
+            raise SearchError(f"{path} exists and is no export of optdsl report (a file of "
+                              "yours?); export into another directory (--export DIR) or move it")
     paths = []
     for row, path in named:
         text = program_file(row, row["rank"], task, store=store.path)
@@ -347,6 +350,18 @@ def _exported_from(path: str) -> str | None:
     return None
 
 
+def _is_export(path: str) -> bool:
+    """Whether the file at ``path`` starts as ``program_file`` writes one (an export of this
+    or an earlier optdsl, whose header may not name its store)."""
+    with open(path, errors="replace") as f:
+        return f.readline().startswith(_found_by("").split(" task")[0])
+
+
+def _same_file(a: str, b: str) -> bool:
+    """One store under two paths (a symlink, another spelling) is one store."""
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _remove_stale(directory: str, task: str, suffix: str, kept: list, store: str) -> None:
     """Remove an earlier export's files of ``task`` from ``directory`` that this one did not
     rewrite: named by a rank the leaderboard now gives another rule (a search that went on),
@@ -360,5 +375,6 @@ def _remove_stale(directory: str, task: str, suffix: str, kept: list, store: str
             continue
         with open(path, errors="replace") as f:
             stale = f.readline().startswith(header)
-        if stale and _exported_from(path) in (None, store):
+        other = _exported_from(path)
+        if stale and (other is None or _same_file(other, store)):
             os.remove(path)

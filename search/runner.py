@@ -244,11 +244,21 @@ class RayRunner:
             return None
 
     def close(self) -> None:
-        for ref in list(self.pending):
-            self.ray.cancel(ref, force=True)
-        self.pending.clear()
-        if self.owned and self.ray.is_initialized():
-            self.ray.shutdown()
+        """Cancel what is in flight and stop our own Ray; a second Ctrl-C meanwhile is ignored
+        (it cut ``ray.shutdown`` short: exit 1 and Ray's agents left running)."""
+        try:
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # off the main thread: no handler can be set, nor needs to be
+            interrupt = None
+        try:
+            for ref in list(self.pending):
+                self.ray.cancel(ref, force=True)
+            self.pending.clear()
+            if self.owned and self.ray.is_initialized():
+                self.ray.shutdown()
+        finally:
+            if interrupt is not None:
+                signal.signal(signal.SIGINT, interrupt)
         if self.sigterm is not None:
             signal.signal(signal.SIGTERM, self.sigterm)
             self.sigterm = None

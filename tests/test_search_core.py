@@ -1090,3 +1090,49 @@ def test_a_killed_workers_message_says_its_evaluation_is_retried():
     line = _summary("A worker died or was killed while executing a task by an unexpected "
                     "system error. To troubleshoot the problem, check the logs ...")
     assert "retried" in line and "died" in line
+
+
+def test_an_export_takes_its_own_store_by_any_path_and_keeps_a_users_file(tmp_path):
+    """A review (2026-12-04, sixth session): the same store through a symlink was 'another
+    store' (paths compared unresolved), and a file of the user's with an export's name was
+    overwritten without a word (only another store's export was protected)."""
+    from optdsl.search import report
+    store, sid = _search(tmp_path, budget=2, seeds=["lr * g", "lr * sign(g)"], baselines=False)
+    SearchLoop(store, sid, RandomStrategy(0), InProcessRunner()).run()
+    [(task, protocol)] = report.task_protocols(store)
+    found = tmp_path / "found"
+    first = report.export_rules(store, task, protocol, str(found))
+    store.close()
+    os.symlink(tmp_path / "s.sqlite", tmp_path / "link.sqlite")
+    linked = Store(str(tmp_path / "link.sqlite"), create=False)
+    assert report.export_rules(linked, task, protocol, str(found)) == first
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / os.path.basename(first[0])).write_text("# my own rule\nlr * sign(g)\n")
+    with pytest.raises(SearchError, match="no export of optdsl report"):
+        report.export_rules(linked, task, protocol, str(mine))
+    assert (mine / os.path.basename(first[0])).read_text() == "# my own rule\nlr * sign(g)\n"
+    linked.close()
+
+
+def test_a_seed_files_error_names_the_files_lines_in_its_message_too(tmp_path):
+    """The prefix gave the file's line, the message the paragraph's ('the ( at line 1')."""
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("adam\n\n\nr(lr=0.1) = lr * (g +\n    ema(g, 0.9)\n")
+    with pytest.raises(SearchError) as e:
+        read_seeds(str(seeds))
+    assert str(e.value).startswith(f"{seeds}:5:") and "line 4, column 18" in str(e.value)
+
+
+def test_a_report_whose_default_plots_folder_cannot_be_made_says_how_to_go_on(tmp_path, capsys):
+    """A store in a read-only folder printed only 'cannot write ...-report' (no leaderboard),
+    with no word of --no-plots or --plots DIR, which work."""
+    from optdsl.cli import main
+    store, sid = _search(tmp_path, budget=1, seeds=["lr * g"], baselines=False)
+    SearchLoop(store, sid, RandomStrategy(0), InProcessRunner()).run()
+    store.close()
+    (tmp_path / "s-report").write_text("in the way")  # the default folder cannot be made
+    assert main(["report", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "--no-plots" in err and "--plots DIR" in err and len(err.strip().splitlines()) == 1
+    assert main(["report", str(tmp_path / "s.sqlite"), "--no-plots"]) == 0
