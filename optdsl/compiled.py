@@ -410,7 +410,7 @@ class InductorBackend(CompiledBackend):
             signature = (str(device), dtype, tuple(r[0] for r in part))
             calls.append((self.kernel(signature), [r[1] for r in part], [r[2] for r in part],
                           [[r[3][k] for r in part] for k in range(len(names))]))
-        written = _written(items, names)
+        written = _written(items, names, shared)
         return _Chunks(calls, frozenset(shared), _fingerprint(items, names, shared), written,
                        _aliased(items, written))
 
@@ -481,12 +481,13 @@ def _span(t: torch.Tensor) -> tuple:
     return lo, lo + (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))) * t.element_size()
 
 
-def _written(items, names) -> tuple:
-    """(starts, ends): the memory a step writes (every parameter and state), as sorted disjoint
-    spans. Fixed while the fingerprint is (the interpreter too writes its states in place):
-    made with the plan."""
-    spans = sorted(_span(t) for p, _, st in items for t in [p] + [st[n] for n in names]
-                   if t.numel())
+def _written(items, names, interpreted) -> tuple:
+    """(starts, ends): the memory a step writes (every parameter, and the states of the items
+    a kernel runs), as sorted disjoint spans. Fixed while the fingerprint is: made with the
+    plan. (The interpreter moves its states to new memory every step: ``_sharing_memory``
+    checks them when a plan is made.)"""
+    spans = sorted(_span(t) for i, (p, _, st) in enumerate(items)
+                   for t in [p] + ([] if i in interpreted else [st[n] for n in names]) if t.numel())
     starts, ends = [], []
     for lo, hi in spans:
         if ends and lo < ends[-1]:

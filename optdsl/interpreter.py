@@ -11,7 +11,6 @@ every backend; :meth:`Interpreter.step_tensor` strings the pieces together for o
 """
 from __future__ import annotations
 
-import collections
 
 import numpy as np
 import torch
@@ -186,28 +185,22 @@ def updates(rule: Rule, hypers: dict, p0: torch.Tensor, grads, seed: int = 0):
 
 
 def _write_in_place(state: dict, new: dict, out):
-    """Write a step's new tensor states into the state tensors themselves, as torch.optim and
-    the compiled backends do: a reference to a state taken before the step (another
-    parameter's gradient, a user's variable) sees the new value. A new value, or the step's
-    result ``out``, that is a state tensor itself or shares its memory (``a := b``, ``return
-    s``: last step's value) is copied first, and a state whose memory another state shares (a
-    hand-made state dict) is replaced, so that no write changes what another reads.
+    """Give the state tensors themselves a step's new values (``set_``: the tensor object
+    keeps its identity and takes the new value's memory, at no copy), as torch.optim and the
+    compiled backends update theirs in place: a reference to a state taken before the step
+    (another parameter's gradient, a user's variable) sees the new value. A new value, or the
+    step's result ``out``, that is a state tensor itself (``a := b``, ``return s``: last
+    step's value) is copied first, so that no state's move changes what another reads.
     Returns ``out``, copied where it was such a tensor."""
-    olds = [t for t in (state.get(name) for name in new) if isinstance(t, torch.Tensor)]
-    counts = collections.Counter(t.untyped_storage().data_ptr() for t in olds)
-    memory = set(counts)
-
-    def held(v):
-        return isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() in memory
-
-    new = {name: v.clone() if held(v) else v for name, v in new.items()}
-    out = out.clone() if held(out) else out
+    states = {id(t) for t in (state.get(name) for name in new) if isinstance(t, torch.Tensor)}
+    new = {name: v.clone() if id(v) in states else v for name, v in new.items()}
+    out = out.clone() if id(out) in states else out
     for name, v in new.items():
         old = state.get(name)
         if (isinstance(old, torch.Tensor) and old.shape == v.shape and old.dtype == v.dtype
-                and old.device == v.device and counts[old.untyped_storage().data_ptr()] == 1):
-            old.copy_(v)
-        else:  # the first step's, one whose storage form changed, or memory two states share
+                and old.device == v.device):
+            old.set_(v)  # the same tensor, now on the new value's memory: no copy
+        else:  # the first step's, or one whose storage form changed
             state[name] = v
     return out
 
