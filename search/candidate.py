@@ -88,8 +88,9 @@ def lr_scales(rule) -> bool:
         return False
     if lr_is_linear(rule):  # lr * X, X free of lr: no need to run the rule
         return True
-    try:
-        u, one = (_held_updates(rule, {**rule.defaults, "lr": x}) for x in (lr, 1.0))
+    try:  # early steps, and late ones (a term behind t > 4 escapes the first four)
+        u, one = (torch.cat([_held_updates(rule, {**rule.defaults, "lr": x}, late)
+                             for late in (0, LATE_STEP)]) for x in (lr, 1.0))
     except Exception:
         return False
     # an update is a difference of parameters (p before - p after): exact to p's rounding
@@ -97,16 +98,22 @@ def lr_scales(rule) -> bool:
     return bool(torch.allclose(u, lr * one, rtol=1e-9, atol=1e-12 * scale, equal_nan=True))
 
 
-def _held_updates(rule, hypers: dict) -> torch.Tensor:
-    """The updates of ``rule`` on the probe gradients A, each step from p0 (teacher-forced)."""
+LATE_STEP = 1000  # lr_scales also probes the steps after this one
+
+
+def _held_updates(rule, hypers: dict, late: int = 0) -> torch.Tensor:
+    """The updates of ``rule`` on the probe gradients A, each step from p0 (teacher-forced);
+    with ``late``, the steps after the first are counted from ``late`` on (t = late + 1, ...)."""
     from optdsl.interpreter import Interpreter
     interp, state = Interpreter(rule), {}
     p0, grads, _ = probes()
     gen = torch.Generator().manual_seed(0)
     out = []
-    for g in grads:
+    for k, g in enumerate(grads):
         p = p0.clone()
         interp.step_tensor(p, g.clone(), hypers, state, {}, gen)
+        if k == 0 and late:
+            state["step"] = late
         out.append(p0 - p)
     return torch.stack(out)
 

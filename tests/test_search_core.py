@@ -1136,3 +1136,12 @@ def test_a_report_whose_default_plots_folder_cannot_be_made_says_how_to_go_on(tm
     err = capsys.readouterr().err
     assert "--no-plots" in err and "--plots DIR" in err and len(err.strip().splitlines()) == 1
     assert main(["report", str(tmp_path / "s.sqlite"), "--no-plots"]) == 0
+
+
+def test_the_search_key_sees_an_lr_that_enters_after_the_fourth_step():
+    """lr_scales probed 4 steps, so `lr*g*where(t > 4, lr, 1)` at lr 0.1 and at lr 0.5 shared
+    a key, and a match task (each rule at its own defaults) reused one's result for the other."""
+    from optdsl.search.candidate import build
+    late = "r(lr={}) = lr*g*where(t > 4, lr, 1)"
+    assert build(late.format(0.1)).key != build(late.format(0.5)).key
+    assert build("r(lr=0.1) = lr*g").key == build("r(lr=0.5) = lr*g").key
