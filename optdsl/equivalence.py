@@ -1235,9 +1235,27 @@ def check_timeout(timeout) -> None:
 MAX_TIMEOUT = 1e6
 
 
-def run_with_budget(fn, args, budget: float, fallback):
+def run_with_budget(fn, args, budget: float, fallback, tries: int = 2):
     """``fn(conn, *args)`` in a forked process; its message, or ``fallback`` after ``budget`` s
-    (over ``MAX_TIMEOUT``, infinity included: no limit)."""
+    (over ``MAX_TIMEOUT``, infinity included: no limit). A child that dies without a word (a
+    forked process can crash on a lock another thread of the parent held) is started again,
+    ``tries`` times in all, within what is left of the budget."""
+    end = time.perf_counter() + budget
+    for _ in range(tries):
+        out = _run_forked(fn, args, budget)
+        if out is not _DIED:
+            return fallback if out is _TIMED_OUT else out
+        budget = end - time.perf_counter()
+        if budget <= 0:
+            break
+    return fallback
+
+
+_DIED, _TIMED_OUT = object(), object()  # what _run_forked answers besides the child's message
+
+
+def _run_forked(fn, args, budget: float):
+    """One run of ``run_with_budget``: the message, ``_TIMED_OUT`` or ``_DIED``."""
     wait = None if budget > MAX_TIMEOUT else max(budget, 0.0)
     if "fork" not in multiprocessing.get_all_start_methods():
         box = []
@@ -1251,7 +1269,7 @@ def run_with_budget(fn, args, budget: float, fallback):
         th = threading.Thread(target=fn, args=(_Conn(), *args), daemon=True)
         th.start()
         th.join(wait)
-        return box[0] if box else fallback
+        return box[0] if box else _TIMED_OUT
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=fn, args=(send, *args), daemon=True)
@@ -1260,9 +1278,9 @@ def run_with_budget(fn, args, budget: float, fallback):
     try:
         if recv.poll(wait):
             return recv.recv()
-        return fallback
-    except EOFError:
-        return fallback
+        return _TIMED_OUT
+    except EOFError:  # the child ended without sending
+        return _DIED
     finally:
         if proc.is_alive():
             proc.kill()
