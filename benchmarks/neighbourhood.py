@@ -6,8 +6,9 @@ modify at its default rates, new parts from its library prior) on random members
 each distinct one on the search's match task. ``--fresh N`` instead draws N programs from the
 prior (``--uniform``: uniformly) and scores the live ones. Prints how many reach each
 threshold, how many of those at 1.0 or more are PowerSign/AddSign members by the numeric check
-(``search.funnel.family``; a member of another base or alpha scores below 6), and the best few, so a claim such as "the stepping stones are more than k mutations
-away" is a count anyone can rerun:
+(``search.funnel.family``; a member of another base or alpha scores below 6), and the best
+few, so a claim such as "the stepping stones are more than k mutations away" is a count anyone
+can rerun:
 
     .venv/bin/python benchmarks/neighbourhood.py --store runs/v3-evo-powersign/powersign-evolution-0.sqlite --k 1 2 3
     .venv/bin/python benchmarks/neighbourhood.py --task match:powersign --fresh 3000

@@ -237,6 +237,11 @@ TORCH_STATE_NAMES = frozenset().union(*(kept for _, kept in TORCH_CLASSES.values
 _TORCH_MARKS = frozenset(TORCH_SWITCHES) | {"betas", "nesterov"}
 
 
+def _state_names(sd: dict) -> set:
+    """Every state name a state_dict's parameters hold (``step`` included)."""
+    return {k for st in sd.get("state", {}).values() for k in st}
+
+
 def _torch_keys(sd: dict) -> set:
     return {k for g in sd.get("param_groups", ()) for k in g} & TORCH_GROUP_KEYS
 
@@ -250,7 +255,7 @@ def torch_class_of(sd: dict) -> str | None:
     since, or a newer one's, with a key added since, by the class it is closest to. None when
     no class keeps its states."""
     keys = {k for g in sd.get("param_groups", ()) for k in g} - {"params"}
-    states = {k for st in sd.get("state", {}).values() for k in st}
+    states = _state_names(sd)
     fits = [name for name, (_, kept) in TORCH_CLASSES.items() if states <= kept]
     return min(fits, default=None, key=lambda name: (len(keys - TORCH_CLASSES[name][0]),
                                                      len(TORCH_CLASSES[name][0] - keys)))
@@ -273,7 +278,7 @@ def may_have_written(torch_class: str, sd: dict) -> bool:
         return written is not None
     groups, kept = TORCH_CLASSES[torch_class]
     keys = _torch_keys(sd)
-    states = {k for st in sd.get("state", {}).values() for k in st}
+    states = _state_names(sd)
     exact = keys == TORCH_CLASSES[written][0]
     return not exact and keys <= groups and groups - keys <= LATER_KEYS and states <= kept
 
@@ -281,13 +286,14 @@ def may_have_written(torch_class: str, sd: dict) -> bool:
 def looks_like_torch(sd: dict, rule: Rule | None = None) -> bool:
     """True for a state_dict written by torch.optim (not by optdsl): no ``rule`` entry, and
     groups with torch's marks (a switch, ``betas``, ``nesterov``) or every group key of one
-    torch.optim class, or states all by torch's names (an older torch's RMSprop); given ``rule``, not an optdsl state_dict stripped of its entries by an
-    older tool (states all the rule's own, or a hyperparameter by a name no torch class
-    writes, such as adam's beta1)."""
+    torch.optim class, or states all by torch's names (an older torch's RMSprop); given
+    ``rule``, not an optdsl state_dict stripped of its entries by an older tool (states all
+    the rule's own, or a hyperparameter by a name no torch class writes, such as adam's
+    beta1)."""
     if "rule" in sd:
         return False
     groups = sd.get("param_groups", ())
-    names = {k for st in sd.get("state", {}).values() for k in st}
+    names = _state_names(sd)
     if rule is not None and names and names <= set(_slots(rule)) | {"step"}:
         return False
     if rule is not None and any(set(rule.hypers) & (set(g) - TORCH_GROUP_KEYS) for g in groups):
@@ -320,7 +326,7 @@ def _torch_states(row: TorchLayout) -> set:
 def _not_this_rule(rule: Rule, row: TorchLayout | None, sd: dict, written: str | None) -> str:
     """Why a torch.optim checkpoint (of class ``written``, by its layout) does not load into
     ``rule`` (of layout ``row``), in torch's names, and what to do instead."""
-    found = {k for st in sd.get("state", {}).values() for k in st}
+    found = _state_names(sd)
     counterpart = torch_rule(sd["param_groups"], written) if written else None
     name = TORCH_LAYOUTS[counterpart].torch_class if counterpart else written
     what = (f"this torch.optim checkpoint (torch.optim.{name}'s, by its param groups)" if name
@@ -461,8 +467,8 @@ def _check_same_state_names(rule: Rule, sd: dict, key: str) -> None:
     """A checkpoint of another library rule of the same program (``key``) whose states have
     other names (sgd keeps its buffer as ``b``, momentum, which is sgd at another default, as
     ``sgd.b``) is refused: state names are how a checkpoint says which state is which, and no
-    rule may guess the pairing (before its first step it holds none, and loads). One with the same names (momentum's into
-    nesterov) loads, as two spellings of one program do."""
+    rule may guess the pairing (before its first step it holds none, and loads). One with the
+    same names (momentum's into nesterov) loads, as two spellings of one program do."""
     other = sd.get("rule")
     if other in (None, rule.name) or other not in library:
         return
@@ -472,7 +478,7 @@ def _check_same_state_names(rule: Rule, sd: dict, key: str) -> None:
         return  # another program (or a program of its own by that name): checked below
     # the names it holds (a program of the user's called momentum keeps sgd's b); none before
     # its first step, where nothing is paired and it loads
-    theirs = {k for st in sd.get("state", {}).values() for k in st} - {"step"}
+    theirs = _state_names(sd) - {"step"}
     ours = set(_slots(rule))
     if theirs and theirs != ours:
         raise CheckpointError(

@@ -502,10 +502,10 @@ def _aliased(items, written) -> tuple:
     """(item, first byte, end) of the gradients that share memory with a written tensor, in
     part or whole (``c.grad = a.detach()[1:]``, a view of another parameter's state), and
     (item, "the gradient of", item) of those at another gradient's address (one tensor given
-    as two gradients, which dynamo would pass to the graph as one input). Gradients are new every step, so this is checked every step:
-    a change, of which gradients alias or of the memory they read (``c.grad = b``, then ``c.grad
-    = d``), makes a new plan, in which ``_sharing_memory`` leaves such items to the
-    interpreter."""
+    as two gradients, which dynamo would pass to the graph as one input). Gradients are new
+    every step, so this is checked every step: a change, of which gradients alias or of the
+    memory they read (``c.grad = b``, then ``c.grad = d``), makes a new plan, in which
+    ``_sharing_memory`` leaves such items to the interpreter."""
     starts, ends = written
     seen, out = {}, []
     for i, (_, g, _) in enumerate(items):

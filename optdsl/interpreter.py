@@ -11,7 +11,6 @@ every backend; :meth:`Interpreter.step_tensor` strings the pieces together for o
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 

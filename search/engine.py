@@ -47,7 +47,6 @@ checked rule with each job (``job["parsed"]``), so nothing is parsed twice.
 from __future__ import annotations
 
 import re
-
 import time
 from collections import deque
 from contextlib import contextmanager

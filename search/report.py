@@ -276,10 +276,13 @@ def program_file(row: dict, rank: int, task: str, store: str | None = None) -> s
     return "\n".join(lines + ["#", printed]) + "\n"
 
 
+FOUND_BY = "# Found by optdsl search on task "  # how every exported file starts
+
+
 def _found_by(task: str) -> str:
     """An exported file's first comment, naming ``task`` (a match task's program text may span
     lines: each is commented)."""
-    return "# Found by optdsl search on task " + "\n# ".join(task.splitlines())
+    return FOUND_BY + "\n# ".join(task.splitlines())
 
 
 def _printed(rule) -> str:
@@ -354,7 +357,7 @@ def _is_export(path: str) -> bool:
     """Whether the file at ``path`` starts as ``program_file`` writes one (an export of this
     or an earlier optdsl, whose header may not name its store)."""
     with open(path, errors="replace") as f:
-        return f.readline().startswith(_found_by("").split(" task")[0])
+        return f.readline().startswith(FOUND_BY)
 
 
 def _same_file(a: str, b: str) -> bool:
