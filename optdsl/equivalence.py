@@ -698,6 +698,8 @@ def single_step(pair: Pair):
                     and _agree_at_first_step(src, dst, sigma)
                     and _agree_where_states_land(src, dst, sigma)):
                 return True, sigma, _mapping_text(sigma, flip)
+    if not A.live and not B.live:  # (no states: there was no correspondence to look for)
+        return False, {}, "one step's updates are not proven equal for every input"
     return False, {}, "no state correspondence makes one step agree"
 
 

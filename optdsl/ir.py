@@ -133,6 +133,13 @@ class Rule:
         """The roots every backend must compute: the new parameter, then each slot's update."""
         return [self.new_p] + [s.update for s in self.slots]
 
+    def unread_hypers(self) -> list:
+        """The declared hyperparameters no part of the step reads (changing one changes
+        nothing: ``r(lr=0.1) = g`` ignores its learning rate)."""
+        roots = self.outputs() + [s.init for s in self.slots] + [a for *_, a in self.range_checks]
+        read = walk_leaves(roots, "hyper")
+        return [h.name for h in self.hypers.values() if h.name not in read and not h.implicit]
+
     def __repr__(self) -> str:
         hs = ", ".join(f"{h.name}={h.default:g}" for h in self.hypers.values())
         return f"<optdsl rule {self.name}({hs}) with {len(self.slots)} state(s)>"

@@ -64,12 +64,21 @@ def _drop_torch_switches(given: dict, rule: Rule) -> None:
     """Take torch's implementation switches (``TORCH_SWITCHES``) out of ``given``: accepted
     where they ask for what optdsl does anyway, a HyperparameterError saying what to do where
     they ask for more. A rule's own hyperparameter of that name stays."""
-    for name in [k for k in given if k in TORCH_SWITCHES and k not in rule.hypers]:
+    for name in _switches_checked(given, rule, "a torch.optim switch"):
+        del given[name]
+
+
+def _switches_checked(given: dict, rule: Rule, what: str) -> list:
+    """The names of torch's switches in ``given`` (not the rule's own hyperparameters), each
+    one asking for what optdsl does anyway; a HyperparameterError for one that asks for more
+    (``amsgrad=True`` for adam: a rule of its own)."""
+    names = [k for k in given if k in TORCH_SWITCHES and k not in rule.hypers]
+    for name in names:
         accepted, instead = TORCH_SWITCHES[name]
-        value = given.pop(name)
-        if not accepted(value, rule.name):
-            raise HyperparameterError(f"{name}={value!r} (a torch.optim switch) is not taken "
-                                      f"by optdsl.Optimizer: {instead}")
+        if not accepted(given[name], rule.name):
+            raise HyperparameterError(f"{name}={given[name]!r} ({what}) is not taken by "
+                                      f"optdsl.Optimizer: {instead}")
+    return names
 
 
 TUPLE_OPTIONS = checkpoints.TORCH_TUPLES  # torch.optim's tuple options -> the hyperparameters
@@ -167,10 +176,14 @@ class Optimizer(torch.optim.Optimizer):
             if "maximize" in param_group:
                 param_group["maximize"] = _flag("maximize", param_group["maximize"])
             _split_tuples(param_group, self.rule, keyword=False)
+            # kept in the group, as torch keeps them, but never silently ignored
+            switches = _switches_checked(param_group, self.rule, "a torch.optim switch in a "
+                                                                "param group")
             for k in list(param_group):
                 if k in self.rule.hypers:
                     param_group[k] = _hyper_value(k, param_group[k])
-                elif k not in ("params", "betas") and did_you_mean(k, self.rule.hypers) \
+                elif k not in ("params", "betas", *switches) \
+                        and did_you_mean(k, self.rule.hypers) \
                         and not k.startswith("_"):
                     warnings.warn(f"optdsl: param group key '{k}' is not a hyperparameter of "
                                   f"rule {self.rule.name}{did_you_mean(k, self.rule.hypers)} "

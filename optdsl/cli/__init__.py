@@ -103,6 +103,22 @@ def output_file(path: str) -> str:
     raise argparse.ArgumentTypeError(f"cannot write {path}: {problem}")
 
 
+def plot_file(path: str) -> str:
+    """argparse type of a plot's output file: ``output_file``, in a format matplotlib writes
+    (named by the extension; none is PNG, the extension added as matplotlib adds it), so that
+    a bad one fails before the work and the file named is the one written."""
+    from matplotlib.backend_bases import FigureCanvasBase  # only the plotting commands
+    formats = FigureCanvasBase.get_supported_filetypes()
+    ext = os.path.splitext(path)[1][1:].lower()
+    if not ext:
+        path, ext = path + ".png", "png"
+    if ext not in formats:
+        raise argparse.ArgumentTypeError(
+            f"cannot write a plot as .{ext}: use .png, .pdf or .svg (or one of "
+            f"{', '.join('.' + f for f in sorted(formats))})")
+    return output_file(path)
+
+
 def count(minimum: int):
     """argparse type of a whole number >= ``minimum`` (--steps, --epochs, ...)."""
     def parse_count(text: str) -> int:

@@ -57,6 +57,10 @@ def cmd_check(argv) -> int:
         return 2
     hs = ", ".join(f"{h.name}={h.default:g}" for h in rule.hypers.values())
     print(f"{label}: ok: {rule.name}({hs}), {len(rule.slots)} state slot(s)")
+    for name in rule.unread_hypers():
+        print(f"{label}: warning: hyperparameter {name} is never read: setting it changes "
+              "nothing" + (" (learning-rate schedulers included)" if name == "lr" else ""),
+              file=sys.stderr)
     return 0
 
 

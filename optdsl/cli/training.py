@@ -10,7 +10,7 @@ import torch
 from ..demo import train_digits
 from ..errors import HyperparameterError
 from ..optimizer import Optimizer
-from . import (COMMANDS, count, load_rule, name_values, output_file, positive_number,
+from . import (COMMANDS, count, load_rule, name_values, plot_file, positive_number,
                seed_number)
 
 
@@ -56,7 +56,8 @@ def cmd_plot_schedule(argv) -> int:
                                  description="Plot a schedule formula of t (a multiplier of lr) to a PNG.")
     ap.add_argument("formula", help='e.g. "warmup(t, 500) * cosine(t, 5000)"')
     ap.add_argument("--steps", type=count(1), default=1000)
-    ap.add_argument("-o", "--output", type=output_file, default="schedule.png")
+    ap.add_argument("-o", "--output", type=plot_file, default="schedule.png",
+                    help="the plot's file (.png unless named otherwise; default schedule.png)")
     args = ap.parse_args(argv)
     values = plot_schedule(args.formula, args.steps, args.output)
     print(f"wrote {args.output}: {args.steps} steps, min {values.min():.4g}, max {values.max():.4g}, "
@@ -76,8 +77,8 @@ def cmd_lr_range_test(argv) -> int:
     ap.add_argument("--steps", type=count(3), default=100)
     ap.add_argument("--start-lr", type=positive_number(), default=1e-6)
     ap.add_argument("--end-lr", type=positive_number(), default=1.0)
-    ap.add_argument("-o", "--output", type=output_file,
-                    help="write the loss-vs-lr plot to this PNG")
+    ap.add_argument("-o", "--output", type=plot_file,
+                    help="write the loss-vs-lr plot to this file (.png unless named otherwise)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     result = digits_range_test(load_rule(args.rule), steps=args.steps, plot=args.output,
