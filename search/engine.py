@@ -46,6 +46,7 @@ checked rule with each job (``job["parsed"]``), so nothing is parsed twice.
 """
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import deque
@@ -87,8 +88,8 @@ def promotion_threshold(scores: list, baseline_scores: list, quantile: float = P
     score until ``WARMUP`` of them are known."""
     if len(scores) < WARMUP:
         return min(baseline_scores) if baseline_scores else float("-inf")
-    ordered = sorted(scores[-PROMOTE_WINDOW:])
-    return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+    ordered = sorted(scores[-PROMOTE_WINDOW:])  # strictly above its ceil(q n)-th: 1 - q of them
+    return ordered[min(len(ordered), max(1, math.ceil(quantile * len(ordered)))) - 1]
 
 
 @dataclass
@@ -269,6 +270,9 @@ class SearchLoop:
         self.progress.best = self._stored_best()
         self.inflight: dict = {}  # ticket -> cache key
         self.waiting: dict = {}  # cache key -> [Proposal] (the first is the one submitted)
+        self._finished_keys: dict = {}  # ticket -> cache key, for the deferred proposals
+        self.screening: set = set()  # cache keys whose job in flight may stop at a partial rung
+        self.deferred: dict = {}  # cache key -> [Proposal] (baselines, seeds) waiting for that
         self.queue: deque = deque(
             Proposal(p["seq"], p["rule"], p["rule_hash"], p["source"], p["name"], p["cid"])
             for p in store.proposals(search_id) if p["status"] == "pending")
@@ -420,9 +424,15 @@ class SearchLoop:
         return None
 
     def _dispatch(self, prop: Proposal) -> None:
+        # baselines and seeds run the full protocol: a row (or a job in flight) a partial rung
+        # may have stopped answers only a strategy's candidate
+        full_only = self.screened and prop.source != "strategy"
         cached = self._lookup(prop.hash)
-        if cached is not None:
+        if cached is not None and not (full_only and not is_full(cached)):
             self.hits.append((prop, cached))
+            return
+        if full_only and prop.hash in self.screening:  # dispatched again once it is back
+            self.deferred.setdefault(prop.hash, []).append(prop)
             return
         if prop.hash in self.waiting:  # the same rule is already running: share its result
             self.waiting[prop.hash].append(prop)
@@ -430,6 +440,7 @@ class SearchLoop:
         job = {"rule": prop.rule, "task": self.task.name, "protocol": self.protocol_config,
                "time_limit": self.time_limit}
         if self.screened and prop.source == "strategy":
+            self.screening.add(prop.hash)
             job["promote_above"] = self._threshold("screen", PROMOTE_QUANTILE)
             if self.protocol_config.get("middle"):
                 job["continue_above"] = self._threshold("middle", CONTINUE_QUANTILE)
@@ -450,6 +461,8 @@ class SearchLoop:
         observed = []
         for ticket, result in finished:
             h = self.inflight.pop(ticket)
+            self.screening.discard(h)
+            self._finished_keys[ticket] = h
             props = self.waiting.pop(h)
             first = props[0]
             self.store.add_evaluation(rule=first.rule, rule_hash=h, task=self.task.name,
@@ -468,6 +481,9 @@ class SearchLoop:
             if first.source != "baseline":
                 self.progress.evaluated += 1
         self._observe(observed)
+        for ticket, _ in finished:  # baselines and seeds that waited for a screened job
+            for prop in self.deferred.pop(self._finished_keys.pop(ticket), []):
+                self._dispatch(prop)
 
     def _observe(self, items) -> None:
         """Count and tell the strategy (its own and seed proposals); its state is saved at the

@@ -292,7 +292,8 @@ def _best_run(out: dict) -> None:
         best = max(ok, key=lambda r: r["best"])
         out.update(status="ok", score=best["best"], best_lr=best["lr"], curve=best["curve"])
     else:
-        out.update(status="diverged", diverged_step=runs[0]["step"] if runs else None)
+        steps = [r["step"] for r in runs if r.get("step") is not None]
+        out.update(status="diverged", diverged_step=min(steps) if steps else None)
 
 
 def summarize(result: dict) -> str:

@@ -61,9 +61,11 @@ def rungs(config: dict, task) -> dict:
 
 
 def around(grid: list, lr: float, k: int) -> list:
-    """The points of ``grid`` (ascending) within ``k`` places of the one nearest ``lr``."""
+    """The ``2k + 1`` points of ``grid`` (ascending) nearest the one nearest ``lr``: those within
+    ``k`` places of it, the window shifted inwards at an edge of the grid."""
     j = min(range(len(grid)), key=lambda i: abs(math.log(grid[i] / lr)))
-    return grid[max(0, j - k):j + k + 1]
+    start = max(0, min(j - k, len(grid) - (2 * k + 1)))
+    return grid[start:start + 2 * k + 1]
 
 
 def train_rung(rule, task, rung: dict, deadline=None, sequential: bool = False,

@@ -636,5 +636,9 @@ def funnel(candidates: list, runner, task: str, protocol: dict, top: int = 5,
                      "best_lr": res[0].get("best_lr"), "best_lrs": [r.get("best_lr") for r in res],
                      "name": c.get("name") or "",
                      "known_as": known_as(c["rule"]) if name else ""})
-    rows.sort(key=lambda r: -(r["score"] if r["score"] is not None else -1))
-    return rows
+    return ranked(rows)
+
+
+def ranked(rows: list) -> list:
+    """Rows by score, best first; those without a score (diverged, failed) last."""
+    return sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0.0)))

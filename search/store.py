@@ -260,13 +260,15 @@ class Store:
     def add_evaluation(self, *, rule: str, rule_hash: str, task: str, protocol: str,
                        result: dict, name: str | None = None, search_id: int | None = None) -> int:
         """Insert one evaluation (inside the caller's transaction when there is one). A row of
-        the same key that is not the rule's own outcome (a timeout, a runner's failure) is
-        replaced (a later search evaluated the rule again: see the module), keeping its
-        baseline name."""
+        the same key that is not the rule's own outcome (a timeout, a runner's failure), or that
+        a partial rung stopped when this one is a full result (a baseline or seed rule runs in
+        full: ``engine``), is replaced (a later search evaluated the rule again: see the
+        module), keeping its baseline name."""
         old = self.conn.execute(
-            "SELECT id, name, status, error FROM evaluations WHERE rule_hash = ? AND task = ? "
-            "AND protocol = ?", (rule_hash, task, protocol)).fetchone()
-        if old is not None and not rules_own(dict(old)):
+            "SELECT id, name, status, error, rung FROM evaluations WHERE rule_hash = ? AND "
+            "task = ? AND protocol = ?", (rule_hash, task, protocol)).fetchone()
+        if old is not None and (not rules_own(dict(old))
+                                or (not is_full(dict(old)) and is_full(result))):
             self.conn.execute("DELETE FROM evaluations WHERE id = ?", (old["id"],))
             name = name or old["name"]
         screen, middle = result.get("screen") or {}, result.get("middle") or {}
@@ -313,10 +315,11 @@ class Store:
             where.append("protocol = ?")
             args.append(protocol)
         sql = "SELECT * FROM evaluations" + (" WHERE " + " AND ".join(where) if where else "")
-        # by score: full-protocol results first (a partial rung's score is on another scale;
-        # a store older than rungs, read without its upgrade, has only full results)
-        partial = ", ".join(f"'{rung}'" for rung in RUNG_COLUMNS)
-        rungs = f"COALESCE(rung IN ({partial}), 0), " if self._has_column("rung") else ""
+        # by score: full-protocol results first, then those the middle rung stopped, then the
+        # screen's (each rung's score is on a scale of its own; a store older than rungs, read
+        # without its upgrade, has only full results)
+        rank = " ".join(f"WHEN '{rung}' THEN {k}" for k, rung in enumerate(("middle", "screen"), 1))
+        rungs = f"CASE rung {rank} ELSE 0 END, " if self._has_column("rung") else ""
         sql += {"id": " ORDER BY id",
                 "score": f" ORDER BY score IS NULL, {rungs}score DESC, id"}[order]
         return [self._row(r) for r in self.conn.execute(sql, args)]

@@ -1,0 +1,158 @@
+"""Regressions of the seventh session's review of the search's evaluation protocol (each
+failed before its fix)."""
+
+import pytest
+import torch
+
+from optdsl.library import source
+from optdsl.search.engine import InProcessRunner, SearchLoop, new_search, promotion_threshold
+from optdsl.search.evaluate import Protocol, evaluate
+from optdsl.search.fidelity import around
+from optdsl.search.store import Store
+from optdsl.search.strategies import Strategy
+from optdsl.search.tasks import get_task
+
+FILLERS = [f"r(lr=0.1) = lr * {k + 2} * g" for k in range(20)]
+ADAM = source("adam")
+
+
+def fake_evaluate(screen_scores):
+    """Training faked (the engine is what is tested): a job with ``promote_above`` stops at
+    the screen when its screening score is not above it."""
+    def run(job):
+        screen = screen_scores.get(job["rule"], 0.6)
+        row = {"status": "ok", "best_lr": 0.01, "diverged_step": None, "metrics": [],
+               "curve": [], "error": None, "duration": 1.0, "worker": "fake", "started_at": 0,
+               "finished_at": 1, "screen": {"status": "ok", "score": screen}, "middle": None,
+               "score_se": 0.01}
+        above = job.get("promote_above")
+        if above is not None and not screen > above:
+            return {**row, "rung": "screen", "score": screen, "score_se": None}
+        return {**row, "rung": "full", "score": screen + 0.3,
+                "full": {"status": "ok", "score": screen + 0.3}}
+    return run
+
+
+class Fixed(Strategy):
+    name = "fixed"
+
+    def __init__(self, texts):
+        self.texts = list(texts)
+
+    def suggest(self, n):
+        out, self.texts = self.texts[:n], self.texts[n:]
+        return out
+
+    def state_dict(self):
+        return {"texts": self.texts}
+
+    def load_state_dict(self, state):
+        self.texts = state["texts"]
+
+
+def _adam_rows(store, task):
+    key = Protocol().key(task)
+    return [r for r in store.evaluations(task.name, key) if r["rule"] == ADAM]
+
+
+def test_a_baseline_or_seed_never_answers_with_a_screened_out_row(tmp_path):
+    # a strategy's candidate equal to adam was screened out (one seed, 200 steps); adam as a
+    # later search's baseline and seed took that row from the cache and was listed with it
+    scores = {t: 0.5 + 0.01 * i for i, t in enumerate(FILLERS)}
+    scores[ADAM] = 0.40
+    store, task = Store(str(tmp_path / "s.sqlite")), get_task("mnist1d-mlp")
+    first = new_search(store, strategy=Fixed([]), task=task, protocol=Protocol(), budget=21,
+                       baselines=False)
+    SearchLoop(store, first, Fixed(FILLERS + [ADAM]),
+               InProcessRunner(fake_evaluate(scores), capacity=1)).run()
+    assert [r["rung"] for r in _adam_rows(store, task)] == ["screen"]
+    second = new_search(store, strategy=Fixed([]), task=task, protocol=Protocol(), budget=1,
+                        seeds=[ADAM])
+    SearchLoop(store, second, Fixed([]), InProcessRunner(fake_evaluate(scores))).run()
+    rows = _adam_rows(store, task)
+    assert [(r["rung"], r["score"]) for r in rows] == [("full", pytest.approx(0.7))]
+
+
+def test_a_seed_waits_for_a_screened_job_of_its_rule_then_runs_in_full(tmp_path):
+    # the strategy's adam goes out first, screened, with the seed's adam behind it in the queue
+    # (as on a resume): the seed must not share that job's screened-out result
+    store, task = Store(str(tmp_path / "s.sqlite")), get_task("mnist1d-mlp")
+    sid = new_search(store, strategy=Fixed([]), task=task, protocol=Protocol(), budget=2,
+                     baselines=False, seeds=[ADAM])
+    loop = SearchLoop(store, sid, Fixed([ADAM]),
+                      InProcessRunner(fake_evaluate({ADAM: 0.40}), capacity=64))
+    loop.rung_scores["screen"] = [0.5 + 0.01 * i for i in range(20)]  # past the warm-up
+    seed = loop.queue.popleft()
+    assert seed.source == "seed" and loop._ask() and loop.queue[0].source == "strategy"
+    loop.queue.append(seed)
+    progress = loop.run()
+    assert [(r["rung"], r["score"]) for r in _adam_rows(store, task)] == \
+        [("full", pytest.approx(0.7))]
+    assert progress.done == 2
+
+
+@pytest.mark.parametrize("n", [20, 50, 100, 200])
+def test_the_screen_promotes_one_in_ten_and_the_middle_rung_keeps_half(n):
+    scores = [i / n for i in range(n)]
+    above = promotion_threshold(scores, [0.0], 0.9)
+    assert sum(s > above for s in scores) == n // 10
+    median = promotion_threshold(scores, [0.0], 0.5)
+    assert sum(s > median for s in scores) == n // 2
+
+
+def test_the_full_rung_gets_three_learning_rates_at_an_edge_of_the_grid_too():
+    grid = [1e-4, 3.162e-4, 1e-3, 3.162e-3, 1e-2]
+    assert around(grid, 1e-4, 1) == grid[:3]
+    assert around(grid, 1e-2, 1) == grid[-3:]
+    assert around(grid, 1e-3, 1) == grid[1:4]
+    assert around(grid[:2], 1e-4, 1) == grid[:2]  # a grid shorter than the window
+
+
+def test_funnel_ranks_rows_without_a_score_last_when_scores_are_negative():
+    from optdsl.search.funnel import ranked
+    rows = [{"score": None}, {"score": -3.4}, {"score": -2.1}, {"score": 0.5}]
+    assert [r["score"] for r in ranked(rows)] == [0.5, -2.1, -3.4, None]
+
+
+def test_a_rule_diverging_at_every_lr_reports_its_earliest_divergence():
+    job = {"rule": "r(lr=0.1) = lr * exp(t / 5) * g", "task": "digits",
+           "protocol": Protocol().config(get_task("digits")), "time_limit": None}
+    out = evaluate(job)
+    assert out["status"] == "diverged"
+    assert out["diverged_step"] == min(m["step"] for m in out["metrics"])
+
+
+def test_each_seed_draws_its_own_random_numbers_in_batched_training():
+    from optdsl import Optimizer, parse
+    from optdsl.search.batched import _updater
+    rule = parse("r(lr=1) = lr * randn() * g")
+    seeds, flat = [0, 1, 2], torch.zeros(3, 4)
+    update = _updater(rule, flat, [flat], seeds, [1.0])
+    batched = []
+    for _ in range(3):
+        before = flat.clone()
+        update([torch.ones(3, 4)], torch.ones(3, dtype=torch.bool))
+        batched.append((before - flat)[:, 0])
+    for i, seed in enumerate(seeds):
+        p = torch.zeros(4, requires_grad=True)
+        opt = Optimizer([p], rule, backend="eager", seed=seed, lr=1.0)
+        for step in range(3):
+            before = p.detach().clone()
+            p.grad = torch.ones(4)
+            opt.step()
+            assert float(before[0] - p.detach()[0]) == pytest.approx(float(batched[step][i]))
+
+
+def test_the_leaderboard_ranks_a_middle_rung_row_above_a_screened_out_one(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+
+    def add(rule, rung, score):
+        store.add_evaluation(rule=rule, rule_hash=rule, task="mnist1d-mlp", protocol="p",
+                             result={"status": "ok", "score": score, "best_lr": 0.01,
+                                     "rung": rung, "screen": {"score": score},
+                                     "duration": 1.0})
+    add("screened out", "screen", 0.48)
+    add("stopped at the middle", "middle", 0.47)
+    add("full", "full", 0.70)
+    ranked = [r["rule"] for r in store.evaluations("mnist1d-mlp", "p", order="score")]
+    assert ranked == ["full", "stopped at the middle", "screened out"]
