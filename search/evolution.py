@@ -112,7 +112,7 @@ class EvolutionStrategy(SpaceStrategy):
                  delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
                  elite: float = 0.2, neutral: float = 0.0, restart: int = 0,
                  restart_tol: float = 0.01, afp: int = 0, walk: float = 0.0,
-                 walk_size: int = 256, warm=None):
+                 walk_size: int = 256, prior_programs: str = "", warm=None):
         from .strategies import require, require_fraction
         require("population", population, at_least=1)
         require("sample", sample, at_least=1)
@@ -135,7 +135,9 @@ class EvolutionStrategy(SpaceStrategy):
         self.warm = list(warm or [])
         self.prior_weight, self.p_elite, self.p_neutral = prior, elite, neutral
         self.best: list | None = None  # [tree json, reward] of the best program evaluated
-        self.prior = self.space.prior(self.warm, prior) if prior and self.warm else None
+        learned = self.space.read_programs(prior_programs) if prior_programs else []
+        self.prior = self.space.prior(self.warm + learned, prior) \
+            if prior and (self.warm or learned) else None
         self.population: list = []  # [tree json, reward], oldest first
         self.mutations: dict = {}
         self.neutral_joins = 0

@@ -189,7 +189,7 @@ class RLStrategy(SpaceStrategy):
                  prior: float = 0.0, risk: float = 1.0, queue: int = 16, edit: float = 0.0,
                  normalize: bool = False, neutral: float = 0.0, structural: float = 0.0,
                  repeats: str = "baseline", parents: str = "queue", population: int = 32,
-                 sample: int = 4, elite: float = 0.2):
+                 sample: int = 4, elite: float = 0.2, prior_programs: str = ""):
         from .strategies import require, require_fraction
         require("batch", batch, at_least=1)
         require("lr", lr, above=0)
@@ -220,9 +220,14 @@ class RLStrategy(SpaceStrategy):
         torch.manual_seed(seed)
         self.controller = Controller(self.space.n_choices, hidden)
         self.prior = None  # the library prior (Space.prior), also for structural edits' new parts
+        learned = self.space.read_programs(prior_programs) if prior_programs else []
         if prior and self.space_name == "bello" and space_obj is None:
             from .evolution import BELLO_WARM, bello_program
-            self.prior = self.space.prior([bello_program(g) for g in BELLO_WARM.values()], prior)
+            library = [bello_program(g) for g in BELLO_WARM.values()]
+            self.prior = self.space.prior(library + learned, prior)
+            self.controller.start_from(self.prior)
+        elif prior and learned:
+            self.prior = self.space.prior(learned, prior)
             self.controller.start_from(self.prior)
         self.opt = torch.optim.Adam(self.controller.parameters(), lr=lr)
         self.algo, self.batch_size, self.entropy = algo, batch, entropy

@@ -242,6 +242,27 @@ class Space:
         return {r: [(1 - weight) / len(c) + weight * k / sum(c) for k in c]
                 for r, c in counts.items() if sum(k > 0 for k in c) > 1}
 
+    def read_programs(self, path: str) -> list:
+        """The programs of a file for :meth:`prior` (``prior_programs=PATH``): programs of this
+        space separated by blank lines, ``#`` lines ignored; a SearchError naming the file and
+        the program for one that is missing or not a program of the space."""
+        from .errors import SearchError
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise SearchError(f"prior_programs: cannot read {path}: {e.strerror}") from None
+        lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+        programs = [b.strip("\n") for b in re.split(r"\n\s*\n", "\n".join(lines)) if b.strip()]
+        for k, program in enumerate(programs, start=1):
+            try:
+                self.parse(program)
+            except SearchError as e:
+                raise SearchError(f"prior_programs: program {k} of {path}: {e}") from None
+        if not programs:
+            raise SearchError(f"prior_programs: {path} holds no program")
+        return programs
+
     # --- text -----------------------------------------------------------------------------------
     def tokens(self, tree: Tree) -> list:
         """The terminals of the tree in order (literals; a const as its number)."""
