@@ -243,11 +243,13 @@ def spelled_as_stored(store: Store, task):
     return task
 
 
-def failed_result(error: str, status: str = "failed") -> dict:
+def failed_result(error: str, status: str = "failed", duration: float = 0.0) -> dict:
+    """A result the runner records for a job that gave none (``duration``: the seconds it ran,
+    where the runner knows them)."""
     now = time.time()
     return {"status": status, "score": None, "best_lr": None, "diverged_step": None,
-            "metrics": [], "curve": [], "error": error, "duration": 0.0, "worker": None,
-            "started_at": now, "finished_at": now}
+            "metrics": [], "curve": [], "error": error, "duration": duration, "worker": None,
+            "started_at": now - duration, "finished_at": now}
 
 
 class SearchLoop:

@@ -208,15 +208,16 @@ class RayRunner:
 
     def _result(self, ref, started: float | None) -> dict:
         rex = self.ray.exceptions
+        ran = time.monotonic() - started if started is not None else 0.0  # worker time spent
         try:
             return self.ray.get(ref)
         except rex.TaskCancelledError:
-            return failed_result(f"killed by the runner after {time.monotonic() - started:.0f} s "
-                                 "(past twice the time limit)", status="timeout")
+            return failed_result(f"killed by the runner after {ran:.0f} s (past twice the time "
+                                 "limit)", status="timeout", duration=ran)
         except (rex.WorkerCrashedError, rex.NodeDiedError) as e:  # (store.RUNNER_FAILURES)
-            return failed_result(f"worker died twice: {_one_line(e)}")
-        except rex.RayError as e:
-            return failed_result(f"failed twice: {_one_line(e)}")  # (store.RUNNER_FAILURES)
+            return failed_result(f"worker died twice: {_one_line(e)}", duration=ran)
+        except rex.RayError as e:  # (store.RUNNER_FAILURES)
+            return failed_result(f"failed twice: {_one_line(e)}", duration=ran)
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()

@@ -156,3 +156,26 @@ def test_the_leaderboard_ranks_a_middle_rung_row_above_a_screened_out_one(tmp_pa
     add("full", "full", 0.70)
     ranked = [r["rule"] for r in store.evaluations("mnist1d-mlp", "p", order="score")]
     assert ranked == ["full", "stopped at the middle", "screened out"]
+
+
+def test_a_job_the_ray_runner_kills_is_stored_with_the_time_it_ran():
+    # the leaderboard's time column showed 0.0 s for the longest jobs (killed past twice the
+    # time limit) and for those whose worker died twice
+    import time
+    import types
+    from optdsl.search.runner import RayRunner
+
+    class Cancelled(Exception):
+        pass
+
+    class Crashed(Exception):
+        pass
+    errors = types.SimpleNamespace(TaskCancelledError=Cancelled, WorkerCrashedError=Crashed,
+                                   NodeDiedError=Crashed, RayError=Exception)
+    for error, status in ((Cancelled, "timeout"), (Crashed, "failed")):
+        def get(ref, error=error):
+            raise error("gone")
+        runner = object.__new__(RayRunner)
+        runner.ray = types.SimpleNamespace(exceptions=errors, get=get)
+        out = runner._result("ref", time.monotonic() - 125.0)
+        assert out["status"] == status and out["duration"] == pytest.approx(125.0, abs=1.0)
