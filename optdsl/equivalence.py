@@ -1309,6 +1309,8 @@ def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
     update is finite; see the module docstring).
     """
     check_timeout(timeout)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise DSLError(f"steps must be a whole number >= 0 (0: no unrolled steps), not {steps!r}")
     start = time.perf_counter()
     pair = Pair(a, b, bind, hyper_map, domain)
     verdict = _decide(pair, steps, timeout, seed, start)

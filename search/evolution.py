@@ -51,6 +51,14 @@ reached the family did so within 430-670 evaluations, and those that did not sat
 plateau to the end: a restart gives a stalled search another early phase (BENCHMARKS.md,
 "match:powersign and match:addsign", for what it measured).
 
+**A prior learned from other searches** (``prior_programs=FILE``): the prior also counts the
+programs of FILE (blank-line separated programs of the space), such as the best programs of
+searches on other match targets that ``benchmarks/curriculum_prior.py`` writes (every library
+rule outside the PowerSign/AddSign family: a curriculum). The library rules are one group each,
+so alone they leave the binary functions and references to earlier groups uniform; the learned
+programs weigh ``add``, ``mul`` and reading an earlier group's result more (BENCHMARKS.md, "A
+prior learned from other match targets", for what it measured).
+
 **Age-fitness Pareto selection** (``afp=K``, off by default; Schmidt and Lipson 2011): once in
 every ``K`` results heard the next draw is a new program from the prior, and each member
 carries the birth of its lineage (the number of results heard when its oldest ancestor was drawn; a child inherits its

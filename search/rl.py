@@ -48,7 +48,9 @@ parents=population``), the only RL setting that has reached the PowerSign/AddSig
 it reached addsign in 1 of 5 searches against 2 of 5: what the learning adds is within the
 noise of those runs.
 ``prior`` > 0 starts the policy from the library prior of
-``Space.prior`` (the operands the warm-start library rules use) instead of uniform. All three
+``Space.prior`` (the operands the warm-start library rules use) instead of uniform;
+``prior_programs=FILE`` adds the programs of a file to what that prior counts (as evolution's,
+see ``search.evolution``). All three
 take an entropy bonus (0.05 by default: with 0.01 the policy narrowed onto a few programs,
 96% and 98% of the draws of rediscovery seeds 1 and 4 were duplicates and seed 4 ran out of new
 candidates at 933 of 1,000 evaluations; with 0.05, 62% and 80%, both reached the budget;

@@ -78,3 +78,10 @@ def test_an_unproved_pair_without_states_is_not_said_to_lack_a_state_corresponde
     verdict = optdsl.equivalent("lr * clip(g, -1e6, 1e6)", "lr * g", timeout=20)
     assert not verdict.proved
     assert "state correspondence" not in str(verdict)
+
+
+@pytest.mark.parametrize("steps", [-5, 1.5, True, "3"])
+def test_equivalent_refuses_a_step_count_that_is_not_a_whole_number_from_0(steps):
+    from optdsl.errors import DSLError
+    with pytest.raises(DSLError, match="steps must be a whole number"):
+        optdsl.equivalent("lr * g", "lr * g", steps=steps)
