@@ -85,6 +85,7 @@ import copy
 import itertools
 import math
 import multiprocessing
+import operator
 import random
 import threading
 import time
@@ -1309,8 +1310,13 @@ def equivalent(a: Rule, b: Rule, steps: int = 3, bind: dict | None = None,
     update is finite; see the module docstring).
     """
     check_timeout(timeout)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    try:
+        whole = None if isinstance(steps, bool) else operator.index(steps)  # (numpy's too)
+    except TypeError:
+        whole = None
+    if whole is None or whole < 0:
         raise DSLError(f"steps must be a whole number >= 0 (0: no unrolled steps), not {steps!r}")
+    steps = whole
     start = time.perf_counter()
     pair = Pair(a, b, bind, hyper_map, domain)
     verdict = _decide(pair, steps, timeout, seed, start)

@@ -283,6 +283,9 @@ class Optimizer(torch.optim.Optimizer):
         if checkpoints.looks_like_torch(sd, self.rule):
             sd = checkpoints.from_torch_state_dict(self.rule, sd)
         gen = sd.pop("generator", None)
+        for group in sd.get("param_groups", ()):  # (an older optdsl kept them without a word)
+            _switches_checked(group, self.rule, "a torch.optim switch in a checkpoint's param "
+                                                "group")
         saved = [i for g in sd.get("param_groups", ()) for i in g["params"]]
         index = dict(zip(saved, (p for g in self.param_groups for p in g["params"])))
         checkpoints.check_state_dict(self.rule, sd, index, self._program_key())

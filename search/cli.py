@@ -215,6 +215,8 @@ def _search(args) -> int:
     task = resolve_task(args.task or DEFAULT_TASK)
     from optdsl.cli import name_values
     options = name_values(args.strategy_option, "--strategy-option", SearchError)
+    if options.get("prior_programs"):  # stored with the search: a resume from elsewhere reads it
+        options["prior_programs"] = os.path.abspath(options["prior_programs"])
     seeds = read_seeds(args.seeds) if args.seeds else []
     path = args.store or default_store(task)
     lock = store = runner = None

@@ -430,7 +430,9 @@ class SearchLoop:
         # may have stopped answers only a strategy's candidate
         full_only = self.screened and prop.source != "strategy"
         cached = self._lookup(prop.hash)
-        if cached is not None and not (full_only and not is_full(cached)):
+        stopped = cached is not None and not is_full(cached) and cached["status"] == "ok"
+        if cached is not None and not (full_only and stopped):  # (one that diverged at the
+            # screen would diverge there again: it is the rule's own outcome)
             self.hits.append((prop, cached))
             return
         if full_only and prop.hash in self.screening:  # dispatched again once it is back

@@ -143,7 +143,7 @@ class EvolutionStrategy(SpaceStrategy):
         self.warm = list(warm or [])
         self.prior_weight, self.p_elite, self.p_neutral = prior, elite, neutral
         self.best: list | None = None  # [tree json, reward] of the best program evaluated
-        learned = self.space.read_programs(prior_programs) if prior_programs else []
+        learned = self.space.read_programs(prior_programs, prior) if prior_programs else []
         self.prior = self.space.prior(self.warm + learned, prior) \
             if prior and (self.warm or learned) else None
         self.population: list = []  # [tree json, reward], oldest first

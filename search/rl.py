@@ -222,7 +222,7 @@ class RLStrategy(SpaceStrategy):
         torch.manual_seed(seed)
         self.controller = Controller(self.space.n_choices, hidden)
         self.prior = None  # the library prior (Space.prior), also for structural edits' new parts
-        learned = self.space.read_programs(prior_programs) if prior_programs else []
+        learned = self.space.read_programs(prior_programs, prior) if prior_programs else []
         if prior and self.space_name == "bello" and space_obj is None:
             from .evolution import BELLO_WARM, bello_program
             library = [bello_program(g) for g in BELLO_WARM.values()]

@@ -242,11 +242,15 @@ class Space:
         return {r: [(1 - weight) / len(c) + weight * k / sum(c) for k in c]
                 for r, c in counts.items() if sum(k > 0 for k in c) > 1}
 
-    def read_programs(self, path: str) -> list:
-        """The programs of a file for :meth:`prior` (``prior_programs=PATH``): programs of this
-        space separated by blank lines, ``#`` lines ignored; a SearchError naming the file and
-        the program for one that is missing or not a program of the space."""
+    def read_programs(self, path: str, weight: float = 1.0) -> list:
+        """The programs of a file for :meth:`prior` (``prior_programs=PATH``, with the prior's
+        ``weight``): programs of this space separated by blank lines, ``#`` lines ignored; a
+        SearchError naming the file and the program for one that is missing or not a program
+        of the space, or where ``weight`` is 0 (the file would change nothing)."""
         from .errors import SearchError
+        if not weight > 0:
+            raise SearchError("prior_programs counts programs in the prior: it needs prior > 0 "
+                              "(e.g. --strategy-option prior=0.5)")
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()

@@ -261,14 +261,17 @@ class Store:
                        result: dict, name: str | None = None, search_id: int | None = None) -> int:
         """Insert one evaluation (inside the caller's transaction when there is one). A row of
         the same key that is not the rule's own outcome (a timeout, a runner's failure), or that
-        a partial rung stopped when this one is a full result (a baseline or seed rule runs in
-        full: ``engine``), is replaced (a later search evaluated the rule again: see the
-        module), keeping its baseline name."""
+        a partial rung stopped when this one is the rule's own outcome (a baseline or seed rule
+        runs in full: ``engine``), is replaced (a later search evaluated the rule again: see the
+        module), keeping its baseline name; a partial row that is the rule's own outcome is
+        kept against a runner's failure or a timeout (its id is returned)."""
         old = self.conn.execute(
             "SELECT id, name, status, error, rung FROM evaluations WHERE rule_hash = ? AND "
             "task = ? AND protocol = ?", (rule_hash, task, protocol)).fetchone()
-        if old is not None and (not rules_own(dict(old))
-                                or (not is_full(dict(old)) and is_full(result))):
+        if old is not None:
+            replaced = not rules_own(dict(old)) or (not is_full(dict(old)) and rules_own(result))
+            if not replaced:  # a runner's failure or a timeout never overwrites the rule's own
+                return old["id"]  # outcome (a partial rung's, which a full run went past)
             self.conn.execute("DELETE FROM evaluations WHERE id = ?", (old["id"],))
             name = name or old["name"]
         screen, middle = result.get("screen") or {}, result.get("middle") or {}

@@ -85,3 +85,25 @@ def test_equivalent_refuses_a_step_count_that_is_not_a_whole_number_from_0(steps
     from optdsl.errors import DSLError
     with pytest.raises(DSLError, match="steps must be a whole number"):
         optdsl.equivalent("lr * g", "lr * g", steps=steps)
+
+
+def test_a_checkpoints_group_switch_asking_for_more_is_refused_at_load():
+    # checkpoints an older optdsl wrote kept such a key without a word: it loaded silently
+    opt = optdsl.Optimizer(_groups({}), "adam", lr=0.1, backend="eager")
+    sd = opt.state_dict()
+    sd["param_groups"][1]["amsgrad"] = True
+    with pytest.raises(HyperparameterError, match="amsgrad=True.*checkpoint"):
+        opt.load_state_dict(sd)
+    assert "amsgrad" not in opt.param_groups[1]  # nothing changed
+
+
+def test_equivalent_takes_a_numpy_step_count():
+    import numpy as np
+    assert optdsl.equivalent("lr * g", "lr * g", steps=np.int64(3)).proved
+
+
+def test_a_plot_format_that_needs_latex_is_refused_before_the_work(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "optdsl.cli", "plot-schedule", "cosine(t, 100)",
+                          "--steps", "10", "-o", str(tmp_path / "p.pgf")], text=True,
+                         capture_output=True)
+    assert run.returncode == 2 and "cannot write a plot as .pgf" in run.stderr

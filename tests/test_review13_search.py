@@ -179,3 +179,46 @@ def test_a_job_the_ray_runner_kills_is_stored_with_the_time_it_ran():
         runner.ray = types.SimpleNamespace(exceptions=errors, get=get)
         out = runner._result("ref", time.monotonic() - 125.0)
         assert out["status"] == status and out["duration"] == pytest.approx(125.0, abs=1.0)
+
+
+def test_a_seed_of_a_rule_whose_screen_diverged_takes_that_outcome_without_a_crash(tmp_path):
+    # the seed's re-run diverged at the screen again (a refine protocol always screens), and
+    # the store could neither replace the old row nor insert a second: IntegrityError, on
+    # every resume too
+    bad = "r(lr=0.1) = lr * exp(t) * g"
+    store, task = Store(str(tmp_path / "s.sqlite")), get_task("mnist1d-mlp")
+    first = new_search(store, strategy=Fixed([]), task=task, protocol=Protocol(), budget=1,
+                       baselines=False)
+    SearchLoop(store, first, Fixed([bad]), InProcessRunner(evaluate)).run()
+    rows = [r for r in store.evaluations(task.name) if r["rule"] == bad]
+    assert [(r["rung"], r["status"]) for r in rows] == [("screen", "diverged")]
+    second = new_search(store, strategy=Fixed([]), task=task, protocol=Protocol(), budget=1,
+                        baselines=False, seeds=[bad])
+    progress = SearchLoop(store, second, Fixed([]), InProcessRunner(evaluate)).run()
+    assert progress.done == 1 and progress.cached == 1
+
+
+@pytest.mark.parametrize("status", ["failed", "timeout"])
+def test_a_runner_failure_never_overwrites_a_rules_own_screened_result(tmp_path, status):
+    from optdsl.search.engine import failed_result
+    store = Store(str(tmp_path / "s.sqlite"))
+    partial = {"status": "ok", "score": 0.4, "best_lr": 0.01, "rung": "screen",
+               "screen": {"score": 0.4}, "duration": 1.0}
+    store.add_evaluation(rule="R", rule_hash="h", task="t", protocol="p", result=partial)
+    store.add_evaluation(rule="R", rule_hash="h", task="t", protocol="p",
+                         result=failed_result("failed twice: RuntimeError: boom", status=status))
+    row = store.lookup("h", "t", "p")
+    assert (row["status"], row["rung"], row["score"]) == ("ok", "screen", 0.4)
+    full = {**partial, "rung": "full", "score": 0.7, "full": {"score": 0.7}}
+    store.add_evaluation(rule="R", rule_hash="h", task="t", protocol="p", result=full)
+    assert store.lookup("h", "t", "p")["score"] == 0.7  # the full run replaces it
+
+
+def test_prior_programs_needs_a_prior_to_count_them_in(tmp_path):
+    from optdsl.search.errors import SearchError
+    from optdsl.search.strategies import make_strategy
+    path = tmp_path / "p.txt"
+    path.write_text("bello(lr=1):\n    x1 = (g)\n    return lr * x1\n")
+    for name, options in (("rl", {}), ("evolution", {"prior": "0"})):  # rl's default is 0
+        with pytest.raises(SearchError, match="needs prior > 0"):
+            make_strategy(name, options={**options, "prior_programs": str(path)})

@@ -108,7 +108,8 @@ def plot_file(path: str) -> str:
     (named by the extension; none is PNG, the extension added as matplotlib adds it), so that
     a bad one fails before the work and the file named is the one written."""
     from matplotlib.backend_bases import FigureCanvasBase  # only the plotting commands
-    formats = FigureCanvasBase.get_supported_filetypes()
+    formats = dict(FigureCanvasBase.get_supported_filetypes())
+    formats.pop("pgf", None)  # (it needs a LaTeX installation)
     ext = os.path.splitext(path)[1][1:].lower()
     if not ext:
         path, ext = path + ".png", "png"

@@ -53,7 +53,8 @@ def _number(name: str, text: str) -> float:
 def cmd_plot_schedule(argv) -> int:
     from ..lr_tools import plot_schedule  # matplotlib: imported only by the plotting commands
     ap = argparse.ArgumentParser(prog="optdsl plot-schedule",
-                                 description="Plot a schedule formula of t (a multiplier of lr) to a PNG.")
+                                 description="Plot a schedule formula of t (a multiplier of lr) to a "
+                                             "PNG (or another format, by the file's name).")
     ap.add_argument("formula", help='e.g. "warmup(t, 500) * cosine(t, 5000)"')
     ap.add_argument("--steps", type=count(1), default=1000)
     ap.add_argument("-o", "--output", type=plot_file, default="schedule.png",
