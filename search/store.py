@@ -268,10 +268,10 @@ class Store:
         old = self.conn.execute(
             "SELECT id, name, status, error, rung FROM evaluations WHERE rule_hash = ? AND "
             "task = ? AND protocol = ?", (rule_hash, task, protocol)).fetchone()
-        if old is not None:
-            replaced = not rules_own(dict(old)) or (not is_full(dict(old)) and rules_own(result))
-            if not replaced:  # a runner's failure or a timeout never overwrites the rule's own
-                return old["id"]  # outcome (a partial rung's, which a full run went past)
+        if old is not None and rules_own(dict(old)) and not is_full(dict(old)) \
+                and not rules_own(result):  # a runner's failure or a timeout never overwrites
+            return old["id"]  # the rule's own outcome (a partial rung's a full run went past)
+        if old is not None and (not rules_own(dict(old)) or not is_full(dict(old))):
             self.conn.execute("DELETE FROM evaluations WHERE id = ?", (old["id"],))
             name = name or old["name"]
         screen, middle = result.get("screen") or {}, result.get("middle") or {}
