@@ -302,14 +302,16 @@ def main(argv=None) -> int:
         return 0
     import torch
     from optdsl.cli import name_values
+    from optdsl.search.cli import MATCH_DEFAULTS
     from optdsl.search.errors import SearchError
     from optdsl.search.strategies import make_strategy
     torch.set_num_threads(1)
     try:
         options = name_values(args.strategy_option, "--strategy-option", SearchError)
-        for name in args.strategies:
-            make_strategy(name, options={k: v for k, v in options.items()
-                                         if k in _options_of(name)})
+        for name in args.strategies:  # checked as the searches take them: with the match
+            make_strategy(name, options={**MATCH_DEFAULTS.get(name, {}),  # task's defaults
+                                         **{k: v for k, v in options.items()
+                                            if k in _options_of(name)}})
     except SearchError as e:
         print(f"match_search: {e}", file=sys.stderr)
         return 2
