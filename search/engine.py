@@ -272,7 +272,6 @@ class SearchLoop:
         self.progress.best = self._stored_best()
         self.inflight: dict = {}  # ticket -> cache key
         self.waiting: dict = {}  # cache key -> [Proposal] (the first is the one submitted)
-        self._finished_keys: dict = {}  # ticket -> cache key, for the deferred proposals
         self.screening: set = set()  # cache keys whose job in flight may stop at a partial rung
         self.deferred: dict = {}  # cache key -> [Proposal] (baselines, seeds) waiting for that
         self.queue: deque = deque(
@@ -462,11 +461,11 @@ class SearchLoop:
         """Record the results of one wait and tell the strategy (in the round's transaction)."""
         if not finished:
             return
-        observed = []
+        observed, keys = [], []
         for ticket, result in finished:
             h = self.inflight.pop(ticket)
             self.screening.discard(h)
-            self._finished_keys[ticket] = h
+            keys.append(h)
             props = self.waiting.pop(h)
             first = props[0]
             self.store.add_evaluation(rule=first.rule, rule_hash=h, task=self.task.name,
@@ -485,8 +484,8 @@ class SearchLoop:
             if first.source != "baseline":
                 self.progress.evaluated += 1
         self._observe(observed)
-        for ticket, _ in finished:  # baselines and seeds that waited for a screened job
-            for prop in self.deferred.pop(self._finished_keys.pop(ticket), []):
+        for h in keys:  # baselines and seeds that waited for a screened job of their rule
+            for prop in self.deferred.pop(h, []):
                 self._dispatch(prop)
 
     def _observe(self, items) -> None:
