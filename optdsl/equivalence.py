@@ -59,8 +59,9 @@ Two rules are *equivalent* when, from their initial states, every gradient seque
 
 *Every* input counts, exact zeros included: ``g / g`` is not ``1`` (NaN at ``g = 0``), nor
 ``c / sqrt(c^2)`` ``sign(c)``. The probes try exact zeros, ones, repeats and negated repeats
-of the gradient, and each hyperparameter at 0 and at 1 in turn (where an Optimizer takes
-it). The proof takes hyperparameters as generic (an equation of one and constants,
+of the gradient, gradients that put each ``ema(g, b)`` at exactly 0 (``g_1 = 1``, ``g_2 =
+-b``: ``lr g (ema(g, 0.9) != 0)`` is not ``lr g``), and each hyperparameter at 0 and at 1 in
+turn (where an Optimizer takes it). The proof takes hyperparameters as generic (an equation of one and constants,
 ``momentum == 0``, as false), and the probes run a few steps only: where 0 or 1 puts a
 divisor of either rule at 0 for every input (``wd`` in ``wd (g / wd + p)``), and at each root
 of such an equation an Optimizer takes, the proof is made again (``_at_singular_values``).
@@ -362,7 +363,8 @@ def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int =
         va, vb = pair.values(free)
         p0, grads = gradient_stream(trng, steps, ELEMENTS)
         if i % 2:  # every other draw: exact zeros, ones and repeats too (generic-point
-            p0, grads = with_special_values(p0, grads)  # identities fail there)
+            p0, grads = with_special_values(  # identities fail there)
+                p0, grads, _ema_betas(pair.a, va) + _ema_betas(pair.b, vb))
         try:
             ua, ub, grads = _lockstep(pair, va, vb, p0, grads, deadline)
         except (ValueError, ArithmeticError):  # a draw a schedule's argument check rejects
@@ -391,6 +393,24 @@ def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int =
                       "them)")
     return None, (f"numeric probing: {len(compared)} hyperparameter draws x {ELEMENTS} inputs x "
                   f"{steps} steps agree")
+
+
+def _ema_betas(rule: Rule, values: dict) -> tuple:
+    """The decays ``b`` of the rule's ``ema(g, b)`` states (``s <- b s + (1 - b) g``, ``b`` a
+    constant or of hyperparameters), at ``values``: where the probe makes such an ema exactly 0
+    (``with_special_values``)."""
+    found = []
+    for slot in rule.slots:
+        u = slot.update
+        if u.op == "add" and u.args[0].op == "mul" and u.args[1].op == "mul":
+            (beta, s), (rest, x) = u.args[0].args, u.args[1].args
+            one_minus = rest.op == "sub" and rest.args == (ir.const(1.0), beta)
+            if s.op == "state" and x is ir.G and one_minus and not ir.walk_leaves(
+                    [beta], "input") and not ir.walk_leaves([beta], "state"):
+                b = _eval_scalar(beta, values)
+                if 0.0 < b < 1.0 and b not in found:
+                    found.append(b)
+    return tuple(found)
 
 
 def _lockstep(pair: Pair, va: dict, vb: dict, p0, grads, deadline: float | None):

@@ -41,14 +41,17 @@ def gradient_stream(generator: torch.Generator, steps: int, size: int,
     return p0, grads()
 
 
-def with_special_values(p0: torch.Tensor, grads) -> tuple:
+def with_special_values(p0: torch.Tensor, grads, cancel: tuple = ()) -> tuple:
     """Copies of (p0, grads) with the exact values random draws never hit, where generic-point
     identities fail (x/x, |x|/x and sign(x)^2 differ from 1 and sign(x) at 0; (g^2 - 1)/(g - 1)
     from g + 1 at 1; sign(g - prev(g)) from +-1 where a gradient repeats, sign(g + prev(g)) where
     it flips): p is 0 at every 4th entry and 1 at the next (LayerNorm weights start at 1); of
     each gradient a third is 0, a sixth repeats the step before and a sixth is its negative
     (+-1 at the first step), a sixth is +1 or -1 (the bounds of clip_grad_value_), shifted each
-    step. Dead units and unused rows make such values common.
+    step. Dead units and unused rows make such values common. For each ``b`` of ``cancel``
+    (at most a sixth of the elements), one element reads ``c = +-1`` and then ``-b c``, so that
+    ``ema(g, b)`` is exactly 0 at the second step (``b (1-b) c`` and ``(1-b) b c`` round alike:
+    momentum that cancels, where ``sign`` of it is 0).
     The gradients are an iterator, made as they are read."""
     p = p0.clone()
     p[::4] = 0.0
@@ -68,6 +71,9 @@ def with_special_values(p0: torch.Tensor, grads) -> tuple:
                 n = len(g[r::3])
                 g[r::3] = torch.tensor([1.0, -1.0], dtype=g.dtype).repeat(n)[:n]
             g[(z + 2) % 3 + 3::6] = 1.0 if k % 2 == 0 else -1.0
+            for i, b in enumerate(cancel[:len(g) // 6] if k < 2 else ()):
+                c = 1.0 if i % 2 == 0 else -1.0
+                g[-1 - i] = c if k == 0 else -b * c
             last = g
             yield g
     return p, special()
