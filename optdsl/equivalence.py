@@ -1159,9 +1159,15 @@ def _symbolic(pair: Pair, steps: int):
 def _at_singular_values(pair: Pair, prove, method: str, text: str, sigma: dict):
     """The proof's verdict once it is made again at each special value of a hyperparameter
     (``_singular_values``: a divisor 0 for every input, a root of ``momentum == 0``): the proof
-    takes hyperparameters as generic, and ``wd * x / wd`` is ``x`` except at wd = 0 (NaN)."""
+    takes hyperparameters as generic, and ``wd * x / wd`` is ``x`` except at wd = 0 (NaN).
+    A special value it cannot make the proof at (one no float is exactly, as 1/3; one of a
+    zero it cannot solve for, as ``floor(10 b) - 2``) leaves the verdict unknown."""
     from .symbolic import Unsigned  # sympy
-    for name, value in _singular_values(pair):
+    special, unchecked = _singular_values(pair)
+    if unchecked:
+        return (UNKNOWN, "symbolic", f"proved ({text}) for generic hyperparameters, but not "
+                f"where {unchecked[0]}", {})
+    for name, value in special:
         try:
             ok = prove(pair.at(name, value))[0]
         except Unsigned:  # (0 / 0 at wd = 0)
@@ -1173,16 +1179,19 @@ def _at_singular_values(pair: Pair, prove, method: str, text: str, sigma: dict):
     return PROVED, method, text, sigma
 
 
-def _singular_values(pair: Pair) -> list:
-    """(name, value) of the shared hyperparameters at special values an Optimizer takes: 0
-    and 1 where a divisor of either rule is 0 for every input (``wd`` in ``x * wd / wd``, ``1 -
-    d`` at d = 1), the roots of a divisor of one of them and constants (``a - 0.25``), and
-    the roots of an equation between one of them and constants (``momentum == 0``, which the
-    proof takes as false: ``_generic``)."""
+def _singular_values(pair: Pair) -> tuple:
+    """([(name, value)], [what cannot be checked]) of the shared hyperparameters at special
+    values an Optimizer takes: 0 and 1 where a divisor of either rule is 0 for every input
+    (``wd`` in ``x * wd / wd``, ``1 - d`` at d = 1), the zeros of each factor of a divisor
+    that is a function of one of them and constants (``a - 0.25``, ``(b - 0.3) t``, ``exp(b)
+    - 2``), and the roots of an equation between one of them and constants (``momentum ==
+    0``, which the proof takes as false: ``_generic``). A zero no float is exactly (1/3, ln 2:
+    the proof is over the reals, and the float nearest it is another value), or the zeros of a
+    factor sympy cannot list (``floor(10 b) - 2``: a whole interval), cannot be checked."""
     import sympy as sp  # heavy: only for the proofs
     from .symbolic import (hyper_symbol, input_symbols, leaf_map, number, state_symbol,  # sympy
                            translate)
-    found = []
+    found, unchecked = [], []
 
     def add(name, value):
         if (name, value) not in found and pair.accepts(name, value):
@@ -1201,16 +1210,70 @@ def _singular_values(pair: Pair) -> list:
         zeros = [r.lhs - r.rhs for r in set().union(*(values[n].atoms(sp.Eq, sp.Ne)
                                                         for n in conditions))]
         zeros += [sp.numer(sp.together(values[d])) for d in divisors]
-        for diff in zeros:
-            h = _equation_symbol(diff, hypers)
-            for root in sp.Poly(diff, h).real_roots() if h is not None else ():
-                add(h.name, float(root))
+        for factor in {f for diff in zeros for f in _zero_factors(diff)}:
+            h = _hyper_of(factor, hypers)
+            if h is None:
+                continue
+            roots = _real_zeros(factor, h)
+            if roots is None:
+                unchecked.append(f"{factor} = 0 (zeros of {h.name} not found)")
+                continue
+            for root in roots:
+                value = float(root)
+                if not pair.accepts(h.name, value):
+                    continue
+                if number(value) != root:
+                    unchecked.append(f"{h.name} = {root} (no float is exactly that value)")
+                add(h.name, value)
         for name in pair.free:
             for v in (0.0, 1.0):
                 if any(sp.expand(values[d].subs(hyper_symbol(name), number(v))) == 0
                        for d in divisors):
                     add(name, v)
-    return found
+    return found, unchecked
+
+
+def _zero_factors(diff) -> list:
+    """The factors of ``diff`` (one equation's ``lhs - rhs`` or a divisor's numerator): where
+    it is 0 is where one of them is."""
+    import sympy as sp  # heavy: only for the proofs
+    try:
+        whole = sp.factor(diff)
+    except (sp.PolynomialError, sp.polys.polyerrors.PolificationFailed, TypeError):
+        whole = diff
+    out = []
+    for f in sp.Mul.make_args(whole):
+        while f.is_Pow and f.exp.is_positive:
+            f = f.base
+        if f.free_symbols:
+            out.append(f)
+    return out
+
+
+def _hyper_of(factor, hypers: dict):
+    """The hyperparameter symbol of a factor that is a function of one free hyperparameter and
+    constants, else None (a factor in inputs or states is 0 on a null set of them)."""
+    import sympy as sp  # heavy: only for the proofs
+    symbols = factor.free_symbols
+    if len(symbols) != 1:
+        return None
+    h = next(iter(symbols))
+    return h if any(v == h for v in hypers.values() if isinstance(v, sp.Symbol)) else None
+
+
+def _real_zeros(factor, h):
+    """The real zeros of ``factor`` in ``h`` (exact sympy numbers), or None when sympy cannot
+    list them (a condition set, an interval, infinitely many)."""
+    import sympy as sp  # heavy: only for the proofs
+    if factor.is_polynomial(h):
+        return list(sp.Poly(factor, h).real_roots())
+    try:
+        zeros = sp.solveset(factor, h, sp.S.Reals)
+    except (NotImplementedError, ValueError, TypeError):
+        return None
+    if isinstance(zeros, sp.FiniteSet) and all(z.is_real for z in zeros):
+        return list(zeros)
+    return [] if zeros is sp.S.EmptySet else None
 
 
 def _equation_symbol(diff, hypers: dict):
