@@ -238,7 +238,13 @@ class CompiledBackend(Backend):
     def _run(self, bucket: Bucket, done: list) -> None:
         """TorchScript: one scripted call for the bucket, whatever its layouts (the script
         checks dtypes and shapes as eager torch does)."""
-        items = bucket.items
+        # a parameter torch refuses to update is left to the interpreter (``run``), which
+        # raises as torch does: a failure inside the script would come after it had stepped
+        # the parameters before, and the interpreter would step them again
+        stepped = [i for i, it in enumerate(bucket.items) if not _refused(it[0])]
+        items = [bucket.items[i] for i in stepped]
+        if not items:
+            return
         for p, _, st in items:
             self.host.policy.conform(p, st)
         self._dealias(items)
@@ -248,7 +254,17 @@ class CompiledBackend(Backend):
         gs = [_one_d(it[1]) for it in items]
         slot_lists = [[_one_d(it[2][name]) for it in items] for name in self.kernel_slot_names]
         self.kernel(None)(ps, gs, *slot_lists, self.scalars(bucket))
-        done.extend(range(len(items)))
+        done.extend(stepped)
+
+
+def _refused(p: torch.Tensor) -> bool:
+    """Whether torch refuses to update ``p`` in place here: an inference tensor outside
+    inference mode, or one whose elements share memory (``expand``). A kernel would write it
+    (Inductor's) or fail after writing the parameters before it (TorchScript's)."""
+    if p.is_inference() and not torch.is_inference_mode_enabled():
+        return True
+    return any(stride == 0 and size > 1 for size, stride in zip(p.shape, p.stride())) or \
+        torch._debug_has_internal_overlap(p) == 1  # (0: none, 2: too hard to tell)
 
 
 def _one_d(t: torch.Tensor) -> torch.Tensor:
@@ -388,11 +404,10 @@ class InductorBackend(CompiledBackend):
     def _plan_chunks(self, device, dtype, items):
         names = self.kernel_slot_names
         rows = []
-        # left to the interpreter (``run``): tensors sharing memory, and inference tensors
-        # outside inference mode, which it refuses to update as torch does (a kernel did not)
+        # left to the interpreter (``run``): tensors sharing memory, and parameters torch
+        # refuses to update in place (``_refused``), which it refuses as torch does
         shared = _sharing_memory(items, names) | {
-            i for i, (p, _, _) in enumerate(items)
-            if p.is_inference() and not torch.is_inference_mode_enabled()}
+            i for i, (p, _, _) in enumerate(items) if _refused(p)}
         for i, (p, g, st) in enumerate(items):
             if i in shared:
                 continue
@@ -460,9 +475,9 @@ def _fingerprint(items, names, interpreted=()) -> tuple:
     interpreter may give them new tensors every step, and none can come to share a kernel's
     memory (made from their own parameter and gradient, which share only with other
     interpreted items)."""
-    key = []
+    key = [torch.is_inference_mode_enabled()]  # (``_refused`` asks: a plan made inside it)
     for i, (p, g, st) in enumerate(items):
-        key += (p.data_ptr(), p.dtype, p.shape, p.stride(), p.device,
+        key += (p.data_ptr(), p.is_inference(), p.dtype, p.shape, p.stride(), p.device,
                 g.dtype, g.shape, g.stride(), g.device)
         if i not in interpreted:
             for n in names:

@@ -184,10 +184,10 @@ def updates(rule: Rule, hypers: dict, p0: torch.Tensor, grads, seed: int = 0):
 
 
 def _write_in_place(state: dict, new: dict, out):
-    """Give the state tensors themselves a step's new values (``set_``: the tensor object
-    keeps its identity and takes the new value's memory, at no copy), as torch.optim and the
-    compiled backends update theirs in place: a reference to a state taken before the step
-    (another parameter's gradient, a user's variable) sees the new value. A new value, or the
+    """Give the state tensors themselves a step's new values (``copy_`` into their memory), as
+    torch.optim and the compiled backends update theirs in place: a reference to a state taken
+    before the step (another parameter's gradient, a user's variable, a view of it such as
+    ``m[:10]`` kept for logging) sees the new value. A new value, or the
     step's result ``out``, that is a state tensor itself (``a := b``, ``return s``: last
     step's value) is copied first, so that no state's move changes what another reads.
     Returns ``out``, copied where it was such a tensor."""
@@ -198,7 +198,7 @@ def _write_in_place(state: dict, new: dict, out):
         old = state.get(name)
         if (isinstance(old, torch.Tensor) and old.shape == v.shape and old.dtype == v.dtype
                 and old.device == v.device):
-            old.set_(v)  # the same tensor, now on the new value's memory: no copy
+            old.copy_(v)  # (set_ would move it to v's memory: a view taken before is stale)
         else:  # the first step's, or one whose storage form changed
             state[name] = v
     return out
