@@ -219,7 +219,7 @@ def _search(args) -> int:
         options["prior_programs"] = os.path.abspath(options["prior_programs"])
     seeds = read_seeds(args.seeds) if args.seeds else []
     path = args.store or default_store(task)
-    lock = store = runner = None
+    lock = store = runner = sid = None
     try:
         if args.resume is not None:
             lock = StoreLock(path) if os.path.exists(path) else None
@@ -286,6 +286,9 @@ def _search(args) -> int:
     except BaseException as e:
         if store is not None:
             store.close()
+        if isinstance(e, KeyboardInterrupt) and sid is not None:  # Ctrl-C or SIGTERM
+            print(f"search #{sid} stopped; {path} keeps every result so far: continue it with "
+                  f"optdsl search --store {path} --resume", file=sys.stderr)
         if isinstance(e, KeyboardInterrupt) and getattr(runner, "terminated", False):
             from .runner import Terminated  # (Ray's own KeyboardInterrupt: exit 143 still)
             raise Terminated() from None
@@ -374,7 +377,7 @@ def _resumed_from(store, args, task, options: dict, path: str) -> tuple:
     if args.budget and args.budget < done:
         raise SearchError(f"search #{sid} in {path} has {done} evaluations done, more than "
                           f"--budget {args.budget} (the total of a resumed search); give more "
-                          f"than {done} to go on, or leave it out")
+                          f"than {done} to go on, {done} to end it, or leave it out")
     if gone:  # recorded by an earlier optdsl, no longer an option: the search goes on
         print(f"note: {path} records strategy options that {name} no longer "
               f"takes, left out: {', '.join(f'{k}={v}' for k, v in gone.items())}",
@@ -417,10 +420,19 @@ def _runner(task, args, time_limit):
     from . import match
     from .engine import InProcessRunner
     if match.is_match(task.name):
-        if args.address or args.workers:
+        given = (("--address", args.address), ("--workers", args.workers),
+                 ("--time-limit", args.resume is None and args.time_limit))
+        unused = [flag for flag, value in given if value]
+        if unused:
             print("match tasks are evaluated in this process (milliseconds each); "
-                  "--address/--workers are not used", file=sys.stderr)
+                  f"{'/'.join(unused)} {'is' if len(unused) == 1 else 'are'} not used",
+                  file=sys.stderr)
         return InProcessRunner(match.evaluate, capacity=MATCH_BATCH)
+    cores = os.cpu_count() or 1
+    if args.address is None and args.workers and args.workers > cores:
+        print(f"note: --workers {args.workers} on a machine of {cores} CPUs: evaluations share "
+              "the cores, each takes longer, and --time-limit counts wall-clock seconds",
+              file=sys.stderr)
     from .runner import RayRunner
     return RayRunner(address=args.address, workers=args.workers, time_limit=time_limit)
 

@@ -267,8 +267,8 @@ class SearchLoop:
         self.time_limit = time_limit
         self.on_event = on_event or (lambda progress: None)
         counts = store.progress(search_id)
-        self.progress = Progress(budget=record["budget"], done=counts["done"],
-                                 cached=counts["cached"])
+        self.progress = Progress(budget=record["budget"], **{
+            k: counts[k] for k in ("done", "cached", "failed", "diverged", "timeouts")})
         self.progress.best = self._stored_best()
         self.inflight: dict = {}  # ticket -> cache key
         self.waiting: dict = {}  # cache key -> [Proposal] (the first is the one submitted)
@@ -353,10 +353,18 @@ class SearchLoop:
 
     def _fill(self) -> None:
         while len(self.inflight) < self.runner.capacity:
-            if not self.queue and not self._ask():
+            if not self.queue:
+                self._record_hits()  # the strategy hears its cache hits before it is asked
+                if not self._ask():  # again: a search runs the same whatever the store holds
+                    break
+            if self._held(self.queue[0]):
                 break
             self._dispatch(self.queue.popleft())
-        if self.hits:  # the cache hits of this round: resolved and observed
+        self._record_hits()
+
+    def _record_hits(self) -> None:
+        """Resolve and observe the cache hits found since the last call."""
+        if self.hits:
             hits, self.hits = self.hits, []
             for prop, _ in hits:
                 self.store.resolve_proposal(self.sid, prop.seq, "cached")
@@ -364,6 +372,17 @@ class SearchLoop:
                     self.store.name_evaluation(prop.hash, self.task.name, self.protocol_key,
                                                prop.name)
             self._observe([(prop, result, True) for prop, result in hits])
+
+    def _held(self, prop: Proposal) -> bool:
+        """Whether a strategy's candidate waits for the baselines: until ``WARMUP`` screening
+        scores are known its threshold is the worst baseline's, which needs them all (one
+        dispatched before would be held to the worst of those that happened to have finished)."""
+        if not self.screened or prop.source != "strategy" or \
+                len(self.rung_scores["screen"]) >= WARMUP:
+            return False
+        pending = [p for props in self.waiting.values() for p in props]
+        pending += [p for props in self.deferred.values() for p in props] + list(self.queue)
+        return any(p.source == "baseline" for p in pending)
 
     def _ask(self) -> bool:
         """Ask the strategy for more proposals; False when the budget or the strategy is spent."""

@@ -5,15 +5,15 @@
 random gradient streams and compared update by update; the score does not depend on a positive
 constant factor (the learning rate is tuned anyway), and costs milliseconds.
 
-**Streams.** ``search.streams`` with seed 2017: three parameter tensors of 64 elements, 40
-steps, float64 (steady, noisy and switching signs; scales across three decades; the
-parameter teacher-forced).
+**Streams.** ``search.streams`` with seed 2017: four parameter tensors of 64 elements, 40
+steps, float64 (steady, noisy and switching signs, and an exact one whose first steps cancel;
+scales across three decades; the parameter teacher-forced).
 
 Each rule runs at its own hyperparameter defaults on the reference interpreter (random
-primitives from a generator seeded 0), as an optimizer steps three parameter tensors: one
+primitives from a generator seeded 0), as an optimizer steps four parameter tensors: one
 scalar cache per step, per-tensor reductions per tensor.
 
-**Score.** With U the candidate's updates and V the target's (T steps x 192 elements; each the
+**Score.** With U the candidate's updates and V the target's (T steps x 256 elements; each the
 update as the rule computes it, so that an lr of 1e-9 loses no digits to ``p - p_after``), each
 element's series weighted by its target size ``w_e = 1 / |V_e|^2``, so that a small element
 counts as much as a large one; an element the target (nearly) never moves (``|V_e|^2`` at most

@@ -436,12 +436,20 @@ class Store:
             f"{column} IS NOT NULL ORDER BY id", (search_id,))]
 
     def progress(self, search_id: int) -> dict:
-        """Counts over a search's non-baseline proposals: proposed, done, cached, pending."""
+        """Counts over a search's non-baseline proposals: proposed, done, cached, pending, and
+        of the done ones those whose result is failed, diverged or a timeout."""
         row = self.conn.execute(
             "SELECT COUNT(*), SUM(status != 'pending'), SUM(status = 'cached') FROM proposals "
             "WHERE search_id = ? AND source != 'baseline'", (search_id,)).fetchone()
         proposed, done, cached = row[0], row[1] or 0, row[2] or 0
-        return {"proposed": proposed, "done": done, "cached": cached, "pending": proposed - done}
+        outcomes = dict(self.conn.execute(
+            "SELECT e.status, COUNT(*) FROM proposals p JOIN searches s ON s.id = p.search_id "
+            "JOIN evaluations e ON e.rule_hash = p.rule_hash AND e.task = s.task AND "
+            "e.protocol = s.protocol WHERE p.search_id = ? AND p.source != 'baseline' AND "
+            "p.status != 'pending' GROUP BY e.status", (search_id,)).fetchall())
+        return {"proposed": proposed, "done": done, "cached": cached, "pending": proposed - done,
+                "failed": outcomes.get("failed", 0), "diverged": outcomes.get("diverged", 0),
+                "timeouts": outcomes.get("timeout", 0)}
 
 
 def _makedirs(path: str) -> None:
