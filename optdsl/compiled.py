@@ -386,7 +386,7 @@ class InductorBackend(CompiledBackend):
         items, names = bucket.items, self.kernel_slot_names
         slot = (id(items[0][0]), len(items))
         entry = self._plans.get(slot)
-        fp = _fingerprint(items, names, entry.shared if entry is not None else ())
+        fp = _fingerprint(items, names)
         if entry is None or entry.fingerprint != fp or entry.aliased != _aliased(items, entry.written):
             if entry is not None:  # tensors changed: the other patterns' plans hold old ones
                 self._plans.clear()
@@ -425,8 +425,8 @@ class InductorBackend(CompiledBackend):
             signature = (str(device), dtype, tuple(r[0] for r in part))
             calls.append((self.kernel(signature), [r[1] for r in part], [r[2] for r in part],
                           [[r[3][k] for r in part] for k in range(len(names))]))
-        written = _written(items, names, shared)
-        return _Chunks(calls, frozenset(shared), _fingerprint(items, names, shared), written,
+        written = _written(items, names)
+        return _Chunks(calls, _fingerprint(items, names), written,
                        _aliased(items, written))
 
     def _chunks(self, rows) -> list:
@@ -469,20 +469,18 @@ class InductorBackend(CompiledBackend):
         return fn
 
 
-def _fingerprint(items, names, interpreted=()) -> tuple:
+def _fingerprint(items, names) -> tuple:
     """What a plan is valid for (see InductorBackend), with :func:`_aliased`: one flat tuple
-    per step. The states of the ``interpreted`` items (``_sharing_memory``) are left out: the
-    interpreter may give them new tensors every step, and none can come to share a kernel's
-    memory (made from their own parameter and gradient, which share only with other
-    interpreted items)."""
+    per step. The states of the items left to the interpreter (``_sharing_memory``) count too:
+    it writes them in place (``interpreter._write_in_place``), and a gradient that comes to
+    read one must see the step's new value, so such an item runs after the one it reads."""
     key = [torch.is_inference_mode_enabled()]  # (``_refused`` asks: a plan made inside it)
-    for i, (p, g, st) in enumerate(items):
+    for p, g, st in items:
         key += (p.data_ptr(), p.is_inference(), p.dtype, p.shape, p.stride(), p.device,
                 g.dtype, g.shape, g.stride(), g.device)
-        if i not in interpreted:
-            for n in names:
-                t = st[n]
-                key += (t.data_ptr(), t.dtype, t.shape, t.stride(), t.device)
+        for n in names:
+            t = st[n]
+            key += (t.data_ptr(), t.dtype, t.shape, t.stride(), t.device)
     return tuple(key)
 
 
@@ -496,13 +494,12 @@ def _span(t: torch.Tensor) -> tuple:
     return lo, lo + (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))) * t.element_size()
 
 
-def _written(items, names, interpreted) -> tuple:
-    """(starts, ends): the memory a step writes (every parameter, and the states of the items
-    a kernel runs), as sorted disjoint spans. Fixed while the fingerprint is: made with the
-    plan. (The interpreter moves its states to new memory every step: ``_sharing_memory``
-    checks them when a plan is made.)"""
-    spans = sorted(_span(t) for i, (p, _, st) in enumerate(items)
-                   for t in [p] + ([] if i in interpreted else [st[n] for n in names]) if t.numel())
+def _written(items, names) -> tuple:
+    """(starts, ends): the memory a step writes (every parameter and state, on a kernel or the
+    interpreter), as sorted disjoint spans. Fixed while the fingerprint is: made with the
+    plan."""
+    spans = sorted(_span(t) for p, _, st in items for t in [p] + [st[n] for n in names]
+                   if t.numel())
     starts, ends = [], []
     for lo, hi in spans:
         if ends and lo < ends[-1]:
@@ -566,13 +563,12 @@ def _sharing_memory(items, names) -> set:
 
 
 class _Chunks:
-    """A group's plan: its kernel calls ((kernel, gradient order, params, state lists) each),
-    the items left to the interpreter, and the fingerprint it is valid for."""
-    __slots__ = ("calls", "shared", "fingerprint", "written", "aliased")
+    """A group's plan: its kernel calls ((kernel, gradient order, params, state lists) each;
+    the items in none are left to the interpreter) and the fingerprint it is valid for."""
+    __slots__ = ("calls", "fingerprint", "written", "aliased")
 
-    def __init__(self, calls, shared: frozenset, fingerprint: tuple, written: tuple,
-                 aliased: tuple):
-        self.calls, self.shared, self.fingerprint = calls, shared, fingerprint
+    def __init__(self, calls, fingerprint: tuple, written: tuple, aliased: tuple):
+        self.calls, self.fingerprint = calls, fingerprint
         self.written, self.aliased = written, aliased
 
 

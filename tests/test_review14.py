@@ -211,3 +211,28 @@ def test_a_resumed_search_counts_the_outcomes_of_its_earlier_sessions(tmp_path):
     SearchLoop(store, sid, Fixed(texts), InProcessRunner(match.evaluate)).run()
     again = SearchLoop(store, sid, Fixed([]), InProcessRunner(match.evaluate))
     assert (again.progress.done, again.progress.diverged) == (2, 1)
+
+
+@pytest.mark.parametrize("order", ["abc", "cab"])
+def test_a_gradient_that_comes_to_read_an_interpreted_items_state_runs_in_order(order):
+    # a and b share memory (left to the interpreter); from step 2 c's gradient is a's state:
+    # Inductor kept its plan (the interpreter's states were not among the memory a step
+    # writes) and stepped c before the interpreter stepped a
+    def run(backend):
+        base = torch.linspace(-1, 1, 8, dtype=torch.float64)
+        a = torch.nn.Parameter(base[0:6])
+        b = torch.nn.Parameter(base[2:8])
+        c = torch.nn.Parameter(torch.linspace(2, 3, 6, dtype=torch.float64))
+        params = {"a": a, "b": b, "c": c}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt = optdsl.Optimizer([params[k] for k in order], "adam", lr=0.1, backend=backend)
+            for s in range(5):
+                a.grad = torch.sin(torch.arange(6, dtype=torch.float64) + s)
+                b.grad = torch.cos(torch.arange(6, dtype=torch.float64) + s)
+                c.grad = torch.ones(6, dtype=torch.float64) if s == 0 else opt.state[a]["m"]
+                opt.step()
+        return c.detach().clone()
+    reference = run("eager")
+    for backend in ("inductor", "torchscript"):
+        assert torch.allclose(run(backend), reference, rtol=1e-12, atol=0), backend
