@@ -425,6 +425,15 @@ def _group_to_torch(g: dict, row: TorchLayout, hypers: set, settings: dict) -> d
     return out
 
 
+def torch_defaults(rule: Rule, defaults: dict) -> dict:
+    """The torch.optim constructor's keywords for an optdsl optimizer's ``defaults`` (what a
+    param group added later gets, and what Adagrad starts a new state from)."""
+    row = TORCH_LAYOUTS[rule.name]
+    settings = _torch_settings(row)
+    group = _group_to_torch(dict(defaults), row, set(rule.hypers), settings)
+    return {k: v for k, v in group.items() if k in settings}
+
+
 def to_torch_state_dict(rule: Rule, sd: dict) -> dict:
     """An optdsl state_dict of a rule with a torch.optim counterpart, in torch's layout."""
     torch_class(rule)  # a rule without a counterpart: the error

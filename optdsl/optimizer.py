@@ -203,26 +203,32 @@ class Optimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         validate_hyper_values(self.rule, {k: group[k] for k in self.rule.hypers})
-        self._reset_betas(group)
+        self._reset_tuples(group)
 
-    def _reset_betas(self, group: dict) -> None:
-        """Give a group of a rule with beta1 and beta2 torch's ``betas`` alias (what torch's
-        schedulers look for), remembering it to see who changes it (``_sync_betas``)."""
-        if "beta1" in self.rule.hypers and "beta2" in self.rule.hypers:
-            group["betas"] = group["_betas_seen"] = (group["beta1"], group["beta2"])
+    def _reset_tuples(self, group: dict, missing_only: bool = False) -> None:
+        """Give a group torch's tuple aliases of the rule's hyperparameters (``betas`` of
+        beta1 and beta2, what torch's schedulers look for; Rprop's ``etas`` and
+        ``step_sizes``), remembering each to see who changes it (``_sync_tuples``)."""
+        for option, names in TUPLE_OPTIONS.items():
+            if set(names) <= set(self.rule.hypers) and not (
+                    missing_only and f"_{option}_seen" in group):
+                group[option] = group[f"_{option}_seen"] = tuple(group[n] for n in names)
 
     @staticmethod
-    def _sync_betas(group: dict) -> None:
-        """Torch schedulers write ``betas`` (OneCycleLR before the first step); a user may
-        write ``beta1``. Each element of ``betas`` changed since the last step wins over its
-        key (OneCycleLR writes ``betas = (momentum, betas[1])``: a ``beta2`` a user wrote
-        meanwhile stays)."""
-        if "_betas_seen" not in group:
-            return
-        for key, now, seen in zip(("beta1", "beta2"), group["betas"], group["_betas_seen"]):
-            if now != seen:
-                group[key] = float(now)
-        group["betas"] = group["_betas_seen"] = (group["beta1"], group["beta2"])
+    def _sync_tuples(group: dict) -> None:
+        """Torch schedulers write ``betas`` (OneCycleLR before the first step), a user may
+        write ``betas``, ``etas`` or ``step_sizes`` as torch reads them at every step, or the
+        rule's own names (``beta1``). Each element of a tuple changed since the last step wins
+        over its name (OneCycleLR writes ``betas = (momentum, betas[1])``: a ``beta2`` a user
+        wrote meanwhile stays)."""
+        for option, names in TUPLE_OPTIONS.items():
+            seen = group.get(f"_{option}_seen")
+            if seen is None:
+                continue
+            for key, now, before in zip(names, group[option], seen):
+                if now != before:
+                    group[key] = float(now)
+            group[option] = group[f"_{option}_seen"] = tuple(group[n] for n in names)
 
     # --- the step ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -232,7 +238,7 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            self._sync_betas(group)
+            self._sync_tuples(group)
             params, grads, states = [], [], []
             for p in group["params"]:
                 if p.grad is None:
@@ -252,7 +258,7 @@ class Optimizer(torch.optim.Optimizer):
     # --- saving: checked on load; the random generator's state travels along ------------------
     def state_dict(self) -> dict:
         for group in self.param_groups:  # a scheduler's betas are what the next step uses
-            self._sync_betas(group)
+            self._sync_tuples(group)
         with _held(self, "_optimizer_state_dict_post_hooks") as (post,):
             sd = super().state_dict()
         sd["rule"] = self.rule.name
@@ -299,7 +305,8 @@ class Optimizer(torch.optim.Optimizer):
                    "_optimizer_load_state_dict_post_hooks") as (_, post):
             super().load_state_dict(sd)
         for group in self.param_groups:  # a checkpoint's scheduled betas (older files) win
-            self._sync_betas(group) if "_betas_seen" in group else self._reset_betas(group)
+            self._sync_tuples(group)
+            self._reset_tuples(group, missing_only=True)
         policy = self._backend.host.policy  # torch casts states to the parameter's dtype
         for p, st in self.state.items():
             if "step" in st:
@@ -346,7 +353,11 @@ class Optimizer(torch.optim.Optimizer):
                 "rules adam, amsgrad, adamw; AdamW without amsgrad; RAdam and NAdam without "
                 "decoupled_weight_decay)")
         groups = [{"params": g["params"]} for g in optimizer.param_groups]
-        new = cls(groups, rule, **kwargs)
+        hypers = resolve(rule).hypers  # the torch optimizer's defaults are the new one's: a
+        defaults = {k: v for k, v in checkpoints._group_from_torch(optimizer.defaults).items()
+                    if k in hypers}  # group added later gets them, as it would in torch
+        new = cls(groups, rule, **{**defaults, "maximize": bool(optimizer.defaults.get(
+            "maximize", False)), **kwargs})
         new.load_state_dict(optimizer.state_dict())
         return new
 
@@ -361,7 +372,7 @@ class Optimizer(torch.optim.Optimizer):
         sd["state"] = {i: {k: v.clone() for k, v in st.items()} for i, st in sd["state"].items()}
         cls = checkpoints.torch_class(self.rule)
         groups = [{"params": g["params"]} for g in self.param_groups]
-        opt = cls(groups, **({"momentum": 0.9} if cls is torch.optim.SGD else {}))
+        opt = cls(groups, **checkpoints.torch_defaults(self.rule, self.defaults))
         opt.load_state_dict(sd)
         return opt
 

@@ -236,3 +236,52 @@ def test_a_gradient_that_comes_to_read_an_interpreted_items_state_runs_in_order(
     reference = run("eager")
     for backend in ("inductor", "torchscript"):
         assert torch.allclose(run(backend), reference, rtol=1e-12, atol=0), backend
+
+
+# --- hand-over between optdsl and torch.optim -------------------------------------------------
+
+def test_to_torch_keeps_the_defaults_adagrad_starts_a_new_state_from():
+    # to_torch built the torch optimizer with the class's defaults: a parameter without a
+    # state at the hand-over started its accumulator at 0, not at initial_accumulator_value
+    def run(hand_over):
+        a = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+        b = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+        kw = dict(lr=0.1, initial_accumulator_value=0.5)
+        opt = (optdsl.Optimizer([a, b], "adagrad", backend="eager", **kw) if hand_over
+               else torch.optim.Adagrad([a, b], **kw))
+        a.grad = torch.ones(3, dtype=torch.float64)
+        opt.step()
+        if hand_over:
+            opt = opt.to_torch()
+        b.grad = torch.ones(3, dtype=torch.float64)
+        opt.step()
+        return b.detach()
+    assert torch.allclose(run(True), run(False), rtol=1e-14, atol=0)
+
+
+def test_a_group_added_after_a_hand_over_gets_the_optimizers_defaults():
+    a, b, c = (torch.nn.Parameter(torch.ones(2)) for _ in range(3))
+    torch_adam = torch.optim.Adam([a], lr=0.01, betas=(0.5, 0.9), weight_decay=0.1)
+    opt = optdsl.Optimizer.from_torch(torch_adam, backend="eager")
+    opt.add_param_group({"params": [b]})
+    group = opt.param_groups[-1]
+    assert (group["lr"], group["betas"], group["weight_decay"]) == (0.01, (0.5, 0.9), 0.1)
+    back = opt.to_torch()
+    back.add_param_group({"params": [c]})
+    group = back.param_groups[-1]
+    assert (group["lr"], group["betas"], group["weight_decay"]) == (0.01, (0.5, 0.9), 0.1)
+
+
+def test_rprops_etas_and_step_sizes_written_mid_run_are_used_as_torch_uses_them():
+    def run(make):
+        p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+        opt = make([p])
+        for k in range(6):
+            if k == 2:
+                opt.param_groups[0]["etas"] = (0.5, 2.0)
+                opt.param_groups[0]["step_sizes"] = (1e-6, 0.05)
+            p.grad = torch.ones(1, dtype=torch.float64)
+            opt.step()
+        return p.detach()
+    ours = run(lambda ps: optdsl.Optimizer(ps, "rprop", lr=0.01, backend="eager"))
+    assert torch.allclose(ours, run(lambda ps: torch.optim.Rprop(ps, lr=0.01)), rtol=1e-14)
