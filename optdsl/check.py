@@ -406,8 +406,8 @@ class _Instance:
             elif isinstance(default, (Name, Call)) and _is_rule_name(default, self.b.rules):
                 rule_params[h] = overrides.pop(h, None) or _rule_ref(default, self.b.rules)
                 if h in bound:
-                    raise _err(f"'{h}' of {name} takes a rule name, like {h}=adam",
-                               getattr(bound[h], "pos", pos))
+                    raise _err(f"'{h}' of {name} takes a rule name, like {h}=adam"
+                               + _near_rule(bound[h], self.b.rules), getattr(bound[h], "pos", pos))
             elif h in bound and not (alias and _literal(bound[h]) is not None):
                 if _literal(bound[h]) is not None:  # a number fixing it: the same rules
                     _valid_hyper(h, _literal(bound[h]), bound[h].pos)
@@ -692,6 +692,12 @@ def _argument_positions(hypers: dict, bound: dict, pos) -> dict:
     given = [h for h in hypers if h in bound]
     return {hypers[h]: getattr(bound[h], "pos", pos) for h in given
             if sum(hypers[o] is hypers[h] for o in given) == 1}
+
+
+def _near_rule(expr, rules) -> str:
+    """A did-you-mean for a rule-valued argument that names no rule (``lookahead(radamm)``)."""
+    given = expr.func if isinstance(expr, Call) else getattr(expr, "name", None)
+    return did_you_mean(given, rules) if isinstance(given, str) else ""
 
 
 def _is_rule_name(e, rules) -> bool:

@@ -38,6 +38,9 @@ def default(x: float) -> str:
     return "-0.0" if x == 0 and math.copysign(1.0, x) < 0 else number(x)
 
 
+COMPARISON = 0  # the precedence of ==, <, ...: the grammar's ``sum COMPARE sum``, no chains
+
+
 def to_text(n: Node, names: dict | None = None) -> str:
     """Render ``n``; ``names`` maps nodes to names to print instead (locals, states)."""
     names = names or {}
@@ -59,8 +62,9 @@ def to_text(n: Node, names: dict | None = None) -> str:
                 s = f"{sym}{go(n.args[0], prec)}"
             elif n.op == "pow":  # right-associative
                 s = f"{go(n.args[0], prec + 1)}^{go(n.args[1], prec)}"
-            else:
-                s = f"{go(n.args[0], prec)} {sym} {go(n.args[1], prec + 1)}"
+            else:  # left-associative, but comparisons do not chain: (g < p) < 1
+                left = prec + 1 if prec == COMPARISON else prec
+                s = f"{go(n.args[0], left)} {sym} {go(n.args[1], prec + 1)}"
             return f"({s})" if prec < outer else s
         args = ", ".join(go(a, 0) for a in n.args)
         return f"{n.op}({args})"

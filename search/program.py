@@ -130,9 +130,9 @@ def program_text(rule) -> str:
     taken = set(rule.hypers) | {"g", "p", "t", "lr", "E", "pi", "inf"}
     header = ", ".join(f"{h.name}={_number(h.default)}" for h in rule.hypers.values())
     head = f"{rule.name or 'rule'}({header})"
-    if not explicit:
+    if not explicit and not rule.assigns_p:
         return f"{head} = {to_text(result, names)}"
-    return _block(head, rule, explicit, result, names, reads, taken)
+    return _block(head, rule, explicit, result, names, reads, taken)  # (p := as a block)
 
 
 def _block(head, rule, explicit, result, names, reads, taken) -> str:

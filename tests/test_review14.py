@@ -285,3 +285,44 @@ def test_rprops_etas_and_step_sizes_written_mid_run_are_used_as_torch_uses_them(
         return p.detach()
     ours = run(lambda ps: optdsl.Optimizer(ps, "rprop", lr=0.01, backend="eager"))
     assert torch.allclose(ours, run(lambda ps: torch.optim.Rprop(ps, lr=0.01)), rtol=1e-14)
+
+
+# --- printing ---------------------------------------------------------------------------------
+
+def _one_step(rule, p0, g):
+    p = torch.nn.Parameter(p0.clone())
+    opt = optdsl.Optimizer([p], rule, backend="eager")
+    p.grad = g.clone()
+    opt.step()
+    return p.detach()
+
+
+def test_a_program_that_assigns_p_prints_as_one():
+    # program_text printed 'p := p - lr*g' as the formula 'r(lr=0.1) = p - lr * g', whose
+    # update is p - lr*g: the search showed and stored another rule than it ran
+    from optdsl.search.program import program_text
+    rule = optdsl.parse("r(lr=0.1):\n    p := p - lr * g")
+    text = program_text(rule)
+    again = optdsl.parse(text)
+    assert again.assigns_p, text
+    p0, g = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([0.5, -1.0],
+                                                                         dtype=torch.float64)
+    assert torch.equal(_one_step(again, p0, g), _one_step(rule, p0, g))
+
+
+@pytest.mark.parametrize("src", ["lr * ((g < p) < 1)", "lr * (1 < (g < p))",
+                                 "lr * g * ((g >= p) == (p >= 0))"])
+def test_nested_comparisons_print_with_their_parentheses(src):
+    from optdsl.printing import to_text
+    rule = optdsl.parse(src)
+    text = to_text(rule.update)
+    again = optdsl.parse(text)  # 'g < p < 1' was printed: comparisons do not chain
+    p0 = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    g = torch.tensor([1.0, -2.0, 0.25], dtype=torch.float64)
+    assert torch.equal(_one_step(again, p0, g), _one_step(rule, p0, g)), text
+
+
+def test_a_misspelt_rule_argument_gets_a_did_you_mean():
+    for src in ["lookahead(radamm, k=6)", "lookahead(inner=radamm, k=6)"]:
+        with pytest.raises(optdsl.DSLError, match="did you mean 'radam'"):
+            optdsl.parse(src)
