@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ir
-from .errors import DSLError, HyperparameterError, did_you_mean
+from .errors import TOO_DEEP, DSLError, HyperparameterError, did_you_mean
 from .ir import Hyper, Kind, Rule, Slot
 from .primitives import CONSTANTS, PRIMITIVES, ap
 from .syntax import Call, Name, Num, Op, Pos, Program
@@ -768,7 +768,7 @@ def check(program: Program, name: str | None = None, doc: str = "", rules=None) 
     except DSLError as e:
         raise e.with_source(program.source) from None
     except RecursionError:
-        raise DSLError("the program nests too deeply", 1, 1, program.source) from None
+        raise DSLError(TOO_DEEP, 1, 1, program.source) from None
 
 
 def _check(program: Program, name: str | None, doc: str, rules) -> Rule:

@@ -87,3 +87,11 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     swapped = [c for c in candidates if sorted(c) == sorted(name) and c != name]
     close = difflib.get_close_matches(name, swapped or candidates, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# Reading a program recurses once per level of its expression tree: parentheses nested a few
+# hundred deep, or a few hundred operators chained in one expression (a + b + c + ...), which
+# nest as deeply without a parenthesis. The message says both, and what to do.
+TOO_DEEP = ("the program nests too deeply: parentheses nested a few hundred levels, or a few "
+            "hundred operators chained in one expression (a + b + c + ...); split it with local "
+            "definitions (x1 = a + b, then x1 + c ...)")

@@ -13,7 +13,7 @@ from lark import Lark, Transformer, v_args
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
                              UnexpectedToken, VisitError)
 
-from .errors import DSLError
+from .errors import TOO_DEEP, DSLError
 
 
 @dataclass(frozen=True)
@@ -333,13 +333,13 @@ def parse_syntax(text: str) -> Program:
     except DSLError as e:
         raise e.with_source(text) from None
     except RecursionError:
-        raise DSLError("the program nests too deeply", 1, 1, text) from None
+        raise DSLError(TOO_DEEP, 1, 1, text) from None
     except VisitError as e:  # lark wraps errors raised inside the transformer
         inner = e.orig_exc
         if isinstance(inner, DSLError):
             raise inner.with_source(text) from None
         if isinstance(inner, RecursionError):
-            raise DSLError("the program nests too deeply", 1, 1, text) from None
+            raise DSLError(TOO_DEEP, 1, 1, text) from None
         raise
     program.source = text
     return program
