@@ -464,12 +464,16 @@ EARLIER_KEYS = {
 }
 
 
-def program_key(rule: Rule) -> str:
+def program_key(rule: Rule, storage: bool = False) -> str:
     """What a checkpoint must have been saved by: the canonical hash of ``rule`` with every
-    hyperparameter's default set to 1 (its values travel in the param groups), so rules equal
-    up to algebra share it and the same program at other defaults too."""
+    hyperparameter's default set to 1 (its values travel in the param groups) and no storage
+    dtypes (``v: bfloat16 = ...`` is how the states are kept, not what they are: a load
+    brings them to the optimizer's storage, as ``state_dtype=`` does), so rules equal up to
+    algebra share it and the same program at other defaults and storage too. ``storage``:
+    the key with the storage dtypes, as optdsl computed it before 2026-12-05."""
     plain = {k: replace(h, default=1.0) for k, h in rule.hypers.items()}
-    return canonical_hash(replace(rule, hypers=plain))
+    return canonical_hash(replace(rule, hypers=plain,
+                                  state_dtypes=rule.state_dtypes if storage else {}))
 
 
 def _check_same_state_names(rule: Rule, sd: dict, key: str) -> None:
@@ -496,6 +500,40 @@ def _check_same_state_names(rule: Rule, sd: dict, key: str) -> None:
             f"{_names(ours)}): load it into an optimizer of rule {other}")
 
 
+def _check_step(index, step) -> None:
+    """A state's step count: a whole number >= 0 (an int, float, numpy or 0-d tensor)."""
+    try:
+        value = float(step.item() if isinstance(step, torch.Tensor) else step)
+    except (TypeError, ValueError, RuntimeError):
+        value = None
+    if isinstance(step, (str, bool)) or value is None or not value >= 0 or value != int(value):
+        raise CheckpointError(f"the step count of parameter {index} in this checkpoint is "
+                              f"{step!r}; it must be a whole number >= 0")
+
+
+def _check_state(rule: Rule, index, name: str, slot, v, p: torch.Tensor) -> None:
+    """State ``name`` of parameter ``index``: the shape the rule keeps for ``p``, and numbers
+    that are what a state holds (floating point; complex only for a complex parameter: torch
+    would cast an integer or complex tensor to the parameter's dtype without a word)."""
+    want = () if slot.kind != Kind.TENSOR else tuple(p.shape)
+    got = tuple(v.shape) if isinstance(v, torch.Tensor) else None
+    if slot.kind == Kind.SCALAR:
+        ok = (isinstance(v, (int, float)) and not isinstance(v, bool)) or (
+            got == () and v.numel() == 1)
+    else:
+        ok = got == want
+    if not ok:
+        raise CheckpointError(
+            f"state '{name}' of parameter {index} in this checkpoint has shape {got}; "
+            f"rule {rule.name} needs {want} for that parameter (a checkpoint of other "
+            "parameters?)")
+    if isinstance(v, torch.Tensor) and not (v.is_floating_point() or (
+            v.is_complex() and p.is_complex())):
+        raise CheckpointError(
+            f"state '{name}' of parameter {index} in this checkpoint holds {v.dtype} numbers; "
+            f"rule {rule.name} keeps floating-point states for a {p.dtype} parameter")
+
+
 def check_state_dict(rule: Rule, sd: dict, params_by_index: dict, key: str | None = None) -> None:
     """Raise a CheckpointError unless ``sd`` fits ``rule`` (whose ``program_key`` is ``key``,
     computed when not given) and the parameters; changes nothing."""
@@ -510,22 +548,16 @@ def check_state_dict(rule: Rule, sd: dict, params_by_index: dict, key: str | Non
                 f"this checkpoint does not fit rule {rule.name}{saved_by}: rule {rule.name} "
                 f"keeps states {_names(expected)}, the checkpoint has {_names(st)}")
         p = params_by_index.get(index)
-        if p is None:
-            continue
+        if p is None and params_by_index:
+            raise CheckpointError(
+                f"this checkpoint holds states of parameter {index!r}, which none of its param "
+                f"groups lists (they list {_names(map(str, params_by_index))}): edited or damaged")
+        _check_step(index, st["step"])
         for name, s in slots.items():
-            v = st[name]
-            want = () if s.kind != Kind.TENSOR else tuple(p.shape)
-            got = tuple(v.shape) if isinstance(v, torch.Tensor) else None
-            if s.kind == Kind.SCALAR:
-                ok = isinstance(v, (int, float)) or (got == () and v.numel() == 1)
-            else:
-                ok = got == want
-            if not ok:
-                raise CheckpointError(
-                    f"state '{name}' of parameter {index} in this checkpoint has shape {got}; "
-                    f"rule {rule.name} needs {want} for that parameter (a checkpoint of other "
-                    "parameters?)")
-    if sd.get("program") not in (None, key) and EARLIER_KEYS.get(sd.get("program")) != key:
+            if p is not None:
+                _check_state(rule, index, name, s, st[name], p)
+    if sd.get("program") not in (None, key) and EARLIER_KEYS.get(sd.get("program")) != key \
+            and sd.get("program") != program_key(rule, storage=True):
         other = sd.get("rule", "?")
         raise CheckpointError(
             f"this checkpoint was saved by rule {other}, another program than rule {rule.name}"

@@ -289,12 +289,21 @@ class Optimizer(torch.optim.Optimizer):
         if checkpoints.looks_like_torch(sd, self.rule):
             sd = checkpoints.from_torch_state_dict(self.rule, sd)
         gen = sd.pop("generator", None)
+        if gen is not None:  # tried first: one that does not fit changes nothing
+            try:
+                torch.Generator().set_state(gen)
+            except (RuntimeError, TypeError) as e:
+                raise checkpoints.CheckpointError(
+                    f"this checkpoint's generator state is not a torch.Generator's: {e}") from None
         for group in sd.get("param_groups", ()):  # (an older optdsl kept them without a word)
             _switches_checked(group, self.rule, "a torch.optim switch in a checkpoint's param "
                                                 "group")
         saved = [i for g in sd.get("param_groups", ()) for i in g["params"]]
         index = dict(zip(saved, (p for g in self.param_groups for p in g["params"])))
         checkpoints.check_state_dict(self.rule, sd, index, self._program_key())
+        for group in sd.get("param_groups", ()):  # values the constructor would refuse
+            hypers = {k: _hyper_value(k, group[k]) for k in self.rule.hypers if k in group}
+            validate_hyper_values(self.rule, hypers)
         sd.pop("rule", None)
         sd.pop("program", None)
         # copies: the compiled backends update states in place, and a live optimizer's

@@ -7,6 +7,7 @@ ends in a local minimum; the models saved there are averaged at prediction time.
 from __future__ import annotations
 
 import copy
+import operator
 
 import torch
 
@@ -32,6 +33,15 @@ class SnapshotEnsemble:
                  max_snapshots: int | None = None):
         self.model = model
         self.T_0, self.T_mult = int(T_0), int(T_mult)
+        if max_snapshots is not None:
+            try:
+                count = None if isinstance(max_snapshots, bool) else operator.index(max_snapshots)
+            except TypeError:
+                count = None
+            if count is None or count < 1:  # (0 kept every snapshot: [-0:] is the whole list)
+                raise ValueError(f"max_snapshots must be a whole number >= 1 (None: keep "
+                                 f"every snapshot), not {max_snapshots!r}")
+            max_snapshots = count
         self.max_snapshots = max_snapshots
         self.t = 0
         self._ends = cycle_ends(self.T_0, self.T_mult)
