@@ -96,7 +96,7 @@ import numpy as np
 import torch
 
 from . import ir
-from .check import validate_hyper
+from .check import validate_hyper, validate_hyper_values
 from .errors import DSLError, HyperparameterError, did_you_mean
 from .interpreter import Interpreter, updates
 from .ir import Kind, Rule
@@ -193,6 +193,9 @@ class Pair:
                 raise DSLError(f"bind: neither rule has a hyperparameter '{k}'"
                                + did_you_mean(k, names_a | names_b))
             bind[k] = float(bind[k])
+        for rule in (a, b):  # a bound value each rule's schedules refuse (sgdr's T_0 = 0) is
+            validate_hyper_values(rule, {**rule.defaults, **{  # refused, as an Optimizer does,
+                k: v for k, v in bind.items() if k in rule.hypers}})  # even for one program
         self.maps = {}  # name in a -> IR node over hyper leaves
         for k, text in hyper_map.items():
             if k not in names_a:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import ir
 from .demo import digits_split, mlp
 from .errors import DSLError
 from .interpreter import Interpreter
@@ -33,6 +34,9 @@ def schedule_values(formula: str, steps: int) -> np.ndarray:
     schedule = rule.update.args[0].args[1]  # lr * (formula) * g  ->  the formula node
     if schedule.kind != Kind.SCALAR or rule.slots:
         raise DSLError("a schedule is a formula of t (and numbers): no g, p or state")
+    if "lr" in ir.walk_leaves([schedule], "hyper"):  # (it would read the wrapper's default)
+        raise DSLError("a schedule is what lr is multiplied by: leave lr out of it "
+                       "(warmup(t, 500) * cosine(t, 5000), not lr * ...)")
     interp = Interpreter(rule)
     gen = torch.Generator().manual_seed(0)
     out = np.empty(steps)
@@ -68,7 +72,7 @@ def plot_schedule(formula: str, steps: int, path: str) -> np.ndarray:
 class RangeTestResult:
     lrs: list
     losses: list  # smoothed training loss at each lr
-    suggested_lr: float
+    suggested_lr: float | None  # None: the smoothed loss never fell (start lower)
     diverged_at: float | None  # the lr at which the loss blew up, if it did
 
     def plot(self, path: str) -> None:
@@ -77,10 +81,12 @@ class RangeTestResult:
         import matplotlib.pyplot as plt  # heavy
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.semilogx(self.lrs, self.losses)
-        ax.axvline(self.suggested_lr, color="tab:red", ls="--", label=f"suggested {self.suggested_lr:.2g}")
+        if self.suggested_lr is not None:
+            ax.axvline(self.suggested_lr, color="tab:red", ls="--",
+                       label=f"suggested {self.suggested_lr:.2g}")
+            ax.legend()
         ax.set_xlabel("learning rate")
         ax.set_ylabel("smoothed training loss")
-        ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
@@ -95,7 +101,8 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
     ``start_lr`` to ``end_lr`` over ``steps`` steps, recording the (exponentially smoothed,
     bias-corrected) training loss. Stops early once the loss exceeds ``diverge_factor`` times
     the best seen. The suggested LR is where the smoothed loss falls fastest (steepest negative
-    slope against log lr) — the usual reading of the plot. The model itself is not modified.
+    slope against log lr) — the usual reading of the plot; None where it never falls (every
+    lr of the range is already too large). The model itself is not modified.
 
     ``batches`` is an iterable of (inputs, targets), cycled as needed.
 
@@ -137,7 +144,8 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
         raise DSLError("the loss diverged at once: lower start_lr")
     slopes = np.gradient(np.array(losses), np.log(np.array(lrs)))
     stop = int(np.argmin(losses)) + 1  # only where the loss still goes down
-    suggested = lrs[int(np.argmin(slopes[:max(stop, 2)]))]
+    steepest = int(np.argmin(slopes[:max(stop, 2)]))
+    suggested = lrs[steepest] if slopes[steepest] < 0 else None
     result = RangeTestResult(lrs, losses, suggested, diverged)
     if plot:
         result.plot(plot)

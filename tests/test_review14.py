@@ -326,3 +326,141 @@ def test_a_misspelt_rule_argument_gets_a_did_you_mean():
     for src in ["lookahead(radamm, k=6)", "lookahead(inner=radamm, k=6)"]:
         with pytest.raises(optdsl.DSLError, match="did you mean 'radam'"):
             optdsl.parse(src)
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+def _adam_after(steps=2, **kw):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(3))
+    opt = optdsl.Optimizer([p], "adam", lr=0.1, backend="eager", **kw)
+    for _ in range(steps):
+        p.grad = torch.randn(3)
+        opt.step()
+    return p, opt
+
+
+def _unchanged_by(opt, p, sd, error):
+    before = {k: (v.clone() if isinstance(v, torch.Tensor) else v)
+              for k, v in opt.state[p].items()}
+    groups = [dict(g) for g in opt.param_groups]
+    with pytest.raises(error):
+        opt.load_state_dict(sd)
+    after = opt.state[p]
+    assert set(after) == set(before)
+    for k, v in before.items():
+        assert torch.equal(after[k], v) if isinstance(v, torch.Tensor) else after[k] == v
+    assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in groups]
+
+
+def test_a_checkpoint_that_fails_to_load_changes_nothing():
+    # a bad generator state, or a state of a parameter no group lists, raised only after
+    # torch's load had replaced the states
+    _, saved = _adam_after(5)
+    p, opt = _adam_after(1)
+    bad_generator = {**saved.state_dict(), "generator": torch.tensor([1, 2, 3],
+                                                                     dtype=torch.uint8)}
+    _unchanged_by(opt, p, bad_generator, optdsl.checkpoints.CheckpointError)
+    extra = saved.state_dict()
+    extra["state"] = {**extra["state"], 7: dict(extra["state"][0])}
+    _unchanged_by(opt, p, extra, optdsl.checkpoints.CheckpointError)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_a_state_of_integers_or_complex_numbers_is_refused(dtype):
+    # torch's load cast them to the parameter's dtype without a word (int64: v = 0)
+    _, saved = _adam_after(2)
+    sd = saved.state_dict()
+    sd["state"][0]["v"] = sd["state"][0]["v"].to(dtype)
+    p, opt = _adam_after(1)
+    _unchanged_by(opt, p, sd, optdsl.checkpoints.CheckpointError)
+
+
+@pytest.mark.parametrize("key, value", [("lr", -1.0), ("beta1", float("nan")), ("beta2", 2.0),
+                                        ("lr", "abc"), ("eps", None)])
+def test_a_checkpoints_group_values_are_checked_as_the_constructors(key, value):
+    _, saved = _adam_after(2)
+    sd = saved.state_dict()
+    sd["param_groups"][0][key] = value
+    p, opt = _adam_after(1)
+    _unchanged_by(opt, p, sd, ValueError)
+
+
+@pytest.mark.parametrize("step", ["1", -1, 1.5, None])
+def test_a_checkpoints_step_count_must_be_a_whole_number(step):
+    _, saved = _adam_after(2)
+    sd = saved.state_dict()
+    sd["state"][0]["step"] = step
+    p, opt = _adam_after(1)
+    _unchanged_by(opt, p, sd, optdsl.checkpoints.CheckpointError)
+
+
+def test_a_step_count_of_torchs_kinds_loads():
+    import numpy as np
+    for step in (torch.tensor(2.0), 2.0, np.int64(2), 2):
+        _, saved = _adam_after(2)
+        sd = saved.state_dict()
+        sd["state"][0]["step"] = step
+        _, opt = _adam_after(1)
+        opt.load_state_dict(sd)
+
+
+def test_a_storage_annotation_and_state_dtype_load_each_others_checkpoints():
+    annotated = ("adamb(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):\n"
+                 "    m = ema(g, beta1)\n    v: bfloat16 = ema(g^2, beta2)\n"
+                 "    return lr * m / (sqrt(v) + eps)")
+    plain = annotated.replace("v: bfloat16 =", "v =")
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(3))
+    a = optdsl.Optimizer([p], annotated, backend="eager")
+    b = optdsl.Optimizer([p], plain, backend="eager", state_dtype={"v": torch.bfloat16})
+    for opt in (a, b):
+        p.grad = torch.randn(3)
+        opt.step()
+    a.load_state_dict(b.state_dict())  # "another program ... (the same name, another formula)"
+    b.load_state_dict(a.state_dict())
+    assert a.state[p]["v"].dtype == b.state[p]["v"].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, True])
+def test_snapshot_ensemble_refuses_a_count_that_keeps_none_or_all(count):
+    from optdsl.snapshots import SnapshotEnsemble
+    with pytest.raises(ValueError, match="max_snapshots"):
+        SnapshotEnsemble(torch.nn.Linear(2, 2), T_0=2, max_snapshots=count)
+
+
+# --- CLI: schedules, the LR range test, equiv --bind, train -------------------------------------
+
+from optdsl.cli import main as cli_main  # noqa: E402
+
+
+def test_the_range_test_suggests_no_lr_where_the_loss_never_falls():
+    # it named 0.6 on a loss that rose from its first step (slope +97 there)
+    from optdsl.lr_tools import digits_range_test
+    result = digits_range_test(optdsl.parse("adam"), steps=30, start_lr=0.5, end_lr=100.0)
+    assert result.suggested_lr is None
+    assert cli_main(["lr-range-test", "adam", "--start-lr", "0.5", "--end-lr", "100",
+                     "--steps", "30"]) == 1
+
+
+def test_equiv_refuses_a_bound_value_a_schedule_refuses_even_for_one_program(capsys):
+    assert cli_main(["equiv", "adamwr", "adamwr", "--bind", "T_0=0"]) == 2
+    assert "T_0 must be >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="T_0"):
+        equivalence.equivalent(optdsl.parse("adamwr"), optdsl.parse("adamwr"), bind={"T_0": 0})
+
+
+def test_plot_schedule_refuses_lr_and_summarises_the_finite_steps(capsys, tmp_path):
+    assert cli_main(["plot-schedule", "lr * cosine(t, 10)", "-o", str(tmp_path / "a.png")]) == 2
+    assert "leave lr out" in capsys.readouterr().err
+    assert cli_main(["plot-schedule", "0 * exponential(t, 2)", "--steps", "1100",
+                     "-o", str(tmp_path / "b.png")]) == 0
+    out = capsys.readouterr().out
+    assert "min 0, max 0 of the finite ones" in out
+
+
+def test_train_refuses_two_learning_rates_and_takes_one_number_written_twice(capsys):
+    assert cli_main(["train", "sgd", "--epochs", "1", "--set", "lr=0.1", "--lr", "0.2"]) == 2
+    assert "give lr twice" in capsys.readouterr().err
+    assert cli_main(["train", "sgd", "--epochs", "1", "--set", "lr=0.1",
+                     "--set", "lr=0.10"]) == 0

@@ -174,10 +174,18 @@ def name_values(items, flag: str, error=DSLError) -> dict:
         name, value = name.strip(), value.strip()
         if not sep or not name:
             raise error(f"{flag} takes NAME=VALUE, got '{item}'")
-        if out.get(name, value) != value:
+        if out.get(name, value) != value and not _same_number(out[name], value):
             raise error(f"{flag} gives {name} twice: {name}={out[name]} and {name}={value}")
         out[name] = value
     return out
+
+
+def _same_number(a: str, b: str) -> bool:
+    """Whether two values as typed are one number (0.9 and 0.90)."""
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
 
 
 def _shown_as(command: str):

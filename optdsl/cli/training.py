@@ -22,7 +22,8 @@ def cmd_train(argv) -> int:
     ap.add_argument("--batch-size", type=count(1), default=64,
                     help="examples per step (default 64)")
     ap.add_argument("--seed", type=seed_number, default=0,
-                    help="seeds the weights' initialisation and the batch order (default 0)")
+                    help="seeds the train/validation split, the weights' initialisation and "
+                         "the batch order (default 0)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="set a hyperparameter (repeatable), e.g. --set beta1=0.95")
     ap.add_argument("--lr", type=float, help="shorthand for --set lr=VALUE")
@@ -31,6 +32,9 @@ def cmd_train(argv) -> int:
     hypers = {k: _number(k, v) for k, v in name_values(args.set, "--set",
                                                         HyperparameterError).items()}
     if args.lr is not None:
+        if hypers.get("lr", args.lr) != args.lr:
+            raise HyperparameterError(f"--lr {args.lr:g} and --set lr={hypers['lr']:g} give lr "
+                                      "twice (which one was meant?)")
         hypers["lr"] = args.lr
     torch.set_num_threads(1)
     # bad names fail before training (on the interpreter: a backend's warnings come once, below)
@@ -61,9 +65,11 @@ def cmd_plot_schedule(argv) -> int:
                     help="the plot's file (.png unless named otherwise; default schedule.png)")
     args = ap.parse_args(argv)
     values = plot_schedule(args.formula, args.steps, args.output)
-    print(f"wrote {args.output}: {args.steps} steps, min {values.min():.4g}, max {values.max():.4g}, "
-          f"last {values[-1]:.4g}")
     bad = np.flatnonzero(~np.isfinite(values))
+    shown = values[np.isfinite(values)]  # (plot_schedule refuses a schedule with none)
+    print(f"wrote {args.output}: {args.steps} steps, min {shown.min():.4g}, max "
+          f"{shown.max():.4g}" + (" of the finite ones" if len(bad) else "")
+          + f", last {values[-1]:.4g}")
     if len(bad):
         print(f"note: {len(bad)} of {args.steps} steps are not finite, the first at t = "
               f"{bad[0] + 1} ({values[bad[0]]:g}); the plot leaves them out")
@@ -88,5 +94,10 @@ def cmd_lr_range_test(argv) -> int:
         print(f"lr {lr:10.3g}  loss {loss:.4f}")
     if result.diverged_at:
         print(f"loss diverged at lr {result.diverged_at:.3g}")
-    print(f"suggested lr: {result.suggested_lr:.3g}" + (f"  (plot: {args.output})" if args.output else ""))
+    plot = f"  (plot: {args.output})" if args.output else ""
+    if result.suggested_lr is None:
+        print(f"no lr suggested: the smoothed loss never fell from {result.lrs[0]:.3g} on "
+              f"(every lr of the range is too large): try a lower --start-lr{plot}")
+        return 1
+    print(f"suggested lr: {result.suggested_lr:.3g}{plot}")
     return 0
