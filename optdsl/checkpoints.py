@@ -476,6 +476,16 @@ def program_key(rule: Rule, storage: bool = False) -> str:
                                   state_dtypes=rule.state_dtypes if storage else {}))
 
 
+def same_program(rule: Rule, saved: str, key: str | None = None) -> bool:
+    """Whether program key ``saved`` (a checkpoint's, or a pickled optimizer's) is ``rule``'s
+    (``key``: its ``program_key``, computed when not given): today's key, the key of an earlier
+    version's program of the same states (``EARLIER_KEYS``), or the key with storage dtypes
+    that optdsl computed before 2026-12-05."""
+    key = key or program_key(rule)
+    return saved == key or EARLIER_KEYS.get(saved) == key or \
+        saved == program_key(rule, storage=True)
+
+
 def _check_same_state_names(rule: Rule, sd: dict, key: str) -> None:
     """A checkpoint of another library rule of the same program (``key``) whose states have
     other names (sgd keeps its buffer as ``b``, momentum, which is sgd at another default, as
@@ -542,22 +552,22 @@ def check_state_dict(rule: Rule, sd: dict, params_by_index: dict, key: str | Non
     key = key or program_key(rule)
     _check_same_state_names(rule, sd, key)
     saved_by = f" (saved by rule {sd['rule']})" if sd.get("rule") not in (None, rule.name) else ""
+    listed = {i for g in sd.get("param_groups", ()) for i in g.get("params", ())}
     for index, st in sd.get("state", {}).items():
         if set(st) != expected:
             raise CheckpointError(
                 f"this checkpoint does not fit rule {rule.name}{saved_by}: rule {rule.name} "
                 f"keeps states {_names(expected)}, the checkpoint has {_names(st)}")
         p = params_by_index.get(index)
-        if p is None and params_by_index:
-            raise CheckpointError(
+        if p is None and listed and index not in listed:  # (listed but not here: a checkpoint
+            raise CheckpointError(                         # of more parameters, torch's error)
                 f"this checkpoint holds states of parameter {index!r}, which none of its param "
-                f"groups lists (they list {_names(map(str, params_by_index))}): edited or damaged")
+                f"groups lists (they list {_names(map(str, listed))}): edited or damaged")
         _check_step(index, st["step"])
         for name, s in slots.items():
             if p is not None:
                 _check_state(rule, index, name, s, st[name], p)
-    if sd.get("program") not in (None, key) and EARLIER_KEYS.get(sd.get("program")) != key \
-            and sd.get("program") != program_key(rule, storage=True):
+    if sd.get("program") is not None and not same_program(rule, sd["program"], key):
         other = sd.get("rule", "?")
         raise CheckpointError(
             f"this checkpoint was saved by rule {other}, another program than rule {rule.name}"

@@ -365,6 +365,10 @@ class Optimizer(torch.optim.Optimizer):
         hypers = resolve(rule).hypers  # the torch optimizer's defaults are the new one's: a
         defaults = {k: v for k, v in checkpoints._group_from_torch(optimizer.defaults).items()
                     if k in hypers}  # group added later gets them, as it would in torch
+        for option, names in TUPLE_OPTIONS.items():  # but the caller's betas= wins
+            if option in kwargs:
+                for name in names:
+                    defaults.pop(name, None)
         new = cls(groups, rule, **{**defaults, "maximize": bool(optimizer.defaults.get(
             "maximize", False)), **kwargs})
         new.load_state_dict(optimizer.state_dict())
@@ -427,7 +431,7 @@ def _rule_reference(rule: Rule) -> tuple:
 
 def _rule_from_reference(ref: tuple, program: str) -> Rule:
     rule = resolve(ref[1]) if ref[0] == "library" else parse(ref[1], name=ref[2])
-    if checkpoints.program_key(rule) != program:
+    if not checkpoints.same_program(rule, program):
         raise checkpoints.CheckpointError(
             f"the pickled optimizer's rule {ref[-1]} is another program in this version of "
             "optdsl; build the optimizer again and load its state_dict")

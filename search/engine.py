@@ -357,6 +357,7 @@ class SearchLoop:
                 self._record_hits()  # the strategy hears its cache hits before it is asked
                 if not self._ask():  # again: a search runs the same whatever the store holds
                     break
+                continue  # (a batch of invalid text is answered at once: nothing queued)
             if self._held(self.queue[0]):
                 break
             self._dispatch(self.queue.popleft())

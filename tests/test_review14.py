@@ -464,3 +464,55 @@ def test_train_refuses_two_learning_rates_and_takes_one_number_written_twice(cap
     assert "give lr twice" in capsys.readouterr().err
     assert cli_main(["train", "sgd", "--epochs", "1", "--set", "lr=0.1",
                      "--set", "lr=0.10"]) == 0
+
+
+# --- the review of this session's diff -----------------------------------------------------------
+
+ANNOTATED = ("adamb(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):\n"
+             "    m = ema(g, beta1)\n    v: bfloat16 = ema(g^2, beta2)\n"
+             "    return lr * m / (sqrt(v) + eps)")
+
+
+def test_an_optimizer_pickled_with_the_earlier_program_key_unpickles():
+    # program_key left storage dtypes out; a whole optimizer pickled before (its key with
+    # them) no longer unpickled, and took the state_dict saved beside it down too
+    from optdsl import checkpoints
+    from optdsl.optimizer import _rule_from_reference, _rule_reference
+    rule = optdsl.parse(ANNOTATED)
+    earlier = checkpoints.program_key(rule, storage=True)
+    assert earlier != checkpoints.program_key(rule)
+    assert _rule_from_reference(_rule_reference(rule), earlier).name == "adamb"
+
+
+@pytest.mark.parametrize("torch_class, rule, kw, names", [
+    ("Adam", "adam", {"betas": (0.5, 0.9)}, ("beta1", "beta2")),
+    ("Rprop", "rprop", {"etas": (0.3, 1.5)}, ("etaminus", "etaplus"))])
+def test_from_torch_takes_the_callers_tuple_over_the_torch_defaults(torch_class, rule, kw, names):
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = optdsl.Optimizer.from_torch(getattr(torch.optim, torch_class)([p]), backend="eager",
+                                      **kw)
+    assert tuple(opt.defaults[n] for n in names) == next(iter(kw.values()))
+
+
+def test_a_checkpoint_of_more_parameters_gets_torchs_size_error():
+    _, saved = _adam_after(2)
+    sd = saved.state_dict()
+    q = torch.nn.Parameter(torch.ones(3))
+    sd["param_groups"][0]["params"] = [0, 1]
+    sd["state"][1] = {k: (v.clone() if isinstance(v, torch.Tensor) else v)
+                      for k, v in sd["state"][0].items()}
+    p, opt = _adam_after(1)
+    with pytest.raises(ValueError, match="doesn't match the size"):
+        opt.load_state_dict(sd)
+    del q
+
+
+def test_a_batch_of_invalid_text_neither_crashes_nor_stalls_the_search(tmp_path):
+    from optdsl.search import match
+    store, task = Store(str(tmp_path / "s.sqlite")), match.get_task("match:adam")
+    sid = new_search(store, strategy=Fixed([]), task=task, protocol=match.PROTOCOL, budget=4,
+                     baselines=False)
+    progress = SearchLoop(store, sid, Fixed(["bad (((", "r(lr=1) = lr*g", "worse )))",
+                                             "r(lr=1) = lr*2*g"]),
+                          InProcessRunner(match.evaluate, capacity=1)).run()
+    assert (progress.done, progress.failed) == (4, 2)
