@@ -18,7 +18,7 @@ The verdict is one of
 * ``new``: worth an evaluation.
 
 **Behaviour, for near-copies.** Each candidate runs on streams of its own
-(``search.streams``, seed 11: 16 steps, 3 x 8 elements across three decades of scale, steady,
+(``search.streams``, seed 11: 16 steps, 4 x 8 elements across three decades of scale, steady,
 noisy and sign-switching means; lr = 1, other hyperparameters at their defaults). Its
 **signature** is each element's series of updates as a unit vector (the *pattern*) and the
 log of each element's size, centred (the *profile*). Two candidates are ``d`` apart with

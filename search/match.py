@@ -223,8 +223,9 @@ def evaluate(job: dict) -> dict:
             lr = rule.defaults.get("lr", 1.0)
             # c times the default is the lr that follows the target only where lr is a factor
             scales = "lr" not in rule.hypers or lr_is_linear(rule)
+            best = c * lr if c > 0 and scales else None  # (not finite: subnormal updates)
             out.update(status="ok", score=score_of(r),
-                       best_lr=c * lr if c > 0 and scales else None,
+                       best_lr=best if best is not None and math.isfinite(best) else None,
                        metrics=[{"residual": r, "scale": c}],
                        curve=[[t + 1, score_of(residual(u[:t + 1], v[:t + 1])[0])]
                               for t in range(9, STEPS, 10)])

@@ -516,3 +516,30 @@ def test_a_batch_of_invalid_text_neither_crashes_nor_stalls_the_search(tmp_path)
                                              "r(lr=1) = lr*2*g"]),
                           InProcessRunner(match.evaluate, capacity=1)).run()
     assert (progress.done, progress.failed) == (4, 2)
+
+
+# --- the review of the match task and the search's filters -------------------------------------
+
+@pytest.mark.parametrize("a, b", [
+    ("r(lr=1e-9) = lr * g + 1e-13 * sign(g)", "r(lr=1) = lr * g + 1e-13 * sign(g)"),
+    ("r(lr=1e-9):\n    p := p - lr * exp(sign(g) * sign(ema(g, 0.9))) * g",
+     "r(lr=0.1):\n    p := p - lr * exp(sign(g) * sign(ema(g, 0.9))) * g")])
+def test_the_cache_key_keeps_lr_where_it_is_no_factor_of_the_update(a, b):
+    # lr_scales held the updates equal to 1e-12 of p's size: at a small lr default every rule
+    # 'scaled', the two rules shared a key, and one was answered by the other's score
+    from optdsl.search.candidate import build
+    assert build(a).key != build(b).key
+
+
+def test_the_cache_key_still_drops_the_default_of_a_plain_factor():
+    from optdsl.search.candidate import build
+    assert build("r(lr=1e-9) = lr * g").key == build("r(lr=0.3) = lr * g").key
+    assert build("r(lr=0.01) = lr * g / (sqrt(ema(g^2, 0.999)) + 1e-8)").key == \
+        build("r(lr=1) = lr * g / (sqrt(ema(g^2, 0.999)) + 1e-8)").key
+
+
+def test_best_lr_is_none_not_infinite_for_subnormal_updates():
+    from optdsl.search import match
+    r = match.evaluate({"rule": "r(lr=1e-310) = lr * exp(sign(g) * sign(ema(g, 0.9))) * g",
+                        "task": "match:powersign"})
+    assert r["score"] == 6.0 and r["best_lr"] is None
