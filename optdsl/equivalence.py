@@ -100,7 +100,7 @@ from .check import validate_hyper, validate_hyper_values
 from .errors import DSLError, HyperparameterError, did_you_mean
 from .interpreter import Interpreter, updates
 from .ir import Kind, Rule
-from .primitives import PRIMITIVES
+from .primitives import PRIMITIVES, STATE_CALLS
 from .probes import gradient_stream, is_random, with_special_values
 from .rules import parse, parse_embedded
 
@@ -399,20 +399,19 @@ def probe(pair: Pair, steps: int = STEPS_PROBED, draws: int = DRAWS, seed: int =
 
 
 def _ema_betas(rule: Rule, values: dict) -> tuple:
-    """The decays ``b`` of the rule's ``ema(g, b)`` states (``s <- b s + (1 - b) g``, ``b`` a
-    constant or of hyperparameters), at ``values``: where the probe makes such an ema exactly 0
+    """The decays ``b`` of the rule's ``ema(g, b)`` states (``b`` a constant or of
+    hyperparameters), at ``values``: where the probe makes such an ema exactly 0
     (``with_special_values``)."""
     found = []
     for slot in rule.slots:
-        u = slot.update
-        if u.op == "add" and u.args[0].op == "mul" and u.args[1].op == "mul":
-            (beta, s), (rest, x) = u.args[0].args, u.args[1].args
-            one_minus = rest.op == "sub" and rest.args == (ir.const(1.0), beta)
-            if s.op == "state" and x is ir.G and one_minus and not ir.walk_leaves(
-                    [beta], "input") and not ir.walk_leaves([beta], "state"):
-                b = _eval_scalar(beta, values)
-                if 0.0 < b < 1.0 and b not in found:
-                    found.append(b)
+        call = STATE_CALLS["ema"](slot, ir.state_read(slot.name, slot.kind))
+        if call is None or call[0] is not ir.G:
+            continue
+        beta = call[1]
+        if not ir.walk_leaves([beta], "input") and not ir.walk_leaves([beta], "state"):
+            b = _eval_scalar(beta, values)
+            if 0.0 < b < 1.0 and b not in found:
+                found.append(b)
     return tuple(found)
 
 
@@ -1227,7 +1226,8 @@ def _singular_values(pair: Pair) -> tuple:
                     continue
                 if number(value) != root:
                     unchecked.append(f"{h.name} = {root} (no float is exactly that value)")
-                add(h.name, value)
+                else:
+                    add(h.name, value)
         for name in pair.free:
             for v in (0.0, 1.0):
                 if any(sp.expand(values[d].subs(hyper_symbol(name), number(v))) == 0
@@ -1283,13 +1283,8 @@ def _equation_symbol(diff, hypers: dict):
     """The hyperparameter symbol of an equation ``diff = 0`` that is a polynomial in one
     hyperparameter and constants (``momentum == 0``, ``1 - d == 0``), else None. ``hypers``:
     names -> their sympy values (a free one is a symbol)."""
-    import sympy as sp  # heavy: only for the proofs
-    symbols = diff.free_symbols
-    if len(symbols) != 1 or not any(v == next(iter(symbols)) for v in hypers.values()
-                                    if isinstance(v, sp.Symbol)):
-        return None
-    h = next(iter(symbols))
-    return h if diff.is_polynomial(h) else None
+    h = _hyper_of(diff, hypers)
+    return h if h is not None and diff.is_polynomial(h) else None
 
 
 def _generic(e, hypers: dict):

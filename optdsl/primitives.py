@@ -420,6 +420,41 @@ def _runmax(ctx, x):
     return ctx.slot("runmax", x.kind, ir.const(-math.inf), lambda s: ap("max", s, x))[1]
 
 
+# --- the stateful calls read back from their slots: the inverses of the expansions above ---
+
+def _ema_call(slot, read):
+    """(x, beta) when ``slot`` is ``ema(x, beta)`` (``_ema``): update ``beta*s + (1-beta)*x``
+    from 0; ``read`` is the slot's read node (``ir.state_read``)."""
+    u = slot.update
+    if not (slot.init is ZERO and u.op == "add" and len(u.args) == 2):
+        return None
+    a, b = u.args
+    if a.op != "mul" or b.op != "mul" or a.args[1] is not read:
+        return None
+    beta, one_minus = a.args[0], b.args[0]
+    if one_minus.op != "sub" or one_minus.args[0] is not ONE or one_minus.args[1] is not beta:
+        return None
+    return b.args[1], beta
+
+
+def _fold_call(op: str, init: float):
+    """A recogniser of ``s <- op(s, x)`` from ``init`` (``_cumsum``, ``_cumprod``,
+    ``_runmax``): (x,) or None."""
+    def match(slot, read):
+        u = slot.update
+        if slot.init is ir.const(init) and u.op == op and len(u.args) == 2 \
+                and u.args[0] is read:
+            return (u.args[1],)
+        return None
+    return match
+
+
+# call name -> recogniser(slot, the slot's read node) -> the call's arguments, or None: how
+# the printer writes a slot back as the call that made it, and how the prover finds an ema
+STATE_CALLS = {"ema": _ema_call, "cumsum": _fold_call("add", 0.0),
+               "cumprod": _fold_call("mul", 1.0), "runmax": _fold_call("max", -math.inf)}
+
+
 def _prev(ctx, x, init):
     # prev of a state's new value (prev(ema(g, b)), or prev(s) after 's := ...') is that
     # state's previous value: read it instead of keeping a second copy.

@@ -24,42 +24,8 @@ import math
 import re
 
 from optdsl import ir
+from optdsl.primitives import STATE_CALLS
 from optdsl.printing import default, to_text
-
-
-def _is_const(n, value=None) -> bool:
-    return n.op == "const" and (value is None or n.value == value)
-
-
-def _ema(slot, read):
-    """(x, beta) when ``slot`` is ``ema(x, beta)``: update ``beta*s + (1-beta)*x`` from 0."""
-    u = slot.update
-    if not (_is_const(slot.init, 0.0) and u.op == "add" and len(u.args) == 2):
-        return None
-    a, b = u.args
-    if a.op != "mul" or b.op != "mul" or a.args[1] is not read:
-        return None
-    beta = a.args[0]
-    one_minus = b.args[0]
-    if one_minus.op != "sub" or not _is_const(one_minus.args[0], 1.0) or one_minus.args[1] is not beta:
-        return None
-    return b.args[1], beta
-
-
-def _fold(op: str, init: float):
-    """A recogniser for ``s <- op(s, x)`` from ``init`` (cumsum, cumprod, runmax)."""
-    def match(slot, read):
-        u = slot.update
-        if _is_const(slot.init) and (slot.init.value == init) and u.op == op and \
-                len(u.args) == 2 and u.args[0] is read:
-            return (u.args[1],)
-        return None
-    return match
-
-
-# call name -> recogniser(slot, read node) -> the call's arguments, or None
-CALLS = {"ema": _ema, "cumsum": _fold("add", 0.0), "cumprod": _fold("mul", 1.0),
-         "runmax": _fold("max", -math.inf)}
 
 
 def _number(x: float) -> str:
@@ -108,7 +74,7 @@ def program_text(rule) -> str:
     # read no state printed explicitly (removing one can disqualify another: to a fixed point)
     calls = {}
     for s in rule.slots:
-        for call, match in CALLS.items():
+        for call, match in STATE_CALLS.items():
             args = match(s, reads[s.name]) if users[s.name] == 0 else None
             if args is not None and not _reaches(args, reads[s.name], set()):
                 calls[s.name] = (call, args)
