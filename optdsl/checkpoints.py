@@ -114,7 +114,7 @@ _TORCH_BOOLS = ("nesterov", "centered")  # bool settings that a rule reads as 0 
 # that ask for nothing the rule does not do, given the value and the rule's name; what to do
 # instead of the others). Code that passes torch's defaults (or a speed hint: optdsl picks its
 # kernels with backend=) runs, and so does a switch that names what the rule is. A torch
-# checkpoint's groups lose them on the way in (``_group_from_torch``).
+# checkpoint's groups lose them on the way in (``group_from_torch``).
 TORCH_SWITCHES = {
     "foreach": (lambda v, rule: True, ""),
     "fused": (lambda v, rule: True, ""),
@@ -305,7 +305,10 @@ def looks_like_torch(sd: dict, rule: Rule | None = None) -> bool:
         bool(kept) and kept <= TORCH_STATE_NAMES)  # an older torch's groups, torch's states
 
 
-def _group_from_torch(g: dict) -> dict:
+def group_from_torch(g: dict) -> dict:
+    """A torch.optim param group (or ``defaults``) as optdsl hyperparameters: torch's switches
+    dropped, its tuples (``betas``, ``etas``, ``step_sizes``) as their named parts, its
+    booleans as 0/1."""
     out = {k: v for k, v in g.items() if k not in TORCH_SWITCHES}  # not hyperparameters
     for option, names in TORCH_TUPLES.items():
         if option in out:
@@ -391,7 +394,7 @@ def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
     if row is None or not may_have_written(layout, sd):
         raise CheckpointError(_not_this_rule(rule, row, sd, torch_class_of(sd)))
     _check_torch_flags(rule, row, sd["param_groups"], layout)
-    groups = [_group_from_torch(g) for g in sd["param_groups"]]
+    groups = [group_from_torch(g) for g in sd["param_groups"]]
     # an older torch's SGD without momentum wrote {"momentum_buffer": None}: no state yet
     held = {index: {k: v for k, v in st.items() if v is not None}
             for index, st in sd["state"].items()}

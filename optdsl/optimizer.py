@@ -363,7 +363,7 @@ class Optimizer(torch.optim.Optimizer):
                 "decoupled_weight_decay)")
         groups = [{"params": g["params"]} for g in optimizer.param_groups]
         hypers = resolve(rule).hypers  # the torch optimizer's defaults are the new one's: a
-        defaults = {k: v for k, v in checkpoints._group_from_torch(optimizer.defaults).items()
+        defaults = {k: v for k, v in checkpoints.group_from_torch(optimizer.defaults).items()
                     if k in hypers}  # group added later gets them, as it would in torch
         for option, names in TUPLE_OPTIONS.items():  # but the caller's betas= wins
             if option in kwargs:
