@@ -42,7 +42,7 @@ import torch
 
 from .codegen import HEADER, KernelPlan, NotCompilable, plan_step
 from .errors import DSLError
-from .host import Backend, Bucket, StatePolicy
+from .host import Backend, Bucket, StatePolicy, memory_clusters
 from .ir import Rule
 from .printing import to_text
 
@@ -544,22 +544,8 @@ def _sharing_memory(items, names) -> set:
     it runs them. Checked when a plan is made, which is when kernels compile. Spans of
     addresses, conservatively: interleaved views of one buffer count as sharing; gradients that
     are views of one buffer side by side (DDP's bucket views) do not overlap, and compile."""
-    spans = []
-    for i, (p, g, st) in enumerate(items):
-        for t in [p, g] + [st[n] for n in names]:
-            if t.numel():
-                extent = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
-                spans.append((t.data_ptr(), t.data_ptr() + extent * t.element_size(), i))
-    spans.sort()
-    shared, cluster, end = set(), [], -1
-    for lo, hi, i in spans + [(float("inf"), 0, None)]:
-        if lo >= end:  # the cluster of overlapping spans so far overlaps nothing after it
-            if len(cluster) > 1:
-                shared.update(cluster)
-            cluster, end = [], hi
-        cluster.append(i)
-        end = max(end, hi)
-    return shared
+    clusters = memory_clusters([[p, g] + [st[n] for n in names] for p, g, st in items])
+    return {i for cluster in clusters for i in cluster}
 
 
 class _Chunks:

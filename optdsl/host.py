@@ -7,7 +7,11 @@ Per step, before any tensor work, for a group of parameters sharing hyperparamet
 2. its step count goes up (``state["step"]``, an int, as in the interpreter);
 3. the step scalars (hyperparameters, ``t``, schedules, scalar states) are computed once per
    distinct (t, scalar states), in float64;
-4. the tensors are grouped into buckets of equal (scalars, device, dtype).
+4. the tensors are grouped into buckets of equal (scalars, device, dtype), which run in the
+   order their first tensor came; where a tensor of one bucket shares memory with one of
+   another (a gradient that is another parameter, at another step count), the buckets are
+   runs of consecutive tensors instead, so that every tensor is stepped in the group's order,
+   as torch's for-loop implementation steps them.
 
 A backend then does its tensor work per bucket (``Backend.run``) and the host writes the
 scalar states back. The storage policy of tensor states is here too (:class:`StatePolicy`):
@@ -130,6 +134,40 @@ def store_complex(state: dict, views: dict, slots) -> None:
 
 # --- the host step -------------------------------------------------------------------------------
 
+def memory_clusters(tensor_lists) -> list:
+    """The clusters of overlapping memory among ``tensor_lists`` (a list of tensors per
+    index): for each set of two or more tensors whose address spans overlap, the indexes they
+    belong to (an index twice where two of its own tensors overlap). Spans, conservatively:
+    interleaved views of one buffer count as overlapping; views of one buffer side by side do
+    not."""
+    spans = []
+    for i, tensors in enumerate(tensor_lists):
+        for t in tensors:
+            if t.numel():
+                extent = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+                spans.append((t.data_ptr(), t.data_ptr() + extent * t.element_size(), i))
+    spans.sort()
+    clusters, cluster, end = [], [], -1
+    for lo, hi, i in spans + [(float("inf"), 0, None)]:
+        if lo >= end:  # the cluster of overlapping spans so far overlaps nothing after it
+            if len(cluster) > 1:
+                clusters.append(cluster)
+            cluster, end = [], hi
+        cluster.append(i)
+        end = max(end, hi)
+    return clusters
+
+
+def _crossing(rows) -> bool:
+    """Whether a tensor (parameter, gradient, tensor state) of one bucket shares memory with
+    one of another bucket: then the order of the buckets is the order of the tensors."""
+    if len({row[0] for row in rows}) < 2:
+        return False
+    tensors = [[p, g] + [v for v in st.values() if isinstance(v, torch.Tensor)]
+               for _, _, p, g, st in rows]
+    return any(len({rows[i][0] for i in c}) > 1 for c in memory_clusters(tensors))
+
+
 class Bucket:
     """Tensors that take one step with the same scalars on one device in one dtype."""
     __slots__ = ("key", "device", "dtype", "scalars", "items", "new")
@@ -161,23 +199,27 @@ class HostStep:
         self.policy.conform(p, state)
 
     def prepare(self, params, grads, states, hypers: dict, generator) -> list:
-        """Steps 1-4: the buckets of this step, in the order their first tensor came."""
+        """Steps 1-4: the buckets of this step (module docstring)."""
         interp, scalar_slots = self.interpreter, self.scalar_slots
         envs: dict = {}
-        buckets: dict = {}
+        rows = []  # (bucket key, made, p, g, state)
         for p, g, st in zip(params, grads, states):
             made = "step" not in st
             if made:
                 self.init_state(p, g, hypers, st, generator)
             t = st["step"] = st["step"] + 1
             key = (t, tuple(st[s.name] for s in scalar_slots)) if scalar_slots else t
-            env = envs.get(key)
-            if env is None:
-                env = envs[key] = interp.scalar_env(hypers, t, st, generator)
-            bkey = (key, p.device, p.dtype)
-            bucket = buckets.get(bkey)
+            if key not in envs:
+                envs[key] = interp.scalar_env(hypers, t, st, generator)
+            rows.append(((key, p.device, p.dtype), made, p, g, st))
+        runs = _crossing(rows)
+        buckets: dict = {}
+        run = 0
+        for k, (bkey, made, p, g, st) in enumerate(rows):
+            run += runs and k > 0 and bkey != rows[k - 1][0]
+            bucket = buckets.get((run, bkey))
             if bucket is None:
-                bucket = buckets[bkey] = Bucket(key, p.device, p.dtype, env)
+                bucket = buckets[(run, bkey)] = Bucket(bkey[0], p.device, p.dtype, envs[bkey[0]])
             if made:
                 bucket.new.add(len(bucket.items))
             bucket.items.append((p, g, st))
