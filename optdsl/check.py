@@ -336,13 +336,19 @@ class _Instance:
         return {h.name: h.default for h in self.b.hypers.values()}
 
     def check_ranges(self, prim, nodes: dict, bound: dict, pos) -> None:
-        """An error at the argument when a constant one (hyperparameters at their defaults; not
-        one that reads t) is outside the primitive's range (``Primitive.ranges``):
-        ``ema(g, 1.5)`` grows without bound, ``drop(g, 1)`` divides by 0."""
+        """An error at the argument when a constant one (hyperparameters at their defaults) is
+        outside the primitive's range (``Primitive.ranges``): ``ema(g, 1.5)`` grows without
+        bound, ``drop(g, 1)`` divides by 0. One that reads hyperparameters is checked again at
+        their values (``validate_hyper_values``), one that reads t at every step."""
         defaults = self.hyper_defaults() if prim.ranges else {}
         for param, ok, wording in prim.ranges:
             node = nodes.get(param)
-            if node is None or any(m.op == "input" for m in ir.topological([node])):
+            if node is None:
+                continue
+            inputs = {m for m in ir.topological([node]) if m.op == "input"}
+            if inputs:  # one that reads t alone is checked at every step (the interpreter)
+                if inputs == {ir.T} and node.kind == Kind.SCALAR:
+                    self.b.range_checks.append((prim.name, param, node))
                 continue
             v = constant_value(node, defaults)
             if v is not None and not ok(v):
@@ -666,8 +672,9 @@ def validate_hyper_values(rule: Rule, hypers: dict) -> None:
         v = constant_value(node, hypers)
         for p, ok, wording in PRIMITIVES[name].ranges:
             if p == param and v is not None and not ok(v):
-                given = ", ".join(f"{h}={hypers[h]:g}" for h in sorted(
-                    ir.walk_leaves([node], "hyper")) if h in hypers)
+                given = ", ".join([f"{h}={hypers[h]:g}" for h in sorted(
+                    ir.walk_leaves([node], "hyper")) if h in hypers] +
+                    ["t=1"] * (ir.T in ir.topological([node])))
                 raise HyperparameterError(f"invalid hyperparameters for rule {rule.name}: at "
                                           f"{given}, {name}()'s {param} is {v:g}; {param} "
                                           f"{wording}")
@@ -695,9 +702,15 @@ def _argument_positions(hypers: dict, bound: dict, pos) -> dict:
 
 
 def _near_rule(expr, rules) -> str:
-    """A did-you-mean for a rule-valued argument that names no rule (``lookahead(radamm)``)."""
+    """What is wrong with a rule-valued argument that is not a rule name: a call of a rule
+    whose own arguments are not numbers written by name (``inner=adam(beta1=g)``,
+    ``lookahead(lookahead(adam))``), or a did-you-mean for a name of no rule
+    (``lookahead(radamm)``)."""
     given = expr.func if isinstance(expr, Call) else getattr(expr, "name", None)
-    return did_you_mean(given, rules) if isinstance(given, str) else ""
+    if isinstance(expr, Call) and given not in PRIMITIVES and rules.get(given) is not None:
+        return (f"; {given}'s arguments there must be numbers written by name, as in "
+                f"{given}(beta1=0.5) (a rule argument takes no rule or formula of its own)")
+    return did_you_mean(given, [r for r in rules if r != given]) if isinstance(given, str) else ""
 
 
 def _is_rule_name(e, rules) -> bool:
@@ -793,6 +806,7 @@ def _check(program: Program, name: str | None, doc: str, rules) -> Rule:
                          own={h for h, _, _ in program.header})
         if inst.is_alias():
             inst.own = set()
+            _check_alias_defaults(program, rules)
         update, new_p, assigns_p = inst.lower()
         if not b.kind_raised:
             break
@@ -811,6 +825,23 @@ def _check(program: Program, name: str | None, doc: str, rules) -> Rule:
                 source=program.source, doc=doc, subrules=tuple(dict.fromkeys(b.subrules)),
                 state_dtypes={slot: dtype for slot, (dtype, _) in b.state_dtypes.items()},
                 range_checks=tuple(dict.fromkeys(b.range_checks)))
+
+
+def _check_alias_defaults(program: Program, rules) -> None:
+    """An alias that sets one default twice, to two numbers, in its header and in its call
+    (``f(beta1=0.8) = adam(beta1=0.5)``) is an error at the call's number: neither would
+    silently win."""
+    header = {h: (default, hpos) for h, default, hpos in program.header
+              if not _is_rule_name(default, rules)}
+    call = program.body[0].expr
+    for k, e, kpos in call.kwargs:
+        given = _literal(e)
+        if k in header and given is not None:
+            declared = _default_value(*header[k])
+            if declared != given:
+                raise _err(f"{program.name or 'the alias'} sets {k} twice: {declared:g} in its "
+                           f"header and {given:g} in its call of {call.func}; write it once",
+                           getattr(e, "pos", kpos))
 
 
 def _order_hypers(hypers: dict, program: Program) -> dict:

@@ -92,6 +92,9 @@ def export(rule, path: str) -> KernelPlan:
     """Write ``rule``'s step (a checked Rule) as TorchScript to ``path``, its states in the
     dtypes the program declares (:func:`export_torchscript`; what ``optdsl compile -o``
     writes), and return the plan it printed (``plan.arg_names``: the call's arguments)."""
+    folder = os.path.dirname(os.fspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: no folder {folder}")
     plan = plan_step(rule, StatePolicy(rule).dtypes, backend="torchscript")
     export_torchscript(plan, path)
     return plan
@@ -104,7 +107,11 @@ def export_torchscript(plan: KernelPlan, path: str) -> None:
     first step (``0``, ``g``, ``p``: the value at step 1), ``state_dtypes`` the dtype each
     state list is stored in (``bfloat16`` for ``v: bfloat16 = ...``; ``""``: the parameter's),
     and ``host_states`` the scalar states the scalars read (``name = initial value; then
-    update``), kept by the caller."""
+    update``), kept by the caller. ``scalars`` is one tensor of the values of
+    ``scalar_names`` (formulas of the language, of t, the hyperparameters and the host states
+    as they were before this step), computed in float64 with IEEE semantics (``sqrt`` of a
+    negative number is NaN) and passed as float64 for float64 parameters, else float32 (as
+    ``optdsl compile --emit`` prints)."""
     args = "".join(f", {a}: List[Tensor]" for a in plan.arg_names[:-1]) + ", scalars: Tensor"
     text = (HEADER + plan.source + "\n\n"
             "class Step(torch.nn.Module):\n"

@@ -72,7 +72,8 @@ class HyperparameterError(DSLError):
 
 
 class ScheduleError(DSLError):
-    """A schedule's arguments that are invalid at a step (``cosine(t, 20 - t)`` at t = 20);
+    """A schedule's arguments that are invalid at a step (``cosine(t, 20 - t)`` at t = 20), or
+    a primitive's argument that reads t and leaves its range (``ema(g, b * t)`` once b t > 1);
     ``reason`` is the schedule's own words."""
 
     def __init__(self, name: str, t: float, reason: str):

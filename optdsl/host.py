@@ -158,6 +158,15 @@ def memory_clusters(tensor_lists) -> list:
     return clusters
 
 
+def _uncount(rows) -> None:
+    """Undo a step's count, and a first step's states, for (made, state) pairs."""
+    for made, st in rows:
+        if made:
+            st.clear()
+        else:
+            st["step"] -= 1
+
+
 def _crossing(rows) -> bool:
     """Whether a tensor (parameter, gradient, tensor state) of one bucket shares memory with
     one of another bucket: then the order of the buckets is the order of the tensors."""
@@ -203,15 +212,20 @@ class HostStep:
         interp, scalar_slots = self.interpreter, self.scalar_slots
         envs: dict = {}
         rows = []  # (bucket key, made, p, g, state)
-        for p, g, st in zip(params, grads, states):
-            made = "step" not in st
-            if made:
-                self.init_state(p, g, hypers, st, generator)
-            t = st["step"] = st["step"] + 1
-            key = (t, tuple(st[s.name] for s in scalar_slots)) if scalar_slots else t
-            if key not in envs:
-                envs[key] = interp.scalar_env(hypers, t, st, generator)
-            rows.append(((key, p.device, p.dtype), made, p, g, st))
+        try:
+            for p, g, st in zip(params, grads, states):
+                made = "step" not in st
+                rows.append([None, made, p, g, st])
+                if made:
+                    self.init_state(p, g, hypers, st, generator)
+                t = st["step"] = st["step"] + 1
+                key = (t, tuple(st[s.name] for s in scalar_slots)) if scalar_slots else t
+                if key not in envs:  # (raises for arguments invalid at this step)
+                    envs[key] = interp.scalar_env(hypers, t, st, generator)
+                rows[-1][0] = (key, p.device, p.dtype)
+        except Exception:  # nothing counted, no states left: the step did not happen
+            _uncount([(made, st) for _, made, _, _, st in rows])
+            raise
         runs = _crossing(rows)
         buckets: dict = {}
         run = 0
@@ -228,11 +242,8 @@ class HostStep:
     def unprepare(self, buckets: list) -> None:
         """Undo ``prepare`` for buckets that did not run (a StateError): the step is not
         counted, and a tensor's first step leaves no states."""
-        for bucket in buckets:
-            for i, (_, _, st) in enumerate(bucket.items):
-                st["step"] -= 1
-                if i in bucket.new:
-                    st.clear()
+        _uncount([(i in bucket.new, st) for bucket in buckets
+                  for i, (_, _, st) in enumerate(bucket.items)])
 
     def finish(self, bucket: Bucket) -> None:
         """Write the scalar states' new values (computed with the step's scalars)."""

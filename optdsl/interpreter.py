@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import ir
+from .errors import ScheduleError
 from .ir import Kind, Rule
 from .primitives import PRIMITIVES
 
@@ -27,6 +28,12 @@ class Interpreter:
         roots = [rule.new_p if rule.assigns_p else rule.update] + [s.update for s in rule.slots]
         self.order = ir.topological(roots)
         self.scalar_order = [n for n in self.order if n.kind == Kind.SCALAR and n.op != "state"]
+        # the arguments with a range that read t (``ema(g, b * t)``) and that the step
+        # computes: checked at every step, as the schedules check theirs (the checker and the
+        # Optimizer check the others once)
+        computed = set(self.scalar_order)
+        self.step_checks = [(name, param, node) for name, param, node in rule.range_checks
+                            if node in computed and ir.T in ir.topological([node])]
         self.tensor_order = [n for n in self.order if n.kind != Kind.SCALAR]
         self.tensor_release = _releases(self.tensor_order, keep=roots)
         self.init_order = ir.topological([s.init for s in rule.slots])
@@ -75,7 +82,13 @@ class Interpreter:
         for name, read in self.scalar_reads:
             env[read] = state[name]
         with np.errstate(all="ignore"):
-            return self._eval(self.scalar_order, env, scalar=True, generator=generator)
+            env = self._eval(self.scalar_order, env, scalar=True, generator=generator)
+        for name, param, node in self.step_checks:
+            v = env[node]
+            for p, ok, wording in PRIMITIVES[name].ranges:
+                if p == param and not ok(v):
+                    raise ScheduleError(name, t, f"{param} is {v:g}; {param} {wording}")
+        return env
 
     def init_state(self, p: torch.Tensor, grad: torch.Tensor, hypers: dict, state: dict,
                    generator=None):

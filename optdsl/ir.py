@@ -123,7 +123,7 @@ class Rule:
     doc: str = ""
     subrules: tuple = ()  # names of the rules this one calls
     state_dtypes: dict = field(default_factory=dict)  # slot name -> storage dtype (STORAGE_DTYPES)
-    range_checks: tuple = ()  # (primitive, parameter, argument node) read with hyperparameters
+    range_checks: tuple = ()  # (primitive, parameter, argument node) reading hyperparameters or t
 
     @property
     def defaults(self) -> dict:

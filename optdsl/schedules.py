@@ -59,7 +59,9 @@ def _num(name: str, x: object) -> float:
 def _step_t(t: object) -> float:
     v = _num("t", t)
     if v < 1:
-        raise ValueError(f"t is the 1-based step count and must be >= 1, got {v:g}")
+        raise ValueError(f"t is the 1-based step count and must be >= 1, got {v:g} (a schedule "
+                         "that starts later reads a step count that starts at 1, such as "
+                         "max(t - 5, 1): both branches of where() are computed at every step)")
     return v
 
 

@@ -114,8 +114,10 @@ NOT_FINITE = sp.Symbol("not_finite", real=True)
 
 
 # A tensor of zeros: added to a tensor that sympy made constant (g - g + 1 = 1) inside a
-# reduction that counts the elements, so that it is not the scalar (it prints as one).
-ZEROS = sp.Symbol("(0 * p)", real=True)
+# reduction that counts the elements, so that it is not the scalar. It prints as one that is 0
+# for every input (g^0 is 1 for every g, NaN and infinities included): a printed program reads
+# nothing its input did not (``0 * p`` is NaN where p is infinite).
+ZEROS = sp.Symbol("(g^0 - 1)", real=True)
 
 
 def _domain_of(op: str, args: list):

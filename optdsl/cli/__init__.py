@@ -91,6 +91,8 @@ _FILE_NAME = re.compile(r"[\w./~-]*\w\.[A-Za-z]\w*")  # name.ext, no operators o
 def output_file(path: str) -> str:
     """argparse type of an output file (-o): checked before the work that writes it, so that a
     missing folder or a path that cannot be written is an argument error, not a traceback."""
+    if not path.strip():
+        raise argparse.ArgumentTypeError("an empty file name: name the file to write")
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
         problem = f"no folder {folder}"

@@ -32,7 +32,7 @@ def cmd_train(argv) -> int:
     hypers = {k: _number(k, v) for k, v in name_values(args.set, "--set",
                                                         HyperparameterError).items()}
     if args.lr is not None:
-        if hypers.get("lr", args.lr) != args.lr:
+        if "lr" in hypers and not hypers["lr"] == args.lr:  # (NaN included: refused below)
             raise HyperparameterError(f"--lr {args.lr:g} and --set lr={hypers['lr']:g} give lr "
                                       "twice (which one was meant?)")
         hypers["lr"] = args.lr
