@@ -13,8 +13,13 @@ search's cache key); ``canonical_form(rule)`` prints it.
 hyperparameter, every state), including 0, negatives, and where a subterm is NaN or +-inf
 (sqrt and log of negatives, division by zero), with the interpreter's arithmetic (IEEE float64,
 ``sign(NaN) = 0``, ``pow(-inf, 0.5) = NaN``). What is ignored: floating-point overflow and
-underflow, rounding (constants are hashed to 12 significant digits), and the sign of zero
-(``-0.0`` is read as 0, so ``1/(0 - g)`` and ``1/(-g)`` are both ``+inf`` at ``g = 0``). A
+underflow (``g exp(-t) / exp(-t)`` hashes as ``g``, and is NaN from t = 746), rounding
+(constants are hashed to 12 significant digits), the sign of zero (``-0.0`` is read as 0:
+``1/(0 - g)`` and ``1/(-g)`` hash alike, and are ``+inf`` and ``-inf`` at ``g = 0``), and
+infinite or NaN inputs (g and p are taken as finite: ``where(g - g == 0, g, 0)`` hashes as
+``g``); hyperparameters are known by position and default, not name (``lr * g + k * p`` and
+``k * g + lr * p`` hash alike where both defaults are 1). The search's cache key adds updates
+on special inputs that tell such rules apart (``search.candidate``). A
 rewrite that holds only at a generic point is guarded by the facts that make it hold or not
 made: ``x^a x^b = x^(a+b)`` needs integer exponents of the same sign, or ``x >= 0`` and
 exponents of the same sign, or ``x > 0`` finite; ``x/x``, ``sign(x)^2``, ``sqrt(x)^2`` and

@@ -18,10 +18,20 @@ use it. It hashes two things:
   defaults, 4 steps of 16 elements, two gradient sequences across three decades and both
   signs), rounded to 6 significant digits.
 
-The numeric part keeps the key sound even where the symbolic normal form merges too much:
+* the rule's updates on special inputs (``special_probes``: gradients exactly 0 and -0,
+  infinite and NaN beside ordinary ones, parameters 0 and -0; steps 1-4, and steps 1001-1003
+  after a first one; lr = ``SPECIAL_LR``), rounded alike.
+
+The numeric parts keep the key sound even where the symbolic normal form merges too much:
 ``lr * sqrt(g) * sqrt(g)`` (NaN for negative g) and ``lr * g`` get different keys whatever
-``canonical_hash`` does with ``x^a * x^b``. Rules equal up to algebra keep one key (their
-updates agree to rounding). Where ``canonical_hash`` is not available, the text (comments and
+``canonical_hash`` does with ``x^a * x^b``; so do the rules it merges by what it does not
+model (the sign of zero, infinite gradients, overflow): ``lr * clip(1 / (0 - g), -1, 1)``
+and ``lr * clip(1 / (-g), -1, 1)`` (+lr and -lr at g = 0), ``lr * where(g - g == 0, g, 0)``
+and ``lr * g`` (0 and inf at g = inf), ``lr * g * exp(-t) / exp(-t)`` and ``lr * g`` (NaN
+from step 746), ``r(lr=1, k=1) = lr * g + k * p`` and ``k * g + lr * p`` (a protocol sets lr
+by name). Rules equal up to algebra keep one key (their updates agree to rounding; rules that
+differ only where a product overflows or underflows, ``sign(g m)`` and ``sign(g) sign(m)``,
+are not told apart). Where ``canonical_hash`` is not available, the text (comments and
 spacing dropped) takes its place; keys carry their scheme as a prefix (``canon:`` / ``text:``).
 The probe updates are kept on the candidate for the degenerate filters (``search.filters``).
 """
@@ -51,6 +61,38 @@ def probes():
                     for _ in range(PROBE_STEPS)]
         _PROBES = (p0, seq(), seq())
     return _PROBES
+
+
+_SPECIAL = None
+SPECIAL_LR = 0.37  # no default's value: lr and a hyperparameter of lr's default swapped differ
+
+
+def special_probes():
+    """(p0, grads): 16 elements of special values for the key (module docstring), 4 steps."""
+    global _SPECIAL
+    if _SPECIAL is None:
+        inf, nan = float("inf"), float("nan")
+        g = torch.tensor([0.0, -0.0, inf, -inf, nan, 1.0, -1.0, 0.5, -2.0, 3.0, -0.25, 10.0,
+                          -10.0, 1e-3, -1e3, 0.0], dtype=torch.float64)
+        p0 = torch.tensor([0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 0.0, 1.0, -3.0, 10.0, 0.0, -1e-3,
+                           1e3, 0.1, -0.1, 5.0], dtype=torch.float64)
+        _SPECIAL = (p0, [g, -g, g.flip(0), torch.zeros_like(g)])
+    return _SPECIAL
+
+
+def special_digest(rule) -> str:
+    """The digest of the rule's updates on ``special_probes`` (steps 1-4, then steps 1001-1003
+    after a first step), or the error that run raised."""
+    import numpy as np
+    p0, grads = special_probes()
+    try:
+        with np.errstate(all="ignore"):
+            runs = [_held_updates(rule, {**rule.defaults, "lr": SPECIAL_LR}, late, (p0, grads))
+                    for late in (0, LATE_STEP)]
+    except Exception as e:
+        return f"special-error: {type(e).__name__}"
+    from optdsl.probes import rounded_digest
+    return rounded_digest(torch.cat([r.flatten() for r in runs]))
 
 
 def text_hash(text: str) -> str:
@@ -103,12 +145,13 @@ def lr_scales(rule) -> bool:
 LATE_STEP = 1000  # lr_scales also probes the steps after this one
 
 
-def _held_updates(rule, hypers: dict, late: int = 0) -> torch.Tensor:
-    """The updates of ``rule`` on the probe gradients A, each step from p0 (teacher-forced);
-    with ``late``, the steps after the first are counted from ``late`` on (t = late + 1, ...)."""
+def _held_updates(rule, hypers: dict, late: int = 0, inputs=None) -> torch.Tensor:
+    """The updates of ``rule`` on the probe gradients A (or ``inputs``: (p0, grads)), each
+    step from p0 (teacher-forced); with ``late``, the steps after the first are counted from
+    ``late`` on (t = late + 1, ...)."""
     from optdsl.interpreter import Interpreter
     interp, state = Interpreter(rule), {}
-    p0, grads, _ = probes()
+    p0, grads = inputs or probes()[:2]
     gen = torch.Generator().manual_seed(0)
     out = []
     for k, g in enumerate(grads):
@@ -173,5 +216,6 @@ def build(source, id: str | None = None, text: str | None = None) -> Candidate:
     canon = canonical_key(without_lr_default(keyed) if lr_scales(rule) else keyed)
     base = f"canon:{canon}" if canon is not None else text_hash(printed)
     scheme = base.split(":", 1)[0]
-    digest = hashlib.sha256(f"{base}|{fp or error}".encode()).hexdigest()[:32]
+    special = special_digest(rule)
+    digest = hashlib.sha256(f"{base}|{fp or error}|{special}".encode()).hexdigest()[:32]
     return Candidate(text, rule, f"{scheme}:{digest}", id, fp, error, updates)

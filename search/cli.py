@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import shlex
 import sys
 
@@ -185,9 +186,18 @@ def _one_line_errors(command: str, run, args) -> int:
         return 2
     except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
         store = getattr(args, "store", None) or "the store"
+        if isinstance(e, sqlite3.DatabaseError) and not _DAMAGED.search(str(e)):
+            # (a full disk, a value too big to write, a locked or read-only file: not damage)
+            print(f"optdsl {command}: {store} could not be written or read: {e}",
+                  file=sys.stderr)
+            return 2
         print(f"optdsl {command}: {store} is damaged and cannot be read ({e}); a copy from "
               "before the damage, or a new store, is needed", file=sys.stderr)
         return 2
+
+
+# what SQLite says of a file that is not a store or no longer one (and of a hand-edited table)
+_DAMAGED = re.compile(r"malformed|not a database|no such (table|column)|corrupt", re.I)
 
 
 def cmd_search(argv) -> int:
@@ -213,6 +223,13 @@ def _search(args) -> int:
     _positive("workers", args.workers)
     _positive("time-limit", args.time_limit)
     task = resolve_task(args.task or DEFAULT_TASK)
+    from . import match
+    if match.is_match(task.name) and match.parameter_state(task.target_rule()):
+        print(f"optdsl search: warning: {task.target}'s state "
+              f"'{match.parameter_state(task.target_rule())}' reads the parameter; the match "
+              "streams force the parameter's path, so its updates there follow that path, not "
+              "the rule's own steps, and the score says little (search.match.parameter_state)",
+              file=sys.stderr)
     from optdsl.cli import name_values
     options = name_values(args.strategy_option, "--strategy-option", SearchError)
     if options.get("prior_programs"):  # stored with the search: a resume from elsewhere reads it
@@ -298,8 +315,12 @@ def _search(args) -> int:
             runner.close()
         if lock is not None:
             lock.release()
-    print(f"{progress.done}/{progress.budget} done: {progress.evaluated} evaluated here, "
-          f"{progress.cached} cache hits; {progress.diverged} diverged, {progress.failed} "
+    earlier = progress.done_before  # a resumed search: its other counts are the search's
+    print(f"{progress.done}/{progress.budget} done"
+          + (f" ({earlier} before this run)" if earlier else "")
+          + f": {progress.evaluated} evaluated here, " + ("over the whole search " if earlier
+                                                         else "")
+          + f"{progress.cached} cache hits; {progress.diverged} diverged, {progress.failed} "
           f"failed, {progress.timeouts} timed out ({progress.rate:.2f} eval/s)")
     if progress.exhausted:
         print(f"stopped before the budget: {strategy.name} proposed no new candidate "

@@ -111,6 +111,7 @@ class Progress:
     done: int = 0
     cached: int = 0
     evaluated: int = 0  # run in this session (not cache hits, not baselines)
+    done_before: int = 0  # done when this session started (a resumed search)
     failed: int = 0
     diverged: int = 0  # updates not finite: a result of the rule (scored worst)
     timeouts: int = 0  # past the time limit (not a result of the rule: see search.store)
@@ -270,6 +271,7 @@ class SearchLoop:
         self.progress = Progress(budget=record["budget"], **{
             k: counts[k] for k in ("done", "cached", "failed", "diverged", "timeouts")})
         self.progress.best = self._stored_best()
+        self.progress.done_before = self.progress.done
         self.inflight: dict = {}  # ticket -> cache key
         self.waiting: dict = {}  # cache key -> [Proposal] (the first is the one submitted)
         self.screening: set = set()  # cache keys whose job in flight may stop at a partial rung
@@ -277,7 +279,7 @@ class SearchLoop:
         self.queue: deque = deque(
             Proposal(p["seq"], p["rule"], p["rule_hash"], p["source"], p["name"], p["cid"])
             for p in store.proposals(search_id) if p["status"] == "pending")
-        self.hits: list = []  # cache hits found while filling, recorded together
+        self.hits: dict = {}  # cache key -> ([Proposal], stored result): held to the next round
         self.screened = bool(self.protocol_config.get("screen"))  # a multi-fidelity protocol
         if self.screened and hasattr(strategy, "fail_reward"):
             strategy.fail_reward = SCREENED_FAIL_REWARD  # below every screened-out reward
@@ -327,9 +329,9 @@ class SearchLoop:
             self.on_event(self.progress)
             if not self.inflight:
                 spent = self.progress.exhausted or self.proposed >= self.progress.budget
-                if self.queue or not spent:
+                if self.queue or self.hits or not spent:
                     finished = []
-                    continue  # more to dispatch, or ask the strategy again
+                    continue  # more to dispatch, hits to hear, or ask the strategy again
                 break
             finished = self.runner.wait(timeout=0.25)
         if (self.proposed >= self.progress.budget or self.progress.exhausted) and \
@@ -352,27 +354,34 @@ class SearchLoop:
                 self.state_changed = False
 
     def _fill(self) -> None:
-        while len(self.inflight) < self.runner.capacity:
+        """Dispatch the queue and ask the strategy for more, up to the runner's capacity. A
+        cache hit holds a slot until the next round, as the evaluation it stands for would (and
+        a second proposal of its rule shares it, as one of a running rule shares that): with
+        the in-process runner and an unscreened protocol (``match:`` tasks) the strategy is
+        asked for as many proposals at the same points and hears the same results in the same
+        order, so a search proposes the same rules whatever the store already holds."""
+        while len(self.inflight) + len(self.hits) < self.runner.capacity:
             if not self.queue:
-                self._record_hits()  # the strategy hears its cache hits before it is asked
-                if not self._ask():  # again: a search runs the same whatever the store holds
+                if not self._ask():
                     break
                 continue  # (a batch of invalid text is answered at once: nothing queued)
             if self._held(self.queue[0]):
                 break
             self._dispatch(self.queue.popleft())
-        self._record_hits()
 
-    def _record_hits(self) -> None:
-        """Resolve and observe the cache hits found since the last call."""
-        if self.hits:
-            hits, self.hits = self.hits, []
-            for prop, _ in hits:
+    def _held_hits(self) -> list:
+        """The cache hits held since the last round, resolved in the store, as groups (first
+        proposal's seq, [(proposal, result, True), ...]) for ``_complete``."""
+        hits, self.hits = self.hits, {}
+        groups = []
+        for props, result in hits.values():
+            for prop in props:
                 self.store.resolve_proposal(self.sid, prop.seq, "cached")
                 if prop.name:
                     self.store.name_evaluation(prop.hash, self.task.name, self.protocol_key,
                                                prop.name)
-            self._observe([(prop, result, True) for prop, result in hits])
+            groups.append((props[0].seq, [(prop, result, True) for prop in props]))
+        return groups
 
     def _held(self, prop: Proposal) -> bool:
         """Whether a strategy's candidate waits for the baselines: until ``WARMUP`` screening
@@ -387,7 +396,8 @@ class SearchLoop:
 
     def _ask(self) -> bool:
         """Ask the strategy for more proposals; False when the budget or the strategy is spent."""
-        n = min(self.runner.capacity - len(self.inflight), self.progress.budget - self.proposed)
+        n = min(self.runner.capacity - len(self.inflight) - len(self.hits),
+                self.progress.budget - self.proposed)
         if n <= 0 or self.progress.exhausted:
             return False
         items = self.strategy.suggest(n)[:n]
@@ -452,7 +462,7 @@ class SearchLoop:
         stopped = cached is not None and not is_full(cached) and cached["status"] == "ok"
         if cached is not None and not (full_only and stopped):  # (one that diverged at the
             # screen would diverge there again: it is the rule's own outcome)
-            self.hits.append((prop, cached))
+            self.hits.setdefault(prop.hash, ([], cached))[0].append(prop)
             return
         if full_only and prop.hash in self.screening:  # dispatched again once it is back
             self.deferred.setdefault(prop.hash, []).append(prop)
@@ -478,10 +488,12 @@ class SearchLoop:
                                    quantile)
 
     def _complete(self, finished: list) -> None:
-        """Record the results of one wait and tell the strategy (in the round's transaction)."""
-        if not finished:
+        """Record the results of one wait and the cache hits held since the last round, and
+        tell the strategy, in the order of the proposals (in the round's transaction)."""
+        groups = self._held_hits()
+        if not finished and not groups:
             return
-        observed, keys = [], []
+        keys = []
         for ticket, result in finished:
             h = self.inflight.pop(ticket)
             self.screening.discard(h)
@@ -495,7 +507,7 @@ class SearchLoop:
             self.store.resolve_proposal(self.sid, first.seq, "evaluated")
             for p in props[1:]:
                 self.store.resolve_proposal(self.sid, p.seq, "cached")
-            observed += [(p, result, i > 0) for i, p in enumerate(props)]
+            groups.append((first.seq, [(p, result, i > 0) for i, p in enumerate(props)]))
             for rung in RUNG_COLUMNS:
                 score = (result.get(rung) or {}).get("score")
                 if score is not None:
@@ -503,7 +515,8 @@ class SearchLoop:
                      else self.rung_scores)[rung].append(score)
             if first.source != "baseline":
                 self.progress.evaluated += 1
-        self._observe(observed)
+        groups.sort(key=lambda group: group[0])
+        self._observe([item for _, items in groups for item in items])
         for h in keys:  # baselines and seeds that waited for a screened job of their rule
             for prop in self.deferred.pop(h, []):
                 self._dispatch(prop)

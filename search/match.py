@@ -192,6 +192,18 @@ def get_task(name: str) -> MatchTask:
     return MatchTask(task.name, target, f"updates that follow {target} on fixed gradient streams")
 
 
+def parameter_state(rule) -> str | None:
+    """The name of a state of ``rule`` that starts as a copy of the parameter (Lookahead's
+    ``slow = p``), or None. The streams force the parameter's path, so such a state follows
+    that path, not the one the rule's own steps would take: at Lookahead's sync steps its
+    update measures the streams' drift since the last sync, not the inner rule's steps."""
+    from optdsl import ir
+    for s in rule.slots:
+        if s.init == ir.P:
+            return s.name
+    return None
+
+
 def target_updates(task: MatchTask) -> torch.Tensor:
     if task.target not in _TARGETS:
         _TARGETS[task.target] = updates(task.target_rule())

@@ -196,7 +196,8 @@ class RLStrategy(SpaceStrategy):
         require("batch", batch, at_least=1)
         require("lr", lr, above=0)
         require("entropy", entropy, at_least=0)
-        require("hidden", hidden, at_least=1)
+        # (the controller, with its Adam moments, is saved with the search after every round)
+        require("hidden", hidden, at_least=1, at_most=512)
         require("epochs", epochs, at_least=1)
         require("clip", clip, above=0)
         require("temperature", temperature, above=0)  # the logits are divided by it

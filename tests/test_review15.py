@@ -164,3 +164,94 @@ def test_compile_with_an_empty_output_name_is_an_argument_error(capsys):
 def test_export_into_a_missing_folder_says_which(tmp_path):
     with pytest.raises(FileNotFoundError, match="no folder"):
         optdsl.export("adam", str(tmp_path / "missing" / "step.pt"))
+
+
+# --- the search ------------------------------------------------------------------------------
+
+def _proposals(path, sid=1):
+    from optdsl.search.store import Store
+    return [(p["rule"], p["source"]) for p in Store(path, create=False).proposals(sid)
+            if p["source"] == "strategy"]
+
+
+def test_a_search_proposes_the_same_rules_whatever_the_store_holds(tmp_path, capsys):
+    # cached baselines freed their slots at once: the strategy was asked for more proposals
+    # in its first batch and the search went otherwise from proposal 32 on; the same command
+    # again into the same store evaluated 63 of 100 rules anew
+    from optdsl.cli import main
+    fresh, warm = str(tmp_path / "fresh.sqlite"), str(tmp_path / "warm.sqlite")
+    args = ["search", "--task", "match:addsign", "--strategy", "evolution", "--budget", "100",
+            "--quiet", "--seed", "3"]
+    assert main(["search", "--task", "match:addsign", "--strategy", "random", "--budget", "1",
+                 "--quiet", "--store", warm]) == 0
+    assert main(args + ["--store", fresh]) == 0
+    assert main(args + ["--store", warm]) == 0
+    assert _proposals(fresh) == _proposals(warm, sid=2)
+    capsys.readouterr()
+    assert main(args + ["--store", fresh]) == 0
+    assert "100/100 done: 0 evaluated here, 100 cache hits" in capsys.readouterr().out
+    assert _proposals(fresh, sid=2) == _proposals(fresh)
+
+
+def test_a_resumed_searchs_summary_says_which_counts_are_of_the_whole_search(tmp_path, capsys):
+    from optdsl.cli import main
+    path = str(tmp_path / "s.sqlite")
+    assert main(["search", "--task", "match:adam", "--budget", "3", "--quiet", "--store", path,
+                 "--no-baselines"]) == 0
+    capsys.readouterr()
+    assert main(["search", "--store", path, "--resume", "--budget", "5", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "5/5 done (3 before this run): 2 evaluated here, over the whole search 0 cache hits" \
+        in out, out
+
+
+@pytest.mark.parametrize("a, b", [
+    ("lr * clip(1 / (0 - g), -1, 1)", "lr * clip(1 / (-g), -1, 1)"),  # +lr, -lr at g = 0
+    ("lr * where(g - g == 0, g, 0)", "lr * g"),  # 0 and inf at g = inf
+    ("lr * g * exp(-t) / exp(-t)", "lr * g"),  # NaN from step 746
+    ("r(lr=1, k=1) = lr * g + k * p", "r(lr=1, k=1) = k * g + lr * p"),  # lr set by name
+])
+def test_rules_the_normal_form_merges_get_different_cache_keys(a, b):
+    from optdsl.search.candidate import build
+    assert build(a).key != build(b).key
+
+
+def test_rules_equal_up_to_algebra_and_lr_default_keep_one_key():
+    from optdsl.search.candidate import build
+    assert build("r(lr=0.1) = lr * 2 * g").key == build("r(lr=0.5) = g * lr * 2").key
+    assert build("lr * sign(ema(g, 0.9)) * abs(g)").key == \
+        build("lr * abs(g) * sign(ema(g, 0.9))").key
+
+
+def test_an_rl_controller_too_big_to_save_is_refused_before_the_search():
+    from optdsl.search.strategies import make_strategy
+    with pytest.raises(Exception, match="hidden must be .*<= 512"):
+        make_strategy("rl", seed=0, options={"hidden": "5000"})
+
+
+def test_a_store_that_cannot_be_written_is_not_called_damaged(capsys):
+    import sqlite3
+    from optdsl.search.cli import _one_line_errors
+
+    class Args:
+        store = "x.sqlite"
+
+    def fails(error):
+        def run(args):
+            raise error
+        return run
+    assert _one_line_errors("search", fails(sqlite3.DataError("string or blob too big")),
+                            Args()) == 2
+    err = capsys.readouterr().err
+    assert "could not be written" in err and "damaged" not in err
+    assert _one_line_errors("search", fails(sqlite3.DatabaseError(
+        "database disk image is malformed")), Args()) == 2
+    assert "is damaged" in capsys.readouterr().err
+
+
+def test_a_match_target_that_keeps_a_copy_of_the_parameter_is_warned_about():
+    from optdsl.search import match
+    assert match.parameter_state(optdsl.resolve("lookahead")) == "slow"
+    assert match.parameter_state(optdsl.resolve("ranger")) == "lookahead.slow"
+    for name in ("adam", "adamw", "sgd", "powersign"):
+        assert match.parameter_state(optdsl.resolve(name)) is None

@@ -465,7 +465,7 @@ def test_report_on_missing_store_exits_2(tmp_path, capsys):
      "restart must be >= 0, got -1"),
     (["--strategy", "evolution", "--strategy-option", "elite=nan"],
      "elite must be finite and >= 0 and <= 1, got nan"),
-    (["--strategy", "rl", "--strategy-option", "hidden=0"], "hidden must be >= 1, got 0"),
+    (["--strategy", "rl", "--strategy-option", "hidden=0"], "hidden must be >= 1 and <= 512, got 0"),
     (["--strategy", "rl", "--strategy-option", "batch=-2"], "batch must be >= 1, got -2"),
     (["--strategy", "rl", "--strategy-option", "temperature=-1"],
      "temperature must be > 0, got -1.0"),
