@@ -345,9 +345,12 @@ class _Instance:
             node = nodes.get(param)
             if node is None:
                 continue
-            inputs = {m for m in ir.topological([node]) if m.op == "input"}
-            if inputs:  # one that reads t alone is checked at every step (the interpreter)
-                if inputs == {ir.T} and node.kind == Kind.SCALAR:
+            reads = ir.topological([node])
+            inputs = {m for m in reads if m.op == "input"}
+            if inputs or any(m.op == "state" for m in reads):
+                # one that reads t or a scalar state (ema(g, b * t), ema(g, b * c) with c := c
+                # + 1) is checked at every step, by the interpreter
+                if inputs <= {ir.T} and node.kind == Kind.SCALAR:
                     self.b.range_checks.append((prim.name, param, node))
                 continue
             v = constant_value(node, defaults)
@@ -806,8 +809,9 @@ def _check(program: Program, name: str | None, doc: str, rules) -> Rule:
                          own={h for h, _, _ in program.header})
         if inst.is_alias():
             inst.own = set()
-            _check_alias_defaults(program, rules)
         update, new_p, assigns_p = inst.lower()
+        if inst.is_alias():  # (after lowering: an invalid value is that error first)
+            _check_alias_defaults(program, rules)
         if not b.kind_raised:
             break
         if passes > 2 * len(b.slots) + 1:  # pragma: no cover - kinds only ever widen

@@ -1191,49 +1191,62 @@ def _singular_values(pair: Pair) -> tuple:
     the proof is over the reals, and the float nearest it is another value), or the zeros of a
     factor sympy cannot list (``floor(10 b) - 2``: a whole interval), cannot be checked."""
     import sympy as sp  # heavy: only for the proofs
-    from .symbolic import (hyper_symbol, input_symbols, leaf_map, number, state_symbol,  # sympy
-                           translate)
+    from .symbolic import state_symbol  # sympy: only for the proofs
     found, unchecked = [], []
 
     def add(name, value):
         if (name, value) not in found and pair.accepts(name, value):
             found.append((name, value))
-    for rule, hypers in zip((pair.a, pair.b), _symbols(pair, sp)):
-        nodes = ir.topological(rule.outputs())
-        powers = [n for n in nodes if n.op == "pow"]
-        # the equations _generic takes as false come from these: x == c, x != c, where(x, ...)
-        conditions = [n for n in nodes if n.op in ("eq", "ne", "where")]
-        divisors = [n.args[1] for n in nodes if n.op in ("div", "mod")]
-        states = {s.name: state_symbol(s.name) for s in rule.slots}
-        values = translate(divisors + [a for n in powers for a in n.args] + conditions,
-                           leaf_map(hypers, input_symbols(), states))
-        divisors += [n.args[0] for n in powers  # x^-k divides by x^k
-                     if not values[n.args[1]].is_nonnegative]
-        zeros = [r.lhs - r.rhs for r in set().union(*(values[n].atoms(sp.Eq, sp.Ne)
-                                                        for n in conditions))]
-        zeros += [sp.numer(sp.together(values[d])) for d in divisors]
-        for factor in {f for diff in zeros for f in _zero_factors(diff)}:
-            h = _hyper_of(factor, hypers)
-            if h is None:
-                continue
-            roots = _real_zeros(factor, h)
-            if roots is None:
-                unchecked.append(f"{factor} = 0 (zeros of {h.name} not found)")
-                continue
-            for root in roots:
-                value = float(root)
-                if not pair.accepts(h.name, value):
-                    continue
-                if number(value) != root:
-                    unchecked.append(f"{h.name} = {root} (no float is exactly that value)")
-                else:
-                    add(h.name, value)
-        for name in pair.free:
-            for v in (0.0, 1.0):
-                if any(sp.expand(values[d].subs(hyper_symbol(name), number(v))) == 0
-                       for d in divisors):
-                    add(name, v)
+    ha, hb = _symbols(pair, sp)
+    for rule, hypers in ((pair.a, ha), (pair.b, hb)):
+        # the states' initial values too: a state that starts as wd / wd, or as (wd == 0.5),
+        # matches another's start for every value but that one
+        nodes = ir.topological(rule.outputs() + [s.init for s in rule.slots])
+        _scan_special(nodes, hypers, {s.name: state_symbol(s.name) for s in rule.slots},
+                      pair, add, unchecked)
+    # and the maps of hyperparameters (``lr + (wd == 0.5)``), over the second rule's
+    _scan_special(ir.topological(list(pair.maps.values())), hb, {}, pair, add, unchecked)
     return found, unchecked
+
+
+def _scan_special(nodes, hypers: dict, states: dict, pair: Pair, add, unchecked: list) -> None:
+    """``_singular_values`` for one set of IR nodes (hyperparameter leaves valued by
+    ``hypers``): ``add(name, value)`` for each special value found, what cannot be checked to
+    ``unchecked``."""
+    import sympy as sp  # heavy: only for the proofs
+    from .symbolic import hyper_symbol, input_symbols, leaf_map, number, translate  # sympy
+    powers = [n for n in nodes if n.op == "pow"]
+    # the equations _generic takes as false come from these: x == c, x != c, where(x, ...)
+    conditions = [n for n in nodes if n.op in ("eq", "ne", "where")]
+    divisors = [n.args[1] for n in nodes if n.op in ("div", "mod")]
+    values = translate(divisors + [a for n in powers for a in n.args] + conditions,
+                       leaf_map(hypers, input_symbols(), states))
+    divisors += [n.args[0] for n in powers  # x^-k divides by x^k
+                 if not values[n.args[1]].is_nonnegative]
+    zeros = [r.lhs - r.rhs for r in set().union(*(values[n].atoms(sp.Eq, sp.Ne)
+                                                    for n in conditions))]
+    zeros += [sp.numer(sp.together(values[d])) for d in divisors]
+    for factor in {f for diff in zeros for f in _zero_factors(diff)}:
+        h = _hyper_of(factor, hypers)
+        if h is None:
+            continue
+        roots = _real_zeros(factor, h)
+        if roots is None:
+            unchecked.append(f"{factor} = 0 (zeros of {h.name} not found)")
+            continue
+        for root in roots:
+            value = float(root)
+            if not pair.accepts(h.name, value):
+                continue
+            if number(value) != root:
+                unchecked.append(f"{h.name} = {root} (no float is exactly that value)")
+            else:
+                add(h.name, value)
+    for name in pair.free:
+        for v in (0.0, 1.0):
+            if any(sp.expand(values[d].subs(hyper_symbol(name), number(v))) == 0
+                   for d in divisors):
+                add(name, v)
 
 
 def _zero_factors(diff) -> list:

@@ -169,12 +169,24 @@ def _uncount(rows) -> None:
 
 def _crossing(rows) -> bool:
     """Whether a tensor (parameter, gradient, tensor state) of one bucket shares memory with
-    one of another bucket: then the order of the buckets is the order of the tensors."""
+    one of another bucket: then the order of the buckets is the order of the tensors. Only the
+    rows whose storages are shared across buckets are checked span by span (every step: a
+    group with several dtypes or step counts and no sharing costs one look at each storage)."""
     if len({row[0] for row in rows}) < 2:
         return False
     tensors = [[p, g] + [v for v in st.values() if isinstance(v, torch.Tensor)]
                for _, _, p, g, st in rows]
-    return any(len({rows[i][0] for i in c}) > 1 for c in memory_clusters(tensors))
+    users: dict = {}  # storage address -> {bucket key: [row indexes]}
+    for i, ts in enumerate(tensors):
+        for t in ts:
+            by_bucket = users.setdefault(t.untyped_storage().data_ptr(), {})
+            by_bucket.setdefault(rows[i][0], []).append(i)
+    suspects = sorted({i for by_bucket in users.values() if len(by_bucket) > 1
+                       for ids in by_bucket.values() for i in ids})
+    if not suspects:
+        return False
+    clusters = memory_clusters([tensors[i] for i in suspects])
+    return any(len({rows[suspects[i]][0] for i in c}) > 1 for c in clusters)
 
 
 class Bucket:

@@ -28,12 +28,13 @@ class Interpreter:
         roots = [rule.new_p if rule.assigns_p else rule.update] + [s.update for s in rule.slots]
         self.order = ir.topological(roots)
         self.scalar_order = [n for n in self.order if n.kind == Kind.SCALAR and n.op != "state"]
-        # the arguments with a range that read t (``ema(g, b * t)``) and that the step
-        # computes: checked at every step, as the schedules check theirs (the checker and the
-        # Optimizer check the others once)
+        # the arguments with a range that read t or a scalar state (``ema(g, b * t)``) and
+        # that the step computes: checked at every step, as the schedules check theirs (the
+        # checker and the Optimizer check the others once)
         computed = set(self.scalar_order)
         self.step_checks = [(name, param, node) for name, param, node in rule.range_checks
-                            if node in computed and ir.T in ir.topological([node])]
+                            if node in computed and any(m.op in ("input", "state")
+                                                        for m in ir.topological([node]))]
         self.tensor_order = [n for n in self.order if n.kind != Kind.SCALAR]
         self.tensor_release = _releases(self.tensor_order, keep=roots)
         self.init_order = ir.topological([s.init for s in rule.slots])

@@ -92,7 +92,9 @@ def special_digest(rule) -> str:
     except Exception as e:
         return f"special-error: {type(e).__name__}"
     from optdsl.probes import rounded_digest
-    return rounded_digest(torch.cat([r.flatten() for r in runs]))
+    # + 0.0: an update of -0 is one of +0 (p - 0 is p either way); the signs of zero that
+    # matter show in what they make, 1 / -0 = -inf
+    return rounded_digest(torch.cat([r.flatten() for r in runs]) + 0.0)
 
 
 def text_hash(text: str) -> str:

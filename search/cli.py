@@ -200,6 +200,18 @@ def _one_line_errors(command: str, run, args) -> int:
 _DAMAGED = re.compile(r"malformed|not a database|no such (table|column)|corrupt", re.I)
 
 
+def _warn_parameter_state(task) -> None:
+    """A warning for a match target that keeps a copy of the parameter (``match.parameter_state``):
+    its score says little."""
+    from . import match
+    state = match.parameter_state(task.target_rule()) if match.is_match(task.name) else None
+    if state:
+        print(f"optdsl search: warning: {task.target}'s state '{state}' starts as a copy of "
+              "the parameter; the match streams force the parameter's path, so its updates "
+              "there follow that path, not the rule's own steps, and the score says little "
+              "(search.match.parameter_state)", file=sys.stderr)
+
+
 def cmd_search(argv) -> int:
     return _one_line_errors("search", _search, _search_parser().parse_args(argv))
 
@@ -223,13 +235,6 @@ def _search(args) -> int:
     _positive("workers", args.workers)
     _positive("time-limit", args.time_limit)
     task = resolve_task(args.task or DEFAULT_TASK)
-    from . import match
-    if match.is_match(task.name) and match.parameter_state(task.target_rule()):
-        print(f"optdsl search: warning: {task.target}'s state "
-              f"'{match.parameter_state(task.target_rule())}' reads the parameter; the match "
-              "streams force the parameter's path, so its updates there follow that path, not "
-              "the rule's own steps, and the score says little (search.match.parameter_state)",
-              file=sys.stderr)
     from optdsl.cli import name_values
     options = name_values(args.strategy_option, "--strategy-option", SearchError)
     if options.get("prior_programs"):  # stored with the search: a resume from elsewhere reads it
@@ -252,6 +257,8 @@ def _search(args) -> int:
             time_limit = args.time_limit or DEFAULT_TIME_LIMIT
             if os.path.exists(path):  # in use by another search: say so before Ray starts
                 lock = StoreLock(path)
+
+        _warn_parameter_state(task)
 
         # 2. The runner: match tasks in this process, the rest on Ray (an unreachable address
         # fails here, still before the store is written).

@@ -406,7 +406,7 @@ class SearchLoop:
             # Nothing for now. While evaluations are in flight their results may change the
             # strategy's mind (a narrowed RL policy learns from them): ask again after they
             # finish. With nothing in flight, a few empty answers in a row end the search.
-            if not self.inflight:
+            if not self.inflight and not self.hits:  # (held hits are results to come)
                 self.empty_rounds += 1
                 self.progress.exhausted = self.empty_rounds >= self.MAX_EMPTY_ROUNDS
             return False

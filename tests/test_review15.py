@@ -255,3 +255,113 @@ def test_a_match_target_that_keeps_a_copy_of_the_parameter_is_warned_about():
     assert match.parameter_state(optdsl.resolve("ranger")) == "lookahead.slow"
     for name in ("adam", "adamw", "sgd", "powersign"):
         assert match.parameter_state(optdsl.resolve(name)) is None
+
+
+# --- the prover ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("a, b", [
+    ("r(lr=0.1, weight_decay=0.1):\n    state s = weight_decay / weight_decay\n    s := s\n"
+     "    return lr * g * where(t > 20, s, 1)",
+     "r(lr=0.1, weight_decay=0.1):\n    state s = 1\n    s := s\n"
+     "    return lr * g * where(t > 20, s, 1)"),
+    ("r(lr=0.1, wd=0.1):\n    state s = (wd == 0.5)\n    s := s\n"
+     "    return lr * g * where(t > 20, s, 0)",
+     "r(lr=0.1, wd=0.1):\n    state s = 0\n    s := s\n    return lr * g * where(t > 20, s, 0)"),
+])
+def test_a_state_that_starts_otherwise_at_one_hyperparameter_value_is_not_proved(a, b):
+    # the special values were sought in the updates only: a start of wd / wd (NaN at wd = 0)
+    # or (wd == 0.5) was matched with 1 or 0 for every wd, and read only after step 20
+    from optdsl import equivalence
+    v = equivalence.equivalent(optdsl.parse(a), optdsl.parse(b), timeout=60)
+    assert v.status != "proved", v
+
+
+@pytest.mark.parametrize("mapped", ["lr + (wd == 0.5)", "lr * (wd != 0.5)"])
+def test_an_equation_in_a_hyperparameter_map_is_not_taken_as_false(mapped):
+    from optdsl import equivalence
+    rule = optdsl.parse("r(lr=0.1, wd=0.1) = lr * g + wd * p")
+    v = equivalence.equivalent(rule, rule, hyper_map={"lr": mapped}, timeout=60)
+    assert v.status != "proved", v
+
+
+def test_a_strategy_that_pauses_while_hits_are_held_is_not_taken_as_spent(tmp_path):
+    # an empty answer while only held hits were out counted towards ending the search (held
+    # hits are results to come, as evaluations in flight are)
+    from optdsl.search import match
+    from optdsl.search.engine import InProcessRunner, SearchLoop, new_search
+    from optdsl.search.store import Store
+    from optdsl.search.strategies import Strategy
+
+    class Pausing(Strategy):
+        """Two rules at a time; nothing while they are out and for two asks after."""
+        name = "pausing"
+
+        def __init__(self, texts):
+            self.texts, self.out, self.cool = list(texts), 0, 0
+
+        def suggest(self, n):
+            if self.out or self.cool:
+                self.cool -= not self.out and self.cool > 0
+                return []
+            batch, self.texts = self.texts[:2], self.texts[2:]
+            self.out = len(batch)
+            return batch
+
+        def observe(self, results):
+            self.out -= len(results)
+            self.cool = 2 if self.out == 0 else 0
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    texts = [f"r(lr=0.1) = lr * {k + 2} * g" for k in range(8)]
+    store, task = Store(str(tmp_path / "s.sqlite")), match.get_task("match:adam")
+    for _ in range(2):  # a fresh store, then one that holds every rule
+        sid = new_search(store, strategy=Pausing([]), task=task, protocol=match.PROTOCOL,
+                         budget=8, baselines=False)
+        progress = SearchLoop(store, sid, Pausing(texts),
+                              InProcessRunner(match.evaluate, capacity=4)).run()
+        assert (progress.done, progress.exhausted) == (8, False)
+
+
+def test_a_zero_update_of_either_sign_is_one_key():
+    from optdsl.search.candidate import build
+    assert build("lr * g").key == build("lr * sign(g) * abs(g)").key
+    assert build("lr * (0 - g)").key == build("-(lr * g)").key
+
+
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_an_argument_that_reads_a_scalar_state_is_checked_at_every_step(backend):
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = optdsl.Optimizer(
+        [p], "r(lr=0.1, b=0.3):\n    state c = 0\n    c := c + 1\n    return lr * ema(g, b * c)",
+        backend=backend)
+    with pytest.raises(optdsl.DSLError, match="beta is 1.2"):
+        for _ in range(4):
+            p.grad = torch.ones(2)
+            opt.step()
+    assert opt.state[p]["step"] == 3
+
+
+def test_a_group_of_two_dtypes_without_shared_memory_looks_at_storages_only(monkeypatch):
+    from optdsl import host
+    calls = []
+    monkeypatch.setattr(host, "memory_clusters", lambda ts: calls.append(ts) or [])
+    ps = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3, dtype=torch.float64))]
+    opt = optdsl.Optimizer(ps, "adam", backend="eager")
+    for _ in range(2):
+        for p in ps:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert calls == []
+
+
+def test_the_parameter_state_warning_comes_on_resume_too(tmp_path, capsys):
+    from optdsl.cli import main
+    path = str(tmp_path / "s.sqlite")
+    for argv in (["--task", "match:lookahead", "--budget", "1"], ["--resume", "--budget", "2"]):
+        assert main(["search", *argv, "--quiet", "--store", path, "--no-baselines"]) == 0
+        assert "starts as a copy of the parameter" in capsys.readouterr().err
