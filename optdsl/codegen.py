@@ -61,9 +61,34 @@ _OPMATH = {"add": "+", "sub": "-", "mul": "*", "div": "/"}  # (see _Printer.with
 
 
 def _literal(n: ir.Node) -> str | None:
-    if n.op == "const" and math.isfinite(n.value):
-        return repr(float(n.value))
-    return None
+    """A step scalar that is a number as a Python literal: a constant, or an expression of
+    constants (``-2``, ``1/3`` are ``neg(2)``, ``div(1, 3)``), valued as the interpreter values
+    it (float64, NumPy's semantics), so that ``g ^ -2`` calls ``torch.pow(g, -2.0)`` as the
+    interpreter does (a 0-d tensor exponent takes another path: 1 ulp apart); None otherwise."""
+    if n.op == "const":
+        value = n.value
+    else:
+        value = _constant_value(n)
+        if value is None:
+            return None
+    return repr(float(value)) if math.isfinite(value) else None
+
+
+def _constant_value(n: ir.Node):
+    """The value of a scalar expression of constants alone (no hyperparameter, input, state or
+    random draw), as ``Interpreter.scalar_env`` computes it; None for any other node."""
+    import numpy as np  # (as the interpreter: NumPy's float64 arithmetic)
+    values: dict = {}
+    for m in ir.topological([n]):
+        if m.op == "const":
+            values[m] = m.value
+            continue
+        prim = PRIMITIVES.get(m.op)
+        if prim is None or prim.random or m.kind != Kind.SCALAR or not m.args:
+            return None
+        with np.errstate(all="ignore"):
+            values[m] = prim.scalar_fn(*(values[a] for a in m.args))
+    return float(values[n])
 
 
 def _uncompilable_reason(rule: Rule) -> str | None:
@@ -117,7 +142,9 @@ class _Printer:
     def arg(self, parent: ir.Node, pos: int, a: ir.Node) -> str:
         if a.kind != Kind.SCALAR:
             return self.names[a]
-        lit = _literal(a)
+        # (Inductor takes an expression of constants at run time, as before: its pow of a
+        # literal exponent is no closer to eager's, 1 ulp either way, and farther for some)
+        lit = _literal(a) if a.op == "const" or self.backend != "inductor" else None
         if lit is not None and pos in PRIMITIVES[parent.op].literal_positions:
             if parent.op == "where" and all(_literal(b) is not None for b in parent.args[1:]):
                 return self.scalar_ref(a)  # two literal branches would give the default dtype

@@ -248,7 +248,7 @@ class CompiledBackend(Backend):
         # a parameter torch refuses to update is left to the interpreter (``run``), which
         # raises as torch does: a failure inside the script would come after it had stepped
         # the parameters before, and the interpreter would step them again
-        stepped = [i for i, it in enumerate(bucket.items) if not _refused(it[0])]
+        stepped = [i for i, (p, g, _) in enumerate(bucket.items) if not _interpreted(p, g)]
         items = [bucket.items[i] for i in stepped]
         if not items:
             return
@@ -262,6 +262,14 @@ class CompiledBackend(Backend):
         slot_lists = [[_one_d(it[2][name]) for it in items] for name in self.kernel_slot_names]
         self.kernel(None)(ps, gs, *slot_lists, self.scalars(bucket))
         done.extend(stepped)
+
+
+def _interpreted(p: torch.Tensor, g: torch.Tensor) -> bool:
+    """Whether the interpreter steps this tensor, not a kernel: torch refuses to update ``p``
+    in place here (``_refused``), or its gradient has another dtype than ``p`` (eager torch
+    promotes where g meets p's dtype; a kernel built for p's dtype rounds otherwise: 100 ulps
+    on a subnormal element, and Inductor refuses such a gradient)."""
+    return g.dtype != p.dtype or _refused(p)
 
 
 def _refused(p: torch.Tensor) -> bool:
@@ -412,9 +420,10 @@ class InductorBackend(CompiledBackend):
         names = self.kernel_slot_names
         rows = []
         # left to the interpreter (``run``): tensors sharing memory, and parameters torch
-        # refuses to update in place (``_refused``), which it refuses as torch does
+        # refuses to update in place, which it refuses as torch does, and gradients of
+        # another dtype (``_interpreted``)
         shared = _sharing_memory(items, names) | {
-            i for i, (p, _, _) in enumerate(items) if _refused(p)}
+            i for i, (p, g, _) in enumerate(items) if _interpreted(p, g)}
         for i, (p, g, st) in enumerate(items):
             if i in shared:
                 continue

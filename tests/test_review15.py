@@ -365,3 +365,59 @@ def test_the_parameter_state_warning_comes_on_resume_too(tmp_path, capsys):
     for argv in (["--task", "match:lookahead", "--budget", "1"], ["--resume", "--budget", "2"]):
         assert main(["search", *argv, "--quiet", "--store", path, "--no-baselines"]) == 0
         assert "starts as a copy of the parameter" in capsys.readouterr().err
+
+
+# --- compiled backends ------------------------------------------------------------------------
+
+def _one_step(rule, backend, g0):
+    p = torch.zeros_like(g0)
+    opt = optdsl.Optimizer([p], rule, backend=backend)
+    p.grad = g0.clone()
+    opt.step()
+    return -p
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("term", ["g^(-2)", "abs(g)^(-0.5)", "abs(g)^(1/3)"])
+def test_torchscript_takes_an_exponent_of_constants_as_the_interpreter_does(dtype, term):
+    # -2 and 1/3 are expressions of constants: they went in as a 0-d tensor, and torch.pow
+    # with a tensor exponent is 1 ulp from torch.pow with the number the interpreter passes
+    g0 = (torch.randn(500, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+          * 10 ** torch.linspace(-3, 3, 500, dtype=torch.float64)).to(dtype)
+    rule = f"r(lr=1) = lr * {term}"
+    assert torch.equal(_one_step(rule, "torchscript", g0), _one_step(rule, "eager", g0))
+    inductor = _one_step(rule, "inductor", g0)  # (within 1 ulp, as its other math routines)
+    eager = _one_step(rule, "eager", g0)
+    assert ((inductor - eager).abs() <= torch.finfo(dtype).eps * eager.abs()).all()
+
+
+@pytest.mark.parametrize("backend", ["torchscript", "inductor"])
+def test_a_gradient_of_another_dtype_is_stepped_by_the_interpreter(backend):
+    # TorchScript rounded such an element 100 ulps off; Inductor fell back for good
+    g = torch.tensor([0.3, -0.9, 3e-3, 9.0, 3e-40, 7.5e-8], dtype=torch.float64)
+
+    def run(b):
+        p = torch.nn.Parameter(torch.zeros(6))
+        q = torch.nn.Parameter(torch.zeros(6))
+        p.grad_dtype = None  # torch allows a gradient of another dtype then
+        opt = optdsl.Optimizer([p, q], "adam", backend=b)
+        for _ in range(2):
+            p.grad, q.grad = g.clone(), g.float()
+            opt.step()
+        return p.detach(), q.detach(), opt
+    from optdsl.compiled import FallbackWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)  # no fallback
+        p, q, opt = run(backend)
+    p_ref, q_ref, _ = run("eager")
+    assert torch.equal(p, p_ref) and torch.equal(q, q_ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_empty_complex_parameter_steps(backend):
+    p = torch.zeros(0, dtype=torch.complex64, requires_grad=True)
+    opt = optdsl.Optimizer([p], "adam", backend=backend)
+    for _ in range(2):
+        p.grad = torch.zeros(0, dtype=torch.complex64)
+        opt.step()
+    assert opt.state[p]["m"].dtype == torch.complex64 and opt.state[p]["step"] == 2
