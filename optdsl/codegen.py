@@ -30,6 +30,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import ir
 from .errors import DSLError
 from .ir import Kind, Rule
@@ -77,7 +79,6 @@ def _literal(n: ir.Node) -> str | None:
 def _constant_value(n: ir.Node):
     """The value of a scalar expression of constants alone (no hyperparameter, input, state or
     random draw), as ``Interpreter.scalar_env`` computes it; None for any other node."""
-    import numpy as np  # (as the interpreter: NumPy's float64 arithmetic)
     values: dict = {}
     for m in ir.topological([n]):
         if m.op == "const":
