@@ -53,6 +53,7 @@ the same name).
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 from dataclasses import dataclass, field, replace
 
@@ -467,26 +468,39 @@ EARLIER_KEYS = {
 }
 
 
-def program_key(rule: Rule, storage: bool = False) -> str:
-    """What a checkpoint must have been saved by: the canonical hash of ``rule`` with every
-    hyperparameter's default set to 1 (its values travel in the param groups) and no storage
-    dtypes (``v: bfloat16 = ...`` is how the states are kept, not what they are: a load
-    brings them to the optimizer's storage, as ``state_dtype=`` does), so rules equal up to
-    algebra share it and the same program at other defaults and storage too. ``storage``:
-    the key with the storage dtypes, as optdsl computed it before 2026-12-05."""
-    plain = {k: replace(h, default=1.0) for k, h in rule.hypers.items()}
+def program_key(rule: Rule, storage: bool = False, names: bool = True) -> str:
+    """What a checkpoint must have been saved by: the canonical hash of ``rule`` with each
+    hyperparameter's default set to a number of its name (its values travel in the param
+    groups, by name: ``lr*g + k*p`` and ``k*g + lr*p`` read the same names in swapped places
+    and differ) and no storage dtypes (``v: bfloat16 = ...`` is how the states are kept, not
+    what they are: a load brings them to the optimizer's storage, as ``state_dtype=`` does),
+    so rules equal up to algebra share it and the same program at other defaults and storage
+    too. As optdsl computed it before 2026-12-05: ``names=False`` (every default 1: the
+    canonical hash knows hyperparameters by position), and ``storage`` (with the storage
+    dtypes)."""
+    plain = {k: replace(h, default=_name_number(k) if names else 1.0)
+             for k, h in rule.hypers.items()}
     return canonical_hash(replace(rule, hypers=plain,
                                   state_dtypes=rule.state_dtypes if storage else {}))
 
 
+def _name_number(name: str) -> float:
+    """A number in [1, 2) that stands for a hyperparameter's name in ``program_key``."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return 1.0 + int.from_bytes(digest[:5], "big") / 2 ** 40
+
+
 def same_program(rule: Rule, saved: str, key: str | None = None) -> bool:
     """Whether program key ``saved`` (a checkpoint's, or a pickled optimizer's) is ``rule``'s
-    (``key``: its ``program_key``, computed when not given): today's key, the key of an earlier
-    version's program of the same states (``EARLIER_KEYS``), or the key with storage dtypes
-    that optdsl computed before 2026-12-05."""
+    (``key``: its ``program_key``, computed when not given), or one an earlier version gave
+    ``rule``'s program: by position (before 2026-12-05; with storage dtypes too), or of a
+    program of the same states whose meaning changed (``EARLIER_KEYS``)."""
     key = key or program_key(rule)
-    return saved == key or EARLIER_KEYS.get(saved) == key or \
-        saved == program_key(rule, storage=True)
+    if saved == key:
+        return True
+    by_position = program_key(rule, names=False)
+    return saved == by_position or EARLIER_KEYS.get(saved) == by_position or \
+        saved == program_key(rule, storage=True, names=False)
 
 
 def _check_same_state_names(rule: Rule, sd: dict, key: str) -> None:
@@ -500,7 +514,7 @@ def _check_same_state_names(rule: Rule, sd: dict, key: str) -> None:
         return
     saver = library[other]
     saved_key = sd.get("program") or program_key(saver)
-    if EARLIER_KEYS.get(saved_key, saved_key) != key or program_key(saver) != key:
+    if not same_program(rule, saved_key, key) or program_key(saver) != key:
         return  # another program (or a program of its own by that name): checked below
     # the names it holds (a program of the user's called momentum keeps sgd's b); none before
     # its first step, where nothing is paired and it loads

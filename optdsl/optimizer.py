@@ -50,6 +50,27 @@ def _callers_level() -> int:
     return level
 
 
+def _checked_group(group: dict, rule) -> None:
+    """A checkpoint's param group as the constructor would check it, before anything loads:
+    its hyperparameters, with the tuple options (``betas``, ``etas``, ``step_sizes``) as the
+    load takes them (an element changed since the last step wins over its name:
+    ``_sync_tuples``), and ``maximize``."""
+    values = {k: group[k] for k in rule.hypers if k in group}
+    for option, names in TUPLE_OPTIONS.items():
+        seen = group.get(f"_{option}_seen")
+        if option not in group or seen is None:
+            continue  # (not read: the names hold the values)
+        given = group[option]
+        if not isinstance(given, (tuple, list)) or len(given) != len(names):
+            raise checkpoints.CheckpointError(
+                f"this checkpoint's param group has {option}={given!r}: {len(names)} numbers "
+                f"({', '.join(names)}) expected")
+        values.update((n, now) for n, now, before in zip(names, given, seen) if now != before)
+    validate_hyper_values(rule, {k: _hyper_value(k, v) for k, v in values.items()})
+    if "maximize" in group:
+        _flag("maximize", group["maximize"])
+
+
 def _flag(name: str, value) -> bool:
     """A True/False option (torch's ``maximize``): a bool, or 0/1; anything else a ValueError."""
     if isinstance(value, bool) or value in (0, 1):
@@ -302,8 +323,7 @@ class Optimizer(torch.optim.Optimizer):
         index = dict(zip(saved, (p for g in self.param_groups for p in g["params"])))
         checkpoints.check_state_dict(self.rule, sd, index, self._program_key())
         for group in sd.get("param_groups", ()):  # values the constructor would refuse
-            hypers = {k: _hyper_value(k, group[k]) for k in self.rule.hypers if k in group}
-            validate_hyper_values(self.rule, hypers)
+            _checked_group(group, self.rule)
         sd.pop("rule", None)
         sd.pop("program", None)
         # copies: the compiled backends update states in place, and a live optimizer's

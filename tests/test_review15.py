@@ -421,3 +421,57 @@ def test_an_empty_complex_parameter_steps(backend):
         p.grad = torch.zeros(0, dtype=torch.complex64)
         opt.step()
     assert opt.state[p]["m"].dtype == torch.complex64 and opt.state[p]["step"] == 2
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+def _saved(rule, **kw):
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = optdsl.Optimizer([p], rule, backend="eager", **kw)
+    p.grad = torch.ones(3)
+    opt.step()
+    return opt.state_dict()
+
+
+def test_a_checkpoint_of_a_rule_reading_its_hyperparameters_in_swapped_places_is_refused():
+    # the program key knew hyperparameters by position: lr*g + k*p took k*g + lr*p's checkpoint
+    from optdsl.checkpoints import CheckpointError
+    sd = _saved("r(lr=1, k=1) = lr * g + k * p", lr=0.1, k=2)
+    other = optdsl.Optimizer([torch.nn.Parameter(torch.ones(3))],
+                             "r(lr=1, k=1) = k * g + lr * p", backend="eager")
+    with pytest.raises(CheckpointError, match="another program"):
+        other.load_state_dict(sd)
+    same = optdsl.Optimizer([torch.nn.Parameter(torch.ones(3))],
+                            "r(k=3, lr=0.5) = p * k + g * lr", backend="eager")
+    same.load_state_dict(sd)  # the same program, other defaults and order
+
+
+def test_a_checkpoint_with_the_earlier_key_by_position_still_loads():
+    from optdsl.checkpoints import program_key
+    sd = _saved("adam")
+    sd["program"] = program_key(optdsl.resolve("adam"), names=False)
+    optdsl.Optimizer([torch.nn.Parameter(torch.ones(3))], "adam").load_state_dict(sd)
+
+
+@pytest.mark.parametrize("betas, error", [((float("nan"), 0.9), "NaN"), ((0.9, 1.5), "beta2"),
+                                          (None, "2 numbers"), (0.9, "2 numbers"),
+                                          ((0.5, 0.6, 0.7), "2 numbers")])
+def test_a_checkpoints_betas_are_checked_before_anything_loads(betas, error):
+    # a changed betas went round the group check (beta1 = NaN loaded, NaN at the next step),
+    # and a malformed one failed after the states were replaced
+    sd = _saved("adam")
+    sd["param_groups"][0]["betas"] = betas
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = optdsl.Optimizer([p], "adam", lr=0.5, backend="eager")
+    p.grad = torch.ones(3)
+    opt.step()
+    with pytest.raises(ValueError, match=error):
+        opt.load_state_dict(sd)
+    assert opt.param_groups[0]["lr"] == 0.5 and opt.state[p]["step"] == 1
+
+
+def test_a_checkpoints_maximize_is_checked():
+    sd = _saved("adam")
+    sd["param_groups"][0]["maximize"] = "yes"
+    with pytest.raises(ValueError, match="maximize must be True or False"):
+        optdsl.Optimizer([torch.nn.Parameter(torch.ones(3))], "adam").load_state_dict(sd)
