@@ -101,8 +101,12 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
     ``start_lr`` to ``end_lr`` over ``steps`` steps, recording the (exponentially smoothed,
     bias-corrected) training loss. Stops early once the loss exceeds ``diverge_factor`` times
     the best seen. The suggested LR is where the smoothed loss falls fastest (steepest negative
-    slope against log lr) — the usual reading of the plot; None where it never falls (every
-    lr of the range is already too large). The model itself is not modified.
+    slope against log lr) before its minimum — the usual reading of the plot — leaving out the
+    first ``1 / (1 - smoothing)`` points (10 at 0.9; at most a quarter of them), where the
+    smoothed loss is still a few batches' (mini-batch noise read as a fall at ``start_lr``, as
+    fastai's ``skip_start`` leaves out); None where it never falls by more than rounding (every
+    lr of the range is already too large, or the loss does not depend on it). The model itself
+    is not modified.
 
     ``batches`` is an iterable of (inputs, targets), cycled as needed.
 
@@ -120,10 +124,13 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
     lrs, losses, avg, best, diverged = [], [], 0.0, math.inf, None
     data = itertools.cycle(batches)
     for i in range(steps):
+        try:
+            x, y = next(data)
+        except StopIteration:
+            raise DSLError("the range test got no batches: batches is empty") from None
         lr = math.exp(log_start + log_step * i) if i else start_lr  # the first as asked
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = next(data)
         opt.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
@@ -143,9 +150,12 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
     if len(lrs) < 3:
         raise DSLError("the loss diverged at once: lower start_lr")
     slopes = np.gradient(np.array(losses), np.log(np.array(lrs)))
+    skip = min(round(1 / (1 - smoothing)), len(lrs) // 4) if smoothing < 1 else len(lrs) // 4
     stop = int(np.argmin(losses)) + 1  # only where the loss still goes down
-    steepest = int(np.argmin(slopes[:max(stop, 2)]))
-    suggested = lrs[steepest] if slopes[steepest] < 0 else None
+    window = slopes[skip:max(stop, skip + 2)]
+    steepest = skip + int(np.argmin(window)) if len(window) else 0
+    fall = 1e-9 * max(abs(v) for v in losses)  # below: rounding of the smoothing, not a fall
+    suggested = lrs[steepest] if slopes[steepest] < -fall else None
     result = RangeTestResult(lrs, losses, suggested, diverged)
     if plot:
         result.plot(plot)

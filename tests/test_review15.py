@@ -475,3 +475,36 @@ def test_a_checkpoints_maximize_is_checked():
     sd["param_groups"][0]["maximize"] = "yes"
     with pytest.raises(ValueError, match="maximize must be True or False"):
         optdsl.Optimizer([torch.nn.Parameter(torch.ones(3))], "adam").load_state_dict(sd)
+
+
+# --- the LR range test ---------------------------------------------------------------------------
+
+def _range_test_data(n_batches, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(8, 1, generator=gen)
+    out = []
+    for _ in range(n_batches):
+        x = torch.randn(32, 8, generator=gen)
+        out.append((x, x @ w + 0.5 * torch.randn(32, 1, generator=gen)))
+    return out
+
+
+def test_the_range_test_leaves_out_its_first_noisy_points():
+    # mini-batch noise at the first steps read as the steepest fall: the suggestion was
+    # start_lr, where the loss only moved from one batch to the next
+    torch.manual_seed(0)
+    result = optdsl.lr_range_test(torch.nn.Linear(8, 1), "sgd", _range_test_data(8),
+                                  torch.nn.functional.mse_loss, start_lr=1e-4, end_lr=10,
+                                  steps=50)
+    assert result.suggested is not None and result.suggested > 1e-2
+
+
+def test_a_flat_loss_suggests_nothing_and_no_batches_is_an_error():
+    model = torch.nn.Linear(2, 1)
+    batches = [(torch.ones(4, 2), torch.ones(4, 1))]
+
+    def flat(out, y):
+        return 0 * out.sum() + 1.0
+    assert optdsl.lr_range_test(model, "sgd", batches, flat, steps=40).suggested is None
+    with pytest.raises(optdsl.DSLError, match="no batches"):
+        optdsl.lr_range_test(model, "sgd", [], flat)
