@@ -479,24 +479,19 @@ def test_a_checkpoints_maximize_is_checked():
 
 # --- the LR range test ---------------------------------------------------------------------------
 
-def _range_test_data(n_batches, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(8, 1, generator=gen)
-    out = []
-    for _ in range(n_batches):
-        x = torch.randn(32, 8, generator=gen)
-        out.append((x, x @ w + 0.5 * torch.randn(32, 1, generator=gen)))
-    return out
-
-
 def test_the_range_test_leaves_out_its_first_noisy_points():
     # mini-batch noise at the first steps read as the steepest fall: the suggestion was
     # start_lr, where the loss only moved from one batch to the next
     torch.manual_seed(0)
-    result = optdsl.lr_range_test(torch.nn.Linear(8, 1), "sgd", _range_test_data(8),
-                                  torch.nn.functional.mse_loss, start_lr=1e-4, end_lr=10,
-                                  steps=50)
-    assert result.suggested is not None and result.suggested > 1e-2
+    x = torch.randn(256, 4)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(256)
+    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+
+    def mse(out, target):
+        return torch.nn.functional.mse_loss(out.squeeze(-1), target)
+    result = optdsl.lr_range_test(torch.nn.Linear(4, 1), "sgd", batches, mse, start_lr=1e-4,
+                                  end_lr=10, steps=50)
+    assert result.suggested_lr is not None and result.suggested_lr > 1e-2
 
 
 def test_a_flat_loss_suggests_nothing_and_no_batches_is_an_error():
@@ -505,6 +500,6 @@ def test_a_flat_loss_suggests_nothing_and_no_batches_is_an_error():
 
     def flat(out, y):
         return 0 * out.sum() + 1.0
-    assert optdsl.lr_range_test(model, "sgd", batches, flat, steps=40).suggested is None
+    assert optdsl.lr_range_test(model, "sgd", batches, flat, steps=40).suggested_lr is None
     with pytest.raises(optdsl.DSLError, match="no batches"):
         optdsl.lr_range_test(model, "sgd", [], flat)
