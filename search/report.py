@@ -246,7 +246,8 @@ def program_file(row: dict, rank: int, task: str, store: str | None = None) -> s
     best = row.get("best_lr")
     at_lr = "" if best is None else f" at lr={fmt(best)}"
     se = row.get("score_se")  # over the protocol's seeds (none on a match task)
-    score = fmt(row['score'], '.4f') + (f" ± {fmt(se, '.4f')} (s.e. over seeds)" if se is not None else "")
+    score = fmt(row['score'], '.4f') + (f" ± {fmt(se, '.4f')} (s.e. over seeds)"
+                                        if se is not None else "")
     lines = [f"{_found_by(task)}: rank {rank}, score {score}{at_lr}.",
              f"# Store key {row['rule_hash']}; protocol {row['protocol']}."]
     if store is not None:
