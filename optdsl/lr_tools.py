@@ -149,17 +149,23 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
             break
     if len(lrs) < 3:
         raise DSLError("the loss diverged at once: lower start_lr")
+    result = RangeTestResult(lrs, losses, _steepest_fall(lrs, losses, smoothing), diverged)
+    if plot:
+        result.plot(plot)
+    return result
+
+
+def _steepest_fall(lrs: list, losses: list, smoothing: float):
+    """The lr where the smoothed loss falls fastest against log lr before its minimum, after
+    the first ``1 / (1 - smoothing)`` points (at most a quarter); None for no fall beyond
+    rounding (``lr_range_test``)."""
     slopes = np.gradient(np.array(losses), np.log(np.array(lrs)))
     skip = min(round(1 / (1 - smoothing)), len(lrs) // 4) if smoothing < 1 else len(lrs) // 4
     stop = int(np.argmin(losses)) + 1  # only where the loss still goes down
     window = slopes[skip:max(stop, skip + 2)]
     steepest = skip + int(np.argmin(window)) if len(window) else 0
     fall = 1e-9 * max(abs(v) for v in losses)  # below: rounding of the smoothing, not a fall
-    suggested = lrs[steepest] if slopes[steepest] < -fall else None
-    result = RangeTestResult(lrs, losses, suggested, diverged)
-    if plot:
-        result.plot(plot)
-    return result
+    return lrs[steepest] if slopes[steepest] < -fall else None
 
 
 def digits_range_test(rule, steps: int = 100, plot: str | None = None, **options) -> RangeTestResult:
