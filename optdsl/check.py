@@ -673,14 +673,14 @@ def validate_hyper_values(rule: Rule, hypers: dict) -> None:
     validate_together(hypers, f"rule {rule.name}")
     for name, param, node in rule.range_checks:
         v = constant_value(node, hypers)
-        for p, ok, wording in PRIMITIVES[name].ranges:
-            if p == param and v is not None and not ok(v):
-                given = ", ".join([f"{h}={hypers[h]:g}" for h in sorted(
-                    ir.walk_leaves([node], "hyper")) if h in hypers] +
-                    ["t=1"] * (ir.T in ir.topological([node])))
-                raise HyperparameterError(f"invalid hyperparameters for rule {rule.name}: at "
-                                          f"{given}, {name}()'s {param} is {v:g}; {param} "
-                                          f"{wording}")
+        wording = PRIMITIVES[name].out_of_range(param, v) if v is not None else None
+        if wording:
+            given = ", ".join([f"{h}={hypers[h]:g}" for h in sorted(
+                ir.walk_leaves([node], "hyper")) if h in hypers] +
+                ["t=1"] * (ir.T in ir.topological([node])))
+            raise HyperparameterError(f"invalid hyperparameters for rule {rule.name}: at "
+                                      f"{given}, {name}()'s {param} is {v:g}; {param} "
+                                      f"{wording}")
     for n in ir.topological(rule.outputs()):
         prim = PRIMITIVES.get(n.op)
         if prim is None or not prim.validate:
@@ -810,12 +810,12 @@ def _check(program: Program, name: str | None, doc: str, rules) -> Rule:
         if inst.is_alias():
             inst.own = set()
         update, new_p, assigns_p = inst.lower()
-        if inst.is_alias():  # (after lowering: an invalid value is that error first)
-            _check_alias_defaults(program, rules)
         if not b.kind_raised:
             break
         if passes > 2 * len(b.slots) + 1:  # pragma: no cover - kinds only ever widen
             raise DSLError("internal error: state kinds did not settle", 1, 1)
+    if inst.is_alias():  # (after lowering: an invalid value is that error first)
+        _check_alias_defaults(program, rules)
     if "lr" not in b.hypers:
         raise DSLError("the rule never uses 'lr': scale the update by lr so that learning-rate "
                        "schedulers can drive it", program.pos.line, program.pos.column)

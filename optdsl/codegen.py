@@ -30,9 +30,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from . import ir
+from .check import constant_value
 from .errors import DSLError
 from .ir import Kind, Rule
 from .primitives import PRIMITIVES, has, node_facts
@@ -65,31 +64,18 @@ _OPMATH = {"add": "+", "sub": "-", "mul": "*", "div": "/"}  # (see _Printer.with
 def _literal(n: ir.Node) -> str | None:
     """A step scalar that is a number as a Python literal: a constant, or an expression of
     constants (``-2``, ``1/3`` are ``neg(2)``, ``div(1, 3)``), valued as the interpreter values
-    it (float64, NumPy's semantics), so that ``g ^ -2`` calls ``torch.pow(g, -2.0)`` as the
-    interpreter does (a 0-d tensor exponent takes another path: 1 ulp apart); None otherwise."""
+    it (``check.constant_value``: float64, NumPy's semantics), so that ``g ^ -2`` calls
+    ``torch.pow(g, -2.0)`` as the interpreter does (a 0-d tensor exponent takes another path:
+    1 ulp apart); None otherwise."""
     if n.op == "const":
         value = n.value
-    else:
-        value = _constant_value(n)
+    elif n.kind == Kind.SCALAR and not ir.walk_leaves([n], "input"):
+        value = constant_value(n, {})  # (None where it reads a hyperparameter, state, draw)
         if value is None:
             return None
+    else:
+        return None
     return repr(float(value)) if math.isfinite(value) else None
-
-
-def _constant_value(n: ir.Node):
-    """The value of a scalar expression of constants alone (no hyperparameter, input, state or
-    random draw), as ``Interpreter.scalar_env`` computes it; None for any other node."""
-    values: dict = {}
-    for m in ir.topological([n]):
-        if m.op == "const":
-            values[m] = m.value
-            continue
-        prim = PRIMITIVES.get(m.op)
-        if prim is None or prim.random or m.kind != Kind.SCALAR or not m.args:
-            return None
-        with np.errstate(all="ignore"):
-            values[m] = prim.scalar_fn(*(values[a] for a in m.args))
-    return float(values[n])
 
 
 def _uncompilable_reason(rule: Rule) -> str | None:

@@ -129,15 +129,11 @@ def store_complex(state: dict, views: dict, slots) -> None:
     """Write the states an evaluation put into ``views`` back into ``state`` (complex again)."""
     for name, kind in slots:
         v = views[name]
-        if kind == Kind.TENSOR and v.numel() == 0:  # (view_as_complex refuses an empty one's
-            v = torch.empty(v.shape[:-1], dtype=_COMPLEX[v.dtype], device=v.device)  # strides)
-        elif kind == Kind.TENSOR:
-            v = torch.view_as_complex(v.contiguous())
+        if kind == Kind.TENSOR:  # (an empty one's strides may be any: view_as_complex
+            v = torch.view_as_complex(  # refuses them, and contiguous() keeps them)
+                torch.empty(v.shape, dtype=v.dtype, device=v.device) if not v.numel()
+                else v.contiguous())
         state[name] = v
-
-
-_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128,
-            torch.float16: torch.complex32}
 
 
 # --- the host step -------------------------------------------------------------------------------

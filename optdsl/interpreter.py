@@ -85,10 +85,9 @@ class Interpreter:
         with np.errstate(all="ignore"):
             env = self._eval(self.scalar_order, env, scalar=True, generator=generator)
         for name, param, node in self.step_checks:
-            v = env[node]
-            for p, ok, wording in PRIMITIVES[name].ranges:
-                if p == param and not ok(v):
-                    raise ScheduleError(name, t, f"{param} is {v:g}; {param} {wording}")
+            wording = PRIMITIVES[name].out_of_range(param, env[node])
+            if wording:
+                raise ScheduleError(name, t, f"{param} is {env[node]:g}; {param} {wording}")
         return env
 
     def init_state(self, p: torch.Tensor, grad: torch.Tensor, hypers: dict, state: dict,

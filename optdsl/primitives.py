@@ -149,6 +149,12 @@ class Primitive:
     def stateful(self) -> bool:
         return self.expand is not None
 
+    def out_of_range(self, param: str, value: float) -> str | None:
+        """What ``param``'s range (``ranges``) asks that ``value`` is not (``must be in [0,
+        1]``), or None where it is in range."""
+        return next((wording for p, ok, wording in self.ranges
+                     if p == param and not ok(value)), None)
+
     def result_facts(self, arg_facts: tuple, args: tuple) -> int:
         """What is known of this operator's result given what is known of its arguments."""
         f = self.always

@@ -41,6 +41,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 PROBE_STEPS = 4
@@ -83,7 +84,6 @@ def special_probes():
 def special_digest(rule) -> str:
     """The digest of the rule's updates on ``special_probes`` (steps 1-4, then steps 1001-1003
     after a first step), or the error that run raised."""
-    import numpy as np
     p0, grads = special_probes()
     try:
         with np.errstate(all="ignore"):
