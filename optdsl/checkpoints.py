@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -559,6 +560,38 @@ def _check_state(rule: Rule, index, name: str, slot, v, p: torch.Tensor) -> None
         raise CheckpointError(
             f"state '{name}' of parameter {index} in this checkpoint holds {v.dtype} numbers; "
             f"rule {rule.name} keeps floating-point states for a {p.dtype} parameter")
+
+
+def check_layout(sd) -> None:
+    """Raise a CheckpointError unless ``sd`` is laid out as an optimizer's state_dict: a
+    mapping with a ``state`` mapping and a ``param_groups`` list of mappings that list their
+    ``params`` (torch raises a bare KeyError or TypeError; a model's state_dict is the common
+    mistake, and the message says so)."""
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"an optimizer checkpoint is a dict with 'state' and "
+                              f"'param_groups', not an object of type {type(sd).__name__}")
+    missing = [k for k in ("state", "param_groups") if k not in sd]
+    if missing:
+        hint = ""
+        if sd and all(isinstance(v, torch.Tensor) for v in sd.values()):
+            hint = " (its entries are tensors: a model's state_dict? load it with " \
+                   "model.load_state_dict)"
+        raise CheckpointError(f"this is not an optimizer checkpoint: it has no "
+                              f"{' and no '.join(repr(k) for k in missing)}; its keys are "
+                              f"{_names(map(str, sd))}{hint}")
+    groups = sd["param_groups"]
+    if not isinstance(sd["state"], Mapping):
+        raise CheckpointError(f"this checkpoint's 'state' is not a dict of parameter states "
+                              f"(it is of type {type(sd['state']).__name__})")
+    if not isinstance(groups, (list, tuple)) or not all(
+            isinstance(g, Mapping) and isinstance(g.get("params"), (list, tuple))
+            for g in groups):
+        raise CheckpointError("this checkpoint's 'param_groups' is not a list of groups, each "
+                              "a dict listing its 'params'")
+    for i, st in sd["state"].items():
+        if not isinstance(st, Mapping):
+            raise CheckpointError(f"this checkpoint's state of parameter {i!r} is not a dict "
+                                  f"of states (it is of type {type(st).__name__})")
 
 
 def check_state_dict(rule: Rule, sd: dict, params_by_index: dict, key: str | None = None) -> None:

@@ -301,11 +301,12 @@ class Optimizer(torch.optim.Optimizer):
         """Load an optdsl checkpoint of this rule, or a torch.optim one of the same optimizer
         (``optdsl.checkpoints``); anything else is a CheckpointError, raised before anything
         changes."""
-        sd = dict(state_dict)
+        sd = dict(state_dict) if isinstance(state_dict, dict) else state_dict
         for hook in self._optimizer_load_state_dict_pre_hooks.values():  # first, as torch runs
             out = hook(self, sd)  # them: a hook may migrate a checkpoint before it is checked
             if out is not None:
                 sd = out
+        checkpoints.check_layout(sd)
         sd = checkpoints.lift_marks(sd)
         if checkpoints.looks_like_torch(sd, self.rule):
             sd = checkpoints.from_torch_state_dict(self.rule, sd)
