@@ -160,6 +160,21 @@ def _slots(rule: Rule) -> dict:
     return {s.name: s for s in rule.slots}
 
 
+ANONYMOUS = "formula"  # the name of a rule given as a bare formula (optdsl.check)
+
+
+def _called(rule: Rule) -> str:
+    """How errors name ``rule``: "rule adam", or for a bare formula its text."""
+    if rule.name == ANONYMOUS and rule.source:
+        return f"the formula `{' '.join(rule.source.split())}`"
+    return f"rule {rule.name}"
+
+
+def _saver(name) -> str:
+    """How errors name the rule a checkpoint was saved by (its ``rule`` entry)."""
+    return "a formula" if name == ANONYMOUS else f"rule {name}"
+
+
 def _names(keys) -> str:
     return ", ".join(sorted(keys)) or "none"
 
@@ -338,10 +353,10 @@ def _not_this_rule(rule: Rule, row: TorchLayout | None, sd: dict, written: str |
             else "this torch.optim checkpoint (of no torch.optim class optdsl knows)")
     held = f"holds states {_names(found)}" if found else "holds no states yet"
     if row is None:
-        fits = (f"it cannot be loaded into rule {rule.name}: only {', '.join(TORCH_LAYOUTS)} "
+        fits = (f"it cannot be loaded into {_called(rule)}: only {', '.join(TORCH_LAYOUTS)} "
                 "have torch.optim counterparts")
     else:
-        fits = (f"rule {rule.name} takes over torch.optim.{row.torch_class}'s "
+        fits = (f"{_called(rule)} takes over torch.optim.{row.torch_class}'s "
                 f"{_names(_torch_states(row))}")
     if counterpart:
         todo = (f"load it into rule {counterpart} (optdsl.Optimizer(params, '{counterpart}')), "
@@ -362,7 +377,7 @@ def _check_torch_flags(rule: Rule, row: TorchLayout, groups: list, written: str)
             raise CheckpointError(
                 "this torch.optim checkpoint has "
                 + ", ".join(f"{k}={v}" for k, v in wrong.items())
-                + f", which rule {rule.name} does not compute"
+                + f", which {_called(rule)} does not compute"
                 + (f" (rule {other} does: it is torch.optim.{TORCH_LAYOUTS[other].torch_class}'s)"
                    if other else " (no library rule does)"))
 
@@ -410,7 +425,7 @@ def from_torch_state_dict(rule: Rule, sd: dict) -> dict:
 def torch_class(rule: Rule):
     row = TORCH_LAYOUTS.get(rule.name)
     if row is None:
-        raise CheckpointError(f"rule {rule.name} has no torch.optim counterpart; those that do: "
+        raise CheckpointError(f"{_called(rule)} has no torch.optim counterpart; those that do: "
                               f"{', '.join(TORCH_LAYOUTS)}")
     return getattr(torch.optim, row.torch_class)
 
@@ -553,13 +568,13 @@ def _check_state(rule: Rule, index, name: str, slot, v, p: torch.Tensor) -> None
     if not ok:
         raise CheckpointError(
             f"state '{name}' of parameter {index} in this checkpoint has shape {got}; "
-            f"rule {rule.name} needs {want} for that parameter (a checkpoint of other "
+            f"{_called(rule)} needs {want} for that parameter (a checkpoint of other "
             "parameters?)")
     if isinstance(v, torch.Tensor) and not (v.is_floating_point() or (
             v.is_complex() and p.is_complex())):
         raise CheckpointError(
             f"state '{name}' of parameter {index} in this checkpoint holds {v.dtype} numbers; "
-            f"rule {rule.name} keeps floating-point states for a {p.dtype} parameter")
+            f"{_called(rule)} keeps floating-point states for a {p.dtype} parameter")
 
 
 def check_layout(sd) -> None:
@@ -601,12 +616,13 @@ def check_state_dict(rule: Rule, sd: dict, params_by_index: dict, key: str | Non
     expected = set(slots) | {"step"}
     key = key or program_key(rule)
     _check_same_state_names(rule, sd, key)
-    saved_by = f" (saved by rule {sd['rule']})" if sd.get("rule") not in (None, rule.name) else ""
+    saved_by = f" (saved by {_saver(sd['rule'])})" if sd.get("rule") not in (None, rule.name) \
+        else ""
     listed = {i for g in sd.get("param_groups", ()) for i in g.get("params", ())}
     for index, st in sd.get("state", {}).items():
         if set(st) != expected:
             raise CheckpointError(
-                f"this checkpoint does not fit rule {rule.name}{saved_by}: rule {rule.name} "
+                f"this checkpoint does not fit {_called(rule)}{saved_by}: {_called(rule)} "
                 f"keeps states {_names(expected)}, the checkpoint has {_names(st)}")
         p = params_by_index.get(index)
         if p is None and listed and index not in listed:  # (listed but not here: a checkpoint
@@ -619,13 +635,17 @@ def check_state_dict(rule: Rule, sd: dict, params_by_index: dict, key: str | Non
                 _check_state(rule, index, name, s, st[name], p)
     if sd.get("program") is not None and not same_program(rule, sd["program"], key):
         other = sd.get("rule", "?")
+        if other == rule.name == ANONYMOUS:
+            raise CheckpointError(
+                f"this checkpoint was saved by a formula, another program than "
+                f"{_called(rule)}: load it into an optimizer of the formula that saved it")
         raise CheckpointError(
-            f"this checkpoint was saved by rule {other}, another program than rule {rule.name}"
-            + (" (the same name, another formula)" if other == rule.name else "")
+            f"this checkpoint was saved by {_saver(other)}, another program than "
+            f"{_called(rule)}" + (" (the same name, another formula)" if other == rule.name else "")
             + f": load it into an optimizer of the rule that saved it")
     for i, g in enumerate(sd.get("param_groups", ())):
         missing = [h for h in rule.hypers if h not in g]
         if missing:
             raise CheckpointError(
                 f"parameter group {i} of this checkpoint lacks the hyperparameters "
-                f"{', '.join(missing)} of rule {rule.name}{saved_by}")
+                f"{', '.join(missing)} of {_called(rule)}{saved_by}")
