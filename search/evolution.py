@@ -120,7 +120,7 @@ class EvolutionStrategy(SpaceStrategy):
                  delete: float = 0.1, combine: float = 0.2, prior: float = 0.5,
                  elite: float = 0.2, neutral: float = 0.0, restart: int = 0,
                  restart_tol: float = 0.01, afp: int = 0, walk: float = 0.0,
-                 walk_size: int = 256, prior_programs: str = "", warm=None):
+                 walk_size: int = 256, prior_programs: str = "", band: float = 0.0, warm=None):
         from .strategies import require, require_fraction
         require("population", population, at_least=1)
         require("sample", sample, at_least=1)
@@ -135,7 +135,7 @@ class EvolutionStrategy(SpaceStrategy):
         require("restart_tol", restart_tol, at_least=0)
         require("afp", afp, at_least=0)
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
-                         live_only=live_only, near=near, horizon=horizon)
+                         live_only=live_only, near=near, horizon=horizon, band=band)
         self.population_size, self.sample_size = population, sample
         self.p_insert, self.p_delete, self.p_combine = insert, delete, combine
         if warm is None and self.space_name == "bello" and space_obj is None:
@@ -197,6 +197,7 @@ class EvolutionStrategy(SpaceStrategy):
         kind = what.split(":")[0].split(" group")[0]
         self.mutations[kind] = self.mutations.get(kind, 0) + 1
         self._born(child, birth)
+        self.parent_of[id(child)] = parent
         return child, "mutation"
 
     def _parent(self) -> Tree:

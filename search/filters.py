@@ -129,6 +129,16 @@ def signature(rule):
     return pattern.float(), profile.float()
 
 
+def distance(a, b) -> float:
+    """``d`` between two signatures (module docstring)."""
+    return max(0.0, float(2 * (1 - a[0] @ b[0]) + ((a[1] - b[1]) ** 2).mean())) ** 0.5
+
+
+def near_distance(near: float) -> float:
+    """The ``d`` within which a candidate is a near-copy at threshold ``near``."""
+    return (2 * (1 - near)) ** 0.5
+
+
 class CandidateFilter:
     """Dedupe and degenerate filters with counts (see the module docstring)."""
 
@@ -145,7 +155,8 @@ class CandidateFilter:
                       "invalid": 0}
         self.reasons: dict = {}
 
-    def check(self, cand) -> Verdict:
+    def check(self, cand, sig=False) -> Verdict:
+        """The verdict on ``cand``; ``sig``: its :func:`signature` where the caller has it."""
         self.stats["checked"] += 1
         known = self.keys.get(cand.key) if self.dedupe else None
         if known is not None:
@@ -158,8 +169,9 @@ class CandidateFilter:
         if first is not None:
             self.keys[cand.key] = first
             return self._seen("fingerprint", cand.key, first)
-        sig = signature(cand.rule) if self.dedupe and self.near else None
-        if sig is not None:
+        if sig is False:
+            sig = signature(cand.rule) if self.dedupe and self.near else None
+        if sig is not None and self.dedupe and self.near:
             near = self._nearest(*sig)
             if near is not None:
                 self.keys[cand.key] = near

@@ -291,11 +291,13 @@ def _member(rule, values, beta: float):
                                 f"{disorder} (a member's is larger where they agree, and not "
                                 "negative)")
     if kind is None:
+        means = ((cp + cm) / 2, (cp * cm) ** 0.5)
         return Proof("refuted", f"u / g is {_short(c0, 6)} where ema(g, {beta!r}) is exactly 0 "
                                 f"(after g = 1, -{beta!r}), where AddSign's is (c+ + c-) / 2 = "
-                                f"{_short((cp + cm) / 2, 6)} and PowerSign's sqrt(c+ c-) = "
-                                f"{_short((cp * cm) ** 0.5, 6)} (c+ = {_short(cp, 6)}, c- = "
-                                f"{_short(cm, 6)}): the family's wherever the ema is not 0 only")
+                                f"{_short(means[0], 6)} and PowerSign's sqrt(c+ c-) = "
+                                f"{_short(means[1], 6)} (c+ = {_short(cp, 6)}, c- = "
+                                f"{_short(cm, 6)}{_gap(c0, means)}): the family's wherever the ema "
+                                f"is not 0 only")
     try:  # the member as a program: exact when its constants print exactly
         plus, minus, zero = (symbolic.to_text(_without_hyperbolic(v)) for v in values)
         s, z = f"sign(g) * sign(ema(g, {beta!r}))", f"(1 - abs(sign(ema(g, {beta!r}))))"
@@ -401,6 +403,17 @@ def _member_name(cp, cm, kind: str) -> str:
                     "(a learning-rate decay)")
         return "addsign whose scale and alpha depend on t (a decay)"
     return f"addsign at lr x {_short((cp - cm) / 2, 6)} with alpha = {_short((cp + cm) / (cp - cm), 10)}"
+
+
+def _gap(c0, means) -> str:
+    """Where ``c0`` misses the nearer of the two means by less than its six digits show: by
+    how much (``exp(1/(1+1e-8))``-like constants: 1 against sqrt(c+ c-) = exp(-1e-8))."""
+    try:
+        gaps = [abs(float((c0 - m) / m)) for m in means if m != 0]
+    except (TypeError, OverflowError, ZeroDivisionError):
+        return ""
+    near = min(gaps, default=1.0)
+    return f"; c0 is {near:.1e} from the nearer, relatively" if 0 < near < 1e-5 else ""
 
 
 def _short(x, digits: int) -> str:

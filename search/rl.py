@@ -191,7 +191,8 @@ class RLStrategy(SpaceStrategy):
                  prior: float = 0.0, risk: float = 1.0, queue: int = 16, edit: float = 0.0,
                  normalize: bool = False, neutral: float = 0.0, structural: float = 0.0,
                  repeats: str = "baseline", parents: str = "queue", population: int = 32,
-                 sample: int = 4, elite: float = 0.2, prior_programs: str = ""):
+                 sample: int = 4, elite: float = 0.2, prior_programs: str = "",
+                 band: float = 0.0):
         from .strategies import require, require_fraction
         require("batch", batch, at_least=1)
         require("lr", lr, above=0)
@@ -209,7 +210,7 @@ class RLStrategy(SpaceStrategy):
         require_fraction(baseline_decay=baseline_decay, edit=edit, neutral=neutral,
                          structural=structural, elite=elite)
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
-                         live_only=live_only, near=near, horizon=horizon)
+                         live_only=live_only, near=near, horizon=horizon, band=band)
         if algo not in ("reinforce", "ppo", "pqt"):
             raise ValueError(f"algo must be reinforce, ppo or pqt, not {algo!r}")
         if repeats not in self.REPEATS:
@@ -250,8 +251,9 @@ class RLStrategy(SpaceStrategy):
         the whole batch (each program's grammar walk is a ``Space.steps`` generator)."""
         ctl, rng = self.controller, self.rng
         parents = self.population if self.parents == "population" else self.queue
-        starts = [self._edited() if parents and rng.random() < self.edit else None
-                  for _ in range(k)]
+        edits = [self._edited() if parents and rng.random() < self.edit else (None, None)
+                 for _ in range(k)]
+        starts = [start for start, _ in edits]
         walks = [self.space.steps(start) for start in starts]
         requests = [next(w) for w in walks]
         decisions = [[] for _ in range(k)]
@@ -288,18 +290,23 @@ class RLStrategy(SpaceStrategy):
                     except StopIteration as done:
                         trees[i] = done.value
                 live = still
+        for t, (_, parent) in zip(trees, edits):
+            if parent is not None:
+                self.parent_of[id(t)] = parent
         return [(t, [d if start is None else self.space.decisions_of(t), lp])
                 for t, d, lp, start in zip(trees, decisions, logps, starts)]
 
-    def _edited(self) -> Tree:
-        """A parent (``_parent``) with one decision left open (its subtree too): the policy
-        makes that decision and whatever it changes downstream (policy-guided mutation)."""
-        tree = self._parent()
+    def _edited(self) -> tuple:
+        """(a parent (``_parent``) with one decision left open (its subtree too), the parent):
+        the policy makes that decision and whatever it changes downstream (policy-guided
+        mutation)."""
+        parent = self._parent()
+        tree = parent.copy()
         if self.structural and self.rng.random() < self.structural:
             tree = self._restructured(tree)
         node = self.rng.choice([t for t in tree.nodes() if t.rule in self.space.n_choices])
         node.alt, node.children, node.value = -1, [], None
-        return tree
+        return tree, parent
 
     def _parent(self) -> Tree:
         """A queued program at random, or (``parents=population``) regularized evolution's

@@ -165,16 +165,29 @@ class SpaceStrategy(Strategy):
     subclass says otherwise), all without an evaluation (``free=True``). A program drawn again
     is recognised by its source text and not built again. Each new candidate gets the next
     proposal id; ``observe`` finds it by that id and turns its result into a reward.
+
+    ``band`` (0: off): a child a subclass made from a parent (it records the pair in
+    ``parent_of`` when it draws it) is *far*, and learned from as a degenerate draw, unless
+    its behaviour (``search.filters.signature``) is more than a near-copy's distance and at
+    most ``band`` from its parent's: variation that stays semantically local, as in
+    semantically based crossover (Uy, Hoai, O'Neill, McKay and Galvan-Lopez 2011). docs/search.md
+    and BENCHMARKS.md say what it measured.
     """
     name = ""
     max_draws = 200  # per candidate asked for, before suggest gives up (returns fewer)
     fail_reward = FAIL_REWARD  # the reward of a rule that fails (set by the engine, see above)
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
-                 space_obj=None, live_only: bool = True, near: float = NEAR, horizon: int = 0):
+                 space_obj=None, live_only: bool = True, near: float = NEAR, horizon: int = 0,
+                 band: float = 0.0):
         from .filters import CandidateFilter
         require("near", near, at_least=0, at_most=1)  # 0 turns the check off
         require("horizon", horizon, at_least=0)
+        require("band", band, at_least=0)  # 0 turns it off
+        self.band = float(band)
+        self.parent_of: dict = {}  # id(child tree) -> its parent, from a draw to its verdict
+        self._signatures: dict = {}  # a parent's source text -> its signature (band only)
+        self._far_pairs: set = set()  # (child, parent) source texts judged far (band only)
         self.seed = seed
         self.space_name, self.horizon = space, horizon  # horizon 0: the grammar's own
         self.space = space_obj or get_space(space, horizon or None)
@@ -209,14 +222,20 @@ class SpaceStrategy(Strategy):
         program's): another encoding, a near-copy, or the same program drawn again. Not
         evaluated; a strategy may keep it as a neutral variant (evolution's ``neutral``)."""
 
-    def _verdict(self, source: str):
-        """(verdict, candidate or None) of a drawn program's source text."""
+    def _verdict(self, source: str, parent: Tree | None = None):
+        """(verdict, candidate or None) of a drawn program's source text; with ``band`` and
+        the ``parent`` it was made from, one outside the band is ``far`` (judged first: most
+        children are, and a signature costs less than a candidate)."""
         from .filters import Verdict
         key = self.known.get(source)
         if key is not None and self.filter is not None:
             return self.filter.check_key(key), None
         try:
-            cand = build(source)
+            made = self._far(source, parent)
+            if made is True:
+                return Verdict("far"), None
+            rule, sig = made
+            cand = build(rule if rule is not None else source)
         except Exception as e:  # not a program of the language: never expected from a grammar
             if self.filter is not None:
                 self.filter.stats["invalid"] += 1
@@ -224,7 +243,41 @@ class SpaceStrategy(Strategy):
         self.known[source] = cand.key
         if self.filter is None:
             return Verdict("new", "", cand.key), cand
-        return self.filter.check(cand), cand
+        return self.filter.check(cand, sig), cand
+
+    def _far(self, source: str, parent: Tree | None):
+        """True if the program ``source`` made from ``parent`` is outside the band (the class
+        docstring), else (its rule, its signature), or (None, False) where there is no band,
+        no parent or the parent has no signature."""
+        import optdsl
+        from .filters import distance, near_distance, signature
+        if not self.band or parent is None or self.filter is None:
+            return None, False
+        ref = self._parent_signature(parent)
+        if ref is None:
+            return None, False
+        pair = (source, self.space.source(parent))
+        if pair not in self._far_pairs:
+            rule = optdsl.parse(source)
+            sig = signature(rule)
+            if sig is not None and near_distance(self.filter.near) < distance(ref, sig) \
+                    <= self.band:
+                return rule, sig
+            if len(self._far_pairs) >= 1 << 16:
+                self._far_pairs.clear()
+            self._far_pairs.add(pair)
+        self.filter.stats["far"] = self.filter.stats.get("far", 0) + 1
+        return True
+
+    def _parent_signature(self, parent: Tree):
+        import optdsl
+        from .filters import signature
+        source = self.space.source(parent)
+        if source not in self._signatures:
+            if len(self._signatures) >= 4096:
+                self._signatures.clear()
+            self._signatures[source] = signature(optdsl.parse(source))
+        return self._signatures[source]
 
     def suggest(self, n: int) -> list:
         out: list = []
@@ -235,11 +288,12 @@ class SpaceStrategy(Strategy):
             for tree, meta in batch:
                 tries += 1
                 self.draws += 1
+                parent = self.parent_of.pop(id(tree), None)
                 if self.live_only and self.space.dead_local(tree):  # a redundant encoding
                     self.dead_draws += 1
                     self._learn(tree, self.fail_reward, meta, True)
                     continue
-                verdict, cand = self._verdict(self.space.source(tree))
+                verdict, cand = self._verdict(self.space.source(tree), parent)
                 if verdict.kind == "new" and cand is not None and cand.key not in pending_keys:
                     cand.id = str(self.next_id)
                     self.next_id += 1
@@ -252,8 +306,9 @@ class SpaceStrategy(Strategy):
                     if of in self.scores:
                         self._repeat(tree, self.scores[of], meta)
                         self._neutral(tree, self.scores[of], meta)
-                else:  # degenerate or invalid
+                else:  # degenerate, invalid or far
                     self._learn(tree, self.fail_reward, meta, True)
+        self.parent_of.clear()
         return out
 
     def observe(self, results: list) -> None:
