@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Mapping
 
 import torch
 
@@ -301,7 +302,7 @@ class Optimizer(torch.optim.Optimizer):
         """Load an optdsl checkpoint of this rule, or a torch.optim one of the same optimizer
         (``optdsl.checkpoints``); anything else is a CheckpointError, raised before anything
         changes."""
-        sd = dict(state_dict) if isinstance(state_dict, dict) else state_dict
+        sd = dict(state_dict) if isinstance(state_dict, Mapping) else state_dict
         for hook in self._optimizer_load_state_dict_pre_hooks.values():  # first, as torch runs
             out = hook(self, sd)  # them: a hook may migrate a checkpoint before it is checked
             if out is not None:

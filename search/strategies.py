@@ -186,13 +186,16 @@ class SpaceStrategy(Strategy):
         require("band", band, at_least=0)  # 0 turns it off
         self.band = float(band)
         self.parent_of: dict = {}  # id(child tree) -> its parent, from a draw to its verdict
-        self._signatures: dict = {}  # a parent's source text -> its signature (band only)
-        self._far_pairs: set = set()  # (child, parent) source texts judged far (band only)
+        self._signatures: dict = {}  # source text -> behaviour signature (band only: a cache)
         self.seed = seed
         self.space_name, self.horizon = space, horizon  # horizon 0: the grammar's own
         self.space = space_obj or get_space(space, horizon or None)
         self.rng = random.Random(seed)
         self.filter = CandidateFilter(near=near) if use_filter else None
+        if self.band and self.band <= self._band_floor():
+            raise ValueError(f"band must be above the near-copy distance "
+                             f"{self._band_floor():.3g} (a nearer child is a near-copy): no "
+                             f"child would be in a band of {band:g}")
         self.scores: dict = {}  # key -> reward of an evaluated candidate
         self.pending: dict = {}  # proposal id -> [tree json, key, meta]
         self.known: dict = {}  # source text -> key (a cache: not saved, rebuilt on demand)
@@ -224,18 +227,17 @@ class SpaceStrategy(Strategy):
 
     def _verdict(self, source: str, parent: Tree | None = None):
         """(verdict, candidate or None) of a drawn program's source text; with ``band`` and
-        the ``parent`` it was made from, one outside the band is ``far`` (judged first: most
-        children are, and a signature costs less than a candidate)."""
+        the ``parent`` it was made from, one outside the band is ``far`` (judged first, and
+        whether or not the text was drawn before: most children are far, and a signature
+        costs less than a candidate)."""
         from .filters import Verdict
-        key = self.known.get(source)
-        if key is not None and self.filter is not None:
-            return self.filter.check_key(key), None
         try:
-            made = self._far(source, parent)
-            if made is True:
+            if self._far(source, parent):
                 return Verdict("far"), None
-            rule, sig = made
-            cand = build(rule if rule is not None else source)
+            key = self.known.get(source)
+            if key is not None and self.filter is not None:
+                return self.filter.check_key(key), None
+            cand = build(source)
         except Exception as e:  # not a program of the language: never expected from a grammar
             if self.filter is not None:
                 self.filter.stats["invalid"] += 1
@@ -243,43 +245,49 @@ class SpaceStrategy(Strategy):
         self.known[source] = cand.key
         if self.filter is None:
             return Verdict("new", "", cand.key), cand
-        return self.filter.check(cand, sig), cand
+        return self.filter.check(cand, self._signatures.get(source, False)), cand
 
-    def _far(self, source: str, parent: Tree | None):
-        """True if the program ``source`` made from ``parent`` is outside the band (the class
-        docstring), else (its rule, its signature), or (None, False) where there is no band,
-        no parent or the parent has no signature."""
-        import optdsl
-        from .filters import distance, near_distance, signature
-        if not self.band or parent is None or self.filter is None:
-            return None, False
-        ref = self._parent_signature(parent)
+    def _far(self, source: str, parent: Tree | None) -> bool:
+        """Whether the program ``source`` made from ``parent`` is outside the band (the class
+        docstring); never without a band, a parent, or a signature of the parent."""
+        from .filters import distance
+        if not self.band or parent is None:
+            return False
+        ref = self._signature(self.space.source(parent))
         if ref is None:
-            return None, False
-        pair = (source, self.space.source(parent))
-        if pair not in self._far_pairs:
-            rule = optdsl.parse(source)
-            sig = signature(rule)
-            if sig is not None and near_distance(self.filter.near) < distance(ref, sig) \
-                    <= self.band:
-                return rule, sig
-            if len(self._far_pairs) >= 1 << 16:
-                self._far_pairs.clear()
-            self._far_pairs.add(pair)
-        self.filter.stats["far"] = self.filter.stats.get("far", 0) + 1
+            return False
+        sig = self._signature(source)
+        if sig is not None and self._band_floor() < distance(ref, sig) <= self.band:
+            return False
+        if self.filter is not None:
+            self.filter.stats["far"] = self.filter.stats.get("far", 0) + 1
         return True
 
-    def _parent_signature(self, parent: Tree):
+    def _band_floor(self) -> float:
+        """The band's lower end: the near-copy distance where the filter judges near-copies,
+        else 0."""
+        from .filters import near_distance
+        f = self.filter
+        return near_distance(f.near) if f is not None and f.dedupe and f.near else 0.0
+
+    def _signature(self, source: str):
+        """The behaviour signature of a program text (``search.filters.signature``), kept
+        for the band: a parent is judged against many children, a child drawn again."""
         import optdsl
         from .filters import signature
-        source = self.space.source(parent)
         if source not in self._signatures:
-            if len(self._signatures) >= 4096:
+            if len(self._signatures) >= 8192:
                 self._signatures.clear()
             self._signatures[source] = signature(optdsl.parse(source))
         return self._signatures[source]
 
     def suggest(self, n: int) -> list:
+        try:
+            return self._suggest(n)
+        finally:  # the parents of draws not judged (an exception): no later tree takes their ids
+            self.parent_of.clear()
+
+    def _suggest(self, n: int) -> list:
         out: list = []
         tries = repeats = 0
         pending_keys = {e[1] for e in self.pending.values()}
@@ -308,7 +316,6 @@ class SpaceStrategy(Strategy):
                         self._neutral(tree, self.scores[of], meta)
                 else:  # degenerate, invalid or far
                     self._learn(tree, self.fail_reward, meta, True)
-        self.parent_of.clear()
         return out
 
     def observe(self, results: list) -> None:
