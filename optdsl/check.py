@@ -305,6 +305,15 @@ class _Instance:
                        f"{', '.join(missing)} (it takes {', '.join(params)})", pos)
         return bound
 
+    def hyper_value(self, h: str, rule: str, e, pos) -> ir.Node:
+        """The node of expression ``e`` handed to hyperparameter ``h`` of ``rule``: a scalar."""
+        node = self.expr(e)
+        if node.kind > Kind.SCALAR:
+            raise _err(f"a tensor where a scalar is required: hyperparameter '{h}' of {rule} is "
+                       f"one value per step" + _rule_as_value(e, self.b.rules),
+                       getattr(e, "pos", pos))
+        return node
+
     def call_primitive(self, prim, c: Call) -> ir.Node:
         bound = self.bind_arguments(f"{prim.name}()", prim.params, prim.defaults, c.args,
                                     c.kwargs, c.pos, prim.variadic)
@@ -317,7 +326,8 @@ class _Instance:
                 e = bound[p]
                 raise _err(f"a tensor where a scalar is required: argument '{p}' of {prim.name}() "
                            "must be the same for every element (a hyperparameter, a number or a "
-                           "function of t)", getattr(e, "pos", c.pos))
+                           "function of t)" + _rule_as_value(e, self.b.rules),
+                           getattr(e, "pos", c.pos))
             nodes.append(node)
         for e in bound.get("*", ()):
             node = self.expr(e)
@@ -420,11 +430,7 @@ class _Instance:
             elif h in bound and not (alias and _literal(bound[h]) is not None):
                 if _literal(bound[h]) is not None:  # a number fixing it: the same rules
                     _valid_hyper(h, _literal(bound[h]), bound[h].pos)
-                node = self.expr(bound[h])
-                if node.kind > Kind.SCALAR:
-                    raise _err(f"a tensor where a scalar is required: hyperparameter '{h}' of "
-                               f"{name} is one value per step", getattr(bound[h], "pos", pos))
-                hypers[h] = node
+                hypers[h] = self.hyper_value(h, name, bound[h], pos)
             elif h in self.inherited and self.inherited[h].node is not None:
                 self.inherited[h].used = True
                 hypers[h] = self.inherited[h].node
@@ -511,11 +517,7 @@ class _Instance:
             else:
                 if _literal(e) is not None:
                     _valid_hyper(h, _literal(e), e.pos)
-                node = self.expr(e)
-                if node.kind > Kind.SCALAR:
-                    raise _err(f"a tensor where a scalar is required: hyperparameter '{h}' of "
-                               f"{name} is one value per step", getattr(e, "pos", kpos))
-                passed[h] = _Passed(node, None)
+                passed[h] = _Passed(self.hyper_value(h, name, e, kpos), None)
             handed.append((h, kpos))
         return passed, handed
 
@@ -714,6 +716,14 @@ def _near_rule(expr, rules) -> str:
         return (f"; {given}'s arguments there must be numbers written by name, as in "
                 f"{given}(beta1=0.5) (a rule argument takes no rule or formula of its own)")
     return did_you_mean(given, [r for r in rules if r != given]) if isinstance(given, str) else ""
+
+
+def _rule_as_value(e, rules) -> str:
+    """Where a bare name that is a rule's (``momentum``) stands for a number: what it read."""
+    if not (isinstance(e, Name) and _is_rule_name(e, rules)):
+        return ""
+    return (f"; '{e.name}' here is rule {e.name}'s update (a tensor): for a hyperparameter of "
+            f"that name, declare it in a header, e.g. r(lr=0.001, {e.name}=0.9) = ...")
 
 
 def _is_rule_name(e, rules) -> bool:

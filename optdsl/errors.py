@@ -84,6 +84,9 @@ class ScheduleError(DSLError):
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """'; did you mean 'x'?' for the closest candidate, or '' when none is close."""
     candidates = sorted(set(candidates))
+    same = [c for c in candidates if c.lower() == name.lower() and c != name]
+    if same:  # another case first: 'AdamW' is 'adamw', not 'adam'
+        return f"; did you mean '{same[0]}'?"
     # the same letters in another order first: 'sgin' is 'sign', not 'sin'
     swapped = [c for c in candidates if sorted(c) == sorted(name) and c != name]
     close = difflib.get_close_matches(name, swapped or candidates, n=1, cutoff=0.6)

@@ -31,15 +31,21 @@ def parse_embedded(prefix: str, text: str, suffix: str) -> Rule:
         raise in_embedded_text(e, text, len(prefix), len(code)) from None
 
 
+def library_name(text: str) -> str | None:
+    """The library rule ``text`` names (``"adam"``, or a torch.optim class name: ``"AdamW"``,
+    ``"RMSprop"``, ``"SGD"``), or None."""
+    name = text.strip()
+    for key in (name, name.lower()):  # (torch.optim's class names are a case away)
+        if key in library:
+            return key
+    return None
+
+
 def resolve(rule) -> Rule:
     """A Rule from a Rule, a library rule's name, or program text."""
     if isinstance(rule, Rule):
         return rule
     if isinstance(rule, str):
-        name = rule.strip()
-        if name in library:
-            return library[name]
-        if name.lower() in library:  # torch.optim's class names: "AdamW", "RMSprop", "SGD"
-            return library[name.lower()]
-        return parse(rule)
+        name = library_name(rule)
+        return library[name] if name else parse(rule)
     raise DSLError(f"a rule is a library name, program text or optdsl.Rule, not {type(rule).__name__}")

@@ -227,3 +227,27 @@ def test_a_load_pre_hook_never_edits_the_callers_mapping():
     given = collections.UserDict(opt.state_dict())
     opt.load_state_dict(given)
     assert "extra" not in given
+
+
+@pytest.mark.parametrize("name, rule", [("AdamW", "adamw"), ("RMSprop", "rmsprop"), ("SGD", "sgd")])
+def test_the_cli_takes_torch_class_names_as_the_python_api_does(name, rule, capsys):
+    # optdsl.Optimizer(params, "RMSprop") worked; `optdsl check AdamW` said "unknown name
+    # 'AdamW'; did you mean 'adam'?"
+    from optdsl.cli import main
+    assert main(["check", name]) == 0
+    assert capsys.readouterr().out.startswith(f"{rule}: ok")
+
+
+def test_a_name_in_another_case_is_suggested_first():
+    with pytest.raises(optdsl.DSLError, match="did you mean 'adamw'"):
+        optdsl.parse("AdamW(lr=0.1) + lr * g")
+
+
+def test_a_rule_name_read_where_a_number_is_required_says_so():
+    # 'momentum' is the momentum rule's update, not a hyperparameter: the error only said a
+    # tensor was given where a scalar is required
+    with pytest.raises(optdsl.DSLError, match=r"'momentum' here is rule momentum's update.*"
+                                              r"r\(lr=0.001, momentum=0.9\)"):
+        optdsl.parse("lr * ema(g, momentum)")
+    rule = optdsl.parse("r(lr=0.001, momentum=0.9) = lr * ema(g, momentum)")
+    assert "momentum" in rule.hypers

@@ -18,7 +18,7 @@ import warnings
 
 from ..errors import DSLError, did_you_mean
 from ..library import library, source
-from ..rules import parse
+from ..rules import library_name, parse
 
 # name -> ("module:function", one-line help). Each function takes argv (a list) and returns an
 # exit status. A command's module is imported when it runs, so that `optdsl list` does not pay
@@ -57,8 +57,9 @@ def read_text(path: str) -> str:
 def read_program_arg(arg: str) -> tuple:
     """(text, label) for a command-line rule: a library name, '-' (stdin), a file (one that
     exists, or any name ending in .opt: a missing one cannot be read) or else a formula."""
-    if arg in library:
-        return source(arg), arg
+    name = library_name(arg)
+    if name:
+        return source(name), name
     if arg == "-" or arg.endswith(".opt") or os.path.exists(arg):
         return read_text(arg), "<stdin>" if arg == "-" else arg
     return arg, "<formula>"
@@ -72,8 +73,9 @@ def load_rule(arg: str):
 def rule_of(arg: str, text: str, label: str):
     """The checked Rule of ``text`` read from ``arg`` (``read_program_arg``); an argument that
     failed as a formula but looks like a file name (``a.op``) says that no such file exists."""
-    if arg in library:
-        return library[arg]
+    name = library_name(arg)
+    if name:
+        return library[name]
     try:
         return parse(text)
     except DSLError as e:
