@@ -113,6 +113,7 @@ STALE = "stale"  # the meta of a child proposed before a restart (see _restart)
 class EvolutionStrategy(SpaceStrategy):
     """Regularized evolution (see the module docstring)."""
     name = "evolution"
+    makes_children = True
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
                  space_obj=None, live_only: bool = True, near: float = NEAR, horizon: int = 0,

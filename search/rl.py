@@ -181,6 +181,7 @@ class Controller(nn.Module):
 class RLStrategy(SpaceStrategy):
     """LSTM controller trained by REINFORCE (default) or PPO (see the module docstring)."""
     name = "rl"
+    makes_children = True  # its edits (``edit`` > 0)
     REPEATS = ("baseline", "fail", "skip", "score")  # what a repeat teaches (module docstring)
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
@@ -209,6 +210,9 @@ class RLStrategy(SpaceStrategy):
         require("sample", sample, at_least=1)
         require_fraction(baseline_decay=baseline_decay, edit=edit, neutral=neutral,
                          structural=structural, elite=elite)
+        if band and not edit:
+            raise ValueError("band judges an edit against the program it edits: it needs "
+                             "edit > 0 (--strategy-option edit=0.9)")
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon, band=band)
         if algo not in ("reinforce", "ppo", "pqt"):

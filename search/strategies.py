@@ -174,6 +174,7 @@ class SpaceStrategy(Strategy):
     and BENCHMARKS.md say what it measured.
     """
     name = ""
+    makes_children = False  # draws programs from parents (``parent_of``): what ``band`` judges
     max_draws = 200  # per candidate asked for, before suggest gives up (returns fewer)
     fail_reward = FAIL_REWARD  # the reward of a rule that fails (set by the engine, see above)
 
@@ -184,6 +185,9 @@ class SpaceStrategy(Strategy):
         require("near", near, at_least=0, at_most=1)  # 0 turns the check off
         require("horizon", horizon, at_least=0)
         require("band", band, at_least=0)  # 0 turns it off
+        if band and not self.makes_children:
+            raise ValueError(f"band judges a child against its parent: {self.name} draws no "
+                             f"children")
         self.band = float(band)
         self.parent_of: dict = {}  # id(child tree) -> its parent, from a draw to its verdict
         self._signatures: dict = {}  # source text -> behaviour signature (band only: a cache)

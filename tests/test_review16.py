@@ -70,7 +70,8 @@ SGD = _bello("x1 = (g)")
 @pytest.mark.parametrize("strategy", ["evolution", "rl"])
 def test_a_child_is_judged_against_its_parent_by_behaviour(strategy):
     from search.strategies import make_strategy
-    s = make_strategy(strategy, options={"band": 0.5})
+    s = make_strategy(strategy, options={"band": 0.5, **({"edit": 0.9} if strategy == "rl"
+                                                          else {})})
     parent = s.space.parse(SGD)
     near_powersign = _bello("x1 = (sign(g)) * (sign(ema(g, 0.9)))", "x2 = (exp(x1)) * (g)")
     # PowerSign is 0.28 from sgd: in the band
@@ -251,3 +252,14 @@ def test_a_rule_name_read_where_a_number_is_required_says_so():
         optdsl.parse("lr * ema(g, momentum)")
     rule = optdsl.parse("r(lr=0.001, momentum=0.9) = lr * ema(g, momentum)")
     assert "momentum" in rule.hypers
+
+
+@pytest.mark.parametrize("strategy, options, says", [
+    ("random-grammar", {"band": 0.5}, "random-grammar draws no children"),
+    ("rl", {"band": 0.5}, "it needs edit > 0"),
+])
+def test_a_band_where_there_are_no_parents_is_refused_not_ignored(strategy, options, says):
+    from search.strategies import make_strategy
+    with pytest.raises(Exception, match=says):
+        make_strategy(strategy, options=options)
+    make_strategy("rl", options={"band": 0.5, "edit": 0.9})
