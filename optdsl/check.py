@@ -28,6 +28,8 @@ from .ir import Hyper, Kind, Rule, Slot
 from .primitives import CONSTANTS, PRIMITIVES, ap
 from .syntax import Call, Name, Num, Op, Pos, Program
 
+ANONYMOUS = "formula"  # the name of a rule given as a bare formula, without a header
+
 DEFAULT_LR = 1e-3
 MAX_CALL_DEPTH = 8
 
@@ -807,7 +809,7 @@ def _check(program: Program, name: str | None, doc: str, rules) -> Rule:
     while True:
         passes += 1
         b = _RuleBuilder(kind_hints, rules)
-        top = program.name or "formula"
+        top = program.name or ANONYMOUS
         hypers, rule_params = {}, {}
         for h, default, hpos in program.header:
             if _is_rule_name(default, rules):
@@ -835,7 +837,7 @@ def _check(program: Program, name: str | None, doc: str, rules) -> Rule:
         if kinds[slot] == Kind.SCALAR:
             raise _err(f"state '{slot}' is one number per step, kept in float64 on the host: "
                        "a storage dtype applies to tensor states", pos)
-    return Rule(name or program.name or "formula", hypers, b.slots, update, new_p, assigns_p,
+    return Rule(name or program.name or ANONYMOUS, hypers, b.slots, update, new_p, assigns_p,
                 source=program.source, doc=doc, subrules=tuple(dict.fromkeys(b.subrules)),
                 state_dtypes={slot: dtype for slot, (dtype, _) in b.state_dtypes.items()},
                 range_checks=tuple(dict.fromkeys(b.range_checks)))

@@ -61,6 +61,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .canonical import canonical_hash
+from .check import ANONYMOUS
 from .errors import DSLError
 from .ir import Kind, Rule
 from .library import library
@@ -158,9 +159,6 @@ def _torch_settings(row: TorchLayout) -> dict:
 
 def _slots(rule: Rule) -> dict:
     return {s.name: s for s in rule.slots}
-
-
-ANONYMOUS = "formula"  # the name of a rule given as a bare formula (optdsl.check)
 
 
 def _called(rule: Rule) -> str:

@@ -129,9 +129,15 @@ def signature(rule):
     return pattern.float(), profile.float()
 
 
+def squared_distances(patterns, profiles, pattern, profile):
+    """``d^2`` (module docstring) from each of several signatures (``patterns`` and
+    ``profiles``, a row each) to one."""
+    return 2 * (1 - patterns @ pattern) + ((profiles - profile) ** 2).mean(-1)
+
+
 def distance(a, b) -> float:
-    """``d`` between two signatures (module docstring)."""
-    return max(0.0, float(2 * (1 - a[0] @ b[0]) + ((a[1] - b[1]) ** 2).mean())) ** 0.5
+    """``d`` between two signatures."""
+    return max(0.0, float(squared_distances(*a, *b))) ** 0.5
 
 
 def near_distance(near: float) -> float:
@@ -189,8 +195,7 @@ class CandidateFilter:
         n = len(self.near_keys)
         if not n:
             return None
-        d2 = 2 * (1 - self.patterns[:n] @ pattern) + \
-            ((self.profiles[:n] - profile) ** 2).mean(1)
+        d2 = squared_distances(self.patterns[:n], self.profiles[:n], pattern, profile)
         d2 = d2.nan_to_num(nan=float("inf"))  # (a damaged row is never nearest)
         best = int(d2.argmin())
         return self.near_keys[best] if float(d2[best]) <= 2 * (1 - self.near) else None
