@@ -269,7 +269,14 @@ def _interpreted(p: torch.Tensor, g: torch.Tensor) -> bool:
     in place here (``_refused``), or its gradient has another dtype than ``p`` (eager torch
     promotes where g meets p's dtype; a kernel built for p's dtype rounds otherwise: 100 ulps
     on a subnormal element, and Inductor refuses such a gradient)."""
-    return g.dtype != p.dtype or _refused(p)
+    return g.dtype != p.dtype or _refused(p) or _lazy(p) or _lazy(g)
+
+
+def _lazy(t: torch.Tensor) -> bool:
+    """Whether ``t`` carries torch's lazy negation or conjugation bit (``x.conj().imag``): eager
+    torch applies it on every read and write, a compiled graph without guards reads the stored
+    values (the sign lost)."""
+    return t.is_neg() or t.is_conj()
 
 
 def _refused(p: torch.Tensor) -> bool:
@@ -360,8 +367,10 @@ class InductorBackend(CompiledBackend):
     A compiled kernel is specialised to the layouts it was built for, and dynamo's per-call
     guards are off (they cost more than the kernels on groups of small tensors), so the
     backend keeps the guarantee itself: a group's plan (its chunked kernel calls) records the
-    fingerprint of every tensor it was made for (parameter and states: storage address,
-    dtype, shape, strides, device; gradient: dtype, shape, strides, device) and runs only
+    fingerprint of every tensor it was made for (parameter and states: the tensor object,
+    storage address, dtype, shape, strides, device; gradient: dtype, shape, strides, device;
+    each: torch's lazy negation and conjugation bits, which send it to the interpreter) and
+    runs only
     while the group's tensors have exactly that fingerprint. Anything else (``model.to``,
     ``p.data = ...``, a loaded checkpoint, a gradient with other strides) makes a new plan,
     after the states are brought to their storage form. A kernel never touches memory it
@@ -423,7 +432,8 @@ class InductorBackend(CompiledBackend):
         # refuses to update in place, which it refuses as torch does, and gradients of
         # another dtype (``_interpreted``)
         shared = _sharing_memory(items, names) | {
-            i for i, (p, g, _) in enumerate(items) if _interpreted(p, g)}
+            i for i, (p, g, st) in enumerate(items)
+            if _interpreted(p, g) or any(_lazy(st[n]) for n in names)}
         for i, (p, g, st) in enumerate(items):
             if i in shared:
                 continue
@@ -442,8 +452,13 @@ class InductorBackend(CompiledBackend):
             calls.append((self.kernel(signature), [r[1] for r in part], [r[2] for r in part],
                           [[r[3][k] for r in part] for k in range(len(names))]))
         written = _written(items, names)
+        # the plan holds the very tensor objects it runs on, so that their ids in its
+        # fingerprint stay theirs: a parameter replaced in the group by another object on the
+        # same memory makes a new plan (the kernel would step the old object, wherever it
+        # points then)
+        held = [[p] + [st[n] for n in names] for p, _, st in items]
         return _Chunks(calls, _fingerprint(items, names), written,
-                       _aliased(items, written))
+                       _aliased(items, written), held)
 
     def _chunks(self, rows) -> list:
         """The rows in compiled calls: chunks of at most ``chunk`` (sorted by layout when there
@@ -489,14 +504,16 @@ def _fingerprint(items, names) -> tuple:
     """What a plan is valid for (see InductorBackend), with :func:`_aliased`: one flat tuple
     per step. The states of the items left to the interpreter (``_sharing_memory``) count too:
     it writes them in place (``interpreter._write_in_place``), and a gradient that comes to
-    read one must see the step's new value, so such an item runs after the one it reads."""
+    read one must see the step's new value, so such an item runs after the one it reads.
+    A state's lazy bits are read when the plan is made: a state tensor with other bits is
+    another object (its id)."""
     key = [torch.is_inference_mode_enabled()]  # (``_refused`` asks: a plan made inside it)
     for p, g, st in items:
-        key += (p.data_ptr(), p.is_inference(), p.dtype, p.shape, p.stride(), p.device,
-                g.dtype, g.shape, g.stride(), g.device)
+        key += (id(p), p.data_ptr(), p.is_inference(), p.dtype, p.shape, p.stride(), p.device,
+                _lazy(p), g.dtype, g.shape, g.stride(), g.device, _lazy(g))
         for n in names:
             t = st[n]
-            key += (t.data_ptr(), t.dtype, t.shape, t.stride(), t.device)
+            key += (id(t), t.data_ptr(), t.dtype, t.shape, t.stride(), t.device)
     return tuple(key)
 
 
@@ -567,11 +584,12 @@ def _sharing_memory(items, names) -> set:
 class _Chunks:
     """A group's plan: its kernel calls ((kernel, gradient order, params, state lists) each;
     the items in none are left to the interpreter) and the fingerprint it is valid for."""
-    __slots__ = ("calls", "fingerprint", "written", "aliased")
+    __slots__ = ("calls", "fingerprint", "written", "aliased", "held")
 
-    def __init__(self, calls, fingerprint: tuple, written: tuple, aliased: tuple):
+    def __init__(self, calls, fingerprint: tuple, written: tuple, aliased: tuple, held: list):
         self.calls, self.fingerprint = calls, fingerprint
         self.written, self.aliased = written, aliased
+        self.held = held  # the parameters and states whose ids the fingerprint holds
 
 
 def _skip_guards(entries):

@@ -1,0 +1,81 @@
+"""Regression tests for the defects fixed in the eleventh session (2026-12-05)."""
+import warnings
+
+import pytest
+import torch
+
+import optdsl
+
+BACKENDS = ["eager", "torchscript", "inductor"]
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_parameter_replaced_by_another_object_on_its_memory_is_the_one_stepped(backend):
+    # Inductor's plan ran its kernel on the tensor objects it was made for: after model surgery
+    # (q takes p's place and state, p then points at one element) it stepped p, writing 63
+    # elements past the end of its memory, and left q alone
+    p0 = torch.nn.Parameter(torch.randn(64, dtype=torch.float64))
+    p = torch.nn.Parameter(torch.randn(64, dtype=torch.float64))
+    opt = optdsl.Optimizer([p0, p], "momentum", lr=1.0, backend=backend)
+    p0.grad, p.grad = torch.ones_like(p0), torch.ones_like(p)
+    opt.step()
+    q = torch.nn.Parameter(p.data)
+    opt.param_groups[0]["params"][1] = q
+    opt.state[q] = opt.state.pop(p)
+    canary = torch.zeros(128, dtype=torch.float64)
+    p.data = canary[:1]
+    before = q.detach().clone()
+    p0.grad, q.grad = torch.ones_like(p0), torch.full_like(q, 2.0)
+    opt.step()
+    assert canary.count_nonzero() == 0
+    # momentum 0.9: the buffer 1 becomes 0.9 + 2, and q moves by it
+    torch.testing.assert_close(q.detach(), before - 2.9, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_state_replaced_by_another_tensor_on_its_memory_is_the_one_written(backend):
+    p = torch.nn.Parameter(torch.zeros(8, dtype=torch.float64))
+    opt = optdsl.Optimizer([p], "momentum", lr=1.0, backend=backend)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    st = opt.state[p]
+    name = next(k for k in st if k != "step")
+    old = st[name]
+    st[name] = old.view(2, 4).view(8)  # another object on the same memory
+    old_alias = old
+    p.grad = torch.ones_like(p)
+    opt.step()
+    torch.testing.assert_close(st[name], torch.full_like(p, 1.9))
+    assert st[name].data_ptr() == old_alias.data_ptr()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("where", ["grad", "param"])
+def test_a_tensor_with_the_lazy_negation_bit_is_read_with_its_sign(backend, where):
+    # g = x.conj().imag stores +1..+4 with torch's negation bit: its values are -1..-4. The
+    # Inductor kernel read the stored values, and stepped the wrong way
+    z = torch.complex(torch.zeros(4, dtype=torch.float64),
+                      torch.arange(1.0, 5.0, dtype=torch.float64)).conj()
+    lazy = z.imag
+    assert lazy.is_neg()
+    grad = lazy if where == "grad" else torch.ones(4, dtype=torch.float64)
+    ref = torch.nn.Parameter(lazy.clone() if where == "param" else torch.zeros(4, dtype=torch.float64))
+    if where == "param":
+        p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+        p.data = lazy
+    else:
+        p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    ours = optdsl.Optimizer([p], "sgd", lr=1.0, backend=backend)
+    theirs = torch.optim.SGD([ref], lr=1.0)
+    for _ in range(2):  # the second step reuses the plan
+        p.grad, ref.grad = grad, grad.clone()
+        ours.step()
+        theirs.step()
+        torch.testing.assert_close(p.detach().resolve_neg(), ref.detach(), rtol=0, atol=0)
