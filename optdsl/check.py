@@ -70,6 +70,12 @@ def validate_together(values: dict, where: str) -> None:
             raise HyperparameterError(f"invalid hyperparameters for {where} ({shown}): {wording}")
 
 
+# other languages' names of the language's functions (numpy, torch, C): 'ln' is 'log', not the
+# closest name by spelling ('lion')
+OTHER_SPELLINGS = {"ln": "log", "fabs": "abs", "absolute": "abs", "clamp": "clip",
+                   "minimum": "min", "maximum": "max", "sgn": "sign"}
+
+
 def validate_hyper(name: str, value) -> float:
     """``value`` as a float, or a HyperparameterError when it is not a number, is NaN or
     infinite, or is outside its name's range (``_RANGES``)."""
@@ -264,6 +270,11 @@ class _Instance:
 
     def call(self, c: Call) -> ir.Node:
         prim = PRIMITIVES.get(c.func)
+        if prim is not None and prim.infix is not None:  # the table's name of an operator
+            symbol = prim.infix[0]
+            form = f"{symbol}x" if len(prim.params) == 1 else f"x {symbol} y"
+            raise _err(f"unknown function '{c.func}': the operator '{symbol}' is written "
+                       f"as {form}", c.pos)
         if prim is not None:
             return self.call_primitive(prim, c)
         if c.func in self.rule_params:
@@ -276,8 +287,10 @@ class _Instance:
             return self.call_rule(c.func, callee, c.args, c.kwargs, c.pos)
         if c.func in self.visible_names() or c.func in self.later_names:
             raise _err(f"'{c.func}' is not a function", c.pos)
-        candidates = set(PRIMITIVES) | set(self.rule_params) | set(self.b.rules)
-        hint = did_you_mean(c.func, candidates)
+        candidates = {n for n, p in PRIMITIVES.items() if p.infix is None} | \
+            set(self.rule_params) | set(self.b.rules)
+        spelled = OTHER_SPELLINGS.get(c.func)
+        hint = f"; did you mean '{spelled}'?" if spelled else did_you_mean(c.func, candidates)
         if not hint and not c.args and c.kwargs and all(_literal(x) is not None
                                                         for _, x, _ in c.kwargs):
             hint = (f" (as a program's header, '{c.func}(...)' needs '= expr' after it, or ':' "

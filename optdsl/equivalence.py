@@ -192,7 +192,10 @@ class Pair:
             if k not in names_a | names_b:
                 raise DSLError(f"bind: neither rule has a hyperparameter '{k}'"
                                + did_you_mean(k, names_a | names_b))
-            bind[k] = float(bind[k])
+            try:  # the checks of Optimizer(..., k=value): beta1=2 is no rule's beta1
+                bind[k] = validate_hyper(k, bind[k])
+            except HyperparameterError as e:
+                raise HyperparameterError(f"bind: {e.message}") from None
         for rule in (a, b):  # a bound value each rule's schedules refuse (sgdr's T_0 = 0) is
             validate_hyper_values(rule, {**rule.defaults, **{  # refused, as an Optimizer does,
                 k: v for k, v in bind.items() if k in rule.hypers}})  # even for one program

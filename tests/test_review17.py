@@ -79,3 +79,42 @@ def test_a_tensor_with_the_lazy_negation_bit_is_read_with_its_sign(backend, wher
         ours.step()
         theirs.step()
         torch.testing.assert_close(p.detach().resolve_neg(), ref.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("value, says", [
+    (-1.0, "bind: invalid lr=-1.0: lr must be >= 0"),
+    (float("nan"), "bind: hyperparameter lr is NaN"),
+    (float("inf"), "bind: invalid lr=inf: lr must be finite"),
+    ("x", "bind: hyperparameter lr='x' is a string"),
+    (None, "bind: hyperparameter lr=None is not a number"),
+])
+def test_equivalent_checks_bound_values_as_the_cli_does(value, says):
+    # the Python API proved lr*g equal to lr*g*1 at lr = -1, answered unknown at NaN, and
+    # raised float()'s bare ValueError for 'x'
+    with pytest.raises(optdsl.HyperparameterError) as info:
+        optdsl.equivalent("lr * g", "lr * g * 1", bind={"lr": value})
+    assert says in str(info.value)
+
+
+def test_equivalent_of_one_program_checks_bound_values_too():
+    with pytest.raises(optdsl.HyperparameterError, match="beta1 must be"):
+        optdsl.equivalent("adam", "adam", bind={"beta1": 2.0})
+
+
+@pytest.mark.parametrize("text, says", [
+    ("lr * g * eq(g, 1)", "unknown function 'eq': the operator '==' is written as x == y"),
+    ("lr * add(g, 1)", "unknown function 'add': the operator '+' is written as x + y"),
+    ("lr * neg(g)", "unknown function 'neg': the operator '-' is written as -x"),
+    ("lr * pow(g, 2)", "unknown function 'pow': the operator '^' is written as x ^ y"),
+    ("lr * ln(g)", "unknown function 'ln'; did you mean 'log'?"),
+    ("lr * clamp(g, -1, 1)", "unknown function 'clamp'; did you mean 'clip'?"),
+    ("lr * g * eqa(g, 1)", "unknown function 'eqa'"),
+])
+def test_the_tables_operator_names_are_not_functions_and_not_suggested(text, says):
+    # eq(g, 1), add, pow, ... parsed as undocumented functions; 'eqa' got "did you mean 'eq'?"
+    # and 'ln' "did you mean 'lion'?"
+    with pytest.raises(optdsl.DSLError) as info:
+        optdsl.parse(text)
+    first = str(info.value).splitlines()[0]
+    assert says in first and "column" in first, first
+    assert "did you mean 'eq'" not in first

@@ -37,17 +37,18 @@ def cmd_equiv(argv) -> int:
         return 0 if e.code == 0 else 2
     bind = {}
     for k, v in name_values(args.bind, "--bind").items():
-        try:
-            value = float({"E": math.e, "pi": math.pi}.get(v, v))
+        try:  # (checked as Optimizer(..., k=value) checks it by Pair, below)
+            bind[k] = float({"E": math.e, "pi": math.pi}.get(v, v))
         except ValueError:
             raise DSLError(f"--bind {k}: '{v}' is not a number") from None
-        try:  # the checks of Optimizer(..., k=value): beta1=2 is no rule's beta1
-            bind[k] = validate_hyper(k, value)
-        except HyperparameterError as e:
-            raise HyperparameterError(f"--bind: {e.message}") from None
     a, b = load_rule(args.a), load_rule(args.b)
     hyper_map = name_values(args.map, "--map")
-    mapped = Pair(a, b, bind=bind, hyper_map=hyper_map).mapped()
+    try:
+        mapped = Pair(a, b, bind=bind, hyper_map=hyper_map).mapped()
+    except HyperparameterError as e:  # a bound value out of its range: say the option's name
+        if e.message.startswith("bind: "):
+            raise HyperparameterError("--" + e.message) from None
+        raise
     for k, value in mapped.items():  # held to the ranges --bind is, at the defaults
         text = hyper_map[k]
         try:
