@@ -118,3 +118,39 @@ def test_the_tables_operator_names_are_not_functions_and_not_suggested(text, say
     first = str(info.value).splitlines()[0]
     assert says in first and "column" in first, first
     assert "did you mean 'eq'" not in first
+
+
+@pytest.mark.parametrize("text, states", [
+    ("lr * (ema(g, 0.9) - ema(g, 0.9) + g)", 0),  # was: two ema states, longer than the input
+    ("lr * ema(g, 0.9) + lr * ema(g, 0.9)", 1),  # was: two identical states
+    ("lr * cumsum(g) - lr * prev(cumsum(g))", 0),  # the sum and its last value are one state
+    ("lr * cumsum(g) - lr * cumsum(g - g)", 1),  # acc := acc (a constant 0) was kept
+])
+def test_simplify_folds_twin_and_constant_states(text, states):
+    out, verdict = optdsl.simplify(text, timeout=30)
+    assert out.count("state ") == states, out
+    assert not verdict.refuted
+    _same_updates(text, out)
+
+
+def test_simplify_keeps_a_state_held_at_p_and_states_that_differ():
+    # a state updated to itself holds its initial value: p_0, not p (p moves on)
+    text = "r(lr=1):\n    state s = p\n    s := s\n    return lr * (g + s)\n"
+    out, _ = optdsl.simplify(text, timeout=30)
+    assert "state s = p" in out
+    out, _ = optdsl.simplify("lr * (ema(g, 0.9) - ema(g, 0.8) + g)", timeout=30)
+    assert out.count("state ") == 2
+
+
+def _same_updates(a, b, steps=6):
+    torch.manual_seed(0)
+    grads = [torch.randn(5, dtype=torch.float64) for _ in range(steps)]
+    ps = []
+    for text in (a, b):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 5, dtype=torch.float64))
+        opt = optdsl.Optimizer([p], text, lr=0.1, backend="eager")
+        for gr in grads:
+            p.grad = gr.clone()
+            opt.step()
+        ps.append(p.detach())
+    torch.testing.assert_close(ps[0], ps[1], rtol=1e-12, atol=1e-14)
