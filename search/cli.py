@@ -11,6 +11,7 @@ in a seed file or an address that does not answer is one line on stderr and exit
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import os
 import re
@@ -336,7 +337,8 @@ def _search(args) -> int:
               "narrowed onto rules it has evaluated); try another --seed, strategy option or "
               "strategy")
     from .report import leaderboard
-    Console().print(leaderboard(store, task.name, store.search(sid)["protocol"], top=args.top,
+    record = store.search(sid)  # the task as the store spells it (``spelled_as_stored``)
+    Console().print(leaderboard(store, record["task"], record["protocol"], top=args.top,
                                 metric=task.metric))
     print(f"more: optdsl report {shlex.quote(path)}")
     store.close()
@@ -519,6 +521,7 @@ def _report(args) -> int:
     from .tasks import TASKS
     store = Store(args.store, create=False)
     groups = task_protocols(store, args.task)
+    protocols = collections.Counter(task for task, _ in task_protocols(store))
     searches = store.searches()
     if not groups and args.task:
         raise SearchError(f"{args.store} holds no evaluations of task '{args.task}'")
@@ -560,8 +563,10 @@ def _report(args) -> int:
                                 os.path.join(plots_dir, f"curves{suffix}.png"), metric=metric)
                 say(f"plots: {a}, {b}")
             if args.export:
+                # a file's name tells the task's protocols apart where the store holds
+                # several, whichever tasks --task shows
                 paths = export_rules(store, task, protocol, args.export, top=args.export_top,
-                                     suffix=suffix and f"-{protocol[:6]}")
+                                     suffix=f"-{protocol[:6]}" if protocols[task] > 1 else "")
                 if paths:
                     say(f"exported {len(paths)} rule(s) to {args.export.rstrip('/')}/ "
                         f"(check one: optdsl check {shlex.quote(paths[0])})")

@@ -185,7 +185,11 @@ def get_task(name: str) -> MatchTask:
     try:
         v = target_updates(task)
     except DSLError as e:
-        raise SearchError(f"match target {target!r}: {str(e).splitlines()[0]}") from None
+        hint = ""
+        if os.path.isfile(target):  # optdsl check takes files; a task names its target's text
+            hint = (f" (a target is a library name or program text, not a file: "
+                    f"--task \"match:$(cat {target})\")")
+        raise SearchError(f"match target {target!r}: {str(e).splitlines()[0]}{hint}") from None
     if not bool(torch.isfinite(v).all()) or not bool((v != 0).any()):
         raise SearchError(f"match target {target!r}: its updates on the streams are not finite "
                           "or all zero")

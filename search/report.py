@@ -22,6 +22,7 @@ import os
 import re
 
 from .errors import SearchError
+from . import match
 from .match import file_stem
 from .store import Store, is_full
 
@@ -117,13 +118,15 @@ def match_proofs(store: Store, task: str, protocol: str, top: int = 10, most: in
 
 
 def task_protocols(store: Store, task: str | None = None) -> list:
-    """Distinct (task, protocol) pairs in the store (of one task if given)."""
-    sql = "SELECT DISTINCT task, protocol FROM evaluations"
-    args = ()
-    if task:
-        sql += " WHERE task = ?"
-        args = (task,)
-    return [tuple(r) for r in store.conn.execute(sql + " ORDER BY task, protocol", args)]
+    """Distinct (task, protocol) pairs in the store (of one task if given: a match task in any
+    spelling of its target, ``match.task_key``)."""
+    rows = [tuple(r) for r in store.conn.execute(
+        "SELECT DISTINCT task, protocol FROM evaluations ORDER BY task, protocol")]
+    if not task:
+        return rows
+    key = match.task_key(task) if match.is_match(task) else task
+    return [(t, p) for t, p in rows
+            if t == task or (match.is_match(t) and match.task_key(t) == key)]
 
 
 def plot_progress(store: Store, task: str, protocol: str, path: str, metric: str = "score") -> str:

@@ -1,4 +1,5 @@
 """Regression tests for the defects fixed in the eleventh session (2026-12-05)."""
+import os
 import warnings
 
 import pytest
@@ -154,3 +155,52 @@ def _same_updates(a, b, steps=6):
             opt.step()
         ps.append(p.detach())
     torch.testing.assert_close(ps[0], ps[1], rtol=1e-12, atol=1e-14)
+
+
+def _cli(args, capsys):
+    from optdsl.cli import main
+    status = main(args)
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_a_search_of_another_spelling_of_a_stored_match_target_prints_its_leaderboard(
+        tmp_path, capsys):
+    # the leaderboard after the search read the typed spelling: "top 0 of 0 evaluated rules"
+    store = str(tmp_path / "s.sqlite")
+    assert _cli(["search", "--task", "match:lr * sign(g)", "--budget", "5", "--store", store,
+                 "--no-baselines"], capsys)[0] == 0
+    status, out, _ = _cli(["search", "--task", "match:lr*sign( g )", "--budget", "8",
+                           "--strategy", "evolution", "--store", store, "--no-baselines"],
+                          capsys)
+    assert status == 0
+    assert "top 0 of 0" not in out and "match:lr * sign(g): top" in out
+
+
+def test_report_task_takes_any_spelling_and_export_names_do_not_depend_on_it(tmp_path, capsys):
+    store, ex = str(tmp_path / "s.sqlite"), str(tmp_path / "ex")
+    for task in ("match:lr * sign(g)", "match:powersign"):
+        assert _cli(["search", "--task", task, "--budget", "5", "--store", store],
+                    capsys)[0] == 0
+    status, out, err = _cli(["report", store, "--no-plots", "--task", "match:lr*sign(g)"],
+                            capsys)
+    assert status == 0, err
+    assert "match:lr * sign(g): top" in out
+    # an export of every task, then of one: the same files, the same rules (the second export
+    # wrote the powersign rules again under other names, beside the first's)
+    for extra in ([], ["--task", "match:powersign"]):
+        assert _cli(["report", store, "--no-plots", "--export", ex, "--export-top", "2",
+                     *extra], capsys)[0] == 0
+        names = sorted(os.listdir(ex))
+        assert names and all("_rank" in n for n in names)
+        if not extra:
+            first = names
+    assert names == first  # (the other task's files stay, as they were)
+
+
+def test_a_match_target_that_is_a_file_says_to_give_its_text(tmp_path, capsys):
+    path = tmp_path / "r.opt"
+    path.write_text("r(lr=0.1) = lr * sign(g)\n")
+    status, _, err = _cli(["search", "--task", f"match:{path}", "--budget", "5", "--store",
+                           str(tmp_path / "s.sqlite")], capsys)
+    assert status == 2 and "not a file" in err and "$(cat" in err
