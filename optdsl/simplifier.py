@@ -16,8 +16,8 @@ from .errors import DSLError
 from .probes import is_random
 from .printing import default
 from .rules import parse
-from .symbolic import (hyper_symbol, input_symbols, leaf_map, live_slots, slot_names, state_symbol,
-                       to_text, translate)
+from .symbolic import (hyper_symbol, input_symbols, leaf_map, live_slots, merge_number_powers,
+                       slot_names, state_symbol, to_text, translate)
 from .symbolic import rewrites as _rewrites
 
 
@@ -110,7 +110,7 @@ def _program_text(rule, deep: bool = True) -> str:
             if e == x:
                 return new
             e = e.subs(x, new)
-        return e
+        return merge_number_powers(e)  # subs splits (24/25)^x into 24^x 25^(-x)
     for i, (s, e) in enumerate(updates):
         lines.append(f"    {new_names[s.name]} = {to_text(by_name(e, updates[:i]))}")
     u = by_name(u, updates)

@@ -838,8 +838,8 @@ class _TextPrinter:
 
 def rewrites(e: sp.Expr, deep: bool = True) -> sp.Expr:
     """The shortest of the translation and sympy's simplification of it (``deep``), after the
-    sign rewrites x/|x| -> sign(x) (so m/sqrt(m^2) -> m/|m| -> sign(m)); sympy merges
-    constants itself."""
+    sign rewrites x/|x| -> sign(x) (so m/sqrt(m^2) -> m/|m| -> sign(m)) and with powers of
+    positive numbers merged (``merge_number_powers``); sympy merges constants itself."""
     e = _abs_ratio(e)
     candidates = [e]
     if deep and sp.count_ops(e) < 150:
@@ -847,7 +847,27 @@ def rewrites(e: sp.Expr, deep: bool = True) -> sp.Expr:
             candidates.append(_abs_ratio(sp.simplify(e)))
         except Exception:
             pass
+    candidates = [merge_number_powers(c) for c in candidates]
     return min(candidates, key=lambda x: sp.count_ops(x, visual=False))
+
+
+def merge_number_powers(e: sp.Expr) -> sp.Expr:
+    """Powers of positive numbers with one exponent in a product as one: 24^x 25^(-x) (sympy's
+    form of 0.96^x after simplify or subs) back to (24/25)^x."""
+    def merge(m):
+        powers, rest = {}, []
+        for f in m.args:
+            base, x = f.as_base_exp()
+            if base.is_Rational and base.is_positive and not x.is_Number:
+                if x.could_extract_minus_sign():
+                    base, x = 1 / base, -x
+                powers.setdefault(x, []).append(base)
+            else:
+                rest.append(f)
+        if all(len(bases) == 1 for bases in powers.values()):
+            return m  # nothing to merge: the product as it was
+        return sp.Mul(*rest, *(sp.Pow(sp.Mul(*bases), x) for x, bases in powers.items()))
+    return e.replace(lambda x: x.is_Mul, merge)
 
 
 def _abs_ratio(e: sp.Expr) -> sp.Expr:

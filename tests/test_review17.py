@@ -204,3 +204,12 @@ def test_a_match_target_that_is_a_file_says_to_give_its_text(tmp_path, capsys):
     status, _, err = _cli(["search", "--task", f"match:{path}", "--budget", "5", "--store",
                            str(tmp_path / "s.sqlite")], capsys)
     assert status == 2 and "not a file" in err and "$(cat" in err
+
+
+def test_simplify_prints_a_power_of_a_fraction_as_one_power():
+    # nadam's 0.96^(momentum_decay t) came out as 24^(momentum_decay t) * 25^(-(momentum_decay t))
+    out, verdict = optdsl.simplify("nadam", timeout=60)
+    assert "0.96^" in out and "24^" not in out and "25^" not in out
+    assert verdict.proved
+    out, _ = optdsl.simplify("lr * g * 2^t * 3^t", timeout=30)
+    assert "6^t" in out
