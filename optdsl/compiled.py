@@ -41,7 +41,7 @@ import warnings
 import torch
 
 from .codegen import HEADER, KernelPlan, NotCompilable, plan_step
-from .errors import DSLError
+from .errors import DSLError, write_problem
 from .host import Backend, Bucket, StatePolicy, memory_clusters
 from .ir import Rule
 from .printing import to_text
@@ -92,12 +92,24 @@ def export(rule, path: str) -> KernelPlan:
     """Write ``rule``'s step (a checked Rule) as TorchScript to ``path``, its states in the
     dtypes the program declares (:func:`export_torchscript`; what ``optdsl compile -o``
     writes), and return the plan it printed (``plan.arg_names``: the call's arguments)."""
-    folder = os.path.dirname(os.fspath(path)) or "."
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {path}: no folder {folder}")
+    problem = write_problem(path)
+    if problem:  # (torch's own error for a folder is an 'enforce fail' of its zip writer)
+        error = FileNotFoundError if problem.startswith("no folder") else OSError
+        raise error(f"cannot write {path}: {problem}")
     plan = plan_step(rule, StatePolicy(rule).dtypes, backend="torchscript")
     export_torchscript(plan, path)
     return plan
+
+
+def _same_lengths(lists: list) -> str:
+    """The exported forward's check that its lists hold one tensor per parameter, before any
+    is stepped (a short list stepped the parameters before it, then failed)."""
+    if len(lists) < 2:
+        return ""
+    differ = " or ".join(f"len({a}) != len({lists[0]})" for a in lists[1:])
+    return (f"        if {differ}:\n"
+            f"            raise RuntimeError(\"the lists {', '.join(lists)} must hold one tensor "
+            f"per parameter each\")\n")
 
 
 def export_torchscript(plan: KernelPlan, path: str) -> None:
@@ -126,6 +138,7 @@ def export_torchscript(plan: KernelPlan, path: str) -> None:
             "        self.state_dtypes = torch.jit.Attribute(state_dtypes, List[str])\n"
             "        self.host_states = torch.jit.Attribute(host_states, List[str])\n\n"
             f"    def forward(self{args}) -> None:\n"
+            f"{_same_lengths(plan.arg_names[:-1])}"
             f"        {plan.name}({', '.join(plan.arg_names)})\n")
     filename = f"<optdsl {plan.rule.name} export>"
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)

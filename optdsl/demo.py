@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -29,7 +31,8 @@ def mlp(seed: int = 0, hidden: int = 64) -> nn.Module:
 
 def train_digits(rule, epochs: int = 20, batch_size: int = 64, seed: int = 0, log=print,
                  **hypers) -> dict:
-    """Train the MLP; returns {'losses': per-epoch train loss, 'accuracy': validation accuracy}."""
+    """Train the MLP; returns {'losses': per-epoch train loss, 'accuracy': validation accuracy,
+    'diverged': the first epoch whose train loss is not finite, or None}."""
     (xt, yt), (xv, yv) = digits_split(seed)
     model = mlp(seed)
     opt = Optimizer(model.parameters(), rule, seed=seed, **hypers)
@@ -50,4 +53,5 @@ def train_digits(rule, epochs: int = 20, batch_size: int = 64, seed: int = 0, lo
             log(f"epoch {epoch:3d}  train loss {losses[-1]:.4f}")
     with torch.no_grad():
         accuracy = float((model(xv).argmax(1) == yv).float().mean())
-    return {"losses": losses, "accuracy": accuracy, "rule": opt.rule.name}
+    diverged = next((k + 1 for k, x in enumerate(losses) if not math.isfinite(x)), None)
+    return {"losses": losses, "accuracy": accuracy, "rule": opt.rule.name, "diverged": diverged}

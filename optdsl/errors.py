@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from typing import Iterable
 
 
@@ -99,3 +100,17 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 TOO_DEEP = ("the program nests too deeply: parentheses nested a few hundred levels, or a few "
             "hundred operators chained in one expression (a + b + c + ...); split it with local "
             "definitions (x1 = a + b, then x1 + c ...)")
+
+
+def write_problem(path) -> str:
+    """Why ``path`` cannot be written as a file ('no folder x', 'it is a folder', 'permission
+    denied'), or '' when it can: checked before the work that writes it."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return f"no folder {folder}"
+    if os.path.isdir(path):
+        return "it is a folder"
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        return "permission denied"
+    return ""

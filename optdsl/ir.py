@@ -133,11 +133,24 @@ class Rule:
         """The roots every backend must compute: the new parameter, then each slot's update."""
         return [self.new_p] + [s.update for s in self.slots]
 
+    def live_slots(self) -> list:
+        """The slots whose value reaches the new parameter (directly or through other such
+        slots): a state nothing reads (``m = ema(g, beta)`` left unused) is dead."""
+        by_name = {s.name: s for s in self.slots}
+        live, todo = set(), [self.new_p]
+        while todo:
+            for name in walk_leaves([todo.pop()], "state"):
+                if name in by_name and name not in live:
+                    live.add(name)
+                    todo += [by_name[name].update, by_name[name].init]
+        return [s for s in self.slots if s.name in live]
+
     def unread_hypers(self) -> list:
-        """The declared hyperparameters no part of the step reads (changing one changes
-        nothing: ``r(lr=0.1) = g`` ignores its learning rate)."""
-        roots = self.outputs() + [s.init for s in self.slots] + [a for *_, a in self.range_checks]
-        read = walk_leaves(roots, "hyper")
+        """The declared hyperparameters no part of the step reads, or only dead states do
+        (changing one changes nothing: ``r(lr=0.1) = g`` ignores its learning rate)."""
+        live = self.live_slots()  # (a range check reads what its live call reads anyway)
+        read = walk_leaves([self.new_p] + [s.update for s in live] + [s.init for s in live],
+                           "hyper")
         return [h.name for h in self.hypers.values() if h.name not in read and not h.implicit]
 
     def __repr__(self) -> str:

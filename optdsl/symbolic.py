@@ -926,6 +926,9 @@ def live_slots(rule: Rule, exprs: dict, symbols: dict) -> list:
 
 # --- LaTeX -----------------------------------------------------------------------------------
 
+_UNDERSCORE = "OptdslUnderscore"  # a function name's _ while sympy prints it (letters only)
+
+
 def to_latex(rule) -> str:
     """The rule as LaTeX: one line per live state (s <- ...) then the update u (p <- p - u)."""
     hypers = {h: hyper_symbol(h) for h in rule.hypers}
@@ -948,8 +951,10 @@ def to_latex(rule) -> str:
     special.update({olds[k]: f"{written(names[k])}_{{t-1}}" for k in olds})
     special.update({new_symbols[k]: f"{written(names[k])}_{{t}}" for k in olds})
 
-    def latex(e):
-        return sp.latex(e, symbol_names=special)
+    def latex(e):  # a function's _ is no subscript either: cosine_decay, not cosine with decay
+        e = e.replace(lambda a: isinstance(a, AppliedUndef) and "_" in a.func.__name__,
+                      lambda a: sp.Function(a.func.__name__.replace("_", _UNDERSCORE))(*a.args))
+        return sp.latex(e, symbol_names=special).replace(_UNDERSCORE, r"\_")
     try:
         lines = []
         for s in rule.slots:
@@ -962,9 +967,10 @@ def to_latex(rule) -> str:
                          f" = {latex(init)})")
         root = rule.new_p if rule.assigns_p else rule.update
         e = translate([root], leaf, overrides)[root]
-        lines.append(("p_{t} &= " if rule.assigns_p else "u_{t} &= ") + latex(e))
+        u = r"\Delta" if "u" in rule.hypers else "u"  # (a hyperparameter u is not the update)
+        lines.append(("p_{t} &= " if rule.assigns_p else f"{u}_{{t}} &= ") + latex(e))
         if not rule.assigns_p:
-            lines.append(r"p_{t} &= p_{t-1} - u_{t}")
+            lines.append(f"p_{{t}} &= p_{{t-1}} - {u}_{{t}}")
     except Opaque as e:
         raise DSLError(f"the rule draws random numbers ({e}): no LaTeX form yet") from None
     return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"

@@ -75,7 +75,9 @@ def program_text(rule) -> str:
     calls = {}
     for s in rule.slots:
         for call, match in STATE_CALLS.items():
-            args = match(s, reads[s.name]) if users[s.name] == 0 else None
+            # (a state stored in another dtype is declared, with it: a call has no place for it)
+            inline = users[s.name] == 0 and s.name not in rule.state_dtypes
+            args = match(s, reads[s.name]) if inline else None
             if args is not None and not _reaches(args, reads[s.name], set()):
                 calls[s.name] = (call, args)
                 break
@@ -115,19 +117,25 @@ def _block(head, rule, explicit, result, names, reads, taken) -> str:
             s = left[0]  # a cycle cannot be printed faithfully: keep the declared order
         order.append(s)
         left.remove(s)
-    lines = [f"state {ident[s.name]} = {to_text(s.init, names)}" for s in explicit]
+    # declared in the order of their updates, which is the order the checker numbers them in:
+    # the text printed again from its parse is the same text
+    stored = {k: f": {v}" for k, v in rule.state_dtypes.items()}
+    lines = [f"state {ident[s.name]}{stored.get(s.name, '')} = {to_text(s.init, names)}"
+             for s in order]
     before = {reads[s.name]: ident[s.name] for s in explicit}
     saved: dict = {}
     for i, s in enumerate(order):
         later = [o.update for o in order[i + 1:]] + [result]
-        if _reaches(later, reads[s.name], {s.update}):
+        # (read through the updates printed by then as names, not through their insides)
+        if _reaches(later, reads[s.name], {o.update for o in order[:i + 1]}):
             saved[reads[s.name]] = _ident(ident[s.name] + "_prev", taken)
             lines.append(f"{saved[reads[s.name]]} = {ident[s.name]}")
     current = {**names, **before}
     for s in order:
         lines.append(f"{ident[s.name]} := {to_text(s.update, current)}")
         current[reads[s.name]] = saved.get(reads[s.name], ident[s.name])
-        current[s.update] = ident[s.name]
+        if s.update.args:  # (a leaf, prev(g)'s g, stays itself: 'q := s + g', not '+ prev')
+            current[s.update] = ident[s.name]
     target = "p := " if rule.assigns_p else "return "
     lines.append(target + to_text(result, current))
     return head + ":\n" + "\n".join("    " + l for l in lines)

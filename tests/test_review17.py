@@ -213,3 +213,67 @@ def test_simplify_prints_a_power_of_a_fraction_as_one_power():
     assert verdict.proved
     out, _ = optdsl.simplify("lr * g * 2^t * 3^t", timeout=30)
     assert "6^t" in out
+
+
+def test_the_search_printer_keeps_a_states_storage_dtype():
+    # the printer wrote v: bfloat16 = ema(...) back as an inline ema(...): the dtype was lost
+    from optdsl.search.program import program_text
+    rule = optdsl.parse("r(lr=0.1, beta2=0.99):\n    v: bfloat16 = ema(g^2, beta2)\n"
+                        "    return lr * g / (sqrt(v) + 1e-8)\n")
+    again = optdsl.parse(program_text(rule))
+    assert again.state_dtypes == {"v": "bfloat16"}
+    assert optdsl.fingerprint(again) == optdsl.fingerprint(rule)
+
+
+def test_the_search_printer_is_stable_and_saves_only_what_is_read():
+    # states were declared in slot order and updated in dependency order: printed again, the
+    # declarations came in another order; an unread s_prev = s was written
+    from optdsl.search.program import program_text
+    text = ("r(lr=0.1):\n    state s = 1\n    state q = 0\n    q := s + g\n"
+            "    s := q * 0.5 + s\n    return lr * (s + q + prev(g))\n")
+    first = program_text(optdsl.parse(text))
+    second = program_text(optdsl.parse(first))
+    assert first == second
+    assert "s_prev" not in first and "q := s + g" in first
+    assert optdsl.fingerprint(optdsl.parse(first)) == optdsl.fingerprint(optdsl.parse(text))
+
+
+def test_check_warns_about_hyperparameters_only_dead_states_read():
+    rule = optdsl.parse("r(lr=0.1, beta=0.9, gamma=0.5, k=3):\n    m = ema(g, beta)\n"
+                        "    state s = gamma\n    s := s\n    return lr * g\n")
+    assert rule.unread_hypers() == ["beta", "gamma", "k"]
+    assert rule.live_slots() == []
+    assert optdsl.resolve("lamb").unread_hypers() == []
+
+
+def test_export_to_a_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(OSError, match="it is a folder"):
+        optdsl.export("adam", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no folder"):
+        optdsl.export("adam", str(tmp_path / "nope" / "adam.pt"))
+
+
+def test_an_exported_step_checks_its_lists_before_it_steps(tmp_path):
+    path = str(tmp_path / "sgd.pt")
+    plan = optdsl.export("sgd", path)
+    step = torch.jit.load(path)
+    ps = [torch.ones(3), torch.ones(2)]
+    states = [[torch.zeros(3), torch.zeros(2)] for _ in plan.arg_names[2:-1]]
+    scalars = torch.ones(len(step.scalar_names))
+    with pytest.raises(Exception, match="one tensor per parameter"):
+        step(ps, [torch.ones(3)], *states, scalars)  # one gradient short
+    assert torch.equal(ps[0], torch.ones(3))  # nothing stepped
+
+
+def test_latex_prints_function_names_whole_and_tells_a_hyperparameter_u_from_the_update():
+    from optdsl.symbolic import to_latex
+    text = to_latex(optdsl.resolve("powersign_cosine"))
+    assert r"\operatorname{cosine\_decay}" in text and "_{decay}" not in text
+    text = to_latex(optdsl.parse("r(lr=0.1, u=0.5) = lr * u * g"))
+    assert r"\Delta_{t} &=" in text and r"p_{t-1} - \Delta_{t}" in text
+
+
+def test_train_says_when_the_run_diverged(capsys):
+    from optdsl.cli import main
+    assert main(["train", "sgd", "--lr", "1e30", "--epochs", "1"]) == 0
+    assert "diverged: the train loss is not finite from epoch 1" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import re
 import sys
 import warnings
 
-from ..errors import DSLError, did_you_mean
+from ..errors import DSLError, did_you_mean, write_problem
 from ..library import library, source
 from ..rules import library_name, parse
 
@@ -95,14 +95,8 @@ def output_file(path: str) -> str:
     missing folder or a path that cannot be written is an argument error, not a traceback."""
     if not path.strip():
         raise argparse.ArgumentTypeError("an empty file name: name the file to write")
-    folder = os.path.dirname(path) or "."
-    if not os.path.isdir(folder):
-        problem = f"no folder {folder}"
-    elif os.path.isdir(path):
-        problem = "it is a folder"
-    elif not os.access(path if os.path.exists(path) else folder, os.W_OK):
-        problem = "permission denied"
-    else:
+    problem = write_problem(path)
+    if not problem:
         return path
     raise argparse.ArgumentTypeError(f"cannot write {path}: {problem}")
 

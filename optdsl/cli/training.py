@@ -44,6 +44,9 @@ def cmd_train(argv) -> int:
     start = time.perf_counter()
     result = train_digits(rule, args.epochs, args.batch_size, args.seed, **hypers)
     print(f"validation accuracy {result['accuracy']:.4f}  ({time.perf_counter() - start:.1f} s)")
+    if result["diverged"]:
+        print(f"diverged: the train loss is not finite from epoch {result['diverged']} on (a "
+              "smaller --lr?); the accuracy is the diverged model's")
     return 0
 
 
