@@ -45,8 +45,8 @@ _RANGES = [
      r"final_lr|trust_coefficient|step_size_(min|max)|alpha", lambda v: v >= 0, "must be >= 0"),
     (r"etaminus", lambda v: 0 < v < 1, "must be in (0, 1)"),  # torch.optim.Rprop's etas:
     (r"etaplus", lambda v: v > 1, "must be > 1"),             # 0 < etaminus < 1 < etaplus
-    (r"beta\d?|rho", lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    (r"dampening|nu\d", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    (r"beta\d?", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    (r"dampening|nu\d|rho", lambda v: 0 <= v <= 1, "must be in [0, 1]"),  # (Adadelta's rho: torch's)
     (r"gamma|k", lambda v: v > 0, "must be > 0"),
 ]
 

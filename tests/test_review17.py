@@ -277,3 +277,17 @@ def test_train_says_when_the_run_diverged(capsys):
     from optdsl.cli import main
     assert main(["train", "sgd", "--lr", "1e30", "--epochs", "1"]) == 0
     assert "diverged: the train loss is not finite from epoch 1" in capsys.readouterr().out
+
+
+def test_adadelta_takes_rho_1_as_torch_does():
+    p, q = (torch.nn.Parameter(torch.ones(3, dtype=torch.float64)) for _ in range(2))
+    theirs = torch.optim.Adadelta([p], rho=1.0)
+    ours = optdsl.Optimizer([q], "adadelta", rho=1.0, backend="eager")
+    for _ in range(3):
+        p.grad = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+        q.grad = p.grad.clone()
+        theirs.step()
+        ours.step()
+    torch.testing.assert_close(q, p, rtol=0, atol=0)
+    with pytest.raises(optdsl.HyperparameterError, match="rho must be in"):
+        optdsl.Optimizer([q], "adadelta", rho=1.01)
