@@ -57,12 +57,12 @@ def _checked_group(group: dict, rule) -> None:
     load takes them (an element changed since the last step wins over its name:
     ``_sync_tuples``), and ``maximize``."""
     values = {k: group[k] for k in rule.hypers if k in group}
-    for option, names in TUPLE_OPTIONS.items():
+    for option, names in tuple_options(rule):
         seen = group.get(f"_{option}_seen")
         if option not in group or seen is None:
             continue  # (not read: the names hold the values)
         given = group[option]
-        if not isinstance(given, (tuple, list)) or len(given) != len(names):
+        if not _fits(names, given):
             raise checkpoints.CheckpointError(
                 f"this checkpoint's param group has {option}={given!r}: {len(names)} numbers "
                 f"({', '.join(names)}) expected")
@@ -106,13 +106,27 @@ def _switches_checked(given: dict, rule: Rule, what: str) -> list:
 TUPLE_OPTIONS = checkpoints.TORCH_TUPLES  # torch.optim's tuple options -> the hyperparameters
 
 
+def tuple_options(rule) -> list:
+    """(option, names) of torch's tuple options for ``rule``: ``betas`` holds ``beta3`` too where
+    the rule has one (Adan's own code takes ``betas=(beta1, beta2, beta3)``)."""
+    return [(option, names + ("beta3",) if option == "betas" and "beta3" in rule.hypers
+             else names) for option, names in TUPLE_OPTIONS.items()]
+
+
+def _fits(names: tuple, value) -> bool:
+    """Whether ``value`` is a sequence of as many values as ``names``, or of beta1 and beta2
+    for a rule with beta3 too (torch's form: beta3 keeps its value)."""
+    return isinstance(value, (tuple, list)) and (
+        len(value) == len(names) or (names[-1:] == ("beta3",) and len(value) == 2))
+
+
 def _split_tuples(hypers: dict, rule: Rule, keyword: bool = True) -> None:
     """Accept torch's ``betas=(b1, b2)`` as ``beta1``, ``beta2``, and Rprop's ``etas`` and
     ``step_sizes`` likewise (explicit names win); ``etas`` and ``step_sizes`` are then dropped
     (``betas`` stays: torch's schedulers cycle it). As a keyword (``keyword``, not a param
     group's key, which torch keeps whatever it is), one that is not a sequence of that many
     values, or given to a rule without those hyperparameters, is a HyperparameterError."""
-    for option, names in TUPLE_OPTIONS.items():
+    for option, names in tuple_options(rule):
         if option not in hypers:
             continue
         value = hypers[option]
@@ -124,11 +138,12 @@ def _split_tuples(hypers: dict, rule: Rule, keyword: bool = True) -> None:
                     f"{option} sets {' and '.join(names)}, which rule {rule.name} does not "
                     f"have; valid: {', '.join(rule.hypers)}")
             continue
-        if not isinstance(value, (tuple, list)) or len(value) != len(names):
+        if not _fits(names, value):
             if not keyword and not isinstance(value, (tuple, list)):
                 continue
+            also = " (or beta1 and beta2)" if names[-1] == "beta3" else ""
             raise HyperparameterError(f"{option} takes {len(names)} values "
-                                      f"({', '.join(names)}), not {value!r}")
+                                      f"({', '.join(names)}){also}, not {value!r}")
         for name, v in zip(names, value):
             hypers.setdefault(name, v)
         if option != "betas":
@@ -178,8 +193,9 @@ class Optimizer(torch.optim.Optimizer):
         self.backend_name = self._backend.name
         self.generator = torch.Generator()
         self.generator.manual_seed(_default_seed(self.rule) if seed is None else int(seed))
-        if "beta1" in defaults and "beta2" in defaults:
-            defaults["betas"] = (defaults["beta1"], defaults["beta2"])  # what torch schedulers look for
+        betas = dict(tuple_options(self.rule))["betas"]
+        if all(n in defaults for n in betas):
+            defaults["betas"] = tuple(defaults[n] for n in betas)  # what torch schedulers look for
         defaults["maximize"] = _flag("maximize", maximize)
         super().__init__(params, defaults)
 
@@ -231,19 +247,18 @@ class Optimizer(torch.optim.Optimizer):
         """Give a group torch's tuple aliases of the rule's hyperparameters (``betas`` of
         beta1 and beta2, what torch's schedulers look for; Rprop's ``etas`` and
         ``step_sizes``), remembering each to see who changes it (``_sync_tuples``)."""
-        for option, names in TUPLE_OPTIONS.items():
+        for option, names in tuple_options(self.rule):
             if set(names) <= set(self.rule.hypers) and not (
                     missing_only and f"_{option}_seen" in group):
                 group[option] = group[f"_{option}_seen"] = tuple(group[n] for n in names)
 
-    @staticmethod
-    def _sync_tuples(group: dict) -> None:
+    def _sync_tuples(self, group: dict) -> None:
         """Torch schedulers write ``betas`` (OneCycleLR before the first step), a user may
         write ``betas``, ``etas`` or ``step_sizes`` as torch reads them at every step, or the
         rule's own names (``beta1``). Each element of a tuple changed since the last step wins
         over its name (OneCycleLR writes ``betas = (momentum, betas[1])``: a ``beta2`` a user
         wrote meanwhile stays)."""
-        for option, names in TUPLE_OPTIONS.items():
+        for option, names in tuple_options(self.rule):
             seen = group.get(f"_{option}_seen")
             if seen is None:
                 continue
@@ -387,7 +402,7 @@ class Optimizer(torch.optim.Optimizer):
         hypers = resolve(rule).hypers  # the torch optimizer's defaults are the new one's: a
         defaults = {k: v for k, v in checkpoints.group_from_torch(optimizer.defaults).items()
                     if k in hypers}  # group added later gets them, as it would in torch
-        for option, names in TUPLE_OPTIONS.items():  # but the caller's betas= wins
+        for option, names in tuple_options(resolve(rule)):  # but the caller's betas= wins
             if option in kwargs:
                 for name in names:
                     defaults.pop(name, None)

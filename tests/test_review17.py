@@ -291,3 +291,25 @@ def test_adadelta_takes_rho_1_as_torch_does():
     torch.testing.assert_close(q, p, rtol=0, atol=0)
     with pytest.raises(optdsl.HyperparameterError, match="rho must be in"):
         optdsl.Optimizer([q], "adadelta", rho=1.01)
+
+
+def test_adan_takes_its_own_codes_three_betas_and_torchs_two():
+    # Adan(params, betas=(0.98, 0.92, 0.99)) as its authors' code takes it was refused
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = optdsl.Optimizer([p], "adan", betas=(0.9, 0.8, 0.7))
+    group = opt.param_groups[0]
+    assert (group["beta1"], group["beta2"], group["beta3"]) == (0.9, 0.8, 0.7)
+    assert group["betas"] == (0.9, 0.8, 0.7)
+    same = optdsl.Optimizer([p], "adan", beta1=0.9, beta2=0.8, beta3=0.7)
+    assert same.param_groups[0]["betas"] == (0.9, 0.8, 0.7)
+    assert optdsl.Optimizer([p], "adan", betas=(0.9, 0.8)).param_groups[0]["betas"] == \
+        (0.9, 0.8, 0.99)
+    with pytest.raises(optdsl.HyperparameterError, match="betas takes 3 values"):
+        optdsl.Optimizer([p], "adan", betas=(0.9,))
+    with pytest.raises(optdsl.HyperparameterError, match="betas takes 2 values"):
+        optdsl.Optimizer([p], "adam", betas=(0.9, 0.8, 0.7))
+    group["betas"] = (0.5, 0.8, 0.6)  # a write to betas is what the next step uses
+    p.grad = torch.ones_like(p)
+    opt.step()
+    assert (group["beta1"], group["beta3"]) == (0.5, 0.6)
+    opt.load_state_dict(opt.state_dict())
