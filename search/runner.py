@@ -25,6 +25,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -45,8 +46,9 @@ def check_address(address: str, timeout: float = 5.0) -> None:
         return
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise SearchError(f"bad Ray address '{address}': expected ray://HOST:PORT or HOST:PORT")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SearchError(f"bad Ray address '{address}': expected ray://HOST:PORT or HOST:PORT "
+                          "(a port in 1-65535)")
     try:
         grpc = _speaks_grpc(host.strip("[]"), int(port), timeout)
     except OSError as e:
@@ -55,6 +57,47 @@ def check_address(address: str, timeout: float = 5.0) -> None:
     if not grpc:  # ray.init would wait minutes for a GCS that never answers
         raise SearchError(f"{address} answers but is not Ray (no gRPC server there): expected "
                           "the head's GCS port (6379) or its Ray Client port (10001)")
+
+
+def _log_size(path: str) -> int:
+    return os.path.getsize(path) if os.path.isfile(path) else 0
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str):
+    """File descriptor 2 into ``path`` meanwhile: Ray's C++ core writes its connection
+    warnings there, about 20 lines while it retries a cluster that refuses it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "a") as f:
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+AUTH_HINT = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token) to the head's "
+             "token (docs/cluster.md)")
+
+
+def _init_failure(e: BaseException, address: str | None, log: str, start: int) -> str:
+    """One line for a failed ``ray.init``: a refused auth token said so (Ray words it as a
+    failure to connect, or as a Ray Client timeout), else Ray's first line, and where the
+    rest is."""
+    with open(log, errors="replace") as f:
+        f.seek(start)
+        said = f.read()
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "InvalidAuthToken" in said or "Unauthenticated" in said:
+        return f"the cluster refused this client's auth token: {AUTH_HINT}"
+    if address and address.startswith("ray://") and "timeout" in first.lower():
+        return (f"{first}, though its port answers: a missing or wrong auth token? "
+                f"{AUTH_HINT}")
+    return first + (f" (Ray's messages: {log})" if said.strip() else "")
 
 
 class Terminated(KeyboardInterrupt):
@@ -146,6 +189,8 @@ class RayRunner:
         if address:
             check_address(address)
         self.owned = not ray.is_initialized()
+        self.log_file = log_file or os.path.join(tempfile.gettempdir(), "optdsl",
+                                                 f"ray-{os.getpid()}.log")
         if self.owned:
             kwargs = dict(include_dashboard=False, log_to_driver=False,
                           logging_level=logging.ERROR, configure_logging=True)
@@ -154,15 +199,15 @@ class RayRunner:
             else:
                 # "local": a new instance even where `ray start` left a cluster address behind
                 kwargs.update(address="local", num_cpus=workers or os.cpu_count() or 1)
+            start = _log_size(self.log_file)
             try:
-                ray.init(**kwargs)
+                with _stderr_to(self.log_file):  # Ray's core warns on fd 2 while it connects
+                    ray.init(**kwargs)
             except Exception as e:  # e.g. a port that answers but is not Ray
                 raise SearchError(f"cannot start or join Ray"
                                   f"{' at ' + address if address else ''}: "
-                                  f"{str(e).strip().splitlines()[0] if str(e) else type(e).__name__}"
+                                  f"{_init_failure(e, address, self.log_file, start)}"
                                   ) from None
-        self.log_file = log_file or os.path.join(tempfile.gettempdir(), "optdsl",
-                                                 f"ray-{os.getpid()}.log")
         _route_ray_messages(ray, self.log_file)
         self.terminated = False  # SIGTERM came (Ray may raise a KeyboardInterrupt of its own)
         self.sigterm = self._stop_on_sigterm() if self.owned else None

@@ -313,3 +313,43 @@ def test_adan_takes_its_own_codes_three_betas_and_torchs_two():
     opt.step()
     assert (group["beta1"], group["beta3"]) == (0.5, 0.6)
     opt.load_state_dict(opt.state_dict())
+
+
+@pytest.mark.parametrize("port", ["0", "99999"])
+def test_a_ray_port_out_of_range_is_a_bad_address(port):
+    # it was reported as "Connection refused"
+    from optdsl.search.errors import SearchError
+    from optdsl.search.runner import check_address
+    with pytest.raises(SearchError, match="bad Ray address.*1-65535"):
+        check_address(f"127.0.0.1:{port}")
+
+
+def test_a_refused_auth_token_is_said_in_one_line(tmp_path):
+    # Ray words a refused token as "Failed to connect to Ray cluster" (its core's warnings on
+    # fd 2 say InvalidAuthToken) or, through Ray Client, as a connection timeout
+    from optdsl.search.runner import _init_failure
+    log = tmp_path / "ray.log"
+    log.write_text("earlier\n")
+    start = log.stat().st_size
+    with open(log, "a") as f:
+        f.write("W gcs_client.cc:210: Failed to get cluster ID from GCS server: Unauthenticated: "
+                "RPC error: InvalidAuthToken: Authentication token is missing or incorrect\n")
+    said = _init_failure(ConnectionError("Failed to connect to Ray cluster at 1.2.3.4:6379"),
+                         "1.2.3.4:6379", str(log), start)
+    assert said.startswith("the cluster refused this client's auth token") and "\n" not in said
+    said = _init_failure(ConnectionError("ray client connection timeout"), "ray://h:10001",
+                         str(log), log.stat().st_size)
+    assert "auth token?" in said
+    said = _init_failure(RuntimeError("something else\nmore"), "h:6379", str(log),
+                         log.stat().st_size)
+    assert said == "something else"
+
+
+def test_stderr_goes_to_the_log_while_ray_starts_and_comes_back(tmp_path, capfd):
+    from optdsl.search.runner import _stderr_to
+    log = tmp_path / "ray.log"
+    with _stderr_to(str(log)):
+        os.write(2, b"from the core\n")
+    os.write(2, b"after\n")
+    assert log.read_text() == "from the core\n"
+    assert "after" in capfd.readouterr().err
