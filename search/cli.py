@@ -77,7 +77,8 @@ DEFAULT_BUDGET = 60
 # RL's controller editing regularized evolution's parents (policy-guided mutation with drift,
 # from the library prior) reached it in 4 of 30 searches, where every plain RL variant reached
 # it in none (BENCHMARKS.md, "match:powersign and match:addsign" and the neutral-drift runs).
-MATCH_DEFAULTS = {"evolution": {"neutral": 1.0},
+MATCH_DEFAULTS = {"evolution": {"neutral": 1.0, "prior": 0.85, "prior_programs": "curriculum",
+                                "band": 0.5},
                   "rl": {"edit": 0.9, "structural": 0.5, "neutral": 1.0, "prior": 0.5,
                          "parents": "population"}}
 
@@ -238,7 +239,9 @@ def _search(args) -> int:
     task = resolve_task(args.task or DEFAULT_TASK)
     from optdsl.cli import name_values
     options = name_values(args.strategy_option, "--strategy-option", SearchError)
-    if options.get("prior_programs"):  # stored with the search: a resume from elsewhere reads it
+    # a file is stored with the search as an absolute path, so that a resume from elsewhere
+    # reads it (``curriculum`` names the one shipped with the package)
+    if options.get("prior_programs") not in (None, "", "curriculum"):
         options["prior_programs"] = os.path.abspath(options["prior_programs"])
     seeds = read_seeds(args.seeds) if args.seeds else []
     path = args.store or default_store(task)

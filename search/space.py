@@ -43,6 +43,9 @@ CONST_PRIOR = (0.9, 0.99, 0.999, 0.5, 0.1, 0.01, 1.0, 2.0)
 HORIZON = 300  # the steps the grammars' decay operands are written for
 _DECAY_HORIZON = re.compile(r'("(?:linear|cosine|restart)_decay" "\(" "t" "," )"%d"' % HORIZON)
 GRAMMARS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "grammars")
+# the programs a curriculum of match searches on the library's rules outside the PowerSign/
+# AddSign family found (benchmarks/curriculum_prior.py; BENCHMARKS.md): prior_programs=curriculum
+CURRICULUM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "curriculum_programs.txt")
 
 
 def grammar_path(name: str) -> str:
@@ -244,13 +247,15 @@ class Space:
 
     def read_programs(self, path: str, weight: float = 1.0) -> list:
         """The programs of a file for :meth:`prior` (``prior_programs=PATH``, with the prior's
-        ``weight``): programs of this space separated by blank lines, ``#`` lines ignored; a
+        ``weight``; ``curriculum``: :data:`CURRICULUM`, shipped with the package): programs of
+        this space separated by blank lines, ``#`` lines ignored; a
         SearchError naming the file and the program for one that is missing or not a program
         of the space, or where ``weight`` is 0 (the file would change nothing)."""
         from .errors import SearchError
         if not weight > 0:
             raise SearchError("prior_programs counts programs in the prior: it needs prior > 0 "
                               "(e.g. --strategy-option prior=0.5)")
+        path = CURRICULUM if path == "curriculum" else path
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()

@@ -20,8 +20,7 @@ bello(lr=1):
     x1 = (g) + (ema(g, 0.9))
     return lr * x1
 """
-SHIPPED = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "results",
-                       "curriculum_programs.txt")
+SHIPPED = os.path.join(os.path.dirname(__file__), os.pardir, "search", "curriculum_programs.txt")
 
 
 def test_a_programs_file_is_read_as_blank_line_separated_programs(tmp_path):
@@ -30,6 +29,9 @@ def test_a_programs_file_is_read_as_blank_line_separated_programs(tmp_path):
     programs = get_space("bello").read_programs(str(path))
     assert len(programs) == 2 and programs[0].startswith("bello(lr=1):")
     assert len(get_space("bello").read_programs(SHIPPED)) > 0  # the file BENCHMARKS.md uses
+    # prior_programs=curriculum: the same file, shipped with the package
+    assert get_space("bello").read_programs("curriculum") == \
+        get_space("bello").read_programs(SHIPPED)
 
 
 @pytest.mark.parametrize("text,problem", [
