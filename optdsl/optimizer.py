@@ -399,10 +399,11 @@ class Optimizer(torch.optim.Optimizer):
                 "rules adam, amsgrad, adamw; AdamW without amsgrad; RAdam and NAdam without "
                 "decoupled_weight_decay)")
         groups = [{"params": g["params"]} for g in optimizer.param_groups]
-        hypers = resolve(rule).hypers  # the torch optimizer's defaults are the new one's: a
+        resolved = resolve(rule)
+        hypers = resolved.hypers  # the torch optimizer's defaults are the new one's: a
         defaults = {k: v for k, v in checkpoints.group_from_torch(optimizer.defaults).items()
                     if k in hypers}  # group added later gets them, as it would in torch
-        for option, names in tuple_options(resolve(rule)):  # but the caller's betas= wins
+        for option, names in tuple_options(resolved):  # but the caller's betas= wins
             if option in kwargs:
                 for name in names:
                     defaults.pop(name, None)
