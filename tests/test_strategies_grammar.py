@@ -790,11 +790,14 @@ def test_a_space_with_a_horizon_decays_over_that_many_steps_and_search_passes_th
     assert with_task_defaults("rl", {}, resolve_task("match:powersign")) == {
         "edit": 0.9, "structural": 0.5, "neutral": 1.0, "prior": 0.5, "parents": "population"}
     assert with_task_defaults("rl", {"edit": 0.0}, resolve_task("match:powersign"))["edit"] == 0.0
-    # evolution drifts on a match task unless told otherwise, not on a training task
-    assert with_task_defaults("evolution", {}, resolve_task("match:powersign")) == {"neutral": 1.0}
+    # evolution drifts with the curriculum prior and the band on a match task unless told
+    # otherwise, not on a training task
+    assert with_task_defaults("evolution", {}, resolve_task("match:powersign")) == {
+        "neutral": 1.0, "prior": 0.85, "prior_programs": "curriculum", "band": 0.5}
     assert with_task_defaults("evolution", {"neutral": "0"},
-                              resolve_task("match:powersign")) == {"neutral": "0"}
-    assert "neutral" not in with_task_defaults("evolution", {}, resolve_task("mnist1d-mlp"))
+                              resolve_task("match:powersign"))["neutral"] == "0"
+    training = with_task_defaults("evolution", {}, resolve_task("mnist1d-mlp"))
+    assert not {"neutral", "prior", "prior_programs", "band"} & set(training)
     assert with_task_defaults("random", {}, resolve_task("digits")) == {}
     s = make_strategy("evolution", options={"horizon": "1500"})
     assert s.space.horizon == 1500
