@@ -383,8 +383,7 @@ class InductorBackend(CompiledBackend):
     fingerprint of every tensor it was made for (parameter and states: the tensor object,
     storage address, dtype, shape, strides, device; gradient: dtype, shape, strides, device;
     each: torch's lazy negation and conjugation bits, which send it to the interpreter) and
-    runs only
-    while the group's tensors have exactly that fingerprint. Anything else (``model.to``,
+    runs only while the group's tensors have exactly that fingerprint. Anything else (``model.to``,
     ``p.data = ...``, a loaded checkpoint, a gradient with other strides) makes a new plan,
     after the states are brought to their storage form. A kernel never touches memory it
     was not built for, and never tensors that share memory with each other (a graph compiled

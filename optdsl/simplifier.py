@@ -90,9 +90,9 @@ def _program_text(rule, deep: bool = True) -> str:
     updates = [(s, rewrites(exprs[s.name].xreplace(ren))) for s in live]
     u = rewrites(exprs["update"].xreplace(ren))
     # the rewrites can leave a state unread (lr*(c + g) - lr*c is lr*g): it goes too
-    read = _read(u, {ren[symbols[s.name]]: (s, e) for s, e in updates})
-    live = [s for s in live if s.name in read]
-    updates = [(s, e) for s, e in updates if s.name in read]
+    live = live_slots(rule, {"update": u, **{s.name: e for s, e in updates}},
+                      {s.name: ren.get(symbols[s.name], symbols[s.name]) for s in rule.slots})
+    updates = [(s, e) for s, e in updates if s in live]
     init_tr = translate([s.init for s in live], leaf)
     stored = {k: f": {v}" for k, v in rule.state_dtypes.items()}  # kept: float16 rounds
     lines = [f"    state {names[s.name]}{stored.get(s.name, '')} = {to_text(rewrites(init_tr[s.init]))}"
@@ -127,19 +127,6 @@ def _program_text(rule, deep: bool = True) -> str:
     return f"{name}({header}):\n" + "\n".join(lines) + "\n"
 
 
-def _read(u, by_symbol: dict) -> set:
-    """The names of the states whose value ``u`` reads, through the updates of those it reads
-    (``by_symbol``: a state's symbol -> (slot, its update))."""
-    read, todo = set(), [u]
-    while todo:
-        for sym in todo.pop().free_symbols:
-            slot, update = by_symbol.get(sym, (None, None))
-            if slot is not None and slot.name not in read:
-                read.add(slot.name)
-                todo.append(update)
-    return read
-
-
 def _fold_constant_states(rule, exprs: dict, symbols: dict, inits: dict, hypers: set) -> None:
     """Read a state that is only ever updated to itself (``acc := acc``: ``cumsum(g - g)``) as
     its initial value, where that is a constant (not ``p``, whose value moves on)."""
@@ -154,24 +141,19 @@ def _merge_twins(rule, exprs: dict, symbols: dict, inits: dict) -> None:
     """Read every state that is another one's twin as that one, in ``exprs``: the same initial
     value, storage dtype and update, once each is read as the other (each call owns a slot, so
     ``ema(g, 0.9) - ema(g, 0.9)`` has two, always equal). The twin is then dead."""
+    def twins(a, b) -> bool:
+        return (inits[a.init] == inits[b.init]
+                and rule.state_dtypes.get(a.name) == rule.state_dtypes.get(b.name)
+                and exprs[b.name].xreplace({symbols[b.name]: symbols[a.name]}) == exprs[a.name])
+
     slots = list(rule.slots)
-    merged = True
-    while merged:  # a merge can make twins of the states that read the two
-        merged = False
-        for i, a in enumerate(slots):
-            for b in slots[i + 1:]:
-                sa, sb = symbols[a.name], symbols[b.name]
-                if (inits[a.init] != inits[b.init]
-                        or rule.state_dtypes.get(a.name) != rule.state_dtypes.get(b.name)
-                        or exprs[b.name].xreplace({sb: sa}) != exprs[a.name]):
-                    continue
-                for k in exprs:
-                    exprs[k] = exprs[k].xreplace({sb: sa})
-                slots.remove(b)
-                merged = True
-                break
-            if merged:
-                break
+    # to a fixed point: a merge can make twins of the states that read the two
+    while pair := next(((a, b) for i, a in enumerate(slots) for b in slots[i + 1:]
+                        if twins(a, b)), None):
+        a, b = pair
+        for k in exprs:
+            exprs[k] = exprs[k].xreplace({symbols[b.name]: symbols[a.name]})
+        slots.remove(b)
 
 
 def _fresh(base: str, taken: set) -> str:
