@@ -22,8 +22,17 @@ def equivalent(a, b, steps: int = 3, bind: dict | None = None, hyper_map: dict |
                timeout: float = 10.0, seed: int = 0, domain: str = "all") -> "_equivalence.Verdict":
     """Prove rules ``a`` and ``b`` equivalent, refute them with a re-evaluated counterexample,
     or answer unknown within ``timeout`` seconds (see ``optdsl.equivalence.equivalent``)."""
-    return _equivalence.equivalent(resolve(a), resolve(b), steps=steps, bind=bind,
+    return _equivalence.equivalent(_nth_rule(a, "the first rule"),
+                                   _nth_rule(b, "the second rule"), steps=steps, bind=bind,
                                    hyper_map=hyper_map, timeout=timeout, seed=seed, domain=domain)
+
+
+def _nth_rule(rule, label: str) -> Rule:
+    """``resolve(rule)``, an error in it naming which argument it is about (``label``)."""
+    try:
+        return resolve(rule)
+    except DSLError as e:
+        raise e.of_argument(label) from None
 
 
 def export(rule, path: str):

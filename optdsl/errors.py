@@ -43,6 +43,11 @@ class DSLError(ValueError):
         err.args = (err._render(),)
         return err
 
+    def of_argument(self, label: str) -> "DSLError":
+        """The same error naming ``label`` (which of several arguments it is about, such as
+        "the second rule"), unless it already names the file it is in."""
+        return self if self.file else self.in_file(label)
+
     def with_source(self, source: str) -> "DSLError":
         """The same error, rendered against ``source`` (for errors raised before it was known)."""
         if self.source is not None:

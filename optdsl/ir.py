@@ -145,12 +145,16 @@ class Rule:
                     todo += [by_name[name].update, by_name[name].init]
         return [s for s in self.slots if s.name in live]
 
+    def read_hypers(self) -> set:
+        """The names of the hyperparameters the step reads (dead states' reads not counted)."""
+        live = self.live_slots()  # (a range check reads what its live call reads anyway)
+        return set(walk_leaves([self.new_p] + [s.update for s in live] + [s.init for s in live],
+                               "hyper"))
+
     def unread_hypers(self) -> list:
         """The declared hyperparameters no part of the step reads, or only dead states do
         (changing one changes nothing: ``r(lr=0.1) = g`` ignores its learning rate)."""
-        live = self.live_slots()  # (a range check reads what its live call reads anyway)
-        read = walk_leaves([self.new_p] + [s.update for s in live] + [s.init for s in live],
-                           "hyper")
+        read = self.read_hypers()
         return [h.name for h in self.hypers.values() if h.name not in read and not h.implicit]
 
     def __repr__(self) -> str:

@@ -33,7 +33,14 @@ def schedule_values(formula: str, steps: int) -> np.ndarray:
     rule = parse_embedded("lr * (", formula, ") * g")
     schedule = rule.update.args[0].args[1]  # lr * (formula) * g  ->  the formula node
     if schedule.kind != Kind.SCALAR or rule.slots:
-        raise DSLError("a schedule is a formula of t (and numbers): no g, p or state")
+        reads = sorted(ir.walk_leaves([schedule], "input") - {"t"})
+        makers = sorted({f"{n.op}()" for n in ir.topological([schedule])
+                         if n.kind == Kind.TENSOR and not any(a.kind == Kind.TENSOR
+                                                              for a in n.args)})
+        what = (f"it reads {' and '.join(reads)}" if reads else "it keeps a state"
+                if rule.slots else f"{', '.join(makers) or 'it'} makes a tensor")
+        raise DSLError(f"a schedule is a formula of t (and numbers), one number per step: "
+                       f"{what}")
     if "lr" in ir.walk_leaves([schedule], "hyper"):  # (it would read the wrapper's default)
         raise DSLError("a schedule is what lr is multiplied by: leave lr out of it "
                        "(warmup(t, 500) * cosine(t, 5000), not lr * ...)")
@@ -93,6 +100,15 @@ class RangeTestResult:
         plt.close(fig)
 
 
+def _range_test_optimizer(model: torch.nn.Module, rule, seed: int, hypers: dict) -> Optimizer:
+    """The optimizer of a range test; a DSLError for a rule whose steps no lr changes."""
+    opt = Optimizer(model.parameters(), rule, seed=seed, **hypers)
+    if "lr" not in opt.rule.read_hypers():
+        raise DSLError(f"rule {opt.rule.name} never reads lr: no lr would change its steps "
+                       f"(write it into the update, such as lr * ...)")
+    return opt
+
+
 def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: float = 1e-6,
                   end_lr: float = 1.0, steps: int = 100, smoothing: float = 0.9,
                   diverge_factor: float = 4.0, plot: str | None = None, seed: int = 0,
@@ -118,7 +134,7 @@ def lr_range_test(model: torch.nn.Module, rule, batches, loss_fn, start_lr: floa
     if steps < 3:
         raise DSLError("the range test needs at least 3 steps")
     model = copy.deepcopy(model)
-    opt = Optimizer(model.parameters(), rule, seed=seed, **{**hypers, "lr": start_lr})
+    opt = _range_test_optimizer(model, rule, seed, {**hypers, "lr": start_lr})
     # geometric steps, in log space: end_lr / start_lr overflows for a range such as 1e-308..1e308
     log_start, log_step = math.log(start_lr), (math.log(end_lr) - math.log(start_lr)) / (steps - 1)
     lrs, losses, avg, best, diverged = [], [], 0.0, math.inf, None

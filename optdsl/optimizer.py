@@ -11,6 +11,7 @@ runs outside a ``torch.compile``d caller's graph. docs/compat.md lists every pla
 """
 from __future__ import annotations
 
+import operator
 import os
 import sys
 import warnings
@@ -34,11 +35,21 @@ def _hyper_value(name: str, value):
     return value if isinstance(value, torch.Tensor) else checked
 
 
-def _default_seed(rule: Rule) -> int:
-    """The seed of the random primitives when ``Optimizer`` is given none (its docstring)."""
-    if not is_random(rule):
-        return 0  # nothing is drawn: torch's global generator stays untouched
-    return int(torch.randint(2 ** 62, ()))
+def _seed(rule: Rule, seed) -> int:
+    """The seed of the random primitives: ``seed`` checked (a whole number in the range of
+    ``torch.Generator.manual_seed``), or when it is None a default (``Optimizer``'s docstring)."""
+    if seed is None:
+        if not is_random(rule):
+            return 0  # nothing is drawn: torch's global generator stays untouched
+        return int(torch.randint(2 ** 62, ()))
+    whole = isinstance(seed, float) and seed.is_integer()
+    try:
+        value = int(seed) if whole else operator.index(seed)
+    except TypeError:
+        raise HyperparameterError(f"seed={seed!r} must be a whole number") from None
+    if not -2 ** 63 <= value < 2 ** 64:
+        raise HyperparameterError(f"seed={seed!r} is outside torch's seeds, [-2^63, 2^64)")
+    return value
 
 
 def _callers_level() -> int:
@@ -192,7 +203,7 @@ class Optimizer(torch.optim.Optimizer):
         self._backend = make_backend(self.rule, backend, state_dtype)
         self.backend_name = self._backend.name
         self.generator = torch.Generator()
-        self.generator.manual_seed(_default_seed(self.rule) if seed is None else int(seed))
+        self.generator.manual_seed(_seed(self.rule, seed))
         betas = dict(tuple_options(self.rule))["betas"]
         if all(n in defaults for n in betas):
             defaults["betas"] = tuple(defaults[n] for n in betas)  # what torch schedulers look for

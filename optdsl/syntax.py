@@ -214,7 +214,7 @@ _END = {"$END", "<END-OF-FILE>"}
 
 # what a text that goes on after a complete program is told
 ONE_PROGRAM = ("a text holds one program: a one-line formula 'name(...) = expr' ends at its line, "
-               "a block program is 'name(...):' followed by its indented statements")
+               "a block program is 'name(...):' followed by its statements")
 
 # keywords that start a statement, and what each one does (a statement ``state = g`` is read as
 # the keyword, not as a local named state)
@@ -266,6 +266,16 @@ def _non_ascii_letter_hint(ch: str) -> str:
         word = {"LAMDA": "LAMBDA"}.get(m.group(2), m.group(2)).lower()
         spelled = f": write {word if m.group(1) == 'SMALL' else word.capitalize()!r} for {ch!r}"
     return f" (names are ASCII letters, digits and '_'{spelled})"
+
+
+def _acceptable(e: UnexpectedToken):
+    """The terminals the parser would have taken where it stopped: Lark's ``accepts()``, which
+    tries each one (the state's ``expected`` holds LALR lookaheads merged from other states:
+    ')' and ',' where no bracket is open)."""
+    try:
+        return e.interactive_parser.accepts()
+    except Exception:  # an interactive parser that cannot be resumed: the state's own list
+        return e.expected
 
 
 def _describe_expected(expected) -> str:
@@ -403,7 +413,7 @@ def _unexpected_token(text: str, e: UnexpectedToken) -> DSLError:
     elif _ends_after_program(e.expected):
         message = f"unexpected {shown} after a complete program; {ONE_PROGRAM}"
     else:
-        message = f"unexpected {shown}" + _describe_expected(e.expected)
+        message = f"unexpected {shown}" + _describe_expected(_acceptable(e))
         if _line_after_block(text, tok.line, tok.column):
             message += after_block.format(tok.line)
         message += _unclosed_bracket(text, tok.line, tok.column)

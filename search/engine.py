@@ -173,6 +173,9 @@ def read_seeds(path: str) -> list:
                     # lines the message names are the paragraph's: the file's, as the prefix
                     message = re.sub(r"\bline (\d+)",
                                      lambda m: f"line {start + int(m.group(1)) - 1}", e.message)
+                    if e.line and e.column and 0 < e.line <= len(chunk):  # as DSLError shows it
+                        src = chunk[e.line - 1].replace("\t", " ")
+                        message += f"\n    {src}\n    {' ' * (e.column - 1)}^"
                     raise SearchError(f"{where}: {message}") from None
                 rules.append(program)
         chunk = []

@@ -56,7 +56,7 @@ CASES = [
     # a text holds one program: what follows a complete one is not lark's <END-OF-FILE>
     ("r(lr=1) = lr*g\nlr * g", "unexpected 'lr' after a complete program; a text holds one "
      "program: a one-line formula 'name(...) = expr' ends at its line, a block program is "
-     "'name(...):' followed by its indented statements", 2, 1),
+     "'name(...):' followed by its statements", 2, 1),
     ("lr * g\n\nlr * sign(g)", "unexpected 'lr' after a complete program", 3, 1),
     ("r(lr=1) = lr * g\n    m = g", "unexpected 'm' after a complete program", 2, 5),
     ("lr * g\n@", "unexpected character '@' after a complete program; a text holds one", 2, 1),

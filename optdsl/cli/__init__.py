@@ -56,18 +56,29 @@ def read_text(path: str) -> str:
 
 def read_program_arg(arg: str) -> tuple:
     """(text, label) for a command-line rule: a library name, '-' (stdin), a file (one that
-    exists, or any name ending in .opt: a missing one cannot be read) or else a formula."""
+    exists, or any name ending in .opt: a missing one cannot be read; spaces around a file name
+    are not part of it) or else a formula."""
     name = library_name(arg)
     if name:
         return source(name), name
-    if arg == "-" or arg.endswith(".opt") or os.path.exists(arg):
-        return read_text(arg), "<stdin>" if arg == "-" else arg
+    path = arg.strip()
+    if arg == "-" or path.endswith(".opt") or (path and os.path.exists(path)):
+        return read_text(path or arg), "<stdin>" if arg == "-" else path
     return arg, "<formula>"
 
 
 def load_rule(arg: str):
     """A checked Rule from a command-line argument (see read_program_arg)."""
     return rule_of(arg, *read_program_arg(arg))
+
+
+def load_nth_rule(arg: str, label: str):
+    """``load_rule(arg)``, an error in it naming which argument it is about (``label``, such as
+    "the first rule") where it names no file."""
+    try:
+        return load_rule(arg)
+    except DSLError as e:
+        raise e.of_argument(label) from None
 
 
 def rule_of(arg: str, text: str, label: str):
@@ -79,7 +90,7 @@ def rule_of(arg: str, text: str, label: str):
     try:
         return parse(text)
     except DSLError as e:
-        if label == "<formula>" and _FILE_NAME.fullmatch(arg):  # a.op: a mistyped file name?
+        if label == "<formula>" and _FILE_NAME.fullmatch(arg.strip()):  # a mistyped file name?
             raise DSLError(f"no rule or file named {arg}; read as a formula, "
                            f"{e.message}", e.line, e.column, text) from None
         if label != "<formula>":  # which file the line and column are in
@@ -87,7 +98,8 @@ def rule_of(arg: str, text: str, label: str):
         raise
 
 
-_FILE_NAME = re.compile(r"[\w./~-]*\w\.[A-Za-z]\w*")  # name.ext, no operators or spaces
+# name.ext, or a path from /, ./, ../ or ~/ (no formula starts so): no operators or spaces
+_FILE_NAME = re.compile(r"[\w./~-]*\w\.[A-Za-z]\w*|(/|\.\.?/|~/)[\w./~-]*")
 
 
 def output_file(path: str) -> str:

@@ -8,7 +8,7 @@ import sys
 from ..check import validate_hyper
 from ..equivalence import MAX_TIMEOUT, PROVED, REFUTED, UNKNOWN, Pair, equivalent
 from ..errors import DSLError, HyperparameterError
-from . import COMMANDS, count, load_rule, name_values, positive_number
+from . import COMMANDS, count, load_nth_rule, load_rule, name_values, positive_number
 
 EXIT = {PROVED: 0, REFUTED: 1, UNKNOWN: 3}
 
@@ -41,7 +41,8 @@ def cmd_equiv(argv) -> int:
             bind[k] = float({"E": math.e, "pi": math.pi}.get(v, v))
         except ValueError:
             raise DSLError(f"--bind {k}: '{v}' is not a number") from None
-    a, b = load_rule(args.a), load_rule(args.b)
+    a, b = (load_nth_rule(arg, label) for arg, label in ((args.a, "the first rule"),
+                                                        (args.b, "the second rule")))
     hyper_map = name_values(args.map, "--map")
     try:
         mapped = Pair(a, b, bind=bind, hyper_map=hyper_map).mapped()

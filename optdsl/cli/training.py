@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -39,6 +40,9 @@ def cmd_train(argv) -> int:
     torch.set_num_threads(1)
     # bad names fail before training (on the interpreter: a backend's warnings come once, below)
     Optimizer([torch.zeros(1, requires_grad=True)], rule, backend="eager", **hypers)
+    for name in sorted(set(hypers) - rule.read_hypers()):
+        print(f"optdsl train: warning: rule {rule.name} never reads {name}: setting it changes "
+              "nothing", file=sys.stderr)
     shown = ", ".join(f"{k}={v}" for k, v in {**rule.defaults, **hypers}.items())
     print(f"training a 64-64-10 MLP on digits with {rule.name}({shown})")
     start = time.perf_counter()

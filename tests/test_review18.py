@@ -1,0 +1,109 @@
+"""Regression tests for the defects fixed in the twelfth session (2026-12-05), from a new user's
+walk through README.md and the CLI."""
+import re
+import warnings
+
+import pytest
+import torch
+
+import optdsl
+from optdsl.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _model_and_batches():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    return model, [(x, y)]
+
+
+def test_the_range_test_refuses_a_rule_that_never_reads_lr():
+    # it suggested an lr for 'r(lr=0.1) = 0.01*g', whose steps no lr changes
+    model, batches = _model_and_batches()
+    with pytest.raises(optdsl.DSLError, match="never reads lr"):
+        optdsl.lr_range_test(model, "r(lr=0.1) = 0.01*g", batches,
+                             torch.nn.functional.cross_entropy, steps=5)
+    result = optdsl.lr_range_test(model, "sgd", batches, torch.nn.functional.cross_entropy,
+                                  steps=5)
+    assert len(result.lrs) == 5
+
+
+def test_train_says_when_a_set_hyperparameter_is_never_read(capsys):
+    assert main(["train", "r(lr=0.1, b=0.5) = 0.01*g", "--lr", "5", "--set", "b=0.2",
+                 "--epochs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "never reads lr" in err and "never reads b" in err
+    assert main(["train", "sgd", "--lr", "0.1", "--epochs", "1"]) == 0
+    assert "never reads" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arg", ["/no/such/rule", "./nosuch", "../nosuch", "~/nosuch"])
+def test_a_missing_path_is_named_as_a_missing_file(arg, capsys):
+    # a path without an extension was read as a formula: "unexpected '/'"
+    assert main(["check", arg]) == 2
+    assert f"no rule or file named {arg}" in capsys.readouterr().err
+
+
+def test_spaces_around_a_file_name_are_not_part_of_it(capsys):
+    assert main(["check", "examples/myrule.opt "]) == 0
+    assert "ok: myrule" in capsys.readouterr().out
+    assert main(["check", "lr*g/2"]) == 0  # a formula with '/' is still one
+
+
+def test_equivalence_says_which_rule_does_not_parse(capsys):
+    with pytest.raises(optdsl.DSLError, match="^the second rule: line 1, column 6"):
+        optdsl.equivalent("lr*g", "lr*g+")
+    with pytest.raises(optdsl.DSLError, match="^the first rule: "):
+        optdsl.equivalent("lr*g+", "adam")
+    assert main(["equiv", "lr * g", "lr*g+"]) == 2
+    assert "the second rule: line 1, column 6" in capsys.readouterr().err
+
+
+def test_a_seed_file_error_shows_the_line_and_a_caret(tmp_path, capsys):
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("adam\n\nlr * sign(g)\n\nr(lr=0.1):\n  m = ema(g, 0.9)\n  return lr * m +\n")
+    assert main(["search", "--task", "match:powersign", "--budget", "5", "--seeds", str(seeds),
+                 "--store", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert f"{seeds}:7:18: the program ends too early" in err
+    assert "\n      return lr * m +\n" + " " * 21 + "^" in err
+
+
+@pytest.mark.parametrize("text, brackets", [("lr * g 2", False), ("p := p - 0.1*g", False),
+                                            ("lr * (g 2)", True), ("f(lr * g 2)", True)])
+def test_a_closing_bracket_or_comma_is_expected_only_inside_brackets(text, brackets):
+    # LALR's merged lookaheads listed ')' and ',' at the top level
+    with pytest.raises(optdsl.DSLError) as e:
+        optdsl.parse(text)
+    expected = e.value.message.split("expected ", 1)[1]
+    assert ("')'" in expected) == brackets
+
+
+@pytest.mark.parametrize("formula, says", [("noise(1)", "noise() makes a tensor"),
+                                           ("warmup(t, 500) * g", "it reads g"),
+                                           ("p * t", "it reads p"),
+                                           ("ema(t, 0.9)", "it keeps a state")])
+def test_a_schedule_that_is_not_one_number_per_step_says_what_it_is(formula, says):
+    from optdsl.lr_tools import schedule_values
+    with pytest.raises(optdsl.DSLError, match=re.escape(says)):
+        schedule_values(formula, 10)
+
+
+@pytest.mark.parametrize("seed, error", [("a", "whole number"), (1.5, "whole number"),
+                                         (2 ** 70, "outside torch's seeds"), (3.0, None),
+                                         (-5, None), (7, None)])
+def test_the_seed_of_random_primitives_is_checked(seed, error):
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    if error:
+        with pytest.raises(optdsl.HyperparameterError, match=error):
+            optdsl.Optimizer(params, "lr * noise(1)", seed=seed)
+        return
+    opt = optdsl.Optimizer(params, "lr * noise(1)", seed=seed)
+    assert opt.generator.initial_seed() == int(seed) % 2 ** 64
