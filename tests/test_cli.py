@@ -118,7 +118,7 @@ def test_output_paths_and_counts_are_checked_before_any_work(tmp_path, capsys):
             (["compile", "adam", "--backend", "torchscript", "-o", out + ".pt"],
              f"argument -o/--output: cannot write {out}.pt: no folder {tmp_path / 'missing'}"),
             (["compile", "adam", "-o", str(tmp_path)], "it is a folder"),
-            (["equiv", "adam", "adam", "--steps", "-1"], "argument --steps: must be >= 1, got -1"),
+            (["equiv", "adam", "adam", "--steps", "-1"], "argument --steps: must be >= 0, got -1"),
             (["train", "adam", "--epochs", "-1"], "argument --epochs: must be >= 1, got -1"),
             (["plot-schedule", "cosine(t, 10)", "--steps", "0"], "must be >= 1, got 0")]:
         status, err = status_and_stderr(argv, capsys)

@@ -107,3 +107,12 @@ def test_the_seed_of_random_primitives_is_checked(seed, error):
         return
     opt = optdsl.Optimizer(params, "lr * noise(1)", seed=seed)
     assert opt.generator.initial_seed() == int(seed) % 2 ** 64
+
+
+def test_version_library_key_and_equiv_steps_zero(capsys):
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"optdsl {optdsl.__version__}"
+    with pytest.raises(KeyError, match="did you mean 'adam'"):
+        optdsl.library["adamm"]
+    assert "adam" in optdsl.library and optdsl.library.get("adamm") is None
+    # as optdsl.equivalent(steps=0): no unrolled steps, the proof decides
+    assert main(["equiv", "sgd", "lr * g", "--steps", "0"]) == 0

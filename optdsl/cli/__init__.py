@@ -16,6 +16,7 @@ import re
 import sys
 import warnings
 
+from .. import __version__
 from ..errors import DSLError, did_you_mean, write_problem
 from ..library import library, source
 from ..rules import library_name, parse
@@ -216,6 +217,9 @@ def main(argv=None) -> int:
         print("\n'optdsl COMMAND --help' describes one command.")
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
+    if name in ("--version", "-V"):
+        print(f"optdsl {__version__}")
+        return 0
     if name not in COMMANDS:
         print(f"optdsl: unknown command '{name}'{did_you_mean(name, COMMANDS)}", file=sys.stderr)
         return 2

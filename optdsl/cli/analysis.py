@@ -18,9 +18,9 @@ def cmd_equiv(argv) -> int:
                                  "or refute them (exit 0 proved, 1 refuted, 3 unknown, 2 input error)")
     ap.add_argument("a", help="a library name, a program file or a formula")
     ap.add_argument("b", help="a library name, a program file or a formula")
-    ap.add_argument("--steps", type=count(1), default=3,
+    ap.add_argument("--steps", type=count(0), default=3,
                     help="steps compared by unrolling where no states match: evidence, not a "
-                         "proof (default 3)")
+                         "proof (default 3; 0: none, as optdsl.equivalent(steps=0))")
     ap.add_argument("--bind", action="append", metavar="NAME=VALUE",
                     help="fix a hyperparameter of both rules (held to the ranges an "
                          "Optimizer holds it to: beta1 in [0, 1), lr >= 0, ...)")

@@ -10,6 +10,7 @@ from functools import lru_cache
 from importlib import resources
 
 from ..check import check
+from ..errors import did_you_mean
 from ..syntax import Program, parse_syntax
 
 
@@ -75,7 +76,7 @@ class _Library(Mapping):
 
     def __getitem__(self, name: str):
         if name not in names():
-            raise KeyError(name)
+            raise KeyError(f"no library rule named {name!r}{did_you_mean(str(name), names())}")
         return _checked(name)
 
     def __iter__(self):
