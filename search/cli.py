@@ -75,12 +75,14 @@ DEFAULT_BUDGET = 60
 # evolution with neutral drift, the prior learned from match searches on the library's other
 # rules (weighed 0.85) and a semantic band of 0.5 around each parent reached a proved
 # PowerSign/AddSign member within 2,000 evaluations in 3 of 5 match:addsign and 4 of 5
-# match:powersign searches, the first setting to meet the target on both (neutral drift
+# match:powersign searches on seeds 0-4 (3 of 5 and 0 of 5 on seeds 5-9), the first setting
+# to meet the target on both on those seeds (neutral drift
 # alone: 3 of 5 and 0 of 5; on the MNIST-1D MLP drift did worse). RL's controller editing regularized evolution's parents (policy-guided mutation with drift,
 # from the library prior) reached it in 4 of 30 searches, where every plain RL variant reached
 # it in none (BENCHMARKS.md, "match:powersign and match:addsign" and the neutral-drift runs);
-# with the same prior and band as evolution it reached one in 3 of 5 match:addsign and 2 of 5
-# match:powersign searches, against 1 and 0 of 5 before (BENCHMARKS.md, eleventh session).
+# with the same prior and band as evolution it reached one in 4 of 10 match:addsign and 5 of 10
+# match:powersign searches (seeds 0-9), against 1 and 0 of 5 on seeds 0-4 before (BENCHMARKS.md,
+# eleventh and twelfth sessions).
 MATCH_DEFAULTS = {"evolution": {"neutral": 1.0, "prior": 0.85, "prior_programs": "curriculum",
                                 "band": 0.5},
                   "rl": {"edit": 0.9, "structural": 0.5, "neutral": 1.0, "prior": 0.85,

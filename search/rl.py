@@ -42,15 +42,23 @@ of the duplicates drawn, which join it at their program's score). With drift a q
 best fills with variants of one program (match:powersign seed 0, 2,000 evaluations: 16
 re-encodings of one rule scoring 0.399, never sgd's 0.539); the ageing population keeps
 turning over, as evolution's does. On match tasks RL runs as policy-guided evolution by
-default (``search.cli.MATCH_DEFAULTS``: ``edit=0.9 structural=0.5 neutral=1 prior=0.5
-parents=population``), the only RL setting that has reached the PowerSign/AddSign family
-(BENCHMARKS.md, "match:powersign and match:addsign"); with the policy frozen (``lr=1e-9``)
-it reached addsign in 1 of 5 searches against 2 of 5: what the learning adds is within the
-noise of those runs.
+default (``search.cli.MATCH_DEFAULTS``: ``edit=0.9 structural=0.5 neutral=1 prior=0.85
+prior_programs=curriculum band=0.5 parents=population``), the RL setting that has reached the
+PowerSign/AddSign family most often (BENCHMARKS.md, "match:powersign and match:addsign"); with
+the policy frozen (``lr=1e-9``, earlier defaults) it reached addsign in 1 of 5 searches
+against 2 of 5: what the learning adds is within the noise of those runs.
 ``prior`` > 0 starts the policy from the library prior of
 ``Space.prior`` (the operands the warm-start library rules use) instead of uniform;
 ``prior_programs=FILE`` adds the programs of a file to what that prior counts (as evolution's,
-see ``search.evolution``). All three
+see ``search.evolution``). ``anchor``: what the bonus below pulls the policy towards:
+``uniform`` (the default: the entropy) or ``prior`` (minus the KL divergence from the prior,
+as KL-regularised policy gradient keeps a policy near a reference). In a banded match search
+most draws are learned as failures (far, degenerate, dead code), batches then carry no
+advantage, and the entropy alone moved the policy 5.0-8.7 nats per program away from the prior
+by 2,000 evaluations (10 ``match:powersign`` searches); ``anchor=prior`` kept it within
+0.03-0.93, and reached a proved member in 4 of 10 of those searches against 5 of 10, and in 2
+of 5 ``match:addsign`` ones against 3 of 5: no measured gain (BENCHMARKS.md,
+``benchmarks/rl_policy_drift.py``). All three
 take an entropy bonus (0.05 by default: with 0.01 the policy narrowed onto a few programs,
 96% and 98% of the draws of rediscovery seeds 1 and 4 were duplicates and seed 4 ran out of new
 candidates at 933 of 1,000 evaluations; with 0.05, 62% and 80%, both reached the budget;
@@ -121,14 +129,17 @@ class Controller(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.hidden = hidden
         self._masks: dict = {}
+        self.anchor = None  # log-weights the bonus pulls the policy towards (None: uniform)
 
-    def start_from(self, prior: dict) -> None:
+    def start_from(self, prior: dict, anchor: bool = False) -> None:
         """Make the initial policy ``prior`` ({rule: weights}, ``Space.prior``): log-weights
-        as the head's bias."""
+        as the head's bias; with ``anchor`` the bonus of :meth:`replay` pulls towards it."""
         with torch.no_grad():
             for rule, weights in prior.items():
                 w = torch.tensor(weights, dtype=torch.float32)
                 self.head.bias[self.offset[rule]:self.offset[rule] + len(w)] = torch.log(w / w.sum())
+        if anchor:
+            self.anchor = self.head.bias.detach().clone()
 
     def mask(self, rule: str, allowed) -> torch.Tensor:
         """0 on the allowed choices of ``rule`` (as token indexes), -1e9 elsewhere (finite: an
@@ -151,8 +162,11 @@ class Controller(nn.Module):
         return z, z.clone()
 
     def replay(self, sequences: list, temperature: float = 1.0):
-        """(sum of log-probs, sum of entropies) per recorded decision sequence, in one batched
-        pass: sequences padded to the longest, padding masked out."""
+        """(sum of log-probs, sum of bonuses) per recorded decision sequence, in one batched
+        pass: sequences padded to the longest, padding masked out. A step's bonus is the
+        policy's entropy, or with an ``anchor`` minus its KL divergence from the anchor's
+        policy, KL(pi || anchor) = sum pi (log pi - log anchor) over the allowed choices (the
+        entropy is minus the KL from uniform, up to a constant)."""
         n, length = len(sequences), max(len(s) for s in sequences)
         state = self.zero_state(n)
         prev = torch.zeros(n, dtype=torch.long)
@@ -171,7 +185,10 @@ class Controller(nn.Module):
             on = torch.zeros(n)
             on[live] = 1.0
             picked = lp.gather(1, choice[:, None])[:, 0]
-            plogp = lp.exp() * lp
+            if self.anchor is None:
+                plogp = lp.exp() * lp
+            else:
+                plogp = lp.exp() * (lp - torch.log_softmax(self.anchor + masks, 1))
             logp = logp + on * picked
             ent = ent - on * plogp.sum(1)
             prev = choice
@@ -193,7 +210,7 @@ class RLStrategy(SpaceStrategy):
                  normalize: bool = False, neutral: float = 0.0, structural: float = 0.0,
                  repeats: str = "baseline", parents: str = "queue", population: int = 32,
                  sample: int = 4, elite: float = 0.2, prior_programs: str = "",
-                 band: float = 0.0):
+                 band: float = 0.0, anchor: str = "uniform"):
         from .strategies import require, require_fraction
         require("batch", batch, at_least=1)
         require("lr", lr, above=0)
@@ -220,6 +237,8 @@ class RLStrategy(SpaceStrategy):
         if repeats not in self.REPEATS:
             raise ValueError(f"repeats must be one of {', '.join(self.REPEATS)}, not {repeats!r}")
         self.repeats = repeats
+        if anchor not in ("uniform", "prior"):
+            raise ValueError(f"anchor must be uniform or prior, not {anchor!r}")
         if parents not in ("queue", "population"):
             raise ValueError(f"parents must be queue or population, not {parents!r}")
         self.parents, self.population_size, self.sample_size = parents, population, sample
@@ -233,10 +252,14 @@ class RLStrategy(SpaceStrategy):
             from .evolution import BELLO_WARM, bello_program
             library = [bello_program(g) for g in BELLO_WARM.values()]
             self.prior = self.space.prior(library + learned, prior)
-            self.controller.start_from(self.prior)
         elif prior and learned:
             self.prior = self.space.prior(learned, prior)
-            self.controller.start_from(self.prior)
+        if anchor == "prior" and self.prior is None:
+            raise ValueError("anchor=prior pulls the policy towards its prior: it needs one "
+                             "(prior > 0, e.g. --strategy-option prior=0.85, and on a space "
+                             "other than bello prior_programs=FILE)")
+        if self.prior is not None:
+            self.controller.start_from(self.prior, anchor=anchor == "prior")
         self.opt = torch.optim.Adam(self.controller.parameters(), lr=lr)
         self.algo, self.batch_size, self.entropy = algo, batch, entropy
         self.baseline_decay, self.epochs, self.clip = baseline_decay, epochs, clip
