@@ -66,16 +66,6 @@ def test_equivalence_says_which_rule_does_not_parse(capsys):
     assert "the second rule: line 1, column 6" in capsys.readouterr().err
 
 
-def test_a_seed_file_error_shows_the_line_and_a_caret(tmp_path, capsys):
-    seeds = tmp_path / "seeds.txt"
-    seeds.write_text("adam\n\nlr * sign(g)\n\nr(lr=0.1):\n  m = ema(g, 0.9)\n  return lr * m +\n")
-    assert main(["search", "--task", "match:powersign", "--budget", "5", "--seeds", str(seeds),
-                 "--store", str(tmp_path / "s.sqlite")]) == 2
-    err = capsys.readouterr().err
-    assert f"{seeds}:7:18: the program ends too early" in err
-    assert "\n      return lr * m +\n" + " " * 21 + "^" in err
-
-
 @pytest.mark.parametrize("text, brackets", [("lr * g 2", False), ("p := p - 0.1*g", False),
                                             ("lr * (g 2)", True), ("f(lr * g 2)", True)])
 def test_a_closing_bracket_or_comma_is_expected_only_inside_brackets(text, brackets):

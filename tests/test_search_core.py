@@ -261,7 +261,8 @@ def test_read_seeds_paragraphs_library_names_and_errors(tmp_path):
     with pytest.raises(SearchError) as e:
         read_seeds(str(f))
     assert str(e.value).startswith(f"{f}:3:6: unknown")
-    assert "\n" not in str(e.value)
+    # then the line and a caret under column 6, as every program error shows them
+    assert str(e.value).split("\n")[1:] == ["    lr * sgn(g)", "         ^"]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -621,14 +622,16 @@ def test_resuming_a_store_that_does_not_record_its_settings(tmp_path, capsys):
     assert recorded["repeats"] == "skip" and recorded["entropy"] == 0.1
 
 
-def test_malformed_seed_file_is_one_line_exit_2(tmp_path, capsys):
+def test_malformed_seed_file_is_its_line_and_a_caret_exit_2(tmp_path, capsys):
     from optdsl.cli import main
     seeds = tmp_path / "seeds.opt"
     seeds.write_text("lr * g\n\nlr * (g +\n")
     store = tmp_path / "s.sqlite"
     assert main(["search", "--store", str(store), "--seeds", str(seeds)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"optdsl search: {seeds}:3") and "\n" not in err
+    first, *shown = err.split("\n")
+    assert first.startswith(f"optdsl search: {seeds}:3:10: ") and "Traceback" not in err
+    assert shown == ["    lr * (g +", "             ^"]
     assert not store.exists()
 
 
