@@ -42,6 +42,9 @@ def test_train_says_when_a_set_hyperparameter_is_never_read(capsys):
     assert "never reads lr" in err and "never reads b" in err
     assert main(["train", "sgd", "--lr", "0.1", "--epochs", "1"]) == 0
     assert "never reads" not in capsys.readouterr().err
+    # maximize is not a hyperparameter of sgd's program but the Optimizer's: it changes the steps
+    assert main(["train", "sgd", "--set", "maximize=1", "--epochs", "1"]) == 0
+    assert "never reads" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arg", ["/no/such/rule", "./nosuch", "../nosuch", "~/nosuch"])

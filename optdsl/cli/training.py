@@ -40,7 +40,8 @@ def cmd_train(argv) -> int:
     torch.set_num_threads(1)
     # bad names fail before training (on the interpreter: a backend's warnings come once, below)
     Optimizer([torch.zeros(1, requires_grad=True)], rule, backend="eager", **hypers)
-    for name in sorted(set(hypers) - rule.read_hypers()):
+    # (the rule's own hyperparameters: torch's switches and maximize are the Optimizer's)
+    for name in sorted(set(hypers) & set(rule.hypers) - rule.read_hypers()):
         print(f"optdsl train: warning: rule {rule.name} never reads {name}: setting it changes "
               "nothing", file=sys.stderr)
     shown = ", ".join(f"{k}={v}" for k, v in {**rule.defaults, **hypers}.items())
