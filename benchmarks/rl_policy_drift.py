@@ -42,8 +42,8 @@ def drift(path: str, late: int, draws: int = 256) -> tuple:
         print(f"{path}: its prior_programs {settings['prior_programs']} is the curriculum file "
               f"the package now ships: reading that")
         settings["prior_programs"] = "curriculum"
-    prior = _strategy(settings).controller.head.bias.detach().clone()
     rl = _strategy(settings)
+    prior = rl.controller.head.bias.detach().clone()
     rl.load_state_dict(json.loads(state))
     rl.edit = 0.0  # draws of the policy itself
     rl.controller.anchor = prior

@@ -7,6 +7,12 @@ import os
 from typing import Iterable
 
 
+def shown_at(line: str, column: int | None) -> str:
+    """A program line and a caret under ``column`` (1-based), indented, as errors end."""
+    text = line.replace("\t", " ")  # a tab would move the caret
+    return f"\n    {text}\n    {' ' * (max(1, column or 1) - 1)}^"
+
+
 class DSLError(ValueError):
     """A problem with optdsl program text (or a value given for it) that a person can act on.
 
@@ -31,9 +37,7 @@ class DSLError(ValueError):
         if self.source is not None:
             lines = self.source.splitlines()
             if 0 < self.line <= len(lines):
-                src = lines[self.line - 1].replace("\t", " ")
-                col = max(1, self.column or 1)
-                text += f"\n    {src}\n    {' ' * (col - 1)}^"
+                text += shown_at(lines[self.line - 1], self.column)
         return text
 
     def in_file(self, name: str) -> "DSLError":

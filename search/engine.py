@@ -138,6 +138,7 @@ def read_seeds(path: str) -> list:
     not a library rule names it, and one that mixes a library name with a program says that a
     paragraph is one or the other."""
     from optdsl import DSLError
+    from optdsl.errors import shown_at
     from optdsl.library import library, source
     try:  # as optdsl.cli.read_text reads a program file
         with open(path, encoding="utf-8-sig") as f:
@@ -173,9 +174,8 @@ def read_seeds(path: str) -> list:
                     # lines the message names are the paragraph's: the file's, as the prefix
                     message = re.sub(r"\bline (\d+)",
                                      lambda m: f"line {start + int(m.group(1)) - 1}", e.message)
-                    if e.line and e.column and 0 < e.line <= len(chunk):  # as DSLError shows it
-                        src = chunk[e.line - 1].replace("\t", " ")
-                        message += f"\n    {src}\n    {' ' * (e.column - 1)}^"
+                    if e.line and e.column and 0 < e.line <= len(chunk):
+                        message += shown_at(chunk[e.line - 1], e.column)
                     raise SearchError(f"{where}: {message}") from None
                 rules.append(program)
         chunk = []

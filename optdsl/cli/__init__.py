@@ -64,7 +64,7 @@ def read_program_arg(arg: str) -> tuple:
         return source(name), name
     path = arg.strip()
     if arg == "-" or path.endswith(".opt") or (path and os.path.exists(path)):
-        return read_text(path or arg), "<stdin>" if arg == "-" else path
+        return read_text(path), "<stdin>" if arg == "-" else path
     return arg, "<formula>"
 
 
