@@ -6,7 +6,7 @@ random gradient streams and compared update by update; the score does not depend
 constant factor (the learning rate is tuned anyway), and costs milliseconds.
 
 **Streams.** ``search.streams`` with seed 2017: four parameter tensors of 64 elements, 40
-steps, float64 (steady, noisy and switching signs, and an exact one whose first steps cancel;
+steps, float64 (steady, noisy and switching signs, and one whose steps cancel in pairs;
 scales across three decades; the parameter teacher-forced).
 
 Each rule runs at its own hyperparameter defaults on the reference interpreter (random
@@ -53,8 +53,9 @@ CAP = 1e-6  # residuals below count as an exact match: the score's maximum is -l
 MAX_SCORE = -math.log10(CAP)
 STILL = 1e-6  # an element whose target updates are this small against a typical one's is still
 # 2: updates as computed (not p - p_after), still elements weighed as typical ones;
-# 3: an exact stream, whose first steps put ema(g, 0.9) and g + prev(g) at exactly 0
-VERSION = 3
+# 3: an exact stream, whose first steps put ema(g, 0.9) and g + prev(g) at exactly 0;
+# 4: that stream cancels in pairs of steps throughout (search.streams)
+VERSION = 4
 
 
 def streams():

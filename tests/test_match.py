@@ -283,8 +283,8 @@ def test_the_report_proves_an_exact_match_equal_to_the_target(tmp_path, capsys):
     """A rule that matches the target on the streams (score at the cap) is proved equal to it
     up to a constant factor of lr, or said not to be: a scaled PowerSign is proved (lr x 3),
     exp((1 + 1e-8) sign(g) sign(m)) g, within 1e-8 of PowerSign, is not. (Until match
-    protocol version 3, exp(sign(g) / (sign(m) + 1e-8)) g was such a rule: the exact stream,
-    where m = 0, now scores it 0.)"""
+    protocol version 3, exp(sign(g) / (sign(m) + 1e-8)) g was such a rule: the cancelling
+    stream, where m = 0, now scores it 0.)"""
     from optdsl.cli import main
     from optdsl.search.funnel import match_proof
     seeds = tmp_path / "seeds.opt"
@@ -446,10 +446,12 @@ def test_a_target_spelled_with_other_spacing_is_the_same_task(tmp_path, capsys):
                  "--store", path, "--quiet"]) == 0, capsys.readouterr().err
 
 
-def test_the_exact_stream_tells_a_member_from_a_rule_equal_to_one_off_a_null_set():
+def test_the_cancelling_stream_tells_a_member_from_a_rule_equal_to_one_off_a_null_set():
     """Random gradients never put ema(g, 0.9) at exactly 0, so g sqrt|sign(g) + sign(m)| (AddSign
     wherever m != 0, 1 not 1/sqrt(2) where m = 0) scored the cap on match:addsign, as AddSign
-    itself. The exact stream's first two steps (c, -0.9 c) put m at 0 in float64."""
+    itself. The cancelling stream's pairs of steps (c, -0.9 c) put m at 0 in float64: since
+    protocol version 4 at half its steps, so that the near member scores below PowerSign, a
+    member of another base, and is no near-copy of AddSign for the filter."""
     import optdsl
     from optdsl.search import match
     target = match.updates(optdsl.resolve("addsign"))
@@ -458,6 +460,12 @@ def test_the_exact_stream_tells_a_member_from_a_rule_equal_to_one_off_a_null_set
         return match.score_of(match.residual(match.updates(optdsl.resolve(rule)), target)[0])
     assert score("lr * g * (1 + sign(g) * sign(ema(g, 0.9)))") == match.MAX_SCORE
     assert score("lr * 3 * g * (1 + sign(g) * sign(ema(g, 0.9)))") == match.MAX_SCORE
-    near = score("b(lr=1) = lr * g * sqrt(abs(sign(g) + sign(ema(g, 0.9))))")
+    near_member = "b(lr=1) = lr * g * sqrt(abs(sign(g) + sign(ema(g, 0.9))))"
+    near = score(near_member)
     assert 1 < near < 3, near  # still far above sgd, below a member
+    assert near < score("powersign"), (near, score("powersign"))
     assert score("sgd") < 1
+    from optdsl.search import filters
+    apart = filters.distance(filters.signature(optdsl.resolve(near_member)),
+                             filters.signature(optdsl.resolve("addsign")))
+    assert apart > filters.near_distance(filters.NEAR), apart
