@@ -151,6 +151,12 @@ class Rule:
         return set(walk_leaves([self.new_p] + [s.update for s in live] + [s.init for s in live],
                                "hyper"))
 
+    def size(self) -> int:
+        """How many distinct operations and leaves the step computes (a shared subexpression
+        once, a dead state not at all): what "simpler" means between rules that behave alike."""
+        live = self.live_slots()
+        return len(topological([self.new_p] + [s.update for s in live] + [s.init for s in live]))
+
     def unread_hypers(self) -> list:
         """The declared hyperparameters no part of the step reads, or only dead states do
         (changing one changes nothing: ``r(lr=0.1) = g`` ignores its learning rate)."""

@@ -10,11 +10,11 @@ The verdict is one of
   both gradient sequences (``ignores-g``: includes every constant update), or the probe run
   failed (``error: ...``);
 * ``duplicate``: its cache key (the store's key: canonical hash and probe updates) or its probe
-  updates alone (rules the canonical form does not identify but that no probe tells apart) were
-  seen before; ``of`` is the key of the first one, whose result the strategy reuses. With
+  updates alone (rules the canonical form does not identify but that no probe tells apart,
+  those of a rule no larger than it: below) were seen before; ``of`` is the key of the first one, whose result the strategy reuses. With
   ``near`` (0.9992 by default; 0 turns it off), also a **near-copy**: a candidate that
-  behaves as an earlier one up to a positive factor (what lr tuning and the match score
-  ignore) and a small perturbation (below);
+  behaves as an earlier one no simpler than it (``Rule.size``) up to a positive factor (what lr
+  tuning and the match score ignore) and a small perturbation (below);
 * ``new``: worth an evaluation.
 
 **Behaviour, for near-copies.** Each candidate runs on streams of its own
@@ -35,6 +35,13 @@ second AddSign itself was never evaluated). Why 0.04 and not 0.01
 (BENCHMARKS.md, "match:powersign and match:addsign"): at 0.01 every sgd-plus-clipped-term
 variant is evaluated, and evolution climbed those (0 of 6 match searches reached the family,
 stopped early); at 0.04, 9 of 40 proved (12 of 40 by the numeric check).
+
+**The simpler one is evaluated.** A candidate near earlier ones that are all larger than it
+(more distinct operations), or with the probe updates of a larger one, is new: else the first of a behaviour to be drawn stood for it for
+good, and a member with a small extra term (``drop(ema(g^3), 0.1) + g + |g| sign(m)``, 0.0006
+from AddSign: a match score of 1.8, not 6) kept AddSign itself from ever being evaluated (RL on
+``match:addsign``, seed 5: the last 356 of 2,000 evaluations). It costs at most one evaluation
+per size below the first of a behaviour; larger variants of the simple one stay duplicates.
 
 Until 2026-12-03 near-copies were judged by the cosine of all probe updates as one vector (4
 steps whose gradient sizes were drawn again at every step): the largest updates decided, and
@@ -159,6 +166,8 @@ class CandidateFilter:
         self.near_texts: list = []  # their programs (the saved state: signatures are rebuilt)
         self.patterns = torch.zeros(64, PATTERN_SIZE)  # ... their signatures (the first
         self.profiles = torch.zeros(64, ELEMENTS)  # len(near_keys) rows; the rest is room)
+        self.near_sizes = torch.zeros(64, dtype=torch.long)  # ... and their Rule.size()
+        self.sizes: dict = {}  # key of a new candidate -> its Rule.size()
         self.stats = {"checked": 0, "new": 0, "duplicate": 0, "duplicate_hash": 0,
                       "duplicate_fingerprint": 0, "duplicate_near": 0, "degenerate": 0,
                       "invalid": 0}
@@ -174,41 +183,45 @@ class CandidateFilter:
         if reason:
             self.keys[cand.key] = "degenerate:" + reason
             return self._seen("hash", cand.key, self.keys[cand.key], count_checked=False)
+        size = cand.rule.size()
         first = self.fps.get(cand.fingerprint) if self.dedupe and cand.fingerprint else None
-        if first is not None:
+        if first is not None and self.sizes.get(first, 0) <= size:
             self.keys[cand.key] = first
             return self._seen("fingerprint", cand.key, first)
         if sig is False:
             sig = signature(cand.rule) if self.dedupe and self.near else None
         if sig is not None and self.dedupe and self.near:
-            near = self._nearest(*sig)
+            near = self._nearest(*sig, size)
             if near is not None:
                 self.keys[cand.key] = near
                 return self._seen("near", cand.key, near)
-            self._remember(cand.key, cand.text, *sig)
+            self._remember(cand.key, cand.text, size, *sig)
         self.keys[cand.key] = cand.key
+        self.sizes[cand.key] = size
         if cand.fingerprint:
             self.fps[cand.fingerprint] = cand.key
         self.stats["new"] += 1
         return Verdict("new", "", cand.key)
 
-    def _nearest(self, pattern, profile) -> str | None:
-        """The key of the remembered candidate nearest to this signature when it is within
-        ``sqrt(2 (1 - near))`` (module docstring), else None."""
+    def _nearest(self, pattern, profile, size: int) -> str | None:
+        """The key of the remembered candidate of at most ``size`` nearest to this signature
+        when it is within ``sqrt(2 (1 - near))`` (module docstring), else None."""
         n = len(self.near_keys)
         if not n:
             return None
         d2 = squared_distances(self.patterns[:n], self.profiles[:n], pattern, profile)
         d2 = d2.nan_to_num(nan=float("inf"))  # (a damaged row is never nearest)
+        d2 = torch.where(self.near_sizes[:n] <= size, d2, float("inf"))
         best = int(d2.argmin())
         return self.near_keys[best] if float(d2[best]) <= 2 * (1 - self.near) else None
 
-    def _remember(self, key: str, text: str, pattern, profile) -> None:
+    def _remember(self, key: str, text: str, size: int, pattern, profile) -> None:
         n = len(self.near_keys)
         if n == len(self.patterns):  # room doubles: no copy of every row per candidate
             self.patterns = torch.cat([self.patterns, torch.zeros_like(self.patterns)])
             self.profiles = torch.cat([self.profiles, torch.zeros_like(self.profiles)])
-        self.patterns[n], self.profiles[n] = pattern, profile
+            self.near_sizes = torch.cat([self.near_sizes, torch.zeros_like(self.near_sizes)])
+        self.patterns[n], self.profiles[n], self.near_sizes[n] = pattern, profile, size
         self.near_keys.append(key)
         self.near_texts.append(text)
 
@@ -241,13 +254,14 @@ class CandidateFilter:
         """Plain data; the signatures are not in it but built again from the programs at load
         (4-5 ms each: 25 s for 5,000 candidates): a search saves its state every round, and
         408 floats per candidate would more than double its size."""
-        return {"keys": self.keys, "fps": self.fps, "stats": self.stats,
+        return {"keys": self.keys, "fps": self.fps, "sizes": self.sizes, "stats": self.stats,
                 "reasons": self.reasons, "dedupe": self.dedupe, "degenerate": self.degenerate,
                 "near": self.near, "near_keys": self.near_keys, "near_texts": self.near_texts}
 
     def load_state_dict(self, state: dict) -> None:
         import optdsl
         self.keys, self.fps = dict(state["keys"]), dict(state["fps"])
+        self.sizes = dict(state.get("sizes", {}))  # (none saved: each counts as 0, the smallest)
         self.stats, self.reasons = dict(state["stats"]), dict(state["reasons"])
         self.dedupe, self.degenerate = state["dedupe"], state["degenerate"]
         self.near = state["near"]
@@ -258,8 +272,9 @@ class CandidateFilter:
         # near-copy memory starts empty
         for key, text in zip(state["near_keys"], state.get("near_texts", ())):
             try:
-                sig = signature(optdsl.parse(text))
+                rule = optdsl.parse(text)
             except optdsl.DSLError:  # (a program that no longer parses: not remembered)
-                sig = None
+                continue
+            sig = signature(rule)
             if sig is not None:
-                self._remember(key, text, *sig)
+                self._remember(key, text, rule.size(), *sig)

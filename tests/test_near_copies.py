@@ -88,3 +88,41 @@ def test_memory_grows_past_its_first_room():
         assert f.check(build(f"r(lr=1) = lr * sign(g) * abs(g)^{(k + 1) / 20}")).kind == "new"
     assert len(f.near_keys) == 70
     assert f.check(build("r(lr=1) = lr * 2 * sign(g) * abs(g)^3.5")).reason == "near"
+
+
+def test_a_simpler_rule_near_a_larger_one_is_evaluated_and_larger_ones_near_it_are_not():
+    """The first of a behaviour stood for it for good: after AddSign with a negligible extra
+    term (a match score of 1.8), AddSign itself (6) was a near-copy, never evaluated."""
+    perturbed = f"r(lr=1) = lr * (drop(ema(g^3, 0.999), 0.1) + g + abs(g) * {M})"
+    addsign = f"r(lr=1) = lr * (g + abs(g) * {M})"
+    assert optdsl.parse(addsign).size() < optdsl.parse(perturbed).size()
+    assert _verdict([perturbed], addsign).kind == "new"
+    f = CandidateFilter(near=NEAR)
+    assert f.check(build(addsign)).kind == "new"
+    assert _verdict([addsign], perturbed).reason == "near"
+    loaded = CandidateFilter()  # the sizes come back with a saved state
+    first = CandidateFilter(near=NEAR)
+    first.check(build(perturbed))
+    loaded.load_state_dict(first.state_dict())
+    assert loaded.check(build(addsign)).kind == "new"
+    assert loaded.check(build(f"r(lr=1) = lr * (clip(g^3, -1e-5, 1e-5) + g + abs(g) * {M})")
+                        ).reason == "near"
+
+
+def test_the_size_counts_what_the_step_computes():
+    sgd = optdsl.parse("r(lr=1) = lr * g").size()  # p - lr g: p, lr, g, the product, p - it
+    assert sgd == 5
+    assert optdsl.parse("r(lr=1) = lr * (g + g)").size() == sgd + 1  # g once, one sum
+    dead = "r(lr=1):\n    m = ema(g, 0.9)\n    return lr * g\n"
+    assert optdsl.parse(dead).size() == optdsl.parse("r(lr=1) = lr * g").size()
+
+
+def test_a_simpler_rule_with_the_probe_updates_of_a_larger_one_is_evaluated():
+    """g (s + sqrt|s|) with s = sign(g) sign(m) is AddSign but where m = 0: no random probe has
+    m = 0, so after it AddSign was a duplicate by its probe updates."""
+    larger = f"r(lr=1) = lr * g * ({S} + sqrt(abs({S})))"
+    addsign = f"r(lr=1) = lr * g * (1 + {S})"
+    assert build(larger).fingerprint == build(addsign).fingerprint
+    assert _verdict([larger], addsign, near=0).kind == "new"
+    assert _verdict([addsign], larger, near=0).reason == "fingerprint"
+    assert _verdict([larger], addsign).kind == "new"  # with the near-copy check too

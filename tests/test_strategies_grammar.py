@@ -471,11 +471,11 @@ def test_resume_with_neutral_drift_matches_an_uninterrupted_run(cls, kw):
             s.observe([{"id": c.id, "rule": c.text, "status": "ok",
                         "score": 1.0 / (1.0 + len(c.text))} for c in cands])
         return out
-    uninterrupted = cls(seed=3, **kw)
+    uninterrupted = cls(seed=4, **kw)  # (a seed whose 40 draws have duplicates to join)
     whole = drive(uninterrupted, 10)
-    first = cls(seed=3, **kw)
+    first = cls(seed=4, **kw)
     part = drive(first, 5)
-    resumed = cls(seed=3, **kw)
+    resumed = cls(seed=4, **kw)
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
     part += drive(resumed, 5)
     assert part == whole
