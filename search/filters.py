@@ -170,7 +170,7 @@ class CandidateFilter:
         self.sizes: dict = {}  # key of a new candidate -> its Rule.size()
         self.stats = {"checked": 0, "new": 0, "duplicate": 0, "duplicate_hash": 0,
                       "duplicate_fingerprint": 0, "duplicate_near": 0, "degenerate": 0,
-                      "invalid": 0}
+                      "invalid": 0, "new_simpler": 0}
         self.reasons: dict = {}
 
     def check(self, cand, sig=False) -> Verdict:
@@ -188,32 +188,38 @@ class CandidateFilter:
         if first is not None and self.sizes.get(first, 0) <= size:
             self.keys[cand.key] = first
             return self._seen("fingerprint", cand.key, first)
+        simpler = first is not None  # a duplicate of larger ones only: evaluated all the same
         if sig is False:
             sig = signature(cand.rule) if self.dedupe and self.near else None
         if sig is not None and self.dedupe and self.near:
-            near = self._nearest(*sig, size)
+            near, larger = self._nearest(*sig, size)
             if near is not None:
                 self.keys[cand.key] = near
                 return self._seen("near", cand.key, near)
+            simpler = simpler or larger
             self._remember(cand.key, cand.text, size, *sig)
         self.keys[cand.key] = cand.key
         self.sizes[cand.key] = size
         if cand.fingerprint:
             self.fps[cand.fingerprint] = cand.key
         self.stats["new"] += 1
+        self.stats["new_simpler"] = self.stats.get("new_simpler", 0) + simpler
         return Verdict("new", "", cand.key)
 
-    def _nearest(self, pattern, profile, size: int) -> str | None:
-        """The key of the remembered candidate of at most ``size`` nearest to this signature
-        when it is within ``sqrt(2 (1 - near))`` (module docstring), else None."""
+    def _nearest(self, pattern, profile, size: int) -> tuple:
+        """(the key of the remembered candidate of at most ``size`` nearest to this signature
+        when it is within ``sqrt(2 (1 - near))`` (module docstring), else None; whether a
+        larger one is within it)."""
         n = len(self.near_keys)
         if not n:
-            return None
+            return None, False
         d2 = squared_distances(self.patterns[:n], self.profiles[:n], pattern, profile)
-        d2 = d2.nan_to_num(nan=float("inf"))  # (a damaged row is never nearest)
-        d2 = torch.where(self.near_sizes[:n] <= size, d2, float("inf"))
-        best = int(d2.argmin())
-        return self.near_keys[best] if float(d2[best]) <= 2 * (1 - self.near) else None
+        within = d2.nan_to_num(nan=float("inf")) <= 2 * (1 - self.near)  # (a damaged row never)
+        fits = within & (self.near_sizes[:n] <= size)
+        if not bool(fits.any()):
+            return None, bool(within.any())
+        best = int(torch.where(fits, d2, float("inf")).argmin())
+        return self.near_keys[best], False
 
     def _remember(self, key: str, text: str, size: int, pattern, profile) -> None:
         n = len(self.near_keys)

@@ -107,6 +107,7 @@ def test_a_simpler_rule_near_a_larger_one_is_evaluated_and_larger_ones_near_it_a
     assert loaded.check(build(addsign)).kind == "new"
     assert loaded.check(build(f"r(lr=1) = lr * (clip(g^3, -1e-5, 1e-5) + g + abs(g) * {M})")
                         ).reason == "near"
+    assert (loaded.stats["new"], loaded.stats["new_simpler"]) == (2, 1)
 
 
 def test_the_size_counts_what_the_step_computes():
@@ -126,3 +127,7 @@ def test_a_simpler_rule_with_the_probe_updates_of_a_larger_one_is_evaluated():
     assert _verdict([larger], addsign, near=0).kind == "new"
     assert _verdict([addsign], larger, near=0).reason == "fingerprint"
     assert _verdict([larger], addsign).kind == "new"  # with the near-copy check too
+    f = CandidateFilter()
+    f.check(build(larger))
+    f.check(build(addsign))
+    assert f.stats["new_simpler"] == 1
