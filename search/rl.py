@@ -58,7 +58,10 @@ advantage, and the entropy alone moved the policy 5.0-8.7 nats per program away 
 by 2,000 evaluations (10 ``match:powersign`` searches); ``anchor=prior`` kept it within
 0.03-0.93, and reached a proved member in 4 of 10 of those searches against 5 of 10, and in 2
 of 5 ``match:addsign`` ones against 3 of 5: no measured gain (BENCHMARKS.md,
-``benchmarks/rl_policy_drift.py``). All three
+``benchmarks/rl_policy_drift.py``). ``far``: how an edit outside the band is learned from:
+``fail`` (the default: as a degenerate draw) or ``baseline`` (without an advantage, as a
+repeat): a banded search rejects about 8 draws per evaluation as far, and learned as failures
+they teach the policy to make only the choices that keep a child near its parent. All three
 take an entropy bonus (0.05 by default: with 0.01 the policy narrowed onto a few programs,
 96% and 98% of the draws of rediscovery seeds 1 and 4 were duplicates and seed 4 ran out of new
 candidates at 933 of 1,000 evaluations; with 0.05, 62% and 80%, both reached the budget;
@@ -210,7 +213,7 @@ class RLStrategy(SpaceStrategy):
                  normalize: bool = False, neutral: float = 0.0, structural: float = 0.0,
                  repeats: str = "baseline", parents: str = "queue", population: int = 32,
                  sample: int = 4, elite: float = 0.2, prior_programs: str = "",
-                 band: float = 0.0, anchor: str = "uniform"):
+                 band: float = 0.0, anchor: str = "uniform", far: str = "fail"):
         from .strategies import require, require_fraction
         require("batch", batch, at_least=1)
         require("lr", lr, above=0)
@@ -239,6 +242,9 @@ class RLStrategy(SpaceStrategy):
         self.repeats = repeats
         if anchor not in ("uniform", "prior"):
             raise ValueError(f"anchor must be uniform or prior, not {anchor!r}")
+        if far not in ("fail", "baseline"):
+            raise ValueError(f"far must be fail or baseline, not {far!r}")
+        self.far = far
         if parents not in ("queue", "population"):
             raise ValueError(f"parents must be queue or population, not {parents!r}")
         self.parents, self.population_size, self.sample_size = parents, population, sample
@@ -357,6 +363,11 @@ class RLStrategy(SpaceStrategy):
         return made[0] if made is not None else tree
 
     # --- learning --------------------------------------------------------------------------------
+    def _learn_far(self, tree: Tree, meta) -> None:
+        """``far=baseline``: an edit outside the band is a draw without an advantage, as a
+        repeat is: the band is where the search looks, not what the program is worth."""
+        self._learn(tree, None if self.far == "baseline" else self.fail_reward, meta, True)
+
     def _repeat(self, tree: Tree, earlier: float, meta) -> None:
         if self.repeats != "skip":  # None: a draw without an advantage (module docstring)
             reward = {"fail": self.fail_reward, "score": earlier, "baseline": None}[self.repeats]

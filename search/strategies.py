@@ -318,9 +318,16 @@ class SpaceStrategy(Strategy):
                     if of in self.scores:
                         self._repeat(tree, self.scores[of], meta)
                         self._neutral(tree, self.scores[of], meta)
-                else:  # degenerate, invalid or far
+                elif verdict.kind == "far":
+                    self._learn_far(tree, meta)
+                else:  # degenerate or invalid
                     self._learn(tree, self.fail_reward, meta, True)
         return out
+
+    def _learn_far(self, tree: Tree, meta) -> None:
+        """A child outside the band: learned from as a degenerate draw (RL's ``far`` option
+        can say otherwise)."""
+        self._learn(tree, self.fail_reward, meta, True)
 
     def observe(self, results: list) -> None:
         for r in results:

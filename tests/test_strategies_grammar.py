@@ -903,3 +903,22 @@ def test_rl_anchor_needs_a_prior_and_names_its_choices():
         RLStrategy(anchor="prior")
     with pytest.raises(ValueError, match="uniform or prior"):
         RLStrategy(prior=0.5, anchor="library")
+
+
+@pytest.mark.parametrize("far", ["fail", "baseline"])
+def test_rl_far_says_how_an_edit_outside_the_band_is_learned(far):
+    """``far=fail`` learns a far edit as a degenerate draw (the fail reward), ``baseline`` as a
+    draw without an advantage (reward None), as a repeat: the band is where the search looks,
+    not what the program is worth."""
+    rl = RLStrategy(seed=0, prior=0.85, prior_programs="curriculum", edit=0.9, band=0.5,
+                    far=far, repeats="fail", batch=10 ** 6)
+    for _ in range(6):
+        cands = rl.suggest(8)
+        rl.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": 1.0 / len(c.text)}
+                    for c in cands])
+    far_draws = rl.filter.stats.get("far", 0)
+    assert far_draws > 0
+    unrewarded = sum(reward is None for _, reward, _ in rl.buffer)
+    assert unrewarded == (far_draws if far == "baseline" else 0)
+    with pytest.raises(ValueError, match="fail or baseline"):
+        RLStrategy(far="skip")
