@@ -404,6 +404,7 @@ def _resumed_from(store, args, task, options: dict, path: str) -> tuple:
                           "new search)")
     make_strategy(name, options=options)  # options it does not take: a SearchError
     task = resolve_task(record["task"])
+    _check_match_protocol(record, task, path)
     try:  # a hand-edited record ('{}' as the state, null as the options): one line
         settings, unrecorded, gone = resumed_settings(name, options, stored, path)
         strategy = make_strategy(name, seed=stored.get("seed", 0), options=settings)
@@ -442,6 +443,21 @@ def _resumed_from(store, args, task, options: dict, path: str) -> tuple:
         print(f"note: --no-baselines is not used: {kept} the baselines it started with",
               file=sys.stderr)
     return store, record, strategy, task, time_limit
+
+
+def _check_match_protocol(record: dict, task, path: str) -> None:
+    """A match search scores with this optdsl's streams whatever its record says (a training
+    task's evaluation follows its recorded protocol): one recorded under another protocol would
+    store scores that do not compare with its own under its old key. A SearchError."""
+    from . import match
+    if not match.is_match(task.name) or record["protocol"] == match.PROTOCOL.key(task):
+        return
+    was = (record.get("protocol_config") or {}).get("version")
+    why = (f"was scored under match protocol version {was}; this optdsl scores version "
+           f"{match.VERSION}" if was != match.VERSION else
+           "was scored under another match protocol (its target's key or streams)")
+    raise SearchError(f"{path}: search #{record['id']} {why}, whose scores do not compare: "
+                      "start a new search (another --store); optdsl report still reads this one")
 
 
 MATCH_BATCH = 16  # match: candidates asked for, evaluated and observed together

@@ -469,3 +469,26 @@ def test_the_cancelling_stream_tells_a_member_from_a_rule_equal_to_one_off_a_nul
     apart = filters.distance(filters.signature(optdsl.resolve(near_member)),
                              filters.signature(optdsl.resolve("addsign")))
     assert apart > filters.near_distance(filters.NEAR), apart
+
+
+def test_a_match_search_of_an_earlier_protocol_version_is_not_resumed(tmp_path, capsys):
+    """A match evaluation scores with today's streams whatever the record says: resuming a
+    version-3 search under version 4 stored version-4 scores under the version-3 key."""
+    import json
+    import sqlite3
+    from optdsl.cli import main
+    path = str(tmp_path / "m.sqlite")
+    assert main(["search", "--task", "match:powersign", "--strategy", "random", "--budget", "2",
+                 "--store", path, "--quiet", "--no-baselines"]) == 0
+    db = sqlite3.connect(path)
+    config = json.loads(db.execute("SELECT protocol_config FROM searches").fetchone()[0])
+    db.execute("UPDATE searches SET protocol = 'v3key', protocol_config = ?",
+               (json.dumps({**config, "version": 3}),))
+    db.commit()
+    db.close()
+    capsys.readouterr()
+    assert main(["search", "--task", "match:powersign", "--resume", "--budget", "4",
+                 "--store", path, "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "match protocol version 3" in err and f"version {match.VERSION}" in err, err
+    assert "new search" in err
