@@ -456,7 +456,7 @@ def _check_match_protocol(record: dict, task, path: str) -> None:
     why = (f"was scored under match protocol version {was}; this optdsl scores version "
            f"{match.VERSION}" if was != match.VERSION else
            "was scored under another match protocol (its target's key or streams)")
-    raise SearchError(f"{path}: search #{record['id']} {why}, whose scores do not compare: "
+    raise SearchError(f"{path}: search #{record['id']} {why}, and the two do not compare: "
                       "start a new search (another --store); optdsl report still reads this one")
 
 

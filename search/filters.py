@@ -11,38 +11,41 @@ The verdict is one of
   failed (``error: ...``);
 * ``duplicate``: its cache key (the store's key: canonical hash and probe updates) or its probe
   updates alone (rules the canonical form does not identify but that no probe tells apart,
-  those of a rule no larger than it: below) were seen before; ``of`` is the key of the first one, whose result the strategy reuses. With
-  ``near`` (0.9992 by default; 0 turns it off), also a **near-copy**: a candidate that
-  behaves as an earlier one no simpler than it (``Rule.size``) up to a positive factor (what lr
-  tuning and the match score ignore) and a small perturbation (below);
+  those of a rule no larger than it: below) were seen before; ``of`` is the key of the first
+  one, whose result the strategy reuses. With ``near`` (0.9992 by default; 0 turns it off),
+  also a **near-copy**: a candidate that behaves as an earlier one no larger than it
+  (``Rule.size``) up to a positive factor (what lr tuning and the match score ignore) and a
+  small perturbation (below);
 * ``new``: worth an evaluation.
 
-**Behaviour, for near-copies.** Each candidate runs on streams of its own
-(``search.streams``, seed 11: 16 steps, 4 x 8 elements across three decades of scale, steady,
-noisy and sign-switching means, and steps that cancel in pairs; lr = 1, other hyperparameters at their defaults). Its
-**signature** is each element's series of updates as a unit vector (the *pattern*) and the
-log of each element's size, centred (the *profile*). Two candidates are ``d`` apart with
+**Behaviour, for near-copies.** Each candidate runs on streams of its own (``search.streams``,
+seed 11: 16 steps, 4 x 8 elements across three decades of scale, steady, noisy and
+sign-switching means, and steps that cancel in pairs; lr = 1, other hyperparameters at their
+defaults). Its **signature** is each element's series of updates as a unit vector (the
+*pattern*) and the log of each element's size, centred (the *profile*). Two candidates are
+``d`` apart with
 ``d^2 = 2 (1 - mean over elements of the patterns' cosine) + mean((profile - profile')^2)``:
 to first order the relative residual of the best positive multiple of one against the other
 with every element weighted alike, as the match score weighs them (``search.match``). A
-near-copy is within ``d = sqrt(2 (1 - near))``: 0.04 at the default. Measured on these
-streams (since match protocol version 4): rounding-level changes are 0.000-0.004 from their
-rule (``g + clip(g, 1e-5)``, Adam with eps 1e-7); sgd plus a clipped 1e-4 term 0.030-0.032,
-``g + 0.05 |g| sign(m)`` 0.028 (all near-copies at the default); AddSign and PowerSign 0.057
-apart, AddSign and ``g sqrt|sign(g) + sign(m)|`` (AddSign but where m = 0) 0.057 (not: on the
-version-3 streams, where m was 0 at one step, these were 0.048 and 0.030, so that after the
-second AddSign itself was never evaluated). Why 0.04 and not 0.01
-(BENCHMARKS.md, "match:powersign and match:addsign"): at 0.01 every sgd-plus-clipped-term
-variant is evaluated, and evolution climbed those (0 of 6 match searches reached the family,
-stopped early); at 0.04, 9 of 40 proved (12 of 40 by the numeric check).
+near-copy is within ``d = sqrt(2 (1 - near))``: 0.04 at the default. Measured on these streams
+(since match protocol version 4): rounding-level changes are 0.000-0.004 from their rule (``g +
+clip(g, 1e-5)``, Adam with eps 1e-7); sgd plus a clipped 1e-4 term 0.030-0.032, ``g + 0.05 |g|
+sign(m)`` 0.028 (all near-copies at the default); AddSign and PowerSign 0.057 apart, AddSign
+and ``g sqrt|sign(g) + sign(m)|`` (AddSign but where m = 0) 0.057 (not: on the version-3
+streams, where m was 0 at one step, these were 0.048 and 0.030: once the second was evaluated,
+AddSign itself never was). Why 0.04 and not 0.01 (BENCHMARKS.md, "match:powersign and
+match:addsign"): at 0.01 every sgd-plus-clipped-term variant is evaluated, and evolution
+climbed those (0 of 6 match searches reached the family, stopped early); at 0.04, 9 of 40
+proved (12 of 40 by the numeric check).
 
 **The simpler one is evaluated.** A candidate near earlier ones that are all larger than it
-(more distinct operations), or with the probe updates of a larger one, is new: else the first of a behaviour to be drawn stood for it for
-good, and a member with a small extra term (``drop(ema(g^3), 0.1) + g + |g| sign(m)``, 0.0006
-from AddSign: a match score of 1.8, not 6) kept AddSign itself from ever being evaluated (RL on
-``match:addsign``, seed 5: the last 356 of 2,000 evaluations). It costs at most one evaluation
-per size below the first of a behaviour (220-373 of the 2,000 evaluations of a match search,
-11-19%: ``stats["new_simpler"]``); larger variants of the simple one stay duplicates.
+(more distinct operations), or with the probe updates of a larger one, is new: else the first
+of a behaviour to be drawn stood for it for good, and a member with a small extra term
+(``drop(ema(g^3), 0.1) + g + |g| sign(m)``, 0.0006 from AddSign: a match score of 1.8, not 6)
+kept AddSign itself from ever being evaluated (RL on ``match:addsign``, seed 5: the last 356 of
+2,000 evaluations). It costs at most one evaluation per size below the first of a behaviour
+(220-335 of the 2,000 evaluations of a match search, 11-17%: ``stats["new_simpler"]``); larger
+variants of the simple one stay duplicates.
 
 Until 2026-12-03 near-copies were judged by the cosine of all probe updates as one vector (4
 steps whose gradient sizes were drawn again at every step): the largest updates decided, and

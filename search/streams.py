@@ -66,13 +66,13 @@ def make(seed: int, steps: int, width: int) -> tuple:
             gs[t - 1].append(scale * 10 ** (-t / steps) * (rho * s + noise))
             ps[t - 1].append(p0 * (1 - 0.01 * t))
         if cancels:  # the draws above are made all the same: the other streams keep theirs
-            second = torch.where(torch.arange(width) % 2 == 0, torch.tensor(-0.9, dtype=torch.float64),
-                                 torch.tensor(-1.0, dtype=torch.float64))
-            for t in range(1, steps + 1):
-                if t % 2:
-                    size = scale * 10 ** (-t / steps)
-                    c = sign * 2.0 ** torch.round(torch.log2(size))
-                gs[t - 1][-1] = c if t % 2 else second * c
+            second = torch.full((width,), -1.0, dtype=torch.float64)  # odd: g + prev(g) at 0
+            second[::2] = -0.9  # even elements: ema(g, 0.9) at 0
+            for t in range(1, steps + 1, 2):  # the pair (t, t + 1)
+                c = sign * 2.0 ** torch.round(torch.log2(scale * 10 ** (-t / steps)))
+                gs[t - 1][-1] = c
+                if t < steps:
+                    gs[t][-1] = second * c
     return ps, gs
 
 
