@@ -61,7 +61,11 @@ of 5 ``match:addsign`` ones against 3 of 5: no measured gain (BENCHMARKS.md,
 ``benchmarks/rl_policy_drift.py``). ``far``: how an edit outside the band is learned from:
 ``fail`` (the default: as a degenerate draw) or ``baseline`` (without an advantage, as a
 repeat): a banded search rejects about 8 draws per evaluation as far, and learned as failures
-they teach the policy to make only the choices that keep a child near its parent. All three
+they teach the policy to make only the choices that keep a child near its parent. ``warm``
+(bello space only): the first candidates are the library's warm-start programs, evolution's
+(``search.evolution.BELLO_WARM``: sgd, momentum, signSGD, signum, Adam, RMSprop), so edits
+start from them as evolution's mutations do, instead of from the policy's first draws; each is
+learned from with its log-probability under the policy. All three
 take an entropy bonus (0.05 by default: with 0.01 the policy narrowed onto a few programs,
 96% and 98% of the draws of rediscovery seeds 1 and 4 were duplicates and seed 4 ran out of new
 candidates at 933 of 1,000 evaluations; with 0.05, 62% and 80%, both reached the budget;
@@ -213,7 +217,8 @@ class RLStrategy(SpaceStrategy):
                  normalize: bool = False, neutral: float = 0.0, structural: float = 0.0,
                  repeats: str = "baseline", parents: str = "queue", population: int = 32,
                  sample: int = 4, elite: float = 0.2, prior_programs: str = "",
-                 band: float = 0.0, anchor: str = "uniform", far: str = "fail"):
+                 band: float = 0.0, anchor: str = "uniform", far: str = "fail",
+                 warm: bool = False):
         from .strategies import require, require_fraction
         require("batch", batch, at_least=1)
         require("lr", lr, above=0)
@@ -253,6 +258,7 @@ class RLStrategy(SpaceStrategy):
         torch.manual_seed(seed)
         self.controller = Controller(self.space.n_choices, hidden)
         self.prior = None  # the library prior (Space.prior), also for structural edits' new parts
+        self.warm = self._warm_start(space_obj) if warm else []  # program texts not yet drawn
         learned = self.space.read_programs(prior_programs, prior) if prior_programs else []
         if prior and self.space_name == "bello" and space_obj is None:
             from .evolution import BELLO_WARM, bello_program
@@ -279,7 +285,27 @@ class RLStrategy(SpaceStrategy):
         self.curve: list = []  # [update, mean reward of its batch, baseline]
 
     # --- drawing ------------------------------------------------------------------------------
+    def _warm_start(self, space_obj) -> list:
+        """The library's warm-start programs (evolution's ``BELLO_WARM``), for ``warm``."""
+        from .evolution import BELLO_WARM, bello_program
+        if self.space_name != "bello" or space_obj is not None:
+            raise ValueError("warm starts from the library rules written in the bello space: "
+                             f"not on {self.space_name!r}")
+        return [bello_program(g) for g in BELLO_WARM.values()]
+
     def _draws(self, k: int) -> list:
+        """``k`` draws: the warm-start programs not yet drawn first (``warm``; learned from as
+        the policy's own draws, so with their log-probability under it), then the policy's."""
+        out = []
+        while self.warm and len(out) < k:
+            tree = self.space.parse(self.warm.pop(0))
+            decisions = self.space.decisions_of(tree)
+            with torch.no_grad():
+                logp, _ = self.controller.replay([decisions], self.temperature)
+            out.append((tree, [decisions, float(logp[0])]))
+        return out + self._policy_draws(k - len(out))
+
+    def _policy_draws(self, k: int) -> list:
         """``k`` programs decoded in lockstep: one controller step per decision position for
         the whole batch (each program's grammar walk is a ``Space.steps`` generator)."""
         ctl, rng = self.controller, self.rng
@@ -467,7 +493,7 @@ class RLStrategy(SpaceStrategy):
                 "opt_state": opt_state, "opt_groups": opt["param_groups"],
                 "baseline": self.baseline, "buffer": self.buffer, "updates": self.updates,
                 "curve": self.curve, "queue": self.queue, "neutral_joins": self.neutral_joins,
-                "population": self.population}
+                "population": self.population, "warm": self.warm}
 
     def load_state_dict(self, state: dict) -> None:
         self._load_base(state)
@@ -485,6 +511,7 @@ class RLStrategy(SpaceStrategy):
         self.queue = [[r, [tuple(d) for d in dec], t] for r, dec, t in state["queue"]]
         self.neutral_joins = state.get("neutral_joins", 0)
         self.population = [list(m) for m in state.get("population", [])]
+        self.warm = list(state.get("warm", []))
 
 
 STRATEGIES[RLStrategy.name] = RLStrategy

@@ -726,6 +726,29 @@ def test_rl_variants_learn_and_resume(options):
     assert part + _drive(resumed, space, 4) == whole and first.updates >= 2
 
 
+def test_rl_warm_start_evaluates_the_library_first_and_resumes_mid_way():
+    """``warm``: the library's warm-start programs are the first candidates (learned from with
+    their log-probability under the policy), then the policy's draws; a resume in the middle
+    of them goes on with the rest; not on a space without the library's programs."""
+    from optdsl.search.evolution import BELLO_WARM
+    library = [build(bello_program(g)).text for g in BELLO_WARM.values()]
+    options = {"warm": True, "edit": 0.9, "parents": "population", "batch": 4}
+    rl = RLStrategy(seed=3, **options)
+    first = rl.suggest(4)
+    resumed = RLStrategy(seed=3, **options)
+    resumed.load_state_dict(json.loads(json.dumps(rl.state_dict())))
+    rest = rl.suggest(4)
+    assert [c.text for c in resumed.suggest(4)] == [c.text for c in rest]
+    drawn = [c.text for c in first + rest]
+    assert drawn[:len(library)] == library and not set(drawn[len(library):]) & set(library)
+    rl.observe([{"id": c.id, "status": "ok", "score": 0.5} for c in first + rest])
+    assert len(rl.population) == 8 and rl.updates >= 2  # (free draws fill batches too)
+    (tree, (decisions, logp)), = RLStrategy(seed=3, warm=True)._draws(1)
+    assert logp < 0 and rl.space.decisions_of(tree) == decisions
+    with pytest.raises(ValueError, match="bello"):
+        RLStrategy(seed=0, warm=True, space_obj=Space("toy", text=TOY))
+
+
 def test_rl_structural_edits_insert_delete_and_combine_queued_programs():
     """``structural``: an edit first changes a queued program's groups with evolution's
     operators; every result is a program of the space and of the language."""
