@@ -743,8 +743,11 @@ def test_rl_warm_start_evaluates_the_library_first_and_resumes_mid_way():
     assert drawn[:len(library)] == library and not set(drawn[len(library):]) & set(library)
     rl.observe([{"id": c.id, "status": "ok", "score": 0.5} for c in first + rest])
     assert len(rl.population) == 8 and rl.updates >= 2  # (free draws fill batches too)
-    (tree, (decisions, logp)), = RLStrategy(seed=3, warm=True)._draws(1)
-    assert logp < 0 and rl.space.decisions_of(tree) == decisions
+    fresh = RLStrategy(seed=3, warm=True)
+    (tree, (decisions, logp)), = fresh._draws(1)
+    replayed, _ = fresh.controller.replay([decisions])
+    assert rl.space.decisions_of(tree) == decisions
+    assert logp < 0 and float(replayed.detach()[0]) == pytest.approx(logp, abs=1e-4)
     with pytest.raises(ValueError, match="bello"):
         RLStrategy(seed=0, warm=True, space_obj=Space("toy", text=TOY))
 
