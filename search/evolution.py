@@ -107,6 +107,14 @@ def bello_program(group: str) -> str:
     return f"bello(lr=1):\n    {group}\n    return lr * x1"
 
 
+def library_programs(space_name: str, space_obj=None) -> list:
+    """The warm-start library rules (``BELLO_WARM``) as programs of the named space: only the
+    stock bello space writes them (another space, or a space object passed in, gets none)."""
+    if space_name != "bello" or space_obj is not None:
+        return []
+    return [bello_program(g) for g in BELLO_WARM.values()]
+
+
 STALE = "stale"  # the meta of a child proposed before a restart (see _restart)
 
 
@@ -139,9 +147,7 @@ class EvolutionStrategy(SpaceStrategy):
                          live_only=live_only, near=near, horizon=horizon, band=band)
         self.population_size, self.sample_size = population, sample
         self.p_insert, self.p_delete, self.p_combine = insert, delete, combine
-        if warm is None and self.space_name == "bello" and space_obj is None:
-            warm = [bello_program(g) for g in BELLO_WARM.values()]
-        self.warm = list(warm or [])
+        self.warm = list(library_programs(space, space_obj) if warm is None else warm)
         self.prior_weight, self.p_elite, self.p_neutral = prior, elite, neutral
         self.best: list | None = None  # [tree json, reward] of the best program evaluated
         learned = self.space.read_programs(prior_programs, prior) if prior_programs else []

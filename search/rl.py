@@ -258,14 +258,15 @@ class RLStrategy(SpaceStrategy):
         torch.manual_seed(seed)
         self.controller = Controller(self.space.n_choices, hidden)
         self.prior = None  # the library prior (Space.prior), also for structural edits' new parts
-        self.warm = self._warm_start(space_obj) if warm else []  # program texts not yet drawn
+        from .evolution import library_programs
+        library = library_programs(space, space_obj)  # the warm-start rules, on bello only
+        if warm and not library:
+            raise ValueError("warm starts from the library rules written in the stock bello "
+                             "space, which this search does not use")
+        self.warm = list(library) if warm else []  # program texts not yet drawn
         learned = self.space.read_programs(prior_programs, prior) if prior_programs else []
-        if prior and self.space_name == "bello" and space_obj is None:
-            from .evolution import BELLO_WARM, bello_program
-            library = [bello_program(g) for g in BELLO_WARM.values()]
+        if prior and (library or learned):
             self.prior = self.space.prior(library + learned, prior)
-        elif prior and learned:
-            self.prior = self.space.prior(learned, prior)
         if anchor == "prior" and self.prior is None:
             raise ValueError("anchor=prior pulls the policy towards its prior: it needs one "
                              "(prior > 0, e.g. --strategy-option prior=0.85, and on a space "
@@ -285,14 +286,6 @@ class RLStrategy(SpaceStrategy):
         self.curve: list = []  # [update, mean reward of its batch, baseline]
 
     # --- drawing ------------------------------------------------------------------------------
-    def _warm_start(self, space_obj) -> list:
-        """The library's warm-start programs (evolution's ``BELLO_WARM``), for ``warm``."""
-        from .evolution import BELLO_WARM, bello_program
-        if self.space_name != "bello" or space_obj is not None:
-            raise ValueError("warm starts from the library rules written in the bello space: "
-                             f"not on {self.space_name!r}")
-        return [bello_program(g) for g in BELLO_WARM.values()]
-
     def _draws(self, k: int) -> list:
         """``k`` draws: the warm-start programs not yet drawn first (``warm``; learned from as
         the policy's own draws, so with their log-probability under it), then the policy's."""
