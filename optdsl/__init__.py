@@ -10,7 +10,7 @@ a ``Rule``; it is resolved once here, and the modules below take ``Rule``s.
 from . import canonical as _canonical
 from . import compiled as _compiled
 from . import equivalence as _equivalence
-from .errors import DSLError, HyperparameterError
+from .errors import DSLError, HyperparameterError, UnreadHyperparameterWarning
 from .ir import Rule
 from .library import library
 from .lr_tools import lr_range_test
@@ -59,6 +59,7 @@ def simplify(rule, prove: bool = True, timeout: float = 20.0):
     return _simplify(resolve(rule), prove=prove, timeout=timeout)
 
 
-__all__ = ["DSLError", "HyperparameterError", "Optimizer", "Rule", "library", "parse", "resolve",
-           "equivalent", "export", "canonical_hash", "fingerprint", "simplify", "lr_range_test"]
+__all__ = ["DSLError", "HyperparameterError", "UnreadHyperparameterWarning", "Optimizer", "Rule",
+           "library", "parse", "resolve", "equivalent", "export", "canonical_hash", "fingerprint",
+           "simplify", "lr_range_test"]
 __version__ = "0.1.0"

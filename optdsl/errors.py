@@ -81,6 +81,11 @@ class HyperparameterError(DSLError):
     program text (``r(lr=-1) = lr * g``: then with the value's line and column)."""
 
 
+class UnreadHyperparameterWarning(UserWarning):
+    """A hyperparameter given a value that the rule's step never reads (``r(lr=0.1) = 0.01*g``
+    with ``lr=0.5``): setting it changes nothing, a learning-rate scheduler's writes included."""
+
+
 class ScheduleError(DSLError):
     """A schedule's arguments that are invalid at a step (``cosine(t, 20 - t)`` at t = 20), or
     a primitive's argument that reads t and leaves its range (``ema(g, b * t)`` once b t > 1);

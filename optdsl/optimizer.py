@@ -22,7 +22,7 @@ import torch
 from . import checkpoints
 from .backends import make_backend
 from .check import validate_hyper, validate_hyper_values
-from .errors import HyperparameterError, did_you_mean
+from .errors import HyperparameterError, UnreadHyperparameterWarning, did_you_mean
 from .ir import Rule
 from .library import library
 from .probes import is_random
@@ -60,6 +60,14 @@ def _callers_level() -> int:
     while frame is not None and frame.f_code.co_filename.startswith(inside):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def _warn_unread(rule: Rule, given) -> None:
+    """Warn of each of ``given``'s names that is a hyperparameter of ``rule`` its step never
+    reads (``Rule.read_hypers``): a value set there changes nothing."""
+    for name in sorted(set(given) & set(rule.hypers) - rule.read_hypers()):
+        warnings.warn(f"optdsl: rule {rule.name} never reads {name}: setting it changes nothing",
+                      UnreadHyperparameterWarning, stacklevel=_callers_level())
 
 
 def _checked_group(group: dict, rule) -> None:
@@ -198,6 +206,7 @@ class Optimizer(torch.optim.Optimizer):
         _drop_torch_switches(hyperparameters, self.rule)
         hyperparameters.pop("betas", None)
         self._check_names(hyperparameters)
+        _warn_unread(self.rule, hyperparameters)
         defaults.update({k: _hyper_value(k, v) for k, v in hyperparameters.items()})
         self._state_dtype = state_dtype
         self._backend = make_backend(self.rule, backend, state_dtype)
@@ -228,6 +237,7 @@ class Optimizer(torch.optim.Optimizer):
             # kept in the group, as torch keeps them, but never silently ignored
             switches = _switches_checked(param_group, self.rule, "a torch.optim switch in a "
                                                                 "param group")
+            _warn_unread(self.rule, param_group)
             for k in list(param_group):
                 if k in self.rule.hypers:
                     param_group[k] = _hyper_value(k, param_group[k])

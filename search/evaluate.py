@@ -27,6 +27,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -159,12 +160,15 @@ def train_once(task: Task, rule, lr: float, seed: int, deadline: float | None,
     default to the task's. Raises EvaluationTimeout past ``deadline`` (a time.monotonic() value).
     """
     import torch
-    from optdsl import Optimizer
+    from optdsl import Optimizer, UnreadHyperparameterWarning
 
     torch.manual_seed(seed)
     problem = task.make(seed)
-    # The interpreter: a compiled backend would spend seconds compiling each candidate.
-    opt = Optimizer(problem.params, rule, backend="eager", seed=seed, lr=lr)
+    # The interpreter: a compiled backend would spend seconds compiling each candidate. A
+    # candidate that never reads lr trains alike at every lr of the grid: no warning per run.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreadHyperparameterWarning)
+        opt = Optimizer(problem.params, rule, backend="eager", seed=seed, lr=lr)
     steps, eval_every = steps or task.steps, eval_every or task.eval_every
     curve: list = []
     first = None

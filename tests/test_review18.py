@@ -36,10 +36,12 @@ def test_the_range_test_refuses_a_rule_that_never_reads_lr():
 
 
 def test_train_says_when_a_set_hyperparameter_is_never_read(capsys):
+    # (the Optimizer's warning, which this module's fixture would silence)
+    warnings.simplefilter("default", optdsl.UnreadHyperparameterWarning)
     assert main(["train", "r(lr=0.1, b=0.5) = 0.01*g", "--lr", "5", "--set", "b=0.2",
                  "--epochs", "1"]) == 0
     err = capsys.readouterr().err
-    assert "never reads lr" in err and "never reads b" in err
+    assert err.count("never reads lr") == 1 and err.count("never reads b") == 1  # said once
     assert main(["train", "sgd", "--lr", "0.1", "--epochs", "1"]) == 0
     assert "never reads" not in capsys.readouterr().err
     # maximize is not a hyperparameter of sgd's program but the Optimizer's: it changes the steps
@@ -109,3 +111,17 @@ def test_version_library_key_and_equiv_steps_zero(capsys):
     assert "adam" in optdsl.library and optdsl.library.get("adamm") is None
     # as optdsl.equivalent(steps=0): no unrolled steps, the proof decides
     assert main(["equiv", "sgd", "lr * g", "--steps", "0"]) == 0
+
+
+def test_the_optimizer_warns_of_a_value_set_that_the_rule_never_reads():
+    # 'r(lr=0.1) = 0.01*g' with lr=0.5: a scheduler on that lr would change nothing, silently
+    params = [torch.zeros(2, requires_grad=True)]
+    with pytest.warns(optdsl.UnreadHyperparameterWarning, match="never reads lr") as caught:
+        optdsl.Optimizer(params, "r(lr=0.1, b=0.5) = 0.01*g", lr=0.5)
+    assert len(caught) == 1 and caught[0].filename == __file__  # the user's line
+    with pytest.warns(optdsl.UnreadHyperparameterWarning, match="never reads b"):
+        optdsl.Optimizer([{"params": params, "b": 0.2}], "r(lr=0.1, b=0.5) = lr*g")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optdsl.Optimizer(params, "r(lr=0.1, b=0.5) = lr*g")  # a default left unread: no word
+        optdsl.Optimizer(params, "adam", lr=0.5, betas=(0.9, 0.99), weight_decay=0.1)

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+import warnings
 
 import numpy as np
 import torch
 
 from ..demo import train_digits
-from ..errors import HyperparameterError
+from ..errors import HyperparameterError, UnreadHyperparameterWarning
 from ..optimizer import Optimizer
 from . import (COMMANDS, count, load_rule, name_values, plot_file, positive_number,
                seed_number)
@@ -38,16 +38,15 @@ def cmd_train(argv) -> int:
                                       "twice (which one was meant?)")
         hypers["lr"] = args.lr
     torch.set_num_threads(1)
-    # bad names fail before training (on the interpreter: a backend's warnings come once, below)
+    # bad names fail before training (on the interpreter: a backend's warnings come once,
+    # below), and a value set that the rule never reads is said here, once
     Optimizer([torch.zeros(1, requires_grad=True)], rule, backend="eager", **hypers)
-    # (the rule's own hyperparameters: torch's switches and maximize are the Optimizer's)
-    for name in sorted(set(hypers) & set(rule.hypers) - rule.read_hypers()):
-        print(f"optdsl train: warning: rule {rule.name} never reads {name}: setting it changes "
-              "nothing", file=sys.stderr)
     shown = ", ".join(f"{k}={v}" for k, v in {**rule.defaults, **hypers}.items())
     print(f"training a 64-64-10 MLP on digits with {rule.name}({shown})")
     start = time.perf_counter()
-    result = train_digits(rule, args.epochs, args.batch_size, args.seed, **hypers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreadHyperparameterWarning)  # (said once, above)
+        result = train_digits(rule, args.epochs, args.batch_size, args.seed, **hypers)
     print(f"validation accuracy {result['accuracy']:.4f}  ({time.perf_counter() - start:.1f} s)")
     if result["diverged"]:
         print(f"diverged: the train loss is not finite from epoch {result['diverged']} on (a "
