@@ -433,8 +433,13 @@ class NeutralPool:
 
 def tournament(population: list, sample: int, rng) -> Tree:
     """The best of ``sample`` members of ``population`` drawn at random (with replacement)."""
+    return Tree.from_json(tournament_member(population, sample, rng)[0])
+
+
+def tournament_member(population: list, sample: int, rng) -> list:
+    """:func:`tournament`'s winner as the member it is: [tree json, reward]."""
     contenders = [population[rng.randrange(len(population))] for _ in range(sample)]
-    return Tree.from_json(max(contenders, key=lambda m: m[1])[0])
+    return max(contenders, key=lambda m: m[1])
 
 
 class GrammarRandomStrategy(SpaceStrategy):

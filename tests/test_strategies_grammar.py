@@ -744,7 +744,7 @@ def test_rl_warm_start_evaluates_the_library_first_and_resumes_mid_way():
     rl.observe([{"id": c.id, "status": "ok", "score": 0.5} for c in first + rest])
     assert len(rl.population) == 8 and rl.updates >= 2  # (free draws fill batches too)
     fresh = RLStrategy(seed=3, warm=True)
-    (tree, (decisions, logp)), = fresh._draws(1)
+    (tree, (decisions, logp, _)), = fresh._draws(1)
     replayed, _ = fresh.controller.replay([decisions])
     assert rl.space.decisions_of(tree) == decisions
     assert logp < 0 and float(replayed.detach()[0]) == pytest.approx(logp, abs=1e-4)
@@ -780,11 +780,11 @@ def test_rl_prior_is_the_initial_policy():
 def test_decisions_of_replays_to_the_same_tree_and_log_probability():
     space = Space("bello")
     rl = RLStrategy(seed=2)
-    for tree, (decisions, logp) in rl._draws(6):
-        assert space.decisions_of(tree) == decisions
+    for tree, (decisions, logp, parent_score) in rl._draws(6):
+        assert space.decisions_of(tree) == decisions and parent_score is None  # no edits
         assert space.source(space.decode(lambda r, ok, it=iter(d[1] for d in decisions):
                                          next(it))) == space.source(tree)
-    (tree, (decisions, logp)), = rl._draws(1)
+    (tree, (decisions, logp, _)), = rl._draws(1)
     replayed, _ = rl.controller.replay([decisions])
     assert float(replayed.detach()[0]) == pytest.approx(logp, abs=1e-4)
 
@@ -944,7 +944,43 @@ def test_rl_far_says_how_an_edit_outside_the_band_is_learned(far):
                     for c in cands])
     far_draws = rl.filter.stats.get("far", 0)
     assert far_draws > 0
-    unrewarded = sum(reward is None for _, reward, _ in rl.buffer)
+    unrewarded = sum(e[1] is None for e in rl.buffer)
     assert unrewarded == (far_draws if far == "baseline" else 0)
     with pytest.raises(ValueError, match="fail or baseline"):
         RLStrategy(far="skip")
+
+
+def test_rl_advantage_parent_measures_an_edit_against_the_program_it_edits():
+    """``advantage=parent``: an evaluated edit's advantage is its score minus its parent's (the
+    improvement the edit made); a fresh or warm draw's, and a draw learned without an
+    evaluation (degenerate, dead code), its reward minus the moving baseline."""
+    import torch
+    rl = RLStrategy(seed=0, edit=1.0, parents="population", advantage="parent", batch=10 ** 6)
+    scores = {}
+    for _ in range(4):
+        cands = rl.suggest(8)
+        results = [{"id": c.id, "rule": c.text, "status": "ok", "score": 1.0 / len(c.text)}
+                   for c in cands]
+        scores.update({r["rule"]: r["score"] for r in results})
+        rl.observe(results)
+    evaluated = [e for e in rl.buffer if e[1] is not None and e[1] > 0]
+    edits = [e for e in evaluated if e[3] is not None]
+    assert edits and len(edits) < len(evaluated)  # the first round had no parents to edit
+    assert {e[3] for e in edits} <= set(scores.values())  # each a parent's score
+    unevaluated = [e for e in rl.buffer if e[1] == rl.fail_reward]
+    assert unevaluated and all(e[3] is None for e in unevaluated)
+    # the update's advantage: reward - parent's score for an edit, reward - baseline otherwise
+    decisions = rl.buffer[0][0]
+    rl.buffer = [[decisions, 1.0, 0.0, 0.25], [decisions, 1.0, 0.0, None]]
+    rl.baseline = 0.5
+    logp = torch.zeros(2, requires_grad=True)
+    rl.controller.replay = lambda seqs, temperature: (logp, torch.zeros(2))
+    rl.entropy = 0.0
+    rl._update()
+    assert logp.grad.tolist() == pytest.approx([-0.75 / 2, -0.5 / 2])  # d(-mean(adv logp))
+    with pytest.raises(ValueError, match="baseline or parent"):
+        RLStrategy(advantage="best")
+    with pytest.raises(ValueError, match="needs edit > 0"):
+        RLStrategy(advantage="parent")
+    with pytest.raises(ValueError, match="needs edit > 0"):
+        RLStrategy(advantage="parent", edit=0.9, normalize=True)
