@@ -73,9 +73,10 @@ against their parent too, their failures outweighed everything and the policy co
 one program within 1,100 evaluations of ``match:powersign``). With the baseline an edit of a
 good parent is learned as a good draw whatever the edit did, as the child of a band stays near
 its parent: the policy learns to make the programs of good parents again, and any edit that
-leaves one nearly as it was (a small term in p: ``+ 0.1 p``). Measured with ``warm`` on seeds
-0-4 (BENCHMARKS.md): a proved member in 3 of 5 ``match:powersign`` searches against 0 of 5 with
-the baseline, 0 of 4 ``match:addsign`` ones against 3 of 5: not a default. All three
+leaves one nearly as it was (a small term in p: ``+ 0.1 p``). Measured with ``warm``
+(BENCHMARKS.md): a proved member in 3 of 5 ``match:powersign`` searches on seeds 0-4 against 0
+of 5 with the baseline, but 0 of 3 on seeds 5-7; 1 of 5 ``match:addsign`` ones against 3 of 5:
+not a default. All three
 take an entropy bonus (0.05 by default: with 0.01 the policy narrowed onto a few programs,
 96% and 98% of the draws of rediscovery seeds 1 and 4 were duplicates and seed 4 ran out of new
 candidates at 933 of 1,000 evaluations; with 0.05, 62% and 80%, both reached the budget;
