@@ -94,8 +94,7 @@ def main(argv=None) -> int:
             _, rl, state = _stored(path)
             rl.edit = 0.0
             before = operation_shares(rl)
-            rl.load_state_dict(state)
-            rl.edit = 0.0
+            rl.load_state_dict(state)  # (edits stay off: the state does not hold them)
             after = operation_shares(rl)
             moved = sorted(set(before) | set(after),
                            key=lambda op: -abs(after.get(op, 0) - before.get(op, 0)))[:8]

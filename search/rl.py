@@ -474,8 +474,8 @@ class RLStrategy(SpaceStrategy):
         elif self.normalize and len(rewards) > 1:  # the batch mean as baseline, its spread as unit
             adv = (rewards - rewards.mean()) / (float(rewards.std()) + 1e-8)
         else:  # (an edit with advantage=parent: against its parent's score, buffer's 4th)
-            adv = rewards - torch.tensor([self.baseline if len(e) < 4 or e[3] is None else e[3]
-                                          for e in batch], dtype=torch.float32)
+            adv = rewards - torch.tensor([self.baseline if e[3] is None else e[3] for e in batch],
+                                         dtype=torch.float32)
         batch, adv = batch + repeats, torch.cat([adv, torch.zeros(len(repeats))])
         old = torch.tensor([e[2] for e in batch])
         epochs = self.epochs if self.algo == "ppo" else 1
@@ -524,7 +524,9 @@ class RLStrategy(SpaceStrategy):
                 s["step"] = s["step"].reshape(())
         self.opt.load_state_dict({"state": opt_state, "param_groups": state["opt_groups"]})
         self.baseline = state["baseline"]
-        self.buffer = [[[tuple(d) for d in e[0]], *e[1:]] for e in state["buffer"]]
+        # (a buffer saved before ``advantage`` has no parent's score: None, the baseline)
+        self.buffer = [[[tuple(d) for d in e[0]], e[1], e[2], e[3] if len(e) > 3 else None]
+                       for e in state["buffer"]]
         self.updates = state["updates"]
         self.curve = [list(c) for c in state["curve"]]
         self.queue = [[r, [tuple(d) for d in dec], t] for r, dec, t in state["queue"]]

@@ -969,6 +969,13 @@ def test_rl_advantage_parent_measures_an_edit_against_the_program_it_edits():
     assert {e[3] for e in edits} <= set(scores.values())  # each a parent's score
     unevaluated = [e for e in rl.buffer if e[1] == rl.fail_reward]
     assert unevaluated and all(e[3] is None for e in unevaluated)
+    # a store saved before the option: its buffer has no parent's scores, learned as before
+    older = RLStrategy(seed=0, edit=1.0, parents="population", batch=10 ** 6)
+    state = rl.state_dict()
+    state["buffer"] = [e[:3] for e in state["buffer"]]
+    older.load_state_dict(state)
+    assert len(older.buffer) == len(rl.buffer) and all(e[3] is None for e in older.buffer)
+    older._update()
     # the update's advantage: reward - parent's score for an edit, reward - baseline otherwise
     decisions = rl.buffer[0][0]
     rl.buffer = [[decisions, 1.0, 0.0, 0.25], [decisions, 1.0, 0.0, None]]
