@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 CONST_PRIOR = (0.9, 0.99, 0.999, 0.5, 0.1, 0.01, 1.0, 2.0)
 HORIZON = 300  # the steps the grammars' decay operands are written for
 _DECAY_HORIZON = re.compile(r'("(?:linear|cosine|restart)_decay" "\(" "t" "," )"%d"' % HORIZON)
+_DECAY_STEPS = re.compile(r"\b((?:linear|cosine|restart)_decay\s*\(\s*t\s*,\s*)\d+\b")  # in a program
 GRAMMARS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "grammars")
 # the programs a curriculum of match searches on the library's rules outside the PowerSign/
 # AddSign family found (benchmarks/curriculum_prior.py; BENCHMARKS.md): prior_programs=curriculum
@@ -250,7 +251,10 @@ class Space:
         ``weight``; ``curriculum``: :data:`CURRICULUM`, shipped with the package): programs of
         this space separated by blank lines, ``#`` lines ignored; a
         SearchError naming the file and the program for one that is missing or not a program
-        of the space, or where ``weight`` is 0 (the file would change nothing)."""
+        of the space, or where ``weight`` is 0 (the file would change nothing). A decay is read
+        over this space's horizon whatever steps the file wrote (the shipped file's are the match
+        tasks' 300; a prior counts which operands a program uses, not their steps), so a search
+        of a 1,500-step task reads the same programs."""
         from .errors import SearchError
         if not weight > 0:
             raise SearchError("prior_programs counts programs in the prior: it needs prior > 0 "
@@ -262,7 +266,8 @@ class Space:
         except OSError as e:
             raise SearchError(f"prior_programs: cannot read {path}: {e.strerror}") from None
         lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
-        programs = [b.strip("\n") for b in re.split(r"\n\s*\n", "\n".join(lines)) if b.strip()]
+        programs = [_DECAY_STEPS.sub(lambda m: f"{m.group(1)}{self.horizon}", b.strip("\n"))
+                    for b in re.split(r"\n\s*\n", "\n".join(lines)) if b.strip()]
         for k, program in enumerate(programs, start=1):
             try:
                 self.parse(program)

@@ -61,3 +61,22 @@ def test_the_prior_counts_the_files_programs_besides_the_library_rules(tmp_path,
     binary = [a.alias for a in space.rules["binary"]]
     assert "binary" not in plain  # the library rules are single groups: no binary is counted
     assert learned["binary"][binary.index("mul")] > 1 / len(binary)
+
+
+@pytest.mark.parametrize("name", ["evolution", "rl"])
+def test_a_programs_file_counts_in_a_space_of_another_horizon(tmp_path, name):
+    """The shipped curriculum was written over the match tasks' 300 steps; a search of a
+    1,500-step task (mnist1d-mlp, whose decays run over its steps) reads the same programs with
+    its own decays, and counts the same choices."""
+    path = tmp_path / "p.txt"
+    path.write_text(TWO + "\nbello(lr=1):\n    x1 = (g) * (cosine_decay(t, 300, 0.5))\n"
+                    "    return lr * x1\n")
+    long, short = get_space("bello", horizon=1500), get_space("bello")
+    programs = long.read_programs(str(path))
+    assert "cosine_decay(t, 1500, 0.5)" in programs[2] and len(programs) == 3
+    assert [long.parse(p) for p in programs] == [short.parse(p) for p in short.read_programs(
+        str(path))]  # the same decisions: a decay is one choice whatever its steps
+    assert long.read_programs("curriculum")  # the shipped file, which held 300 in its decays
+    options = {"prior": 0.85, "prior_programs": "curriculum", "horizon": 1500}
+    assert make_strategy(name, options=options).prior == \
+        make_strategy(name, options={**options, "horizon": 300}).prior
