@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from .demo import digits_split, mlp
 from .errors import DSLError
 from .interpreter import Interpreter
 from .ir import Kind
+from .library import PROGRAMS
 from .optimizer import Optimizer
 from .rules import parse_embedded
 
@@ -37,10 +39,13 @@ def schedule_values(formula: str, steps: int) -> np.ndarray:
         makers = sorted({f"{n.op}()" for n in ir.topological([schedule])
                          if n.kind == Kind.TENSOR and not any(a.kind == Kind.TENSOR
                                                               for a in n.args)})
+        stateful = sorted({s.origin for s in rule.slots})
         what = (f"it reads {' and '.join(reads)}" if reads else "it keeps a state"
                 if rule.slots else f"{', '.join(makers) or 'it'} makes a tensor")
+        culprits = reads or [f"{op}(" for op in stateful] or [m[:-1] for m in makers]
+        column = _first_use(formula, culprits) or _first_use(formula, [f"{n}(" for n in PROGRAMS])
         raise DSLError(f"a schedule is a formula of t (and numbers), one number per step: "
-                       f"{what}")
+                       f"{what}", column and 1, column, formula)
     if "lr" in ir.walk_leaves([schedule], "hyper"):  # (it would read the wrapper's default)
         raise DSLError("a schedule is what lr is multiplied by: leave lr out of it "
                        "(warmup(t, 500) * cosine(t, 5000), not lr * ...)")
@@ -50,6 +55,16 @@ def schedule_values(formula: str, steps: int) -> np.ndarray:
     for t in range(1, steps + 1):
         out[t - 1] = interp.scalar_env(rule.defaults, t, {}, gen)[schedule]
     return out
+
+
+def _first_use(text: str, names: list) -> int | None:
+    """The 1-based column of the first of ``names`` (a name, or a call ``op(``) in ``text``
+    as a whole word (``g`` not in ``sign``), or None (a library rule's call reads g for the
+    schedule: ``t * adam()``)."""
+    hits = [m.start() + 1 for n in names for m in
+            [re.search(r"(?<![\w.])" + re.escape(n.rstrip("(")) + (r"\s*\(" if n.endswith("(")
+                                                                 else r"(?![\w(])"), text)] if m]
+    return min(hits, default=None)
 
 
 def plot_schedule(formula: str, steps: int, path: str) -> np.ndarray:

@@ -81,14 +81,17 @@ def test_a_closing_bracket_or_comma_is_expected_only_inside_brackets(text, brack
     assert ("')'" in expected) == brackets
 
 
-@pytest.mark.parametrize("formula, says", [("noise(1)", "noise() makes a tensor"),
-                                           ("warmup(t, 500) * g", "it reads g"),
-                                           ("p * t", "it reads p"),
-                                           ("ema(t, 0.9)", "it keeps a state")])
-def test_a_schedule_that_is_not_one_number_per_step_says_what_it_is(formula, says):
+@pytest.mark.parametrize("formula, says, column", [
+    ("noise(1)", "noise() makes a tensor", 1), ("warmup(t, 500) * g", "it reads g", 18),
+    ("p * t", "it reads p", 1), ("t * ema(t, 0.9)", "it keeps a state", 5),
+    ("cosine(t, 9) * (t > 2) * sign(g)", "it reads g", 31),  # a name, not a letter of one
+    ("sqrt(t) * prev(t)", "it keeps a state", 11)])
+def test_a_schedule_that_is_not_one_number_per_step_says_what_it_is(formula, says, column):
     from optdsl.lr_tools import schedule_values
-    with pytest.raises(optdsl.DSLError, match=re.escape(says)):
+    with pytest.raises(optdsl.DSLError, match=re.escape(says)) as e:
         schedule_values(formula, 10)
+    assert (e.value.line, e.value.column) == (1, column)  # with a caret under it
+    assert str(e.value).endswith(f"    {formula}\n    " + " " * (column - 1) + "^")
 
 
 @pytest.mark.parametrize("seed, error", [("a", "whole number"), (1.5, "whole number"),
