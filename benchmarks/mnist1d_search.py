@@ -1,7 +1,8 @@
 """BENCHMARK (not a test): what the MNIST-1D searches discovered (issue 13).
 
-Reads the SQLite stores of ``optdsl search --task mnist1d-mlp`` runs (one search per store, any
-strategy and seed) and the library leaderboard of ``benchmarks/leaderboard.py --cosine``, then:
+Reads the SQLite stores of ``optdsl search --task mnist1d-mlp`` (or ``mnist1d-cnn``) runs (one
+search per store, any strategy and seed, all of one task, the proxy) and the library leaderboard
+of ``benchmarks/leaderboard.py --cosine``, then:
 
 1. **Per search**: evaluations (strategy proposals, cache hits included), how many were
    promoted to the full protocol, wall time and seconds per evaluation; when a rule first
@@ -150,7 +151,7 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
     given = options.get("strategy_options") or {}
     label = search["strategy"] + "".join(f" {k}={v}" for k, v in sorted(given.items())
                                          if k != "horizon")  # horizon: set from the task
-    out = {"store": path, "strategy": search["strategy"], "label": label,
+    out = {"store": path, "task": task, "strategy": search["strategy"], "label": label,
            "seed": options.get("seed"),
            "horizon": store_horizon(search),
            "budget": search["budget"], "evaluations": evals, "full": full,
@@ -224,6 +225,21 @@ def store_horizon(search: dict) -> int:
     options = search["options"]
     settings = options.get("strategy_settings") or options.get("strategy_options") or {}
     return int(settings.get("horizon") or HORIZON)
+
+
+def store_task(stores: list) -> str:
+    """The task the searches of ``stores`` ran on; an exit naming them where they differ (a
+    search's figures are read against its own task's library)."""
+    from optdsl.search.store import Store
+    tasks = {}
+    for path in stores:
+        store = Store(path, create=False)
+        tasks.setdefault(store.search()["task"], []).append(path)
+        store.close()
+    if len(tasks) != 1:
+        sys.exit("the stores searched different tasks: " +
+                 "; ".join(f"{t}: {' '.join(p)}" for t, p in tasks.items()))
+    return next(iter(tasks))
 
 
 def found_rules(stores: list, top: int) -> list:
@@ -305,7 +321,7 @@ def plots(searches: list, adam: float | None, best_library: tuple, outdir: str) 
     ax.set_ylabel("best validation accuracy so far (full protocol)")
     # before a run's first full result, and after a shorter run's end, the median and range
     # are over the runs that have a value there
-    ax.set_title("MNIST-1D MLP: best-so-far per strategy")
+    ax.set_title(f"{searches[0]['task']}: best-so-far per strategy")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -315,7 +331,7 @@ def plots(searches: list, adam: float | None, best_library: tuple, outdir: str) 
     rl = [s for s in searches if s.get("reward_curve")]
     if rl:
         plot_reward_curves([(f"seed {s['seed']}", s["reward_curve"]) for s in rl],
-                           "RL controller reward curve, MNIST-1D MLP",
+                           f"RL controller reward curve, {rl[0]['task']}",
                            os.path.join(outdir, "rl_reward.png"))
 
 
@@ -341,7 +357,7 @@ def plot_proposal_quality(searches: list, path: str, block: int = 100) -> None:
         drawn[name] = drawn.get(name, 0) + 1
     ax.set_xlabel(f"evaluations (strategy proposals; blocks of {block})")
     ax.set_ylabel("median screening accuracy of the block (diverged: 0)")
-    ax.set_title("MNIST-1D MLP: what each search proposes over time (one line per seed)")
+    ax.set_title(f"{searches[0]['task']}: what each search proposes over time (one line per seed)")
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -429,8 +445,9 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=5, help="found rules to re-score")
     ap.add_argument("--library", type=int, default=3, help="library rules to re-score")
     ap.add_argument("--fresh-seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
-    ap.add_argument("--tasks", nargs="+", default=["mnist1d-cnn", "digits"],
-                    help="held-out tasks of the transfer")
+    ap.add_argument("--tasks", nargs="+", default=None,
+                    help="held-out tasks of the transfer (default: the other MNIST-1D task and "
+                         "digits)")
     ap.add_argument("--factor", type=int, default=3)
     ap.add_argument("--export", default="benchmarks/found")
     ap.add_argument("--workers", type=int, default=2, help="processes for re-scoring")
@@ -440,8 +457,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from optdsl.search.tasks import get_task
     os.makedirs(args.out, exist_ok=True)
-    proxy = "mnist1d-mlp"
+    proxy = store_task(args.stores)  # the task every store searched (mnist1d-mlp, -cnn)
+    held_out = args.tasks or [t for t in ("mnist1d-cnn", "mnist1d-mlp") if t != proxy][:1] \
+        + ["digits"]
+    if proxy in held_out:
+        sys.exit(f"--tasks: {proxy} is the task the searches ran on, not a held-out one")
     library = ranked_library(args.leaderboard, proxy)
+    if not library:
+        sys.exit(f"no row of {proxy} in {' '.join(args.leaderboard)}: run benchmarks/"
+                 f"leaderboard.py --tasks {proxy} --cosine first")
     top_lib = library[0]
     adam_lb = next((r["score"] for r in library if r["rule"] == "adam"), None)
     order = {n: i for i, n in enumerate(STRATEGY_ORDER)}
@@ -483,7 +507,7 @@ def main(argv=None) -> int:
                            args.export, proxy)
             md += ["", "Exported: " + ", ".join(f"`{p}`" for p in paths)]
             out["transfer"] = {}
-            for task in args.tasks:
+            for task in held_out:
                 held = ranked_library(args.leaderboard, task)[:3]
                 long_steps = get_task(task).steps * args.factor
                 entries = [(f"found {i + 1}", at_horizon(r["rule"], horizon[r["label"]],
