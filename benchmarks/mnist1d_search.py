@@ -357,7 +357,8 @@ def plot_proposal_quality(searches: list, path: str, block: int = 100) -> None:
         drawn[name] = drawn.get(name, 0) + 1
     ax.set_xlabel(f"evaluations (strategy proposals; blocks of {block})")
     ax.set_ylabel("median screening accuracy of the block (diverged: 0)")
-    ax.set_title(f"{searches[0]['task']}: what each search proposes over time (one line per seed)")
+    ax.set_title(f"{searches[0]['task']}: what each search proposes over time "
+                 "(one line per seed)")
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     fig.tight_layout()

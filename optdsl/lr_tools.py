@@ -61,10 +61,14 @@ def _first_use(text: str, names: list) -> int | None:
     """The 1-based column of the first of ``names`` (a name, or a call ``op(``) in ``text``
     as a whole word (``g`` not in ``sign``), or None (a library rule's call reads g for the
     schedule: ``t * adam()``)."""
-    hits = [m.start() + 1 for n in names for m in
-            [re.search(r"(?<![\w.])" + re.escape(n.rstrip("(")) + (r"\s*\(" if n.endswith("(")
-                                                                 else r"(?![\w(])"), text)] if m]
-    return min(hits, default=None)
+    columns = []
+    for name in names:
+        word = re.escape(name.rstrip("("))
+        after = r"\s*\(" if name.endswith("(") else r"(?![\w(])"  # a call, or a name alone
+        found = re.search(r"(?<![\w.])" + word + after, text)
+        if found:
+            columns.append(found.start() + 1)
+    return min(columns, default=None)
 
 
 def plot_schedule(formula: str, steps: int, path: str) -> np.ndarray:

@@ -416,7 +416,8 @@ class RLStrategy(SpaceStrategy):
     def _learn(self, tree: Tree, reward: float, meta, free: bool) -> None:
         decisions, logp = meta[:2]
         # ``advantage=parent``: an evaluated edit is measured against its parent's score
-        # (meta[2]); a draw learned without an evaluation (``free``) against the baseline
+        # (meta[2]); a draw learned without an evaluation (``free``) against the baseline, and
+        # so is a pending draw of a store saved before the option (its meta has two fields)
         base = meta[2] if self.advantage == "parent" and not free and len(meta) > 2 else None
         self.buffer.append([decisions, None if reward is None else float(reward), float(logp),
                             base])

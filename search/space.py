@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 CONST_PRIOR = (0.9, 0.99, 0.999, 0.5, 0.1, 0.01, 1.0, 2.0)
 HORIZON = 300  # the steps the grammars' decay operands are written for
 _DECAY_HORIZON = re.compile(r'("(?:linear|cosine|restart)_decay" "\(" "t" "," )"%d"' % HORIZON)
-_DECAY_STEPS = re.compile(r"\b((?:linear|cosine|restart)_decay\s*\(\s*t\s*,\s*)\d+\b")  # in a program
+# a decay's steps in a program's text (Space.read_programs reads them over its horizon)
+_DECAY_STEPS = re.compile(r"\b((?:linear|cosine|restart)_decay\s*\(\s*t\s*,\s*)\d+\b")
 GRAMMARS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "grammars")
 # the programs a curriculum of match searches on the library's rules outside the PowerSign/
 # AddSign family found (benchmarks/curriculum_prior.py; BENCHMARKS.md): prior_programs=curriculum
