@@ -170,7 +170,7 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
 
 
 def _screen_score(e: dict) -> float:
-    """An evaluation's screening score (seed 0, 5 rates, 200 steps); 0 for one that diverged or
+    """An evaluation's screening score (the store's screening rung); 0 for one that diverged or
     failed there."""
     if e.get("screen_score") is not None:
         return e["screen_score"]

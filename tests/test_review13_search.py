@@ -56,7 +56,7 @@ def _adam_rows(store, task):
 
 
 def test_a_baseline_or_seed_never_answers_with_a_screened_out_row(tmp_path):
-    # a strategy's candidate equal to adam was screened out (one seed, 200 steps); adam as a
+    # a strategy's candidate equal to adam was screened out (one seed, a short screen); adam as a
     # later search's baseline and seed took that row from the cache and was listed with it
     scores = {t: 0.5 + 0.01 * i for i, t in enumerate(FILLERS)}
     scores[ADAM] = 0.40

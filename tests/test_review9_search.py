@@ -154,7 +154,7 @@ def test_a_seed_file_is_read_as_program_files_are(tmp_path, capsys):
 
 
 def test_the_curves_plot_shows_full_protocol_candidates_only(tmp_path, monkeypatch):
-    # plot_curves drew a candidate the screening rung stopped (one seed, 200 steps) among the
+    # plot_curves drew a candidate the screening rung stopped (one seed, a short screen) among the
     # "top rules" beside the full-protocol curves (3 seeds, 1,500 steps), though export and
     # the progress plot leave partial rungs out: on a small MNIST-1D store three of its four
     # "top rules" were screened-out rules
