@@ -242,6 +242,35 @@ def store_task(stores: list) -> str:
     return next(iter(tasks))
 
 
+def screen_notes(stores: list, leaderboards: list, task: str) -> list:
+    """Lines that say where the stores, or the stores and the library's leaderboard, were
+    screened under different rungs (a screen decides which candidates are promoted and, for
+    the library, which rates its full rung runs: their figures are then not like for like)."""
+    from optdsl.search.store import Store
+    rungs = {}
+    for path in stores:
+        store = Store(path, create=False)
+        screen = (store.search()["protocol_config"] or {}).get("screen") or {}
+        store.close()
+        rungs.setdefault(_rung_text(screen), []).append(os.path.basename(path))
+    for path in leaderboards:
+        with open(path) as f:
+            plan = (json.load(f).get("plans") or {}).get(task)
+        if plan:
+            rungs.setdefault(_rung_text(plan.get("screen") or {}), []).append(path)
+    if len(rungs) < 2:
+        return []
+    return ["Screened under different rungs: " + "; ".join(
+        f"{rung}: {', '.join(paths)}" for rung, paths in rungs.items()) + ".", ""]
+
+
+def _rung_text(screen: dict) -> str:
+    if not screen:
+        return "no screen"
+    return (f"seeds {screen.get('seeds')} x rates {screen.get('lr_grid')}, "
+            f"{screen.get('steps')} steps")
+
+
 def found_rules(stores: list, top: int) -> list:
     """The ``top`` distinct best full-protocol rules of all ``stores`` (not baselines):
     (label, program, store key, horizon) each."""
@@ -477,6 +506,7 @@ def main(argv=None) -> int:
     plots(searches, adam, (top_lib["rule"], top_lib["score"]), args.out)
     md = [f"Library on {proxy}: best {top_lib['rule']} {top_lib['score']:.4f} ± "
           f"{top_lib['score_se']:.4f}; adam {adam:.4f} (the searches' own baseline).", ""]
+    md += screen_notes(args.stores, args.leaderboard, proxy)
     md += search_table(searches)
     md += ["", "Where the time goes (durations measured in the workers; 'screen': stopped at "
            "the screening rung, 'middle': promoted and stopped at the full rung's middle "

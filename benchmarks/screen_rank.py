@@ -48,28 +48,40 @@ def screen_scores(rows: list, texts: dict, task, rung: dict) -> list:
     return out
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     from scipy.stats import spearmanr
 
     from leaderboard import entries
     from optdsl.search.tasks import get_task
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--leaderboard", required=True, help="a leaderboard.json of one task")
+    ap.add_argument("--leaderboard", required=True, help="a leaderboard.json")
+    ap.add_argument("--task", help="its task's rows (needed where it holds several tasks)")
     ap.add_argument("--rung", action="append", required=True, help="SEEDS/LRS/STEPS or task")
     ap.add_argument("--top", type=int, default=7, help="rows the screen puts first, averaged")
     args = ap.parse_args(argv)
-    rows = [r for r in json.load(open(args.leaderboard))["rows"] if r.get("score") is not None]
-    tasks = {r["task"] for r in rows}
-    if len(tasks) != 1:
-        raise SystemExit(f"{args.leaderboard}: one task's leaderboard, not {sorted(tasks)}")
-    task = get_task(tasks.pop())
+    with open(args.leaderboard) as f:
+        board = json.load(f)
+    tasks = sorted({r["task"] for r in board["rows"]})
+    name = args.task or (tasks[0] if len(tasks) == 1 else None)
+    if name not in tasks:
+        print(f"{args.leaderboard} holds {', '.join(tasks)}: give one with --task",
+              file=sys.stderr)
+        return 2
+    task = get_task(name)
+    task.stacked.data()  # built once, outside the clock
+    rows = [r for r in board["rows"] if r["task"] == name]
+    unscored = len(rows)
+    rows = [r for r in rows if r.get("score") is not None]
     texts = dict(entries(True, task.steps))
     full = [r["score"] for r in rows]
     by_full = sorted(range(len(rows)), key=lambda i: -full[i])
-    best = by_full[0]
-    print(f"{task.name}: {len(rows)} rows; best {rows[best]['rule']} {full[best]:.4f}")
+    best, top_n = by_full[0], min(args.top, len(rows))
+    made = (board.get("plans", {}).get(name) or {}).get("screen") or {}
+    made = {k: made[k] for k in ("seeds", "lr_grid", "steps") if k in made} or None
+    print(f"{name}: {len(rows)} rows with a full score ({unscored - len(rows)} without); best "
+          f"{rows[best]['rule']} {full[best]:.4f}; the leaderboard's own screen: {made}")
     print("| screening rung | copy-steps | Spearman with the full score | "
-          f"full rank of the screen's top {args.top} (mean) | screen rank of the best row | wall |")
+          f"full rank of the screen's top {top_n} (mean) | screen rank of the best row | wall |")
     print("|---|---:|---:|---:|---:|---:|")
     for text in args.rung:
         rung = parse_rung(text, task)
@@ -77,11 +89,12 @@ def main(argv=None) -> None:
         scores = screen_scores(rows, texts, task, rung)
         wall = time.monotonic() - started
         by_screen = sorted(range(len(rows)), key=lambda i: -scores[i])
-        top = sum(by_full.index(i) + 1 for i in by_screen[:args.top]) / args.top
+        top = sum(by_full.index(i) + 1 for i in by_screen[:top_n]) / top_n
         cost = len(rung["seeds"]) * len(rung["lr_grid"]) * rung["steps"]
         print(f"| {text} | {cost} | {spearmanr(scores, full).statistic:+.2f} | {top:.1f} | "
               f"{by_screen.index(best) + 1} | {wall:.0f} s |", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
