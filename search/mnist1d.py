@@ -82,12 +82,12 @@ def make(layers, seed: int):
 # the 3 half decades nearest the screen's best learning rate (9 copies instead of 30), and
 # pauses at step 600, the middle rung (search/fidelity.py: a promoted candidate below the
 # search's median there stops). The screen's grid has the full grid's spacing: the screen it
-# replaced (decades 1e-4..1, 5 copies, 200 steps; this one costs about 1.25 times as much)
+# replaced (decades 1e-4..1, 5 copies, 200 steps; this one costs about 1.3 times as much)
 # ranked the 70 tuned rows of the MLP's library leaderboard with Spearman -0.07 against
 # their full scores, a lottery among the fair rules (BENCHMARKS.md, "A screen that ranks";
 # benchmarks/screen_rank.py). It reaches down to 1e-3 for the searches' candidates: library
-# rules are best at 10^-2.5 and above, but a third of the MLP searches' full results were best
-# at the lowest rate a screen from 1e-2 leaves them (10^-2.5).
+# rules are best at 10^-2.5 and above, but a third of an MLP random-grammar search's full
+# results were best at the lowest rate a screen from 1e-2 leaves them (10^-2.5).
 HALF_DECADES = tuple(float(f"{10 ** (k / 2):.4g}") for k in range(-8, 2))
 PROTOCOL = {"seeds": (0, 1, 2), "lr_grid": HALF_DECADES,
             "screen": {"seeds": [0], "lr_grid": list(HALF_DECADES[2:]), "steps": 200,
