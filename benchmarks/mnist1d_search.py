@@ -252,19 +252,20 @@ def screen_notes(stores: list, leaderboards: list, task: str) -> list:
         store = Store(path, create=False)
         screen = (store.search()["protocol_config"] or {}).get("screen") or {}
         store.close()
-        rungs.setdefault(_rung_text(screen), []).append(os.path.basename(path))
+        rungs.setdefault(rung_text(screen), []).append(os.path.basename(path))
     for path in leaderboards:
         with open(path) as f:
             plan = (json.load(f).get("plans") or {}).get(task)
         if plan:
-            rungs.setdefault(_rung_text(plan.get("screen") or {}), []).append(path)
+            rungs.setdefault(rung_text(plan.get("screen") or {}), []).append(path)
     if len(rungs) < 2:
         return []
     return ["Screened under different rungs: " + "; ".join(
         f"{rung}: {', '.join(paths)}" for rung, paths in rungs.items()) + ".", ""]
 
 
-def _rung_text(screen: dict) -> str:
+def rung_text(screen: dict) -> str:
+    """A screening rung in words (its seeds, rates and steps)."""
     if not screen:
         return "no screen"
     return (f"seeds {screen.get('seeds')} x rates {screen.get('lr_grid')}, "

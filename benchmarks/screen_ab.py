@@ -13,11 +13,15 @@ candidates the two share.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def summary(path: str) -> dict:
     """What one store's search promoted and found (strategy candidates only)."""
+    from mnist1d_search import rung_text
     from optdsl.search.store import Store
     store = Store(path, create=False)
     search = store.search()
@@ -27,10 +31,7 @@ def summary(path: str) -> dict:
     store.close()
     full = sorted((r for r in rows if r["rung"] == "full" and r["score"] is not None),
                   key=lambda r: -r["score"])
-    screen = search["protocol_config"].get("screen") or {}
-    rates = screen.get("lr_grid") or [0]
-    return {"path": path, "screen": f"{len(rates)} rates {min(rates):g}..{max(rates):g}, "
-                                    f"{screen.get('steps')} steps",
+    return {"path": path, "screen": rung_text(search["protocol_config"].get("screen") or {}),
             "evaluations": len(rows),
             "promoted": {r["rule_hash"] for r in rows if r["rung"] in ("middle", "full")},
             "full": full, "worker_s": sum(r["duration"] or 0 for r in rows)}

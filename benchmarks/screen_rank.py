@@ -27,9 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def parse_rung(text: str, task) -> dict:
     """A rung from ``SEEDS/LRS/STEPS`` or ``task`` (the task's own screening rung)."""
     if text == "task":
-        screen = task.protocol["screen"]
-        return {"seeds": list(screen["seeds"]), "lr_grid": list(screen["lr_grid"]),
-                "steps": screen["steps"], "eval_every": screen["eval_every"]}
+        from optdsl.search.fidelity import rungs
+        return rungs(task.protocol, task)["screen"]
     seeds, lrs, steps = text.split("/")
     return {"seeds": [int(s) for s in seeds.split(",")],
             "lr_grid": [float(x) for x in lrs.split(",")], "steps": int(steps),

@@ -71,8 +71,8 @@ def test_the_screen_samples_the_full_grid_at_its_spacing(name):
     # tuned rows with Spearman -0.07 against their full scores (BENCHMARKS.md): a rule best
     # at 10^-0.5 was judged by 0.1 or 1. Its rates are consecutive points of the full grid,
     # the full grid's top included; they reach down to 1e-3, where searches' candidates are
-    # often best (a screen from 1e-2 left a third of an MLP search's full results at the
-    # lowest rate of their window); one seed, so that it stays a cheap rung
+    # often best (a screen from 1e-2 left a third of an MLP random-grammar search's full
+    # results at the lowest rate of their window); one seed, so that it stays a cheap rung
     protocol = get_task(name).protocol
     full, screen = list(protocol["lr_grid"]), protocol["screen"]["lr_grid"]
     start = full.index(screen[0])
