@@ -103,14 +103,17 @@ BELLO_WARM = {
 }
 
 
+BELLO_SPACES = ("bello", "bello4")  # grammars/bello.lark and its 4-group variant
+
+
 def bello_program(group: str) -> str:
     return f"bello(lr=1):\n    {group}\n    return lr * x1"
 
 
 def library_programs(space_name: str, space_obj=None) -> list:
     """The warm-start library rules (``BELLO_WARM``) as programs of the named space: only the
-    stock bello space writes them (another space, or a space object passed in, gets none)."""
-    if space_name != "bello" or space_obj is not None:
+    stock Bello spaces write them (another space, or a space object passed in, gets none)."""
+    if space_name not in BELLO_SPACES or space_obj is not None:
         return []
     return [bello_program(g) for g in BELLO_WARM.values()]
 

@@ -1,6 +1,7 @@
 """Search spaces as grammars: sampling, decoding decisions to programs, tree mutations.
 
 A space is a file in ``grammars/`` (``bello.lark``: Neural Optimizer Search, Bello et al. 2017;
+``bello4.lark``: the same with up to 4 groups, importing bello.lark's functions and operands;
 ``statements.lark``: short programs of assignments in the style of the Lion search, Chen et al.
 2023). The file is a Lark grammar that parses exactly the programs of the space; this module
 reads it with Lark itself (``Lark(text).rules``: each rule's origin, expansion and alias, the
@@ -51,7 +52,7 @@ CURRICULUM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "curriculu
 
 
 def grammar_path(name: str) -> str:
-    """The file of space ``name`` (bello | statements): the installed package's or the repo's."""
+    """The file of space ``name`` (one of SPACES): the installed package's or the repo's."""
     try:
         from importlib import resources
         p = resources.files("optdsl.grammars") / f"{name}.lark"
@@ -109,11 +110,26 @@ class Tree:
 NEWLINE = "\n    "  # what a newline terminal (_NL) renders as: statements of one block
 
 
-def read_grammar(text: str):
+def over_horizon(text: str, horizon: int) -> str:
+    """A space file's text with its decay operands over ``horizon`` steps (HORIZON: as written)."""
+    return _DECAY_HORIZON.sub(lambda m: f'{m.group(1)}"{int(horizon)}"', text)
+
+
+def _space_files(horizon: int):
+    """Lark's loader of ``%import .NAME``: space NAME's file, its decays over ``horizon``
+    steps (``bello4.lark`` imports ``bello.lark``'s functions and operands)."""
+    def load(_base_path, path: str):
+        found = grammar_path(os.path.splitext(os.path.basename(path))[0])
+        with open(found) as f:  # an OSError tells Lark to try its next place
+            return found, over_horizon(f.read(), horizon)
+    return load
+
+
+def read_grammar(text: str, horizon: int = HORIZON):
     """({rule: [Alt, ...]}, the Lark parser) of a space grammar, from Lark's own rule objects."""
     from lark import Lark
     from lark.lexer import PatternStr
-    parser = Lark(text, parser="earley")
+    parser = Lark(text, parser="earley", import_paths=[_space_files(horizon)])
     literal = {t.name: t.pattern.value for t in parser.terminals
                if isinstance(t.pattern, PatternStr)}
     rules: dict = {}
@@ -146,13 +162,11 @@ class Space:
         if text is None:
             with open(grammar_path(name)) as f:
                 text = f.read()
-        if horizon is not None and horizon != HORIZON:
-            if horizon < 1:
-                raise ValueError(f"horizon must be a number of steps >= 1, not {horizon}")
-            text = _DECAY_HORIZON.sub(lambda m: f'{m.group(1)}"{int(horizon)}"', text)
+        if horizon is not None and horizon < 1:
+            raise ValueError(f"horizon must be a number of steps >= 1, not {horizon}")
         self.horizon = horizon or HORIZON
-        self.text = text
-        self.rules, self.parser = read_grammar(text)
+        self.text = text = over_horizon(text, self.horizon)
+        self.rules, self.parser = read_grammar(text, self.horizon)
         self.start = "start"
         # decision rules (more than one alternative, or const): what a policy chooses
         self.decisions = [r for r, alts in self.rules.items() if len(alts) > 1 or r == "const"]
@@ -564,7 +578,7 @@ def _strip_unset(t: Tree) -> Tree:
     return Tree(t.rule, t.alt, [_strip_unset(c) for c in t.children], t.value)
 
 
-SPACES = ("bello", "statements")
+SPACES = ("bello", "bello4", "statements")
 
 
 def get_space(name: str, horizon: int | None = None) -> Space:

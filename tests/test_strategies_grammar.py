@@ -30,7 +30,7 @@ POWERSIGN = """bello(lr=1):
     return lr * x2"""
 
 
-@pytest.mark.parametrize("name", ["bello", "statements"])
+@pytest.mark.parametrize("name", ["bello", "bello4", "statements"])
 def test_every_sample_is_a_program_of_the_language_and_of_the_space(name):
     space = Space(name)
     rng = random.Random(0)
@@ -98,6 +98,48 @@ def test_insert_and_delete_groups_keep_references_consistent():
                for d in deleted)
     assert space.insert(space.insert(tree, rng)[0], rng) is None  # three groups: the most
     assert space.delete(space.delete(tree, rng)[0], rng) is None  # one group: the fewest
+
+
+ADDSIGN_COSINE = """bello(lr=1):
+    x1 = (sign(g)) * (sign(ema(g, 0.9)))
+    x2 = (1) + (x1)
+    x3 = (x2) * (g)
+    x4 = (x3) * (cosine_decay(t, 300, 0.5))
+    return lr * x4"""
+
+
+def test_the_four_group_space_writes_addsign_with_a_decay_and_holds_bellos_programs():
+    """bello4.lark imports bello.lark's functions and operands and allows a fourth group:
+    AddSign times a cosine decay (the MNIST-1D MLP's best tuned library rule) is one of its
+    programs and no program of bello's; every bello program is a bello4 program; its
+    operators reach four groups; the imported decays follow the space's horizon; the
+    evolution's warm starts are written in it."""
+    from optdsl.search.evolution import library_programs
+    four, three = Space("bello4"), Space("bello")
+    assert four.contains(ADDSIGN_COSINE) and not three.contains(ADDSIGN_COSINE)
+    assert family(ADDSIGN_COSINE) == "addsign"
+    assert four.n_choices["body"] == 4 and four.n_choices["ref"] == 3
+    assert {k: v for k, v in four.n_choices.items() if k not in ("body", "ref")} == \
+        {k: v for k, v in three.n_choices.items() if k not in ("body", "ref")}
+    rng = random.Random(0)
+    for _ in range(100):
+        source = three.source(three.sample(rng))
+        assert four.contains(source) and four.source(four.parse(source)) == source
+    depths = {len(four.groups_of(four.sample(rng))) for _ in range(200)}
+    assert depths == {1, 2, 3, 4}
+    tree = three.parse(POWERSIGN)
+    child = four.parse(three.source(tree))
+    child = four.insert(child, rng)[0]
+    assert len(four.groups_of(child)) == 3
+    child = four.insert(child, rng)[0]
+    assert len(four.groups_of(child)) == 4 and four.dead_local(child) is None
+    assert four.insert(child, rng) is None  # four groups: the most
+    optdsl.parse(four.source(child))
+    long = Space("bello4", horizon=1500)
+    flat = [long.source(long.sample(rng)).replace(" ", "") for _ in range(300)]
+    assert any("_decay(t,1500" in t for t in flat) and not any("_decay(t,300" in t for t in flat)
+    assert library_programs("bello4") == library_programs("bello") != []
+    assert all(four.contains(p) for p in library_programs("bello4"))
 
 
 def test_bello_space_holds_powersign_and_the_library_names_it():
