@@ -10,7 +10,8 @@ error over seeds and the seed-mean validation loss there). A rule the protocol c
 ``--horizons`` re-scores such runs as if they had stopped earlier (no schedule depends on
 the horizon except the cosine variants, which are left out of those tables).
 
-Rules run in ``--workers`` processes, each on one thread. Writes ``--out``/leaderboard.json
+``--programs FILE`` scores the programs of a file instead (a search's stepping stones, found
+rules), under the same protocol. Rules run in ``--workers`` processes, each on one thread. Writes ``--out``/leaderboard.json
 (every run's curve, for re-analysis) and leaderboard.md (one table per task).
 
     flock /tmp/optdsl-heavy.lock .venv/bin/python benchmarks/leaderboard.py --cosine
@@ -27,9 +28,16 @@ from concurrent.futures import ProcessPoolExecutor
 TASKS = ("mnist1d-mlp", "mnist1d-cnn")
 
 
-def entries(cosine: bool, steps: int, names=None) -> list:
-    """(label, program text) of every library rule, then their cosine-decayed variants."""
+def entries(cosine: bool, steps: int, names=None, programs=None) -> list:
+    """(label, program text) of every library rule (or of the programs of a file: one per
+    paragraph, labelled by its first '# ' line), then their cosine-decayed variants."""
     from optdsl.library import library, source
+    if programs:
+        from optdsl.search.engine import read_seeds
+        texts = read_seeds(programs)
+        labels = [next((l.strip()[2:] for l in t.splitlines() if l.strip().startswith("# ")),
+                       f"program {k}") for k, t in enumerate(texts, 1)]
+        return list(zip(labels, texts))
     names = list(names or library)
     out = [(n, source(n)) for n in names]
     if cosine:
@@ -120,6 +128,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     ap.add_argument("--rules", nargs="+", help="library names (default: all)")
+    ap.add_argument("--programs", help="score the programs of this file instead (one per "
+                    "paragraph, labelled by its first '# ' line; no --cosine variants)")
     ap.add_argument("--cosine", action="store_true", help="also each rule x cosine decay")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--eval-every", type=int)
@@ -149,7 +159,7 @@ def main(argv=None) -> int:
         whole_grid = bool(overrides) or task.protocol is None  # one batched call per rule
         plans[name] = rung if whole_grid else plan
         jobs += [(name, label, text, rung if whole_grid else None) for label, text in
-                 entries(args.cosine, rung["steps"], args.rules)]
+                 entries(args.cosine, rung["steps"], args.rules, args.programs)]
     jobs.sort(key=lambda j: j[1].endswith("+cos"))  # every plain rule first
     if args.render:
         with open(os.path.join(args.out, "partial.jsonl")) as f:

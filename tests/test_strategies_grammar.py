@@ -142,6 +142,27 @@ def test_the_four_group_space_writes_addsign_with_a_decay_and_holds_bellos_progr
     assert all(four.contains(p) for p in library_programs("bello4"))
 
 
+def test_the_stepping_stones_to_addsign_with_a_decay_are_bello4_programs():
+    """benchmarks/addsign_cosine_path.txt (scored by benchmarks/leaderboard.py --programs):
+    each paragraph a program of bello4 over the MNIST-1D horizon, labelled by its comment, the
+    AddSign rows members and the others not."""
+    import importlib.util
+    import os
+    repo = os.path.join(os.path.dirname(__file__), os.pardir)
+    spec = importlib.util.spec_from_file_location(
+        "leaderboard", os.path.join(repo, "benchmarks", "leaderboard.py"))
+    leaderboard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(leaderboard)
+    rows = leaderboard.entries(True, 1500, programs=os.path.join(
+        repo, "benchmarks", "addsign_cosine_path.txt"))
+    assert rows[0][0] == "sgd (warm start)" and len(rows) == 11  # no +cos variants of these
+    four = Space("bello4", horizon=1500)
+    for label, text in rows:
+        body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+        assert four.contains(body), label
+        assert (family(text) is not None) == ("addsign" in label or "powersign" in label), label
+
+
 def test_bello_space_holds_powersign_and_the_library_names_it():
     space = Space("bello")
     assert space.contains(POWERSIGN)
