@@ -8,7 +8,9 @@ each screening rung given, and prints the Spearman rank correlation of the scree
 with the full scores, the full-score rank of the rows the screen puts first, where the
 leaderboard's best row lands, and the rung's wall time on this machine (one process, torch's
 threads). A rung is ``SEEDS/LRS/STEPS``: seeds and learning rates comma-separated, e.g.
-``0/1e-4,1e-3,1e-2,1e-1,1/200``; ``task`` stands for the task's own screening rung.
+``0/1e-4,1e-3,1e-2,1e-1,1/200``; ``task`` stands for the task's own screening rung; a suffix
+``/budget`` runs the rules' schedules over the rung's steps (``fidelity.on_budget``), ``/plain``
+over the full training's.
 
     .venv/bin/python benchmarks/screen_rank.py --leaderboard runs/leaderboard/leaderboard.json \\
         --rung task --rung 0/1e-4,1e-3,1e-2,1e-1,1/200
@@ -25,14 +27,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_rung(text: str, task) -> dict:
-    """A rung from ``SEEDS/LRS/STEPS`` or ``task`` (the task's own screening rung)."""
-    if text == "task":
+    """A rung from ``SEEDS/LRS/STEPS`` or ``task`` (the task's own screening rung), either
+    followed by ``/budget`` (schedules read over the rung's steps: fidelity.on_budget) or
+    ``/plain`` (not)."""
+    parts = text.split("/")
+    aware = {"budget": True, "plain": False}.get(parts[-1])
+    if aware is not None:
+        parts = parts[:-1]
+    if parts == ["task"]:
         from optdsl.search.fidelity import rungs
-        return rungs(task.protocol, task)["screen"]
-    seeds, lrs, steps = text.split("/")
-    return {"seeds": [int(s) for s in seeds.split(",")],
-            "lr_grid": [float(x) for x in lrs.split(",")], "steps": int(steps),
-            "eval_every": min(50, int(steps))}
+        rung = dict(rungs(task.protocol, task)["screen"])
+    else:
+        seeds, lrs, steps = parts
+        rung = {"seeds": [int(s) for s in seeds.split(",")],
+                "lr_grid": [float(x) for x in lrs.split(",")], "steps": int(steps),
+                "eval_every": min(50, int(steps))}
+    if aware is not None:
+        rung["budget_aware"] = aware
+    return rung
 
 
 def screen_scores(rows: list, texts: dict, task, rung: dict) -> list:

@@ -75,6 +75,8 @@ def train_rung(rule, task, rung: dict, deadline=None, sequential: bool = False,
     checkpoint ``keep_going(runs so far)`` decides whether the runs go on (one after the other,
     they run to the end and are cut after the fact: the same result, no time saved)."""
     seeds, lrs, steps, every = rung["seeds"], rung["lr_grid"], rung["steps"], rung["eval_every"]
+    if rung.get("budget_aware"):
+        rule = on_budget(rule, steps, task.steps)
     if task.stacked is not None and not sequential:
         from .batched import train_copies
         return train_copies(rule, task, seeds, lrs, steps, every, deadline, pause)
@@ -85,6 +87,45 @@ def train_rung(rule, task, rung: dict, deadline=None, sequential: bool = False,
         if any(r["status"] == "ok" for r in cut) and not pause[1](cut):
             return cut
     return runs
+
+
+def on_budget(rule, steps: int, full_steps: int):
+    """``rule`` as a rung of ``steps`` steps runs it in place of a training of ``full_steps``:
+    each schedule (``optdsl.schedules``: ``cosine_decay(t, 1500)``, ``warmup(t, 100)``, ...)
+    reads the step of the full training that the rung's step stands for, ``1 + (t - 1)
+    full_steps / steps``, so a decay over the whole training completes within the rung, as a
+    budget-aware schedule does (Li, Yumer & Ramanan, "Budgeted Training: Rethinking Deep Neural
+    Network Training Under Resource Constraints", ICLR 2020). Every other reading of ``t``
+    (Adam's bias correction, Lookahead's ``every(t, k)``) is the rung's own step. The rule
+    itself when the rung is not shorter or nothing reads a schedule."""
+    from dataclasses import replace
+
+    from optdsl import ir
+    from optdsl.schedules import SCHEDULES
+    if steps >= full_steps:
+        return rule
+    one = ir.const(1.0)
+    full_t = ir.node("add", (one, ir.node("mul", (ir.node("sub", (ir.T, one)),
+                                                  ir.const(full_steps / steps)))))
+    memo: dict = {}
+
+    def walk(n, inside: bool):
+        key = (id(n), inside)
+        if key not in memo:
+            if n is ir.T:
+                out = full_t if inside else n
+            else:
+                args = tuple(walk(a, inside or n.op in SCHEDULES) for a in n.args)
+                out = n if args == n.args else ir.node(n.op, args, n.value, n.kind)
+            memo[key] = (n, out)  # n kept alive: ids of interned nodes stay unique
+        return memo[key][1]
+
+    slots = [replace(s, init=walk(s.init, False), update=walk(s.update, False))
+             for s in rule.slots]
+    checks = tuple((prim, param, walk(arg, prim in SCHEDULES))
+                   for prim, param, arg in rule.range_checks)
+    return replace(rule, update=walk(rule.update, False), new_p=walk(rule.new_p, False),
+                   slots=slots, range_checks=checks)
 
 
 def until(run: dict, step: int) -> dict:

@@ -159,3 +159,31 @@ def test_a_schema_2_store_is_upgraded_in_place(tmp_path):
     columns = {r[1] for r in store.conn.execute("PRAGMA table_info(evaluations)")}
     assert {"rung", "score_se", "val_loss", "screen_score", "middle_score"} <= columns
     assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "4"
+
+
+def test_a_budget_aware_rung_runs_schedules_over_its_own_steps():
+    """fidelity.on_budget: a rung of 200 steps standing for a training of 1,500 feeds each
+    schedule the full training's step 1 + (t - 1) * 7.5, so a cosine decay over 1,500 steps
+    reaches its end within the rung; Adam's bias correction, t outside a schedule, keeps the
+    rung's own step; a rung as long as the training, or a rule without schedules, is unchanged."""
+    import torch
+
+    import optdsl
+    from optdsl.schedules import cosine_decay, warmup
+    from optdsl.search.fidelity import on_budget
+    rule = optdsl.parse("r(lr=1) = lr * cosine_decay(t, 1500) * warmup(max(t - 1, 1), 30) "
+                        "* g * (1 - 0.9^t)")
+    short = on_budget(rule, 200, 1500)
+    p = torch.zeros(1, dtype=torch.float64)
+    opt = optdsl.Optimizer([p], short)
+    for t in range(1, 201):
+        p.zero_()  # the rule keeps no state: -p is this step's update
+        p.grad = torch.ones(1, dtype=torch.float64)
+        opt.step()
+        full_t = 1 + (t - 1) * 7.5
+        want = cosine_decay(full_t, 1500) * warmup(max(full_t - 1, 1), 30) * (1 - 0.9 ** t)
+        assert -p.item() == pytest.approx(want, rel=1e-12, abs=1e-300)
+    assert want < 1e-4  # the decay has run its course within the rung
+    assert on_budget(rule, 1500, 1500) is rule
+    plain = optdsl.parse("r(lr=1) = lr * g * (1 - 0.9^t)")
+    assert on_budget(plain, 200, 1500).update is plain.update
