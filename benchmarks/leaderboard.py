@@ -101,7 +101,8 @@ def describe(plan: dict) -> str:
         return (f"{len(plan['seeds'])} seeds x {len(plan['lr_grid'])} lrs, {plan['steps']} "
                 f"steps, validated every {plan['eval_every']}")
     full, screen = plan["full"], plan["screen"]
-    return (f"the task's protocol: screen {describe(screen)}; then {describe(full)}"
+    aware = " (schedules over its steps)" if screen.get("budget_aware") else ""
+    return (f"the task's protocol: screen {describe(screen)}{aware}; then {describe(full)}"
             + (f" (only the {2 * screen['refine'] + 1} lrs of that grid nearest the screen's "
                f"best)" if screen.get("refine") else ""))
 

@@ -265,11 +265,13 @@ def screen_notes(stores: list, leaderboards: list, task: str) -> list:
 
 
 def rung_text(screen: dict) -> str:
-    """A screening rung in words (its seeds, rates and steps)."""
+    """A screening rung in words (its seeds, rates and steps, and whether its schedules run
+    over its own steps: fidelity.on_budget)."""
     if not screen:
         return "no screen"
     return (f"seeds {screen.get('seeds')} x rates {screen.get('lr_grid')}, "
-            f"{screen.get('steps')} steps")
+            f"{screen.get('steps')} steps"
+            + (", schedules over its steps" if screen.get("budget_aware") else ""))
 
 
 def found_rules(stores: list, top: int) -> list:

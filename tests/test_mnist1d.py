@@ -79,3 +79,25 @@ def test_the_screen_samples_the_full_grid_at_its_spacing(name):
     assert screen == full[start:start + len(screen)] and screen[-1] == full[-1]
     assert screen[0] <= 1e-3 and protocol["screen"]["refine"] == 1
     assert protocol["screen"]["seeds"] == [0]
+
+
+@pytest.mark.parametrize("name", ["mnist1d-mlp", "mnist1d-cnn"])
+def test_the_screen_runs_a_decay_over_the_training_within_its_own_steps(name, monkeypatch):
+    # fidelity.on_budget: the screen's step stands for the training's 1 + (t - 1) * 7.5, so a
+    # cosine decay over the training's 1,500 steps ends within the 200-step screen; without
+    # it the MLP's best library rules (AddSign with that decay) were screened undecayed
+    from optdsl import parse
+    from optdsl.search import batched
+    from optdsl.search.fidelity import rungs, train_rung
+    task = get_task(name)
+    plan = rungs(task.protocol, task)
+    assert plan["screen"]["budget_aware"] and not plan["full"].get("budget_aware")
+    trained = []
+    monkeypatch.setattr(batched, "train_copies", lambda rule, *args: trained.append(rule) or [])
+    rule = parse(f"r(lr=1) = lr * cosine_decay(t, {task.steps}) * g")
+    train_rung(rule, task, plan["screen"])
+    train_rung(rule, task, plan["full"])
+    screened, full = trained
+    assert full is rule
+    factor = task.steps / plan["screen"]["steps"]
+    assert f"cosine_decay(add(1, mul(sub(t, 1), {factor:g}))" in repr(screened.update)
