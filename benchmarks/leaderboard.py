@@ -11,8 +11,9 @@ error over seeds and the seed-mean validation loss there). A rule the protocol c
 the horizon except the cosine variants, which are left out of those tables).
 
 ``--programs FILE`` scores the programs of a file instead (a search's stepping stones, found
-rules), under the same protocol. Rules run in ``--workers`` processes, each on one thread. Writes ``--out``/leaderboard.json
-(every run's curve, for re-analysis) and leaderboard.md (one table per task).
+rules), under the same protocol. Rules run in ``--workers`` processes, each on one thread.
+Writes ``--out``/leaderboard.json (every run's curve, for re-analysis) and leaderboard.md (one
+table per task).
 
     flock /tmp/optdsl-heavy.lock .venv/bin/python benchmarks/leaderboard.py --cosine
 """

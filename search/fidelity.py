@@ -42,6 +42,10 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
+
+from optdsl import ir
+from optdsl.schedules import SCHEDULES
 
 from .evaluate import new_result, run_scored, settle_worker, train_once
 from .tasks import get_task
@@ -96,36 +100,45 @@ def on_budget(rule, steps: int, full_steps: int):
     full_steps / steps``, so a decay over the whole training completes within the rung, as a
     budget-aware schedule does (Li, Yumer & Ramanan, "Budgeted Training: Rethinking Deep Neural
     Network Training Under Resource Constraints", ICLR 2020). Every other reading of ``t``
-    (Adam's bias correction, Lookahead's ``every(t, k)``) is the rung's own step. The rule
-    itself when the rung is not shorter or nothing reads a schedule."""
-    from dataclasses import replace
-
-    from optdsl import ir
-    from optdsl.schedules import SCHEDULES
+    (Adam's bias correction, Lookahead's ``every(t, k)``) is the rung's own step; a state read
+    inside a schedule's arguments is computed on the training's step too. The rule itself when
+    the rung is not shorter, nothing changes, or a state is read both inside a schedule and
+    outside (no one step serves both)."""
     if steps >= full_steps:
         return rule
     one = ir.const(1.0)
     full_t = ir.node("add", (one, ir.node("mul", (ir.node("sub", (ir.T, one)),
                                                   ir.const(full_steps / steps)))))
     memo: dict = {}
+    reads: set = set()  # (slot name, inside a schedule) of every state read
 
     def walk(n, inside: bool):
         key = (id(n), inside)
         if key not in memo:
-            if n is ir.T:
-                out = full_t if inside else n
-            else:
-                args = tuple(walk(a, inside or n.op in SCHEDULES) for a in n.args)
-                out = n if args == n.args else ir.node(n.op, args, n.value, n.kind)
+            if n.op == "state":
+                reads.add((n.value, inside))
+            args = tuple(walk(a, inside or n.op in SCHEDULES) for a in n.args)
+            out = (full_t if inside else n) if n is ir.T else \
+                n if args == n.args else ir.node(n.op, args, n.value, n.kind)
             memo[key] = (n, out)  # n kept alive: ids of interned nodes stay unique
         return memo[key][1]
 
-    slots = [replace(s, init=walk(s.init, False), update=walk(s.update, False))
-             for s in rule.slots]
-    checks = tuple((prim, param, walk(arg, prim in SCHEDULES))
-                   for prim, param, arg in rule.range_checks)
-    return replace(rule, update=walk(rule.update, False), new_p=walk(rule.new_p, False),
-                   slots=slots, range_checks=checks)
+    update, new_p = walk(rule.update, False), walk(rule.new_p, False)
+    by_name, done = {s.name: s for s in rule.slots}, set()
+    while reads - done:  # each state in the context it is read in, and what it reads
+        name, inside = item = min(reads - done)
+        done.add(item)
+        walk(by_name[name].init, inside), walk(by_name[name].update, inside)
+    inside = dict(done)
+    if len(inside) < len(done):
+        return rule
+    slots = [replace(s, init=walk(s.init, inside.get(s.name, False)),
+                     update=walk(s.update, inside.get(s.name, False))) for s in rule.slots]
+    if (update, new_p) == (rule.update, rule.new_p) and all(
+            (a.init, a.update) == (b.init, b.update) for a, b in zip(slots, rule.slots)):
+        return rule
+    checks = tuple((prim, param, walk(arg, False)) for prim, param, arg in rule.range_checks)
+    return replace(rule, update=update, new_p=new_p, slots=slots, range_checks=checks)
 
 
 def until(run: dict, step: int) -> dict:

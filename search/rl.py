@@ -62,7 +62,7 @@ of 5 ``match:addsign`` ones against 3 of 5: no measured gain (BENCHMARKS.md,
 ``fail`` (the default: as a degenerate draw) or ``baseline`` (without an advantage, as a
 repeat): a banded search rejects about 8 draws per evaluation as far, and learned as failures
 they teach the policy to make only the choices that keep a child near its parent. ``warm``
-(bello space only): the first candidates are the library's warm-start programs, evolution's
+(Bello's spaces only): the first candidates are the library's warm-start programs, evolution's
 (``search.evolution.BELLO_WARM``: sgd, momentum, signSGD, signum, Adam, RMSprop), so edits
 start from them as evolution's mutations do, instead of from the policy's first draws; each is
 learned from with its log-probability under the policy. ``advantage``: what an evaluated
@@ -276,10 +276,10 @@ class RLStrategy(SpaceStrategy):
         self.controller = Controller(self.space.n_choices, hidden)
         self.prior = None  # the library prior (Space.prior), also for structural edits' new parts
         from .evolution import library_programs
-        library = library_programs(space, space_obj)  # the warm-start rules, on bello only
+        library = library_programs(space, space_obj)  # the warm starts: Bello's spaces only
         if warm and not library:
-            raise ValueError("warm starts from the library rules written in the stock bello "
-                             "space, which this search does not use")
+            raise ValueError("warm starts from the library rules written in the stock Bello "
+                             "spaces (bello, bello4), which this search does not use")
         self.warm = list(library) if warm else []  # program texts not yet drawn
         learned = self.space.read_programs(prior_programs, prior) if prior_programs else []
         if prior and (library or learned):

@@ -125,6 +125,12 @@ def _space_files(horizon: int):
     return load
 
 
+def _local(alias):
+    """An alternative's name without the namespace Lark gives what a file imports
+    (``bello__mul`` in bello4.lark is bello.lark's ``mul``)."""
+    return alias and str(alias).rsplit("__", 1)[-1]
+
+
 def read_grammar(text: str, horizon: int = HORIZON):
     """({rule: [Alt, ...]}, the Lark parser) of a space grammar, from Lark's own rule objects."""
     from lark import Lark
@@ -146,7 +152,7 @@ def read_grammar(text: str, horizon: int = HORIZON):
                 items.append(("term", sym.name))
         name = str(r.origin.name)
         rules.setdefault(name, []).append(
-            Alt(tuple(items), r.alias or f"{name}{len(rules.get(name, []))}"))
+            Alt(tuple(items), _local(r.alias) or f"{name}{len(rules.get(name, []))}"))
     return rules, parser
 
 
@@ -384,7 +390,7 @@ class Space:
                 v = float(tok)
                 i = CONST_PRIOR.index(v) if v in CONST_PRIOR else 0
                 return Tree("const", i, [], v)
-            i = index[rule].get(node.data, 0)
+            i = index[rule].get(_local(node.data), 0)
             alt = self.rules[rule][i]
             subs = [c for c in node.children if not isinstance(c, Token)]
             return Tree(rule, i, [conv(c, r) for c, r in zip(subs, alt.rules)])

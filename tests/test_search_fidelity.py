@@ -186,4 +186,20 @@ def test_a_budget_aware_rung_runs_schedules_over_its_own_steps():
     assert want < 1e-4  # the decay has run its course within the rung
     assert on_budget(rule, 1500, 1500) is rule
     plain = optdsl.parse("r(lr=1) = lr * g * (1 - 0.9^t)")
-    assert on_budget(plain, 200, 1500).update is plain.update
+    assert on_budget(plain, 200, 1500) is plain
+    # a state fed by a schedule keeps the training's step: its stored value is the step's own
+    stateful = on_budget(optdsl.parse("r(lr=1) = lr * ema(g * cosine_decay(t, 1500), 0.9)"),
+                         200, 1500)
+    p, m = torch.zeros(1, dtype=torch.float64), 0.0
+    opt = optdsl.Optimizer([p], stateful)
+    for t in range(1, 201):
+        p.zero_()
+        p.grad = torch.ones(1, dtype=torch.float64)
+        opt.step()
+        m = 0.9 * m + 0.1 * cosine_decay(1 + (t - 1) * 7.5, 1500)
+        assert -p.item() == pytest.approx(m, rel=1e-12)
+        assert opt.state[p]["ema"].item() == pytest.approx(m, rel=1e-12)
+    # a state read both inside a schedule and outside has no one step: the rule as it is
+    both = optdsl.parse("r(lr=1):\n    m = ema(t, 0.5)\n"
+                        "    return lr * g * cosine_decay(m + 1, 1500) * m")
+    assert on_budget(both, 200, 1500) is both

@@ -117,6 +117,9 @@ def test_the_four_group_space_writes_addsign_with_a_decay_and_holds_bellos_progr
     from optdsl.search.evolution import library_programs
     four, three = Space("bello4"), Space("bello")
     assert four.contains(ADDSIGN_COSINE) and not three.contains(ADDSIGN_COSINE)
+    # the imported alternatives keep bello's names (Lark namespaces them bello__*)
+    assert [a.alias for a in four.rules["binary"]] == [a.alias for a in three.rules["binary"]]
+    assert four.aliases(four.parse(ADDSIGN_COSINE))[:4] == ["depth4", "mul", "identity", "sign_g"]
     assert family(ADDSIGN_COSINE) == "addsign"
     assert four.n_choices["body"] == 4 and four.n_choices["ref"] == 3
     assert {k: v for k, v in four.n_choices.items() if k not in ("body", "ref")} == \
