@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     by_full = sorted(range(len(rows)), key=lambda i: -full[i])
     best, top_n = by_full[0], min(args.top, len(rows))
     made = (board.get("plans", {}).get(name) or {}).get("screen") or {}
-    made = {k: made[k] for k in ("seeds", "lr_grid", "steps") if k in made} or None
+    made = {k: made[k] for k in ("seeds", "lr_grid", "steps", "budget_aware") if k in made} or None
     print(f"{name}: {len(rows)} rows with a full score ({unscored - len(rows)} without); best "
           f"{rows[best]['rule']} {full[best]:.4f}; the leaderboard's own screen: {made}")
     print("| screening rung | copy-steps | Spearman with the full score | "
