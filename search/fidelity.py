@@ -118,8 +118,12 @@ def on_budget(rule, steps: int, full_steps: int):
             if n.op == "state":
                 reads.add((n.value, inside))
             args = tuple(walk(a, inside or n.op in SCHEDULES) for a in n.args)
-            out = (full_t if inside else n) if n is ir.T else \
-                n if args == n.args else ir.node(n.op, args, n.value, n.kind)
+            if n is ir.T:
+                out = full_t if inside else n
+            elif args == n.args:
+                out = n
+            else:
+                out = ir.node(n.op, args, n.value, n.kind)
             memo[key] = (n, out)  # n kept alive: ids of interned nodes stay unique
         return memo[key][1]
 
@@ -128,12 +132,13 @@ def on_budget(rule, steps: int, full_steps: int):
     while reads - done:  # each state in the context it is read in, and what it reads
         name, inside = item = min(reads - done)
         done.add(item)
-        walk(by_name[name].init, inside), walk(by_name[name].update, inside)
-    inside = dict(done)
-    if len(inside) < len(done):
+        walk(by_name[name].init, inside)
+        walk(by_name[name].update, inside)
+    context = dict(done)  # slot name -> read inside a schedule
+    if len(context) < len(done):
         return rule
-    slots = [replace(s, init=walk(s.init, inside.get(s.name, False)),
-                     update=walk(s.update, inside.get(s.name, False))) for s in rule.slots]
+    slots = [replace(s, init=walk(s.init, context.get(s.name, False)),
+                     update=walk(s.update, context.get(s.name, False))) for s in rule.slots]
     if (update, new_p) == (rule.update, rule.new_p) and all(
             (a.init, a.update) == (b.init, b.update) for a, b in zip(slots, rule.slots)):
         return rule
