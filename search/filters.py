@@ -38,6 +38,16 @@ match:addsign"): at 0.01 every sgd-plus-clipped-term variant is evaluated, and e
 climbed those (0 of 6 match searches reached the family, stopped early); at 0.04, 9 of 40
 proved (12 of 40 by the numeric check).
 
+**Late steps, on a training task.** The streams are 16 steps, where a decay over a training
+of 1,500 steps is still 0.9999: a rule times a decay was a near-copy of the rule (d = 0.000),
+so a search that had evaluated momentum never evaluated momentum with a cosine decay. A
+filter given ``late`` steps (``late_steps`` of the search's horizon: a third and two thirds of
+the training) runs the streams again from each of those steps on, every run's elements
+elements of the signature: momentum and momentum times a cosine decay are then 0.56 apart, a
+cosine and a linear decay of it 0.15, and positive factors and rounding-size terms still
+near-copies. A match task has no horizon (its streams are all its reward sees): its filter is
+unchanged.
+
 **The simpler one is evaluated.** A candidate near earlier ones that are all larger than it
 (more distinct operations), or with the probe updates of a larger one, is new: else the first
 of a behaviour to be drawn stood for it for good, and a member with a small extra term
@@ -108,10 +118,21 @@ def _floor() -> torch.Tensor:
     return ROUNDING * torch.finfo(held.dtype).eps * held.abs()
 
 
-def signature(rule):
+def late_steps(horizon: int) -> tuple:
+    """The steps from which the behaviour streams run again for a search whose rules train
+    ``horizon`` steps (none for 0: a match task, whose streams are all its reward sees): a
+    third and two thirds of the way, where a decay over the training has moved (a cosine
+    decay to 0.75 and 0.25, a linear one to 0.67 and 0.33), so that a rule and the same rule
+    times a decay are not near-copies, nor two decays of different shape."""
+    return (horizon // 3, 2 * horizon // 3) if horizon >= 3 else ()
+
+
+def signature(rule, late: tuple = ()):
     """(pattern, profile) of the rule's behaviour (module docstring), float32, or None when
     its updates there fail, are not finite or are all below rounding. The pattern is scaled
-    so that the dot product of two is the mean of their elements' cosines.
+    so that the dot product of two is the mean of their elements' cosines. With ``late``
+    (:func:`late_steps`) the streams run again from each of those steps on (``streams.updates``)
+    and each run's elements are elements of their own: a schedule's later values are sizes.
 
     An update is a difference of parameters, known to a few ulps of ``|p|``: entries below
     ``ROUNDING`` ulps are taken as 0, and an element with no entry above is *unmoved*. Its
@@ -120,14 +141,15 @@ def signature(rule):
     it is far from one that does not. Where updates sit at that floor (``g^8`` for small g,
     ``1e-14 g``), a positive multiple can move an element across it: such a pair stays two
     candidates (an evaluation spent, nothing merged that differs)."""
+    hypers = {**rule.defaults, "lr": 1.0}
+    inputs = streams.make(BEHAVIOUR_SEED, BEHAVIOUR_STEPS, BEHAVIOUR_WIDTH)
     try:
-        u = streams.updates(rule, {**rule.defaults, "lr": 1.0},
-                            *streams.make(BEHAVIOUR_SEED, BEHAVIOUR_STEPS, BEHAVIOUR_WIDTH))
+        u = torch.cat([streams.updates(rule, hypers, *inputs, late=s) for s in (0, *late)], 1)
     except Exception:
         return None
     if not bool(torch.isfinite(u).all()):
         return None
-    u = torch.where(u.abs() <= _floor(), 0.0, u)
+    u = torch.where(u.abs() <= _floor().repeat(1, 1 + len(late)), 0.0, u)
     top = u.abs().max()
     if not top > 0:
         return None
@@ -137,7 +159,7 @@ def signature(rule):
     unit = torch.zeros_like(u)
     unit[0] = 1.0
     pattern = torch.where(moved, u / torch.where(moved, size, 1.0), unit)
-    pattern = pattern.T.reshape(-1) / ELEMENTS ** 0.5
+    pattern = pattern.T.reshape(-1) / u.shape[1] ** 0.5
     logs = size.clamp_min(1e-300).log()
     profile = torch.where(moved, logs - logs[moved].mean(), ABSENT)
     return pattern.float(), profile.float()
@@ -162,20 +184,26 @@ def near_distance(near: float) -> float:
 class CandidateFilter:
     """Dedupe and degenerate filters with counts (see the module docstring)."""
 
-    def __init__(self, dedupe: bool = True, degenerate: bool = True, near: float = 0.0):
+    def __init__(self, dedupe: bool = True, degenerate: bool = True, near: float = 0.0,
+                 late: tuple = ()):
         self.dedupe, self.degenerate, self.near = dedupe, degenerate, near
+        self.late = tuple(late)  # signature's late steps (late_steps of the search's horizon)
         self.keys: dict = {}  # cache key -> key of the first candidate (or 'degenerate:why')
         self.fps: dict = {}  # probe fingerprint -> key of the first candidate
-        self.near_keys: list = []  # keys of the new candidates with a signature, in order,
-        self.near_texts: list = []  # their programs (the saved state: signatures are rebuilt)
-        self.patterns = torch.zeros(64, PATTERN_SIZE)  # ... their signatures (the first
-        self.profiles = torch.zeros(64, ELEMENTS)  # len(near_keys) rows; the rest is room)
-        self.near_sizes = torch.zeros(64, dtype=torch.long)  # ... and their Rule.size()
+        self._forget_signatures()
         self.sizes: dict = {}  # key of a new candidate -> its Rule.size()
         self.stats = {"checked": 0, "new": 0, "duplicate": 0, "duplicate_hash": 0,
                       "duplicate_fingerprint": 0, "duplicate_near": 0, "degenerate": 0,
                       "invalid": 0, "new_simpler": 0}
         self.reasons: dict = {}
+
+    def _forget_signatures(self) -> None:
+        runs = 1 + len(self.late)
+        self.near_keys: list = []  # keys of the new candidates with a signature, in order,
+        self.near_texts: list = []  # their programs (the saved state: signatures are rebuilt)
+        self.patterns = torch.zeros(64, runs * PATTERN_SIZE)  # ... their signatures (the
+        self.profiles = torch.zeros(64, runs * ELEMENTS)  # first len(near_keys) rows; room)
+        self.near_sizes = torch.zeros(64, dtype=torch.long)  # ... and their Rule.size()
 
     def check(self, cand, sig=False) -> Verdict:
         """The verdict on ``cand``; ``sig``: its :func:`signature` where the caller has it."""
@@ -194,7 +222,7 @@ class CandidateFilter:
             return self._seen("fingerprint", cand.key, first)
         simpler = first is not None  # a duplicate of larger ones only: evaluated all the same
         if sig is False:
-            sig = signature(cand.rule) if self.dedupe and self.near else None
+            sig = signature(cand.rule, self.late) if self.dedupe and self.near else None
         if sig is not None and self.dedupe and self.near:
             near, larger = self._nearest(*sig, size)
             if near is not None:
@@ -266,7 +294,8 @@ class CandidateFilter:
         408 floats per candidate would more than double its size."""
         return {"keys": self.keys, "fps": self.fps, "sizes": self.sizes, "stats": self.stats,
                 "reasons": self.reasons, "dedupe": self.dedupe, "degenerate": self.degenerate,
-                "near": self.near, "near_keys": self.near_keys, "near_texts": self.near_texts}
+                "near": self.near, "near_keys": self.near_keys, "near_texts": self.near_texts,
+                "late": list(self.late)}
 
     def load_state_dict(self, state: dict) -> None:
         import optdsl
@@ -275,9 +304,10 @@ class CandidateFilter:
         self.stats, self.reasons = dict(state["stats"]), dict(state["reasons"])
         self.dedupe, self.degenerate = state["dedupe"], state["degenerate"]
         self.near = state["near"]
+        self.late = tuple(state.get("late", ()))  # a state saved before late steps: none
         if "near_texts" not in state and self.near == OLD_NEAR:
             self.near = NEAR  # that filter's default: this one's default
-        self.near_keys, self.near_texts = [], []
+        self._forget_signatures()
         # a state of the probe-direction filter has no programs (module docstring): its
         # near-copy memory starts empty
         for key, text in zip(state["near_keys"], state.get("near_texts", ())):
@@ -285,6 +315,6 @@ class CandidateFilter:
                 rule = optdsl.parse(text)
             except optdsl.DSLError:  # (a program that no longer parses: not remembered)
                 continue
-            sig = signature(rule)
+            sig = signature(rule, self.late)
             if sig is not None:
                 self._remember(key, text, rule.size(), *sig)

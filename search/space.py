@@ -512,6 +512,53 @@ class Space:
         inners.insert(j, fresh)
         return self._repair(inners, rng, prior), f"insert group {j + 1}"
 
+    def decays(self) -> list:
+        """Indexes of the operand alternatives (of the rule holding ``ref``) that read a
+        schedule (``optdsl.schedules``: Bello's linear, cosine and restart decays)."""
+        from optdsl.schedules import SCHEDULES
+        if self.groups is None:
+            return []
+        hold_rule = self.groups["holder"][0]
+        return [i for i, a in enumerate(self.rules[hold_rule])
+                if any(kind == "lit" and text in SCHEDULES for kind, text in a.items)]
+
+    def scale(self, tree: Tree, rng) -> tuple | None:
+        """(new tree, what): the whole step times a decay, ``x(n+1) = (xn) * (decay)``, one of
+        :meth:`decays` drawn uniformly: a learning-rate schedule given to the rule, which
+        ``insert`` draws only when every one of its choices falls that way. None when the
+        program has the most groups the space allows, or the space has no decay or no
+        ``(u) * (u)`` function."""
+        gs, how = self.groups, self.scaling()
+        if how is None:
+            return None
+        decays, (inner_rule, mul, unary) = how
+        inners = [t.copy() for t in self.groups_of(tree)]
+        n, names = len(inners), gs["names"]
+        if n >= len(gs["groups"]):
+            return None
+        hold_rule, hold_alt = gs["holder"]
+        identity = self._pass_through[unary]
+        last = Tree(hold_rule, hold_alt, [Tree("ref", gs["refs"][names[n - 1]])])
+        decay = Tree(hold_rule, rng.choice(decays), [])
+        fresh = Tree(inner_rule, mul, [Tree(unary, identity, [last]),
+                                       Tree(unary, identity, [decay])])
+        return self._repair(inners + [fresh], rng), f"decay group {n + 1}"
+
+    def scaling(self) -> tuple | None:
+        """(:meth:`decays`, (inner rule, its ``(u) * (u)`` alternative, u's rule)) of a grouped
+        space with a decay operand and such a product whose u passes an operand through; None
+        for a space where :meth:`scale` cannot work."""
+        decays = self.decays()
+        if not decays:
+            return None
+        inner_rule = self.rules[self.groups["groups"][0]][0].rules[0]
+        for i, alt in enumerate(self.rules[inner_rule]):
+            kids = alt.rules
+            if ("lit", "*") in alt.items and len(kids) == 2 and kids[0] == kids[1] \
+                    and kids[0] in self._pass_through:
+                return decays, (inner_rule, i, kids[0])
+        return None
+
     def delete(self, tree: Tree, rng, prior: dict | None = None) -> tuple:
         """(new tree, what): group j removed; where its result was read, one of its operands is
         read instead (a last group removed: the previous group is the result). None for a

@@ -181,7 +181,7 @@ class SpaceStrategy(Strategy):
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
                  space_obj=None, live_only: bool = True, near: float = NEAR, horizon: int = 0,
                  band: float = 0.0):
-        from .filters import CandidateFilter
+        from .filters import CandidateFilter, late_steps
         require("near", near, at_least=0, at_most=1)  # 0 turns the check off
         require("horizon", horizon, at_least=0)
         require("band", band, at_least=0)  # 0 turns it off
@@ -195,7 +195,8 @@ class SpaceStrategy(Strategy):
         self.space_name, self.horizon = space, horizon  # horizon 0: the grammar's own
         self.space = space_obj or get_space(space, horizon or None)
         self.rng = random.Random(seed)
-        self.filter = CandidateFilter(near=near) if use_filter else None
+        self.filter = CandidateFilter(near=near, late=late_steps(horizon)) \
+            if use_filter else None
         if self.band and self.band <= self._band_floor():
             raise ValueError(f"band must be above the near-copy distance "
                              f"{self._band_floor():.3g} (a nearer child is a near-copy): no "
@@ -278,11 +279,12 @@ class SpaceStrategy(Strategy):
         """The behaviour signature of a program text (``search.filters.signature``), kept
         for the band: a parent is judged against many children, a child drawn again."""
         import optdsl
-        from .filters import signature
+        from .filters import late_steps, signature
         if source not in self._signatures:
             if len(self._signatures) >= 8192:
                 self._signatures.clear()
-            self._signatures[source] = signature(optdsl.parse(source))
+            late = self.filter.late if self.filter is not None else late_steps(self.horizon)
+            self._signatures[source] = signature(optdsl.parse(source), late)
         return self._signatures[source]
 
     def suggest(self, n: int) -> list:

@@ -76,11 +76,13 @@ def make(seed: int, steps: int, width: int) -> tuple:
     return ps, gs
 
 
-def updates(rule, hypers: dict, ps: list, gs: list) -> torch.Tensor:
+def updates(rule, hypers: dict, ps: list, gs: list, late: int = 0) -> torch.Tensor:
     """The rule's updates on streams ``(ps, gs)`` at ``hypers``: (steps, kinds x width), as the
     rule computes them (``p - p_after`` for a rule that assigns ``p``), on the
     reference interpreter (random primitives from a generator seeded 0), as an optimizer
-    steps one tensor per stream: one scalar cache per step, per-tensor reductions per tensor."""
+    steps one tensor per stream: one scalar cache per step, per-tensor reductions per tensor.
+    With ``late``, the steps after the first are counted from ``late`` on (t = late + 1, ...):
+    the streams as met late in a training, where its schedules have moved."""
     from optdsl.interpreter import Interpreter
     interp = Interpreter(rule)
     states = [{} for _ in ps[0]]
@@ -95,4 +97,6 @@ def updates(rule, hypers: dict, ps: list, gs: list) -> torch.Tensor:
                 u = interp.step_tensor(q, g.clone(), hypers, st, cache, gen)
                 # the update as computed: p - q keeps only the digits of |u| / |p|
                 out[t, k * width:(k + 1) * width] = p - q if u is None else u
+                if t == 0 and late:
+                    st["step"] = late
     return out

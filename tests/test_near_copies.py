@@ -131,3 +131,35 @@ def test_a_simpler_rule_with_the_probe_updates_of_a_larger_one_is_evaluated():
     f.check(build(larger))
     f.check(build(addsign))
     assert f.stats["new_simpler"] == 1
+
+
+def test_on_a_training_horizon_a_decay_is_behaviour_and_on_a_match_task_it_is_not():
+    """The behaviour streams are 16 steps: a decay over a 1,500-step training is 0.9999 there,
+    so momentum times a cosine decay was a near-copy of momentum and never evaluated once
+    momentum was (every MNIST-1D evolution search evaluates it first, as a warm start). A
+    search with a horizon runs the streams again a third and two thirds of the way in
+    (``late_steps``): the rule times a decay, and two decays of different shape, are apart; a
+    positive factor and rounding-size terms are still near-copies; a match task (no horizon,
+    its streams are all its reward sees) judges as before; ``late`` survives a save and load,
+    and a state saved before it loads without."""
+    from optdsl.search.filters import late_steps
+    late = late_steps(1500)
+    assert late == (500, 1000) and late_steps(0) == ()
+    m = "r(lr=1) = lr * ema(g, 0.9)"
+    cd, ld = (f"{m} * cosine_decay(t, 1500, 0.5)", f"{m} * linear_decay(t, 1500)")
+
+    def verdicts(late, texts):
+        f = CandidateFilter(near=NEAR, late=late)
+        return f, [(v.kind, v.reason) for v in (f.check(build(t)) for t in texts)]
+    f, seen = verdicts(late, [m, cd, ld, "r(lr=1) = lr * 3 * ema(g, 0.9)",
+                              "r(lr=1) = lr * (ema(g, 0.9) + clip(g, -1e-5, 1e-5))"])
+    assert seen == [("new", "")] * 3 + [("duplicate", "near")] * 2
+    assert verdicts((), [m, cd, ld])[1] == [("new", ""), ("duplicate", "near"),
+                                            ("duplicate", "near")]
+    g = CandidateFilter()
+    g.load_state_dict(f.state_dict())
+    assert g.late == late and g.check(build(f"{cd} * 2")).reason == "near"
+    old = {k: v for k, v in f.state_dict().items() if k != "late"}
+    h = CandidateFilter(late=late)
+    h.load_state_dict(old)
+    assert h.late == () and h.check(build(f"{m} * restart_decay(t, 1500, 1)")).kind == "duplicate"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import statistics
 
 import pytest
@@ -143,6 +144,45 @@ def test_the_four_group_space_writes_addsign_with_a_decay_and_holds_bellos_progr
     assert any("_decay(t,1500" in t for t in flat) and not any("_decay(t,300" in t for t in flat)
     assert library_programs("bello4") == library_programs("bello") != []
     assert all(four.contains(p) for p in library_programs("bello4"))
+
+
+def test_a_decay_mutation_gives_the_whole_step_a_schedule():
+    """Space.scale appends ``x(n+1) = (xn) * (decay)``: the parent's update times one of the
+    space's decays (each drawn), at the space's horizon; none past the last group. Evolution's
+    ``decay=P`` makes that share of its children so; a space without a decay operand is an
+    error at the option, not a mutation that never happens."""
+    space = Space("bello4", horizon=1500)
+    momentum = space.parse(bello_program("x1 = (ema(g, 0.9))"))
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(30):
+        child, what = space.scale(momentum, rng)
+        assert what == "decay group 2" and space.dead_local(child) is None
+        last = space.source(child).splitlines()[2]  # x2 = ( x1 ) * ( <decay> )
+        assert last.split("=")[0].strip() == "x2"
+        decay = last.split("*", 1)[1].replace(" ", "")
+        if decay not in seen:
+            assert optdsl.equivalent(optdsl.parse(space.source(child)),
+                                     f"lr * ema(g, 0.9) * {decay[1:-1]}").proved
+        seen.add(decay)
+    assert seen == {"(linear_decay(t,1500))", "(cosine_decay(t,1500,0.5))",
+                    "(restart_decay(t,1500,1))"}
+    full = space.parse(ADDSIGN_COSINE.replace("300", "1500"))
+    assert space.scale(full, rng) is None  # four groups: the most
+    s = EvolutionStrategy(seed=2, space="bello4", horizon=1500, population=2, insert=0,
+                          delete=0, combine=0, decay=1.0, warm=[bello_program("x1 = (g)")])
+    first = s.suggest(1)
+    s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": 0.5} for c in first])
+    s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": 0.4}
+               for c in s.suggest(1)])  # the population's second member: a random draw
+    children = s.suggest(4)
+    assert children and all(re.search(r"\* (linear|cosine|restart)_decay\(t, 1500[^)]*\)\)?$",
+                                      c.text) for c in children)
+    assert set(s.mutations) == {"decay"}  # (draws, duplicates of earlier ones included)
+    with pytest.raises(ValueError, match="no decay operand"):
+        EvolutionStrategy(space="statements", decay=0.1)
+    with pytest.raises(ValueError, match="insert \\+ delete \\+ combine \\+ decay"):
+        EvolutionStrategy(space="bello4", decay=0.6)
 
 
 def test_the_stepping_stones_to_addsign_with_a_decay_are_bello4_programs():
