@@ -129,7 +129,7 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
             first_family = {"at": evals, "rule": p["rule"], "known_as": known_as(p["rule"]),
                             "rung": e.get("rung"), "status": e["status"],
                             "score": e["score"], "proof": f"{proof.status}: {proof.text}"}
-        full += e.get("rung") in ("middle", "full")
+        full += e.get("rung") in ("middle", "full", "confirm")
         screens.append(_screen_score(e))
         if e["status"] != "ok":
             continue

@@ -58,6 +58,11 @@ def _search_parser() -> argparse.ArgumentParser:
     ap.add_argument("--time-limit", type=float, default=None,
                     help="seconds per evaluation (the whole learning-rate grid); default "
                          f"{DEFAULT_TIME_LIMIT:g}")
+    ap.add_argument("--confirm-seeds", type=int, default=None, metavar="N",
+                    help="train the candidates whose full score is in the top tenth of the "
+                         "search's on more seeds at their best learning rate, N in all, and "
+                         "score them on all N (a task with the multi-seed protocol; off by "
+                         "default)")
     ap.add_argument("--no-baselines", action="store_true",
                     help="do not evaluate the baselines (sgd-momentum, adam, rmsprop, powersign, "
                          "addsign)")
@@ -243,6 +248,7 @@ def _search(args) -> int:
     _positive("workers", args.workers)
     _positive("time-limit", args.time_limit)
     task = resolve_task(args.task or DEFAULT_TASK)
+    protocol = _protocol(task, args)
     from optdsl.cli import name_values
     options = name_values(args.strategy_option, "--strategy-option", SearchError)
     # a file is stored with the search as an absolute path, so that a resume from elsewhere
@@ -280,7 +286,7 @@ def _search(args) -> int:
             lock = lock or StoreLock(path)
             store = Store(path)
             _note_unfinished(store, path)
-            sid = new_search(store, strategy=strategy, task=task, protocol=_protocol(task),
+            sid = new_search(store, strategy=strategy, task=task, protocol=protocol,
                              budget=budget, seeds=seeds,
                              options={"seed": args.seed or 0, "time_limit": time_limit,
                                       "strategy_options": options},
@@ -463,10 +469,27 @@ def _check_match_protocol(record: dict, task, path: str) -> None:
 MATCH_BATCH = 16  # match: candidates asked for, evaluated and observed together
 
 
-def _protocol(task):
+def _protocol(task, args=None):
+    """The protocol of a new search on ``task``: the task's own, with ``--confirm-seeds``."""
     from . import match
     from .evaluate import Protocol
-    return match.PROTOCOL if match.is_match(task.name) else Protocol()
+    confirm = getattr(args, "confirm_seeds", None)
+    if confirm is None:
+        return match.PROTOCOL if match.is_match(task.name) else Protocol()
+    if args.resume is not None:
+        raise SearchError("--confirm-seeds sets up a new search; a resumed one keeps the "
+                          "protocol it was stored with")
+    if match.is_match(task.name) or getattr(task, "protocol", None) is None:
+        from .tasks import TASKS
+        seeded = ", ".join(name for name, t in TASKS.items() if t.protocol)
+        raise SearchError(f"--confirm-seeds: {task.name} is not scored over seeds (the tasks "
+                          f"with the multi-seed protocol are: {seeded})")
+    protocol = Protocol(confirm=confirm)
+    try:
+        protocol.config(task)
+    except ValueError as e:
+        raise SearchError(f"--confirm-seeds: {e}") from None
+    return protocol
 
 
 def _runner(task, args, time_limit):

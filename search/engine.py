@@ -33,6 +33,10 @@ With a middle rung (``middle`` in the protocol), a promoted candidate's full run
 that checkpoint only when its score there beats ``CONTINUE_QUANTILE`` of the last
 ``PROMOTE_WINDOW`` middle scores of this search (the worst baseline's until ``WARMUP`` are
 known): the lower half stops at 600 of 1,500 steps on the MNIST-1D tasks.
+With a confirming rung (``confirm`` in the protocol: ``optdsl search --confirm-seeds N``), a
+candidate whose full score beats ``CONFIRM_QUANTILE`` of this search's last ``PROMOTE_WINDOW``
+full scores (the worst baseline's until ``WARMUP`` are known) is trained on the added seeds at
+its best learning rate and scored on all of them; baselines and seeds are always confirmed.
 The strategy is told the full score of a promoted candidate; for one screened out, its
 screening score minus 1 (:func:`reward`): below every promoted candidate, ordered among
 themselves; for one stopped at the middle rung, its score there (what its full score on the
@@ -57,7 +61,7 @@ from . import match
 from .candidate import build, text_hash
 from .errors import SearchError
 from .evaluate import BASELINES, Protocol, evaluate
-from .store import RUNG_COLUMNS, Store, is_full, rules_own
+from .store import THRESHOLD_COLUMNS, Store, is_full, rules_own
 from .tasks import Task, get_task
 
 
@@ -70,6 +74,7 @@ PROMOTE_QUANTILE = 0.9  # promote the candidates above this quantile of screenin
 WARMUP = 20  # screening scores to know before the quantile is used
 PROMOTE_WINDOW = 200  # the quantile is of the last this many screening (or middle) scores
 CONTINUE_QUANTILE = 0.5  # the middle rung: go on above this quantile of middle scores
+CONFIRM_QUANTILE = 0.9  # the confirming rung: above this quantile of full scores
 SCREENED_FAIL_REWARD = -1.0  # a failing rule's reward where screened-out ones get screen - 1
 
 
@@ -287,11 +292,13 @@ class SearchLoop:
         if self.screened and hasattr(strategy, "fail_reward"):
             strategy.fail_reward = SCREENED_FAIL_REWARD  # below every screened-out reward
         # a rung's scores, this search's own and the baselines', for its threshold
-        self.rung_scores = {rung: store.rung_scores(search_id, rung) for rung in RUNG_COLUMNS}
+        self.rung_scores = {rung: store.rung_scores(search_id, rung)
+                            for rung in THRESHOLD_COLUMNS}
         baselines = [e for e in store.evaluations(self.task.name, self.protocol_key)
                      if e.get("name")]
-        self.baseline_rung_scores = {rung: [e[column] for e in baselines if e.get(column)
-                                            is not None] for rung, column in RUNG_COLUMNS.items()}
+        self.baseline_rung_scores = {
+            rung: [e[column] for e in baselines if e.get(column) is not None]
+            for rung, column in THRESHOLD_COLUMNS.items()}
         self.proposed = counts["proposed"]
         self.empty_rounds = 0
         self.state_changed = False  # the strategy's state differs from the stored one
@@ -462,7 +469,8 @@ class SearchLoop:
         # may have stopped answers only a strategy's candidate
         full_only = self.screened and prop.source != "strategy"
         cached = self._lookup(prop.hash)
-        stopped = cached is not None and not is_full(cached) and cached["status"] == "ok"
+        stopped = cached is not None and cached["status"] == "ok" and (not is_full(cached) or (
+            bool(self.protocol_config.get("confirm")) and cached.get("rung") == "full"))
         if cached is not None and not (full_only and stopped):  # (one that diverged at the
             # screen would diverge there again: it is the rule's own outcome)
             self.hits.setdefault(prop.hash, ([], cached))[0].append(prop)
@@ -480,6 +488,8 @@ class SearchLoop:
             job["promote_above"] = self._threshold("screen", PROMOTE_QUANTILE)
             if self.protocol_config.get("middle"):
                 job["continue_above"] = self._threshold("middle", CONTINUE_QUANTILE)
+        if self.protocol_config.get("confirm") and prop.source == "strategy":
+            job["confirm_above"] = self._threshold("full", CONFIRM_QUANTILE)
         if getattr(self.runner, "local", False) and prop.parsed is not None:
             job["parsed"] = prop.parsed
         ticket = self.runner.submit(job)
@@ -511,7 +521,7 @@ class SearchLoop:
             for p in props[1:]:
                 self.store.resolve_proposal(self.sid, p.seq, "cached")
             groups.append((first.seq, [(p, result, i > 0) for i, p in enumerate(props)]))
-            for rung in RUNG_COLUMNS:
+            for rung in THRESHOLD_COLUMNS:
                 score = (result.get(rung) or {}).get("score")
                 if score is not None:
                     (self.baseline_rung_scores if first.source == "baseline"

@@ -59,14 +59,16 @@ class Protocol:
     ``lr_grid`` (default decades 1e-4..1) and ``seed``. The multi-seed protocol
     (``"protocol": 2``, ``search/fidelity.py``; the default of tasks with ``Task.protocol``, or
     asked for with ``seeds``/``screen``): ``lr_grid``, ``seeds``, ``screen`` (the screening
-    rung, ``{}`` for none) and ``middle`` (the full rung's middle checkpoint, 0 for none); unset
-    fields take the task's defaults.
+    rung, ``{}`` for none), ``middle`` (the full rung's middle checkpoint, 0 for none) and
+    ``confirm`` (the seeds in all of the confirming rung, 0 for none: the config lists the
+    seeds it adds to ``seeds``); unset fields take the task's defaults.
     """
     lr_grid: tuple | None = None
     seed: int = 0
     seeds: tuple | None = None
     screen: dict | None = None
     middle: int | None = None
+    confirm: int = 0
 
     @property
     def grid(self) -> tuple:
@@ -86,6 +88,13 @@ class Protocol:
                   "screen": dict(screen or {})}
         if middle:  # only where there is one: the other protocols keep their keys
             config["middle"] = int(middle)
+        confirm = self.confirm or defaults.get("confirm", 0)
+        if confirm:  # (likewise)
+            seeds = config["seeds"]
+            if confirm <= len(seeds):
+                raise ValueError(f"the confirming rung needs more seeds than the full rung's "
+                                 f"{len(seeds)}, not {confirm}")
+            config["confirm"] = [max(seeds) + 1 + k for k in range(confirm - len(seeds))]
         return config
 
     def key(self, task: Task) -> str:
@@ -97,8 +106,10 @@ class Protocol:
     def from_config(cls, config: dict) -> "Protocol":
         if config.get("protocol", 1) == 1:
             return cls(lr_grid=tuple(config["lr_grid"]), seed=int(config["seed"]))
+        extra = config.get("confirm") or []
         return cls(lr_grid=tuple(config["lr_grid"]), seeds=tuple(config["seeds"]),
-                   screen=dict(config["screen"]), middle=config.get("middle", 0))
+                   screen=dict(config["screen"]), middle=config.get("middle", 0),
+                   confirm=len(config["seeds"]) + len(extra) if extra else 0)
 
 
 class EvaluationTimeout(Exception):

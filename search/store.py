@@ -54,7 +54,7 @@ from urllib.parse import quote
 
 from .errors import SearchError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # What each schema added, with the statements that bring an older store up to date in place.
 UPGRADES = {
     2: ["ALTER TABLE proposals ADD COLUMN cid TEXT"],
@@ -63,9 +63,12 @@ UPGRADES = {
         "ALTER TABLE evaluations ADD COLUMN val_loss REAL",
         "ALTER TABLE evaluations ADD COLUMN screen_score REAL"],
     4: ["ALTER TABLE evaluations ADD COLUMN middle_score REAL"],
+    5: ["ALTER TABLE evaluations ADD COLUMN full_score REAL"],
 }
 # The partial rungs whose scores a row keeps (the engine's thresholds), and their columns.
 RUNG_COLUMNS = {"screen": "screen_score", "middle": "middle_score"}
+# ... and every rung whose scores set a threshold: the full rung's, for the confirming rung
+THRESHOLD_COLUMNS = {**RUNG_COLUMNS, "full": "full_score"}
 
 
 # How the runners' own failures begin (engine.InProcessRunner, runner.RayRunner): the
@@ -108,11 +111,12 @@ CREATE TABLE IF NOT EXISTS evaluations (
     started_at REAL,
     finished_at REAL,
     search_id INTEGER,
-    rung TEXT,                      -- multi-fidelity: 'screen' | 'middle' (stopped there) | 'full'
+    rung TEXT,                      -- 'screen' | 'middle' (stopped there) | 'full' | 'confirm'
     score_se REAL,                  -- the score's standard error over seeds
     val_loss REAL,                  -- validation loss where the score was taken
     screen_score REAL,              -- the screening rung's score (a different scale)
     middle_score REAL,              -- the full rung's score at its middle checkpoint
+    full_score REAL,                -- the full rung's score (before a confirming rung)
     UNIQUE (rule_hash, task, protocol)
 );
 CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (task, protocol, score);
@@ -143,7 +147,7 @@ CREATE TABLE IF NOT EXISTS proposals (
 """
 _JSON_COLUMNS = ("metrics", "curve")
 _NUMBER_COLUMNS = ("score", "best_lr", "diverged_step", "duration", "started_at", "finished_at",
-                   "score_se", "val_loss", "screen_score", "middle_score")
+                   "score_se", "val_loss", "screen_score", "middle_score", "full_score")
 
 
 def _dumps(x) -> str:
@@ -261,32 +265,35 @@ class Store:
                        result: dict, name: str | None = None, search_id: int | None = None) -> int:
         """Insert one evaluation (inside the caller's transaction when there is one). A row of
         the same key that is not the rule's own outcome (a timeout, a runner's failure), or that
-        a partial rung stopped when this one is the rule's own outcome (a baseline or seed rule
-        runs in full: ``engine``), is replaced (a later search evaluated the rule again: see the
+        a partial rung stopped (or an unconfirmed full rung) when this one is the rule's own
+        outcome (a baseline or seed rule runs in full: ``engine``), is replaced (a later search evaluated the rule again: see the
         module), keeping its baseline name; a partial row that is the rule's own outcome is
         kept against a runner's failure or a timeout (its id is returned)."""
         old = self.conn.execute(
             "SELECT id, name, status, error, rung FROM evaluations WHERE rule_hash = ? AND "
             "task = ? AND protocol = ?", (rule_hash, task, protocol)).fetchone()
-        if old is not None and rules_own(dict(old)) and not is_full(dict(old)) \
-                and not rules_own(result):  # a runner's failure or a timeout never overwrites
-            return old["id"]  # the rule's own outcome (a partial rung's a full run went past)
-        if old is not None and (not rules_own(dict(old)) or not is_full(dict(old))):
+        # a row a later rung went past: a partial rung's, or a full rung's the confirming passed
+        passed = old is not None and (not is_full(dict(old)) or (
+            old["rung"] == "full" and result.get("rung") == "confirm"))
+        if passed and rules_own(dict(old)) and not rules_own(result):
+            return old["id"]  # a runner's failure or a timeout never overwrites the rule's own
+        if old is not None and (not rules_own(dict(old)) or passed):
             self.conn.execute("DELETE FROM evaluations WHERE id = ?", (old["id"],))
             name = name or old["name"]
         screen, middle = result.get("screen") or {}, result.get("middle") or {}
         cur = self.conn.execute(
             "INSERT INTO evaluations (rule_hash, rule, name, task, protocol, status, score, "
             "best_lr, diverged_step, metrics, curve, error, duration, worker, started_at, "
-            "finished_at, search_id, rung, score_se, val_loss, screen_score, middle_score) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "finished_at, search_id, rung, score_se, val_loss, screen_score, middle_score, "
+            "full_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?)",
             (rule_hash, rule, name, task, protocol, result["status"], result.get("score"),
              result.get("best_lr"), result.get("diverged_step"),
              _dumps(result.get("metrics") or []), _dumps(result.get("curve") or []),
              result.get("error"), result.get("duration"), result.get("worker"),
              result.get("started_at"), result.get("finished_at"), search_id,
              result.get("rung"), result.get("score_se"), result.get("val_loss"),
-             screen.get("score"), middle.get("score")))
+             screen.get("score"), middle.get("score"), (result.get("full") or {}).get("score")))
         return cur.lastrowid
 
     def timeout_holds(self, row: dict, search_id: int | None, time_limit) -> bool:
@@ -428,9 +435,9 @@ class Store:
         return rows
 
     def rung_scores(self, search_id: int, rung: str) -> list:
-        """The scores at a partial rung (``RUNG_COLUMNS``: screen, middle) of a search's own
+        """The scores at a rung (``THRESHOLD_COLUMNS``: screen, middle, full) of a search's own
         (strategy) evaluations, oldest first."""
-        column = RUNG_COLUMNS[rung]
+        column = THRESHOLD_COLUMNS[rung]
         return [r[0] for r in self.conn.execute(
             f"SELECT {column} FROM evaluations WHERE search_id = ? AND name IS NULL AND "
             f"{column} IS NOT NULL ORDER BY id", (search_id,))]

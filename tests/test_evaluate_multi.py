@@ -262,3 +262,33 @@ def test_a_settled_worker_reuses_freed_memory_without_page_faults():
     run = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT], capture_output=True, text=True,
                          check=True)
     assert int(run.stdout) < 1000  # a step allocates 30 tensors of 75 pages each
+
+
+def test_a_confirming_rung_scores_the_best_lr_on_the_added_seeds_too(tiny):
+    """``confirm``: a full rung above ``confirm_above`` (or with none: baselines) trains the
+    added seeds at its best learning rate and the score is the mean over all the seeds there,
+    its checkpoint chosen on that mean; below it the full rung's score stands. The protocol
+    lists the added seeds (round trip), and a confirming rung of no more seeds is an error."""
+    protocol = Protocol(lr_grid=(0.01, 0.1), seeds=(0, 1), screen={}, confirm=4)
+    config = protocol.config(tiny)
+    assert config["confirm"] == [2, 3] and Protocol.from_config(config).config(tiny) == config
+    assert "confirm" not in Protocol(lr_grid=(0.01, 0.1), seeds=(0, 1)).config(tiny)
+    with pytest.raises(ValueError, match="more seeds"):
+        Protocol(seeds=(0, 1, 2), confirm=3).config(tiny)
+    text = source("momentum")
+    base = {"rule": text, "task": tiny.name, "protocol": config, "time_limit": 60}
+    out = evaluate(base)
+    assert out["rung"] == "confirm" and out["status"] == "ok"
+    lr = out["full"]["best_lr"]
+    confirmed = [m for m in out["metrics"] if m["rung"] == "confirm"]
+    assert out["best_lr"] == lr and [len(m["seeds"]) for m in confirmed] == [4]
+    alone = score_runs(train_rung(rule("momentum"), tiny, {**RUNG, "seeds": [0, 1, 2, 3],
+                                                           "lr_grid": [lr]}), [lr], [0, 1, 2, 3])
+    assert abs(out["score"] - alone["score"]) <= 0.001 + 1e-7
+    assert out["confirm"]["score"] == out["score"] != out["full"]["score"]
+    assert out["score_se"] == pytest.approx(alone["score_se"], abs=1e-3)
+    held = evaluate({**base, "confirm_above": 1.0})
+    assert held["rung"] == "full" and held["confirm"] is None
+    assert held["score"] == out["full"]["score"]
+    passed = evaluate({**base, "confirm_above": out["full"]["score"] - 1e-9})
+    assert passed["rung"] == "confirm" and passed["score"] == out["score"]

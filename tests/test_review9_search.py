@@ -205,7 +205,7 @@ def test_a_report_reads_a_store_of_an_older_schema(tmp_path, capsys):
     import sqlite3
     path = _match_store(tmp_path, 3)
     conn = sqlite3.connect(path)
-    for column in ("rung", "score_se", "val_loss", "screen_score", "middle_score"):
+    for column in ("rung", "score_se", "val_loss", "screen_score", "middle_score", "full_score"):
         conn.execute(f"ALTER TABLE evaluations DROP COLUMN {column}")
     conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     conn.commit()

@@ -150,15 +150,18 @@ def test_a_schema_2_store_is_upgraded_in_place(tmp_path):
     path = str(tmp_path / "old.sqlite")
     Store(path).close()
     conn = sqlite3.connect(path)  # make it a schema-2 store: no multi-fidelity columns
-    for column in ("rung", "score_se", "val_loss", "screen_score", "middle_score"):
+    for column in ("rung", "score_se", "val_loss", "screen_score", "middle_score", "full_score"):
         conn.execute(f"ALTER TABLE evaluations DROP COLUMN {column}")
     conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     conn.commit()
     conn.close()
     store = Store(path)
     columns = {r[1] for r in store.conn.execute("PRAGMA table_info(evaluations)")}
-    assert {"rung", "score_se", "val_loss", "screen_score", "middle_score"} <= columns
-    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "4"
+    assert {"rung", "score_se", "val_loss", "screen_score", "middle_score",
+            "full_score"} <= columns
+    from optdsl.search.store import SCHEMA_VERSION
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == \
+        str(SCHEMA_VERSION)
 
 
 def test_a_budget_aware_rung_runs_schedules_over_its_own_steps():
@@ -203,3 +206,93 @@ def test_a_budget_aware_rung_runs_schedules_over_its_own_steps():
     both = optdsl.parse("r(lr=1):\n    m = ema(t, 0.5)\n"
                         "    return lr * g * cosine_decay(m + 1, 1500) * m")
     assert on_budget(both, 200, 1500) is both
+
+
+def fake_confirm(job: dict) -> dict:
+    """fake_evaluate with a confirming rung: a full result goes on when its full score beats
+    ``confirm_above`` (or there is none), to a score 0.5 lower (the luck taken out)."""
+    out = fake_evaluate(job)
+    if out["rung"] != "full":
+        return out
+    full = {"score": out["score"], "best_lr": 0.1}
+    if job.get("confirm_above") is not None and not out["score"] > job["confirm_above"]:
+        return {**out, "full": full}
+    return {**out, "rung": "confirm", "score": out["score"] - 0.5, "full": full,
+            "confirm": {"score": out["score"] - 0.5}}
+
+
+def test_a_confirming_rung_takes_the_top_tenth_of_full_scores_and_survives_resume(tmp_path):
+    """With ``confirm`` in the protocol a strategy's job carries ``confirm_above`` (the worst
+    baseline's full score, then the 90th percentile of the search's full scores); baselines
+    carry none (always confirmed); the store keeps each row's full score, a confirmed row is
+    a full result to the leaderboard, the strategy hears the confirmed score, and a resumed
+    search reads the full scores back. A baseline that meets a candidate's unconfirmed row of
+    its rule runs again, and its confirmed row replaces that one."""
+    JOBS.clear()
+    store = Store(str(tmp_path / "s.sqlite"))
+    task = get_task("mnist1d-mlp")
+    strategy = Recorder(seed=2)
+    protocol = Protocol(confirm=5)
+    sid = new_search(store, strategy=strategy, task=task, protocol=protocol, budget=300)
+    loop = SearchLoop(store, sid, strategy, InProcessRunner(fake_confirm))
+    loop.run()
+    assert all("confirm_above" not in j for j in JOBS if "promote_above" not in j)
+    key = store.search(sid)["protocol"]
+    rows = store.evaluations(task.name, key, order="score")
+    own = [r for r in rows if not r["name"]]
+    promoted = [r for r in own if r["rung"] != "screen"]
+    assert {r["rung"] for r in promoted} == {"full", "confirm"}
+    assert {r["rung"] for r in rows if r["name"]} == {"confirm"}
+    fulls = store.rung_scores(sid, "full")
+    assert fulls == loop.rung_scores["full"] and len(fulls) == len(promoted)
+    assert all(r["full_score"] is not None for r in promoted)
+    late = [j["confirm_above"] for j in JOBS if "confirm_above" in j][-1]
+    assert late in {promotion_threshold(fulls[:k], [], engine.CONFIRM_QUANTILE)
+                    for k in (len(fulls) - 1, len(fulls))}
+    heard = {h["rule"]: h["score"] for h in strategy.heard if h["score"] is not None}
+    for r in promoted:
+        assert heard[r["rule"]] == pytest.approx(r["score"])
+    resumed = SearchLoop(store, sid, strategy, InProcessRunner(fake_confirm))
+    assert resumed.rung_scores == loop.rung_scores
+    assert resumed.baseline_rung_scores == loop.baseline_rung_scores
+    unconfirmed = next(r for r in own if r["rung"] == "full")
+    from optdsl.search.store import is_full
+    assert is_full(unconfirmed) and is_full(next(r for r in own if r["rung"] == "confirm"))
+    # a later search's seed rule (run in full, as a baseline is) of that key runs again
+    second = new_search(store, strategy=Recorder(seed=3), task=task, protocol=protocol,
+                        budget=3, seeds=[unconfirmed["rule"]], baselines=False)
+    SearchLoop(store, second, Recorder(seed=3), InProcessRunner(fake_confirm)).run()
+    again = [r for r in store.evaluations(task.name, key) if r["rule_hash"] ==
+             unconfirmed["rule_hash"]]
+    assert [r["rung"] for r in again] == ["confirm"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--task", "match:powersign"], "not scored over seeds"),
+    (["--task", "digits"], "mnist1d-mlp, mnist1d-cnn"),
+    (["--task", "mnist1d-mlp", "--confirm-seeds", "2"], "more seeds than the full rung's 3"),
+    (["--task", "mnist1d-mlp", "--resume"], "a resumed one keeps the protocol"),
+])
+def test_confirm_seeds_is_refused_where_there_is_nothing_to_confirm(tmp_path, capsys, args,
+                                                                    says):
+    """``optdsl search --confirm-seeds N`` on a task without the multi-seed protocol, with no
+    more seeds than the full rung's, or on a resumed search: a one-line error, before any store
+    is written."""
+    from optdsl.cli import main
+    path = str(tmp_path / "s.sqlite")
+    typed = args if "--confirm-seeds" in args else args + ["--confirm-seeds", "10"]
+    assert main(["search", "--store", path, "--budget", "3", *typed]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
+    import os
+    assert not os.path.exists(path)
+
+
+def test_confirm_seeds_adds_the_seeds_after_the_full_rungs_to_the_protocol():
+    import argparse
+    from optdsl.search.cli import _protocol
+    task = get_task("mnist1d-mlp")
+    config = _protocol(task, argparse.Namespace(confirm_seeds=10, resume=None)).config(task)
+    assert config["seeds"] == [0, 1, 2] and config["confirm"] == [3, 4, 5, 6, 7, 8, 9]
+    plain = _protocol(task, argparse.Namespace(confirm_seeds=None, resume=None))
+    assert "confirm" not in plain.config(task) and plain.key(task) == Protocol().key(task)
