@@ -476,6 +476,7 @@ def _protocol(task, args=None):
     confirm = getattr(args, "confirm_seeds", None)
     if confirm is None:
         return match.PROTOCOL if match.is_match(task.name) else Protocol()
+    _positive("confirm-seeds", confirm)
     if args.resume is not None:
         raise SearchError("--confirm-seeds sets up a new search; a resumed one keeps the "
                           "protocol it was stored with")

@@ -88,9 +88,9 @@ def reward(result: dict):
 
 
 def promotion_threshold(scores: list, baseline_scores: list, quantile: float = PROMOTE_QUANTILE):
-    """The score at a rung (screen or middle) a candidate must beat to go on (see the module):
-    ``quantile`` of the last ``PROMOTE_WINDOW`` scores of this search, the worst baseline's
-    score until ``WARMUP`` of them are known."""
+    """The score at a rung (screen, middle or full) a candidate must beat to go on (see the
+    module): ``quantile`` of the last ``PROMOTE_WINDOW`` scores of this search, the worst
+    baseline's score until ``WARMUP`` of them are known."""
     if len(scores) < WARMUP:
         return min(baseline_scores) if baseline_scores else float("-inf")
     ordered = sorted(scores[-PROMOTE_WINDOW:])  # strictly above its ceil(q n)-th: 1 - q of them
@@ -289,6 +289,9 @@ class SearchLoop:
             for p in store.proposals(search_id) if p["status"] == "pending")
         self.hits: dict = {}  # cache key -> ([Proposal], stored result): held to the next round
         self.screened = bool(self.protocol_config.get("screen"))  # a multi-fidelity protocol
+        self.confirmed = bool(self.protocol_config.get("confirm"))  # with a confirming rung
+        # a strategy's result may stop short of what a baseline or seed rule runs
+        self.partial = self.screened or self.confirmed
         if self.screened and hasattr(strategy, "fail_reward"):
             strategy.fail_reward = SCREENED_FAIL_REWARD  # below every screened-out reward
         # a rung's scores, this search's own and the baselines', for its threshold
@@ -394,11 +397,13 @@ class SearchLoop:
         return groups
 
     def _held(self, prop: Proposal) -> bool:
-        """Whether a strategy's candidate waits for the baselines: until ``WARMUP`` screening
-        scores are known its threshold is the worst baseline's, which needs them all (one
-        dispatched before would be held to the worst of those that happened to have finished)."""
-        if not self.screened or prop.source != "strategy" or \
-                len(self.rung_scores["screen"]) >= WARMUP:
+        """Whether a strategy's candidate waits for the baselines: until ``WARMUP`` scores of
+        its first threshold's rung (screening, else full) are known that threshold is the worst
+        baseline's, which needs them all (one dispatched before would be held to the worst of
+        those that happened to have finished)."""
+        first = "screen" if self.screened else "full"
+        if not self.partial or prop.source != "strategy" or \
+                len(self.rung_scores[first]) >= WARMUP:
             return False
         pending = [p for props in self.waiting.values() for p in props]
         pending += [p for props in self.deferred.values() for p in props] + list(self.queue)
@@ -467,10 +472,10 @@ class SearchLoop:
     def _dispatch(self, prop: Proposal) -> None:
         # baselines and seeds run the full protocol: a row (or a job in flight) a partial rung
         # may have stopped answers only a strategy's candidate
-        full_only = self.screened and prop.source != "strategy"
+        full_only = self.partial and prop.source != "strategy"
         cached = self._lookup(prop.hash)
         stopped = cached is not None and cached["status"] == "ok" and (not is_full(cached) or (
-            bool(self.protocol_config.get("confirm")) and cached.get("rung") == "full"))
+            self.confirmed and cached.get("rung") == "full"))
         if cached is not None and not (full_only and stopped):  # (one that diverged at the
             # screen would diverge there again: it is the rule's own outcome)
             self.hits.setdefault(prop.hash, ([], cached))[0].append(prop)
@@ -483,12 +488,13 @@ class SearchLoop:
             return
         job = {"rule": prop.rule, "task": self.task.name, "protocol": self.protocol_config,
                "time_limit": self.time_limit}
+        if self.partial and prop.source == "strategy":
+            self.screening.add(prop.hash)  # (its result may stop short: see full_only)
         if self.screened and prop.source == "strategy":
-            self.screening.add(prop.hash)
             job["promote_above"] = self._threshold("screen", PROMOTE_QUANTILE)
             if self.protocol_config.get("middle"):
                 job["continue_above"] = self._threshold("middle", CONTINUE_QUANTILE)
-        if self.protocol_config.get("confirm") and prop.source == "strategy":
+        if self.confirmed and prop.source == "strategy":
             job["confirm_above"] = self._threshold("full", CONFIRM_QUANTILE)
         if getattr(self.runner, "local", False) and prop.parsed is not None:
             job["parsed"] = prop.parsed

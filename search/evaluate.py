@@ -77,6 +77,9 @@ class Protocol:
     def config(self, task: Task) -> dict:
         defaults = task.protocol
         if defaults is None and self.seeds is None and self.screen is None:
+            if self.confirm:
+                raise ValueError(f"{task.name} is scored on one seed: there is nothing for a "
+                                 "confirming rung to add seeds to")
             return {**task.config(), "lr_grid": list(self.grid), "seed": self.seed,
                     "protocol": 1}
         defaults = defaults or {}

@@ -217,7 +217,7 @@ class EvolutionStrategy(SpaceStrategy):
         elif u < self.p_combine + self.p_insert + self.p_delete:
             made = self.space.delete(parent, self.rng, prior=self.prior)
         elif u < self.p_combine + self.p_insert + self.p_delete + self.p_decay:
-            made = self.space.scale(parent, self.rng)
+            made = self.space.scale(parent, self.rng, prior=self.prior)
         made = made or self.space.modify(parent, self.rng, prior=self.prior)
         child, what = made
         kind = what.split(":")[0].split(" group")[0]

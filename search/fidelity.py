@@ -42,7 +42,8 @@ best of a grid of seed means, so the top of a search's full scores holds the luc
 rules that are alike (on the MNIST-1D MLP AddSign with a cosine decay is 0.010 above momentum
 with one, 1.1 standard errors, at 3 seeds, and 0.020, 3.6 standard errors, at 10); confirmed,
 they are scored on the mean where the selection no longer picks among seeds. An added seed that
-diverges at that learning rate makes the rule diverged, as in any rung.
+diverges at that learning rate makes the rule diverged, as in any rung; a time limit that
+runs out in it leaves the full rung's result (``confirm`` records the timeout).
 
 Tasks with a stacked network (``Task.stacked``) train every seed x learning rate of a rung in
 one batched call (``search.batched``); the others, and jobs with ``"sequential": True``, run
@@ -58,7 +59,7 @@ from dataclasses import replace
 from optdsl import ir
 from optdsl.schedules import SCHEDULES
 
-from .evaluate import new_result, run_scored, settle_worker, train_once
+from .evaluate import EvaluationTimeout, new_result, run_scored, settle_worker, train_once
 from .tasks import get_task
 
 
@@ -105,6 +106,20 @@ def train_rung(rule, task, rung: dict, deadline=None, sequential: bool = False,
         if any(r["status"] == "ok" for r in cut) and not pause[1](cut):
             return cut
     return runs
+
+
+def confirm_rung(rule, task, plan: dict, runs: list, lr: float, deadline=None,
+                 sequential: bool = False) -> dict | None:
+    """The confirming rung (see the module): the added seeds trained at the full rung's best
+    learning rate ``lr`` and scored with the full rung's ``runs`` there, the checkpoint chosen
+    again on the mean of all; None when the time limit ran out meanwhile."""
+    rung = {**plan["confirm"], "lr_grid": [lr]}
+    try:
+        more = train_rung(rule, task, rung, deadline, sequential)
+    except EvaluationTimeout:
+        return None
+    seeds = plan["full"]["seeds"] + rung["seeds"]
+    return score_runs([r for r in runs if r["lr"] == lr] + more, [lr], seeds)
 
 
 def on_budget(rule, steps: int, full_steps: int):
@@ -268,18 +283,14 @@ def evaluate_multi(job: dict) -> dict:
                                                  refine)
             if name == "full" and plan["confirm"] and (confirm_above is None
                                                        or scored["score"] > confirm_above):
-                confirm(rule, runs, scored["best_lr"])
-
-    def confirm(rule, runs, lr):
-        """The confirming rung: the added seeds at the full rung's best learning rate, scored
-        with the full rung's runs there (its checkpoint chosen again on the mean of all)."""
-        rung, started = {**plan["confirm"], "lr_grid": [lr]}, time.monotonic()
-        running[0] = "confirm"
-        more = train_rung(rule, task, rung, deadline, job.get("sequential", False))
-        seeds = plan["full"]["seeds"] + rung["seeds"]
-        record("confirm", score_runs([r for r in runs if r["lr"] == lr] + more, [lr], seeds),
-               started)
-        running[0] = None
+                started = time.monotonic()
+                confirmed = confirm_rung(rule, task, plan, runs, scored["best_lr"], deadline,
+                                         job.get("sequential", False))
+                if confirmed is not None:
+                    record("confirm", confirmed, started)
+                else:  # out of time: the full rung's result stands, not a timeout of the rule
+                    out["confirm"] = {**dict.fromkeys(RUNG_FIELDS), "status": "timeout",
+                                      "duration": time.monotonic() - started}
 
     def record(name, scored, started):
         out["metrics"] += [{**m, "rung": name} for m in scored.pop("metrics")]

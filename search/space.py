@@ -180,6 +180,7 @@ class Space:
                           for r in self.decisions}
         self._allowed: dict = {}
         self.groups = self._group_structure()
+        self._scaling = self._find_scaling()
 
     # --- what is allowed where -------------------------------------------------------------------
     def _satisfiable(self, rule: str, defined: frozenset, depth: int = 0) -> bool:
@@ -522,7 +523,7 @@ class Space:
         return [i for i, a in enumerate(self.rules[hold_rule])
                 if any(kind == "lit" and text in SCHEDULES for kind, text in a.items)]
 
-    def scale(self, tree: Tree, rng) -> tuple | None:
+    def scale(self, tree: Tree, rng, prior: dict | None = None) -> tuple | None:
         """(new tree, what): the whole step times a decay, ``x(n+1) = (xn) * (decay)``, one of
         :meth:`decays` drawn uniformly: a learning-rate schedule given to the rule, which
         ``insert`` draws only when every one of its choices falls that way. None when the
@@ -542,12 +543,15 @@ class Space:
         decay = Tree(hold_rule, rng.choice(decays), [])
         fresh = Tree(inner_rule, mul, [Tree(unary, identity, [last]),
                                        Tree(unary, identity, [decay])])
-        return self._repair(inners + [fresh], rng), f"decay group {n + 1}"
+        return self._repair(inners + [fresh], rng, prior), f"decay group {n + 1}"
 
     def scaling(self) -> tuple | None:
         """(:meth:`decays`, (inner rule, its ``(u) * (u)`` alternative, u's rule)) of a grouped
         space with a decay operand and such a product whose u passes an operand through; None
         for a space where :meth:`scale` cannot work."""
+        return self._scaling
+
+    def _find_scaling(self) -> tuple | None:
         decays = self.decays()
         if not decays:
             return None

@@ -266,17 +266,24 @@ class Store:
         """Insert one evaluation (inside the caller's transaction when there is one). A row of
         the same key that is not the rule's own outcome (a timeout, a runner's failure), or that
         a partial rung stopped (or an unconfirmed full rung) when this one is the rule's own
-        outcome (a baseline or seed rule runs in full: ``engine``), is replaced (a later search evaluated the rule again: see the
-        module), keeping its baseline name; a partial row that is the rule's own outcome is
-        kept against a runner's failure or a timeout (its id is returned)."""
+        outcome and went further (a baseline or seed rule runs in full: ``engine``), is
+        replaced (a later search evaluated the rule again: see the module), keeping its
+        baseline name; a row that is the rule's own outcome is kept against a runner's failure
+        or a timeout (its id is returned, and it takes ``name`` if it had none); a second
+        outcome of the rule otherwise breaks the key's uniqueness (an engine that evaluated a
+        rule twice)."""
         old = self.conn.execute(
             "SELECT id, name, status, error, rung FROM evaluations WHERE rule_hash = ? AND "
             "task = ? AND protocol = ?", (rule_hash, task, protocol)).fetchone()
+        if old is not None and rules_own(dict(old)) and not rules_own(result):
+            # a runner's failure or a timeout never overwrites the rule's own outcome
+            if name and not old["name"]:
+                self.conn.execute("UPDATE evaluations SET name = ? WHERE id = ?",
+                                  (name, old["id"]))
+            return old["id"]
         # a row a later rung went past: a partial rung's, or a full rung's the confirming passed
         passed = old is not None and (not is_full(dict(old)) or (
             old["rung"] == "full" and result.get("rung") == "confirm"))
-        if passed and rules_own(dict(old)) and not rules_own(result):
-            return old["id"]  # a runner's failure or a timeout never overwrites the rule's own
         if old is not None and (not rules_own(dict(old)) or passed):
             self.conn.execute("DELETE FROM evaluations WHERE id = ?", (old["id"],))
             name = name or old["name"]

@@ -292,3 +292,20 @@ def test_a_confirming_rung_scores_the_best_lr_on_the_added_seeds_too(tiny):
     assert held["score"] == out["full"]["score"]
     passed = evaluate({**base, "confirm_above": out["full"]["score"] - 1e-9})
     assert passed["rung"] == "confirm" and passed["score"] == out["score"]
+
+
+def test_a_confirming_rung_out_of_time_leaves_the_full_rungs_result(tiny, monkeypatch):
+    from optdsl.search import fidelity
+    from optdsl.search.evaluate import EvaluationTimeout
+    train_rung = fidelity.train_rung
+
+    def slow_confirm(rule, task, rung, *args):
+        if rung["seeds"] == [2, 3]:
+            raise EvaluationTimeout()
+        return train_rung(rule, task, rung, *args)
+    monkeypatch.setattr(fidelity, "train_rung", slow_confirm)
+    config = Protocol(lr_grid=(0.01, 0.1), seeds=(0, 1), screen={}, confirm=4).config(tiny)
+    out = evaluate({"rule": source("momentum"), "task": tiny.name, "protocol": config,
+                    "time_limit": 60})
+    assert (out["status"], out["rung"], out["score"]) == ("ok", "full", out["full"]["score"])
+    assert out["confirm"]["status"] == "timeout" and out["error"] is None

@@ -296,3 +296,43 @@ def test_confirm_seeds_adds_the_seeds_after_the_full_rungs_to_the_protocol():
     assert config["seeds"] == [0, 1, 2] and config["confirm"] == [3, 4, 5, 6, 7, 8, 9]
     plain = _protocol(task, argparse.Namespace(confirm_seeds=None, resume=None))
     assert "confirm" not in plain.config(task) and plain.key(task) == Protocol().key(task)
+
+
+def test_a_rerun_that_fails_or_stops_short_never_replaces_the_rules_own_full_row(tmp_path):
+    """A baseline or seed rule that meets an unconfirmed full row runs again; if that run times
+    out or its runner fails, the row stays (it used to break the key's uniqueness), and a
+    baseline's name is kept on it; a confirmed run replaces it."""
+    store = Store(str(tmp_path / "s.sqlite"))
+    key = dict(rule="r(lr=1) = lr * g", rule_hash="h", task="mnist1d-mlp", protocol="p")
+    full = {**engine.failed_result(""), "status": "ok", "error": None, "rung": "full",
+            "score": 0.7, "full": {"score": 0.7}}
+    first = store.add_evaluation(result=full, **key)
+    timeout = {**engine.failed_result("time limit"), "status": "timeout", "rung": "confirm"}
+    for result in (timeout, engine.failed_result("failed twice: boom")):
+        assert store.add_evaluation(result=result, name="sgd", **key) == first
+    (row,) = store.evaluations("mnist1d-mlp", "p")
+    assert (row["rung"], row["score"], row["name"]) == ("full", 0.7, "sgd")
+    confirmed = {**full, "rung": "confirm", "score": 0.68, "confirm": {"score": 0.68}}
+    store.add_evaluation(result=confirmed, **key)
+    (row,) = store.evaluations("mnist1d-mlp", "p")
+    assert (row["rung"], row["score"], row["full_score"], row["name"]) == \
+        ("confirm", 0.68, 0.7, "sgd")
+
+
+def test_a_confirming_rung_without_a_screen_waits_for_the_baselines(tmp_path):
+    """``confirm`` on a protocol without a screen: strategy candidates wait for the baselines,
+    whose worst full score is the first threshold (the warm-up), and a baseline never takes a
+    strategy's unconfirmed result."""
+    JOBS.clear()
+    store = Store(str(tmp_path / "s.sqlite"))
+    task = get_task("mnist1d-mlp")
+    strategy = Recorder(seed=4)
+    sid = new_search(store, strategy=strategy, task=task,
+                     protocol=Protocol(screen={}, confirm=5), budget=30)
+    SearchLoop(store, sid, strategy, InProcessRunner(fake_confirm, capacity=8)).run()
+    baseline_jobs = [j for j in JOBS if "confirm_above" not in j]
+    assert len(baseline_jobs) == 5 and JOBS[:5] == baseline_jobs
+    rows = store.evaluations(task.name, store.search(sid)["protocol"])
+    worst = min(r["full_score"] for r in rows if r["name"])
+    assert JOBS[5]["confirm_above"] == worst
+    assert {r["rung"] for r in rows if r["name"]} == {"confirm"}
