@@ -151,6 +151,9 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
     given = options.get("strategy_options") or {}
     label = search["strategy"] + "".join(f" {k}={v}" for k, v in sorted(given.items())
                                          if k != "horizon")  # horizon: set from the task
+    protocol = search.get("protocol_config") or {}
+    if protocol.get("confirm"):  # (optdsl search --confirm-seeds N)
+        label += f", confirmed on {len(protocol['seeds']) + len(protocol['confirm'])} seeds"
     out = {"store": path, "task": task, "strategy": search["strategy"], "label": label,
            "seed": options.get("seed"),
            "horizon": store_horizon(search),

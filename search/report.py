@@ -27,8 +27,9 @@ from .match import file_stem
 from .store import Store, is_full
 
 
-# how the table names a result a partial rung stopped (its score is on that rung's scale)
-STOPPED_AT = {"screen": "screened out", "middle": "stopped at middle"}
+# how the table names a result a partial rung stopped (its score is on that rung's scale),
+# and one the confirming rung scored on its added seeds too (optdsl search --confirm-seeds)
+STOPPED_AT = {"screen": "screened out", "middle": "stopped at middle", "confirm": "confirmed"}
 
 
 def describe(row: dict, width: int = 60) -> str:
