@@ -233,8 +233,8 @@ def evaluate_multi(job: dict) -> dict:
     """Score one rule under the multi-seed protocol (``job["protocol"]["protocol"] == 2``).
 
     ``job``: ``rule``, ``task``, ``protocol`` (``Protocol.config``), ``time_limit`` and, for
-    screening, ``promote_above``, ``continue_above`` and ``confirm_above`` (numbers; see the
-    module doc), ``sequential`` (optional).
+    the rungs a job may stop at or go on to, ``promote_above``, ``continue_above`` and
+    ``confirm_above`` (numbers; see the module doc), ``sequential`` (optional).
     Returns the store's row fields (``status``, ``score``, ``best_lr``, ``diverged_step``,
     ``metrics``: one entry per rung and lr, ``curve``, ``error``, ``duration``, ...) and:
     ``rung`` (the last rung run: ``screen``, ``middle``, ``full`` or ``confirm``), ``score_se``,

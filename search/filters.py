@@ -43,9 +43,9 @@ of 1,500 steps is still 0.9999: a rule times a decay was a near-copy of the rule
 so a search that had evaluated momentum never evaluated momentum with a cosine decay. A
 filter given ``late`` steps (``late_steps`` of the search's horizon: a third and two thirds of
 the training) runs the streams again from each of those steps on, and the signature holds
-the elements of every run, each as an element of its own: momentum and momentum times a cosine decay are then 0.56 apart, a
-cosine and a linear decay of it 0.15, and positive factors and rounding-size terms still
-near-copies. A match task has no horizon (its streams are all its reward sees): its filter is
+the elements of every run, each as an element of its own: momentum and momentum times a
+cosine decay are then 0.56 apart, a cosine and a linear decay of it 0.15, and positive
+factors and rounding-size terms still near-copies. A match task has no horizon (its streams are all its reward sees): its filter is
 unchanged.
 
 **The simpler one is evaluated.** A candidate near earlier ones that are all larger than it

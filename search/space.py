@@ -180,7 +180,10 @@ class Space:
                           for r in self.decisions}
         self._allowed: dict = {}
         self.groups = self._group_structure()
-        self._scaling = self._find_scaling()
+        # (decays, (inner rule, its ``(u) * (u)`` alternative, u's rule)) where ``scale`` can
+        # work: a grouped space with a decay operand and such a product whose u passes an
+        # operand through; else None
+        self.scaling = self._find_scaling()
 
     # --- what is allowed where -------------------------------------------------------------------
     def _satisfiable(self, rule: str, defined: frozenset, depth: int = 0) -> bool:
@@ -529,7 +532,7 @@ class Space:
         ``insert`` draws only when every one of its choices falls that way. None when the
         program has the most groups the space allows, or the space has no decay or no
         ``(u) * (u)`` function."""
-        gs, how = self.groups, self.scaling()
+        gs, how = self.groups, self.scaling
         if how is None:
             return None
         decays, (inner_rule, mul, unary) = how
@@ -545,13 +548,8 @@ class Space:
                                        Tree(unary, identity, [decay])])
         return self._repair(inners + [fresh], rng, prior), f"decay group {n + 1}"
 
-    def scaling(self) -> tuple | None:
-        """(:meth:`decays`, (inner rule, its ``(u) * (u)`` alternative, u's rule)) of a grouped
-        space with a decay operand and such a product whose u passes an operand through; None
-        for a space where :meth:`scale` cannot work."""
-        return self._scaling
-
     def _find_scaling(self) -> tuple | None:
+        """``Space.scaling`` (set once, in ``__init__``)."""
         decays = self.decays()
         if not decays:
             return None
