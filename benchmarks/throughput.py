@@ -9,7 +9,12 @@ Three measurements, each on one thread per process (as a search worker runs):
    three functions.
 2. ``rungs``: the wall time of the screening rung and of the full rung of the task's protocol
    (``search/fidelity.py``) for a few library rules.
-3. ``search``: a simulated search: ``--candidates`` proposals of the random-grammar strategy
+3. ``replay``: ``--sample`` programs holding a random primitive (``drop``, ``noise``), drawn
+   from the store ``--store``, each trained on its screening rung and on a full-rung slice (its
+   seeds, 3 rates, ``--full-steps`` steps) twice: all copies stepped at once (the default since
+   2026-12-06, each copy's row drawn from its own generator) and copy by copy (as before), in
+   alternating order; the seconds of each and their ratio.
+4. ``search``: a simulated search: ``--candidates`` proposals of the random-grammar strategy
    (its filters in front, as in a search) evaluated by ``--workers`` processes with screening;
    a candidate is promoted when its screening score beats the ``--quantile`` quantile of the
    screening scores finished before it was submitted (after ``--warmup`` candidates promoted
@@ -19,6 +24,7 @@ Three measurements, each on one thread per process (as a search worker runs):
 
     flock /tmp/optdsl-heavy.lock .venv/bin/python benchmarks/throughput.py profile rungs
     flock /tmp/optdsl-heavy.lock .venv/bin/python benchmarks/throughput.py search --candidates 300
+    .venv/bin/python benchmarks/throughput.py replay --store STORE --sample 60 --tasks mnist1d-mlp
 
 Writes ``--out``/throughput.json; record ``uptime`` next to the figures.
 """
@@ -103,6 +109,54 @@ def rung_costs(task_name: str, rule_name: str) -> dict:
             "score_se": out["score_se"]}
 
 
+def replay(task_name: str, store: str, sample: int, full_steps: int, seed: int) -> dict:
+    """Seconds of a store's random programs' rungs, all copies at once against copy by copy."""
+    import random
+    import re
+    import sqlite3
+
+    from optdsl import parse
+    from optdsl.search import batched
+    from optdsl.search.evaluate import Protocol
+    from optdsl.search.fidelity import train_rung
+    from optdsl.search.tasks import get_task
+    _setup()
+    task = get_task(task_name)
+    task.stacked.data()
+    config = Protocol().config(task)
+    rungs = {"screen": config["screen"],
+             "full": {"seeds": config["seeds"], "lr_grid": [0.01, 0.03162, 0.1],
+                      "steps": full_steps, "eval_every": full_steps}}
+    with sqlite3.connect(store) as con:
+        texts = sorted({r for (r,) in con.execute("SELECT rule FROM evaluations WHERE task = ?",
+                                                  (task_name,))
+                        if re.search(r"\b(drop|noise)\(", r)})
+    texts = random.Random(seed).sample(texts, min(sample, len(texts)))
+    at_once = batched.stacks
+
+    def copy_by_copy(rule):  # the rule before 2026-12-06: any random primitive, per copy
+        from optdsl.probes import is_random
+        return at_once(rule) and not is_random(rule)
+
+    seconds = {(mode, rung): 0.0 for mode in ("at once", "per copy") for rung in rungs}
+    for i, text in enumerate(texts):
+        rule = parse(text)
+        modes = [("at once", at_once), ("per copy", copy_by_copy)]
+        for mode, pick in (modes if i % 2 == 0 else modes[::-1]):
+            batched.stacks = pick
+            for name, rung in rungs.items():
+                t0 = time.perf_counter()
+                train_rung(rule, task, rung)
+                seconds[mode, name] += time.perf_counter() - t0
+    batched.stacks = at_once
+    row = {"task": task_name, "store": store, "programs": len(texts), "full_steps": full_steps}
+    for name in rungs:
+        row[f"{name}_at_once_s"] = seconds["at once", name]
+        row[f"{name}_per_copy_s"] = seconds["per copy", name]
+        row[f"{name}_ratio"] = seconds["at once", name] / seconds["per copy", name]
+    return row
+
+
 def evaluate_job(job: dict) -> dict:
     from optdsl.search.evaluate import evaluate
     _setup()
@@ -175,7 +229,7 @@ def simulated_search(task_name: str, candidates: int, workers: int, quantile: fl
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", nargs="+", choices=["profile", "rungs", "search"])
+    ap.add_argument("what", nargs="+", choices=["profile", "rungs", "replay", "search"])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     ap.add_argument("--rules", nargs="+", default=["adam", "powersign", "momentum", "lamb"])
     ap.add_argument("--copies", type=int, nargs="+", default=[5, 9, 30])
@@ -184,6 +238,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quantile", type=float, default=0.9)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--store", help="replay: the search store whose programs are replayed")
+    ap.add_argument("--sample", type=int, default=60, help="replay: programs drawn")
+    ap.add_argument("--full-steps", type=int, default=300, help="replay: the full rung's steps")
     ap.add_argument("--screen-steps", type=int, help="override the screening rung's steps")
     ap.add_argument("--out", default="runs/throughput")
     args = ap.parse_args(argv)
@@ -216,6 +273,13 @@ def main(argv=None) -> int:
                 row = rung_costs(t, r)
                 results["rungs"].append(row)
                 print(json.dumps(row), flush=True)
+    if "replay" in args.what:
+        if not args.store:
+            ap.error("replay needs --store")
+        results["replay"] = [replay(t, args.store, args.sample, args.full_steps, args.seed)
+                             for t in args.tasks]
+        for row in results["replay"]:
+            print(json.dumps(row), flush=True)
     if "search" in args.what:
         results["search"] = []
         for t in args.tasks:

@@ -592,9 +592,20 @@ _ROWS = [
 
 # --- randomness: draws from the generator the optimizer owns (seeded, saved in state_dict) ----
 
+def _draw(sample, gen, like):
+    """``sample`` (``torch.rand`` or ``torch.randn``) of ``like``'s shape from ``gen``: a
+    ``torch.Generator``, or a list of them, one per row of a stack of independent runs
+    (``search.batched``), each row drawn from its own generator exactly as that run's own
+    tensor of the row's shape would be."""
+    if isinstance(gen, list):
+        return torch.stack([sample(like.shape[1:], generator=row, dtype=like.dtype,
+                                   device=like.device) for row in gen])
+    return sample(like.shape, generator=gen, dtype=like.dtype, device=like.device)
+
+
 def _noise(gen, like, sigma):
     """N(0, sigma^2) per element."""
-    return torch.randn(like.shape, generator=gen, dtype=like.dtype, device=like.device) * sigma
+    return _draw(torch.randn, gen, like) * sigma
 
 
 # the integer type of a float's width: a 0/1 mask negated is all ones or all zeros in it
@@ -611,7 +622,7 @@ def _drop(gen, like, x, rate):
     ``benchmarks/full_rung_profile.py``; BENCHMARKS.md, "Throughput of a search on the MNIST-1D
     proxy")."""
     x = _tensor(x, like).expand_as(like) if not isinstance(x, torch.Tensor) or x.shape != like.shape else x
-    keep = torch.rand(like.shape, generator=gen, dtype=like.dtype, device=like.device) >= rate
+    keep = _draw(torch.rand, gen, like) >= rate
     scaled = x / (1 - rate)
     bits = _SAME_WIDTH_INT.get(scaled.dtype)
     if bits is None:

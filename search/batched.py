@@ -14,6 +14,8 @@ applied with the reference interpreter in one of two ways:
 * **stacked** (the rule is elementwise and ``lr`` is a factor of its update, ``u = lr * X``:
   every rule of the search spaces, adam, rmsprop, ...): ``X = u(lr=1)`` is computed once for the
   whole buffer (each copy's states sit in its rows) and copy ``c`` moves by ``-lr_c * X_c``.
+  A random primitive (``drop``, ``noise``) draws each copy's row from that copy's generator,
+  the numbers the per-copy mode draws.
   ``X`` is taken from a copy of the rule that *assigns* ``p := u``, so where the update is
   literally ``lr * X`` a copy's step from given gradients is its own run's; where ``lr`` sits
   deeper (``lr * m / sqrt(v)`` computes ``(lr * m) / sqrt(v)``) the two differ by float
@@ -22,8 +24,8 @@ applied with the reference interpreter in one of two ways:
   as ``norm`` in lamb/lars, which must not mix copies): the interpreter steps each copy with
   its own ``lr``: the copy's whole row at once when the rule is elementwise, else each of its
   parameter tensors separately, as the optimizer does for one run. The forward and backward
-  stay batched. A rule that draws random numbers (``noise``, ``drop``, ``randn``) runs this
-  way too, so that each copy, and so each seed, has draws of its own.
+  stay batched. A rule that draws a scalar per step (``randn()``) runs this way too, so that
+  each copy, and so each seed, has draws of its own.
 
 **Not bit for bit.** The gradients are not those of one-at-a-time training to the last bit:
 ``baddbmm``, the grouped ``conv1d`` and the batched loss sum in other orders (about 1e-7
@@ -105,6 +107,21 @@ def is_elementwise(rule) -> bool:
     from optdsl import ir
     roots = rule.outputs() + [s.init for s in rule.slots]
     return all(n.kind != ir.Kind.REDUCED for n in ir.topological(roots))
+
+
+def draws_scalars(rule) -> bool:
+    """True when the rule draws a scalar per step (``randn()``): one value for every element,
+    which the stacked copies, sharing their scalars, could not each draw for themselves."""
+    from optdsl import ir
+    from optdsl.primitives import PRIMITIVES
+    roots = rule.outputs() + [s.init for s in rule.slots]
+    return any(n.kind == ir.Kind.SCALAR and n.op in PRIMITIVES and PRIMITIVES[n.op].random
+               for n in ir.topological(roots))
+
+
+def stacks(rule) -> bool:
+    """True when every copy can be stepped at once (the module doc's stacked mode)."""
+    return is_elementwise(rule) and lr_is_linear(rule) and not draws_scalars(rule)
 
 
 def direction_rule(rule):
@@ -231,11 +248,11 @@ def _updater(rule, flat, leaves, seeds, lrs):
     """``update(grads, alive)``: one step of the rule on every live copy (the module doc's
     stacked or per-copy mode), in place on ``flat`` (whose views ``leaves`` are)."""
     from optdsl.interpreter import Interpreter
-    from optdsl.probes import is_random
     n = flat.shape[0]
-    if is_elementwise(rule) and lr_is_linear(rule) and not is_random(rule):
+    gen = [torch.Generator().manual_seed(s) for s in seeds for _ in lrs]  # one per copy
+    if stacks(rule):
         interp, hypers = Interpreter(direction_rule(rule)), {**rule.defaults, "lr": 1.0}
-        state, gen = {}, torch.Generator().manual_seed(seeds[0])
+        state = {}
         lr = torch.tensor(lrs, dtype=flat.dtype).repeat(len(seeds)).view(n, 1)
 
         def update(grads, alive):
@@ -248,7 +265,6 @@ def _updater(rule, flat, leaves, seeds, lrs):
 
     interp = Interpreter(rule)
     hypers = [{**rule.defaults, "lr": float(a)} for a in lrs] * len(seeds)
-    gen = [torch.Generator().manual_seed(s) for s in seeds for _ in lrs]
     if is_elementwise(rule):  # one interpreter call per copy, on its whole row
         def units(c, grads):
             return [(flat[c], torch.cat([gr[c].reshape(-1) for gr in grads]))]

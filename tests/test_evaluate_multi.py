@@ -63,6 +63,24 @@ def test_batched_equals_one_run_at_a_time(name, mode):
             assert loss_b == pytest.approx(loss_o, rel=1e-4)
 
 
+def test_a_random_rule_trains_all_copies_at_once_as_it_trains_each_copy_alone(monkeypatch):
+    """drop and noise draw each copy's row from the copy's own generator, so stepping every
+    copy at once follows the per-copy runs (to rounding: SIMD and scalar loops split the
+    rows differently)."""
+    from optdsl.search import batched
+    r = parse("r(lr=1) = lr * (drop(ema(g, 0.9), 0.3) + noise(0.001))")
+    assert batched.stacks(r)
+    task = tasks.get_task("mnist1d-mlp")
+    together = train_rung(r, task, RUNG)
+    monkeypatch.setattr(batched, "stacks", lambda rule: False)
+    alone = train_rung(r, task, RUNG)
+    for a, b in zip(together, alone):
+        assert (a["seed"], a["lr"], a["status"]) == (b["seed"], b["lr"], b["status"])
+        for (_, acc_a, loss_a), (_, acc_b, loss_b) in zip(a["curve"], b["curve"]):
+            assert abs(acc_a - acc_b) <= 0.001 + 1e-7
+            assert loss_a == pytest.approx(loss_b, rel=1e-5)
+
+
 def test_batched_conv_net_equals_one_run_at_a_time():
     """The ConvNet's grouped conv1d differs from the module's conv1d by rounding only."""
     task = tasks.get_task("mnist1d-cnn")

@@ -122,10 +122,16 @@ def test_a_rule_diverging_at_every_lr_reports_its_earliest_divergence():
     assert out["diverged_step"] == min(m["step"] for m in out["metrics"])
 
 
-def test_each_seed_draws_its_own_random_numbers_in_batched_training():
+@pytest.mark.parametrize("text, stacked", [("r(lr=1) = lr * randn() * g", False),
+                                          ("r(lr=1) = lr * drop(g, 0.5)", True),
+                                          ("r(lr=1) = lr * (g + noise(0.1))", True)])
+def test_each_seed_draws_its_own_random_numbers_in_batched_training(text, stacked):
+    """Per copy (a scalar draw per step) or all copies at once (one row per copy, drawn from
+    the copy's generator): each copy's draws are its own run's."""
     from optdsl import Optimizer, parse
-    from optdsl.search.batched import _updater
-    rule = parse("r(lr=1) = lr * randn() * g")
+    from optdsl.search.batched import _updater, stacks
+    rule = parse(text)
+    assert stacks(rule) == stacked
     seeds, flat = [0, 1, 2], torch.zeros(3, 4)
     update = _updater(rule, flat, [flat], seeds, [1.0])
     batched = []
