@@ -84,7 +84,7 @@ def profile(task_name: str, rule_name: str, copies: int, steps: int = 200) -> di
         batched.stacked_forward, torch.autograd.grad, Interpreter.step_tensor = saved
     ms = {k: 1000 * v / steps for k, v in spent.items()}
     ms["rest"] = 1000 * total / steps - sum(ms.values())
-    mode = "stacked" if batched.is_elementwise(rule) and batched.lr_is_linear(rule) else "per copy"
+    mode = "stacked" if batched.stacks(rule) else "per copy"
     return {"task": task_name, "rule": rule_name, "copies": copies, "mode": mode,
             "ms_per_step": 1000 * total / steps, **{f"ms_{k}": v for k, v in ms.items()}}
 
@@ -109,8 +109,9 @@ def rung_costs(task_name: str, rule_name: str) -> dict:
             "score_se": out["score_se"]}
 
 
-def replay(task_name: str, store: str, sample: int, full_steps: int, seed: int) -> dict:
-    """Seconds of a store's random programs' rungs, all copies at once against copy by copy."""
+def replay(task_name: str, store: str, sample: int, full_steps: int, seed: int) -> dict | None:
+    """Seconds of a store's random programs' rungs, all copies at once against copy by copy
+    (None when the store holds no such program of the task)."""
     import random
     import re
     import sqlite3
@@ -128,9 +129,11 @@ def replay(task_name: str, store: str, sample: int, full_steps: int, seed: int) 
              "full": {"seeds": config["seeds"], "lr_grid": [0.01, 0.03162, 0.1],
                       "steps": full_steps, "eval_every": full_steps}}
     with sqlite3.connect(store) as con:
-        texts = sorted({r for (r,) in con.execute("SELECT rule FROM evaluations WHERE task = ?",
-                                                  (task_name,))
+        texts = sorted({r for (r,) in con.execute(
+            "SELECT rule FROM evaluations WHERE task = ? AND status = 'ok'", (task_name,))
                         if re.search(r"\b(drop|noise)\(", r)})
+    if not texts:
+        return None
     texts = random.Random(seed).sample(texts, min(sample, len(texts)))
     at_once = batched.stacks
 
@@ -139,16 +142,18 @@ def replay(task_name: str, store: str, sample: int, full_steps: int, seed: int) 
         return at_once(rule) and not is_random(rule)
 
     seconds = {(mode, rung): 0.0 for mode in ("at once", "per copy") for rung in rungs}
-    for i, text in enumerate(texts):
-        rule = parse(text)
-        modes = [("at once", at_once), ("per copy", copy_by_copy)]
-        for mode, pick in (modes if i % 2 == 0 else modes[::-1]):
-            batched.stacks = pick
-            for name, rung in rungs.items():
-                t0 = time.perf_counter()
-                train_rung(rule, task, rung)
-                seconds[mode, name] += time.perf_counter() - t0
-    batched.stacks = at_once
+    modes = [("at once", at_once), ("per copy", copy_by_copy)]
+    try:
+        for i, text in enumerate(texts):
+            rule = parse(text)
+            for mode, pick in (modes if i % 2 == 0 else modes[::-1]):
+                batched.stacks = pick
+                for name, rung in rungs.items():
+                    t0 = time.perf_counter()
+                    train_rung(rule, task, rung)
+                    seconds[mode, name] += time.perf_counter() - t0
+    finally:
+        batched.stacks = at_once
     row = {"task": task_name, "store": store, "programs": len(texts), "full_steps": full_steps}
     for name in rungs:
         row[f"{name}_at_once_s"] = seconds["at once", name]
@@ -276,10 +281,13 @@ def main(argv=None) -> int:
     if "replay" in args.what:
         if not args.store:
             ap.error("replay needs --store")
-        results["replay"] = [replay(t, args.store, args.sample, args.full_steps, args.seed)
-                             for t in args.tasks]
-        for row in results["replay"]:
-            print(json.dumps(row), flush=True)
+        results["replay"] = []
+        for t in args.tasks:
+            row = replay(t, args.store, args.sample, args.full_steps, args.seed)
+            print(json.dumps(row) if row else f"{t}: no random program in {args.store}",
+                  flush=True)
+            if row:
+                results["replay"].append(row)
     if "search" in args.what:
         results["search"] = []
         for t in args.tasks:

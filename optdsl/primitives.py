@@ -123,7 +123,9 @@ class Primitive:
     literal_positions: tuple = ()  # argument positions where ``code`` takes a Python float
     sympy: Callable | None = None  # (sympy module, *translated args) -> sympy expression
     variadic: bool = False  # takes any number of trailing arguments (schedules' milestones)
-    random: bool = False  # draws from the optimizer's generator: fn(generator, like, *args)
+    # draws from the optimizer's generator: torch_fn(generator, like, *args), where the
+    # generator may be a list, one per row of ``like`` (``_draw``); scalar_fn(generator)
+    random: bool = False
     result_kind: Kind | None = None  # forced kind of the result (random tensors are TENSOR)
     validate: bool = False  # check constant arguments at check time by calling scalar_fn
     # (parameter, test, wording): the values a scalar argument must take, checked at check time
@@ -598,8 +600,12 @@ def _draw(sample, gen, like):
     (``search.batched``), each row drawn from its own generator exactly as that run's own
     tensor of the row's shape would be."""
     if isinstance(gen, list):
-        return torch.stack([sample(like.shape[1:], generator=row, dtype=like.dtype,
-                                   device=like.device) for row in gen])
+        if len(gen) != like.shape[0]:
+            raise ValueError(f"{len(gen)} generators for {like.shape[0]} rows")
+        out = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+        for row, into in zip(gen, out):
+            sample(like.shape[1:], generator=row, out=into)
+        return out
     return sample(like.shape, generator=gen, dtype=like.dtype, device=like.device)
 
 

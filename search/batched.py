@@ -110,8 +110,9 @@ def is_elementwise(rule) -> bool:
 
 
 def draws_scalars(rule) -> bool:
-    """True when the rule draws a scalar per step (``randn()``): one value for every element,
-    which the stacked copies, sharing their scalars, could not each draw for themselves."""
+    """True when the rule draws a scalar (``randn()``, per step or in a state's initial value):
+    one value for every element, which the stacked copies, sharing their scalars, could not each
+    draw for themselves."""
     from optdsl import ir
     from optdsl.primitives import PRIMITIVES
     roots = rule.outputs() + [s.init for s in rule.slots]

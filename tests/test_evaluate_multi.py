@@ -65,10 +65,10 @@ def test_batched_equals_one_run_at_a_time(name, mode):
 
 def test_a_random_rule_trains_all_copies_at_once_as_it_trains_each_copy_alone(monkeypatch):
     """drop and noise draw each copy's row from the copy's own generator, so stepping every
-    copy at once follows the per-copy runs (to rounding: SIMD and scalar loops split the
-    rows differently)."""
+    copy at once follows the per-copy runs (the same operations on the same numbers: equal
+    here; the tolerance allows for a kernel that rounds a row's tail in another order)."""
     from optdsl.search import batched
-    r = parse("r(lr=1) = lr * (drop(ema(g, 0.9), 0.3) + noise(0.001))")
+    r = parse("r(lr=1) = lr * (drop(ema(g, 0.9), 0.3) + noise(0.1))")
     assert batched.stacks(r)
     task = tasks.get_task("mnist1d-mlp")
     together = train_rung(r, task, RUNG)
@@ -78,7 +78,7 @@ def test_a_random_rule_trains_all_copies_at_once_as_it_trains_each_copy_alone(mo
         assert (a["seed"], a["lr"], a["status"]) == (b["seed"], b["lr"], b["status"])
         for (_, acc_a, loss_a), (_, acc_b, loss_b) in zip(a["curve"], b["curve"]):
             assert abs(acc_a - acc_b) <= 0.001 + 1e-7
-            assert loss_a == pytest.approx(loss_b, rel=1e-5)
+            assert loss_a == pytest.approx(loss_b, rel=1e-6)
 
 
 def test_batched_conv_net_equals_one_run_at_a_time():

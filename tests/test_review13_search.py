@@ -127,26 +127,29 @@ def test_a_rule_diverging_at_every_lr_reports_its_earliest_divergence():
                                           ("r(lr=1) = lr * (g + noise(0.1))", True)])
 def test_each_seed_draws_its_own_random_numbers_in_batched_training(text, stacked):
     """Per copy (a scalar draw per step) or all copies at once (one row per copy, drawn from
-    the copy's generator): each copy's draws are its own run's."""
+    the copy's generator): copy ``c = i_seed * n_lr + i_lr`` steps as its own run,
+    ``Optimizer(seed=...)`` on one tensor of the row's size, steps with its own draws."""
     from optdsl import Optimizer, parse
     from optdsl.search.batched import _updater, stacks
     rule = parse(text)
     assert stacks(rule) == stacked
-    seeds, flat = [0, 1, 2], torch.zeros(3, 4)
-    update = _updater(rule, flat, [flat], seeds, [1.0])
+    seeds, lrs, size = [0, 1, 2], [1.0, 0.5], 64
+    flat = torch.zeros(len(seeds) * len(lrs), size)
+    update = _updater(rule, flat, [flat], seeds, lrs)
     batched = []
     for _ in range(3):
         before = flat.clone()
-        update([torch.ones(3, 4)], torch.ones(3, dtype=torch.bool))
-        batched.append((before - flat)[:, 0])
-    for i, seed in enumerate(seeds):
-        p = torch.zeros(4, requires_grad=True)
-        opt = Optimizer([p], rule, backend="eager", seed=seed, lr=1.0)
+        update([torch.ones_like(flat)], torch.ones(len(flat), dtype=torch.bool))
+        batched.append(before - flat)
+    for c in range(len(flat)):
+        p = torch.zeros(size, requires_grad=True)
+        opt = Optimizer([p], rule, backend="eager", seed=seeds[c // len(lrs)],
+                        lr=lrs[c % len(lrs)])
         for step in range(3):
             before = p.detach().clone()
-            p.grad = torch.ones(4)
+            p.grad = torch.ones(size)
             opt.step()
-            assert float(before[0] - p.detach()[0]) == pytest.approx(float(batched[step][i]))
+            torch.testing.assert_close(before - p.detach(), batched[step][c])
 
 
 def test_the_leaderboard_ranks_a_middle_rung_row_above_a_screened_out_one(tmp_path):
