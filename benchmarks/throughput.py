@@ -11,9 +11,9 @@ Three measurements, each on one thread per process (as a search worker runs):
    (``search/fidelity.py``) for a few library rules.
 3. ``replay``: ``--sample`` programs holding a random primitive (``drop``, ``noise``), drawn
    from the store ``--store``, each trained on its screening rung and on a full-rung slice (its
-   seeds, 3 rates, ``--full-steps`` steps) twice: all copies stepped at once (the default since
-   2026-12-06, each copy's row drawn from its own generator) and copy by copy (as before), in
-   alternating order; the seconds of each and their ratio.
+   seeds, 3 rates, ``--full-steps`` steps) by the optdsl that Python imports: to compare two
+   versions, run it again with ``PYTHONPATH`` at a checkout of the other (with ``search`` and
+   ``grammars`` linked into its ``optdsl/``, where the installed package maps them).
 4. ``search``: a simulated search: ``--candidates`` proposals of the random-grammar strategy
    (its filters in front, as in a search) evaluated by ``--workers`` processes with screening;
    a candidate is promoted when its screening score beats the ``--quantile`` quantile of the
@@ -110,14 +110,14 @@ def rung_costs(task_name: str, rule_name: str) -> dict:
 
 
 def replay(task_name: str, store: str, sample: int, full_steps: int, seed: int) -> dict | None:
-    """Seconds of a store's random programs' rungs, all copies at once against copy by copy
-    (None when the store holds no such program of the task)."""
+    """Seconds of the screening rung and of a full-rung slice of ``sample`` random programs
+    of a store, as the imported optdsl trains them (None when the store holds no such program
+    of the task)."""
     import random
     import re
     import sqlite3
 
     from optdsl import parse
-    from optdsl.search import batched
     from optdsl.search.evaluate import Protocol
     from optdsl.search.fidelity import train_rung
     from optdsl.search.tasks import get_task
@@ -135,31 +135,17 @@ def replay(task_name: str, store: str, sample: int, full_steps: int, seed: int) 
     if not texts:
         return None
     texts = random.Random(seed).sample(texts, min(sample, len(texts)))
-    at_once = batched.stacks
-
-    def copy_by_copy(rule):  # the rule before 2026-12-06: any random primitive, per copy
-        from optdsl.probes import is_random
-        return at_once(rule) and not is_random(rule)
-
-    seconds = {(mode, rung): 0.0 for mode in ("at once", "per copy") for rung in rungs}
-    modes = [("at once", at_once), ("per copy", copy_by_copy)]
-    try:
-        for i, text in enumerate(texts):
-            rule = parse(text)
-            for mode, pick in (modes if i % 2 == 0 else modes[::-1]):
-                batched.stacks = pick
-                for name, rung in rungs.items():
-                    t0 = time.perf_counter()
-                    train_rung(rule, task, rung)
-                    seconds[mode, name] += time.perf_counter() - t0
-    finally:
-        batched.stacks = at_once
-    row = {"task": task_name, "store": store, "programs": len(texts), "full_steps": full_steps}
-    for name in rungs:
-        row[f"{name}_at_once_s"] = seconds["at once", name]
-        row[f"{name}_per_copy_s"] = seconds["per copy", name]
-        row[f"{name}_ratio"] = seconds["at once", name] / seconds["per copy", name]
-    return row
+    seconds = dict.fromkeys(rungs, 0.0)
+    for text in texts:
+        rule = parse(text)
+        for name, rung in rungs.items():
+            t0 = time.perf_counter()
+            train_rung(rule, task, rung)
+            seconds[name] += time.perf_counter() - t0
+    import optdsl
+    return {"task": task_name, "store": store, "programs": len(texts), "seed": seed,
+            "full_steps": full_steps, "optdsl": os.path.dirname(optdsl.__file__),
+            **{f"{name}_s": v for name, v in seconds.items()}}
 
 
 def evaluate_job(job: dict) -> dict:

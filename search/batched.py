@@ -37,7 +37,8 @@ row, not per parameter tensor). The one-at-a-time path (``sequential``) is the r
 
 Divergence follows ``search.evaluate``: a copy whose training loss is NaN/Inf or exceeds
 ``task.loss_bound x max(1, first loss)``, or whose parameters or validation metric become
-non-finite at a checkpoint, is frozen and reported diverged at that step; the others go on.
+non-finite at a checkpoint, is reported diverged at that step and leaves the stacked model (``_Buffer``): the others go
+on, and no later step computes on it.
 Random primitives draw from one generator per copy (seeded like ``Optimizer(seed=...)``).
 """
 from __future__ import annotations
@@ -184,6 +185,27 @@ def mean_cross_entropy(logits, targets):
 
 
 # --- training ----------------------------------------------------------------------------------
+class _Buffer:
+    """The parameters of the copies still training: ``flat`` (rows, P), its views ``leaves``
+    (the network's parameter tensors, in ``shapes``) and ``ids``, the copy each row holds. A copy
+    that dies leaves it (``keep``), so that no later step computes on it: a third of a
+    screen's copy-steps were on copies already diverged (evolution, 2026-12-06)."""
+
+    def __init__(self, flat: torch.Tensor, shapes: list, ids: list):
+        self.shapes, self.ids = shapes, ids
+        self._hold(flat)
+
+    def _hold(self, flat):
+        self.flat = flat
+        sizes = [int(torch.Size(shape).numel()) for shape in self.shapes]
+        self.leaves = [v.view(len(flat), *shape).requires_grad_(True)  # views of flat's storage
+                       for v, shape in zip(flat.split(sizes, 1), self.shapes)]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.ids = [self.ids[i] for i in rows.tolist()]
+        self._hold(self.flat[rows].contiguous())
+
+
 def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=None,
                  pause=None) -> list:
     """Train one copy per (seed, lr) of ``task``'s network at once.
@@ -197,18 +219,14 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
     from .evaluate import EvaluationTimeout
     spec = task.stacked
     x, y, xv, yv = spec.data()
-    S, R = len(seeds), len(lrs)
-    n = S * R
+    R, n = len(lrs), len(seeds) * len(lrs)
     inits = [task.make(s).params for s in seeds]  # the protocol's initial weights
-    shapes = [tuple(p.shape) for p in inits[0]]
-    sizes = [p.numel() for p in inits[0]]
     rows = torch.stack([torch.cat([p.detach().reshape(-1) for p in ps]) for ps in inits])
-    flat = rows.repeat_interleave(R, 0).contiguous()  # (n, P), seed-major
-    leaves = [v.view(n, *shape).requires_grad_(True)
-              for v, shape in zip(flat.split(sizes, 1), shapes)]  # views of flat's storage
+    buf = _Buffer(rows.repeat_interleave(R, 0).contiguous(),  # (n, P), seed-major
+                  [tuple(p.shape) for p in inits[0]], list(range(n)))
+    seed_of = torch.arange(n) // R  # each row's seed (its index in seeds)
     orders = [_tasks._batches(len(x), spec.batch, s) for s in seeds]
-    update = _updater(rule, flat, leaves, seeds, lrs)
-    alive = torch.ones(n, dtype=torch.bool)
+    update = _Updater(rule, buf, seeds, lrs)
     died: list = [None] * n
     curves: list = [[] for _ in range(n)]
     first = None
@@ -221,80 +239,98 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
     for t in range(1, steps + 1):
         if deadline is not None and time.monotonic() > deadline:
             raise EvaluationTimeout()
-        idx = torch.stack([at(t) for at in orders])  # (S, batch)
-        xb = x[idx].repeat_interleave(R, 0)
-        losses = mean_cross_entropy(stacked_forward(spec.layers, leaves, xb),
-                                    y[idx].repeat_interleave(R, 0))
+        idx = torch.stack([at(t) for at in orders])[seed_of]  # (rows, batch)
+        losses = mean_cross_entropy(stacked_forward(spec.layers, buf.leaves, x[idx]), y[idx])
         value = losses.detach()
         if first is None:
             first = torch.where(torch.isfinite(value), value, torch.ones_like(value)).clamp(min=1.0)
-        bad = alive & ~(value <= task.loss_bound * first)  # NaN compares False
-        if bool(bad.any()):
-            for i in bad.nonzero().flatten().tolist():
-                died[i] = t
-            alive &= ~bad
-            if not bool(alive.any()):
-                break
-        grads = torch.autograd.grad(losses.masked_fill(~alive, 0).sum(), leaves)
+        alive = value <= task.loss_bound * first  # NaN compares False
+        for i in (~alive).nonzero().flatten().tolist():
+            died[buf.ids[i]] = t
+        if not bool(alive.any()):
+            break
+        grads = torch.autograd.grad(losses.masked_fill(~alive, 0).sum(), buf.leaves)
         with torch.no_grad():
             update(grads, alive)
         if t % eval_every == 0 or t == steps:
-            _checkpoint(spec.layers, leaves, flat, xv, yv, t, alive, died, curves)
+            _checkpoint(spec.layers, buf, xv, yv, t, alive, died, curves)
             if pause and t == pause[0] and t < steps and not pause[1](runs()):
                 break
+        if not bool(alive.all()):  # the dead leave the buffer
+            if not bool(alive.any()):
+                break
+            keep = alive.nonzero().flatten()
+            buf.keep(keep)
+            update.keep(keep)
+            first, seed_of = first[keep], seed_of[keep]
     return runs()
 
 
-def _updater(rule, flat, leaves, seeds, lrs):
-    """``update(grads, alive)``: one step of the rule on every live copy (the module doc's
-    stacked or per-copy mode), in place on ``flat`` (whose views ``leaves`` are)."""
-    from optdsl.interpreter import Interpreter
-    n = flat.shape[0]
-    gen = [torch.Generator().manual_seed(s) for s in seeds for _ in lrs]  # one per copy
-    if stacks(rule):
-        interp, hypers = Interpreter(direction_rule(rule)), {**rule.defaults, "lr": 1.0}
-        state = {}
-        lr = torch.tensor(lrs, dtype=flat.dtype).repeat(len(seeds)).view(n, 1)
+class _Updater:
+    """``update(grads, alive)``: one step of the rule on every live row of ``buf`` (the module
+    doc's stacked or per-copy mode), in place on ``buf.flat``; ``keep(rows)`` follows the
+    buffer's ``keep``, the states, rates and generators of the rows kept."""
 
-        def update(grads, alive):
-            g = torch.cat([gr.reshape(n, -1) for gr in grads], 1)
+    def __init__(self, rule, buf: _Buffer, seeds, lrs):
+        from optdsl.interpreter import Interpreter
+        self.buf, self.stacked = buf, stacks(rule)
+        self.gen = [torch.Generator().manual_seed(s) for s in seeds for _ in lrs]  # one a copy
+        if self.stacked:
+            self.interp = Interpreter(direction_rule(rule))
+            self.hypers = {**rule.defaults, "lr": 1.0}
+            self.state: dict | list = {}
+            self.lr = torch.tensor(lrs, dtype=buf.flat.dtype).repeat(len(seeds)).view(-1, 1)
+        else:
+            self.interp = Interpreter(rule)
+            self.hypers = [{**rule.defaults, "lr": float(a)} for a in lrs] * len(seeds)
+            self.state = [[{} for _ in buf.leaves] for _ in buf.ids]
+            self.whole_rows = is_elementwise(rule)
+
+    def __call__(self, grads, alive) -> None:
+        flat = self.buf.flat
+        if self.stacked:
+            g = torch.cat([gr.reshape(len(flat), -1) for gr in grads], 1)
             direction = flat.clone()
-            interp.step_tensor(direction, g, hypers, state, {}, gen)  # direction = X
-            # a dead copy is never read again: lr 0 leaves it as it was (or NaN)
-            flat.sub_(direction.mul_(lr * alive.view(n, 1)))
-        return update
-
-    interp = Interpreter(rule)
-    hypers = [{**rule.defaults, "lr": float(a)} for a in lrs] * len(seeds)
-    if is_elementwise(rule):  # one interpreter call per copy, on its whole row
-        def units(c, grads):
-            return [(flat[c], torch.cat([gr[c].reshape(-1) for gr in grads]))]
-    else:  # per-tensor reductions: each tensor of the copy, as the optimizer does
-        def units(c, grads):
-            return [(p.detach()[c], gr[c]) for p, gr in zip(leaves, grads)]
-    state = [[{} for _ in leaves] for _ in range(n)]
-
-    def update(grads, alive):
+            self.interp.step_tensor(direction, g, self.hypers, self.state, {}, self.gen)  # X
+            # a copy that died this step leaves the buffer after it: lr 0 leaves it as it was
+            flat.sub_(direction.mul_(self.lr * alive.view(-1, 1)))
+            return
         for c in alive.nonzero().flatten().tolist():
+            if self.whole_rows:  # one interpreter call per copy, on its whole row
+                units = [(flat[c], torch.cat([gr[c].reshape(-1) for gr in grads]))]
+            else:  # per-tensor reductions: each tensor of the copy, as the optimizer does
+                units = [(p.detach()[c], gr[c]) for p, gr in zip(self.buf.leaves, grads)]
             cache: dict = {}
-            for j, (p, gr) in enumerate(units(c, grads)):
-                interp.step_tensor(p, gr, hypers[c], state[c][j], cache, gen[c])
-    return update
+            for j, (p, gr) in enumerate(units):
+                self.interp.step_tensor(p, gr, self.hypers[c], self.state[c][j], cache,
+                                        self.gen[c])
+
+    def keep(self, rows: torch.Tensor) -> None:
+        kept = rows.tolist()
+        self.gen = [self.gen[i] for i in kept]
+        if self.stacked:
+            self.lr = self.lr[rows]
+            self.state = {name: v[rows] if isinstance(v, torch.Tensor) and v.dim() else v
+                          for name, v in self.state.items()}
+        else:
+            self.hypers = [self.hypers[i] for i in kept]
+            self.state = [self.state[i] for i in kept]
 
 
-def _checkpoint(layers, leaves, flat, xv, yv, t, alive, died, curves) -> None:
-    """Validate every live copy; a copy whose weights are no longer finite dies here."""
+def _checkpoint(layers, buf: _Buffer, xv, yv, t, alive, died, curves) -> None:
+    """Validate every live row; a copy whose weights are no longer finite dies here."""
     with torch.no_grad():
-        logits = stacked_forward(layers, leaves, xv)
+        logits = stacked_forward(layers, buf.leaves, xv)
         n = logits.shape[0]
         acc = (logits.argmax(2) == yv).float().mean(1)
         loss = mean_cross_entropy(logits, yv.expand(n, -1))
-        ok = alive & torch.isfinite(flat).all(1)  # as evaluate.train_once: the weights decide
-    for c, (a, l, fine) in enumerate(zip(acc.tolist(), loss.tolist(), ok.tolist())):
-        if not alive[c]:
+        ok = alive & torch.isfinite(buf.flat).all(1)  # as evaluate.train_once: weights decide
+    for i, (a, l, fine) in enumerate(zip(acc.tolist(), loss.tolist(), ok.tolist())):
+        if not alive[i]:
             continue
+        c = buf.ids[i]
         if not fine:
-            alive[c] = False
+            alive[i] = False
             died[c] = t
             continue
         curves[c].append([t, a, l])

@@ -225,10 +225,25 @@ def test_a_nan_rule_is_diverged_not_an_exception_and_is_never_promoted(tiny):
     assert full["status"] == "diverged" and full["rung"] == "full"
 
 
-def test_one_copy_diverging_leaves_the_others_training(tiny):
-    runs = train_copies(parse("lr * g"), tiny, [0], [0.1, 1e4], 30, 10)
-    assert runs[0]["status"] == "ok" and len(runs[0]["curve"]) == 3
-    assert runs[1]["status"] == "diverged" and runs[1]["step"] is not None
+@pytest.mark.parametrize("text", ["lr * g", "lr * drop(ema(g, 0.9), 0.3)",
+                                  "r(lr=1) = lr * g + lr * 0.01 * p"])  # the last: per copy
+def test_a_diverged_copy_leaves_the_buffer_and_the_others_train_as_they_would_alone(
+        tiny, monkeypatch, text):
+    from optdsl.search import batched
+    widths, forward = [], batched.stacked_forward
+    monkeypatch.setattr(batched, "stacked_forward",
+                        lambda layers, ps, x: widths.append(len(ps[0])) or forward(layers, ps, x))
+    r = parse(text)
+    runs = train_copies(r, tiny, [0, 1], [0.1, 1e4], 30, 10)  # seed-major
+    assert [run["status"] for run in runs] == ["ok", "diverged", "ok", "diverged"]
+    assert runs[1]["step"] == runs[3]["step"] == 2 and runs[1]["curve"] == []
+    assert widths[:2] == [4, 4] and set(widths[2:]) == {2}  # no step on the dead after theirs
+    alone = train_copies(r, tiny, [0, 1], [0.1], 30, 10)
+    for a, b in zip(runs[0::2], alone):
+        assert len(a["curve"]) == len(b["curve"]) == 3
+        for (_, acc_a, loss_a), (_, acc_b, loss_b) in zip(a["curve"], b["curve"]):
+            assert abs(acc_a - acc_b) <= 0.001 + 1e-7
+            assert loss_a == pytest.approx(loss_b, rel=1e-6)
 
 
 def test_a_rule_without_lr_is_failed_with_a_reason(tiny):

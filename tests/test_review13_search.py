@@ -130,12 +130,12 @@ def test_each_seed_draws_its_own_random_numbers_in_batched_training(text, stacke
     the copy's generator): copy ``c = i_seed * n_lr + i_lr`` steps as its own run,
     ``Optimizer(seed=...)`` on one tensor of the row's size, steps with its own draws."""
     from optdsl import Optimizer, parse
-    from optdsl.search.batched import _updater, stacks
+    from optdsl.search.batched import _Buffer, _Updater, stacks
     rule = parse(text)
     assert stacks(rule) == stacked
     seeds, lrs, size = [0, 1, 2], [1.0, 0.5], 64
     flat = torch.zeros(len(seeds) * len(lrs), size)
-    update = _updater(rule, flat, [flat], seeds, lrs)
+    update = _Updater(rule, _Buffer(flat, [(size,)], list(range(len(flat)))), seeds, lrs)
     batched = []
     for _ in range(3):
         before = flat.clone()
