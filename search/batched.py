@@ -37,8 +37,8 @@ row, not per parameter tensor). The one-at-a-time path (``sequential``) is the r
 
 Divergence follows ``search.evaluate``: a copy whose training loss is NaN/Inf or exceeds
 ``task.loss_bound x max(1, first loss)``, or whose parameters or validation metric become
-non-finite at a checkpoint, is reported diverged at that step and leaves the stacked model (``_Buffer``): the others go
-on, and no later step computes on it.
+non-finite at a checkpoint, is reported diverged at that step and leaves the stacked model
+(``_Buffer``): the others go on, and no later step computes on it.
 Random primitives draw from one generator per copy (seeded like ``Optimizer(seed=...)``).
 """
 from __future__ import annotations
