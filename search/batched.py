@@ -254,11 +254,11 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
             update(grads, alive)
         if t % eval_every == 0 or t == steps:
             _checkpoint(spec.layers, buf, xv, yv, t, alive, died, curves)
+            if not bool(alive.any()):  # (as one at a time: no pause when none is left)
+                break
             if pause and t == pause[0] and t < steps and not pause[1](runs()):
                 break
-        if not bool(alive.all()):  # the dead leave the buffer
-            if not bool(alive.any()):
-                break
+        if t < steps and not bool(alive.all()):  # the dead leave the buffer
             keep = alive.nonzero().flatten()
             buf.keep(keep)
             update.keep(keep)
@@ -267,9 +267,10 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
 
 
 class _Updater:
-    """``update(grads, alive)``: one step of the rule on every live row of ``buf`` (the module
-    doc's stacked or per-copy mode), in place on ``buf.flat``; ``keep(rows)`` follows the
-    buffer's ``keep``, the states, rates and generators of the rows kept."""
+    """``update(grads, alive)``: one step of the rule on the live rows of ``buf`` (the module
+    doc's stacked or per-copy mode; stacked, a row that died this step is computed too, at lr
+    0), in place on ``buf.flat``; ``keep(rows)`` follows the buffer's ``keep``: the states,
+    rates and generators of the rows kept."""
 
     def __init__(self, rule, buf: _Buffer, seeds, lrs):
         from optdsl.interpreter import Interpreter
@@ -292,7 +293,7 @@ class _Updater:
             g = torch.cat([gr.reshape(len(flat), -1) for gr in grads], 1)
             direction = flat.clone()
             self.interp.step_tensor(direction, g, self.hypers, self.state, {}, self.gen)  # X
-            # a copy that died this step leaves the buffer after it: lr 0 leaves it as it was
+            # lr 0 for a copy that died this step: its row (NaN perhaps) leaves the buffer next
             flat.sub_(direction.mul_(self.lr * alive.view(-1, 1)))
             return
         for c in alive.nonzero().flatten().tolist():
@@ -307,14 +308,16 @@ class _Updater:
 
     def keep(self, rows: torch.Tensor) -> None:
         kept = rows.tolist()
-        self.gen = [self.gen[i] for i in kept]
-        if self.stacked:
-            self.lr = self.lr[rows]
-            self.state = {name: v[rows] if isinstance(v, torch.Tensor) and v.dim() else v
+        if self.stacked:  # every tensor state is (rows, P) (``stored``); scalars are shared
+            assert all(v.shape[0] == len(self.gen) for v in self.state.values()
+                       if isinstance(v, torch.Tensor))
+            self.state = {name: v[rows] if isinstance(v, torch.Tensor) else v
                           for name, v in self.state.items()}
+            self.lr = self.lr[rows]
         else:
             self.hypers = [self.hypers[i] for i in kept]
             self.state = [self.state[i] for i in kept]
+        self.gen = [self.gen[i] for i in kept]
 
 
 def _checkpoint(layers, buf: _Buffer, xv, yv, t, alive, died, curves) -> None:

@@ -246,6 +246,34 @@ def test_a_diverged_copy_leaves_the_buffer_and_the_others_train_as_they_would_al
             assert loss_a == pytest.approx(loss_b, rel=1e-6)
 
 
+@pytest.mark.parametrize("text", [
+    "r(lr=1) = lr * exp(t / 2) * ema(g, 0.9)",  # stacked, with a tensor state
+    "r(lr=1) = lr * exp(t / 2) * drop(g, 0.3)",  # stacked, random
+    "r(lr=1) = lr * exp(t / 2) * g / (norm(g) + 1e-8)",  # per copy, per tensor
+    "r(lr=1) = lr * g * where((t == 10) * (lr > 0.05), inf, 1)"])  # killed at a checkpoint
+def test_copies_that_die_one_after_another_each_end_as_they_would_alone(tiny, text):
+    """Deaths after the buffer has shrunk land on the right copies, with the states, rates and
+    generators of the rows kept."""
+    r, seeds, lrs = parse(text), [0, 1], [1e-9, 0.001, 0.1, 10.0]
+    runs = train_copies(r, tiny, seeds, lrs, 30, 10)
+    assert len({run["step"] for run in runs if run["step"]}) >= 2  # more than one compaction
+    for run in runs:
+        (alone,) = train_copies(r, tiny, [run["seed"]], [run["lr"]], 30, 10)
+        assert (run["status"], run["step"]) == (alone["status"], alone["step"])
+        assert len(run["curve"]) == len(alone["curve"])
+        for (_, acc_a, loss_a), (_, acc_b, loss_b) in zip(run["curve"], alone["curve"]):
+            assert abs(acc_a - acc_b) <= 0.001 + 1e-7
+            assert loss_a == pytest.approx(loss_b, rel=1e-6)
+
+
+def test_no_middle_pause_once_every_copy_has_died(tiny):
+    """As one run at a time (``fidelity.train_rung``): the middle rung asks about live runs."""
+    asked = []
+    runs = train_copies(parse("lr * g / (10 - t)"), tiny, [0], [0.01, 0.1], 30, 10,
+                        pause=(20, lambda so_far: asked.append(so_far) or True))
+    assert [run["step"] for run in runs] == [10, 10] and asked == []
+
+
 def test_a_rule_without_lr_is_failed_with_a_reason(tiny):
     out = evaluate(job(tiny, "sign(g) * 0.01"))
     assert out["status"] == "failed" and "lr" in out["error"]
