@@ -9,7 +9,7 @@ Three measurements, each on one thread per process (as a search worker runs):
    three functions.
 2. ``rungs``: the wall time of the screening rung and of the full rung of the task's protocol
    (``search/fidelity.py``) for a few library rules.
-3. ``replay``: ``--sample`` programs holding a random primitive (``drop``, ``noise``), drawn
+3. ``replay``: ``--sample`` programs holding a random primitive (``drop``, ``noise``, ...), drawn
    from the store ``--store``, each trained on its screening rung and on a full-rung slice (its
    seeds, 3 rates, ``--full-steps`` steps) by the optdsl that Python imports: to compare two
    versions, run it again with ``PYTHONPATH`` at a checkout of the other (with ``search`` and
@@ -114,10 +114,10 @@ def replay(task_name: str, store: str, sample: int, full_steps: int, seed: int) 
     of a store, as the imported optdsl trains them (None when the store holds no such program
     of the task)."""
     import random
-    import re
     import sqlite3
 
     from optdsl import parse
+    from optdsl.probes import is_random
     from optdsl.search.evaluate import Protocol
     from optdsl.search.fidelity import train_rung
     from optdsl.search.tasks import get_task
@@ -130,8 +130,8 @@ def replay(task_name: str, store: str, sample: int, full_steps: int, seed: int) 
                       "steps": full_steps, "eval_every": full_steps}}
     with sqlite3.connect(store) as con:
         texts = sorted({r for (r,) in con.execute(
-            "SELECT rule FROM evaluations WHERE task = ? AND status = 'ok'", (task_name,))
-                        if re.search(r"\b(drop|noise)\(", r)})
+            "SELECT rule FROM evaluations WHERE task = ? AND status = 'ok'", (task_name,))})
+    texts = [text for text in texts if is_random(parse(text))]
     if not texts:
         return None
     texts = random.Random(seed).sample(texts, min(sample, len(texts)))

@@ -19,10 +19,16 @@ from .ir import Rule
 from .primitives import PRIMITIVES
 
 
+def random_nodes(rule: Rule) -> list:
+    """The rule's nodes that draw from the optimizer's generator (noise, drop, randn), in its
+    outputs and its states' initial values."""
+    return [n for n in ir.topological(rule.outputs() + [s.init for s in rule.slots])
+            if n.op in PRIMITIVES and PRIMITIVES[n.op].random]
+
+
 def is_random(rule: Rule) -> bool:
     """True when the rule draws from the optimizer's generator (noise, drop, randn)."""
-    return any(n.op in PRIMITIVES and PRIMITIVES[n.op].random
-               for n in ir.topological(rule.outputs() + [s.init for s in rule.slots]))
+    return bool(random_nodes(rule))
 
 
 def gradient_stream(generator: torch.Generator, steps: int, size: int,

@@ -115,10 +115,8 @@ def draws_scalars(rule) -> bool:
     one value for every element, which the stacked copies, sharing their scalars, could not each
     draw for themselves."""
     from optdsl import ir
-    from optdsl.primitives import PRIMITIVES
-    roots = rule.outputs() + [s.init for s in rule.slots]
-    return any(n.kind == ir.Kind.SCALAR and n.op in PRIMITIVES and PRIMITIVES[n.op].random
-               for n in ir.topological(roots))
+    from optdsl.probes import random_nodes
+    return any(n.kind == ir.Kind.SCALAR for n in random_nodes(rule))
 
 
 def stacks(rule) -> bool:

@@ -45,8 +45,8 @@ filter given ``late`` steps (``late_steps`` of the search's horizon: a third and
 the training) runs the streams again from each of those steps on, and the signature holds
 the elements of every run, each as an element of its own: momentum and momentum times a
 cosine decay are then 0.56 apart, a cosine and a linear decay of it 0.15, and positive
-factors and rounding-size terms still near-copies. A match task has no horizon (its streams are all its reward sees): its filter is
-unchanged.
+factors and rounding-size terms still near-copies. A match task has no horizon (its streams
+are all its reward sees): its filter is unchanged.
 
 **The simpler one is evaluated.** A candidate near earlier ones that are all larger than it
 (more distinct operations), or with the probe updates of a larger one, is new: else the first

@@ -269,9 +269,9 @@ def test_copies_that_die_one_after_another_each_end_as_they_would_alone(tiny, te
 def test_no_middle_pause_once_every_copy_has_died(tiny):
     """As one run at a time (``fidelity.train_rung``): the middle rung asks about live runs."""
     asked = []
-    runs = train_copies(parse("lr * g / (10 - t)"), tiny, [0], [0.01, 0.1], 30, 10,
+    runs = train_copies(parse("lr * g / (20 - t)"), tiny, [0], [0.01, 0.1], 30, 10,
                         pause=(20, lambda so_far: asked.append(so_far) or True))
-    assert [run["step"] for run in runs] == [10, 10] and asked == []
+    assert [run["step"] for run in runs] == [20, 20] and asked == []  # all died at the pause
 
 
 def test_a_rule_without_lr_is_failed_with_a_reason(tiny):
