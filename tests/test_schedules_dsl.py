@@ -138,19 +138,47 @@ def test_same_seed_same_trajectory_and_drop_keeps_the_expected_fraction():
     assert torch.allclose(p[p != 0], torch.full_like(p[p != 0], -1 / 0.7))
 
 
+@pytest.mark.parametrize("rate", [0.05, 0.3, 0.5, 0.95])
+def test_drop_keeps_each_element_independently_with_probability_one_minus_rate(rate):
+    """Over 400,000 elements: the kept share is 1 - rate, and so is the share of kept elements
+    whose neighbour (the next lane of the same random word, or the next word's first) is kept:
+    the lanes are independent; within 5 standard errors."""
+    from optdsl.primitives import PRIMITIVES
+    n = 400_000
+    kept = PRIMITIVES["drop"].torch_fn(torch.Generator().manual_seed(3), torch.empty(n), 1.0,
+                                       rate) != 0
+    q = 1 - rate
+    assert abs(float(kept.double().mean()) - q) < 5 * math.sqrt(q * rate / n)
+    for lag in (1, 2, 3, 4):  # the other lanes of a word, and the same lane of the next word
+        both = (kept[:-lag] & kept[lag:]).double().mean()
+        assert abs(float(both) - q * q) < 5 * math.sqrt(q * q * (1 - q * q) / n) * 2
+
+
+def _reference_keep(seed, n, rate):
+    """drop's documented draw, written with shifts: element i is kept when the i-th 16-bit lane
+    (lowest first) of the generator's 64-bit words, read as a signed integer, is at least
+    round(rate * 2^16) - 2^15."""
+    words = torch.empty(-(-n // 4), dtype=torch.int64)
+    words.random_(-2 ** 63, None, generator=torch.Generator().manual_seed(seed))
+    lanes = [(w >> (16 * j)) & 0xFFFF for w in words.tolist() for j in range(4)][:n]
+    signed = [lane - 2 ** 16 if lane >= 2 ** 15 else lane for lane in lanes]
+    threshold = round(rate * 2 ** 16)
+    return torch.tensor([s >= threshold - 2 ** 15 for s in signed]), 1 - threshold / 2 ** 16
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 def test_drop_selects_exactly_what_where_selects(dtype):
-    """drop's bit mask gives, element for element and bit for bit, torch.where(keep, x / (1 -
-    rate), +0.0) on the same draws: NaN, inf and -0.0 dropped or kept, and a scalar operand."""
+    """drop's bit mask gives, element for element and bit for bit, torch.where(keep, x / q,
+    +0.0) on its documented draws: NaN, inf and -0.0 dropped or kept, and a scalar operand."""
     from optdsl.primitives import PRIMITIVES
     drop = PRIMITIVES["drop"].torch_fn
     special = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, -3.5, 1e-30])
-    x = torch.cat([special, torch.randn(4000, dtype=torch.float64)]).to(dtype)
+    x = torch.cat([special, torch.randn(4001, dtype=torch.float64)]).to(dtype)
     for operand, rate in ((x, 0.3), (x, 0.5), (-2.0, 0.1)):
         got = drop(torch.Generator().manual_seed(7), x, operand, rate)
-        u = torch.rand(x.shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
-        scaled = torch.as_tensor(operand, dtype=dtype).expand_as(x) / (1 - rate)
-        want = torch.where(u >= rate, scaled, torch.zeros_like(scaled))
+        keep, q = _reference_keep(7, len(x), rate)
+        scaled = torch.as_tensor(operand, dtype=dtype).expand_as(x) / q
+        want = torch.where(keep, scaled, torch.zeros_like(scaled))
         assert got.dtype == dtype and got.shape == x.shape
         assert torch.equal(got.view(-1).view(torch.uint8), want.view(-1).view(torch.uint8))
-        assert 0 < int((u < rate).sum()) < len(x)  # both branches taken
+        assert 0 < int((~keep).sum()) < len(x)  # both branches taken
