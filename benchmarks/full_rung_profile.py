@@ -76,14 +76,17 @@ def forward_backward(task, n: int = 9) -> None:
 
 
 def rule_ops(task, n: int = 9) -> None:
-    from optdsl.primitives import PRIMITIVES
+    from optdsl.primitives import PRIMITIVES, _keep_mask
     size = sum(p.numel() for p in task.make(0).params)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, size, generator=gen)
     r = torch.rand(x.shape, generator=gen)
     keep = r >= 0.3
     ops = {"drop (optdsl.primitives)": lambda: PRIMITIVES["drop"].torch_fn(gen, x, x, 0.3),
-           "  torch.rand": lambda: torch.rand(x.shape, generator=gen),
+           "  mask draw (drop's: 16-bit lanes of random 64-bit words)":
+               lambda: _keep_mask(gen, x, 0.3),
+           "  torch.rand >= rate (drop's draw before)":
+               lambda: torch.rand(x.shape, generator=gen) >= 0.3,
            "  select by bit mask (drop's)":
                lambda: x.view(torch.int32).bitwise_and(keep.to(torch.int32).neg_()),
            "  select by torch.where (drop's before)":
