@@ -27,7 +27,16 @@ their quantile as the baseline (risk-seeking policy gradient, Petersen et al. 20
 symbolic regression"). ``edit`` > 0: that fraction of the draws start from one of the
 ``queue`` best programs with one decision left open, which the policy makes (with the
 subtree it opens): policy-guided mutation of the best programs, a hybrid in the spirit of
-neural-guided genetic programming (Mundhenk et al. 2021); with ``neutral`` a draw that
+neural-guided genetic programming (Mundhenk et al. 2021). The controller reads the parent's
+kept decisions in rendering order as it would its own (teacher-forced: its input, not its
+choice), so it makes the open ones knowing the program around them, and it learns the choices
+it made in that context, not the parent's. (Until the twenty-second session an edit's open
+decision was drawn from the controller's first step, blind to the program, and learned as if
+the policy had written the whole child, the parent's kept choices included: the policy that
+acted was not the one that learned; BENCHMARKS.md.) ``reopen``: what an edit opens:
+``subtree`` (the default) the decision and everything under it, ``choice`` the decision only,
+keeping the children that line up with the new choice's (``add`` -> ``mul`` keeps both
+operands), as evolution's ``Space.mutate`` does. With ``neutral`` a draw that
 duplicates an evaluated program joins that queue at the program's reward (neutral drift, as
 evolution's; it did not reach the family on match:powersign either, BENCHMARKS.md);
 ``structural``: that fraction of the edits first changes the queued program's structure with
@@ -179,18 +188,22 @@ class Controller(nn.Module):
         z = torch.zeros(n, self.hidden)
         return z, z.clone()
 
-    def replay(self, sequences: list, temperature: float = 1.0):
+    def replay(self, sequences: list, temperature: float = 1.0, made: list | None = None):
         """(sum of log-probs, sum of bonuses) per recorded decision sequence, in one batched
-        pass: sequences padded to the longest, padding masked out. A step's bonus is the
+        pass: sequences padded to the longest, padding masked out. ``made``: per sequence, the
+        positions the policy chose (None: all); the others are read as context only (an
+        edit's kept decisions), counted in neither sum. A step's bonus is the
         policy's entropy, or with an ``anchor`` minus its KL divergence from the anchor's
         policy, KL(pi || anchor) = sum pi (log pi - log anchor) over the allowed choices (the
         entropy is minus the KL from uniform, up to a constant)."""
         n, length = len(sequences), max(len(s) for s in sequences)
+        made = [None if m is None else set(m) for m in (made or [None] * n)]
         state = self.zero_state(n)
         prev = torch.zeros(n, dtype=torch.long)
         logp, ent = torch.zeros(n), torch.zeros(n)
         for k in range(length):
-            live = [i for i, s in enumerate(sequences) if k < len(s)]
+            counted = [i for i, s in enumerate(sequences)
+                       if k < len(s) and (made[i] is None or k in made[i])]
             rules = [sequences[i][k][0] if k < len(sequences[i]) else self.rules[0]
                      for i in range(n)]
             state, logits = self.step(state, prev, rules)
@@ -201,7 +214,7 @@ class Controller(nn.Module):
             choice = torch.tensor([self.offset[sequences[i][k][0]] + sequences[i][k][1]
                                    if k < len(sequences[i]) else 0 for i in range(n)])
             on = torch.zeros(n)
-            on[live] = 1.0
+            on[counted] = 1.0
             picked = lp.gather(1, choice[:, None])[:, 0]
             if self.anchor is None:
                 plogp = lp.exp() * lp
@@ -229,7 +242,7 @@ class RLStrategy(SpaceStrategy):
                  repeats: str = "baseline", parents: str = "queue", population: int = 32,
                  sample: int = 4, elite: float = 0.2, prior_programs: str = "",
                  band: float = 0.0, anchor: str = "uniform", far: str = "fail",
-                 warm: bool = False, advantage: str = "baseline"):
+                 warm: bool = False, advantage: str = "baseline", reopen: str = "subtree"):
         from .strategies import require, require_fraction
         require("batch", batch, at_least=1)
         require("lr", lr, above=0)
@@ -267,6 +280,9 @@ class RLStrategy(SpaceStrategy):
             raise ValueError("advantage=parent measures an edit against the program it edits: it "
                              "needs edit > 0, and algo reinforce or ppo without risk or normalize")
         self.advantage = advantage
+        if reopen not in ("subtree", "choice"):
+            raise ValueError(f"reopen must be subtree or choice, not {reopen!r}")
+        self.reopen = reopen
         if parents not in ("queue", "population"):
             raise ValueError(f"parents must be queue or population, not {parents!r}")
         self.parents, self.population_size, self.sample_size = parents, population, sample
@@ -312,7 +328,7 @@ class RLStrategy(SpaceStrategy):
             decisions = self.space.decisions_of(tree)
             with torch.no_grad():
                 logp, _ = self.controller.replay([decisions], self.temperature)
-            out.append((tree, [decisions, float(logp[0]), None]))
+            out.append((tree, [decisions, float(logp[0]), None, None]))
         return out + self._policy_draws(k - len(out))
 
     def _policy_draws(self, k: int) -> list:
@@ -323,9 +339,12 @@ class RLStrategy(SpaceStrategy):
         edits = [self._edited() if parents and rng.random() < self.edit else (None, None, None)
                  for _ in range(k)]
         starts = [start for start, _, _ in edits]
-        walks = [self.space.steps(start) for start in starts]
+        # an edit's walk shows the parent's kept decisions too: the controller reads them as
+        # context (its input, not its choice), so it makes the open ones knowing the program
+        walks = [self.space.steps(start, show_kept=True) for start in starts]
         requests = [next(w) for w in walks]
         decisions = [[] for _ in range(k)]
+        made = [[] for _ in range(k)]  # the positions the policy chose
         logps = [0.0] * k
         trees = [None] * k
         state = ctl.zero_state(k)
@@ -337,21 +356,27 @@ class RLStrategy(SpaceStrategy):
                 sub = (state[0][idx], state[1][idx])
                 (h, c), logits = ctl.step(sub, prev[idx], [requests[i][0] for i in live])
                 state[0][idx], state[1][idx] = h, c
-                masks = torch.stack([ctl.mask(*requests[i]) for i in live])
+                masks = torch.stack([ctl.mask(*requests[i][:2]) for i in live])
                 probs = torch.softmax(logits / self.temperature + masks, 1).double().numpy()
                 still = []
                 for row, i in enumerate(live):
-                    rule, allowed = requests[i]
-                    p = probs[row, [ctl.offset[rule] + a for a in allowed]]
-                    if not p.sum() > 0:  # NaN, or logits beyond the mask's -1e9
-                        raise SearchError(
-                            "the RL controller's policy gives the grammar's choices no "
-                            f"probability (its logits overflowed at lr="
-                            f"{self.opt.param_groups[0]['lr']:g}): lower --strategy-option lr")
-                    pick = allowed[min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(),
-                                                           side="right")), len(allowed) - 1)]
+                    rule, allowed = requests[i][:2]
+                    if len(requests[i]) == 3:  # a kept decision of an edit's parent
+                        pick = requests[i][2]
+                    else:
+                        p = probs[row, [ctl.offset[rule] + a for a in allowed]]
+                        if not p.sum() > 0:  # NaN, or logits beyond the mask's -1e9
+                            raise SearchError(
+                                "the RL controller's policy gives the grammar's choices no "
+                                f"probability (its logits overflowed at lr="
+                                f"{self.opt.param_groups[0]['lr']:g}): lower "
+                                "--strategy-option lr")
+                        pick = allowed[min(int(np.searchsorted(
+                            np.cumsum(p), rng.random() * p.sum(), side="right")),
+                            len(allowed) - 1)]
+                        made[i].append(len(decisions[i]))
+                        logps[i] += float(np.log(max(p[allowed.index(pick)] / p.sum(), 1e-30)))
                     decisions[i].append((rule, pick, list(allowed)))
-                    logps[i] += float(np.log(max(p[allowed.index(pick)] / p.sum(), 1e-30)))
                     prev[i] = ctl.offset[rule] + pick
                     try:
                         requests[i] = walks[i].send(pick)
@@ -362,20 +387,26 @@ class RLStrategy(SpaceStrategy):
         for t, (_, parent, _) in zip(trees, edits):
             if parent is not None:
                 self.parent_of[id(t)] = parent
-        # meta: [decisions, log-prob, the parent's score (an edit) or None (a fresh draw)]
-        return [(t, [d if start is None else self.space.decisions_of(t), lp, score])
-                for t, d, lp, start, (_, _, score) in zip(trees, decisions, logps, starts, edits)]
+        # meta: [decisions, log-prob of the ones made, the parent's score (an edit) or None (a
+        # fresh draw), the positions made (an edit) or None (a fresh draw: all)]
+        return [(t, [d, lp, score, None if start is None else m])
+                for t, d, lp, start, m, (_, _, score)
+                in zip(trees, decisions, logps, starts, made, edits)]
 
     def _edited(self) -> tuple:
         """(a parent (``_parent``) with one decision left open (its subtree too), the parent,
         its score): the policy makes that decision and whatever it changes downstream
-        (policy-guided mutation)."""
+        (policy-guided mutation), reading the kept decisions as context (``_policy_draws``).
+        ``reopen=choice``: the children that line up with the new choice's are kept (as
+        evolution's ``Space.mutate`` keeps them), only the rest is drawn."""
         parent, score = self._parent()
         tree = parent.copy()
         if self.structural and self.rng.random() < self.structural:
             tree = self._restructured(tree)
         node = self.rng.choice([t for t in tree.nodes() if t.rule in self.space.n_choices])
-        node.alt, node.children, node.value = -1, [], None
+        node.alt, node.value = -1, None
+        if self.reopen == "subtree":
+            node.children = []
         return tree, parent, score
 
     def _parent(self) -> tuple:
@@ -419,8 +450,9 @@ class RLStrategy(SpaceStrategy):
         # (meta[2]); a draw learned without an evaluation (``free``) against the baseline, and
         # so is a pending draw of a store saved before the option (its meta has two fields)
         base = meta[2] if self.advantage == "parent" and not free and len(meta) > 2 else None
+        made = meta[3] if len(meta) > 3 else None  # (a draw pending from before: all made)
         self.buffer.append([decisions, None if reward is None else float(reward), float(logp),
-                            base])
+                            base, made])
         if not free and (self.algo == "pqt" or self.edit):
             self.queue.append([float(reward), decisions, tree.to_json()])
             self.queue.sort(key=lambda e: -e[0])  # stable: the earlier of equal rewards first
@@ -481,7 +513,8 @@ class RLStrategy(SpaceStrategy):
         old = torch.tensor([e[2] for e in batch])
         epochs = self.epochs if self.algo == "ppo" else 1
         for _ in range(epochs):
-            logp, ent = self.controller.replay([e[0] for e in batch], self.temperature)
+            logp, ent = self.controller.replay([e[0] for e in batch], self.temperature,
+                                               made=[e[4] for e in batch])
             if self.algo == "pqt":
                 if not self.queue:
                     break
@@ -525,9 +558,10 @@ class RLStrategy(SpaceStrategy):
                 s["step"] = s["step"].reshape(())
         self.opt.load_state_dict({"state": opt_state, "param_groups": state["opt_groups"]})
         self.baseline = state["baseline"]
-        # (a buffer saved before ``advantage`` has no parent's score: None, the baseline)
-        self.buffer = [[[tuple(d) for d in e[0]], e[1], e[2], e[3] if len(e) > 3 else None]
-                       for e in state["buffer"]]
+        # (a buffer saved before ``advantage`` has no parent's score: None, the baseline; one
+        # saved before edits read their parent as context, no positions made: all)
+        self.buffer = [[[tuple(d) for d in e[0]], e[1], e[2], e[3] if len(e) > 3 else None,
+                        e[4] if len(e) > 4 else None] for e in state["buffer"]]
         self.updates = state["updates"]
         self.curve = [list(c) for c in state["curve"]]
         self.queue = [[r, [tuple(d) for d in dec], t] for r, dec, t in state["queue"]]

@@ -208,16 +208,22 @@ class Space:
         return self._allowed[key]
 
     # --- building trees ------------------------------------------------------------------------
-    def steps(self, tree: Tree | None = None, start: str | None = None, defined=()):
+    def steps(self, tree: Tree | None = None, start: str | None = None, defined=(),
+              show_kept: bool = False):
         """Generator over the decisions of a new tree, in rendering order: yields (rule, allowed
         choices), is sent the chosen index, returns the Tree. With ``tree`` given, its choices
-        are kept where still allowed and only the rest are asked (the repair after a mutation).
-        ``start``: another rule to expand; ``defined``: names that may already be read."""
+        are kept where still allowed and only the rest are asked (the repair after a mutation);
+        with ``show_kept`` a kept choice is yielded too, as (rule, allowed, kept index), and
+        what is sent back is ignored (a policy reads it as context: every decision of the tree,
+        as :meth:`decisions_of` lists them). ``start``: another rule to expand; ``defined``:
+        names that may already be read."""
         defined = set(defined)
 
         def build(rule: str, old: Tree | None):
             if rule == "const":
                 if old is not None and old.value is not None:
+                    if show_kept:
+                        yield "const", self.allowed("const", ()), old.alt
                     return Tree("const", old.alt, [], old.value)
                 i = yield "const", self.allowed("const", ())
                 return Tree("const", i, [], CONST_PRIOR[i])
@@ -227,12 +233,16 @@ class Space:
                 raise ValueError(f"no allowed alternative for {rule}")
             if old is not None and old.alt in ok:
                 i = old.alt
+                if show_kept and len(alts) > 1:
+                    yield rule, ok, i
             elif len(alts) == 1:
                 i = 0
             else:
                 i = yield rule, ok
             alt = alts[i]
-            kids, olds = [], list(old.children) if old is not None and old.alt == i else []
+            # an open node (alt -1) may hold its old children: kept where the rule names line up
+            kids, olds = [], (list(old.children) if old is not None and old.alt in (i, -1)
+                              else [])
             for pos, r in enumerate(alt.rules):
                 prev = olds[pos] if pos < len(olds) and olds[pos].rule == r else None
                 kids.append((yield from build(r, prev)))

@@ -850,9 +850,9 @@ def test_rl_warm_start_evaluates_the_library_first_and_resumes_mid_way():
     rl.observe([{"id": c.id, "status": "ok", "score": 0.5} for c in first + rest])
     assert len(rl.population) == 8 and rl.updates >= 2  # (free draws fill batches too)
     fresh = RLStrategy(seed=3, warm=True)
-    (tree, (decisions, logp, _)), = fresh._draws(1)
+    (tree, (decisions, logp, _, made)), = fresh._draws(1)  # (a warm start: all made)
     replayed, _ = fresh.controller.replay([decisions])
-    assert rl.space.decisions_of(tree) == decisions
+    assert rl.space.decisions_of(tree) == decisions and made is None
     assert logp < 0 and float(replayed.detach()[0]) == pytest.approx(logp, abs=1e-4)
     with pytest.raises(ValueError, match="bello"):
         RLStrategy(seed=0, warm=True, space_obj=Space("toy", text=TOY))
@@ -886,13 +886,73 @@ def test_rl_prior_is_the_initial_policy():
 def test_decisions_of_replays_to_the_same_tree_and_log_probability():
     space = Space("bello")
     rl = RLStrategy(seed=2)
-    for tree, (decisions, logp, parent_score) in rl._draws(6):
+    for tree, (decisions, logp, parent_score, made) in rl._draws(6):
         assert space.decisions_of(tree) == decisions and parent_score is None  # no edits
+        assert made is None  # a fresh draw: the policy made every decision
         assert space.source(space.decode(lambda r, ok, it=iter(d[1] for d in decisions):
                                          next(it))) == space.source(tree)
-    (tree, (decisions, logp, _)), = rl._draws(1)
+    (tree, (decisions, logp, _, _)), = rl._draws(1)
     replayed, _ = rl.controller.replay([decisions])
     assert float(replayed.detach()[0]) == pytest.approx(logp, abs=1e-4)
+
+
+def test_reopen_choice_keeps_the_children_that_line_up_as_evolutions_modify_does():
+    """``reopen=choice``: an edit opens one decision and keeps the children its new choice lines
+    up with (``add`` -> ``mul`` keeps both operands), where ``subtree`` (the default) redraws
+    everything under it; the policy then makes only the open choice."""
+    rl = RLStrategy(seed=0, edit=1.0, parents="population", reopen="choice")
+    tree = rl.space.parse("bello(lr=1):\n    x1 = (g) + (sign(ema(g, 0.9)))\n    return lr * x1")
+    binary = next(t for t in tree.nodes() if t.rule == "binary")
+    binary.alt = -1  # opened as _edited does, children kept
+    mul = next(i for i, a in enumerate(rl.space.rules["binary"]) if a.alias == "mul")
+    asked = []
+
+    def choose(rule, ok):
+        asked.append(rule)
+        return mul
+    child = rl.space.decode(choose, tree)
+    assert asked == ["binary"]
+    assert "x1 = ( g ) * ( sign ( ema ( g , 0.9 ) ) )" in rl.space.source(child)
+    sizes = {mode: [] for mode in ("choice", "subtree")}
+    for mode in sizes:
+        rl = RLStrategy(seed=0, edit=1.0, parents="population", reopen=mode)
+        rl.population.append([child.to_json(), 0.5])
+        sizes[mode] = [len(m) for _, (_, _, _, m) in rl._draws(40)]
+    assert max(sizes["choice"]) <= max(sizes["subtree"])
+    assert sum(sizes["choice"]) < sum(sizes["subtree"])
+    with pytest.raises(ValueError, match="reopen"):
+        RLStrategy(seed=0, reopen="everything")
+
+
+@pytest.mark.parametrize("structural", [0.0, 1.0])
+def test_an_edit_is_made_knowing_its_parent_and_learned_as_the_choice_it_made(structural):
+    """An edit's open decisions are made by the controller after it has read the parent's kept
+    decisions before them (its input, not its choice), so the log-probability it drew with is
+    the one it learns: the replay of the whole program, counting only the decisions made, gives
+    it back. The recorded sequence is the child's (``decisions_of``); the kept positions hold
+    the parent's choices. Before, the open decision was drawn from the controller's first step
+    with no context, and learned as if the policy had written the whole program."""
+    import torch
+    rl = RLStrategy(seed=4, edit=1.0, structural=structural, parents="population", prior=0.5)
+    for text in ("x1 = (ema(g, 0.9))\n    x2 = (x1) * (sign(g))", "x1 = (g) + (sign(ema(g, 0.9)))"):
+        last = "x2" if "x2" in text else "x1"
+        tree = rl.space.parse(f"bello(lr=1):\n    {text}\n    return lr * {last}")
+        rl.population.append([tree.to_json(), 0.5])
+    with torch.no_grad():  # a policy far from uniform, so that context changes it
+        for p in rl.controller.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    made_some = kept_some = 0
+    for tree, (decisions, logp, parent_score, made) in rl._draws(24):
+        assert parent_score == 0.5 and made and rl.space.decisions_of(tree) == decisions
+        assert made == sorted(set(made)) and made[-1] < len(decisions)
+        with torch.no_grad():
+            replayed, _ = rl.controller.replay([decisions], made=[made])
+            whole, _ = rl.controller.replay([decisions])
+        assert float(replayed[0]) == pytest.approx(logp, abs=1e-4)
+        assert float(whole[0]) < float(replayed[0]) or len(made) == len(decisions)
+        made_some += len(made)
+        kept_some += len(decisions) - len(made)
+    assert made_some and kept_some
 
 
 def test_a_space_with_a_horizon_decays_over_that_many_steps_and_search_passes_the_tasks():
@@ -1084,10 +1144,10 @@ def test_rl_advantage_parent_measures_an_edit_against_the_program_it_edits():
     older._update()
     # the update's advantage: reward - parent's score for an edit, reward - baseline otherwise
     decisions = rl.buffer[0][0]
-    rl.buffer = [[decisions, 1.0, 0.0, 0.25], [decisions, 1.0, 0.0, None]]
+    rl.buffer = [[decisions, 1.0, 0.0, 0.25, None], [decisions, 1.0, 0.0, None, None]]
     rl.baseline = 0.5
     logp = torch.zeros(2, requires_grad=True)
-    rl.controller.replay = lambda seqs, temperature: (logp, torch.zeros(2))
+    rl.controller.replay = lambda seqs, temperature, made: (logp, torch.zeros(2))
     rl.entropy = 0.0
     rl._update()
     assert logp.grad.tolist() == pytest.approx([-0.75 / 2, -0.5 / 2])  # d(-mean(adv logp))
