@@ -29,14 +29,16 @@ symbolic regression"). ``edit`` > 0: that fraction of the draws start from one o
 subtree it opens): policy-guided mutation of the best programs, a hybrid in the spirit of
 neural-guided genetic programming (Mundhenk et al. 2021). The controller reads the parent's
 kept decisions in rendering order as it would its own (teacher-forced: its input, not its
-choice), so it makes the open ones knowing the program around them, and it learns the choices
-it made in that context, not the parent's. (Until the twenty-second session an edit's open
+choice), so it makes the open ones knowing the decisions before them (it reads left to right:
+not those after, nor, with ``reopen=choice``, the open node's kept children), and it learns the
+choices it made in that context, not the parent's. (Until the twenty-second session an edit's open
 decision was drawn from the controller's first step, blind to the program, and learned as if
 the policy had written the whole child, the parent's kept choices included: the policy that
 acted was not the one that learned; BENCHMARKS.md.) ``reopen``: what an edit opens:
 ``subtree`` (the default) the decision and everything under it, ``choice`` the decision only,
 keeping the children that line up with the new choice's (``add`` -> ``mul`` keeps both
-operands), as evolution's ``Space.mutate`` does. With ``neutral`` a draw that
+operands), as evolution's ``Space.mutate`` does (which, unlike this, never picks the old choice
+again: here the policy may, and the child is then its parent, a repeat). With ``neutral`` a draw that
 duplicates an evaluated program joins that queue at the program's reward (neutral drift, as
 evolution's; it did not reach the family on match:powersign either, BENCHMARKS.md);
 ``structural``: that fraction of the edits first changes the queued program's structure with
@@ -314,7 +316,8 @@ class RLStrategy(SpaceStrategy):
         self.neutral_joins = 0
         self.queue: list = []  # [reward, decisions, tree json] of the best evaluated programs
         self.baseline = None
-        self.buffer: list = []  # [decisions, reward, old logp, parent's score or None]
+        # [decisions, reward, old logp, parent's score or None, positions made or None (all)]
+        self.buffer: list = []
         self.updates = 0
         self.curve: list = []  # [update, mean reward of its batch, baseline]
 
@@ -340,7 +343,8 @@ class RLStrategy(SpaceStrategy):
                  for _ in range(k)]
         starts = [start for start, _, _ in edits]
         # an edit's walk shows the parent's kept decisions too: the controller reads them as
-        # context (its input, not its choice), so it makes the open ones knowing the program
+        # context (its input, not its choice), so it makes the open ones knowing what precedes
+        # them
         walks = [self.space.steps(start, show_kept=True) for start in starts]
         requests = [next(w) for w in walks]
         decisions = [[] for _ in range(k)]
