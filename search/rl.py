@@ -30,17 +30,18 @@ subtree it opens): policy-guided mutation of the best programs, a hybrid in the 
 neural-guided genetic programming (Mundhenk et al. 2021). The controller reads the parent's
 kept decisions in rendering order as it would its own (teacher-forced: its input, not its
 choice), so it makes the open ones knowing the decisions before them (it reads left to right:
-not those after, nor, with ``reopen=choice``, the open node's kept children), and it learns the
-choices it made in that context, not the parent's. (Until the twenty-second session an edit's open
-decision was drawn from the controller's first step, blind to the program, and learned as if
-the policy had written the whole child, the parent's kept choices included: the policy that
-acted was not the one that learned; BENCHMARKS.md.) ``reopen``: what an edit opens:
-``subtree`` (the default) the decision and everything under it, ``choice`` the decision only,
-keeping the children that line up with the new choice's (``add`` -> ``mul`` keeps both
-operands), as evolution's ``Space.mutate`` does (which, unlike this, never picks the old choice
-again: here the policy may, and the child is then its parent, a repeat). With ``neutral`` a draw that
-duplicates an evaluated program joins that queue at the program's reward (neutral drift, as
-evolution's; it did not reach the family on match:powersign either, BENCHMARKS.md);
+not those after, nor, with ``reopen=choice``, the open node's kept children), and it learns
+the choices it made in that context, not the parent's. (Until the twenty-second session an
+edit's open decision was drawn from the controller's first step, blind to the program, and
+learned as if the policy had written the whole child, the parent's kept choices included: the
+policy that acted was not the one that learned; BENCHMARKS.md.) ``reopen``: what an edit
+opens: ``subtree`` (the default) the decision and everything under it, ``choice`` the
+decision only, keeping the children that line up with the new choice's (``add`` -> ``mul``
+keeps both operands), as evolution's ``Space.mutate`` does (which, unlike this, never picks
+the old choice again: here the policy may, and the child is then its parent, a repeat). With
+``neutral`` a draw that duplicates an evaluated program joins that queue at the program's
+reward (neutral drift, as evolution's; it did not reach the family on match:powersign either,
+BENCHMARKS.md);
 ``structural``: that fraction of the edits first changes the queued program's structure with
 one of evolution's operators (insert, delete, combine; new parts uniform), then leaves one
 decision open for the policy (match:powersign seed 0 with drift and prior: not reached, the
@@ -398,11 +399,11 @@ class RLStrategy(SpaceStrategy):
                 in zip(trees, decisions, logps, starts, made, edits)]
 
     def _edited(self) -> tuple:
-        """(a parent (``_parent``) with one decision left open (its subtree too), the parent,
-        its score): the policy makes that decision and whatever it changes downstream
-        (policy-guided mutation), reading the kept decisions as context (``_policy_draws``).
-        ``reopen=choice``: the children that line up with the new choice's are kept (as
-        evolution's ``Space.mutate`` keeps them), only the rest is drawn."""
+        """(a parent (``_parent``) with one decision left open, the parent, its score): the
+        policy makes that decision and whatever it changes downstream (policy-guided mutation),
+        reading the kept decisions as context (``_policy_draws``). The open node's subtree is
+        opened with it (``reopen=subtree``), or its children that line up with the new choice's
+        are kept, as evolution's ``Space.mutate`` keeps them (``reopen=choice``)."""
         parent, score = self._parent()
         tree = parent.copy()
         if self.structural and self.rng.random() < self.structural:

@@ -913,8 +913,8 @@ def test_reopen_choice_keeps_the_children_that_line_up_as_evolutions_modify_does
     child = rl.space.decode(choose, tree)
     assert asked == ["binary"]
     assert "x1 = ( g ) * ( sign ( ema ( g , 0.9 ) ) )" in rl.space.source(child)
-    sizes = {mode: [] for mode in ("choice", "subtree")}
-    for mode in sizes:
+    sizes = {}  # the number of decisions the policy made, per edit
+    for mode in ("choice", "subtree"):
         rl = RLStrategy(seed=0, edit=1.0, parents="population", reopen=mode)
         rl.population.append([child.to_json(), 0.5])
         sizes[mode] = [len(m) for _, (_, _, _, m) in rl._draws(40)]
