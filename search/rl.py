@@ -42,10 +42,15 @@ the old choice again: here the policy may, and the child is then its parent, a r
 ``neutral`` a draw that duplicates an evaluated program joins that queue at the program's
 reward (neutral drift, as evolution's; it did not reach the family on match:powersign either,
 BENCHMARKS.md);
-``structural``: that fraction of the edits first changes the queued program's structure with
-one of evolution's operators (insert, delete, combine; new parts uniform), then leaves one
-decision open for the policy (match:powersign seed 0 with drift and prior: not reached, the
-policy settled on sgd plus clipped terms; BENCHMARKS.md).
+``structural``: that fraction of the edits changes the parent's structure with one of
+evolution's operators (insert, delete, combine), whose new part the policy makes (an inserted
+group's function and its other operand, the fed one read as it is; the function that joins
+two parents, where ``keep_left`` leaves the second's groups dead code, a failure learned at
+no evaluation), and opens nothing else; a delete makes nothing (it is evaluated and moves the
+baseline, and teaches the policy nothing); where the operator does not apply (a program with
+the most groups, a one-group delete) the edit is a plain one. (Until the twenty-third session
+the new parts came from the prior and one more decision was then left open for the policy:
+two changes in one edit, where evolution's operators make one; BENCHMARKS.md.)
 ``parents``: where edits start. ``queue`` (the default) picks one of the ``queue`` best
 programs at random; ``population`` is regularized evolution's parent (``search.evolution``):
 the best program so far with probability ``elite``, else the best of ``sample`` members of
@@ -293,7 +298,7 @@ class RLStrategy(SpaceStrategy):
         self.population: list = []  # [tree json, reward], oldest first (parents=population)
         torch.manual_seed(seed)
         self.controller = Controller(self.space.n_choices, hidden)
-        self.prior = None  # the library prior (Space.prior), also for structural edits' new parts
+        self.prior = None  # the library prior (Space.prior): the policy's start, the anchor's
         from .evolution import library_programs
         library = library_programs(space, space_obj)  # the warm starts: Bello's spaces only
         if warm and not library:
@@ -403,11 +408,14 @@ class RLStrategy(SpaceStrategy):
         policy makes that decision and whatever it changes downstream (policy-guided mutation),
         reading the kept decisions as context (``_policy_draws``). The open node's subtree is
         opened with it (``reopen=subtree``), or its children that line up with the new choice's
-        are kept, as evolution's ``Space.mutate`` keeps them (``reopen=choice``)."""
+        are kept, as evolution's ``Space.mutate`` keeps them (``reopen=choice``). A
+        ``structural`` edit opens the new part of a structural operator's child instead."""
         parent, score = self._parent()
         tree = parent.copy()
         if self.structural and self.rng.random() < self.structural:
-            tree = self._restructured(tree)
+            changed = self._restructured(tree)
+            if changed is not None:
+                return changed, parent, score
         node = self.rng.choice([t for t in tree.nodes() if t.rule in self.space.n_choices])
         node.alt, node.value = -1, None
         if self.reopen == "subtree":
@@ -427,16 +435,17 @@ class RLStrategy(SpaceStrategy):
             reward, _, member = self.rng.choice(self.queue)
         return Tree.from_json(member), reward
 
-    def _restructured(self, tree: Tree) -> Tree:
+    def _restructured(self, tree: Tree) -> Tree | None:
         """``tree`` changed by one of evolution's structural operators (insert a group, delete
-        one, or combine it with another parent), the new parts drawn from the library prior
-        (``prior``) or uniformly; the tree itself where the operator does not apply."""
+        one, or combine it with another parent), the new group's decisions left open for the
+        policy (an inserted group's function and other operand, the function joining two
+        parents; a delete has none; ``Space._finish``): one change, as evolution's operators
+        make; None where the operator does not apply."""
         other, _ = self._parent()
-        operators = (lambda: self.space.insert(tree, self.rng, prior=self.prior),
-                     lambda: self.space.delete(tree, self.rng, prior=self.prior),
-                     lambda: self.space.combine(tree, other, self.rng, prior=self.prior))
-        made = self.rng.choice(operators)()
-        return made[0] if made is not None else tree
+        operators = (self.space.insert, self.space.delete,
+                     lambda t, rng, **kw: self.space.combine(t, other, rng, **kw))
+        made = self.rng.choice(operators)(tree, self.rng, prior=self.prior, leave_open=True)
+        return made[0] if made is not None else None
 
     # --- learning --------------------------------------------------------------------------------
     def _learn_far(self, tree: Tree, meta) -> None:

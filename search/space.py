@@ -491,10 +491,12 @@ class Space:
         hold_rule = self.groups["holder"][0]
         return [t for t in inner.nodes() if t.rule == hold_rule]
 
-    def insert(self, tree: Tree, rng, prior: dict | None = None) -> tuple:
+    def insert(self, tree: Tree, rng, prior: dict | None = None,
+               leave_open: bool = False) -> tuple:
         """(new tree, what): a new group in front of group j whose first operand is one of group
         j's operands (or, at the end, the old result); that operand now reads the new group.
-        None when the program has the most groups the space allows."""
+        None when the program has the most groups the space allows. ``leave_open``: see
+        :meth:`_finish`."""
         gs = self.groups
         if gs is None:
             return None
@@ -517,14 +519,17 @@ class Space:
         else:  # a new last group reads the old result
             fed = Tree(hold_rule, hold_alt, [Tree("ref", gs["refs"][names[n - 1]])])
         fresh = self.sample_inner(rng, names[:j], prior)
+        wired = []
         for t in fresh.nodes():  # the first operand is the fed one, as it is (no function)
             kids = [k for k, c in enumerate(t.children) if c.rule == hold_rule]
             if kids:
                 t.alt = self._pass_through.get(t.rule, t.alt)
                 t.children[kids[0]] = fed
+                wired.append(t)
                 break
         inners.insert(j, fresh)
-        return self._repair(inners, rng, prior), f"insert group {j + 1}"
+        return self._finish(inners, rng, prior, leave_open and (fresh, wired)), \
+            f"insert group {j + 1}"
 
     def decays(self) -> list:
         """Indexes of the operand alternatives (of the rule holding ``ref``) that read a
@@ -571,10 +576,11 @@ class Space:
                 return decays, (inner_rule, i, kids[0])
         return None
 
-    def delete(self, tree: Tree, rng, prior: dict | None = None) -> tuple:
+    def delete(self, tree: Tree, rng, prior: dict | None = None,
+               leave_open: bool = False) -> tuple:
         """(new tree, what): group j removed; where its result was read, one of its operands is
         read instead (a last group removed: the previous group is the result). None for a
-        one-group program."""
+        one-group program. ``leave_open``: see :meth:`_finish` (a delete has no new part)."""
         gs = self.groups
         inners = [t.copy() for t in self.groups_of(tree)] if gs is not None else []
         n = len(inners)
@@ -590,13 +596,18 @@ class Space:
             mapping[names[j]] = stand_in
         for inner in inners[j:]:
             self._renumber(inner, mapping)
-        return self._repair(inners, rng, prior), f"delete group {j + 1}"
+        return self._finish(inners, rng, prior, leave_open and (None, [])), \
+            f"delete group {j + 1}"
 
-    def combine(self, a: Tree, b: Tree, rng, prior: dict | None = None) -> tuple:
+    def combine(self, a: Tree, b: Tree, rng, prior: dict | None = None,
+                leave_open: bool = False) -> tuple:
         """(new tree, what): crossover of two grouped programs: ``a``'s groups, ``b``'s groups
         (references renumbered), and a new last group applying a random binary function to
         the two results, as they are. None when that needs more groups than the space has
-        (Bello's: two one-group programs) or the binary drawn reads one argument."""
+        (Bello's: two one-group programs) or the binary drawn reads one argument.
+        ``leave_open``: see :meth:`_finish`; the new part is the function joining the two,
+        whatever function the prior would have drawn (a policy that makes it ``keep_left``
+        leaves ``b``'s groups dead code)."""
         gs = self.groups
         if gs is None:
             return None
@@ -607,6 +618,10 @@ class Space:
             return None
         for inner in ib:
             self._renumber(inner, {names[k]: names[k + na] for k in range(nb)})
+        if leave_open:  # the function that joins them is the policy's to make
+            fresh = self._joining(names[na - 1], names[na + nb - 1])
+            return None if fresh is None else (
+                self._finish(ia + ib + [fresh], rng, prior, (fresh, fresh.children)), "combine")
         fresh = self.sample_inner(rng, names[:na + nb], prior)
         hold_rule, hold_alt = gs["holder"]
         sides = [t for t in fresh.nodes() if any(c.rule == hold_rule for c in t.children)]
@@ -618,6 +633,20 @@ class Space:
             t.children[k] = Tree(hold_rule, hold_alt, [Tree("ref", gs["refs"][name])])
         return self._repair(ia + ib + [fresh], rng, prior), "combine"
 
+    def _joining(self, left: str, right: str) -> Tree | None:
+        """A group's inner tree applying a two-argument function to groups ``left`` and
+        ``right``'s results, each read as it is (a pass-through unary); None where the inner
+        rule has no such function."""
+        hold_rule, hold_alt = self.groups["holder"]
+        inner_rule = self.rules[self.groups["groups"][0]][0].rules[0]
+        for i, alt in enumerate(self.rules[inner_rule]):
+            if len(alt.rules) == 2 and all(r in self._pass_through for r in alt.rules):
+                return Tree(inner_rule, i, [
+                    Tree(r, self._pass_through[r],
+                         [Tree(hold_rule, hold_alt, [Tree("ref", self.groups["refs"][name])])])
+                    for r, name in zip(alt.rules, (left, right))])
+        return None
+
     def sample_inner(self, rng, defined: list, prior: dict | None = None) -> Tree:
         """A random inner tree of a group, where ``defined`` names may be read."""
         inner_rule = self.rules[self.groups["groups"][0]][0].rules[0]
@@ -626,6 +655,21 @@ class Space:
     def _repair(self, inners: list, rng, prior: dict | None = None) -> Tree:
         """The grouped program of ``inners``, every choice kept where still allowed."""
         return self.decode(chooser(rng, prior), self._join(inners))
+
+    def _finish(self, inners: list, rng, prior: dict | None, open_part) -> Tree:
+        """What a structural operator returns: the repaired program (``_repair``), or, where
+        ``open_part`` is (the new group or None, the nodes the operator wired into it), the
+        program with the new group's other decisions left open (alt -1) and nothing repaired:
+        a policy makes the open decisions and any kept choice no longer allowed, reading the
+        rest as they are (``steps``; RL's structural edits)."""
+        if not open_part:
+            return self._repair(inners, rng, prior)
+        fresh, wired = open_part
+        kept = {id(n) for w in wired for n in w.nodes()}
+        for n in fresh.nodes() if fresh is not None else ():
+            if id(n) not in kept and n.rule in self.n_choices:
+                n.alt, n.value = -1, None
+        return self._join(inners)
 
 
 def chooser(rng, prior: dict | None = None):

@@ -858,18 +858,72 @@ def test_rl_warm_start_evaluates_the_library_first_and_resumes_mid_way():
         RLStrategy(seed=0, warm=True, space_obj=Space("toy", text=TOY))
 
 
-def test_rl_structural_edits_insert_delete_and_combine_queued_programs():
-    """``structural``: an edit first changes a queued program's groups with evolution's
-    operators; every result is a program of the space and of the language."""
-    s = RLStrategy(seed=0, edit=1.0, structural=1.0, queue=4)
-    for groups, result in (("x1 = (g)", "x1"), ("x1 = (ema(g, 0.9))\n    x2 = (x1) * (sign(g))", "x2")):
-        tree = s.space.parse(f"bello(lr=1):\n    {groups}\n    return lr * {result}")
-        s.queue.append([0.5, s.space.decisions_of(tree), tree.to_json()])
+def _decision_nodes(space, tree):
+    """The nodes of ``tree`` a policy decides, in the order of ``Space.decisions_of``."""
+    return [t for t in tree.nodes()
+            if t.rule == "const" or len(space.rules.get(t.rule, ())) > 1]
+
+
+def test_rl_structural_edits_make_one_change_whose_new_part_the_policy_makes():
+    """``structural``: an edit changes the parent's groups with one of evolution's operators and
+    leaves open the new group's decisions only (an inserted group's function and other operand,
+    the function joining two parents; a delete nothing), so the policy makes that part and the
+    rest is the operator's child as evolution would make it: made with the choices the closed
+    operator drew, the open child is that operator's child. Before, the new parts came from the
+    prior and one more decision was then opened anywhere: two changes in one edit."""
+    space = Space("bello")
+    prior = RLStrategy(seed=0, prior=0.5).prior
+    parents = [space.parse(f"bello(lr=1):\n    {groups}\n    return lr * {last}")
+               for groups, last in (("x1 = (g)", "x1"),
+                                    ("x1 = (ema(g, 0.9))\n    x2 = (x1) * (sign(g))", "x2"))]
+    operators = {"insert": space.insert, "delete": space.delete,
+                 "combine": lambda t, rng, **kw: space.combine(t, parents[0], rng, **kw)}
+    applied = {name: 0 for name in operators}
+    cases = [(name, parent, k) for name in operators for parent in parents for k in range(12)]
+    for name, parent, k in cases:
+        closed = operators[name](parent.copy(), random.Random(k), prior=prior)
+        opened = operators[name](parent.copy(), random.Random(k), prior=prior, leave_open=True)
+        # a combine's open function is any that reads both: it applies where the prior's
+        # draw read one argument (the closed operator's None)
+        assert closed is None if opened is None else closed is not None or name == "combine"
+        if closed is None:
+            continue
+        (closed, what), (opened, _) = closed, opened
+        applied[name] += 1
+        choices = [alt for _, alt, _ in space.decisions_of(closed)]
+        walk, made, position = space.steps(opened, show_kept=True), [], 0
+        try:
+            request = next(walk)
+            while True:
+                if len(request) == 2:  # an open decision: made as the closed operator drew it
+                    made.append(position)
+                request = walk.send(choices[position])
+                position += 1
+        except StopIteration as done:
+            child = done.value
+        assert space.source(child) == space.source(closed)
+        groups = space.groups_of(closed)
+        new = {"insert": lambda: groups[int(what.split()[-1]) - 1], "combine": lambda: groups[-1],
+               "delete": lambda: None}[name]()
+        hold = space.groups["holder"][0]  # the operand rule; the wired: read as they are
+        wired = [t for t in (new.nodes() if new is not None else ())
+                 if any(c.rule == hold for c in t.children)][:{"insert": 1}.get(name, 2)]
+        kept = {id(n) for t in wired for n in t.nodes()}
+        open_part = {id(n) for n in new.nodes()} - kept if new is not None else set()
+        nodes = _decision_nodes(space, closed)
+        assert len(nodes) == len(choices)
+        assert made == [p for p, t in enumerate(nodes) if id(t) in open_part]
+        assert bool(made) == (name != "delete")
+        optdsl.parse(space.source(child))
+    assert all(applied.values())
+    # through the strategy: every child a program of the space, one to three groups
+    rl = RLStrategy(seed=0, edit=1.0, structural=1.0, parents="population", prior=0.5)
+    for parent in parents:
+        rl.population.append([parent.to_json(), 0.5])
     sizes = set()
-    for _ in range(40):
-        tree = s._restructured(Tree.from_json(s.rng.choice(s.queue)[2]))
-        sizes.add(len(s.space.groups_of(tree)))
-        optdsl.parse(s.space.source(tree))
+    for tree, _ in rl._draws(40):
+        sizes.add(len(rl.space.groups_of(tree)))
+        optdsl.parse(rl.space.source(tree))
     assert sizes == {1, 2, 3}
 
 
@@ -943,8 +997,10 @@ def test_an_edit_is_made_knowing_its_parent_and_learned_as_the_choice_it_made(st
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     made_some = kept_some = 0
     for tree, (decisions, logp, parent_score, made) in rl._draws(24):
-        assert parent_score == 0.5 and made and rl.space.decisions_of(tree) == decisions
-        assert made == sorted(set(made)) and made[-1] < len(decisions)
+        assert parent_score == 0.5 and rl.space.decisions_of(tree) == decisions
+        fewer = len(rl.space.groups_of(tree)) < len(rl.space.groups_of(rl.parent_of[id(tree)]))
+        assert made == sorted(set(made)) and (made or fewer)  # only a delete makes nothing
+        assert not made or made[-1] < len(decisions)
         with torch.no_grad():
             replayed, _ = rl.controller.replay([decisions], made=[made])
             whole, _ = rl.controller.replay([decisions])
