@@ -459,7 +459,12 @@ class Space:
                               if a.items == (("rule", holder[0][0]),)}
         names = [self.rules[g][0].defines[0] for g in groups]
         return {"body": {len(l): i for i, l in enumerate(lists)}, "groups": groups,
-                "names": names, "holder": holder[0], "refs": refs}
+                "names": names, "holder": holder[0], "refs": refs, "inner": inner.pop()[0]}
+
+    def _reading(self, name: str) -> Tree:
+        """The operand that reads group ``name``'s result."""
+        hold_rule, hold_alt = self.groups["holder"]
+        return Tree(hold_rule, hold_alt, [Tree("ref", self.groups["refs"][name])])
 
     def groups_of(self, tree: Tree) -> list:
         """The inner trees of a grouped program's groups, in order."""
@@ -508,16 +513,15 @@ class Space:
         names = gs["names"]
         for inner in inners[j:]:
             self._renumber(inner, {names[k]: names[k + 1] for k in range(j, n)})
-        hold_rule, hold_alt = gs["holder"]
-        reader = Tree(hold_rule, hold_alt, [Tree("ref", gs["refs"][names[j]])]) \
-            if names[j] in gs["refs"] else None
+        hold_rule = gs["holder"][0]
+        reader = self._reading(names[j]) if names[j] in gs["refs"] else None
         if j < n:
             slot = rng.choice(self._operands(inners[j]))
             fed = slot.copy()
             if reader is not None:
                 slot.alt, slot.children = reader.alt, reader.children
         else:  # a new last group reads the old result
-            fed = Tree(hold_rule, hold_alt, [Tree("ref", gs["refs"][names[n - 1]])])
+            fed = self._reading(names[n - 1])
         fresh = self.sample_inner(rng, names[:j], prior)
         wired = []
         for t in fresh.nodes():  # the first operand is the fed one, as it is (no function)
@@ -528,8 +532,7 @@ class Space:
                 wired.append(t)
                 break
         inners.insert(j, fresh)
-        return self._finish(inners, rng, prior, leave_open and (fresh, wired)), \
-            f"insert group {j + 1}"
+        return self._finish(inners, rng, prior, leave_open, fresh, wired), f"insert group {j + 1}"
 
     def decays(self) -> list:
         """Indexes of the operand alternatives (of the rule holding ``ref``) that read a
@@ -555,9 +558,9 @@ class Space:
         n, names = len(inners), gs["names"]
         if n >= len(gs["groups"]):
             return None
-        hold_rule, hold_alt = gs["holder"]
+        hold_rule = gs["holder"][0]
         identity = self._pass_through[unary]
-        last = Tree(hold_rule, hold_alt, [Tree("ref", gs["refs"][names[n - 1]])])
+        last = self._reading(names[n - 1])
         decay = Tree(hold_rule, rng.choice(decays), [])
         fresh = Tree(inner_rule, mul, [Tree(unary, identity, [last]),
                                        Tree(unary, identity, [decay])])
@@ -568,7 +571,7 @@ class Space:
         decays = self.decays()
         if not decays:
             return None
-        inner_rule = self.rules[self.groups["groups"][0]][0].rules[0]
+        inner_rule = self.groups["inner"]
         for i, alt in enumerate(self.rules[inner_rule]):
             kids = alt.rules
             if ("lit", "*") in alt.items and len(kids) == 2 and kids[0] == kids[1] \
@@ -596,8 +599,7 @@ class Space:
             mapping[names[j]] = stand_in
         for inner in inners[j:]:
             self._renumber(inner, mapping)
-        return self._finish(inners, rng, prior, leave_open and (None, [])), \
-            f"delete group {j + 1}"
+        return self._finish(inners, rng, prior, leave_open), f"delete group {j + 1}"
 
     def combine(self, a: Tree, b: Tree, rng, prior: dict | None = None,
                 leave_open: bool = False) -> tuple:
@@ -621,50 +623,46 @@ class Space:
         if leave_open:  # the function that joins them is the policy's to make
             fresh = self._joining(names[na - 1], names[na + nb - 1])
             return None if fresh is None else (
-                self._finish(ia + ib + [fresh], rng, prior, (fresh, fresh.children)), "combine")
+                self._finish(ia + ib + [fresh], rng, prior, True, fresh, fresh.children), "combine")
         fresh = self.sample_inner(rng, names[:na + nb], prior)
-        hold_rule, hold_alt = gs["holder"]
+        hold_rule = gs["holder"][0]
         sides = [t for t in fresh.nodes() if any(c.rule == hold_rule for c in t.children)]
         if len(sides) < 2:
             return None
         for t, name in zip(sides, (names[na - 1], names[na + nb - 1])):
             t.alt = self._pass_through.get(t.rule, t.alt)
             k = next(k for k, c in enumerate(t.children) if c.rule == hold_rule)
-            t.children[k] = Tree(hold_rule, hold_alt, [Tree("ref", gs["refs"][name])])
+            t.children[k] = self._reading(name)
         return self._repair(ia + ib + [fresh], rng, prior), "combine"
 
     def _joining(self, left: str, right: str) -> Tree | None:
         """A group's inner tree applying a two-argument function to groups ``left`` and
         ``right``'s results, each read as it is (a pass-through unary); None where the inner
         rule has no such function."""
-        hold_rule, hold_alt = self.groups["holder"]
-        inner_rule = self.rules[self.groups["groups"][0]][0].rules[0]
+        inner_rule = self.groups["inner"]
         for i, alt in enumerate(self.rules[inner_rule]):
             if len(alt.rules) == 2 and all(r in self._pass_through for r in alt.rules):
-                return Tree(inner_rule, i, [
-                    Tree(r, self._pass_through[r],
-                         [Tree(hold_rule, hold_alt, [Tree("ref", self.groups["refs"][name])])])
-                    for r, name in zip(alt.rules, (left, right))])
+                return Tree(inner_rule, i, [Tree(r, self._pass_through[r], [self._reading(name)])
+                                            for r, name in zip(alt.rules, (left, right))])
         return None
 
     def sample_inner(self, rng, defined: list, prior: dict | None = None) -> Tree:
         """A random inner tree of a group, where ``defined`` names may be read."""
-        inner_rule = self.rules[self.groups["groups"][0]][0].rules[0]
-        return self.decode(chooser(rng, prior), start=inner_rule, defined=defined)
+        return self.decode(chooser(rng, prior), start=self.groups["inner"], defined=defined)
 
     def _repair(self, inners: list, rng, prior: dict | None = None) -> Tree:
         """The grouped program of ``inners``, every choice kept where still allowed."""
         return self.decode(chooser(rng, prior), self._join(inners))
 
-    def _finish(self, inners: list, rng, prior: dict | None, open_part) -> Tree:
-        """What a structural operator returns: the repaired program (``_repair``), or, where
-        ``open_part`` is (the new group or None, the nodes the operator wired into it), the
-        program with the new group's other decisions left open (alt -1) and nothing repaired:
-        a policy makes the open decisions and any kept choice no longer allowed, reading the
-        rest as they are (``steps``; RL's structural edits)."""
-        if not open_part:
+    def _finish(self, inners: list, rng, prior: dict | None, leave_open: bool,
+                fresh: Tree | None = None, wired=()) -> Tree:
+        """What a structural operator returns: the repaired program (``_repair``), or, with
+        ``leave_open``, the program with the decisions of the new group ``fresh`` (None: there
+        is none) left open (alt -1) but for the ``wired`` nodes the operator put in it, and
+        nothing repaired: a policy makes the open decisions and any kept choice no longer
+        allowed, reading the rest as they are (``steps``; RL's structural edits)."""
+        if not leave_open:
             return self._repair(inners, rng, prior)
-        fresh, wired = open_part
         kept = {id(n) for w in wired for n in w.nodes()}
         for n in fresh.nodes() if fresh is not None else ():
             if id(n) not in kept and n.rule in self.n_choices:
