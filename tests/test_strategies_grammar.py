@@ -860,8 +860,7 @@ def test_rl_warm_start_evaluates_the_library_first_and_resumes_mid_way():
 
 def _decision_nodes(space, tree):
     """The nodes of ``tree`` a policy decides, in the order of ``Space.decisions_of``."""
-    return [t for t in tree.nodes()
-            if t.rule == "const" or len(space.rules.get(t.rule, ())) > 1]
+    return [t for t in tree.nodes() if t.rule in space.n_choices]
 
 
 def test_rl_structural_edits_make_one_change_whose_new_part_the_policy_makes():
