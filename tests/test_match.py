@@ -167,11 +167,13 @@ def test_search_command_on_a_match_task(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("strategy,name,default,typed", [("evolution", "neutral", 1.0, 0.0),
-                                                         ("rl", "parents", "population", "queue")])
+                                                         ("rl", "parents", "population", "queue"),
+                                                         ("rl", "anchor", "prior", "uniform")])
 def test_a_match_task_takes_the_strategys_match_defaults_and_keeps_them_on_resume(
         tmp_path, strategy, name, default, typed):
     """``optdsl search --task match:...`` runs evolution with neutral drift and RL editing
-    evolution's parents (the measured better settings there, search.cli.MATCH_DEFAULTS),
+    evolution's parents with its policy held near its prior (the measured better settings
+    there, search.cli.MATCH_DEFAULTS),
     records them, and a resumed search keeps them; a typed --strategy-option wins."""
     from optdsl.cli import main
     for option, want in (([], default), (["--strategy-option", f"{name}={typed}"], typed)):
