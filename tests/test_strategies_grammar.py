@@ -1036,7 +1036,7 @@ def test_a_space_with_a_horizon_decays_over_that_many_steps_and_search_passes_th
     assert with_task_defaults("rl", {"horizon": "20"}, resolve_task("mnist1d-mlp")) == {"horizon": "20"}
     assert with_task_defaults("rl", {}, resolve_task("match:powersign")) == {
         "edit": 0.9, "structural": 0.5, "neutral": 1.0, "prior": 0.85,
-        "prior_programs": "curriculum", "band": 0.5, "parents": "population"}
+        "prior_programs": "curriculum", "band": 0.5, "parents": "population", "anchor": "prior"}
     assert with_task_defaults("rl", {"edit": 0.0}, resolve_task("match:powersign"))["edit"] == 0.0
     # evolution drifts with the curriculum prior and the band on a match task unless told
     # otherwise, not on a training task
