@@ -67,23 +67,22 @@ prior").
 ``Space.prior`` (the operands the warm-start library rules use) instead of uniform;
 ``prior_programs=FILE`` adds the programs of a file to what that prior counts (as evolution's,
 see ``search.evolution``). ``anchor``: what the bonus below pulls the policy towards:
-``uniform`` (the default: the entropy) or ``prior`` (minus the KL divergence from the prior,
-as KL-regularised policy gradient keeps a policy near a reference; the default on match
-tasks). In a banded match search most draws are learned as failures (far, degenerate, dead
-code), batches then carry no advantage, and with the entropy the policy drifted 5.5-5.7 nats
-per program from its prior by 2,000 evaluations (``match:addsign``, twenty-third session's
-defaults), towards uniform, the share of its draws using ``sign`` falling from 0.56 to 0.29,
-``sqrt`` from 0.66 to 0.30 and a state from 0.97 to 0.69: the parts AddSign is made of. It
-reached a member in 4 of 10 ``match:addsign`` and 3 of 10 ``match:powersign`` searches;
-held at its prior (``lr=1e-9``) in 8 and 10 of 10, anchored at it (0.06-0.09 nats per
-program by the end) in 9 and 9 of 10 (seeds 0-9): what the learning adds beside the prior is
-not measurable in these runs, what the entropy took away was (BENCHMARKS.md, "RL's policy held
-near its prior", with seeds 10-19; ``benchmarks/rl_policy_drift.py``). (Under earlier code, the twelfth
-session, the anchor measured no gain: 4 of 10 and 2 of 5.) ``far``: how an edit outside the
-band is learned from: ``fail`` (the default: as a degenerate draw) or ``baseline`` (without
-an advantage, as a repeat): a banded search rejects about 8 draws per evaluation as far, and
-learned as failures they teach the policy to make only the choices that keep a child near its
-parent. ``warm``
+``uniform`` (the default: the entropy) or ``prior`` (minus the KL divergence from the prior, as
+KL-regularised policy gradient keeps a policy near a reference; the default on match tasks). In
+a banded match search most draws are learned as failures (far, degenerate, dead code), batches
+then carry no advantage, and with the entropy the policy drifted 5.5-5.7 nats per program from
+its prior by 2,000 evaluations (``match:addsign``, twenty-third session's defaults), towards
+uniform, the share of its draws using ``sign`` falling from 0.56 to 0.29, ``sqrt`` from 0.66 to
+0.30 and a state from 0.97 to 0.69: the parts AddSign is made of. It reached a member in 4 of
+10 ``match:addsign`` and 3 of 10 ``match:powersign`` searches; held at its prior (``lr=1e-9``)
+in 8 and 10 of 10, anchored at it (0.06-0.09 nats per program by the end) in 9 and 9 of 10
+(seeds 0-9): what the learning adds beside the prior is not measurable in these runs, what the
+entropy took away was (BENCHMARKS.md, "RL's policy held near its prior", with seeds 10-19;
+``benchmarks/rl_policy_drift.py``). (Under earlier code, the twelfth session, the anchor
+measured no gain: 4 of 10 and 2 of 5.) ``far``: how an edit outside the band is learned from:
+``fail`` (the default: as a degenerate draw) or ``baseline`` (without an advantage, as a
+repeat): a banded search rejects about 8 draws per evaluation as far, and learned as failures
+they teach the policy to make only the choices that keep a child near its parent. ``warm``
 (Bello's spaces only): the first candidates are the library's warm-start programs, evolution's
 (``search.evolution.BELLO_WARM``: sgd, momentum, signSGD, signum, Adam, RMSprop), so edits
 start from them as evolution's mutations do, instead of from the policy's first draws; each is
