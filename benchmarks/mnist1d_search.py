@@ -18,7 +18,11 @@ of ``benchmarks/leaderboard.py --cosine``, then:
 3. **Re-scoring** (``--rescore``): the ``--top`` distinct best rules of all searches and the
    library's ``--library`` best (and Adam) under ``--fresh-seeds`` the searches never used,
    on the full protocol's whole learning-rate grid; the gap to the best library rule in units
-   of the combined standard error.
+   of the combined standard error. With ``--cosine`` the found rules are tuned as the
+   library's are (its leaderboard holds each rule and the rule with the cosine decay of its
+   step, ``+cos``): the ``--pool`` best are each scored both ways on the proxy's own seeds,
+   and the better variant of each competes for the ``--top`` (the choice is made on the
+   proxy's seeds, never on the fresh ones).
 4. **Export and transfer** (``--transfer``): the 3 best re-scored rules written to
    ``--export`` as .opt files (each parsed and checked), then, on each held-out ``--tasks``
    (trained ``--factor`` times its steps), those rules against the library's 3 best on that
@@ -278,8 +282,9 @@ def rung_text(screen: dict) -> str:
 
 
 def found_rules(stores: list, top: int) -> list:
-    """The ``top`` distinct best full-protocol rules of all ``stores`` (not baselines):
-    (label, program, store key, horizon) each."""
+    """The ``top`` distinct best full-protocol rules of all ``stores`` (not baselines), best
+    first: dicts of the stored ``rule``, its store ``key``, ``strategy``, ``proxy`` score and
+    the search's ``horizon``, ``cosine`` False (the rule as the search scored it)."""
     from optdsl.search.store import Store
     pool = []
     for path in stores:
@@ -287,16 +292,59 @@ def found_rules(stores: list, top: int) -> list:
         search = store.search()
         for e in store.evaluations(search["task"], search["protocol"], order="score"):
             if e["status"] == "ok" and is_full(e) and not e.get("name"):
-                pool.append((e["score"], e["rule_hash"], e["rule"], search["strategy"],
-                             store_horizon(search)))
+                pool.append({"rule": e["rule"], "key": e["rule_hash"], "proxy": e["score"],
+                             "strategy": search["strategy"], "horizon": store_horizon(search),
+                             "cosine": False})
         store.close()
     found, seen = [], set()
-    for score, key, rule, strategy, horizon in sorted(pool, key=lambda x: -x[0]):
-        if key not in seen and len(found) < top:
-            seen.add(key)
-            found.append((f"found {len(found) + 1} ({strategy}, proxy {score:.4f})", rule, key,
-                          horizon))
+    for f in sorted(pool, key=lambda f: -f["proxy"]):
+        if f["key"] not in seen and len(found) < top:
+            seen.add(f["key"])
+            found.append(f)
     return found
+
+
+def label(rank: int, f: dict) -> str:
+    """A found rule's row label: its rank, strategy, schedule and score on the proxy."""
+    cos = ", +cos" if f["cosine"] else ""
+    return f"found {rank} ({f['strategy']}{cos}, proxy {f['proxy']:.4f})"
+
+
+def cosine_variant(text: str, steps: int) -> str:
+    """A one-line program ``name(params) = body`` with its whole step multiplied by the cosine
+    decay over ``steps``: the ``+cos`` variant the library's rules are tuned with
+    (``benchmarks/leaderboard.py --cosine``)."""
+    head, sep, body = text.strip().partition(" = ")
+    if not sep or "\n" in text.strip() or not head.endswith(")"):
+        raise ValueError(f"not a one-line formula name(...) = expr: {text!r}")
+    name, _, params = head.partition("(")
+    return f"{name}_cos({params} = cosine_decay(t, {steps}) * ({body})"
+
+
+def program(f: dict, steps: int) -> str:
+    """A found rule's program for a run of ``steps`` steps: its own decays over them (they ran
+    over the search's horizon) and, for a ``+cos`` one, the cosine decay over them."""
+    text = at_horizon(f["rule"], f["horizon"], steps)
+    return cosine_variant(text, steps) if f["cosine"] else text
+
+
+def tune_schedules(found: list, task: str, seeds: list, top: int, workers: int) -> tuple:
+    """The found rules tuned as the library's are: each scored as the search scored it and
+    with the cosine decay of its step (``+cos``), the whole grid on the proxy's own ``seeds``
+    (the library's leaderboard is scored on them too); the better variant of each rule, the
+    ``top`` best of those, and every scored row (for the summary)."""
+    from optdsl.search.tasks import get_task
+    steps = get_task(task).steps
+    variants = {f"found {rank}" + (" +cos" if cos else ""): {**f, "cosine": cos}
+                for rank, f in enumerate(found, 1) for cos in (False, True)}
+    rows = score_all([(name, program(v, steps)) for name, v in variants.items()], task, seeds,
+                     workers)
+    better = {}
+    for r in rows:  # best first: a rule's first row is its better variant
+        v = variants[r["label"]]
+        if r["score"] is not None and v["key"] not in better:
+            better[v["key"]] = {**v, "proxy": r["score"]}
+    return list(better.values())[:top], rows
 
 
 def gap(a: dict, b: dict) -> str:
@@ -479,6 +527,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rescore", action="store_true")
     ap.add_argument("--transfer", action="store_true")
     ap.add_argument("--top", type=int, default=5, help="found rules to re-score")
+    ap.add_argument("--cosine", action="store_true",
+                    help="tune the found rules' schedules as the library's are: the --pool best "
+                         "each also with the cosine decay of its step, on the proxy's seeds; "
+                         "the better variant of each is re-scored")
+    ap.add_argument("--pool", type=int, default=10,
+                    help="found rules whose schedules --cosine tunes")
     ap.add_argument("--library", type=int, default=3, help="library rules to re-score")
     ap.add_argument("--fresh-seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
     ap.add_argument("--tasks", nargs="+", default=None,
@@ -523,16 +577,24 @@ def main(argv=None) -> int:
     md += draws_table(searches)
     out = {"searches": searches}
     if args.rescore or args.transfer:
-        found = found_rules(args.stores, args.top)
-        key = {label: k for label, _, k, _ in found}
-        horizon = {label: h for label, _, _, h in found}
         steps = get_task(proxy).steps
+        found = found_rules(args.stores, args.pool if args.cosine else args.top)
+        if args.cosine:
+            from optdsl.search.mnist1d import PROTOCOL
+            seeds = list(PROTOCOL["seeds"])  # the proxy's own (score_all: its lr grid)
+            print(f"tuning the schedule of {len(found)} found rules on seeds {seeds}", flush=True)
+            found, tuned = tune_schedules(found, proxy, seeds, args.top, args.workers)
+            md += ["", f"The found rules' schedules, tuned as the library's are (each as the "
+                   f"search scored it and with the cosine decay of its step, `+cos`; seeds "
+                   f"{seeds}, the proxy's, whole grid; the better of each re-scored below):", ""]
+            md += score_table(tuned, best_reference([{**top_lib, "label": top_lib["rule"]}]))
+        labelled = {label(rank, f): f for rank, f in enumerate(found, 1)}
         lib = with_adam([(r["rule"], library_text(r["rule"], steps))
                          for r in library[:args.library]], steps)
         print(f"re-scoring {len(found)} found and {len(lib)} library rules on seeds "
               f"{args.fresh_seeds}", flush=True)
-        rescored = score_all([(label, rule) for label, rule, _, _ in found] + lib, proxy,
-                             args.fresh_seeds, args.workers)
+        rescored = score_all([(name, program(f, steps)) for name, f in labelled.items()] + lib,
+                             proxy, args.fresh_seeds, args.workers)
         ref = best_reference(rescored)
         md += ["", f"Re-scored on fresh seeds {args.fresh_seeds} (full protocol, whole grid):", ""]
         md += score_table(rescored, ref)
@@ -540,15 +602,14 @@ def main(argv=None) -> int:
         if args.transfer:
             best3 = [r for r in rescored if r["label"].startswith("found")
                      and r["score"] is not None][:3]
-            paths = export([{**r, "rule_hash": key[r["label"]]} for r in best3],
+            paths = export([{**r, "rule_hash": labelled[r["label"]]["key"]} for r in best3],
                            args.export, proxy)
             md += ["", "Exported: " + ", ".join(f"`{p}`" for p in paths)]
             out["transfer"] = {}
             for task in held_out:
                 held = ranked_library(args.leaderboard, task)[:3]
                 long_steps = get_task(task).steps * args.factor
-                entries = [(f"found {i + 1}", at_horizon(r["rule"], horizon[r["label"]],
-                                                         long_steps))
+                entries = [(f"found {i + 1}", program(labelled[r["label"]], long_steps))
                            for i, r in enumerate(best3)]
                 entries = with_adam(entries + [(r["rule"], library_text(r["rule"], long_steps))
                                                for r in held], long_steps)
