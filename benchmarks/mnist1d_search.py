@@ -335,7 +335,7 @@ def tune_schedules(found: list, task: str, seeds: list, top: int, workers: int) 
     ``top`` best of those, and every scored row (for the summary)."""
     from optdsl.search.tasks import get_task
     steps = get_task(task).steps
-    variants = {f"found {rank}" + (" +cos" if cos else ""): {**f, "cosine": cos}
+    variants = {f"pool {rank}" + (" +cos" if cos else ""): {**f, "cosine": cos}
                 for rank, f in enumerate(found, 1) for cos in (False, True)}
     rows = score_all([(name, program(v, steps)) for name, v in variants.items()], task, seeds,
                      workers)
@@ -363,7 +363,8 @@ def export(rows: list, directory: str, task: str) -> list:
     os.makedirs(directory, exist_ok=True)
     paths = []
     for rank, r in enumerate(rows, 1):
-        row = {**r, "protocol": "the score and lr: re-scored on fresh seeds"}
+        cos = "; the stored rule times the cosine decay of its step" if "+cos" in r["label"] else ""
+        row = {**r, "protocol": f"the score and lr: re-scored on fresh seeds{cos}"}
         text = program_file(row, rank, task)
         path = os.path.join(directory, f"{task}_found{rank}.opt")
         with open(path, "w") as f:
@@ -584,9 +585,10 @@ def main(argv=None) -> int:
             seeds = list(PROTOCOL["seeds"])  # the proxy's own (score_all: its lr grid)
             print(f"tuning the schedule of {len(found)} found rules on seeds {seeds}", flush=True)
             found, tuned = tune_schedules(found, proxy, seeds, args.top, args.workers)
-            md += ["", f"The found rules' schedules, tuned as the library's are (each as the "
-                   f"search scored it and with the cosine decay of its step, `+cos`; seeds "
-                   f"{seeds}, the proxy's, whole grid; the better of each re-scored below):", ""]
+            md += ["", f"The found rules' schedules, tuned as the library's are (the {len(found)} "
+                   f"best by the searches' scores, `pool K`, each as the search scored it and "
+                   f"with the cosine decay of its step, `+cos`; seeds {seeds}, the proxy's, "
+                   f"whole grid; the better of each competes for the re-scoring below):", ""]
             md += score_table(tuned, best_reference([{**top_lib, "label": top_lib["rule"]}]))
         labelled = {label(rank, f): f for rank, f in enumerate(found, 1)}
         lib = with_adam([(r["rule"], library_text(r["rule"], steps))
@@ -609,8 +611,8 @@ def main(argv=None) -> int:
             for task in held_out:
                 held = ranked_library(args.leaderboard, task)[:3]
                 long_steps = get_task(task).steps * args.factor
-                entries = [(f"found {i + 1}", program(labelled[r["label"]], long_steps))
-                           for i, r in enumerate(best3)]
+                entries = [(r["label"], program(labelled[r["label"]], long_steps))
+                           for r in best3]
                 entries = with_adam(entries + [(r["rule"], library_text(r["rule"], long_steps))
                                                for r in held], long_steps)
                 name = f"{task}-x{args.factor}"

@@ -82,14 +82,15 @@ DEFAULT_BUDGET = 60
 # (weighed 0.85) and a semantic band of 0.5 around each parent reaches a proved
 # PowerSign/AddSign member within 2,000 evaluations in 10 of 10 match:powersign and 8 of 10
 # match:addsign searches (seeds 0-9, thirteenth session's code), and in 9 of 10 match:addsign
-# ones on seeds 10-19 (today's code, twenty-fourth session; on the MNIST-1D MLP drift did
-# worse). RL runs as policy-guided evolution with the same prior and band: its controller makes
-# the choices of mutations of regularized evolution's parents, and its bonus keeps it near the
-# prior it starts from (anchor=prior). With the entropy bonus instead, the policy drifted
-# 5.5-5.7 nats per program from its prior, towards uniform, dropping the sign, sqrt and state
-# operands AddSign is built of, and reached a member in 4 and 3 of 10 searches (seeds 0-9);
-# held at its prior (lr=1e-9) 8 and 10 of 10, anchored at it 9 and 9 of 10 (twenty-fourth
-# session; seeds 10-19 in BENCHMARKS.md, "RL's policy held near its prior").
+# and 10 of 10 match:powersign ones on seeds 10-19 (today's code, twenty-fourth and
+# twenty-fifth sessions; on the MNIST-1D MLP drift did worse). RL runs as policy-guided
+# evolution with the same prior and band: its controller makes the choices of mutations of
+# regularized evolution's parents, and its bonus keeps it near the prior it starts from
+# (anchor=prior). With the entropy bonus instead, the policy drifted 5.5-5.7 nats per program
+# from its prior, towards uniform, dropping the sign, sqrt and state operands AddSign is built
+# of, and reached a member in 4 and 3 of 10 searches (seeds 0-9); held at its prior (lr=1e-9) 8
+# and 10 of 10, anchored at it 9 and 9 of 10 (twenty-fourth session; seeds 10-19 in
+# BENCHMARKS.md, "RL's policy held near its prior").
 MATCH_DEFAULTS = {"evolution": {"neutral": 1.0, "prior": 0.85, "prior_programs": "curriculum",
                                 "band": 0.5},
                   "rl": {"edit": 0.9, "structural": 0.5, "neutral": 1.0, "prior": 0.85,

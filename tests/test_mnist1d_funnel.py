@@ -54,8 +54,8 @@ def test_the_better_variant_of_each_rule_is_chosen_on_the_proxy_seeds(monkeypatc
     module = funnel()
     found = [{"rule": f"r{k}(lr=1) = lr * g", "key": f"k{k}", "proxy": 0.7 - k / 100,
               "strategy": "rl", "horizon": 1500, "cosine": False} for k in range(3)]
-    scores = {"found 1": 0.70, "found 1 +cos": 0.69, "found 2": 0.68, "found 2 +cos": 0.75,
-              "found 3": 0.60, "found 3 +cos": None}
+    scores = {"pool 1": 0.70, "pool 1 +cos": 0.69, "pool 2": 0.68, "pool 2 +cos": 0.75,
+              "pool 3": 0.60, "pool 3 +cos": None}
     seen = {}
 
     def fake_score_all(entries, task, seeds, workers):
