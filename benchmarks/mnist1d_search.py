@@ -310,21 +310,28 @@ def label(rank: int, f: dict) -> str:
     return f"found {rank} ({f['strategy']}{cos}, proxy {f['proxy']:.4f})"
 
 
+def one_line(text: str) -> bool:
+    """Whether ``text`` is a one-line formula ``name(...) = expr`` (``cosine_variant``'s)."""
+    head, sep, _ = text.strip().partition(" = ")
+    return bool(sep) and "\n" not in text.strip() and head.endswith(")")
+
+
 def cosine_variant(text: str, steps: int) -> str:
     """A one-line program ``name(params) = body`` with its whole step multiplied by the cosine
     decay over ``steps``: the ``+cos`` variant the library's rules are tuned with
     (``benchmarks/leaderboard.py --cosine``)."""
-    head, sep, body = text.strip().partition(" = ")
-    if not sep or "\n" in text.strip() or not head.endswith(")"):
+    if not one_line(text):
         raise ValueError(f"not a one-line formula name(...) = expr: {text!r}")
+    head, _, body = text.strip().partition(" = ")
     name, _, params = head.partition("(")
     return f"{name}_cos({params} = cosine_decay(t, {steps}) * ({body})"
 
 
-def program(f: dict, steps: int) -> str:
-    """A found rule's program for a run of ``steps`` steps: its own decays over them (they ran
-    over the search's horizon) and, for a ``+cos`` one, the cosine decay over them."""
-    text = at_horizon(f["rule"], f["horizon"], steps)
+def program(f: dict, steps: int, longer: bool = False) -> str:
+    """A found rule's program for a run of ``steps`` steps: the stored text (on the proxy), or
+    with its decays run over a ``longer`` run (they ran over the search's horizon); for a
+    ``+cos`` one, times the cosine decay over the steps."""
+    text = at_horizon(f["rule"], f["horizon"], steps) if longer else f["rule"]
     return cosine_variant(text, steps) if f["cosine"] else text
 
 
@@ -336,7 +343,8 @@ def tune_schedules(found: list, task: str, seeds: list, top: int, workers: int) 
     from optdsl.search.tasks import get_task
     steps = get_task(task).steps
     variants = {f"pool {rank}" + (" +cos" if cos else ""): {**f, "cosine": cos}
-                for rank, f in enumerate(found, 1) for cos in (False, True)}
+                for rank, f in enumerate(found, 1) for cos in (False, True)
+                if not cos or one_line(f["rule"])}  # a block program is scored as searched
     rows = score_all([(name, program(v, steps)) for name, v in variants.items()], task, seeds,
                      workers)
     better = {}
@@ -583,9 +591,11 @@ def main(argv=None) -> int:
         if args.cosine:
             from optdsl.search.mnist1d import PROTOCOL
             seeds = list(PROTOCOL["seeds"])  # the proxy's own (score_all: its lr grid)
-            print(f"tuning the schedule of {len(found)} found rules on seeds {seeds}", flush=True)
+            pool = len(found)
+            print(f"tuning the schedule of {pool} found rules on seeds {seeds}", flush=True)
             found, tuned = tune_schedules(found, proxy, seeds, args.top, args.workers)
-            md += ["", f"The found rules' schedules, tuned as the library's are (the {len(found)} "
+            out["schedules"] = tuned
+            md += ["", f"The found rules' schedules, tuned as the library's are (the {pool} "
                    f"best by the searches' scores, `pool K`, each as the search scored it and "
                    f"with the cosine decay of its step, `+cos`; seeds {seeds}, the proxy's, "
                    f"whole grid; the better of each competes for the re-scoring below):", ""]
@@ -611,7 +621,7 @@ def main(argv=None) -> int:
             for task in held_out:
                 held = ranked_library(args.leaderboard, task)[:3]
                 long_steps = get_task(task).steps * args.factor
-                entries = [(r["label"], program(labelled[r["label"]], long_steps))
+                entries = [(r["label"], program(labelled[r["label"]], long_steps, longer=True))
                            for r in best3]
                 entries = with_adam(entries + [(r["rule"], library_text(r["rule"], long_steps))
                                                for r in held], long_steps)

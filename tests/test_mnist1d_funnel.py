@@ -41,33 +41,42 @@ def test_a_block_program_has_no_one_line_cosine_variant():
         funnel().cosine_variant("r(lr=1):\n    m = ema(g, 0.9)\n    return lr * m", 100)
 
 
-def test_a_found_rules_decays_and_its_cosine_run_over_the_steps_it_is_trained_for():
-    f = {"rule": FOUND, "horizon": 1500, "cosine": True}
-    text = funnel().program(f, 4500)
+def test_on_the_proxy_a_found_rule_is_its_stored_text_and_on_a_longer_run_its_decays_stretch():
+    short = FOUND.replace("1500", "300")  # a search whose space decayed over 300 steps
+    f = {"rule": short, "horizon": 300, "cosine": True}
+    assert funnel().program({**f, "cosine": False}, 1500) == short  # as the search scored it
+    body = short.split(" = ", 1)[1]
+    assert funnel().program(f, 1500) == f"bello_cos(lr=1) = cosine_decay(t, 1500) * ({body})"
+    text = funnel().program(f, 4500, longer=True)
     assert text == ("bello_cos(lr=1) = cosine_decay(t, 4500) * (lr * (sign(ema(g, 0.9)) + "
                     "drop(g, 0.1) * linear_decay(t, 4500)))")
-    assert funnel().program({**f, "cosine": False}, 1500) == FOUND
     optdsl.parse(text)
 
 
 def test_the_better_variant_of_each_rule_is_chosen_on_the_proxy_seeds(monkeypatch):
     module = funnel()
+    block = "b(lr=1):\n    m = ema(g, 0.9)\n    return lr * m"
     found = [{"rule": f"r{k}(lr=1) = lr * g", "key": f"k{k}", "proxy": 0.7 - k / 100,
-              "strategy": "rl", "horizon": 1500, "cosine": False} for k in range(3)]
+              "strategy": "rl", "horizon": 1500, "cosine": False} for k in range(4)]
+    found.append({**found[0], "rule": block, "key": "k4"})
     scores = {"pool 1": 0.70, "pool 1 +cos": 0.69, "pool 2": 0.68, "pool 2 +cos": 0.75,
-              "pool 3": 0.60, "pool 3 +cos": None}
+              "pool 3": 0.60, "pool 3 +cos": None, "pool 4": None, "pool 4 +cos": None,
+              "pool 5": 0.72}
     seen = {}
 
     def fake_score_all(entries, task, seeds, workers):
-        seen["seeds"] = seeds
+        seen["seeds"], seen["labels"] = seeds, [label for label, _ in entries]
+        for label, text in entries:  # a +cos row is scored as the rule times the decay
+            assert ("cosine_decay(t, 1500) * (" in text) == label.endswith("+cos"), label
         rows = [{"label": label, "rule": text, "score": scores[label], "score_se": 0.01,
                  "status": "ok" if scores[label] is not None else "diverged"}
                 for label, text in entries]
         return sorted(rows, key=lambda r: -(r["score"] if r["score"] is not None else -1))
 
     monkeypatch.setattr(module, "score_all", fake_score_all)
-    best, rows = module.tune_schedules(found, "mnist1d-mlp", [0, 1, 2], 2, 1)
-    assert seen["seeds"] == [0, 1, 2] and len(rows) == 6
+    best, rows = module.tune_schedules(found, "mnist1d-mlp", [0, 1, 2], 5, 1)  # k3 diverged
+    assert seen["seeds"] == [0, 1, 2] and len(rows) == 9
+    assert "pool 5 +cos" not in seen["labels"]  # a block program has no one-line variant
     assert [(f["key"], f["cosine"], f["proxy"]) for f in best] == [
-        ("k1", True, 0.75), ("k0", False, 0.70)]
+        ("k1", True, 0.75), ("k4", False, 0.72), ("k0", False, 0.70), ("k2", False, 0.60)]
     assert module.label(1, best[0]) == "found 1 (rl, +cos, proxy 0.7500)"
