@@ -336,7 +336,7 @@ def program(f: dict, steps: int, longer: bool = False) -> str:
 
 
 def tune_schedules(found: list, task: str, seeds: list, top: int, workers: int) -> tuple:
-    """The found rules tuned as the library's are: each scored as the search scored it and
+    """The found rules tuned as the library's are: each scored as its store holds it and
     with the cosine decay of its step (``+cos``), the whole grid on the proxy's own ``seeds``
     (the library's leaderboard is scored on them too); the better variant of each rule, the
     ``top`` best of those, and every scored row (for the summary)."""
@@ -596,7 +596,7 @@ def main(argv=None) -> int:
             found, tuned = tune_schedules(found, proxy, seeds, args.top, args.workers)
             out["schedules"] = tuned
             md += ["", f"The found rules' schedules, tuned as the library's are (the {pool} "
-                   f"best by the searches' scores, `pool K`, each as the search scored it and "
+                   f"best by the searches' scores, `pool K`, each as its store holds it and "
                    f"with the cosine decay of its step, `+cos`; seeds {seeds}, the proxy's, "
                    f"whole grid; the better of each competes for the re-scoring below):", ""]
             md += score_table(tuned, best_reference([{**top_lib, "label": top_lib["rule"]}]))

@@ -13,7 +13,7 @@ REPO = os.path.join(os.path.dirname(__file__), os.pardir)
 FOUND = "bello(lr=1) = lr * (sign(ema(g, 0.9)) + drop(g, 0.1) * linear_decay(t, 1500))"
 
 
-def funnel():
+def load_funnel():
     spec = importlib.util.spec_from_file_location(
         "mnist1d_search", os.path.join(REPO, "benchmarks", "mnist1d_search.py"))
     module = importlib.util.module_from_spec(spec)
@@ -21,9 +21,14 @@ def funnel():
     return module
 
 
-def test_the_cosine_variant_is_the_rule_with_its_whole_step_decayed():
+@pytest.fixture(scope="module")
+def funnel():
+    return load_funnel()
+
+
+def test_the_cosine_variant_is_the_rule_with_its_whole_step_decayed(funnel):
     text = "bello(lr=0.3) = lr * (sign(g) + sign(ema(g, 0.9)) * abs(g))"
-    cos = funnel().cosine_variant(text, 40)
+    cos = funnel.cosine_variant(text, 40)
     rule, decayed = optdsl.parse(text), optdsl.parse(cos)
     assert decayed.name == "bello_cos" and decayed.defaults["lr"] == 0.3
     gen = torch.Generator().manual_seed(0)
@@ -36,25 +41,26 @@ def test_the_cosine_variant_is_the_rule_with_its_whole_step_decayed():
     assert not torch.allclose(scaled, plain)
 
 
-def test_a_block_program_has_no_one_line_cosine_variant():
+def test_a_block_program_has_no_one_line_cosine_variant(funnel):
     with pytest.raises(ValueError, match="one-line formula"):
-        funnel().cosine_variant("r(lr=1):\n    m = ema(g, 0.9)\n    return lr * m", 100)
+        funnel.cosine_variant("r(lr=1):\n    m = ema(g, 0.9)\n    return lr * m", 100)
 
 
-def test_on_the_proxy_a_found_rule_is_its_stored_text_and_on_a_longer_run_its_decays_stretch():
+def test_on_the_proxy_a_found_rule_is_its_stored_text_and_on_a_longer_run_its_decays_stretch(
+        funnel):
     short = FOUND.replace("1500", "300")  # a search whose space decayed over 300 steps
     f = {"rule": short, "horizon": 300, "cosine": True}
-    assert funnel().program({**f, "cosine": False}, 1500) == short  # as the search scored it
+    assert funnel.program({**f, "cosine": False}, 1500) == short  # as the search scored it
     body = short.split(" = ", 1)[1]
-    assert funnel().program(f, 1500) == f"bello_cos(lr=1) = cosine_decay(t, 1500) * ({body})"
-    text = funnel().program(f, 4500, longer=True)
+    assert funnel.program(f, 1500) == f"bello_cos(lr=1) = cosine_decay(t, 1500) * ({body})"
+    text = funnel.program(f, 4500, longer=True)
     assert text == ("bello_cos(lr=1) = cosine_decay(t, 4500) * (lr * (sign(ema(g, 0.9)) + "
                     "drop(g, 0.1) * linear_decay(t, 4500)))")
     optdsl.parse(text)
 
 
 def test_the_better_variant_of_each_rule_is_chosen_on_the_proxy_seeds(monkeypatch):
-    module = funnel()
+    module = load_funnel()  # its own copy: score_all is patched
     block = "b(lr=1):\n    m = ema(g, 0.9)\n    return lr * m"
     found = [{"rule": f"r{k}(lr=1) = lr * g", "key": f"k{k}", "proxy": 0.7 - k / 100,
               "strategy": "rl", "horizon": 1500, "cosine": False} for k in range(4)]
