@@ -284,7 +284,8 @@ def rung_text(screen: dict) -> str:
 def found_rules(stores: list, top: int) -> list:
     """The ``top`` distinct best full-protocol rules of all ``stores`` (not baselines), best
     first: dicts of the stored ``rule``, its store ``key``, ``strategy``, ``proxy`` score and
-    the search's ``horizon``, ``cosine`` False (the rule as the search scored it)."""
+    the search's ``horizon``, ``cosine`` (the rule as the search scored it: times the cosine
+    decay where its score was taken so, ``optdsl search --decay cosine``)."""
     from optdsl.search.store import Store
     pool = []
     for path in stores:
@@ -294,7 +295,7 @@ def found_rules(stores: list, top: int) -> list:
             if e["status"] == "ok" and is_full(e) and not e.get("name"):
                 pool.append({"rule": e["rule"], "key": e["rule_hash"], "proxy": e["score"],
                              "strategy": search["strategy"], "horizon": store_horizon(search),
-                             "cosine": False})
+                             "cosine": e.get("decay") == "cosine"})
         store.close()
     found, seen = [], set()
     for f in sorted(pool, key=lambda f: -f["proxy"]):

@@ -205,11 +205,14 @@ class _Buffer:
 
 
 def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=None,
-                 pause=None) -> list:
-    """Train one copy per (seed, lr) of ``task``'s network at once.
+                 pause=None, decays=(None,)) -> list:
+    """Train one copy per (seed, decay, lr) of ``task``'s network at once (a ``decay``, a name
+    of ``evaluate.DECAYS``, multiplies the copy's whole step by that schedule over ``steps``:
+    the rule ``evaluate.decayed`` makes; None trains the rule as written).
 
-    Returns one dict per copy, seed-major: ``seed``, ``lr``, ``status`` (ok | diverged),
-    ``step`` (where it diverged), ``curve`` ([[step, val accuracy, val loss], ...]).
+    Returns one dict per copy, seed-major, then decay-major: ``seed``, ``decay``, ``lr``,
+    ``status`` (ok | diverged), ``step`` (where it diverged), ``curve`` ([[step, val accuracy,
+    val loss], ...]).
     Raises ``EvaluationTimeout`` past ``deadline`` (a ``time.monotonic()`` value). With
     ``pause = (step, keep_going)`` (a checkpoint step), ``keep_going(runs so far)`` is asked
     at that checkpoint; when it says no, the runs end there.
@@ -217,20 +220,21 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
     from .evaluate import EvaluationTimeout
     spec = task.stacked
     x, y, xv, yv = spec.data()
-    R, n = len(lrs), len(seeds) * len(lrs)
+    grid = [(d, lr) for d in decays for lr in lrs]  # one seed's copies
+    R, n = len(grid), len(seeds) * len(grid)
     inits = [task.make(s).params for s in seeds]  # the protocol's initial weights
     rows = torch.stack([torch.cat([p.detach().reshape(-1) for p in ps]) for ps in inits])
     buf = _Buffer(rows.repeat_interleave(R, 0).contiguous(),  # (n, P), seed-major
                   [tuple(p.shape) for p in inits[0]], list(range(n)))
     seed_of = torch.arange(n) // R  # each row's seed (its index in seeds)
     orders = [_tasks._batches(len(x), spec.batch, s) for s in seeds]
-    update = _Updater(rule, buf, seeds, lrs)
+    update = _Updater(rule, buf, seeds, grid, steps)
     died: list = [None] * n
     curves: list = [[] for _ in range(n)]
     first = None
 
     def runs():
-        return [{"seed": seeds[c // R], "lr": lrs[c % R],
+        return [{"seed": seeds[c // R], "decay": grid[c % R][0], "lr": grid[c % R][1],
                  "status": "ok" if died[c] is None and curves[c] else "diverged",
                  "step": died[c], "curve": list(curves[c])} for c in range(n)]
 
@@ -249,7 +253,7 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
             break
         grads = torch.autograd.grad(losses.masked_fill(~alive, 0).sum(), buf.leaves)
         with torch.no_grad():
-            update(grads, alive)
+            update(grads, alive, t)
         if t % eval_every == 0 or t == steps:
             _checkpoint(spec.layers, buf, xv, yv, t, alive, died, curves)
             if not bool(alive.any()):  # (as one at a time: no pause when none is left)
@@ -265,34 +269,50 @@ def train_copies(rule, task, seeds, lrs, steps: int, eval_every: int, deadline=N
 
 
 class _Updater:
-    """``update(grads, alive)``: one step of the rule on the live rows of ``buf`` (the module
-    doc's stacked or per-copy mode; stacked, a row that died this step is computed too, at lr
-    0), in place on ``buf.flat``; ``keep(rows)`` follows the buffer's ``keep``: the states,
-    rates and generators of the rows kept."""
+    """``update(grads, alive, t)``: step ``t`` of the rule on the live rows of ``buf`` (the
+    module doc's stacked or per-copy mode; stacked, a row that died this step is computed too,
+    at lr 0), in place on ``buf.flat``; ``keep(rows)`` follows the buffer's ``keep``: the
+    states, rates, decays and generators of the rows kept. A decayed copy (``grid``'s decay)
+    runs the rule ``evaluate.decayed`` makes: per copy, that rule itself; stacked, the same
+    ``X`` at the rate ``lr_c`` times the schedule at ``t`` (the decayed update is ``f(t) lr_c
+    X_c``)."""
 
-    def __init__(self, rule, buf: _Buffer, seeds, lrs):
+    def __init__(self, rule, buf: _Buffer, seeds, grid, steps: int):
         from optdsl.interpreter import Interpreter
+        from optdsl.schedules import SCHEDULES
+        from .evaluate import DECAYS, decayed
         self.buf, self.stacked = buf, stacks(rule)
-        self.gen = [torch.Generator().manual_seed(s) for s in seeds for _ in lrs]  # one a copy
+        self.gen = [torch.Generator().manual_seed(s) for s in seeds for _ in grid]  # one a copy
+        self.decays = [d for d, _ in grid] * len(seeds)  # each row's
+        self.schedules = {d: (SCHEDULES[DECAYS[d]], steps) for d in set(self.decays) if d}
         if self.stacked:
             self.interp = Interpreter(direction_rule(rule))
             self.hypers = {**rule.defaults, "lr": 1.0}
             self.state: dict | list = {}
-            self.lr = torch.tensor(lrs, dtype=buf.flat.dtype).repeat(len(seeds)).view(-1, 1)
+            self.lr = torch.tensor([lr for _, lr in grid], dtype=buf.flat.dtype).repeat(
+                len(seeds)).view(-1, 1)
         else:
-            self.interp = Interpreter(rule)
-            self.hypers = [{**rule.defaults, "lr": float(a)} for a in lrs] * len(seeds)
+            self.interps = {d: Interpreter(decayed(rule, d, steps)) for d, _ in grid}
+            self.hypers = [{**rule.defaults, "lr": float(lr)} for _, lr in grid] * len(seeds)
             self.state = [[{} for _ in buf.leaves] for _ in buf.ids]
             self.whole_rows = is_elementwise(rule)
 
-    def __call__(self, grads, alive) -> None:
+    def rates(self, t: int) -> torch.Tensor:
+        """Each row's ``lr`` at step ``t``: times its decay's schedule (stacked mode)."""
+        if not self.schedules:
+            return self.lr
+        factors = {d: f(t, steps) for d, (f, steps) in self.schedules.items()}
+        return self.lr * torch.tensor([factors[d] if d else 1.0 for d in self.decays],
+                                      dtype=self.lr.dtype).view(-1, 1)
+
+    def __call__(self, grads, alive, t: int) -> None:
         flat = self.buf.flat
         if self.stacked:
             g = torch.cat([gr.reshape(len(flat), -1) for gr in grads], 1)
             direction = flat.clone()
             self.interp.step_tensor(direction, g, self.hypers, self.state, {}, self.gen)  # X
             # lr 0 for a copy that died this step: its row (NaN perhaps) leaves the buffer next
-            flat.sub_(direction.mul_(self.lr * alive.view(-1, 1)))
+            flat.sub_(direction.mul_(self.rates(t) * alive.view(-1, 1)))
             return
         for c in alive.nonzero().flatten().tolist():
             if self.whole_rows:  # one interpreter call per copy, on its whole row
@@ -301,8 +321,8 @@ class _Updater:
                 units = [(p.detach()[c], gr[c]) for p, gr in zip(self.buf.leaves, grads)]
             cache: dict = {}
             for j, (p, gr) in enumerate(units):
-                self.interp.step_tensor(p, gr, self.hypers[c], self.state[c][j], cache,
-                                        self.gen[c])
+                self.interps[self.decays[c]].step_tensor(p, gr, self.hypers[c],
+                                                         self.state[c][j], cache, self.gen[c])
 
     def keep(self, rows: torch.Tensor) -> None:
         kept = rows.tolist()
@@ -316,6 +336,7 @@ class _Updater:
             self.hypers = [self.hypers[i] for i in kept]
             self.state = [self.state[i] for i in kept]
         self.gen = [self.gen[i] for i in kept]
+        self.decays = [self.decays[i] for i in kept]
 
 
 def _checkpoint(layers, buf: _Buffer, xv, yv, t, alive, died, curves) -> None:

@@ -63,6 +63,11 @@ def _search_parser() -> argparse.ArgumentParser:
                          "search's on more seeds at their best learning rate, N in all, and "
                          "score them on all N (a task with the multi-seed protocol; off by "
                          "default)")
+    ap.add_argument("--decay", action="append", default=None, choices=["cosine"],
+                    help="also train every candidate with its whole step times this decay over "
+                         "the task's steps (cosine: cosine_decay(t, steps), the library's +cos), "
+                         "and score the better: rules tuned as the leaderboard tunes the "
+                         "library's (a task with the multi-seed protocol; off by default)")
     ap.add_argument("--no-baselines", action="store_true",
                     help="do not evaluate the baselines (sgd-momentum, adam, rmsprop, powersign, "
                          "addsign)")
@@ -474,26 +479,30 @@ MATCH_BATCH = 16  # match: candidates asked for, evaluated and observed together
 
 
 def _protocol(task, args=None):
-    """The protocol of a new search on ``task``: the task's own, with ``--confirm-seeds``."""
+    """The protocol of a new search on ``task``: the task's own, with ``--confirm-seeds`` and
+    ``--decay``."""
     from . import match
     from .evaluate import Protocol
     confirm = getattr(args, "confirm_seeds", None)
-    if confirm is None:
+    decays = tuple(getattr(args, "decay", None) or ())
+    if confirm is None and not decays:
         return match.PROTOCOL if match.is_match(task.name) else Protocol()
-    _positive("confirm-seeds", confirm)
+    flag = "--confirm-seeds" if confirm is not None else "--decay"
+    if confirm is not None:
+        _positive("confirm-seeds", confirm)
     if args.resume is not None:
-        raise SearchError("--confirm-seeds sets up a new search; a resumed one keeps the "
+        raise SearchError(f"{flag} sets up a new search; a resumed one keeps the "
                           "protocol it was stored with")
     if match.is_match(task.name) or getattr(task, "protocol", None) is None:
         from .tasks import TASKS
         seeded = ", ".join(name for name, t in TASKS.items() if t.protocol)
-        raise SearchError(f"--confirm-seeds: {task.name} is not scored over seeds (the tasks "
+        raise SearchError(f"{flag}: {task.name} is not scored over seeds (the tasks "
                           f"with the multi-seed protocol are: {seeded})")
-    protocol = Protocol(confirm=confirm)
+    protocol = Protocol(confirm=confirm or 0, decays=decays)
     try:
         protocol.config(task)
     except ValueError as e:
-        raise SearchError(f"--confirm-seeds: {e}") from None
+        raise SearchError(f"{flag}: {e}") from None
     return protocol
 
 

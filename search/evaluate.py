@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .tasks import Task, get_task
 
@@ -61,7 +61,8 @@ class Protocol:
     asked for with ``seeds``/``screen``): ``lr_grid``, ``seeds``, ``screen`` (the screening
     rung, ``{}`` for none), ``middle`` (the full rung's middle checkpoint, 0 for none) and
     ``confirm`` (the seeds in all of the confirming rung, 0 for none: the config lists the
-    seeds it adds to ``seeds``); unset fields take the task's defaults.
+    seeds it adds to ``seeds``) and ``decays`` (names of ``DECAYS`` the full rung also trains
+    every run with, ``()`` for none); unset fields take the task's defaults.
     """
     lr_grid: tuple | None = None
     seed: int = 0
@@ -69,6 +70,7 @@ class Protocol:
     screen: dict | None = None
     middle: int | None = None
     confirm: int = 0
+    decays: tuple = ()
 
     @property
     def grid(self) -> tuple:
@@ -80,6 +82,9 @@ class Protocol:
             if self.confirm:
                 raise ValueError(f"{task.name} is scored on one seed: there is nothing for a "
                                  "confirming rung to add seeds to")
+            if self.decays:
+                raise ValueError(f"{task.name} is scored on one seed, without the multi-seed "
+                                 "protocol's grid of decays")
             return {**task.config(), "lr_grid": list(self.grid), "seed": self.seed,
                     "protocol": 1}
         defaults = defaults or {}
@@ -98,6 +103,12 @@ class Protocol:
                 raise ValueError(f"the confirming rung needs more seeds than the full rung's "
                                  f"{len(seeds)}, not {confirm}")
             config["confirm"] = [max(seeds) + 1 + k for k in range(confirm - len(seeds))]
+        decays = self.decays or defaults.get("decays", ())
+        unknown = [d for d in decays if d not in DECAYS]
+        if unknown:
+            raise ValueError(f"unknown decay {unknown[0]!r}; known: {', '.join(DECAYS)}")
+        if decays:  # (likewise)
+            config["decays"] = list(dict.fromkeys(decays))
         return config
 
     def key(self, task: Task) -> str:
@@ -112,7 +123,8 @@ class Protocol:
         extra = config.get("confirm") or []
         return cls(lr_grid=tuple(config["lr_grid"]), seeds=tuple(config["seeds"]),
                    screen=dict(config["screen"]), middle=config.get("middle", 0),
-                   confirm=len(config["seeds"]) + len(extra) if extra else 0)
+                   confirm=len(config["seeds"]) + len(extra) if extra else 0,
+                   decays=tuple(config.get("decays") or ()))
 
 
 class EvaluationTimeout(Exception):
@@ -205,6 +217,28 @@ def train_once(task: Task, rule, lr: float, seed: int, deadline: float | None,
             curve.append([t, metric, problem.val_loss()] if with_loss else [t, metric])
     best = max(point[1] for point in curve)
     return {"lr": lr, "status": "ok", "step": None, "best": best, "curve": curve}
+
+
+# decay name -> the schedule (``optdsl.schedules``) that multiplies the whole step over a run's
+# steps: the protocol's ``decays`` (``search.fidelity``)
+DECAYS = {"cosine": "cosine_decay"}
+
+
+def decayed(rule, decay: str | None, steps: int):
+    """``rule`` with its whole step multiplied by the schedule ``DECAYS[decay]`` over ``steps``
+    (``u' = cosine_decay(t, steps) u``, ``p' = p - u'``; for a rule that assigns ``p``, ``p' = p
+    - cosine_decay(t, steps) (p - new_p)``): what the program ``cosine_decay(t, steps) * (...)``
+    computes. ``rule`` itself for ``decay`` None."""
+    if decay is None:
+        return rule
+    from optdsl import ir
+    from optdsl.schedules import SCHEDULES
+    schedule = SCHEDULES[DECAYS[decay]]
+    rest = [ir.const(schedule.defaults[name]) for name in schedule.params[1:]]
+    factor = ir.node(schedule.name, (ir.T, ir.const(steps), *rest))
+    update = ir.node("mul", (factor, rule.update))
+    return replace(rule, name=f"{rule.name}_{decay}", update=update,
+                   new_p=ir.node("sub", (ir.P, update)))
 
 
 def settle_worker() -> None:
@@ -324,5 +358,5 @@ def summarize(result: dict) -> str:
     return f"{s}: {result.get('error') or ''}".rstrip(": ")
 
 
-__all__ = ["BASELINES", "Protocol", "STATUSES", "EvaluationTimeout", "evaluate", "summarize",
-           "train_once", "LEGACY_GRID"]
+__all__ = ["BASELINES", "DECAYS", "Protocol", "STATUSES", "EvaluationTimeout", "decayed",
+           "evaluate", "summarize", "train_once", "LEGACY_GRID"]

@@ -91,7 +91,8 @@ def leaderboard(store: Store, task: str, protocol: str, top: int = 10, metric: s
         if status == "diverged" and r.get("diverged_step"):
             status += f" @{r['diverged_step']}"
         rule = escape(describe(r))
-        table.add_row(str(r["rank"]), score, fmt(r["best_lr"] or None),
+        lr = fmt(r["best_lr"] or None) + (f", {r['decay']}" if r.get("decay") else "")
+        table.add_row(str(r["rank"]), score, lr,
                       status, f"[bold]{rule}[/bold] (baseline)" if baseline else rule,
                       f"{r['duration']:.1f}s" if r["duration"] is not None else "-",
                       style="cyan" if baseline else None)
@@ -244,9 +245,14 @@ def program_file(row: dict, rank: int, task: str, store: str | None = None) -> s
     text following the header as a comment where the printed program reads otherwise (an alias
     such as ``lookahead(adam, k=5)`` is printed inlined). A rule without a best lr (a match rule
     whose best factor is 0) keeps its own default lr, and the header says so; one the printer
-    cannot reproduce is exported as stored, with a comment giving the best lr."""
+    cannot reproduce is exported as stored, with a comment giving the best lr. A rule scored
+    with a decay (``optdsl search --decay``) is exported with it, as it was scored
+    (``evaluate.decayed``)."""
     import optdsl
+    from .evaluate import DECAYS, decayed
+    from .tasks import get_task
     text = row["rule"].strip()
+    decay = row.get("decay")
     best = row.get("best_lr")
     at_lr = "" if best is None else f" at lr={fmt(best)}"
     se = row.get("score_se")  # over the protocol's seeds (none on a match task)
@@ -261,13 +267,18 @@ def program_file(row: dict, rank: int, task: str, store: str | None = None) -> s
     except optdsl.DSLError:
         rule = None
     own = rule.defaults.get("lr") if rule is not None else None
+    if decay:
+        steps = get_task(task).steps
+        how = f"its whole step times {DECAYS[decay]}(t, {steps})"
+        lines.append(f"# Scored with {how} (optdsl search --decay {decay}).")
+        rule = decayed(rule, decay, steps) if rule is not None else None
     if best is None:
         lines.append("# No best learning rate is stored for this rule (a match rule whose best "
                      "factor is 0, or whose update is not lr times a term free of lr, has none):"
                      " lr keeps the rule's own default"
                      + (f", {fmt(own)}." if own is not None else "."))
     lr = own if best is None else best
-    if rule is not None and lr is not None and lr == own:
+    if rule is not None and lr is not None and lr == own and not decay:
         return "\n".join(lines + ["#", text]) + "\n"  # its lr default is right as it is
     name = f"{re.sub(r'[^A-Za-z0-9_]', '_', file_stem(task))}_rank{rank}"
     printed = _lr_program(rule, lr, name) if rule is not None and lr is not None else None
@@ -275,6 +286,9 @@ def program_file(row: dict, rank: int, task: str, store: str | None = None) -> s
         if best is not None:
             lines.append(f"# Exported as stored (it cannot be printed back with another lr "
                          f"default): train it with --lr {best!r}.")
+        if decay:
+            lines.append(f"# The stored text below is the rule without the decay: train it with "
+                         f"{how}.")
         return "\n".join(lines + ["#", text]) + "\n"
     if text != _printed(rule):
         lines += ["# Stored as:"] + [f"#   {l}".rstrip() for l in text.splitlines()]

@@ -19,7 +19,8 @@ Tables:
 same). For a multi-fidelity protocol an evaluation also records the rung it reached
 (``screen``: stopped by the screening rung, its score on that rung's scale; ``middle``: stopped
 at the full rung's middle checkpoint, its score there; ``full``), the score's standard error
-over seeds, the validation loss, and the screening and middle scores. A store of an
+over seeds, the validation loss, the screening and middle scores, and the decay the score was
+taken with (``decay``: ``optdsl search --decay``; NULL for the rule as written). A store of an
 older schema is upgraded in place when opened for writing (``UPGRADES``), and read as it is
 otherwise (the columns it lacks read as None).
 
@@ -54,7 +55,7 @@ from urllib.parse import quote
 
 from .errors import SearchError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # What each schema added, with the statements that bring an older store up to date in place.
 UPGRADES = {
     2: ["ALTER TABLE proposals ADD COLUMN cid TEXT"],
@@ -64,6 +65,7 @@ UPGRADES = {
         "ALTER TABLE evaluations ADD COLUMN screen_score REAL"],
     4: ["ALTER TABLE evaluations ADD COLUMN middle_score REAL"],
     5: ["ALTER TABLE evaluations ADD COLUMN full_score REAL"],
+    6: ["ALTER TABLE evaluations ADD COLUMN decay TEXT"],
 }
 # The partial rungs whose scores a row keeps (the engine's thresholds), and their columns.
 RUNG_COLUMNS = {"screen": "screen_score", "middle": "middle_score"}
@@ -117,6 +119,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     screen_score REAL,              -- the screening rung's score (a different scale)
     middle_score REAL,              -- the full rung's score at its middle checkpoint
     full_score REAL,                -- the full rung's score (before a confirming rung)
+    decay TEXT,                     -- the decay (fidelity.py) the score was taken with, or NULL
     UNIQUE (rule_hash, task, protocol)
 );
 CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (task, protocol, score);
@@ -292,15 +295,16 @@ class Store:
             "INSERT INTO evaluations (rule_hash, rule, name, task, protocol, status, score, "
             "best_lr, diverged_step, metrics, curve, error, duration, worker, started_at, "
             "finished_at, search_id, rung, score_se, val_loss, screen_score, middle_score, "
-            "full_score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "?, ?)",
+            "full_score, decay) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?)",
             (rule_hash, rule, name, task, protocol, result["status"], result.get("score"),
              result.get("best_lr"), result.get("diverged_step"),
              _dumps(result.get("metrics") or []), _dumps(result.get("curve") or []),
              result.get("error"), result.get("duration"), result.get("worker"),
              result.get("started_at"), result.get("finished_at"), search_id,
              result.get("rung"), result.get("score_se"), result.get("val_loss"),
-             screen.get("score"), middle.get("score"), (result.get("full") or {}).get("score")))
+             screen.get("score"), middle.get("score"), (result.get("full") or {}).get("score"),
+             result.get("best_decay")))
         return cur.lastrowid
 
     def timeout_holds(self, row: dict, search_id: int | None, time_limit) -> bool:

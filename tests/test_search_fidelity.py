@@ -150,7 +150,8 @@ def test_a_schema_2_store_is_upgraded_in_place(tmp_path):
     path = str(tmp_path / "old.sqlite")
     Store(path).close()
     conn = sqlite3.connect(path)  # make it a schema-2 store: no multi-fidelity columns
-    for column in ("rung", "score_se", "val_loss", "screen_score", "middle_score", "full_score"):
+    for column in ("rung", "score_se", "val_loss", "screen_score", "middle_score", "full_score",
+                   "decay"):
         conn.execute(f"ALTER TABLE evaluations DROP COLUMN {column}")
     conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     conn.commit()
@@ -158,7 +159,7 @@ def test_a_schema_2_store_is_upgraded_in_place(tmp_path):
     store = Store(path)
     columns = {r[1] for r in store.conn.execute("PRAGMA table_info(evaluations)")}
     assert {"rung", "score_se", "val_loss", "screen_score", "middle_score",
-            "full_score"} <= columns
+            "full_score", "decay"} <= columns
     from optdsl.search.store import SCHEMA_VERSION
     assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == \
         str(SCHEMA_VERSION)
