@@ -20,7 +20,8 @@ of ``benchmarks/leaderboard.py --cosine``, then:
    on the full protocol's whole learning-rate grid; the gap to the best library rule in units
    of the combined standard error. With ``--cosine`` the found rules are tuned as the
    library's are (its leaderboard holds each rule and the rule with the cosine decay of its
-   step, ``+cos``): the ``--pool`` best are each scored both ways on the proxy's own seeds,
+   step, ``+cos``): the ``--pool`` best (each as its search scored it: a search with
+   ``--decay cosine`` stores which) are each scored both ways on the proxy's own seeds,
    and the better variant of each competes for the ``--top`` (the choice is made on the
    proxy's seeds, never on the fresh ones).
 4. **Export and transfer** (``--transfer``): the 3 best re-scored rules written to
@@ -143,7 +144,7 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
         if best is None or e["score"] > best["score"]:
             best = {"at": evals, "rule": p["rule"], "score": e["score"],
                     "score_se": e.get("score_se"), "best_lr": e["best_lr"],
-                    "rule_hash": p["rule_hash"]}
+                    "decay": e.get("decay"), "rule_hash": p["rule_hash"]}
             curve.append([evals, e["score"]])
         adam = baseline.get("adam", adam_score)
         if first_adam is None and adam is not None and e["score"] > adam:
@@ -158,6 +159,8 @@ def analyse(path: str, adam_score: float | None, best_library: float) -> dict:
     protocol = search.get("protocol_config") or {}
     if protocol.get("confirm"):  # (optdsl search --confirm-seeds N)
         label += f", confirmed on {len(protocol['seeds']) + len(protocol['confirm'])} seeds"
+    if protocol.get("decays"):  # (optdsl search --decay cosine)
+        label += ", with " + " or ".join(protocol["decays"]) + " decay"
     out = {"store": path, "task": task, "strategy": search["strategy"], "label": label,
            "seed": options.get("seed"),
            "horizon": store_horizon(search),
@@ -333,19 +336,27 @@ def program(f: dict, steps: int, longer: bool = False) -> str:
     with its decays run over a ``longer`` run (they ran over the search's horizon); for a
     ``+cos`` one, times the cosine decay over the steps."""
     text = at_horizon(f["rule"], f["horizon"], steps) if longer else f["rule"]
-    return cosine_variant(text, steps) if f["cosine"] else text
+    if not f["cosine"]:
+        return text
+    if one_line(text):
+        return cosine_variant(text, steps)
+    import optdsl  # a block program (a search's --decay cosine scored it so): from its IR
+    from optdsl.search.evaluate import decayed
+    from optdsl.search.program import program_text
+    return program_text(decayed(optdsl.resolve(text), "cosine", steps))
 
 
 def tune_schedules(found: list, task: str, seeds: list, top: int, workers: int) -> tuple:
-    """The found rules tuned as the library's are: each scored as its store holds it and
-    with the cosine decay of its step (``+cos``), the whole grid on the proxy's own ``seeds``
-    (the library's leaderboard is scored on them too); the better variant of each rule, the
+    """The found rules tuned as the library's are: each scored as written and with the
+    cosine decay of its step (``+cos``; one of the two is the rule as its search scored it),
+    the whole grid on the proxy's own ``seeds`` (the library's leaderboard is scored on them
+    too); a block program only as its search scored it. The better variant of each rule, the
     ``top`` best of those, and every scored row (for the summary)."""
     from optdsl.search.tasks import get_task
     steps = get_task(task).steps
     variants = {f"pool {rank}" + (" +cos" if cos else ""): {**f, "cosine": cos}
-                for rank, f in enumerate(found, 1) for cos in (False, True)
-                if not cos or one_line(f["rule"])}  # a block program is scored as searched
+                for rank, f in enumerate(found, 1)
+                for cos in ((False, True) if one_line(f["rule"]) else (f["cosine"],))}
     rows = score_all([(name, program(v, steps)) for name, v in variants.items()], task, seeds,
                      workers)
     better = {}
@@ -475,7 +486,8 @@ def search_table(searches: list) -> list:
                f"exact check {f.get('proof', 'not run')})"
                if f else "not reached")
         b = s["best"]
-        best = f"{b['score']:.4f} ± {b['score_se'] or 0:.4f}: `{b['rule']}`" if b else "-"
+        best = (f"{b['score']:.4f} ± {b['score_se'] or 0:.4f}: `{b['rule']}`"
+                + (f" (times its {b['decay']} decay)" if b.get("decay") else "") if b else "-")
         wall = f"{s['wall_s'] / 60:.1f} min" if s["wall_s"] else "-"
         spe = f"{s['s_per_evaluation']:.2f}" if s["s_per_evaluation"] else "-"
         lines.append(f"| {s['label']} | {s['seed']} | {s['evaluations']} | "
@@ -597,8 +609,8 @@ def main(argv=None) -> int:
             found, tuned = tune_schedules(found, proxy, seeds, args.top, args.workers)
             out["schedules"] = tuned
             md += ["", f"The found rules' schedules, tuned as the library's are (the {pool} "
-                   f"best by the searches' scores, `pool K`, each as its store holds it and "
-                   f"with the cosine decay of its step, `+cos`; seeds {seeds}, the proxy's, "
+                   f"best by the searches' scores, `pool K`, each as written and with the "
+                   f"cosine decay of its step, `+cos`; seeds {seeds}, the proxy's, "
                    f"whole grid; the better of each competes for the re-scoring below):", ""]
             md += score_table(tuned, best_reference([{**top_lib, "label": top_lib["rule"]}]))
         labelled = {label(rank, f): f for rank, f in enumerate(found, 1)}

@@ -248,6 +248,7 @@ def program_file(row: dict, rank: int, task: str, store: str | None = None) -> s
     cannot reproduce is exported as stored, with a comment giving the best lr. A rule scored
     with a decay (``optdsl search --decay``) is exported with it, as it was scored
     (``evaluate.decayed``)."""
+    import dataclasses
     import optdsl
     from .evaluate import DECAYS, decayed
     from .tasks import get_task
@@ -271,7 +272,8 @@ def program_file(row: dict, rank: int, task: str, store: str | None = None) -> s
         steps = get_task(task).steps
         how = f"its whole step times {DECAYS[decay]}(t, {steps})"
         lines.append(f"# Scored with {how} (optdsl search --decay {decay}).")
-        rule = decayed(rule, decay, steps) if rule is not None else None
+        if rule is not None:  # (named as the rule: an unnamed one takes its rank's name)
+            rule = dataclasses.replace(decayed(rule, decay, steps), name=rule.name)
     if best is None:
         lines.append("# No best learning rate is stored for this rule (a match rule whose best "
                      "factor is 0, or whose update is not lr times a term free of lr, has none):"

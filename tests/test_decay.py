@@ -167,15 +167,17 @@ def test_the_cli_refuses_a_decay_where_it_cannot_hold(tmp_path, capsys, args, sa
     assert typed.config(task)["decays"] == ["cosine"] and typed.key(task) != Protocol().key(task)
 
 
-@pytest.mark.parametrize("rule", ["bello(lr=1) = lr * (sign(g) + sign(ema(g, 0.9)))",
-                                  "r(beta=0.9, lr=1):\n    m = ema(g, beta)\n    return lr * m"])
-def test_a_rule_scored_with_a_decay_is_exported_with_it(rule):
+@pytest.mark.parametrize("rule, name", [
+    ("bello(lr=1) = lr * (sign(g) + sign(ema(g, 0.9)))", "bello"),
+    ("r(beta=0.9, lr=1):\n    m = ema(g, beta)\n    return lr * m", "r"),
+    ("lr * sign(g)", "mnist1d_mlp_rank1")])  # an unnamed rule takes its rank's name
+def test_a_rule_scored_with_a_decay_is_exported_with_it(rule, name):
     from optdsl.search.report import program_file
     row = {"score": 0.7, "best_lr": 0.1, "rule_hash": "h", "protocol": "p", "rule": rule,
            "decay": "cosine"}
     text = program_file(row, 1, "mnist1d-mlp")
     parsed = optdsl.parse(text)
-    assert parsed.defaults["lr"] == 0.1
+    assert parsed.defaults["lr"] == 0.1 and parsed.name == name
     assert "cosine_decay(t, 1500)" in text and "--decay cosine" in text
     torch.manual_seed(1)
     grads = [torch.randn(7, dtype=torch.float64) for _ in range(5)]

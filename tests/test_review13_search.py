@@ -135,11 +135,12 @@ def test_each_seed_draws_its_own_random_numbers_in_batched_training(text, stacke
     assert stacks(rule) == stacked
     seeds, lrs, size = [0, 1, 2], [1.0, 0.5], 64
     flat = torch.zeros(len(seeds) * len(lrs), size)
-    update = _Updater(rule, _Buffer(flat, [(size,)], list(range(len(flat)))), seeds, lrs)
+    update = _Updater(rule, _Buffer(flat, [(size,)], list(range(len(flat)))), seeds,
+                      [(None, lr) for lr in lrs], 3)
     batched = []
-    for _ in range(3):
+    for t in range(1, 4):
         before = flat.clone()
-        update([torch.ones_like(flat)], torch.ones(len(flat), dtype=torch.bool))
+        update([torch.ones_like(flat)], torch.ones(len(flat), dtype=torch.bool), t)
         batched.append(before - flat)
     for c in range(len(flat)):
         p = torch.zeros(size, requires_grad=True)
