@@ -14,6 +14,17 @@ torch.set_num_threads(1)  # the tests' tensors are tiny: threads only add conten
 # (backend="eager"), which every backend is checked against in tests/test_backends.py.
 
 
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """mnist1d-mlp cut to 30 steps (a test-sized full rung): the multi-seed protocol's tests."""
+    import dataclasses
+    from optdsl.search import tasks
+    task = dataclasses.replace(tasks.get_task("mnist1d-mlp"), name="mnist1d-tiny", steps=30,
+                               eval_every=10)
+    monkeypatch.setitem(tasks.TASKS, task.name, task)
+    return task
+
 @pytest.fixture(scope="session")
 def ray_address():
     """One local Ray instance with 2 CPUs for every test that needs Ray in this session (a

@@ -7,7 +7,6 @@ The decayed rule (``evaluate.decayed``) must step exactly as the program the use
 the schedule; per copy: the decayed rule) must train as that rule trains alone; the export
 must hold the decay the score was taken with.
 """
-import dataclasses
 
 import pytest
 import torch
@@ -20,15 +19,6 @@ from optdsl.search.fidelity import score_runs, train_rung
 
 RUNG = {"seeds": [0, 1], "lr_grid": [0.01, 0.1], "decays": [None, "cosine"], "steps": 30,
         "eval_every": 10}
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    """mnist1d-mlp cut to 30 steps (a test-sized full rung)."""
-    task = dataclasses.replace(tasks.get_task("mnist1d-mlp"), name="mnist1d-tiny", steps=30,
-                               eval_every=10)
-    monkeypatch.setitem(tasks.TASKS, task.name, task)
-    return task
 
 
 def steps_of(rule, grads, lr=0.05):

@@ -8,7 +8,6 @@ the weights drift apart by float32 rounding (relative ~1e-7 per step). Over the 
 the validation losses agree to 1e-4 relative and the accuracies to one example in 1,000
 (a prediction whose two top logits are within rounding of each other may flip).
 """
-import dataclasses
 import math
 import platform
 
@@ -115,15 +114,6 @@ def test_score_is_the_best_seed_mean_with_its_standard_error():
     assert s["metrics"][1] == {"lr": 1.0, "status": "diverged", "step": 7, "score": None}
     dead = score_runs(runs[3:], [1.0], [1])
     assert dead["status"] == "diverged" and dead["diverged_step"] == 7 and dead["score"] is None
-
-
-@pytest.fixture
-def tiny(monkeypatch):
-    """mnist1d-mlp cut to 30 steps (a test-sized full rung)."""
-    task = dataclasses.replace(tasks.get_task("mnist1d-mlp"), name="mnist1d-tiny", steps=30,
-                               eval_every=10)
-    monkeypatch.setitem(tasks.TASKS, task.name, task)
-    return task
 
 
 def job(task, text, screen_steps=10, grid=(0.01, 0.1), refine=None, middle=0, **extra):
