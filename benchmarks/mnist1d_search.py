@@ -530,8 +530,9 @@ def time_table(searches: list, workers: int) -> list:
     return lines
 
 
-def score_table(rows: list, reference: dict) -> list:
-    lines = ["| rule | val. accuracy ± s.e. | val. loss | best lr | vs. the library's best |",
+def score_table(rows: list, reference: dict, versus: str = "the library's best") -> list:
+    """Markdown rows of scored ``rows``, each with its gap to ``reference`` (named ``versus``)."""
+    lines = [f"| rule | val. accuracy ± s.e. | val. loss | best lr | vs. {versus} |",
              "| --- | --- | ---: | ---: | --- |"]
     for r in rows:
         acc = f"{r['score']:.4f} ± {r['score_se'] or 0:.4f}" if r["score"] is not None else r["status"]

@@ -1,0 +1,77 @@
+"""BENCHMARK (not a test): is a rule found on the MNIST-1D MLP more than a tuned weight decay?
+
+The rules the ``--decay cosine`` searches found are momentum plus a clipped weight decay
+(BENCHMARKS.md, twenty-sixth and twenty-seventh sessions). The library's leaderboard tunes
+every rule over the learning rate and a cosine decay only, each weight decay at its default
+(sgdw's 1e-4). This check gives momentum the one knob the found rules turned:
+
+1. ``sgdw+cos`` (SGD with momentum 0.9 and decoupled weight decay, times ``cosine_decay(t,
+   1500)``) at each weight decay of ``--decays``, on the proxy's seeds 0-2 (whole lr grid):
+   the weight decay is chosen there, as a search chooses its rules;
+2. the chosen one and the ``found`` .opt files on each fresh seed set of ``--seed-sets``,
+   with the gap to the chosen ``sgdw+cos`` in units of the combined standard error.
+
+Writes OUT/summary.md and OUT/results.json.
+
+    .venv/bin/python benchmarks/mnist1d_weight_decay_check.py \\
+        --found benchmarks/found/mnist1d-mlp-evo-decay_found3.opt \\
+                benchmarks/found/mnist1d-mlp-evo2-decay_found1.opt --out runs/wd
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mnist1d_search as funnel  # noqa: E402
+
+TASK, STEPS = "mnist1d-mlp", 1500
+
+
+def sgdw_cos(weight_decay: float) -> tuple:
+    """(label, program) of sgdw with this weight decay, times the cosine decay of its step."""
+    return (f"sgdw+cos, weight_decay={weight_decay:g}",
+            f"sgdw_cos = cosine_decay(t, {STEPS}) * sgdw(weight_decay={weight_decay!r})")
+
+
+def found_entry(path: str) -> tuple:
+    """(label, program) of an exported .opt file: ``found <file name>``."""
+    with open(path) as f:
+        return f"found {os.path.basename(path)}", f.read()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--decays", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03, 0.1])
+    ap.add_argument("--found", nargs="+", required=True, help="exported .opt files")
+    ap.add_argument("--seed-sets", nargs="+", default=["400-409", "500-509"],
+                    help="fresh seed sets, each FIRST-LAST")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    grid = funnel.score_all([sgdw_cos(wd) for wd in args.decays], TASK, [0, 1, 2], args.workers)
+    chosen = grid[0]  # score_all sorts best first
+    md = [f"{TASK}: sgdw+cos over weight decays {args.decays}, proxy seeds 0-2, whole grid "
+          f"(the weight decay is chosen here: {chosen['label']}):", ""]
+    md += funnel.score_table(grid, chosen, "the chosen")
+    results = {"grid": grid, "fresh": {}}
+    entries = [(chosen["label"], chosen["rule"])] + [found_entry(p) for p in args.found]
+    for spec in args.seed_sets:
+        first, last = (int(x) for x in spec.split("-"))
+        rows = funnel.score_all(entries, TASK, list(range(first, last + 1)), args.workers)
+        results["fresh"][spec] = rows
+        md += ["", f"Fresh seeds {spec}: the chosen sgdw+cos against the found rules:", ""]
+        reference = next(r for r in rows if r["label"] == chosen["label"])
+        md += funnel.score_table(rows, reference, "the chosen sgdw+cos")
+    print("\n".join(md))
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
