@@ -42,26 +42,41 @@ def found_entry(path: str) -> tuple:
         return f"found {os.path.basename(path)}", f.read()
 
 
+def seed_set(text: str) -> list:
+    """``FIRST-LAST`` (an argument) as the seeds FIRST..LAST."""
+    try:
+        first, last = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed set is FIRST-LAST, e.g. 400-409: {text!r}")
+    if last < first:
+        raise argparse.ArgumentTypeError(f"a seed set's last seed is below its first: {text!r}")
+    return list(range(first, last + 1))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--decays", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03, 0.1])
     ap.add_argument("--found", nargs="+", required=True, help="exported .opt files")
-    ap.add_argument("--seed-sets", nargs="+", default=["400-409", "500-509"],
+    ap.add_argument("--seed-sets", nargs="+", type=seed_set, default=["400-409", "500-509"],
                     help="fresh seed sets, each FIRST-LAST")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    missing = [p for p in args.found if not os.path.isfile(p)]
+    if missing:  # before any training: a typo costs nothing
+        ap.error(f"--found: no such file: {', '.join(missing)}")
+    found = [found_entry(p) for p in args.found]
     grid = funnel.score_all([sgdw_cos(wd) for wd in args.decays], TASK, [0, 1, 2], args.workers)
     chosen = grid[0]  # score_all sorts best first
     md = [f"{TASK}: sgdw+cos over weight decays {args.decays}, proxy seeds 0-2, whole grid "
           f"(the weight decay is chosen here: {chosen['label']}):", ""]
     md += funnel.score_table(grid, chosen, "the chosen")
     results = {"grid": grid, "fresh": {}}
-    entries = [(chosen["label"], chosen["rule"])] + [found_entry(p) for p in args.found]
-    for spec in args.seed_sets:
-        first, last = (int(x) for x in spec.split("-"))
-        rows = funnel.score_all(entries, TASK, list(range(first, last + 1)), args.workers)
+    entries = [(chosen["label"], chosen["rule"])] + found
+    for seeds in args.seed_sets:
+        spec = f"{seeds[0]}-{seeds[-1]}"
+        rows = funnel.score_all(entries, TASK, seeds, args.workers)
         results["fresh"][spec] = rows
         md += ["", f"Fresh seeds {spec}: the chosen sgdw+cos against the found rules:", ""]
         reference = next(r for r in rows if r["label"] == chosen["label"])

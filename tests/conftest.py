@@ -14,7 +14,6 @@ torch.set_num_threads(1)  # the tests' tensors are tiny: threads only add conten
 # (backend="eager"), which every backend is checked against in tests/test_backends.py.
 
 
-
 @pytest.fixture
 def tiny(monkeypatch):
     """mnist1d-mlp cut to 30 steps (a test-sized full rung): the multi-seed protocol's tests."""
@@ -24,6 +23,7 @@ def tiny(monkeypatch):
                                eval_every=10)
     monkeypatch.setitem(tasks.TASKS, task.name, task)
     return task
+
 
 @pytest.fixture(scope="session")
 def ray_address():

@@ -2,7 +2,6 @@
 rules, the weight decay chosen on the proxy's seeds and scored on fresh ones."""
 import importlib.util
 import os
-import sys
 
 import pytest
 import torch
@@ -15,7 +14,6 @@ REPO = os.path.join(os.path.dirname(__file__), os.pardir)
 
 @pytest.fixture(scope="module")
 def check():
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     spec = importlib.util.spec_from_file_location(
         "mnist1d_weight_decay_check",
         os.path.join(REPO, "benchmarks", "mnist1d_weight_decay_check.py"))
@@ -50,7 +48,7 @@ def test_the_weight_decay_is_chosen_on_the_proxy_seeds_and_compared_on_fresh_one
         for label, text in entries:
             if seeds == [0, 1, 2]:
                 score = proxy[float(label.split("=")[1])]
-            else:  # on fresh seeds the weight decay 0.001 would have won: it must not matter
+            else:  # fresh seeds: only the chosen weight decay is scored, beside the found rule
                 score = 0.75 if label.startswith("found") else 0.73
             rows.append({"label": label, "rule": text, "status": "ok", "score": score,
                          "score_se": 0.002, "val_loss": 1.0, "best_lr": 0.1, "seconds": 1.0})
@@ -67,3 +65,19 @@ def test_the_weight_decay_is_chosen_on_the_proxy_seeds_and_compared_on_fresh_one
     assert "the weight decay is chosen here: sgdw+cos, weight_decay=0.01" in summary
     row = "| found a.opt | 0.7500 ± 0.0020 | 1.000 | 0.1 | +0.0200 (+7.1 s.e.) |"
     assert summary.count(row) == 2  # each fresh table, against the weight decay chosen on 0-2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed-sets", "400"], "a seed set is FIRST-LAST"),
+    (["--seed-sets", "409-400"], "last seed is below its first"),
+    (["--found", "no-such.opt"], "no such file: no-such.opt"),
+])
+def test_bad_arguments_fail_before_any_training(check, tmp_path, monkeypatch, capsys, args,
+                                                message):
+    monkeypatch.setattr(check.funnel, "score_all", lambda *a: pytest.fail("trained"))
+    found = tmp_path / "a.opt"
+    found.write_text("a(lr=1) = lr * sign(g)\n")
+    argv = ["--found", str(found), "--out", str(tmp_path / "out")] + args
+    with pytest.raises(SystemExit):
+        check.main(argv)
+    assert message in capsys.readouterr().err
