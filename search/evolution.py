@@ -142,7 +142,7 @@ class EvolutionStrategy(SpaceStrategy):
                  elite: float = 0.2, neutral: float = 0.0, restart: int = 0,
                  restart_tol: float = 0.01, afp: int = 0, walk: float = 0.0,
                  walk_size: int = 256, prior_programs: str = "", band: float = 0.0, warm=None,
-                 decay: float = 0.0):
+                 decay: float = 0.0, without: str = ""):
         from .strategies import require, require_fraction
         require("population", population, at_least=1)
         require("sample", sample, at_least=1)
@@ -158,14 +158,16 @@ class EvolutionStrategy(SpaceStrategy):
         require("restart_tol", restart_tol, at_least=0)
         require("afp", afp, at_least=0)
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
-                         live_only=live_only, near=near, horizon=horizon, band=band)
+                         live_only=live_only, near=near, horizon=horizon, band=band,
+                         without=without)
         self.population_size, self.sample_size = population, sample
         self.p_insert, self.p_delete, self.p_combine = insert, delete, combine
         self.p_decay = decay
         if decay and self.space.scaling is None:
             raise ValueError(f"decay={decay}: the space '{self.space.name}' has no decay "
                              "operand to multiply a program's step by")
-        self.warm = list(library_programs(space, space_obj) if warm is None else warm)
+        self.warm = [text for text in (library_programs(space, space_obj) if warm is None
+                                        else warm) if self.space.contains(text)]
         self.prior_weight, self.p_elite, self.p_neutral = prior, elite, neutral
         self.best: list | None = None  # [tree json, reward] of the best program evaluated
         learned = self.space.read_programs(prior_programs, prior) if prior_programs else []

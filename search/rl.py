@@ -254,7 +254,8 @@ class RLStrategy(SpaceStrategy):
                  repeats: str = "baseline", parents: str = "queue", population: int = 32,
                  sample: int = 4, elite: float = 0.2, prior_programs: str = "",
                  band: float = 0.0, anchor: str = "uniform", far: str = "fail",
-                 warm: bool = False, advantage: str = "baseline", reopen: str = "subtree"):
+                 warm: bool = False, advantage: str = "baseline", reopen: str = "subtree",
+                 without: str = ""):
         from .strategies import require, require_fraction
         require("batch", batch, at_least=1)
         require("lr", lr, above=0)
@@ -275,7 +276,8 @@ class RLStrategy(SpaceStrategy):
             raise ValueError("band judges an edit against the program it edits: it needs "
                              "edit > 0 (--strategy-option edit=0.9)")
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
-                         live_only=live_only, near=near, horizon=horizon, band=band)
+                         live_only=live_only, near=near, horizon=horizon, band=band,
+                         without=without)
         if algo not in ("reinforce", "ppo", "pqt"):
             raise ValueError(f"algo must be reinforce, ppo or pqt, not {algo!r}")
         if repeats not in self.REPEATS:
@@ -308,7 +310,8 @@ class RLStrategy(SpaceStrategy):
         if warm and not library:
             raise ValueError("warm starts from the library rules written in the stock Bello "
                              "spaces (bello, bello4), which this search does not use")
-        self.warm = list(library) if warm else []  # program texts not yet drawn
+        # program texts not yet drawn
+        self.warm = [text for text in library if self.space.contains(text)] if warm else []
         learned = self.space.read_programs(prior_programs, prior) if prior_programs else []
         if prior and (library or learned):
             self.prior = self.space.prior(library + learned, prior)

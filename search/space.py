@@ -29,6 +29,11 @@ repairs what depends on it; in spaces whose programs are lists of numbered group
 search's insert / delete / modify, Chen et al. 2023), and ``combine`` (crossover) joins two
 programs' groups under a new group applying a binary function to both results.
 
+**Without.** A space made with ``without=NAMES`` (alternatives' aliases, e.g.
+``wd1,wd2,wd3,wd4``: bello.lark's weight terms in ``p``) never allows those choices: no draw,
+mutation, repair or structural operator makes one (they are never in :meth:`Space.allowed`),
+and :meth:`Space.parse` refuses a program that does; a prior still counts such programs.
+
 **Horizon.** The decay operands of a grammar (``linear_decay(t, 300)``, ``cosine_decay``,
 ``restart_decay``) are written for a run of :data:`HORIZON` steps (the digits proxy's). A space
 made with ``horizon=N`` decays over ``N`` steps instead, so that a search on a task of ``N``
@@ -163,7 +168,8 @@ def _fmt_const(v: float) -> str:
 class Space:
     """A search space read from ``grammars/NAME.lark`` (see the module docstring)."""
 
-    def __init__(self, name: str = "bello", text: str | None = None, horizon: int | None = None):
+    def __init__(self, name: str = "bello", text: str | None = None, horizon: int | None = None,
+                 without=()):
         self.name = name
         if text is None:
             with open(grammar_path(name)) as f:
@@ -180,12 +186,57 @@ class Space:
                           for r in self.decisions}
         self._allowed: dict = {}
         self.groups = self._group_structure()
+        self.without: frozenset = frozenset()  # {(rule, alias)} never chosen (``without``)
+        self.without = self._leave_out(without)
         # (decays, (inner rule, its ``(u) * (u)`` alternative, u's rule)) where ``scale`` can
         # work: a grouped space with a decay operand and such a product whose u passes an
         # operand through; else None
         self.scaling = self._find_scaling()
 
     # --- what is allowed where -------------------------------------------------------------------
+    def _fixed(self) -> set:
+        """The aliases a grouped program is built of (its body's group counts, the operand
+        that reads a result and the functions that pass an operand through, as ``insert``,
+        ``combine`` and ``scale`` write them) and ``ref``'s: not for ``without``."""
+        fixed = {a.alias for a in self.rules.get("ref", ())}
+        if self.groups is not None:
+            hold_rule, hold_alt = self.groups["holder"]
+            fixed |= {a.alias for a in self.rules["body"]} | {self.rules[hold_rule][hold_alt].alias}
+            fixed |= {self.rules[r][i].alias for r, i in self._pass_through.items()}
+        return fixed
+
+    def _leave_out(self, names) -> frozenset:
+        """``without``: {(rule, alias)} of the alternatives named (a comma-separated string or
+        a list of aliases, e.g. ``wd1,wd2,wd3,wd4``: bello.lark's terms in ``p``), which no
+        draw, mutation or repair chooses and :meth:`parse` refuses; a SearchError for a name
+        the space cannot leave out, or one that leaves a decision or the start without a
+        choice."""
+        from optdsl.errors import did_you_mean
+        from .errors import SearchError
+        names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names)]
+        names = [n for n in names if n]
+        if not names:
+            return frozenset()
+        fixed = self._fixed()
+        choosable = sorted({a.alias for r in self.decisions if r != "const"
+                            for a in self.rules[r]} - fixed)
+        for n in names:
+            if n not in choosable:
+                why = (f"the {self.name} space's programs are built of '{n}'" if n in fixed else
+                       f"the {self.name} space has no choice '{n}'{did_you_mean(n, choosable)}")
+                raise SearchError(f"without={n}: {why}; it can leave out: {', '.join(choosable)}")
+        out = frozenset((r, a.alias) for r in self.decisions if r != "const"
+                        for a in self.rules[r] if a.alias in names)
+        for r in self.decisions:
+            if r != "const" and all((r, a.alias) in out for a in self.rules[r]):
+                raise SearchError(f"without={','.join(names)} leaves '{r}' in the {self.name} "
+                                  f"space no choice")
+        self.without = out  # what _satisfiable reads
+        if not self._satisfiable(self.start, frozenset()):
+            raise SearchError(f"without={','.join(names)}: no program of the {self.name} "
+                              f"space is left")
+        return out
+
     def _satisfiable(self, rule: str, defined: frozenset, depth: int = 0) -> bool:
         if rule == "ref":
             return any(a.items[0][1] in defined for a in self.rules["ref"])
@@ -194,6 +245,8 @@ class Space:
         return any(self._alt_ok(rule, a, defined, depth) for a in self.rules[rule])
 
     def _alt_ok(self, rule: str, alt: Alt, defined: frozenset, depth: int = 0) -> bool:
+        if (rule, alt.alias) in self.without:
+            return False
         if rule == "ref":
             return alt.items[0][1] in defined
         return all(self._satisfiable(r, defined, depth + 1) for r in alt.rules)
@@ -275,7 +328,7 @@ class Space:
         says that they are short, not how longer programs should combine their parts."""
         counts: dict = {}
         for text in programs:
-            for t in self.parse(text).nodes():
+            for t in self._tree(text).nodes():
                 if t.rule in self.n_choices and t.rule != "const":
                     counts.setdefault(t.rule, [0] * self.n_choices[t.rule])[t.alt] += 1
         return {r: [(1 - weight) / len(c) + weight * k / sum(c) for k in c]
@@ -305,7 +358,7 @@ class Space:
                     for b in re.split(r"\n\s*\n", "\n".join(lines)) if b.strip()]
         for k, program in enumerate(programs, start=1):
             try:
-                self.parse(program)
+                self._tree(program)
             except SearchError as e:
                 raise SearchError(f"prior_programs: program {k} of {path}: {e}") from None
         if not programs:
@@ -382,13 +435,27 @@ class Space:
 
     def contains(self, text: str) -> bool:
         try:
-            self.parser.parse(text)
+            self.parse(text)
             return True
         except Exception:
             return False
 
     def parse(self, text: str) -> Tree:
-        """The tree of a program of the space (e.g. a warm start); a SearchError if it is not one."""
+        """The tree of a program of the space (e.g. a warm start); a SearchError if it is not one
+        or it makes a choice the space leaves out (``without``)."""
+        from .errors import SearchError
+        tree = self._tree(text)
+        used = [self.rules[t.rule][t.alt].alias for t in tree.nodes()
+                if t.rule != "const" and (t.rule, self.rules[t.rule][t.alt].alias) in self.without]
+        if used:
+            raise SearchError(f"not a program of the {self.name} space without "
+                              f"{', '.join(sorted({a for _, a in self.without}))}: it uses "
+                              f"{used[0]}")
+        return tree
+
+    def _tree(self, text: str) -> Tree:
+        """The tree of a program of the space's grammar, left-out choices included (what a prior
+        counts); a SearchError if it is not one."""
         from lark import Token
         from .errors import SearchError
         try:
@@ -415,12 +482,14 @@ class Space:
         """(new tree, what changed): one decision changed to another allowed choice (its subtree
         redrawn where the rule names differ), or a constant scaled by 2^N(0, 1)."""
         new = tree.copy()
-        nodes = [t for t in new.nodes() if t.rule in self.n_choices]
+        nodes = [t for t in new.nodes() if t.rule in self.n_choices and (
+            t.rule == "const" or len(self.rules[t.rule]) - self._left_out(t.rule) > 1)]
         target = rng.choice(nodes)
         if target.rule == "const":
             target.value = float(f"{target.value * 2 ** rng.gauss(0.0, const_sigma):.3g}")
             return new, f"const {_fmt_const(target.value)}"
-        choices = [i for i in range(len(self.rules[target.rule])) if i != target.alt]
+        choices = [i for i, a in enumerate(self.rules[target.rule])
+                   if i != target.alt and (target.rule, a.alias) not in self.without]
         i = chooser(rng, prior)(target.rule, choices)
         old_alt = self.rules[target.rule][target.alt]
         new_alt = self.rules[target.rule][i]
@@ -534,6 +603,10 @@ class Space:
         inners.insert(j, fresh)
         return self._finish(inners, rng, prior, leave_open, fresh, wired), f"insert group {j + 1}"
 
+    def _left_out(self, rule: str) -> int:
+        """How many of ``rule``'s alternatives the space leaves out."""
+        return sum(r == rule for r, _ in self.without)
+
     def decays(self) -> list:
         """Indexes of the operand alternatives (of the rule holding ``ref``) that read a
         schedule (``optdsl.schedules``: Bello's linear, cosine and restart decays)."""
@@ -542,7 +615,8 @@ class Space:
             return []
         hold_rule = self.groups["holder"][0]
         return [i for i, a in enumerate(self.rules[hold_rule])
-                if any(kind == "lit" and text in SCHEDULES for kind, text in a.items)]
+                if any(kind == "lit" and text in SCHEDULES for kind, text in a.items)
+                and (hold_rule, a.alias) not in self.without]
 
     def scale(self, tree: Tree, rng, prior: dict | None = None) -> tuple | None:
         """(new tree, what): the whole step times a decay, ``x(n+1) = (xn) * (decay)``, one of
@@ -575,7 +649,8 @@ class Space:
         for i, alt in enumerate(self.rules[inner_rule]):
             kids = alt.rules
             if ("lit", "*") in alt.items and len(kids) == 2 and kids[0] == kids[1] \
-                    and kids[0] in self._pass_through:
+                    and kids[0] in self._pass_through \
+                    and (inner_rule, alt.alias) not in self.without:
                 return decays, (inner_rule, i, kids[0])
         return None
 
@@ -641,7 +716,8 @@ class Space:
         rule has no such function."""
         inner_rule = self.groups["inner"]
         for i, alt in enumerate(self.rules[inner_rule]):
-            if len(alt.rules) == 2 and all(r in self._pass_through for r in alt.rules):
+            if len(alt.rules) == 2 and all(r in self._pass_through for r in alt.rules) \
+                    and (inner_rule, alt.alias) not in self.without:
                 return Tree(inner_rule, i, [Tree(r, self._pass_through[r], [self._reading(name)])
                                             for r, name in zip(alt.rules, (left, right))])
         return None
@@ -688,11 +764,12 @@ def _strip_unset(t: Tree) -> Tree:
 SPACES = ("bello", "bello4", "statements")
 
 
-def get_space(name: str, horizon: int | None = None) -> Space:
-    """Space ``name`` (one of SPACES), its decays over ``horizon`` steps (default HORIZON)."""
+def get_space(name: str, horizon: int | None = None, without=()) -> Space:
+    """Space ``name`` (one of SPACES), its decays over ``horizon`` steps (default HORIZON),
+    without the choices named in ``without`` (``Space._leave_out``)."""
     if name not in SPACES:
         from optdsl.errors import did_you_mean
         from .errors import SearchError
         raise SearchError(f"unknown search space '{name}'{did_you_mean(name, SPACES)}; "
                           f"spaces: {', '.join(SPACES)}")
-    return Space(name, horizon=horizon)
+    return Space(name, horizon=horizon, without=without)

@@ -180,7 +180,7 @@ class SpaceStrategy(Strategy):
 
     def __init__(self, seed: int = 0, space: str = "bello", use_filter: bool = True,
                  space_obj=None, live_only: bool = True, near: float = NEAR, horizon: int = 0,
-                 band: float = 0.0):
+                 band: float = 0.0, without: str = ""):
         from .filters import CandidateFilter, late_steps
         require("near", near, at_least=0, at_most=1)  # 0 turns the check off
         require("horizon", horizon, at_least=0)
@@ -193,7 +193,11 @@ class SpaceStrategy(Strategy):
         self._signatures: dict = {}  # source text -> behaviour signature (band only: a cache)
         self.seed = seed
         self.space_name, self.horizon = space, horizon  # horizon 0: the grammar's own
-        self.space = space_obj or get_space(space, horizon or None)
+        if space_obj is not None and without:
+            raise ValueError("without names choices of a space by name: give the space object "
+                             "already without them instead")
+        self.without = without  # choices of the space left out (Space._leave_out)
+        self.space = space_obj or get_space(space, horizon or None, without)
         self.rng = random.Random(seed)
         self.filter = CandidateFilter(near=near, late=late_steps(horizon)) \
             if use_filter else None
@@ -361,7 +365,7 @@ class SpaceStrategy(Strategy):
         self.seed = state["seed"]
         if state["space"] != self.space_name:
             self.space_name = state["space"]
-            self.space = get_space(self.space_name, self.horizon or None)
+            self.space = get_space(self.space_name, self.horizon or None, self.without)
         if self.filter is not None and state["filter"] is not None:
             self.filter.load_state_dict(state["filter"])
         self.scores = dict(state["scores"])
