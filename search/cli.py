@@ -608,8 +608,11 @@ def _report(args) -> int:
         elif not search["finished_at"]:  # a plain --resume takes the latest
             number = "" if search is searches[-1] else f" {search['id']}"
             state += f" (optdsl search --resume{number} --store {shlex.quote(args.store)})"
-        say(f"search #{search['id']}: {search['strategy']} on {search['task']}, "
-            f"{p['done']}/{search['budget']} done, {p['cached']} cache hits, {state}")
+        typed = (search["options"] or {}).get("strategy_options", {})
+        shown = " ".join(f"{k}={v}" for k, v in typed.items() if k != "horizon")  # the task's
+        say(f"search #{search['id']}: {search['strategy']} on {search['task']}"
+            f"{f' ({shown})' if shown else ''}, {p['done']}/{search['budget']} done, "
+            f"{p['cached']} cache hits, {state}")
     for task, protocol in groups:
         metric = (TASKS[task].metric if task in TASKS else
                   match.MatchTask.metric if match.is_match(task) else "score")

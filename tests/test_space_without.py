@@ -135,3 +135,25 @@ def test_warm_starts_that_make_a_left_out_choice_are_not_drawn():
                       if k not in ("adam", "rmsprop")]
     with pytest.raises(SearchError, match="no choice 'wd9'"):
         make_strategy("rl", seed=0, options={"without": "wd9"})
+
+
+def test_a_search_without_the_weight_terms_records_it_resumes_so_and_the_report_says_so(
+        tmp_path, capsys):
+    """``optdsl search --strategy-option without=...``: the store records the setting, a
+    resumed search keeps it, no proposal reads p, and ``optdsl report`` names it."""
+    from optdsl.cli import main
+    from optdsl.search.store import Store
+    path = str(tmp_path / "w.sqlite")
+    args = ["search", "--task", "match:addsign", "--strategy", "evolution", "--store", path,
+            "--quiet", "--no-baselines"]
+    assert main(args + ["--budget", "10", "--strategy-option", f"without={NO_WEIGHT}"]) == 0
+    assert main(args + ["--budget", "20", "--resume"]) == 0
+    store = Store(path, create=False)
+    record = store.search()
+    rules = [r for (r,) in store.conn.execute("SELECT rule FROM proposals")]
+    store.close()
+    assert record["options"]["strategy_settings"]["without"] == NO_WEIGHT
+    assert len(rules) == 20 and not any(_reads_p(r) for r in rules)
+    capsys.readouterr()
+    assert main(["report", path, "--no-plots"]) == 0
+    assert f" without={NO_WEIGHT})" in " ".join(capsys.readouterr().out.split())
