@@ -118,6 +118,9 @@ def with_task_defaults(strategy: str, options: dict, task) -> dict:
     return {**{k: v for k, v in implied.items() if k in takes}, **options}
 
 
+DRAWN_FROM = ("space", "without")  # strategy settings that define the space (resumed_settings)
+
+
 def resumed_settings(name: str, typed: dict, record_options: dict, path: str = "the store") -> tuple:
     """(settings, unrecorded, gone) for resuming a stored search of strategy ``name``: the
     settings it was created with (``strategy_settings``; a store made before they were recorded
@@ -130,6 +133,9 @@ def resumed_settings(name: str, typed: dict, record_options: dict, path: str = "
     recorded = record_options.get("strategy_settings")
     if recorded is None:
         recorded = record_options.get("strategy_options", {})
+    # what the stored population and queue were drawn from: a store that does not record it
+    # ran with the default, and a resumed search keeps that
+    recorded = {**{k: defaults[k] for k in DRAWN_FROM if k in defaults}, **recorded}
 
     def value(key, v):
         return coerce_option(name, key, v, defaults[key]) if key in defaults else v
@@ -144,6 +150,22 @@ def resumed_settings(name: str, typed: dict, record_options: dict, path: str = "
     gone = {k: v for k, v in recorded.items() if k not in defaults}
     kept = {k: v for k, v in recorded.items() if k in defaults}
     return {**kept, **unrecorded}, unrecorded, gone
+
+
+def non_default_settings(search: dict) -> dict:
+    """The settings a stored search runs with that differ from its strategy's defaults (the
+    options typed and those a match task implies; ``horizon``, the task's steps, left out)."""
+    from .strategies import STRATEGIES, coerce_option, strategy_options
+    options = search["options"] or {}
+    settings = options.get("strategy_settings") or options.get("strategy_options") or {}
+    defaults = strategy_options(STRATEGIES[search["strategy"]]) \
+        if search["strategy"] in STRATEGIES else {}
+    try:
+        return {k: v for k, v in settings.items() if k != "horizon" and (
+            k not in defaults or coerce_option(search["strategy"], k, v, defaults[k])
+            != defaults[k])}
+    except SearchError:  # a value today's type cannot read: show them all
+        return {k: v for k, v in settings.items() if k != "horizon"}
 
 
 def default_store(task) -> str:
@@ -608,8 +630,7 @@ def _report(args) -> int:
         elif not search["finished_at"]:  # a plain --resume takes the latest
             number = "" if search is searches[-1] else f" {search['id']}"
             state += f" (optdsl search --resume{number} --store {shlex.quote(args.store)})"
-        typed = (search["options"] or {}).get("strategy_options", {})
-        shown = " ".join(f"{k}={v}" for k, v in typed.items() if k != "horizon")  # the task's
+        shown = " ".join(f"{k}={v}" for k, v in non_default_settings(search).items())
         say(f"search #{search['id']}: {search['strategy']} on {search['task']}"
             f"{f' ({shown})' if shown else ''}, {p['done']}/{search['budget']} done, "
             f"{p['cached']} cache hits, {state}")

@@ -164,15 +164,16 @@ class EvolutionStrategy(SpaceStrategy):
         self.p_insert, self.p_delete, self.p_combine = insert, delete, combine
         self.p_decay = decay
         if decay and self.space.scaling is None:
-            raise ValueError(f"decay={decay}: the space '{self.space.name}' has no decay "
-                             "operand to multiply a program's step by")
-        self.warm = [text for text in (library_programs(space, space_obj) if warm is None
-                                        else warm) if self.space.contains(text)]
+            left_out = f" (without={without})" if without else ""
+            raise ValueError(f"decay={decay}: the space '{self.space.name}'{left_out} has no "
+                             "decay operand, or no product, to multiply a program's step by")
+        library = list(library_programs(space, space_obj) if warm is None else warm)
+        self.warm = [text for text in library if self.space.contains(text)]
         self.prior_weight, self.p_elite, self.p_neutral = prior, elite, neutral
         self.best: list | None = None  # [tree json, reward] of the best program evaluated
         learned = self.space.read_programs(prior_programs, prior) if prior_programs else []
-        self.prior = self.space.prior(self.warm + learned, prior) \
-            if prior and (self.warm or learned) else None
+        self.prior = self.space.prior(library + learned, prior) \
+            if prior and (library or learned) else None
         self.population: list = []  # [tree json, reward], oldest first
         self.mutations: dict = {}
         self.neutral_joins = 0

@@ -423,7 +423,7 @@ class RLStrategy(SpaceStrategy):
             changed = self._restructured(tree)
             if changed is not None:
                 return changed, parent, score
-        node = self.rng.choice([t for t in tree.nodes() if t.rule in self.space.n_choices])
+        node = self.rng.choice(self.space.mutable_nodes(tree))
         node.alt, node.value = -1, None
         if self.reopen == "subtree":
             node.children = []
@@ -588,7 +588,7 @@ class RLStrategy(SpaceStrategy):
         self.queue = [[r, [tuple(d) for d in dec], t] for r, dec, t in state["queue"]]
         self.neutral_joins = state.get("neutral_joins", 0)
         self.population = [list(m) for m in state.get("population", [])]
-        self.warm = list(state.get("warm", []))
+        self.warm = [text for text in state.get("warm", []) if self.space.contains(text)]
 
 
 STRATEGIES[RLStrategy.name] = RLStrategy

@@ -482,12 +482,12 @@ class Space:
         """(new tree, what changed): one decision changed to another allowed choice (its subtree
         redrawn where the rule names differ), or a constant scaled by 2^N(0, 1)."""
         new = tree.copy()
-        nodes = [t for t in new.nodes() if t.rule in self.n_choices and (
-            t.rule == "const" or len(self.rules[t.rule]) - self._left_out(t.rule) > 1)]
-        target = rng.choice(nodes)
+        target = rng.choice(self.mutable_nodes(new))
         if target.rule == "const":
             target.value = float(f"{target.value * 2 ** rng.gauss(0.0, const_sigma):.3g}")
-            return new, f"const {_fmt_const(target.value)}"
+            # repaired: a tree from before a choice was left out keeps none (decode asks only
+            # for choices no longer allowed, so a tree that needs no repair draws nothing)
+            return self.decode(chooser(rng, prior), new), f"const {_fmt_const(target.value)}"
         choices = [i for i, a in enumerate(self.rules[target.rule])
                    if i != target.alt and (target.rule, a.alias) not in self.without]
         i = chooser(rng, prior)(target.rule, choices)
@@ -603,9 +603,12 @@ class Space:
         inners.insert(j, fresh)
         return self._finish(inners, rng, prior, leave_open, fresh, wired), f"insert group {j + 1}"
 
-    def _left_out(self, rule: str) -> int:
-        """How many of ``rule``'s alternatives the space leaves out."""
-        return sum(r == rule for r, _ in self.without)
+    def mutable_nodes(self, tree: Tree) -> list:
+        """The nodes of ``tree`` whose decision has another choice: constants, and rules with
+        more than one alternative the space does not leave out."""
+        return [t for t in tree.nodes() if t.rule == "const" or (
+            t.rule in self.n_choices
+            and len(self.rules[t.rule]) - sum(r == t.rule for r, _ in self.without) > 1)]
 
     def decays(self) -> list:
         """Indexes of the operand alternatives (of the rule holding ``ref``) that read a

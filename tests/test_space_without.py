@@ -157,3 +157,54 @@ def test_a_search_without_the_weight_terms_records_it_resumes_so_and_the_report_
     capsys.readouterr()
     assert main(["report", path, "--no-plots"]) == 0
     assert f" without={NO_WEIGHT})" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_tree_from_the_full_space_mutated_in_a_smaller_one_keeps_no_left_out_choice():
+    """A parent drawn before a choice was left out (a const mutation included, which changes no
+    decision) comes back repaired."""
+    full, smaller = Space("statements"), Space("statements", without="p")
+    rng = random.Random(0)
+    parents = [t for t in (full.sample(rng) for _ in range(300)) if "p" in full.aliases(t)]
+    assert len(parents) > 50
+    whats = set()
+    for tree in parents:
+        for _ in range(4):
+            child, what = smaller.mutate(tree, rng)
+            whats.add(what.split(" ")[0])
+            assert "p" not in smaller.aliases(child), what
+    assert "const" in whats
+
+
+def test_a_resumed_search_cannot_change_the_space_it_was_drawn_from(tmp_path, capsys):
+    """A store made before ``without`` existed (its settings do not record it) resumes in the
+    whole space: typing another ``without`` on --resume is refused, as any changed option."""
+    import json
+    from optdsl.cli import main
+    from optdsl.search.store import Store
+    path = str(tmp_path / "old.sqlite")
+    args = ["search", "--task", "match:addsign", "--strategy", "evolution", "--store", path,
+            "--quiet", "--no-baselines"]
+    assert main(args + ["--budget", "6"]) == 0
+    store = Store(path, create=False)
+    record = store.search()
+    settings = {k: v for k, v in record["options"]["strategy_settings"].items()
+                if k != "without"}
+    store.conn.execute("UPDATE searches SET options = ? WHERE id = ?",
+                       (json.dumps({**record["options"], "strategy_settings": settings}),
+                        record["id"]))
+    store.conn.commit()
+    store.close()
+    capsys.readouterr()
+    assert main(args + ["--budget", "8", "--resume", "--strategy-option",
+                        f"without={NO_WEIGHT}"]) == 2
+    assert f"not without={NO_WEIGHT}; a resumed search keeps them" in capsys.readouterr().err
+    assert main(args + ["--budget", "8", "--resume"]) == 0
+
+
+def test_rl_restores_only_the_warm_starts_its_space_holds():
+    s = make_strategy("rl", seed=0, options={"warm": True})
+    state = s.state_dict()
+    assert len(state["warm"]) == 6
+    smaller = make_strategy("rl", seed=0, options={"warm": True, "without": "adam,rmsprop"})
+    smaller.load_state_dict(state)
+    assert len(smaller.warm) == 4 and smaller.suggest(6)
