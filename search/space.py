@@ -186,8 +186,11 @@ class Space:
                           for r in self.decisions}
         self._allowed: dict = {}
         self.groups = self._group_structure()
-        self.without: frozenset = frozenset()  # {(rule, alias)} never chosen (``without``)
-        self.without = self._leave_out(without)
+        self.without = self._leave_out(without)  # {(rule, alias)} never chosen
+        if self.without and not self._satisfiable(self.start, frozenset()):
+            from .errors import SearchError
+            raise SearchError(f"without={','.join(sorted({a for _, a in self.without}))}: no "
+                              f"program of the {self.name} space is left")
         # (decays, (inner rule, its ``(u) * (u)`` alternative, u's rule)) where ``scale`` can
         # work: a grouped space with a decay operand and such a product whose u passes an
         # operand through; else None
@@ -209,8 +212,7 @@ class Space:
         """``without``: {(rule, alias)} of the alternatives named (a comma-separated string or
         a list of aliases, e.g. ``wd1,wd2,wd3,wd4``: bello.lark's terms in ``p``), which no
         draw, mutation or repair chooses and :meth:`parse` refuses; a SearchError for a name
-        the space cannot leave out, or one that leaves a decision or the start without a
-        choice."""
+        the space cannot leave out, or one that leaves a decision without a choice."""
         from optdsl.errors import did_you_mean
         from .errors import SearchError
         names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names)]
@@ -231,10 +233,6 @@ class Space:
             if r != "const" and all((r, a.alias) in out for a in self.rules[r]):
                 raise SearchError(f"without={','.join(names)} leaves '{r}' in the {self.name} "
                                   f"space no choice")
-        self.without = out  # what _satisfiable reads
-        if not self._satisfiable(self.start, frozenset()):
-            raise SearchError(f"without={','.join(names)}: no program of the {self.name} "
-                              f"space is left")
         return out
 
     def _satisfiable(self, rule: str, defined: frozenset, depth: int = 0) -> bool:
@@ -445,8 +443,9 @@ class Space:
         or it makes a choice the space leaves out (``without``)."""
         from .errors import SearchError
         tree = self._tree(text)
-        used = [self.rules[t.rule][t.alt].alias for t in tree.nodes()
-                if t.rule != "const" and (t.rule, self.rules[t.rule][t.alt].alias) in self.without]
+        used = [alias for rule, alias in ((t.rule, self.rules[t.rule][t.alt].alias)
+                                          for t in tree.nodes() if t.rule != "const")
+                if (rule, alias) in self.without]
         if used:
             raise SearchError(f"not a program of the {self.name} space without "
                               f"{', '.join(sorted({a for _, a in self.without}))}: it uses "
