@@ -10,6 +10,10 @@ error over seeds and the seed-mean validation loss there). A rule the protocol c
 ``--horizons`` re-scores such runs as if they had stopped earlier (no schedule depends on
 the horizon except the cosine variants, which are left out of those tables).
 
+``--weight-decays X ...`` adds each of those rules with a decoupled weight decay ``lr * X *
+p`` added to its step (``NAME+wd=X``, ``NAME+cos+wd=X``): the one knob the rules found with
+the cosine decay turned, so the reference they are compared with is tuned over it too.
+
 ``--programs FILE`` scores the programs of a file instead (a search's stepping stones, found
 rules), under the same protocol. Rules run in ``--workers`` processes, each on one thread.
 Writes ``--out``/leaderboard.json (every run's curve, for re-analysis) and leaderboard.md (one
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,10 +34,32 @@ from concurrent.futures import ProcessPoolExecutor
 TASKS = ("mnist1d-mlp", "mnist1d-cnn")
 
 
-def entries(cosine: bool, steps: int, names=None, programs=None) -> list:
-    """(label, program text) of every library rule (or of the programs of a file: one per
-    paragraph, labelled by its first '# ' line), then their cosine-decayed variants."""
+def library_program(label: str, steps: int) -> str:
+    """The program of a library row's label: ``NAME`` (the library rule), ``NAME+cos`` (its
+    step times ``cosine_decay(t, steps)``, the cosine decay over the run), either with
+    ``+wd=X`` (a decoupled weight decay ``lr * X * p`` added to the step, under the cosine
+    decay if any, as a scheduler scales AdamW's decay; the rule's own ``weight_decay``, if it
+    has one, stays at its default)."""
     from optdsl.library import library, source
+    m = re.fullmatch(r"(\w+)(\+cos)?(?:\+wd=([0-9.eE+-]+))?", label)
+    if not m or m.group(1) not in library:
+        raise ValueError(f"not a library row's label (NAME, NAME+cos, NAME[+cos]+wd=X): "
+                         f"{label!r}")
+    name, cos, wd = m.groups()
+    if not cos and wd is None:
+        return source(name)
+    step = f"{name} + lr * {float(wd)!r} * p" if wd is not None else name
+    if cos:
+        step = f"cosine_decay(t, {steps}) * " + (f"({step})" if wd is not None else step)
+    return f"{name}{'_cos' if cos else ''}{'_wd' if wd is not None else ''} = {step}"
+
+
+def entries(cosine: bool, steps: int, names=None, programs=None, weight_decays=()) -> list:
+    """(label, program text) of every library rule (or of the programs of a file: one per
+    paragraph, labelled by its first '# ' line), then their cosine-decayed variants, then
+    each of those with each decoupled weight decay of ``weight_decays``
+    (``library_program``)."""
+    from optdsl.library import library
     if programs:
         from optdsl.search.engine import read_seeds
         texts = read_seeds(programs)
@@ -40,10 +67,9 @@ def entries(cosine: bool, steps: int, names=None, programs=None) -> list:
                        f"program {k}") for k, t in enumerate(texts, 1)]
         return list(zip(labels, texts))
     names = list(names or library)
-    out = [(n, source(n)) for n in names]
-    if cosine:
-        out += [(f"{n}+cos", f"{n}_cos = cosine_decay(t, {steps}) * {n}") for n in names]
-    return out
+    labels = names + ([f"{n}+cos" for n in names] if cosine else [])
+    labels += [f"{label}+wd={wd:g}" for wd in weight_decays for label in labels]
+    return [(label, library_program(label, steps)) for label in labels]
 
 
 FIELDS = ("status", "score", "score_se", "val_loss", "best_lr", "best_step", "diverged_step")
@@ -133,6 +159,9 @@ def main(argv=None) -> int:
     ap.add_argument("--programs", help="score the programs of this file instead (one per "
                     "paragraph, labelled by its first '# ' line; no --cosine variants)")
     ap.add_argument("--cosine", action="store_true", help="also each rule x cosine decay")
+    ap.add_argument("--weight-decays", type=float, nargs="+", default=[],
+                    help="also each rule (and +cos variant) with a decoupled weight decay "
+                         "lr * X * p added to its step, for each X")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--eval-every", type=int)
     ap.add_argument("--seeds", type=int, nargs="+")
@@ -161,8 +190,9 @@ def main(argv=None) -> int:
         whole_grid = bool(overrides) or task.protocol is None  # one batched call per rule
         plans[name] = rung if whole_grid else plan
         jobs += [(name, label, text, rung if whole_grid else None) for label, text in
-                 entries(args.cosine, rung["steps"], args.rules, args.programs)]
-    jobs.sort(key=lambda j: j[1].endswith("+cos"))  # every plain rule first
+                 entries(args.cosine, rung["steps"], args.rules, args.programs,
+                                        args.weight_decays)]
+    jobs.sort(key=lambda j: "+" in j[1])  # every plain rule first
     if args.render:
         with open(os.path.join(args.out, "partial.jsonl")) as f:
             done = [json.loads(line) for line in f]
@@ -193,7 +223,7 @@ def write(args, plans: dict, rows: list, overrides: dict, argv) -> int:
         rung = plan.get("full", plan)
         for h in args.horizons if overrides else ():
             early = [rescore(r, rung, h) if "runs" in r else r for r in mine
-                     if not r["rule"].endswith("+cos")]
+                     if "+cos" not in r["rule"]]
             md.append(table(early, f"{name}, the same runs stopped at {h} steps"))
     with open(os.path.join(args.out, "leaderboard.json"), "w") as f:
         json.dump({"plans": plans, "rows": rows}, f)

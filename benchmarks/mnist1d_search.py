@@ -61,13 +61,10 @@ COLORS = {"random-grammar": "tab:gray", "rl": "tab:blue", "evolution": "tab:gree
 
 
 def library_text(label: str, steps: int) -> str:
-    """The program of a leaderboard row: a library rule, or ``NAME+cos`` (its cosine-decayed
-    variant over ``steps``, as benchmarks/leaderboard.py builds it)."""
-    from optdsl.library import source
-    if label.endswith("+cos"):
-        name = label[:-4]
-        return f"{name}_cos = cosine_decay(t, {steps}) * {name}"
-    return source(label)
+    """The program of a leaderboard row's label (a library rule, ``NAME+cos``, ``+wd=X``), its
+    decays over ``steps``, as benchmarks/leaderboard.py builds it."""
+    from leaderboard import library_program
+    return library_program(label, steps)
 
 
 def at_horizon(text: str, steps: int, new_steps: int) -> str:
