@@ -1,6 +1,7 @@
 """benchmarks/mnist1d_weight_decay_check.py: momentum with a tuned weight decay against found
 rules, the weight decay chosen on the proxy's seeds and scored on fresh ones."""
 import importlib.util
+import json
 import os
 
 import pytest
@@ -71,6 +72,7 @@ def test_the_weight_decay_is_chosen_on_the_proxy_seeds_and_compared_on_fresh_one
     (["--seed-sets", "400"], "a seed set is FIRST-LAST"),
     (["--seed-sets", "409-400"], "last seed is below its first"),
     (["--found", "no-such.opt"], "no such file: no-such.opt"),
+    (["--leaderboard", "no-such.json"], "no such file: no-such.json"),
 ])
 def test_bad_arguments_fail_before_any_training(check, tmp_path, monkeypatch, capsys, args,
                                                 message):
@@ -81,3 +83,41 @@ def test_bad_arguments_fail_before_any_training(check, tmp_path, monkeypatch, ca
     with pytest.raises(SystemExit):
         check.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_with_a_leaderboard_its_best_rows_are_the_references_on_each_fresh_seed_set(
+        check, tmp_path, monkeypatch):
+    """No grid is trained: the leaderboard's K best rows (their programs rebuilt from their
+    labels, weight decay included) are re-scored beside the found rules, and each fresh table's
+    gaps are to the best of them there."""
+    found = tmp_path / "a.opt"
+    found.write_text("a(lr=1) = lr * sign(g)\n")
+    board = tmp_path / "leaderboard.json"
+    rows = [{"task": "mnist1d-mlp", "rule": rule, "status": "ok", "score": score,
+             "score_se": 0.003} for rule, score in [("sgd+cos+wd=0.01", 0.745),
+                                                    ("adam", 0.64), ("momentum+cos", 0.72),
+                                                    ("addsign_linear+cos", 0.741)]]
+    rows.append({"task": "mnist1d-cnn", "rule": "ranger+cos", "status": "ok", "score": 0.9,
+                 "score_se": 0.01})
+    board.write_text(json.dumps({"rows": rows}))
+    calls = []
+
+    def fake_score_all(entries, task, seeds, workers):
+        calls.append((list(seeds), entries))
+        fresh = {"sgd+cos+wd=0.01": 0.742, "addsign_linear+cos": 0.746, "found a.opt": 0.752}
+        return sorted(({"label": label, "rule": text, "status": "ok", "score": fresh[label],
+                        "score_se": 0.002, "val_loss": 1.0, "best_lr": 0.1, "seconds": 1.0}
+                       for label, text in entries), key=lambda r: -r["score"])
+
+    monkeypatch.setattr(check.funnel, "score_all", fake_score_all)
+    check.main(["--leaderboard", str(board), "--library", "2", "--found", str(found),
+                "--seed-sets", "400-401", "--out", str(tmp_path / "out")])
+    (seeds, entries), = calls
+    assert seeds == [400, 401]
+    assert [label for label, _ in entries] == ["sgd+cos+wd=0.01", "addsign_linear+cos",
+                                               "found a.opt"]
+    assert entries[0][1] == "sgd_cos_wd = cosine_decay(t, 1500) * (sgd + lr * 0.01 * p)"
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "the 2 best rows of" in summary and "sgd+cos+wd=0.01 0.7450 ± 0.0030" in summary
+    # the gap is to the best reference on the fresh seeds (addsign_linear+cos there)
+    assert "| found a.opt | 0.7520 ± 0.0020 | 1.000 | 0.1 | +0.0060 (+2.1 s.e.) |" in summary
