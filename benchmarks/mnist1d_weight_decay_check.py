@@ -87,7 +87,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--decays", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03, 0.1])
     ap.add_argument("--found", nargs="+", required=True, help="exported .opt files")
-    ap.add_argument("--seed-sets", nargs="+", type=seed_set, default=["400-409", "500-509"],
+    ap.add_argument("--seed-sets", nargs="+", type=seed_set,
+                    default=[seed_set("400-409"), seed_set("500-509")],
                     help="fresh seed sets, each FIRST-LAST")
     ap.add_argument("--leaderboard", help="a leaderboard.json of benchmarks/leaderboard.py: "
                     "its --library best rows are the references, in place of the sgdw+cos grid")

@@ -121,3 +121,20 @@ def test_with_a_leaderboard_its_best_rows_are_the_references_on_each_fresh_seed_
     assert "the 2 best rows of" in summary and "sgd+cos+wd=0.01 0.7450 ± 0.0030" in summary
     # the gap is to the best reference on the fresh seeds (addsign_linear+cos there)
     assert "| found a.opt | 0.7520 ± 0.0020 | 1.000 | 0.1 | +0.0060 (+2.1 s.e.) |" in summary
+
+
+def test_the_default_seed_sets_are_seeds_not_text(check, tmp_path, monkeypatch):
+    """argparse does not convert a list default with ``type``: the default once reached
+    ``manual_seed`` as the string '400-409'."""
+    found = tmp_path / "a.opt"
+    found.write_text("a(lr=1) = lr * sign(g)\n")
+    seen = []
+
+    def fake_score_all(entries, task, seeds, workers):
+        seen.append(list(seeds))
+        return [{"label": label, "rule": text, "status": "ok", "score": 0.7, "score_se": 0.01,
+                 "val_loss": 1.0, "best_lr": 0.1, "seconds": 1.0} for label, text in entries]
+
+    monkeypatch.setattr(check.funnel, "score_all", fake_score_all)
+    check.main(["--decays", "0.01", "--found", str(found), "--out", str(tmp_path / "out")])
+    assert seen == [[0, 1, 2], list(range(400, 410)), list(range(500, 510))]
