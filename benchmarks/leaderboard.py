@@ -42,13 +42,17 @@ def library_program(label: str, steps: int) -> str:
     has one, stays at its default)."""
     from optdsl.library import library, source
     m = re.fullmatch(r"(\w+)(\+cos)?(?:\+wd=([0-9.eE+-]+))?", label)
-    if not m or m.group(1) not in library:
+    try:
+        name, cos, wd = m.groups()
+        wd = None if wd is None else float(wd)
+        if name not in library:
+            raise KeyError(name)
+    except (AttributeError, ValueError, KeyError):  # no match, a bad number, not a rule
         raise ValueError(f"not a library row's label (NAME, NAME+cos, NAME[+cos]+wd=X): "
-                         f"{label!r}")
-    name, cos, wd = m.groups()
+                         f"{label!r}") from None
     if not cos and wd is None:
         return source(name)
-    step = f"{name} + lr * {float(wd)!r} * p" if wd is not None else name
+    step = f"{name} + lr * {wd!r} * p" if wd is not None else name
     if cos:
         step = f"cosine_decay(t, {steps}) * " + (f"({step})" if wd is not None else step)
     return f"{name}{'_cos' if cos else ''}{'_wd' if wd is not None else ''} = {step}"

@@ -78,7 +78,7 @@ def test_every_label_names_its_program_and_bad_labels_are_refused(leaderboard):
         rule = optdsl.parse(text)
         assert "lr" in rule.hypers
     assert rows[-1][1] == "addsign_cos_wd = cosine_decay(t, 900) * (addsign + lr * 0.03 * p)"
-    for bad in ("nope", "adam+wd=x", "adam+cos+cos", "adam+wd=0.1+cos", "adam "):
+    for bad in ("nope", "adam+wd=x", "adam+wd=1e", "adam+cos+cos", "adam+wd=0.1+cos", "adam "):
         with pytest.raises(ValueError, match="not a library row's label"):
             leaderboard.library_program(bad, 900)
 
