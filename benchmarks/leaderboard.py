@@ -41,18 +41,14 @@ def library_program(label: str, steps: int) -> str:
     decay if any, as a scheduler scales AdamW's decay; the rule's own ``weight_decay``, if it
     has one, stays at its default)."""
     from optdsl.library import library, source
-    m = re.fullmatch(r"(\w+)(\+cos)?(?:\+wd=([0-9.eE+-]+))?", label)
-    try:
-        name, cos, wd = m.groups()
-        wd = None if wd is None else float(wd)
-        if name not in library:
-            raise KeyError(name)
-    except (AttributeError, ValueError, KeyError):  # no match, a bad number, not a rule
+    m = re.fullmatch(r"(\w+)(\+cos)?(?:\+wd=(-?\d*\.?\d+(?:[eE][+-]?\d+)?))?", label)
+    if not m or m.group(1) not in library:
         raise ValueError(f"not a library row's label (NAME, NAME+cos, NAME[+cos]+wd=X): "
-                         f"{label!r}") from None
+                         f"{label!r}")
+    name, cos, wd = m.groups()
     if not cos and wd is None:
         return source(name)
-    step = f"{name} + lr * {wd!r} * p" if wd is not None else name
+    step = f"{name} + lr * {float(wd)!r} * p" if wd is not None else name
     if cos:
         step = f"cosine_decay(t, {steps}) * " + (f"({step})" if wd is not None else step)
     return f"{name}{'_cos' if cos else ''}{'_wd' if wd is not None else ''} = {step}"

@@ -97,7 +97,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    missing = [p for p in args.found + [args.leaderboard or ""] if p and not os.path.isfile(p)]
+    files = args.found + ([args.leaderboard] if args.leaderboard else [])
+    missing = [p for p in files if not os.path.isfile(p)]
     if missing:  # before any training: a typo costs nothing
         ap.error(f"no such file: {', '.join(missing)}")
     found = [found_entry(p) for p in args.found]

@@ -5,7 +5,6 @@ program from its label with the same function."""
 import importlib.util
 import math
 import os
-import sys
 
 import pytest
 import torch
@@ -18,15 +17,10 @@ BENCHMARKS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
 
 
 def load(name):
-    sys.path.insert(0, BENCHMARKS)  # mnist1d_search imports leaderboard by name
-    try:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS,
-                                                                         f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(BENCHMARKS)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
