@@ -88,6 +88,14 @@ child only when each of its choices falls that way: 34 of 60,000 inserts on the 
 programs in ``bello4`` under the prior, which weighs the decays below uniform (no warm start
 holds one).
 
+**A population kept by score** (``keep=score``; ``age``, the default, is regularized
+evolution): when the population is over size the worst member leaves (the oldest of equal
+scores) instead of the oldest, the tournament-selection baseline Real et al. 2019 compared
+ageing with. A search started from good rules (``--seeds``) keeps them as parents for as long
+as nothing better joins, where ageing drops them after ``population`` joins and only the elite
+draw (``elite``) still breeds from the best; the price is a population that converges on its
+best few lineages.
+
 Results of rules this strategy did not propose (``--seeds``) join the population too when they
 are programs of the space. The population, the best program, pending children and the random
 state are in ``state_dict`` so ``--resume`` continues the same run.
@@ -127,6 +135,7 @@ def library_programs(space_name: str, space_obj=None) -> list:
     return [bello_program(g) for g in BELLO_WARM.values()]
 
 
+KEEPS = ("age", "score")  # who leaves a full population: the oldest, or the worst
 STALE = "stale"  # the meta of a child proposed before a restart (see _restart)
 
 
@@ -142,7 +151,7 @@ class EvolutionStrategy(SpaceStrategy):
                  elite: float = 0.2, neutral: float = 0.0, restart: int = 0,
                  restart_tol: float = 0.01, afp: int = 0, walk: float = 0.0,
                  walk_size: int = 256, prior_programs: str = "", band: float = 0.0, warm=None,
-                 decay: float = 0.0, without: str = ""):
+                 decay: float = 0.0, without: str = "", keep: str = "age"):
         from .strategies import require, require_fraction
         require("population", population, at_least=1)
         require("sample", sample, at_least=1)
@@ -157,6 +166,11 @@ class EvolutionStrategy(SpaceStrategy):
         require("restart", restart, at_least=0)
         require("restart_tol", restart_tol, at_least=0)
         require("afp", afp, at_least=0)
+        if keep not in KEEPS:
+            raise ValueError(f"keep={keep!r}: the population is kept by one of {KEEPS}")
+        if keep != "age" and afp:
+            raise ValueError("afp and keep=score each choose who leaves the population: "
+                             "give one of them")
         super().__init__(seed=seed, space=space, use_filter=use_filter, space_obj=space_obj,
                          live_only=live_only, near=near, horizon=horizon, band=band,
                          without=without)
@@ -187,6 +201,7 @@ class EvolutionStrategy(SpaceStrategy):
         self.heard = 0  # results heard (evaluated children): the clock of births
         self.next_new = 0  # afp: the results heard at which the next new program is drawn
         self.p_walk, self.pool = walk, NeutralPool(int(walk_size))
+        self.keep = keep
 
     def _birth(self, tree_json) -> int:
         return self.births.get(json.dumps(tree_json), 0)
@@ -274,16 +289,22 @@ class EvolutionStrategy(SpaceStrategy):
             entry[2] = STALE  # their results join neither the new population nor its best
 
     def _join(self, member: list, reward: float) -> None:
-        if not self.afp:
+        """``member`` joins; who leaves a full population is ``keep``'s or afp's choice."""
+        if not self.afp and self.keep == "age":
             return join(self.population, member, reward, self.population_size)
-        self.population.append([member, float(reward)])
-        if len(self.population) > self.population_size:
-            self.population.pop(self._leaver())
-            # births are read of members, of children in flight and of the best (elite):
-            # those of the rest (rejected draws, members gone) would only grow the state
-            keep = [m[0] for m in self.population] + [e[0] for e in self.pending.values()]
-            keep += [self.best[0]] if self.best else []
-            self.births = {k: self.births[k] for k in map(json.dumps, keep) if k in self.births}
+        pop = self.population
+        pop.append([member, float(reward)])
+        if len(pop) <= self.population_size:
+            return
+        if not self.afp:  # keep=score: the worst leaves (min finds the oldest of equal scores)
+            pop.pop(min(range(len(pop)), key=lambda i: pop[i][1]))
+            return
+        pop.pop(self._leaver())
+        # births are read of members, of children in flight and of the best (elite): those of
+        # the rest (rejected draws, members gone) would only grow the state
+        kept = [m[0] for m in pop] + [e[0] for e in self.pending.values()]
+        kept += [self.best[0]] if self.best else []
+        self.births = {k: self.births[k] for k in map(json.dumps, kept) if k in self.births}
 
     def _leaver(self) -> int:
         """Age-fitness Pareto: the index of the worst member dominated in (score, birth) by

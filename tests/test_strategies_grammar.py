@@ -455,7 +455,8 @@ def _drive(s, space, rounds):
                                     (EvolutionStrategy, {"population": 8, "elite": 0.3}),
                                     (EvolutionStrategy, {"population": 8, "neutral": 1.0}),
                                     (EvolutionStrategy, {"population": 8, "restart": 5}),
-                                    (EvolutionStrategy, {"population": 4, "afp": 3, "neutral": 1.0})])
+                                    (EvolutionStrategy, {"population": 4, "afp": 3, "neutral": 1.0}),
+                                    (EvolutionStrategy, {"population": 4, "keep": "score"})])
 def test_resume_matches_an_uninterrupted_run(cls, kw):
     space = Space("toy", text=TOY)
     whole = _drive(cls(seed=5, use_filter=False, space_obj=space, **kw), space, 12)
@@ -522,6 +523,29 @@ def test_age_fitness_pareto_keeps_a_young_lineage_and_drops_a_dominated_member()
     # 0.2 and 0.5 (old, worse than 0.9) left; the new program (0.3, born at 3) stayed
     assert scores == [0.3, 0.9, 0.95] and births == [0, 0, 3], (scores, births)
     assert EvolutionStrategy(seed=1, population=3, warm=warm).afp == 0  # off by default
+
+
+def test_a_population_kept_by_score_drops_its_worst_member_not_its_oldest():
+    """keep=score: a full population loses its worst member (the oldest of equal scores), so
+    a good first member stays however many join after it; ageing (the default) drops it after
+    ``population`` joins. afp chooses who leaves too: asking for both is an error."""
+    warm = [bello_program(g) for g in ("x1 = (ema(g, 0.9))", "x1 = (g)", "x1 = (sign(g))")]
+
+    def run(keep):
+        s = EvolutionStrategy(seed=2, population=3, warm=warm, keep=keep)
+        scores = iter([0.9, 0.5, 0.5] + [0.6, 0.4, 0.7, 0.55, 0.3, 0.65])
+        for _ in range(9):
+            c, = s.suggest(1)
+            s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": next(scores)}])
+        return s.population
+    by_score = run("score")
+    assert sorted(r for _, r in by_score) == [0.65, 0.7, 0.9]
+    assert by_score[0][0] == EvolutionStrategy(seed=0, warm=[]).space.parse(warm[0]).to_json()
+    assert [r for _, r in run("age")] == [0.55, 0.3, 0.65]  # the last three to join
+    with pytest.raises(ValueError, match="keep='best'"):
+        EvolutionStrategy(keep="best")
+    with pytest.raises(ValueError, match="afp and keep=score"):
+        EvolutionStrategy(keep="score", afp=4)
 
 
 def _members(s) -> list:
