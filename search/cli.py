@@ -244,6 +244,20 @@ def _one_line_errors(command: str, run, args) -> int:
 _DAMAGED = re.compile(r"malformed|not a database|no such (table|column)|corrupt", re.I)
 
 
+def _note_seeds_outside(strategy, seeds: list) -> None:
+    """A strategy that breeds from the seed rules (evolution) can only where a seed is a program
+    of its space, or a rule one of its programs prints as: say which are not."""
+    from .strategies import SpaceStrategy
+    if not seeds or type(strategy)._foreign is SpaceStrategy._foreign \
+            or getattr(strategy, "space", None) is None:
+        return
+    outside = [k for k, text in enumerate(seeds, start=1) if not strategy.space.contains(text)]
+    if outside:
+        print(f"note: seed rule(s) {', '.join(map(str, outside))} of {len(seeds)} are no "
+              f"program of the {strategy.space.name} space, nor a rule one of its programs "
+              f"prints as: they are evaluated, but {strategy.name} does not breed from them")
+
+
 def _warn_parameter_state(task) -> None:
     """A warning for a match target that keeps a copy of the parameter (``match.parameter_state``):
     its score says little."""
@@ -302,6 +316,7 @@ def _search(args) -> int:
                 raise SearchError(f"{args.seeds} holds {len(seeds)} rules, more than the budget "
                                   f"of {budget} they count against (--budget)")
             time_limit = args.time_limit or DEFAULT_TIME_LIMIT
+            _note_seeds_outside(strategy, seeds)
             if os.path.exists(path):  # in use by another search: say so before Ray starts
                 lock = StoreLock(path)
 

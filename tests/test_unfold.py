@@ -1,0 +1,93 @@
+"""A rule as the search prints it (one line, groups inlined) read back as a program of its space
+(search/unfold.py): what lets a found rule seed a new search that breeds from it."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import optdsl
+from optdsl.search.errors import SearchError
+from optdsl.search.evolution import EvolutionStrategy
+from optdsl.search.program import program_text
+from optdsl.search.space import Space, Tree
+from optdsl.search.unfold import unfold
+
+
+def _printed(space, tree) -> str:
+    return program_text(optdsl.parse(space.source(tree)))
+
+
+@pytest.mark.parametrize("name", ["bello", "bello4"])
+def test_every_sampled_program_is_read_back_from_its_printed_rule(name):
+    """Round trip over random programs: the printed rule unfolds to a program of the space
+    that prints the same, with no more groups than the program it came from."""
+    space, rng = Space(name, horizon=1500), random.Random(7)
+    read = 0
+    for _ in range(150):
+        tree = space.sample(rng)
+        printed = _printed(space, tree)
+        if "\n" in printed:  # a rule with explicit states prints as a block: not a formula
+            continue
+        back = space.parse(printed)
+        assert _printed(space, back) == printed
+        assert len(space.groups_of(back)) <= len(space.groups_of(tree))
+        read += 1
+    assert read >= 100
+
+
+def test_a_found_rule_unfolds_to_the_fewest_groups_and_a_repeated_part_is_one_group():
+    space = Space("bello")
+    powersign = unfold(space, "bello(lr=1) = lr * (exp(sign(g) * sign(ema(g, 0.9))) * g)")
+    assert [line.split() for line in powersign.splitlines()[1:3]] == [
+        "x1 = ( sign ( g ) ) * ( sign ( ema ( g , 0.9 ) ) )".split(),
+        "x2 = ( exp ( x1 ) ) * ( g )".split()]
+    twice = space.parse("lr * ((sign(g) + g) * (sign(g) + g))")  # any form optdsl reads
+    assert len(space.groups_of(twice)) == 2
+
+
+@pytest.mark.parametrize("text", [
+    "lr * sign(g) * g + lr * g",  # equal to a program of the space only by algebra
+    "lr * g^4",  # no operand g^4
+    "sgd(lr=0.1, beta=0.9) = lr * ema(g, beta)",  # a hyperparameter besides lr
+    "lr * (g + sign(g) + ema(g, 0.9) + g^2 + g^3)",  # more groups than the space has
+])
+def test_a_rule_no_program_of_the_space_prints_as_is_a_clear_error(text):
+    assert unfold(Space("bello"), text) is None
+    with pytest.raises(SearchError, match="nor a rule one of its programs prints as"):
+        Space("bello").parse(text)
+
+
+def test_a_space_that_is_not_of_groups_reads_only_its_own_programs():
+    toy = Space("toy", text='start: "toy(lr=1) = lr * " op\nop: "g" -> g\n  | "sign(g)" -> s\n')
+    assert unfold(toy, "lr * g") is None
+
+
+def test_a_seed_rule_as_printed_joins_evolutions_population_at_its_score():
+    """--seeds holding found rules as the store and --export print them: the population holds
+    the seed at its score and breeds from it (before, only text in the space's own form did)."""
+    seed = "bello(lr=1) = lr * (ema(g, 0.9) + clip(0.001 * p, -0.0001, 0.0001))"
+    s = EvolutionStrategy(seed=0, population=4, warm=[])
+    s.observe([{"id": None, "rule": seed, "status": "ok", "score": 0.75, "source": "seed"}])
+    assert s.best[1] == 0.75 and len(s.population) == 1
+    assert _printed(s.space, s.space.parse(seed)) == program_text(optdsl.parse(seed))
+
+
+def test_the_search_breeds_from_a_printed_seed_and_names_the_seeds_it_cannot(tmp_path, capsys):
+    """End to end on a millisecond task: a seed as the store prints it joins evolution's
+    population; a library rule the space cannot write is evaluated, and the note says so."""
+    import json
+    import sqlite3
+    from optdsl.cli import main
+    seeds = tmp_path / "seeds.txt"
+    printed = "bello(lr=1) = lr * (exp(sign(g) * sign(ema(g, 0.9))) * g)"
+    seeds.write_text(f"{printed}\n\nadam\n")
+    store = tmp_path / "s.sqlite"
+    assert main(["search", "--task", "match:sgd", "--strategy", "evolution", "--budget", "6",
+                 "--seeds", str(seeds), "--store", str(store), "--quiet"]) == 0
+    assert "seed rule(s) 2 of 2 are no program of the bello space" in capsys.readouterr().out
+    state = json.loads(sqlite3.connect(store).execute("SELECT state FROM searches").fetchone()[0])
+    space = Space("bello")
+    joined = {_printed(space, space.parse(space.source(Tree.from_json(t))))
+              for t, _ in state["population"]}
+    assert program_text(optdsl.parse(printed)) in joined
