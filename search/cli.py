@@ -255,7 +255,8 @@ def _note_seeds_outside(strategy, seeds: list) -> None:
     if outside:
         print(f"note: seed rule(s) {', '.join(map(str, outside))} of {len(seeds)} are no "
               f"program of the {strategy.space.name} space, nor a rule one of its programs "
-              f"prints as: they are evaluated, but {strategy.name} does not breed from them")
+              f"prints as: they are evaluated, but {strategy.name} does not breed from them",
+              file=sys.stderr)
 
 
 def _warn_parameter_state(task) -> None:

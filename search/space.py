@@ -460,13 +460,13 @@ class Space:
         try:
             pt = self.parser.parse(text.rstrip())
         except Exception as e:
-            from .unfold import unfold  # the rule as a search prints it, on one line?
-            program = unfold(self, text)
-            if program is None:
-                raise SearchError(f"not a program of the {self.name} space, nor a rule one of "
-                                  f"its programs prints as: {str(e).strip().splitlines()[0]}"
-                                  ) from None
-            pt = self.parser.parse(program)
+            from .unfold import shape_of, unfold  # the rule as a search prints it, one line?
+            tree = unfold(self, text)
+            if tree is not None:
+                return tree
+            nor = ", nor a rule one of its programs prints as" if shape_of(self) else ""
+            raise SearchError(f"not a program of the {self.name} space{nor}: "
+                              f"{str(e).strip().splitlines()[0]}") from None
         index = {r: {a.alias: i for i, a in enumerate(alts)} for r, alts in self.rules.items()}
 
         def conv(node, rule: str) -> Tree:

@@ -13,23 +13,35 @@ lr * xK``, and a rule whose choices are the names of earlier groups (Bello's spa
 ``grammars/bello.lark``, ``bello4.lark``). Each choice of the space's rules is parsed by
 optdsl's grammar with a placeholder for each rule it expands, and the printed rule's syntax tree
 is matched against those templates top down; a subexpression read through the rule of names
-becomes a group of its own (the same subexpression twice, the same group). A program is
-returned only where it prints as the rule itself, so a match is never approximate.
+becomes a group of its own (the same subexpression twice, the same group), the fewest groups
+first, and no choice the space leaves out (``without``) is made. A program is returned only
+where it prints as the rule itself, so a match is never approximate.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PLACEHOLDER = "__rule{}__"
-MAX_TRIES = 64  # programs printed to check a match before giving up
+MAX_TRIES = 64  # distinct programs printed to check a match before giving up
 
 
-def unfold(space, text: str) -> str | None:
-    """The program of ``space`` that prints as the rule ``text`` (written in any form optdsl
-    reads, with ``lr`` its only hyperparameter), or None where there is none or ``space`` is not
-    a space of groups (see the module)."""
+@dataclass(frozen=True)
+class Shape:
+    """What makes a space one of groups (see the module)."""
+    expr: str  # the rule a group's expression is written by
+    ref: str  # the rule whose choices are the names of earlier groups
+    refs: dict  # a group's name -> the ref rule's choice naming it
+    bodies: dict  # number of groups -> (the body rule's choice, its group rules in order)
+
+
+def unfold(space, text: str):
+    """The tree of the program of ``space`` that prints as the rule ``text`` (written in any
+    form optdsl reads, ``lr`` its only hyperparameter), or None where there is none or
+    ``space`` is not a space of groups (see the module)."""
     import optdsl
     from optdsl.syntax import Name, Op, parse_syntax
     from .program import program_text
-    shape = _shape(space)
+    shape = shape_of(space)
     if shape is None:
         return None
     try:
@@ -44,22 +56,21 @@ def unfold(space, text: str) -> str | None:
     if not (isinstance(top, Op) and top.op == "mul" and isinstance(top.args[0], Name)
             and top.args[0].name == "lr"):
         return None
-    templates = _templates(space)
-    tries = 0
-    for most in range(1, shape[2] + 1):  # the fewest groups first: no group that only passes
-        bounded = (shape[0], shape[1], most)  # another's result on
-        for last, groups in _match(space, templates, bounded, shape[0], top.args[1], (), 1):
-            program = _render(space, groups + (last,))
-            if program is None:
+    seen: set = set()
+    for most in range(1, max(shape.bodies) + 1):  # the fewest groups first
+        reader = _Reader(space, shape, most)
+        for text_, tree, made in reader.match(shape.expr, top.args[1], (), 1):
+            program = _program(space, shape, made + ((text_, tree),))
+            if program is None or space.source(program) in seen:
                 continue
-            tries += 1
+            seen.add(space.source(program))
             try:
-                space.parser.parse(program)
-                if _formula(program_text(optdsl.parse(program))) == _formula(printed):
-                    return program
+                again = program_text(optdsl.parse(space.source(program)))
             except Exception:
-                pass
-            if tries >= MAX_TRIES:
+                again = None
+            if again is not None and _formula(again) == _formula(printed):
+                return program
+            if len(seen) >= MAX_TRIES:
                 return None
     return None
 
@@ -69,26 +80,55 @@ def _formula(printed: str) -> str:
     return printed.split(" = ", 1)[-1]
 
 
-def _shape(space):
-    """(the groups' expression rule, the rule of group names, the most groups) of a space of
-    groups, else None."""
-    defines = {alt.defines[0]: alt.rules for alts in space.rules.values() for alt in alts
-               if alt.defines[1] == "="}
-    exprs = {tuple(rules) for rules in defines.values()}
-    if not defines or len(exprs) != 1 or len(next(iter(exprs))) != 1:
+def shape_of(space) -> Shape | None:
+    """The :class:`Shape` of a space of groups, else None."""
+    groups = {rule: alts[0] for rule, alts in space.rules.items()
+              if len(alts) == 1 and alts[0].defines[1] == "=" and len(alts[0].items) == 4
+              and alts[0].items[2][0] == "rule"}
+    exprs = {alt.rules[0] for alt in groups.values()}
+    names = {alt.defines[0]: rule for rule, alt in groups.items()}
+    refs = [r for r, alts in space.rules.items() if alts and all(
+        len(a.items) == 1 and a.items[0][0] == "lit" and a.items[0][1] in names for a in alts)]
+    starts = space.rules.get("start", [])
+    if len(exprs) != 1 or len(refs) != 1 or len(starts) != 1 or starts[0].rules != ["body"]:
         return None
-    names = [r for r, alts in space.rules.items()
-             if alts and all(len(a.items) == 1 and a.items[0] == ("lit", a.items[0][1])
-                             and a.items[0][1] in defines for a in alts)]
-    if len(names) != 1 or "body" not in space.rules or "start" not in space.rules:
+    bodies = {}
+    for i, alt in enumerate(space.rules.get("body", [])):
+        order = [v for k, v in alt.items if k == "rule"]
+        if not order or any(r not in groups for r in order):
+            return None
+        names = [groups[r].defines[0] for r in order]
+        tail = [v for k, v in alt.items if k == "lit"]
+        if names != [f"x{k}" for k in range(1, len(order) + 1)] or \
+                tail != ["return", "lr", "*", names[-1]]:
+            return None
+        bodies[len(order)] = (i, order)
+    if not bodies:
         return None
-    return next(iter(exprs))[0], names[0], len(defines)
+    ref = refs[0]
+    return Shape(next(iter(exprs)), ref,
+                 {a.items[0][1]: i for i, a in enumerate(space.rules[ref])}, bodies)
+
+
+def _program(space, shape: Shape, groups: tuple):
+    """The tree of the program with these groups ((text, tree) of each, the last returned)."""
+    from .space import Tree
+    if len(groups) not in shape.bodies:
+        return None
+    choice, rules = shape.bodies[len(groups)]
+    body = Tree("body", choice, [Tree(rule, 0, [tree]) for rule, (_, tree) in zip(rules, groups)])
+    return Tree("start", 0, [body])
+
+
+_TEMPLATES: dict = {}  # a space's grammar text -> its templates (see _templates)
 
 
 def _templates(space) -> dict:
     """{(rule, choice index): the choice's syntax tree, placeholders for the rules it expands}
-    for the rules an expression reaches (a choice optdsl's grammar cannot read is left out)."""
+    (a choice optdsl's grammar cannot read as an expression is left out)."""
     from optdsl.syntax import parse_syntax
+    if space.text in _TEMPLATES:
+        return _TEMPLATES[space.text]
     out = {}
     for rule, alts in space.rules.items():
         for i, alt in enumerate(alts):
@@ -103,53 +143,67 @@ def _templates(space) -> dict:
                 continue
             if len(body) == 1 and body[0].kind == "return":
                 out[rule, i] = body[0].expr
+    _TEMPLATES[space.text] = out
     return out
 
 
-def _match(space, templates, shape, rule, node, groups: tuple, open_: int):
-    """Yield (text of ``node`` as ``rule``, the groups so far) for each way ``rule`` writes
-    ``node``; ``open_`` groups are being built above it (the bound on how many there may be)."""
-    expr_rule, ref_rule, most = shape
-    if rule == ref_rule:
-        if len(groups) + open_ + 1 > most:
+class _Reader:
+    """The matcher of one space with at most ``most`` groups."""
+
+    def __init__(self, space, shape: Shape, most: int):
+        from .space import Tree
+        self.space, self.shape, self.most, self.tree = space, shape, most, Tree
+        self.templates = _templates(space)
+
+    def match(self, rule: str, node, made: tuple, open_: int):
+        """Yield (text, tree, groups made so far) for each way ``rule`` writes ``node``;
+        ``open_`` groups are being written above it (the last among them the returned one)."""
+        if rule == self.shape.ref:
+            yield from self._group(node, made, open_)
             return
-        for text, made in _match(space, templates, shape, expr_rule, node, groups, open_ + 1):
-            made = made if text in made else made + (text,)
-            name = f"x{made.index(text) + 1}"
-            if any(a.items == (("lit", name),) for a in space.rules[ref_rule]):
-                yield name, made
-        return
-    for i, alt in enumerate(space.rules.get(rule, ())):
-        template = templates.get((rule, i))
-        binds: dict = {}
-        if template is None or not _unify(template, node, binds):
-            continue
-        subrules = alt.rules
-        if len(binds) != len(subrules):
-            continue
-        for texts, made in _each(space, templates, shape, subrules, binds, groups, open_):
-            parts, it = [], iter(texts)
-            for kind, v in alt.items:
-                parts.append(v if kind == "lit" else next(it))
-            yield " ".join(parts), made
+        for i, alt in enumerate(self.space.rules.get(rule, ())):
+            if (rule, alt.alias) in self.space.without:
+                continue
+            template, binds = self.templates.get((rule, i)), {}
+            if template is None or not _unify(template, node, binds) \
+                    or len(binds) != len(alt.rules):
+                continue
+            for subs, done in self._each(alt.rules, binds, made, open_, 0):
+                texts = iter(t for t, _ in subs)
+                text = " ".join(v if kind == "lit" else next(texts) for kind, v in alt.items)
+                yield text, self.tree(rule, i, [t for _, t in subs]), done
 
+    def _group(self, node, made: tuple, open_: int):
+        """``node`` read through the rule of names: an earlier group's, or a new one's."""
+        if open_ + 1 > self.most:
+            return
+        for text, tree, inner in self.match(self.shape.expr, node, made, open_ + 1):
+            texts = [t for t, _ in inner]
+            if text not in texts:
+                if len(inner) + open_ + 1 > self.most:
+                    continue
+                inner, texts = inner + ((text, tree),), texts + [text]
+            name, ref = f"x{texts.index(text) + 1}", self.shape.ref
+            choice = self.shape.refs.get(name)
+            if choice is not None and (ref, self.space.rules[ref][choice].alias) \
+                    not in self.space.without:
+                yield name, self.tree(ref, choice, []), inner
 
-def _each(space, templates, shape, subrules, binds, groups, open_, k: int = 0):
-    """Every way to write the bound subexpressions k, k+1, ... by their rules, in order."""
-    if k == len(subrules):
-        yield (), groups
-        return
-    for text, made in _match(space, templates, shape, subrules[k], binds[k], groups, open_):
-        for rest, done in _each(space, templates, shape, subrules, binds, made, open_, k + 1):
-            yield (text,) + rest, done
+    def _each(self, rules: list, binds: dict, made: tuple, open_: int, k: int):
+        """Every way to write the bound subexpressions k, k+1, ... by their rules, in order."""
+        if k == len(rules):
+            yield (), made
+            return
+        for text, tree, after in self.match(rules[k], binds[k], made, open_):
+            for rest, done in self._each(rules, binds, after, open_, k + 1):
+                yield ((text, tree),) + rest, done
 
 
 def _unify(template, node, binds: dict) -> bool:
     """Whether ``node`` has ``template``'s shape; binds placeholder k to its subexpression."""
     from optdsl.syntax import Call, Name, Num, Op
     if isinstance(template, Name) and template.name.startswith("__rule"):
-        k = int(template.name[len("__rule"):-2])
-        binds[k] = node
+        binds[int(template.name[len("__rule"):-2])] = node
         return True
     if type(template) is not type(node):
         return False
@@ -167,18 +221,3 @@ def _unify(template, node, binds: dict) -> bool:
     else:
         return False
     return all(_unify(t, n, binds) for t, n in zip(template.args, node.args))
-
-
-def _render(space, groups: tuple) -> str | None:
-    """The program text of the space with these group expressions (the last one returned)."""
-    bodies = [a for a in space.rules["body"] if len(a.rules) == len(groups)]
-    starts = space.rules["start"]
-    if len(bodies) != 1 or len(starts) != 1:
-        return None
-    texts = iter(groups)
-
-    def group(rule: str) -> str:
-        alt = space.rules[rule][0]
-        return " ".join(v if kind == "lit" else next(texts) for kind, v in alt.items)
-    body = " ".join(v if kind == "lit" else group(v) for kind, v in bodies[0].items)
-    return " ".join(v if kind == "lit" else body for kind, v in starts[0].items)

@@ -455,7 +455,8 @@ def _drive(s, space, rounds):
                                     (EvolutionStrategy, {"population": 8, "elite": 0.3}),
                                     (EvolutionStrategy, {"population": 8, "neutral": 1.0}),
                                     (EvolutionStrategy, {"population": 8, "restart": 5}),
-                                    (EvolutionStrategy, {"population": 4, "afp": 3, "neutral": 1.0}),
+                                    (EvolutionStrategy,
+                                     {"population": 4, "afp": 3, "neutral": 1.0}),
                                     (EvolutionStrategy, {"population": 4, "keep": "score"})])
 def test_resume_matches_an_uninterrupted_run(cls, kw):
     space = Space("toy", text=TOY)

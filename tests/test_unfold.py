@@ -39,11 +39,34 @@ def test_every_sampled_program_is_read_back_from_its_printed_rule(name):
 def test_a_found_rule_unfolds_to_the_fewest_groups_and_a_repeated_part_is_one_group():
     space = Space("bello")
     powersign = unfold(space, "bello(lr=1) = lr * (exp(sign(g) * sign(ema(g, 0.9))) * g)")
-    assert [line.split() for line in powersign.splitlines()[1:3]] == [
-        "x1 = ( sign ( g ) ) * ( sign ( ema ( g , 0.9 ) ) )".split(),
-        "x2 = ( exp ( x1 ) ) * ( g )".split()]
+    assert space.source(powersign) == space.source(space.parse(
+        "bello(lr=1):\n    x1 = (sign(g)) * (sign(ema(g, 0.9)))\n    x2 = (exp(x1)) * (g)\n"
+        "    return lr * x2"))
     twice = space.parse("lr * ((sign(g) + g) * (sign(g) + g))")  # any form optdsl reads
     assert len(space.groups_of(twice)) == 2
+
+
+@pytest.mark.parametrize("name,groups", [
+    ("bello", ["(sign(g)) + (g)", "(x1) * (g)", "(x2) + (x1)"]),
+    ("bello4", ["(sign(g)) + (g)", "(x1) * (g)", "(x2) + (x1)", "(x3) * (x2)"]),
+])
+def test_a_group_read_again_where_every_group_is_used_is_read_back(name, groups):
+    """An earlier group read again costs no group: a program with all the space's groups
+    that reads one twice (as combine and insert make) is read back from its printed rule."""
+    space = Space(name)
+    lines = "".join(f"    x{k} = {g}\n" for k, g in enumerate(groups, start=1))
+    tree = space.parse(f"bello(lr=1):\n{lines}    return lr * x{len(groups)}")
+    back = space.parse(_printed(space, tree))
+    assert _printed(space, back) == _printed(space, tree)
+
+
+@pytest.mark.parametrize("without,text", [("pow", "lr * g^2"), ("sign_g", "lr * sign(g)"),
+                                          ("keep_left", "lr * (g * sign(g))")])
+def test_a_space_without_some_choices_reads_its_rules_back_without_them(without, text):
+    """The reading never makes a choice the space leaves out where another writes the rule."""
+    space = Space("bello", without=without)
+    tree = space.parse(text)
+    assert _printed(space, tree).split(" = ")[1] == program_text(optdsl.parse(text)).split(" = ")[1]
 
 
 @pytest.mark.parametrize("text", [
@@ -85,7 +108,7 @@ def test_the_search_breeds_from_a_printed_seed_and_names_the_seeds_it_cannot(tmp
     store = tmp_path / "s.sqlite"
     assert main(["search", "--task", "match:sgd", "--strategy", "evolution", "--budget", "6",
                  "--seeds", str(seeds), "--store", str(store), "--quiet"]) == 0
-    assert "seed rule(s) 2 of 2 are no program of the bello space" in capsys.readouterr().out
+    assert "seed rule(s) 2 of 2 are no program of the bello space" in capsys.readouterr().err
     state = json.loads(sqlite3.connect(store).execute("SELECT state FROM searches").fetchone()[0])
     space = Space("bello")
     joined = {_printed(space, space.parse(space.source(Tree.from_json(t))))
