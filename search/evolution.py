@@ -339,6 +339,11 @@ class EvolutionStrategy(SpaceStrategy):
             tree = self.space.parse(result["rule"])
         except Exception:
             return
+        # the filter knows it from now on: a child that writes it again is its duplicate, at
+        # its score, not a proposal the store answers from its cache at a budget slot's cost
+        verdict, cand = self._verdict(self.space.source(tree), None)
+        if cand is not None and verdict.kind in ("new", "duplicate"):
+            self.scores.setdefault(verdict.of or verdict.key, float(reward))
         self._learn(tree, reward, None, False)
 
     def state_dict(self) -> dict:

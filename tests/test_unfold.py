@@ -93,6 +93,8 @@ def test_a_seed_rule_as_printed_joins_evolutions_population_at_its_score():
     s = EvolutionStrategy(seed=0, population=4, warm=[])
     s.observe([{"id": None, "rule": seed, "status": "ok", "score": 0.75, "source": "seed"}])
     assert s.best[1] == 0.75 and len(s.population) == 1
+    again, _ = s._verdict(s.space.source(s.space.parse(seed)), None)  # written again: known
+    assert again.kind == "duplicate" and s.scores[again.of] == 0.75
     assert _printed(s.space, s.space.parse(seed)) == program_text(optdsl.parse(seed))
 
 
