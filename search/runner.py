@@ -12,8 +12,9 @@
   would start on a free CPU and exceed ``workers``); the driver never queues a whole budget
   into Ray.
 * Ray's own messages (a dead raylet's last 20 log lines, worker crash reports, its logger) go
-  to a log file (``log_file``; by default ``$TMPDIR/optdsl/ray-PID.log``), never to the user's
-  terminal: a lost node is one line on stderr that names the file.
+  to a log file (``log_file``; by default ``$TMPDIR/optdsl-logs/ray-PID.log``: a folder named
+  ``optdsl`` there would be imported as the package by a script run from ``$TMPDIR``), never
+  to the user's terminal: a lost node is one line on stderr that names the file.
 * Faults: a task whose worker process dies (killed, out of memory, ``os._exit``) is retried
   once by Ray (``max_retries=1``), and so is one that raises (``retry_exceptions=True``). A task
   that fails twice comes back as a ``failed`` result carrying the error, one that no search
@@ -189,7 +190,7 @@ class RayRunner:
         if address:
             check_address(address)
         self.owned = not ray.is_initialized()
-        self.log_file = log_file or os.path.join(tempfile.gettempdir(), "optdsl",
+        self.log_file = log_file or os.path.join(tempfile.gettempdir(), "optdsl-logs",
                                                  f"ray-{os.getpid()}.log")
         if self.owned:
             kwargs = dict(include_dashboard=False, log_to_driver=False,
