@@ -335,16 +335,9 @@ class EvolutionStrategy(SpaceStrategy):
             self.neutral_joins += 1
 
     def _foreign(self, result: dict, reward: float) -> None:
-        try:
-            tree = self.space.parse(result["rule"])
-        except Exception:
-            return
-        # the filter knows it from now on: a child that writes it again is its duplicate, at
-        # its score, not a proposal the store answers from its cache at a budget slot's cost
-        verdict, cand = self._verdict(self.space.source(tree), None)
-        if cand is not None and verdict.kind in ("new", "duplicate"):
-            self.scores.setdefault(verdict.of or verdict.key, float(reward))
-        self._learn(tree, reward, None, False)
+        tree = self._seed_tree(result, reward)
+        if tree is not None:
+            self._learn(tree, reward, None, False)
 
     def state_dict(self) -> dict:
         return {**self._base_state(), "population": self.population, "warm": self.warm,

@@ -475,13 +475,31 @@ class RLStrategy(SpaceStrategy):
         self.buffer.append([decisions, None if reward is None else float(reward), float(logp),
                             base, made])
         if not free and (self.algo == "pqt" or self.edit):
-            self.queue.append([float(reward), decisions, tree.to_json()])
-            self.queue.sort(key=lambda e: -e[0])  # stable: the earlier of equal rewards first
-            del self.queue[self.queue_size:]
+            self._enqueue(reward, decisions, tree)
         if not free and self.edit and self.parents == "population":
             join(self.population, tree.to_json(), reward, self.population_size)
         if len(self.buffer) >= self.batch_size:
             self._update()
+
+    def _foreign(self, result: dict, reward: float) -> None:
+        """A seed rule's result (``--seeds``): with ``edit`` or ``pqt`` it joins the queue of
+        best programs (and with ``parents=population`` the population) at its score, as an
+        evaluated draw does, so that edits start from it (and ``pqt`` imitates it); the policy
+        gradient does not learn from it, as the policy did not draw it."""
+        if not (self.edit or self.algo == "pqt"):
+            return
+        tree = self._seed_tree(result, reward)
+        if tree is None:
+            return
+        self._enqueue(reward, self.space.decisions_of(tree), tree)
+        if self.edit and self.parents == "population":
+            join(self.population, tree.to_json(), reward, self.population_size)
+
+    def _enqueue(self, reward: float, decisions: list, tree: Tree) -> None:
+        """A program joins the queue of the best evaluated ones (at most ``queue``)."""
+        self.queue.append([float(reward), decisions, tree.to_json()])
+        self.queue.sort(key=lambda e: -e[0])  # stable: the earlier of equal rewards first
+        del self.queue[self.queue_size:]
 
     def _neutral(self, tree: Tree, reward: float, meta) -> None:
         """With probability ``neutral`` (with ``edit``, not ``pqt``), a draw that is a duplicate

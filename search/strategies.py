@@ -351,6 +351,20 @@ class SpaceStrategy(Strategy):
     def _foreign(self, result: dict, reward: float) -> None:
         """A result this strategy did not propose (a seed rule): ignored unless overridden."""
 
+    def _seed_tree(self, result: dict, reward: float) -> Tree | None:
+        """The tree of a seed rule's result where it is a program of the space (in its group
+        form, or printed on one line: ``search.unfold``), else None. The filter knows it from
+        then on: a draw that writes it again is its duplicate, at its score, not a proposal the
+        store answers from its cache at a budget slot's cost."""
+        try:
+            tree = self.space.parse(result["rule"])
+        except Exception:
+            return None
+        verdict, cand = self._verdict(self.space.source(tree), None)
+        if cand is not None and verdict.kind in ("new", "duplicate"):
+            self.scores.setdefault(verdict.of or verdict.key, float(reward))
+        return tree
+
     # --- state ----------------------------------------------------------------------------------
     def _base_state(self) -> dict:
         version, internal, gauss = self.rng.getstate()

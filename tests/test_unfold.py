@@ -116,3 +116,20 @@ def test_the_search_breeds_from_a_printed_seed_and_names_the_seeds_it_cannot(tmp
     joined = {_printed(space, space.parse(space.source(Tree.from_json(t))))
               for t, _ in state["population"]}
     assert program_text(optdsl.parse(printed)) in joined
+
+
+@pytest.mark.parametrize("kw,joins", [({"edit": 0.9, "parents": "population"}, True),
+                                      ({"algo": "pqt"}, True), ({}, False)])
+def test_rl_edits_start_from_a_seed_rule_that_joins_its_queue(kw, joins):
+    """RL with edits (or pqt) keeps a seed in its queue of best programs (and its population
+    with parents=population), known to its filter; plain RL draws from its policy only."""
+    from optdsl.search.rl import RLStrategy
+    seed = "bello(lr=1) = lr * (ema(g, 0.9) + clip(0.001 * p, -0.0001, 0.0001))"
+    s = RLStrategy(seed=0, batch=4, **kw)
+    s.observe([{"id": None, "rule": seed, "status": "ok", "score": 0.75, "source": "seed"}])
+    tree = s.space.parse(seed).to_json()
+    assert any(e[2] == tree and e[0] == 0.75 for e in s.queue) == joins
+    assert any(m[0] == tree for m in s.population) == (joins and "parents" in kw)
+    if joins:
+        decisions = next(e[1] for e in s.queue if e[2] == tree)
+        assert decisions == s.space.decisions_of(s.space.parse(seed))
