@@ -248,8 +248,8 @@ def _note_seeds_outside(strategy, seeds: list) -> None:
     """A strategy that breeds from the seed rules (evolution) can only where a seed is a program
     of its space, or a rule one of its programs prints as: say which are not."""
     from .strategies import SpaceStrategy
-    if not seeds or type(strategy)._foreign is SpaceStrategy._foreign \
-            or getattr(strategy, "space", None) is None:
+    if not seeds or getattr(type(strategy), "_foreign", SpaceStrategy._foreign) \
+            is SpaceStrategy._foreign or getattr(strategy, "space", None) is None:
         return
     outside = [k for k, text in enumerate(seeds, start=1) if not strategy.space.contains(text)]
     if outside:
