@@ -94,8 +94,8 @@ scores) instead of the oldest, the tournament-selection baseline Real et al. 201
 ageing with. A search started from good rules (``--seeds``) keeps them as parents for as long
 as nothing better joins, where ageing drops them after ``population`` joins and only the elite
 draw (``elite``) still breeds from the best; the price is a population that converges on its
-best few lineages. A restart (``restart``) starts again from the warm start alone: seeds and
-all. With neutral drift, duplicates join at the score of what they duplicate, so the
+best few lineages. A restart (``restart``) starts again from the warm start alone, the seeds
+dropped with the rest. With neutral drift, duplicates join at the score of what they duplicate, so the
 population fills with re-encodings of its best.
 
 Results of rules this strategy did not propose (``--seeds``) join the population too when they

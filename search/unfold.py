@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PLACEHOLDER = "__rule{}__"
+PLACEHOLDER = "__rule{}__"  # in a template, the subexpression the k-th rule it expands writes
+_PREFIX, _SUFFIX = PLACEHOLDER.split("{}")
 MAX_TRIES = 64  # distinct programs printed to check a match before giving up
 
 
@@ -61,11 +62,12 @@ def unfold(space, text: str):
         reader = _Reader(space, shape, most)
         for text_, tree, made in reader.match(shape.expr, top.args[1], (), 1):
             program = _program(space, shape, made + ((text_, tree),))
-            if program is None or space.source(program) in seen:
+            source = space.source(program) if program is not None else None
+            if source is None or source in seen:
                 continue
-            seen.add(space.source(program))
+            seen.add(source)
             try:
-                again = program_text(optdsl.parse(space.source(program)))
+                again = program_text(optdsl.parse(source))
             except Exception:
                 again = None
             if again is not None and _formula(again) == _formula(printed):
@@ -86,9 +88,9 @@ def shape_of(space) -> Shape | None:
               if len(alts) == 1 and alts[0].defines[1] == "=" and len(alts[0].items) == 4
               and alts[0].items[2][0] == "rule"}
     exprs = {alt.rules[0] for alt in groups.values()}
-    names = {alt.defines[0]: rule for rule, alt in groups.items()}
+    defined = {alt.defines[0] for alt in groups.values()}  # the groups' names
     refs = [r for r, alts in space.rules.items() if alts and all(
-        len(a.items) == 1 and a.items[0][0] == "lit" and a.items[0][1] in names for a in alts)]
+        len(a.items) == 1 and a.items[0][0] == "lit" and a.items[0][1] in defined for a in alts)]
     starts = space.rules.get("start", [])
     if len(exprs) != 1 or len(refs) != 1 or len(starts) != 1 or starts[0].rules != ["body"]:
         return None
@@ -202,8 +204,8 @@ class _Reader:
 def _unify(template, node, binds: dict) -> bool:
     """Whether ``node`` has ``template``'s shape; binds placeholder k to its subexpression."""
     from optdsl.syntax import Call, Name, Num, Op
-    if isinstance(template, Name) and template.name.startswith("__rule"):
-        binds[int(template.name[len("__rule"):-2])] = node
+    if isinstance(template, Name) and template.name.startswith(_PREFIX):
+        binds[int(template.name[len(_PREFIX):-len(_SUFFIX)])] = node
         return True
     if type(template) is not type(node):
         return False

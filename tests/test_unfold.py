@@ -113,8 +113,7 @@ def test_the_search_breeds_from_a_printed_seed_and_names_the_seeds_it_cannot(tmp
     assert "seed rule(s) 2 of 2 are no program of the bello space" in capsys.readouterr().err
     state = json.loads(sqlite3.connect(store).execute("SELECT state FROM searches").fetchone()[0])
     space = Space("bello")
-    joined = {_printed(space, space.parse(space.source(Tree.from_json(t))))
-              for t, _ in state["population"]}
+    joined = {_printed(space, Tree.from_json(t)) for t, _ in state["population"]}
     assert program_text(optdsl.parse(printed)) in joined
 
 
