@@ -245,11 +245,10 @@ _DAMAGED = re.compile(r"malformed|not a database|no such (table|column)|corrupt"
 
 
 def _note_seeds_outside(strategy, seeds: list) -> None:
-    """A strategy that breeds from the seed rules (evolution) can only where a seed is a program
-    of its space, or a rule one of its programs prints as: say which are not."""
-    from .strategies import SpaceStrategy
-    if not seeds or getattr(type(strategy), "_foreign", SpaceStrategy._foreign) \
-            is SpaceStrategy._foreign or getattr(strategy, "space", None) is None:
+    """A strategy that breeds from the seed rules (evolution; RL with edits or pqt) can only
+    where a seed is a program of its space, or a rule one of its programs prints as: say which
+    are not."""
+    if not seeds or not getattr(strategy, "breeds_from_seeds", False):
         return
     outside = [k for k, text in enumerate(seeds, start=1) if not strategy.space.contains(text)]
     if outside:

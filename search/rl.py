@@ -486,7 +486,7 @@ class RLStrategy(SpaceStrategy):
         best programs (and with ``parents=population`` the population) at its score, as an
         evaluated draw does, so that edits start from it (and ``pqt`` imitates it); the policy
         gradient does not learn from it, as the policy did not draw it."""
-        if not (self.edit or self.algo == "pqt"):
+        if not self.breeds_from_seeds:
             return
         tree = self._seed_tree(result, reward)
         if tree is None:
@@ -494,6 +494,10 @@ class RLStrategy(SpaceStrategy):
         self._enqueue(reward, self.space.decisions_of(tree), tree)
         if self.edit and self.parents == "population":
             join(self.population, tree.to_json(), reward, self.population_size)
+
+    @property
+    def breeds_from_seeds(self) -> bool:
+        return bool(self.edit or self.algo == "pqt")
 
     def _enqueue(self, reward: float, decisions: list, tree: Tree) -> None:
         """A program joins the queue of the best evaluated ones (at most ``queue``)."""

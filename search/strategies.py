@@ -175,6 +175,7 @@ class SpaceStrategy(Strategy):
     """
     name = ""
     makes_children = False  # draws programs from parents (``parent_of``): what ``band`` judges
+    breeds_from_seeds = False  # seed rules of the space join what it draws from (``_foreign``)
     max_draws = 200  # per candidate asked for, before suggest gives up (returns fewer)
     fail_reward = FAIL_REWARD  # the reward of a rule that fails (set by the engine, see above)
 
@@ -349,20 +350,26 @@ class SpaceStrategy(Strategy):
             self._learn(Tree.from_json(tree_json), reward, meta, False)
 
     def _foreign(self, result: dict, reward: float) -> None:
-        """A result this strategy did not propose (a seed rule): ignored unless overridden."""
+        """A result this strategy did not propose (a seed rule): ignored unless overridden (by a
+        strategy that ``breeds_from_seeds``)."""
 
     def _seed_tree(self, result: dict, reward: float) -> Tree | None:
         """The tree of a seed rule's result where it is a program of the space (in its group
-        form, or printed on one line: ``search.unfold``), else None. The filter knows it from
-        then on: a draw that writes it again is its duplicate, at its score, not a proposal the
-        store answers from its cache at a budget slot's cost."""
+        form, or printed on one line: ``search.unfold``) new to this strategy, else None: a
+        seed that the strategy drew itself (its own result joins), or that writes, or
+        duplicates, a program drawn before or another seed, is not a second member (one the
+        filter calls a near-copy or degenerate is: it was evaluated). The filter knows a new one
+        from then on: a draw that writes it again is its duplicate, at its score, not a
+        proposal the store answers from its cache at a budget slot's cost."""
         try:
             tree = self.space.parse(result["rule"])
         except Exception:
             return None
         verdict, cand = self._verdict(self.space.source(tree), None)
-        if cand is not None and verdict.kind in ("new", "duplicate"):
-            self.scores.setdefault(verdict.of or verdict.key, float(reward))
+        if cand is None or verdict.kind in ("duplicate", "invalid"):
+            return None
+        if verdict.kind == "new":
+            self.scores.setdefault(verdict.key, float(reward))
         return tree
 
     # --- state ----------------------------------------------------------------------------------

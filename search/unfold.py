@@ -35,10 +35,11 @@ class Shape:
     bodies: dict  # number of groups -> (the body rule's choice, its group rules in order)
 
 
-def unfold(space, text: str):
+def unfold(space, text: str, without=None):
     """The tree of the program of ``space`` that prints as the rule ``text`` (written in any
     form optdsl reads, ``lr`` its only hyperparameter), or None where there is none or
-    ``space`` is not a space of groups (see the module)."""
+    ``space`` is not a space of groups (see the module). ``without``: the choices it may not
+    make, the space's own by default (a prior's file may count left-out choices: ``()``)."""
     import optdsl
     from optdsl.syntax import Name, Op, parse_syntax
     from .program import program_text
@@ -59,7 +60,8 @@ def unfold(space, text: str):
         return None
     seen: set = set()
     for most in range(1, max(shape.bodies) + 1):  # the fewest groups first
-        reader = _Reader(space, shape, most)
+        reader = _Reader(space, shape, most, space.without if without is None
+                         else frozenset(without))
         for text_, tree, made in reader.match(shape.expr, top.args[1], (), 1):
             program = _program(space, shape, made + ((text_, tree),))
             source = space.source(program) if program is not None else None
@@ -122,15 +124,18 @@ def _program(space, shape: Shape, groups: tuple):
     return Tree("start", 0, [body])
 
 
-_TEMPLATES: dict = {}  # a space's grammar text -> its templates (see _templates)
+_TEMPLATES: dict = {}  # (a space's grammar text, its horizon) -> its templates (_templates)
 
 
 def _templates(space) -> dict:
     """{(rule, choice index): the choice's syntax tree, placeholders for the rules it expands}
     (a choice optdsl's grammar cannot read as an expression is left out)."""
     from optdsl.syntax import parse_syntax
-    if space.text in _TEMPLATES:
-        return _TEMPLATES[space.text]
+    # the horizon is part of the key: a space that imports its decays (bello4) has one text
+    # for every horizon, its decays' literals written at the horizon
+    known = (space.text, space.horizon)
+    if known in _TEMPLATES:
+        return _TEMPLATES[known]
     out = {}
     for rule, alts in space.rules.items():
         for i, alt in enumerate(alts):
@@ -145,16 +150,17 @@ def _templates(space) -> dict:
                 continue
             if len(body) == 1 and body[0].kind == "return":
                 out[rule, i] = body[0].expr
-    _TEMPLATES[space.text] = out
+    _TEMPLATES[known] = out
     return out
 
 
 class _Reader:
     """The matcher of one space with at most ``most`` groups."""
 
-    def __init__(self, space, shape: Shape, most: int):
+    def __init__(self, space, shape: Shape, most: int, without: frozenset):
         from .space import Tree
         self.space, self.shape, self.most, self.tree = space, shape, most, Tree
+        self.without = without
         self.templates = _templates(space)
 
     def match(self, rule: str, node, made: tuple, open_: int):
@@ -164,7 +170,7 @@ class _Reader:
             yield from self._group(node, made, open_)
             return
         for i, alt in enumerate(self.space.rules.get(rule, ())):
-            if (rule, alt.alias) in self.space.without:
+            if (rule, alt.alias) in self.without:
                 continue
             template, binds = self.templates.get((rule, i)), {}
             if template is None or not _unify(template, node, binds) \
@@ -188,7 +194,7 @@ class _Reader:
             name, ref = f"x{texts.index(text) + 1}", self.shape.ref
             choice = self.shape.refs.get(name)
             if choice is not None and (ref, self.space.rules[ref][choice].alias) \
-                    not in self.space.without:
+                    not in self.without:
                 yield name, self.tree(ref, choice, []), inner
 
     def _each(self, rules: list, binds: dict, made: tuple, open_: int, k: int):

@@ -539,6 +539,13 @@ def test_a_population_kept_by_score_drops_its_worst_member_not_its_oldest():
             c, = s.suggest(1)
             s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": next(scores)}])
         return s.population
+    tied = EvolutionStrategy(seed=2, population=3, warm=warm, keep="score")
+    for score in (0.9, 0.5, 0.5, 0.6):  # of the two 0.5 members, the older leaves
+        c, = tied.suggest(1)
+        tied.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": score}])
+    space = tied.space
+    assert space.parse(warm[2]).to_json() in [t for t, _ in tied.population]
+    assert space.parse(warm[1]).to_json() not in [t for t, _ in tied.population]
     by_score = run("score")
     assert sorted(r for _, r in by_score) == [0.65, 0.7, 0.9]
     assert by_score[0][0] == EvolutionStrategy(seed=0, warm=[]).space.parse(warm[0]).to_json()

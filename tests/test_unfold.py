@@ -2,9 +2,11 @@
 (search/unfold.py): what lets a found rule seed a new search that breeds from it."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
+import torch
 
 import optdsl
 from optdsl.search.errors import SearchError
@@ -69,6 +71,26 @@ def test_a_space_without_some_choices_reads_its_rules_back_without_them(without,
     assert _printed(space, tree).split(" = ")[1] == program_text(optdsl.parse(text)).split(" = ")[1]
 
 
+def test_a_prior_file_of_printed_rules_may_use_a_choice_the_space_leaves_out(tmp_path):
+    """A prior counts left-out choices (group form or printed alike); parsing a seed that needs
+    one is the clear ``without`` error, not "no program of the space"."""
+    space = Space("bello", without="wd3")
+    prior = tmp_path / "prior.txt"
+    prior.write_text("bello(lr=1) = lr * (0.001 * p + g)\n\nbello(lr=1) = lr * ema(g, 0.9)\n")
+    assert len(space.read_programs(str(prior), 0.5)) == 2
+    with pytest.raises(SearchError, match="without wd3: it uses wd3"):
+        space.parse("bello(lr=1) = lr * (0.001 * p + g)")
+
+
+def test_bello4_reads_its_decays_at_each_horizon_whatever_was_read_before():
+    """bello4 imports its decays, so its grammar text is one for every horizon: the reader's
+    templates are kept per horizon too (a horizon-300 space read first hid the 1000 one's)."""
+    assert Space("bello4", horizon=300).parse("lr * (g * linear_decay(t, 300))")
+    long = Space("bello4", horizon=1000)
+    assert _printed(long, long.parse("lr * (g * linear_decay(t, 1000))")).endswith(
+        "(g * linear_decay(t, 1000))")
+
+
 @pytest.mark.parametrize("text", [
     "lr * sign(g) * g + lr * g",  # equal to a program of the space only by algebra
     "lr * g^4",  # no operand g^4
@@ -111,6 +133,12 @@ def test_the_search_breeds_from_a_printed_seed_and_names_the_seeds_it_cannot(tmp
     assert main(["search", "--task", "match:sgd", "--strategy", "evolution", "--budget", "6",
                  "--seeds", str(seeds), "--store", str(store), "--quiet"]) == 0
     assert "seed rule(s) 2 of 2 are no program of the bello space" in capsys.readouterr().err
+    from optdsl.search.cli import _note_seeds_outside
+    from optdsl.search.rl import RLStrategy
+    _note_seeds_outside(RLStrategy(seed=0), [printed, "adam"])  # plain RL breeds from no seed:
+    assert "seed rule(s)" not in capsys.readouterr().err  # no note reading as if it bred from some
+    _note_seeds_outside(RLStrategy(seed=0, edit=0.9), [printed, "adam"])
+    assert "seed rule(s) 2 of 2" in capsys.readouterr().err
     state = json.loads(sqlite3.connect(store).execute("SELECT state FROM searches").fetchone()[0])
     space = Space("bello")
     joined = {_printed(space, Tree.from_json(t)) for t, _ in state["population"]}
@@ -129,6 +157,28 @@ def test_rl_edits_start_from_a_seed_rule_that_joins_its_queue(kw, joins):
     tree = s.space.parse(seed).to_json()
     assert any(e[2] == tree and e[0] == 0.75 for e in s.queue) == joins
     assert any(m[0] == tree for m in s.population) == (joins and "parents" in kw)
-    if joins:
-        decisions = next(e[1] for e in s.queue if e[2] == tree)
-        assert decisions == s.space.decisions_of(s.space.parse(seed))
+    if joins:  # its decisions rebuild the seed's tree, and the policy can replay them
+        decisions = iter(next(e[1] for e in s.queue if e[2] == tree))
+        assert s.space.decode(lambda rule, ok: next(decisions)[1]).to_json() == tree
+        logp, _ = s.controller.replay([next(e[1] for e in s.queue if e[2] == tree)])
+        assert torch.isfinite(logp).all()
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "rl"])
+def test_a_seed_the_strategy_has_already_is_not_a_second_member(strategy):
+    """A seed that writes a program the strategy drew itself (sgd of the warm start, printed
+    on one line), or another seed again in group form, joins no second time: with keep=score
+    (or pqt's queue) a copy would never leave and be drawn twice as often."""
+    from optdsl.search.rl import RLStrategy
+    s = (EvolutionStrategy(seed=0, population=4, keep="score") if strategy == "evolution"
+         else RLStrategy(seed=0, batch=4, algo="pqt"))
+    cands = s.suggest(6)
+    seed = "bello(lr=1) = lr * (ema(g, 0.9) + clip(0.001 * p, -0.0001, 0.0001))"
+    grouped = s.space.source(s.space.parse(seed))
+    for rule in ("bello(lr=1) = lr * g", seed, grouped):
+        s.observe([{"id": None, "rule": rule, "status": "ok", "score": 0.5, "source": "seed"}])
+    s.observe([{"id": c.id, "rule": c.text, "status": "ok", "score": 0.1} for c in cands])
+    members = [json.dumps(t) for t, _ in s.population] if strategy == "evolution" \
+        else [json.dumps(e[2]) for e in s.queue]
+    assert len(members) == len(set(members))
+    assert json.dumps(s.space.parse(seed).to_json()) in members
