@@ -95,14 +95,15 @@ ageing with. A search started from good rules (``--seeds``) keeps them as parent
 as nothing better joins, where ageing drops them after ``population`` joins and only the elite
 draw (``elite``) still breeds from the best; the price is a population that converges on its
 best few lineages. A restart (``restart``) starts again from the warm start alone, the seeds
-dropped with the rest (a seed whose result comes after a restart joins the new population). With neutral drift, duplicates join at the score of what they duplicate, so the
-population fills with re-encodings of its best.
+dropped with the rest (a seed whose result comes after a restart joins the new population).
+With neutral drift, duplicates join at the score of what they duplicate, so the population
+fills with re-encodings of its best.
 
 Results of rules this strategy did not propose (``--seeds``) join the population too when they
 are programs of the space, in its group form or printed on one line as the search prints
-rules (``search.unfold``), once each: a seed that writes or duplicates a program the search drew
-(or another seed) is not a second member. The population, the best program, pending children and the random
-state are in ``state_dict`` so ``--resume`` continues the same run.
+rules (``search.unfold``), once each: a seed that writes or duplicates a program the search
+drew (or another seed) is not a second member. The population, the best program, pending
+children and the random state are in ``state_dict`` so ``--resume`` continues the same run.
 """
 from __future__ import annotations
 
