@@ -15,7 +15,9 @@ optdsl's grammar with a placeholder for each rule it expands, and the printed ru
 is matched against those templates top down; a subexpression read through the rule of names
 becomes a group of its own (the same subexpression twice, the same group), the fewest groups
 first, and no choice the space leaves out (``without``) is made. A program is returned only
-where it prints as the rule itself, so a match is never approximate.
+where it prints as the rule itself, so a match is never approximate; one grouping is read as
+the space writes it: ``lr`` times a chain of factors, ``lr * a * b``, as ``lr * (a * b)`` (equal
+but for the rounding of the products' order).
 """
 from __future__ import annotations
 
@@ -35,11 +37,12 @@ class Shape:
     bodies: dict  # number of groups -> (the body rule's choice, its group rules in order)
 
 
-def unfold(space, text: str, without=None):
+def unfold(space, text: str, without=None, regroup: bool = True):
     """The tree of the program of ``space`` that prints as the rule ``text`` (written in any
     form optdsl reads, ``lr`` its only hyperparameter), or None where there is none or
     ``space`` is not a space of groups (see the module). ``without``: the choices it may not
-    make, the space's own by default (a prior's file may count left-out choices: ``()``)."""
+    make, the space's own by default (a prior's file may count left-out choices: ``()``);
+    ``regroup``: whether ``lr * a * b`` may be read as ``lr * (a * b)`` (see the module)."""
     import optdsl
     from optdsl.syntax import Name, Op, parse_syntax
     from .program import program_text
@@ -57,7 +60,10 @@ def unfold(space, text: str, without=None):
     top = body[0].expr
     if not (isinstance(top, Op) and top.op == "mul" and isinstance(top.args[0], Name)
             and top.args[0].name == "lr"):
-        return None
+        if not (regroup and _lr_leads_a_product(top)):
+            return None
+        head, formula = printed.split(" = ", 1)  # lr * a * b read as lr * (a * b), once
+        return unfold(space, f"{head} = lr * ({formula[len('lr * '):]})", without, False)
     seen: set = set()
     for most in range(1, max(shape.bodies) + 1):  # the fewest groups first
         reader = _Reader(space, shape, most, space.without if without is None
@@ -77,6 +83,16 @@ def unfold(space, text: str, without=None):
             if len(seen) >= MAX_TRIES:
                 return None
     return None
+
+
+def _lr_leads_a_product(top) -> bool:
+    """Whether ``top`` is ``lr * a`` times or over further factors (``lr * a / b * c``): a
+    product the space writes as ``lr * (a / b * c)``, equal but for its grouping."""
+    from optdsl.syntax import Name, Op
+    while isinstance(top, Op) and top.op in ("mul", "div") and isinstance(top.args[0], Op):
+        top = top.args[0]
+    return isinstance(top, Op) and top.op == "mul" and isinstance(top.args[0], Name) \
+        and top.args[0].name == "lr"
 
 
 def _formula(printed: str) -> str:

@@ -91,6 +91,19 @@ def test_bello4_reads_its_decays_at_each_horizon_whatever_was_read_before():
         "(g * linear_decay(t, 1000))")
 
 
+@pytest.mark.parametrize("text,as_printed", [
+    ("lr * sign(g) * g", "lr * (sign(g) * g)"),
+    ("lr * g / (sqrt(ema(g^2, 0.999)) + 1e-8) * sign(g)",
+     "lr * (g / (sqrt(ema(g^2, 0.999)) + 1e-08) * sign(g))"),
+])
+def test_lr_times_a_chain_of_factors_is_read_as_lr_times_their_product(text, as_printed):
+    """A rule written by hand groups ``lr`` with its first factor; the space's programs print
+    ``lr`` times the rest: the one grouping the reader takes as the space writes it."""
+    space = Space("bello")
+    assert _printed(space, space.parse(text)).split(" = ")[1] == as_printed
+    assert unfold(space, "2 * lr * g") is None  # lr not the first factor: no program prints so
+
+
 @pytest.mark.parametrize("text", [
     "lr * sign(g) * g + lr * g",  # equal to a program of the space only by algebra
     "lr * g^4",  # no operand g^4
