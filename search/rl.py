@@ -474,10 +474,8 @@ class RLStrategy(SpaceStrategy):
         made = meta[3] if len(meta) > 3 else None  # (a draw pending from before: all made)
         self.buffer.append([decisions, None if reward is None else float(reward), float(logp),
                             base, made])
-        if not free and (self.algo == "pqt" or self.edit):
-            self._enqueue(reward, decisions, tree)
-        if not free and self.edit and self.parents == "population":
-            join(self.population, tree.to_json(), reward, self.population_size)
+        if not free:
+            self._keep(reward, decisions, tree)
         if len(self.buffer) >= self.batch_size:
             self._update()
 
@@ -489,21 +487,23 @@ class RLStrategy(SpaceStrategy):
         if not self.breeds_from_seeds:
             return
         tree = self._seed_tree(result, reward)
-        if tree is None:
-            return
-        self._enqueue(reward, self.space.decisions_of(tree), tree)
-        if self.edit and self.parents == "population":
-            join(self.population, tree.to_json(), reward, self.population_size)
+        if tree is not None:
+            self._keep(reward, self.space.decisions_of(tree), tree)
 
     @property
     def breeds_from_seeds(self) -> bool:
         return bool(self.edit or self.algo == "pqt")
 
-    def _enqueue(self, reward: float, decisions: list, tree: Tree) -> None:
-        """A program joins the queue of the best evaluated ones (at most ``queue``)."""
-        self.queue.append([float(reward), decisions, tree.to_json()])
-        self.queue.sort(key=lambda e: -e[0])  # stable: the earlier of equal rewards first
-        del self.queue[self.queue_size:]
+    def _keep(self, reward: float, decisions: list, tree: Tree) -> None:
+        """An evaluated program (drawn, or a seed) joins what edits and pqt start from: the
+        queue of the best ones (at most ``queue``) and, with ``parents=population``, the
+        population."""
+        if self.breeds_from_seeds:
+            self.queue.append([float(reward), decisions, tree.to_json()])
+            self.queue.sort(key=lambda e: -e[0])  # stable: the earlier of equal rewards first
+            del self.queue[self.queue_size:]
+        if self.edit and self.parents == "population":
+            join(self.population, tree.to_json(), reward, self.population_size)
 
     def _neutral(self, tree: Tree, reward: float, meta) -> None:
         """With probability ``neutral`` (with ``edit``, not ``pqt``), a draw that is a duplicate

@@ -461,8 +461,9 @@ class Space:
             pt = self.parser.parse(text.rstrip())
         except Exception as e:
             from .unfold import shape_of, unfold  # the rule as a search prints it, one line?
-            tree = unfold(self, text)  # a reading without left-out choices first, else any
-            tree = tree if tree is not None or not self.without else unfold(self, text, ())
+            tree = unfold(self, text)
+            if tree is None and self.without:  # with left-out choices: what a prior counts
+                tree = unfold(self, text, ())
             if tree is not None:
                 return tree
             nor = ", nor a rule one of its programs prints as" if shape_of(self) else ""

@@ -44,7 +44,7 @@ def unfold(space, text: str, without=None, regroup: bool = True):
     make, the space's own by default (a prior's file may count left-out choices: ``()``);
     ``regroup``: whether ``lr * a * b`` may be read as ``lr * (a * b)`` (see the module)."""
     import optdsl
-    from optdsl.syntax import Name, Op, parse_syntax
+    from optdsl.syntax import parse_syntax
     from .program import program_text
     shape = shape_of(space)
     if shape is None:
@@ -58,11 +58,10 @@ def unfold(space, text: str, without=None, regroup: bool = True):
     if set(rule.hypers) != {"lr"} or len(body) != 1 or body[0].kind != "return":
         return None
     top = body[0].expr
-    if not (isinstance(top, Op) and top.op == "mul" and isinstance(top.args[0], Name)
-            and top.args[0].name == "lr"):
-        if not (regroup and _lr_leads_a_product(top)):
-            return None
+    if not _lr_times(top):
         head, formula = printed.split(" = ", 1)  # lr * a * b read as lr * (a * b), once
+        if not (regroup and _lr_leads_a_product(top) and formula.startswith("lr * ")):
+            return None
         return unfold(space, f"{head} = lr * ({formula[len('lr * '):]})", without, False)
     seen: set = set()
     for most in range(1, max(shape.bodies) + 1):  # the fewest groups first
@@ -85,14 +84,20 @@ def unfold(space, text: str, without=None, regroup: bool = True):
     return None
 
 
+def _lr_times(node) -> bool:
+    """Whether ``node`` is ``lr * a`` (how every program of a space of groups returns)."""
+    from optdsl.syntax import Name, Op
+    return isinstance(node, Op) and node.op == "mul" and isinstance(node.args[0], Name) \
+        and node.args[0].name == "lr"
+
+
 def _lr_leads_a_product(top) -> bool:
     """Whether ``top`` is ``lr * a`` times or over further factors (``lr * a / b * c``): a
     product the space writes as ``lr * (a / b * c)``, equal but for its grouping."""
-    from optdsl.syntax import Name, Op
+    from optdsl.syntax import Op
     while isinstance(top, Op) and top.op in ("mul", "div") and isinstance(top.args[0], Op):
         top = top.args[0]
-    return isinstance(top, Op) and top.op == "mul" and isinstance(top.args[0], Name) \
-        and top.args[0].name == "lr"
+    return _lr_times(top)
 
 
 def _formula(printed: str) -> str:

@@ -171,9 +171,10 @@ def test_rl_edits_start_from_a_seed_rule_that_joins_its_queue(kw, joins):
     assert any(e[2] == tree and e[0] == 0.75 for e in s.queue) == joins
     assert any(m[0] == tree for m in s.population) == (joins and "parents" in kw)
     if joins:  # its decisions rebuild the seed's tree, and the policy can replay them
-        decisions = iter(next(e[1] for e in s.queue if e[2] == tree))
-        assert s.space.decode(lambda rule, ok: next(decisions)[1]).to_json() == tree
-        logp, _ = s.controller.replay([next(e[1] for e in s.queue if e[2] == tree)])
+        decisions = next(e[1] for e in s.queue if e[2] == tree)
+        replayed = iter(decisions)
+        assert s.space.decode(lambda rule, ok: next(replayed)[1]).to_json() == tree
+        logp, _ = s.controller.replay([decisions])
         assert torch.isfinite(logp).all()
 
 
